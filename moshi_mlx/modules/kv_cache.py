@@ -1,0 +1,141 @@
+"""Key/value caches for streaming attention.
+
+Kyutai's visibility rule, which every cache here honours exactly: a key at position `pk`
+is visible to a query at position `pq` iff `0 <= pq - pk < context`. Keys are stored
+already rotated (RoPE), so their slot order does not matter to attention, only the mask.
+
+`KVCache` is a ring buffer of `context` slots, so memory is fixed and a conversation can
+run for hours: slot `p % context` holds position `p`. For one token per call (the LM's
+frame step) the ring holds exactly the visible keys and no mask is needed. For a chunk of
+T > 1 tokens the visible keys of the earliest query may already be overwritten by the
+latest, so attention runs over the old ring contents concatenated with the new keys, with
+an explicit mask; the ring is written afterwards. Batch and streaming therefore agree for
+any length (upstream's ring slicing does not, see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+
+def visibility_mask(q_pos: np.ndarray, k_pos: np.ndarray, context: int | None) -> mx.array:
+    """Boolean [Tq, Tk] mask: key visible iff it exists (pos >= 0), is not in the future
+    and is less than `context` steps in the past."""
+    delta = q_pos[:, None] - k_pos[None, :]
+    ok = (k_pos[None, :] >= 0) & (delta >= 0)
+    if context is not None:
+        ok &= delta < context
+    return mx.array(ok)
+
+
+def batch_mask(length: int, causal: bool, context: int | None) -> mx.array | str | None:
+    """Mask for a whole sequence seen at once (no cache), positions 0..length-1."""
+    if not causal or length == 1:
+        return None
+    if context is None or context >= length:
+        return "causal"
+    pos = np.arange(length)
+    return visibility_mask(pos, pos, context)
+
+
+class KVCache:
+    """Streaming cache for one attention layer.
+
+    context: visibility window (None = unbounded, the buffer then grows by `step` slots).
+    """
+
+    step = 256
+
+    def __init__(self, context: int | None):
+        if context is not None and context <= 0:
+            raise ValueError(f"attention context must be positive, got {context}")
+        self.context = context
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+        self.offset = 0
+
+    def reset(self) -> None:
+        """Forget every key; buffers are kept so a new conversation allocates nothing."""
+        self.offset = 0
+
+    @property
+    def state(self) -> list[mx.array]:
+        return [a for a in (self.keys, self.values) if a is not None]
+
+    def _allocate(self, k: mx.array, v: mx.array, capacity: int) -> None:
+        B, H, _, Dk = k.shape
+        Dv = v.shape[-1]
+        if self.keys is not None and self.keys.shape[:2] == (B, H) and self.keys.shape[2] >= capacity \
+                and self.keys.dtype == k.dtype:
+            return
+        keys = mx.zeros((B, H, capacity, Dk), dtype=k.dtype)
+        values = mx.zeros((B, H, capacity, Dv), dtype=v.dtype)
+        if self.keys is not None and self.context is None and self.offset > 0:
+            keys[:, :, : self.offset] = self.keys[:, :, : self.offset]
+            values[:, :, : self.offset] = self.values[:, :, : self.offset]
+        self.keys, self.values = keys, values
+
+    def update_and_fetch(self, k: mx.array, v: mx.array):
+        """Add T new keys/values [B, H, T, D]; return (keys, values, mask) to attend over."""
+        T = k.shape[2]
+        if self.context is None:
+            return self._grow(k, v)
+        cap = self.context
+        start = self.offset
+        if T == 1:
+            self._allocate(k, v, cap)
+            slot = start % cap
+            self.keys[:, :, slot : slot + 1] = k
+            self.values[:, :, slot : slot + 1] = v
+            self.offset += 1
+            filled = min(self.offset, cap)
+            if filled == cap:
+                return self.keys, self.values, None
+            return self.keys[:, :, :filled], self.values[:, :, :filled], None
+        return self._chunk(k, v, start, T, cap)
+
+    def _chunk(self, k, v, start: int, T: int, cap: int):
+        q_pos = np.arange(start, start + T)
+        if start == 0:
+            keys, values, k_pos = k, v, q_pos
+        else:
+            filled = min(start, cap)
+            slots = np.arange(filled)
+            # the position stored in each slot: the latest p < start with p % cap == slot
+            old_pos = start - 1 - ((start - 1 - slots) % cap)
+            keys = mx.concatenate([self.keys[:, :, :filled], k], axis=2)
+            values = mx.concatenate([self.values[:, :, :filled], v], axis=2)
+            k_pos = np.concatenate([old_pos, q_pos])
+        mask = visibility_mask(q_pos, k_pos, self.context)
+        self._allocate(k, v, cap)
+        # write the last min(T, cap) new entries into the ring (it may wrap)
+        n = min(T, cap)
+        first = start + T - n
+        k_new, v_new = k[:, :, T - n :], v[:, :, T - n :]
+        s = first % cap
+        head = min(n, cap - s)
+        self.keys[:, :, s : s + head] = k_new[:, :, :head]
+        self.values[:, :, s : s + head] = v_new[:, :, :head]
+        if head < n:
+            self.keys[:, :, : n - head] = k_new[:, :, head:]
+            self.values[:, :, : n - head] = v_new[:, :, head:]
+        self.offset += T
+        return keys, values, mask
+
+    def _grow(self, k, v):
+        T = k.shape[2]
+        start = self.offset
+        needed = start + T
+        if self.keys is None or self.keys.shape[2] < needed or self.keys.dtype != k.dtype \
+                or self.keys.shape[:2] != k.shape[:2]:
+            capacity = ((needed + self.step - 1) // self.step) * self.step
+            self._allocate(k, v, capacity)
+        self.keys[:, :, start:needed] = k
+        self.values[:, :, start:needed] = v
+        self.offset = needed
+        mask = None
+        if T > 1:
+            q_pos = np.arange(start, needed)
+            mask = visibility_mask(q_pos, np.arange(needed), None)
+        return self.keys[:, :, :needed], self.values[:, :, :needed], mask

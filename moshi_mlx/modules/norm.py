@@ -1,0 +1,61 @@
+"""Normalisation layers used by the Moshi transformers.
+
+`RMSNorm` follows Kyutai's `rms_norm_f32`: statistics in float32 whatever the activation
+dtype, because bf16 variance over 4096 channels is too coarse for a 32-layer stack.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-8, compute_dtype: mx.Dtype | None = mx.float32):
+        super().__init__()
+        self.weight = mx.ones((dim,))
+        self.eps = eps
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.compute_dtype is None or x.dtype == self.compute_dtype:
+            return mx.fast.rms_norm(x, self.weight.astype(x.dtype), self.eps)
+        y = mx.fast.rms_norm(x.astype(self.compute_dtype), self.weight.astype(self.compute_dtype), self.eps)
+        return y.astype(x.dtype)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with affine weight and bias (PyTorch `nn.LayerNorm` semantics)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, compute_dtype: mx.Dtype | None = None):
+        super().__init__()
+        self.weight = mx.ones((dim,))
+        self.bias = mx.zeros((dim,))
+        self.eps = eps
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.compute_dtype is None or x.dtype == self.compute_dtype:
+            return mx.fast.layer_norm(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype), self.eps)
+        c = self.compute_dtype
+        y = mx.fast.layer_norm(x.astype(c), self.weight.astype(c), self.bias.astype(c), self.eps)
+        return y.astype(x.dtype)
+
+
+# name in Kyutai's configs -> (class, eps, compute dtype)
+_NORMS = {
+    "rms_norm": (RMSNorm, 1e-5, None),
+    "rms_norm_f32": (RMSNorm, 1e-8, mx.float32),
+    "layer_norm": (LayerNorm, 1e-5, None),
+    "layer_norm_f32": (LayerNorm, 1e-8, mx.float32),
+}
+
+NORM_TYPES = tuple(_NORMS)
+
+
+def make_norm(norm_type: str, dim: int) -> nn.Module:
+    try:
+        cls, eps, dtype = _NORMS[norm_type]
+    except KeyError:
+        raise ValueError(f"unsupported norm {norm_type!r}; expected one of {', '.join(NORM_TYPES)}") from None
+    return cls(dim, eps=eps, compute_dtype=dtype)

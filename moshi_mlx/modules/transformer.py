@@ -1,0 +1,131 @@
+"""Pre-norm streaming transformer shared by Helium, the depformer and Mimi.
+
+Parameter names follow the published checkpoints (`self_attn.in_proj`, `norm1`, `gating.
+linear_in` for gated MLPs, `linear1`/`linear2` for plain ones, `layer_scale_1.scale`), so
+loading is a rename of a few legacy suffixes, not a re-architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .attention import MultiheadAttention
+from .kv_cache import KVCache
+from .mlp import GatedMLP, activation
+from .norm import make_norm
+from .rope import POSITIONAL_EMBEDDINGS, sin_embedding
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int
+    num_heads: int
+    num_layers: int
+    dim_feedforward: int
+    causal: bool = True
+    context: int | None = None
+    max_period: float = 10_000.0
+    positional_embedding: str = "rope"
+    norm: str = "rms_norm_f32"
+    gating: str = "silu"  # "none" = plain MLP with `activation`
+    activation: str = "gelu"
+    layer_scale: float | None = None
+    kv_repeat: int = 1
+    bias_attn: bool = False
+    bias_ff: bool = False
+
+    def __post_init__(self):
+        if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
+            raise ValueError(
+                f"unsupported positional_embedding {self.positional_embedding!r}; "
+                f"expected one of {', '.join(POSITIONAL_EMBEDDINGS)}"
+            )
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.scale = mx.full((dim,), init)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x * self.scale
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        rope = cfg.positional_embedding if cfg.positional_embedding in ("rope", "sin_rope", "rope_concat") else None
+        if rope == "sin_rope":
+            rope = "rope"
+        self.self_attn = MultiheadAttention(
+            cfg.d_model,
+            cfg.num_heads,
+            causal=cfg.causal,
+            context=cfg.context,
+            rope=rope,
+            max_period=cfg.max_period,
+            kv_repeat=cfg.kv_repeat,
+            bias=cfg.bias_attn,
+        )
+        self.norm1 = make_norm(cfg.norm, cfg.d_model)
+        self.norm2 = make_norm(cfg.norm, cfg.d_model)
+        self.gated = cfg.gating != "none"
+        if self.gated:
+            self.gating = GatedMLP(cfg.d_model, cfg.dim_feedforward, cfg.gating, bias=cfg.bias_ff)
+        else:
+            self._act = activation(cfg.activation)
+            self.linear1 = nn.Linear(cfg.d_model, cfg.dim_feedforward, bias=cfg.bias_ff)
+            self.linear2 = nn.Linear(cfg.dim_feedforward, cfg.d_model, bias=cfg.bias_ff)
+        if cfg.layer_scale is not None:
+            self.layer_scale_1 = LayerScale(cfg.d_model, cfg.layer_scale)
+            self.layer_scale_2 = LayerScale(cfg.d_model, cfg.layer_scale)
+        self.has_layer_scale = cfg.layer_scale is not None
+
+    def feed_forward(self, x: mx.array) -> mx.array:
+        if self.gated:
+            return self.gating(x)
+        return self.linear2(self._act(self.linear1(x)))
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        update = self.self_attn(self.norm1(x), cache)
+        if self.has_layer_scale:
+            update = self.layer_scale_1(update)
+        x = x + update
+        update = self.feed_forward(self.norm2(x))
+        if self.has_layer_scale:
+            update = self.layer_scale_2(update)
+        return x + update
+
+
+class Transformer(nn.Module):
+    """A stack of `TransformerLayer`s.
+
+    Called without a cache it sees the whole sequence at once (positions from 0, causal
+    mask with the context window); with the list from `make_cache()` it streams, any number
+    of steps per call, and batch and streaming results agree.
+    """
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = [TransformerLayer(cfg) for _ in range(cfg.num_layers)]
+
+    def make_cache(self) -> list[KVCache]:
+        return [layer.self_attn.make_cache() for layer in self.layers]
+
+    def __call__(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        if self.cfg.positional_embedding in ("sin", "sin_rope"):
+            offset = cache[0].offset if cache else 0
+            x = x + sin_embedding(offset, x.shape[1], x.shape[2], self.cfg.max_period, x.dtype)
+        if cache is None:
+            for layer in self.layers:
+                x = layer(x)
+        else:
+            for layer, c in zip(self.layers, cache):
+                x = layer(x, c)
+        return x

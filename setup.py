@@ -1,0 +1,37 @@
+"""Distribution `moshi_mlx`: Kyutai's Moshi on MLX, offline, on a Mac (or any MLX backend)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+version = {}
+exec((HERE / "moshi_mlx" / "version.py").read_text(), version)
+
+setup(
+    name="moshi_mlx",
+    version=version["__version__"],
+    description="Kyutai's Moshi full-duplex speech-text model on MLX: LM, Mimi codec, "
+    "quantization and a real-time local audio loop.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["moshi_mlx", "moshi_mlx.*"]),
+    package_data={"moshi_mlx": ["configs/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "mlx[cpu]>=0.29; sys_platform == 'linux'",
+        "mlx>=0.29; sys_platform != 'linux'",
+        "numpy>=1.24",
+        "sentencepiece>=0.2",
+        "sounddevice>=0.4",
+        "huggingface-hub>=0.24",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "rustymimi": ["rustymimi>=0.4"],
+    },
+    entry_points={
+        "console_scripts": [],
+    },
+)
