@@ -1,0 +1,61 @@
+"""The one helper that turns a file spec into a local path.
+
+A spec is a local path, `hf://owner/repo/path/in/repo`, or a bare file name looked up in a
+Hugging Face repo. `HF_HUB_OFFLINE=1` (huggingface_hub's own switch) serves from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import WeightsError
+
+
+def _download(repo: str, filename: str) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface-hub is a dependency
+        raise WeightsError("huggingface-hub is not installed; pass local file paths instead") from None
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as e:  # the hub raises many types; they all mean "could not get it"
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        name = type(e).__name__
+        if offline or "LocalEntryNotFound" in name or "OfflineMode" in name:
+            raise WeightsError(
+                f"{filename} from {repo} is not in the local Hugging Face cache"
+                + (" and HF_HUB_OFFLINE is set" if offline else " and the Hub cannot be reached")
+                + "; download it once online or pass a local path"
+            ) from None
+        if "RepositoryNotFound" in name:
+            raise WeightsError(f"Hugging Face repo {repo!r} does not exist or is private") from None
+        if "EntryNotFound" in name:
+            raise WeightsError(f"Hugging Face repo {repo!r} has no file {filename!r}") from None
+        raise WeightsError(f"could not download {filename} from {repo}: {name}: {e}".splitlines()[0]) from None
+
+
+def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
+    """Resolve `spec` to a local file (see module docstring)."""
+    s = str(spec)
+    if s.startswith("hf://"):
+        parts = s[len("hf://") :].split("/")
+        if len(parts) < 3:
+            raise WeightsError(f"bad Hub spec {s!r}: expected hf://owner/repo/path")
+        return _download("/".join(parts[:2]), "/".join(parts[2:]))
+    path = Path(s).expanduser()
+    if path.exists():
+        return path
+    if repo is not None and os.sep not in s and "/" not in s:
+        return _download(repo, s)
+    raise WeightsError(f"file not found: {s}")
+
+
+def hf_get_optional(filename: str, repo: str) -> Path | None:
+    """Like `hf_get(filename, repo)` but None when the repo simply lacks the file."""
+    try:
+        return _download(repo, filename)
+    except WeightsError as e:
+        if "has no file" in str(e):
+            return None
+        raise

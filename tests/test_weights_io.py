@@ -1,0 +1,90 @@
+"""safetensors reading/writing: round trips, lazy reads, and a clear error for each bad file."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from moshi_mlx.weights.errors import WeightsError
+from moshi_mlx.weights.hub import hf_get
+from moshi_mlx.weights.safetensors_io import SafetensorsFile, SafetensorsWriter, load_safetensors, save_safetensors
+
+
+@pytest.fixture
+def tensors():
+    return {
+        "a": mx.arange(12, dtype=mx.float32).reshape(3, 4),
+        "b": (mx.arange(6).reshape(2, 3) / 7).astype(mx.bfloat16),
+        "c": mx.array([1, 2, 3], dtype=mx.uint32),
+    }
+
+
+def test_round_trip_with_metadata(tmp_path, tensors):
+    p = tmp_path / "w.safetensors"
+    save_safetensors(p, tensors, {"quantization": "none"})
+    loaded, meta = load_safetensors(p)
+    assert meta == {"quantization": "none"}
+    for k, v in tensors.items():
+        assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape
+        assert mx.array_equal(loaded[k], v)
+
+
+def test_streaming_writer_matches_mlx_reader(tmp_path, tensors):
+    p = tmp_path / "s.safetensors"
+    layout = {k: ({mx.float32: "F32", mx.bfloat16: "BF16", mx.uint32: "U32"}[v.dtype], v.shape) for k, v in tensors.items()}
+    with SafetensorsWriter(p, layout, {"x": "1"}) as w:
+        for k, v in tensors.items():
+            w.write(k, v)
+    ref = mx.load(str(p))
+    for k, v in tensors.items():
+        assert mx.array_equal(ref[k], v)
+    assert SafetensorsFile(p).metadata == {"x": "1"}
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        SafetensorsFile(tmp_path / "nope.safetensors")
+
+
+def test_not_safetensors(tmp_path):
+    p = tmp_path / "model.safetensors"
+    p.write_text("this is a README, not weights" * 10)
+    with pytest.raises(WeightsError, match="not a safetensors file"):
+        SafetensorsFile(p)
+
+
+def test_truncated(tmp_path, tensors):
+    p = tmp_path / "t.safetensors"
+    save_safetensors(p, tensors)
+    data = p.read_bytes()
+    p.write_bytes(data[:-10])
+    with pytest.raises(WeightsError, match="truncated"):
+        SafetensorsFile(p)
+
+
+def test_tiny_file(tmp_path):
+    p = tmp_path / "tiny.safetensors"
+    p.write_bytes(b"abc")
+    with pytest.raises(WeightsError, match="not a safetensors file"):
+        SafetensorsFile(p)
+
+
+def test_hf_get_local_and_missing(tmp_path):
+    p = tmp_path / "x.bin"
+    p.write_bytes(b"1")
+    assert hf_get(p) == p
+    with pytest.raises(WeightsError, match="file not found"):
+        hf_get(tmp_path / "missing.bin")
+    with pytest.raises(WeightsError, match="hf://owner/repo/path"):
+        hf_get("hf://just-a-name")
+
+
+def test_hf_get_offline_cache_miss(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import importlib
+
+    import huggingface_hub.constants as c
+
+    importlib.reload(c)
+    with pytest.raises(WeightsError, match="not in the local Hugging Face cache"):
+        hf_get("model.safetensors", repo="kyutai/moshiko-mlx-q8")
