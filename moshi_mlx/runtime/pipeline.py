@@ -1,0 +1,365 @@
+"""The one full-duplex pipeline every front end shares (live loop, file inference, benches).
+
+    device input ──► [raw queue] ──► encoder thread ──► [code queue] ──► LM thread
+         (callback)                  (resample, frame,                  (gen.step, text,
+                                      codec.encode_step)                 lag control)
+                                                                            │
+    device output ◄── [output deque] ◄── decoder thread ◄── [token queue] ◄─┘
+         (callback)                      (codec.decode_step, resample)
+
+Audio callbacks only append to / pop from queues and never block or allocate models'
+work. Every worker blocks on its queue (no polling), and the three workers overlap: while
+the LM steps on frame t, the encoder works on frame t+1 and the decoder on frame t-1.
+
+Latency is bounded by `max_lag_ms`, the longest allowed delay from the capture of an input
+frame to the playback of the output frame its LM step produced: the LM skips frames that
+are already too old to be answered in time, and the output side drops frames that would
+play too late. Both are counted and the current delay is always available in `stats`.
+See docs/threading.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 24_000
+FRAME_SIZE = 1920
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
+
+_STOP = object()
+
+
+class FrameCodec(Protocol):
+    """One 80 ms frame at a time, numpy in and out (see runtime/codec.py)."""
+
+    def encode_step(self, frame: np.ndarray) -> np.ndarray: ...  # [1920] -> [K] ints
+    def decode_step(self, codes: np.ndarray) -> np.ndarray: ...  # [dep_q] -> [1920]
+    def reset(self) -> None: ...
+
+
+class FrameGenerator(Protocol):
+    def step(self, user_codes) -> tuple[int, object]: ...
+    def reset(self) -> None: ...
+
+
+class Resampler(Protocol):
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class TextEvent:
+    token: int
+    step: int  # LM step index (80 ms each, counted from the start of the session)
+    frame: int  # index of the input frame this step consumed
+    t_capture: float
+
+
+@dataclass
+class PipelineStats:
+    frames_in: int = 0  # 80 ms input frames encoded
+    frames_stepped: int = 0  # LM steps run
+    frames_skipped: int = 0  # input frames the LM skipped because they were too old
+    input_overflows: int = 0  # raw device blocks dropped because the encoder fell behind
+    frames_out: int = 0  # output frames decoded
+    frames_played: int = 0
+    frames_trimmed: int = 0  # output frames dropped because they would play too late
+    underruns: int = 0  # output callbacks that found nothing to play (after start)
+    last_delay_ms: float = float("nan")
+    delays_ms: list[float] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        d = np.array(self.delays_ms) if self.delays_ms else np.array([np.nan])
+        s = np.array(self.step_ms) if self.step_ms else np.array([np.nan])
+        return {
+            "frames_in": self.frames_in, "frames_stepped": self.frames_stepped,
+            "frames_skipped": self.frames_skipped, "input_overflows": self.input_overflows,
+            "frames_out": self.frames_out, "frames_played": self.frames_played,
+            "frames_trimmed": self.frames_trimmed, "underruns": self.underruns,
+            "delay_ms_median": float(np.nanmedian(d)), "delay_ms_p90": float(np.nanpercentile(d, 90)),
+            "delay_ms_max": float(np.nanmax(d)), "step_ms_median": float(np.nanmedian(s)),
+        }
+
+
+@dataclass
+class _Item:
+    frame: int
+    t_capture: float
+    payload: object
+
+
+class _Reframer:
+    """Accumulates arbitrary-length mono blocks into exact 1920-sample frames."""
+
+    def __init__(self):
+        self._buf = np.zeros(0, np.float32)
+
+    def push(self, x: np.ndarray) -> list[np.ndarray]:
+        self._buf = np.concatenate([self._buf, x.astype(np.float32, copy=False)])
+        n = len(self._buf) // FRAME_SIZE
+        frames = [self._buf[i * FRAME_SIZE:(i + 1) * FRAME_SIZE] for i in range(n)]
+        self._buf = self._buf[n * FRAME_SIZE:]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def _mlx_thread_stream():
+    """MLX streams are per thread: give each worker its own so they can run concurrently."""
+    try:
+        import mlx.core as mx
+
+        return mx.stream(mx.new_stream(mx.default_device()))
+    except Exception:  # pragma: no cover - MLX always present in practice
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+class DuplexPipeline:
+    """Codec + LM workers between a capture side and a playback side.
+
+    codec: FrameCodec; gen: FrameGenerator; n_user_codebooks: codes the LM takes per frame.
+    in_resampler / out_resampler convert device rate <-> 24 kHz (None when equal).
+    max_lag_ms: bound on capture-to-playback delay (None: never skip or trim, used offline).
+    on_text: called from the LM thread with each TextEvent (keep it cheap: enqueue).
+    recorder: a StereoRecorder (user as captured at 24 kHz, model as played).
+    step_delay_s: artificial extra compute per LM step (tests/benchmarks of lag control).
+    """
+
+    def __init__(
+        self,
+        codec: FrameCodec,
+        gen: FrameGenerator,
+        n_user_codebooks: int,
+        *,
+        max_lag_ms: float | None = 400.0,
+        in_resampler: Resampler | None = None,
+        out_resampler: Resampler | None = None,
+        on_text: Callable[[TextEvent], None] | None = None,
+        recorder=None,
+        clock: Callable[[], float] = time.monotonic,
+        step_delay_s: float = 0.0,
+        output_latency_s: float = 0.0,
+        output_rate: int = SAMPLE_RATE,
+        output_block_s: float = FRAME_SECONDS,
+        raw_queue_blocks: int = 256,
+    ):
+        self.codec = codec
+        self.gen = gen
+        self.n_user = n_user_codebooks
+        self.max_lag_s = None if max_lag_ms is None else max_lag_ms / 1000.0
+        self.in_resampler = in_resampler
+        self.out_resampler = out_resampler
+        self.on_text = on_text
+        self.recorder = recorder
+        self.clock = clock
+        self.step_delay_s = step_delay_s
+        self.output_latency_s = output_latency_s
+        self.output_rate = output_rate
+        self.output_block_s = output_block_s
+        self.stats = PipelineStats()
+        self.error: BaseException | None = None
+        self.failed = threading.Event()
+        self.finished = threading.Event()  # set when the decoder has drained after close_input
+        self.output: collections.deque = collections.deque()  # _Item(payload=(pcm_dev, pcm24))
+        self.output_available = threading.Condition()
+        self._raw: queue.Queue = queue.Queue(maxsize=raw_queue_blocks)
+        self._codes: queue.Queue = queue.Queue()
+        self._tokens: queue.Queue = queue.Queue()
+        self._reframer = _Reframer()
+        self._frame_index = 0
+        self._step = 0
+        self._threads: list[threading.Thread] = []
+        self._play_partial: np.ndarray | None = None
+        self._started_output = False
+        self._running = False
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> "DuplexPipeline":
+        if self._running:
+            return self
+        self._running = True
+        for target, name in ((self._encoder_loop, "moshi-encoder"), (self._lm_loop, "moshi-lm"),
+                             (self._decoder_loop, "moshi-decoder")):
+            t = threading.Thread(target=self._guard(target), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def close_input(self) -> None:
+        """No more input: let the workers drain what they have, then stop."""
+        self._raw.put(_STOP)
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        if not self._running:
+            return
+        self.close_input()
+        for t in self._threads:
+            t.join(timeout)
+        self._running = False
+
+    def _guard(self, fn):
+        def run():
+            with _mlx_thread_stream():
+                try:
+                    fn()
+                except BaseException as e:  # surface worker errors to the front end
+                    self.error = e
+                    self.failed.set()
+                    # unblock everyone downstream
+                    self._codes.put(_STOP)
+                    self._tokens.put(_STOP)
+                    self.finished.set()
+                    with self.output_available:
+                        self.output_available.notify_all()
+        return run
+
+    # ------------------------------------------------------------------ capture side
+    def push_input(self, block: np.ndarray, t_end: float | None = None) -> None:
+        """From the capture callback: a block of device samples [n] or [n, channels].
+
+        Never blocks: if the encoder is so far behind that the raw queue is full, the oldest
+        block is dropped (counted in `input_overflows`)."""
+        t_end = self.clock() if t_end is None else t_end
+        item = (np.array(block, dtype=np.float32, copy=True), t_end)
+        while True:
+            try:
+                self._raw.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._raw.get_nowait()
+                    self.stats.input_overflows += 1
+                except queue.Empty:
+                    pass
+
+    # ------------------------------------------------------------------ workers
+    def _encoder_loop(self) -> None:
+        while True:
+            item = self._raw.get()
+            if item is _STOP:
+                self._codes.put(_STOP)
+                return
+            block, t_end = item
+            mono = block.mean(axis=1) if block.ndim == 2 else block
+            x = self.in_resampler(mono) if self.in_resampler is not None else mono
+            frames = self._reframer.push(x)
+            for i, frame in enumerate(frames):
+                # the frame's last sample was captured this long before the block's end
+                behind = (len(frames) - 1 - i) * FRAME_SECONDS + self._reframer.pending / SAMPLE_RATE
+                t_capture = t_end - behind
+                if self.recorder is not None:
+                    self.recorder.add_user(frame)
+                codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)
+                self.stats.frames_in += 1
+                self._codes.put(_Item(self._frame_index, t_capture, codes))
+                self._frame_index += 1
+
+    def _too_late(self, t_capture: float) -> bool:
+        if self.max_lag_s is None:
+            return False
+        # A frame stepped now is heard after the step and up to one playback period later;
+        # skip it if that would exceed the bound, so the LM never works for output that the
+        # playback side would have to drop.
+        step_s = np.median(self.stats.step_ms[-20:]) / 1000.0 if self.stats.step_ms else 0.0
+        return self.clock() - t_capture + step_s + self.output_block_s > self.max_lag_s
+
+    def _lm_loop(self) -> None:
+        while True:
+            item = self._codes.get()
+            if item is _STOP:
+                self._tokens.put(_STOP)
+                return
+            if self._too_late(item.t_capture):
+                self.stats.frames_skipped += 1
+                continue
+            t0 = time.perf_counter()
+            text, audio = self.gen.step(item.payload[: self.n_user])
+            if self.step_delay_s:
+                time.sleep(self.step_delay_s)
+            self.stats.step_ms.append((time.perf_counter() - t0) * 1000.0)
+            if len(self.stats.step_ms) > 4096:
+                del self.stats.step_ms[:2048]
+            self.stats.frames_stepped += 1
+            if self.on_text is not None:
+                self.on_text(TextEvent(int(text), self._step, item.frame, item.t_capture))
+            self._step += 1
+            if audio is not None:
+                self._tokens.put(_Item(item.frame, item.t_capture, np.asarray(audio)))
+
+    def _decoder_loop(self) -> None:
+        while True:
+            item = self._tokens.get()
+            if item is _STOP:
+                self.finished.set()
+                with self.output_available:
+                    self.output_available.notify_all()
+                return
+            pcm24 = np.asarray(self.codec.decode_step(item.payload), dtype=np.float32).reshape(-1)
+            pcm = self.out_resampler(pcm24) if self.out_resampler is not None else pcm24
+            self.stats.frames_out += 1
+            self.output.append(_Item(item.frame, item.t_capture, (pcm, pcm24)))
+            with self.output_available:
+                self.output_available.notify_all()
+
+    # ------------------------------------------------------------------ playback side
+    def _record_delay(self, t_capture: float) -> None:
+        delay = (self.clock() + self.output_latency_s - t_capture) * 1000.0
+        self.stats.last_delay_ms = delay
+        self.stats.delays_ms.append(delay)
+        if len(self.stats.delays_ms) > 100_000:
+            del self.stats.delays_ms[:50_000]
+
+    def read_output(self, n: int) -> np.ndarray:
+        """From the playback callback: exactly `n` device samples (silence when nothing is
+        ready). Never blocks; drops frames that would play later than `max_lag_ms`."""
+        out = np.zeros(n, np.float32)
+        got = 0
+        while got < n:
+            if self._play_partial is None:
+                try:
+                    item = self.output.popleft()
+                except IndexError:
+                    break
+                if self.max_lag_s is not None and self.clock() + self.output_latency_s - item.t_capture > self.max_lag_s:
+                    self.stats.frames_trimmed += 1
+                    continue
+                self._record_delay(item.t_capture)
+                self.stats.frames_played += 1
+                self._started_output = True
+                pcm, pcm24 = item.payload
+                if self.recorder is not None:
+                    self.recorder.add_model(pcm24)
+                self._play_partial = pcm
+            take = min(n - got, len(self._play_partial))
+            out[got:got + take] = self._play_partial[:take]
+            got += take
+            rest = self._play_partial[take:]
+            self._play_partial = rest if len(rest) else None
+        if got < n:
+            if self._started_output:
+                self.stats.underruns += 1
+            if self.recorder is not None:
+                silence = int(round((n - got) * SAMPLE_RATE / self.output_rate))
+                self.recorder.add_model(np.zeros(silence, np.float32))
+        return out
+
+    # ------------------------------------------------------------------ convenience
+    def wait_output(self, timeout: float | None = None) -> bool:
+        """Block until an output frame is queued or the pipeline finished (for lock-step
+        drivers such as file inference); True if output is available."""
+        with self.output_available:
+            if self.output or self.finished.is_set():
+                return bool(self.output)
+            self.output_available.wait(timeout)
+            return bool(self.output)

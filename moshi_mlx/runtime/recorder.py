@@ -1,0 +1,92 @@
+"""Stereo recording of a conversation: user on the left, Moshi on the right, at 24 kHz.
+
+Both sides are written on the device's timeline (the user as captured, Moshi as played,
+silence included), so the channels stay aligned. Audio threads only enqueue; a writer
+thread appends to an `IncrementalWavWriter`, which is a valid file after every block.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+
+from .wav_writer import IncrementalWavWriter
+
+SAMPLE_RATE = 24_000
+
+
+class StereoRecorder:
+    def __init__(self, path, sample_rate: int = SAMPLE_RATE):
+        self.writer = IncrementalWavWriter(path, sample_rate, channels=2)
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = {0: [], 1: []}  # side -> list of arrays not yet paired
+        self._thread = threading.Thread(target=self._run, name="moshi-recorder", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def add_user(self, pcm: np.ndarray) -> None:
+        if not self._closed:
+            self._q.put((0, np.array(pcm, dtype=np.float32).reshape(-1)))
+
+    def add_model(self, pcm: np.ndarray) -> None:
+        if not self._closed:
+            self._q.put((1, np.array(pcm, dtype=np.float32).reshape(-1)))
+
+    def _available(self, side: int) -> int:
+        return sum(len(a) for a in self._pending[side])
+
+    def _take(self, side: int, n: int) -> np.ndarray:
+        out, got = [], 0
+        while got < n:
+            a = self._pending[side][0]
+            need = n - got
+            if len(a) <= need:
+                out.append(a)
+                got += len(a)
+                self._pending[side].pop(0)
+            else:
+                out.append(a[:need])
+                self._pending[side][0] = a[need:]
+                got = n
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _flush_pairs(self, final: bool = False) -> None:
+        n = min(self._available(0), self._available(1))
+        if final:
+            n = max(self._available(0), self._available(1))
+        if n == 0:
+            return
+        sides = []
+        for s in (0, 1):
+            take = min(n, self._available(s))
+            x = self._take(s, take)
+            if take < n:
+                x = np.concatenate([x, np.zeros(n - take, np.float32)])
+            sides.append(x)
+        self.writer.write(np.stack(sides, axis=1))
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                break
+            side, pcm = item
+            self._pending[side].append(pcm)
+            # one side may run ahead (device buffering); write what both sides have
+            self._flush_pairs()
+        self._flush_pairs(final=True)
+
+    def close(self) -> None:
+        """Write everything received so far (padding the shorter side) and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(None)
+        self._thread.join()
+        self.writer.close()
+
+    @property
+    def path(self) -> str:
+        return self.writer.path

@@ -1,0 +1,140 @@
+"""The duplex pipeline's mechanics with stand-in codec/LM: order, overlap, bounded lag,
+recording, and error propagation."""
+
+import wave
+
+import numpy as np
+import pytest
+
+from moshi_mlx.runtime.pipeline import DuplexPipeline
+from moshi_mlx.runtime.recorder import StereoRecorder
+from moshi_mlx.runtime.sim_device import SimulatedAudioDevice
+
+from .fakes import FRAME, EchoGen, TagCodec, tagged_input
+
+
+def _drain(p):
+    p.close_input()
+    assert p.finished.wait(10)
+    return [it for it in p.output]
+
+
+def test_offline_order_and_counts():
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None).start()
+    x = tagged_input(30)
+    for i in range(0, len(x), 1000):  # odd block sizes are re-framed
+        p.push_input(x[i:i + 1000])
+    items = _drain(p)
+    assert [it.frame for it in items] == list(range(30))
+    for i, it in enumerate(items):
+        pcm, pcm24 = it.payload
+        np.testing.assert_allclose(pcm24, i / 1000.0)
+    assert p.stats.frames_stepped == 30 and p.stats.frames_skipped == 0
+
+
+def test_text_events_carry_steps_and_frames():
+    events = []
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None, on_text=events.append).start()
+    p.push_input(tagged_input(5))
+    _drain(p)
+    assert [e.token for e in events] == [0, 1, 2, 3, 4]
+    assert [e.step for e in events] == [0, 1, 2, 3, 4]
+
+
+def test_realtime_delay_is_measured_and_small():
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=400).start()
+    dev = SimulatedAudioDevice(tagged_input(40), speed=1.0, loop=False)
+    dev.run(p, 40)
+    p.stop()
+    s = p.stats.summary()
+    assert s["frames_played"] >= 35
+    assert s["frames_skipped"] == 0
+    assert 0 < s["delay_ms_median"] < 400
+
+
+def test_slow_compute_keeps_delay_bounded_by_skipping():
+    """LM 1.5x slower than real time: the delay must stay within max-lag, frames get skipped."""
+    max_lag = 400
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=max_lag, step_delay_s=0.12).start()
+    dev = SimulatedAudioDevice(tagged_input(50), speed=1.0, loop=False)
+    dev.run(p, 50)
+    p.stop()
+    s = p.stats.summary()
+    assert s["frames_skipped"] > 8
+    assert s["frames_played"] > 20
+    assert s["delay_ms_max"] <= max_lag + 1.0
+    # without the bound the same run accumulates delay well past it
+    q = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None, step_delay_s=0.12).start()
+    dev = SimulatedAudioDevice(tagged_input(50), speed=1.0, loop=False)
+    dev.run(q, 50)
+    q.stop()
+    assert q.stats.summary()["delay_ms_max"] > 2 * max_lag
+
+
+def test_played_audio_answers_input_in_order():
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=1000).start()
+    dev = SimulatedAudioDevice(tagged_input(20), speed=4.0, loop=False)
+    dev.run(p, 30)
+    p.stop()
+    played = dev.played_audio().reshape(-1, FRAME)
+    tags = [int(round(f[0] * 1000)) for f in played if np.abs(f).max() > 0]
+    assert tags == sorted(tags) and len(set(tags)) == len(tags)
+
+
+def test_recording_is_stereo_aligned_and_flushed(tmp_path):
+    path = tmp_path / "rec.wav"
+    rec = StereoRecorder(path)
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None, recorder=rec).start()
+    dev = SimulatedAudioDevice(tagged_input(12) + 0.1, speed=8.0, loop=False)
+    dev.run(p, 12)
+    # the file is valid while recording is still in progress
+    with wave.open(str(path)) as w:
+        assert w.getnchannels() == 2 and w.getframerate() == 24000
+    p.stop()
+    rec.close()
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2) / 32767.0
+    assert len(data) >= 12 * FRAME
+    user = data[:, 0].reshape(-1, FRAME)[:12]
+    np.testing.assert_allclose(user[:, 0], np.arange(12) / 1000.0 + 0.1, atol=1e-4)
+    assert np.abs(data[:, 1]).max() > 0.05  # model side present
+
+
+def test_worker_error_is_reported_not_hung():
+    p = DuplexPipeline(TagCodec(), EchoGen(fail_at=3), 8, max_lag_ms=None).start()
+    p.push_input(tagged_input(10))
+    assert p.failed.wait(5)
+    assert "simulated LM failure" in str(p.error)
+    p.stop(timeout=2)
+
+
+def test_input_overflow_drops_oldest_without_blocking():
+    p = DuplexPipeline(TagCodec(encode_s=0.05), EchoGen(), 8, max_lag_ms=None, raw_queue_blocks=4).start()
+    for i in range(40):
+        p.push_input(np.full(FRAME, i / 1000.0, np.float32))
+    assert p.stats.input_overflows > 0
+    p.stop()
+
+
+@pytest.mark.parametrize("rate,channels", [(48000, 2), (44100, 1)])
+def test_device_rates_and_channels(rate, channels):
+    """Non-24 kHz devices: resamplers on both sides, stereo mixed to mono."""
+    from moshi_mlx.runtime.pipeline import SAMPLE_RATE
+
+    def naive(src, dst):
+        def f(x):
+            n = int(round(len(x) * dst / src))
+            return np.interp(np.arange(n) * src / dst, np.arange(len(x)), x).astype(np.float32)
+        return f
+
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None, in_resampler=naive(rate, SAMPLE_RATE),
+                       out_resampler=naive(SAMPLE_RATE, rate), output_rate=rate).start()
+    block = rate * FRAME // SAMPLE_RATE
+    x = np.repeat(np.arange(10) / 1000.0, block).astype(np.float32)
+    if channels == 2:
+        x = np.stack([x, x], axis=1)
+    for i in range(10):
+        p.push_input(x[i * block:(i + 1) * block])
+    items = _drain(p)
+    assert len(items) >= 9
+    assert abs(len(items[0].payload[0]) - block) <= 1
