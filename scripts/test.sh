@@ -11,4 +11,13 @@ if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m p
     cat "$log"; echo "scripts/test.sh: installing the package failed (log above)" >&2; exit 1
 fi
 rm -f "$log"
-exec .venv/bin/python -m pytest "$@"
+# real audio devices for the PortAudio test (headless Linux: a PulseAudio null sink)
+if [ "$(uname)" = Linux ] && [ -z "${MOSHI_SKIP_AUDIO_SETUP:-}" ]; then
+    eval "$(./scripts/setup_audio.sh)"
+    if [ -n "${MOSHI_PULSE_STARTED:-}" ]; then
+        trap 'XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR pulseaudio --kill >/dev/null 2>&1 || true' EXIT
+    fi
+fi
+# in CI the real-device test must run, not skip
+if [ -n "${CI:-}" ]; then export MOSHI_REQUIRE_AUDIO=1; fi
+.venv/bin/python -m pytest "$@"

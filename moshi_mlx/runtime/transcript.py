@@ -1,0 +1,104 @@
+"""Moshi's inner-monologue text: tokens -> printable pieces -> words with timestamps.
+
+A text token produced by the LM step that consumed input frame `f` belongs to the model's
+timeline at (f + 1) * 80 ms from the start of the session (training convention: position
+p = f + 1). Pad (`existing_text_padding_id`, 3) and end-of-pad (0) tokens carry no text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+FRAME_SECONDS = 0.08
+END_OF_PADDING_ID = 0
+
+
+class TextTokenizer:
+    """SentencePiece tokenizer (`tokenizer_spm_32k_3.model` and friends)."""
+
+    def __init__(self, path: str | os.PathLike):
+        import sentencepiece
+
+        from ..weights.errors import WeightsError
+
+        if not os.path.exists(path):
+            raise WeightsError(f"text tokenizer not found: {path}")
+        sp = sentencepiece.SentencePieceProcessor()
+        try:
+            ok = sp.Load(os.fspath(path))
+        except Exception:
+            ok = False
+        if not ok:
+            raise WeightsError(f"{path} is not a SentencePiece model")
+        self.sp = sp
+        self.vocab_size = sp.GetPieceSize()
+
+    def piece(self, token: int) -> str | None:
+        if token < 0 or token >= self.vocab_size or self.sp.IsControl(token) or self.sp.IsUnknown(token):
+            return None
+        return self.sp.IdToPiece(token)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.sp.EncodeAsIds(text))
+
+
+class PlaceholderTokenizer:
+    """For random-weight demo models that have no tokenizer: shows ids as ‹id›."""
+
+    vocab_size = 1 << 30
+
+    def piece(self, token: int) -> str | None:
+        return f"▁‹{token}›" if token >= 0 else None
+
+    def encode(self, text: str) -> list[int]:
+        raise ValueError("the placeholder tokenizer cannot encode text")
+
+
+@dataclass
+class Word:
+    text: str
+    start: float
+    end: float
+
+
+class Transcript:
+    def __init__(self, tokenizer, pad_id: int = 3, skip_ids: tuple[int, ...] = (END_OF_PADDING_ID,)):
+        self.tokenizer = tokenizer
+        self.skip = {pad_id, *skip_ids}
+        self.words: list[Word] = []
+        self.tokens: list[tuple[int, int]] = []  # (frame, token) for every step
+
+    def add(self, token: int, frame: int) -> str | None:
+        """Record a token; return the text to print live (None for pads)."""
+        self.tokens.append((frame, token))
+        if token in self.skip:
+            return None
+        piece = self.tokenizer.piece(token)
+        if not piece:
+            return None
+        t = (frame + 1) * FRAME_SECONDS
+        if piece.startswith("▁") or not self.words:
+            self.words.append(Word(piece.lstrip("▁"), t, t + FRAME_SECONDS))
+        else:
+            self.words[-1].text += piece
+            self.words[-1].end = t + FRAME_SECONDS
+        return piece.replace("▁", " ")
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words if w.text)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """`.json`: text + words with start/end seconds; otherwise one `start end word` line each."""
+        path = os.fspath(path)
+        if path.endswith(".json"):
+            data = {"text": self.text,
+                    "words": [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False, indent=1)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                for w in self.words:
+                    f.write(f"{w.start:8.2f} {w.end:8.2f} {w.text}\n")
