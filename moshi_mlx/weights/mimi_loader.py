@@ -1,0 +1,131 @@
+"""`load_mimi` / `random_mimi`: build a Mimi codec and fill it from the published checkpoint
+(a path, `hf://owner/repo/file`, or the file a Hub repo's config.json names), or from a
+seeded random checkpoint of the real architecture (noise, for offline smoke tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlx.core as mx
+
+from ..models.mimi import Mimi
+from ..models.mimi_config import MimiConfig, mimi_202407
+from ..modules.blas_layout import column_major_linears
+from .errors import WeightsError
+from .hub import hf_get, hf_get_optional
+from .mimi_keys import random_published_weights, to_model_weights
+from .safetensors_io import SafetensorsFile
+
+DEFAULT_REPO = "kyutai/moshiko-mlx-q8"
+MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
+BACKENDS = ("mlx", "rustymimi")
+# centroid std of random_mimi: close to the latent std its random encoder produces, so the
+# codes vary with the input (measured with scripts/make_fixtures_mimi.py)
+RANDOM_CODEBOOK_SCALE = 0.5
+
+
+def resolve_config(config: MimiConfig | dict | str | os.PathLike | None) -> MimiConfig:
+    if config is None:
+        return mimi_202407()
+    if isinstance(config, MimiConfig):
+        return config
+    if isinstance(config, dict):
+        return MimiConfig.from_dict(config)
+    return MimiConfig.from_json(hf_get(config))
+
+
+def resolve_weights(weights: str | os.PathLike | None, hf_repo: str | None = None) -> tuple[Path, MimiConfig | None]:
+    """(local checkpoint path, config named by the repo's config.json or None)."""
+    if weights is not None:
+        return hf_get(weights, repo=hf_repo or DEFAULT_REPO), None
+    repo = hf_repo or DEFAULT_REPO
+    name, cfg = MIMI_NAME, None
+    cfg_path = hf_get_optional("config.json", repo)
+    if cfg_path is not None:
+        try:
+            raw = json.loads(Path(cfg_path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise WeightsError(f"config.json of {repo} is not valid JSON: {e}") from None
+        name = raw.get("mimi_name", name)
+        if raw.get("mimi_config_name"):
+            cfg = MimiConfig.from_json(hf_get(raw["mimi_config_name"], repo=repo))
+    return hf_get(name, repo=repo), cfg
+
+
+def build_mimi(weights: dict, cfg: MimiConfig, num_codebooks: int, source: str) -> Mimi:
+    """Our-layout numpy weights -> a ready Mimi (CPU-friendly layouts, evaluated)."""
+    _check_num_codebooks(num_codebooks, cfg)
+    model = Mimi(cfg, num_codebooks=num_codebooks)
+    try:
+        model.load_weights([(k, mx.array(v)) for k, v in weights.items()], strict=True)
+    except ValueError as e:  # a mapping bug, not user input: still one clear line
+        raise WeightsError(f"{source}: weights do not fit the Mimi model: {e}") from None
+    column_major_linears(model)
+    mx.eval(model.parameters())
+    return model
+
+
+def load_mimi(
+    weights: str | os.PathLike | None = None,
+    num_codebooks: int = 8,
+    *,
+    hf_repo: str | None = None,
+    config: MimiConfig | dict | str | os.PathLike | None = None,
+    backend: str = "mlx",
+):
+    """Load the published Mimi (PyTorch layout) for `backend` "mlx" or "rustymimi".
+
+    weights: a local path, `hf://owner/repo/file`, `"random"` (seeded random weights:
+    the codec then produces noise), or None for the file named by `hf_repo`'s config.json
+    (`mimi_name`, default kyutai/moshiko-mlx-q8).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown Mimi backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if weights is not None and str(weights) == "random":
+        return random_mimi(num_codebooks=num_codebooks, config=config, backend=backend)
+    path, repo_cfg = resolve_weights(weights, hf_repo)
+    if backend == "rustymimi":
+        if config is not None:
+            raise WeightsError("the rustymimi backend only supports the published Mimi config")
+        from ..models.mimi_rust import RustyMimi
+
+        return RustyMimi(path, num_codebooks=num_codebooks)
+    cfg = resolve_config(config) if config is not None else (repo_cfg or mimi_202407())
+    f = SafetensorsFile(path)
+    ours = to_model_weights(f.load_all(), cfg, source=str(path))
+    return build_mimi(ours, cfg, num_codebooks, str(path))
+
+
+def random_mimi(
+    seed: int = 0,
+    num_codebooks: int = 8,
+    *,
+    config: MimiConfig | dict | str | os.PathLike | None = None,
+    codebook_scale: float = RANDOM_CODEBOOK_SCALE,
+    backend: str = "mlx",
+):
+    """A Mimi of the real architecture with seeded random weights. It produces NOISE: use it
+    to exercise code paths offline, never to listen to."""
+    cfg = resolve_config(config)
+    published = random_published_weights(cfg, seed=seed, codebook_scale=codebook_scale)
+    if backend == "rustymimi":
+        import tempfile
+
+        from ..models.mimi_rust import RustyMimi
+        from .safetensors_io import save_safetensors
+
+        if config is not None and resolve_config(config) != mimi_202407():
+            raise WeightsError("the rustymimi backend only supports the published Mimi config")
+        with tempfile.TemporaryDirectory(prefix="moshi_mlx_random_mimi_") as tmp:
+            path = Path(tmp) / "mimi.safetensors"
+            save_safetensors(path, {k: mx.array(v) for k, v in published.items()})
+            return RustyMimi(path, num_codebooks=num_codebooks)  # rustymimi reads it all now
+    return build_mimi(to_model_weights(published, cfg, "random Mimi"), cfg, num_codebooks, "random Mimi")
+
+
+def _check_num_codebooks(n: int, cfg: MimiConfig) -> None:
+    q = cfg.quantizer
+    if not isinstance(n, int) or not q.n_q_semantic <= n <= q.n_q:
+        raise WeightsError(f"num_codebooks must be an integer between {q.n_q_semantic} and {q.n_q}, got {n!r}")
