@@ -1,0 +1,409 @@
+"""`LmConfig`: the language model's configuration, read from Kyutai's published `config.json`.
+
+Every key of those files is either honoured or refused with a one-line `WeightsError`; a
+missing key takes the default of the reference `LMModel` (so a config means the same model
+here as there). Presets are the JSON files shipped in `moshi_mlx/configs/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..modules.mlp import ACTIVATIONS
+from ..modules.norm import NORM_TYPES
+from ..modules.rope import POSITIONAL_EMBEDDINGS
+from ..weights.errors import WeightsError
+
+# Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen).
+LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
+# Keys that describe the checkpoint rather than the network; kept verbatim in `extra`.
+_METADATA_KEYS = ("stt_config", "tts_config", "model_id", "mimi_config_name", "lora_name")
+_SUPPORTED_FUSE = ("sum",)
+
+
+@dataclass
+class LutConditionerConfig:
+    """A look-up-table conditioner (`type: lut`): value -> Embedding(n_bins+1, dim) -> Linear(dim, model dim)."""
+
+    n_bins: int
+    dim: int
+    tokenizer: str = "noop"
+    possible_values: list[str] | None = None
+    force_linear: bool = True
+    learn_padding: bool = True
+
+    def index(self, value: str | None) -> int:
+        """Row of the table for `value`; None is the null condition (the padding row)."""
+        if value is None:
+            return self.n_bins
+        if self.possible_values is None:
+            raise WeightsError("LUT conditioners without possible_values (hashed values) are not supported")
+        if value not in self.possible_values:
+            raise WeightsError(f"condition value {value!r} is not one of {self.possible_values}")
+        return self.possible_values.index(value)
+
+
+@dataclass
+class LmConfig:
+    # temporal transformer
+    dim: int
+    num_heads: int
+    num_layers: int
+    hidden_scale: float = 4.0
+    kv_repeat: int = 1
+    norm: str = "layer_norm"
+    gating: str = "none"
+    positional_embedding: str = "sin"
+    max_period: float = 10_000.0
+    context: int | None = None
+    causal: bool = True
+    layer_scale: float | None = None
+    # vocabularies and streams
+    text_card: int = 32000
+    text_card_out: int | None = None
+    existing_text_padding_id: int = 3
+    existing_text_end_padding_id: int = 0
+    n_q: int = 8
+    dep_q: int = 8
+    card: int = 1024
+    delays: list[int] = field(default_factory=lambda: [0])
+    demux_second_stream: bool = False
+    # depth transformer (None = inherit the temporal transformer's value, as the reference does)
+    depformer_dim: int = 256
+    depformer_num_heads: int | None = None
+    depformer_num_layers: int | None = None
+    depformer_dim_feedforward: int | list[int] | None = None
+    depformer_multi_linear: bool = False
+    depformer_weights_per_step: bool = False
+    depformer_weights_per_step_schedule: list[int] | None = None
+    depformer_low_rank_embeddings: int | None = None
+    depformer_context: int | None = None
+    depformer_max_period: float | None = None
+    depformer_pos_emb: str = "sin"
+    depformer_gating: str | None = None
+    depformer_layer_scale: float | None = None  # from_dict: absent = inherit layer_scale
+    depformer_kv_repeat: int | None = None
+    # conditioning and extra outputs
+    conditioners: dict[str, LutConditionerConfig] = field(default_factory=dict)
+    fuse_sum: list[str] = field(default_factory=list)
+    extra_heads_num_heads: int = 0
+    extra_heads_dim: int = 6
+    # checkpoint metadata
+    model_type: str = "moshi"
+    lm_gen_config: dict[str, Any] = field(default_factory=dict)
+    moshi_name: str | None = None
+    mimi_name: str | None = None
+    tokenizer_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def text_out_card(self) -> int:
+        return self.text_card if self.text_card_out is None else self.text_card_out
+
+    @property
+    def text_initial_token(self) -> int:
+        return self.text_card
+
+    @property
+    def audio_initial_token(self) -> int:
+        return self.card
+
+    @property
+    def num_streams(self) -> int:
+        return 1 + self.n_q
+
+    @property
+    def user_q(self) -> int:
+        """Audio codebooks the caller feeds each frame (the user / source stream)."""
+        return self.n_q - self.dep_q
+
+    @property
+    def max_delay(self) -> int:
+        return max(self.delays)
+
+    @property
+    def dep_weights(self) -> int:
+        """Number of distinct per-step weight sets in the depformer."""
+        if not self.depformer_weights_per_step:
+            return 1
+        if self.depformer_weights_per_step_schedule:
+            return max(self.depformer_weights_per_step_schedule) + 1
+        return self.dep_q
+
+    def dep_weight_index(self, step: int) -> int:
+        """Which per-step weight set depformer step `step` uses."""
+        if not self.depformer_weights_per_step:
+            return 0
+        if self.depformer_weights_per_step_schedule:
+            return self.depformer_weights_per_step_schedule[step]
+        return step
+
+    def dep_in_index(self, step: int) -> int:
+        """Which `depformer_in` projection step `step` uses."""
+        if not self.depformer_multi_linear:
+            return 0
+        if self.depformer_weights_per_step_schedule:
+            return self.depformer_weights_per_step_schedule[step]
+        return step
+
+    @property
+    def dep_in_count(self) -> int:
+        if not self.depformer_multi_linear:
+            return 1
+        if self.depformer_weights_per_step_schedule:
+            return max(self.depformer_weights_per_step_schedule) + 1
+        return self.dep_q
+
+    def dep_feedforward(self, weight_index: int) -> int:
+        ff = self.depformer_dim_feedforward
+        if ff is None:
+            return int(self.hidden_scale * self.depformer_dim)
+        if isinstance(ff, list):
+            return ff[weight_index]
+        return ff
+
+    @property
+    def dep_num_heads(self) -> int:
+        return self.depformer_num_heads if self.depformer_num_heads is not None else self.num_heads
+
+    @property
+    def dep_num_layers(self) -> int:
+        return self.depformer_num_layers if self.depformer_num_layers is not None else self.num_layers
+
+    @property
+    def dep_gating(self) -> str:
+        return self.depformer_gating if self.depformer_gating is not None else self.gating
+
+    @property
+    def dep_max_period(self) -> float:
+        return self.depformer_max_period if self.depformer_max_period is not None else self.max_period
+
+    @property
+    def dep_layer_scale(self) -> float | None:
+        """None is a value here (no layer scale): `from_dict` already filled in the
+        temporal transformer's value when the key is absent, as the reference does."""
+        return self.depformer_layer_scale
+
+    @property
+    def dep_kv_repeat(self) -> int:
+        return self.depformer_kv_repeat if self.depformer_kv_repeat is not None else self.kv_repeat
+
+    # ---- construction ---------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> "LmConfig":
+        return _parse(dict(data), where)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "LmConfig":
+        p = Path(path)
+        if not p.exists():
+            raise WeightsError(f"config file not found: {p}")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WeightsError(f"{p} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise WeightsError(f"{p} does not hold a JSON object")
+        return _parse(data, str(p))
+
+    @classmethod
+    def preset(cls, name: str) -> "LmConfig":
+        return preset(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as `config.json` keys (round-trips through `from_dict`)."""
+        d = asdict(self)
+        conds = d.pop("conditioners")
+        fuse_sum = d.pop("fuse_sum")
+        extra = d.pop("extra")
+        source = d.pop("source")
+        if conds:
+            d["conditioners"] = {k: {"type": "lut", "lut": v} for k, v in conds.items()}
+            d["fuser"] = {"sum": fuse_sum}
+        d.update(extra)
+        if source:
+            d["_source"] = source
+        d["demux_second_stream"] = d.pop("demux_second_stream")
+        return {k: v for k, v in d.items() if v is not None or k in ("layer_scale", "context")}
+
+
+def _err(where: str, msg: str) -> WeightsError:
+    return WeightsError(f"{where}: {msg}")
+
+
+def _parse(data: dict[str, Any], where: str) -> LmConfig:
+    data = {k: v for k, v in data.items() if not k.startswith("_") or k == "_source"}
+    source = data.pop("_source", None)
+    # the reference loader renames or drops these before building LMModel
+    if "demux_second_text_stream" in data:
+        data["demux_second_stream"] = data.pop("demux_second_text_stream")
+    data.pop("depformer_causal", None)  # deprecated: the depformer follows `causal`
+    extra = {k: data.pop(k) for k in _METADATA_KEYS if k in data}
+
+    def refuse(key: str, ok) -> None:
+        if key in data and not ok(data[key]):
+            raise _err(where, f"{key}={data[key]!r} is not supported")
+
+    refuse("lora", lambda v: not v)
+    refuse("norm_emb", lambda v: not v)
+    refuse("bias_proj", lambda v: not v)
+    refuse("cross_attention", lambda v: not v)
+    refuse("depformer_norm", lambda v: v is None)
+    refuse("positional_scale", lambda v: v == 1.0)
+    refuse("quantize", lambda v: not v)
+    for k in ("lora", "norm_emb", "bias_proj", "cross_attention", "depformer_norm", "positional_scale", "quantize",
+              "lora_rank", "lora_scaling", "gradient_checkpointing"):
+        data.pop(k, None)
+
+    conditioners: dict[str, LutConditionerConfig] = {}
+    for name, c in (data.pop("conditioners", None) or {}).items():
+        if not isinstance(c, dict) or c.get("type") != "lut":
+            kind = c.get("type") if isinstance(c, dict) else c
+            raise _err(where, f"conditioner {name!r} has type {kind!r}; only 'lut' conditioners are supported")
+        lut = dict(c.get("lut") or {})
+        if lut.get("output_bias"):
+            raise _err(where, f"conditioner {name!r}: output_bias is not supported")
+        if lut.get("tokenizer", "noop") != "noop":
+            raise _err(where, f"conditioner {name!r}: tokenizer {lut['tokenizer']!r} is not supported (only 'noop')")
+        if lut.get("init_scale", 1.0) is None:
+            raise _err(where, f"conditioner {name!r}: bad init_scale")
+        lut.pop("init_scale", None)  # only affects random init
+        lut.pop("output_bias", None)
+        lut.pop("pad_empty", None)  # a LUT condition is never empty
+        try:
+            conditioners[name] = LutConditionerConfig(**lut)
+        except TypeError as e:
+            raise _err(where, f"conditioner {name!r}: {e}") from None
+    fuser = data.pop("fuser", None) or {}
+    fuse_sum = list(fuser.get("sum", []) or [])
+    for method in ("cross", "prepend"):
+        if fuser.get(method):
+            raise _err(where, f"fuser method {method!r} is not supported (only 'sum')")
+    unknown_fuse = set(fuser) - {"sum", "cross", "prepend", "cross_attention_pos_emb", "cross_attention_pos_emb_scale"}
+    if unknown_fuse:
+        raise _err(where, f"unknown fuser keys {sorted(unknown_fuse)}")
+    for n in fuse_sum:
+        if n not in conditioners:
+            raise _err(where, f"fuser sums condition {n!r} but no conditioner has that name")
+    for n in conditioners:
+        if n not in fuse_sum:
+            raise _err(where, f"conditioner {n!r} is not fused with 'sum' (other fusers are not supported)")
+
+    lm_gen = data.pop("lm_gen_config", None) or {}
+    bad = set(lm_gen) - set(LM_GEN_KEYS)
+    if bad:
+        raise _err(where, f"lm_gen_config has unsupported keys {sorted(bad)}; known: {', '.join(LM_GEN_KEYS)}")
+
+    known = {f for f in LmConfig.__dataclass_fields__} - {"conditioners", "fuse_sum", "extra", "source", "lm_gen_config"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise _err(where, f"unknown config keys {unknown}")
+    for req in ("dim", "num_heads", "num_layers"):
+        if req not in data:
+            raise _err(where, f"missing required key {req!r}")
+    # like the reference, an absent depformer_X inherits the temporal transformer's X
+    if "depformer_layer_scale" not in data:
+        data["depformer_layer_scale"] = data.get("layer_scale")
+    if data.get("max_period") is not None:
+        data["max_period"] = float(data["max_period"])
+    if data.get("depformer_max_period") is not None:
+        data["depformer_max_period"] = float(data["depformer_max_period"])
+    cfg = LmConfig(**data, conditioners=conditioners, fuse_sum=fuse_sum, lm_gen_config=dict(lm_gen), extra=extra,
+                   source=source)
+    _validate(cfg, where)
+    return cfg
+
+
+def _validate(cfg: LmConfig, where: str) -> None:
+    def check(ok: bool, msg: str) -> None:
+        if not ok:
+            raise _err(where, msg)
+
+    check(cfg.norm in NORM_TYPES, f"norm {cfg.norm!r} is not one of {', '.join(NORM_TYPES)}")
+    gatings = ("none",) + tuple(ACTIVATIONS)
+    check(cfg.gating in gatings, f"gating {cfg.gating!r} is not one of {', '.join(gatings)}")
+    check(cfg.dep_gating in gatings, f"depformer_gating {cfg.dep_gating!r} is not one of {', '.join(gatings)}")
+    check(cfg.positional_embedding in POSITIONAL_EMBEDDINGS,
+          f"positional_embedding {cfg.positional_embedding!r} is not one of {', '.join(POSITIONAL_EMBEDDINGS)}")
+    check(cfg.depformer_pos_emb in POSITIONAL_EMBEDDINGS,
+          f"depformer_pos_emb {cfg.depformer_pos_emb!r} is not one of {', '.join(POSITIONAL_EMBEDDINGS)}")
+    check(cfg.dim % cfg.num_heads == 0, f"dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
+    check(cfg.num_heads % cfg.kv_repeat == 0, f"num_heads {cfg.num_heads} is not divisible by kv_repeat {cfg.kv_repeat}")
+    check(cfg.context is None or cfg.context > 0, f"context must be positive, got {cfg.context}")
+    check(len(cfg.delays) == cfg.n_q + 1, f"delays has {len(cfg.delays)} entries, expected n_q + 1 = {cfg.n_q + 1}")
+    check(all(isinstance(d, int) and d >= 0 for d in cfg.delays), f"delays must be non-negative integers: {cfg.delays}")
+    check(0 <= cfg.dep_q <= cfg.n_q, f"dep_q {cfg.dep_q} must be between 0 and n_q {cfg.n_q}")
+    check(cfg.card > 0 and cfg.text_card > 0, "card and text_card must be positive")
+    if cfg.dep_q > 0:
+        check(cfg.depformer_num_heads is not None, "depformer_num_heads is required when dep_q > 0")
+        check(cfg.depformer_dim % cfg.dep_num_heads == 0,
+              f"depformer_dim {cfg.depformer_dim} is not divisible by depformer_num_heads {cfg.dep_num_heads}")
+        check(cfg.dep_num_heads % cfg.dep_kv_repeat == 0,
+              f"depformer num_heads {cfg.dep_num_heads} is not divisible by its kv_repeat {cfg.dep_kv_repeat}")
+        sched = cfg.depformer_weights_per_step_schedule
+        if sched is not None:
+            check(len(sched) == cfg.dep_q, f"depformer_weights_per_step_schedule has {len(sched)} entries, expected dep_q = {cfg.dep_q}")
+            check(all(isinstance(s, int) and s >= 0 for s in sched), "depformer_weights_per_step_schedule must hold non-negative integers")
+            check(set(sched) == set(range(max(sched) + 1)), "depformer_weights_per_step_schedule must use every index 0..max")
+        if isinstance(cfg.depformer_dim_feedforward, list):
+            check(cfg.depformer_weights_per_step and len(cfg.depformer_dim_feedforward) == cfg.dep_weights,
+                  f"a list depformer_dim_feedforward needs weights per step and {cfg.dep_weights} entries")
+        if cfg.depformer_weights_per_step:
+            check(cfg.dep_gating != "none", "depformer_weights_per_step needs a gated MLP (the reference refuses it too)")
+        check(cfg.depformer_context is None or cfg.depformer_context > 0, "depformer_context must be positive")
+
+
+# ---- presets -------------------------------------------------------------------------
+
+# name -> (JSON file in moshi_mlx/configs, Hub repos by weight format: file name in that repo)
+PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
+    "moshiko": ("moshi-7b.json", {
+        "bf16": ("kyutai/moshiko-mlx-bf16", "model.safetensors"),
+        "q8": ("kyutai/moshiko-mlx-q8", "model.q8.safetensors"),
+        "q4": ("kyutai/moshiko-mlx-q4", "model.q4.safetensors"),
+        "pytorch": ("kyutai/moshiko-pytorch-bf16", "model.safetensors"),
+    }),
+    "moshika": ("moshi-7b.json", {
+        "bf16": ("kyutai/moshika-mlx-bf16", "model.safetensors"),
+        "q8": ("kyutai/moshika-mlx-q8", "model.q8.safetensors"),
+        "q4": ("kyutai/moshika-mlx-q4", "model.q4.safetensors"),
+        "pytorch": ("kyutai/moshika-pytorch-bf16", "model.safetensors"),
+    }),
+    "hibiki-2b": ("hibiki-2b.json", {
+        "bf16": ("kyutai/hibiki-2b-mlx-bf16", "model.safetensors"),
+        "pytorch": ("kyutai/hibiki-2b-pytorch-bf16", "model.safetensors"),
+    }),
+    "moshi-1b": ("moshi-1b.json", {}),
+    "moshi-1b-16rvq": ("moshi-1b-16rvq.json", {}),
+    "helium-2b": ("helium-2b.json", {
+        "bf16": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-bf16.safetensors"),
+    }),
+    "random-tiny": ("random-tiny.json", {}),
+}
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise WeightsError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return Path(str(resources.files("moshi_mlx") / "configs" / PRESETS[name][0]))
+
+
+def preset(name: str) -> LmConfig:
+    """The config of a published model by preset name (see `PRESETS`)."""
+    return LmConfig.from_json(preset_path(name))
+
+
+def preset_for_repo(repo: str) -> tuple[str, str] | None:
+    """(preset name, weight file) whose Hub repo is `repo`, if any."""
+    for name, (_, repos) in PRESETS.items():
+        for r, fname in repos.values():
+            if r == repo:
+                return name, fname
+    return None

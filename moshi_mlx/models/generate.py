@@ -1,0 +1,195 @@
+"""`LmGen`: streaming generation, one model position per 80 ms frame.
+
+Alignment (a deliberate choice, tested against the reference): the model runs in the
+training convention — position p consumes every stream's tokens of frame p - 1 - delay
+and predicts the text of frame p and audio codebook k of frame p - delay[k] — but without
+an extra frame of latency: `step(user_frame_t)` runs position t + 1, the first position
+that can consume frame t. Position 0 (all initial tokens) runs inside the first call after
+construction or `reset()`. So the answer to frame t is computed as soon as frame t
+arrives, like the reference `LMGen`, and no user frame is dropped (the reference `LMGen`
+overwrites the first one with the initial token). Feeding the reference `LMGen`
+`[anything, u0, u1, ...]` while feeding us `[u0, u1, ...]` gives identical tokens.
+
+Returned per call: the text token of frame t + 1 (position t + 1's prediction; the text
+of frame 0, predicted at position 0, is `prefix_text_token`), and the model's own audio
+frame that became complete at that position — frame t + 1 - D with D the largest delay of
+the generated codebooks — or None while there is none yet.
+
+Only one host synchronisation per step: the sampled tokens. Caches are preallocated rings
+(the temporal transformer's holds `context` positions however long the conversation is).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from ..weights.errors import WeightsError
+from .lm import Lm
+from .sampling import Sampler
+
+# The reference LMGen's defaults, used unless the model's lm_gen_config or the caller says otherwise.
+GEN_DEFAULTS: dict[str, Any] = {
+    "use_sampling": True, "temp": 0.8, "temp_text": 0.7, "top_k": 250, "top_k_text": 25,
+    "top_p": 0.0, "top_p_text": 0.0, "cfg_coef": 1.0,
+}
+_UNSET: Any = object()
+
+
+class LmGen:
+    def __init__(self, lm: Lm, *, temp: float | None = None, temp_text: float | None = None,
+                 top_k: int | None = None, top_k_text: int | None = None, top_p: float | None = None,
+                 top_p_text: float | None = None, use_sampling: bool | None = None, cfg_coef: float | None = None,
+                 condition: dict[str, str | None] | None = _UNSET, null_condition: dict[str, str | None] | None = _UNSET,
+                 seed: int = 0):
+        """Sampling options default to the model's `lm_gen_config`, then to the reference
+        LMGen's defaults (audio temp 0.8 / top-k 250, text temp 0.7 / top-k 25).
+        Temperature 0 (or use_sampling=False) is greedy.
+
+        condition: value per conditioner (Hibiki: {"description": "very_good"}, its default).
+        cfg_coef != 1 enables classifier-free guidance: a second batch row runs with
+        `null_condition` (Hibiki default {"description": "very_bad"}, as in Kyutai's scripts;
+        otherwise every conditioner's null value, its learnt padding) and the logits become
+        null + cfg_coef * (cond - null) for text and every codebook."""
+        self.lm = lm
+        cfg = lm.cfg
+        self.cfg = cfg
+        opts = dict(GEN_DEFAULTS)
+        opts.update(cfg.lm_gen_config)
+        given = dict(temp=temp, temp_text=temp_text, top_k=top_k, top_k_text=top_k_text, top_p=top_p,
+                     top_p_text=top_p_text, use_sampling=use_sampling, cfg_coef=cfg_coef)
+        opts.update({k: v for k, v in given.items() if v is not None})
+        self.options = opts
+        sampling = bool(opts["use_sampling"])
+        self.text_sampler = Sampler(float(opts["temp_text"]) if sampling else 0.0, int(opts["top_k_text"] or 0),
+                                    float(opts["top_p_text"] or 0.0))
+        self.audio_sampler = Sampler(float(opts["temp"]) if sampling else 0.0, int(opts["top_k"] or 0),
+                                     float(opts["top_p"] or 0.0))
+        self.cfg_coef = float(opts["cfg_coef"])
+        self.seed = seed
+
+        hibiki = cfg.model_type == "hibiki" and "description" in cfg.conditioners
+        if condition is _UNSET:
+            condition = {"description": "very_good"} if hibiki else None
+        if null_condition is _UNSET:
+            null_condition = {"description": "very_bad"} if hibiki else {n: None for n in cfg.conditioners}
+        if cfg.conditioners and condition is None:
+            raise WeightsError(f"this model is conditioned on {sorted(cfg.conditioners)}: pass condition={{...}}")
+        self.condition = condition
+        self.null_condition = null_condition
+        self.use_cfg = self.cfg_coef != 1.0
+        if self.use_cfg and not cfg.conditioners:
+            raise WeightsError("classifier-free guidance (cfg_coef != 1) needs a conditioned model")
+        cond = lm.condition_tensor(condition)
+        if self.use_cfg:
+            cond = mx.concatenate([cond, lm.condition_tensor(null_condition)], axis=0)
+        self._cond = None if cond is None else cond.astype(lm.dtype)
+
+        self.batch = 2 if self.use_cfg else 1
+        self.delays = np.array(cfg.delays, dtype=np.int64)
+        self.own_delay = int(max(cfg.delays[1 : 1 + cfg.dep_q], default=0))
+        self._ring = cfg.max_delay + 2
+        self._init = lm.initial_tokens()
+        self._streams = np.arange(cfg.num_streams)
+        self._cache = lm.make_cache()
+        self._dep_cache = lm.depformer.make_cache() if lm.has_depformer else None
+        self.reset()
+
+    # ---- state ---------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a new conversation (caches keep their buffers, so nothing is reallocated)."""
+        for c in self._cache:
+            c.reset()
+        self._hist = np.full((self.cfg.num_streams, self._ring), -2, dtype=np.int64)
+        self.position = 0  # next position to run
+        self.frames = 0  # user frames consumed
+        self.prefix_text_token: int | None = None
+        self._key = mx.random.key(self.seed)
+        self._last_hidden: mx.array | None = None
+
+    def _next_key(self) -> mx.array:
+        self._key, sub = mx.random.split(self._key)
+        return sub
+
+    def _guided(self, logits: mx.array) -> mx.array:
+        if not self.use_cfg:
+            return logits
+        cond, null = logits[:1], logits[1:]
+        return null + (cond - null) * self.cfg_coef
+
+    # ---- one position --------------------------------------------------------------
+    def _inputs(self, p: int) -> np.ndarray:
+        f = p - 1 - self.delays
+        tok = self._hist[self._streams, f % self._ring]
+        return np.where(f >= 0, tok, self._init)
+
+    def _run(self, p: int) -> tuple[int, list[int]]:
+        lm, cfg = self.lm, self.cfg
+        tokens = mx.array(self._inputs(p).astype(np.int32))[None, :, None]
+        if self.batch > 1:
+            tokens = mx.concatenate([tokens] * self.batch, axis=0)
+        h, text_logits = lm.forward_text(tokens, self._cond, self._cache)
+        self._last_hidden = h
+        guided = self._guided(text_logits[:, -1])
+        self.last_text_logits = guided  # lazy; read by tests and tools, costs nothing otherwise
+        self.last_audio_logits: list[mx.array] = []
+        text = self.text_sampler(guided, None if self.text_sampler.greedy else self._next_key())
+        if lm.has_depformer:
+            def pick(k: int, logits: mx.array) -> mx.array:
+                key = None if self.audio_sampler.greedy else self._next_key()
+                g = self._guided(logits)
+                self.last_audio_logits.append(g)
+                return self.audio_sampler(g, key)
+
+            audio = lm.depformer.sample(h, text, self._dep_cache, pick)
+            out = mx.concatenate([text[:, None], audio], axis=1)[0]
+        else:
+            out = text
+        mx.eval(out, self._key)
+        vals = out.tolist()  # the one host sync of the step
+        hist, R = self._hist, self._ring
+        hist[0, p % R] = vals[0]
+        for k in range(cfg.dep_q):
+            f = p - cfg.delays[1 + k]
+            if f >= 0:
+                hist[1 + k, f % R] = vals[1 + k]
+        return vals[0], vals[1:]
+
+    def _audio_frame(self, p: int) -> list[int] | None:
+        f = p - self.own_delay
+        if f < 0 or self.cfg.dep_q == 0:
+            return None
+        return self._hist[1 : 1 + self.cfg.dep_q, f % self._ring].tolist()
+
+    def step(self, user_codes=None) -> tuple[int, list[int] | None]:
+        """Feed user frame t (ints [n_q - dep_q], -1 = zero token) and get
+        (text token of frame t + 1, own audio frame t + 1 - D or None); see module docstring."""
+        cfg = self.cfg
+        u = np.asarray([] if user_codes is None else user_codes, dtype=np.int64).reshape(-1)
+        if u.shape[0] != cfg.user_q:
+            raise ValueError(f"expected {cfg.user_q} user codes per frame, got {u.shape[0]}")
+        if u.size and (u.min() < -1 or u.max() > cfg.card):
+            raise ValueError(f"user codes must be in [-1, {cfg.card}], got {u.tolist()}")
+        if self.position == 0:
+            self.prefix_text_token, _ = self._run(0)
+            self.position = 1
+        t = self.frames
+        self._hist[1 + cfg.dep_q :, t % self._ring] = u
+        p = self.position
+        text, _ = self._run(p)
+        self.position += 1
+        self.frames += 1
+        return text, self._audio_frame(p)
+
+    def extra_heads(self) -> list[mx.array]:
+        """Softmax outputs of the model's extra heads (e.g. STT voice activity) at the last position."""
+        if self._last_hidden is None:
+            return []
+        h = self._last_hidden[:1, -1]
+        return [mx.softmax(head(h).astype(mx.float32), axis=-1) for head in getattr(self.lm, "extra_heads", [])]
+
+    def is_text_padding(self, token: int) -> bool:
+        """True for the text stream's padding tokens (PAD and end-of-padding), which carry no text."""
+        return token in (self.cfg.existing_text_padding_id, self.cfg.existing_text_end_padding_id)

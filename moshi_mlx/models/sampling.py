@@ -1,0 +1,50 @@
+"""Token sampling on the device: temperature, top-k, top-p, greedy at temperature 0.
+
+Each call takes an explicit PRNG key, so a generator with a seed is reproducible and
+nothing global is touched. top-k and top-p may be combined (top-k is applied first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+
+@dataclass(frozen=True)
+class Sampler:
+    temp: float = 0.8
+    top_k: int = 0  # 0 = off
+    top_p: float = 0.0  # 0 = off
+
+    def __post_init__(self):
+        if self.temp < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temp}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temp == 0.0
+
+    def __call__(self, logits: mx.array, key: mx.array | None) -> mx.array:
+        """logits [B, V] -> tokens [B] (int32)."""
+        if self.greedy:
+            return mx.argmax(logits, axis=-1).astype(mx.int32)
+        logits = logits.astype(mx.float32) / self.temp
+        V = logits.shape[-1]
+        neg = mx.array(-float("inf"), dtype=mx.float32)
+        if 0 < self.top_k < V:
+            kth = mx.topk(logits, self.top_k, axis=-1).min(axis=-1, keepdims=True)
+            logits = mx.where(logits < kth, neg, logits)
+        if 0.0 < self.top_p < 1.0:
+            order = mx.argsort(-logits, axis=-1)
+            sorted_logits = mx.take_along_axis(logits, order, axis=-1)
+            probs = mx.softmax(sorted_logits, axis=-1)
+            before = mx.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+            sorted_logits = mx.where(before > self.top_p, neg, sorted_logits)
+            choice = mx.random.categorical(sorted_logits, axis=-1, key=key)
+            return mx.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(mx.int32)
+        return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)

@@ -1,0 +1,53 @@
+"""Look-up-table conditioning, fused by summation into every input step.
+
+A LUT conditioner maps one categorical value (e.g. Hibiki's `description = "very_good"`)
+to a vector of the model's width: `output_proj(embed[value])`. Like the reference, the
+loader keeps these weights in float32 whatever the model's dtype. The null condition (value
+None) is the learnt padding vector, as in the reference, which is what classifier-free
+guidance contrasts with when no explicit negative value is given.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+class LutConditioner(nn.Module):
+    def __init__(self, n_bins: int, dim: int, output_dim: int, *, force_linear: bool = True, learn_padding: bool = True):
+        super().__init__()
+        self.n_bins = n_bins
+        self.embed = nn.Embedding(n_bins + 1, dim)  # the last row is the padding value
+        self.has_proj = force_linear or dim != output_dim
+        if self.has_proj:
+            self.output_proj = nn.Linear(dim, output_dim, bias=False)
+        self.has_padding = learn_padding
+        if learn_padding:
+            self.learnt_padding = mx.random.normal((1, 1, output_dim)) * 0.2
+        self.output_dim = output_dim
+
+    def __call__(self, index: int | None) -> mx.array:
+        """[1, 1, output_dim] vector for row `index` (None = the null condition)."""
+        if index is None:
+            if self.has_padding:
+                return self.learnt_padding.astype(mx.float32)
+            return mx.zeros((1, 1, self.output_dim))
+        y = self.embed.weight[index][None, None]
+        if self.has_proj:
+            y = self.output_proj(y)
+        return y.astype(mx.float32)
+
+
+class ConditionProvider(nn.Module):
+    """Holds the named conditioners (`conditioners.<name>`); sums the fused ones."""
+
+    def __init__(self, conditioners: dict[str, LutConditioner]):
+        super().__init__()
+        self.conditioners = conditioners
+
+    def condition_sum(self, indices: dict[str, int | None]) -> mx.array:
+        total = None
+        for name, cond in self.conditioners.items():
+            v = cond(indices.get(name))
+            total = v if total is None else total + v
+        return total

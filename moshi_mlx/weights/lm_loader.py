@@ -1,0 +1,219 @@
+"""`load_lm`: build the LM for a config and fill it from a checkpoint.
+
+The file says what it is: PyTorch or MLX layout (from its key names), and for each module
+whether it is quantized and with which bits / group size (from its tensor shapes). Every
+problem is a one-line `WeightsError`: missing file, not safetensors, truncated, or weights
+that do not fit the config (naming missing / unexpected keys and mismatched shapes).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from ..models.config import LmConfig, preset, preset_for_repo
+from ..models.lm import Lm
+from .errors import WeightsError
+from .hub import hf_get, hf_get_optional
+from .lm_keys import Source, is_pytorch_layout, pytorch_sources
+from .quantize import apply_quantization, detect_bits_group, in_features, quantizable_modules
+from .safetensors_io import SafetensorsFile
+
+_FLOATS = (mx.float32, mx.float16, mx.bfloat16)
+
+
+def resolve_config(cfg: LmConfig | str | os.PathLike | None) -> LmConfig:
+    if isinstance(cfg, LmConfig):
+        return cfg
+    if cfg is None:
+        raise WeightsError("no LM config given: pass an LmConfig, a preset name or a config.json path")
+    s = str(cfg)
+    if s.endswith(".json") or os.sep in s or Path(s).exists():
+        return LmConfig.from_json(s)
+    return preset(s)
+
+
+def _listing(names, limit: int = 6) -> str:
+    names = sorted(names)
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+class ArraySource:
+    """In-memory tensors with the read interface of `SafetensorsFile` (for random models)."""
+
+    def __init__(self, tensors: dict, name: str = "<in-memory weights>", consume: bool = False):
+        self.tensors = tensors
+        self.path = Path(name)
+        self.consume = consume  # drop each tensor once copied, so peak memory stays ~1x
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.tensors
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.tensors[key].shape)
+
+    def load(self, key: str) -> mx.array:
+        arr = mx.array(self.tensors[key])
+        if self.consume:
+            del self.tensors[key]
+        return arr
+
+
+def _quant_spec(model: Lm, f, pytorch: bool) -> dict[str, tuple[int, int]]:
+    """path -> (bits, group) for every module the MLX-layout file stores quantized."""
+    spec: dict[str, tuple[int, int]] = {}
+    if pytorch:
+        return spec
+    for path, m in quantizable_modules(model).items():
+        scales = f"{path}.scales"
+        if scales in f and f"{path}.weight" in f:
+            spec[path] = detect_bits_group(f"{f.path.name}: {path}", in_features(m), f.shape(f"{path}.weight"),
+                                           f.shape(scales))
+    return spec
+
+
+def _load_source(f, src: Source, cache: dict[str, mx.array], uses: dict[str, int]) -> mx.array:
+    """Read a source tensor; one used by several of our tensors (shared depformer norms,
+    stacked per-step weights) is read once and kept until its last use."""
+    if src.key in cache:
+        full = cache[src.key]
+    else:
+        full = f.load(src.key)
+        if uses[src.key] > 1:
+            cache[src.key] = full
+    uses[src.key] -= 1
+    if uses[src.key] == 0:
+        cache.pop(src.key, None)
+    arr = full
+    if src.chunks > 1:
+        n = full.shape[0] // src.chunks
+        arr = full[src.index * n : (src.index + 1) * n]
+    if src.flatten:
+        arr = arr.reshape(-1)
+    return arr
+
+
+def _source_shape(f, src: Source) -> tuple[int, ...]:
+    shape = f.shape(src.key)
+    if src.chunks > 1:
+        if shape[0] % src.chunks:
+            return (-1,)
+        shape = (shape[0] // src.chunks,) + tuple(shape[1:])
+    if src.flatten:
+        n = 1
+        for s in shape:
+            n *= s
+        shape = (n,)
+    return tuple(shape)
+
+
+def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
+            dtype: mx.Dtype | None = None, repo: str | None = None) -> Lm:
+    """Load an LM checkpoint (PyTorch or MLX layout; float, q8, q4 or any supported mix).
+
+    weights: a local path, `hf://owner/repo/file`, or a file name in `repo`.
+    cfg: an LmConfig, a preset name or a config.json path.
+    dtype: float dtype for the weights and activations (default: as stored in the file).
+    """
+    cfg = resolve_config(cfg)
+    path = hf_get(weights, repo)
+    return _fill(cfg, SafetensorsFile(path), dtype)
+
+
+def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx.Dtype | None = None,
+                  consume: bool = False) -> Lm:
+    """Like `load_lm` for tensors already in memory (numpy or mx arrays), either layout.
+    consume=True empties `tensors` while loading (halves the peak memory)."""
+    return _fill(resolve_config(cfg), ArraySource(tensors, consume=consume), dtype)
+
+
+def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
+    name = f.path.name
+    keys = f.keys()
+    if any(k.endswith("_scb") for k in keys):
+        raise WeightsError(f"{name}: PyTorch int8 (bitsandbytes) checkpoints are not supported; use a bf16 or an MLX q8/q4 file")
+    model = Lm(cfg)
+    pytorch = is_pytorch_layout(keys)
+    apply_quantization(model, _quant_spec(model, f, pytorch))
+
+    expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    sources = pytorch_sources(cfg, keys) if pytorch else {k: Source(k) for k in keys}
+    missing = [k for k in expected if k not in sources or sources[k].key not in f]
+    used = {s.key for k, s in sources.items() if k in expected}
+    unexpected = [k for k in keys if k not in used]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            shown = [sources[k].key if k in sources else k for k in missing]
+            parts.append(f"missing {len(missing)} tensor(s): {_listing(shown)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensor(s): {_listing(unexpected)}")
+        raise WeightsError(f"{name} does not fit the config ({cfg.source or 'given config'}): " + "; ".join(parts))
+    bad = []
+    for k, shape in expected.items():
+        got = _source_shape(f, sources[k])
+        if got != shape:
+            bad.append(f"{sources[k].key} {list(got)} vs expected {list(shape)}")
+    if bad:
+        raise WeightsError(f"{name} does not fit the config: {len(bad)} shape mismatch(es): {_listing(bad, 4)}")
+
+    cache: dict[str, mx.array] = {}
+    uses: dict[str, int] = {}
+    for k in expected:
+        uses[sources[k].key] = uses.get(sources[k].key, 0) + 1
+    loaded = []
+    for k in expected:
+        arr = _load_source(f, sources[k], cache, uses)
+        if arr.dtype in _FLOATS:
+            if k.startswith("condition_provider."):
+                arr = arr.astype(mx.float32)
+            elif dtype is not None:
+                arr = arr.astype(dtype)
+        loaded.append((k, arr))
+    cache.clear()
+    model.load_weights(loaded, strict=True)
+    if cfg.model_type == "hibiki" and cfg.text_card > 3:
+        _embed_eos_as_pad(model)
+    mx.eval(model.parameters())
+    return model
+
+
+def _embed_eos_as_pad(model: Lm) -> None:
+    """Hibiki: the text EOS (2) is embedded like PAD (3), as Kyutai's loader does, so an
+    EOS sampled before the input ends reads as padding."""
+    emb = model.text_emb
+    for name in ("weight", "scales", "biases"):
+        if name in emb:
+            t = emb[name]
+            emb[name] = mx.concatenate([t[:2], t[3:4], t[3:]], axis=0)
+
+
+def load_lm_from_hub(repo: str, *, config: LmConfig | str | os.PathLike | None = None,
+                     weights: str | None = None, dtype: mx.Dtype | None = None) -> Lm:
+    """Load from a Hugging Face repo: its config.json (or the preset matching the repo, or
+    `config`) gives the architecture and `moshi_name`. `HF_HUB_OFFLINE=1` works from the cache."""
+    known = preset_for_repo(repo)
+    if config is None:
+        cfg_file = hf_get_optional("config.json", repo)
+        if cfg_file is not None:
+            cfg = LmConfig.from_json(cfg_file)
+        elif known is not None:
+            cfg = preset(known[0])
+        else:
+            raise WeightsError(f"Hugging Face repo {repo!r} has no config.json and is not a known preset; pass config=")
+    else:
+        cfg = resolve_config(config)
+    fname = weights or cfg.moshi_name or (known[1] if known else None) or "model.safetensors"
+    if known is not None and weights is None and cfg.moshi_name in (None, "model.safetensors"):
+        fname = known[1]
+    return load_lm(fname, cfg, dtype=dtype, repo=repo)
+
+
+__all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "resolve_config"]

@@ -1,0 +1,55 @@
+"""Seeded random weights for the real architecture at any size.
+
+Drawn with numpy's `default_rng(seed)` (bit-identical on every platform) in the PyTorch
+checkpoint layout, tensor by tensor in sorted name order, so the reference package can be
+given exactly the same model (parity fixtures) and shared depformer weights stay shared.
+Scales keep activations and logits in a realistic range: linear layers 1/sqrt(fan-in),
+norms around 1, embeddings unit variance.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from ..models.config import LmConfig
+from .lm_keys import pytorch_layout
+
+
+def _scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(mean, std) for the tensor `name`."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "alpha" or (leaf == "weight" and ("norm" in name) and len(shape) == 1):
+        return 1.0, 0.1
+    if leaf == "bias":
+        return 0.0, 0.1
+    if leaf == "scale":
+        return 0.5, 0.05
+    if leaf == "learnt_padding":
+        return 0.0, 0.2
+    if "emb" in name.split(".")[0] or name.endswith("embed.weight") or (".emb" in name and "low_rank" not in name
+                                                                         and "out1" not in name and "out2" not in name):
+        return 0.0, 1.0
+    return 0.0, float(shape[-1]) ** -0.5
+
+
+def random_state(cfg: LmConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """PyTorch-layout (released names) float32 weights for `cfg`."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in sorted(pytorch_layout(cfg).items()):
+        mean, std = _scale(name, shape)
+        a = rng.standard_normal(shape, dtype=np.float32)
+        a *= np.float32(std)
+        if mean:
+            a += np.float32(mean)
+        out[name] = a
+    return out
+
+
+def random_lm(cfg: LmConfig | str, seed: int = 0, dtype: mx.Dtype = mx.float32):
+    """The real architecture of `cfg` (or a preset name) with seeded random weights."""
+    from .lm_loader import load_lm_state, resolve_config
+
+    cfg = resolve_config(cfg)
+    return load_lm_state(random_state(cfg, seed), cfg, dtype=dtype, consume=True)

@@ -1,0 +1,165 @@
+"""Regenerate tests/fixtures/lm/*.npz from Kyutai's PyTorch `moshi` package (the oracle).
+
+Run with the oracle venv:  NO_TORCH_COMPILE=1 /work/ref/bin/python scripts/make_fixtures_lm.py [case ...]
+
+Each case builds the reference `LMModel` in float32 with seeded numpy random weights in the
+released PyTorch layout (`moshi_mlx.weights.random_state`, so the test rebuilds the very same
+weights without torch), then records
+- the teacher-forced `LMModel.forward` on random codes (text and audio logits, masks),
+- greedy `LMGen` generation: the text token, the text logits (after CFG) and the audio tokens
+  sampled at every step, fed `[x, u0, u1, ...]` (the mapping to our `LmGen.step(u_t)` is in
+  moshi_mlx/models/generate.py).
+Only strided slices of the logits are stored (plus each step's top-8), to keep files small.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_TORCH_COMPILE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from moshi.conditioners import ConditionAttributes  # noqa: E402
+from moshi.models import LMGen, loaders  # noqa: E402
+
+from moshi_mlx.models.config import LmConfig  # noqa: E402
+from moshi_mlx.weights.lm_keys import pytorch_layout  # noqa: E402
+from moshi_mlx.weights.random_state import random_state  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "lm"
+TEXT_STRIDE = 16
+AUDIO_STRIDE = 4
+
+_NARROW_7B = {
+    "dim": 128, "text_card": 32000, "existing_text_padding_id": 3, "n_q": 16, "dep_q": 8, "card": 2048,
+    "num_heads": 4, "num_layers": 2, "hidden_scale": 4.125, "causal": True, "layer_scale": None, "context": 3000,
+    "max_period": 10000, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
+    "depformer_dim": 64, "depformer_dim_feedforward": 264, "depformer_num_heads": 4, "depformer_num_layers": 2,
+    "depformer_causal": True, "depformer_layer_scale": None, "depformer_multi_linear": True, "depformer_context": 8,
+    "depformer_max_period": 10000, "depformer_gating": "silu", "depformer_pos_emb": "none",
+    "depformer_weights_per_step": True, "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
+}
+_REAL_7B = dict(_NARROW_7B, dim=4096, num_heads=32, num_layers=1, depformer_dim=1024, depformer_dim_feedforward=4224,
+                depformer_num_heads=16, depformer_num_layers=1)
+_NARROW_2B = dict(
+    _NARROW_7B, text_card=48000, n_q=32, dep_q=16, max_period=100000, depformer_context=16,
+    delays=[0] + ([0] + [2] * 15) * 2,
+    depformer_weights_per_step_schedule=list(range(8)) + [8] * 8,
+    conditioners={"description": {"type": "lut", "lut": {
+        "n_bins": 31, "dim": 16, "tokenizer": "noop",
+        "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"]}}},
+    fuser={"sum": ["description"]}, model_type="hibiki",
+)
+_VARIANTS = {
+    "dim": 96, "text_card": 500, "text_card_out": 480, "existing_text_padding_id": 3, "n_q": 5, "dep_q": 3,
+    "card": 100, "num_heads": 6, "num_layers": 2, "hidden_scale": 3, "kv_repeat": 2, "causal": True,
+    "layer_scale": 0.3, "context": 50, "max_period": 5000, "gating": "none", "norm": "layer_norm",
+    "positional_embedding": "rope_concat", "depformer_dim": 48, "depformer_dim_feedforward": [96, 120],
+    "depformer_num_heads": 4, "depformer_num_layers": 2, "depformer_layer_scale": None,
+    "depformer_multi_linear": False, "depformer_weights_per_step": True,
+    "depformer_weights_per_step_schedule": [0, 1, 1], "depformer_low_rank_embeddings": 16,
+    "depformer_gating": "gelu", "depformer_pos_emb": "sin", "depformer_max_period": 100,
+    "delays": [0, 1, 0, 2, 0, 1], "demux_second_stream": True, "extra_heads_num_heads": 2, "extra_heads_dim": 4,
+}
+
+# name -> (config, weight seed, greedy steps, cfg_coef, batch-forward frames)
+CASES = {
+    "moshi7b_narrow": (_NARROW_7B, 1, 200, 1.0, 12),
+    "moshi7b_real_width": (_REAL_7B, 2, 6, 1.0, 4),
+    "hibiki2b_narrow": (_NARROW_2B, 3, 200, 3.0, 12),
+    "tiny_context": (dict(_NARROW_7B, context=8), 4, 100, 1.0, 20),
+    "variants": (_VARIANTS, 5, 60, 1.0, 10),
+}
+_META = ("_source", "_added", "moshi_name", "mimi_name", "tokenizer_name", "model_type", "lm_gen_config")
+
+
+def torch_model(cfg_dict: dict, state: dict[str, np.ndarray]):
+    kwargs = {k: v for k, v in copy.deepcopy(cfg_dict).items() if k not in _META}
+    lm = loaders.get_moshi_lm(None, lm_kwargs=kwargs, device="cpu", dtype=torch.float32)
+    missing, unexpected = lm.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    assert not missing and not unexpected
+    if cfg_dict.get("model_type") == "hibiki":  # as CheckpointInfo.get_moshi does
+        lm.text_emb.weight.data[2] = lm.text_emb.weight.data[3]
+    lm.eval()
+    return lm
+
+
+def conditions(lm, values: list[str]):
+    if lm.condition_provider is None:
+        return None
+    return lm.condition_provider.prepare_and_provide(
+        [ConditionAttributes(text={"description": v}, tensor={}) for v in values])
+
+
+def random_codes(cfg: LmConfig, rng, T: int) -> np.ndarray:
+    codes = np.empty((1, cfg.num_streams, T), dtype=np.int64)
+    codes[0, 0] = rng.integers(0, cfg.text_out_card, T)
+    if cfg.demux_second_stream:  # some text tokens carry a second stream
+        second = rng.integers(-1, 4, T)
+        codes[0, 0] = codes[0, 0] + (second + 1) * (cfg.text_card + 1)
+    codes[0, 1:] = rng.integers(0, cfg.card, (cfg.n_q, T))
+    codes[0, 1 + cfg.dep_q + 1, T // 2] = -1  # a zero token in the user stream
+    return codes
+
+
+def run_case(name: str) -> None:
+    cfg_dict, seed, steps, cfg_coef, T = CASES[name]
+    cfg = LmConfig.from_dict(cfg_dict)
+    layout = pytorch_layout(cfg)
+    t0 = time.time()
+    state = random_state(cfg, seed)
+    lm = torch_model(cfg_dict, state)
+    assert set(layout) == set(state)
+    rng = np.random.default_rng(1000 + seed)
+    out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
+                                  "cfg_coef": np.array(cfg_coef)}
+
+    # teacher-forced forward (training convention)
+    codes = random_codes(cfg, rng, T)
+    with torch.no_grad():
+        res = lm(torch.from_numpy(codes), conditions(lm, ["very_good"]))
+    out["codes"] = codes
+    out["text_logits"] = res.text_logits[0, 0, :, ::TEXT_STRIDE].float().numpy()
+    out["text_mask"] = res.text_mask[0, 0].numpy()
+    out["audio_logits"] = res.logits[0, :, :, ::AUDIO_STRIDE].float().numpy()
+    out["audio_mask"] = res.mask[0].numpy()
+
+    # greedy streaming generation, torch fed [x, u0, u1, ...]
+    user = rng.integers(0, cfg.card, (steps, cfg.user_q)).astype(np.int64)
+    texts, audios, logits, tops = [], [], [], []
+    gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0, cfg_coef=cfg_coef,
+                condition_tensors=conditions(lm, ["very_good", "very_bad"] if cfg_coef != 1 else ["very_good"]),
+                on_text_hook=lambda t: texts.append(int(t[0])),
+                on_audio_hook=lambda a: audios.append(a[0].numpy().copy()),
+                on_text_logits_hook=lambda lg: logits.append(lg[0, 0, 0].float().numpy().copy()))
+    frames = np.concatenate([np.full((1, cfg.user_q), 7), user], axis=0)
+    with gen.streaming(1), torch.no_grad():
+        for s in range(steps + 1):
+            gen.step(torch.from_numpy(frames[s])[None, :, None])
+    for lg in logits:
+        tops.append(np.argsort(-lg)[:8])
+    out["user"] = user
+    out["gen_text"] = np.array(texts)
+    out["gen_audio"] = np.stack(audios) if audios else np.zeros((steps + 1, 0), dtype=np.int64)
+    checked = np.unique(np.linspace(0, steps, min(steps + 1, 8)).astype(np.int64))
+    out["gen_logit_steps"] = checked
+    out["gen_text_logits"] = np.stack([logits[s][::TEXT_STRIDE] for s in checked])
+    out["gen_text_top"] = np.stack(tops)
+    out["gen_text_top_logits"] = np.stack([lg[t] for lg, t in zip(logits, tops)])
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(OUT / f"{name}.npz", **out)
+    size = (OUT / f"{name}.npz").stat().st_size
+    print(f"{name}: {time.time() - t0:.1f}s, {size / 1e3:.0f} kB, text[:10]={texts[:10]}")
+
+
+if __name__ == "__main__":
+    for case in sys.argv[1:] or list(CASES):
+        run_case(case)
