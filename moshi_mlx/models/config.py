@@ -231,7 +231,7 @@ class LmConfig:
         if source:
             d["_source"] = source
         d["demux_second_stream"] = d.pop("demux_second_stream")
-        return {k: v for k, v in d.items() if v is not None or k in ("layer_scale", "context")}
+        return {k: v for k, v in d.items() if v is not None or k in ("layer_scale", "context", "depformer_layer_scale")}
 
 
 def _err(where: str, msg: str) -> WeightsError:

@@ -216,4 +216,14 @@ def load_lm_from_hub(repo: str, *, config: LmConfig | str | os.PathLike | None =
     return load_lm(fname, cfg, dtype=dtype, repo=repo)
 
 
-__all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "resolve_config"]
+__all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "resolve_config", "save_lm"]
+
+
+def save_lm(model: Lm, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write the model in the published MLX layout (quantized modules as weight/scales/biases),
+    which `load_lm` reads back, bits and group sizes included."""
+    from mlx.utils import tree_flatten as _flat
+
+    from .safetensors_io import save_safetensors
+
+    save_safetensors(path, dict(_flat(model.parameters())), metadata)
