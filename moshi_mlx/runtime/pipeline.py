@@ -53,6 +53,15 @@ class Resampler(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
+def make_resampler(sr_in: int, sr_out: int) -> Resampler | None:
+    """A streaming resampler between a device rate and Mimi's (None when they are equal)."""
+    if int(sr_in) == int(sr_out):
+        return None
+    from ..audio.resample import Resampler as _StreamResampler
+
+    return _StreamResampler(int(sr_in), int(sr_out)).process
+
+
 @dataclass
 class TextEvent:
     token: int
