@@ -26,9 +26,14 @@ setup(
         "sentencepiece>=0.2",
         "sounddevice>=0.4",
         "huggingface-hub>=0.24",
+        "soundfile>=0.12",  # audio files: its wheels bundle libsndfile (wav/flac/ogg/mp3)
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": [
+            "pytest>=7",
+            # the optional Mimi backend, tested where it has wheels
+            "rustymimi>=0.4; python_version < '3.13' and (sys_platform == 'darwin' or platform_machine == 'x86_64')",
+        ],
         "rustymimi": ["rustymimi>=0.4"],
     },
     entry_points={

@@ -83,11 +83,20 @@ class RustyMimi:
     def decode(self, codes) -> mx.array:
         return mx.array(np.asarray(self._tok.decode(self._codes(codes))))
 
+    # rustymimi's step lets the frames of one multi-frame call attend to each other (its
+    # codes then differ from frame-by-frame streaming), so steps go one frame at a time.
+
     def encode_step(self, frame) -> mx.array:
-        return mx.array(np.asarray(self._tok.encode_step(self._pcm(frame, whole_frames=True))).astype(np.int32))
+        x, fs = self._pcm(frame, whole_frames=True), self.frame_size
+        codes = [np.asarray(self._tok.encode_step(np.ascontiguousarray(x[..., i : i + fs]))) for i in range(0, x.shape[2], fs)]
+        return mx.array(np.concatenate(codes, axis=2).astype(np.int32))
 
     def decode_step(self, codes) -> mx.array:
-        return mx.array(np.asarray(self._tok.decode_step(self._codes(codes))))
+        c = self._codes(codes)
+        if c.shape[2] == 0:
+            raise ValueError("decode_step needs at least one frame of codes")
+        pcm = [np.asarray(self._tok.decode_step(np.ascontiguousarray(c[..., i : i + 1]))) for i in range(c.shape[2])]
+        return mx.array(np.concatenate(pcm, axis=2))
 
     def reset(self) -> None:
         self._tok.reset()
