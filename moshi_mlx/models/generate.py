@@ -106,6 +106,7 @@ class LmGen:
         self.position = 0  # next position to run
         self.frames = 0  # user frames consumed
         self.prefix_text_token: int | None = None
+        self.prefix_audio_tokens: list[int] | None = None
         self._key = mx.random.key(self.seed)
         self._last_hidden: mx.array | None = None
 
@@ -174,6 +175,7 @@ class LmGen:
             raise ValueError(f"user codes must be in [-1, {cfg.card}], got {u.tolist()}")
         if self.position == 0:
             self.prefix_text_token, _ = self._run(0)
+            self.prefix_audio_tokens = self._audio_frame(0)  # only with no own delay
             self.position = 1
         t = self.frames
         self._hist[1 + cfg.dep_q :, t % self._ring] = u
