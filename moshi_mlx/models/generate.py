@@ -13,7 +13,8 @@ overwrites the first one with the initial token). Feeding the reference `LMGen`
 Returned per call: the text token of frame t + 1 (position t + 1's prediction; the text
 of frame 0, predicted at position 0, is `prefix_text_token`), and the model's own audio
 frame that became complete at that position — frame t + 1 - D with D the largest delay of
-the generated codebooks — or None while there is none yet.
+the generated codebooks — or None while there is none yet (with D = 0, frame 0 comes from
+position 0 and is `prefix_audio_tokens`).
 
 Only one host synchronisation per step: the sampled tokens. Caches are preallocated rings
 (the temporal transformer's holds `context` positions however long the conversation is).
