@@ -37,6 +37,9 @@ setup(
         "rustymimi": ["rustymimi>=0.4"],
     },
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "moshi-local = moshi_mlx.cli.local:main",
+            "moshi-run-inference = moshi_mlx.cli.run_inference:main",
+        ],
     },
 )

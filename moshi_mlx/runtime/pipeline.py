@@ -29,6 +29,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .workers import run_in_worker
+
 SAMPLE_RATE = 24_000
 FRAME_SIZE = 1920
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
@@ -122,18 +124,6 @@ class _Reframer:
         return len(self._buf)
 
 
-def _mlx_thread_stream():
-    """MLX streams are per thread: give each worker its own so they can run concurrently."""
-    try:
-        import mlx.core as mx
-
-        return mx.stream(mx.new_stream(mx.default_device()))
-    except Exception:  # pragma: no cover - MLX always present in practice
-        import contextlib
-
-        return contextlib.nullcontext()
-
-
 class DuplexPipeline:
     """Codec + LM workers between a capture side and a playback side.
 
@@ -188,7 +178,7 @@ class DuplexPipeline:
         self._reframer = _Reframer()
         self._frame_index = 0
         self._step = 0
-        self._threads: list[threading.Thread] = []
+        self._done: list[threading.Event] = []
         self._play_partial: np.ndarray | None = None
         self._started_output = False
         self._running = False
@@ -198,11 +188,8 @@ class DuplexPipeline:
         if self._running:
             return self
         self._running = True
-        for target, name in ((self._encoder_loop, "moshi-encoder"), (self._lm_loop, "moshi-lm"),
-                             (self._decoder_loop, "moshi-decoder")):
-            t = threading.Thread(target=self._guard(target), name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._done = [run_in_worker(self._guard(loop))
+                      for loop in (self._encoder_loop, self._lm_loop, self._decoder_loop)]
         return self
 
     def close_input(self) -> None:
@@ -213,34 +200,36 @@ class DuplexPipeline:
         if not self._running:
             return
         self.close_input()
-        for t in self._threads:
-            t.join(timeout)
+        for done in self._done:
+            done.wait(timeout)
         self._running = False
 
     def _guard(self, fn):
         def run():
-            with _mlx_thread_stream():
-                try:
-                    fn()
-                except BaseException as e:  # surface worker errors to the front end
-                    self.error = e
-                    self.failed.set()
-                    # unblock everyone downstream
-                    self._codes.put(_STOP)
-                    self._tokens.put(_STOP)
-                    self.finished.set()
-                    with self.output_available:
-                        self.output_available.notify_all()
+            try:
+                fn()
+            except BaseException as e:  # surface worker errors to the front end
+                self.error = e
+                self.failed.set()
+                # unblock everyone downstream
+                self._codes.put(_STOP)
+                self._tokens.put(_STOP)
+                self.finished.set()
+                with self.output_available:
+                    self.output_available.notify_all()
         return run
 
     # ------------------------------------------------------------------ capture side
-    def push_input(self, block: np.ndarray, t_end: float | None = None) -> None:
+    def push_input(self, block: np.ndarray, t_end: float | None = None, wait: bool = False) -> None:
         """From the capture callback: a block of device samples [n] or [n, channels].
 
-        Never blocks: if the encoder is so far behind that the raw queue is full, the oldest
-        block is dropped (counted in `input_overflows`)."""
+        Never blocks (unless `wait`, for offline feeding): if the encoder is so far behind
+        that the raw queue is full, the oldest block is dropped (`input_overflows`)."""
         t_end = self.clock() if t_end is None else t_end
         item = (np.array(block, dtype=np.float32, copy=True), t_end)
+        if wait:
+            self._raw.put(item)
+            return
         while True:
             try:
                 self._raw.put_nowait(item)

@@ -1,0 +1,173 @@
+"""`python -m moshi_mlx.local` (console script `moshi-local`): talk with Moshi through the
+microphone and speakers, both directions at once, offline.
+
+The flags of upstream's `moshi_mlx.local` are kept (-q, --hf-repo, --moshi-weight,
+--mimi-weight, --tokenizer, --lm-config). Latency is bounded by --max-lag-ms: when compute
+falls behind, input frames are skipped and late output is dropped instead of letting the
+delay grow; the current delay is shown as it changes. There is no step limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import queue
+import sys
+import threading
+import time
+
+from ..audio.io import AudioError, read_audio
+from ..runtime.devices import AudioDeviceError, SoundDeviceIO, list_devices
+from ..runtime.loading import add_model_args, add_sampling_args, load_session, make_gen
+from ..runtime.pipeline import SAMPLE_RATE, DuplexPipeline, make_resampler
+from ..runtime.recorder import StereoRecorder
+from ..runtime.sim_device import SimulatedAudioDevice
+from ..runtime.transcript import Transcript
+from ..weights.errors import WeightsError
+
+
+class DeviceLost(RuntimeError):
+    pass
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="moshi-local", description=__doc__.split("\n\n")[0])
+    add_model_args(ap)
+    add_sampling_args(ap)
+    g = ap.add_argument_group("audio")
+    g.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    g.add_argument("--input-device", help="input device: index or (part of) its name (default: system default)")
+    g.add_argument("--output-device", help="output device: index or (part of) its name (default: system default)")
+    g.add_argument("--max-lag-ms", type=float, default=400.0,
+                   help="bound on the delay from speaking to hearing the answer's frame (default 400)")
+    g.add_argument("--record", help="record both sides to this stereo WAV (left: you, right: Moshi)")
+    g.add_argument("--transcript", help="save Moshi's words with timestamps (.json, or text)")
+    g.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    g.add_argument("--simulate", metavar="AUDIO_FILE",
+                   help="no sound card: a simulated device plays this file as the microphone, in real time")
+    return ap
+
+
+class _Status:
+    """Shows the delay in the text stream when it changes noticeably, upstream-style."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.last_shown = (math.nan, 0, 0)
+        self.last_time = 0.0
+
+    def maybe_show(self, stats, force: bool = False) -> None:
+        delay, skipped, trimmed = stats.last_delay_ms, stats.frames_skipped, stats.frames_trimmed
+        d0, s0, t0 = self.last_shown
+        now = time.monotonic()
+        changed = (math.isnan(d0) and not math.isnan(delay)) or abs(delay - d0) >= 80 or skipped != s0 or trimmed != t0
+        if force or (changed and now - self.last_time > 1.0) or now - self.last_time > 15.0:
+            if not math.isnan(delay):
+                extra = f", {skipped} skipped, {trimmed} trimmed" if (skipped or trimmed) else ""
+                self.stream.write(f" [lag {delay:.0f} ms{extra}] ")
+                self.stream.flush()
+            self.last_shown = (delay, skipped, trimmed)
+            self.last_time = now
+
+
+def run(args) -> int:
+    session = load_session(args)
+    if session.is_demo:
+        print(f"NOTE: {session.description}", file=sys.stderr)
+    gen = make_gen(session, args)
+    cfg = session.cfg
+    if args.simulate:
+        source = read_audio(args.simulate)
+        device = SimulatedAudioDevice(source.reshape(-1), sample_rate=SAMPLE_RATE, loop=False)
+        in_rate = out_rate = SAMPLE_RATE
+        io = None
+        print(f"simulated device: {args.simulate} as the microphone", file=sys.stderr)
+    else:
+        io = SoundDeviceIO(args.input_device, args.output_device)
+        in_rate, out_rate = io.input_rate, io.output_rate
+        print(io.describe(), file=sys.stderr)
+    recorder = StereoRecorder(args.record) if args.record else None
+    transcript = Transcript(session.tokenizer, pad_id=cfg.existing_text_padding_id)
+    events: queue.Queue = queue.Queue()
+    pipe = DuplexPipeline(session.codec, gen, session.n_user, max_lag_ms=args.max_lag_ms,
+                          in_resampler=make_resampler(in_rate, SAMPLE_RATE),
+                          out_resampler=make_resampler(SAMPLE_RATE, out_rate), output_rate=out_rate,
+                          on_text=events.put, recorder=recorder)
+    status = _Status()
+    sim_thread = None
+    code = 0
+    t_start = time.monotonic()
+    try:
+        pipe.start()
+        if io is not None:
+            io.start(pipe)
+        else:
+            n_blocks = math.ceil(len(device.source) / device.block) + 5
+            if args.duration:
+                n_blocks = min(n_blocks, int(args.duration * SAMPLE_RATE / device.block))
+            sim_thread = threading.Thread(target=device.run, args=(pipe, n_blocks, False), daemon=True)
+            sim_thread.start()
+        print("listening... (Ctrl-C to stop)", file=sys.stderr)
+        while True:
+            try:
+                ev = events.get(timeout=0.5)
+            except queue.Empty:
+                ev = None
+            if ev is not None:
+                piece = transcript.add(ev.token, ev.frame)
+                if piece:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            status.maybe_show(pipe.stats)
+            if pipe.failed.is_set():
+                raise pipe.error
+            if io is not None and not io.alive():
+                raise DeviceLost("the audio device stopped or disappeared")
+            if sim_thread is not None and not sim_thread.is_alive() and events.empty():
+                break
+            if args.duration and time.monotonic() - t_start >= args.duration:
+                break
+    except KeyboardInterrupt:
+        print("\nstopping (Ctrl-C)", file=sys.stderr)
+    except DeviceLost as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        code = 1
+    finally:
+        if io is not None:
+            io.close()
+        if sim_thread is not None:
+            device.stop_event.set()
+            sim_thread.join(5)
+        pipe.stop(timeout=5)
+        if recorder is not None:
+            recorder.close()
+            print(f"\nrecording saved: {recorder.path}", file=sys.stderr)
+        if args.transcript:
+            transcript.save(args.transcript)
+            print(f"transcript saved: {args.transcript}", file=sys.stderr)
+    s = pipe.stats.summary()
+    print(f"\n{s['frames_stepped']} steps, delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms, "
+          f"{s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, {s['underruns']} underruns, "
+          f"step median {s['step_ms_median']:.1f} ms", file=sys.stderr)
+    if pipe.error is not None and code == 0:
+        raise pipe.error
+    return code
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.list_devices:
+            print(list_devices())
+            return 0
+        return run(args)
+    except (WeightsError, AudioError, AudioDeviceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
