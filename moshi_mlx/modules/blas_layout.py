@@ -4,8 +4,9 @@
 (netlib) BLAS whose transposed-operand loop is a strided dot product, ~1.8x slower than the
 non-transposed axpy loop (measured here: 4.2 vs 7.6 GFLOP/s). Keeping the same logical
 `[out, in]` weight as a transposed view of a contiguous `[in, out]` buffer makes `W.T`
-row-contiguous, so BLAS gets the fast orientation with bit-identical results. Parameter
-names and shapes are unchanged; on Metal the layout is left alone.
+row-contiguous, so BLAS gets the fast orientation (bit-identical results for bias-free
+layers here; with a bias, equal up to float rounding). Parameter names and shapes are
+unchanged; on Metal the layout is left alone.
 """
 
 from __future__ import annotations
