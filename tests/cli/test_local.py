@@ -1,0 +1,126 @@
+"""`python -m moshi_mlx.local`: simulated-device runs, recording, transcript, device errors,
+a device vanishing mid-session, and Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import wave
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from moshi_mlx.cli import local
+from moshi_mlx.runtime import devices
+
+
+def _speech_like(path, seconds=2.0, rate=16000):
+    t = np.arange(int(rate * seconds)) / rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32), rate)
+
+
+def test_simulated_session_records_and_transcribes(tmp_path, capsys):
+    _speech_like(tmp_path / "mic.flac")
+    rec, tr = tmp_path / "rec.wav", tmp_path / "tr.json"
+    rc = local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.flac"), "--record", str(rec),
+                     "--transcript", str(tr)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "steps, delay median" in err and "recording saved" in err
+    with wave.open(str(rec)) as w:
+        assert w.getnchannels() == 2 and w.getframerate() == 24000
+        assert w.getnframes() >= 20 * 1920
+    assert json.loads(tr.read_text())["words"]
+
+
+def test_list_devices_and_unknown_device(capsys, monkeypatch):
+    monkeypatch.setattr(devices, "_devices", lambda: [
+        {"name": "Built-in Microphone", "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0},
+        {"name": "Built-in Output", "max_input_channels": 0, "max_output_channels": 2, "default_samplerate": 44100.0},
+    ])
+
+    class FakeSd:
+        class default:
+            device = (0, 1)
+
+    monkeypatch.setattr(devices, "_sd", lambda: FakeSd)
+    assert local.main(["--list-devices"]) == 0
+    out = capsys.readouterr().out
+    assert "Built-in Microphone" in out and "48000 Hz" in out
+    rc = local.main(["--model", "random-tiny", "--input-device", "USB headset"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no input device matches 'USB headset'" in err and "Built-in Microphone" in err
+    assert "Traceback" not in err
+
+
+def test_no_devices_at_all(capsys, monkeypatch):
+    monkeypatch.setattr(devices, "_devices", lambda: [])
+    monkeypatch.setattr(devices, "_sd", lambda: object())
+    assert local.main(["--model", "random-tiny"]) == 2
+    assert "no input audio device found" in capsys.readouterr().err
+
+
+class VanishingIO:
+    """Stands in for SoundDeviceIO: plays along for 1 s, then the device disappears."""
+
+    input_rate = output_rate = 48000
+
+    def __init__(self, *a, **k):
+        self.t0 = None
+
+    def describe(self):
+        return "fake device"
+
+    def start(self, pipeline):
+        import threading
+
+        self.t0 = time.monotonic()
+        self.stop = threading.Event()
+
+        def feed():
+            block = 3840
+            while not self.stop.is_set():
+                pipeline.push_input(np.random.default_rng(0).standard_normal(block).astype(np.float32) * 0.1)
+                pipeline.read_output(block)
+                self.stop.wait(0.08)
+
+        threading.Thread(target=feed, daemon=True).start()
+
+    def alive(self):
+        return time.monotonic() - self.t0 < 1.0
+
+    def close(self):
+        self.stop.set()
+
+
+def test_device_lost_flushes_recording(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(local, "SoundDeviceIO", VanishingIO)
+    rec = tmp_path / "rec.wav"
+    rc = local.main(["--model", "random-tiny", "--record", str(rec)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "audio device stopped or disappeared" in err and "recording saved" in err
+    with wave.open(str(rec)) as w:
+        assert w.getnframes() > 5 * 1920  # about a second of both sides
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_exits_cleanly_and_keeps_the_recording(tmp_path):
+    _speech_like(tmp_path / "mic.wav", seconds=30.0, rate=24000)
+    rec = tmp_path / "rec.wav"
+    p = subprocess.Popen([sys.executable, "-m", "moshi_mlx.local", "--model", "random-tiny", "--simulate",
+                          str(tmp_path / "mic.wav"), "--record", str(rec)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (rec.exists() and rec.stat().st_size > 4 * 24000):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "stopping (Ctrl-C)" in err and "recording saved" in err
+    with wave.open(str(rec)) as w:
+        assert w.getnframes() > 24000 // 2
