@@ -11,6 +11,7 @@ number of frames per call, and give exactly the batch result; `reset()` starts o
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import mlx.core as mx
@@ -22,6 +23,11 @@ from ..modules.quantization import SplitResidualVectorQuantizer
 from ..modules.seanet import SeanetDecoder, SeanetEncoder
 from ..modules.transformer import Transformer, TransformerConfig
 from .mimi_config import MimiConfig, MimiTransformerConfig, QuantizerConfig, mimi_202407
+
+# batch calls on longer inputs run as a private stream in chunks of this many frames: the
+# same result (streaming is exact), bounded memory instead of T x T attention
+BATCH_CHUNK_FRAMES = 64
+_STATE_ATTRS = ("_prev", "_carry", "_cache")
 
 __all__ = ["Mimi", "MimiConfig", "MimiTransformerConfig", "QuantizerConfig", "mimi_202407"]
 
@@ -132,7 +138,8 @@ class Mimi(nn.Module):
     def encode(self, pcm) -> mx.array:
         """pcm [B, 1, T] float (24 kHz) -> int32 codes [B, K, ceil(T / frame_size)].
 
-        The clip is zero-padded on the right to whole frames, as the reference does."""
+        The clip is zero-padded on the right to whole frames, as the reference does. Long
+        clips run through a private stream in chunks (same result, bounded memory)."""
         x = self._pcm(pcm, whole_frames=False)
         T = x.shape[1]
         if T == 0:
@@ -140,21 +147,29 @@ class Mimi(nn.Module):
         pad = -T % self.frame_size
         if pad:
             x = mx.pad(x, [(0, 0), (0, pad), (0, 0)])
-        emb = self.encoder(x)
-        emb = self.encoder_transformer(emb)
-        if "downsample" in self:
-            emb = self.downsample(emb)
-        codes = self.quantizer.encode(emb)
-        return codes.transpose(0, 2, 1)
+        frames = x.shape[1] // self.frame_size
+        if frames <= BATCH_CHUNK_FRAMES:
+            emb = self.encoder(x)
+            emb = self.encoder_transformer(emb)
+            if "downsample" in self:
+                emb = self.downsample(emb)
+            return self.quantizer.encode(emb).transpose(0, 2, 1)
+        n = BATCH_CHUNK_FRAMES * self.frame_size
+        with self._private_stream(self._encoder_parts()):
+            return mx.concatenate([self._encode_stream(x[:, i : i + n]) for i in range(0, x.shape[1], n)], axis=2)
 
     def decode(self, codes) -> mx.array:
-        """codes [B, K, F] -> pcm [B, 1, F * frame_size] float32."""
-        emb = self.quantizer.decode(self._codes(codes))
-        if "upsample" in self:
-            emb = self.upsample(emb)
-        emb = self.decoder_transformer(emb)
-        out = self.decoder(emb)
-        return out.transpose(0, 2, 1)
+        """codes [B, K, F] -> pcm [B, 1, F * frame_size] float32 (long inputs in chunks)."""
+        c = self._codes(codes)
+        if c.shape[1] <= BATCH_CHUNK_FRAMES:
+            emb = self.quantizer.decode(c)
+            if "upsample" in self:
+                emb = self.upsample(emb)
+            emb = self.decoder_transformer(emb)
+            return self.decoder(emb).transpose(0, 2, 1)
+        n = BATCH_CHUNK_FRAMES
+        with self._private_stream(self._decoder_parts()):
+            return mx.concatenate([self._decode_stream(c[:, i : i + n]) for i in range(0, c.shape[1], n)], axis=2)
 
     # ---- streaming -------------------------------------------------------------------------
 
@@ -162,6 +177,15 @@ class Mimi(nn.Module):
         """frame [B, 1, n * frame_size] -> codes [B, K, n], continuing the encoder's stream."""
         x = self._pcm(frame, whole_frames=True)
         self._check_batch("encoder", x.shape[0])
+        return self._encode_stream(x)
+
+    def decode_step(self, codes) -> mx.array:
+        """codes [B, K, n] -> pcm [B, 1, n * frame_size], continuing the decoder's stream."""
+        c = self._codes(codes)
+        self._check_batch("decoder", c.shape[0])
+        return self._decode_stream(c)
+
+    def _encode_stream(self, x: mx.array) -> mx.array:
         emb = self.encoder.step(x)
         emb = self.encoder_transformer.step(emb)
         if "downsample" in self:
@@ -170,10 +194,8 @@ class Mimi(nn.Module):
         mx.eval(codes, self._state(self._encoder_parts()))
         return codes
 
-    def decode_step(self, codes) -> mx.array:
-        """codes [B, K, n] -> pcm [B, 1, n * frame_size], continuing the decoder's stream."""
-        c = self._codes(codes)
-        self._check_batch("decoder", c.shape[0])
+    def _decode_stream(self, c: mx.array) -> mx.array:
+        """c: validated codes [B, n, K]."""
         emb = self.quantizer.decode(c)
         if "upsample" in self:
             emb = self.upsample.step(emb)
@@ -181,6 +203,22 @@ class Mimi(nn.Module):
         out = self.decoder.step(emb).transpose(0, 2, 1)
         mx.eval(out, self._state(self._decoder_parts()))
         return out
+
+    @contextmanager
+    def _private_stream(self, parts: list[nn.Module]):
+        """Run a fresh stream through `parts`, then put the caller's stream state back."""
+        saved = []
+        for part in parts:
+            for _, m in part.named_modules():
+                for attr in _STATE_ATTRS:  # (arrays live in the Module dict, None in __dict__)
+                    if hasattr(m, attr):
+                        saved.append((m, attr, getattr(m, attr)))
+                        setattr(m, attr, None)
+        try:
+            yield
+        finally:
+            for m, attr, value in saved:
+                setattr(m, attr, value)
 
     def reset(self) -> None:
         """Start new streams (both directions)."""

@@ -169,3 +169,20 @@ def test_accepts_mlx_inputs_and_returns_mlx_arrays():
     assert isinstance(codes, mx.array)
     out = m.decode(codes)
     assert isinstance(out, mx.array) and out.dtype == mx.float32
+
+
+def test_long_batch_calls_run_chunked_with_the_same_result(monkeypatch):
+    """Above BATCH_CHUNK_FRAMES a batch call streams privately in chunks: same codes and
+    audio as one pass, and a stream in progress is left exactly where it was."""
+    import moshi_mlx.models.mimi as mimi_mod
+
+    m, exp = _model("small"), _expected("small")
+    first = np.array(m.encode_step(exp["pcm"][..., : m.frame_size]))
+    m.decode_step(exp["codes"][..., :1])
+    monkeypatch.setattr(mimi_mod, "BATCH_CHUNK_FRAMES", 4)
+    np.testing.assert_array_equal(np.array(m.encode(exp["pcm"])), exp["codes"])
+    assert snr_db(exp["audio"], np.array(m.decode(exp["codes"]))) > 60
+    second = np.array(m.encode_step(exp["pcm"][..., m.frame_size : 2 * m.frame_size]))
+    np.testing.assert_array_equal(np.concatenate([first, second], 2), exp["codes"][..., :2])
+    audio2 = np.array(m.decode_step(exp["codes"][..., 1:2]))
+    assert snr_db(exp["audio_stream"][..., m.frame_size : 2 * m.frame_size], audio2) > 60
