@@ -22,7 +22,8 @@ from ..weights.errors import WeightsError
 # Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen).
 LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
 # Keys that describe the checkpoint rather than the network; kept verbatim in `extra`.
-_METADATA_KEYS = ("stt_config", "tts_config", "model_id", "mimi_config_name", "lora_name")
+# ("quantization": how `moshi_mlx.convert` quantized the weights beside this config)
+_METADATA_KEYS = ("stt_config", "tts_config", "model_id", "mimi_config_name", "lora_name", "quantization")
 _SUPPORTED_FUSE = ("sum",)
 
 

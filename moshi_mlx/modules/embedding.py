@@ -63,9 +63,12 @@ class ScaledEmbedding(_EmbeddingBase):
 
     def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine") -> "QuantizedScaledEmbedding":
         """The quantized twin of this table (children are quantized separately)."""
-        q = QuantizedScaledEmbedding(self.num_embeddings, self.dim, group_size=group_size, bits=bits,
+        q = QuantizedScaledEmbedding(self.num_embeddings, self.dim, group_size=group_size, bits=bits, mode=mode,
                                      low_rank=self.table_dim if self.has_low_rank else None, demux=self.demux)
-        q.weight, q.scales, q.biases = mx.quantize(self.weight, group_size, bits, mode=mode)
+        packed = mx.quantize(self.weight, group_size, bits, mode=mode)
+        q.weight, q.scales = packed[0], packed[1]
+        if mode == "affine":
+            q.biases = packed[2]
         for name in ("low_rank", "out1", "out2"):
             if name in self:
                 q[name] = self[name]
@@ -73,20 +76,28 @@ class ScaledEmbedding(_EmbeddingBase):
 
 
 class QuantizedScaledEmbedding(_EmbeddingBase):
-    """`ScaledEmbedding` whose table is affine-quantized (`weight` packed uint32, `scales`, `biases`)."""
+    """`ScaledEmbedding` whose table is quantized (`weight` packed uint32, `scales`, and
+    `biases` in the affine mode; MLX's fp modes have uint8 scales and no biases)."""
 
     def __init__(self, num_embeddings: int, dim: int, *, group_size: int, bits: int, low_rank: int | None = None,
-                 demux: bool = False):
+                 demux: bool = False, mode: str = "affine"):
         super().__init__(num_embeddings, dim, low_rank, demux)
         self.group_size = group_size
         self.bits = bits
+        self.mode = mode
         table_dim = self.table_dim
         # placeholders with the packed shapes; real values come from a checkpoint or to_quantized
         self.weight = mx.zeros((num_embeddings, table_dim * bits // 32), dtype=mx.uint32)
-        self.scales = mx.zeros((num_embeddings, table_dim // group_size))
-        self.biases = mx.zeros((num_embeddings, table_dim // group_size))
+        if mode == "affine":
+            self.scales = mx.zeros((num_embeddings, table_dim // group_size))
+            self.biases = mx.zeros((num_embeddings, table_dim // group_size))
+        else:
+            self.scales = mx.zeros((num_embeddings, table_dim // group_size), dtype=mx.uint8)
         self.freeze()
 
     def lookup(self, ids: mx.array) -> mx.array:
-        return mx.dequantize(self.weight[ids], self.scales[ids], self.biases[ids],
-                             group_size=self.group_size, bits=self.bits)
+        if self.mode == "affine":
+            return mx.dequantize(self.weight[ids], self.scales[ids], self.biases[ids],
+                                 group_size=self.group_size, bits=self.bits)
+        return mx.dequantize(self.weight[ids], self.scales[ids], group_size=self.group_size, bits=self.bits,
+                             mode=self.mode)

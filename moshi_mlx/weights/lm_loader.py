@@ -19,7 +19,8 @@ from ..models.lm import Lm
 from .errors import WeightsError
 from .hub import hf_get, hf_get_optional
 from .lm_keys import Source, is_pytorch_layout, pytorch_sources
-from .quantize import apply_quantization, detect_bits_group, in_features, quantizable_modules
+from .model_dir import CONFIG_NAME, model_quant_spec, read_model_dir
+from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
 from .safetensors_io import SafetensorsFile
 
 _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
@@ -66,17 +67,22 @@ class ArraySource:
         return arr
 
 
-def _quant_spec(model: Lm, f, pytorch: bool) -> dict[str, tuple[int, int]]:
-    """path -> (bits, group) for every module the MLX-layout file stores quantized."""
-    spec: dict[str, tuple[int, int]] = {}
+def _quant_spec(model: Lm, f, pytorch: bool) -> dict[str, QuantSpec]:
+    """path -> QuantSpec for every module the MLX-layout file stores quantized."""
+    spec: dict[str, QuantSpec] = {}
     if pytorch:
         return spec
     for path, m in quantizable_modules(model).items():
         scales = f"{path}.scales"
         if scales in f and f"{path}.weight" in f:
-            spec[path] = detect_bits_group(f"{f.path.name}: {path}", in_features(m), f.shape(f"{path}.weight"),
-                                           f.shape(scales))
+            spec[path] = detect_spec(f"{f.path.name}: {path}", in_features(m), f.shape(f"{path}.weight"),
+                                     f.shape(scales), has_biases=f"{path}.biases" in f)
     return spec
+
+
+def is_quantized_file(f) -> bool:
+    """Whether a checkpoint (SafetensorsFile or ArraySource) holds packed quantized tensors."""
+    return any(k.endswith(".scales") for k in f.keys())
 
 
 def _load_source(f, src: Source, cache: dict[str, mx.array], uses: dict[str, int]) -> mx.array:
@@ -118,13 +124,32 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
             dtype: mx.Dtype | None = None, repo: str | None = None) -> Lm:
     """Load an LM checkpoint (PyTorch or MLX layout; float, q8, q4 or any supported mix).
 
-    weights: a local path, `hf://owner/repo/file`, or a file name in `repo`.
-    cfg: an LmConfig, a preset name or a config.json path.
+    weights: a local path, `hf://owner/repo/file`, a file name in `repo`, or a model folder
+      (config.json + weights, as written by `moshi_mlx.convert`).
+    cfg: an LmConfig, a preset name or a config.json path (default: the folder's, or a
+      config.json beside the weights file).
     dtype: float dtype for the weights and activations (default: as stored in the file).
     """
-    cfg = resolve_config(cfg)
     path = hf_get(weights, repo)
+    if path.is_dir():
+        return load_model_dir(path, cfg, dtype=dtype)
+    if cfg is None and (path.parent / CONFIG_NAME).is_file():
+        cfg = path.parent / CONFIG_NAME
+    cfg = resolve_config(cfg)
     return _fill(cfg, SafetensorsFile(path), dtype)
+
+
+def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
+                   dtype: mx.Dtype | None = None) -> Lm:
+    """Load a model folder: its config.json names the weights file (`moshi_name`) and
+    records the quantization, which is checked against what the tensors say."""
+    md = read_model_dir(path)
+    config = md.config if cfg is None else resolve_config(cfg)
+    lm = _fill(config, SafetensorsFile(md.weights), dtype)
+    if md.quantization is not None:
+        md.quantization.check(model_quant_spec(lm), list(quantizable_modules(lm)),
+                              f"{md.weights.name} in {md.root}")
+    return lm
 
 
 def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx.Dtype | None = None,
@@ -134,15 +159,11 @@ def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx
     return _fill(resolve_config(cfg), ArraySource(tensors, consume=consume), dtype)
 
 
-def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
+def match_sources(cfg: LmConfig, f, model: Lm, pytorch: bool) -> tuple[dict[str, tuple[int, ...]], dict[str, Source]]:
+    """(our parameter name -> shape, our name -> its Source in `f`), after checking that
+    the file holds exactly the tensors `model` needs, with the right shapes."""
     name = f.path.name
     keys = f.keys()
-    if any(k.endswith("_scb") for k in keys):
-        raise WeightsError(f"{name}: PyTorch int8 (bitsandbytes) checkpoints are not supported; use a bf16 or an MLX q8/q4 file")
-    model = Lm(cfg)
-    pytorch = is_pytorch_layout(keys)
-    apply_quantization(model, _quant_spec(model, f, pytorch))
-
     expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
     sources = pytorch_sources(cfg, keys) if pytorch else {k: Source(k) for k in keys}
     missing = [k for k in expected if k not in sources or sources[k].key not in f]
@@ -163,6 +184,18 @@ def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
             bad.append(f"{sources[k].key} {list(got)} vs expected {list(shape)}")
     if bad:
         raise WeightsError(f"{name} does not fit the config: {len(bad)} shape mismatch(es): {_listing(bad, 4)}")
+    return expected, sources
+
+
+def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
+    name = f.path.name
+    keys = f.keys()
+    if any(k.endswith("_scb") for k in keys):
+        raise WeightsError(f"{name}: PyTorch int8 (bitsandbytes) checkpoints are not supported; use a bf16 or an MLX q8/q4 file")
+    model = Lm(cfg)
+    pytorch = is_pytorch_layout(keys)
+    apply_quantization(model, _quant_spec(model, f, pytorch))
+    expected, sources = match_sources(cfg, f, model, pytorch)
 
     cache: dict[str, mx.array] = {}
     uses: dict[str, int] = {}
@@ -198,7 +231,13 @@ def _embed_eos_as_pad(model: Lm) -> None:
 def load_lm_from_hub(repo: str, *, config: LmConfig | str | os.PathLike | None = None,
                      weights: str | None = None, dtype: mx.Dtype | None = None) -> Lm:
     """Load from a Hugging Face repo: its config.json (or the preset matching the repo, or
-    `config`) gives the architecture and `moshi_name`. `HF_HUB_OFFLINE=1` works from the cache."""
+    `config`) gives the architecture and `moshi_name`. `HF_HUB_OFFLINE=1` works from the cache.
+    A local model folder (from `moshi_mlx.convert`) works in place of a repo."""
+    if Path(repo).expanduser().is_dir():
+        folder = Path(repo).expanduser()
+        if weights is not None:
+            return load_lm(folder / weights, config if config is not None else folder / CONFIG_NAME, dtype=dtype)
+        return load_model_dir(folder, config, dtype=dtype)
     known = preset_for_repo(repo)
     if config is None:
         cfg_file = hf_get_optional("config.json", repo)
@@ -216,7 +255,8 @@ def load_lm_from_hub(repo: str, *, config: LmConfig | str | os.PathLike | None =
     return load_lm(fname, cfg, dtype=dtype, repo=repo)
 
 
-__all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "resolve_config", "save_lm"]
+__all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "load_model_dir", "match_sources", "resolve_config",
+           "save_lm"]
 
 
 def save_lm(model: Lm, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

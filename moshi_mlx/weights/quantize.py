@@ -9,6 +9,8 @@ input width `in` known from the config both follow exactly. Embeddings become
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import mlx.core as mx
@@ -19,6 +21,81 @@ from .errors import WeightsError
 
 BITS = (2, 3, 4, 5, 6, 8)
 GROUP_SIZES = (32, 64, 128)
+# mode -> (bits, group sizes) for MLX's floating-point (micro-scaling) formats: no biases,
+# uint8 scales; they only exist in newer MLX versions (see `available_modes`)
+FP_MODES = {"mxfp4": ((4,), (32,)), "mxfp8": ((8,), (32,)), "nvfp4": ((4,), (16,))}
+
+
+@lru_cache(maxsize=None)
+def available_modes() -> tuple[str, ...]:
+    """Quantization modes the installed MLX supports ("affine" always)."""
+    modes = ["affine"]
+    for mode, (bits, groups) in FP_MODES.items():
+        try:
+            mx.eval(mx.quantize(mx.zeros((1, groups[0] * 2)), groups[0], bits[0], mode=mode))
+            modes.append(mode)
+        except (ValueError, TypeError, RuntimeError):
+            pass
+    return tuple(modes)
+
+
+def default_group_size(bits: int, mode: str = "affine") -> int:
+    """Group size when none is given: the published Moshi files use 32 at 4 bits and below,
+    64 above (q4/g32, q8/g64); the fp formats have a single group size."""
+    if mode in FP_MODES:
+        return FP_MODES[mode][1][0]
+    return 32 if bits <= 4 else 64
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one module is quantized. Build with `make_spec` (fills defaults, validates)."""
+
+    bits: int
+    group_size: int
+    mode: str = "affine"
+
+    def describe(self) -> str:
+        return f"{self.bits}-bit {self.mode} g{self.group_size}"
+
+    def to_json(self) -> dict:
+        return {"bits": self.bits, "group_size": self.group_size, "mode": self.mode}
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "quantization") -> "QuantSpec":
+        if not isinstance(d, dict) or "bits" not in d or "group_size" not in d:
+            raise WeightsError(f"{where}: expected {{'bits': ..., 'group_size': ...}}, got {d!r}")
+        return make_spec(d["bits"], d["group_size"], d.get("mode", "affine"), where=where)
+
+
+def make_spec(bits: int | None = None, group_size: int | None = None, mode: str = "affine",
+              where: str = "quantization") -> QuantSpec:
+    """A validated QuantSpec; None picks the default bits (4, or the mode's) / group size."""
+    if mode not in ("affine",) + tuple(FP_MODES):
+        raise WeightsError(f"{where}: unknown quantization mode {mode!r}; known: affine, {', '.join(FP_MODES)}")
+    if mode not in available_modes():
+        raise WeightsError(f"{where}: the installed MLX does not support mode {mode!r} "
+                           f"(it offers {', '.join(available_modes())})")
+    allowed_bits, allowed_groups = FP_MODES.get(mode, (BITS, GROUP_SIZES))
+    if bits is None:
+        bits = 4 if mode == "affine" else allowed_bits[0]
+    if not isinstance(bits, int) or bits not in allowed_bits:
+        raise WeightsError(f"{where}: {bits}-bit {mode} quantization is not supported "
+                           f"(bits: {', '.join(map(str, allowed_bits))})")
+    if group_size is None:
+        group_size = default_group_size(bits, mode)
+    if not isinstance(group_size, int) or group_size not in allowed_groups:
+        raise WeightsError(f"{where}: group size {group_size} is not supported for {mode} quantization "
+                           f"(group sizes: {', '.join(map(str, allowed_groups))})")
+    return QuantSpec(bits, group_size, mode)
+
+
+def as_spec(value) -> QuantSpec:
+    """A QuantSpec from a QuantSpec or a legacy (bits, group) tuple."""
+    if isinstance(value, QuantSpec):
+        return value
+    bits, group = value
+    return QuantSpec(int(bits), int(group))
 
 
 def in_features(module: nn.Module) -> int:
@@ -56,6 +133,23 @@ def detect_bits_group(name: str, in_dim: int, weight_shape, scales_shape) -> tup
     return bits, group
 
 
+def detect_spec(name: str, in_dim: int, weight_shape, scales_shape, has_biases: bool = True) -> QuantSpec:
+    """The QuantSpec of a stored module: bits and group size from the shapes (as
+    `detect_bits_group`), the mode from the biases (affine has them, the fp formats not)."""
+    if has_biases:
+        return QuantSpec(*detect_bits_group(name, in_dim, weight_shape, scales_shape))
+    if len(weight_shape) != 2 or len(scales_shape) != 2 or weight_shape[0] != scales_shape[0] \
+            or scales_shape[1] == 0 or in_dim % scales_shape[1] or (weight_shape[1] * 32) % in_dim:
+        raise WeightsError(f"{name}: packed weight {tuple(weight_shape)} / scales {tuple(scales_shape)} "
+                           f"do not fit an input width of {in_dim}")
+    bits, group = weight_shape[1] * 32 // in_dim, in_dim // scales_shape[1]
+    for mode, (mb, mg) in FP_MODES.items():
+        if bits in mb and group in mg:
+            return QuantSpec(bits, group, mode)
+    raise WeightsError(f"{name}: {bits}-bit with group size {group} and no biases (from the shapes) "
+                       f"is not a supported quantization")
+
+
 def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent: object = model
     parts = path.split(".")
@@ -68,14 +162,15 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
         parent[last] = new
 
 
-def quantized_twin(module: nn.Module, bits: int, group: int) -> nn.Module:
+def quantized_twin(module: nn.Module, bits: int, group: int, mode: str = "affine") -> nn.Module:
     """An empty quantized module with `module`'s shapes (values come from a checkpoint)."""
     if isinstance(module, nn.Linear):
         out_dim, in_dim = module.weight.shape
-        q = nn.QuantizedLinear(in_dim, out_dim, bias="bias" in module, group_size=group, bits=bits)
-        return q
+        if mode == "affine":
+            return nn.QuantizedLinear(in_dim, out_dim, bias="bias" in module, group_size=group, bits=bits)
+        return nn.QuantizedLinear(in_dim, out_dim, bias="bias" in module, group_size=group, bits=bits, mode=mode)
     if isinstance(module, ScaledEmbedding):
-        q = QuantizedScaledEmbedding(module.num_embeddings, module.dim, group_size=group, bits=bits,
+        q = QuantizedScaledEmbedding(module.num_embeddings, module.dim, group_size=group, bits=bits, mode=mode,
                                      low_rank=module.table_dim if module.has_low_rank else None, demux=module.demux)
         for name in ("low_rank", "out1", "out2"):
             if name in module:
@@ -84,13 +179,14 @@ def quantized_twin(module: nn.Module, bits: int, group: int) -> nn.Module:
     raise TypeError(f"{type(module).__name__} is not quantizable")
 
 
-def apply_quantization(model: nn.Module, spec: dict[str, tuple[int, int]]) -> None:
-    """Replace each module at `path` by an (empty) quantized twin with (bits, group)."""
+def apply_quantization(model: nn.Module, spec: dict[str, "QuantSpec | tuple[int, int]"]) -> None:
+    """Replace each module at `path` by an (empty) quantized twin with its QuantSpec (or
+    legacy (bits, group) tuple)."""
     mods = dict(model.named_modules())
     # children first, so an embedding's twin picks up its already-swapped low_rank/out1/out2
     for path in sorted(spec, key=lambda p: -p.count(".")):
-        bits, group = spec[path]
-        set_module(model, path, quantized_twin(mods[path], bits, group))
+        q = as_spec(spec[path])
+        set_module(model, path, quantized_twin(mods[path], q.bits, q.group_size, q.mode))
 
 
 def quantize_model(model: nn.Module, bits: int, group_size: int,

@@ -1,0 +1,331 @@
+"""Streaming conversion of an LM checkpoint (PyTorch or MLX layout, float) to an MLX model
+folder: float in any dtype, or quantized uniformly or by a recipe.
+
+Memory stays near one source tensor plus its converted form: the output layout (names,
+dtypes, shapes) is known before any tensor is read, so the header is written first and
+tensors follow one at a time in the source file's order, each read from a memory map,
+converted, written and freed. A 15 GB bf16 7B checkpoint therefore converts in a few GB.
+The folder (config.json + `model.q4.safetensors` / `model.q8.safetensors` / ...) loads
+with `load_lm(folder)`; the weights are written under a temporary name and renamed last,
+so an interrupted conversion never leaves a loadable half file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import mlx.core as mx
+
+from ..models.config import PRESETS, LmConfig, preset, preset_for_repo
+from ..models.lm import Lm
+from .errors import WeightsError
+from .hub import hf_get, hf_get_optional
+from .lm_keys import Source, is_pytorch_layout
+from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources, resolve_config
+from .model_dir import CONFIG_NAME, QuantRecord, describe_spec, is_model_dir, read_model_dir, write_config
+from .quantize import FP_MODES, GROUP_SIZES, QuantSpec, in_features, quantizable_modules
+from .recipes import Recipe
+from .safetensors_io import SafetensorsFile, SafetensorsWriter, mx_to_safetensors_dtype
+
+FLOAT_DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
+_FLOATS = (mx.float32, mx.float16, mx.bfloat16)
+
+
+# ---- finding the source and its config ------------------------------------------------
+
+@dataclass
+class SourceInfo:
+    weights: Path
+    cfg: LmConfig
+    how: str  # where the config came from, for the log
+    asset_dir: Path | None = None  # folder that may hold the Mimi / tokenizer files
+    repo: str | None = None  # Hub repo that may hold them
+
+
+def _match_preset(f: SafetensorsFile) -> str | None:
+    """The first preset whose architecture fits the file's names and shapes exactly."""
+    pytorch = is_pytorch_layout(f.keys())
+    for name in PRESETS:
+        cfg = preset(name)
+        try:
+            match_sources(cfg, f, Lm(cfg), pytorch)  # Lm(cfg) is lazy: nothing is allocated
+        except WeightsError:
+            continue
+        return name
+    return None
+
+
+def resolve_source(source: str | os.PathLike | None = None, *, hf_repo: str | None = None,
+                   config: LmConfig | str | os.PathLike | None = None) -> SourceInfo:
+    """The weights file and config to convert: a model folder, a file (config: `config`,
+    else a config.json beside it, else the preset its shapes fit), or a Hub repo."""
+    if source is None and hf_repo is None:
+        raise WeightsError("nothing to convert: give a SOURCE file or folder, or --hf-repo")
+    if hf_repo is not None and Path(hf_repo).expanduser().is_dir() and source is None:
+        source, hf_repo = hf_repo, None
+    if hf_repo is not None:
+        known = preset_for_repo(hf_repo)
+        if config is not None:
+            cfg, how = resolve_config(config), str(config)
+        else:
+            cfg_file = hf_get_optional(CONFIG_NAME, hf_repo)
+            if cfg_file is not None:
+                cfg, how = LmConfig.from_json(cfg_file), f"{hf_repo}/{CONFIG_NAME}"
+            elif known is not None:
+                cfg, how = preset(known[0]), f"preset {known[0]}"
+            else:
+                raise WeightsError(f"Hugging Face repo {hf_repo!r} has no {CONFIG_NAME} and is not a known preset; "
+                                   f"pass --config")
+        name = str(source) if source is not None else (
+            known[1] if known is not None and cfg.moshi_name in (None, "model.safetensors")
+            else cfg.moshi_name or "model.safetensors")
+        return SourceInfo(hf_get(name, hf_repo), cfg, how, repo=hf_repo)
+    path = Path(source).expanduser()
+    if is_model_dir(path):
+        md = read_model_dir(path)
+        cfg = md.config if config is None else resolve_config(config)
+        return SourceInfo(md.weights, cfg, str(path / CONFIG_NAME) if config is None else str(config), path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder without {CONFIG_NAME}; pass the weights file itself")
+    if not path.exists():
+        raise WeightsError(f"file not found: {path}")
+    if config is not None:
+        return SourceInfo(path, resolve_config(config), str(config), path.parent)
+    beside = path.parent / CONFIG_NAME
+    if beside.is_file():
+        return SourceInfo(path, LmConfig.from_json(beside), str(beside), path.parent)
+    name = _match_preset(SafetensorsFile(path))
+    if name is None:
+        raise WeightsError(f"no config for {path.name}: no {CONFIG_NAME} beside it and its shapes fit no preset "
+                           f"({', '.join(PRESETS)}); pass --config")
+    return SourceInfo(path, preset(name), f"preset {name} (matched by tensor shapes)", path.parent)
+
+
+# ---- the plan: every output tensor, known before reading any -----------------------------
+
+@dataclass
+class OutTensor:
+    name: str
+    st_dtype: str
+    shape: tuple[int, ...]
+    param: str  # the float model parameter it comes from
+    part: str  # "float", or "weight" / "scales" / "biases" of a quantized module
+
+
+@dataclass
+class Plan:
+    cfg: LmConfig
+    f: SafetensorsFile
+    sources: dict[str, Source]
+    quant: dict[str, QuantSpec | None]  # every quantizable module path -> spec (None = float)
+    dtype: mx.Dtype
+    recipe: Recipe | None
+    outputs: list[OutTensor] = field(default_factory=list)
+    param_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        return any(q is not None for q in self.quant.values())
+
+    def record(self) -> QuantRecord | None:
+        if not self.quantized:
+            return None
+        return QuantRecord.from_plan(self.quant, self.param_counts, self.recipe.name if self.recipe else None)
+
+    def weights_name(self) -> str:
+        """`model.q4.safetensors` / `model.q8.safetensors` for uniform affine (the published
+        names), `model.<mode>...` for the fp modes, `model.<recipe>...` for the others."""
+        if not self.quantized:
+            return "model.safetensors"
+        name = self.recipe.name if self.recipe else "uniform"
+        if name.startswith("mixed-"):
+            return f"model.{name}.safetensors"
+        q = next(q for q in self.quant.values() if q is not None)  # the other recipes use one spec
+        stem = f"q{q.bits}" if q.mode == "affine" else q.mode
+        return f"model.{stem}.safetensors" if name == "uniform" else f"model.{stem}-{name}.safetensors"
+
+    def source_bytes(self, out: OutTensor) -> int:
+        src = self.sources[out.param]
+        return self.f.nbytes(src.key) // src.chunks if out.part in ("float", "weight") else 0
+
+
+def plan_conversion(f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = None,
+                    dtype: mx.Dtype = mx.bfloat16) -> Plan:
+    """Check the source and the recipe, and lay out every output tensor."""
+    name = f.path.name
+    keys = f.keys()
+    if any(k.endswith("_scb") for k in keys):
+        raise WeightsError(f"{name}: PyTorch int8 (bitsandbytes) checkpoints are not supported; convert from bf16")
+    if is_quantized_file(f):
+        try:
+            what = describe_spec(_quant_spec(Lm(cfg), f, False))
+        except WeightsError:
+            what = "packed weights with scales"
+        raise WeightsError(f"{name} is already quantized ({what}); convert from a float (bf16/fp16/fp32) "
+                           f"checkpoint instead")
+    model = Lm(cfg)  # lazy: only names and shapes are used
+    pytorch = is_pytorch_layout(keys)
+    expected, sources = match_sources(cfg, f, model, pytorch)
+    for k in expected:
+        if f.dtype(sources[k].key) not in ("F32", "F16", "BF16", "F64"):
+            raise WeightsError(f"{name}: tensor {sources[k].key} has dtype {f.dtype(sources[k].key)}, expected a float "
+                               f"checkpoint")
+    mods = quantizable_modules(model)
+    quant: dict[str, QuantSpec | None] = {}
+    for path, m in sorted(mods.items()):
+        q = recipe(path) if recipe is not None else None
+        if q is not None and in_features(m) % q.group_size:
+            width = in_features(m)
+            fits = [g for g in FP_MODES.get(q.mode, (None, GROUP_SIZES))[1] if width % g == 0]
+            raise WeightsError(f"{path}: its input width {width} is not divisible by the group size {q.group_size}"
+                               + (f"; group sizes that divide it: {', '.join(map(str, fits))}" if fits else
+                                  "; no supported group size divides it (use a recipe that keeps it float)"))
+        quant[path] = q
+    plan = Plan(cfg, f, sources, quant, dtype, recipe)
+    plan.param_counts = {p: int(m.weight.size) for p, m in mods.items()}
+    st_float = mx_to_safetensors_dtype(dtype)
+    offsets = {k: f.tensors[k]["offsets"][0] for k in keys}
+    order = sorted(expected, key=lambda k: (offsets[sources[k].key], sources[k].index, k))
+    for k in order:
+        path, leaf = k.rsplit(".", 1) if "." in k else ("", k)
+        q = quant.get(path)
+        shape = expected[k]
+        if q is not None and leaf == "weight":
+            rows, width = shape
+            plan.outputs.append(OutTensor(k, "U32", (rows, width * q.bits // 32), k, "weight"))
+            scale_dtype = st_float if q.mode == "affine" else "U8"
+            plan.outputs.append(OutTensor(f"{path}.scales", scale_dtype, (rows, width // q.group_size), k, "scales"))
+            if q.mode == "affine":
+                plan.outputs.append(OutTensor(f"{path}.biases", st_float, (rows, width // q.group_size), k, "biases"))
+        else:
+            keep32 = k.startswith("condition_provider.")  # like the loader: conditioners stay float32
+            plan.outputs.append(OutTensor(k, "F32" if keep32 else st_float, shape, k, "float"))
+    return plan
+
+
+def iter_converted(plan: Plan) -> Iterator[tuple[OutTensor, mx.array]]:
+    """(output tensor, its evaluated value), in plan order, one source tensor in memory at a time."""
+    uses: dict[str, int] = {}
+    for o in plan.outputs:
+        if o.part in ("float", "weight"):
+            key = plan.sources[o.param].key
+            uses[key] = uses.get(key, 0) + 1
+    cache: dict[str, mx.array] = {}
+    i = 0
+    while i < len(plan.outputs):
+        o = plan.outputs[i]
+        arr = _load_source(plan.f, plan.sources[o.param], cache, uses)
+        if o.part == "float":
+            out = arr.astype(mx.float32 if o.st_dtype == "F32" else plan.dtype)
+            mx.eval(out)
+            del arr
+            yield o, out
+            i += 1
+            continue
+        q = plan.quant[o.param.rsplit(".", 1)[0]]
+        packed = mx.quantize(arr.astype(plan.dtype), q.group_size, q.bits, mode=q.mode)
+        mx.eval(packed)
+        del arr
+        # the plan lays out weight, scales (, biases) of a module one after the other
+        for part in packed:
+            yield plan.outputs[i], part
+            i += 1
+        del packed
+
+
+# ---- the whole conversion -----------------------------------------------------------------
+
+@dataclass
+class ConvertResult:
+    out_dir: Path
+    weights: Path
+    config: Path
+    record: QuantRecord | None
+    summary: str
+    source_bytes: int
+    out_bytes: int
+    seconds: float
+    copied: list[str]
+    missing_assets: list[str]
+    tensors: int
+
+
+def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WeightsError(f"output {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise WeightsError(f"output folder {out_dir} already exists and is not empty; pass --force to overwrite")
+    for n in names:
+        if (out_dir / n).exists() and (out_dir / n).resolve() == source.resolve():
+            raise WeightsError(f"the output {out_dir / n} would overwrite the source; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_assets(info: SourceInfo, out_dir: Path, names: list[str]) -> tuple[list[str], list[str]]:
+    copied, missing = [], []
+    for n in names:
+        dst = out_dir / n
+        src = info.asset_dir / n if info.asset_dir is not None and (info.asset_dir / n).is_file() else None
+        if src is None and info.repo is not None:
+            try:
+                src = hf_get_optional(n, info.repo)
+            except WeightsError:
+                src = None
+        if src is None:
+            missing.append(n)
+            continue
+        if not (dst.exists() and dst.resolve() == Path(src).resolve()):
+            shutil.copyfile(src, dst)
+        copied.append(n)
+    return copied, missing
+
+
+def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | None = None,
+            dtype: mx.Dtype = mx.bfloat16, force: bool = False, copy_assets: bool = True,
+            progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> ConvertResult:
+    """Convert `info.weights` into the model folder `out_dir`.
+
+    progress(n): called with the source bytes consumed by each tensor; on_start(total)
+    once with their total."""
+    t0 = time.monotonic()
+    out_dir = Path(out_dir).expanduser()
+    f = SafetensorsFile(info.weights)
+    plan = plan_conversion(f, info.cfg, recipe, dtype)
+    wname = plan.weights_name()
+    assets = [n for n in (info.cfg.mimi_name, info.cfg.tokenizer_name) if n] if copy_assets else []
+    _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
+    record = plan.record()
+    total = sum(plan.source_bytes(o) for o in plan.outputs)
+    if on_start is not None:
+        on_start(total)
+    meta = {"format": "mlx"}
+    if record is not None:
+        meta["quantization"] = json.dumps(record.to_json(), separators=(",", ":"))
+    final = out_dir / wname
+    tmp = out_dir / (wname + ".partial")
+    layout = {o.name: (o.st_dtype, o.shape) for o in plan.outputs}
+    old_limit = mx.set_cache_limit(0)  # freed buffers go back to the OS at once: RSS stays ~1 tensor
+    try:
+        with SafetensorsWriter(tmp, layout, meta) as w:
+            for o, arr in iter_converted(plan):
+                w.write(o.name, arr)
+                if progress is not None:
+                    progress(plan.source_bytes(o))
+                del arr
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        mx.set_cache_limit(old_limit)
+    os.replace(tmp, final)
+    cfg_path = write_config(out_dir, info.cfg, wname, record)
+    copied, missing = _copy_assets(info, out_dir, assets) if copy_assets else ([], [])
+    summary = describe_spec(plan.quant) if plan.quantized else f"float ({mx_to_safetensors_dtype(dtype)})"
+    return ConvertResult(out_dir, final, cfg_path, record, summary, f.path.stat().st_size, final.stat().st_size,
+                         time.monotonic() - t0, copied, missing, len(plan.outputs))

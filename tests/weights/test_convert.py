@@ -1,0 +1,342 @@
+"""Streaming conversion to model folders: the result equals in-memory quantization tensor
+for tensor, loads back with its quantization read from the file, generates, keeps the zero
+token, reads each source tensor once in file order, and every bad input is one line."""
+
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from moshi_mlx import models
+from moshi_mlx.cli.convert import run
+from moshi_mlx.models.config import LmConfig
+from moshi_mlx.weights import convert as convert_mod
+from moshi_mlx.weights.convert import convert, plan_conversion, resolve_source
+from moshi_mlx.weights.errors import WeightsError
+from moshi_mlx.weights.lm_loader import load_lm, load_lm_from_hub, load_lm_state, save_lm
+from moshi_mlx.weights.model_dir import model_quant_spec, read_model_dir
+from moshi_mlx.weights.quantize import QuantSpec, available_modes, quantize_model
+from moshi_mlx.weights.random_checkpoint import iter_random_state, write_random_checkpoint
+from moshi_mlx.weights.random_state import random_state
+from moshi_mlx.weights.recipes import make_recipe, module_role
+from moshi_mlx.weights.safetensors_io import SafetensorsFile
+
+
+def small_cfg() -> LmConfig:
+    """random-tiny with widths every group size divides (the real 7B's widths do too)."""
+    d = models.lm_preset("random-tiny").to_dict()
+    d.update(dim=128, hidden_scale=6.0, depformer_dim=128, depformer_dim_feedforward=384,
+             depformer_weights_per_step_schedule=[0, 0])  # shared depformer weights: stacked sources
+    d.pop("_source", None)
+    return LmConfig.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return small_cfg()
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory, cfg):
+    """A bf16 PyTorch-layout checkpoint with its config.json beside it."""
+    return write_random_checkpoint(cfg, tmp_path_factory.mktemp("src"), seed=3)
+
+
+def _params(lm) -> dict:
+    return dict(tree_flatten(lm.parameters()))
+
+
+def _assert_same_params(a, b):
+    pa, pb = _params(a), _params(b)
+    assert pa.keys() == pb.keys(), set(pa) ^ set(pb)
+    for k in pa:
+        assert pa[k].dtype == pb[k].dtype, k
+        assert mx.array_equal(pa[k], pb[k]).item(), k
+
+
+def _tokens(lm, n=8):
+    gen = models.LmGen(lm, temp=0.0, temp_text=0.0)
+    return [gen.step([i % 60, -1 if i % 3 == 0 else 7]) for i in range(n)]
+
+
+def _in_memory(src, cfg, recipe: str):
+    """The same model quantized the plain way: load bf16, quantize in place."""
+    lm = load_lm(src, cfg)
+    if recipe in ("q8", "q4"):
+        bits, group = (8, 64) if recipe == "q8" else (4, 32)
+        quantize_model(lm, bits, group)
+    elif recipe == "mixed-4-8":
+        quantize_model(lm, 4, 32, lambda p, m: p.startswith("transformer."))
+        quantize_model(lm, 8, 64)
+    elif recipe == "float-heads":
+        quantize_model(lm, 4, 32, lambda p, m: module_role(p) not in ("embedding", "head"))
+    return lm
+
+
+def test_random_checkpoint_streams_random_state(cfg):
+    ref = random_state(cfg, 5)
+    got = dict(iter_random_state(cfg, 5))
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])
+    scaled = dict(iter_random_state(cfg, 5, head_scale=4.0))
+    np.testing.assert_allclose(scaled["text_linear.weight"], 4 * ref["text_linear.weight"], rtol=1e-6)
+    np.testing.assert_allclose(scaled["linears.1.weight"], 4 * ref["linears.1.weight"], rtol=1e-6)
+    np.testing.assert_array_equal(scaled["emb.0.weight"], ref["emb.0.weight"])
+
+
+@pytest.mark.parametrize("recipe,args,fname", [
+    ("q8", ["-q", "--q-bits", "8"], "model.q8.safetensors"),
+    ("q4", ["-q"], "model.q4.safetensors"),
+    ("mixed-4-8", ["--quant-predicate", "mixed_4_8"], "model.mixed-4-8.safetensors"),
+    ("float-heads", ["-q", "--recipe", "float-heads"], "model.q4-float-heads.safetensors"),
+])
+def test_round_trip_equals_in_memory_quantization(tmp_path, cfg, src, recipe, args, fname, capsys):
+    out = tmp_path / recipe
+    assert run([str(src), "--out", str(out), *args]) == 0
+    assert (out / fname).is_file() and not list(out.glob("*.partial"))
+    assert "100.0%" in capsys.readouterr().err  # the progress bar ran to the end
+    lm = load_lm(out)  # the folder: config.json names the file
+    ref = _in_memory(src, cfg, recipe)
+    _assert_same_params(lm, ref)
+    assert _tokens(lm) == _tokens(ref)
+    # config.json records what the tensors say, and the file names the Mimi/tokenizer of the source config
+    md = read_model_dir(out)
+    assert md.config.moshi_name == fname
+    spec = model_quant_spec(lm)
+    for path, q in spec.items():
+        assert md.quantization.spec_for(path) == q
+    assert md.quantization.recipe == ("uniform" if recipe in ("q8", "q4") else recipe)
+    if recipe == "mixed-4-8":
+        assert spec["transformer.layers.0.gating.linear_in"] == QuantSpec(4, 32)
+        for p in ("depformer.slices.1.linear_out", "text_emb", "audio_embs.3", "depformer.slices.0.emb", "text_linear"):
+            assert spec[p] == QuantSpec(8, 64), p
+    if recipe == "float-heads":
+        assert "text_linear" not in spec and "audio_embs.0" not in spec
+        assert md.quantization.spec_for("text_linear") is None
+    meta = SafetensorsFile(out / fname).metadata
+    assert json.loads(meta["quantization"]) == json.loads((out / "config.json").read_text())["quantization"]
+
+
+def test_mlx_layout_source_gives_the_same_file(tmp_path, cfg, src):
+    mlx_src = tmp_path / "mlx"
+    mlx_src.mkdir()
+    save_lm(load_lm(src, cfg), mlx_src / "model.safetensors")
+    info = resolve_source(mlx_src / "model.safetensors", config=cfg)
+    a = convert(info, tmp_path / "a", recipe=make_recipe(None, 4))
+    b = convert(resolve_source(src), tmp_path / "b", recipe=make_recipe(None, 4))
+    fa, fb = SafetensorsFile(a.weights), SafetensorsFile(b.weights)
+    assert sorted(fa.keys()) == sorted(fb.keys())
+    for k in fa.keys():
+        assert mx.array_equal(fa.load(k), fb.load(k)).item(), k
+
+
+def test_float_conversion_and_dtype(tmp_path, cfg, src):
+    res = convert(resolve_source(src), tmp_path / "f32", dtype=mx.float32)
+    assert res.weights.name == "model.safetensors" and res.record is None
+    lm = load_lm(tmp_path / "f32")
+    assert lm.dtype == mx.float32 and not model_quant_spec(lm)
+    assert "quantization" not in json.loads((tmp_path / "f32" / "config.json").read_text())
+    _assert_same_params(lm, load_lm(src, cfg, dtype=mx.float32))
+
+
+@pytest.mark.skipif("mxfp4" not in available_modes(), reason="this MLX has no mxfp4 mode")
+def test_fp_mode_detected_from_tensors(tmp_path, src):
+    assert run([str(src), "--out", str(tmp_path / "mx"), "-q", "--q-mode", "mxfp4"]) == 0
+    lm = load_lm(tmp_path / "mx")
+    spec = set(model_quant_spec(lm).values())
+    assert spec == {QuantSpec(4, 32, "mxfp4")}
+    assert np.all(np.array(lm.audio_embs[1](mx.array([[-1, 3]])).astype(mx.float32))[0, 0] == 0)
+    assert len(_tokens(lm, 3)) == 3
+
+
+def test_upstream_style_files_load(tmp_path, cfg, src):
+    """Files written the way Kyutai's scripts do (`nn.quantize` then `save_weights`), with
+    the published names and no config.json: bits and group come from the shapes."""
+    for bits, group, name in ((4, 32, "model.q4.safetensors"), (8, 64, "model.q8.safetensors")):
+        lm = load_lm(src, cfg)
+        nn.quantize(lm, group_size=group, bits=bits)
+        folder = tmp_path / f"q{bits}"
+        folder.mkdir()
+        lm.save_weights(str(folder / name))
+        loaded = load_lm(folder / name, cfg)
+        assert set(model_quant_spec(loaded).values()) == {QuantSpec(bits, group)}
+        assert type(loaded.text_emb).__name__ == "QuantizedScaledEmbedding"
+        _assert_same_params(loaded, lm)
+        assert _tokens(loaded, 4) == _tokens(lm, 4)
+
+
+def test_auto_detection_everywhere(tmp_path, cfg, src):
+    out = tmp_path / "q4"
+    convert(resolve_source(src), out, recipe=make_recipe("mixed-4-8"))
+    by_folder = load_lm(out)
+    by_file = load_lm(out / "model.mixed-4-8.safetensors")  # config.json beside it
+    by_repo = load_lm_from_hub(str(out))  # a local folder where a Hub repo is expected
+    by_cfg = load_lm(out / "model.mixed-4-8.safetensors", cfg)  # explicit config, no record involved
+    for lm in (by_file, by_repo, by_cfg):
+        assert model_quant_spec(lm) == model_quant_spec(by_folder)
+    # the record is checked against the tensors: a wrong one is named, not obeyed
+    d = json.loads((out / "config.json").read_text())
+    d["quantization"]["bits"] = 2  # the default spec (whichever it is) now says 2 bits
+    (out / "config.json").write_text(json.dumps(d))
+    with pytest.raises(WeightsError, match=r"disagrees with the tensors for \d+ module\(s\): \S+: "
+                                           r"recorded 2-bit affine g\d+, stored [48]-bit affine g\d+") as e:
+        load_lm(out)
+    assert "\n" not in str(e.value)
+
+
+def test_zero_token_semantics_survive_quantization(tmp_path, cfg, src):
+    out = tmp_path / "q4"
+    convert(resolve_source(src), out, recipe=make_recipe(None, 4))
+    lm = load_lm(out)
+    embs = [lm.text_emb, lm.audio_embs[0], lm.audio_embs[3], lm.depformer.slices[0].emb, lm.depformer.slices[1].emb]
+    for emb in embs:
+        assert type(emb).__name__ == "QuantizedScaledEmbedding"
+        y = np.array(emb(mx.array([[-1, 5, -1]])).astype(mx.float32))
+        assert np.all(y[0, 0] == 0) and np.all(y[0, 2] == 0) and np.any(y[0, 1] != 0)
+    # a whole -1 user stream: same as the float model fed -1 (both see zero vectors there)
+    codes = np.random.default_rng(1).integers(0, 60, (1, 5, 6))
+    codes[:, 3:] = -1
+    q = np.array(lm.forward_train(codes).text_logits.astype(mx.float32))
+    f = np.array(load_lm(src, cfg, dtype=mx.float32).forward_train(codes).text_logits)
+    assert np.isfinite(q).all() and np.corrcoef(q.ravel(), f.ravel())[0, 1] > 0.9
+
+
+def test_streams_each_source_tensor_once_in_file_order(tmp_path, cfg, src, monkeypatch):
+    reads = []
+    orig = SafetensorsFile.load
+
+    def spy(self, name):
+        reads.append(name)
+        return orig(self, name)
+
+    monkeypatch.setattr(SafetensorsFile, "load", spy)
+    convert(resolve_source(src), tmp_path / "o", recipe=make_recipe("mixed-4-8"))
+    f = SafetensorsFile(src)
+    assert sorted(reads) == sorted(f.keys())  # each tensor once (stacked depformer weights included)
+    offsets = [f.tensors[k]["offsets"][0] for k in reads]
+    assert offsets == sorted(offsets)
+
+
+def test_interrupted_conversion_leaves_nothing_loadable(tmp_path, src, monkeypatch):
+    def boom(plan):
+        it = iter_orig(plan)
+        for i, item in enumerate(it):
+            if i == 5:
+                raise OSError("No space left on device")
+            yield item
+
+    iter_orig = convert_mod.iter_converted
+    monkeypatch.setattr(convert_mod, "iter_converted", boom)
+    with pytest.raises(OSError):
+        convert(resolve_source(src), tmp_path / "o", recipe=make_recipe(None, 4))
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_source_resolution(tmp_path, cfg, src, monkeypatch):
+    # no config.json: the preset whose shapes fit is used
+    lonely = tmp_path / "lonely.safetensors"
+    lonely.write_bytes(src.read_bytes())
+    with pytest.raises(WeightsError, match="no config for lonely.safetensors: .* pass --config"):
+        resolve_source(lonely)
+    tiny = models.lm_preset("random-tiny")
+    write_random_checkpoint(tiny, tmp_path / "tiny", seed=0)
+    (tmp_path / "tiny" / "config.json").unlink()
+    info = resolve_source(tmp_path / "tiny" / "model.safetensors")
+    assert info.how == "preset random-tiny (matched by tensor shapes)"
+    # --hf-repo from the local Hub cache, offline
+    snap = tmp_path / "hub" / "models--someone--tiny-lm" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (tmp_path / "hub" / "models--someone--tiny-lm" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tiny-lm" / "refs" / "main").write_text("a" * 40)
+    d = cfg.to_dict()
+    d.update(moshi_name="weights.safetensors", tokenizer_name="tok.model")
+    (snap / "config.json").write_text(json.dumps(d))
+    (snap / "weights.safetensors").write_bytes(src.read_bytes())
+    (snap / "tok.model").write_bytes(b"not really a tokenizer")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    assert run(["--hf-repo", "someone/tiny-lm", "--out", str(tmp_path / "from-hub"), "-q", "--q-bits", "8"]) == 0
+    md = read_model_dir(tmp_path / "from-hub")
+    assert md.weights.name == "model.q8.safetensors" and md.tokenizer is not None  # the tokenizer came along
+    _assert_same_params(load_lm(tmp_path / "from-hub"), _in_memory(src, cfg, "q8"))
+
+
+# ---- bad input: one line on stderr, exit code 2 ------------------------------------------
+
+def _one_line_error(capsys, argv, match):
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+    import re
+
+    assert re.search(match, err[0]), err[0]
+
+
+def test_bad_bits_group_mode_recipe(tmp_path, src, capsys):
+    out = str(tmp_path / "o")
+    _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-bits", "7"],
+                    r"7-bit affine quantization is not supported \(bits: 2, 3, 4, 5, 6, 8\)")
+    _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-group-size", "48"],
+                    r"group size 48 is not supported for affine quantization \(group sizes: 32, 64, 128\)")
+    _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-bits", "four"], "--q-bits must be an integer")
+    _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-mode", "fancy"], "unknown quantization mode 'fancy'")
+    _one_line_error(capsys, [str(src), "--out", out, "--quant-predicate", "mostly-int4"],
+                    "unknown quantization recipe 'mostly-int4'; known: uniform")
+    _one_line_error(capsys, [str(src), "--out", out, "--recipe", "mixed-4-8", "--q-bits", "3"],
+                    "--q-bits 3 contradicts it")
+    _one_line_error(capsys, [str(src), "--out", out, "--q-bits", "8"], "need -q")
+    assert not (tmp_path / "o").exists()
+
+
+def test_group_size_must_divide_the_width(tmp_path, capsys):
+    tiny = models.lm_preset("random-tiny")  # its depformer MLP is 88 wide
+    p = write_random_checkpoint(tiny, tmp_path / "tiny", seed=0)
+    _one_line_error(capsys, [str(p), "--out", str(tmp_path / "o"), "-q"],
+                    r"depformer.slices.0.transformer.layers.0.gating.linear_out: its input width 88 is not divisible "
+                    r"by the group size 32; no supported group size divides it")
+    with pytest.raises(WeightsError, match="depformer.slices.0.transformer.layers.0.gating.linear_in: its input width "
+                                           "32 is not divisible by the group size 128; group sizes that divide it: 32$"):
+        plan_conversion(SafetensorsFile(p), tiny, make_recipe("transformers-only", 4, 128))
+
+
+def test_already_quantized_truncated_and_existing_output(tmp_path, src, capsys):
+    q = tmp_path / "q4"
+    assert run([str(src), "--out", str(q), "-q", "--quiet"]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, [str(q), "--out", str(tmp_path / "again"), "-q", "--q-bits", "8"],
+                    r"model.q4.safetensors is already quantized \(4-bit affine g32 \(\d+ modules\)\); convert from a "
+                    r"float")
+    _one_line_error(capsys, [str(src), "--out", str(q), "-q"], "already exists and is not empty; pass --force")
+    assert run([str(src), "--out", str(q), "-q", "--q-bits", "8", "--force", "--quiet"]) == 0
+    assert (q / "model.q8.safetensors").is_file()
+    assert set(model_quant_spec(load_lm(q)).values()) == {QuantSpec(8, 64)}  # config.json now names the q8 file
+    capsys.readouterr()
+    cut = tmp_path / "cut.safetensors"
+    data = src.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    _one_line_error(capsys, [str(cut), "--config", str(src.parent / "config.json"), "--out", str(tmp_path / "c"), "-q"],
+                    "cut.safetensors is truncated")
+    _one_line_error(capsys, [str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "c")], "file not found")
+    _one_line_error(capsys, ["--out", str(tmp_path / "c")], "nothing to convert")
+
+
+def test_in_memory_state_and_config_record_round_trip(cfg):
+    """A loaded quantized model's spec, recorded and read back, checks clean."""
+    from moshi_mlx.weights.model_dir import QuantRecord
+    from moshi_mlx.weights.quantize import quantizable_modules
+
+    lm = load_lm_state(random_state(cfg, 1), cfg)
+    quantize_model(lm, 4, 32, lambda p, m: p.startswith("transformer."))
+    spec = model_quant_spec(lm)
+    plan = {**spec, **{p: None for p in quantizable_modules(lm)}}
+    rec = QuantRecord.from_json(json.loads(json.dumps(QuantRecord.from_plan(plan).to_json())), "x")
+    rec.check(spec, list(quantizable_modules(lm)), "x")
+    assert rec.default == QuantSpec(4, 32) and rec.spec_for("text_linear") is None
