@@ -87,6 +87,10 @@ class LmGen:
         if self.use_cfg:
             cond = mx.concatenate([cond, lm.condition_tensor(null_condition)], axis=0)
         self._cond = None if cond is None else cond.astype(lm.dtype)
+        if self._cond is not None:
+            # evaluated now: MLX graphs belong to the stream (thread) that built them, and the
+            # live loop steps from a worker thread
+            mx.eval(self._cond)
 
         self.batch = 2 if self.use_cfg else 1
         self.delays = np.array(cfg.delays, dtype=np.int64)
@@ -109,6 +113,7 @@ class LmGen:
         self.prefix_text_token: int | None = None
         self.prefix_audio_tokens: list[int] | None = None
         self._key = mx.random.key(self.seed)
+        mx.eval(self._key)
         self._last_hidden: mx.array | None = None
 
     def _next_key(self) -> mx.array:

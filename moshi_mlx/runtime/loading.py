@@ -40,7 +40,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--lm-config", help="config.json of the LM (default: the repo's, or the Moshi 7B preset)")
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight",
                    help="LM weights: local .safetensors, a folder from moshi_mlx.convert, or a file name in the repo")
-    g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights (local path or name in the repo)")
+    g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight",
+                   help="Mimi weights (local path or name in the repo; 'random': seeded noise codec for smoke tests)")
     g.add_argument("--tokenizer", help="SentencePiece text tokenizer (local path or name in the repo)")
     g.add_argument("-q", "--quantized", type=int, choices=(4, 8),
                    help="pick the repo/file of that quantization; the file's own quantization is always what is used")
@@ -142,9 +143,13 @@ def load_session(args, *, need_audio_out: bool = True) -> Session:
     tok_path = hf_get(args.tokenizer or cfg.tokenizer_name or DEFAULT_TOKENIZER, repo)
     tokenizer = TextTokenizer(tok_path)
     mimi_spec = args.mimi_weight or cfg.mimi_name or DEFAULT_MIMI
-    mimi_path = hf_get(mimi_spec, repo)
     backend = best_backend() if args.mimi_backend == "auto" else args.mimi_backend
     n_user, n_out = cfg.user_q, cfg.dep_q
+    if mimi_spec == "random":  # the published architecture with seeded random weights: noise
+        mimi = random_mimi(seed=args.seed % (2**31), num_codebooks=max(n_user, n_out, 1))
+        codec = FrameCodec(mimi, n_encode=n_user)
+        return Session(cfg, lm, codec, tokenizer, f"LM {weights}, random Mimi (NOISE)")
+    mimi_path = hf_get(mimi_spec, repo)
     if backend == "rustymimi":
         enc = load_mimi(mimi_path, num_codebooks=max(n_user, 1), backend="rustymimi")
         dec = load_mimi(mimi_path, num_codebooks=n_out, backend="rustymimi") if n_out else None
