@@ -1,0 +1,6 @@
+"""`python -m moshi_mlx.quality ...`: see `moshi_mlx.cli.quality`."""
+
+from .cli.quality import main
+
+if __name__ == "__main__":
+    main()
