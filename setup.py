@@ -40,6 +40,8 @@ setup(
         "console_scripts": [
             "moshi-local = moshi_mlx.cli.local:main",
             "moshi-run-inference = moshi_mlx.cli.run_inference:main",
+            "moshi-convert = moshi_mlx.cli.convert:main",
+            "moshi-quality = moshi_mlx.cli.quality:main",
         ],
     },
 )
