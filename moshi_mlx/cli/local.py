@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     g.add_argument("--simulate", metavar="AUDIO_FILE",
                    help="no sound card: a simulated device plays this file as the microphone, in real time")
+    g.add_argument("--slow-step-ms", type=float, default=0.0,
+                   help="add this much compute time to every LM step (to see the lag control on a fast machine)")
     return ap
 
 
@@ -92,7 +94,7 @@ def run(args) -> int:
     pipe = DuplexPipeline(session.codec, gen, session.n_user, max_lag_ms=args.max_lag_ms,
                           in_resampler=make_resampler(in_rate, SAMPLE_RATE),
                           out_resampler=make_resampler(SAMPLE_RATE, out_rate), output_rate=out_rate,
-                          on_text=events.put, recorder=recorder)
+                          on_text=events.put, recorder=recorder, step_delay_s=args.slow_step_ms / 1000.0)
     status = _Status()
     sim_thread = None
     code = 0

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job: install moshi_mlx into .venv (once) and talk to Moshi.
+#   ./scripts/run.sh -q 4                         # Moshi 7B int4 from the Hub, microphone + speakers
+#   ./scripts/run.sh                              # offline demo: random-tiny model, simulated microphone
+# Any flag of `python -m moshi_mlx.local` can be given (see --help).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import moshi_mlx" >/dev/null 2>&1; then
+    log=$(mktemp)
+    if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e .; } >"$log" 2>&1; then
+        cat "$log"; echo "scripts/run.sh: installing moshi_mlx failed (log above)" >&2; exit 1
+    fi
+    rm -f "$log"
+fi
+if [ $# -eq 0 ]; then
+    echo "No model flags given: running the offline demo (random-tiny: random weights, it speaks NOISE)." >&2
+    echo "For Moshi itself: ./scripts/run.sh -q 4   (downloads kyutai/moshiko-mlx-q4 once)" >&2
+    mkdir -p out
+    exec .venv/bin/python -m moshi_mlx.local --model random-tiny --simulate examples/hello.wav \
+        --record out/demo-conversation.wav --transcript out/demo-transcript.json
+fi
+exec .venv/bin/python -m moshi_mlx.local "$@"
