@@ -222,21 +222,24 @@ def iter_converted(plan: Plan) -> Iterator[tuple[OutTensor, mx.array]]:
         o = plan.outputs[i]
         arr = _load_source(plan.f, plan.sources[o.param], cache, uses)
         if o.part == "float":
-            out = arr.astype(mx.float32 if o.st_dtype == "F32" else plan.dtype)
+            target = mx.float32 if o.st_dtype == "F32" else plan.dtype
+            out = arr if arr.dtype == target else arr.astype(target)
             mx.eval(out)
             del arr
             yield o, out
+            del out  # before the next read: the caller has written it
             i += 1
             continue
         q = plan.quant[o.param.rsplit(".", 1)[0]]
-        packed = mx.quantize(arr.astype(plan.dtype), q.group_size, q.bits, mode=q.mode)
+        packed = mx.quantize(arr if arr.dtype == plan.dtype else arr.astype(plan.dtype), q.group_size, q.bits,
+                             mode=q.mode)
         mx.eval(packed)
         del arr
         # the plan lays out weight, scales (, biases) of a module one after the other
         for part in packed:
             yield plan.outputs[i], part
             i += 1
-        del packed
+        del packed, part
 
 
 # ---- the whole conversion -----------------------------------------------------------------

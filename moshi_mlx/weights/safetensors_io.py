@@ -173,7 +173,13 @@ class SafetensorsWriter:
             raise ValueError(f"{name}: got {arr.dtype}{tuple(arr.shape)}, layout says {dtype}{tuple(shape)}")
         if arr.dtype == mx.bfloat16:
             arr = arr.view(mx.uint16)
-        self._fh.write(np.array(arr).tobytes())
+        mx.eval(arr)
+        view = memoryview(arr)
+        if view.c_contiguous:
+            self._fh.write(view)  # straight from MLX's buffer: no copy of a tensor that may be 100s of MB
+        else:
+            self._fh.write(np.array(arr).tobytes())
+        del view
         self._next += 1
 
     def close(self) -> None:
