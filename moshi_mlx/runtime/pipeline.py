@@ -21,6 +21,7 @@ See docs/threading.md.
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import threading
 import time
@@ -83,8 +84,9 @@ class PipelineStats:
     frames_trimmed: int = 0  # output frames dropped because they would play too late
     underruns: int = 0  # output callbacks that found nothing to play (after start)
     last_delay_ms: float = float("nan")
-    delays_ms: list[float] = field(default_factory=list)
-    step_ms: list[float] = field(default_factory=list)
+    # the most recent values only (bounded: a session may last hours)
+    delays_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50_000))
+    step_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
 
     def summary(self) -> dict:
         d = np.array(self.delays_ms) if self.delays_ms else np.array([np.nan])
@@ -269,7 +271,8 @@ class DuplexPipeline:
         # A frame stepped now is heard after the step and up to one playback period later;
         # skip it if that would exceed the bound, so the LM never works for output that the
         # playback side would have to drop.
-        step_s = np.median(self.stats.step_ms[-20:]) / 1000.0 if self.stats.step_ms else 0.0
+        recent = list(itertools.islice(reversed(self.stats.step_ms), 20))
+        step_s = float(np.median(recent)) / 1000.0 if recent else 0.0
         return self.clock() - t_capture + step_s + self.output_block_s > self.max_lag_s
 
     def _lm_loop(self) -> None:
@@ -286,8 +289,6 @@ class DuplexPipeline:
             if self.step_delay_s:
                 time.sleep(self.step_delay_s)
             self.stats.step_ms.append((time.perf_counter() - t0) * 1000.0)
-            if len(self.stats.step_ms) > 4096:
-                del self.stats.step_ms[:2048]
             self.stats.frames_stepped += 1
             if self.on_text is not None:
                 self.on_text(TextEvent(int(text), self._step, item.frame, item.t_capture))
@@ -315,8 +316,6 @@ class DuplexPipeline:
         delay = (self.clock() + self.output_latency_s - t_capture) * 1000.0
         self.stats.last_delay_ms = delay
         self.stats.delays_ms.append(delay)
-        if len(self.stats.delays_ms) > 100_000:
-            del self.stats.delays_ms[:50_000]
 
     def read_output(self, n: int) -> np.ndarray:
         """From the playback callback: exactly `n` device samples (silence when nothing is
