@@ -1,7 +1,8 @@
 """The one helper that turns a file spec into a local path.
 
 A spec is a local path, `hf://owner/repo/path/in/repo`, or a bare file name looked up in a
-Hugging Face repo. `HF_HUB_OFFLINE=1` (huggingface_hub's own switch) serves from the cache.
+Hugging Face repo, or in a local model folder given where a repo is expected.
+`HF_HUB_OFFLINE=1` (huggingface_hub's own switch) serves from the cache.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from .errors import WeightsError
 
 
 def _download(repo: str, filename: str) -> Path:
+    local = Path(repo).expanduser()
+    if local.is_dir():  # a local model folder (e.g. from `moshi_mlx.convert`) stands in for a repo
+        if (local / filename).is_file():
+            return local / filename
+        raise WeightsError(f"model folder {repo} has no file {filename!r}")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency

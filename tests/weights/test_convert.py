@@ -188,6 +188,20 @@ def test_auto_detection_everywhere(tmp_path, cfg, src):
     assert "\n" not in str(e.value)
 
 
+def test_a_model_folder_stands_in_for_a_hub_repo(tmp_path, src):
+    """What the run CLIs do with --hf-repo FOLDER: every file name resolves in the folder."""
+    from moshi_mlx.weights.hub import hf_get, hf_get_optional
+
+    out = tmp_path / "m"
+    convert(resolve_source(src), out, recipe=make_recipe(None, 8))
+    assert hf_get("config.json", str(out)) == out / "config.json"
+    assert hf_get("model.q8.safetensors", str(out)) == out / "model.q8.safetensors"
+    assert hf_get_optional("tokenizer.model", str(out)) is None
+    with pytest.raises(WeightsError, match=f"model folder {out} has no file 'mimi.safetensors'"):
+        hf_get("mimi.safetensors", str(out))
+    assert set(model_quant_spec(load_lm("model.q8.safetensors", repo=str(out))).values()) == {QuantSpec(8, 64)}
+
+
 def test_zero_token_semantics_survive_quantization(tmp_path, cfg, src):
     out = tmp_path / "q4"
     convert(resolve_source(src), out, recipe=make_recipe(None, 4))
