@@ -135,15 +135,21 @@ def main() -> None:
             if not args.keep and r != "bf16":
                 shutil.rmtree(out)
     fits = {}
+
+    def fit(r: str, key: str) -> tuple[float, float]:
+        pts = [(x["layers"], x[key]) for x in results["runs"] if x["recipe"] == r]
+        if len(pts) < 2:
+            return float(pts[0][1]), 0.0
+        b, a = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
+        return float(a), float(b)
+
     for r in recipes:
-        pts = [(x["layers"], x["peak_rss"]) for x in results["runs"] if x["recipe"] == r]
-        if len(pts) >= 2:
-            b, a = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
-        else:
-            a, b = pts[0][1], 0.0
-        fits[r] = {"intercept": float(a), "per_layer": float(b), "at_32_layers": float(a + 32 * b)}
-        print(f"{r:>9}: peak RSS ~ {a / 2**20:.0f} MiB + {b / 2**20:+.1f} MiB/layer -> 32 layers "
-              f"(Moshi 7B, {full_bytes / 2**30:.1f} GiB bf16): {(a + 32 * b) / 2**30:.2f} GiB")
+        a, b = fit(r, "peak_rss")
+        oa, ob = fit(r, "out_bytes")
+        fits[r] = {"intercept": a, "per_layer": b, "at_32_layers": a + 32 * b, "out_bytes_at_32_layers": oa + 32 * ob}
+        print(f"{r:>9}: peak RSS ~ {a / 2**20:.0f} MiB {b / 2**20:+.1f} MiB/layer -> 32 layers (Moshi 7B, "
+              f"{full_bytes / 2**30:.2f} GiB bf16): peak {(a + 32 * b) / 2**30:.2f} GiB, "
+              f"output {(oa + 32 * ob) / 2**30:.2f} GiB")
     results["fit"] = fits
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

@@ -41,6 +41,7 @@ def _int(name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     from ..weights.convert import FLOAT_DTYPES
+    from ..weights.quantize import available_modes
     from ..weights.recipes import recipe_help
 
     p = OneLineParser(prog="python -m moshi_mlx.convert", description=__doc__.split("\n\n")[0],
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--q-bits", type=_int("--q-bits"), help="bits per weight (affine: 2, 3, 4, 5, 6, 8; default 4)")
     p.add_argument("--q-group-size", type=_int("--q-group-size"),
                    help="weights per scale/bias (32, 64, 128; default 32 at <= 4 bits, 64 above: the published files)")
-    p.add_argument("--q-mode", default="affine", help="quantization mode: affine, or where the installed MLX has "
-                                                       "them mxfp4, mxfp8, nvfp4")
+    p.add_argument("--q-mode", default="affine", help=f"quantization mode: {', '.join(available_modes())} (what the "
+                                                       f"installed MLX offers; default affine)")
     p.add_argument("--quant-predicate", "--recipe", dest="recipe",
                    help=f"which modules get which bits (implies -q): {recipe_help()}")
     p.add_argument("--dtype", default="bfloat16", choices=tuple(FLOAT_DTYPES),
