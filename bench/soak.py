@@ -46,7 +46,7 @@ def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> d
         while pipe.output:
             pipe.output.popleft()
             played += 1
-        while pipe.stats.frames_in - pipe.stats.frames_stepped > 8:  # bounded in-flight work
+        while i + 1 - pipe.stats.frames_stepped > 8:  # bounded in-flight work (all queues)
             pipe.wait_output(0.05)
             while pipe.output:
                 pipe.output.popleft()

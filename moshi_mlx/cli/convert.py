@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", help="weights to convert: a .safetensors file (PyTorch or MLX layout), a "
                                               "model folder, or a file name in --hf-repo")
     p.add_argument("--hf-repo", help="Hugging Face repo to convert (its config.json or known preset gives the config)")
+    p.add_argument("--model", choices=("random-tiny",),
+                   help="convert the offline demo model instead of a file: seeded random weights of the real "
+                        "architecture at tiny size (PyTorch layout, made on the fly; it produces NOISE)")
     p.add_argument("--out", "--mlx-path", dest="out", required=True, help="output model folder")
     p.add_argument("--config", help="LM config: a config.json or a preset name (default: the source's config.json, "
                                      "else the preset whose shapes the file fits)")
@@ -77,6 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _demo_checkpoint(name: str, seed: int):
+    """Write the demo model's random checkpoint (PyTorch layout) to a temporary folder."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from ..models.config import preset
+    from ..weights.random_checkpoint import write_random_checkpoint
+
+    tmp = tempfile.mkdtemp(prefix=f"moshi_mlx_{name}_")
+    atexit.register(shutil.rmtree, tmp, True)
+    print(f"NOTE: --model {name}: random weights (seed {seed}); the converted model produces NOISE", file=sys.stderr)
+    return write_random_checkpoint(preset(name), tmp, seed=seed)
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
     """parse_args, with a bad command line returned as exit code 2 instead of raised."""
     try:
@@ -97,6 +115,10 @@ def run(argv: list[str] | None = None) -> int:
         if not quantize and (args.q_bits is not None or args.q_group_size is not None or args.q_mode != "affine"):
             raise WeightsError("--q-bits/--q-group-size/--q-mode need -q (or --quant-predicate)")
         recipe = make_recipe(args.recipe, args.q_bits, args.q_group_size, args.q_mode) if quantize else None
+        if args.model is not None:
+            if args.source or args.hf_repo:
+                raise WeightsError("--model replaces SOURCE/--hf-repo: give one of them")
+            args.source = str(_demo_checkpoint(args.model, args.seed))
         info = resolve_source(args.source, hf_repo=args.hf_repo, config=args.config)
         print(f"source: {info.weights} (config: {info.how})")
         if recipe is not None:

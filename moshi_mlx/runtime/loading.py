@@ -39,10 +39,12 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                    "-q8 or -q4 following -q)")
     g.add_argument("--lm-config", help="config.json of the LM (default: the repo's, or the Moshi 7B preset)")
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight",
-                   help="LM weights: local .safetensors, a folder from moshi_mlx.convert, or a file name in the repo")
+                   help="LM weights: a local .safetensors (its folder's config.json, Mimi and tokenizer are used "
+                        "when present), a folder from moshi_mlx.convert, or a file name in the repo")
     g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight",
                    help="Mimi weights (local path or name in the repo; 'random': seeded noise codec for smoke tests)")
-    g.add_argument("--tokenizer", help="SentencePiece text tokenizer (local path or name in the repo)")
+    g.add_argument("--tokenizer", help="SentencePiece text tokenizer (local path or name in the repo; 'none': show "
+                   "token ids, for models without one such as converted demo models)")
     g.add_argument("-q", "--quantized", type=int, choices=(4, 8),
                    help="pick the repo/file of that quantization; the file's own quantization is always what is used")
     g.add_argument("--model", choices=DEMO_MODELS,
@@ -97,29 +99,33 @@ def _demo_session(args) -> Session:
                    "random-tiny demo model (random weights: it produces NOISE)", is_demo=True)
 
 
+def _local_model_folder(args) -> str | None:
+    """The folder of a local `--moshi-weight` (file or folder): it stands in for the repo,
+    so its config.json, Mimi and tokenizer are found there before anything is asked of the Hub."""
+    w = args.moshi_weight
+    if not w or args.hf_repo or not os.path.exists(w):
+        return None
+    return w if os.path.isdir(w) else (os.path.dirname(os.path.abspath(w)) or ".")
+
+
 def _resolve_config(args, repo: str) -> LmConfig:
     if args.lm_config:
-        path = hf_get(args.lm_config, repo)
-        return LmConfig.from_json(path)
-    weight = args.moshi_weight
-    if weight and os.path.isdir(weight) and os.path.exists(os.path.join(weight, "config.json")):
-        return LmConfig.from_json(os.path.join(weight, "config.json"))
-    cfg_file = hf_get_optional("config.json", repo) if not _offline_local(args) else None
+        return LmConfig.from_json(hf_get(args.lm_config, repo))
+    if os.path.isdir(repo):
+        if os.path.exists(os.path.join(repo, "config.json")):
+            return LmConfig.from_json(os.path.join(repo, "config.json"))
+        return preset(preset_for_repo(DEFAULT_REPOS[args.quantized][0])[0])
+    cfg_file = hf_get_optional("config.json", repo)
     if cfg_file is not None:
         return LmConfig.from_json(cfg_file)
     known = preset_for_repo(repo)
     return preset(known[0] if known else "moshiko")
 
 
-def _offline_local(args) -> bool:
-    """Every file given locally: no need to ask the Hub for a config.json."""
-    return all(x and os.path.exists(x) for x in (args.moshi_weight, args.mimi_weight, args.tokenizer))
-
-
 def _weights_path(args, cfg: LmConfig, repo: str, default_name: str):
     w = args.moshi_weight
     if w and os.path.isdir(w):
-        names = [n for n in sorted(os.listdir(w)) if n.endswith(".safetensors")]
+        names = [n for n in sorted(os.listdir(w)) if n.endswith(".safetensors") and not n.startswith("tokenizer")]
         if cfg.moshi_name in names:
             return os.path.join(w, cfg.moshi_name)
         if len(names) != 1:
@@ -131,22 +137,34 @@ def _weights_path(args, cfg: LmConfig, repo: str, default_name: str):
     return hf_get(name, repo)
 
 
+def _tokenizer(args, cfg: LmConfig, repo: str):
+    if args.tokenizer == "none":
+        return PlaceholderTokenizer()
+    return TextTokenizer(hf_get(args.tokenizer or cfg.tokenizer_name or DEFAULT_TOKENIZER, repo))
+
+
+def _check_codec_fits(mimi, cfg: LmConfig, name: str) -> None:
+    if int(mimi.cardinality) != cfg.card:
+        raise WeightsError(f"{name} has {mimi.cardinality} entries per codebook but the LM expects card {cfg.card}: "
+                           "this Mimi does not belong to this model")
+
+
 def load_session(args, *, need_audio_out: bool = True) -> Session:
     """Resolve the model flags (see `add_model_args`) into a ready LM, codec and tokenizer."""
     if getattr(args, "model", None) == "random-tiny":
         return _demo_session(args)
     repo, default_name = DEFAULT_REPOS[args.quantized]
-    repo = args.hf_repo or repo
+    repo = args.hf_repo or _local_model_folder(args) or repo
     cfg = _resolve_config(args, repo)
     weights = _weights_path(args, cfg, repo, default_name)
     lm = load_lm(weights, cfg, dtype=_dtype(args.dtype, True))
-    tok_path = hf_get(args.tokenizer or cfg.tokenizer_name or DEFAULT_TOKENIZER, repo)
-    tokenizer = TextTokenizer(tok_path)
+    tokenizer = _tokenizer(args, cfg, repo)
     mimi_spec = args.mimi_weight or cfg.mimi_name or DEFAULT_MIMI
     backend = best_backend() if args.mimi_backend == "auto" else args.mimi_backend
     n_user, n_out = cfg.user_q, cfg.dep_q
     if mimi_spec == "random":  # the published architecture with seeded random weights: noise
         mimi = random_mimi(seed=args.seed % (2**31), num_codebooks=max(n_user, n_out, 1))
+        _check_codec_fits(mimi, cfg, "the random Mimi")
         codec = FrameCodec(mimi, n_encode=n_user)
         return Session(cfg, lm, codec, tokenizer, f"LM {weights}, random Mimi (NOISE)")
     mimi_path = hf_get(mimi_spec, repo)
@@ -156,6 +174,7 @@ def load_session(args, *, need_audio_out: bool = True) -> Session:
         codec = FrameCodec(enc, dec, n_encode=n_user)
     else:
         mimi = load_mimi(mimi_path, num_codebooks=max(n_user, n_out, 1))
+        _check_codec_fits(mimi, cfg, str(mimi_path))
         codec = FrameCodec(mimi, n_encode=n_user)
     desc = f"LM {weights.name if hasattr(weights, 'name') else weights} ({cfg.model_type or 'moshi'}), Mimi via {backend}"
     return Session(cfg, lm, codec, tokenizer, desc)

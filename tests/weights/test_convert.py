@@ -311,7 +311,9 @@ def test_bad_bits_group_mode_recipe(tmp_path, src, capsys):
 
 
 def test_group_size_must_divide_the_width(tmp_path, capsys):
-    tiny = models.lm_preset("random-tiny")  # its depformer MLP is 88 wide
+    d = models.lm_preset("random-tiny").to_dict()
+    d.update(depformer_dim=32, depformer_num_heads=2, depformer_dim_feedforward=132)  # depformer MLP 88 wide
+    tiny = models.LmConfig.from_dict(d)
     p = write_random_checkpoint(tiny, tmp_path / "tiny", seed=0)
     _one_line_error(capsys, [str(p), "--out", str(tmp_path / "o"), "-q"],
                     r"depformer.slices.0.transformer.layers.0.gating.linear_out: its input width 88 is not divisible "
