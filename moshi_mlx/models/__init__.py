@@ -4,14 +4,23 @@ from .config import LmConfig, preset as lm_preset, PRESETS as LM_PRESETS  # noqa
 from .lm import Lm, LmOutput  # noqa: F401
 from .generate import LmGen  # noqa: F401
 from .sampling import Sampler  # noqa: F401
-from ..weights.lm_loader import load_lm, load_lm_from_hub  # noqa: F401,E402
-from ..weights.random_state import random_lm  # noqa: F401,E402
 from .mimi import Mimi, MimiConfig, best_backend  # noqa: F401
 
+# The loaders live in weights/ (a layer above, which imports this package): they are part of
+# this package's API but imported on first use, so either package can be imported first.
+_LAZY = {
+    "load_lm": "lm_loader", "load_lm_from_hub": "lm_loader", "random_lm": "random_state",
+    "load_mimi": "mimi_loader", "random_mimi": "mimi_loader",
+}
 
-def __getattr__(name):  # Mimi's loaders live in weights/ (a layer above): import on first use
-    if name in ("load_mimi", "random_mimi"):
-        from ..weights import mimi_loader
 
-        return getattr(mimi_loader, name)
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"..weights.{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
