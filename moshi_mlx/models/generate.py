@@ -132,25 +132,36 @@ class LmGen:
         tok = self._hist[self._streams, f % self._ring]
         return np.where(f >= 0, tok, self._init)
 
+    def _temporal(self, tokens: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Helium + text head for one position: (hidden, guided text logits, text token), lazy."""
+        h, text_logits = self.lm.forward_text(tokens, self._cond, self._cache)
+        guided = self._guided(text_logits[:, -1])
+        text = self.text_sampler(guided, None if self.text_sampler.greedy else self._next_key())
+        return h, guided, text
+
+    def _depformer(self, h: mx.array, text: mx.array) -> mx.array:
+        """The frame's audio tokens [B, dep_q] given the text token, lazy."""
+        def pick(k: int, logits: mx.array) -> mx.array:
+            key = None if self.audio_sampler.greedy else self._next_key()
+            g = self._guided(logits)
+            self.last_audio_logits.append(g)
+            return self.audio_sampler(g, key)
+
+        return self.lm.depformer.sample(h, text, self._dep_cache, pick)
+
     def _run(self, p: int) -> tuple[int, list[int]]:
         lm, cfg = self.lm, self.cfg
         tokens = mx.array(self._inputs(p).astype(np.int32))[None, :, None]
         if self.batch > 1:
             tokens = mx.concatenate([tokens] * self.batch, axis=0)
-        h, text_logits = lm.forward_text(tokens, self._cond, self._cache)
+        h, guided, text = self._temporal(tokens)
         self._last_hidden = h
-        guided = self._guided(text_logits[:, -1])
         self.last_text_logits = guided  # lazy; read by tests and tools, costs nothing otherwise
         self.last_audio_logits: list[mx.array] = []
-        text = self.text_sampler(guided, None if self.text_sampler.greedy else self._next_key())
         if lm.has_depformer:
-            def pick(k: int, logits: mx.array) -> mx.array:
-                key = None if self.audio_sampler.greedy else self._next_key()
-                g = self._guided(logits)
-                self.last_audio_logits.append(g)
-                return self.audio_sampler(g, key)
-
-            audio = lm.depformer.sample(h, text, self._dep_cache, pick)
+            # the temporal transformer computes while Python builds the depformer's graph
+            mx.async_eval(text)
+            audio = self._depformer(h, text)
             out = mx.concatenate([text[:, None], audio], axis=1)[0]
         else:
             out = text

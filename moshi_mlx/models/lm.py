@@ -62,6 +62,8 @@ class Lm(nn.Module):
     def __init__(self, cfg: LmConfig):
         super().__init__()
         self.cfg = cfg
+        # None: compute in the weights' dtype; set per backend by `models.backend.prepare_lm`
+        self.activation_dtype: mx.Dtype | None = None
         self.text_emb = ScaledEmbedding(cfg.text_card + 1, cfg.dim, demux=cfg.demux_second_stream)
         self.audio_embs = [ScaledEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)]
         self.transformer = Transformer(temporal_transformer_config(cfg))
@@ -86,9 +88,10 @@ class Lm(nn.Module):
 
     @property
     def dtype(self) -> mx.Dtype:
-        """Activation dtype: the float dtype the weights were loaded in."""
-        w = self.out_norm.weight
-        return w.dtype
+        """Activation dtype: `activation_dtype` if set (see `models.backend`), else the
+        float dtype the weights were loaded in."""
+        act = getattr(self, "activation_dtype", None)
+        return act if act is not None else self.out_norm.weight.dtype
 
     def make_cache(self) -> list[KVCache]:
         return self.transformer.make_cache()
@@ -114,10 +117,17 @@ class Lm(nn.Module):
         return self.condition_provider.condition_sum(idx)
 
     def embed(self, tokens: mx.array) -> mx.array:
-        """tokens [B, 1 + n_q, T] -> summed embeddings [B, T, dim]."""
-        x = self.text_emb(tokens[:, 0])
+        """tokens [B, 1 + n_q, T] -> summed embeddings [B, T, dim], in the activation dtype
+        (every layer after this computes in the dtype of its input)."""
+        act = getattr(self, "activation_dtype", None)
+
+        def lookup(emb, ids):
+            y = emb(ids)
+            return y if act is None else y.astype(act)
+
+        x = lookup(self.text_emb, tokens[:, 0])
         for k, emb in enumerate(self.audio_embs):
-            x = x + emb(tokens[:, 1 + k])
+            x = x + lookup(emb, tokens[:, 1 + k])
         return x
 
     def forward_text(self, tokens: mx.array, condition: mx.array | None = None,

@@ -15,6 +15,7 @@ from importlib import resources
 import mlx.core as mx
 
 from ..models import LmConfig, LmGen, load_lm, load_mimi, random_lm, random_mimi
+from ..models.backend import prepare_lm
 from ..models.config import preset, preset_for_repo
 from ..models.mimi import best_backend
 from ..weights.errors import WeightsError
@@ -53,7 +54,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--mimi-backend", choices=("auto", "mlx", "rustymimi"), default="auto",
                    help="codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)")
     g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                   help="activation/weight float dtype (auto: bfloat16 on a GPU, float32 on a CPU)")
+                   help="float dtype of weights and activations (auto: weights as stored; activations "
+                        "float32 for quantized models on a CPU, else the weights' dtype)")
 
 
 def add_sampling_args(ap: argparse.ArgumentParser) -> None:
@@ -68,9 +70,11 @@ def add_sampling_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
 
 
-def _dtype(name: str, quantized_or_cpu: bool):
+def _dtype(name: str):
+    """Weights dtype to load with: as stored for "auto" (the compute format is then chosen
+    per backend by `prepare_lm`), else the requested one (weights and activations)."""
     if name == "auto":
-        return mx.float32 if mx.default_device().type == mx.DeviceType.cpu else None
+        return None
     return {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}[name]
 
 
@@ -157,7 +161,8 @@ def load_session(args, *, need_audio_out: bool = True) -> Session:
     repo = args.hf_repo or _local_model_folder(args) or repo
     cfg = _resolve_config(args, repo)
     weights = _weights_path(args, cfg, repo, default_name)
-    lm = load_lm(weights, cfg, dtype=_dtype(args.dtype, True))
+    lm = load_lm(weights, cfg, dtype=_dtype(args.dtype))
+    prepare_lm(lm, activation="auto" if args.dtype == "auto" else "stored")
     tokenizer = _tokenizer(args, cfg, repo)
     mimi_spec = args.mimi_weight or cfg.mimi_name or DEFAULT_MIMI
     backend = best_backend() if args.mimi_backend == "auto" else args.mimi_backend
