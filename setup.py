@@ -35,6 +35,8 @@ setup(
             "rustymimi>=0.4; python_version < '3.13' and (sys_platform == 'darwin' or platform_machine == 'x86_64')",
         ],
         "rustymimi": ["rustymimi>=0.4"],
+        # the latency suite's chart (python -m bench.suite); the tests never need it
+        "bench": ["matplotlib>=3.5", "rustymimi>=0.4"],
     },
     entry_points={
         "console_scripts": [

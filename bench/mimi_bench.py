@@ -62,9 +62,46 @@ _UPSTREAM_SCRIPT = textwrap.dedent(
         t2 = time.perf_counter()
         enc.append(t1 - t0)
         dec.append(t2 - t1)
-    print(json.dumps({"encode_s": enc[warmup:], "decode_s": dec[warmup:], "mlx": mx.__version__}))
+    hwm = [int(l.split()[1]) / 1024.0 for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    print(json.dumps({"encode_s": enc[warmup:], "decode_s": dec[warmup:], "mlx": mx.__version__,
+                      "peak_rss_mb": hwm[0] if hwm else None}))
     """
 )
+
+
+# Peak memory of one backend in a process of its own (ours or rustymimi), comparable with
+# upstream's (which always runs in its own process): load + stream a few frames.
+_MEMORY_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    backend, weights, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if backend == "rustymimi":
+        import rustymimi
+        tok = rustymimi.Tokenizer(weights, num_codebooks=n)
+        enc = lambda x: tok.encode_step(x)
+        dec = lambda c: tok.decode_step(np.ascontiguousarray(c, dtype=np.uint32))
+    else:
+        from moshi_mlx import models
+        mimi = models.load_mimi(weights, num_codebooks=n)
+        enc = lambda x: np.asarray(mimi.encode_step(x))
+        dec = lambda c: np.asarray(mimi.decode_step(c))
+    x = (np.random.default_rng(0).standard_normal((1, 1, 1920)) * 0.1).astype(np.float32)
+    for _ in range(5):
+        dec(enc(x))
+    hwm = [int(l.split()[1]) / 1024.0 for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    print(json.dumps({"peak_rss_mb": hwm[0] if hwm else None}))
+    """
+)
+
+
+def peak_memory(backend: str, weights: Path, num_codebooks: int) -> float | None:
+    """Peak RSS (MB) of a process that loads `backend` and streams 5 frames."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, backend, str(weights), str(num_codebooks)],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
 def test_signal(frames: int, seed: int = 0) -> np.ndarray:
@@ -104,16 +141,25 @@ def _loop(mimi, pcm: np.ndarray, frames: int, warmup: int, to_numpy) -> dict:
     return _summary(enc[warmup:], dec[warmup:])
 
 
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def bench_ours(weights: Path, pcm, frames, warmup, num_codebooks) -> dict:
     from moshi_mlx import models
 
+    before = rss_mb()
     mimi = models.load_mimi(weights, num_codebooks=num_codebooks)
-    return _loop(mimi, pcm, frames, warmup, np.asarray)
+    res = _loop(mimi, pcm, frames, warmup, np.asarray)
+    res["rss_growth_mb"] = rss_mb() - before  # in-process: memory this backend added
+    return res
 
 
 def bench_rustymimi(weights: Path, pcm, frames, warmup, num_codebooks) -> dict:
     import rustymimi
 
+    before = rss_mb()
     tok = rustymimi.Tokenizer(str(weights), num_codebooks=num_codebooks)
 
     class _Adapter:  # rustymimi wants contiguous uint32 codes
@@ -126,7 +172,9 @@ def bench_rustymimi(weights: Path, pcm, frames, warmup, num_codebooks) -> dict:
         def decode_step(self, codes):
             return tok.decode_step(np.ascontiguousarray(codes, dtype=np.uint32))
 
-    return _loop(_Adapter(), pcm, frames, warmup, np.asarray)
+    res = _loop(_Adapter(), pcm, frames, warmup, np.asarray)
+    res["rss_growth_mb"] = rss_mb() - before
+    return res
 
 
 def ensure_upstream_venv(venv: Path, create: bool = True) -> Path:
@@ -156,13 +204,15 @@ def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path
     data = json.loads(out.stdout.strip().splitlines()[-1])
     res = _summary(data["encode_s"], data["decode_s"])
     res["mlx_version"] = data["mlx"]
+    res["peak_rss_mb"] = data.get("peak_rss_mb")  # its own process: interpreter + MLX + Mimi
     return res
 
 
 def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0,
         upstream: bool = True, upstream_venv: Path = DEFAULT_UPSTREAM_VENV, create_venv: bool = True,
-        rusty: bool = True) -> dict:
-    """Benchmark every available backend; returns {"results": {name: summary}, "ratios": ...}."""
+        rusty: bool = True, memory: bool = False) -> dict:
+    """Benchmark every available backend; returns {"results": {name: summary}, "ratios": ...}.
+    memory: also measure each backend's peak RSS in a process of its own."""
     import mlx.core as mx
 
     from moshi_mlx.models.mimi_config import mimi_202407
@@ -179,9 +229,13 @@ def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0
         save_safetensors(weights, {k: mx.array(v) for k, v in published.items()})
         del published
         results["ours"] = bench_ours(weights, pcm, frames, warmup, num_codebooks)
+        if memory:
+            results["ours"]["peak_rss_mb"] = peak_memory("ours", weights, num_codebooks)
         if rusty:
             try:
                 results["rustymimi"] = bench_rustymimi(weights, pcm, frames, warmup, num_codebooks)
+                if memory:
+                    results["rustymimi"]["peak_rss_mb"] = peak_memory("rustymimi", weights, num_codebooks)
             except ImportError:
                 errors["rustymimi"] = "not installed"
         if upstream:

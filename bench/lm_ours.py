@@ -1,0 +1,126 @@
+"""One LM case of the suite, ours, in its own process (so its peak memory is its own).
+
+    .venv/bin/python -m bench.lm_ours FOLDER [--steps 50] [--warmup 5] [--layer-steps 5]
+        [--activation auto|stored|float32|bfloat16] [--parallel auto|on|off]
+
+Loads the model folder, prepares it for the backend (`models.backend.prepare_lm`), then
+runs `LmGen.step` on random user codes with the reference sampling settings (audio
+temperature 0.8 / top-k 250, text 0.7 / top-k 25). Each step is timed as a whole, and split
+in two by evaluating the text token before the depformer runs (one extra sync, which the
+product does not do: it builds the depformer's graph while the temporal transformer
+computes). A short second pass times each temporal layer alone (evaluated after each
+layer), for the per-layer extrapolation. Prints one line `RESULT {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import weight_bytes  # noqa: E402  (standalone, shared with the upstream script)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """VmHWM: this process's peak resident memory (ru_maxrss would include a parent's
+    peak, since Linux carries it across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str, parallel: str, seed: int) -> dict:
+    from moshi_mlx.models import LmGen, load_lm
+    from moshi_mlx.models.backend import prepare_lm
+
+    t0 = time.perf_counter()
+    lm = load_lm(folder)
+    par = {"auto": "auto", "on": True, "off": False}[parallel]
+    fmt = prepare_lm(lm, activation=activation, parallel=par)
+    mx.eval(lm.parameters())
+    load_s = time.perf_counter() - t0
+    rss_loaded = rss_mb()
+    cfg = lm.cfg
+
+    marks: dict[str, float] = {}
+
+    class SplitGen(LmGen):
+        def _temporal(self, tokens):
+            h, guided, text = super()._temporal(tokens)
+            mx.eval(h, text)
+            marks["temporal_done"] = time.perf_counter()
+            return h, guided, text
+
+    gen = SplitGen(lm, seed=seed)
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, cfg.card, (warmup + steps + layer_steps + 1, cfg.user_q))
+    gen.step(user[0])  # position 0 (initial tokens) runs inside the first call: keep it out
+    step_ms, temporal_ms, dep_ms = [], [], []
+    for i in range(1, warmup + steps + 1):
+        t = time.perf_counter()
+        gen.step(user[i])
+        e = time.perf_counter()
+        if i > warmup:
+            step_ms.append((e - t) * 1e3)
+            temporal_ms.append((marks["temporal_done"] - t) * 1e3)
+            dep_ms.append((e - marks["temporal_done"]) * 1e3)
+    rss_steps = rss_mb()
+
+    # per-layer pass: the temporal transformer layer by layer, on the same caches
+    layer_ms: list[float] = []
+    for j in range(layer_steps + 1):
+        toks = mx.array(np.maximum(gen._inputs(gen.position + j), 0).astype(np.int32))[None, :, None]
+        x = lm.embed(toks)
+        mx.eval(x)
+        per = []
+        for layer, c in zip(lm.transformer.layers, gen._cache):
+            t = time.perf_counter()
+            x = layer(x, c)
+            mx.eval(x)
+            per.append((time.perf_counter() - t) * 1e3)
+        if j:
+            layer_ms.extend(per)
+    bytes_ = weight_bytes.step_bytes(lm)
+    return {
+        "impl": "ours", "variant": f"ours ({fmt.describe()})", "activation_dtype": fmt.activation_dtype,
+        "parallel_linears": fmt.parallel_linears, "mlx": mx.__version__,
+        "layers": cfg.num_layers, "steps": steps, "warmup": warmup,
+        "step_ms_raw": step_ms, "temporal_ms_raw": temporal_ms, "depformer_ms_raw": dep_ms,
+        "layer_ms_raw": layer_ms, "bytes": bytes_, "load_s": load_s,
+        "rss_loaded_mb": rss_loaded, "rss_steps_mb": rss_steps, "peak_rss_mb": peak_rss_mb(),
+        "mlx_peak_mb": mx.get_peak_memory() / 2**20,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--layer-steps", type=int, default=5)
+    ap.add_argument("--activation", default="auto")
+    ap.add_argument("--parallel", default="auto", choices=("auto", "on", "off"))
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    res = run(a.folder, a.steps, a.warmup, a.layer_steps, a.activation, a.parallel, a.seed)
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Benchmark checkpoints: seeded random weights with the published shapes, one model folder
+per (shape, temporal layers, format), written once and cached.
+
+Both implementations read the same file: our MLX layout is upstream's, so a folder made by
+`moshi_mlx.convert` loads in upstream's `moshi_mlx` too (upstream derives nothing from
+config.json; its bench script builds its config from the same dict).
+
+Shapes keep every real width (model dim, heads, feed-forward, vocabularies, the full
+depformer); only the number of temporal layers is reduced where time or memory demand it,
+and the suite extrapolates per layer to the real count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from moshi_mlx.models.config import LmConfig, preset
+
+DEFAULT_CACHE = Path(os.environ.get("MOSHI_BENCH_CACHE", "/tmp/moshi-bench-weights"))
+
+# shape name -> (preset it copies, what it is)
+SHAPES = {
+    "7b": ("moshiko", "Moshi 7B (dim 4096, 32 layers, 8-step depformer)"),
+    "2b": ("hibiki-2b", "2B multistream (dim 2560, 24 layers, 16-step depformer; conditioner dropped)"),
+    "1b": ("moshi-1b", "Moshi 1B (dim 2048, 16 layers, 8-step depformer)"),
+}
+
+# format name -> convert() arguments (recipe name, bits); None recipe = float bf16
+FORMATS = {
+    "bf16": (None, None),
+    "q8": ("uniform", 8),
+    "q4": ("uniform", 4),
+    "mixed-4-8": ("mixed-4-8", None),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    shape: str
+    layers: int
+    fmt: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.shape}-L{self.layers}"
+
+    @property
+    def full_layers(self) -> int:
+        return preset(SHAPES[self.shape][0]).num_layers
+
+
+def shaped_config(shape: str, layers: int) -> LmConfig:
+    """The published config of `shape` with `layers` temporal layers and no conditioners
+    (so both implementations run the same unconditioned network)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    d = preset(SHAPES[shape][0]).to_dict()
+    d["num_layers"] = int(layers)
+    d.pop("conditioners", None)
+    d.pop("fuser", None)
+    d["model_type"] = "moshi"
+    d["_source"] = f"bench: {SHAPES[shape][1]} with {layers} temporal layer(s), random weights"
+    return LmConfig.from_dict(d)
+
+
+def upstream_config_dict(cfg: LmConfig) -> dict:
+    """The config.json-style dict upstream's `LmConfig.from_config_dict` reads."""
+    d = cfg.to_dict()
+    d.setdefault("cross_attention", False)
+    return d
+
+
+def prepare(case: Case, cache_dir: Path = DEFAULT_CACHE, seed: int = 0, log=print) -> Path:
+    """The model folder for `case`, made if missing: a bf16 PyTorch-layout random
+    checkpoint (kept per shape/layers), converted to the MLX layout in `case.fmt`."""
+    from moshi_mlx.weights.convert import SourceInfo, convert
+    from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+    from moshi_mlx.weights.recipes import make_recipe
+
+    base = Path(cache_dir) / f"{case.key}-seed{seed}"
+    out = base / case.fmt
+    done = out / ".complete"
+    if done.exists():
+        return out
+    cfg = shaped_config(case.shape, case.layers)
+    src_dir = base / "src"
+    src = src_dir / "model.safetensors"
+    if not (src_dir / ".complete").exists():
+        log(f"[weights] writing random {case.key} checkpoint to {src_dir}")
+        shutil.rmtree(src_dir, ignore_errors=True)
+        write_random_checkpoint(cfg, src_dir, seed=seed, head_scale=4.0, dtype="bfloat16")
+        (src_dir / ".complete").write_text("ok\n")
+    recipe_name, bits = FORMATS[case.fmt]
+    recipe = make_recipe(recipe_name, bits) if recipe_name else None
+    log(f"[weights] converting {case.key} to {case.fmt}")
+    shutil.rmtree(out, ignore_errors=True)
+    convert(SourceInfo(src, cfg, "bench"), out, recipe=recipe, force=True, copy_assets=False)
+    (out / "bench_config.json").write_text(json.dumps(upstream_config_dict(cfg), indent=1) + "\n")
+    done.write_text("ok\n")
+    return out
+
+
+def weights_file(folder: Path) -> Path:
+    names = [p for p in Path(folder).glob("*.safetensors")]
+    if len(names) != 1:
+        raise FileNotFoundError(f"{folder}: expected one .safetensors file, found {len(names)}")
+    return names[0]
