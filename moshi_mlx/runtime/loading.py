@@ -153,7 +153,7 @@ def _check_codec_fits(mimi, cfg: LmConfig, name: str) -> None:
                            "this Mimi does not belong to this model")
 
 
-def load_session(args, *, need_audio_out: bool = True) -> Session:
+def load_session(args) -> Session:
     """Resolve the model flags (see `add_model_args`) into a ready LM, codec and tokenizer."""
     if getattr(args, "model", None) == "random-tiny":
         return _demo_session(args)
