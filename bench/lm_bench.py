@@ -53,7 +53,7 @@ def run_case(case: Case, impl: str, folder: Path, steps: int, warmup: int, layer
              upstream_python: Path | None, timeout: float = 3600) -> dict:
     if impl == "ours":
         argv = [sys.executable, "-m", "bench.lm_ours", str(folder), "--steps", str(steps), "--warmup", str(warmup),
-                "--layer-steps", str(layer_steps)]
+                "--layer-steps", str(layer_steps), "--full-layers", str(case.full_layers)]
         return _run_child(argv, ROOT, None, timeout)
     if upstream_python is None:
         return {"error": "upstream venv not available"}

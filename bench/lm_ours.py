@@ -45,14 +45,43 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str, parallel: str, seed: int) -> dict:
+def full_model_upcast(lm, full_layers: int) -> tuple[list[str], dict]:
+    """What `prepare_lm`'s automatic fp32 upcast would choose for the full-depth model (its
+    other layers loaded, their fp32 copies counted), so that a reduced model is measured in
+    the format the real one would get on this machine."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    from moshi_mlx.models.backend import mem_available, plan_upcast, upcast_extra_bytes
+
+    layer = lm.transformer.layers[0]
+    more = full_layers - lm.cfg.num_layers
+    layer_bytes = sum(v.nbytes for _, v in tree_flatten(layer.parameters()))
+    layer_extra = sum(m.weight.size * (4 - m.weight.itemsize) for _, m in layer.named_modules()
+                      if isinstance(m, nn.Linear) and m.weight.dtype in (mx.bfloat16, mx.float16))
+    extra = upcast_extra_bytes(lm)
+    extra["temporal"] = extra.get("temporal", 0) + more * layer_extra
+    avail = mem_available() or 0
+    budget = max(0, avail - more * layer_bytes) // 4
+    info = {"mem_available_gb": avail / 2**30, "full_model_extra_gb": {k: v / 2**30 for k, v in extra.items()},
+            "budget_gb": budget / 2**30}
+    return plan_upcast(extra, budget), info
+
+
+def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str, parallel: str, seed: int,
+        full_layers: int | None = None, upcast: str = "auto") -> dict:
     from moshi_mlx.models import LmGen, load_lm
     from moshi_mlx.models.backend import prepare_lm
 
     t0 = time.perf_counter()
     lm = load_lm(folder)
     par = {"auto": "auto", "on": True, "off": False}[parallel]
-    fmt = prepare_lm(lm, activation=activation, parallel=par)
+    upcast_info = {}
+    if upcast == "auto" and full_layers and mx.default_device().type == mx.DeviceType.cpu:
+        up, upcast_info = full_model_upcast(lm, full_layers)
+    else:
+        up = {"auto": "auto", "none": False, "all": True}.get(upcast, upcast.split("+"))
+    fmt = prepare_lm(lm, activation=activation, parallel=par, upcast=up, upcast_budget=2**62 if up is True else None)
     mx.eval(lm.parameters())
     load_s = time.perf_counter() - t0
     rss_loaded = rss_mb()
@@ -99,7 +128,8 @@ def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str,
     bytes_ = weight_bytes.step_bytes(lm)
     return {
         "impl": "ours", "variant": f"ours ({fmt.describe()})", "activation_dtype": fmt.activation_dtype,
-        "parallel_linears": fmt.parallel_linears, "mlx": mx.__version__,
+        "parallel_linears": fmt.parallel_linears, "upcast": fmt.upcast, "upcast_plan": upcast_info,
+        "mlx": mx.__version__,
         "layers": cfg.num_layers, "steps": steps, "warmup": warmup,
         "step_ms_raw": step_ms, "temporal_ms_raw": temporal_ms, "depformer_ms_raw": dep_ms,
         "layer_ms_raw": layer_ms, "bytes": bytes_, "load_s": load_s,
@@ -117,8 +147,10 @@ def main(argv=None):
     ap.add_argument("--activation", default="auto")
     ap.add_argument("--parallel", default="auto", choices=("auto", "on", "off"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--full-layers", type=int, help="plan the automatic fp32 upcast for this depth")
+    ap.add_argument("--upcast", default="auto", help="auto | none | all | depformer[+temporal]")
     a = ap.parse_args(argv)
-    res = run(a.folder, a.steps, a.warmup, a.layer_steps, a.activation, a.parallel, a.seed)
+    res = run(a.folder, a.steps, a.warmup, a.layer_steps, a.activation, a.parallel, a.seed, a.full_layers, a.upcast)
     print("RESULT " + json.dumps(res), flush=True)
 
 

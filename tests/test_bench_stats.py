@@ -70,3 +70,28 @@ def test_report_schema_check():
     assert any("floor_ms" in p for p in problems)
     assert any("step_ms is not a summary" in p for p in problems)
     assert stats.check_report({"parts": {}}) != []
+
+
+def test_lm_row_floor_and_extrapolation():
+    """A child's raw timings become a report row: floor from the bytes it read and the
+    bandwidth of its MLX version, per-layer extrapolation to Moshi 7B's 32 layers."""
+    from bench.lm_bench import format_tables, summarize
+    from bench.lm_weights import Case
+
+    raw = {"impl": "ours", "variant": "ours", "activation_dtype": "float32", "mlx": "0.32.4", "steps": 3,
+           "step_ms_raw": [400.0, 410.0, 420.0], "temporal_ms_raw": [140.0] * 3, "depformer_ms_raw": [270.0] * 3,
+           "layer_ms_raw": [70.0, 80.0], "peak_rss_mb": 1000.0, "rss_steps_mb": 900.0, "load_s": 1.0,
+           "bytes": {"temporal": {"q4g32-bf16": 2 * 10**8}, "depformer": {"q4g32-bf16": 4 * 10**8},
+                     "layer": {"q4g32-bf16": 10**8}}}
+    bw = {"0.32.4": {"one_stream": {"q4g32-bf16@float32": 1.0}, "two_streams": {"q4g32-bf16@float32": 2.0}}}
+    row = summarize(raw, Case("7b", 1, "q4"), "ours", bw)
+    assert row["floor_ms"] == 600.0 and row["floor_ms_two_streams"] == 300.0
+    assert row["floor_ratio"] == 410.0 / 600.0
+    ext = row["extrapolated"]
+    assert ext["layers"] == 32 and ext["step_ms"] == 410.0 + 31 * 75.0
+    assert ext["floor_ms"] == 600.0 + 31 * 100.0
+    assert ext["peak_rss_mb_est"] > 1000.0 + 31 * 10**8 / 2**20  # + each layer's weights and KV cache
+    assert stats.check_report({**{k: None for k in stats.REPORT_KEYS}, "parts": {"lm": {"results": [row]}}}) == []
+    assert "| 7b (1) | q4 | ours |" in format_tables({"results": [row]})
+    failed = summarize({"error": "boom"}, Case("7b", 1, "q4"), "upstream", bw)
+    assert failed["error"] == "boom" and "failed: boom" in format_tables({"results": [row, failed]})

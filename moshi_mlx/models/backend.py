@@ -1,26 +1,31 @@
 """The compute format of a loaded LM, chosen per backend (the weights file stays as it is).
 
 What is fast differs by backend. Measured on MLX 0.32's Linux CPU backend (this machine,
-2 cores, an 8192 x 4096 mat-vec, one stream; bench/floor.py):
+2 cores; an 8192 x 4096 mat-vec, bench/floor.py; GB/s, and weights/s in brackets):
 
-| weights | activations | GB/s | Gweights/s |
+| weights | activations | one stream | two streams |
 |---|---|---|---|
-| q8 / q4 (affine, bf16 scales) | bf16 | 0.16 / 0.10 | 0.15 / 0.16 |
-| q8 / q4 (affine, bf16 scales) | fp32 | 1.48 / 0.86 | 1.39 / 1.38 |
-| bf16 | bf16 | 3.0 | 1.5 |
-| bf16 | fp32 | 0.89 | 0.45 |
-| fp32 | fp32 | 7.5 | 1.9 |
+| q8 / q4 (affine, bf16 scales) | bf16 | 0.17 / 0.10 (0.16 G / 0.16 G) | 0.33 / 0.18 |
+| q8 / q4 (affine, bf16 scales) | fp32 | 1.53 / 0.87 (1.44 G / 1.39 G) | 2.91 / 1.68 |
+| bf16 | bf16 | 2.84 (1.42 G) | 6.04 |
+| bf16 | fp32 | 0.87 (0.43 G) | 1.50 |
+| fp32 | fp32 | 7.77 (1.94 G) | 15.10 |
 
-So on a CPU, quantized models run with float32 activations (upstream's bf16 recipe takes
-MLX's scalar path, ~9x slower); float layers compute in their own dtype (a cast of the
-activation vector around a bf16 layer costs nothing; bf16 x fp32 takes the slow mixed
-path); and the mat-vecs are split over two cores (`modules/parallel.py`). On Metal (and
-CUDA) bf16 activations are the fast path and nothing is changed.
+So on a CPU:
+- quantized models run with float32 activations (upstream's bf16 recipe takes MLX's scalar
+  path, ~9x slower);
+- bf16/fp16 Linear weights get float32 copies where memory allows (a quarter of the
+  memory available at load, depformer first: its many small bf16 mat-vecs stream at only
+  2.3 GB/s against 8.2 for fp32); the rest compute in their own dtype (a cast of the
+  activation vector around a bf16 layer costs nothing; bf16 x fp32 takes the slow mixed
+  path);
+- the mat-vecs are split over two cores (`modules/parallel.py`).
+On Metal (and CUDA) bf16 activations are the fast path and nothing is changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -39,9 +44,13 @@ class ComputeFormat:
     activation_dtype: str
     parallel_linears: int
     cast_linears: int
+    upcast: list[str] = field(default_factory=list)  # groups given float32 weight copies
+    upcast_bytes: int = 0
 
     def describe(self) -> str:
         s = f"{self.activation_dtype} activations on {self.device}"
+        if self.upcast:
+            s += f", float32 weights for {' + '.join(self.upcast)} (+{self.upcast_bytes / 2**30:.1f} GB)"
         if self.parallel_linears:
             s += f", {self.parallel_linears} mat-vecs split over 2 cores"
         return s
@@ -67,17 +76,100 @@ def default_activation_dtype(model: nn.Module, device: mx.Device | None = None) 
     return None
 
 
-def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | str = "auto") -> ComputeFormat:
-    """Set `lm`'s compute format for the default device, in place (weights untouched).
+def mem_available() -> int | None:
+    """Bytes of memory available to new allocations (Linux MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
-    activation: "auto" (float32 for quantized models on a CPU, else the weights' dtype),
-      "stored" / None (the weights' dtype), or a dtype / its name.
-    parallel: "auto" (on a CPU with >= 2 cores), True or False: split float mat-vecs of
-      at least ~1M weights (float and quantized) over two CPU streams."""
+
+# (group, which module paths): depformer first, its fp32 copy buys the most time per byte
+# (its mat-vecs are small and MLX's bf16 kernel is slowest there: 2.3 GB/s vs 8.2 for fp32)
+_UPCAST_GROUPS = (("depformer", lambda p: p.startswith("depformer.")),
+                  ("temporal", lambda p: not p.startswith("depformer.")))
+
+
+def _upcast_candidates(lm, in_group) -> list[nn.Linear]:
+    return [m for p, m in lm.named_modules()
+            if isinstance(m, nn.Linear) and m.weight.dtype in (mx.bfloat16, mx.float16) and in_group(p)
+            and not p.startswith(("condition_provider", "extra_heads"))]
+
+
+def upcast_extra_bytes(lm) -> dict[str, int]:
+    """Extra memory a float32 copy of each group's bf16/fp16 Linear weights would take."""
+    return {name: sum(m.weight.size * (4 - m.weight.itemsize) for m in _upcast_candidates(lm, in_group))
+            for name, in_group in _UPCAST_GROUPS}
+
+
+def plan_upcast(extra: dict[str, int], budget_bytes: int) -> list[str]:
+    """The groups to upcast, in order (depformer first), while the total fits the budget."""
+    chosen, used = [], 0
+    for name, _ in _UPCAST_GROUPS:
+        n = extra.get(name, 0)
+        if n == 0:
+            continue
+        if used + n > budget_bytes:
+            break
+        chosen.append(name)
+        used += n
+    return chosen
+
+
+def upcast_float_linears(lm, groups) -> int:
+    """Give the bf16/fp16 Linear weights of `groups` float32 copies; returns the extra bytes."""
+    used = 0
+    for name, in_group in _UPCAST_GROUPS:
+        if name not in groups:
+            continue
+        for m in _upcast_candidates(lm, in_group):
+            used += m.weight.size * (4 - m.weight.itemsize)
+            m.weight = m.weight.astype(mx.float32)
+            if "bias" in m:
+                m.bias = m.bias.astype(mx.float32)
+            mx.eval(m.weight)
+    return used
+
+
+def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | str = "auto",
+               upcast: bool | str | tuple | list = "auto", upcast_budget: int | None = None) -> ComputeFormat:
+    """Set `lm`'s compute format for the default device, in place (the file is untouched).
+
+    activation: "auto" (float32 for quantized models on a CPU, or when every float layer
+      was upcast; else the weights' dtype), "stored" / None (the weights' dtype), or a
+      dtype / its name.
+    parallel: "auto" (on a CPU with >= 2 cores), True or False: split mat-vecs of at
+      least ~1M weights (float and quantized) over two CPU streams.
+    upcast: "auto" (on a CPU), True or False: give bf16/fp16 Linear weights float32
+      copies (depformer first, then the rest) while the extra memory stays within
+      `upcast_budget` bytes (default: a quarter of the memory available now); or the
+      groups to upcast ("depformer", "temporal"). On this CPU an fp32 mat-vec streams
+      2.5-3.5x the bytes/s of a bf16 one, i.e. 1.3-1.8x the weights/s. Quantized weights
+      are never expanded (their size is why they were chosen)."""
     device = mx.default_device()
     cpu = device.type == mx.DeviceType.cpu
+    upcast_groups, upcast_bytes = [], 0
+    if isinstance(upcast, (tuple, list)):
+        upcast_groups = [g for g, _ in _UPCAST_GROUPS if g in upcast]
+        unknown = set(upcast) - set(upcast_groups)
+        if unknown:
+            raise ValueError(f"unknown upcast group(s) {sorted(unknown)}; groups: depformer, temporal")
+    elif upcast == "auto" and cpu or upcast is True:
+        if upcast_budget is None:
+            avail = mem_available()
+            upcast_budget = 0 if avail is None else avail // 4
+        upcast_groups = plan_upcast(upcast_extra_bytes(lm), upcast_budget)
+    if upcast_groups:
+        upcast_bytes = upcast_float_linears(lm, upcast_groups)
     if activation == "auto":
         act = default_activation_dtype(lm, device)
+        if act is None and upcast_groups and all(
+                n == 0 or g in upcast_groups for g, n in upcast_extra_bytes(lm).items()):
+            act = mx.float32  # every float layer is fp32 now
     elif activation in (None, "stored"):
         act = None
     elif isinstance(activation, str):
@@ -98,7 +190,8 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     # float layers whose weights differ from the activations compute in their own dtype
     if act is not None:
         n_cast = set_linear_class(lm, CastLinear, lambda _, m: type(m) is nn.Linear and m.weight.dtype != act)
-    return ComputeFormat(str(device), str(lm.dtype).replace("mlx.core.", ""), n_par, n_cast)
+    return ComputeFormat(str(device), str(lm.dtype).replace("mlx.core.", ""), n_par, n_cast, upcast_groups,
+                         upcast_bytes)
 
 
 def _parallel_ok(path: str, m: nn.Linear) -> bool:

@@ -162,7 +162,8 @@ def load_session(args) -> Session:
     cfg = _resolve_config(args, repo)
     weights = _weights_path(args, cfg, repo, default_name)
     lm = load_lm(weights, cfg, dtype=_dtype(args.dtype))
-    prepare_lm(lm, activation="auto" if args.dtype == "auto" else "stored")
+    auto = args.dtype == "auto"
+    prepare_lm(lm, activation="auto" if auto else "stored", upcast="auto" if auto else False)
     tokenizer = _tokenizer(args, cfg, repo)
     mimi_spec = args.mimi_weight or cfg.mimi_name or DEFAULT_MIMI
     backend = best_backend() if args.mimi_backend == "auto" else args.mimi_backend

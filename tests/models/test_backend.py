@@ -1,6 +1,7 @@
 """prepare_lm: the per-backend compute format (activation dtype, two-core float mat-vecs)."""
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -31,7 +32,7 @@ def _steps(lm, n=8):
 def test_bf16_model_split_over_two_streams_is_exact():
     lm = models.random_lm(_cfg(), seed=2, dtype=mx.bfloat16)
     ref_tokens, ref_logits, _ = _steps(lm)
-    fmt = prepare_lm(lm, parallel=True)
+    fmt = prepare_lm(lm, parallel=True, upcast=False)
     assert fmt.parallel_linears > 0 and fmt.activation_dtype == "bfloat16"
     assert any(isinstance(m, ParallelLinear) for _, m in lm.named_modules())
     tokens, logits, _ = _steps(lm)
@@ -60,3 +61,55 @@ def test_activation_choices():
     assert prepare_lm(lm, activation="stored", parallel=False).activation_dtype == "float32"
     with pytest.raises(ValueError, match="unknown activation dtype"):
         prepare_lm(lm, activation="int8")
+
+
+def test_plan_upcast_depformer_first_within_budget():
+    from moshi_mlx.models.backend import plan_upcast
+
+    extra = {"depformer": 100, "temporal": 1000}
+    assert plan_upcast(extra, 99) == []
+    assert plan_upcast(extra, 100) == ["depformer"]
+    assert plan_upcast(extra, 1099) == ["depformer"]  # the temporal copy would not fit
+    assert plan_upcast(extra, 1100) == ["depformer", "temporal"]
+    assert plan_upcast({"depformer": 0, "temporal": 50}, 60) == ["temporal"]  # nothing to copy: skipped
+
+
+def test_upcast_gives_float32_copies_and_the_same_results():
+    from moshi_mlx.models.backend import upcast_extra_bytes
+
+    lm = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
+    ref = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
+    ref.set_dtype(mx.float32)  # the same (bf16-rounded) values, everything in fp32
+    ref_tokens, ref_logits, _ = _steps(ref)
+    extra = upcast_extra_bytes(lm)
+    assert extra["depformer"] > 0 and extra["temporal"] > 0
+    fmt = prepare_lm(lm, upcast=True, upcast_budget=sum(extra.values()))
+    assert fmt.upcast == ["depformer", "temporal"] and fmt.upcast_bytes == sum(extra.values())
+    assert fmt.activation_dtype == "float32"  # every float layer is fp32: so are the activations
+    assert lm.text_emb.weight.dtype == mx.bfloat16  # embedding tables (one row read per step) stay
+    tokens, logits, _ = _steps(lm)
+    assert tokens == ref_tokens
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_upcast_within_budget_keeps_the_rest_bf16():
+    from moshi_mlx.models.backend import upcast_extra_bytes
+
+    lm = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
+    extra = upcast_extra_bytes(lm)
+    fmt = prepare_lm(lm, upcast_budget=extra["depformer"])  # "auto" on a CPU
+    assert fmt.upcast == ["depformer"] and fmt.activation_dtype == "bfloat16"
+    assert lm.depformer.slices[0].transformer.layers[0].gating.linear_in.weight.dtype == mx.float32
+    assert lm.transformer.layers[0].gating.linear_in.weight.dtype == mx.bfloat16
+    _steps(lm, 2)  # bf16 activations through fp32 depformer layers (cast around them)
+    q = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
+    quantize_model(q, bits=8, group_size=64)  # layers whose width 64 does not divide stay bf16
+    leftovers = sum(m.weight.size * 2 for _, m in q.named_modules()
+                    if type(m) is nn.Linear and m.weight.dtype == mx.bfloat16)
+    packed = {p: m.weight for p, m in q.named_modules() if isinstance(m, nn.QuantizedLinear)}
+    assert leftovers > 0 and packed
+    fmt = prepare_lm(q, upcast=True, upcast_budget=2**40)
+    assert fmt.upcast_bytes == leftovers  # only float layers get copies: quantized weights never expand
+    assert all(m.weight is packed[p] for p, m in q.named_modules() if isinstance(m, nn.QuantizedLinear))
+    with pytest.raises(ValueError, match="unknown upcast group"):
+        prepare_lm(q, upcast=["decoder"])
