@@ -65,6 +65,8 @@ def _lm(ax, lm: dict, cases) -> None:
             xs.append(j + len(impls) * w)
             ys.append(r["extrapolated"]["floor_ms"] / 1000)
     ax.bar(xs, ys, w, label="floor (1 core)", color=IMPL_COLORS["floor"])
+    two = [by[(s, f, "ours")]["extrapolated"]["floor_ms_two_streams"] / 1000 for s, f in cases if (s, f, "ours") in by]
+    ax.scatter(xs, two, marker="_", s=220, color="k", zorder=3, label="floor (2 cores)")
     ax.set_xticks([j + 1.5 * w for j in range(len(cases))])
     ax.set_xticklabels([f"{s}\n{f}" for s, f in cases], fontsize=8)
     ax.set_yscale("log")
