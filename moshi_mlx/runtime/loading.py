@@ -163,7 +163,7 @@ def load_session(args) -> Session:
     weights = _weights_path(args, cfg, repo, default_name)
     lm = load_lm(weights, cfg, dtype=_dtype(args.dtype))
     auto = args.dtype == "auto"
-    prepare_lm(lm, activation="auto" if auto else "stored", upcast="auto" if auto else False)
+    compute = prepare_lm(lm, activation="auto" if auto else "stored", upcast="auto" if auto else False)
     tokenizer = _tokenizer(args, cfg, repo)
     mimi_spec = args.mimi_weight or cfg.mimi_name or DEFAULT_MIMI
     backend = best_backend() if args.mimi_backend == "auto" else args.mimi_backend
@@ -182,7 +182,8 @@ def load_session(args) -> Session:
         mimi = load_mimi(mimi_path, num_codebooks=max(n_user, n_out, 1))
         _check_codec_fits(mimi, cfg, str(mimi_path))
         codec = FrameCodec(mimi, n_encode=n_user)
-    desc = f"LM {weights.name if hasattr(weights, 'name') else weights} ({cfg.model_type or 'moshi'}), Mimi via {backend}"
+    desc = (f"LM {weights.name if hasattr(weights, 'name') else weights} ({cfg.model_type or 'moshi'}, "
+            f"{compute.describe()}), Mimi via {backend}")
     return Session(cfg, lm, codec, tokenizer, desc)
 
 

@@ -1,7 +1,5 @@
 """Two-stream Linear and dtype-casting Linear: same names, shapes and results as nn.Linear."""
 
-import threading
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -9,6 +7,7 @@ from mlx.utils import tree_flatten
 
 from moshi_mlx.modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, parallelize_linears,
                                         set_linear_class)
+from moshi_mlx.runtime.workers import run_in_worker
 
 
 def _model():
@@ -39,12 +38,11 @@ def test_parallel_linear_from_another_thread():
     out = {}
 
     def run():
-        with mx.stream(mx.new_stream(mx.cpu)):
-            out["y"] = np.array(model(x))
+        out["y"] = np.array(model(x))
 
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
+    # a pooled worker (with its own stream, as the pipeline's LM worker): its helper stream
+    # is made in that thread, which never exits (see runtime/workers.py)
+    assert run_in_worker(run).wait(60)
     np.testing.assert_allclose(out["y"], ref, rtol=1e-6, atol=1e-6)
 
 
