@@ -237,7 +237,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     up = upstream_python_from_args(a)
     bw = measure_floors(up)
-    res = run(parse_shapes(a.shapes), a.formats.split(","), a.impls.split(","), a.steps, a.warmup, a.layer_steps,
+    impls = [x for x in a.impls.split(",") if up is not None or not x.startswith("upstream")]
+    res = run(parse_shapes(a.shapes), a.formats.split(","), impls, a.steps, a.warmup, a.layer_steps,
               a.slow_steps, up, a.cache_dir, bw)
     print(format_tables(res))
     if a.json:

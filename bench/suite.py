@@ -114,7 +114,7 @@ def run_suite(a) -> dict:
         def lm():
             results = []
             for i, (shape, layers, fmts) in enumerate(spec):
-                impls = [x for x in a.impls.split(",")]
+                impls = [x for x in a.impls.split(",") if up is not None or not x.startswith("upstream")]
                 r = lm_bench.run([(shape, layers)], fmts, impls, steps=10 if quick else a.steps,
                                  warmup=2 if quick else a.warmup, layer_steps=2 if quick else 5,
                                  slow_steps=(3 if quick else a.slow_steps) if i == 0 else 0, upstream_python=up,
