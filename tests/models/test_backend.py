@@ -38,6 +38,13 @@ def test_bf16_model_split_over_two_streams_is_exact():
     tokens, logits, _ = _steps(lm)
     assert tokens == ref_tokens
     np.testing.assert_array_equal(logits, ref_logits)
+    # as the live loop runs it: on a pooled worker thread with its own stream
+    from moshi_mlx.runtime.workers import run_in_worker
+
+    out = {}
+    assert run_in_worker(lambda: out.update(res=_steps(lm))).wait(120)
+    assert out["res"][0] == ref_tokens
+    np.testing.assert_array_equal(out["res"][1], ref_logits)
 
 
 def test_quantized_model_gets_float32_activations_on_cpu():
