@@ -149,7 +149,7 @@ def run(args) -> int:
             print(f"transcript saved: {args.transcript}", file=sys.stderr)
     s = pipe.stats.summary()
     print(f"\n{s['frames_stepped']} steps, delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms, "
-          f"{s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, {s['underruns']} underruns, "
+          f"{s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, {s['frames_settled']} settled, {s['underruns']} underruns, "
           f"step median {s['step_ms_median']:.1f} ms", file=sys.stderr)
     if pipe.error is not None and code == 0:
         raise pipe.error

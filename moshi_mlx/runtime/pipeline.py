@@ -82,6 +82,7 @@ class PipelineStats:
     frames_out: int = 0  # output frames decoded
     frames_played: int = 0
     frames_trimmed: int = 0  # output frames dropped because they would play too late
+    frames_settled: int = 0  # output frames dropped because output ran a frame ahead for long
     underruns: int = 0  # output callbacks that found nothing to play (after start)
     last_delay_ms: float = float("nan")
     # the most recent values only (bounded: a session may last hours)
@@ -95,7 +96,8 @@ class PipelineStats:
             "frames_in": self.frames_in, "frames_stepped": self.frames_stepped,
             "frames_skipped": self.frames_skipped, "input_overflows": self.input_overflows,
             "frames_out": self.frames_out, "frames_played": self.frames_played,
-            "frames_trimmed": self.frames_trimmed, "underruns": self.underruns,
+            "frames_trimmed": self.frames_trimmed, "frames_settled": self.frames_settled,
+            "underruns": self.underruns,
             "delay_ms_median": float(np.nanmedian(d)), "delay_ms_p90": float(np.nanpercentile(d, 90)),
             "delay_ms_max": float(np.nanmax(d)), "step_ms_median": float(np.nanmedian(s)),
         }
@@ -135,6 +137,7 @@ class DuplexPipeline:
     on_text: called from the LM thread with each TextEvent (keep it cheap: enqueue).
     recorder: a StereoRecorder (user as captured at 24 kHz, model as played).
     step_delay_s: artificial extra compute per LM step (tests/benchmarks of lag control).
+    settle_s: drop a frame when output has run a whole frame ahead for this long (None: never).
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class DuplexPipeline:
         output_latency_s: float = 0.0,
         output_rate: int = SAMPLE_RATE,
         output_block_s: float = FRAME_SECONDS,
+        settle_s: float | None = 2.0,
         raw_queue_blocks: int = 256,
     ):
         self.codec = codec
@@ -168,6 +172,8 @@ class DuplexPipeline:
         self.output_latency_s = output_latency_s
         self.output_rate = output_rate
         self.output_block_s = output_block_s
+        self.settle_s = settle_s
+        self._ahead_since: float | None = None
         self.stats = PipelineStats()
         self.error: BaseException | None = None
         self.failed = threading.Event()
@@ -349,7 +355,27 @@ class DuplexPipeline:
             if self.recorder is not None:
                 silence = int(round((n - got) * SAMPLE_RATE / self.output_rate))
                 self.recorder.add_model(np.zeros(silence, np.float32))
+        self._settle()
         return out
+
+    def _settle(self) -> None:
+        """A whole frame still waiting after a playback callback means output runs a frame
+        ahead of need (e.g. after a slow first step, two answers arrived in one period): the
+        delay is a frame longer than necessary for good. If that lasts `settle_s`, drop the
+        oldest waiting frame, so the delay returns to its minimum (`frames_settled`)."""
+        if self.settle_s is None or not self.output:
+            self._ahead_since = None
+            return
+        now = self.clock()
+        if self._ahead_since is None:
+            self._ahead_since = now
+        elif now - self._ahead_since >= self.settle_s:
+            try:
+                self.output.popleft()
+                self.stats.frames_settled += 1
+            except IndexError:
+                pass
+            self._ahead_since = None
 
     # ------------------------------------------------------------------ convenience
     def wait_output(self, timeout: float | None = None) -> bool:

@@ -136,3 +136,31 @@ def test_device_rates_and_channels(rate, channels):
         pcm = it.payload[0]
         assert abs(len(pcm) - block) <= 64
         np.testing.assert_allclose(np.median(pcm), it.frame / 1000.0, atol=2e-3)
+
+
+class SlowFirstGen(EchoGen):
+    """The first step takes 2.5 frames (like a cold first MLX step), then steps are fast."""
+
+    def step(self, codes):
+        if self.steps == 0:
+            import time
+
+            time.sleep(0.2)
+        return super().step(codes)
+
+
+def test_delay_settles_back_after_a_slow_first_step():
+    def run(settle_s):
+        p = DuplexPipeline(TagCodec(), SlowFirstGen(), 8, max_lag_ms=1000, settle_s=settle_s).start()
+        dev = SimulatedAudioDevice(tagged_input(75), speed=1.0, loop=False)
+        dev.run(p, 75)
+        p.stop()
+        return p, list(p.stats.delays_ms)
+
+    p, delays = run(2.0)
+    assert p.stats.frames_settled >= 1
+    late = np.median(delays[-20:])
+    assert late < 100, delays  # back to about one playback period (80 ms) plus compute
+    q, delays_unsettled = run(None)
+    assert q.stats.frames_settled == 0
+    assert np.median(delays_unsettled[-20:]) > late + 60  # one frame longer, for good
