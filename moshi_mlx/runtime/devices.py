@@ -140,6 +140,7 @@ class SoundDeviceIO:
             raise AudioDeviceError(f"cannot open audio streams ({self.describe()}): {e}") from None
         self._streams = [out, inp]
         pipeline.output_latency_s = float(out.latency)
+        self.last_callback = time.monotonic()
         for s in self._streams:
             s.start()
 
