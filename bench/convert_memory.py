@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from moshi_mlx.models.config import LmConfig, preset  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_memory import peak_rss_mb  # noqa: E402
 from moshi_mlx.weights.lm_keys import pytorch_layout  # noqa: E402
 from moshi_mlx.weights.random_checkpoint import write_random_checkpoint  # noqa: E402
 
@@ -53,17 +56,6 @@ def layout_bytes(cfg: LmConfig, itemsize: int = 2) -> tuple[int, tuple[str, int]
     return sum(sizes.values()), (big, sizes[big])
 
 
-def peak_rss() -> int:
-    """This process's peak RSS in bytes (VmHWM: per address space, so it starts afresh at
-    exec; a child's ru_maxrss would include its forking parent's RSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
 def child(argv: list[str]) -> None:
     """Run one conversion (or just the imports) and report the peak RSS on the last line."""
     code = 0
@@ -73,7 +65,7 @@ def child(argv: list[str]) -> None:
         code = run(argv)
     else:
         import moshi_mlx.weights.convert  # noqa: F401
-    print(f"PEAK_RSS {peak_rss()}", file=sys.stderr)
+    print(f"PEAK_RSS {int(peak_rss_mb() * 2**20)}", file=sys.stderr)
     raise SystemExit(code)
 
 

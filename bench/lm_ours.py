@@ -25,24 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import weight_bytes  # noqa: E402  (standalone, shared with the upstream script)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    import os
-
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    """VmHWM: this process's peak resident memory (ru_maxrss would include a parent's
-    peak, since Linux carries it across exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+from proc_memory import peak_rss_mb, rss_mb  # noqa: E402,F401
 
 
 def full_model_upcast(lm, full_layers: int) -> tuple[list[str], dict]:

@@ -28,6 +28,9 @@ import textwrap
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_memory import rss_mb  # noqa: E402
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,11 +142,6 @@ def _loop(mimi, pcm: np.ndarray, frames: int, warmup: int, to_numpy) -> dict:
         enc.append(t1 - t0)
         dec.append(t2 - t1)
     return _summary(enc[warmup:], dec[warmup:])
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def bench_ours(weights: Path, pcm, frames, warmup, num_codebooks) -> dict:

@@ -18,11 +18,8 @@ import time
 
 import numpy as np
 
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proc_memory import rss_mb  # noqa: E402
 
 
 def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> dict:
