@@ -17,7 +17,7 @@ from typing import Any
 from ..modules.mlp import ACTIVATIONS
 from ..modules.norm import NORM_TYPES
 from ..modules.rope import POSITIONAL_EMBEDDINGS
-from ..weights.errors import WeightsError
+from ..errors import WeightsError
 
 # Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen).
 LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")

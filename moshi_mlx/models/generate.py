@@ -27,7 +27,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from ..weights.errors import WeightsError
+from ..errors import WeightsError
 from .lm import Lm
 from .sampling import Sampler
 

@@ -24,7 +24,7 @@ from ..modules.embedding import ScaledEmbedding
 from ..modules.kv_cache import KVCache
 from ..modules.norm import make_norm
 from ..modules.transformer import Transformer, TransformerConfig
-from ..weights.errors import WeightsError
+from ..errors import WeightsError
 from .config import LmConfig
 from .depformer import Depformer
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..modules.seanet import SeanetConfig
-from ..weights.errors import WeightsError
+from ..errors import WeightsError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

@@ -12,7 +12,7 @@ import os
 import mlx.core as mx
 import numpy as np
 
-from ..weights.errors import WeightsError
+from ..errors import WeightsError
 from .mimi_config import mimi_202407
 
 

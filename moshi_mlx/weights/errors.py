@@ -1,6 +1,5 @@
-"""The one error type for bad weight/config input: its message is a complete sentence that
-names the file and the problem, so CLIs print it as one line instead of a traceback."""
+"""`WeightsError` (defined in moshi_mlx/errors.py, importable from here too)."""
 
+from ..errors import WeightsError
 
-class WeightsError(ValueError):
-    pass
+__all__ = ["WeightsError"]
