@@ -14,13 +14,10 @@ from typing import Iterator
 
 import numpy as np
 
+from ..errors import AudioError  # re-exported: `from moshi_mlx.audio.io import AudioError` keeps working
 from .resample import Resampler
 
 DEFAULT_RATE = 24_000
-
-
-class AudioError(ValueError):
-    """An audio file that cannot be read or written; the message names file and cause."""
 
 
 def _sf():

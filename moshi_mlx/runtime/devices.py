@@ -10,8 +10,9 @@ import threading
 import time
 
 
-class AudioDeviceError(RuntimeError):
-    """A missing, unknown or vanished audio device; the message lists what exists."""
+from ..errors import DeviceError
+
+AudioDeviceError = DeviceError  # the name this module has always raised
 
 
 def _sd():
