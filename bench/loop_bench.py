@@ -93,14 +93,14 @@ class TimedDeque(collections.deque):
 
 def _codec(kind: str, weights: Path, n_user: int, n_out: int):
     from moshi_mlx.models import load_mimi
-    from moshi_mlx.runtime.codec import FrameCodec
+    from moshi_mlx.runtime.codec import MimiFrameCodec
 
     if kind == "rustymimi":
         enc = load_mimi(weights, num_codebooks=n_user, backend="rustymimi")
         dec = load_mimi(weights, num_codebooks=n_out, backend="rustymimi")
-        return FrameCodec(enc, dec, n_encode=n_user)
+        return MimiFrameCodec(enc, dec, n_encode=n_user)
     mimi = load_mimi(weights, num_codebooks=max(n_user, n_out))
-    return FrameCodec(mimi, n_encode=n_user)
+    return MimiFrameCodec(mimi, n_encode=n_user)
 
 
 def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmup_frames: int = 12) -> dict:

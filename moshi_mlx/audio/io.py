@@ -15,9 +15,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import AudioError  # re-exported: `from moshi_mlx.audio.io import AudioError` keeps working
+from ..constants import SAMPLE_RATE as DEFAULT_RATE
 from .resample import Resampler
-
-DEFAULT_RATE = 24_000
 
 
 def _sf():

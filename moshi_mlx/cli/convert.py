@@ -15,12 +15,10 @@ Flags follow mlx-lm's convert. Errors are one line on stderr, exit code 2.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
-from ..weights.errors import WeightsError
-from .progress import Progress
+from ..errors import Error, UsageError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -63,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        f"installed MLX offers; default affine)")
     p.add_argument("--quant-predicate", "--recipe", dest="recipe",
                    help=f"which modules get which bits (implies -q): {recipe_help()}")
-    p.add_argument("--dtype", default="bfloat16", choices=tuple(FLOAT_DTYPES),
-                   help="dtype of the float tensors and of the affine scales/biases (default bfloat16)")
+    p.add_argument("--weights-dtype", default="bfloat16", choices=tuple(FLOAT_DTYPES),
+                   help="dtype the float tensors and the affine scales/biases are stored in (default bfloat16)")
+    p.add_argument("--dtype", dest="old_dtype", help=argparse.SUPPRESS)  # renamed: --dtype runs a model in every CLI
     p.add_argument("--force", "--overwrite", action="store_true", help="write into an existing non-empty --out")
     p.add_argument("--no-assets", action="store_true", help="do not copy the Mimi / tokenizer files named by the "
                                                            "config into the folder")
@@ -112,38 +111,34 @@ def run(argv: list[str] | None = None) -> int:
 
     quantize = args.quantize or args.recipe is not None
     try:
+        if args.old_dtype is not None:
+            raise UsageError("convert's --dtype is now --weights-dtype (the dtype the file stores); --dtype means "
+                             "the dtype a model computes in, in the CLIs that run one")
         if not quantize and (args.q_bits is not None or args.q_group_size is not None or args.q_mode != "affine"):
-            raise WeightsError("--q-bits/--q-group-size/--q-mode need -q (or --quant-predicate)")
+            raise UsageError("--q-bits/--q-group-size/--q-mode need -q (or --quant-predicate)")
         recipe = make_recipe(args.recipe, args.q_bits, args.q_group_size, args.q_mode) if quantize else None
         if args.model is not None:
             if args.source or args.hf_repo:
-                raise WeightsError("--model replaces SOURCE/--hf-repo: give one of them")
+                raise UsageError("--model replaces SOURCE/--hf-repo: give one of them")
             args.source = str(_demo_checkpoint(args.model, args.seed))
         info = resolve_source(args.source, hf_repo=args.hf_repo, config=args.config)
         print(f"source: {info.weights} (config: {info.how})")
         if recipe is not None:
             print(f"recipe: {recipe.name}: {recipe.description}")
-        stream = io.StringIO() if args.quiet else None
-        bar: Progress | None = None
+        from tqdm import tqdm
+
+        bars: list = []  # made once the plan is known, so an early error prints one line only
 
         def start(total: int) -> None:
-            nonlocal bar
-            bar = Progress(max(1, total // 2**20), label="convert", unit="MiB", stream=stream)
-
-        done = [0, 0]  # bytes seen, MiB reported
-
-        def step(n: int) -> None:
-            done[0] += n
-            mib = done[0] // 2**20
-            if bar is not None and mib > done[1]:
-                bar.update(mib - done[1])
-                done[1] = mib
+            bars.append(tqdm(total=total, desc="convert", unit="B", unit_scale=True, unit_divisor=1024,
+                             disable=args.quiet, file=sys.stderr))
 
         try:
-            res = convert(info, args.out, recipe=recipe, dtype=FLOAT_DTYPES[args.dtype], force=args.force,
-                          copy_assets=not args.no_assets, progress=step, on_start=start)
+            res = convert(info, args.out, recipe=recipe, dtype=FLOAT_DTYPES[args.weights_dtype], force=args.force,
+                          copy_assets=not args.no_assets, progress=lambda n: bars and bars[0].update(n),
+                          on_start=start)
         finally:
-            if bar is not None:
+            for bar in bars:
                 bar.close()
         print(f"wrote {res.weights} ({res.out_bytes / 2**30:.2f} GiB from {res.source_bytes / 2**30:.2f} GiB, "
               f"{res.tensors} tensors, {res.seconds:.1f} s): {res.summary}")
@@ -159,7 +154,7 @@ def run(argv: list[str] | None = None) -> int:
             evaluate_cli(info.weights, [res.out_dir], frames=args.eval_frames, codes=args.eval_codes,
                          json_path=Path(args.eval_json) if args.eval_json else res.out_dir / "quality.json",
                          seed=args.seed, ref_config=info.cfg)
-    except WeightsError as e:
+    except Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, permissions, ...

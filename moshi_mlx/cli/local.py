@@ -16,14 +16,13 @@ import sys
 import threading
 import time
 
-from ..audio.io import AudioError, read_audio
-from ..runtime.devices import AudioDeviceError, SoundDeviceIO, list_devices
-from ..runtime.loading import add_model_args, add_sampling_args, load_session, make_gen
-from ..runtime.pipeline import SAMPLE_RATE, DuplexPipeline, make_resampler
+from ..audio.io import read_audio
+from ..constants import SAMPLE_RATE
+from ..errors import Error
+from ..runtime.devices import SoundDeviceIO, list_devices
+from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
 from ..runtime.recorder import StereoRecorder
 from ..runtime.sim_device import SimulatedAudioDevice
-from ..runtime.transcript import Transcript
-from ..weights.errors import WeightsError
 
 
 class DeviceLost(RuntimeError):
@@ -73,11 +72,10 @@ class _Status:
 
 
 def run(args) -> int:
-    session = load_session(args)
-    if session.is_demo:
-        print(f"NOTE: {session.description}", file=sys.stderr)
-    gen = make_gen(session, args)
-    cfg = session.cfg
+    model = load_session(args)
+    if model.is_demo:
+        print(f"NOTE: {model.description}", file=sys.stderr)
+    gen = model.generator(**sampling_kwargs(args))
     if args.simulate:
         source = read_audio(args.simulate)
         device = SimulatedAudioDevice(source.reshape(-1), sample_rate=SAMPLE_RATE, loop=False)
@@ -89,11 +87,9 @@ def run(args) -> int:
         in_rate, out_rate = io.input_rate, io.output_rate
         print(io.describe(), file=sys.stderr)
     recorder = StereoRecorder(args.record) if args.record else None
-    transcript = Transcript(session.tokenizer, pad_id=cfg.existing_text_padding_id)
+    transcript = model.new_transcript()
     events: queue.Queue = queue.Queue()
-    pipe = DuplexPipeline(session.codec, gen, session.n_user, max_lag_ms=args.max_lag_ms,
-                          in_resampler=make_resampler(in_rate, SAMPLE_RATE),
-                          out_resampler=make_resampler(SAMPLE_RATE, out_rate), output_rate=out_rate,
+    pipe = model.pipeline(gen, input_rate=in_rate, output_rate=out_rate, max_lag_ms=args.max_lag_ms,
                           on_text=events.put, recorder=recorder, step_delay_s=args.slow_step_ms / 1000.0)
     status = _Status()
     sim_thread = None
@@ -163,7 +159,7 @@ def main(argv=None) -> int:
             print(list_devices())
             return 0
         return run(args)
-    except (WeightsError, AudioError, AudioDeviceError, ValueError) as e:
+    except Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

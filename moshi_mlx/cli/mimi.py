@@ -13,15 +13,13 @@ real architecture, offline: the audio is then noise, but every code path runs.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 
 import numpy as np
 
 from ..audio.io import AudioError
-from ..weights.errors import WeightsError
-from .progress import Progress
+from ..errors import Error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,7 +85,9 @@ def run(argv: list[str] | None = None) -> int:
         else:
             mimi = _load(args, args.num_codebooks or 8)
             total = frame_count(args.input, mimi)
-        with Progress(total, label=args.command, unit="frames", stream=io.StringIO() if args.quiet else None) as bar:
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=args.command, unit="frames", disable=args.quiet, file=sys.stderr) as bar:
             if args.command == "encode":
                 codes = encode_file(mimi, args.input, bar.update)
                 np.save(args.codes, codes)
@@ -98,7 +98,7 @@ def run(argv: list[str] | None = None) -> int:
             else:
                 codes = roundtrip_file(mimi, args.input, args.output, bar.update)
                 what = f"{args.input} -> codes {list(codes.shape)} -> {args.output}"
-    except (WeightsError, AudioError, ValueError) as e:
+    except Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     seconds = codes.shape[-1] * mimi.frame_size / mimi.sample_rate

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..constants import SAMPLE_RATE
 from ..modules.seanet import SeanetConfig
 from ..errors import WeightsError
 
@@ -45,7 +46,7 @@ class QuantizerConfig:
 
 @dataclass
 class MimiConfig:
-    sample_rate: int = 24_000
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1
     frame_rate: float = 12.5
     seanet: SeanetConfig = field(default_factory=SeanetConfig)
@@ -92,7 +93,7 @@ class MimiConfig:
             if key not in d:
                 raise WeightsError(f"mimi config: missing section {key!r}")
         return cls(
-            sample_rate=int(d.get("sample_rate", 24_000)),
+            sample_rate=int(d.get("sample_rate", SAMPLE_RATE)),
             channels=int(d.get("channels", 1)),
             frame_rate=float(d.get("frame_rate", 12.5)),
             seanet=_seanet_from_dict(d["seanet"]),

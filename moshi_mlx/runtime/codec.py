@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-class FrameCodec:
+class MimiFrameCodec:
+    """A Mimi (MLX or rustymimi) as the pipeline's `FrameCoder`."""
+
     def __init__(self, encoder, decoder=None, n_encode: int | None = None):
         """encoder/decoder: `Mimi`-like objects (encode_step/decode_step/reset);
         n_encode: how many codebooks the LM takes per user frame (None = all)."""

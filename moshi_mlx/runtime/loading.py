@@ -1,44 +1,43 @@
-"""Everything a front end needs to get a model running, from command-line flags.
+"""`load()`: a ready model (LM in the backend's fast compute format, Mimi, tokenizer, config)
+from one name, and the command-line flags that lead to it.
 
-One set of flags for every CLI (upstream's names kept, so habits carry over) and one
-function that resolves them: a Hub repo or local files for the LM, its config, Mimi and
-the text tokenizer, or the offline `random-tiny` demo model.
+Every front end ends here: `moshi_mlx.load(...)` with keyword arguments, the CLIs through
+`load_session(args)` (flags -> the same keyword arguments, `load_kwargs`). Which files make
+up the model is decided by the one resolver, `weights.resolve.resolve_model`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from importlib import resources
 
-import mlx.core as mx
+from ..constants import DEMO_MODEL
+from ..errors import UsageError
+from ..models import LmGen
+from ..models.config import PRESETS
+from .model import Model
 
-from ..models import LmConfig, LmGen, load_lm, load_mimi, random_lm, random_mimi
-from ..models.backend import prepare_lm
-from ..models.config import preset, preset_for_repo
-from ..models.mimi import best_backend
-from ..weights.errors import WeightsError
-from ..weights.hub import hf_get, hf_get_optional
-from .codec import FrameCodec
-from .transcript import PlaceholderTokenizer, TextTokenizer
+DEMO_MODELS = (DEMO_MODEL,)
+MIMI_BACKENDS = ("auto", "mlx", "rustymimi")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_HELP = ("dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
+              "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "
+              "bf16 layers where memory allows)")
+SAMPLING = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef", "seed")
 
-# -q -> (default repo, default weight file), as upstream's `moshi_mlx.local`
-DEFAULT_REPOS = {
-    None: ("kyutai/moshiko-mlx-bf16", "model.safetensors"),
-    8: ("kyutai/moshiko-mlx-q8", "model.q8.safetensors"),
-    4: ("kyutai/moshiko-mlx-q4", "model.q4.safetensors"),
-}
-DEFAULT_MIMI = "tokenizer-e351c8d8-checkpoint125.safetensors"
-DEFAULT_TOKENIZER = "tokenizer_spm_32k_3.model"
-DEMO_MODELS = ("random-tiny",)
+
+def add_dtype_arg(ap, default: str = "auto") -> None:
+    """`--dtype`, with the same meaning in every CLI that runs a model."""
+    ap.add_argument("--dtype", choices=DTYPES, default=default, help=DTYPE_HELP)
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("model")
-    g.add_argument("--hf-repo", help="Hugging Face repo with the model (default: kyutai/moshiko-mlx-bf16, "
-                   "-q8 or -q4 following -q)")
-    g.add_argument("--lm-config", help="config.json of the LM (default: the repo's, or the Moshi 7B preset)")
+    g.add_argument("--hf-repo", help="Hugging Face repo with the model, or a local model folder (default: "
+                   "kyutai/moshiko-mlx-bf16, -q8 or -q4 following -q)")
+    g.add_argument("--lm-config", help="config.json of the LM or a preset name (default: the repo's, else the "
+                   "preset known for the repo or fitting the weights)")
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight",
                    help="LM weights: a local .safetensors (its folder's config.json, Mimi and tokenizer are used "
                         "when present), a folder from moshi_mlx.convert, or a file name in the repo")
@@ -51,11 +50,11 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--model", choices=DEMO_MODELS,
                    help="a seeded random-weight model of the real architecture at tiny size, created in memory with "
                         "no download. It produces NOISE: for smoke tests, benchmarks and offline demos")
-    g.add_argument("--mimi-backend", choices=("auto", "mlx", "rustymimi"), default="auto",
+    g.add_argument("--mimi-backend", choices=MIMI_BACKENDS, default="auto",
                    help="codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)")
-    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                   help="float dtype of weights and activations (auto: weights as stored; activations "
-                        "float32 for quantized models on a CPU, else the weights' dtype)")
+    add_dtype_arg(g)
+    g.add_argument("--offline", action="store_true", help="never ask the Hub: files come from the local cache "
+                   "(like HF_HUB_OFFLINE=1)")
 
 
 def add_sampling_args(ap: argparse.ArgumentParser) -> None:
@@ -70,123 +69,155 @@ def add_sampling_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
 
 
-def _dtype(name: str):
-    """Weights dtype to load with: as stored for "auto" (the compute format is then chosen
-    per backend by `prepare_lm`), else the requested one (weights and activations)."""
-    if name == "auto":
+def load_kwargs(args: argparse.Namespace) -> dict:
+    """The model flags (`add_model_args`) as `load()`'s keyword arguments."""
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    source = get("model") or get("hf_repo")
+    if get("model") and (get("hf_repo") or get("moshi_weight")):
+        raise UsageError("--model replaces --hf-repo/--moshi-weight: give one of them")
+    return dict(source=source, weights=get("moshi_weight"), config=get("lm_config"), mimi=get("mimi_weight"),
+                tokenizer=get("tokenizer"), quantized=get("quantized"), dtype=get("dtype", "auto"),
+                mimi_backend=get("mimi_backend", "auto"), offline=bool(get("offline", False)), seed=get("seed", 0) or 0)
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    """The sampling flags (`add_sampling_args`) as keyword arguments of `Model.generator` & co."""
+    return {k: getattr(args, k) for k in SAMPLING if getattr(args, k, None) is not None}
+
+
+def _float_dtype(name):
+    import mlx.core as mx
+
+    if name in (None, "auto"):
         return None
+    if not isinstance(name, str):
+        return name
+    if name not in DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}[name]
 
 
-@dataclass
-class Session:
-    cfg: LmConfig
-    lm: object
-    codec: FrameCodec
-    tokenizer: object
-    description: str
-    is_demo: bool = False
+def load(source: str | os.PathLike | None = None, *, quantized: int | None = None,
+         weights: str | os.PathLike | None = None, config=None, mimi: str | os.PathLike | None = None,
+         tokenizer: str | os.PathLike | None = None, dtype="auto", compute: str = "auto",
+         mimi_backend: str = "auto", offline: bool = False, seed: int = 0) -> Model:
+    """Load a model, ready to talk to (see `Model`).
 
-    @property
-    def n_user(self) -> int:
-        return self.cfg.user_q
+    source: a Hub repo ("kyutai/moshiko-mlx-q4"), a local model folder or weights file, a
+      preset name ("moshika": its Hub repo for `quantized`), or "random-tiny" (the offline
+      demo model: random weights, it produces noise). Default: Moshiko at `quantized`.
+    quantized: 4 or 8 picks the repo/file of that quantization (default bf16).
+    weights / config / mimi / tokenizer: override the LM file, its config (LmConfig, preset
+      name or config.json), the Mimi checkpoint ("random": seeded noise codec) and the text
+      tokenizer ("none": token ids shown as ‹id›).
+    dtype: "auto" (weights as stored) or a float dtype for weights and activations.
+    compute: "auto" puts the LM in the backend's fast compute format (`prepare_lm`);
+      "stored" leaves it as loaded.
+    mimi_backend: "auto" (MLX on a GPU, rustymimi on a CPU when installed), "mlx", "rustymimi".
+    offline: files come from the local Hugging Face cache only.
+    seed: seed of random weights (demo model, random Mimi).
+    """
+    from ..weights.hub import offline_mode
+
+    if mimi_backend not in MIMI_BACKENDS:
+        raise UsageError(f"mimi_backend must be one of {', '.join(MIMI_BACKENDS)}, got {mimi_backend!r}")
+    if quantized not in (None, 4, 8):
+        raise UsageError(f"quantized must be 4, 8 or None (bf16), got {quantized!r}")
+    float_dtype = _float_dtype(dtype)
+    if source is not None and str(source) in DEMO_MODELS:
+        return _demo(str(source), seed, compute, float_dtype)
+    with offline_mode(offline):
+        return _load(source, quantized, weights, config, mimi, tokenizer, float_dtype, compute, mimi_backend, seed)
 
 
-def _demo_session(args) -> Session:
-    cfg = preset("random-tiny")
-    seed = getattr(args, "seed", 0) or 0
+def _demo(name: str, seed: int, compute: str, dtype) -> Model:
+    from ..models import random_lm, random_mimi
+    from ..models.config import preset
+    from ..weights.lm_loader import apply_compute
+    from .codec import MimiFrameCodec
+    from .transcript import PlaceholderTokenizer
+
+    cfg = preset(name)
     lm = random_lm(cfg, seed=seed % (2**31))
+    if dtype is not None:
+        lm.set_dtype(dtype)
+    fmt = apply_compute(lm, compute, dtype)
     n = max(cfg.user_q, cfg.dep_q, 1)
-    mimi_cfg = str(resources.files("moshi_mlx") / "configs" / "mimi-tiny.json")
-    mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg)
-    return Session(cfg, lm, FrameCodec(mimi, n_encode=cfg.user_q), PlaceholderTokenizer(),
-                   "random-tiny demo model (random weights: it produces NOISE)", is_demo=True)
+    mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg))
+    return Model(cfg, lm, MimiFrameCodec(mimi, n_encode=cfg.user_q), PlaceholderTokenizer(),
+                 f"{name} demo model (random weights: it produces NOISE)", is_demo=True, compute=fmt,
+                 mimi_backend="mlx")
 
 
-def _local_model_folder(args) -> str | None:
-    """The folder of a local `--moshi-weight` (file or folder): it stands in for the repo,
-    so its config.json, Mimi and tokenizer are found there before anything is asked of the Hub."""
-    w = args.moshi_weight
-    if not w or args.hf_repo or not os.path.exists(w):
-        return None
-    return w if os.path.isdir(w) else (os.path.dirname(os.path.abspath(w)) or ".")
+def _random_mimi_config(cfg) -> str | None:
+    """The demo model's tiny Mimi config for an LM of its codebook size (a converted demo
+    model), else None (the published architecture)."""
+    import json
+
+    tiny = resources.files("moshi_mlx") / "configs" / "mimi-tiny.json"
+    bins = json.loads(tiny.read_text())["quantizer"]["bins"]
+    return str(tiny) if cfg.card == bins and cfg.card != 2048 else None
 
 
-def _resolve_config(args, repo: str) -> LmConfig:
-    if args.lm_config:
-        return LmConfig.from_json(hf_get(args.lm_config, repo))
-    if os.path.isdir(repo):
-        if os.path.exists(os.path.join(repo, "config.json")):
-            return LmConfig.from_json(os.path.join(repo, "config.json"))
-        return preset(preset_for_repo(DEFAULT_REPOS[args.quantized][0])[0])
-    cfg_file = hf_get_optional("config.json", repo)
-    if cfg_file is not None:
-        return LmConfig.from_json(cfg_file)
-    known = preset_for_repo(repo)
-    return preset(known[0] if known else "moshiko")
+def _check_codec_fits(mimi, cfg, name: str) -> None:
+    from ..weights.errors import WeightsError
 
-
-def _weights_path(args, cfg: LmConfig, repo: str, default_name: str):
-    w = args.moshi_weight
-    if w and os.path.isdir(w):
-        names = [n for n in sorted(os.listdir(w)) if n.endswith(".safetensors") and not n.startswith("tokenizer")]
-        if cfg.moshi_name in names:
-            return os.path.join(w, cfg.moshi_name)
-        if len(names) != 1:
-            raise WeightsError(f"{w} should hold one .safetensors model file, found {names or 'none'}")
-        return os.path.join(w, names[0])
-    if w:
-        return hf_get(w, repo)
-    name = cfg.moshi_name if cfg.moshi_name and args.quantized is None else default_name
-    return hf_get(name, repo)
-
-
-def _tokenizer(args, cfg: LmConfig, repo: str):
-    if args.tokenizer == "none":
-        return PlaceholderTokenizer()
-    return TextTokenizer(hf_get(args.tokenizer or cfg.tokenizer_name or DEFAULT_TOKENIZER, repo))
-
-
-def _check_codec_fits(mimi, cfg: LmConfig, name: str) -> None:
     if int(mimi.cardinality) != cfg.card:
         raise WeightsError(f"{name} has {mimi.cardinality} entries per codebook but the LM expects card {cfg.card}: "
                            "this Mimi does not belong to this model")
 
 
-def load_session(args) -> Session:
-    """Resolve the model flags (see `add_model_args`) into a ready LM, codec and tokenizer."""
-    if getattr(args, "model", None) == "random-tiny":
-        return _demo_session(args)
-    repo, default_name = DEFAULT_REPOS[args.quantized]
-    repo = args.hf_repo or _local_model_folder(args) or repo
-    cfg = _resolve_config(args, repo)
-    weights = _weights_path(args, cfg, repo, default_name)
-    lm = load_lm(weights, cfg, dtype=_dtype(args.dtype))
-    auto = args.dtype == "auto"
-    compute = prepare_lm(lm, activation="auto" if auto else "stored", upcast="auto" if auto else False)
-    tokenizer = _tokenizer(args, cfg, repo)
-    mimi_spec = args.mimi_weight or cfg.mimi_name or DEFAULT_MIMI
-    backend = best_backend() if args.mimi_backend == "auto" else args.mimi_backend
-    n_user, n_out = cfg.user_q, cfg.dep_q
-    if mimi_spec == "random":  # the published architecture with seeded random weights: noise
-        mimi = random_mimi(seed=args.seed % (2**31), num_codebooks=max(n_user, n_out, 1))
-        _check_codec_fits(mimi, cfg, "the random Mimi")
-        codec = FrameCodec(mimi, n_encode=n_user)
-        return Session(cfg, lm, codec, tokenizer, f"LM {weights}, random Mimi (NOISE)")
-    mimi_path = hf_get(mimi_spec, repo)
-    if backend == "rustymimi":
-        enc = load_mimi(mimi_path, num_codebooks=max(n_user, 1), backend="rustymimi")
-        dec = load_mimi(mimi_path, num_codebooks=n_out, backend="rustymimi") if n_out else None
-        codec = FrameCodec(enc, dec, n_encode=n_user)
+def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, mimi_backend, seed) -> Model:
+    from ..models import load_mimi, random_mimi
+    from ..models.mimi import best_backend
+    from ..weights.lm_loader import load_lm, load_model_dir
+    from ..weights.resolve import resolve_model
+    from .codec import MimiFrameCodec
+    from .transcript import PlaceholderTokenizer, TextTokenizer
+
+    files = resolve_model(source, weights=weights, config=config, mimi=mimi, tokenizer=tokenizer, quantized=quantized)
+    cfg = files.cfg
+    if files.model_dir is not None:
+        lm = load_model_dir(files.model_dir, dtype=dtype, compute=compute)
     else:
-        mimi = load_mimi(mimi_path, num_codebooks=max(n_user, n_out, 1))
-        _check_codec_fits(mimi, cfg, str(mimi_path))
-        codec = FrameCodec(mimi, n_encode=n_user)
-    desc = (f"LM {weights.name if hasattr(weights, 'name') else weights} ({cfg.model_type or 'moshi'}, "
-            f"{compute.describe()}), Mimi via {backend}")
-    return Session(cfg, lm, codec, tokenizer, desc)
+        lm = load_lm(files.weights, cfg, dtype=dtype, compute=compute)
+    tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.get(files.tokenizer))
+    backend = best_backend() if mimi_backend == "auto" else mimi_backend
+    n_user, n_out = cfg.user_q, cfg.dep_q
+    if files.mimi == "random":  # seeded random weights (noise) of the published Mimi, or the demo's if the LM fits it
+        m = random_mimi(seed=seed % (2**31), num_codebooks=max(n_user, n_out, 1), config=_random_mimi_config(cfg))
+        _check_codec_fits(m, cfg, "the random Mimi")
+        codec, mimi_desc, backend = MimiFrameCodec(m, n_encode=n_user), "random Mimi (NOISE)", "mlx"
+    else:
+        mimi_path = files.get(files.mimi)
+        if backend == "rustymimi":
+            enc = load_mimi(mimi_path, num_codebooks=max(n_user, 1), backend="rustymimi")
+            dec = load_mimi(mimi_path, num_codebooks=n_out, backend="rustymimi") if n_out else None
+            codec = MimiFrameCodec(enc, dec, n_encode=n_user)
+        else:
+            m = load_mimi(mimi_path, num_codebooks=max(n_user, n_out, 1))
+            _check_codec_fits(m, cfg, str(mimi_path))
+            codec = MimiFrameCodec(m, n_encode=n_user)
+        mimi_desc = f"Mimi via {backend}"
+    fmt = getattr(lm, "compute_format", None)
+    desc = (f"LM {files.weights.name} ({cfg.model_type or 'moshi'}, "
+            f"{fmt.describe() if fmt is not None else 'compute as stored'}), {mimi_desc}")
+    return Model(cfg, lm, codec, tok, desc, compute=fmt, mimi_backend=backend, files=files)
 
 
-def make_gen(session: Session, args) -> LmGen:
-    return LmGen(session.lm, temp=args.temp, temp_text=args.temp_text, top_k=args.top_k, top_k_text=args.top_k_text,
-                 top_p=args.top_p, top_p_text=args.top_p_text, cfg_coef=args.cfg_coef, seed=args.seed)
+# ---- the CLIs' entry points ---------------------------------------------------------------
+
+Session = Model  # the name the CLIs used before `load()` existed
+
+
+def load_session(args: argparse.Namespace) -> Model:
+    """Resolve the model flags (see `add_model_args`) into a ready model."""
+    return load(**load_kwargs(args))
+
+
+def make_gen(session: Model, args: argparse.Namespace) -> LmGen:
+    return session.generator(**sampling_kwargs(args))
+
+
+__all__ = ["load", "load_session", "load_kwargs", "sampling_kwargs", "add_model_args", "add_sampling_args",
+           "add_dtype_arg", "make_gen", "Session", "PRESETS"]

@@ -30,17 +30,14 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 from .workers import run_in_worker
-
-SAMPLE_RATE = 24_000
-FRAME_SIZE = 1920
-FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 
 _STOP = object()
 
 
-class FrameCodec(Protocol):
-    """One 80 ms frame at a time, numpy in and out (see runtime/codec.py)."""
+class FrameCoder(Protocol):
+    """One 80 ms frame at a time, numpy in and out (runtime/codec.py: `MimiFrameCodec`)."""
 
     def encode_step(self, frame: np.ndarray) -> np.ndarray: ...  # [1920] -> [K] ints
     def decode_step(self, codes: np.ndarray) -> np.ndarray: ...  # [dep_q] -> [1920]
@@ -131,7 +128,7 @@ class _Reframer:
 class DuplexPipeline:
     """Codec + LM workers between a capture side and a playback side.
 
-    codec: FrameCodec; gen: FrameGenerator; n_user_codebooks: codes the LM takes per frame.
+    codec: FrameCoder; gen: FrameGenerator; n_user_codebooks: codes the LM takes per frame.
     in_resampler / out_resampler convert device rate <-> 24 kHz (None when equal).
     max_lag_ms: bound on capture-to-playback delay (None: never skip or trim, used offline).
     on_text: called from the LM thread with each TextEvent (keep it cheap: enqueue).
@@ -142,7 +139,7 @@ class DuplexPipeline:
 
     def __init__(
         self,
-        codec: FrameCodec,
+        codec: FrameCoder,
         gen: FrameGenerator,
         n_user_codebooks: int,
         *,

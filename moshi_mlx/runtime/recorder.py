@@ -12,9 +12,8 @@ import threading
 
 import numpy as np
 
+from ..constants import SAMPLE_RATE
 from .wav_writer import IncrementalWavWriter
-
-SAMPLE_RATE = 24_000
 
 
 class StereoRecorder:

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from ..constants import FRAME_SIZE, SAMPLE_RATE
+
 
 class SimulatedAudioDevice:
     """Every `block` samples of (scaled) time: one capture callback, one playback callback.
@@ -17,7 +19,7 @@ class SimulatedAudioDevice:
     speed: 1.0 = real time, 2.0 = twice as fast. Sleeping, not spinning, between blocks.
     """
 
-    def __init__(self, source: np.ndarray | None = None, *, sample_rate: int = 24_000, block: int = 1920,
+    def __init__(self, source: np.ndarray | None = None, *, sample_rate: int = SAMPLE_RATE, block: int = FRAME_SIZE,
                  channels: int = 1, speed: float = 1.0, loop: bool = True):
         self.source = None if source is None else np.asarray(source, dtype=np.float32)
         self.sample_rate = sample_rate

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-FRAME_SECONDS = 0.08
+from ..constants import FRAME_SECONDS
 END_OF_PADDING_ID = 0
 
 

@@ -22,13 +22,15 @@ from typing import Callable, Iterator
 
 import mlx.core as mx
 
-from ..models.config import PRESETS, LmConfig, preset, preset_for_repo
+from ..errors import UsageError
+from ..models.config import LmConfig
 from ..models.lm import Lm
 from .errors import WeightsError
-from .hub import hf_get, hf_get_optional
 from .lm_keys import Source, is_pytorch_layout
-from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources, resolve_config
-from .model_dir import CONFIG_NAME, QuantRecord, describe_spec, is_model_dir, read_model_dir, write_config
+from .hub import hf_get_optional
+from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources
+from .model_dir import CONFIG_NAME, QuantRecord, describe_spec, is_model_dir, write_config
+from .resolve import resolve_model
 from .quantize import FP_MODES, GROUP_SIZES, QuantSpec, in_features, quantizable_modules
 from .recipes import Recipe
 from .safetensors_io import SafetensorsFile, SafetensorsWriter, mx_to_safetensors_dtype
@@ -48,63 +50,25 @@ class SourceInfo:
     repo: str | None = None  # Hub repo that may hold them
 
 
-def _match_preset(f: SafetensorsFile) -> str | None:
-    """The first preset whose architecture fits the file's names and shapes exactly."""
-    pytorch = is_pytorch_layout(f.keys())
-    for name in PRESETS:
-        cfg = preset(name)
-        try:
-            match_sources(cfg, f, Lm(cfg), pytorch)  # Lm(cfg) is lazy: nothing is allocated
-        except WeightsError:
-            continue
-        return name
-    return None
-
-
 def resolve_source(source: str | os.PathLike | None = None, *, hf_repo: str | None = None,
                    config: LmConfig | str | os.PathLike | None = None) -> SourceInfo:
     """The weights file and config to convert: a model folder, a file (config: `config`,
-    else a config.json beside it, else the preset its shapes fit), or a Hub repo."""
+    else a config.json beside it, else the preset its shapes fit), or a Hub repo (SOURCE is
+    then a file name in it) — found by the one resolver, `weights.resolve.resolve_model`."""
     if source is None and hf_repo is None:
-        raise WeightsError("nothing to convert: give a SOURCE file or folder, or --hf-repo")
+        raise UsageError("nothing to convert: give a SOURCE file or folder, or --hf-repo")
     if hf_repo is not None and Path(hf_repo).expanduser().is_dir() and source is None:
         source, hf_repo = hf_repo, None
     if hf_repo is not None:
-        known = preset_for_repo(hf_repo)
-        if config is not None:
-            cfg, how = resolve_config(config), str(config)
-        else:
-            cfg_file = hf_get_optional(CONFIG_NAME, hf_repo)
-            if cfg_file is not None:
-                cfg, how = LmConfig.from_json(cfg_file), f"{hf_repo}/{CONFIG_NAME}"
-            elif known is not None:
-                cfg, how = preset(known[0]), f"preset {known[0]}"
-            else:
-                raise WeightsError(f"Hugging Face repo {hf_repo!r} has no {CONFIG_NAME} and is not a known preset; "
-                                   f"pass --config")
-        name = str(source) if source is not None else (
-            known[1] if known is not None and cfg.moshi_name in (None, "model.safetensors")
-            else cfg.moshi_name or "model.safetensors")
-        return SourceInfo(hf_get(name, hf_repo), cfg, how, repo=hf_repo)
+        files = resolve_model(hf_repo, weights=source, config=config)
+        return SourceInfo(files.weights, files.cfg, files.how, repo=hf_repo)
     path = Path(source).expanduser()
-    if is_model_dir(path):
-        md = read_model_dir(path)
-        cfg = md.config if config is None else resolve_config(config)
-        return SourceInfo(md.weights, cfg, str(path / CONFIG_NAME) if config is None else str(config), path)
-    if path.is_dir():
+    if path.is_dir() and not is_model_dir(path):
         raise WeightsError(f"{path} is a folder without {CONFIG_NAME}; pass the weights file itself")
     if not path.exists():
         raise WeightsError(f"file not found: {path}")
-    if config is not None:
-        return SourceInfo(path, resolve_config(config), str(config), path.parent)
-    beside = path.parent / CONFIG_NAME
-    if beside.is_file():
-        return SourceInfo(path, LmConfig.from_json(beside), str(beside), path.parent)
-    name = _match_preset(SafetensorsFile(path))
-    if name is None:
-        raise WeightsError(f"no config for {path.name}: no {CONFIG_NAME} beside it and its shapes fit no preset "
-                           f"({', '.join(PRESETS)}); pass --config")
-    return SourceInfo(path, preset(name), f"preset {name} (matched by tensor shapes)", path.parent)
+    files = resolve_model(weights=path, config=config)
+    return SourceInfo(files.weights, files.cfg, files.how, path if path.is_dir() else path.parent)
 
 
 # ---- the plan: every output tensor, known before reading any -----------------------------

@@ -2,15 +2,32 @@
 
 A spec is a local path, `hf://owner/repo/path/in/repo`, or a bare file name looked up in a
 Hugging Face repo, or in a local model folder given where a repo is expected.
-`HF_HUB_OFFLINE=1` (huggingface_hub's own switch) serves from the cache.
+`HF_HUB_OFFLINE=1` (huggingface_hub's own switch) or `offline_mode()` serves from the cache.
+Downloads show huggingface_hub's own (tqdm) progress bars.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from pathlib import Path
+from typing import Iterator
 
 from .errors import WeightsError
+
+_OFFLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("moshi_mlx_offline", default=False)
+
+
+@contextlib.contextmanager
+def offline_mode(on: bool = True) -> Iterator[None]:
+    """Within the block, files come from the local Hugging Face cache only (no network),
+    as with HF_HUB_OFFLINE=1 but for this thread of work alone."""
+    token = _OFFLINE.set(bool(on) or _OFFLINE.get())
+    try:
+        yield
+    finally:
+        _OFFLINE.reset(token)
 
 
 def _download(repo: str, filename: str) -> Path:
@@ -24,14 +41,16 @@ def _download(repo: str, filename: str) -> Path:
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency
         raise WeightsError("huggingface-hub is not installed; pass local file paths instead") from None
     try:
+        if _OFFLINE.get():
+            return Path(hf_hub_download(repo, filename, local_files_only=True))
         return Path(hf_hub_download(repo, filename))
     except Exception as e:  # the hub raises many types; they all mean "could not get it"
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        offline = _OFFLINE.get() or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         name = type(e).__name__
         if offline or "LocalEntryNotFound" in name or "OfflineMode" in name:
             raise WeightsError(
                 f"{filename} from {repo} is not in the local Hugging Face cache"
-                + (" and HF_HUB_OFFLINE is set" if offline else " and the Hub cannot be reached")
+                + (" and offline mode is on" if offline else " and the Hub cannot be reached")
                 + "; download it once online or pass a local path"
             ) from None
         if "RepositoryNotFound" in name:

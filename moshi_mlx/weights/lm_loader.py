@@ -14,10 +14,11 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from ..models.config import LmConfig, preset, preset_for_repo
+from ..errors import UsageError
+from ..models.config import LmConfig
 from ..models.lm import Lm
 from .errors import WeightsError
-from .hub import hf_get, hf_get_optional
+from .hub import hf_get
 from .lm_keys import Source, is_pytorch_layout, pytorch_sources
 from .model_dir import CONFIG_NAME, model_quant_spec, read_model_dir
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
@@ -27,14 +28,31 @@ _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
 
 def resolve_config(cfg: LmConfig | str | os.PathLike | None) -> LmConfig:
-    if isinstance(cfg, LmConfig):
-        return cfg
+    """An LmConfig from a config, a preset name or a config.json path."""
     if cfg is None:
-        raise WeightsError("no LM config given: pass an LmConfig, a preset name or a config.json path")
-    s = str(cfg)
-    if s.endswith(".json") or os.sep in s or Path(s).exists():
-        return LmConfig.from_json(s)
-    return preset(s)
+        raise UsageError("no LM config given: pass an LmConfig, a preset name or a config.json path")
+    from .resolve import config_from
+
+    return config_from(cfg)[0]
+
+
+COMPUTE = ("auto", "stored")
+
+
+def apply_compute(lm: Lm, compute: str, dtype: mx.Dtype | None = None):
+    """Put a freshly loaded LM in the backend's fast compute format (`models.backend.prepare_lm`)
+    unless `compute="stored"`; returns the ComputeFormat (None when left as stored), also kept
+    as `lm.compute_format`. With an explicit `dtype`, activations stay in that dtype."""
+    if compute not in COMPUTE:
+        raise UsageError(f"compute must be 'auto' (the backend's fast format) or 'stored' (as loaded), got {compute!r}")
+    fmt = None
+    if compute == "auto":
+        from ..models.backend import prepare_lm
+
+        auto = dtype is None
+        fmt = prepare_lm(lm, activation="auto" if auto else "stored", upcast="auto" if auto else False)
+    lm.compute_format = fmt
+    return fmt
 
 
 def _listing(names, limit: int = 6) -> str:
@@ -121,7 +139,7 @@ def _source_shape(f, src: Source) -> tuple[int, ...]:
 
 
 def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-            dtype: mx.Dtype | None = None, repo: str | None = None) -> Lm:
+            dtype: mx.Dtype | None = None, repo: str | None = None, compute: str = "auto") -> Lm:
     """Load an LM checkpoint (PyTorch or MLX layout; float, q8, q4 or any supported mix).
 
     weights: a local path, `hf://owner/repo/file`, a file name in `repo`, or a model folder
@@ -129,18 +147,25 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
     cfg: an LmConfig, a preset name or a config.json path (default: the folder's, or a
       config.json beside the weights file).
     dtype: float dtype for the weights and activations (default: as stored in the file).
+    compute: "auto" (default) puts the model in the backend's fast compute format
+      (`models.backend.prepare_lm`: on a CPU fp32 activations for quantized weights, fp32
+      copies of bf16 layers where memory allows, mat-vecs split over two cores);
+      "stored" leaves it exactly as loaded (to choose your own `prepare_lm` options, or to
+      compare tensors with the file).
     """
     path = hf_get(weights, repo)
     if path.is_dir():
-        return load_model_dir(path, cfg, dtype=dtype)
+        return load_model_dir(path, cfg, dtype=dtype, compute=compute)
     if cfg is None and (path.parent / CONFIG_NAME).is_file():
         cfg = path.parent / CONFIG_NAME
     cfg = resolve_config(cfg)
-    return _fill(cfg, SafetensorsFile(path), dtype)
+    lm = _fill(cfg, SafetensorsFile(path), dtype)
+    apply_compute(lm, compute, dtype)
+    return lm
 
 
 def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-                   dtype: mx.Dtype | None = None) -> Lm:
+                   dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
     """Load a model folder: its config.json names the weights file (`moshi_name`) and
     records the quantization, which is checked against what the tensors say."""
     md = read_model_dir(path)
@@ -149,6 +174,7 @@ def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | 
     if md.quantization is not None:
         md.quantization.check(model_quant_spec(lm), list(quantizable_modules(lm)),
                               f"{md.weights.name} in {md.root}")
+    apply_compute(lm, compute, dtype)
     return lm
 
 
@@ -229,34 +255,21 @@ def _embed_eos_as_pad(model: Lm) -> None:
 
 
 def load_lm_from_hub(repo: str, *, config: LmConfig | str | os.PathLike | None = None,
-                     weights: str | None = None, dtype: mx.Dtype | None = None) -> Lm:
-    """Load from a Hugging Face repo: its config.json (or the preset matching the repo, or
-    `config`) gives the architecture and `moshi_name`. `HF_HUB_OFFLINE=1` works from the cache.
-    A local model folder (from `moshi_mlx.convert`) works in place of a repo."""
-    if Path(repo).expanduser().is_dir():
-        folder = Path(repo).expanduser()
-        if weights is not None:
-            return load_lm(folder / weights, config if config is not None else folder / CONFIG_NAME, dtype=dtype)
-        return load_model_dir(folder, config, dtype=dtype)
-    known = preset_for_repo(repo)
-    if config is None:
-        cfg_file = hf_get_optional("config.json", repo)
-        if cfg_file is not None:
-            cfg = LmConfig.from_json(cfg_file)
-        elif known is not None:
-            cfg = preset(known[0])
-        else:
-            raise WeightsError(f"Hugging Face repo {repo!r} has no config.json and is not a known preset; pass config=")
-    else:
-        cfg = resolve_config(config)
-    fname = weights or cfg.moshi_name or (known[1] if known else None) or "model.safetensors"
-    if known is not None and weights is None and cfg.moshi_name in (None, "model.safetensors"):
-        fname = known[1]
-    return load_lm(fname, cfg, dtype=dtype, repo=repo)
+                     weights: str | None = None, dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
+    """Load from a Hugging Face repo (or a local model folder in its place), found by the one
+    resolver (`weights.resolve`): its config.json, else the preset known for the repo, gives
+    the architecture and the weights file. `HF_HUB_OFFLINE=1` works from the cache.
+    compute: as for `load_lm` ("auto": the backend's fast format)."""
+    from .resolve import resolve_model
+
+    files = resolve_model(repo, weights=weights, config=config)
+    if files.model_dir is not None:
+        return load_model_dir(files.model_dir, dtype=dtype, compute=compute)
+    return load_lm(files.weights, files.cfg, dtype=dtype, compute=compute)
 
 
 __all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "load_model_dir", "match_sources", "resolve_config",
-           "save_lm"]
+           "save_lm", "apply_compute"]
 
 
 def save_lm(model: Lm, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

@@ -4,22 +4,22 @@ seeded random checkpoint of the real architecture (noise, for offline smoke test
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import mlx.core as mx
 
+from ..constants import MIMI_NAME, MIMI_REPO  # noqa: F401  (MIMI_NAME: re-exported)
+from ..errors import UsageError
 from ..models.mimi import Mimi
 from ..models.mimi_config import MimiConfig, mimi_202407
 from ..modules.blas_layout import column_major_linears
 from .errors import WeightsError
-from .hub import hf_get, hf_get_optional
+from .hub import hf_get
 from .mimi_keys import random_published_weights, to_model_weights
 from .safetensors_io import SafetensorsFile
 
-DEFAULT_REPO = "kyutai/moshiko-mlx-q8"
-MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
+DEFAULT_REPO = MIMI_REPO
 BACKENDS = ("mlx", "rustymimi")
 # centroid std of random_mimi: close to the latent std its random encoder produces, so the
 # codes vary with the input (measured with scripts/make_fixtures_mimi.py)
@@ -37,21 +37,11 @@ def resolve_config(config: MimiConfig | dict | str | os.PathLike | None) -> Mimi
 
 
 def resolve_weights(weights: str | os.PathLike | None, hf_repo: str | None = None) -> tuple[Path, MimiConfig | None]:
-    """(local checkpoint path, config named by the repo's config.json or None)."""
-    if weights is not None:
-        return hf_get(weights, repo=hf_repo or DEFAULT_REPO), None
-    repo = hf_repo or DEFAULT_REPO
-    name, cfg = MIMI_NAME, None
-    cfg_path = hf_get_optional("config.json", repo)
-    if cfg_path is not None:
-        try:
-            raw = json.loads(Path(cfg_path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise WeightsError(f"config.json of {repo} is not valid JSON: {e}") from None
-        name = raw.get("mimi_name", name)
-        if raw.get("mimi_config_name"):
-            cfg = MimiConfig.from_json(hf_get(raw["mimi_config_name"], repo=repo))
-    return hf_get(name, repo=repo), cfg
+    """(local checkpoint path, config named by the repo's config.json or None): see
+    `weights.resolve.resolve_mimi`."""
+    from .resolve import resolve_mimi
+
+    return resolve_mimi(weights, hf_repo)
 
 
 def build_mimi(weights: dict, cfg: MimiConfig, num_codebooks: int, source: str) -> Mimi:
@@ -82,7 +72,7 @@ def load_mimi(
     (`mimi_name`, default kyutai/moshiko-mlx-q8).
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown Mimi backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown Mimi backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if weights is not None and str(weights) == "random":
         return random_mimi(num_codebooks=num_codebooks, config=config, backend=backend)
     path, repo_cfg = resolve_weights(weights, hf_repo)

@@ -49,10 +49,22 @@ def test_convert_demo_model_and_run_it(tmp_path, offline, capsys):
     assert conf["quantization"]["bits"] == 4 and (out / "model.q4.safetensors").exists()
     lm = models.load_lm(out)
     assert lm.cfg.card == 64
-    # the demo LM needs the demo codec: the published Mimi is refused with a clear message
+    # it runs from its folder with a random Mimi of the demo's size (the published one would not fit)
     _audio(tmp_path / "in.wav")
-    rc = run_inference([str(tmp_path / "in.wav"), "--moshi-weight", str(out), "--mimi-weight", "random",
-                        "--tokenizer", "none", "--quiet"])
+    rc = run_inference([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--moshi-weight", str(out),
+                        "--mimi-weight", "random", "--tokenizer", "none", "--quiet"])
+    assert rc == 0 and sf.info(str(tmp_path / "out.wav")).frames == 10 * 1920
+    # a Mimi that does not belong to the LM (the published architecture) is refused with a clear message
+    import mlx.core as mx
+
+    from moshi_mlx.models.mimi_config import mimi_202407
+    from moshi_mlx.weights.mimi_keys import random_published_weights
+    from moshi_mlx.weights.safetensors_io import save_safetensors
+
+    mimi = tmp_path / "mimi.safetensors"
+    save_safetensors(mimi, {k: mx.array(v) for k, v in random_published_weights(mimi_202407(), seed=0).items()})
+    rc = run_inference([str(tmp_path / "in.wav"), "--moshi-weight", str(out), "--mimi-weight", str(mimi),
+                        "--mimi-backend", "mlx", "--tokenizer", "none", "--quiet"])
     assert rc == 2
     assert "2048 entries per codebook but the LM expects card 64" in capsys.readouterr().err
     assert convert(["--model", "random-tiny", "tiny.safetensors", "--out", str(tmp_path / "x")]) == 2

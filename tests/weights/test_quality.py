@@ -12,11 +12,18 @@ from moshi_mlx import models
 from moshi_mlx.cli.convert import run as convert_run
 from moshi_mlx.cli.quality import run as quality_run
 from moshi_mlx.weights.errors import WeightsError
-from moshi_mlx.weights.lm_loader import load_lm
+from moshi_mlx.weights import lm_loader
 from moshi_mlx.weights.quality import compare_logprobs, evaluate, generate_codes, load_codes, stream_logprobs
 from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
 
 from .test_convert import small_cfg
+
+
+# these tests compare tensors and logits with the files: the model as stored, not in its compute format
+def load_lm(*args, **kwargs):
+    return lm_loader.load_lm(*args, compute="stored", **kwargs)
+
+
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,22 @@
+"""The numbers and names every layer agrees on, defined once.
+
+Mimi's stream: 24 kHz mono, one 1920-sample (80 ms) frame per LM step. The default model
+is the `moshiko` preset (its Hub repos per quantization are in models/config.py `PRESETS`);
+the file names below are those of Kyutai's published repos. Nothing here imports anything,
+so every layer (and `import moshi_mlx`) can read it for free.
+"""
+
+SAMPLE_RATE = 24_000  # Hz, Mimi's audio rate
+FRAME_SIZE = 1920  # samples per Mimi frame = per LM step
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE  # 0.08 s
+
+DEFAULT_PRESET = "moshiko"  # the model `moshi_mlx.load()` and the CLIs use when given no source
+MIMI_REPO = "kyutai/moshiko-mlx-q8"  # where a lone Mimi is fetched from (every moshiko repo holds it)
+CONFIG_NAME = "config.json"
+LM_NAME = "model.safetensors"  # an LM repo's weights when its config.json names none
+MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
+TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
+DEMO_MODEL = "random-tiny"  # seeded random weights at tiny size, made in memory: offline, produces noise
+
+__all__ = ["SAMPLE_RATE", "FRAME_SIZE", "FRAME_SECONDS", "DEFAULT_PRESET", "MIMI_REPO", "CONFIG_NAME", "LM_NAME",
+           "MIMI_NAME", "TOKENIZER_NAME", "DEMO_MODEL"]

@@ -1,0 +1,173 @@
+"""`Model`: what `moshi_mlx.load()` returns — the LM (in the backend's compute format), its
+Mimi codec, the text tokenizer and the config — and the ways to run it: a streaming
+`conversation()`, file-to-file `respond()`, or a `pipeline()` for a sound card's callbacks."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..constants import FRAME_SIZE, SAMPLE_RATE
+from ..errors import UsageError
+from .pipeline import DuplexPipeline, TextEvent, make_resampler
+from .transcript import Transcript
+
+SAMPLING_OPTIONS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "use_sampling", "cfg_coef",
+                    "condition", "null_condition", "seed")
+
+
+@dataclass
+class Response:
+    """What `Model.respond` produced."""
+
+    audio: np.ndarray  # the model's voice, float32 mono at `sample_rate` (empty for text-only models)
+    sample_rate: int
+    transcript: Transcript  # words with start/end seconds; `.text`, `.save(path)`
+    tokens: list  # per LM step: (input frame, text token, audio tokens or None)
+    prefix_text_token: int | None
+    frames: int  # 80 ms frames stepped
+    wall_s: float
+
+    @property
+    def text(self) -> str:
+        return self.transcript.text
+
+    @property
+    def real_time_factor(self) -> float:
+        """Seconds of audio processed per second of compute (> 1: faster than real time)."""
+        return self.frames * FRAME_SIZE / SAMPLE_RATE / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+@dataclass
+class Model:
+    cfg: object  # LmConfig
+    lm: object  # Lm
+    codec: object  # MimiFrameCodec
+    tokenizer: object
+    description: str
+    is_demo: bool = False
+    compute: object = None  # the ComputeFormat `prepare_lm` applied (None: as stored)
+    mimi_backend: str = "mlx"
+    files: object = None  # the ModelFiles the resolver found (None for the demo model)
+    _active: object = field(default=None, repr=False)
+
+    sample_rate = SAMPLE_RATE  # of the codec (the conversation resamples to and from the caller's)
+    frame_size = FRAME_SIZE
+
+    @property
+    def n_user(self) -> int:
+        """Codebooks of the user's audio the LM takes per frame."""
+        return self.cfg.user_q
+
+    @property
+    def speaks(self) -> bool:
+        """False for text-only (speech-to-text) models."""
+        return self.cfg.dep_q > 0
+
+    def generator(self, **sampling):
+        """A fresh `LmGen` (streaming state) with these sampling options (see SAMPLING_OPTIONS)."""
+        from ..models import LmGen
+
+        unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
+        if unknown:
+            raise UsageError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(SAMPLING_OPTIONS)}")
+        return LmGen(self.lm, **sampling)
+
+    def new_transcript(self) -> Transcript:
+        return Transcript(self.tokenizer, pad_id=self.cfg.existing_text_padding_id)
+
+    def pipeline(self, gen=None, *, input_rate: int = SAMPLE_RATE, output_rate: int = SAMPLE_RATE,
+                 max_lag_ms: float | None = 400.0, on_text: Callable[[TextEvent], None] | None = None,
+                 **options) -> DuplexPipeline:
+        """The live loop's `DuplexPipeline` for this model (not started), for a sound card's
+        callbacks (`push_input` / `read_output`); `gen` defaults to `generator()`.
+        options: the rest of DuplexPipeline's keywords (recorder, step_delay_s, ...)."""
+        self.codec.reset()
+        return DuplexPipeline(self.codec, gen if gen is not None else self.generator(), self.n_user,
+                              max_lag_ms=max_lag_ms, in_resampler=make_resampler(input_rate, SAMPLE_RATE),
+                              out_resampler=make_resampler(SAMPLE_RATE, output_rate), output_rate=output_rate,
+                              on_text=on_text, **options)
+
+    def conversation(self, sample_rate: int = SAMPLE_RATE, *, max_lag_ms: float | None = None,
+                     keep_tokens: bool = False, **sampling):
+        """A streaming conversation (see `Conversation`): `feed(pcm)` chunks of any length at
+        `sample_rate`, get the model's audio (at the same rate) and text as they come.
+        max_lag_ms: None (default) answers every frame, however long it takes (files, tests);
+        a bound (e.g. 400) makes it behave like the live loop when fed in real time: frames
+        too old to be answered in time are skipped and late output dropped."""
+        from .conversation import Conversation
+
+        if self._active is not None and not self._active.closed:
+            raise UsageError("this model already has an open conversation (one at a time: the codec and LM state "
+                             "are shared); close() it first")
+        conv = Conversation(self, self.generator(**sampling), sample_rate, max_lag_ms=max_lag_ms,
+                            keep_tokens=keep_tokens)
+        self._active = conv
+        return conv
+
+    def respond(self, audio: str | os.PathLike | np.ndarray, out_path: str | os.PathLike | None = None, *,
+                sample_rate: int | None = None, transcript_path: str | os.PathLike | None = None,
+                progress: Callable[[int, int], None] | None = None, **sampling) -> Response:
+        """File (or array) in, the model's answer out: as if `audio` had been spoken to it.
+
+        audio: a file (any format, rate, channels) or a mono float array at `sample_rate`.
+        out_path: where to write the model's audio (its format from the extension; 24 kHz,
+          as long as the input); not written for text-only models.
+        transcript_path: save the words with timestamps (.json, else text lines).
+        progress(frames_done, frames_total): called while the model works.
+        Speech-to-text models get the silence their config asks for before and after."""
+        from ..audio.io import read_audio, write_audio
+        from ..errors import AudioError
+
+        if isinstance(audio, (str, os.PathLike)):
+            pcm = read_audio(audio)
+            name = str(audio)
+        else:
+            from ..audio.resample import resample
+
+            if sample_rate is None:
+                raise UsageError("respond(array) needs sample_rate=")
+            pcm = np.asarray(audio, dtype=np.float32).reshape(-1)
+            pcm = resample(pcm, int(sample_rate), SAMPLE_RATE) if int(sample_rate) != SAMPLE_RATE else pcm
+            name = "the input"
+        pcm = pcm.reshape(-1)
+        if pcm.size == 0:
+            raise AudioError(f"{name} contains no audio")
+        prefix, suffix = _stt_padding(self.cfg)
+        n_in = -(-pcm.size // FRAME_SIZE)
+        padded = np.concatenate([np.zeros(int(prefix * SAMPLE_RATE), np.float32), pcm,
+                                 np.zeros(n_in * FRAME_SIZE - pcm.size + int(suffix * SAMPLE_RATE), np.float32)])
+        padded = padded[: len(padded) // FRAME_SIZE * FRAME_SIZE]
+        t0 = time.perf_counter()
+        conv = self.conversation(SAMPLE_RATE, keep_tokens=True, **sampling)
+        try:
+            chunks = []
+            total = len(padded) // FRAME_SIZE + conv.tail_frames
+            for i in range(0, len(padded), 16 * FRAME_SIZE):
+                chunks.append(conv.feed(padded[i:i + 16 * FRAME_SIZE], wait=False))
+            chunks.append(conv.close(progress=(lambda n: progress(n, total)) if progress else None))
+        finally:
+            conv.abort()
+        wall = time.perf_counter() - t0
+        out = np.concatenate([c.audio for c in chunks])[: n_in * FRAME_SIZE]
+        if out_path is not None and self.speaks:
+            write_audio(out_path, out, SAMPLE_RATE)
+        if transcript_path is not None:
+            conv.transcript.save(transcript_path)
+        return Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,
+                        conv.frames_stepped, wall)
+
+
+def _stt_padding(cfg) -> tuple[float, float]:
+    """Speech-to-text models want silence before (prefix) and after (delay + 1 s) the audio."""
+    stt = cfg.extra.get("stt_config") or {}
+    prefix = float(stt.get("audio_silence_prefix_seconds", 0.0))
+    delay = float(stt.get("audio_delay_seconds", 0.0))
+    return prefix, (delay + 1.0) if stt else 0.0
+
+
+__all__ = ["Model", "Response", "SAMPLING_OPTIONS"]

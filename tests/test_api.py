@@ -1,0 +1,162 @@
+"""The public API: `moshi_mlx.load`, `Model.conversation` / `respond`, and the example that
+the README shows (run here on the offline demo model)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import moshi_mlx
+from moshi_mlx import AudioError, UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "runtime" / "run_inference_random_tiny.json"
+
+
+def _sine(rate: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 1.3 * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return moshi_mlx.load("random-tiny", seed=7)
+
+
+def test_example_script_runs(tmp_path):
+    out = tmp_path / "reply.wav"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "talk.py"), "random-tiny", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    audio, rate = sf.read(out, dtype="float32")
+    hello = sf.info(str(ROOT / "examples" / "hello.wav"))
+    assert rate == hello.samplerate and abs(len(audio) - hello.frames) <= 1920  # as long as the input, to a frame
+    assert np.abs(audio).max() > 0  # audio arrived
+    assert r.stdout.count("‹") > 10  # and text (the demo model's tokens are shown as ‹id›)
+
+
+def test_import_stays_light():
+    code = "import sys, moshi_mlx; print(sorted(m for m in ('mlx', 'numpy', 'huggingface_hub') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_respond_is_the_pipeline_run_inference_pinned(model):
+    """Same seed, same input as the run_inference fixture: the same tokens."""
+    res = model.respond(_sine(24000, 3.0), sample_rate=24000, seed=7, temp=0.8)
+    expected = json.loads(FIXTURE.read_text())
+    assert [t for _, t, _ in res.tokens] == expected["text"]
+    assert [a if a is not None else [-1, -1] for _, _, a in res.tokens] == expected["audio"]
+    assert len(res.audio) == 38 * 1920 and res.text
+
+
+@pytest.mark.parametrize("chunk", [1, 777, 1920, 24000])
+def test_chunking_does_not_change_the_answer(model, chunk):
+    pcm = _sine(24000, 1.5)
+    ref = model.respond(pcm, sample_rate=24000, seed=1)
+    conv = model.conversation(seed=1, keep_tokens=True)
+    out = conv.feed(pcm[:0])
+    for i in range(0, len(pcm), chunk):
+        out += conv.feed(pcm[i:i + chunk])
+    out += conv.close()
+    assert conv.tokens == ref.tokens
+    np.testing.assert_array_equal(out.audio, ref.audio)
+    assert out.text.split() == ref.text.split()
+
+
+def test_feed_returns_the_answer_so_far_at_the_callers_rate(model):
+    rate = 16000
+    pcm = _sine(rate, 2.0)
+    with model.conversation(sample_rate=rate) as conv:
+        first = conv.feed(pcm[:rate])  # 1 s in: its answers come back before feed returns
+        assert len(first.audio) > 0 and first.pieces
+        starts = [p.start for p in first.pieces]
+        assert starts == sorted(starts) and starts[0] == pytest.approx(0.08)
+        rest = conv.feed(pcm[rate:]) + conv.close()
+    total = len(first.audio) + len(rest.audio)
+    assert abs(total - len(pcm)) <= rate * 0.08  # the model's voice as long as the input, to a frame
+    assert first.audio.dtype == np.float32
+
+
+def test_real_time_mode_does_not_wait(model):
+    pcm = _sine(24000, 1.0)
+    with model.conversation(max_lag_ms=10_000) as conv:
+        out = conv.feed(pcm)  # returns at once: whatever is ready (maybe nothing yet)
+        out += conv.close()
+    assert len(out.audio) > 0 and out.pieces
+
+
+def test_caller_mistakes_are_usage_and_audio_errors(model):
+    with pytest.raises(UsageError, match="sample_rate"):
+        model.conversation(sample_rate=0)
+    with pytest.raises(UsageError, match="unknown sampling option"):
+        model.conversation(temperature=0.5)
+    conv = model.conversation()
+    with pytest.raises(UsageError, match="already has an open conversation"):
+        model.conversation()
+    with pytest.raises(AudioError, match="NaN"):
+        conv.feed(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(AudioError, match="float samples"):
+        conv.feed(np.zeros(100, np.int16))
+    with pytest.raises(AudioError, match="shape"):
+        conv.feed(np.zeros((2, 2, 2), np.float32))
+    conv.close()
+    with pytest.raises(UsageError, match="closed"):
+        conv.feed(np.zeros(10, np.float32))
+    with pytest.raises(UsageError, match="mimi_backend"):
+        moshi_mlx.load("random-tiny", mimi_backend="torch")
+    with pytest.raises(UsageError, match="quantized"):
+        moshi_mlx.load(quantized=3)
+    with pytest.raises(UsageError, match="sample_rate="):
+        model.respond(np.zeros(100, np.float32))
+
+
+def test_load_a_converted_folder_prepared_by_default(tmp_path, monkeypatch):
+    from moshi_mlx.cli.convert import run as convert
+    from moshi_mlx.models import load_lm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    out = tmp_path / "tiny-q4"
+    assert convert(["--model", "random-tiny", "--out", str(out), "-q", "--quiet"]) == 0
+    m = moshi_mlx.load(out, mimi="random", tokenizer="none", offline=True)
+    assert m.compute is not None and m.lm.compute_format is m.compute
+    if m.compute.device.startswith("Device(cpu"):
+        assert m.compute.activation_dtype == "float32"  # quantized weights compute in fp32 on a CPU
+    assert load_lm(out).compute_format is not None  # the public loader: the fast format too
+    assert load_lm(out, compute="stored").compute_format is None  # unless asked not to
+    with pytest.raises(UsageError, match="compute"):
+        load_lm(out, compute="fast")
+
+
+def test_offline_names_the_default_repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(moshi_mlx.WeightsError, match="moshiko-mlx-q4 is not in the local Hugging Face cache"):
+        moshi_mlx.load(quantized=4, offline=True)
+    with pytest.raises(moshi_mlx.WeightsError, match="moshika-mlx-q8"):
+        moshi_mlx.load("moshika", quantized=8, offline=True)  # a preset name: its repo
+    with pytest.raises(UsageError, match="no q4 repo"):
+        moshi_mlx.load("hibiki-2b", quantized=4, offline=True)
+
+
+def test_cli_flags_become_load_keywords():
+    import argparse
+
+    from moshi_mlx.runtime.loading import add_model_args, add_sampling_args, load_kwargs, sampling_kwargs
+
+    ap = argparse.ArgumentParser()
+    add_model_args(ap)
+    add_sampling_args(ap)
+    args = ap.parse_args(["--hf-repo", "me/model", "-q", "8", "--mimi-weight", "random", "--dtype", "float32",
+                          "--temp", "0.5", "--offline"])
+    kw = load_kwargs(args)
+    assert kw["source"] == "me/model" and kw["quantized"] == 8 and kw["mimi"] == "random"
+    assert kw["dtype"] == "float32" and kw["offline"] is True
+    assert sampling_kwargs(args) == {"temp": 0.5, "seed": 299792458}
