@@ -26,6 +26,7 @@ setup(
         "sentencepiece>=0.2",
         "sounddevice>=0.4",
         "huggingface-hub>=0.24",
+        "tqdm>=4.60",  # progress bars (huggingface-hub brings it too)
         "soundfile>=0.12",  # audio files: its wheels bundle libsndfile (wav/flac/ogg/mp3)
     ],
     extras_require={

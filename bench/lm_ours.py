@@ -57,7 +57,7 @@ def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str,
     from moshi_mlx.models.backend import prepare_lm
 
     t0 = time.perf_counter()
-    lm = load_lm(folder)
+    lm = load_lm(folder, compute="stored")  # its compute format is set just below
     par = {"auto": "auto", "on": True, "off": False}[parallel]
     upcast_info = {}
     if upcast == "auto" and full_layers and mx.default_device().type == mx.DeviceType.cpu:

@@ -32,7 +32,7 @@ def profile(folder: str, steps: int = 10, warmup: int = 3, parallel: str = "auto
     from moshi_mlx.models.backend import prepare_lm
     from moshi_mlx.modules import parallel as par
 
-    lm = load_lm(folder)
+    lm = load_lm(folder, compute="stored")  # its compute format is set just below
     fmt = prepare_lm(lm, parallel={"auto": "auto", "on": True, "off": False}[parallel])
     gen = LmGen(lm, seed=0)
     rng = np.random.default_rng(0)
