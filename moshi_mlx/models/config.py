@@ -21,10 +21,12 @@ from ..errors import WeightsError
 
 # Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen).
 LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
+# Other spellings found in published configs (tts-1.6b-en_fr writes "text_temp").
+_LM_GEN_ALIASES = {"text_temp": "temp_text"}
 # Keys that describe the checkpoint rather than the network; kept verbatim in `extra`.
 # ("quantization": how `moshi_mlx.convert` quantized the weights beside this config)
 _METADATA_KEYS = ("stt_config", "tts_config", "model_id", "mimi_config_name", "lora_name", "quantization")
-_SUPPORTED_FUSE = ("sum",)
+_SUPPORTED_FUSE = ("sum", "cross")
 
 
 @dataclass
@@ -47,6 +49,16 @@ class LutConditionerConfig:
         if value not in self.possible_values:
             raise WeightsError(f"condition value {value!r} is not one of {self.possible_values}")
         return self.possible_values.index(value)
+
+
+@dataclass
+class TensorConditionerConfig:
+    """A tensor conditioner (`type: tensor`, TTS speaker embeddings): a [T, dim] tensor with a
+    mask -> output_proj -> masked positions replaced by the learnt padding; fused by `cross`."""
+
+    dim: int
+    force_linear: bool = True
+    learn_padding: bool = True
 
 
 @dataclass
@@ -90,8 +102,14 @@ class LmConfig:
     depformer_layer_scale: float | None = None  # from_dict: absent = inherit layer_scale
     depformer_kv_repeat: int | None = None
     # conditioning and extra outputs
-    conditioners: dict[str, LutConditionerConfig] = field(default_factory=dict)
+    conditioners: dict[str, LutConditionerConfig | TensorConditionerConfig] = field(default_factory=dict)
     fuse_sum: list[str] = field(default_factory=list)
+    # cross-attention (TTS): one cross-attention block per temporal layer attending to the
+    # `fuse_cross` conditions (concatenated along time, + a sinusoidal position embedding)
+    cross_attention: bool = False
+    fuse_cross: list[str] = field(default_factory=list)
+    cross_attention_pos_emb: bool = False
+    cross_attention_pos_emb_scale: float = 1.0
     extra_heads_num_heads: int = 0
     extra_heads_dim: int = 6
     # checkpoint metadata
@@ -223,11 +241,20 @@ class LmConfig:
         d = asdict(self)
         conds = d.pop("conditioners")
         fuse_sum = d.pop("fuse_sum")
+        fuse_cross = d.pop("fuse_cross")
+        pos_emb, pos_scale = d.pop("cross_attention_pos_emb"), d.pop("cross_attention_pos_emb_scale")
         extra = d.pop("extra")
         source = d.pop("source")
         if conds:
-            d["conditioners"] = {k: {"type": "lut", "lut": v} for k, v in conds.items()}
+            kinds = {k: "tensor" if isinstance(c, TensorConditionerConfig) else "lut"
+                     for k, c in self.conditioners.items()}
+            d["conditioners"] = {k: {"type": kinds[k], kinds[k]: v} for k, v in conds.items()}
             d["fuser"] = {"sum": fuse_sum}
+            if fuse_cross:
+                d["fuser"].update(cross=fuse_cross, cross_attention_pos_emb=pos_emb,
+                                  cross_attention_pos_emb_scale=pos_scale)
+        if not d["cross_attention"]:
+            d.pop("cross_attention")
         d.update(extra)
         if source:
             d["_source"] = source
@@ -255,54 +282,23 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
     refuse("lora", lambda v: not v)
     refuse("norm_emb", lambda v: not v)
     refuse("bias_proj", lambda v: not v)
-    refuse("cross_attention", lambda v: not v)
     refuse("depformer_norm", lambda v: v is None)
     refuse("positional_scale", lambda v: v == 1.0)
     refuse("quantize", lambda v: not v)
-    for k in ("lora", "norm_emb", "bias_proj", "cross_attention", "depformer_norm", "positional_scale", "quantize",
+    for k in ("lora", "norm_emb", "bias_proj", "depformer_norm", "positional_scale", "quantize",
               "lora_rank", "lora_scaling", "gradient_checkpointing"):
         data.pop(k, None)
 
-    conditioners: dict[str, LutConditionerConfig] = {}
-    for name, c in (data.pop("conditioners", None) or {}).items():
-        if not isinstance(c, dict) or c.get("type") != "lut":
-            kind = c.get("type") if isinstance(c, dict) else c
-            raise _err(where, f"conditioner {name!r} has type {kind!r}; only 'lut' conditioners are supported")
-        lut = dict(c.get("lut") or {})
-        if lut.get("output_bias"):
-            raise _err(where, f"conditioner {name!r}: output_bias is not supported")
-        if lut.get("tokenizer", "noop") != "noop":
-            raise _err(where, f"conditioner {name!r}: tokenizer {lut['tokenizer']!r} is not supported (only 'noop')")
-        if lut.get("init_scale", 1.0) is None:
-            raise _err(where, f"conditioner {name!r}: bad init_scale")
-        lut.pop("init_scale", None)  # only affects random init
-        lut.pop("output_bias", None)
-        lut.pop("pad_empty", None)  # a LUT condition is never empty
-        try:
-            conditioners[name] = LutConditionerConfig(**lut)
-        except TypeError as e:
-            raise _err(where, f"conditioner {name!r}: {e}") from None
-    fuser = data.pop("fuser", None) or {}
-    fuse_sum = list(fuser.get("sum", []) or [])
-    for method in ("cross", "prepend"):
-        if fuser.get(method):
-            raise _err(where, f"fuser method {method!r} is not supported (only 'sum')")
-    unknown_fuse = set(fuser) - {"sum", "cross", "prepend", "cross_attention_pos_emb", "cross_attention_pos_emb_scale"}
-    if unknown_fuse:
-        raise _err(where, f"unknown fuser keys {sorted(unknown_fuse)}")
-    for n in fuse_sum:
-        if n not in conditioners:
-            raise _err(where, f"fuser sums condition {n!r} but no conditioner has that name")
-    for n in conditioners:
-        if n not in fuse_sum:
-            raise _err(where, f"conditioner {n!r} is not fused with 'sum' (other fusers are not supported)")
+    conditioners, fuse_sum, fuse_cross, fuse_opts = _parse_conditioning(data, where)
 
-    lm_gen = data.pop("lm_gen_config", None) or {}
+    lm_gen = {_LM_GEN_ALIASES.get(k, k): v for k, v in (data.pop("lm_gen_config", None) or {}).items()}
     bad = set(lm_gen) - set(LM_GEN_KEYS)
     if bad:
         raise _err(where, f"lm_gen_config has unsupported keys {sorted(bad)}; known: {', '.join(LM_GEN_KEYS)}")
 
-    known = {f for f in LmConfig.__dataclass_fields__} - {"conditioners", "fuse_sum", "extra", "source", "lm_gen_config"}
+    known = {f for f in LmConfig.__dataclass_fields__} - {"conditioners", "fuse_sum", "fuse_cross", "extra", "source",
+                                                         "lm_gen_config", "cross_attention_pos_emb",
+                                                         "cross_attention_pos_emb_scale"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise _err(where, f"unknown config keys {unknown}")
@@ -316,10 +312,55 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
         data["max_period"] = float(data["max_period"])
     if data.get("depformer_max_period") is not None:
         data["depformer_max_period"] = float(data["depformer_max_period"])
-    cfg = LmConfig(**data, conditioners=conditioners, fuse_sum=fuse_sum, lm_gen_config=dict(lm_gen), extra=extra,
-                   source=source)
+    cfg = LmConfig(**data, conditioners=conditioners, fuse_sum=fuse_sum, fuse_cross=fuse_cross, **fuse_opts,
+                   lm_gen_config=dict(lm_gen), extra=extra, source=source)
     _validate(cfg, where)
     return cfg
+
+
+def _parse_conditioning(data: dict[str, Any], where: str):
+    """Pop `conditioners` and `fuser` from `data`: (conditioners, fuse_sum, fuse_cross,
+    cross-attention position-embedding options). LUT conditioners are summed into the
+    input, tensor conditioners are the cross-attention source, as in the reference."""
+    conditioners: dict[str, LutConditionerConfig | TensorConditionerConfig] = {}
+    for name, c in (data.pop("conditioners", None) or {}).items():
+        kind = c.get("type") if isinstance(c, dict) else c
+        if kind not in ("lut", "tensor"):
+            raise _err(where, f"conditioner {name!r} has type {kind!r}; only 'lut' and 'tensor' conditioners are supported")
+        opts = dict(c.get(kind) or {})
+        if opts.get("output_bias"):
+            raise _err(where, f"conditioner {name!r}: output_bias is not supported")
+        opts.pop("output_bias", None)
+        opts.pop("pad_empty", None)  # an empty condition is padded either way
+        if kind == "lut":
+            if opts.get("tokenizer", "noop") != "noop":
+                raise _err(where, f"conditioner {name!r}: tokenizer {opts['tokenizer']!r} is not supported (only 'noop')")
+            if opts.get("init_scale", 1.0) is None:
+                raise _err(where, f"conditioner {name!r}: bad init_scale")
+            opts.pop("init_scale", None)  # only affects random init
+        try:
+            conditioners[name] = LutConditionerConfig(**opts) if kind == "lut" else TensorConditionerConfig(**opts)
+        except TypeError as e:
+            raise _err(where, f"conditioner {name!r}: {e}") from None
+    fuser = data.pop("fuser", None) or {}
+    fuse_sum = list(fuser.get("sum", []) or [])
+    fuse_cross = list(fuser.get("cross", []) or [])
+    if fuser.get("prepend"):
+        raise _err(where, "fuser method 'prepend' is not supported (only 'sum' and 'cross')")
+    unknown_fuse = set(fuser) - {"sum", "cross", "prepend", "cross_attention_pos_emb", "cross_attention_pos_emb_scale"}
+    if unknown_fuse:
+        raise _err(where, f"unknown fuser keys {sorted(unknown_fuse)}")
+    for n in fuse_sum + fuse_cross:
+        if n not in conditioners:
+            raise _err(where, f"fuser uses condition {n!r} but no conditioner has that name")
+    for n, c in conditioners.items():
+        want, method = (fuse_cross, "cross") if isinstance(c, TensorConditionerConfig) else (fuse_sum, "sum")
+        if n not in want:
+            raise _err(where, f"conditioner {n!r} ({'tensor' if method == 'cross' else 'lut'}) must be fused with "
+                              f"{method!r} (other combinations are not supported)")
+    opts = {"cross_attention_pos_emb": bool(fuser.get("cross_attention_pos_emb", False)),
+            "cross_attention_pos_emb_scale": float(fuser.get("cross_attention_pos_emb_scale", 1.0))}
+    return conditioners, fuse_sum, fuse_cross, opts
 
 
 def _validate(cfg: LmConfig, where: str) -> None:
@@ -338,6 +379,10 @@ def _validate(cfg: LmConfig, where: str) -> None:
     check(cfg.dim % cfg.num_heads == 0, f"dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
     check(cfg.num_heads % cfg.kv_repeat == 0, f"num_heads {cfg.num_heads} is not divisible by kv_repeat {cfg.kv_repeat}")
     check(cfg.context is None or cfg.context > 0, f"context must be positive, got {cfg.context}")
+    check(not cfg.fuse_cross or cfg.cross_attention,
+          f"fuser 'cross' conditions {cfg.fuse_cross} need cross_attention: true")
+    check(not cfg.cross_attention or cfg.fuse_cross, "cross_attention: true needs a conditioner fused with 'cross'")
+    check(not cfg.cross_attention or cfg.kv_repeat == 1, "cross_attention with kv_repeat > 1 is not supported")
     check(len(cfg.delays) == cfg.n_q + 1, f"delays has {len(cfg.delays)} entries, expected n_q + 1 = {cfg.n_q + 1}")
     check(all(isinstance(d, int) and d >= 0 for d in cfg.delays), f"delays must be non-negative integers: {cfg.delays}")
     check(0 <= cfg.dep_q <= cfg.n_q, f"dep_q {cfg.dep_q} must be between 0 and n_q {cfg.n_q}")
@@ -387,6 +432,10 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "bf16": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-bf16.safetensors"),
     }),
     "random-tiny": ("random-tiny.json", {}),
+    "tts-1.6b-en_fr": ("tts-1.6b-en_fr.json", {
+        "pytorch": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
+    }),
+    "tts-tiny": ("tts-tiny.json", {}),
 }
 
 

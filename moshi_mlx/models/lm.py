@@ -19,13 +19,15 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..modules.conditioner import ConditionProvider, LutConditioner
+from ..modules.conditioner import ConditionProvider, LutConditioner, TensorConditioner
+from ..modules.cross_attention import CrossKV
 from ..modules.embedding import ScaledEmbedding
 from ..modules.kv_cache import KVCache
 from ..modules.norm import make_norm
+from ..modules.rope import sin_embedding
 from ..modules.transformer import Transformer, TransformerConfig
 from ..errors import WeightsError
-from .config import LmConfig
+from .config import LmConfig, TensorConditionerConfig
 from .depformer import Depformer
 
 
@@ -44,6 +46,7 @@ def temporal_transformer_config(cfg: LmConfig) -> TransformerConfig:
         activation="gelu",
         layer_scale=cfg.layer_scale,
         kv_repeat=cfg.kv_repeat,
+        cross_attention=cfg.cross_attention,
     )
 
 
@@ -73,8 +76,9 @@ class Lm(nn.Module):
             self.depformer = Depformer(cfg)
         if cfg.conditioners:
             self.condition_provider = ConditionProvider({
-                name: LutConditioner(c.n_bins, c.dim, cfg.dim, force_linear=c.force_linear,
-                                     learn_padding=c.learn_padding)
+                name: TensorConditioner(c.dim, cfg.dim, force_linear=c.force_linear, learn_padding=c.learn_padding)
+                if isinstance(c, TensorConditionerConfig) else
+                LutConditioner(c.n_bins, c.dim, cfg.dim, force_linear=c.force_linear, learn_padding=c.learn_padding)
                 for name, c in cfg.conditioners.items()
             })
         if cfg.extra_heads_num_heads:
@@ -116,6 +120,27 @@ class Lm(nn.Module):
         idx = {n: (None if values[n] is None else i) for n, i in idx.items()}
         return self.condition_provider.condition_sum(idx)
 
+    def cross_source(self, tensors: dict[str, tuple[mx.array, mx.array]]) -> mx.array:
+        """The cross-attention source [B, S, dim] (float32) from the `fuse_cross` conditions.
+
+        tensors: name -> (tensor [B, T, cond dim], mask [B, T] bool); an all-False mask is
+        that condition's null value. Conditions are concatenated along time, then a
+        sinusoidal position embedding is added when the config asks for it (the reference
+        `ConditionFuser.get_cross`)."""
+        cfg = self.cfg
+        missing = set(cfg.fuse_cross) - set(tensors)
+        if missing:
+            raise WeightsError(f"missing tensor condition(s) {sorted(missing)}")
+        parts = [self.condition_provider.conditioners[n](*tensors[n]) for n in cfg.fuse_cross]
+        src = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
+        if cfg.cross_attention_pos_emb:
+            src = src + cfg.cross_attention_pos_emb_scale * sin_embedding(0, src.shape[1], src.shape[2], 10_000.0)
+        return src
+
+    def cross_kv(self, source: mx.array) -> list[CrossKV]:
+        """Per-layer keys/values of a cross-attention source, computed once per generation."""
+        return self.transformer.cross_kv(source.astype(self.dtype))
+
     def embed(self, tokens: mx.array) -> mx.array:
         """tokens [B, 1 + n_q, T] -> summed embeddings [B, T, dim], in the activation dtype
         (every layer after this computes in the dtype of its input)."""
@@ -131,12 +156,14 @@ class Lm(nn.Module):
         return x
 
     def forward_text(self, tokens: mx.array, condition: mx.array | None = None,
-                     cache: list[KVCache] | None = None) -> tuple[mx.array, mx.array]:
-        """tokens [B, 1 + n_q, T] -> (normed hidden [B, T, dim], text logits [B, T, text_out_card])."""
+                     cache: list[KVCache] | None = None,
+                     cross: list[CrossKV] | None = None) -> tuple[mx.array, mx.array]:
+        """tokens [B, 1 + n_q, T] -> (normed hidden [B, T, dim], text logits [B, T, text_out_card]).
+        cross: `cross_kv(...)` for cross-attention (TTS) models."""
         x = self.embed(tokens)
         if condition is not None:
             x = x + condition.astype(x.dtype)
-        h = self.out_norm(self.transformer(x, cache))
+        h = self.out_norm(self.transformer(x, cache, cross) if cross is not None else self.transformer(x, cache))
         return h, self.text_linear(h)
 
     # ---- teacher-forced batch forward (training convention) ---------------------------
@@ -156,7 +183,8 @@ class Lm(nn.Module):
         inputs = np.concatenate([np.broadcast_to(init[None, :, None], (B, K, 1)), delayed[:, :, :-1]], axis=2)
         return inputs, delayed
 
-    def forward_train(self, codes, condition: dict[str, str | None] | None = None) -> LmOutput:
+    def forward_train(self, codes, condition: dict[str, str | None] | None = None,
+                      cross: list[CrossKV] | None = None) -> LmOutput:
         """Teacher-forced logits for codes [B, 1 + n_q, T] (ints, -1 = zero token), as the
         reference `LMModel.forward`: text logits and, through the depformer fed the true
         previous codebooks, per-codebook audio logits, both realigned with `codes`."""
@@ -167,7 +195,7 @@ class Lm(nn.Module):
         B, K, T = codes.shape
         inputs, delayed = self.delayed_inputs(codes)
         cond = self.condition_tensor(condition) if cfg.conditioners else None
-        h, text_logits = self.forward_text(mx.array(inputs), cond)
+        h, text_logits = self.forward_text(mx.array(inputs), cond, None, cross)
         text_logits, text_mask = _undelay(text_logits[:, None], [cfg.delays[0]])
         text_mask = text_mask & mx.array(codes[:, :1] != -1)
         audio_logits = audio_mask = None

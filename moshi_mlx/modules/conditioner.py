@@ -1,4 +1,5 @@
-"""Look-up-table conditioning, fused by summation into every input step.
+"""Conditioners: look-up tables fused by summation into every input step, and tensor
+conditioners (TTS speaker embeddings) that become a cross-attention source.
 
 A LUT conditioner maps one categorical value (e.g. Hibiki's `description = "very_good"`)
 to a vector of the model's width: `output_proj(embed[value])`. Like the reference, the
@@ -38,16 +39,42 @@ class LutConditioner(nn.Module):
         return y.astype(mx.float32)
 
 
-class ConditionProvider(nn.Module):
-    """Holds the named conditioners (`conditioners.<name>`); sums the fused ones."""
+class TensorConditioner(nn.Module):
+    """A [T, dim] condition with a validity mask -> [T, output_dim]: `output_proj(x)` where
+    the mask is set, the learnt padding elsewhere (the reference `TensorConditioner`, whose
+    null condition is an all-False mask: padding everywhere)."""
 
-    def __init__(self, conditioners: dict[str, LutConditioner]):
+    def __init__(self, dim: int, output_dim: int, *, force_linear: bool = True, learn_padding: bool = True):
+        super().__init__()
+        self.dim = dim
+        self.has_proj = force_linear or dim != output_dim
+        if self.has_proj:
+            self.output_proj = nn.Linear(dim, output_dim, bias=False)
+        self.has_padding = learn_padding
+        if learn_padding:
+            self.learnt_padding = mx.random.normal((1, 1, output_dim)) * 0.2
+        self.output_dim = output_dim
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        """x [B, T, dim] (float), mask [B, T] (bool) -> [B, T, output_dim] float32."""
+        x = x.astype(mx.float32)
+        y = self.output_proj(x).astype(mx.float32) if self.has_proj else x
+        m = mask.astype(mx.float32)[..., None]
+        pad = self.learnt_padding.astype(mx.float32) if self.has_padding else mx.zeros((1, 1, self.output_dim))
+        return y * m + pad * (1.0 - m)
+
+
+class ConditionProvider(nn.Module):
+    """Holds the named conditioners (`conditioners.<name>`); sums the LUT ones."""
+
+    def __init__(self, conditioners: dict[str, "LutConditioner | TensorConditioner"]):
         super().__init__()
         self.conditioners = conditioners
 
     def condition_sum(self, indices: dict[str, int | None]) -> mx.array:
+        """Sum over the named LUT conditioners of their vector for `indices[name]`."""
         total = None
-        for name, cond in self.conditioners.items():
-            v = cond(indices.get(name))
+        for name in indices:
+            v = self.conditioners[name](indices[name])
             total = v if total is None else total + v
         return total

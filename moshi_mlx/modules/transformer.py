@@ -13,6 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .attention import MultiheadAttention
+from .cross_attention import CrossKV, add_cross_attention, cross_attention_residual
 from .kv_cache import KVCache
 from .mlp import GatedMLP, activation
 from .norm import make_norm
@@ -36,6 +37,7 @@ class TransformerConfig:
     kv_repeat: int = 1
     bias_attn: bool = False
     bias_ff: bool = False
+    cross_attention: bool = False  # TTS: a cross-attention block per layer (modules/cross_attention.py)
 
     def __post_init__(self):
         if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
@@ -85,17 +87,21 @@ class TransformerLayer(nn.Module):
             self.layer_scale_1 = LayerScale(cfg.d_model, cfg.layer_scale)
             self.layer_scale_2 = LayerScale(cfg.d_model, cfg.layer_scale)
         self.has_layer_scale = cfg.layer_scale is not None
+        if cfg.cross_attention:
+            add_cross_attention(self, cfg.d_model, cfg.num_heads, cfg.layer_scale)
 
     def feed_forward(self, x: mx.array) -> mx.array:
         if self.gated:
             return self.gating(x)
         return self.linear2(self._act(self.linear1(x)))
 
-    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+    def __call__(self, x: mx.array, cache: KVCache | None = None, cross: CrossKV | None = None) -> mx.array:
         update = self.self_attn(self.norm1(x), cache)
         if self.has_layer_scale:
             update = self.layer_scale_1(update)
         x = x + update
+        if cross is not None:
+            x = cross_attention_residual(self, x, cross)
         update = self.feed_forward(self.norm2(x))
         if self.has_layer_scale:
             update = self.layer_scale_2(update)
@@ -118,14 +124,22 @@ class Transformer(nn.Module):
     def make_cache(self) -> list[KVCache]:
         return [layer.self_attn.make_cache() for layer in self.layers]
 
-    def __call__(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+    def cross_kv(self, source: mx.array) -> list[CrossKV]:
+        """Per-layer keys/values of a cross-attention source [B, S, d_model] (computed once)."""
+        return [layer.cross_attention.kv(source) for layer in self.layers]
+
+    def __call__(self, x: mx.array, cache: list[KVCache] | None = None,
+                 cross: list[CrossKV] | None = None) -> mx.array:
+        """cross: `cross_kv(source)`, required by (and only for) cross-attention layers."""
         if self.cfg.positional_embedding in ("sin", "sin_rope"):
             offset = cache[0].offset if cache else 0
             x = x + sin_embedding(offset, x.shape[1], x.shape[2], self.cfg.max_period, x.dtype)
+        if self.cfg.cross_attention != (cross is not None):
+            raise ValueError("cross-attention layers need `cross` (Transformer.cross_kv), other layers refuse it")
         if cache is None:
-            for layer in self.layers:
-                x = layer(x)
+            for i, layer in enumerate(self.layers):
+                x = layer(x, None, cross[i] if cross else None)
         else:
-            for layer, c in zip(self.layers, cache):
-                x = layer(x, c)
+            for i, (layer, c) in enumerate(zip(self.layers, cache)):
+                x = layer(x, c, cross[i] if cross else None)
         return x

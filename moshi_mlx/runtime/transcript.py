@@ -56,6 +56,22 @@ class PlaceholderTokenizer:
         raise ValueError("the placeholder tokenizer cannot encode text")
 
 
+class ByteTokenizer:
+    """For random-weight TTS demo models: one token per UTF-8 byte (ids 4..259, clear of
+    the special text tokens 0..3), so any text can be spoken by a model with no tokenizer file."""
+
+    OFFSET = 4
+    vocab_size = OFFSET + 256
+
+    def encode(self, text: str) -> list[int]:
+        return [self.OFFSET + b for b in text.encode("utf-8")]
+
+    def piece(self, token: int) -> str | None:
+        if not self.OFFSET <= token < self.vocab_size:
+            return None
+        return bytes([token - self.OFFSET]).decode("latin-1")
+
+
 @dataclass
 class Word:
     text: str

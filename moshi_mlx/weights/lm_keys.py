@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models.config import LmConfig
+from ..models.config import LmConfig, TensorConditionerConfig
 
 # Keys whose presence means "PyTorch layout".
 _PYTORCH_MARKERS = ("emb.0.weight", "linears.0.weight", "depformer_in.0.weight", "depformer_text_emb.weight")
@@ -70,6 +70,20 @@ def _layer_sources(src: str, dst: str, cfg: LmConfig, keys: set[str], gated: boo
     return out
 
 
+def _cross_sources(src: str, dst: str, keys: set[str], layer_scale: bool) -> dict[str, Source]:
+    """A temporal layer's cross-attention block (TTS): legacy `in_proj_weight` or in-memory
+    `in_projs.0.weight` names; `norm_cross` is a LayerNorm whatever the model's norm."""
+    out: dict[str, Source] = {}
+    for proj, legacy in (("in_proj", "in_proj_weight"), ("out_proj", "out_proj.weight")):
+        inmem = f"{src}.cross_attention.{proj}s.0.weight"
+        out[f"{dst}.cross_attention.{proj}.weight"] = Source(inmem if inmem in keys else f"{src}.cross_attention.{legacy}")
+    for nk in ("weight", "bias"):
+        out[f"{dst}.norm_cross.{nk}"] = Source(f"{src}.norm_cross.{nk}")
+    if layer_scale:
+        out[f"{dst}.layer_scale_cross.scale"] = Source(f"{src}.layer_scale_cross.scale")
+    return out
+
+
 def _embedding_sources(src: str, dst: str, keys: set[str]) -> dict[str, Source]:
     out = {f"{dst}.weight": Source(f"{src}.weight")}
     for extra in ("low_rank", "out1", "out2"):
@@ -88,6 +102,9 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
     for layer in range(cfg.num_layers):
         out.update(_layer_sources(f"transformer.layers.{layer}", f"transformer.layers.{layer}", cfg, keys,
                                   cfg.gating != "none", cfg.layer_scale is not None, 1, 0, False))
+        if cfg.cross_attention:
+            out.update(_cross_sources(f"transformer.layers.{layer}", f"transformer.layers.{layer}", keys,
+                                      cfg.layer_scale is not None))
     for nk in _norm_keys(cfg):
         out["out_norm." + ("weight" if nk == "alpha" else nk)] = Source(f"out_norm.{nk}", flatten=nk == "alpha")
     out["text_linear.weight"] = Source("text_linear.weight")
@@ -104,7 +121,8 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
                                       cfg.dep_weights, w, cfg.depformer_weights_per_step))
     for name, c in cfg.conditioners.items():
         p = f"condition_provider.conditioners.{name}"
-        out[f"{p}.embed.weight"] = Source(f"{p}.embed.weight")
+        if not isinstance(c, TensorConditionerConfig):
+            out[f"{p}.embed.weight"] = Source(f"{p}.embed.weight")
         if c.force_linear or c.dim != cfg.dim:
             out[f"{p}.output_proj.weight"] = Source(f"{p}.output_proj.weight")
         if c.learn_padding:
@@ -139,7 +157,7 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
         return (21 * dim) // 8 if ff == 4 * dim else (2 * ff) // 3
 
     def layer(prefix: str, dim: int, heads: int, kv_repeat: int, gating: str, ff_list: list[int], mult: int,
-              per_step: bool, ls: float | None) -> None:
+              per_step: bool, ls: float | None, cross: bool = False) -> None:
         hd = dim // heads
         qkv = dim + 2 * hd * (heads // kv_repeat)
         shapes[f"{prefix}.self_attn.in_proj_weight"] = (mult * qkv, dim)
@@ -158,13 +176,20 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
         if ls is not None:
             shapes[f"{prefix}.layer_scale_1.scale"] = (dim,)
             shapes[f"{prefix}.layer_scale_2.scale"] = (dim,)
+        if cross:
+            shapes[f"{prefix}.cross_attention.in_proj_weight"] = (3 * dim, dim)
+            shapes[f"{prefix}.cross_attention.out_proj.weight"] = (dim, dim)
+            shapes[f"{prefix}.norm_cross.weight"] = (dim,)
+            shapes[f"{prefix}.norm_cross.bias"] = (dim,)
+            if ls is not None:
+                shapes[f"{prefix}.layer_scale_cross.scale"] = (dim,)
 
     emb("text_emb", cfg.text_card + 1, D, None, cfg.demux_second_stream and demux)
     for i in range(cfg.n_q):
         emb(f"emb.{i}", cfg.card + 1, D, None, False)
     for i in range(cfg.num_layers):
         layer(f"transformer.layers.{i}", D, cfg.num_heads, cfg.kv_repeat, cfg.gating, [int(cfg.hidden_scale * D)],
-              1, False, cfg.layer_scale)
+              1, False, cfg.layer_scale, cfg.cross_attention)
     norm("out_norm", D)
     shapes["text_linear.weight"] = (cfg.text_out_card, D)
     if cfg.dep_q:
@@ -183,7 +208,8 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
             shapes[f"linears.{k}.weight"] = (cfg.card, Dd)
     for name, c in cfg.conditioners.items():
         p = f"condition_provider.conditioners.{name}"
-        shapes[f"{p}.embed.weight"] = (c.n_bins + 1, c.dim)
+        if not isinstance(c, TensorConditionerConfig):
+            shapes[f"{p}.embed.weight"] = (c.n_bins + 1, c.dim)
         if c.force_linear or c.dim != D:
             shapes[f"{p}.output_proj.weight"] = (D, c.dim)
         if c.learn_padding:

@@ -59,7 +59,7 @@ def test_depformer_inherits_unless_given():
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("cross_attention", True, "cross_attention=True is not supported"),
+    ("cross_attention", True, "cross_attention: true needs a conditioner fused with 'cross'"),
     ("norm", "batch_norm", "norm 'batch_norm' is not one of"),
     ("gating", "swish", "gating 'swish' is not one of"),
     ("positional_embedding", "alibi", "positional_embedding 'alibi'"),
@@ -69,8 +69,10 @@ def test_depformer_inherits_unless_given():
     ("lora", True, "lora=True is not supported"),
     ("mystery_knob", 3, "unknown config keys \\['mystery_knob'\\]"),
     ("lm_gen_config", {"temperature": 1}, "lm_gen_config has unsupported keys \\['temperature'\\]"),
-    ("conditioners", {"spk": {"type": "tensor", "tensor": {"dim": 512}}}, "only 'lut' conditioners are supported"),
-    ("fuser", {"cross": ["x"]}, "fuser method 'cross' is not supported"),
+    ("conditioners", {"spk": {"type": "tensor", "tensor": {"dim": 512}}}, "'spk' \\(tensor\\) must be fused with 'cross'"),
+    ("conditioners", {"txt": {"type": "t5", "t5": {}}}, "only 'lut' and 'tensor' conditioners are supported"),
+    ("fuser", {"cross": ["x"]}, "fuser uses condition 'x' but no conditioner has that name"),
+    ("fuser", {"prepend": ["x"]}, "fuser method 'prepend' is not supported"),
     ("num_heads", 5, "dim 64 is not divisible by num_heads 5"),
 ])
 def test_unsupported_values_are_named(key, value, message):

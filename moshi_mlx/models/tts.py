@@ -1,0 +1,402 @@
+"""Text-to-speech with a delayed-streams model (Kyutai's `tts-1.6b-en_fr`): the state machine
+that feeds the text, and the generation loop around the LM.
+
+The model co-generates a padded, time-aligned text stream and the audio, which follows the
+text by `tts_config.audio_delay` seconds (`delay_steps` frames). It never sees the raw text:
+each step it predicts either PAD or NEW_WORD on the text stream, and the state machine
+turns that into the token actually fed back — the next piece of the current word, a pad,
+or (on NEW_WORD) the first token of the next word. With `second_stream_ahead = n`, the
+text token carries a second, demultiplexed stream `(second + 1) * card + first` holding
+the tokens of the word n ahead (the lookahead). When the model asks for a word and none is
+left, the end of speech is reached; generation stops `delay_steps + final_padding` steps
+later. This is the behaviour of the reference `moshi.models.tts` (0.2.13), checked
+token for token against it (tests/models/test_tts_parity.py).
+
+Step alignment is the reference `LMGen`'s, which the TTS model was run with: at step o the
+model consumes every stream's token of step o - 1 (the initial token while o <= its
+delay) and samples the text of frame o and audio codebook k of frame o - delay[k]; audio
+tokens of the first `delay[k] + delay_steps` steps are forced to the zero token, and the
+depformer does not run at all for the first `delay_steps` steps.
+
+Speaker conditioning goes through cross-attention to up to `MAX_SPEAKERS` voice embeddings
+(`speaker_wavs`, [T, 512] each, from `kyutai/tts-voices`). Models trained with CFG
+distillation take the guidance coefficient as a condition (`cfg` = "2.0"); the others get
+real classifier-free guidance: a second batch row with every condition nulled and no text,
+audio logits = null + coef * (cond - null), text logits from the conditioned row only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol, Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from ..errors import ConfigError, UsageError
+from .config import LmConfig, TensorConditionerConfig
+from .lm import Lm
+from .sampling import Sampler
+
+MAX_SPEAKERS = 5  # speaker slots in the cross-attention source (the reference TTSModel's default)
+# Audio frames skipped after the text-to-audio delay: the reference drops these two
+# ("otherwise there is a little click at the beginning"); it then keeps `end_step` frames.
+LEADING_FRAMES_DROPPED = 2
+_BREAK = re.compile(r"(?:<break\s+time=\"([0-9]+(?:.[0-9]*)?)s\"\s*/?>)|(?:\s+)")
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """Special text tokens. `card` = text_card + 1 (the demux base of the lookahead stream)."""
+
+    card: int
+    new_word: int = 0
+    pad: int = 3
+    main: int = 1
+    other: int = 2
+    zero: int = -1
+
+
+@dataclass
+class Entry:
+    """One word: its tokens, its text, and how many steps of padding to force after it
+    (an entry with no tokens is a pause, e.g. from `<break time="0.5s"/>`)."""
+
+    tokens: list[int]
+    text: str
+    padding: int = 0
+
+
+@dataclass
+class TtsState:
+    entries: deque
+    remaining_padding: int
+    forced_padding: int
+    queued: deque = field(default_factory=deque)
+    lookahead_queued: deque = field(default_factory=deque)
+    end_step: int | None = None
+    consumption_times: list[int] = field(default_factory=list)
+    transcript: list[tuple[str, int]] = field(default_factory=list)
+
+    def tokens_ahead(self, lookahead: int) -> list[int]:
+        """Tokens of the `lookahead`-th upcoming word that has tokens ([] if none)."""
+        for entry in self.entries:
+            if entry.tokens:
+                lookahead -= 1
+                if lookahead == 0:
+                    return entry.tokens
+        return []
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    token_ids: TokenIds
+    second_stream_ahead: int = 0
+    max_padding: int = 8
+    initial_padding: int = 2
+
+    def new_state(self, entries: Sequence[Entry]) -> TtsState:
+        return TtsState(deque(entries), remaining_padding=self.initial_padding, forced_padding=self.initial_padding)
+
+    def process(self, step: int, state: TtsState, token: int) -> int:
+        """The model predicted `token` at `step`; returns the text token to feed instead."""
+        ids = self.token_ids
+        if token not in (ids.new_word, ids.pad):
+            token = ids.pad
+        if state.queued or state.forced_padding > 0:
+            token = ids.pad  # a word is still being fed, or a pause is forced
+        elif state.remaining_padding <= 0:
+            token = ids.new_word  # padded long enough: the next word must come
+        if token == ids.new_word:
+            if state.entries:
+                entry = state.entries.popleft()
+                state.consumption_times.append(step)
+                if entry.tokens:
+                    state.transcript.append((entry.text, step))
+                    state.queued.extend(entry.tokens)
+                    if self.second_stream_ahead:
+                        state.lookahead_queued.extend(state.tokens_ahead(self.second_stream_ahead))
+                    state.remaining_padding = self.max_padding
+                else:
+                    token = ids.pad  # a pause entry
+                state.forced_padding = entry.padding
+            else:
+                token = ids.new_word if (self.second_stream_ahead and state.end_step is None) else ids.pad
+                if state.end_step is None:
+                    state.end_step = step  # asked for a word past the last one: end of speech
+        if token == ids.pad:
+            state.remaining_padding = max(state.remaining_padding - 1, 0)
+            state.forced_padding = max(state.forced_padding - 1, 0)
+            out = state.queued.popleft() if state.queued else ids.pad
+        else:
+            out = ids.new_word
+        if self.second_stream_ahead:
+            second = -1
+            if out == ids.new_word:
+                # NEW_WORD travels on the second stream; the main one moves on with the word
+                second = ids.new_word
+                out = state.queued.popleft() if state.queued else ids.pad
+            elif state.lookahead_queued:
+                second = state.lookahead_queued.popleft()
+            out = (second + 1) * ids.card + out
+        return out
+
+
+def script_to_entries(tokenizer: Tokenizer, token_ids: TokenIds, frame_rate: float, script: Sequence[str],
+                      multi_speaker: bool = True, padding_between: int = 0) -> list[Entry]:
+    """Turns a script (one string per turn, main speaker first) into words to feed.
+
+    As the reference: `’` -> `'`, `:` -> space, parentheses dropped; `<break time="Xs"/>`
+    becomes a pause of round(X * frame_rate) steps; a multi-speaker model gets the
+    speaker token (main / other) before the first word of each turn; `padding_between`
+    forces that many pad steps after each word (plus one per extra token)."""
+    speakers = (token_ids.main, token_ids.other)
+    entries: list[Entry] = []
+    last_speaker = None
+    for turn, line in enumerate(script):
+        first = True
+        line = line.replace("’", "'").replace(":", " ").replace("(", "").replace(")", "")
+
+        def add(word: str) -> None:
+            nonlocal first, last_speaker
+            tokens = list(tokenizer.encode(word))
+            if first:
+                speaker = turn % len(speakers)
+                if multi_speaker and last_speaker != speaker:
+                    last_speaker = speaker
+                    tokens.insert(0, speakers[speaker])
+                first = False
+            padding = max(0, padding_between + len(tokens) - 1) if padding_between > 0 else 0
+            entries.append(Entry(tokens, word, padding))
+
+        while line:
+            m = _BREAK.search(line)
+            if m is None:
+                break
+            word, line = line[: m.start()], line[m.end():]
+            if word:
+                add(word)
+            if m.group(1):
+                entries.append(Entry([], "", int(round(float(m.group(1)) * frame_rate))))
+        if line:
+            add(line)
+    return entries
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    """The TTS part of a config (`tts_config`) and the generation options."""
+
+    delay_steps: int
+    second_stream_ahead: int = 0
+    max_padding: int = 8
+    initial_padding: int = 2
+    final_padding: int = 4
+    padding_bonus: float = 0.0
+    max_steps: int = 30000
+
+    @classmethod
+    def from_config(cls, cfg: LmConfig, frame_rate: float, **options) -> "TtsSettings":
+        tts = cfg.extra.get("tts_config")
+        if not isinstance(tts, dict) or "audio_delay" not in tts:
+            raise ConfigError(f"{cfg.source or 'config'}: not a TTS model (no tts_config.audio_delay)")
+        if tts.get("multistream"):
+            raise ConfigError(f"{cfg.source or 'config'}: multistream TTS models are not supported")
+        if cfg.dep_q != cfg.n_q:
+            raise ConfigError(f"{cfg.source or 'config'}: a TTS model generates every codebook (dep_q == n_q)")
+        return cls(delay_steps=int(tts["audio_delay"] * frame_rate),
+                   second_stream_ahead=int(tts.get("second_stream_ahead", 0)), **options)
+
+
+@dataclass
+class TtsResult:
+    """frames [F, 1 + dep_q]: frame f's text token and audio codes (delays undone; -1 =
+    zero token). `end_step`: the step at which the text ran out (None: `max_steps` hit).
+    `transcript`: (word, step at which it was fed)."""
+
+    frames: np.ndarray
+    end_step: int | None
+    transcript: list[tuple[str, int]]
+    consumption_times: list[int]
+    text_log: list[tuple[int, int]]  # (predicted, fed) per step
+
+
+def audio_window(delay_steps: int, end_step: int | None, n_frames: int) -> range:
+    """Which frames hold the speech: after the text-to-audio delay (and the reference's two
+    dropped frames), `end_step` of them."""
+    start = delay_steps + LEADING_FRAMES_DROPPED
+    stop = n_frames if end_step is None else min(n_frames, start + end_step)
+    return range(start, max(start, stop))
+
+
+def voice_condition(voices: Sequence[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to MAX_SPEAKERS voice embeddings ([dim, T] each, as stored in `speaker_wavs`
+    files without the batch axis) -> the cross-attention condition ([1, MAX_SPEAKERS * T,
+    dim], mask [1, MAX_SPEAKERS * T]); empty slots are masked (learnt padding)."""
+    if not voices:
+        raise UsageError("at least one voice is needed")
+    if len(voices) > MAX_SPEAKERS:
+        raise UsageError(f"at most {MAX_SPEAKERS} voices, got {len(voices)}")
+    T = voices[0].shape[1]
+    tensor = np.zeros((MAX_SPEAKERS, T, dim), dtype=np.float32)
+    mask = np.zeros((MAX_SPEAKERS, T), dtype=bool)
+    for i, v in enumerate(voices):
+        if v.ndim != 2 or v.shape != (dim, T):
+            raise UsageError(f"voice {i + 1} has shape {list(v.shape)}; this model expects [{dim}, {T}]")
+        tensor[i] = v.T
+        mask[i] = True
+    return tensor.reshape(1, MAX_SPEAKERS * T, dim), mask.reshape(1, MAX_SPEAKERS * T)
+
+
+class TtsGen:
+    """Generates one utterance's frames, step by step (see the module docstring).
+
+    cfg_coef: for CFG-distilled models (a `cfg` conditioner) the value given to the
+    condition (one of its possible values); otherwise real guidance when != 1.
+    n_q: generate only the first n_q codebooks (the others are fed as zero tokens), which
+    saves depformer steps; the codec then decodes n_q codebooks."""
+
+    def __init__(self, lm: Lm, settings: TtsSettings, voices: Sequence[np.ndarray], *, cfg_coef: float = 2.0,
+                 temp: float = 0.6, top_k: int = 250, top_k_text: int = 25, n_q: int | None = None, seed: int = 0):
+        cfg = lm.cfg
+        self.lm, self.cfg, self.settings = lm, cfg, settings
+        self.n_q = cfg.dep_q if n_q is None else int(n_q)
+        if not 1 <= self.n_q <= cfg.dep_q:
+            raise UsageError(f"n_q must be between 1 and {cfg.dep_q}, got {self.n_q}")
+        self.token_ids = TokenIds(cfg.text_card + 1, pad=cfg.existing_text_padding_id)
+        self.machine = StateMachine(self.token_ids, settings.second_stream_ahead, settings.max_padding,
+                                    settings.initial_padding)
+        self.text_sampler = Sampler(temp, top_k_text)
+        self.audio_sampler = Sampler(temp, top_k)
+        self.seed = seed
+        # conditions: LUT values (control = "ok", cfg = the coefficient if distilled), tensor = voices
+        lut = {n for n, c in cfg.conditioners.items() if not isinstance(c, TensorConditionerConfig)}
+        distilled = "cfg" in lut
+        values: dict[str, str | None] = {}
+        for name in lut:
+            if name == "control":
+                values[name] = "ok"
+            elif name == "cfg":
+                allowed = cfg.conditioners["cfg"].possible_values or []
+                value = format(float(cfg_coef), ".1f")
+                if value not in allowed:
+                    raise UsageError(f"this model takes --cfg-coef in {', '.join(allowed)}; got {cfg_coef}")
+                values[name] = value
+            else:
+                raise ConfigError(f"TTS: unknown conditioner {name!r} (expected 'control', 'cfg', speaker tensors)")
+        self.cfg_coef = 1.0 if distilled else float(cfg_coef)
+        self.use_cfg = self.cfg_coef != 1.0
+        if not cfg.fuse_cross:
+            raise ConfigError("TTS models without speaker cross-attention (audio-prefix voices) are not supported")
+        (cross_name,) = cfg.fuse_cross
+        dim = cfg.conditioners[cross_name].dim
+        tensor, mask = voice_condition(voices, dim)
+        tensors = {cross_name: (mx.array(tensor), mx.array(mask))}
+        cond = lm.condition_tensor(values) if lut else None
+        if self.use_cfg:
+            null_tensors = {cross_name: (mx.zeros_like(tensors[cross_name][0]), mx.zeros(mask.shape, dtype=mx.bool_))}
+            src = mx.concatenate([lm.cross_source(tensors), lm.cross_source(null_tensors)], axis=0)
+            if cond is not None:
+                cond = mx.concatenate([cond, lm.condition_tensor({n: None for n in lut})], axis=0)
+        else:
+            src = lm.cross_source(tensors)
+        self._cond = None if cond is None else cond.astype(lm.dtype)
+        self._cross = lm.cross_kv(src)
+        mx.eval(self._cross, self._cond) if self._cond is not None else mx.eval(self._cross)
+        self.batch = 2 if self.use_cfg else 1
+        self.delays = list(cfg.delays)
+        self.max_delay = max(self.delays)
+        self._init = lm.initial_tokens()
+
+    def _sample_text(self, logits: mx.array, key) -> mx.array:
+        if self.settings.padding_bonus:
+            bonus = mx.zeros((logits.shape[-1],)).at[self.token_ids.pad].add(self.settings.padding_bonus)
+            logits = logits + bonus.astype(logits.dtype)
+        return self.text_sampler(logits, key)
+
+    def _guided(self, logits: mx.array) -> mx.array:
+        if not self.use_cfg:
+            return logits
+        return logits[1:] + (logits[:1] - logits[1:]) * self.cfg_coef
+
+    def _depformer(self, h: mx.array, text: int, keys) -> list[int]:
+        dep = self.lm.depformer
+        cache = dep.make_cache()
+        prev = mx.array([text] * self.batch, dtype=mx.int32)
+        out = []
+        for k in range(self.n_q):
+            logits = dep.slices[k](h, prev[:, None], cache)[:, 0]
+            tok = self.audio_sampler(self._guided(logits), None if self.audio_sampler.greedy else next(keys))
+            out.append(tok)
+            prev = mx.concatenate([tok] * self.batch, axis=0) if self.batch > 1 else tok
+        return mx.concatenate(out).tolist()
+
+    def steps(self, entries: Sequence[Entry]) -> Iterator[tuple[int, list[int], "TtsState", tuple[int, int]]]:
+        """Runs the model; yields per step (text token fed, audio tokens of the step [dep_q]
+        in the delayed domain, the state, (predicted text, fed text))."""
+        lm, cfg, s = self.lm, self.cfg, self.settings
+        ids = self.token_ids
+        state = self.machine.new_state(entries)
+        cache = lm.make_cache()
+        key = mx.random.key(self.seed)
+
+        def split_keys():
+            nonlocal key
+            while True:
+                key, sub = mx.random.split(key)
+                yield sub
+
+        keys = split_keys()
+        prev = np.full(cfg.num_streams, ids.zero, dtype=np.int64)
+        for step in range(s.max_steps):
+            if state.end_step is not None and step >= state.end_step + s.delay_steps + s.final_padding:
+                return
+            tokens = np.where(step > np.array(self.delays), prev, self._init)
+            rows = [tokens]
+            if self.use_cfg:  # the null row gets no text (the reference's cfg_is_no_text)
+                null = tokens.copy()
+                if step > self.delays[0]:
+                    null[0] = ids.zero
+                rows.append(null)
+            h, text_logits = lm.forward_text(mx.array(np.stack(rows).astype(np.int32))[:, :, None], self._cond,
+                                             cache, self._cross)
+            predicted = int(self._sample_text(text_logits[:1, -1], None if self.text_sampler.greedy
+                                              else next(keys)).item())
+            fed = self.machine.process(step, state, predicted)
+            audio = [ids.zero] * cfg.dep_q
+            if step >= s.delay_steps:
+                audio[: self.n_q] = self._depformer(h, fed, keys)
+            for q in range(cfg.dep_q):
+                if step < self.delays[1 + q] + s.delay_steps:
+                    audio[q] = ids.zero
+            prev = np.array([fed] + audio, dtype=np.int64)
+            yield fed, audio, state, (predicted, fed)
+
+    def generate(self, entries: Sequence[Entry], on_frame: Callable[[int, np.ndarray], None] | None = None) -> TtsResult:
+        """Runs to the end; `on_frame(f, frame [1 + dep_q])` is called as each frame completes
+        (frame f is complete once step f + max_delay has run)."""
+        D = self.delays
+        history: list[list[int]] = []
+        frames: list[np.ndarray] = []
+        log: list[tuple[int, int]] = []
+        state = None
+        for fed, audio, state, pair in self.steps(entries):
+            history.append([fed] + audio)
+            log.append(pair)
+            o = len(history) - 1
+            f = o - self.max_delay
+            if f >= 0:
+                frame = np.array([history[f + D[k]][k] for k in range(len(D))], dtype=np.int64)
+                frames.append(frame)
+                if on_frame is not None:
+                    on_frame(f, frame)
+        arr = np.stack(frames) if frames else np.zeros((0, len(D)), dtype=np.int64)
+        if state is None:
+            state = self.machine.new_state(entries)
+        return TtsResult(arr, state.end_step, list(state.transcript), list(state.consumption_times), log)
