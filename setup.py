@@ -45,6 +45,7 @@ setup(
             "moshi-run-inference = moshi_mlx.cli.run_inference:main",
             "moshi-convert = moshi_mlx.cli.convert:main",
             "moshi-quality = moshi_mlx.cli.quality:main",
+            "moshi-tts = moshi_mlx.cli.tts:main",
         ],
     },
 )

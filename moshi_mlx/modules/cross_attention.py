@@ -28,7 +28,8 @@ def _rows(linear: nn.Module, x: mx.array, start: int, stop: int) -> mx.array:
         y = mx.quantized_matmul(x, linear["weight"][start:stop], linear["scales"][start:stop], biases,
                                 transpose=True, group_size=linear.group_size, bits=linear.bits, **kw)
     else:
-        y = x @ linear.weight[start:stop].T
+        w = linear.weight
+        y = (x.astype(w.dtype) @ w[start:stop].T).astype(x.dtype)
     if "bias" in linear:
         y = y + linear["bias"][start:stop]
     return y

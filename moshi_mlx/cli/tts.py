@@ -1,0 +1,195 @@
+"""`python -m moshi_mlx.tts "text" [out.wav] --voice NAME`: speak text with Kyutai's TTS
+(kyutai/tts-1.6b-en_fr by default), to a file or, without one, to the speakers as it is
+generated.
+
+The text comes from the argument, `--text-file FILE`, or stdin (`-`, or no text argument
+with piped input). Voices are embeddings from kyutai/tts-voices (e.g. `--voice
+expresso/ex03-ex01_happy_001_channel1_334s.wav`) or a local `.safetensors` file.
+`--model tts-tiny` runs offline on a random-weight model of the real structure (NOISE,
+with `--voice random`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..errors import Error, OutputError, UsageError
+from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
+
+_DEFAULT_TEMP = 0.6  # the published config's lm_gen_config and the reference TTSModel
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m moshi_mlx.tts", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("text", nargs="?", help="the text to speak ('-': read it from stdin)")
+    ap.add_argument("outfile", nargs="?", help="audio file to write (24 kHz; format from the extension); "
+                    "without it the audio plays on the speakers")
+    ap.add_argument("--text-file", help="read the text from this file")
+    ap.add_argument("--voice", help=f"voice embedding: a name in --voice-repo (e.g. {DEFAULT_VOICE}), a local "
+                    ".safetensors file, hf://owner/repo/file, or 'random' (seeded noise, for the demo model)")
+    ap.add_argument("--voice-repo", default=DEFAULT_VOICE_REPO, help="Hugging Face repo of the voices (%(default)s)")
+    ap.add_argument("--force", action="store_true", help="replace OUTFILE if it exists")
+    ap.add_argument("--transcript", help="save the words with their times in the audio (.json)")
+    ap.add_argument("--quiet", action="store_true", help="no progress line")
+    g = ap.add_argument_group("model")
+    g.add_argument("--model", choices=(DEMO_MODEL,), help="offline demo model (random weights, tiny; NOISE)")
+    g.add_argument("--hf-repo", help=f"Hugging Face repo or local folder of the TTS model ({DEFAULT_REPO})")
+    g.add_argument("--lm-config", help="config.json of the model (default: the repo's, or the preset)")
+    g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight", help="model weights file")
+    g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights file")
+    g.add_argument("--tokenizer", help="SentencePiece tokenizer file")
+    g.add_argument("--quantize", type=int, choices=(4, 8), help="quantize float weights to 4 or 8 bits at load")
+    g.add_argument("--n-q", type=int, help="generate only the first N codebooks (faster, lower quality; default all)")
+    g.add_argument("--mimi-backend", choices=("auto", "mlx", "rustymimi"), default="auto",
+                   help="codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)")
+    g = ap.add_argument_group("generation (defaults as Kyutai's TTSModel)")
+    g.add_argument("--cfg-coef", type=float, default=2.0, help="classifier-free guidance (%(default)s; for "
+                   "CFG-distilled models such as tts-1.6b-en_fr one of 1.0, 1.5, ..., 4.0)")
+    g.add_argument("--temp", type=float, default=None, help=f"temperature, text and audio (model default, "
+                   f"{_DEFAULT_TEMP}; 0 = greedy)")
+    g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
+    g.add_argument("--padding-between", type=int, default=1, help="pad steps forced after each word (%(default)s)")
+    g.add_argument("--max-padding", type=int, default=8, help="most pad steps in a row (%(default)s)")
+    g.add_argument("--initial-padding", type=int, default=2, help="pad steps before the first word (%(default)s)")
+    g.add_argument("--final-padding", type=int, default=4, help="steps generated after the last word (%(default)s)")
+    g.add_argument("--padding-bonus", type=float, default=0.0, help="added to the pad logit: > 0 speaks slower")
+    g.add_argument("--max-steps", type=int, default=30000, help="stop after this many steps (80 ms each)")
+    g = ap.add_argument_group("speakers (without OUTFILE)")
+    g.add_argument("--output-device", help="output device: index or part of its name")
+    g.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    return ap
+
+
+def read_text(args) -> str:
+    if args.text_file:
+        if args.text is not None and args.outfile is None:  # `--text-file F out.wav`: the one positional is the output
+            args.outfile, args.text = args.text, None
+        if args.text is not None:
+            raise UsageError("give the text either as an argument or with --text-file, not both")
+        try:
+            return Path(args.text_file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"text file not found: {args.text_file}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read text file {args.text_file}: {e}") from None
+    if args.text == "-" or (args.text is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if args.text is None:
+        raise UsageError("no text: give it as an argument, with --text-file, or on stdin")
+    return args.text
+
+
+def check_outfile(path: str, force: bool) -> Path:
+    """Fail before any work when the output cannot be written, or would replace a file."""
+    from ..audio.io import _sf
+
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"output {p} is a directory")
+    if p.exists() and not force:
+        raise OutputError(f"output {p} already exists (use --force to replace it)")
+    if not p.parent.exists():
+        raise OutputError(f"cannot write {p}: directory {p.parent} does not exist")
+    fmt = {"OGA": "OGG", "OPUS": "OGG"}.get(p.suffix.lstrip(".").upper(), p.suffix.lstrip(".").upper())
+    if fmt not in _sf().available_formats():
+        raise OutputError(f"cannot write {p}: unknown audio format {p.suffix!r} (use e.g. .wav, .flac, .ogg)")
+    if not os.access(p.parent, os.W_OK):
+        raise OutputError(f"cannot write {p}: directory {p.parent} is not writable")
+    return p
+
+
+def run(args) -> dict:
+    from ..runtime.tts import check_voice_spec, clean_text, load_tts_session, load_voice, synthesize
+
+    if args.list_devices:
+        from ..runtime.devices import list_devices
+
+        print(list_devices())
+        return {}
+    text = clean_text(read_text(args))
+    if not args.voice:
+        raise UsageError(f"--voice is required (e.g. --voice {DEFAULT_VOICE}, a local .safetensors file, "
+                         "or 'random' with --model tts-tiny)")
+    check_voice_spec(args.voice)
+    out = check_outfile(args.outfile, args.force) if args.outfile else None
+    if args.transcript:
+        check_outfile_plain(args.transcript, args.force)
+    session = load_tts_session(model=args.model, hf_repo=args.hf_repo, lm_config=args.lm_config,
+                               moshi_weight=args.moshi_weight, mimi_weight=args.mimi_weight, tokenizer=args.tokenizer,
+                               quantize=args.quantize, n_q=args.n_q, mimi_backend=args.mimi_backend,
+                               seed=args.seed)
+    if session.is_demo:
+        print(f"NOTE: {session.description}", file=sys.stderr)
+    voice = load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed)
+    temp = args.temp if args.temp is not None else float(session.cfg.lm_gen_config.get("temp", _DEFAULT_TEMP))
+    progress = None if args.quiet else _progress
+    opts = dict(cfg_coef=args.cfg_coef, temp=temp, seed=args.seed, padding_between=args.padding_between,
+                max_padding=args.max_padding, initial_padding=args.initial_padding, final_padding=args.final_padding,
+                padding_bonus=args.padding_bonus, max_steps=args.max_steps, on_step=progress)
+    if out is not None:
+        from ..audio.io import AudioWriter
+
+        partial = out.with_name(out.name + ".partial" + out.suffix)  # the extension keeps the format
+        try:
+            with AudioWriter(partial, session.sample_rate) as w:
+                report = synthesize(session, text, [voice], w.write, **opts)
+            os.replace(partial, out)
+        finally:
+            if partial.exists():
+                partial.unlink()
+    else:
+        from ..runtime.playback import Speaker
+
+        speaker = Speaker(args.output_device, session.sample_rate)
+        print(f"playing on {speaker.describe()}", file=sys.stderr)
+        try:
+            report = synthesize(session, text, [voice], speaker.write, **opts)
+            speaker.drain(timeout=report.seconds + 5.0)
+        finally:
+            speaker.close()
+    if not args.quiet:
+        print("", file=sys.stderr)
+    if args.transcript:
+        Path(args.transcript).write_text(json.dumps(
+            {"words": [{"word": w, "start": round(t, 3)} for w, t in report.words]}, indent=1) + "\n", encoding="utf-8")
+    ended = "" if report.end_step is not None else f" (stopped at --max-steps {args.max_steps} before the end)"
+    print(f"{report.seconds:.2f} s of audio in {report.wall_s:.1f} s: {report.real_time_factor:.2f}x real time"
+          f"{ended}" + (f" -> {out}" if out else ""), file=sys.stderr)
+    return {"seconds": report.seconds, "wall_s": report.wall_s, "real_time_factor": report.real_time_factor,
+            "words": report.words}
+
+
+def check_outfile_plain(path: str, force: bool) -> None:
+    p = Path(path)
+    if p.exists() and not force:
+        raise OutputError(f"output {p} already exists (use --force to replace it)")
+    if not p.parent.exists():
+        raise OutputError(f"cannot write {p}: directory {p.parent} does not exist")
+
+
+def _progress(step: int) -> None:
+    if step % 25 == 0 and sys.stderr.isatty():
+        print(f"\rstep {step} ({step / 12.5:.1f} s)", end="", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        run(args)
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Text-to-speech sessions: load a TTS model (Hub repo, local folder, preset or the offline
+demo), resolve voices, and synthesize text to audio chunks (a file or the speakers).
+
+The model and its state machine are `models/tts.py`; this module adds what a front end
+needs around them: the files (weights, Mimi, SentencePiece tokenizer, voice embeddings
+from `kyutai/tts-voices`), optional quantization at load, and streaming decoding of each
+80 ms frame as soon as the model has produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable
+
+import mlx.core as mx
+import numpy as np
+
+from ..errors import ConfigError, UsageError, WeightsError
+from ..models import LmConfig, load_lm, load_mimi, random_lm, random_mimi
+from ..models.backend import is_quantized, prepare_lm
+from ..models.config import preset, preset_for_repo
+from ..models.mimi import best_backend
+from ..models.tts import LEADING_FRAMES_DROPPED, TokenIds, TtsGen, TtsSettings, audio_window, script_to_entries
+from ..weights.hub import hf_get, hf_get_optional
+from ..weights.quantize import default_group_size, quantize_model
+from ..weights.safetensors_io import SafetensorsFile
+from .codec import FrameCodec
+from .transcript import ByteTokenizer, TextTokenizer
+
+DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
+DEFAULT_VOICE_REPO = "kyutai/tts-voices"
+DEFAULT_VOICE = "expresso/ex03-ex01_happy_001_channel1_334s.wav"  # the voice of Kyutai's TTS examples
+DEMO_MODEL = "tts-tiny"
+VOICE_KEY = "speaker_wavs"
+RANDOM_VOICE_FRAMES = 125  # 10 s of Mimi frames, the length of the published voice embeddings
+
+
+@dataclass
+class TtsSession:
+    cfg: LmConfig
+    lm: object
+    codec: FrameCodec
+    tokenizer: object
+    frame_rate: float
+    sample_rate: int
+    description: str
+    is_demo: bool = False
+    n_q: int = 0
+
+
+def _config(repo: str, lm_config: str | None) -> LmConfig:
+    if lm_config:
+        return LmConfig.from_json(hf_get(lm_config, repo))
+    cfg_file = hf_get_optional("config.json", repo)
+    if cfg_file is not None:
+        return LmConfig.from_json(cfg_file)
+    known = preset_for_repo(repo)
+    if known is None:
+        raise ConfigError(f"{repo} has no config.json and is not a known TTS repo; pass --lm-config")
+    return preset(known[0])
+
+
+def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm_config: str | None = None,
+                     moshi_weight: str | None = None, mimi_weight: str | None = None, tokenizer: str | None = None,
+                     quantize: int | None = None, n_q: int | None = None, mimi_backend: str = "auto",
+                     seed: int = 0) -> TtsSession:
+    """A ready TTS model, codec and tokenizer.
+
+    model="tts-tiny": the offline demo (random weights of the real structure, tiny Mimi,
+    one token per UTF-8 byte; it produces NOISE). Otherwise `hf_repo` (default
+    kyutai/tts-1.6b-en_fr) or a local folder holding config.json, the weights, Mimi and
+    the tokenizer; `moshi_weight` / `mimi_weight` / `tokenizer` override single files.
+    quantize: 4 or 8 to quantize a float checkpoint at load (files quantized by
+    `moshi_mlx.convert` are read as they are)."""
+    if model is not None and model != DEMO_MODEL:
+        raise UsageError(f"unknown demo model {model!r}; the TTS demo model is {DEMO_MODEL!r}")
+    if quantize not in (None, 4, 8):
+        raise UsageError(f"--quantize takes 4 or 8, got {quantize}")
+    if model == DEMO_MODEL:
+        cfg = preset(DEMO_MODEL)
+        lm = random_lm(cfg, seed=seed % (2**31))
+        tok, repo, desc = ByteTokenizer(), None, "tts-tiny demo model (random weights: it produces NOISE)"
+    else:
+        repo = hf_repo or (os.path.dirname(os.path.abspath(moshi_weight)) if moshi_weight and os.path.isfile(
+            moshi_weight) else None) or DEFAULT_REPO
+        cfg = _config(repo, lm_config)
+        if "tts_config" not in cfg.extra:
+            raise ConfigError(f"{cfg.source or repo}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
+        weights = hf_get(moshi_weight or cfg.moshi_name or "model.safetensors", repo)
+        lm = load_lm(weights, cfg)
+        name = tokenizer or cfg.tokenizer_name
+        if not name:
+            raise ConfigError(f"{cfg.source or repo} names no tokenizer (tokenizer_name); pass --tokenizer")
+        tok = TextTokenizer(hf_get(name, repo))
+        desc = f"{os.path.basename(str(weights))} from {repo}"
+    if quantize:
+        if is_quantized(lm):
+            raise UsageError("the weights are already quantized; drop --quantize")
+        quantize_model(lm, quantize, default_group_size(quantize))
+        desc += f", quantized to {quantize} bits at load"
+    compute = prepare_lm(lm)
+    n = cfg.dep_q if n_q is None else int(n_q)
+    if not 1 <= n <= cfg.dep_q:
+        raise UsageError(f"--n-q must be between 1 and {cfg.dep_q}, got {n}")
+    if model == DEMO_MODEL:
+        mimi_cfg = str(resources.files("moshi_mlx") / "configs" / "mimi-tiny.json")
+        codec = FrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg))
+    else:
+        backend = best_backend() if mimi_backend == "auto" else mimi_backend
+        path = hf_get(mimi_weight or cfg.mimi_name or "tokenizer-e351c8d8-checkpoint125.safetensors", repo)
+        codec = FrameCodec(load_mimi(path, num_codebooks=n, backend=backend))
+        desc += f", Mimi via {backend}"
+    mimi = codec.decoder
+    rate = int(getattr(mimi, "sample_rate", 24000))
+    frame_rate = float(getattr(mimi, "frame_rate", 12.5))
+    return TtsSession(cfg, lm, codec, tok, frame_rate, rate, f"{desc} ({compute.describe()})",
+                      is_demo=model == DEMO_MODEL, n_q=n)
+
+
+def _voice_dim(cfg: LmConfig) -> int:
+    if not cfg.fuse_cross:
+        raise ConfigError("this TTS model takes no speaker embedding (no cross-attention condition)")
+    return cfg.conditioners[cfg.fuse_cross[0]].dim
+
+
+def check_voice_spec(spec: str) -> None:
+    """Cheap check before any model is loaded: a local voice file must exist."""
+    if spec.endswith(".safetensors") and not spec.startswith("hf://") and not os.path.isfile(spec):
+        raise UsageError(f"voice file not found: {spec} (a name in the voice repo has no .safetensors suffix; "
+                         "use hf://owner/repo/file for a remote file)")
+
+
+def load_voice(spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, seed: int = 0) -> np.ndarray:
+    """A voice embedding [dim, T] from `spec`: a local `.safetensors` file (as the
+    reference, any spec ending in .safetensors is a local path), `hf://owner/repo/file`,
+    a name in `voice_repo` (e.g. `expresso/ex03-ex01_happy_001_channel1_334s.wav`; the
+    model's suffix `.<sig>@<epoch>.safetensors` is appended), or "random" (a seeded
+    random embedding, for the demo model and tests: not a voice)."""
+    dim = _voice_dim(cfg)
+    if spec == "random":
+        return np.random.default_rng(seed % (2**31)).standard_normal((dim, RANDOM_VOICE_FRAMES), dtype=np.float32)
+    check_voice_spec(spec)
+    if spec.startswith("hf://") or spec.endswith(".safetensors"):
+        path = hf_get(spec)
+    else:
+        mid = cfg.extra.get("model_id") or {}
+        suffix = f".{mid['sig']}@{mid['epoch']}.safetensors" if "sig" in mid and "epoch" in mid else ""
+        try:
+            path = hf_get(f"hf://{voice_repo}/{spec}{suffix}")
+        except WeightsError as e:
+            raise UsageError(f"voice {spec!r} not found ({e})") from None
+    f = SafetensorsFile(path)
+    if VOICE_KEY not in f:
+        raise UsageError(f"{path} is not a voice embedding (no {VOICE_KEY!r} tensor)")
+    arr = np.array(f.load(VOICE_KEY).astype(mx.float32))
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or arr.shape[0] != dim:
+        raise UsageError(f"{path}: voice embedding of shape {list(f.shape(VOICE_KEY))}; this model expects [1, {dim}, T]")
+    return arr
+
+
+def clean_text(text: str) -> str:
+    """Whitespace collapsed; an empty text is a usage error."""
+    out = " ".join(text.split())
+    if not out:
+        raise UsageError("the text to speak is empty")
+    return out
+
+
+@dataclass
+class TtsReport:
+    frames: int  # audio frames delivered
+    seconds: float
+    wall_s: float
+    steps: int
+    end_step: int | None
+    words: list[tuple[str, float]] = field(default_factory=list)  # (word, time in the audio, s)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+def synthesize(session: TtsSession, text: str, voices: list[np.ndarray], on_audio: Callable[[np.ndarray], None], *,
+               cfg_coef: float = 2.0, temp: float = 0.6, seed: int = 0, padding_between: int = 1,
+               max_padding: int = 8, initial_padding: int = 2, final_padding: int = 4, padding_bonus: float = 0.0,
+               max_steps: int = 30000, on_step: Callable[[int], None] | None = None) -> TtsReport:
+    """Speak `text`: each 80 ms of audio goes to `on_audio(pcm float32 [frame_size])` as soon
+    as its frame is decoded. The words' times are in the delivered audio's timeline."""
+    cfg = session.cfg
+    settings = TtsSettings.from_config(cfg, session.frame_rate, max_padding=max_padding,
+                                       initial_padding=initial_padding, final_padding=final_padding,
+                                       padding_bonus=padding_bonus, max_steps=max_steps)
+    token_ids = TokenIds(cfg.text_card + 1, pad=cfg.existing_text_padding_id)
+    entries = script_to_entries(session.tokenizer, token_ids, session.frame_rate, [clean_text(text)],
+                                multi_speaker=bool(cfg.fuse_cross), padding_between=padding_between)
+    gen = TtsGen(session.lm, settings, voices, cfg_coef=cfg_coef, temp=temp, n_q=session.n_q, seed=seed)
+    codec = session.codec
+    codec.reset()
+    start = settings.delay_steps  # frames before it hold no audio yet: never decoded (as the reference)
+    D, max_delay = cfg.delays, gen.max_delay
+    history: list[list[int]] = []
+    delivered = steps = 0
+    state = None
+    t0 = time.perf_counter()
+    for fed, audio, state, _ in gen.steps(entries):
+        steps += 1
+        if on_step is not None:
+            on_step(steps)
+        history.append([fed] + audio)
+        f = len(history) - 1 - max_delay  # the frame completed by this step
+        if f < start or f >= audio_window(start, state.end_step, 1 << 40).stop:
+            continue
+        codes = np.array([history[f + D[1 + q]][1 + q] for q in range(session.n_q)], dtype=np.int64)
+        pcm = codec.decode_step(codes)
+        if f >= start + LEADING_FRAMES_DROPPED:
+            on_audio(np.clip(pcm, -1.0, 1.0))
+            delivered += 1
+    wall = time.perf_counter() - t0
+    seconds = delivered / session.frame_rate
+    # the text of step s is spoken in frame s + delay_steps, i.e. delivered frame s - LEADING_FRAMES_DROPPED
+    words = [] if state is None else [(w, max(0.0, (s - LEADING_FRAMES_DROPPED) / session.frame_rate))
+                                      for w, s in state.transcript]
+    return TtsReport(delivered, seconds, wall, steps, None if state is None else state.end_step, words)

@@ -1,0 +1,93 @@
+"""`python -m moshi_mlx.tts` end to end on the offline tts-tiny demo model, and its bad inputs."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from moshi_mlx.cli.tts import main
+
+DEMO = ["--model", "tts-tiny", "--voice", "random", "--quiet"]
+
+
+def test_file_output_with_transcript(tmp_path, capsys):
+    out, tr = tmp_path / "out.wav", tmp_path / "words.json"
+    assert main(["Hello world, this is a test.", str(out), "--transcript", str(tr), "--seed", "5"] + DEMO) == 0
+    audio, sr = sf.read(out)
+    assert sr == 24000 and len(audio) > 0 and len(audio) % 1920 == 0 and np.abs(audio).max() > 0
+    words = json.loads(tr.read_text())["words"]
+    assert [w["word"] for w in words] == ["Hello", "world,", "this", "is", "a", "test."]
+    assert all(b["start"] > a["start"] for a, b in zip(words, words[1:]))
+    assert words[-1]["start"] < len(audio) / 24000
+    assert "x real time" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_same_seed_same_audio_and_text_file(tmp_path):
+    (tmp_path / "t.txt").write_text("Bonjour tout le monde.\n", encoding="utf-8")
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    assert main(["Bonjour tout le monde.", str(a), "--seed", "9"] + DEMO) == 0
+    assert main(["--text-file", str(tmp_path / "t.txt"), str(b), "--seed", "9"] + DEMO) == 0
+    assert np.array_equal(sf.read(a)[0], sf.read(b)[0])
+
+
+def test_text_from_stdin(tmp_path, monkeypatch):
+    out = tmp_path / "s.wav"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Text from standard input."))
+    assert main(["-", str(out)] + DEMO) == 0
+    assert sf.info(out).frames > 0
+
+
+def test_python_m_entry_point_reads_piped_text(tmp_path):
+    out = tmp_path / "p.wav"
+    r = subprocess.run([sys.executable, "-m", "moshi_mlx.tts", "-", str(out)] + DEMO, input="piped words",
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sf.info(out).frames > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["hello", "{tmp}/o.wav", "--model", "tts-tiny"], "--voice is required"),
+    (["   ", "{tmp}/o.wav"] + DEMO, "the text to speak is empty"),
+    (["hello", "{tmp}/no/such/dir/o.wav"] + DEMO, "directory {tmp}/no/such/dir does not exist"),
+    (["hello", "{tmp}/o.xyz"] + DEMO, "unknown audio format '.xyz'"),
+    (["hello", "{tmp}/o.wav", "--model", "tts-tiny", "--voice", "{tmp}/missing.safetensors"], "voice file not found"),
+    (["hello", "{tmp}/o.wav", "--cfg-coef", "2.2"] + DEMO, "--cfg-coef in 1.0, 1.5"),
+    (["--text-file", "{tmp}/nothing.txt", "{tmp}/o.wav"] + DEMO, "text file not found"),
+])
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert errors == [lines[-1]] and not any("Traceback" in ln for ln in lines)
+    assert message.replace("{tmp}", str(tmp_path)) in lines[-1]
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_existing_output_is_kept(tmp_path, capsys):
+    out = tmp_path / "keep.wav"
+    out.write_bytes(b"precious")
+    assert main(["hello", str(out)] + DEMO) == 2
+    assert "already exists (use --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    assert main(["hello", str(out), "--force"] + DEMO) == 0
+    assert sf.info(out).frames > 0
+
+
+def test_voice_file_in_the_published_layout(tmp_path):
+    from moshi_mlx.weights.safetensors_io import save_safetensors
+
+    import mlx.core as mx
+
+    v = tmp_path / "v.safetensors"
+    save_safetensors(v, {"speaker_wavs": mx.array(np.random.default_rng(0).standard_normal((1, 32, 20)),
+                                                  dtype=mx.float32)})
+    assert main(["hi there", str(tmp_path / "o.wav"), "--model", "tts-tiny", "--voice", str(v), "--quiet"]) == 0
+    bad = tmp_path / "bad.safetensors"
+    save_safetensors(bad, {"other": mx.zeros((1, 32, 20))})
+    assert main(["hi", str(tmp_path / "o2.wav"), "--model", "tts-tiny", "--voice", str(bad), "--quiet"]) == 2
