@@ -432,7 +432,9 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "bf16": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-bf16.safetensors"),
     }),
     "random-tiny": ("random-tiny.json", {}),
+    # one published repo (PyTorch layout, bf16), which the loader reads as it is
     "tts-1.6b-en_fr": ("tts-1.6b-en_fr.json", {
+        "bf16": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
         "pytorch": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
     }),
     "tts-tiny": ("tts-tiny.json", {}),

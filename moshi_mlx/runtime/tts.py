@@ -21,13 +21,14 @@ import numpy as np
 from ..errors import ConfigError, UsageError, WeightsError
 from ..models import LmConfig, load_lm, load_mimi, random_lm, random_mimi
 from ..models.backend import is_quantized, prepare_lm
-from ..models.config import preset, preset_for_repo
+from ..models.config import preset
 from ..models.mimi import best_backend
 from ..models.tts import LEADING_FRAMES_DROPPED, TokenIds, TtsGen, TtsSettings, audio_window, script_to_entries
-from ..weights.hub import hf_get, hf_get_optional
+from ..weights.hub import hf_get
+from ..weights.resolve import resolve_model
 from ..weights.quantize import default_group_size, quantize_model
 from ..weights.safetensors_io import SafetensorsFile
-from .codec import FrameCodec
+from .codec import MimiFrameCodec
 from .transcript import ByteTokenizer, TextTokenizer
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
@@ -42,25 +43,13 @@ RANDOM_VOICE_FRAMES = 125  # 10 s of Mimi frames, the length of the published vo
 class TtsSession:
     cfg: LmConfig
     lm: object
-    codec: FrameCodec
+    codec: MimiFrameCodec
     tokenizer: object
     frame_rate: float
     sample_rate: int
     description: str
     is_demo: bool = False
     n_q: int = 0
-
-
-def _config(repo: str, lm_config: str | None) -> LmConfig:
-    if lm_config:
-        return LmConfig.from_json(hf_get(lm_config, repo))
-    cfg_file = hf_get_optional("config.json", repo)
-    if cfg_file is not None:
-        return LmConfig.from_json(cfg_file)
-    known = preset_for_repo(repo)
-    if known is None:
-        raise ConfigError(f"{repo} has no config.json and is not a known TTS repo; pass --lm-config")
-    return preset(known[0])
 
 
 def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm_config: str | None = None,
@@ -70,9 +59,10 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     """A ready TTS model, codec and tokenizer.
 
     model="tts-tiny": the offline demo (random weights of the real structure, tiny Mimi,
-    one token per UTF-8 byte; it produces NOISE). Otherwise `hf_repo` (default
-    kyutai/tts-1.6b-en_fr) or a local folder holding config.json, the weights, Mimi and
-    the tokenizer; `moshi_weight` / `mimi_weight` / `tokenizer` override single files.
+    one token per UTF-8 byte; it produces NOISE). Otherwise the files are found by the
+    shared resolver (`weights/resolve.py`): `hf_repo` (default kyutai/tts-1.6b-en_fr), a
+    local folder standing in for it, or the preset name `tts-1.6b-en_fr`; `moshi_weight` /
+    `mimi_weight` / `tokenizer` / `lm_config` override single files.
     quantize: 4 or 8 to quantize a float checkpoint at load (files quantized by
     `moshi_mlx.convert` are read as they are)."""
     if model is not None and model != DEMO_MODEL:
@@ -84,18 +74,14 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
         lm = random_lm(cfg, seed=seed % (2**31))
         tok, repo, desc = ByteTokenizer(), None, "tts-tiny demo model (random weights: it produces NOISE)"
     else:
-        repo = hf_repo or (os.path.dirname(os.path.abspath(moshi_weight)) if moshi_weight and os.path.isfile(
-            moshi_weight) else None) or DEFAULT_REPO
-        cfg = _config(repo, lm_config)
+        files = resolve_model(hf_repo or (None if moshi_weight else DEFAULT_REPO), weights=moshi_weight,
+                              config=lm_config, mimi=mimi_weight, tokenizer=tokenizer)
+        cfg = files.cfg
         if "tts_config" not in cfg.extra:
-            raise ConfigError(f"{cfg.source or repo}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
-        weights = hf_get(moshi_weight or cfg.moshi_name or "model.safetensors", repo)
-        lm = load_lm(weights, cfg)
-        name = tokenizer or cfg.tokenizer_name
-        if not name:
-            raise ConfigError(f"{cfg.source or repo} names no tokenizer (tokenizer_name); pass --tokenizer")
-        tok = TextTokenizer(hf_get(name, repo))
-        desc = f"{os.path.basename(str(weights))} from {repo}"
+            raise ConfigError(f"{files.how}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
+        lm = load_lm(files.weights, cfg, compute="stored")
+        tok = TextTokenizer(files.get(files.tokenizer))
+        desc = f"{files.weights.name} from {files.where}"
     if quantize:
         if is_quantized(lm):
             raise UsageError("the weights are already quantized; drop --quantize")
@@ -107,11 +93,13 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
         raise UsageError(f"--n-q must be between 1 and {cfg.dep_q}, got {n}")
     if model == DEMO_MODEL:
         mimi_cfg = str(resources.files("moshi_mlx") / "configs" / "mimi-tiny.json")
-        codec = FrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg))
+        codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg))
+    elif files.mimi == "random":  # the published Mimi architecture, seeded random weights: noise
+        codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n))
+        desc += ", random Mimi (NOISE)"
     else:
         backend = best_backend() if mimi_backend == "auto" else mimi_backend
-        path = hf_get(mimi_weight or cfg.mimi_name or "tokenizer-e351c8d8-checkpoint125.safetensors", repo)
-        codec = FrameCodec(load_mimi(path, num_codebooks=n, backend=backend))
+        codec = MimiFrameCodec(load_mimi(files.get(files.mimi), num_codebooks=n, backend=backend))
         desc += f", Mimi via {backend}"
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", 24000))

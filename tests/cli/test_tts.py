@@ -91,3 +91,42 @@ def test_voice_file_in_the_published_layout(tmp_path):
     bad = tmp_path / "bad.safetensors"
     save_safetensors(bad, {"other": mx.zeros((1, 32, 20))})
     assert main(["hi", str(tmp_path / "o2.wav"), "--model", "tts-tiny", "--voice", str(bad), "--quiet"]) == 2
+
+
+@pytest.fixture
+def tts_folder(tmp_path, monkeypatch):
+    """A TTS model folder as on the Hub (config.json, PyTorch-layout weights, SentencePiece
+    tokenizer), small, with codebooks that fit the published Mimi; the Hub is off."""
+    import sentencepiece as spm
+
+    from moshi_mlx.models import LmConfig, lm_preset
+    from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    d = lm_preset("tts-tiny").to_dict()
+    d.update(card=2048, tokenizer_name="tok.model", _source="test TTS folder")
+    folder = tmp_path / "tts-model"
+    write_random_checkpoint(LmConfig.from_dict(d), folder, seed=4, dtype="bfloat16", name="dsm_tts.safetensors")
+    (tmp_path / "c.txt").write_text("bonjour le monde hello world speak this text\n" * 30)
+    spm.SentencePieceTrainer.Train(input=str(tmp_path / "c.txt"), model_prefix=str(folder / "tok"), vocab_size=24,
+                                   minloglevel=2)
+    return folder
+
+
+@pytest.mark.parametrize("extra", [[], ["--quantize", "8", "--n-q", "3"]])
+def test_local_model_folder_pytorch_layout(tmp_path, tts_folder, extra):
+    out = tmp_path / "f.wav"
+    rc = main(["hello world", str(out), "--hf-repo", str(tts_folder), "--voice", "random", "--mimi-weight", "random",
+               "--temp", "0", "--quiet", "--max-steps", "60"] + extra)
+    assert rc == 0
+    assert sf.info(out).frames > 0 and sf.info(out).frames % 1920 == 0
+
+
+def test_not_a_tts_model_is_refused(tmp_path, monkeypatch):
+    from moshi_mlx.models import lm_preset
+    from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write_random_checkpoint(lm_preset("random-tiny"), tmp_path / "m", seed=1, dtype="float32")
+    assert main(["hi", str(tmp_path / "o.wav"), "--hf-repo", str(tmp_path / "m"), "--voice", "random"]) == 2
