@@ -29,6 +29,28 @@ SHAPES = {
     "1b": ("moshi-1b", "Moshi 1B (dim 2048, 16 layers, 8-step depformer)"),
 }
 
+
+
+def narrow_shape(width: int) -> str:
+    """Register shape `7b-w<width>`: Moshi 7B's structure (32 layers, 8 x 6 depformer, 32k
+    text head, 2048-card audio) at a small width, where a step costs only its per-operation
+    overhead. Quantized formats need width % 128 == 0 (the MLP's hidden width is
+    11/4 x width and MLX's smallest group is 32); 128 is the narrowest that quantizes."""
+    name = f"7b-w{width}"
+    if name not in SHAPES:
+        heads = max(1, width // 16)
+        SHAPES[name] = ("moshiko", f"Moshi 7B's structure at width {width}")
+        WIDTHS[name] = {"dim": width, "num_heads": heads, "depformer_dim": width, "depformer_num_heads": heads,
+                        "depformer_dim_feedforward": int(4.125 * width)}
+        GROUP_SIZES[name] = 32
+    return name
+
+
+# widths replaced in a shape (every other field is the preset's)
+WIDTHS: dict[str, dict] = {}
+# quantization group size where the default (64 for 8 bits) would not divide a width
+GROUP_SIZES: dict[str, int] = {}
+
 # format name -> convert() arguments (recipe name, bits); None recipe = float bf16
 FORMATS = {
     "bf16": (None, None),
@@ -59,6 +81,7 @@ def shaped_config(shape: str, layers: int) -> LmConfig:
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     d = preset(SHAPES[shape][0]).to_dict()
+    d.update(WIDTHS.get(shape, {}))
     d["num_layers"] = int(layers)
     d.pop("conditioners", None)
     d.pop("fuser", None)
@@ -95,7 +118,7 @@ def prepare(case: Case, cache_dir: Path = DEFAULT_CACHE, seed: int = 0, log=prin
         write_random_checkpoint(cfg, src_dir, seed=seed, head_scale=4.0, dtype="bfloat16")
         (src_dir / ".complete").write_text("ok\n")
     recipe_name, bits = FORMATS[case.fmt]
-    recipe = make_recipe(recipe_name, bits) if recipe_name else None
+    recipe = make_recipe(recipe_name, bits, GROUP_SIZES.get(case.shape)) if recipe_name else None
     log(f"[weights] converting {case.key} to {case.fmt}")
     shutil.rmtree(out, ignore_errors=True)
     convert(SourceInfo(src, cfg, "bench"), out, recipe=recipe, force=True, copy_assets=False)

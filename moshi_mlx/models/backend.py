@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
+from .frame_step import compiled_step_supported
 from ..modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, cpu_count, set_linear_class,
                                 worth_splitting)
 
@@ -46,9 +47,15 @@ class ComputeFormat:
     cast_linears: int
     upcast: list[str] = field(default_factory=list)  # groups given float32 weight copies
     upcast_bytes: int = 0
+    compiled: bool = False  # the frame step runs compiled fixed-shape functions
+    profile: str = "cpu"
 
     def describe(self) -> str:
         s = f"{self.activation_dtype} activations on {self.device}"
+        if self.profile != ("cpu" if "cpu" in self.device else "gpu"):
+            s += f" ({self.profile} format)"
+        if self.compiled:
+            s += ", compiled frame step"
         if self.upcast:
             s += f", float32 weights for {' + '.join(self.upcast)} (+{self.upcast_bytes / 2**30:.1f} GB)"
         if self.parallel_linears:
@@ -135,9 +142,21 @@ def upcast_float_linears(lm, groups) -> int:
     return used
 
 
+PROFILES = ("auto", "cpu", "gpu")
+
+
 def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | str = "auto",
-               upcast: bool | str | tuple | list = "auto", upcast_budget: int | None = None) -> ComputeFormat:
+               upcast: bool | str | tuple | list = "auto", upcast_budget: int | None = None,
+               profile: str = "auto", compile: bool | str = "auto") -> ComputeFormat:
     """Set `lm`'s compute format for the default device, in place (the file is untouched).
+
+    profile: "auto" (the default device's kind), "cpu" or "gpu": which backend's format the
+      "auto" choices below follow. "gpu" on a CPU runs the accelerator path there (used to
+      measure its host overhead and to test it without a GPU).
+    compile: "auto" (with the gpu format), True or False: run the frame step as compiled
+      fixed-shape functions (`models/frame_step.py`: a few fused kernels instead of
+      thousands of small ones; what a GPU needs). The CPU format splits mat-vecs over two
+      streams instead, which a trace does not carry, so "auto" leaves it eager there.
 
     activation: "auto" (float32 for quantized models on a CPU, or when every float layer
       was upcast; else the weights' dtype), "stored" / None (the weights' dtype), or a
@@ -150,8 +169,10 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
       groups to upcast ("depformer", "temporal"). On this CPU an fp32 mat-vec streams
       2.5-3.5x the bytes/s of a bf16 one, i.e. 1.3-1.8x the weights/s. Quantized weights
       are never expanded (their size is why they were chosen)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     device = mx.default_device()
-    cpu = device.type == mx.DeviceType.cpu
+    cpu = device.type == mx.DeviceType.cpu if profile == "auto" else profile == "cpu"
     upcast_groups, upcast_bytes = [], 0
     if isinstance(upcast, (tuple, list)):
         upcast_groups = [g for g, _ in _UPCAST_GROUPS if g in upcast]
@@ -166,7 +187,7 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     if upcast_groups:
         upcast_bytes = upcast_float_linears(lm, upcast_groups)
     if activation == "auto":
-        act = default_activation_dtype(lm, device)
+        act = mx.float32 if cpu and is_quantized(lm) else None
         if act is None and upcast_groups and all(
                 n == 0 or g in upcast_groups for g, n in upcast_extra_bytes(lm).items()):
             act = mx.float32  # every float layer is fp32 now
@@ -190,8 +211,11 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     # float layers whose weights differ from the activations compute in their own dtype
     if act is not None:
         n_cast = set_linear_class(lm, CastLinear, lambda _, m: type(m) is nn.Linear and m.weight.dtype != act)
+    if compile == "auto":
+        compile = not cpu
+    lm.compiled_step = bool(compile) and compiled_step_supported(lm) is None
     return ComputeFormat(str(device), str(lm.dtype).replace("mlx.core.", ""), n_par, n_cast, upcast_groups,
-                         upcast_bytes)
+                         upcast_bytes, lm.compiled_step, "cpu" if cpu else "gpu")
 
 
 def _parallel_ok(path: str, m: nn.Linear) -> bool:

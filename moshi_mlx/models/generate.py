@@ -28,6 +28,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import WeightsError
+from .frame_step import CompiledFrame, compiled_step_supported
 from .lm import Lm
 from .sampling import Sampler
 
@@ -100,7 +101,16 @@ class LmGen:
         self._streams = np.arange(cfg.num_streams)
         self._cache = lm.make_cache()
         self._dep_cache = lm.depformer.make_cache() if lm.has_depformer else None
+        # the compiled fixed-shape step (models/frame_step.py) where prepare_lm chose it
+        self._frame: CompiledFrame | None = None
+        if getattr(lm, "compiled_step", False) and compiled_step_supported(lm) is None:
+            self._frame = CompiledFrame(self)
         self.reset()
+
+    @property
+    def compiled(self) -> bool:
+        """Whether steps run the compiled fixed-shape functions (see models/frame_step.py)."""
+        return self._frame is not None
 
     # ---- state ---------------------------------------------------------------------
     def reset(self) -> None:
@@ -134,6 +144,8 @@ class LmGen:
 
     def _temporal(self, tokens: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         """Helium + text head for one position: (hidden, guided text logits, text token), lazy."""
+        if self._frame is not None:
+            return self._frame.run_temporal(tokens)
         h, text_logits = self.lm.forward_text(tokens, self._cond, self._cache)
         guided = self._guided(text_logits[:, -1])
         text = self.text_sampler(guided, None if self.text_sampler.greedy else self._next_key())
@@ -141,6 +153,10 @@ class LmGen:
 
     def _depformer(self, h: mx.array, text: mx.array) -> mx.array:
         """The frame's audio tokens [B, dep_q] given the text token, lazy."""
+        if self._frame is not None:
+            audio, self.last_audio_logits = self._frame.run_depformer(h, text)
+            return audio
+
         def pick(k: int, logits: mx.array) -> mx.array:
             key = None if self.audio_sampler.greedy else self._next_key()
             g = self._guided(logits)

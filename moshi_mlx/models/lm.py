@@ -67,6 +67,8 @@ class Lm(nn.Module):
         self.cfg = cfg
         # None: compute in the weights' dtype; set per backend by `models.backend.prepare_lm`
         self.activation_dtype: mx.Dtype | None = None
+        # True: LmGen runs the compiled fixed-shape frame step (models/frame_step.py)
+        self.compiled_step = False
         self.text_emb = ScaledEmbedding(cfg.text_card + 1, cfg.dim, demux=cfg.demux_second_stream)
         self.audio_embs = [ScaledEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)]
         self.transformer = Transformer(temporal_transformer_config(cfg))

@@ -48,13 +48,11 @@ class MultiheadAttention(nn.Module):
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, T, _ = x.shape
-        qkv = self.in_proj(x)
         kv_dim = self.head_dim * self.num_kv_heads
-        q = qkv[..., : self.dim].reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-        k = qkv[..., self.dim : self.dim + kv_dim]
-        v = qkv[..., self.dim + kv_dim :]
-        k = k.reshape(B, T, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        v = v.reshape(B, T, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        q, k, v = mx.split(self.in_proj(x), [self.dim, self.dim + kv_dim], axis=-1)
+        q = self._heads(q, self.num_heads)
+        k = self._heads(k, self.num_kv_heads)
+        v = self._heads(v, self.num_kv_heads)
         offset = cache.offset if cache is not None else 0
         if self.rope is not None:
             interleave = self.rope == "rope"
@@ -67,5 +65,16 @@ class MultiheadAttention(nn.Module):
         else:
             mask = batch_mask(T, self.causal, self.context)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        out = out.transpose(0, 2, 1, 3).reshape(B, T, self.dim)
+        if T == 1:  # [B, H, 1, D] is already [B, 1, H * D] in memory: one reshape, no transpose
+            out = out.reshape(B, T, self.dim)
+        else:
+            out = out.transpose(0, 2, 1, 3).reshape(B, T, self.dim)
         return self.out_proj(out)
+
+    def _heads(self, x: mx.array, heads: int) -> mx.array:
+        """[B, T, heads * D] -> [B, heads, T, D]; for one token a single reshape (a step
+        is mostly such small ops, so each one saved counts)."""
+        B, T, _ = x.shape
+        if T == 1:
+            return x.reshape(B, heads, 1, self.head_dim)
+        return x.reshape(B, T, heads, self.head_dim).transpose(0, 2, 1, 3)

@@ -139,3 +139,42 @@ class KVCache:
             q_pos = np.arange(start, needed)
             mask = visibility_mask(q_pos, np.arange(needed), None)
         return self.keys[:, :, :needed], self.values[:, :, :needed], mask
+
+
+class RingStep:
+    """A `KVCache` ring seen by a compiled one-token step: buffers and position are arrays.
+
+    A compiled function sees only arrays, so the ring's buffers come in as inputs and
+    leave, updated, as outputs (`keys` / `values` after the call), and the position is an
+    array (`offset`, for RoPE), so one trace serves every position. The new key goes to
+    slot `slot` (= offset % context) by an in-place update; attention runs over the first
+    `mask.shape[-1]` slots (a bucket the caller picks, so the early steps do not read the
+    whole ring) with `mask` marking the slots that hold a position. Same visibility as
+    `KVCache` for one token: the ring holds exactly the visible keys.
+    """
+
+    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, slot: mx.array, mask: mx.array):
+        self.keys, self.values = keys, values
+        self.offset, self.slot, self.mask = offset, slot, mask
+
+    def update_and_fetch(self, k: mx.array, v: mx.array):
+        if k.shape[2] != 1:
+            raise ValueError("RingStep takes one token per call")
+        self.keys = mx.slice_update(self.keys, k, self.slot, axes=(2,))
+        self.values = mx.slice_update(self.values, v, self.slot, axes=(2,))
+        n = self.mask.shape[-1]
+        return self.keys[:, :, :n], self.values[:, :, :n], self.mask
+
+
+def ring_bucket(filled: int, capacity: int, smallest: int = 64) -> int:
+    """How many ring slots a one-token step attends over: the next power of two >= `filled`
+    (at least `smallest`), at most the capacity; a handful of shapes, so few traces."""
+    n = smallest
+    while n < filled:
+        n *= 2
+    return min(n, capacity)
+
+
+def ring_mask(filled: int, bucket: int) -> mx.array:
+    """Boolean [1, 1, 1, bucket]: slots 0..filled-1 hold a visible key."""
+    return mx.array((np.arange(bucket) < filled)[None, None, None])

@@ -10,6 +10,21 @@ import mlx.core as mx
 import mlx.nn as nn
 
 
+def _weight_as(m: nn.Module, name: str, dtype: mx.Dtype) -> mx.array:
+    """`m[name]` in `dtype`, cast once and kept (recast if the parameter is replaced): a
+    cast per call is one more primitive in every step."""
+    w = m[name]
+    if w.dtype == dtype:
+        return w
+    key = f"_{name}_as"
+    cached = m.__dict__.get(key)
+    if cached is None or cached[0] is not w or cached[1].dtype != dtype:
+        cached = (w, w.astype(dtype))
+        mx.eval(cached[1])
+        m.__dict__[key] = cached
+    return cached[1]
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-8, compute_dtype: mx.Dtype | None = mx.float32):
         super().__init__()
@@ -19,8 +34,8 @@ class RMSNorm(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         if self.compute_dtype is None or x.dtype == self.compute_dtype:
-            return mx.fast.rms_norm(x, self.weight.astype(x.dtype), self.eps)
-        y = mx.fast.rms_norm(x.astype(self.compute_dtype), self.weight.astype(self.compute_dtype), self.eps)
+            return mx.fast.rms_norm(x, _weight_as(self, "weight", x.dtype), self.eps)
+        y = mx.fast.rms_norm(x.astype(self.compute_dtype), _weight_as(self, "weight", self.compute_dtype), self.eps)
         return y.astype(x.dtype)
 
 
@@ -36,9 +51,10 @@ class LayerNorm(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         if self.compute_dtype is None or x.dtype == self.compute_dtype:
-            return mx.fast.layer_norm(x, self.weight.astype(x.dtype), self.bias.astype(x.dtype), self.eps)
+            return mx.fast.layer_norm(x, _weight_as(self, "weight", x.dtype), _weight_as(self, "bias", x.dtype),
+                                      self.eps)
         c = self.compute_dtype
-        y = mx.fast.layer_norm(x.astype(c), self.weight.astype(c), self.bias.astype(c), self.eps)
+        y = mx.fast.layer_norm(x.astype(c), _weight_as(self, "weight", c), _weight_as(self, "bias", c), self.eps)
         return y.astype(x.dtype)
 
 
@@ -59,3 +75,17 @@ def make_norm(norm_type: str, dim: int) -> nn.Module:
     except KeyError:
         raise ValueError(f"unsupported norm {norm_type!r}; expected one of {', '.join(NORM_TYPES)}") from None
     return cls(dim, eps=eps, compute_dtype=dtype)
+
+
+def prime_norm_weights(model: nn.Module, activation_dtype: mx.Dtype) -> int:
+    """Make every norm's weight cast (to its compute dtype, or the activations' one) now,
+    outside any compiled trace, so that traces capture the cast weight as a constant."""
+    n = 0
+    for _, m in model.named_modules():
+        if isinstance(m, (RMSNorm, LayerNorm)):
+            dtype = m.compute_dtype or activation_dtype
+            _weight_as(m, "weight", dtype)
+            if isinstance(m, LayerNorm):
+                _weight_as(m, "bias", dtype)
+            n += 1
+    return n

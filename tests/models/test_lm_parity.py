@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from moshi_mlx.models import LmGen
+from moshi_mlx.models.frame_step import compiled_step_supported
 
 from .lm_fixtures import AUDIO_STRIDE, TEXT_STRIDE, load_case, rel_err
 
@@ -36,11 +37,18 @@ def test_teacher_forced_forward_matches_reference(case):
         assert rel_err(audio[amask], data["audio_logits"][amask]) < 1e-4
 
 
-def test_greedy_generation_matches_reference(case):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_greedy_generation_matches_reference(case, compiled):
     """We are fed [u0, u1, ...]; the reference LMGen was fed [x, u0, u1, ...]: reference
-    step s == our position s, and our call t runs position t + 1."""
+    step s == our position s, and our call t runs position t + 1. Both frame steps: the
+    eager one and the compiled fixed-shape one (models/frame_step.py, the GPU path)."""
     name, cfg, lm, data = case
-    gen = LmGen(lm, temp=0.0, temp_text=0.0, cfg_coef=float(data["cfg_coef"]))
+    lm.compiled_step = compiled
+    try:
+        gen = LmGen(lm, temp=0.0, temp_text=0.0, cfg_coef=float(data["cfg_coef"]))
+    finally:
+        lm.compiled_step = False
+    assert gen.compiled == (compiled and compiled_step_supported(lm) is None)
     ref_text, ref_audio, user = data["gen_text"], data["gen_audio"], data["user"]
     steps = user.shape[0]
     delays = np.array(cfg.delays[1 : 1 + cfg.dep_q])

@@ -1,0 +1,169 @@
+"""Per-step overhead without a GPU: primitives per frame step and the host time of a step,
+ours vs upstream moshi_mlx 0.3.0, on a narrow model (width 128 by default) with Moshi 7B's structure.
+
+    .venv/bin/python -m bench.step_overhead [--formats bf16,q8,q4] [--steps 30]
+        [--width 128] [--profiles gpu,auto] [--upstream-path DIR | --no-upstream]
+
+At width 128 or 64 (32 temporal layers, 8 depformer steps x 6 layers, 32k text head, 2048-card
+audio) the arithmetic of a step is negligible, so its time is what every step pays on any
+device before the weights matter: building the graph in Python, dispatching each
+primitive, synchronising. The step's primitives are counted at every synchronisation
+(bench/graph_count.py), so the same instrument serves any code. On a CPU `mx.fast` ops
+count as several primitives, on a GPU as one: the device that counted is in the results.
+
+Ours runs in each `--profiles` entry: `auto` is the format `prepare_lm` picks for this
+device, `gpu` the accelerator format forced here (what runs on Metal / CUDA, measured for
+its host cost). Upstream runs its own recipe (bf16 activations) on the same MLX: its
+package is imported from `--upstream-path` (default .bench-venvs/upstream-pkg, installed
+with `pip install --no-deps --target` on first use), never from our checkout; on the GPU
+kit's machine pass `--upstream-path /tmp/upstream`. Every case runs in its own process.
+Writes JSON and markdown (bench/results/step_overhead.{json,md}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import stats  # noqa: E402
+from bench.lm_bench import _run_child  # noqa: E402
+from bench.lm_weights import DEFAULT_CACHE, FORMATS, Case, narrow_shape, prepare  # noqa: E402
+
+DEFAULT_WIDTH = 128
+DEFAULT_UPSTREAM_PATH = ROOT / ".bench-venvs" / "upstream-pkg"
+UPSTREAM_PACKAGE = "moshi-mlx==0.3.0"
+
+
+def ensure_upstream_path(path: Path, create: bool = True) -> Path:
+    """A folder holding upstream's `moshi_mlx` package (no dependencies: it runs on our MLX)."""
+    if (path / "moshi_mlx" / "__init__.py").exists():
+        return path
+    if not create:
+        raise FileNotFoundError(f"no upstream moshi_mlx under {path}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(path),
+                    UPSTREAM_PACKAGE], check=True)
+    return path
+
+
+def run_case(impl: str, folder: Path, steps: int, warmup: int, profile: str = "auto",
+             upstream_path: Path | None = None, timeout: float = 1800) -> dict:
+    if impl == "ours":
+        argv = [sys.executable, "-m", "bench.overhead_ours", str(folder), "--steps", str(steps),
+                "--warmup", str(warmup), "--profile", profile]
+        return _run_child(argv, ROOT, dict(os.environ, PYTHONPATH=str(ROOT)), timeout)
+    argv = [sys.executable, str(ROOT / "bench" / "overhead_upstream.py"), str(folder), "--steps", str(steps),
+            "--warmup", str(warmup)]
+    env = dict(os.environ, PYTHONPATH=str(upstream_path))  # upstream's package, never ours
+    return _run_child(argv, Path("/tmp"), env, timeout)
+
+
+def summarize(raw: dict, fmt: str, label: str) -> dict:
+    if "error" in raw:
+        return {"case": label, "fmt": fmt, "error": raw["error"]}
+    row = {k: v for k, v in raw.items() if not k.endswith("_raw")}
+    row.update({"case": label, "fmt": fmt, "step_ms": stats.summary(raw["step_ms_raw"]),
+                "build_ms": stats.summary(raw["build_ms_raw"]), "sync_ms": stats.summary(raw["sync_ms_raw"])})
+    return row
+
+
+def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30, warmup: int = 5,
+        upstream_path: Path | None = None, cache_dir: Path = DEFAULT_CACHE, width: int = DEFAULT_WIDTH,
+        log=print) -> dict:
+    shape = narrow_shape(width)
+    if width % 128 and any(f != "bf16" for f in formats):
+        raise SystemExit(f"width {width}: quantized formats need a width that is a multiple of 128 "
+                         f"(Moshi's MLP is 11/4 x width wide, MLX's smallest group is 32); use --formats bf16")
+    rows = []
+    for fmt in formats:
+        folder = prepare(Case(shape, 32, fmt), cache_dir, log=log)
+        cases = [("ours", p, f"ours ({p})") for p in profiles]
+        if upstream_path is not None:
+            cases.append(("upstream", "", "upstream"))
+        for impl, profile, label in cases:
+            log(f"[overhead] {fmt} {label} ...")
+            raw = run_case(impl, folder, steps, warmup, profile, upstream_path)
+            row = summarize(raw, fmt, label)
+            rows.append(row)
+            if "error" in row:
+                log(f"[overhead]   failed: {row['error']}")
+            else:
+                log(f"[overhead]   {row['primitives']} primitives, {row['syncs']} syncs, step "
+                    f"{row['step_ms']['median']:.1f} ms (build {row['build_ms']['median']:.1f}) on {row['device']}")
+    return {"what": "one LM frame step of a width-64 model with Moshi 7B's structure: primitives run and host ms",
+            "shape": shape, "width": width, "steps": steps, "warmup": warmup, "results": rows,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": list(os.getloadavg())}
+
+
+def format_table(report: dict) -> str:
+    rows = [r for r in report["results"] if "error" not in r]
+    out = [f"{report['shape']}: Moshi 7B's structure at width {report['width']}, 32 temporal layers; "
+           f"{report['steps']} steps after {report['warmup']}", "",
+           "| format | implementation | device that counted | primitives / step | syncs / step | step ms (median) "
+           "| p90 | graph building ms | in syncs ms | vs upstream (ms) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    up = {r["fmt"]: r for r in rows if r["case"] == "upstream"}
+    for r in rows:
+        u = up.get(r["fmt"])
+        rel = "" if u is None or r is u else f"{r['step_ms']['median'] / u['step_ms']['median']:.2f}x"
+        out.append(f"| {r['fmt']} | {r['case']} | {r['device']} | {r['primitives']} | {r['syncs']} | "
+                   f"{r['step_ms']['median']:.1f} | {r['step_ms']['p90']:.1f} | {r['build_ms']['median']:.1f} | "
+                   f"{r['sync_ms']['median']:.1f} | {rel} |")
+    for r in report["results"]:
+        if "error" in r:
+            out.append(f"\n{r['fmt']}/{r['case']}: failed: {r['error']}")
+    top = [r for r in rows if r["fmt"] == rows[0]["fmt"]] if rows else []
+    if top:
+        out.append("")
+        out.append(f"Primitives by type ({top[0]['fmt']}), the ten most frequent:")
+        for r in top:
+            kinds = ", ".join(f"{k} {v}" for k, v in list(r["primitives_by_type"].items())[:10])
+            out.append(f"- {r['case']}: {kinds}")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--formats", default="bf16,q8,q4")
+    ap.add_argument("--width", type=int, default=DEFAULT_WIDTH,
+                    help="model width (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)")
+    ap.add_argument("--profiles", default="gpu,auto", help="ours' formats: gpu, auto (this device's), cpu")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--upstream-path", type=Path, default=DEFAULT_UPSTREAM_PATH)
+    ap.add_argument("--no-upstream", action="store_true")
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "step_overhead.json")
+    a = ap.parse_args(argv)
+    fmts = [f.strip() for f in a.formats.split(",")]
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad:
+        raise SystemExit(f"unknown format(s) {bad}; known: {', '.join(FORMATS)}")
+    up = None
+    if not a.no_upstream:
+        try:
+            up = ensure_upstream_path(a.upstream_path)
+        except Exception as e:  # noqa: BLE001 - report and go on without upstream
+            print(f"upstream moshi_mlx unavailable: {e}", file=sys.stderr)
+    report = run(fmts, [p.strip() for p in a.profiles.split(",")], a.steps, a.warmup, up, a.cache_dir, a.width)
+    report["command"] = " ".join(["python -m bench.step_overhead"] + (argv if argv is not None else sys.argv[1:]))
+    text = format_table(report)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(f"# Per-step overhead ({report['started']})\n\ncommand: {report['command']}\n\n"
+                                        + text + "\n")
+    print(text)
+    print(f"\nwrote {a.out} and {a.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The LM frame step as two compiled, fixed-shape functions (the accelerator path).
+
+On a GPU a step of Moshi 7B streams its weights in a few milliseconds; what costs is the
+per-operation overhead: building thousands of graph nodes in Python and launching as
+many small kernels. `mx.compile` traces each function once and replays it: the graph is
+rebuilt by C++, and chains of elementwise ops become single fused kernels. A trace needs
+fixed shapes and no Python state, so:
+
+- temporal: (tokens, position, slot, mask, PRNG key, ring buffers...) -> (hidden, guided
+  text logits, text token, new key, updated ring buffers...). The position is an array
+  (RoPE takes it as one), the KV rings are updated in place at an array slot
+  (`modules.kv_cache.RingStep`), and attention covers a power-of-two bucket of slots, so
+  a conversation traces a handful of shapes at most (64, 128, ..., the context);
+- depformer: (hidden, text token, key) -> (audio tokens, new key, guided logits per
+  codebook). Its cache starts empty at every frame, so the whole frame is one trace.
+
+Same modules, same arithmetic order and the same PRNG key sequence as the eager step
+(`LmGen._run`), so both give the same tokens; `models.backend.prepare_lm` decides which
+one a model uses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import mlx.core as mx
+
+from ..modules.kv_cache import RingStep, ring_bucket, ring_mask
+from ..modules.norm import prime_norm_weights
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .generate import LmGen
+
+
+def compiled_step_supported(lm) -> str | None:
+    """None if the compiled step can run this model, else why not."""
+    cfg = lm.cfg
+    if cfg.context is None:
+        return "the temporal transformer has no context window (an unbounded cache has no fixed shape)"
+    if not cfg.causal:
+        return "the temporal transformer is not causal"
+    return None
+
+
+class CompiledFrame:
+    """The compiled temporal and depformer functions of one `LmGen` (its samplers, CFG and
+    condition are part of the trace)."""
+
+    def __init__(self, gen: "LmGen"):
+        self.gen = gen
+        lm = gen.lm
+        prime_norm_weights(lm, lm.dtype)
+        self.context = lm.cfg.context
+        self.temporal = mx.compile(self._temporal)
+        self.depformer = mx.compile(self._depformer) if lm.has_depformer else None
+        self._masks: dict[tuple[int, int], mx.array] = {}
+
+    # ---- traced bodies (run once per shape; no Python state may change here) ----------------
+    def _temporal(self, tokens, offset, slot, mask, key, *kv):
+        gen = self.gen
+        caches = [RingStep(kv[i], kv[i + 1], offset, slot, mask) for i in range(0, len(kv), 2)]
+        h, text_logits = gen.lm.forward_text(tokens, gen._cond, caches)
+        guided = gen._guided(text_logits[:, -1])
+        sub = None
+        if not gen.text_sampler.greedy:
+            key, sub = mx.random.split(key)
+        text = gen.text_sampler(guided, sub)
+        return (h, guided, text, key, *[a for c in caches for a in (c.keys, c.values)])
+
+    def _depformer(self, h, text, key):
+        gen = self.gen
+        logits: list[mx.array] = []
+        state = {"key": key}
+
+        def pick(k: int, lg: mx.array) -> mx.array:
+            g = gen._guided(lg)
+            logits.append(g)
+            sub = None
+            if not gen.audio_sampler.greedy:
+                state["key"], sub = mx.random.split(state["key"])
+            return gen.audio_sampler(g, sub)
+
+        audio = gen.lm.depformer.sample(h, text, gen.lm.depformer.make_cache(), pick)
+        return (audio, state["key"], *logits)
+
+    # ---- one position -----------------------------------------------------------------------
+    def _mask(self, filled: int, bucket: int) -> mx.array:
+        m = self._masks.get((filled, bucket))
+        if m is None:
+            m = ring_mask(filled, bucket)
+            if filled == bucket:  # the full buckets recur: keep them
+                self._masks[(filled, bucket)] = m
+        return m
+
+    def run_temporal(self, tokens: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Helium + text sampling for one position, lazily; advances the rings and the key."""
+        gen = self.gen
+        caches = gen._cache
+        cap = self.context
+        off = caches[0].offset
+        B = tokens.shape[0]
+        for c, layer in zip(caches, gen.lm.transformer.layers):
+            attn = layer.self_attn
+            shape = (B, attn.num_kv_heads, cap, attn.head_dim)
+            if c.keys is None or c.keys.shape != shape or c.keys.dtype != gen.lm.dtype:
+                c.keys = mx.zeros(shape, dtype=gen.lm.dtype)
+                c.values = mx.zeros(shape, dtype=gen.lm.dtype)
+        filled = min(off + 1, cap)
+        bucket = ring_bucket(filled, cap)
+        kv = [a for c in caches for a in (c.keys, c.values)]
+        for c in caches:  # only the trace's inputs hold the old buffers: updated in place
+            c.keys = c.values = None
+        out = self.temporal(tokens, mx.array(off, dtype=mx.int32), mx.array([off % cap], dtype=mx.int32),
+                            self._mask(filled, bucket), gen._key, *kv)
+        del kv
+        h, guided, text, gen._key = out[:4]
+        new = out[4:]
+        for i, c in enumerate(caches):
+            c.keys, c.values = new[2 * i], new[2 * i + 1]
+            c.offset += 1
+        return h, guided, text
+
+    def run_depformer(self, h: mx.array, text: mx.array) -> tuple[mx.array, list[mx.array]]:
+        """The frame's audio tokens [B, dep_q] and the guided logits per codebook, lazily."""
+        audio, key, *logits = self.depformer(h, text, self.gen._key)
+        self.gen._key = key
+        return audio, list(logits)
