@@ -27,7 +27,7 @@ def run(folder: str, steps: int, warmup: int, profile: str, seed: int = 0) -> di
     from moshi_mlx.models.backend import prepare_lm
 
     t0 = time.perf_counter()
-    lm = load_lm(folder)
+    lm = load_lm(folder, compute="stored")  # its compute format is set just below
     fmt = prepare_lm(lm, profile=profile)
     load_s = time.perf_counter() - t0
     gen = LmGen(lm, seed=seed)
