@@ -78,6 +78,8 @@ class Case:
 def shaped_config(shape: str, layers: int) -> LmConfig:
     """The published config of `shape` with `layers` temporal layers and no conditioners
     (so both implementations run the same unconditioned network)."""
+    if shape not in SHAPES and shape.startswith("7b-w") and shape[4:].isdigit():
+        narrow_shape(int(shape[4:]))
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     d = preset(SHAPES[shape][0]).to_dict()
@@ -88,6 +90,19 @@ def shaped_config(shape: str, layers: int) -> LmConfig:
     d["model_type"] = "moshi"
     d["_source"] = f"bench: {SHAPES[shape][1]} with {layers} temporal layer(s), random weights"
     return LmConfig.from_dict(d)
+
+
+def quant_params(shape: str, fmt: str) -> tuple[int, int] | None:
+    """(bits, group size) of a uniform format for in-process random models, None for bf16
+    (q8: 8 bits in groups of 64, q4: 4 bits in groups of 32, unless the shape needs smaller)."""
+    recipe, bits = FORMATS[fmt]
+    if recipe is None:
+        return None
+    if recipe != "uniform":
+        raise ValueError(f"in-process random models take bf16 or a uniform format, not {fmt!r}")
+    from moshi_mlx.weights.quantize import default_group_size
+
+    return bits, GROUP_SIZES.get(shape, default_group_size(bits))
 
 
 def upstream_config_dict(cfg: LmConfig) -> dict:

@@ -1,8 +1,10 @@
 """One case of bench/step_overhead.py, ours, in its own process:
 
     .venv/bin/python -m bench.overhead_ours FOLDER [--steps 30] [--warmup 5] [--profile auto|cpu|gpu]
+    .venv/bin/python -m bench.overhead_ours --random SHAPE:LAYERS:FMT ...
 
-Loads the folder, prepares it (`models.backend.prepare_lm`; `--profile gpu` applies the
+Loads the folder (or builds the shape with MLX's random init in memory, quantized
+uniformly: no file, as fast on a GPU machine as the weights can be drawn), prepares it (`models.backend.prepare_lm`; `--profile gpu` applies the
 accelerator format whatever the device, to measure that code path's host overhead here),
 then measures `LmGen.step` with the reference sampling (bench/graph_count.py). Prints one
 line `RESULT {json}`.
@@ -21,33 +23,60 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import graph_count  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-def run(folder: str, steps: int, warmup: int, profile: str, seed: int = 0) -> dict:
+
+def random_model(spec: str):
+    """SHAPE:LAYERS:FMT -> our Lm with MLX's default random init, bf16, quantized uniformly."""
+    import mlx.core as mx
+
+    from bench.lm_weights import quant_params, shaped_config
+    from moshi_mlx.models import Lm
+    from moshi_mlx.weights.quantize import quantize_model
+
+    shape, layers, fmt = spec.split(":")
+    lm = Lm(shaped_config(shape, int(layers)))
+    lm.set_dtype(mx.bfloat16)
+    q = quant_params(shape, fmt)
+    if q is not None:
+        quantize_model(lm, *q)
+    mx.eval(lm.parameters())
+    return lm
+
+
+def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0, random: str | None = None) -> dict:
+    import mlx.core as mx
+
     from moshi_mlx.models import LmGen, load_lm
     from moshi_mlx.models.backend import prepare_lm
 
     t0 = time.perf_counter()
-    lm = load_lm(folder, compute="stored")  # its compute format is set just below
+    if random:
+        lm = random_model(random)
+    else:
+        lm = load_lm(folder, compute="stored")  # its compute format is set just below
     fmt = prepare_lm(lm, profile=profile)
+    mx.eval(lm.parameters())
     load_s = time.perf_counter() - t0
     gen = LmGen(lm, seed=seed)
     rng = np.random.default_rng(seed)
     user = iter(rng.integers(0, lm.cfg.card, (10 * (warmup + steps) + 100, lm.cfg.user_q)))
     gen.step(next(user))  # position 0 runs inside the first call: keep it out
     res = graph_count.measure_steps(lambda: gen.step(next(user)), steps, warmup)
-    res.update({"impl": "ours", "variant": f"ours ({fmt.describe()})", "profile": profile, "load_s": load_s,
+    res.update({"compiled": gen.compiled, "impl": "ours", "variant": f"ours ({fmt.describe()})", "profile": profile, "load_s": load_s,
                 "layers": lm.cfg.num_layers, "steps": steps, "warmup": warmup})
     return res
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder")
+    ap.add_argument("folder", nargs="?")
+    ap.add_argument("--random", help="SHAPE:LAYERS:FMT: build in memory instead of loading FOLDER")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--profile", default="auto", choices=("auto", "cpu", "gpu"))
     a = ap.parse_args(argv)
-    print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup, a.profile)), flush=True)
+    print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup, a.profile, random=a.random)), flush=True)
 
 
 if __name__ == "__main__":

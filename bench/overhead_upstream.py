@@ -2,8 +2,11 @@
 path holds upstream's package (not ours):
 
     PYTHONPATH=UPSTREAM_DIR python bench/overhead_upstream.py FOLDER [--steps 30] [--warmup 5]
+        [--random BITS:GROUP | --random bf16]
 
 Builds upstream's model the way bench/upstream_lm.py does (its bf16 recipe, as shipped),
+or, with --random, from FOLDER/bench_config.json alone with MLX's default random init,
+bf16, quantized by `nn.quantize` (no weights file),
 then measures `LmGen.step` with the reference sampling plus the evaluation of the step's
 tokens (bench/graph_count.py). Prints one line `RESULT {json}`.
 """
@@ -26,9 +29,25 @@ import upstream_lm  # noqa: E402  (imports upstream's package: this process must
 from moshi_mlx import models, utils  # noqa: E402
 
 
-def run(folder: str, steps: int, warmup: int, seed: int = 0) -> dict:
+def random_model(folder: Path, spec: str):
+    import mlx.nn as nn
+
+    cfg = models.LmConfig.from_config_dict(json.loads((folder / "bench_config.json").read_text()))
+    model = models.Lm(cfg)
+    model.set_dtype(mx.bfloat16)
+    if spec != "bf16":
+        bits, group = (int(x) for x in spec.split(":"))
+        nn.quantize(model, group_size=group, bits=bits)
+    mx.eval(model.parameters())
+    return cfg, model
+
+
+def run(folder: str, steps: int, warmup: int, seed: int = 0, random: str | None = None) -> dict:
     t0 = time.perf_counter()
-    cfg, model, _ = upstream_lm.build(Path(folder), "recipe")
+    if random:
+        cfg, model = random_model(Path(folder), random)
+    else:
+        cfg, model, _ = upstream_lm.build(Path(folder), "recipe")
     load_s = time.perf_counter() - t0
     total = 10 * (warmup + steps) + 100
     gen = models.LmGen(model=model, max_steps=total, text_sampler=utils.Sampler(top_k=25, temp=0.7),
@@ -52,10 +71,11 @@ def run(folder: str, steps: int, warmup: int, seed: int = 0) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder")
+    ap.add_argument("--random", help="bf16 or BITS:GROUP: build from FOLDER/bench_config.json in memory")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     a = ap.parse_args(argv)
-    print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup)), flush=True)
+    print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup, random=a.random)), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
 from bench.lm_bench import _run_child  # noqa: E402
-from bench.lm_weights import DEFAULT_CACHE, FORMATS, Case, narrow_shape, prepare  # noqa: E402
+from bench.lm_weights import (DEFAULT_CACHE, FORMATS, Case, narrow_shape, prepare, quant_params,  # noqa: E402
+                               shaped_config, upstream_config_dict)
 
 DEFAULT_WIDTH = 128
 DEFAULT_UPSTREAM_PATH = ROOT / ".bench-venvs" / "upstream-pkg"
@@ -54,15 +55,23 @@ def ensure_upstream_path(path: Path, create: bool = True) -> Path:
     return path
 
 
+def config_folder(shape: str, layers: int, cache_dir: Path) -> Path:
+    """A folder holding only bench_config.json, for models built in memory."""
+    folder = Path(cache_dir) / f"{shape}-L{layers}-config"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench_config.json").write_text(json.dumps(upstream_config_dict(shaped_config(shape, layers)), indent=1))
+    return folder
+
+
 def run_case(impl: str, folder: Path, steps: int, warmup: int, profile: str = "auto",
-             upstream_path: Path | None = None, timeout: float = 1800) -> dict:
+             upstream_path: Path | None = None, timeout: float = 1800, extra: list[str] = ()) -> dict:
     if impl == "ours":
         argv = [sys.executable, "-m", "bench.overhead_ours", str(folder), "--steps", str(steps),
-                "--warmup", str(warmup), "--profile", profile]
+                "--warmup", str(warmup), "--profile", profile, *extra]
         return _run_child(argv, ROOT, dict(os.environ, PYTHONPATH=str(ROOT)), timeout)
     argv = [sys.executable, str(ROOT / "bench" / "overhead_upstream.py"), str(folder), "--steps", str(steps),
-            "--warmup", str(warmup)]
-    env = dict(os.environ, PYTHONPATH=str(upstream_path))  # upstream's package, never ours
+            "--warmup", str(warmup), *extra]
+    env = dict(os.environ, PYTHONPATH=str(Path(upstream_path).resolve()))  # upstream's package, never ours
     return _run_child(argv, Path("/tmp"), env, timeout)
 
 
@@ -77,20 +86,32 @@ def summarize(raw: dict, fmt: str, label: str) -> dict:
 
 def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30, warmup: int = 5,
         upstream_path: Path | None = None, cache_dir: Path = DEFAULT_CACHE, width: int = DEFAULT_WIDTH,
-        log=print) -> dict:
-    shape = narrow_shape(width)
-    if width % 128 and any(f != "bf16" for f in formats):
+        log=print, shape: str | None = None, layers: int = 32, in_memory: bool = False) -> dict:
+    """Every (format, implementation) case. `shape` (default the narrow one of `width`) and
+    `layers` choose the model; `in_memory` builds it with random init in each process
+    instead of writing and converting a checkpoint (the GPU suite's full-size runs)."""
+    shape = shape or narrow_shape(width)
+    if shape.startswith("7b-w") and width % 128 and any(f != "bf16" for f in formats):
         raise SystemExit(f"width {width}: quantized formats need a width that is a multiple of 128 "
                          f"(Moshi's MLP is 11/4 x width wide, MLX's smallest group is 32); use --formats bf16")
     rows = []
     for fmt in formats:
-        folder = prepare(Case(shape, 32, fmt), cache_dir, log=log)
+        ours_extra: list[str] = []
+        up_extra: list[str] = []
+        if in_memory:
+            folder = config_folder(shape, layers, cache_dir)
+            q = quant_params(shape, fmt)
+            ours_extra = ["--random", f"{shape}:{layers}:{fmt}"]
+            up_extra = ["--random", "bf16" if q is None else f"{q[0]}:{q[1]}"]
+        else:
+            folder = prepare(Case(shape, layers, fmt), cache_dir, log=log)
         cases = [("ours", p, f"ours ({p})") for p in profiles]
         if upstream_path is not None:
             cases.append(("upstream", "", "upstream"))
         for impl, profile, label in cases:
             log(f"[overhead] {fmt} {label} ...")
-            raw = run_case(impl, folder, steps, warmup, profile, upstream_path)
+            raw = run_case(impl, folder, steps, warmup, profile, upstream_path,
+                           extra=ours_extra if impl == "ours" else up_extra)
             row = summarize(raw, fmt, label)
             rows.append(row)
             if "error" in row:
@@ -99,13 +120,14 @@ def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30,
                 log(f"[overhead]   {row['primitives']} primitives, {row['syncs']} syncs, step "
                     f"{row['step_ms']['median']:.1f} ms (build {row['build_ms']['median']:.1f}) on {row['device']}")
     return {"what": "one LM frame step of a width-64 model with Moshi 7B's structure: primitives run and host ms",
-            "shape": shape, "width": width, "steps": steps, "warmup": warmup, "results": rows,
+            "shape": shape, "width": shaped_config(shape, layers).dim, "layers": layers, "in_memory": in_memory,
+            "steps": steps, "warmup": warmup, "results": rows,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": list(os.getloadavg())}
 
 
 def format_table(report: dict) -> str:
     rows = [r for r in report["results"] if "error" not in r]
-    out = [f"{report['shape']}: Moshi 7B's structure at width {report['width']}, 32 temporal layers; "
+    out = [f"{report['shape']}: Moshi 7B's structure at width {report['width']}, {report['layers']} temporal layers; "
            f"{report['steps']} steps after {report['warmup']}", "",
            "| format | implementation | device that counted | primitives / step | syncs / step | step ms (median) "
            "| p90 | graph building ms | in syncs ms | vs upstream (ms) |",

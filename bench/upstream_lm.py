@@ -150,7 +150,8 @@ def run(folder: str, variant: str, steps: int, warmup: int, layer_steps: int, se
         "layer_ms_raw": layer_ms, "bytes": weight_bytes.step_bytes(model), "load_s": load_s,
         "rss_loaded_mb": rss_loaded, "rss_steps_mb": rss_mb(),
         "peak_rss_mb": peak_rss_mb(),
-        "mlx_peak_mb": mx.metal.get_peak_memory() / 2**20 if hasattr(mx, "metal") else float("nan"),
+        "mlx_peak_mb": (mx.get_peak_memory() if hasattr(mx, "get_peak_memory") else
+                        mx.metal.get_peak_memory() if hasattr(mx, "metal") else float("nan") * 2**20) / 2**20,
     }
 
 
