@@ -14,7 +14,9 @@ Parts (`--only floor,lm,mimi,loop`):
 - mimi: streaming encode + decode per 80 ms frame, ours vs upstream's MLX Mimi vs
   rustymimi, on the same weights (bench/mimi_bench.py);
 - loop: the live loop at real-time pace on the simulated sound card: per-frame latency and
-  the overhead beyond model compute (bench/loop_bench.py).
+  the overhead beyond model compute (bench/loop_bench.py);
+- tts: the TTS real-time factor, demo model end to end and tts-1.6b-en_fr's real widths
+  extrapolated to its depth (bench/tts_bench.py).
 
 Upstream runs in its own virtual environment (`--upstream-venv`, created with pip on first
 use unless `--no-create-venv`). Other processes share this machine: the load average is
@@ -35,13 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import chart, lm_bench, loop_bench, mimi_bench, stats  # noqa: E402
+from bench import chart, lm_bench, loop_bench, mimi_bench, stats, tts_bench  # noqa: E402
 from bench.floor_run import measure_floors  # noqa: E402
 from bench.lm_weights import DEFAULT_CACHE, FORMATS  # noqa: E402
 from bench.upstream_env import add_upstream_args, upstream_python_from_args  # noqa: E402
 
 SUITE_VERSION = 1
-PARTS = ("floor", "lm", "mimi", "loop")
+PARTS = ("floor", "lm", "mimi", "loop", "tts")
 # shape:layers:formats (formats joined by +); upstream's own quantized recipe (~9x slower)
 # runs on the first shape only
 DEFAULT_LM = "7b:1:bf16+q8+q4+mixed-4-8,1b:1:bf16+q4,2b:1:bf16+q4"
@@ -130,6 +132,8 @@ def run_suite(a) -> dict:
                                             create_venv=False, memory=True))
     if "loop" in only:
         part("loop", lambda: loop_bench.run(a.loop_codecs.split(","), seconds=8 if quick else a.loop_seconds))
+    if "tts" in only:
+        part("tts", lambda: tts_bench.run(quick=quick))
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = time.time() - t0
     return report
@@ -162,6 +166,10 @@ def format_report(report: dict) -> str:
     if "loop" in p:
         out.append("## Live loop, simulated device at real-time pace (ms per frame)")
         out.append(loop_bench.format_table(p["loop"]))
+    if "tts" in p:
+        out.append("")
+        out.append("## TTS real-time factor")
+        out.append(tts_bench.format_table(p["tts"]))
     return "\n".join(out)
 
 

@@ -130,3 +130,16 @@ def test_not_a_tts_model_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     write_random_checkpoint(lm_preset("random-tiny"), tmp_path / "m", seed=1, dtype="float32")
     assert main(["hi", str(tmp_path / "o.wav"), "--hf-repo", str(tmp_path / "m"), "--voice", "random"]) == 2
+
+
+def test_converted_q4_folder(tmp_path, tts_folder):
+    from moshi_mlx.cli.convert import run as convert
+    from moshi_mlx.weights.safetensors_io import SafetensorsFile
+
+    out = tmp_path / "tts-q4"
+    assert convert(["--hf-repo", str(tts_folder), "--out", str(out), "-q", "--quiet"]) == 0
+    f = SafetensorsFile(out / "model.q4.safetensors")
+    assert "transformer.layers.0.cross_attention.in_proj.scales" in f  # cross-attention quantized too
+    rc = main(["hello world", str(tmp_path / "q.wav"), "--hf-repo", str(out), "--voice", "random",
+               "--mimi-weight", "random", "--quiet", "--max-steps", "60"])
+    assert rc == 0 and sf.info(tmp_path / "q.wav").frames > 0

@@ -1,0 +1,135 @@
+"""TTS real-time factor (seconds of audio per second of compute; > 1 is faster than real time).
+
+    .venv/bin/python -m bench.tts_bench                 # demo model end to end + real-width estimate
+    .venv/bin/python -m bench.tts_bench --quick         # demo model only
+
+Cases, each in its own process (so peak memory is per case):
+- demo: `python -m moshi_mlx.tts`'s path end to end (state machine, LM, tiny Mimi decoding)
+  on the tts-tiny random model: what the tooling costs, not a real model's speed;
+- real-width: the tts-1.6b-en_fr architecture at its real widths (dim 2048, 32 codebooks,
+  cross-attention to 5 x 125 speaker positions, depformer 1024 with 32 scheduled steps) with
+  random bf16 weights, timed with 1 and 2 temporal layers and 1 and 2 depformer layers, and
+  extrapolated per layer to the real depth (16 + 4): LM only, run in our CPU compute format
+  (`prepare_lm`), greedy. Mimi decoding at 32 codebooks adds its own cost
+  (bench/mimi_bench.py: rustymimi on this CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TEXT = ("The quick brown fox jumps over the lazy dog, and then it takes a long nap in the sun "
+        "while the birds keep singing.")
+FRAME_RATE = 12.5
+
+
+def _demo() -> dict:
+    from moshi_mlx.runtime.tts import load_tts_session, load_voice, synthesize
+
+    s = load_tts_session(model="tts-tiny", seed=1)
+    voice = load_voice("random", s.cfg, seed=1)
+    synthesize(s, "warm up", [voice], lambda pcm: None, temp=0.0)
+    r = synthesize(s, TEXT, [voice], lambda pcm: None, temp=0.0, seed=1)
+    return {"audio_s": r.seconds, "wall_s": r.wall_s, "steps": r.steps, "real_time_factor": r.real_time_factor,
+            "ms_per_step": 1000 * r.wall_s / r.steps}
+
+
+def _step_ms(layers: int, dep_layers: int, steps: int) -> float:
+    import mlx.core as mx
+    import numpy as np
+
+    from moshi_mlx.models import LmConfig, lm_preset
+    from moshi_mlx.models.backend import prepare_lm
+    from moshi_mlx.models.tts import Entry, TtsGen, TtsSettings
+    from moshi_mlx.weights.random_state import random_lm
+
+    d = lm_preset("tts-1.6b-en_fr").to_dict()
+    d.update(num_layers=layers, depformer_num_layers=dep_layers)
+    cfg = LmConfig.from_dict(d)
+    lm = random_lm(cfg, seed=0, dtype=mx.bfloat16)
+    prepare_lm(lm)
+    voice = np.random.default_rng(0).standard_normal((512, 125), dtype=np.float32)
+    # no text-to-audio delay here, so the depformer runs from the first step as in steady state
+    settings = TtsSettings(delay_steps=0, second_stream_ahead=2, max_steps=steps + 5)
+    gen = TtsGen(lm, settings, [voice], cfg_coef=2.0, temp=0.0)
+    entries = [Entry([10 + i, 20 + i], f"w{i}") for i in range(steps)]
+    times = []
+    t = time.perf_counter()
+    for i, _ in enumerate(gen.steps(entries)):
+        now = time.perf_counter()
+        if i >= 5:
+            times.append(now - t)
+        t = now
+    times.sort()
+    return 1000 * times[len(times) // 2]
+
+
+def _real_width(steps: int) -> dict:
+    base = {f"{a}_{b}": _step_ms(a, b, steps) for a, b in ((1, 1), (2, 1), (1, 2))}
+    per_t = base["2_1"] - base["1_1"]
+    per_d = base["1_2"] - base["1_1"]
+    full = base["1_1"] + 15 * per_t + 3 * per_d
+    return {"measured_ms": base, "per_temporal_layer_ms": per_t, "per_depformer_layer_ms": per_d,
+            "extrapolated_ms_per_step": full, "real_time_factor": (1000 / FRAME_RATE) / full}
+
+
+def _child(case: str, steps: int) -> dict:
+    from bench.proc_memory import peak_rss_mb
+
+    res = _demo() if case == "demo" else _real_width(steps)
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+def run(quick: bool = False, steps: int = 30) -> dict:
+    """Each case in a child process; returns {"cases": {name: result}}."""
+    cases = ["demo"] if quick else ["demo", "real-width"]
+    out = {}
+    for case in cases:
+        p = subprocess.run([sys.executable, "-m", "bench.tts_bench", "--child", case, "--steps", str(steps)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=3600)
+        if p.returncode != 0:
+            out[case] = {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
+        else:
+            out[case] = json.loads(p.stdout.strip().splitlines()[-1])
+    return {"what": "TTS real-time factor on this machine's default device", "cases": out}
+
+
+def format_table(res: dict) -> str:
+    lines = ["| case | ms per 80 ms step | real-time factor | peak RSS MB |", "|---|---|---|---|"]
+    for name, r in res["cases"].items():
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error']} | | |")
+            continue
+        ms = r.get("ms_per_step", r.get("extrapolated_ms_per_step"))
+        note = " (extrapolated to 16 + 4 layers, LM only)" if name == "real-width" else " (end to end)"
+        lines.append(f"| {name}{note} | {ms:.1f} | {r['real_time_factor']:.2f}x | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="demo model only")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per real-width case")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(_child(a.child, a.steps)))
+        return
+    res = run(a.quick, a.steps)
+    print(format_table(res))
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
