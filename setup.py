@@ -46,6 +46,8 @@ setup(
             "moshi-convert = moshi_mlx.cli.convert:main",
             "moshi-quality = moshi_mlx.cli.quality:main",
             "moshi-tts = moshi_mlx.cli.tts:main",
+            "moshi-stt = moshi_mlx.cli.stt:main",
+            "moshi-helium = moshi_mlx.cli.helium:main",
         ],
     },
 )

@@ -431,6 +431,14 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "helium-2b": ("helium-2b.json", {
         "bf16": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-bf16.safetensors"),
     }),
+    "stt-1b-en_fr": ("stt-1b-en_fr.json", {
+        "bf16": ("kyutai/stt-1b-en_fr-mlx", "model.safetensors"),
+        "pytorch": ("kyutai/stt-1b-en_fr", "model.safetensors"),
+    }),
+    "stt-2.6b-en": ("stt-2.6b-en.json", {
+        "bf16": ("kyutai/stt-2.6b-en-mlx", "model.safetensors"),
+        "pytorch": ("kyutai/stt-2.6b-en", "model.safetensors"),
+    }),
     "random-tiny": ("random-tiny.json", {}),
     # one published repo (PyTorch layout, bf16), which the loader reads as it is
     "tts-1.6b-en_fr": ("tts-1.6b-en_fr.json", {
@@ -438,6 +446,8 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "pytorch": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
     }),
     "tts-tiny": ("tts-tiny.json", {}),
+    "random-tiny-stt": ("random-tiny-stt.json", {}),
+    "random-tiny-helium": ("random-tiny-helium.json", {}),
 }
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from ..errors import UsageError
+
 
 @dataclass(frozen=True)
 class Sampler:
@@ -48,3 +50,13 @@ class Sampler:
             choice = mx.random.categorical(sorted_logits, axis=-1, key=key)
             return mx.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(mx.int32)
         return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)
+
+
+def check_text_sampling(temp: float | None, top_k: int | None, top_p: float | None) -> None:
+    """Sampling values as one-line usage errors (before anything is loaded)."""
+    if temp is not None and not temp >= 0:
+        raise UsageError(f"temperature must be >= 0, got {temp}")
+    if top_k is not None and top_k < 0:
+        raise UsageError(f"top-k must be >= 0, got {top_k}")
+    if top_p is not None and not 0.0 <= top_p <= 1.0:
+        raise UsageError(f"top-p must be in [0, 1], got {top_p}")

@@ -87,10 +87,12 @@ def find_device(spec: str | int | None, kind: str) -> int:
 class SoundDeviceIO:
     """Input and output PortAudio streams at the devices' native rates."""
 
-    def __init__(self, input_device=None, output_device=None, block_seconds: float = 0.08):
+    def __init__(self, input_device=None, output_device=None, block_seconds: float = 0.08, output: bool = True):
+        """output=False: capture only (speech-to-text); no output device is opened."""
         self.sd = _sd()
         self.input_index = find_device(input_device, "input")
-        self.output_index = find_device(output_device, "output")
+        self.output_index = find_device(output_device, "output") if output else self.input_index
+        self.has_output = output
         devs = _devices()
         din, dout = devs[self.input_index], devs[self.output_index]
         self.input_name, self.output_name = din["name"], dout["name"]
@@ -106,8 +108,10 @@ class SoundDeviceIO:
         self._closing = False
 
     def describe(self) -> str:
-        return (f"input: [{self.input_index}] {self.input_name} @ {self.input_rate} Hz x{self.input_channels}; "
-                f"output: [{self.output_index}] {self.output_name} @ {self.output_rate} Hz x{self.output_channels}")
+        text = f"input: [{self.input_index}] {self.input_name} @ {self.input_rate} Hz x{self.input_channels}"
+        if not self.has_output:
+            return text
+        return text + f"; output: [{self.output_index}] {self.output_name} @ {self.output_rate} Hz x{self.output_channels}"
 
     def start(self, pipeline) -> None:
         sd = self.sd
@@ -129,7 +133,7 @@ class SoundDeviceIO:
                 self.lost.set()
 
         try:
-            out = sd.OutputStream(device=self.output_index, samplerate=self.output_rate,
+            out = None if not self.has_output else sd.OutputStream(device=self.output_index, samplerate=self.output_rate,
                                   channels=self.output_channels, dtype="float32",
                                   blocksize=int(round(self.output_rate * self.block_seconds)),
                                   callback=on_output, finished_callback=finished)
@@ -139,8 +143,9 @@ class SoundDeviceIO:
                                  callback=on_input, finished_callback=finished)
         except Exception as e:
             raise AudioDeviceError(f"cannot open audio streams ({self.describe()}): {e}") from None
-        self._streams = [out, inp]
-        pipeline.output_latency_s = float(out.latency)
+        self._streams = [s for s in (out, inp) if s is not None]
+        if out is not None:
+            pipeline.output_latency_s = float(out.latency)
         self.last_callback = time.monotonic()
         for s in self._streams:
             s.start()

@@ -18,7 +18,7 @@ from ..models import LmGen
 from ..models.config import PRESETS
 from .model import Model
 
-DEMO_MODELS = (DEMO_MODEL,)
+DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium")  # Moshi, speech-to-text, Helium
 MIMI_BACKENDS = ("auto", "mlx", "rustymimi")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
@@ -100,7 +100,7 @@ def _float_dtype(name):
 def load(source: str | os.PathLike | None = None, *, quantized: int | None = None,
          weights: str | os.PathLike | None = None, config=None, mimi: str | os.PathLike | None = None,
          tokenizer: str | os.PathLike | None = None, dtype="auto", compute: str = "auto",
-         mimi_backend: str = "auto", offline: bool = False, seed: int = 0) -> Model:
+         mimi_backend: str = "auto", offline: bool = False, seed: int = 0, codec: bool = True) -> Model:
     """Load a model, ready to talk to (see `Model`).
 
     source: a Hub repo ("kyutai/moshiko-mlx-q4"), a local model folder or weights file, a
@@ -116,6 +116,7 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
     mimi_backend: "auto" (MLX on a GPU, rustymimi on a CPU when installed), "mlx", "rustymimi".
     offline: files come from the local Hugging Face cache only.
     seed: seed of random weights (demo model, random Mimi).
+    codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
     """
     from ..weights.hub import offline_mode
 
@@ -125,12 +126,13 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
         raise UsageError(f"quantized must be 4, 8 or None (bf16), got {quantized!r}")
     float_dtype = _float_dtype(dtype)
     if source is not None and str(source) in DEMO_MODELS:
-        return _demo(str(source), seed, compute, float_dtype)
+        return _demo(str(source), seed, compute, float_dtype, codec)
     with offline_mode(offline):
-        return _load(source, quantized, weights, config, mimi, tokenizer, float_dtype, compute, mimi_backend, seed)
+        return _load(source, quantized, weights, config, mimi, tokenizer, float_dtype, compute, mimi_backend, seed,
+                     codec)
 
 
-def _demo(name: str, seed: int, compute: str, dtype) -> Model:
+def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True) -> Model:
     from ..models import random_lm, random_mimi
     from ..models.config import preset
     from ..weights.lm_loader import apply_compute
@@ -143,8 +145,11 @@ def _demo(name: str, seed: int, compute: str, dtype) -> Model:
         lm.set_dtype(dtype)
     fmt = apply_compute(lm, compute, dtype)
     n = max(cfg.user_q, cfg.dep_q, 1)
-    mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg))
-    return Model(cfg, lm, MimiFrameCodec(mimi, n_encode=cfg.user_q), PlaceholderTokenizer(),
+    codec = None
+    if with_codec:
+        mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg))
+        codec = MimiFrameCodec(mimi, n_encode=cfg.user_q)
+    return Model(cfg, lm, codec, PlaceholderTokenizer(),
                  f"{name} demo model (random weights: it produces NOISE)", is_demo=True, compute=fmt,
                  mimi_backend="mlx")
 
@@ -167,7 +172,8 @@ def _check_codec_fits(mimi, cfg, name: str) -> None:
                            "this Mimi does not belong to this model")
 
 
-def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, mimi_backend, seed) -> Model:
+def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, mimi_backend, seed,
+          with_codec: bool = True) -> Model:
     from ..models import load_mimi, random_mimi
     from ..models.mimi import best_backend
     from ..weights.lm_loader import load_lm, load_model_dir
@@ -184,7 +190,9 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
     tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.get(files.tokenizer))
     backend = best_backend() if mimi_backend == "auto" else mimi_backend
     n_user, n_out = cfg.user_q, cfg.dep_q
-    if files.mimi == "random":  # seeded random weights (noise) of the published Mimi, or the demo's if the LM fits it
+    if not with_codec:
+        codec, mimi_desc, backend = None, "no Mimi", "none"
+    elif files.mimi == "random":  # seeded random weights (noise) of the published Mimi, or the demo's if the LM fits it
         m = random_mimi(seed=seed % (2**31), num_codebooks=max(n_user, n_out, 1), config=_random_mimi_config(cfg))
         _check_codec_fits(m, cfg, "the random Mimi")
         codec, mimi_desc, backend = MimiFrameCodec(m, n_encode=n_user), "random Mimi (NOISE)", "mlx"
@@ -210,9 +218,10 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
 Session = Model  # the name the CLIs used before `load()` existed
 
 
-def load_session(args: argparse.Namespace) -> Model:
-    """Resolve the model flags (see `add_model_args`) into a ready model."""
-    return load(**load_kwargs(args))
+def load_session(args: argparse.Namespace, with_codec: bool = True) -> Model:
+    """Resolve the model flags (see `add_model_args`) into a ready model (with_codec=False:
+    no Mimi, for text generation)."""
+    return load(**load_kwargs(args), codec=with_codec)
 
 
 def make_gen(session: Model, args: argparse.Namespace) -> LmGen:

@@ -14,6 +14,7 @@ import numpy as np
 from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import UsageError
 from .pipeline import DuplexPipeline, TextEvent, make_resampler
+from .stt import stt_padding
 from .transcript import Transcript
 
 SAMPLING_OPTIONS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "use_sampling", "cfg_coef",
@@ -86,6 +87,7 @@ class Model:
         """The live loop's `DuplexPipeline` for this model (not started), for a sound card's
         callbacks (`push_input` / `read_output`); `gen` defaults to `generator()`.
         options: the rest of DuplexPipeline's keywords (recorder, step_delay_s, ...)."""
+        self._need_codec("the audio pipeline")
         self.codec.reset()
         return DuplexPipeline(self.codec, gen if gen is not None else self.generator(), self.n_user,
                               max_lag_ms=max_lag_ms, in_resampler=make_resampler(input_rate, SAMPLE_RATE),
@@ -101,6 +103,8 @@ class Model:
         too old to be answered in time are skipped and late output dropped."""
         from .conversation import Conversation
 
+        self._need_codec("a conversation")
+
         if self._active is not None and not self._active.closed:
             raise UsageError("this model already has an open conversation (one at a time: the codec and LM state "
                              "are shared); close() it first")
@@ -108,6 +112,28 @@ class Model:
                             keep_tokens=keep_tokens)
         self._active = conv
         return conv
+
+    def transcriber(self, sample_rate: int = SAMPLE_RATE, **options):
+        """Streaming speech-to-text (models with no audio out, e.g. kyutai/stt-1b-en_fr-mlx):
+        `feed(pcm)` chunks of any length at `sample_rate` -> words with times and end-of-turn
+        events, `flush()` at the end (see `runtime.stt.StreamingTranscriber`; options: temp,
+        top_k, top_p, seed, vad_threshold)."""
+        from .stt import StreamingTranscriber
+
+        self._need_codec("speech-to-text")
+        return StreamingTranscriber(self.lm, self.codec, self.tokenizer, sample_rate=sample_rate, **options)
+
+    def text_stream(self, **options):
+        """Text generation with the temporal transformer (Helium; or a Moshi checkpoint's):
+        `stream(prompt, max_tokens)` yields text as it is generated (see
+        `runtime.textgen.TextStream`; options: temp, top_k, top_p, seed)."""
+        from .textgen import TextStream
+
+        return TextStream(self.lm, self.tokenizer, **options)
+
+    def _need_codec(self, what: str) -> None:
+        if self.codec is None:
+            raise UsageError(f"{what} needs the Mimi codec: this model was loaded with codec=False")
 
     def respond(self, audio: str | os.PathLike | np.ndarray, out_path: str | os.PathLike | None = None, *,
                 sample_rate: int | None = None, transcript_path: str | os.PathLike | None = None,
@@ -137,7 +163,7 @@ class Model:
         pcm = pcm.reshape(-1)
         if pcm.size == 0:
             raise AudioError(f"{name} contains no audio")
-        prefix, suffix = _stt_padding(self.cfg)
+        prefix, suffix = stt_padding(self.cfg)
         n_in = -(-pcm.size // FRAME_SIZE)
         padded = np.concatenate([np.zeros(int(prefix * SAMPLE_RATE), np.float32), pcm,
                                  np.zeros(n_in * FRAME_SIZE - pcm.size + int(suffix * SAMPLE_RATE), np.float32)])
@@ -160,14 +186,6 @@ class Model:
             conv.transcript.save(transcript_path)
         return Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,
                         conv.frames_stepped, wall)
-
-
-def _stt_padding(cfg) -> tuple[float, float]:
-    """Speech-to-text models want silence before (prefix) and after (delay + 1 s) the audio."""
-    stt = cfg.extra.get("stt_config") or {}
-    prefix = float(stt.get("audio_silence_prefix_seconds", 0.0))
-    delay = float(stt.get("audio_delay_seconds", 0.0))
-    return prefix, (delay + 1.0) if stt else 0.0
 
 
 __all__ = ["Model", "Response", "SAMPLING_OPTIONS"]

@@ -43,6 +43,16 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(self.sp.EncodeAsIds(text))
 
+    def decode(self, ids: list[int]) -> str:
+        """Text of a token sequence (byte pieces joined into characters, "▁" as spaces); ids
+        outside the tokenizer's vocabulary (a model may predict more) are left out."""
+        return self.sp.DecodeIds([int(i) for i in ids if 0 <= int(i) < self.vocab_size])
+
+    @property
+    def eos_id(self) -> int | None:
+        eos = self.sp.eos_id()
+        return eos if eos >= 0 else None
+
 
 class PlaceholderTokenizer:
     """For random-weight demo models that have no tokenizer: shows ids as ‹id›."""
@@ -52,8 +62,13 @@ class PlaceholderTokenizer:
     def piece(self, token: int) -> str | None:
         return f"▁‹{token}›" if token >= 0 else None
 
+    eos_id = None
+
     def encode(self, text: str) -> list[int]:
         raise ValueError("the placeholder tokenizer cannot encode text")
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(f"‹{int(i)}›" for i in ids)
 
 
 class ByteTokenizer:

@@ -185,6 +185,12 @@ def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx
     return _fill(resolve_config(cfg), ArraySource(tensors, consume=consume), dtype)
 
 
+def _unused_pytorch_key(cfg: LmConfig, key: str, pytorch: bool) -> bool:
+    """Kyutai's PyTorch LMModel always has `depformer_in` projections, even with no depformer
+    (speech-to-text, dep_q = 0), so its checkpoints carry them unused: skipped."""
+    return pytorch and cfg.dep_q == 0 and key.startswith("depformer_in.")
+
+
 def match_sources(cfg: LmConfig, f, model: Lm, pytorch: bool) -> tuple[dict[str, tuple[int, ...]], dict[str, Source]]:
     """(our parameter name -> shape, our name -> its Source in `f`), after checking that
     the file holds exactly the tensors `model` needs, with the right shapes."""
@@ -194,7 +200,7 @@ def match_sources(cfg: LmConfig, f, model: Lm, pytorch: bool) -> tuple[dict[str,
     sources = pytorch_sources(cfg, keys) if pytorch else {k: Source(k) for k in keys}
     missing = [k for k in expected if k not in sources or sources[k].key not in f]
     used = {s.key for k, s in sources.items() if k in expected}
-    unexpected = [k for k in keys if k not in used]
+    unexpected = [k for k in keys if k not in used and not _unused_pytorch_key(cfg, k, pytorch)]
     if missing or unexpected:
         parts = []
         if missing:

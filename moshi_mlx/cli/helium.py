@@ -1,0 +1,104 @@
+"""`python -m moshi_mlx.helium "prompt"` (console script `moshi-helium`): text generation with
+Helium, Kyutai's text language model (or the temporal transformer of a Moshi checkpoint),
+printed as it is generated.
+
+The prompt comes from the argument, `--prompt-file FILE`, or stdin (`-`). Models with no
+text tokenizer (`--tokenizer none`, the demo model) take and print token ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..errors import Error, UsageError
+from ..models.helium import TEXT_DEFAULTS
+from ..runtime.loading import add_model_args, load_session
+from ..models.sampling import check_text_sampling
+from ..runtime.textgen import TextStream, parse_prompt
+
+DEFAULT_REPO = "kyutai/helium-1-preview-2b-mlx"
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="moshi-helium", description=__doc__.split("\n\n")[0])
+    ap.add_argument("prompt", nargs="?", help="the text to continue ('-': read it from stdin)")
+    ap.add_argument("--prompt-file", help="read the prompt from this file")
+    add_model_args(ap)
+    g = ap.add_argument_group("generation")
+    g.add_argument("--max-tokens", "-n", type=int, default=200, help="tokens to generate at most (default 200)")
+    g.add_argument("--temp", type=float, help=f"temperature (default {TEXT_DEFAULTS['temp']}; 0 = greedy)")
+    g.add_argument("--top-k", type=int, help="keep the k most likely tokens (default off)")
+    g.add_argument("--top-p", type=float, help=f"nucleus sampling mass (default {TEXT_DEFAULTS['top_p']}; 0 = off)")
+    g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
+    g.add_argument("--no-stop", action="store_true", help="keep going after the end-of-text token")
+    g.add_argument("--quiet", action="store_true", help="do not print the prompt and the speed line")
+    return ap
+
+
+def _prompt(args) -> str:
+    given = [x for x in (args.prompt, args.prompt_file) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give the prompt as an argument, '-' for stdin, or --prompt-file (one of them)")
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the prompt file {args.prompt_file}: {getattr(e, 'strerror', None) or e}")
+    if args.prompt == "-":
+        return sys.stdin.read()
+    return args.prompt
+
+
+def run(args) -> int:
+    if args.max_tokens < 0:
+        raise UsageError(f"--max-tokens must be >= 0, got {args.max_tokens}")
+    check_text_sampling(args.temp, args.top_k, args.top_p)
+    prompt = _prompt(args)
+    if not (args.hf_repo or args.moshi_weight or args.model):
+        if args.quantized:
+            raise UsageError("-q picks Moshi's repos; for Helium give --hf-repo (e.g. a q4/q8 folder made by "
+                             "moshi_mlx.convert)")
+        args.hf_repo = DEFAULT_REPO
+    session = load_session(args, with_codec=False)
+    if session.is_demo:
+        print(f"NOTE: {session.description}", file=sys.stderr)
+    stream = TextStream(session.lm, session.tokenizer, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
+                        seed=args.seed)
+    ids = parse_prompt(prompt, session.tokenizer)
+    out = sys.stdout
+    if not args.quiet:
+        out.write(prompt)
+        out.flush()
+    t0 = time.perf_counter()
+    try:
+        for piece in stream.stream(ids, args.max_tokens, stop_at_eos=not args.no_stop):
+            out.write(piece)
+            out.flush()
+    finally:
+        out.write("\n")
+        out.flush()
+    wall = time.perf_counter() - t0
+    n = len(stream.tokens)
+    if not args.quiet:
+        print(f"{n} tokens in {wall:.1f} s ({n / wall if wall > 0 else 0:.1f} tokens/s, prompt prefill included)",
+              file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""`python -m moshi_mlx.stt [AUDIO_FILE]` (console script `moshi-stt`): streaming speech-to-text
+with Kyutai's STT models, from the microphone (no file given) or from an audio file.
+
+Words are printed as they are recognised, with their times; the end of the speaker's turn
+(the 1B model's voice-activity heads) is shown as `[end of turn]`. `--transcript` saves the
+words and events (.json), subtitles (.srt, .vtt) or the text (.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+
+from ..audio.io import read_audio
+from ..errors import UsageError
+from ..runtime.devices import SoundDeviceIO, list_devices
+from ..runtime.loading import add_model_args, load_session
+from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
+from ..runtime.sim_device import SimulatedAudioDevice
+from ..models.sampling import check_text_sampling
+from ..runtime.stt import END_OF_TURN_THRESHOLD, SttUpdate
+from ..runtime.stt_live import PipelineTranscriber
+from ..runtime.subtitles import check_output_path, save_transcript
+
+DEFAULT_REPO = "kyutai/stt-1b-en_fr-mlx"
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="moshi-stt", description=__doc__.split("\n\n")[0])
+    ap.add_argument("infile", nargs="?", help="audio file to transcribe (any format, rate, channels); "
+                    "none: the microphone")
+    add_model_args(ap)
+    g = ap.add_argument_group("transcription")
+    g.add_argument("--transcript", help="save the transcript: .json (words, times, end-of-turn events), "
+                   ".srt or .vtt (subtitles), .txt (text)")
+    g.add_argument("--words", action="store_true", help="print one line per word (start, end, word) "
+                   "instead of the running text")
+    g.add_argument("--vad-threshold", type=float, default=END_OF_TURN_THRESHOLD,
+                   help="end-of-turn probability above which the turn is over (default 0.5)")
+    g.add_argument("--temp", type=float, help="text temperature (default 0: greedy, as Kyutai's scripts)")
+    g.add_argument("--top-k", type=int, help="text top-k (with --temp)")
+    g.add_argument("--top-p", type=float, help="text top-p (with --temp)")
+    g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
+    g.add_argument("--quiet", action="store_true", help="print nothing but errors (and the summary)")
+    a = ap.add_argument_group("microphone")
+    a.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    a.add_argument("--input-device", help="input device: index or (part of) its name (default: system default)")
+    a.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    a.add_argument("--simulate", metavar="AUDIO_FILE",
+                   help="no sound card: a simulated microphone plays this file in real time")
+    return ap
+
+
+def _fmt(t: float) -> str:
+    m, s = divmod(max(t, 0.0), 60)
+    return f"{int(m)}:{s:05.2f}"
+
+
+class _Printer:
+    """Running text, a line per turn with its start time in front; or one line per word."""
+
+    def __init__(self, words: bool, quiet: bool, stream=None):
+        self.words, self.quiet, self.stream = words, quiet, stream or sys.stdout
+        self.line_open = False
+
+    def show(self, up: SttUpdate) -> None:
+        if self.quiet:
+            return
+        if self.words:
+            for w in up.words:
+                self.stream.write(f"{w.start:8.2f} {w.end:8.2f}  {w.text}\n")
+            for e in up.events:
+                self.stream.write(f"{e.time:8.2f}           [end of turn, p={e.probability:.2f}]\n")
+        else:
+            if up.text:
+                text = up.text
+                if not self.line_open:
+                    start = up.first_start if up.first_start is not None else 0.0
+                    text = f"[{_fmt(start)}] " + text.lstrip()
+                    self.line_open = True
+                self.stream.write(text)
+            for _ in up.events:
+                self.stream.write(" [end of turn]\n")
+                self.line_open = False
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.line_open and not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.line_open = False
+
+
+def _transcribe_file(args, session, printer: _Printer) -> PipelineTranscriber:
+    pcm = read_audio(args.infile).reshape(-1)
+    if pcm.size == 0:
+        raise UsageError(f"{args.infile} contains no audio")
+    tr = _make(args, session, SAMPLE_RATE)
+    tr.start()
+    t0 = time.perf_counter()
+    feeder = threading.Thread(target=lambda: [tr.push(pcm[i:i + FRAME_SIZE], wait=True)
+                                             for i in range(0, len(pcm), FRAME_SIZE)], daemon=True)
+    feeder.start()
+    while feeder.is_alive() and not tr.failed:
+        _show(printer, tr.poll(0.2))
+    feeder.join()
+    if not tr.failed:
+        tr.finish()
+    if tr.error is not None:
+        raise tr.error
+    _show(printer, tr.drain())
+    wall = time.perf_counter() - t0
+    seconds = len(pcm) / SAMPLE_RATE
+    printer.close()
+    print(f"{seconds:.1f} s of audio ({tr.pipe.stats.frames_stepped} steps with the model's padding) in {wall:.1f} s: "
+          f"{seconds / wall if wall > 0 else math.inf:.2f}x real time", file=sys.stderr)
+    return tr
+
+
+def _show(printer: _Printer, updates: list[SttUpdate]) -> None:
+    for up in updates:
+        printer.show(up)
+
+
+def _make(args, session, rate: int) -> PipelineTranscriber:
+    return PipelineTranscriber(session, in_rate=rate, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
+                               seed=args.seed, vad_threshold=args.vad_threshold)
+
+
+def _transcribe_live(args, session, printer: _Printer) -> PipelineTranscriber:
+    device = io = sim = None
+    if args.simulate:
+        source = read_audio(args.simulate).reshape(-1)
+        device = SimulatedAudioDevice(source, sample_rate=SAMPLE_RATE, loop=False)
+        rate = SAMPLE_RATE
+        print(f"simulated microphone: {args.simulate}", file=sys.stderr)
+    else:
+        io = SoundDeviceIO(args.input_device, output=False)
+        rate = io.input_rate
+        print(io.describe(), file=sys.stderr)
+    tr = _make(args, session, rate)
+    tr.start()
+    t_start = time.monotonic()
+    try:
+        if io is not None:
+            io.start(tr.pipe)
+        else:
+            n_blocks = math.ceil(len(device.source) / device.block)
+            if args.duration:
+                n_blocks = min(n_blocks, int(args.duration * SAMPLE_RATE / device.block))
+            sim = threading.Thread(target=device.run, args=(tr.pipe, n_blocks, False), daemon=True)
+            sim.start()
+        print("listening... (Ctrl-C to stop)", file=sys.stderr)
+        while True:
+            _show(printer, tr.poll(0.25))
+            if tr.failed:
+                raise tr.error
+            if io is not None and not io.alive():
+                from ..errors import DeviceError
+
+                raise DeviceError("the audio device stopped or disappeared")
+            if sim is not None and not sim.is_alive():
+                break
+            if args.duration and time.monotonic() - t_start >= args.duration:
+                break
+    except KeyboardInterrupt:
+        print("\nstopping (Ctrl-C): finishing the last words", file=sys.stderr)
+    finally:
+        if io is not None:
+            io.close()
+        if sim is not None:
+            device.stop_event.set()
+            sim.join(5)
+    if not tr.failed:
+        tr.finish(timeout=60)
+    _show(printer, tr.drain())
+    printer.close()
+    return tr
+
+
+def run(args) -> int:
+    if args.vad_threshold is not None and not 0.0 <= args.vad_threshold <= 1.0:
+        raise UsageError(f"--vad-threshold must be between 0 and 1, got {args.vad_threshold}")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be positive, got {args.duration}")
+    if args.infile and args.simulate:
+        raise UsageError("give an audio file or --simulate, not both")
+    check_text_sampling(args.temp, args.top_k, args.top_p)
+    if args.transcript:
+        check_output_path(args.transcript)
+    if not (args.hf_repo or args.moshi_weight or args.model):
+        if args.quantized:
+            raise UsageError("-q picks Moshi's repos; for speech-to-text give --hf-repo (e.g. a q4/q8 folder "
+                             "made by moshi_mlx.convert)")
+        args.hf_repo = DEFAULT_REPO
+    session = load_session(args)
+    if session.is_demo:
+        print(f"NOTE: {session.description}", file=sys.stderr)
+    printer = _Printer(args.words, args.quiet)
+    tr = None
+    try:
+        if args.infile:
+            tr = _transcribe_file(args, session, printer)
+        else:
+            tr = _transcribe_live(args, session, printer)
+    finally:
+        if tr is not None:
+            tr.stop()
+            if args.transcript:
+                save_transcript(args.transcript, tr.decoder.to_dict(), tr.decoder.words, tr.decoder.events)
+                print(f"transcript saved: {args.transcript}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from ..errors import Error
+
+    try:
+        if args.list_devices:
+            print(list_devices())
+            return 0
+        return run(args)
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""`python -m moshi_mlx.stt`: files (any format/rate) and the simulated microphone on the demo
+model, transcripts (.json/.srt/.vtt/.txt), a PyTorch-layout STT checkpoint, bad inputs."""
+
+import json
+import subprocess
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from moshi_mlx.cli import stt
+from moshi_mlx.models import LmConfig, random_lm
+from moshi_mlx.models.config import preset
+from moshi_mlx.runtime import devices
+from moshi_mlx.weights.random_state import random_state
+
+
+def _speech(path, seconds=1.5, rate=16000, channels=1):
+    t = np.arange(int(rate * seconds)) / rate
+    x = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
+    sf.write(path, np.stack([x] * channels, axis=1) if channels > 1 else x, rate)
+
+
+def test_file_to_json_srt_vtt(tmp_path, capsys):
+    _speech(tmp_path / "in.flac", rate=44100, channels=2)
+    for ext in ("json", "srt", "vtt", "txt"):
+        out = tmp_path / f"t.{ext}"
+        assert stt.main([str(tmp_path / "in.flac"), "--model", "random-tiny-stt", "--transcript", str(out)]) == 0
+        assert out.stat().st_size > 0
+    cap = capsys.readouterr()
+    assert "x real time" in cap.err and "NOISE" in cap.err
+    assert cap.out.startswith("[0:00.00] ‹")
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["words"] and data["text"] == (tmp_path / "t.txt").read_text().strip()
+    assert all(w["end"] > w["start"] >= 0 for w in data["words"])
+    assert (tmp_path / "t.vtt").read_text().startswith("WEBVTT")
+    assert (tmp_path / "t.srt").read_text().startswith("1\n00:00:")
+    assert data["text_delay_seconds"] == 0.5
+
+
+def test_words_mode_and_same_result_run_to_run(tmp_path, capsys):
+    _speech(tmp_path / "in.wav")
+    args = [str(tmp_path / "in.wav"), "--model", "random-tiny-stt", "--words"]
+    assert stt.main(args + ["--transcript", str(tmp_path / "a.json")]) == 0
+    first = capsys.readouterr().out
+    assert stt.main(args + ["--transcript", str(tmp_path / "b.json")]) == 0
+    assert capsys.readouterr().out == first
+    line = first.splitlines()[0].split()
+    assert float(line[1]) > float(line[0]) >= 0 and line[2].startswith("‹")
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
+def test_simulated_microphone(tmp_path, capsys):
+    _speech(tmp_path / "mic.wav", seconds=1.2, rate=48000)
+    out = tmp_path / "live.json"
+    assert stt.main(["--model", "random-tiny-stt", "--simulate", str(tmp_path / "mic.wav"), "--transcript",
+                     str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "simulated microphone" in err and "transcript saved" in err
+    words = json.loads(out.read_text())["words"]
+    # the 1.2 s file plus the 0.5 s delay + 1 s tail went through: words until after the audio
+    assert words and words[-1]["end"] > 1.0
+
+
+def test_pytorch_layout_stt_checkpoint_with_unused_depformer_in(tmp_path, capsys):
+    """Kyutai's PyTorch STT files carry `depformer_in` though the model has no depformer."""
+    from safetensors.numpy import save_file
+
+    cfg_d = preset("random-tiny-stt").to_dict()
+    cfg_d.pop("_source", None)
+    cfg_d["card"] = 2048  # the published Mimi's codebooks ('--mimi-weight random': its architecture)
+    cfg = LmConfig.from_dict(cfg_d)
+    state = random_state(cfg, 5)
+    state["depformer_in.0.weight"] = np.zeros((16, cfg.dim), np.float32)
+    d = tmp_path / "stt"
+    d.mkdir()
+    save_file(state, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps(cfg_d))
+    _speech(tmp_path / "in.wav")
+    out = tmp_path / "t.json"
+    assert stt.main([str(tmp_path / "in.wav"), "--moshi-weight", str(d / "model.safetensors"), "--mimi-weight",
+                     "random", "--tokenizer", "none", "--transcript", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["text"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.wav"], "missing.wav"),
+    (["{empty}"], "empty.wav"),
+    (["{wav}", "--transcript", "out.docx"], "format"),
+    (["{wav}", "--transcript", "nowhere/out.json"], "does not exist"),
+    (["{wav}", "--vad-threshold", "2"], "--vad-threshold"),
+    (["{wav}", "--simulate", "{wav}"], "not both"),
+    (["{wav}", "--temp", "-1"], "temperature"),
+    (["{wav}", "--model", "random-tiny"], "not a speech-to-text model"),
+    (["{wav}", "--model", "random-tiny-helium"], "text-only"),
+    (["{wav}", "--duration", "0"], "--duration"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    _speech(tmp_path / "in.wav", seconds=0.5)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24000)
+    args = [a.format(wav=tmp_path / "in.wav", empty=tmp_path / "empty.wav") for a in args]
+    if "--model" not in args:
+        args += ["--model", "random-tiny-stt"]
+    assert stt.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_unknown_input_device_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(devices, "_devices", lambda: [
+        {"name": "Built-in Microphone", "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0},
+    ])
+
+    class FakeSd:
+        class default:
+            device = (0, -1)
+
+    monkeypatch.setattr(devices, "_sd", lambda: FakeSd)
+    assert stt.main(["--model", "random-tiny-stt", "--input-device", "USB"]) == 2
+    assert "no input device matches 'USB'" in capsys.readouterr().err
+
+
+def test_module_entry_point(tmp_path):
+    _speech(tmp_path / "in.wav", seconds=0.5)
+    r = subprocess.run([sys.executable, "-m", "moshi_mlx.stt", str(tmp_path / "in.wav"), "--model", "random-tiny-stt",
+                        "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "real time" in r.stderr and r.stdout == ""
