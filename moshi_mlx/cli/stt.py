@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 
 from ..audio.io import read_audio
 from ..errors import UsageError
