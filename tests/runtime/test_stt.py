@@ -158,3 +158,19 @@ def test_cues_and_subtitle_formats(tmp_path):
     assert p.read_text() == srt and not list(tmp_path.glob(".*partial"))
     with pytest.raises(UsageError, match="format"):
         save_transcript(tmp_path / "t.doc", {}, words)
+
+
+def test_public_api_transcriber_and_text_stream():
+    import moshi_mlx
+
+    model = moshi_mlx.load("random-tiny-stt", seed=3)
+    tr = model.transcriber(sample_rate=16000)
+    up = tr.feed(_speech(1.0, 16000))
+    up.extend(tr.flush())
+    assert up.words and up.words == tr.words and tr.text
+    helium = moshi_mlx.load("random-tiny-helium", codec=False)
+    assert helium.codec is None
+    with pytest.raises(UsageError, match="codec"):
+        helium.transcriber()
+    text = "".join(helium.text_stream(temp=0.0).stream("1 2 3", 4))
+    assert text.count("‹") == 4
