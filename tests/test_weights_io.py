@@ -4,6 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from moshi_mlx.errors import UsageError
 from moshi_mlx.weights.errors import WeightsError
 from moshi_mlx.weights.hub import hf_get
 from moshi_mlx.weights.safetensors_io import SafetensorsFile, SafetensorsWriter, load_safetensors, save_safetensors
@@ -74,7 +75,7 @@ def test_hf_get_local_and_missing(tmp_path):
     assert hf_get(p) == p
     with pytest.raises(WeightsError, match="file not found"):
         hf_get(tmp_path / "missing.bin")
-    with pytest.raises(WeightsError, match="hf://owner/repo/path"):
+    with pytest.raises(UsageError, match="hf://owner/repo/path"):
         hf_get("hf://just-a-name")
 
 

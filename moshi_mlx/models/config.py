@@ -17,7 +17,7 @@ from typing import Any
 from ..modules.mlp import ACTIVATIONS
 from ..modules.norm import NORM_TYPES
 from ..modules.rope import POSITIONAL_EMBEDDINGS
-from ..errors import WeightsError
+from ..errors import ConfigError, WeightsError
 
 # Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen).
 LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
@@ -453,7 +453,7 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 
 def preset_path(name: str) -> Path:
     if name not in PRESETS:
-        raise WeightsError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return Path(str(resources.files("moshi_mlx") / "configs" / PRESETS[name][0]))
 
 

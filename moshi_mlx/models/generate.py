@@ -27,7 +27,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from ..errors import WeightsError
+from ..errors import UsageError
 from .frame_step import CompiledFrame, compiled_step_supported
 from .lm import Lm
 from .sampling import Sampler
@@ -78,12 +78,12 @@ class LmGen:
         if null_condition is _UNSET:
             null_condition = {"description": "very_bad"} if hibiki else {n: None for n in cfg.conditioners}
         if cfg.conditioners and condition is None:
-            raise WeightsError(f"this model is conditioned on {sorted(cfg.conditioners)}: pass condition={{...}}")
+            raise UsageError(f"this model is conditioned on {sorted(cfg.conditioners)}: pass condition={{...}}")
         self.condition = condition
         self.null_condition = null_condition
         self.use_cfg = self.cfg_coef != 1.0
         if self.use_cfg and not cfg.conditioners:
-            raise WeightsError("classifier-free guidance (cfg_coef != 1) needs a conditioned model")
+            raise UsageError("classifier-free guidance (cfg_coef != 1) needs a conditioned model")
         cond = lm.condition_tensor(condition)
         if self.use_cfg:
             cond = mx.concatenate([cond, lm.condition_tensor(null_condition)], axis=0)

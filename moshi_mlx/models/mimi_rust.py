@@ -12,7 +12,7 @@ import os
 import mlx.core as mx
 import numpy as np
 
-from ..errors import WeightsError
+from ..errors import UsageError, WeightsError
 from .mimi_config import mimi_202407
 
 
@@ -39,7 +39,7 @@ class RustyMimi:
         self.cfg = mimi_202407()
         q = self.cfg.quantizer
         if not isinstance(num_codebooks, int) or not q.n_q_semantic <= num_codebooks <= q.n_q:
-            raise WeightsError(f"num_codebooks must be an integer between {q.n_q_semantic} and {q.n_q}, got {num_codebooks!r}")
+            raise UsageError(f"num_codebooks must be an integer between {q.n_q_semantic} and {q.n_q}, got {num_codebooks!r}")
         try:
             self._tok = rustymimi.Tokenizer(str(path), num_codebooks=num_codebooks)
         except Exception as e:  # rustymimi raises ValueError with Rust error text

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import UsageError
 from .errors import WeightsError
 
 _OFFLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("moshi_mlx_offline", default=False)
@@ -66,7 +67,7 @@ def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
     if s.startswith("hf://"):
         parts = s[len("hf://") :].split("/")
         if len(parts) < 3:
-            raise WeightsError(f"bad Hub spec {s!r}: expected hf://owner/repo/path")
+            raise UsageError(f"bad Hub spec {s!r}: expected hf://owner/repo/path")
         return _download("/".join(parts[:2]), "/".join(parts[2:]))
     path = Path(s).expanduser()
     if path.exists():

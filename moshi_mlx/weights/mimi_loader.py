@@ -78,7 +78,7 @@ def load_mimi(
     path, repo_cfg = resolve_weights(weights, hf_repo)
     if backend == "rustymimi":
         if config is not None:
-            raise WeightsError("the rustymimi backend only supports the published Mimi config")
+            raise UsageError("the rustymimi backend only supports the published Mimi config")
         from ..models.mimi_rust import RustyMimi
 
         return RustyMimi(path, num_codebooks=num_codebooks)
@@ -107,7 +107,7 @@ def random_mimi(
         from .safetensors_io import save_safetensors
 
         if config is not None and resolve_config(config) != mimi_202407():
-            raise WeightsError("the rustymimi backend only supports the published Mimi config")
+            raise UsageError("the rustymimi backend only supports the published Mimi config")
         with tempfile.TemporaryDirectory(prefix="moshi_mlx_random_mimi_") as tmp:
             path = Path(tmp) / "mimi.safetensors"
             save_safetensors(path, {k: mx.array(v) for k, v in published.items()})
@@ -118,4 +118,4 @@ def random_mimi(
 def _check_num_codebooks(n: int, cfg: MimiConfig) -> None:
     q = cfg.quantizer
     if not isinstance(n, int) or not q.n_q_semantic <= n <= q.n_q:
-        raise WeightsError(f"num_codebooks must be an integer between {q.n_q_semantic} and {q.n_q}, got {n!r}")
+        raise UsageError(f"num_codebooks must be an integer between {q.n_q_semantic} and {q.n_q}, got {n!r}")

@@ -6,6 +6,7 @@ import pytest
 
 from moshi_mlx import models
 from moshi_mlx.models.config import PRESETS, LmConfig, preset_path
+from moshi_mlx.errors import ConfigError
 from moshi_mlx.weights.errors import WeightsError
 
 
@@ -83,5 +84,5 @@ def test_unsupported_values_are_named(key, value, message):
 
 
 def test_unknown_preset():
-    with pytest.raises(WeightsError, match="unknown preset 'moshiko-xl'"):
+    with pytest.raises(ConfigError, match="unknown preset 'moshiko-xl'"):
         models.lm_preset("moshiko-xl")

@@ -11,6 +11,7 @@ import pytest
 from moshi_mlx import models
 from moshi_mlx.models.mimi import best_backend
 from moshi_mlx.models.mimi_config import MimiConfig
+from moshi_mlx.errors import UsageError
 from moshi_mlx.weights.errors import WeightsError
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "mimi"
@@ -48,5 +49,5 @@ def test_rustymimi_backend_errors():
         bad.write_bytes(b"\x00" * 16)
         with pytest.raises(WeightsError, match="rustymimi could not load"):
             models.load_mimi(bad, backend="rustymimi")
-    with pytest.raises(WeightsError, match="only supports the published"):
+    with pytest.raises(UsageError, match="only supports the published"):
         models.random_mimi(0, config=MimiConfig.from_dict(META["small"]["config"]), backend="rustymimi")

@@ -10,6 +10,7 @@ import pytest
 
 from moshi_mlx import models
 from moshi_mlx.models.mimi_config import MimiConfig, mimi_202407
+from moshi_mlx.errors import UsageError
 from moshi_mlx.weights.errors import WeightsError
 from moshi_mlx.weights.mimi_keys import published_shapes
 from moshi_mlx.weights.mimi_loader import resolve_weights
@@ -100,7 +101,7 @@ def test_truncated_and_missing_files(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(WeightsError, match="between 1 and 8"):
+    with pytest.raises(UsageError, match="between 1 and 8"):  # the caller's value, not the file
         models.load_mimi(FIX / "small.safetensors", num_codebooks=9, config=SMALL_CFG)
     with pytest.raises(ValueError, match="unknown Mimi backend"):
         models.load_mimi(FIX / "small.safetensors", backend="torch")
