@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from ..audio.io import AudioError
+from ..constants import MIMI_REPO
 from ..errors import Error
 
 
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--mimi-weight", default=None,
                         help="Mimi checkpoint: local path, hf://owner/repo/file, or 'random' (seeded noise "
                              "codec for offline smoke tests); default: the file named by --hf-repo's config.json")
-    common.add_argument("--hf-repo", default=None, help="Hugging Face repo to fetch from (default kyutai/moshiko-mlx-q8)")
+    common.add_argument("--hf-repo", default=None, help=f"Hugging Face repo to fetch from (default {MIMI_REPO})")
     common.add_argument("-n", "--num-codebooks", type=int, default=None,
                         help="codebooks to use (default 8; decode: as many as the codes file has)")
     common.add_argument("--backend", choices=("mlx", "rustymimi"), default="mlx", help="codec implementation")

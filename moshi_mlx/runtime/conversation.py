@@ -236,13 +236,16 @@ class Conversation:
         for i in range(n):
             # capture time of the frame's last sample: the chunk is taken as just received
             t_end = now - (len(buf) - (i + 1) * FRAME_SIZE) / SAMPLE_RATE
-            self._pipe.push_input(buf[i * FRAME_SIZE:(i + 1) * FRAME_SIZE], t_end=t_end, wait=True)
+            # offline: block while the encoder is 256 frames behind; real time: drop the oldest
+            # (counted in stats.input_overflows), like the live loop's capture callback
+            self._pipe.push_input(buf[i * FRAME_SIZE:(i + 1) * FRAME_SIZE], t_end=t_end, wait=self.max_lag_ms is None)
         self._pushed += n
         self._buf = buf[n * FRAME_SIZE:].copy()
 
     def _idle(self) -> bool:
         """Every frame pushed has been stepped (or skipped) and its audio decoded."""
-        stepped = self._answered + self._pipe.stats.frames_skipped >= self._pushed
+        st = self._pipe.stats  # (one frame per pushed block, so an overflow is one frame)
+        stepped = self._answered + st.frames_skipped + st.input_overflows >= self._pushed
         return stepped and self._taken + len(self._pipe.output) >= self._gen.audio_frames
 
     def _wait(self, ready: Callable[[], bool], period: float = 0.005) -> None:

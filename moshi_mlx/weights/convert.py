@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 
 import mlx.core as mx
 
+from ..constants import LM_NAME
 from ..errors import UsageError
 from ..models.config import LmConfig
 from ..models.lm import Lm
@@ -106,7 +107,7 @@ class Plan:
         """`model.q4.safetensors` / `model.q8.safetensors` for uniform affine (the published
         names), `model.<mode>...` for the fp modes, `model.<recipe>...` for the others."""
         if not self.quantized:
-            return "model.safetensors"
+            return LM_NAME
         name = self.recipe.name if self.recipe else "uniform"
         if name.startswith("mixed-"):
             return f"model.{name}.safetensors"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import mlx.nn as nn
 
+from ..constants import CONFIG_NAME
 from ..models.config import LmConfig
 from ..modules.embedding import QuantizedScaledEmbedding
 from .errors import WeightsError
 from .quantize import QuantSpec
 
-CONFIG_NAME = "config.json"
 QUANT_KEY = "quantization"
 
 

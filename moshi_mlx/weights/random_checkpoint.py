@@ -18,6 +18,7 @@ from typing import Iterator
 import mlx.core as mx
 import numpy as np
 
+from ..constants import CONFIG_NAME, LM_NAME
 from ..models.config import LmConfig
 from .lm_keys import pytorch_layout
 from .random_state import _scale
@@ -43,7 +44,7 @@ def iter_random_state(cfg: LmConfig, seed: int = 0, head_scale: float = 1.0) -> 
 
 
 def write_random_checkpoint(cfg: LmConfig, out_dir: str | os.PathLike, *, seed: int = 0, head_scale: float = 1.0,
-                            dtype: str = "bfloat16", name: str = "model.safetensors") -> Path:
+                            dtype: str = "bfloat16", name: str = LM_NAME) -> Path:
     """Write `out_dir/name` (PyTorch layout) and `out_dir/config.json`; returns the weights path."""
     st, mx_dtype = _ST[dtype]
     out = Path(out_dir)
@@ -59,5 +60,5 @@ def write_random_checkpoint(cfg: LmConfig, out_dir: str | os.PathLike, *, seed: 
     d = cfg.to_dict()
     d["moshi_name"] = name
     d["_source"] = f"random weights (seed {seed}, output heads x{head_scale}) for {cfg.source or 'a custom config'}"
-    (out / "config.json").write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+    (out / CONFIG_NAME).write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
     return path
