@@ -10,6 +10,7 @@ import threading
 import time
 
 
+from ..constants import FRAME_SECONDS
 from ..errors import DeviceError
 
 AudioDeviceError = DeviceError  # the name this module has always raised
@@ -87,7 +88,7 @@ def find_device(spec: str | int | None, kind: str) -> int:
 class SoundDeviceIO:
     """Input and output PortAudio streams at the devices' native rates."""
 
-    def __init__(self, input_device=None, output_device=None, block_seconds: float = 0.08, output: bool = True):
+    def __init__(self, input_device=None, output_device=None, block_seconds: float = FRAME_SECONDS, output: bool = True):
         """output=False: capture only (speech-to-text); no output device is opened."""
         self.sd = _sd()
         self.input_index = find_device(input_device, "input")

@@ -16,11 +16,12 @@ from collections import deque
 import numpy as np
 
 from ..audio.resample import Resampler
+from ..constants import SAMPLE_RATE
 from .devices import AudioDeviceError, _devices, _sd, find_device
 
 
 class Speaker:
-    def __init__(self, device=None, sample_rate: int = 24000, prebuffer_s: float = 0.5, block_seconds: float = 0.04):
+    def __init__(self, device=None, sample_rate: int = SAMPLE_RATE, prebuffer_s: float = 0.5, block_seconds: float = 0.04):
         self.sd = _sd()
         self.index = find_device(device, "output")
         info = _devices()[self.index]

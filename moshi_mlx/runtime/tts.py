@@ -18,6 +18,7 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
+from ..constants import SAMPLE_RATE
 from ..errors import ConfigError, UsageError, WeightsError
 from ..models import LmConfig, load_lm, load_mimi, random_lm, random_mimi
 from ..models.backend import is_quantized, prepare_lm
@@ -102,7 +103,7 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
         codec = MimiFrameCodec(load_mimi(files.get(files.mimi), num_codebooks=n, backend=backend))
         desc += f", Mimi via {backend}"
     mimi = codec.decoder
-    rate = int(getattr(mimi, "sample_rate", 24000))
+    rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
     frame_rate = float(getattr(mimi, "frame_rate", 12.5))
     return TtsSession(cfg, lm, codec, tok, frame_rate, rate, f"{desc} ({compute.describe()})",
                       is_demo=model == DEMO_MODEL, n_q=n)
