@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.suite --only lm --quick    # a few minutes
     .venv/bin/python -m bench.suite --no-upstream        # ours (and rustymimi) only
 
-Parts (`--only floor,lm,mimi,loop`):
+Parts (`--only floor,lm,mimi,loop,tts,stt`):
 - floor: GB/s MLX reaches on a large mat-vec per storage kind and activation dtype, with
   our MLX and with upstream's (bench/floor.py);
 - lm: the LM frame step, ours vs upstream moshi_mlx (fp32 activations and its own bf16
@@ -16,7 +16,9 @@ Parts (`--only floor,lm,mimi,loop`):
 - loop: the live loop at real-time pace on the simulated sound card: per-frame latency and
   the overhead beyond model compute (bench/loop_bench.py);
 - tts: the TTS real-time factor, demo model end to end and tts-1.6b-en_fr's real widths
-  extrapolated to its depth (bench/tts_bench.py).
+  extrapolated to its depth (bench/tts_bench.py);
+- stt: the speech-to-text real-time factor, demo model end to end and stt-1b-en_fr /
+  stt-2.6b-en at real widths extrapolated to their depth, with Mimi encoding (bench/stt_bench.py).
 
 Upstream runs in its own virtual environment (`--upstream-venv`, created with pip on first
 use unless `--no-create-venv`). Other processes share this machine: the load average is
@@ -37,13 +39,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import chart, lm_bench, loop_bench, mimi_bench, stats, tts_bench  # noqa: E402
+from bench import chart, lm_bench, loop_bench, mimi_bench, stats, stt_bench, tts_bench  # noqa: E402
 from bench.floor_run import measure_floors  # noqa: E402
 from bench.lm_weights import DEFAULT_CACHE, FORMATS  # noqa: E402
 from bench.upstream_env import add_upstream_args, upstream_python_from_args  # noqa: E402
 
 SUITE_VERSION = 1
-PARTS = ("floor", "lm", "mimi", "loop", "tts")
+PARTS = ("floor", "lm", "mimi", "loop", "tts", "stt")
 # shape:layers:formats (formats joined by +); upstream's own quantized recipe (~9x slower)
 # runs on the first shape only
 DEFAULT_LM = "7b:1:bf16+q8+q4+mixed-4-8,1b:1:bf16+q4,2b:1:bf16+q4"
@@ -134,6 +136,8 @@ def run_suite(a) -> dict:
         part("loop", lambda: loop_bench.run(a.loop_codecs.split(","), seconds=8 if quick else a.loop_seconds))
     if "tts" in only:
         part("tts", lambda: tts_bench.run(quick=quick))
+    if "stt" in only:
+        part("stt", lambda: stt_bench.run(quick=quick))
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = time.time() - t0
     return report
@@ -170,6 +174,10 @@ def format_report(report: dict) -> str:
         out.append("")
         out.append("## TTS real-time factor")
         out.append(tts_bench.format_table(p["tts"]))
+    if "stt" in p:
+        out.append("")
+        out.append("## Speech-to-text real-time factor")
+        out.append(stt_bench.format_table(p["stt"]))
     return "\n".join(out)
 
 

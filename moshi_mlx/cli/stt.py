@@ -37,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("transcription")
     g.add_argument("--transcript", help="save the transcript: .json (words, times, end-of-turn events), "
                    ".srt or .vtt (subtitles), .txt (text)")
+    g.add_argument("--force", action="store_true", help="replace an existing transcript file (never done otherwise)")
     g.add_argument("--words", action="store_true", help="print one line per word (start, end, word) "
                    "instead of the running text")
     g.add_argument("--vad-threshold", type=float, default=END_OF_TURN_THRESHOLD,
@@ -191,7 +192,7 @@ def run(args) -> int:
         raise UsageError("give an audio file or --simulate, not both")
     check_text_sampling(args.temp, args.top_k, args.top_p)
     if args.transcript:
-        check_output_path(args.transcript)
+        check_output_path(args.transcript, args.force)
     if not (args.hf_repo or args.moshi_weight or args.model):
         if args.quantized:
             raise UsageError("-q picks Moshi's repos; for speech-to-text give --hf-repo (e.g. a q4/q8 folder "
@@ -211,7 +212,8 @@ def run(args) -> int:
         if tr is not None:
             tr.stop()
             if args.transcript:
-                save_transcript(args.transcript, tr.decoder.to_dict(), tr.decoder.words, tr.decoder.events)
+                save_transcript(args.transcript, tr.decoder.to_dict(), tr.decoder.words, tr.decoder.events,
+                                force=args.force)
                 print(f"transcript saved: {args.transcript}", file=sys.stderr)
     return 0
 

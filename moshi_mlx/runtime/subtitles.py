@@ -65,8 +65,9 @@ def to_vtt(cs: list[Cue]) -> str:
     return "WEBVTT\n\n" + "".join(f"{_stamp(c.start, '.')} --> {_stamp(c.end, '.')}\n{c.text}\n\n" for c in cs)
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """The format must be known and the folder must exist, before any work is done."""
+def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+    """The format must be known, the folder must exist and an existing file is only
+    replaced with `force`: checked before any work is done."""
     p = Path(path)
     if p.suffix.lower() not in FORMATS:
         raise UsageError(f"transcript format of {p.name!r} unknown: use one of {', '.join(FORMATS)}")
@@ -74,6 +75,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise OutputError(f"folder {p.parent} does not exist (for {p.name})")
     if p.is_dir():
         raise OutputError(f"{p} is a folder, not a file name")
+    if p.exists() and not force:
+        raise OutputError(f"{p} already exists (--force replaces it)")
     return p
 
 
@@ -91,9 +94,10 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         raise OutputError(f"cannot write {p}: {e.strerror or e}") from None
 
 
-def save_transcript(path: str | os.PathLike, data: dict, words, events=()) -> None:
-    """data: the JSON document (text, words, events...); words/events: for subtitles."""
-    p = check_output_path(path)
+def save_transcript(path: str | os.PathLike, data: dict, words, events=(), force: bool = False) -> None:
+    """data: the JSON document (text, words, events...); words/events: for subtitles.
+    An existing file is replaced only with `force`."""
+    p = check_output_path(path, force)
     ext = p.suffix.lower()
     if ext == ".json":
         text = json.dumps(data, ensure_ascii=False, indent=1) + "\n"

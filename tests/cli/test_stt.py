@@ -96,11 +96,13 @@ def test_pytorch_layout_stt_checkpoint_with_unused_depformer_in(tmp_path, capsys
     (["{wav}", "--model", "random-tiny"], "not a speech-to-text model"),
     (["{wav}", "--model", "random-tiny-helium"], "text-only"),
     (["{wav}", "--duration", "0"], "--duration"),
+    (["{wav}", "--transcript", "old.json"], "already exists"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     _speech(tmp_path / "in.wav", seconds=0.5)
     sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24000)
+    (tmp_path / "old.json").write_text("kept")
     args = [a.format(wav=tmp_path / "in.wav", empty=tmp_path / "empty.wav") for a in args]
     if "--model" not in args:
         args += ["--model", "random-tiny-stt"]
@@ -108,7 +110,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not any("Traceback" in line for line in err)
-    assert not (tmp_path / "out.json").exists()
+    assert not (tmp_path / "out.json").exists() and (tmp_path / "old.json").read_text() == "kept"
 
 
 def test_unknown_input_device_is_one_line(capsys, monkeypatch):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from moshi_mlx.errors import ConfigError, UsageError
+from moshi_mlx.errors import ConfigError, OutputError, UsageError
 from moshi_mlx.models import LmConfig
 from moshi_mlx.models.config import preset
 from moshi_mlx.runtime.loading import load_session
@@ -154,7 +154,10 @@ def test_cues_and_subtitle_formats(tmp_path):
     assert cues([W("a", 3661.5, 3662.0)])[0].start == 3661.5 and "01:01:01,500" in to_srt(cues([W("a", 3661.5, 3662)]))
     p = tmp_path / "t.srt"
     p.write_text("old")
-    save_transcript(p, {"text": "x"}, words)
+    with pytest.raises(OutputError, match="already exists"):
+        save_transcript(p, {"text": "x"}, words)
+    assert p.read_text() == "old"
+    save_transcript(p, {"text": "x"}, words, force=True)
     assert p.read_text() == srt and not list(tmp_path.glob(".*partial"))
     with pytest.raises(UsageError, match="format"):
         save_transcript(tmp_path / "t.doc", {}, words)
