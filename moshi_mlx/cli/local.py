@@ -20,6 +20,7 @@ from ..audio.io import read_audio
 from ..constants import SAMPLE_RATE
 from ..errors import Error
 from ..runtime.devices import SoundDeviceIO, list_devices
+from ..runtime.echo import add_echo_args, echo_from_args
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
 from ..runtime.recorder import StereoRecorder
 from ..runtime.sim_device import SimulatedAudioDevice
@@ -46,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
                    help="no sound card: a simulated device plays this file as the microphone, in real time")
     g.add_argument("--slow-step-ms", type=float, default=0.0,
                    help="add this much compute time to every LM step (to see the lag control on a fast machine)")
+    add_echo_args(ap)
     return ap
 
 
@@ -86,11 +88,14 @@ def run(args) -> int:
         io = SoundDeviceIO(args.input_device, args.output_device)
         in_rate, out_rate = io.input_rate, io.output_rate
         print(io.describe(), file=sys.stderr)
+    echo = echo_from_args(args, io.output_name if io is not None else None, input_rate=in_rate,
+                          output_rate=out_rate, log=lambda m: print(m, file=sys.stderr))
     recorder = StereoRecorder(args.record) if args.record else None
     transcript = model.new_transcript()
     events: queue.Queue = queue.Queue()
     pipe = model.pipeline(gen, input_rate=in_rate, output_rate=out_rate, max_lag_ms=args.max_lag_ms,
-                          on_text=events.put, recorder=recorder, step_delay_s=args.slow_step_ms / 1000.0)
+                          on_text=events.put, recorder=recorder, step_delay_s=args.slow_step_ms / 1000.0,
+                          echo=echo, record_raw_mic=args.record_mic == "raw")
     status = _Status()
     sim_thread = None
     code = 0
@@ -147,6 +152,8 @@ def run(args) -> int:
     print(f"\n{s['frames_stepped']} steps, delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms, "
           f"{s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, {s['frames_settled']} settled, {s['underruns']} underruns, "
           f"step median {s['step_ms_median']:.1f} ms", file=sys.stderr)
+    if echo is not None:
+        print(echo.stats.describe(), file=sys.stderr)
     if pipe.error is not None and code == 0:
         raise pipe.error
     return code

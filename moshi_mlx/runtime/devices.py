@@ -147,6 +147,9 @@ class SoundDeviceIO:
         self._streams = [s for s in (out, inp) if s is not None]
         if out is not None:
             pipeline.output_latency_s = float(out.latency)
+        if getattr(pipeline, "echo", None) is not None:  # the canceller pairs the streams on the device clock
+            pipeline.echo.set_latencies(float(inp.latency) if inp is not None else 0.0,
+                                        float(out.latency) if out is not None else 0.0)
         self.last_callback = time.monotonic()
         for s in self._streams:
             s.start()

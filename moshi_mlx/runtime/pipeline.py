@@ -135,6 +135,9 @@ class DuplexPipeline:
     recorder: a StereoRecorder (user as captured at 24 kHz, model as played).
     step_delay_s: artificial extra compute per LM step (tests/benchmarks of lag control).
     settle_s: drop a frame when output has run a whole frame ahead for this long (None: never).
+    echo: an EchoCanceller (runtime/echo.py): fed what the output device receives, it cleans
+    the microphone before Mimi encodes it. record_raw_mic: the recording's user channel holds
+    the microphone as captured instead of as cleaned (the default: what Moshi heard).
     """
 
     def __init__(
@@ -155,6 +158,8 @@ class DuplexPipeline:
         output_block_s: float = FRAME_SECONDS,
         settle_s: float | None = 2.0,
         raw_queue_blocks: int = 256,
+        echo=None,
+        record_raw_mic: bool = False,
     ):
         self.codec = codec
         self.gen = gen
@@ -170,6 +175,8 @@ class DuplexPipeline:
         self.output_rate = output_rate
         self.output_block_s = output_block_s
         self.settle_s = settle_s
+        self.echo = echo
+        self.record_raw_mic = record_raw_mic
         self._ahead_since: float | None = None
         self.stats = PipelineStats()
         self.error: BaseException | None = None
@@ -181,6 +188,7 @@ class DuplexPipeline:
         self._codes: queue.Queue = queue.Queue()
         self._tokens: queue.Queue = queue.Queue()
         self._reframer = _Reframer()
+        self._dropped_samples = 0  # device samples lost to input overflows (the echo canceller skips them)
         self._frame_index = 0
         self._step = 0
         self._done: list[threading.Event] = []
@@ -241,8 +249,10 @@ class DuplexPipeline:
                 return
             except queue.Full:
                 try:
-                    self._raw.get_nowait()
+                    dropped = self._raw.get_nowait()
                     self.stats.input_overflows += 1
+                    if dropped is not _STOP:
+                        self._dropped_samples += len(dropped[0])
                 except queue.Empty:
                     pass
 
@@ -256,12 +266,19 @@ class DuplexPipeline:
             block, t_end = item
             mono = block.mean(axis=1) if block.ndim == 2 else block
             x = self.in_resampler(mono) if self.in_resampler is not None else mono
+            held = 0  # samples of the block the echo canceller still holds or delays
+            if self.echo is not None:
+                self.echo.skip_capture(self._dropped_samples)
+                if self.recorder is not None and self.record_raw_mic:
+                    self.recorder.add_user(x)
+                x = self.echo.process(x, t_end)
+                held = self.echo.lag_samples
             frames = self._reframer.push(x)
             for i, frame in enumerate(frames):
                 # the frame's last sample was captured this long before the block's end
-                behind = (len(frames) - 1 - i) * FRAME_SECONDS + self._reframer.pending / SAMPLE_RATE
+                behind = (len(frames) - 1 - i) * FRAME_SECONDS + (self._reframer.pending + held) / SAMPLE_RATE
                 t_capture = t_end - behind
-                if self.recorder is not None:
+                if self.recorder is not None and not (self.echo is not None and self.record_raw_mic):
                     self.recorder.add_user(frame)
                 codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)
                 self.stats.frames_in += 1
@@ -353,6 +370,8 @@ class DuplexPipeline:
                 silence = int(round((n - got) * SAMPLE_RATE / self.output_rate))
                 self.recorder.add_model(np.zeros(silence, np.float32))
         self._settle()
+        if self.echo is not None:  # the reference: exactly what the device plays, silence included
+            self.echo.add_reference(out, self.clock() + self.output_latency_s)
         return out
 
     def _settle(self) -> None:

@@ -17,10 +17,15 @@ class SimulatedAudioDevice:
 
     source: mono or [n, channels] float32 samples at `sample_rate` (looped; silence if None).
     speed: 1.0 = real time, 2.0 = twice as fast. Sleeping, not spinning, between blocks.
+    echo_path: an impulse response (at `sample_rate`) through which what is played comes
+    back into the microphone, like a laptop's speakers into its microphone; the echo of a
+    played block is heard from the next capture block on (the device's round trip is the
+    response's delay). `echo_noise`: white noise (RMS) added to the microphone with it.
     """
 
     def __init__(self, source: np.ndarray | None = None, *, sample_rate: int = SAMPLE_RATE, block: int = FRAME_SIZE,
-                 channels: int = 1, speed: float = 1.0, loop: bool = True):
+                 channels: int = 1, speed: float = 1.0, loop: bool = True,
+                 echo_path: np.ndarray | None = None, echo_noise: float = 0.0, seed: int = 0):
         self.source = None if source is None else np.asarray(source, dtype=np.float32)
         self.sample_rate = sample_rate
         self.block = block
@@ -30,6 +35,18 @@ class SimulatedAudioDevice:
         self.played: list[np.ndarray] = []
         self.stop_event = threading.Event()
         self._pos = 0
+        self.echo_path = None if echo_path is None else np.asarray(echo_path, np.float32).reshape(-1)
+        self.echo_noise = echo_noise
+        self._rng = np.random.default_rng(seed)
+        self._echo = np.zeros(0, np.float32)  # echo still to arrive at the microphone
+        self._spectrum = None
+        self.echoes: list[np.ndarray] = []  # the echo part of each captured block (for tests)
+        self._t0 = time.monotonic()
+
+    def clock(self) -> float:
+        """The device's time: real time scaled by `speed` (give it to the pipeline as its
+        clock when running faster than real time, so timestamps match sample counts)."""
+        return self._t0 + (time.monotonic() - self._t0) * self.speed
 
     def _next_input(self) -> np.ndarray | None:
         n = self.block
@@ -59,13 +76,41 @@ class SimulatedAudioDevice:
             x = self._next_input()
             if x is None:
                 break
+            if self.echo_path is not None:
+                x = x + self._take_echo()[:, None]
             pipeline.push_input(x if self.channels > 1 else x[:, 0])
             out = pipeline.read_output(self.block)
+            if self.echo_path is not None:
+                self._add_echo(out)
             if keep_output:
                 self.played.append(out)
             wait = t0 + (k + 1) * period - time.monotonic()
             if wait > 0:
                 self.stop_event.wait(wait)
+
+    def _add_echo(self, played: np.ndarray) -> None:
+        n = len(played) + len(self.echo_path) - 1
+        nfft = 1 << (n - 1).bit_length()
+        e = np.fft.irfft(np.fft.rfft(played, nfft) * self._echo_spectrum(nfft), nfft)[:n].astype(np.float32)
+        if len(self._echo) < len(e):
+            self._echo = np.concatenate([self._echo, np.zeros(len(e) - len(self._echo), np.float32)])
+        self._echo[:len(e)] += e
+
+    def _echo_spectrum(self, nfft: int) -> np.ndarray:
+        if self._spectrum is None or self._spectrum[0] != nfft:
+            self._spectrum = (nfft, np.fft.rfft(self.echo_path, nfft))
+        return self._spectrum[1]
+
+    def _take_echo(self) -> np.ndarray:
+        n = self.block
+        e = np.zeros(n, np.float32)
+        k = min(n, len(self._echo))
+        e[:k] = self._echo[:k]
+        self._echo = self._echo[k:]
+        if self.echo_noise:
+            e += (self._rng.standard_normal(n) * self.echo_noise).astype(np.float32)
+        self.echoes.append(e)
+        return e
 
     def played_audio(self) -> np.ndarray:
         return np.concatenate(self.played) if self.played else np.zeros(0, np.float32)

@@ -1,0 +1,420 @@
+"""Acoustic echo cancellation for the live loop: the microphone hears Moshi's own voice from
+the speakers; WebRTC's AEC3 (through livekit's `AudioProcessingModule`) removes it before
+Mimi encodes the microphone, so Moshi can be used full duplex without headphones.
+
+Why it is built this way (docs/echo-cancellation.md has the measurements):
+- The reference is what the output device received (after resampling, silence included:
+  frames the LM skipped or the lag bound dropped are silence on the device's timeline).
+  The playback callback only appends it to a deque; all the work happens on the encoder
+  thread, which feeds AEC3 one 10 ms reference frame before each 10 ms microphone frame.
+- Reference and microphone are paired on the devices' clock: each stream is anchored to the
+  time its first sample was played / captured (PortAudio's reported latencies included), so
+  AEC3 only has to find the acoustic delay plus what the latencies got wrong. That residual
+  is measured (GCC-PHAT cross-correlation of reference and microphone over 2 s windows) and
+  reported; if it falls outside what AEC3 can track, the reference is re-aligned by it.
+- AEC3 works at 24 kHz in 10 ms frames; it delays the cleaned signal by ~9 ms (its block
+  structure), which `lag_samples` reports so the pipeline's delay accounting stays honest.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+
+SAMPLE_RATE = 24_000
+CHUNK = SAMPLE_RATE // 100  # AEC3 takes exactly 10 ms per call
+ALGORITHMIC_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
+MODES = ("auto", "on", "off")
+
+# Output device names that mean the speaker cannot reach the microphone.
+_HEADPHONES = re.compile(r"head ?phone|headset|airpods|earpods|earbud|earphone|\bbuds\w*|bluetooth hands-?free",
+                         re.IGNORECASE)
+
+
+class EchoUnavailable(ConfigError):
+    """The echo canceller's library is missing or does not run here."""
+
+
+def looks_like_headphones(*device_names: str | None) -> bool:
+    """True when a device name says headphones/headset (e.g. 'AirPods Pro', 'USB Headset')."""
+    return any(n and _HEADPHONES.search(n) for n in device_names)
+
+
+def resolve_mode(mode: str, output_name: str | None = None) -> tuple[bool, str]:
+    """(enabled, why) for --echo-cancel: auto is on unless the output is known headphones."""
+    if mode not in MODES:
+        raise ValueError(f"--echo-cancel must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "on":
+        return True, "on"
+    if mode == "off":
+        return False, "off"
+    if looks_like_headphones(output_name):
+        return False, f"auto: off, output {output_name!r} looks like headphones"
+    return True, "auto: on" + (f", output {output_name!r} is not known headphones" if output_name else "")
+
+
+def _load_apm(noise_suppression: bool, high_pass: bool, auto_gain: bool):
+    try:
+        from livekit.rtc import AudioFrame
+        from livekit.rtc.apm import AudioProcessingModule
+
+        apm = AudioProcessingModule(echo_cancellation=True, noise_suppression=noise_suppression,
+                                    high_pass_filter=high_pass, auto_gain_control=auto_gain)
+    except ImportError as e:
+        raise EchoUnavailable(f"echo cancellation needs livekit's WebRTC audio processing ({e}); "
+                              "install it with: pip install 'moshi_mlx[aec]'") from None
+    except Exception as e:  # the native library failed to load or start
+        raise EchoUnavailable(f"echo cancellation is unavailable here: {type(e).__name__}: {e}") from None
+    return apm, AudioFrame
+
+
+def add_echo_args(ap) -> None:
+    """The live loop's echo cancellation flags (docs/echo-cancellation.md)."""
+    g = ap.add_argument_group("echo cancellation (talk without headphones)")
+    g.add_argument("--echo-cancel", choices=MODES, default="auto",
+                   help="remove Moshi's own voice from the microphone (WebRTC AEC3); auto: on unless the "
+                        "output device's name says headphones/headset/AirPods (default auto)")
+    g.add_argument("--noise-suppression", action="store_true", help="also suppress steady background noise")
+    g.add_argument("--no-high-pass", dest="high_pass", action="store_false",
+                   help="keep frequencies below ~80 Hz in the microphone (filtered by default)")
+    g.add_argument("--record-mic", choices=("cleaned", "raw"), default="cleaned",
+                   help="--record's left channel: the microphone as Moshi heard it (cleaned, default) or as captured")
+
+
+def echo_from_args(args, output_name: str | None, *, input_rate: int, output_rate: int, log=print):
+    """The EchoCanceller the flags ask for, or None. With --echo-cancel auto a missing
+    library is one warning line and the loop runs without; with `on` it is an error."""
+    enabled, why = resolve_mode(args.echo_cancel, output_name)
+    if not enabled:
+        log(f"echo cancellation: {why}")
+        return None
+    try:
+        ec = EchoCanceller(output_rate=output_rate, input_rate=input_rate,
+                           noise_suppression=args.noise_suppression, high_pass=args.high_pass)
+    except EchoUnavailable as e:
+        if args.echo_cancel == "on":
+            raise
+        log(f"warning: {e}; continuing WITHOUT echo cancellation (use headphones)")
+        return None
+    extras = [n for n, on in (("noise suppression", args.noise_suppression), ("high-pass", args.high_pass)) if on]
+    log(f"echo cancellation: {why} (WebRTC AEC3{', ' + ', '.join(extras) if extras else ''})")
+    return ec
+
+
+def gcc_phat_lag(ref: np.ndarray, mic: np.ndarray, rate: int, min_lag_s: float, max_lag_s: float) -> tuple[float, float]:
+    """Lag (s) by which `mic` follows `ref`, and a confidence (peak over the mean |correlation|).
+
+    PHAT weighting whitens both spectra so the peak is the direct path, not the loudest
+    frequencies of the voice or the room's reverberation."""
+    n = len(ref) + len(mic)
+    nfft = 1 << (n - 1).bit_length()
+    R = np.fft.rfft(ref, nfft)
+    M = np.fft.rfft(mic, nfft)
+    cross = M * np.conj(R)
+    cross /= np.abs(cross) + 1e-12
+    cc = np.fft.irfft(cross, nfft)
+    lo, hi = int(np.floor(min_lag_s * rate)), int(np.ceil(max_lag_s * rate))
+    lags = np.arange(lo, hi + 1)
+    vals = np.abs(cc[lags % nfft])
+    k = int(np.argmax(vals))
+    conf = float(vals[k] / (np.mean(vals) + 1e-12))
+    return lags[k] / rate, conf
+
+
+@dataclass
+class EchoStats:
+    chunks: int = 0  # 10 ms microphone frames cleaned
+    reference_missing: int = 0  # 10 ms reference frames not delivered in time (fed as silence)
+    capture_gaps: int = 0  # times captured audio went missing (input overflow) and the timeline jumped
+    realignments: int = 0  # times the reference was shifted by a measured delay
+    device_latency_ms: float = 0.0  # PortAudio's input + output latency
+    echo_delay_ms: float = float("nan")  # measured: mic behind the latency-aligned reference
+    delay_confidence: float = float("nan")
+    delay_estimates_ms: list = field(default_factory=list)
+    erle_windows_db: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20_000))
+    process_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
+
+    @property
+    def round_trip_ms(self) -> float:
+        return self.device_latency_ms + self.echo_delay_ms
+
+    def summary(self) -> dict:
+        erle = np.array(self.erle_windows_db) if self.erle_windows_db else np.array([np.nan])
+        p = np.array(self.process_ms) if self.process_ms else np.array([np.nan])
+        return {
+            "chunks": self.chunks, "reference_missing": self.reference_missing,
+            "capture_gaps": self.capture_gaps, "realignments": self.realignments,
+            "device_latency_ms": self.device_latency_ms, "echo_delay_ms": self.echo_delay_ms,
+            "round_trip_ms": self.round_trip_ms, "delay_confidence": self.delay_confidence,
+            "erle_db_median": float(np.nanmedian(erle)), "erle_seconds": len(self.erle_windows_db) * _ErleMeter.WINDOW / 100,
+            "process_ms_per_80ms_median": float(np.nanmedian(p)), "process_ms_per_80ms_max": float(np.nanmax(p)),
+        }
+
+    def describe(self) -> str:
+        s = self.summary()
+        parts = []
+        if not np.isnan(s["echo_delay_ms"]):
+            parts.append(f"round trip {s['round_trip_ms']:.0f} ms (PortAudio {s['device_latency_ms']:.0f} ms + "
+                         f"measured {s['echo_delay_ms']:.0f} ms)")
+        else:
+            parts.append(f"round trip not measured (PortAudio {s['device_latency_ms']:.0f} ms)")
+        if s["erle_seconds"] > 0:
+            parts.append(f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)")
+        else:
+            parts.append("ERLE not measured (Moshi was not heard)")
+        parts.append(f"{s['process_ms_per_80ms_median']:.2f} ms per 80 ms frame")
+        return "echo cancellation: " + ", ".join(parts)
+
+
+class _ErleMeter:
+    """Echo return loss enhancement measured live: microphone vs cleaned energy, over the
+    10 ms chunks of 0.5 s windows in which Moshi's voice was playing at least half the time. The user talking
+    at the same time lowers it, so the median over windows is reported."""
+
+    WINDOW = 50  # 10 ms chunks
+    ACTIVE = 1e-3 ** 2  # reference power above -60 dBFS counts as Moshi speaking
+
+    def __init__(self, out: collections.deque):
+        self.out = out
+        self._mic = self._clean = 0.0
+        self._n = self._active = 0
+        self._ref_power: collections.deque = collections.deque(maxlen=100)
+
+    def add(self, ref_power: float, mic: np.ndarray, clean: np.ndarray, delay_chunks: int = 0) -> None:
+        """ref_power: the reference's mean power in this chunk; delay_chunks: how many 10 ms
+        chunks the echo in `mic` follows the reference."""
+        self._n += 1
+        self._ref_power.append(ref_power)
+        k = min(delay_chunks, len(self._ref_power) - 1)
+        if self._ref_power[-1 - k] > self.ACTIVE:
+            self._active += 1
+            self._mic += float(np.dot(mic, mic))
+            self._clean += float(np.dot(clean, clean))
+        if self._n == self.WINDOW:
+            if self._active >= 0.5 * self.WINDOW and self._mic > 1e-9:
+                self.out.append(10.0 * np.log10(self._mic / max(self._clean, 1e-12)))
+            self._mic = self._clean = 0.0
+            self._n = self._active = 0
+
+
+class _DelayEstimator:
+    """Collects the reference as fed and the raw microphone (decimated to 8 kHz) and, every
+    WINDOW_S of Moshi speaking, measures how far the echo lags the reference."""
+
+    DECIMATE = 3
+    RATE = SAMPLE_RATE // DECIMATE
+    WINDOW_S = 2.0
+    MIN_LAG_S, MAX_LAG_S = -0.3, 0.7
+    CONFIDENT = 8.0
+
+    def __init__(self):
+        self._ref: list[np.ndarray] = []
+        self._mic: list[np.ndarray] = []
+        self._n = self._active = 0
+
+    def add(self, ref: np.ndarray, ref_power: float, mic: np.ndarray) -> tuple[float, float] | None:
+        d = self.DECIMATE
+        self._ref.append(ref.reshape(-1, d).sum(axis=1))
+        self._mic.append(mic.reshape(-1, d).sum(axis=1))
+        self._n += 1
+        if ref_power > _ErleMeter.ACTIVE:
+            self._active += 1
+        if self._n < self.WINDOW_S * 100:
+            return None
+        result = None
+        if self._active >= 0.3 * self._n:
+            ref_w, mic_w = np.concatenate(self._ref), np.concatenate(self._mic)
+            if float(np.mean(mic_w * mic_w)) > 1e-10:
+                result = gcc_phat_lag(ref_w, mic_w, self.RATE, self.MIN_LAG_S, self.MAX_LAG_S)
+        self._ref, self._mic = [], []
+        self._n = self._active = 0
+        return result
+
+
+class EchoCanceller:
+    """Cleans the microphone (24 kHz) of what the output device played.
+
+    add_reference(): from the playback callback, the exact samples the device received at
+    `output_rate` and when the first of them plays; never blocks.
+    process(): from the encoder thread, a block of microphone samples already at 24 kHz and
+    the time its last sample arrived; returns the cleaned samples (whole 10 ms frames; the
+    remainder waits for the next block).
+    """
+
+    def __init__(self, *, output_rate: int = SAMPLE_RATE, input_rate: int = SAMPLE_RATE, input_latency_s: float = 0.0,
+                 output_latency_s: float = 0.0, noise_suppression: bool = False, high_pass: bool = True,
+                 auto_gain: bool = False, realign: bool = True):
+        self._apm, self._Frame = _load_apm(noise_suppression, high_pass, auto_gain)
+        self.output_rate = int(output_rate)
+        self.input_rate = int(input_rate)
+        self._dropped_seen = 0
+        self.input_latency_s = float(input_latency_s)
+        self.output_latency_s = float(output_latency_s)
+        self.realign = realign
+        self.stats = EchoStats(device_latency_ms=1000.0 * (self.input_latency_s + self.output_latency_s))
+        self._resample = None
+        if self.output_rate != SAMPLE_RATE:
+            from ..audio.resample import Resampler
+
+            self._resample = Resampler(self.output_rate, SAMPLE_RATE).process
+        self._incoming: collections.deque = collections.deque()  # (device samples, t_play) from the callback
+        self._lock = threading.Lock()
+        # reference timeline (24 kHz samples since its first played sample)
+        self._ref_t0: float | None = None
+        self._ref_base = 0  # position of self._ref_buf[0]
+        self._ref_buf = np.zeros(0, np.float32)
+        self._ref_received = 0  # device-rate samples received (for anchoring)
+        # capture timeline (24 kHz samples since its first captured sample)
+        self._cap_t0: float | None = None
+        self._cap_pos = 0  # position of the next sample given to process()
+        self._cap_pending = np.zeros(0, np.float32)
+        self._shift = 0  # samples the reference is advanced by (measured re-alignment)
+        self._ref_fed = None  # next reference position AEC3 gets
+        self._anchor_until = None
+        self._erle = _ErleMeter(self.stats.erle_windows_db)
+        self._delay = _DelayEstimator()
+        self._reported_delay_ms = 0
+        self._apm.set_stream_delay_ms(0)
+
+    def set_latencies(self, input_s: float, output_s: float) -> None:
+        """PortAudio's input and output latencies (before the streams start)."""
+        self.input_latency_s, self.output_latency_s = float(input_s), float(output_s)
+        self.stats.device_latency_ms = 1000.0 * (self.input_latency_s + self.output_latency_s)
+
+    # ------------------------------------------------------------------ playback side
+    def add_reference(self, played: np.ndarray, t_play: float) -> None:
+        """The block the output device just received (mono, output rate); t_play: when its
+        first sample reaches the speaker. Called from the audio callback: appends only."""
+        self._incoming.append((played, t_play))
+
+    def _drain_reference(self) -> None:
+        while self._incoming:
+            block, t_play = self._incoming.popleft()
+            x = np.asarray(block, np.float32).reshape(-1)
+            # anchor: the earliest implied start of the stream (callbacks only ever run late)
+            t0 = t_play - self._ref_received / self.output_rate
+            if self._ref_t0 is None or (t0 < self._ref_t0 and self._anchoring()):
+                self._ref_t0 = t0
+            self._ref_received += len(x)
+            y = self._resample(x) if self._resample is not None else x
+            self._ref_buf = np.concatenate([self._ref_buf, y])
+        # keep at most 3 s of reference that AEC3 has not taken yet
+        keep_from = max(self._ref_fed or 0, self._ref_base + len(self._ref_buf) - 3 * SAMPLE_RATE)
+        if keep_from > self._ref_base:
+            drop = min(keep_from - self._ref_base, len(self._ref_buf))
+            self._ref_buf = self._ref_buf[drop:]
+            self._ref_base += drop
+
+    def _anchoring(self) -> bool:
+        return self._anchor_until is None or time.monotonic() < self._anchor_until
+
+    def _reference(self, start: int) -> np.ndarray:
+        """10 ms of reference from timeline position `start` (silence outside what arrived)."""
+        out = np.zeros(CHUNK, np.float32)
+        a, b = max(start, self._ref_base), min(start + CHUNK, self._ref_base + len(self._ref_buf))
+        if b > a:
+            out[a - start:b - start] = self._ref_buf[a - self._ref_base:b - self._ref_base]
+        elif start >= self._ref_base + len(self._ref_buf) and self._ref_t0 is not None:
+            self.stats.reference_missing += 1
+        return out
+
+    # ------------------------------------------------------------------ capture side
+    @property
+    def lag_samples(self) -> int:
+        """How far the newest cleaned sample is behind the newest microphone sample."""
+        return ALGORITHMIC_DELAY + len(self._cap_pending)
+
+    def process(self, mic: np.ndarray, t_end: float) -> np.ndarray:
+        t_start = time.perf_counter()
+        mic = np.asarray(mic, np.float32).reshape(-1)
+        with self._lock:
+            self._drain_reference()
+            self._track_capture(len(mic), t_end)
+            x = np.concatenate([self._cap_pending, mic])
+            n = len(x) // CHUNK
+            out = np.empty(n * CHUNK, np.float32)
+            for i in range(n):
+                out[i * CHUNK:(i + 1) * CHUNK] = self._process_chunk(x[i * CHUNK:(i + 1) * CHUNK])
+            self._cap_pending = x[n * CHUNK:]
+        if n:
+            self.stats.process_ms.append((time.perf_counter() - t_start) * 1000.0 * 8 / n)
+        return out
+
+    def _track_capture(self, n: int, t_end: float) -> None:
+        """Anchor the capture timeline: the earliest implied start (callbacks only run late)."""
+        t0 = t_end - (self._cap_pos + len(self._cap_pending) + n) / SAMPLE_RATE - self.input_latency_s
+        if self._cap_t0 is None:
+            self._cap_t0 = t0
+            self._anchor_until = time.monotonic() + 3.0
+        elif t0 < self._cap_t0 and self._anchoring():
+            self._cap_t0 = t0
+
+    def skip_capture(self, dropped_total: int) -> None:
+        """`dropped_total`: microphone samples (at the input rate) lost so far before reaching
+        the encoder (input overflows); the capture timeline jumps over the new ones."""
+        new = dropped_total - self._dropped_seen
+        if new > 0:
+            self._dropped_seen = dropped_total
+            self._cap_pos += int(round(new * SAMPLE_RATE / self.input_rate))
+            self.stats.capture_gaps += 1
+
+    def _ref_position(self, cap_pos: int) -> int:
+        """Reference position playing when capture position `cap_pos` was recorded."""
+        if self._ref_t0 is None:
+            return cap_pos + self._shift  # nothing played yet: the reference is silence
+        return cap_pos + int(round((self._cap_t0 - self._ref_t0) * SAMPLE_RATE)) + self._shift
+
+    def _process_chunk(self, mic: np.ndarray) -> np.ndarray:
+        Frame = self._Frame
+        start = self._ref_position(self._cap_pos)
+        if self._ref_fed is None or abs(start - self._ref_fed) > CHUNK // 2:
+            self._ref_fed = start  # first chunk, or the timeline moved (anchor, gap, re-alignment)
+        ref = self._reference(self._ref_fed)
+        self._ref_fed += CHUNK
+        self._apm.process_reverse_stream(Frame(_to_i16(ref), SAMPLE_RATE, 1, CHUNK))
+        frame = Frame(_to_i16(mic), SAMPLE_RATE, 1, CHUNK)
+        self._apm.process_stream(frame)
+        clean = np.frombuffer(frame.data, np.int16).astype(np.float32) / 32768.0
+        self._cap_pos += CHUNK
+        self.stats.chunks += 1
+        ref_power = float(np.dot(ref, ref)) / CHUNK
+        self._erle.add(ref_power, mic, clean, self.visible_delay_chunks)
+        measured = self._delay.add(ref, ref_power, mic)
+        if measured is not None:
+            self._on_delay(*measured)
+        return clean
+
+    def _on_delay(self, lag_s: float, confidence: float) -> None:
+        if confidence < _DelayEstimator.CONFIDENT:
+            return
+        # the measured lag is what AEC3 sees: the echo's delay behind the latency-aligned
+        # reference plus the shift already applied
+        true_ms = 1000.0 * lag_s - 1000.0 * self._shift / SAMPLE_RATE
+        self.stats.delay_estimates_ms.append(round(true_ms, 1))
+        self.stats.echo_delay_ms = float(np.median(self.stats.delay_estimates_ms[-5:]))
+        self.stats.delay_confidence = confidence
+        # AEC3 finds delays from 0 to ~500 ms itself; outside that, move the reference so it
+        # leads its echo by 40 ms
+        if self.realign and not 0.0 <= lag_s <= 0.4:
+            self._shift = int(round((0.04 - self.stats.echo_delay_ms / 1000.0) * SAMPLE_RATE))
+            self.stats.realignments += 1
+        visible = int(round(max(0.0, self.stats.echo_delay_ms + 1000.0 * self._shift / SAMPLE_RATE)))
+        if visible != self._reported_delay_ms:
+            self._apm.set_stream_delay_ms(visible)
+            self._reported_delay_ms = visible
+
+    @property
+    def visible_delay_chunks(self) -> int:
+        """The echo's delay behind the reference as fed, in 10 ms chunks (0 until measured)."""
+        return int(round(self._reported_delay_ms / 10.0))
+
+
+def _to_i16(x: np.ndarray) -> bytes:
+    return (np.clip(x, -1.0, 32767 / 32768) * 32768.0).astype(np.int16).tobytes()

@@ -1,0 +1,180 @@
+"""Echo cancellation (runtime/echo.py): Moshi's voice played through a simulated room comes
+back into the microphone; with the canceller on, what Mimi encodes must be free of it."""
+
+import argparse
+import wave
+
+import numpy as np
+import pytest
+
+from bench.room import convolve, ratio_db, room_ir, speech_like
+from moshi_mlx.runtime import echo as echo_mod
+from moshi_mlx.runtime.echo import (EchoCanceller, EchoUnavailable, add_echo_args, echo_from_args, gcc_phat_lag,
+                                    looks_like_headphones, resolve_mode)
+from moshi_mlx.runtime.pipeline import DuplexPipeline
+from moshi_mlx.runtime.recorder import StereoRecorder
+from moshi_mlx.runtime.sim_device import SimulatedAudioDevice
+
+from .voice_fakes import FRAME, TalkingGen, VoiceCodec
+
+SR = 24_000
+
+
+def test_auto_mode_uses_headphone_names():
+    for name in ("AirPods Pro", "External Headphones", "USB Headset", "Galaxy Buds2", "WH-1000XM4 Headphones"):
+        assert looks_like_headphones(name), name
+        assert resolve_mode("auto", name)[0] is False
+    for name in ("MacBook Pro Speakers", "Built-in Output", "pulse", "default", None):
+        assert not looks_like_headphones(name), name
+        assert resolve_mode("auto", name)[0] is True
+    assert resolve_mode("on", "AirPods")[0] is True
+    assert resolve_mode("off", "Speakers")[0] is False
+    with pytest.raises(ValueError):
+        resolve_mode("maybe")
+
+
+def test_gcc_phat_finds_the_delay_in_reverb():
+    ref = speech_like(3.0, seed=3)
+    h = room_ir(57.0, rt60_s=0.4, drr_db=0.0)
+    mic = convolve(ref, h)[:len(ref)] + np.random.default_rng(0).standard_normal(len(ref)) * 1e-3
+    lag, conf = gcc_phat_lag(ref, mic, SR, -0.1, 0.5)
+    assert abs(lag * 1000 - 57.0) < 1.0 and conf > 8
+
+
+def _run_room(ec: EchoCanceller | None, far: np.ndarray, h: np.ndarray, near: np.ndarray | None = None,
+              block: int = 1920):
+    """Feed a canceller like a device would: reference block k plays at k*block, the echo
+    comes back through `h` into the microphone. Returns (mic, cleaned, echo)."""
+    n = len(far) // block * block
+    echo = convolve(far[:n], h)[:n].astype(np.float32)
+    mic = echo + (near[:n] if near is not None else 0) + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
+    if ec is None:
+        return mic, mic, echo
+    out = []
+    for k in range(n // block):
+        t = k * block / SR
+        ec.add_reference(far[k * block:(k + 1) * block], t)  # handed to the device at t, plays at t
+        out.append(ec.process(mic[k * block:(k + 1) * block], t + block / SR))
+    return mic, np.concatenate(out), echo
+
+
+@pytest.mark.parametrize("delay_ms", [30.0, 150.0])
+def test_canceller_removes_echo_and_measures_delay(delay_ms):
+    far = speech_like(10.0, seed=2)
+    ec = EchoCanceller()
+    mic, clean, echo = _run_room(ec, far, room_ir(delay_ms, rt60_s=0.3, drr_db=6.0))
+    a = 4 * SR  # after convergence
+    erle = ratio_db(mic[a:], clean[a:len(mic)])
+    assert erle >= 25.0, erle
+    assert abs(ec.stats.echo_delay_ms - delay_ms) <= 10.0, ec.stats.delay_estimates_ms
+    s = ec.stats.summary()
+    assert s["erle_db_median"] >= 20.0 and s["erle_seconds"] > 0, s
+    assert s["reference_missing"] == 0
+
+
+def test_canceller_keeps_the_user_speaking_alone():
+    """No echo at all: the user's voice passes (only delayed and high-passed)."""
+    near = speech_like(6.0, seed=5)
+    ec = EchoCanceller()
+    mic, clean, _ = _run_room(ec, np.zeros_like(near), np.zeros(10, np.float32), near=near)
+    n = len(clean) - 2 * SR
+    assert abs(ratio_db(clean[SR:n], mic[SR:n])) < 2.0
+
+
+def test_reference_missing_becomes_silence_and_is_counted():
+    ec = EchoCanceller()
+    ec.add_reference(np.zeros(1920, np.float32), 0.0)
+    for k in range(5):  # the output stops after one block: the canceller must not wait
+        out = ec.process(np.zeros(1920, np.float32), (k + 1) * 0.08)
+        assert len(out) == 1920
+    assert ec.stats.reference_missing > 0
+
+
+def _pipeline_run(echo_on: bool, *, step_delay_s=0.0, max_lag_ms=None, seconds=10.0, recorder=None,
+                  record_raw=False, delay_ms=80.0, speed=4.0):
+    codec = VoiceCodec(seconds + 2)
+    dev = SimulatedAudioDevice(None, speed=speed, echo_path=room_ir(delay_ms, rt60_s=0.3, drr_db=6.0), echo_noise=1e-4)
+    ec = EchoCanceller() if echo_on else None
+    p = DuplexPipeline(codec, TalkingGen(), 8, max_lag_ms=max_lag_ms, echo=ec, clock=dev.clock,
+                       step_delay_s=step_delay_s, recorder=recorder, record_raw_mic=record_raw).start()
+    dev.run(p, int(seconds * SR / FRAME))
+    p.stop()
+    encoded = np.concatenate(codec.encoded)
+    echo = np.concatenate(dev.echoes)[:len(encoded)]
+    return encoded, echo, ec, p
+
+
+def _voice_drop_db(encoded, echo, skip_s=4.0):
+    a = int(skip_s * SR)
+    return ratio_db(echo[a:], encoded[a:len(echo)])
+
+
+def test_pipeline_on_simulated_device_removes_models_voice():
+    encoded, echo, ec, _ = _pipeline_run(True)
+    assert _voice_drop_db(encoded, echo) >= 20.0
+    assert abs(ec.stats.echo_delay_ms - 80.0) <= 10.0
+    encoded, echo, _, _ = _pipeline_run(False)
+    assert abs(_voice_drop_db(encoded, echo)) < 1.0  # off: Mimi hears Moshi's voice at full level
+
+
+def test_timeline_stays_aligned_when_frames_are_skipped():
+    """A slow LM under the lag bound skips input frames: the device plays silence for them,
+    which the canceller must get too, or the reference slides against its echo."""
+    # at twice real time, 60 ms of real compute is 120 ms of device time: 1.5x too slow
+    encoded, echo, ec, p = _pipeline_run(True, step_delay_s=0.06, max_lag_ms=300, speed=2.0, seconds=8.0)
+    assert p.stats.frames_skipped > 5 and p.stats.underruns > 5, p.stats.summary()
+    assert _voice_drop_db(encoded, echo) >= 20.0
+    assert ec.stats.reference_missing == 0
+
+
+def test_lost_capture_blocks_move_the_timeline():
+    ec = EchoCanceller(input_rate=48_000)
+    ec.skip_capture(0)
+    assert ec.stats.capture_gaps == 0
+    ec.skip_capture(3840)  # one 80 ms block at 48 kHz lost
+    assert ec._cap_pos == 1920 and ec.stats.capture_gaps == 1
+    ec.skip_capture(3840)
+    assert ec._cap_pos == 1920
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_recording_holds_cleaned_or_raw_microphone(tmp_path, raw):
+    rec = StereoRecorder(tmp_path / "r.wav")
+    _pipeline_run(True, recorder=rec, record_raw=raw, seconds=8.0)
+    rec.close()
+    with wave.open(str(tmp_path / "r.wav")) as w:
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2).astype(np.float32) / 32768
+    user, model = x[4 * SR:, 0], x[4 * SR:, 1]
+    level = ratio_db(user, model)  # the echo path's direct gain is 0.5 (-6 dB)
+    if raw:
+        assert level > -10.0, level
+    else:
+        assert level < -25.0, level
+
+
+def _args(mode, **kw):
+    ap = argparse.ArgumentParser()
+    add_echo_args(ap)
+    return ap.parse_args(["--echo-cancel", mode, *sum(([f"--{k}"] for k, v in kw.items() if v), [])])
+
+
+def test_missing_library_warns_in_auto_and_fails_when_asked(monkeypatch):
+    def unavailable(*a, **k):
+        raise EchoUnavailable("echo cancellation needs livekit's WebRTC audio processing (No module named 'livekit')")
+
+    monkeypatch.setattr(echo_mod, "_load_apm", unavailable)
+    lines = []
+    assert echo_from_args(_args("auto"), "Speakers", input_rate=SR, output_rate=SR, log=lines.append) is None
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "livekit" in lines[0]
+    with pytest.raises(EchoUnavailable):
+        echo_from_args(_args("on"), "Speakers", input_rate=SR, output_rate=SR, log=lines.append)
+
+
+def test_flags_build_the_canceller():
+    lines = []
+    ec = echo_from_args(_args("auto", **{"noise-suppression": True}), "Built-in Output", input_rate=48_000,
+                        output_rate=44_100, log=lines.append)
+    assert isinstance(ec, EchoCanceller) and ec.output_rate == 44_100 and ec.input_rate == 48_000
+    assert "noise suppression" in lines[0]
+    assert echo_from_args(_args("auto"), "AirPods Pro", input_rate=SR, output_rate=SR, log=lines.append) is None
+    assert echo_from_args(_args("off"), None, input_rate=SR, output_rate=SR, log=lines.append) is None
