@@ -88,7 +88,7 @@ def run(args) -> int:
         io = SoundDeviceIO(args.input_device, args.output_device)
         in_rate, out_rate = io.input_rate, io.output_rate
         print(io.describe(), file=sys.stderr)
-    echo = echo_from_args(args, io.output_name if io is not None else None, input_rate=in_rate,
+    echo = echo_from_args(args, getattr(io, "output_name", None), input_rate=in_rate,
                           output_rate=out_rate, log=lambda m: print(m, file=sys.stderr))
     recorder = StereoRecorder(args.record) if args.record else None
     transcript = model.new_transcript()

@@ -69,7 +69,7 @@ def _load_apm(noise_suppression: bool, high_pass: bool, auto_gain: bool):
                                     high_pass_filter=high_pass, auto_gain_control=auto_gain)
     except ImportError as e:
         raise EchoUnavailable(f"echo cancellation needs livekit's WebRTC audio processing ({e}); "
-                              "install it with: pip install 'moshi_mlx[aec]'") from None
+                              "install it with: pip install livekit") from None
     except Exception as e:  # the native library failed to load or start
         raise EchoUnavailable(f"echo cancellation is unavailable here: {type(e).__name__}: {e}") from None
     return apm, AudioFrame
@@ -238,6 +238,19 @@ class _DelayEstimator:
         return result
 
 
+class _Anchor:
+    """When a stream's first sample played (or was captured), from its callbacks: each block
+    implies a start time (its time minus the samples before it). Callbacks run late (a busy
+    system) or early (an output buffer being filled at start), so the median is taken."""
+
+    def __init__(self):
+        self._t0s: list[float] = []
+
+    def add(self, t0: float) -> float:
+        self._t0s.append(t0)
+        return float(np.median(self._t0s))
+
+
 class EchoCanceller:
     """Cleans the microphone (24 kHz) of what the output device played.
 
@@ -247,6 +260,8 @@ class EchoCanceller:
     the time its last sample arrived; returns the cleaned samples (whole 10 ms frames; the
     remainder waits for the next block).
     """
+
+    ANCHOR_S = 3.0  # the streams' start times are taken from their first seconds, then fixed
 
     def __init__(self, *, output_rate: int = SAMPLE_RATE, input_rate: int = SAMPLE_RATE, input_latency_s: float = 0.0,
                  output_latency_s: float = 0.0, noise_suppression: bool = False, high_pass: bool = True,
@@ -278,10 +293,11 @@ class EchoCanceller:
         self._shift = 0  # samples the reference is advanced by (measured re-alignment)
         self._ref_fed = None  # next reference position AEC3 gets
         self._anchor_until = None
+        self._ref_anchor, self._cap_anchor = _Anchor(), _Anchor()
         self._erle = _ErleMeter(self.stats.erle_windows_db)
         self._delay = _DelayEstimator()
         self._reported_delay_ms = 0
-        self._apm.set_stream_delay_ms(0)
+        self._set_delay(0)
 
     def set_latencies(self, input_s: float, output_s: float) -> None:
         """PortAudio's input and output latencies (before the streams start)."""
@@ -298,10 +314,8 @@ class EchoCanceller:
         while self._incoming:
             block, t_play = self._incoming.popleft()
             x = np.asarray(block, np.float32).reshape(-1)
-            # anchor: the earliest implied start of the stream (callbacks only ever run late)
-            t0 = t_play - self._ref_received / self.output_rate
-            if self._ref_t0 is None or (t0 < self._ref_t0 and self._anchoring()):
-                self._ref_t0 = t0
+            if self._anchoring():
+                self._ref_t0 = self._ref_anchor.add(t_play - self._ref_received / self.output_rate)
             self._ref_received += len(x)
             y = self._resample(x) if self._resample is not None else x
             self._ref_buf = np.concatenate([self._ref_buf, y])
@@ -348,13 +362,12 @@ class EchoCanceller:
         return out
 
     def _track_capture(self, n: int, t_end: float) -> None:
-        """Anchor the capture timeline: the earliest implied start (callbacks only run late)."""
-        t0 = t_end - (self._cap_pos + len(self._cap_pending) + n) / SAMPLE_RATE - self.input_latency_s
-        if self._cap_t0 is None:
-            self._cap_t0 = t0
-            self._anchor_until = time.monotonic() + 3.0
-        elif t0 < self._cap_t0 and self._anchoring():
-            self._cap_t0 = t0
+        """Anchor the capture timeline (see _Anchor)."""
+        if self._anchor_until is None:
+            self._anchor_until = time.monotonic() + self.ANCHOR_S
+        if self._anchoring():
+            self._cap_t0 = self._cap_anchor.add(
+                t_end - (self._cap_pos + len(self._cap_pending) + n) / SAMPLE_RATE - self.input_latency_s)
 
     def skip_capture(self, dropped_total: int) -> None:
         """`dropped_total`: microphone samples (at the input rate) lost so far before reaching
@@ -407,8 +420,13 @@ class EchoCanceller:
             self.stats.realignments += 1
         visible = int(round(max(0.0, self.stats.echo_delay_ms + 1000.0 * self._shift / SAMPLE_RATE)))
         if visible != self._reported_delay_ms:
-            self._apm.set_stream_delay_ms(visible)
-            self._reported_delay_ms = visible
+            self._set_delay(visible)
+
+    def _set_delay(self, ms: int) -> None:
+        """Tell AEC3 the delay (it estimates its own; livekit < 1.0.x has no such call)."""
+        self._reported_delay_ms = ms
+        if hasattr(self._apm, "set_stream_delay_ms"):
+            self._apm.set_stream_delay_ms(ms)
 
     @property
     def visible_delay_chunks(self) -> int:
