@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-SAMPLE_RATE = 24_000
+from moshi_mlx.constants import SAMPLE_RATE
 
 
 def room_ir(delay_ms: float, *, rt60_s: float = 0.3, drr_db: float = 6.0, gain: float = 0.5,

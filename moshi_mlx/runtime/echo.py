@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..constants import SAMPLE_RATE
 from ..errors import ConfigError
 
-SAMPLE_RATE = 24_000
 CHUNK = SAMPLE_RATE // 100  # AEC3 takes exactly 10 ms per call
 ALGORITHMIC_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
 MODES = ("auto", "on", "off")

@@ -4,8 +4,7 @@ says and keeps every frame it encodes (what Mimi would hear), and an LM that ans
 import numpy as np
 
 from bench.room import speech_like
-
-FRAME = 1920
+from moshi_mlx.constants import FRAME_SIZE as FRAME
 
 
 class VoiceCodec:
