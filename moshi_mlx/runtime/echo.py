@@ -146,29 +146,29 @@ class EchoStats:
         return self.device_latency_ms + self.echo_delay_ms
 
     def summary(self) -> dict:
-        erle = np.array(self.erle_windows_db) if self.erle_windows_db else np.array([np.nan])
-        p = np.array(self.process_ms) if self.process_ms else np.array([np.nan])
+        def stat(values, fn):
+            return float(fn(np.asarray(values))) if len(values) else float("nan")
+
         return {
             "chunks": self.chunks, "reference_missing": self.reference_missing,
             "capture_gaps": self.capture_gaps, "realignments": self.realignments,
             "device_latency_ms": self.device_latency_ms, "echo_delay_ms": self.echo_delay_ms,
             "round_trip_ms": self.round_trip_ms, "delay_confidence": self.delay_confidence,
-            "erle_db_median": float(np.nanmedian(erle)), "erle_seconds": len(self.erle_windows_db) * _ErleMeter.WINDOW / 100,
-            "process_ms_per_80ms_median": float(np.nanmedian(p)), "process_ms_per_80ms_max": float(np.nanmax(p)),
+            "erle_db_median": stat(self.erle_windows_db, np.median),
+            "erle_seconds": len(self.erle_windows_db) * _ErleMeter.WINDOW / 100,
+            "process_ms_per_80ms_median": stat(self.process_ms, np.median),
+            "process_ms_per_80ms_max": stat(self.process_ms, np.max),
         }
 
     def describe(self) -> str:
         s = self.summary()
-        parts = []
-        if not np.isnan(s["echo_delay_ms"]):
-            parts.append(f"round trip {s['round_trip_ms']:.0f} ms (PortAudio {s['device_latency_ms']:.0f} ms + "
-                         f"measured {s['echo_delay_ms']:.0f} ms)")
+        if np.isnan(s["echo_delay_ms"]):  # no echo found: an ERLE figure would mean nothing
+            parts = [f"no echo of Moshi found in the microphone (PortAudio latency {s['device_latency_ms']:.0f} ms)"]
         else:
-            parts.append(f"round trip not measured (PortAudio {s['device_latency_ms']:.0f} ms)")
-        if s["erle_seconds"] > 0:
-            parts.append(f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)")
-        else:
-            parts.append("ERLE not measured (Moshi was not heard)")
+            parts = [f"round trip {s['round_trip_ms']:.0f} ms (PortAudio {s['device_latency_ms']:.0f} ms + "
+                     f"measured {s['echo_delay_ms']:.0f} ms)"]
+            if s["erle_seconds"] > 0:
+                parts.append(f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)")
         parts.append(f"{s['process_ms_per_80ms_median']:.2f} ms per 80 ms frame")
         return "echo cancellation: " + ", ".join(parts)
 
