@@ -16,7 +16,7 @@ something to find: true round trip = 10 + 20 + 12 ms + the room's delay.
 Measures (mic = echo + user + noise, out = cleaned):
 - ERLE: 10 log10(E[mic^2] / E[out^2]) over Moshi-only time after convergence (3 s .. DT_START);
 - convergence: the start of the first 0.25 s window from which >= 90% of the following
-  Moshi-only windows (those with echo within 30 dB of the loudest) have ERLE >= 20 dB;
+  Moshi-only windows (those with echo within 30 dB of the loudest) have ERLE >= 25 dB;
 - double-talk SNR of the user's speech: the user's voice alone through an identical
   canceller (same high-pass and delay) is the signal s; SNR = 10 log10(E[s^2] / E[(out - g s)^2])
   over the double-talk span where the user is speaking, g the least-squares gain (a constant
@@ -108,7 +108,7 @@ def window_erle(mic, out, echo, a, b, w=SR // 4):
     return np.array(vals), np.array(starts)
 
 
-def convergence_s(vals, starts, thresh=20.0, frac=0.9):
+def convergence_s(vals, starts, thresh=25.0, frac=0.9):
     for i in range(len(vals)):
         if np.mean(vals[i:] >= thresh) >= frac:
             return float(starts[i])
