@@ -26,9 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from moshi_mlx.constants import FRAME_SECONDS  # noqa: E402
+
 TEXT = ("The quick brown fox jumps over the lazy dog, and then it takes a long nap in the sun "
         "while the birds keep singing.")
-FRAME_RATE = 12.5
 
 
 def _demo() -> dict:
@@ -78,7 +79,7 @@ def _real_width(steps: int) -> dict:
     per_d = base["1_2"] - base["1_1"]
     full = base["1_1"] + 15 * per_t + 3 * per_d
     return {"measured_ms": base, "per_temporal_layer_ms": per_t, "per_depformer_layer_ms": per_d,
-            "extrapolated_ms_per_step": full, "real_time_factor": (1000 / FRAME_RATE) / full}
+            "extrapolated_ms_per_step": full, "real_time_factor": 1000 * FRAME_SECONDS / full}
 
 
 def _child(case: str, steps: int) -> dict:

@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..constants import FRAME_SECONDS
 from ..errors import Error, OutputError, UsageError
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
 
@@ -175,7 +176,7 @@ def check_outfile_plain(path: str, force: bool) -> None:
 
 def _progress(step: int) -> None:
     if step % 25 == 0 and sys.stderr.isatty():
-        print(f"\rstep {step} ({step / 12.5:.1f} s)", end="", file=sys.stderr, flush=True)
+        print(f"\rstep {step} ({step * FRAME_SECONDS:.1f} s)", end="", file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:

@@ -30,13 +30,14 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import mlx.core as mx
 import numpy as np
 
 from ..errors import ConfigError, UsageError
 from .config import LmConfig, TensorConditionerConfig
+from .generate import GEN_DEFAULTS
 from .lm import Lm
 from .sampling import Sampler
 
@@ -263,7 +264,8 @@ class TtsGen:
     saves depformer steps; the codec then decodes n_q codebooks."""
 
     def __init__(self, lm: Lm, settings: TtsSettings, voices: Sequence[np.ndarray], *, cfg_coef: float = 2.0,
-                 temp: float = 0.6, top_k: int = 250, top_k_text: int = 25, n_q: int | None = None, seed: int = 0):
+                 temp: float = 0.6, top_k: int = GEN_DEFAULTS["top_k"], top_k_text: int = GEN_DEFAULTS["top_k_text"],
+                 n_q: int | None = None, seed: int = 0):
         cfg = lm.cfg
         self.lm, self.cfg, self.settings = lm, cfg, settings
         self.n_q = cfg.dep_q if n_q is None else int(n_q)
@@ -308,7 +310,7 @@ class TtsGen:
             src = lm.cross_source(tensors)
         self._cond = None if cond is None else cond.astype(lm.dtype)
         self._cross = lm.cross_kv(src)
-        mx.eval(self._cross, self._cond) if self._cond is not None else mx.eval(self._cross)
+        mx.eval(self._cross, *([] if self._cond is None else [self._cond]))
         self.batch = 2 if self.use_cfg else 1
         self.delays = list(cfg.delays)
         self.max_delay = max(self.delays)
@@ -337,12 +339,13 @@ class TtsGen:
             prev = mx.concatenate([tok] * self.batch, axis=0) if self.batch > 1 else tok
         return mx.concatenate(out).tolist()
 
-    def steps(self, entries: Sequence[Entry]) -> Iterator[tuple[int, list[int], "TtsState", tuple[int, int]]]:
+    def steps(self, entries: Sequence[Entry]) -> Iterator[tuple[int, list[int], TtsState]]:
         """Runs the model; yields per step (text token fed, audio tokens of the step [dep_q]
-        in the delayed domain, the state, (predicted text, fed text))."""
+        in the delayed domain, the state). `text_log` gets (predicted, fed) per step."""
         lm, cfg, s = self.lm, self.cfg, self.settings
         ids = self.token_ids
         state = self.machine.new_state(entries)
+        self.text_log: list[tuple[int, int]] = []
         cache = lm.make_cache()
         key = mx.random.key(self.seed)
 
@@ -369,6 +372,7 @@ class TtsGen:
             predicted = int(self._sample_text(text_logits[:1, -1], None if self.text_sampler.greedy
                                               else next(keys)).item())
             fed = self.machine.process(step, state, predicted)
+            self.text_log.append((predicted, fed))
             audio = [ids.zero] * cfg.dep_q
             if step >= s.delay_steps:
                 audio[: self.n_q] = self._depformer(h, fed, keys)
@@ -376,27 +380,25 @@ class TtsGen:
                 if step < self.delays[1 + q] + s.delay_steps:
                     audio[q] = ids.zero
             prev = np.array([fed] + audio, dtype=np.int64)
-            yield fed, audio, state, (predicted, fed)
+            yield fed, audio, state
 
-    def generate(self, entries: Sequence[Entry], on_frame: Callable[[int, np.ndarray], None] | None = None) -> TtsResult:
-        """Runs to the end; `on_frame(f, frame [1 + dep_q])` is called as each frame completes
-        (frame f is complete once step f + max_delay has run)."""
+    def frames(self, entries: Sequence[Entry]) -> Iterator[tuple[int, np.ndarray, TtsState]]:
+        """Yields (f, frame f [1 + dep_q] with the delays undone, state) as each frame
+        completes: frame f is complete once step f + max_delay has run."""
         D = self.delays
         history: list[list[int]] = []
-        frames: list[np.ndarray] = []
-        log: list[tuple[int, int]] = []
-        state = None
-        for fed, audio, state, pair in self.steps(entries):
+        for fed, audio, state in self.steps(entries):
             history.append([fed] + audio)
-            log.append(pair)
-            o = len(history) - 1
-            f = o - self.max_delay
+            f = len(history) - 1 - self.max_delay
             if f >= 0:
-                frame = np.array([history[f + D[k]][k] for k in range(len(D))], dtype=np.int64)
-                frames.append(frame)
-                if on_frame is not None:
-                    on_frame(f, frame)
-        arr = np.stack(frames) if frames else np.zeros((0, len(D)), dtype=np.int64)
-        if state is None:
-            state = self.machine.new_state(entries)
-        return TtsResult(arr, state.end_step, list(state.transcript), list(state.consumption_times), log)
+                yield f, np.array([history[f + D[k]][k] for k in range(len(D))], dtype=np.int64), state
+
+    def generate(self, entries: Sequence[Entry]) -> TtsResult:
+        """Runs to the end and returns every frame."""
+        frames: list[np.ndarray] = []
+        state = self.machine.new_state(entries)
+        for _, frame, state in self.frames(entries):
+            frames.append(frame)
+        arr = np.stack(frames) if frames else np.zeros((0, len(self.delays)), dtype=np.int64)
+        return TtsResult(arr, state.end_step, list(state.transcript), list(state.consumption_times),
+                         list(getattr(self, "text_log", [])))

@@ -73,7 +73,7 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     if model == DEMO_MODEL:
         cfg = preset(DEMO_MODEL)
         lm = random_lm(cfg, seed=seed % (2**31))
-        tok, repo, desc = ByteTokenizer(), None, "tts-tiny demo model (random weights: it produces NOISE)"
+        tok, desc = ByteTokenizer(), "tts-tiny demo model (random weights: it produces NOISE)"
     else:
         files = resolve_model(hf_repo or (None if moshi_weight else DEFAULT_REPO), weights=moshi_weight,
                               config=lm_config, mimi=mimi_weight, tokenizer=tokenizer)
@@ -191,21 +191,16 @@ def synthesize(session: TtsSession, text: str, voices: list[np.ndarray], on_audi
     codec = session.codec
     codec.reset()
     start = settings.delay_steps  # frames before it hold no audio yet: never decoded (as the reference)
-    D, max_delay = cfg.delays, gen.max_delay
-    history: list[list[int]] = []
     delivered = steps = 0
     state = None
     t0 = time.perf_counter()
-    for fed, audio, state, _ in gen.steps(entries):
-        steps += 1
+    for f, frame, state in gen.frames(entries):
+        steps = f + 1 + gen.max_delay
         if on_step is not None:
             on_step(steps)
-        history.append([fed] + audio)
-        f = len(history) - 1 - max_delay  # the frame completed by this step
         if f < start or f >= audio_window(start, state.end_step, 1 << 40).stop:
             continue
-        codes = np.array([history[f + D[1 + q]][1 + q] for q in range(session.n_q)], dtype=np.int64)
-        pcm = codec.decode_step(codes)
+        pcm = codec.decode_step(frame[1 : 1 + session.n_q])
         if f >= start + LEADING_FRAMES_DROPPED:
             on_audio(np.clip(pcm, -1.0, 1.0))
             delivered += 1
