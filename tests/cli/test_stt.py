@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from moshi_mlx.cli import stt
-from moshi_mlx.models import LmConfig
+from moshi_mlx.models import LmConfig, random_lm
 from moshi_mlx.models.config import preset
 from moshi_mlx.runtime import devices
 from moshi_mlx.weights.random_state import random_state
@@ -133,3 +133,44 @@ def test_module_entry_point(tmp_path):
                         "--quiet"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "real time" in r.stderr and r.stdout == ""
+
+
+def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path):
+    """SIGINT while listening: the tail of silence is fed, the transcript saved, exit 0."""
+    import signal
+    import time
+
+    _speech(tmp_path / "mic.wav", seconds=30.0)
+    out = tmp_path / "t.json"
+    p = subprocess.Popen([sys.executable, "-m", "moshi_mlx.stt", "--model", "random-tiny-stt", "--simulate",
+                          str(tmp_path / "mic.wav"), "--transcript", str(out), "--words"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    line = ""
+    while time.monotonic() < deadline and not line:
+        line = p.stdout.readline()  # the first word
+    p.send_signal(signal.SIGINT)
+    rest, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "stopping (Ctrl-C)" in err and "transcript saved" in err
+    words = json.loads(out.read_text())["words"]
+    assert words and len(words) == len((line + rest).strip().splitlines()) - (line + rest).count("end of turn")
+
+
+def test_quantized_stt_folder(tmp_path, capsys):
+    """A speech-to-text model converted to q4 by moshi_mlx.convert runs as a folder."""
+    from moshi_mlx.cli import convert
+    from moshi_mlx.weights.lm_loader import save_lm
+
+    cfg_d = preset("random-tiny-stt").to_dict()
+    cfg_d.pop("_source", None)
+    src = tmp_path / "stt"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(cfg_d))
+    save_lm(random_lm(LmConfig.from_dict(cfg_d), seed=2, dtype=mx.bfloat16), src / "model.safetensors")
+    assert convert.run([str(src), "--out", str(tmp_path / "q4"), "-q", "--q-bits", "4"]) == 0
+    _speech(tmp_path / "in.wav")
+    out = tmp_path / "t.json"
+    assert stt.main([str(tmp_path / "in.wav"), "--hf-repo", str(tmp_path / "q4"), "--mimi-weight", "random",
+                     "--tokenizer", "none", "--transcript", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["words"]
