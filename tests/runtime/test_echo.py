@@ -178,3 +178,25 @@ def test_flags_build_the_canceller():
     assert "noise suppression" in lines[0]
     assert echo_from_args(_args("auto"), "AirPods Pro", input_rate=SR, output_rate=SR, log=lines.append) is None
     assert echo_from_args(_args("off"), None, input_rate=SR, output_rate=SR, log=lines.append) is None
+
+
+def test_cli_reports_the_canceller(tmp_path, capsys, monkeypatch):
+    from moshi_mlx.audio.io import write_audio
+    from moshi_mlx.cli import local
+
+    write_audio(tmp_path / "mic.wav", np.array(speech_like(2.0, seed=4)), SR)
+    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--duration", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "echo cancellation: auto: on" in err
+    assert "echo cancellation: no echo of Moshi found in the microphone" in err  # a file has no echo path
+    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--duration", "1",
+                       "--echo-cancel", "off"]) == 0
+    assert "echo cancellation: off" in capsys.readouterr().err
+
+    def unavailable(*a, **k):
+        raise EchoUnavailable("echo cancellation needs livekit's WebRTC audio processing (No module named 'livekit')")
+
+    monkeypatch.setattr(echo_mod, "_load_apm", unavailable)
+    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--echo-cancel", "on"]) == 2
+    err = capsys.readouterr().err
+    assert "livekit" in err and "Traceback" not in err
