@@ -319,8 +319,8 @@ class EchoCanceller:
             self._ref_received += len(x)
             y = self._resample(x) if self._resample is not None else x
             self._ref_buf = np.concatenate([self._ref_buf, y])
-        # keep at most 3 s of reference that AEC3 has not taken yet
-        keep_from = max(self._ref_fed or 0, self._ref_base + len(self._ref_buf) - 3 * SAMPLE_RATE)
+        # keep 1 s of what AEC3 took (a re-alignment may move back by up to 0.7 s) and at most 4 s
+        keep_from = max((self._ref_fed or 0) - SAMPLE_RATE, self._ref_base + len(self._ref_buf) - 4 * SAMPLE_RATE)
         if keep_from > self._ref_base:
             drop = min(keep_from - self._ref_base, len(self._ref_buf))
             self._ref_buf = self._ref_buf[drop:]

@@ -200,3 +200,26 @@ def test_cli_reports_the_canceller(tmp_path, capsys, monkeypatch):
     assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--echo-cancel", "on"]) == 2
     err = capsys.readouterr().err
     assert "livekit" in err and "Traceback" not in err
+
+
+def test_echo_later_than_aec3_tracks_is_realigned():
+    """Output latency under-reported by 450 ms: the echo comes later than AEC3 can find by
+    itself; the measured delay moves the reference back and the echo is cancelled."""
+    far = speech_like(12.0, seed=2)
+    ec = EchoCanceller()
+    mic, clean, _ = _run_room(ec, far, room_ir(450.0, rt60_s=0.2, drr_db=10.0))
+    assert ec.stats.realignments >= 1 and abs(ec.stats.echo_delay_ms - 450.0) <= 10.0, ec.stats.delay_estimates_ms
+    a = 8 * SR
+    assert ratio_db(mic[a:], clean[a:len(mic)]) >= 20.0
+
+
+def test_overstated_latency_is_corrected():
+    """Input latency over-reported by 120 ms (PulseAudio does this): paired on the reported
+    clock, the echo would come before its reference; the measured correction fixes it."""
+    far = speech_like(12.0, seed=2)
+    ec = EchoCanceller(input_latency_s=0.12)
+    mic, clean, _ = _run_room(ec, far, room_ir(30.0, rt60_s=0.2, drr_db=10.0))
+    assert ec.stats.realignments >= 1 and abs(ec.stats.echo_delay_ms - (-90.0)) <= 10.0, ec.stats.delay_estimates_ms
+    assert abs(ec.stats.round_trip_ms - 30.0) <= 10.0
+    a = 8 * SR
+    assert ratio_db(mic[a:], clean[a:len(mic)]) >= 20.0
