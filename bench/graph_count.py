@@ -29,6 +29,17 @@ _NODE = re.compile(r'\[label ="([^"]+)", shape=rectangle\]')
 _ARRAY_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "__array__")
 
 
+# primitives that only re-describe memory (a view; at most a copy when the layout demands):
+# on a GPU they launch no kernel of their own, the others do (each Compiled node is one kernel)
+VIEW_PRIMITIVES = frozenset({"Transpose", "Reshape", "Slice", "ExpandDims", "Squeeze", "Broadcast", "Split",
+                             "Flatten", "Unflatten", "AsStrided", "StopGradient"})
+
+
+def compute_count(counts: Counter) -> int:
+    """Primitives in `counts` that compute (not views)."""
+    return sum(n for k, n in counts.items() if k not in VIEW_PRIMITIVES)
+
+
 def dot_counts(text: str) -> Counter:
     """Primitive nodes by type in `mx.export_to_dot` output (a multi-output primitive is one node)."""
     return Counter(m.group(1) for m in _NODE.finditer(text))
@@ -135,15 +146,18 @@ def peak_memory_mb() -> float:
 
 def measure_steps(step, steps: int, warmup: int, count_steps: int = 3) -> dict:
     """Run `step()` (one frame step, synchronised at its end) warmup + steps times plain,
-    then `steps` times with timed synchronisations (host time outside them = graph
+    (wall time, and the CPU time of the whole process, all threads: on a shared machine the
+    latter barely moves with the load), then `steps` times with timed synchronisations (host time outside them = graph
     building in Python), then `count_steps` times counting primitives."""
     for _ in range(warmup):
         step()
-    plain = []
+    plain, cpu = [], []
     for _ in range(steps):
+        c = time.process_time()
         t = time.perf_counter()
         step()
         plain.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
     build, inside, syncs = [], [], []
     with SyncHooks() as h:
         for _ in range(steps):
@@ -162,7 +176,8 @@ def measure_steps(step, steps: int, warmup: int, count_steps: int = 3) -> dict:
             per_step.append(h.counts)
     totals = [sum(c.values()) for c in per_step]
     by_type = per_step[-1]
-    return {"step_ms_raw": plain, "build_ms_raw": build, "sync_ms_raw": inside, "syncs": syncs[-1] if syncs else 0,
+    return {"step_ms_raw": plain, "step_cpu_ms_raw": cpu, "build_ms_raw": build, "sync_ms_raw": inside, "syncs": syncs[-1] if syncs else 0,
             "primitives_per_step": totals, "primitives": totals[-1] if totals else 0,
+            "compute_primitives": compute_count(by_type) if per_step else 0,
             "primitives_by_type": dict(by_type.most_common()), "device": device_name(), "mlx": mx.__version__,
             "peak_mb": peak_memory_mb()}

@@ -103,16 +103,25 @@ def _codec(kind: str, weights: Path, n_user: int, n_out: int):
     return MimiFrameCodec(mimi, n_encode=n_user)
 
 
-def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmup_frames: int = 12) -> dict:
+def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmup_frames: int = 12,
+            lm_spec: str | None = None) -> dict:
+    """lm_spec: None for the random-tiny demo LM, or SHAPE:LAYERS:FMT for a model of that
+    shape built in memory (bench/overhead_ours.py), e.g. 7b:32:q4 on a GPU."""
     from moshi_mlx.models import LmConfig, LmGen, lm_preset, random_lm
     from moshi_mlx.models.backend import prepare_lm
     from moshi_mlx.runtime.pipeline import FRAME_SIZE, DuplexPipeline
     from moshi_mlx.runtime.sim_device import SimulatedAudioDevice
 
-    d = lm_preset("random-tiny").to_dict()
-    d["card"] = 2048  # Mimi's codebook size (the demo pairs random-tiny with a tiny codec)
-    cfg = LmConfig.from_dict(d)
-    lm = random_lm(cfg, seed=seed)
+    if lm_spec:
+        from bench.overhead_ours import random_model
+
+        lm = random_model(lm_spec)
+        cfg = lm.cfg
+    else:
+        d = lm_preset("random-tiny").to_dict()
+        d["card"] = 2048  # Mimi's codebook size (the demo pairs random-tiny with a tiny codec)
+        cfg = LmConfig.from_dict(d)
+        lm = random_lm(cfg, seed=seed)
     prepare_lm(lm)
     gen = TimedGen(LmGen(lm, seed=seed))
     codec = TimedCodec(_codec(codec_kind, weights, cfg.user_q, cfg.dep_q))
@@ -149,7 +158,7 @@ def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmu
     intervals = np.diff(a[:, 5]) * 1e3 if len(a) > 1 else np.array([])
     summ = pipe.stats.summary()
     return {
-        "codec": codec_kind, "lm": "random-tiny (demo model) with card 2048", "seconds": seconds, "frames": len(rows),
+        "codec": codec_kind, "lm": lm_spec or "random-tiny (demo model) with card 2048", "seconds": seconds, "frames": len(rows),
         "wall_s": wall, "loadavg": [load0, os.getloadavg()],
         "latency_ms": stats.summary(a[:, 0]), "compute_ms": stats.summary(a[:, 1]),
         "overhead_ms": stats.summary(a[:, 0] - a[:, 1]),
@@ -165,7 +174,7 @@ def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmu
     }
 
 
-def run(codecs=("rustymimi", "mlx"), seconds: float = 20.0, seed: int = 0, log=print) -> dict:
+def run(codecs=("rustymimi", "mlx"), seconds: float = 20.0, seed: int = 0, log=print, lm_spec: str | None = None) -> dict:
     import mlx.core as mx
 
     from moshi_mlx.weights.mimi_keys import random_published_weights
@@ -181,7 +190,7 @@ def run(codecs=("rustymimi", "mlx"), seconds: float = 20.0, seed: int = 0, log=p
         for kind in codecs:
             try:
                 log(f"[loop] {kind}: {seconds:.0f} s of real-time audio ...")
-                r = run_one(kind, weights, seconds, seed)
+                r = run_one(kind, weights, seconds, seed, lm_spec=lm_spec)
                 results[kind] = r
                 log(f"[loop]   latency {r['latency_ms']['median']:.1f} ms (compute {r['compute_ms']['median']:.1f}, "
                     f"overhead {r['overhead_ms']['median']:.2f}), frame-to-frame p90 {r['frame_to_frame_ms']['p90']:.1f}")

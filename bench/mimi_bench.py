@@ -186,13 +186,19 @@ def ensure_upstream_venv(venv: Path, create: bool = True) -> Path:
     return python
 
 
-def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path, create: bool) -> dict:
-    python = ensure_upstream_venv(venv, create)
+def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path, create: bool,
+                   upstream_path: Path | None = None) -> dict:
+    """Upstream's Mimi in its own process: from its venv, or (`upstream_path`) from a folder
+    holding its package, run by this interpreter on this MLX (the GPU kit's way)."""
+    if upstream_path is not None:
+        python, pythonpath = Path(sys.executable), str(Path(upstream_path).resolve())
+    else:
+        python, pythonpath = ensure_upstream_venv(venv, create), ""
     with tempfile.TemporaryDirectory() as tmp:
         script, sig = Path(tmp) / "upstream_mimi.py", Path(tmp) / "pcm.npy"
         script.write_text(_UPSTREAM_SCRIPT)
         np.save(sig, pcm)
-        env = dict(os.environ, PYTHONPATH="")  # never pick up our package
+        env = dict(os.environ, PYTHONPATH=pythonpath)  # never pick up our package
         out = subprocess.run(
             [str(python), str(script), str(weights), str(num_codebooks), str(frames), str(warmup), str(sig)],
             capture_output=True, text=True, cwd=tmp, env=env,
@@ -208,7 +214,7 @@ def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path
 
 def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0,
         upstream: bool = True, upstream_venv: Path = DEFAULT_UPSTREAM_VENV, create_venv: bool = True,
-        rusty: bool = True, memory: bool = False) -> dict:
+        rusty: bool = True, memory: bool = False, upstream_path: Path | None = None) -> dict:
     """Benchmark every available backend; returns {"results": {name: summary}, "ratios": ...}.
     memory: also measure each backend's peak RSS in a process of its own."""
     import mlx.core as mx
@@ -238,7 +244,8 @@ def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0
                 errors["rustymimi"] = "not installed"
         if upstream:
             try:
-                results["upstream_mlx"] = bench_upstream(weights, pcm, frames, warmup, num_codebooks, upstream_venv, create_venv)
+                results["upstream_mlx"] = bench_upstream(weights, pcm, frames, warmup, num_codebooks, upstream_venv, create_venv,
+                                                         upstream_path)
             except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
                 errors["upstream_mlx"] = str(e)
     load["after"] = os.getloadavg()

@@ -80,6 +80,7 @@ def summarize(raw: dict, fmt: str, label: str) -> dict:
         return {"case": label, "fmt": fmt, "error": raw["error"]}
     row = {k: v for k, v in raw.items() if not k.endswith("_raw")}
     row.update({"case": label, "fmt": fmt, "step_ms": stats.summary(raw["step_ms_raw"]),
+                "step_cpu_ms": stats.summary(raw.get("step_cpu_ms_raw", [])),
                 "build_ms": stats.summary(raw["build_ms_raw"]), "sync_ms": stats.summary(raw["sync_ms_raw"])})
     return row
 
@@ -118,7 +119,7 @@ def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30,
                 log(f"[overhead]   failed: {row['error']}")
             else:
                 log(f"[overhead]   {row['primitives']} primitives, {row['syncs']} syncs, step "
-                    f"{row['step_ms']['median']:.1f} ms (build {row['build_ms']['median']:.1f}) on {row['device']}")
+                    f"{row['step_ms']['median']:.1f} ms, CPU {row['step_cpu_ms']['median']:.1f} ms (build {row['build_ms']['median']:.1f}) on {row['device']}")
     return {"what": "one LM frame step of a width-64 model with Moshi 7B's structure: primitives run and host ms",
             "shape": shape, "width": shaped_config(shape, layers).dim, "layers": layers, "in_memory": in_memory,
             "steps": steps, "warmup": warmup, "results": rows,
@@ -129,19 +130,25 @@ def format_table(report: dict) -> str:
     rows = [r for r in report["results"] if "error" not in r]
     out = [f"{report['shape']}: Moshi 7B's structure at width {report['width']}, {report['layers']} temporal layers; "
            f"{report['steps']} steps after {report['warmup']}", "",
-           "| format | implementation | device that counted | primitives / step | syncs / step | step ms (median) "
-           "| p90 | graph building ms | in syncs ms | vs upstream (ms) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| format | implementation | device that counted | primitives / step (computing) | syncs / step "
+           "| step ms (median) | p90 | CPU ms / step | graph building ms | in syncs ms | vs upstream (CPU ms) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     up = {r["fmt"]: r for r in rows if r["case"] == "upstream"}
     for r in rows:
         u = up.get(r["fmt"])
-        rel = "" if u is None or r is u else f"{r['step_ms']['median'] / u['step_ms']['median']:.2f}x"
-        out.append(f"| {r['fmt']} | {r['case']} | {r['device']} | {r['primitives']} | {r['syncs']} | "
-                   f"{r['step_ms']['median']:.1f} | {r['step_ms']['p90']:.1f} | {r['build_ms']['median']:.1f} | "
+        rel = "" if u is None or r is u else f"{r['step_cpu_ms']['median'] / u['step_cpu_ms']['median']:.2f}x"
+        out.append(f"| {r['fmt']} | {r['case']} | {r['device']} | {r['primitives']} ({r.get('compute_primitives', '?')}) "
+                   f"| {r['syncs']} | "
+                   f"{r['step_ms']['median']:.1f} | {r['step_ms']['p90']:.1f} | {r['step_cpu_ms']['median']:.1f} | "
+                   f"{r['build_ms']['median']:.1f} | "
                    f"{r['sync_ms']['median']:.1f} | {rel} |")
     for r in report["results"]:
         if "error" in r:
             out.append(f"\n{r['fmt']}/{r['case']}: failed: {r['error']}")
+    out.append("")
+    out.append("Computing primitives: all but views (Transpose, Reshape, Slice, ...), which launch no kernel "
+               "on a GPU. CPU ms: the process's CPU time per step (all threads), steadier than wall time on a "
+               "shared machine.")
     top = [r for r in rows if r["fmt"] == rows[0]["fmt"]] if rows else []
     if top:
         out.append("")

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.suite                      # everything, ~20 min here
     .venv/bin/python -m bench.suite --only lm --quick    # a few minutes
     .venv/bin/python -m bench.suite --no-upstream        # ours (and rustymimi) only
+    python -m bench.suite --device gpu                   # the GPU mode (Metal / CUDA): docs/gpu.md
 
 Parts (`--only floor,lm,mimi,loop,tts,stt`):
 - floor: GB/s MLX reaches on a large mat-vec per storage kind and activation dtype, with
@@ -181,6 +182,27 @@ def format_report(report: dict) -> str:
     return "\n".join(out)
 
 
+def _gpu_main(a) -> None:
+    """--device gpu: the accelerator mode (bench/gpu_suite.py)."""
+    import mlx.core as mx
+
+    from bench import gpu_suite
+
+    if mx.default_device().type != mx.DeviceType.gpu and mx.is_available(mx.gpu):
+        mx.set_default_device(mx.gpu)
+    report = gpu_suite.run_gpu_suite(a)
+    out = a.out if a.out != DEFAULT_OUT else DEFAULT_OUT.with_name("suite-gpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    text = gpu_suite.format_gpu_report(report)
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+
+
+DEFAULT_OUT = ROOT / "bench" / "results" / "suite.json"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -195,10 +217,33 @@ def main(argv=None):
     ap.add_argument("--loop-seconds", type=float, default=20.0)
     ap.add_argument("--loop-codecs", default="rustymimi,mlx")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where benchmark weights are written")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "suite.json")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                    help="result file (.json, with a .md beside it; GPU mode default: suite-gpu.json)")
+    ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                    help="gpu: the GPU mode (full depth, every format, ours vs upstream vs PyTorch; docs/gpu.md); "
+                         "cpu: force MLX's CPU; auto: this suite on the default device")
+    g = ap.add_argument_group("GPU mode (--device gpu)")
+    g.add_argument("--smoke", action="store_true", help="toy sizes, and accept a CPU: exercises the GPU mode's path")
+    g.add_argument("--gpu-formats", help="LM formats (default bf16,q8,q4)")
+    g.add_argument("--gpu-steps", type=int, default=100, help="measured steps / Mimi frames (default 100)")
+    g.add_argument("--gpu-warmup", type=int, default=10)
+    g.add_argument("--upstream-path", type=Path, default=ROOT / ".bench-venvs" / "upstream-pkg",
+                   help="folder holding upstream's moshi_mlx package, run on this MLX (the GPU kit: /tmp/upstream)")
+    g.add_argument("--torch-peer", type=Path, default=ROOT / ".gpu" / "bin" / "torch_peer.py",
+                   help="the PyTorch peer script (the GPU kit's)")
+    g.add_argument("--torch-path", type=Path, default=Path("/tmp/torch-moshi"),
+                   help="folder holding Kyutai's PyTorch moshi package (the GPU kit's)")
+    g.add_argument("--loop-format", default="q4", help="LM format in the live loop (default q4)")
     ap.add_argument("--chart", type=Path, default=ROOT / "bench" / "results" / "suite.png")
     add_upstream_args(ap)
     a = ap.parse_args(argv)
+    a.argv = list(argv) if argv is not None else sys.argv[1:]
+    if a.device == "gpu":
+        return _gpu_main(a)
+    if a.device == "cpu":
+        import mlx.core as mx
+
+        mx.set_default_device(mx.cpu)
     report = run_suite(a)
     problems = stats.check_report(report)
     if problems:

@@ -224,3 +224,15 @@ def _parallel_ok(path: str, m: nn.Linear) -> bool:
     # the halves must be row-contiguous views (a column-major weight is re-laid out once)
     m.weight = mx.contiguous(m.weight)
     return True
+
+
+def prepare_mimi(mimi, profile: str = "auto", compile: bool | str = "auto") -> bool:
+    """Mimi's compute format: on a GPU (profile "gpu", or "auto" there) its streaming steps
+    run as compiled fixed-shape functions (`models/mimi_step.py`); on a CPU they stay eager
+    (there the live loop prefers rustymimi anyway, `models.mimi.best_backend`). Returns
+    whether the step is compiled. `Mimi` applies it when built."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    gpu = mx.default_device().type == mx.DeviceType.gpu if profile == "auto" else profile == "gpu"
+    mimi.compiled_step = bool(gpu if compile == "auto" else compile)
+    return mimi.compiled_step

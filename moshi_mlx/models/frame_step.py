@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
-from ..modules.kv_cache import RingStep, ring_bucket, ring_mask
+from ..modules.kv_cache import FrameCache, RingStep, ring_bucket, ring_mask
 from ..modules.norm import prime_norm_weights
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,7 +80,8 @@ class CompiledFrame:
                 state["key"], sub = mx.random.split(state["key"])
             return gen.audio_sampler(g, sub)
 
-        audio = gen.lm.depformer.sample(h, text, gen.lm.depformer.make_cache(), pick)
+        cache = [FrameCache(c.context) for c in gen.lm.depformer.make_cache()]
+        audio = gen.lm.depformer.sample(h, text, cache, pick)
         return (audio, state["key"], *logits)
 
     # ---- one position -----------------------------------------------------------------------

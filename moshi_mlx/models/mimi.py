@@ -23,6 +23,8 @@ from ..modules.quantization import SplitResidualVectorQuantizer
 from ..modules.seanet import SeanetDecoder, SeanetEncoder
 from ..modules.transformer import Transformer, TransformerConfig
 from .mimi_config import MimiConfig, MimiTransformerConfig, QuantizerConfig, mimi_202407
+from .backend import prepare_mimi
+from .mimi_step import CompiledStream
 
 # batch calls on longer inputs run as a private stream in chunks of this many frames: the
 # same result (streaming is exact), bounded memory instead of T x T attention
@@ -102,6 +104,31 @@ class Mimi(nn.Module):
         )
         self._batch_size: dict[str, int | None] = {"encoder": None, "decoder": None}
         self.num_codebooks = num_codebooks if num_codebooks is not None else q.n_q
+        self._compiled: dict[str, CompiledStream] | None = None
+        prepare_mimi(self)  # the backend's format: compiled streaming steps on a GPU
+
+    # ---- compute format ---------------------------------------------------------------------
+
+    @property
+    def compiled_step(self) -> bool:
+        """Whether streaming steps run as compiled fixed-shape functions (models/mimi_step.py;
+        the accelerator path, chosen by `models.backend.prepare_mimi`)."""
+        return self._compiled is not None
+
+    @compiled_step.setter
+    def compiled_step(self, on: bool) -> None:
+        if not on:
+            self._compiled = None
+            return
+        if self._compiled is None:
+            hop = int(np.prod(self.cfg.seanet.ratios))
+            stride = self.cfg.resample_stride
+            self._compiled = {
+                "encoder": CompiledStream(self._encoder_parts(), [self.encoder_transformer], self._encode_body,
+                                          lambda x: x.shape[1] // hop),
+                "decoder": CompiledStream(self._decoder_parts(), [self.decoder_transformer], self._decode_body,
+                                          lambda c: c.shape[1] * stride),
+            }
 
     # ---- properties ------------------------------------------------------------------------
 
@@ -185,22 +212,28 @@ class Mimi(nn.Module):
         self._check_batch("decoder", c.shape[0])
         return self._decode_stream(c)
 
-    def _encode_stream(self, x: mx.array) -> mx.array:
+    def _encode_body(self, x: mx.array) -> mx.array:
         emb = self.encoder.step(x)
         emb = self.encoder_transformer.step(emb)
         if "downsample" in self:
             emb = self.downsample.step(emb)
-        codes = self.quantizer.encode(emb).transpose(0, 2, 1)
+        return self.quantizer.encode(emb).transpose(0, 2, 1)
+
+    def _decode_body(self, c: mx.array) -> mx.array:
+        emb = self.quantizer.decode(c)
+        if "upsample" in self:
+            emb = self.upsample.step(emb)
+        emb = self.decoder_transformer.step(emb)
+        return self.decoder.step(emb).transpose(0, 2, 1)
+
+    def _encode_stream(self, x: mx.array) -> mx.array:
+        codes = self._compiled["encoder"](x) if self._compiled else self._encode_body(x)
         mx.eval(codes, self._state(self._encoder_parts()))
         return codes
 
     def _decode_stream(self, c: mx.array) -> mx.array:
         """c: validated codes [B, n, K]."""
-        emb = self.quantizer.decode(c)
-        if "upsample" in self:
-            emb = self.upsample.step(emb)
-        emb = self.decoder_transformer.step(emb)
-        out = self.decoder.step(emb).transpose(0, 2, 1)
+        out = self._compiled["decoder"](c) if self._compiled else self._decode_body(c)
         mx.eval(out, self._state(self._decoder_parts()))
         return out
 

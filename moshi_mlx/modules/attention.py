@@ -48,16 +48,18 @@ class MultiheadAttention(nn.Module):
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, T, _ = x.shape
-        kv_dim = self.head_dim * self.num_kv_heads
-        q, k, v = mx.split(self.in_proj(x), [self.dim, self.dim + kv_dim], axis=-1)
-        q = self._heads(q, self.num_heads)
-        k = self._heads(k, self.num_kv_heads)
-        v = self._heads(v, self.num_kv_heads)
         offset = cache.offset if cache is not None else 0
-        if self.rope is not None:
-            interleave = self.rope == "rope"
-            q = apply_rope(q, offset, self.max_period, interleave)
-            k = apply_rope(k, offset, self.max_period, interleave)
+        if T == 1:
+            q, k, v = self._one_token_qkv(x, offset)
+        else:
+            kv_dim = self.head_dim * self.num_kv_heads
+            q, k, v = mx.split(self.in_proj(x), [self.dim, self.dim + kv_dim], axis=-1)
+            q = q.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+            k = k.reshape(B, T, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+            v = v.reshape(B, T, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+            if self.rope is not None:
+                q = apply_rope(q, offset, self.max_period, self.rope == "rope")
+                k = apply_rope(k, offset, self.max_period, self.rope == "rope")
         if cache is not None:
             k, v, mask = cache.update_and_fetch(k, v)
             if not self.causal:
@@ -71,10 +73,17 @@ class MultiheadAttention(nn.Module):
             out = out.transpose(0, 2, 1, 3).reshape(B, T, self.dim)
         return self.out_proj(out)
 
-    def _heads(self, x: mx.array, heads: int) -> mx.array:
-        """[B, T, heads * D] -> [B, heads, T, D]; for one token a single reshape (a step
-        is mostly such small ops, so each one saved counts)."""
-        B, T, _ = x.shape
-        if T == 1:
-            return x.reshape(B, heads, 1, self.head_dim)
-        return x.reshape(B, T, heads, self.head_dim).transpose(0, 2, 1, 3)
+    def _one_token_qkv(self, x: mx.array, offset) -> tuple[mx.array, mx.array, mx.array]:
+        """q, k, v [B, heads, 1, D] for one token: the projection is already [B, heads, 1, D]
+        in memory (one reshape, no transposes), and q and k heads rotate in one RoPE call (a
+        step is mostly such small ops, so each one saved counts)."""
+        B = x.shape[0]
+        H, Hk = self.num_heads, self.num_kv_heads
+        qkv = self.in_proj(x).reshape(B, H + 2 * Hk, 1, self.head_dim)
+        if self.rope is None:
+            q, k, v = mx.split(qkv, [H, H + Hk], axis=1)
+            return q, k, v
+        qk, v = mx.split(qkv, [H + Hk], axis=1)
+        qk = apply_rope(qk, offset, self.max_period, self.rope == "rope")
+        q, k = mx.split(qk, [H], axis=1)
+        return q, k, v

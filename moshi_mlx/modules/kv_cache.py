@@ -166,6 +166,74 @@ class RingStep:
         return self.keys[:, :, :n], self.values[:, :, :n], self.mask
 
 
+class RingChunk:
+    """A `KVCache` ring seen by a compiled step of T tokens (Mimi's transformers take two per
+    80 ms frame): attention runs over the whole ring followed by the new keys, with a mask
+    the host computed from the positions (`chunk_inputs`), and the new keys are written at
+    their ring slots by in-place updates at array offsets. Same keys, same visibility as
+    `KVCache._chunk`, at a fixed shape (T <= context)."""
+
+    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, slots: mx.array, mask: mx.array):
+        self.keys, self.values = keys, values
+        self.offset, self.slots, self.mask = offset, slots, mask
+
+    def update_and_fetch(self, k: mx.array, v: mx.array):
+        keys = mx.concatenate([self.keys, k], axis=2)
+        values = mx.concatenate([self.values, v], axis=2)
+        ring_k, ring_v = self.keys, self.values
+        for j in range(k.shape[2]):
+            ring_k = mx.slice_update(ring_k, k[:, :, j : j + 1], self.slots[j : j + 1], axes=(2,))
+            ring_v = mx.slice_update(ring_v, v[:, :, j : j + 1], self.slots[j : j + 1], axes=(2,))
+        self.keys, self.values = ring_k, ring_v
+        return keys, values, self.mask
+
+
+def chunk_inputs(cache: KVCache, T: int) -> tuple[mx.array, mx.array, mx.array]:
+    """(offset, slots [T], mask [T, context + T]) for a `RingChunk` continuing `cache`."""
+    cap, start = cache.context, cache.offset
+    slots = np.arange(cap)
+    # the position each slot holds (the latest p < start with p % cap == slot), -1 if none yet
+    old_pos = np.where(slots < min(start, cap), start - 1 - ((start - 1 - slots) % cap), -1)
+    q_pos = np.arange(start, start + T)
+    mask = visibility_mask(q_pos, np.concatenate([old_pos, q_pos]), cap)
+    return mx.array(start, dtype=mx.int32), mx.array(q_pos % cap, dtype=mx.int32), mask
+
+
+class FrameCache:
+    """The cache of a stream that starts empty and takes one token per call, kept as the
+    chronological list of its keys (concatenated; the last `context` kept): the depformer's
+    within-frame cache in the compiled step, where it is rebuilt every frame and a ring's
+    zero buffers, slot writes and slicing would be three ops where one does."""
+
+    def __init__(self, context: int | None):
+        self.context = context
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+        self.offset = 0
+
+    def reset(self) -> None:
+        self.keys = self.values = None
+        self.offset = 0
+
+    def update_and_fetch(self, k: mx.array, v: mx.array):
+        if self.keys is None:
+            keys, values = k, v
+        else:
+            keys = mx.concatenate([self.keys, k], axis=2)
+            values = mx.concatenate([self.values, v], axis=2)
+        if self.context is not None and keys.shape[2] > self.context:
+            keys, values = keys[:, :, -self.context :], values[:, :, -self.context :]
+        self.keys, self.values = keys, values
+        self.offset += k.shape[2]
+        return keys, values, None if k.shape[2] == 1 else _frame_mask(self.offset, k.shape[2], keys.shape[2],
+                                                                       self.context)
+
+
+def _frame_mask(end: int, T: int, n_keys: int, context: int | None) -> mx.array:
+    q_pos = np.arange(end - T, end)
+    return visibility_mask(q_pos, np.arange(end - n_keys, end), context)
+
+
 def ring_bucket(filled: int, capacity: int, smallest: int = 64) -> int:
     """How many ring slots a one-token step attends over: the next power of two >= `filled`
     (at least `smallest`), at most the capacity; a handful of shapes, so few traces."""

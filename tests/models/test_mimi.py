@@ -186,3 +186,55 @@ def test_long_batch_calls_run_chunked_with_the_same_result(monkeypatch):
     np.testing.assert_array_equal(np.concatenate([first, second], 2), exp["codes"][..., :2])
     audio2 = np.array(m.decode_step(exp["codes"][..., 1:2]))
     assert snr_db(exp["audio_stream"][..., m.frame_size : 2 * m.frame_size], audio2) > 60
+
+
+@pytest.fixture
+def compiled_small():
+    """The `small` / `variant` models with the compiled streaming step (the GPU path)."""
+    touched = []
+
+    def get(name):
+        m = _model(name)
+        m.compiled_step = True
+        touched.append(m)
+        return m
+
+    yield get
+    for m in touched:
+        m.compiled_step = False
+
+
+@pytest.mark.parametrize("name", ["small", "variant"])
+def test_compiled_stream_matches_pytorch_streaming(compiled_small, name):
+    m, exp = compiled_small(name), _expected(name)
+    assert m.compiled_step
+    np.testing.assert_array_equal(_stream_encode(m, exp["pcm"]), exp["codes_stream"])
+    assert snr_db(exp["audio_stream"], _stream_decode(m, exp["codes"])) > 60
+
+
+def test_compiled_stream_equals_eager_stream_past_the_context(compiled_small):
+    """Ring wraps (context 5), two and three frames per call (six tokens > context: eager
+    fallback), a reset, and a batch call in between: the compiled stream is the eager one."""
+    m = _model("variant")
+    rng = np.random.default_rng(4)
+    pcm = (0.2 * rng.standard_normal((1, 1, 14 * m.frame_size))).astype(np.float32)
+    codes = _stream_encode(m, pcm)
+    audio2 = _stream_decode(m, codes, frames_per_call=1)
+    audio3 = _stream_decode(m, codes, frames_per_call=3)
+    m = compiled_small("variant")
+    np.testing.assert_array_equal(_stream_encode(m, pcm), codes)
+    m.encode(pcm[..., : 4 * m.frame_size])  # a batch call must not disturb the stream state
+    np.testing.assert_allclose(_stream_decode(m, codes, frames_per_call=1), audio2, atol=1e-6)
+    np.testing.assert_allclose(_stream_decode(m, codes, frames_per_call=3), audio3, atol=1e-6)
+
+
+def test_prepare_mimi_chooses_the_compiled_step_per_profile():
+    from moshi_mlx.models.backend import prepare_mimi
+
+    m = _model("small")
+    try:
+        assert prepare_mimi(m, profile="gpu") and m.compiled_step
+        assert not prepare_mimi(m, profile="cpu") and not m.compiled_step
+        assert prepare_mimi(m) == (mx.default_device().type == mx.DeviceType.gpu)
+    finally:
+        m.compiled_step = False
