@@ -44,7 +44,8 @@ def random_model(spec: str):
     return lm
 
 
-def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0, random: str | None = None) -> dict:
+def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0, random: str | None = None,
+        compile: str = "auto") -> dict:
     import mlx.core as mx
 
     from moshi_mlx.models import LmGen, load_lm
@@ -55,7 +56,7 @@ def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0
         lm = random_model(random)
     else:
         lm = load_lm(folder, compute="stored")  # its compute format is set just below
-    fmt = prepare_lm(lm, profile=profile)
+    fmt = prepare_lm(lm, profile=profile, compile={"auto": "auto", "on": True, "off": False}[compile])
     mx.eval(lm.parameters())
     load_s = time.perf_counter() - t0
     gen = LmGen(lm, seed=seed)
@@ -71,12 +72,13 @@ def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", nargs="?")
+    ap.add_argument("--compile", default="auto", choices=("auto", "on", "off"), help="the compiled frame step")
     ap.add_argument("--random", help="SHAPE:LAYERS:FMT: build in memory instead of loading FOLDER")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--profile", default="auto", choices=("auto", "cpu", "gpu"))
     a = ap.parse_args(argv)
-    print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup, a.profile, random=a.random)), flush=True)
+    print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup, a.profile, random=a.random, compile=a.compile)), flush=True)
 
 
 if __name__ == "__main__":
