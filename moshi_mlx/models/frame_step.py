@@ -21,6 +21,7 @@ one a model uses.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import mlx.core as mx
@@ -51,9 +52,17 @@ class CompiledFrame:
         lm = gen.lm
         prime_norm_weights(lm, lm.dtype)
         self.context = lm.cfg.context
-        self.temporal = mx.compile(self._temporal)
-        self.depformer = mx.compile(self._depformer) if lm.has_depformer else None
+        self._per_thread: dict[int, tuple] = {}
         self._masks: dict[tuple[int, int], mx.array] = {}
+
+    def _compiled(self) -> tuple:
+        """This thread's compiled functions: a trace records the streams of the thread that
+        made it (the live loop steps from a worker thread), so each thread traces its own."""
+        fns = self._per_thread.get(threading.get_ident())
+        if fns is None:
+            fns = (mx.compile(lambda *a: self._temporal(*a)), mx.compile(lambda *a: self._depformer(*a)))
+            self._per_thread[threading.get_ident()] = fns
+        return fns
 
     # ---- traced bodies (run once per shape; no Python state may change here) ----------------
     def _temporal(self, tokens, offset, slot, mask, key, *kv):
@@ -111,7 +120,7 @@ class CompiledFrame:
         kv = [a for c in caches for a in (c.keys, c.values)]
         for c in caches:  # only the trace's inputs hold the old buffers: updated in place
             c.keys = c.values = None
-        out = self.temporal(tokens, mx.array(off, dtype=mx.int32), mx.array([off % cap], dtype=mx.int32),
+        out = self._compiled()[0](tokens, mx.array(off, dtype=mx.int32), mx.array([off % cap], dtype=mx.int32),
                             self._mask(filled, bucket), gen._key, *kv)
         del kv
         h, guided, text, gen._key = out[:4]
@@ -123,6 +132,6 @@ class CompiledFrame:
 
     def run_depformer(self, h: mx.array, text: mx.array) -> tuple[mx.array, list[mx.array]]:
         """The frame's audio tokens [B, dep_q] and the guided logits per codebook, lazily."""
-        audio, key, *logits = self.depformer(h, text, self.gen._key)
+        audio, key, *logits = self._compiled()[1](h, text, self.gen._key)
         self.gen._key = key
         return audio, list(logits)

@@ -15,6 +15,7 @@ context run eagerly; traces are cached per input shape.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import mlx.core as mx
@@ -35,8 +36,15 @@ class CompiledStream:
         self.transformer_modules = transformers  # modules streaming through a `_cache` list of KVCache
         self.body = body
         self.tokens = tokens
-        self.fn = mx.compile(self._traced)
+        self._per_thread: dict[int, Callable] = {}
         self._layout: tuple | None = None
+
+    def _fn(self) -> Callable:
+        """This thread's compiled function (a trace records its thread's streams)."""
+        fn = self._per_thread.get(threading.get_ident())
+        if fn is None:
+            fn = self._per_thread[threading.get_ident()] = mx.compile(lambda *a: self._traced(*a))
+        return fn
 
     def _carried(self) -> list[tuple[nn.Module, str]]:
         return [(m, a) for part in self.parts for _, m in part.named_modules() for a in _CARRIED if hasattr(m, a)]
@@ -61,7 +69,7 @@ class CompiledStream:
         for c in caches:
             c.keys = c.values = None
         self._layout = (len(states), [len(t._cache) for t in trans])
-        out = self.fn(x, *states, *rings, *pos)
+        out = self._fn()(x, *states, *rings, *pos)
         del states, rings
         y, rest = out[0], out[1:]
         n = len(carried)

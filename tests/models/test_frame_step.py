@@ -71,3 +71,35 @@ def test_unbounded_context_stays_eager():
     lm = models.random_lm(_tiny(context=None), seed=0)
     assert prepare_lm(lm, profile="gpu").compiled is False
     assert models.LmGen(lm).compiled is False
+
+
+def test_compiled_step_continues_on_another_thread():
+    """The live loop steps from a worker thread: the stream continues there (its own trace)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = _tiny(context=48)
+    rng = np.random.default_rng(5)
+    user = rng.integers(0, cfg.card, (30, cfg.user_q))
+
+    def gen():
+        lm = models.random_lm(cfg, seed=7)
+        prepare_lm(lm, profile="gpu")
+        return models.LmGen(lm, temp=0.0, temp_text=0.0)
+
+    ref = gen()
+    expected = [ref.step(u) for u in user]
+    g = gen()
+    got = [g.step(u) for u in user[:10]]
+    with ThreadPoolExecutor(1) as pool:
+        got += pool.submit(lambda: [g.step(u) for u in user[10:]]).result()
+    assert got == expected
+
+
+@pytest.mark.parametrize("over", [dict(dep_q=0, delays=[0] * 5), dict(n_q=0, dep_q=0, delays=[0], text_card_out=1001)],
+                         ids=["stt-like", "helium-like"])
+def test_compiled_step_without_depformer(over):
+    cfg = _tiny(context=40, **over)
+    eager, le, _ = _generate(cfg, False, 50)
+    comp, lc, _ = _generate(cfg, True, 50)
+    assert comp == eager
+    np.testing.assert_allclose(lc, le, rtol=1e-5, atol=1e-5)
