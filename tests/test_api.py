@@ -127,7 +127,11 @@ def test_load_a_converted_folder_prepared_by_default(tmp_path, monkeypatch):
     assert m.compute is not None and m.lm.compute_format is m.compute
     if m.compute.device.startswith("Device(cpu"):
         assert m.compute.activation_dtype == "float32"  # quantized weights compute in fp32 on a CPU
-    assert load_lm(out).compute_format is not None  # the public loader: the fast format too
+    from moshi_mlx.models.backend import prepare_lm
+
+    default = load_lm(out).compute_format  # the public loader: the fast format too, no hidden step
+    assert default is not None
+    assert default.describe() == prepare_lm(load_lm(out, compute="stored")).describe()
     assert load_lm(out, compute="stored").compute_format is None  # unless asked not to
     with pytest.raises(UsageError, match="compute"):
         load_lm(out, compute="fast")
