@@ -13,6 +13,13 @@ without torch) at reduced width but with the real structure of the published mod
   scripts: `audio_silence_prefix_seconds` of silence frames, the "speech", then
   `audio_delay_seconds + 1` s of silence frames. Recorded: greedy `LMGen.step_with_extra_heads`
   text tokens and the heads' softmax at every step, text logits at a few steps.
+- `stt_e2e_small`: end to end, audio in: a deterministic clip padded by the STT recipe of
+  Kyutai's scripts (`audio_silence_prefix_seconds` = 1 s of zeros in samples before it,
+  `audio_delay_seconds + 1` s after, full frames kept), encoded by the reference
+  `MimiModel` in streaming mode with the committed small Mimi of tests/fixtures/mimi (8
+  codebooks of 64), then the STT LM (same structure, 8 codebooks in) greedy with its extra
+  heads. The reference `LMGen` overwrites its first frame with initial tokens, so it gets a
+  dummy frame first (models/generate.py); every Mimi frame is then consumed by both.
 - `helium_narrow`: Helium 1 preview 2B (text only, n_q 0, text_card_out != text_card); the
   prompt (BOS = 1, then token ids) is fed one token at a time to the streaming
   `forward_text`, then greedy tokens are fed back. `moshi_text`: the same with the temporal
@@ -72,10 +79,16 @@ _MOSHI = {  # Moshi 7B's temporal transformer at width 128 (the depformer is not
     "depformer_weights_per_step": True, "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
 }
 
+_STT_E2E = dict(_STT_1B, n_q=8, card=64, delays=[0] * 9, context=250,
+                stt_config={"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 1.0})
+MIMI_FIXTURES = ROOT / "tests" / "fixtures" / "mimi"
+E2E_SAMPLES = 329280  # 13.72 s: prefix + clip is a whole number of frames (184), + 18 tail frames
+
 # name -> (config, weight seed, kind, speech frames (stt) or greedy tokens (text))
 CASES = {
     "stt1b_narrow": (_STT_1B, 11, "stt", 200),
     "stt2b6_narrow": (_STT_2B6, 12, "stt", 170),
+    "stt_e2e_small": (_STT_E2E, 15, "stt_e2e", E2E_SAMPLES),
     "helium_narrow": (_HELIUM, 13, "text", 200),
     "moshi_text": (_MOSHI, 14, "text", 60),
 }
@@ -128,6 +141,45 @@ def run_stt(name: str, cfg_dict: dict, lm, rng, speech_frames: int, out: dict) -
     return f"text[:12]={texts[:12]} distinct={len(set(texts))}"
 
 
+def e2e_clip(n: int) -> np.ndarray:
+    """Speech-like test audio stored as 16-bit PCM (exact on every platform): gliding
+    harmonics switched on and off, a few syllables per second."""
+    t = np.arange(n) / 24000.0
+    f0 = 140 + 50 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 24000.0
+    x = (0.27 * np.sin(phase) + 0.1 * np.sin(3 * phase)) * (np.sin(2 * np.pi * 2.3 * t) > -0.3)
+    return np.round(x * 32767).astype(np.int16)
+
+
+def run_stt_e2e(name: str, cfg_dict: dict, lm, rng, n_samples: int, out: dict) -> str:
+    from safetensors.numpy import load_file
+
+    mimi_cfg = json.loads((MIMI_FIXTURES / "fixtures.json").read_text())["small"]["config"]
+    mimi = loaders.get_mimi(None, mimi_config=mimi_cfg, device="cpu", num_codebooks=mimi_cfg["quantizer"]["n_q"])
+    mimi.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(MIMI_FIXTURES / "small.safetensors").items()},
+                         strict=True)
+    mimi = mimi.float().eval()
+    pcm16 = e2e_clip(n_samples)
+    stt = cfg_dict["stt_config"]  # the recipe of moshi.run_inference / Kyutai's STT scripts
+    pad_left = int(stt["audio_silence_prefix_seconds"] * 24000)
+    pad_right = int((stt["audio_delay_seconds"] + 1.0) * 24000)
+    x = np.concatenate([np.zeros(pad_left), pcm16 / 32768.0, np.zeros(pad_right)]).astype(np.float32)
+    frames = [x[i:i + 1920] for i in range(0, len(x) - 1919, 1920)]
+    texts, heads = [], []
+    gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0)
+    with mimi.streaming(1), gen.streaming(1), torch.no_grad():
+        codes = [mimi.encode(torch.from_numpy(f)[None, None]) for f in frames]
+        for c in [torch.full_like(codes[0], 7)] + codes:
+            tokens, extra = gen.step_with_extra_heads(c)
+            texts.append(int(tokens[0, 0, 0]))
+            heads.append(np.stack([h[0, -1].float().numpy() for h in extra]))
+    all_codes = torch.cat(codes, dim=-1)[0].numpy()
+    out.update(pcm16=pcm16, gen_text=np.array(texts), gen_heads=np.stack(heads).astype(np.float32),
+               mimi_codes=all_codes.astype(np.int16))
+    return f"{len(frames)} frames, text[:12]={texts[:12]} distinct={len(set(texts))}, " \
+           f"distinct codes level 0: {len(np.unique(all_codes[0]))}"
+
+
 def run_text(name: str, cfg_dict: dict, lm, rng, n_tokens: int, out: dict) -> str:
     cfg = LmConfig.from_dict(cfg_dict)
     start = 1 if cfg.n_q == 0 else cfg.text_initial_token  # Helium's BOS; a Moshi stream's initial token
@@ -163,7 +215,8 @@ def run_case(name: str) -> None:
     rng = np.random.default_rng(2000 + seed)
     out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
                                   "kind": np.array(kind)}
-    info = (run_stt if kind == "stt" else run_text)(name, cfg_dict, lm, rng, n, out)
+    run = {"stt": run_stt, "stt_e2e": run_stt_e2e, "text": run_text}[kind]
+    info = run(name, cfg_dict, lm, rng, n, out)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT / f"{name}.npz", **out)
     size = (OUT / f"{name}.npz").stat().st_size

@@ -16,7 +16,7 @@ import time
 
 
 from ..audio.io import read_audio
-from ..errors import UsageError
+from ..errors import DeviceError, UsageError
 from ..runtime.devices import SoundDeviceIO, list_devices
 from ..runtime.loading import add_model_args, load_session
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
@@ -96,30 +96,11 @@ class _Printer:
         self.line_open = False
 
 
-def _transcribe_file(args, session, printer: _Printer) -> PipelineTranscriber:
-    pcm = read_audio(args.infile).reshape(-1)
+def _read(path: str):
+    pcm = read_audio(path).reshape(-1)
     if pcm.size == 0:
-        raise UsageError(f"{args.infile} contains no audio")
-    tr = _make(args, session, SAMPLE_RATE)
-    tr.start()
-    t0 = time.perf_counter()
-    feeder = threading.Thread(target=lambda: [tr.push(pcm[i:i + FRAME_SIZE], wait=True)
-                                             for i in range(0, len(pcm), FRAME_SIZE)], daemon=True)
-    feeder.start()
-    while feeder.is_alive() and not tr.failed:
-        _show(printer, tr.poll(0.2))
-    feeder.join()
-    if not tr.failed:
-        tr.finish()
-    if tr.error is not None:
-        raise tr.error
-    _show(printer, tr.drain())
-    wall = time.perf_counter() - t0
-    seconds = len(pcm) / SAMPLE_RATE
-    printer.close()
-    print(f"{seconds:.1f} s of audio ({tr.pipe.stats.frames_stepped} steps with the model's padding) in {wall:.1f} s: "
-          f"{seconds / wall if wall > 0 else math.inf:.2f}x real time", file=sys.stderr)
-    return tr
+        raise UsageError(f"{path} contains no audio")
+    return pcm
 
 
 def _show(printer: _Printer, updates: list[SttUpdate]) -> None:
@@ -127,15 +108,44 @@ def _show(printer: _Printer, updates: list[SttUpdate]) -> None:
         printer.show(up)
 
 
-def _make(args, session, rate: int) -> PipelineTranscriber:
-    return PipelineTranscriber(session, in_rate=rate, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
-                               seed=args.seed, vad_threshold=args.vad_threshold)
+def _make(args, session, rate: int, keep: list) -> PipelineTranscriber:
+    tr = PipelineTranscriber(session, in_rate=rate, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
+                             seed=args.seed, vad_threshold=args.vad_threshold)
+    keep.append(tr)  # so the transcript is saved whatever happens next
+    return tr
 
 
-def _transcribe_live(args, session, printer: _Printer) -> PipelineTranscriber:
+def _finish(tr: PipelineTranscriber, printer: _Printer) -> None:
+    """Feed the tail of silence, wait for every step (a second Ctrl-C stops waiting)."""
+    if not tr.failed:
+        tr.finish()
+    if tr.error is not None:
+        raise tr.error
+    _show(printer, tr.drain())
+    printer.close()
+
+
+def _transcribe_file(args, session, pcm, printer: _Printer, keep: list) -> None:
+    tr = _make(args, session, SAMPLE_RATE, keep).start()
+    t0 = time.perf_counter()
+    feeder = threading.Thread(target=lambda: [tr.push(pcm[i:i + FRAME_SIZE], wait=True)
+                                             for i in range(0, len(pcm), FRAME_SIZE)], daemon=True)
+    feeder.start()
+    while feeder.is_alive() and not tr.failed:
+        _show(printer, tr.poll(0.2))
+    if tr.failed:  # the feeder may be blocked on a queue nobody reads: leave it (daemon)
+        raise tr.error
+    _finish(tr, printer)
+    wall = time.perf_counter() - t0
+    seconds = len(pcm) / SAMPLE_RATE
+    print(f"{seconds:.1f} s of audio ({tr.pipe.stats.frames_stepped} steps with the model's padding) in {wall:.1f} s: "
+          f"{seconds / wall if wall > 0 else math.inf:.2f}x real time", file=sys.stderr)
+
+
+def _transcribe_live(args, session, source, printer: _Printer, keep: list) -> None:
+    """source: samples for the simulated microphone, or None for a sound card."""
     device = io = sim = None
-    if args.simulate:
-        source = read_audio(args.simulate).reshape(-1)
+    if source is not None:
         device = SimulatedAudioDevice(source, sample_rate=SAMPLE_RATE, loop=False)
         rate = SAMPLE_RATE
         print(f"simulated microphone: {args.simulate}", file=sys.stderr)
@@ -143,8 +153,7 @@ def _transcribe_live(args, session, printer: _Printer) -> PipelineTranscriber:
         io = SoundDeviceIO(args.input_device, output=False)
         rate = io.input_rate
         print(io.describe(), file=sys.stderr)
-    tr = _make(args, session, rate)
-    tr.start()
+    tr = _make(args, session, rate, keep).start()
     t_start = time.monotonic()
     try:
         if io is not None:
@@ -161,26 +170,20 @@ def _transcribe_live(args, session, printer: _Printer) -> PipelineTranscriber:
             if tr.failed:
                 raise tr.error
             if io is not None and not io.alive():
-                from ..errors import DeviceError
-
                 raise DeviceError("the audio device stopped or disappeared")
             if sim is not None and not sim.is_alive():
                 break
             if args.duration and time.monotonic() - t_start >= args.duration:
                 break
     except KeyboardInterrupt:
-        print("\nstopping (Ctrl-C): finishing the last words", file=sys.stderr)
+        print("\nstopping (Ctrl-C): finishing the last words (Ctrl-C again to stop at once)", file=sys.stderr)
     finally:
         if io is not None:
             io.close()
         if sim is not None:
             device.stop_event.set()
             sim.join(5)
-    if not tr.failed:
-        tr.finish(timeout=60)
-    _show(printer, tr.drain())
-    printer.close()
-    return tr
+    _finish(tr, printer)
 
 
 def run(args) -> int:
@@ -198,18 +201,20 @@ def run(args) -> int:
             raise UsageError("-q picks Moshi's repos; for speech-to-text give --hf-repo (e.g. a q4/q8 folder "
                              "made by moshi_mlx.convert)")
         args.hf_repo = DEFAULT_REPO
+    # bad audio fails before a model is loaded
+    pcm = _read(args.infile) if args.infile else (_read(args.simulate) if args.simulate else None)
     session = load_session(args)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)
     printer = _Printer(args.words, args.quiet)
-    tr = None
+    keep: list[PipelineTranscriber] = []
     try:
         if args.infile:
-            tr = _transcribe_file(args, session, printer)
+            _transcribe_file(args, session, pcm, printer, keep)
         else:
-            tr = _transcribe_live(args, session, printer)
+            _transcribe_live(args, session, pcm, printer, keep)
     finally:
-        if tr is not None:
+        for tr in keep:
             tr.stop()
             if args.transcript:
                 save_transcript(args.transcript, tr.decoder.to_dict(), tr.decoder.words, tr.decoder.events,
