@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["moshi_mlx", "moshi_mlx.*"]),
-    package_data={"moshi_mlx": ["configs/*.json"]},
+    package_data={"moshi_mlx": ["configs/*.json", "web/static/*"]},
     python_requires=">=3.10",
     install_requires=[
         "mlx[cpu]>=0.29; sys_platform == 'linux'",
@@ -32,6 +32,8 @@ setup(
         # (glibc >= 2.28), Windows. Elsewhere the loop runs without it (docs/echo-cancellation.md)
         "livekit>=1.0; sys_platform == 'darwin' or sys_platform == 'win32' or "
         "(sys_platform == 'linux' and (platform_machine == 'x86_64' or platform_machine == 'aarch64'))",
+        # the browser front end (moshi-web): HTTP + WebSocket server, and the tests' CDP client
+        "aiohttp>=3.9",
     ],
     extras_require={
         "test": [
@@ -52,6 +54,7 @@ setup(
             "moshi-tts = moshi_mlx.cli.tts:main",
             "moshi-stt = moshi_mlx.cli.stt:main",
             "moshi-helium = moshi_mlx.cli.helium:main",
+            "moshi-web = moshi_mlx.cli.local_web:main",
         ],
     },
 )

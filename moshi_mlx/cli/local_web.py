@@ -1,0 +1,68 @@
+"""`python -m moshi_mlx.local_web` (console script `moshi-web`): talk with Moshi in a browser
+page on this machine: the browser's microphone (with its echo cancellation, so laptop speakers
+work), Moshi's voice, the live transcript and the lag. Offline: the page is served from the
+package. One conversation at a time; each connection starts a fresh one. See docs/web.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import Error, UsageError
+from ..runtime.loading import add_model_args, add_sampling_args, load_session, make_gen
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="moshi-web", description=__doc__.split("\n\n")[0])
+    add_model_args(ap)
+    add_sampling_args(ap)
+    g = ap.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; browsers allow the microphone only on "
+                        "localhost or https, see docs/web.md)")
+    g.add_argument("--port", type=int, default=8998, help="port (default 8998; 0 picks a free one)")
+    g.add_argument("--max-lag-ms", type=float, default=400.0,
+                   help="bound on the server's delay from receiving speech to sending the answer (default 400)")
+    g.add_argument("--slow-step-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # tests of the lag control
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"--port must be in 0..65535, got {args.port}")
+        if not args.max_lag_ms > 0:
+            raise UsageError(f"--max-lag-ms must be positive, got {args.max_lag_ms}")
+        from ..web.conversation import Engine
+        from ..web.protocol import ProtocolError, validate_settings
+        from ..web.server import serve
+
+        session = load_session(args)
+        if session.is_demo:
+            print(f"NOTE: {session.description}", file=sys.stderr)
+        engine = Engine.from_session(session, make_gen(session, args))
+        try:  # the flags become the page's defaults: they must pass the page's own checks
+            validate_settings(engine.defaults.as_dict(), engine.defaults)
+        except ProtocolError as e:
+            raise UsageError(f"sampling flags: {e}") from None
+
+        def ready(url: str) -> None:
+            print(f"open {url} in a browser (Ctrl-C to stop)", flush=True)
+
+        serve(engine, args.host, args.port, max_lag_ms=args.max_lag_ms,
+              step_delay_s=args.slow_step_ms / 1000.0, ready=ready)
+        return 0
+    except (Error, ValueError) as e:  # ValueError: sampling flags out of range (Sampler)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
