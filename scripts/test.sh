@@ -18,6 +18,10 @@ if [ "$(uname)" = Linux ] && [ -z "${MOSHI_SKIP_AUDIO_SETUP:-}" ]; then
         trap 'XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR pulseaudio --kill >/dev/null 2>&1 || true' EXIT
     fi
 fi
-# in CI the real-device test must run, not skip
-if [ -n "${CI:-}" ]; then export MOSHI_REQUIRE_AUDIO=1; fi
+# a real Chromium for the browser test of the web page (Debian's package)
+if [ "$(uname)" = Linux ] && [ -z "${MOSHI_SKIP_BROWSER_SETUP:-}" ]; then
+    ./scripts/setup_browser.sh
+fi
+# in CI the real-device and browser tests must run, not skip
+if [ -n "${CI:-}" ]; then export MOSHI_REQUIRE_AUDIO=1 MOSHI_REQUIRE_BROWSER=1; fi
 .venv/bin/python -m pytest "$@"

@@ -27,7 +27,7 @@ BUSY_MESSAGE = ("Moshi is already in a conversation with another page (one at a 
                 "Try again when that one has ended.")
 # Content-Security-Policy: the page may load and connect to this server only.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' blob:; connect-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'")
+       "media-src 'self' blob:; connect-src 'self' blob:; worker-src 'self'; base-uri 'none'; form-action 'none'")
 
 
 class WebState:

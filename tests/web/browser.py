@@ -1,5 +1,5 @@
-"""A real headless Chromium driven over the Chrome DevTools Protocol, for the page's tests and
-for `scripts/web_screenshot.py`. No selenium or chromedriver: one WebSocket per page (aiohttp,
+"""A real headless Chromium driven over the Chrome DevTools Protocol, and the web server in a
+subprocess, for the page's tests and for `scripts/web_screenshot.py`. No selenium or chromedriver: one WebSocket per page (aiohttp,
 already a dependency) and a handful of CDP commands.
 
 Flags: a closed network (no first-run, sync, component updates, background requests or QUIC),
@@ -10,12 +10,16 @@ answered yes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -185,3 +189,44 @@ class Chromium:
         if self._http is not None:
             await self._http.close()
         self._kill()
+
+
+@contextlib.contextmanager
+def web_server(*extra: str, log_path: str | os.PathLike, timeout: float = 120.0):
+    """`python -m moshi_mlx.local_web --model random-tiny --port 0 ...` in a subprocess; yields its
+    URL. Stopped with SIGINT (as Ctrl-C would), so its log ends with the session summaries."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "moshi_mlx.local_web", "--model", "random-tiny", "--port", "0",
+                             *extra], stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        m = re.search(r"http://\S+", lines[0]) if lines else None
+        if m is None:
+            raise RuntimeError(f"the server printed no URL (exit code {proc.poll()}):\n"
+                               + Path(log_path).read_text()[-2000:])
+        yield m.group(0)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        log.close()
+
+
+def fake_microphone_wav(path: str | os.PathLike, seconds: float = 4.0, rate: int = 48_000) -> None:
+    """A voice-like signal (a 140 Hz buzz with formant-ish harmonics, syllables every 0.25 s,
+    pauses every second) as 16-bit WAV, for Chromium's fake audio capture."""
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    syllables = np.clip(np.sin(2 * np.pi * 2 * t), 0, None) * ((t % 1.0) < 0.7)
+    x = 0.25 * buzz / np.max(np.abs(buzz)) * syllables
+    sf.write(os.fspath(path), x.astype(np.float32), rate, subtype="PCM_16")

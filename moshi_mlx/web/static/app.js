@@ -4,6 +4,7 @@
 
 const BLOCK_SECONDS = 0.04;       // microphone samples per message (40 ms)
 const MAX_BUFFER_SECONDS = 0.24;  // playback queue bound in the browser (older audio is dropped)
+const TARGET_BUFFER_SECONDS = 0.08;  // what the queue settles back to after a hiccup
 const $ = (id) => document.getElementById(id);
 
 // Counters for people and for the browser test (tests/web/test_browser.py reads them).
@@ -169,7 +170,8 @@ async function start() {
     stats.sampleRate = rate;
     conn.node = new AudioWorkletNode(conn.ctx, "moshi-io", {
       numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
-      processorOptions: { block: Math.round(rate * BLOCK_SECONDS), maxQueue: Math.round(rate * MAX_BUFFER_SECONDS) },
+      processorOptions: { block: Math.round(rate * BLOCK_SECONDS), maxQueue: Math.round(rate * MAX_BUFFER_SECONDS),
+        target: Math.round(rate * TARGET_BUFFER_SECONDS) },
     });
     conn.node.port.onmessage = (e) => onWorkletMessage(e.data);
     conn.source = conn.ctx.createMediaStreamSource(conn.stream);

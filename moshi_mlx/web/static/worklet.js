@@ -8,6 +8,9 @@ class MoshiIO extends AudioWorkletProcessor {
     const o = options.processorOptions;
     this.block = o.block;          // samples per message to the server
     this.maxQueue = o.maxQueue;    // playback samples beyond which the oldest are dropped
+    this.target = o.target;        // playback samples to settle back to (see settle())
+    this.aboveFor = 0;             // samples of time the queue has stayed above target + a block
+    this.starving = false;
     this.mic = new Int16Array(this.block);
     this.played = new Int16Array(this.block);
     this.fill = 0;
@@ -25,15 +28,29 @@ class MoshiIO extends AudioWorkletProcessor {
       this.queue.push(chunk);
       this.queued += chunk.length;
       // bounded lag: never let the playback queue grow, drop the oldest audio instead
-      while (this.queued > this.maxQueue && this.queue.length) {
-        const first = this.queue[0];
-        const excess = this.queued - this.maxQueue;
-        const avail = first.length - this.head;
-        const n = Math.min(avail, excess);
-        this.head += n; this.queued -= n; this.stats.droppedSamples += n;
-        if (this.head >= first.length) { this.queue.shift(); this.head = 0; }
-      }
+      this.dropTo(this.maxQueue);
     };
+  }
+
+  dropTo(limit) {
+    while (this.queued > limit && this.queue.length) {
+      const first = this.queue[0];
+      const n = Math.min(first.length - this.head, this.queued - limit);
+      this.head += n; this.queued -= n; this.stats.droppedSamples += n;
+      if (this.head >= first.length) { this.queue.shift(); this.head = 0; }
+    }
+  }
+
+  // After a hiccup (the server or the network stalled, then sent a burst) the queue stays
+  // longer than needed, and so does the lag, since audio arrives exactly as fast as it is
+  // played. If it stays more than a block above target for a second, drop back to target.
+  settle(n) {
+    if (this.queued > this.target + this.block) {
+      this.aboveFor += n;
+      if (this.aboveFor >= sampleRate) { this.dropTo(this.target); this.aboveFor = 0; }
+    } else {
+      this.aboveFor = 0;
+    }
   }
 
   nextSample() {
@@ -69,13 +86,17 @@ class MoshiIO extends AudioWorkletProcessor {
         this.fill = 0;
       }
     }
-    if (underrun && this.started) this.stats.underruns++;
+    // an underrun is counted once when playback starts starving, not per quantum
+    if (underrun && this.started && !this.starving) this.stats.underruns++;
+    this.starving = underrun;
+    this.settle(n);
     if (peak > this.stats.peak) this.stats.peak = peak;
-    this.level = Math.max(peak / 32768, this.level * 0.9);
+    this.level = Math.max(peak / 32768, this.level);  // the peak since the last report
     this.sinceReport += n;
     if (this.sinceReport >= sampleRate / 8) {
       this.sinceReport = 0;
       this.port.postMessage({ stats: Object.assign({ queued: this.queued, level: this.level }, this.stats) });
+      this.level = 0;
     }
     return this.running;
   }
