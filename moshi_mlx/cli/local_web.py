@@ -11,7 +11,7 @@ import logging
 import sys
 
 from ..errors import Error, UsageError
-from ..runtime.loading import add_model_args, add_sampling_args, load_session, make_gen
+from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,10 +41,10 @@ def main(argv=None) -> int:
         from ..web.protocol import ProtocolError, validate_settings
         from ..web.server import serve
 
-        session = load_session(args)
-        if session.is_demo:
-            print(f"NOTE: {session.description}", file=sys.stderr)
-        engine = Engine.from_session(session, make_gen(session, args))
+        model = load_session(args)
+        if model.is_demo:
+            print(f"NOTE: {model.description}", file=sys.stderr)
+        engine = Engine.from_model(model, **sampling_kwargs(args))
         try:  # the flags become the page's defaults: they must pass the page's own checks
             validate_settings(engine.defaults.as_dict(), engine.defaults)
         except ProtocolError as e:

@@ -1,41 +1,35 @@
-"""One browser conversation on the live loop's `DuplexPipeline`.
+"""One browser conversation on the live loop's pipeline, through the public model API.
 
-The server holds one `Engine` (the loaded model: codec, generator, tokenizer) for its whole
-life and starts a `Conversation` per WebSocket connection. Starting one resets every piece of
-state (Mimi's streaming buffers, the LM's KV caches and PRNG) and applies that connection's
-sampling settings, so no connection inherits anything from the previous one. The generator
-and its caches are reused, not rebuilt: a new conversation allocates nothing.
+The server holds one loaded `Model` (`moshi_mlx.load()`) for its whole life and starts a
+`Conversation` per WebSocket connection: a fresh generator (`Model.generator`, with that
+connection's sampling settings: new KV caches, token history and random generator) and a
+fresh pipeline (`Model.pipeline`, which also resets Mimi's streaming state), so no
+connection inherits anything from the previous one.
 
-The browser's audio clock drives the pipeline: each block of microphone samples is pushed in
-and a block of the same length is read out for playback (`feed`), exactly like a sound card's
-duplex callback, so the pipeline's lag control (late input skipped, late output dropped)
-works as in `moshi-local`.
+The browser is the sound card: its audio clock drives the pipeline. Each block of
+microphone samples is pushed in and a block of the same length is read out for playback
+(`feed`), exactly like a duplex audio callback, so the live loop's lag control (late input
+skipped, late output dropped at "playback") works as in `moshi-local`. That is why this uses
+`Model.pipeline` rather than `Model.conversation`, whose `feed` returns whatever is ready
+(variable lengths, no clock) for callers that are not a sound card.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import numpy as np
 
-from ..models.sampling import Sampler
-from ..runtime.pipeline import SAMPLE_RATE, DuplexPipeline, TextEvent, make_resampler
-from ..runtime.transcript import FRAME_SECONDS, Transcript
+from ..runtime.pipeline import TextEvent
+from ..constants import FRAME_SECONDS
 from .protocol import Settings
 
-
-def configure_lm_gen(gen, s: Settings) -> None:
-    """Apply a connection's sampling settings to an `LmGen` (takes effect at its next reset)."""
-    gen.text_sampler = Sampler(s.temp_text, s.top_k_text, s.top_p_text)
-    gen.audio_sampler = Sampler(s.temp, s.top_k, s.top_p)
-    gen.seed = s.seed
-    gen.options.update(temp=s.temp, temp_text=s.temp_text, top_k=s.top_k, top_k_text=s.top_k_text,
-                       top_p=s.top_p, top_p_text=s.top_p_text, use_sampling=True)
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
 
 
-def lm_gen_settings(gen) -> Settings:
-    """The settings an `LmGen` runs with now (the CLI's flags over the model's defaults)."""
+def generator_settings(gen) -> Settings:
+    """The settings an `LmGen` runs with (the command line's flags over the model's defaults)."""
     t, a = gen.text_sampler, gen.audio_sampler
     return Settings(temp=a.temp, temp_text=t.temp, top_k=a.top_k, top_k_text=t.top_k, top_p=a.top_p,
                     top_p_text=t.top_p, seed=int(gen.seed) % (2**31))
@@ -43,23 +37,30 @@ def lm_gen_settings(gen) -> Settings:
 
 @dataclass
 class Engine:
-    """The loaded model, shared by all conversations (one at a time)."""
+    """The loaded model, shared by all conversations (one at a time).
 
-    codec: object  # runtime.pipeline.FrameCodec
-    gen: object  # runtime.pipeline.FrameGenerator (an LmGen)
-    n_user: int
-    tokenizer: object
-    pad_id: int
-    description: str
+    model: a `runtime.model.Model` (or anything with its `generator`, `pipeline`,
+    `new_transcript`, `description` and `is_demo`); defaults: the page's initial settings;
+    fixed: the other generator options from the command line (e.g. cfg_coef), for every
+    conversation."""
+
+    model: object
     defaults: Settings
-    is_demo: bool = False
-    configure: Callable[[object, Settings], None] = field(default=configure_lm_gen)
+    fixed: dict = field(default_factory=dict)
 
     @classmethod
-    def from_session(cls, session, gen) -> "Engine":
-        """From `runtime.loading.load_session` and `make_gen`."""
-        return cls(session.codec, gen, session.n_user, session.tokenizer, session.cfg.existing_text_padding_id,
-                   session.description, lm_gen_settings(gen), session.is_demo)
+    def from_model(cls, model, **sampling) -> "Engine":
+        """sampling: `Model.generator` options from the command line (`sampling_kwargs`)."""
+        defaults = generator_settings(model.generator(**sampling))
+        return cls(model, defaults, {k: v for k, v in sampling.items() if k not in SETTING_NAMES})
+
+    @property
+    def description(self) -> str:
+        return self.model.description
+
+    @property
+    def is_demo(self) -> bool:
+        return bool(getattr(self.model, "is_demo", False))
 
 
 def to_float(data: bytes) -> np.ndarray:
@@ -77,19 +78,14 @@ class Conversation:
     def __init__(self, engine: Engine, sample_rate: int, settings: Settings, *,
                  on_text: Callable[[str, float], None], max_lag_ms: float | None = 400.0,
                  step_delay_s: float = 0.0):
-        engine.codec.reset()
-        engine.configure(engine.gen, settings)
-        engine.gen.reset()
+        model = engine.model
         self.settings = settings
         self.sample_rate = sample_rate
         self._on_text = on_text
-        self.transcript = Transcript(engine.tokenizer, pad_id=engine.pad_id)
-        self.pipe = DuplexPipeline(
-            engine.codec, engine.gen, engine.n_user, max_lag_ms=max_lag_ms,
-            in_resampler=make_resampler(sample_rate, SAMPLE_RATE),
-            out_resampler=make_resampler(SAMPLE_RATE, sample_rate), output_rate=sample_rate,
-            on_text=self._text, step_delay_s=step_delay_s,
-        ).start()
+        self.generator = model.generator(**engine.fixed, **settings.as_dict())
+        self.transcript = model.new_transcript()
+        self.pipe = model.pipeline(self.generator, input_rate=sample_rate, output_rate=sample_rate,
+                                   max_lag_ms=max_lag_ms, on_text=self._text, step_delay_s=step_delay_s).start()
 
     def _text(self, ev: TextEvent) -> None:
         piece = self.transcript.add(ev.token, ev.frame)

@@ -2,7 +2,7 @@
 
 Routes: `/` the page, `/static/*` its files (from this package: no build step, no CDN),
 `/api/info` the model and its default settings, `/api/ws` the conversation (protocol.py).
-One conversation at a time: the model has one set of caches. A second client is told it is
+One conversation at a time: the model (its Mimi streaming state, the machine's compute) serves one. A second client is told it is
 busy and closed, and the first goes on undisturbed. Whatever a connection does, the engine is
 handed back only once its pipeline's workers have stopped.
 """

@@ -123,9 +123,11 @@ class Chromium:
         self.stderr_lines: list[str] = []
 
     async def __aenter__(self) -> "Chromium":
-        self._profile = tempfile.TemporaryDirectory(prefix="moshi-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="moshi-chromium-", ignore_cleanup_errors=True)
+        # its own process group, so its helper processes go with it
         self.proc = subprocess.Popen([self.executable, *chromium_flags(self._profile.name, self.fake_mic_wav),
-                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(self._read_port(), 60)
@@ -172,13 +174,16 @@ class Chromium:
         Path(path).write_bytes(base64.b64decode(r["data"]))
 
     def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # helpers still running (renderers, zygote)
         if self._profile is not None:
             self._profile.cleanup()
             self._profile = None

@@ -3,17 +3,16 @@ session, one conversation at a time, fresh state per connection, everything free
 disconnect, bounded lag. Mechanics use the pipeline tests' deterministic fakes; state reset
 and sampling settings use the real demo model (random-tiny)."""
 
-import argparse
 import asyncio
 import json
 
 import numpy as np
-import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from moshi_mlx.runtime.loading import add_model_args, add_sampling_args, load_session, make_gen
-from moshi_mlx.runtime.transcript import PlaceholderTokenizer
+import moshi_mlx
+from moshi_mlx.runtime.pipeline import DuplexPipeline
+from moshi_mlx.runtime.transcript import PlaceholderTokenizer, Transcript
 from moshi_mlx.web.conversation import Engine, to_int16
 from moshi_mlx.web.protocol import HARD_MAX_MESSAGE_BYTES, Settings
 from moshi_mlx.web.server import BUSY_MESSAGE, STATE, make_app
@@ -24,20 +23,38 @@ RATE = 24_000
 DEFAULTS = Settings(temp=0.8, temp_text=0.7, top_k=250, top_k_text=25, top_p=0.0, top_p_text=0.0, seed=1)
 
 
-def fake_engine(**gen_kw) -> Engine:
-    def configure(gen, s):
-        gen.settings = s
+class FakeModel:
+    """`Model`'s surface with the pipeline tests' fakes: each generator is a fresh EchoGen
+    remembering the options it was made with; one codec for the model's life, like Mimi."""
 
-    return Engine(TagCodec(), EchoGen(**gen_kw), 8, PlaceholderTokenizer(), 3, "fake", DEFAULTS, configure=configure)
+    description = "fake"
+    is_demo = False
+
+    def __init__(self, decode_s: float = 0.0):
+        self.codec = TagCodec(decode_s=decode_s)
+        self.generators: list[EchoGen] = []
+
+    def generator(self, **options):
+        gen = EchoGen()
+        gen.options = options
+        self.generators.append(gen)
+        return gen
+
+    def new_transcript(self):
+        return Transcript(PlaceholderTokenizer(), pad_id=3)
+
+    def pipeline(self, gen, *, input_rate, output_rate, max_lag_ms, on_text, **options):
+        assert input_rate == output_rate == RATE
+        self.codec.reset()
+        return DuplexPipeline(self.codec, gen, 8, max_lag_ms=max_lag_ms, on_text=on_text, **options)
+
+
+def fake_engine(**kw) -> Engine:
+    return Engine(FakeModel(**kw), DEFAULTS)
 
 
 def demo_engine() -> Engine:
-    ap = argparse.ArgumentParser()
-    add_model_args(ap)
-    add_sampling_args(ap)
-    args = ap.parse_args(["--model", "random-tiny"])
-    session = load_session(args)
-    return Engine.from_session(session, make_gen(session, args))
+    return Engine.from_model(moshi_mlx.load("random-tiny"), seed=299792458)
 
 
 def run(coro_fn, app):
@@ -119,7 +136,8 @@ def test_refusals_keep_the_session():
 
     st = run(body, make_app(fake_engine()))
     assert st.sessions == 1 and not st.slot.locked()
-    assert st.engine.gen.settings.temp == 0.5  # the client's setting reached the generator
+    (gen,) = st.engine.model.generators  # the client's settings reached the generator
+    assert gen.options == {**DEFAULTS.as_dict(), "temp": 0.5}
 
 
 def test_beyond_the_hard_limit_the_socket_is_closed():
@@ -175,8 +193,8 @@ def test_second_client_is_told_busy_and_first_goes_on():
 
 
 def test_disconnect_mid_sentence_frees_everything():
-    engine = fake_engine()
-    engine.codec.decode_s = 0.02  # work in flight when the client vanishes
+    engine = fake_engine(decode_s=0.02)  # work in flight when the client vanishes
+    model = engine.model
 
     async def body(client):
         st = client.app[STATE]
@@ -193,10 +211,11 @@ def test_disconnect_mid_sentence_frees_everything():
         assert not st.slot.locked() and st.active is None
         assert all(done.is_set() for done in conv.pipe._done), "pipeline workers still running"
         # the model is reusable at once, from a fresh state
-        resets = engine.codec.resets
+        resets = model.codec.resets
         ws = await client.ws_connect("/api/ws")
         ready = await start(ws)
-        assert ready["session"] == 2 and engine.codec.resets == resets + 1 and engine.gen.steps == 0
+        assert ready["session"] == 2 and model.codec.resets == resets + 1
+        assert len(model.generators) == 2 and model.generators[1].steps == 0
         await ws.send_bytes(tagged_block(1))
         assert len(await recv_binary(ws)) == 2 * FRAME
         await ws.close()
