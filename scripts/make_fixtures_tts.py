@@ -72,6 +72,8 @@ _NO_DISTILL = dict(_NARROW, layer_scale=0.3,
 CASES = {
     "tts_narrow": (_NARROW, 11, 2.0, 32, 1, 4.0),
     "tts_narrow_cfg": (_NO_DISTILL, 12, 2.0, 24, 0, 4.0),
+    # a 40-step attention context: the KV ring wraps several times within the utterance
+    "tts_narrow_ctx": (dict(_NARROW, context=40), 13, 3.0, 32, 1, 4.0),
 }
 _META = ("tts_config", "model_id", "model_type", "lm_gen_config", "moshi_name", "mimi_name", "tokenizer_name")
 VOICE_T = 125

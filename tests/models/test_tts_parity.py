@@ -37,7 +37,7 @@ def _case(name: str):
     return cfg, lm, data, voice
 
 
-@pytest.mark.parametrize("name", ["tts_narrow", "tts_narrow_cfg"])
+@pytest.mark.parametrize("name", ["tts_narrow", "tts_narrow_cfg", "tts_narrow_ctx"])
 def test_tts_greedy_matches_reference(name):
     cfg, lm, data, voice = _case(name)
     entries = script_to_entries(ByteTokenizer(), TokenIds(cfg.text_card + 1), 12.5, json.loads(str(data["script"])),
