@@ -9,13 +9,14 @@ long file never sits in memory whole. Problems are one-line `AudioError`s.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from ..errors import AudioError  # re-exported: `from moshi_mlx.audio.io import AudioError` keeps working
 from ..constants import SAMPLE_RATE as DEFAULT_RATE
+from ..errors import AudioError, OutputError  # AudioError re-exported: `from moshi_mlx.audio.io import AudioError` keeps working
 from .resample import Resampler
 
 
@@ -65,6 +66,8 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, block_s
             if data.shape[0] == 0:
                 break
             got += data.shape[0]
+            if not np.isfinite(data).all():
+                data = _repair(path, data)
             out = rs.process(data.mean(axis=1))
             if out.size:
                 yield out
@@ -75,50 +78,151 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, block_s
             yield tail
 
 
+def _repair(path, data: np.ndarray) -> np.ndarray:
+    """Float files can hold NaN/inf (other tools' bugs); they would silently turn the codec's
+    whole output to silence or noise, so they become 0 with a warning on stderr."""
+    bad = ~np.isfinite(data)
+    print(f"WARNING: {path}: {int(bad.sum())} NaN/infinite samples replaced by silence", file=sys.stderr)
+    return np.where(bad, np.float32(0.0), data)
+
+
 def read_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE) -> np.ndarray:
     """The whole file as float32 mono [T] at `sample_rate`."""
     return np.concatenate(list(iter_audio(path, sample_rate)))
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+
+
+def audio_format(path: str | os.PathLike) -> str:
+    """soundfile's format name for an output path's extension (one-line AudioError if unknown)."""
+    p = Path(path)
+    fmt = p.suffix.lstrip(".").upper()
+    fmt = {"OGA": "OGG", "OPUS": "OGG", "AIF": "AIFF"}.get(fmt, fmt)
+    if p.suffix.lower() not in AUDIO_SUFFIXES or fmt not in _sf().available_formats():
+        raise AudioError(f"cannot write {p}: unknown audio format {p.suffix!r} (use e.g. .wav, .flac, .ogg, .mp3)")
+    return fmt
+
+
+class _Direct:
+    """`Staged`'s interface for a file written in place (a live recording): nothing to rename,
+    and what was written is kept whatever happens."""
+
+    def __init__(self, path: Path):
+        self.path = self.temp = path
+        self.done = False
+
+    def commit(self) -> Path:
+        self.done = True
+        return self.path
+
+    discard = commit
+
+
 class AudioWriter:
     """Incremental writer: format from the extension (.wav 16-bit PCM, .flac, .ogg, .mp3...).
-    Samples are mono float; integer formats are clipped to [-1, 1]."""
 
-    def __init__(self, path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, subtype: str | None = None):
-        sf = _sf()
+    Samples are float [frames] (mono) or [frames, channels]; integer formats are clipped to
+    [-1, 1]. The file is written under a temporary name beside `path` and renamed into place
+    by `close()` (or on leaving a `with` block without an exception); `discard()` (or an
+    exception in the block) removes it, so `path` never holds half a file. 16-bit WAV goes
+    through `audio.wav.WavWriter`, valid on disk after every block.
+
+    `live=True` (16-bit WAV only: a live recording) writes at `path` itself from the start,
+    so the file can be watched or copied as it grows and a crash leaves it valid there;
+    callers check that replacing an existing file was allowed (`--force`)."""
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, subtype: str | None = None,
+                 channels: int = 1, live: bool = False):
+        from ..outputs import Staged
+        from .wav import WavWriter
+
         self.path = Path(path)
-        fmt = self.path.suffix.lstrip(".").upper()
-        fmt = {"OGA": "OGG", "OPUS": "OGG"}.get(fmt, fmt)
-        if fmt not in sf.available_formats():
-            raise AudioError(f"cannot write {self.path}: unknown audio format {self.path.suffix!r} "
-                             f"(use e.g. .wav, .flac, .ogg, .mp3)")
+        fmt = audio_format(self.path)
         if subtype is None and self.path.suffix.lower() == ".opus":
             subtype = "OPUS"
         if not self.path.parent.exists():
             raise AudioError(f"cannot write {self.path}: directory {self.path.parent} does not exist")
+        self.channels = int(channels)
+        if live and not (fmt == "WAV" and subtype in (None, "PCM_16")):
+            raise AudioError(f"cannot record to {self.path}: a live recording is a 16-bit .wav")
+        self._staged = _Direct(self.path) if live else Staged(self.path)
+        self._wav: WavWriter | None = None
+        self._f = None
         try:
-            self._f = sf.SoundFile(str(self.path), "w", samplerate=int(sample_rate), channels=1, format=fmt, subtype=subtype)
+            if fmt == "WAV" and subtype in (None, "PCM_16"):
+                self._wav = WavWriter(self._staged.temp, sample_rate, self.channels, name=self.path)
+            else:
+                self._f = _sf().SoundFile(str(self._staged.temp), "w", samplerate=int(sample_rate),
+                                          channels=self.channels, format=fmt, subtype=subtype)
         except Exception as e:
+            self._staged.discard()
+            if isinstance(e, OutputError):
+                raise
             raise AudioError(f"cannot write {self.path}: {str(e).splitlines()[0]}") from None
-        self._clip = not (self._f.subtype in ("FLOAT", "DOUBLE"))
+        self._clip = self._f is not None and self._f.subtype not in ("FLOAT", "DOUBLE")
+        self.frames = 0
+
+    @property
+    def temp(self) -> Path:
+        """Where the samples are until `close()` (a valid WAV as it grows, for 16-bit WAV)."""
+        return self._staged.temp
 
     def write(self, pcm: np.ndarray) -> None:
-        x = np.asarray(pcm, dtype=np.float32).reshape(-1)
-        if self._clip:
-            x = np.clip(x, -1.0, 1.0)
-        self._f.write(x)
+        x = np.asarray(pcm, dtype=np.float32)
+        x = x.reshape(-1) if self.channels == 1 else x.reshape(-1, self.channels)
+        if self._wav is not None:
+            self._wav.write(x)
+        else:
+            if self._clip:
+                x = np.clip(x, -1.0, 1.0)
+            try:
+                self._f.write(x)
+            except Exception as e:
+                raise OutputError(f"cannot write {self.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        self.frames += x.shape[0]
 
-    def close(self) -> None:
-        self._f.close()
+    def _close_file(self) -> None:
+        if self._wav is not None:
+            self._wav.close()
+        elif self._f is not None and not self._f.closed:
+            try:
+                self._f.close()
+            except Exception as e:
+                raise OutputError(f"cannot write {self.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    def close(self) -> Path:
+        """Finish the file and rename it to `path` (what was written so far, also after a
+        failed write: a WAV is valid up to its last whole block)."""
+        if not self._staged.done:
+            try:
+                self._close_file()
+            except BaseException:
+                self._staged.discard()
+                raise
+            self._staged.commit()
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the file: `path` keeps what it held before (or stays absent)."""
+        try:
+            self._close_file()
+        except OutputError:
+            pass
+        self._staged.discard()
 
     def __enter__(self) -> "AudioWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
-def write_audio(path: str | os.PathLike, pcm: np.ndarray, sample_rate: int = DEFAULT_RATE, subtype: str | None = None) -> None:
-    """Write mono float samples (any shape holding one channel) to `path`."""
-    with AudioWriter(path, sample_rate, subtype) as w:
+def write_audio(path: str | os.PathLike, pcm: np.ndarray, sample_rate: int = DEFAULT_RATE, subtype: str | None = None,
+                channels: int = 1) -> None:
+    """Write float samples ([frames] mono, or [frames, channels]) to `path`, atomically."""
+    with AudioWriter(path, sample_rate, subtype, channels=channels) as w:
         w.write(pcm)

@@ -18,9 +18,13 @@ import time
 
 import numpy as np
 
-from ..audio.io import AudioError
+from ..audio.io import AUDIO_SUFFIXES
 from ..constants import MIMI_REPO
-from ..errors import Error
+from ..errors import AudioError
+from ..outputs import Output, check_outputs, write_staged
+from ..tokens import read_mimi_codes
+from ..validation import int_arg, seed_arg
+from .runner import cli_main
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,10 +33,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="Mimi checkpoint: local path, hf://owner/repo/file, or 'random' (seeded noise "
                              "codec for offline smoke tests); default: the file named by --hf-repo's config.json")
     common.add_argument("--hf-repo", default=None, help=f"Hugging Face repo to fetch from (default {MIMI_REPO})")
-    common.add_argument("-n", "--num-codebooks", type=int, default=None,
+    common.add_argument("-n", "--num-codebooks", type=int_arg("--num-codebooks", lo=1), default=None,
                         help="codebooks to use (default 8; decode: as many as the codes file has)")
     common.add_argument("--backend", choices=("mlx", "rustymimi"), default="mlx", help="codec implementation")
-    common.add_argument("--seed", type=int, default=0, help="seed of --mimi-weight random")
+    common.add_argument("--seed", type=seed_arg(), default=0, help="seed of --mimi-weight random")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     p = argparse.ArgumentParser(prog="python -m moshi_mlx.mimi", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", parents=[common], help="audio -> codes (.npy)")
     e.add_argument("input")
     e.add_argument("codes")
-    d = sub.add_parser("decode", parents=[common], help="codes (.npy) -> audio")
+    d = sub.add_parser("decode", parents=[common], help="codes (.npy, or .npz from run_inference --save-tokens) -> audio")
     d.add_argument("codes")
     d.add_argument("output")
     return p
@@ -59,54 +63,53 @@ def _load(args, num_codebooks: int):
     return load_mimi(args.mimi_weight, num_codebooks=num_codebooks, hf_repo=args.hf_repo, backend=args.backend)
 
 
-def _read_codes(path: str) -> np.ndarray:
-    try:
-        codes = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise AudioError(f"codes file not found: {path}") from None
-    except (ValueError, OSError) as e:
-        raise AudioError(f"cannot read {path} as a .npy codes file: {e}") from None
-    if codes.ndim == 2:
-        codes = codes[None]
-    if codes.ndim != 3 or codes.shape[0] != 1 or not np.issubdtype(codes.dtype, np.integer):
-        raise AudioError(f"{path}: expected integer codes of shape [K, T] or [1, K, T], got {codes.dtype} {codes.shape}")
-    return codes
+def _check_paths(args) -> None:
+    """Every output checked before any work; no path both read and written. An existing
+    output is replaced only once the new one is complete (staged write)."""
+    overwrite = True
+    if args.command == "encode":
+        check_outputs([Output("CODES", args.codes, (".npy",), overwrite)], [("INPUT", args.input)])
+    elif args.command == "decode":
+        check_outputs([Output("OUTPUT", args.output, AUDIO_SUFFIXES, overwrite)], [("CODES", args.codes)])
+    else:
+        check_outputs([Output("OUTPUT", args.output, AUDIO_SUFFIXES, overwrite)], [("INPUT", args.input)])
 
 
-def run(argv: list[str] | None = None) -> int:
+@cli_main
+def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _check_paths(args)
     from ..runtime.mimi_files import decode_to_file, encode_file, frame_count, roundtrip_file
 
     t0 = time.monotonic()
-    try:
-        if args.command == "decode":
-            codes = _read_codes(args.codes)
-            mimi = _load(args, args.num_codebooks or codes.shape[1])
-            total = codes.shape[-1]
-        else:
-            mimi = _load(args, args.num_codebooks or 8)
-            total = frame_count(args.input, mimi)
-        from tqdm import tqdm
+    if args.command == "decode":
+        codes = read_mimi_codes(args.codes)
+        mimi = _load(args, args.num_codebooks or codes.shape[1])
+        if codes.size and (codes.min() < 0 or codes.max() >= mimi.cardinality):
+            raise AudioError(f"{args.codes}: codes must be in [0, {mimi.cardinality}), "
+                             f"got values in [{codes.min()}, {codes.max()}]")
+        total = codes.shape[-1]
+    else:
+        mimi = _load(args, args.num_codebooks or 8)
+        total = frame_count(args.input, mimi)
+    from tqdm import tqdm
 
-        with tqdm(total=total, desc=args.command, unit="frames", disable=args.quiet, file=sys.stderr) as bar:
-            if args.command == "encode":
-                codes = encode_file(mimi, args.input, bar.update)
-                np.save(args.codes, codes)
-                what = f"{args.input} -> codes {list(codes.shape)} -> {args.codes}"
-            elif args.command == "decode":
-                n = decode_to_file(mimi, codes, args.output, bar.update)
-                what = f"codes {list(codes.shape)} -> {n / mimi.sample_rate:.2f} s of audio -> {args.output}"
-            else:
-                codes = roundtrip_file(mimi, args.input, args.output, bar.update)
-                what = f"{args.input} -> codes {list(codes.shape)} -> {args.output}"
-    except Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with tqdm(total=total, desc=args.command, unit="frames", disable=args.quiet, file=sys.stderr) as bar:
+        if args.command == "encode":
+            codes = encode_file(mimi, args.input, bar.update)
+            with write_staged(args.codes) as f:  # a file object: np.save adds no suffix
+                np.save(f, codes)
+            what = f"{args.input} -> codes {list(codes.shape)} -> {args.codes}"
+        elif args.command == "decode":
+            n = decode_to_file(mimi, codes, args.output, bar.update)
+            what = f"codes {list(codes.shape)} -> {n / mimi.sample_rate:.2f} s of audio -> {args.output}"
+        else:
+            codes = roundtrip_file(mimi, args.input, args.output, bar.update)
+            what = f"{args.input} -> codes {list(codes.shape)} -> {args.output}"
     seconds = codes.shape[-1] * mimi.frame_size / mimi.sample_rate
     elapsed = time.monotonic() - t0
     print(f"{what} ({seconds:.2f} s of audio in {elapsed:.1f} s, backend {args.backend})")
     return 0
 
 
-def main() -> None:
-    sys.exit(run())
+run = main  # the name the tests and older callers use

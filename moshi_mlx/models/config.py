@@ -1,6 +1,7 @@
 """`LmConfig`: the language model's configuration, read from Kyutai's published `config.json`.
 
-Every key of those files is either honoured or refused with a one-line `WeightsError`; a
+Every key of those files is either honoured or refused with a one-line `ConfigError` (a
+value of the wrong type or out of range included: `"dim": "64"`, `"num_heads": 0`); a
 missing key takes the default of the reference `LMModel` (so a config means the same model
 here as there). Presets are the JSON files shipped in `moshi_mlx/configs/`.
 """
@@ -12,12 +13,15 @@ import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+import types
+import typing
 from typing import Any
 
+from ..errors import ConfigError, WeightsError
 from ..modules.mlp import ACTIVATIONS
 from ..modules.norm import NORM_TYPES
 from ..modules.rope import POSITIONAL_EMBEDDINGS
-from ..errors import ConfigError, WeightsError
+from ..validation import integer, real
 
 # Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen).
 LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
@@ -223,13 +227,13 @@ class LmConfig:
     def from_json(cls, path: str | os.PathLike) -> "LmConfig":
         p = Path(path)
         if not p.exists():
-            raise WeightsError(f"config file not found: {p}")
+            raise ConfigError(f"config file not found: {p}")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WeightsError(f"{p} is not valid JSON: {e}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, OSError) as e:
+            raise ConfigError(f"{p} is not valid JSON: {e}") from None
         if not isinstance(data, dict):
-            raise WeightsError(f"{p} does not hold a JSON object")
+            raise ConfigError(f"{p} does not hold a JSON object")
         return _parse(data, str(p))
 
     @classmethod
@@ -262,8 +266,93 @@ class LmConfig:
         return {k: v for k, v in d.items() if v is not None or k in ("layer_scale", "context", "depformer_layer_scale")}
 
 
-def _err(where: str, msg: str) -> WeightsError:
-    return WeightsError(f"{where}: {msg}")
+def _err(where: str, msg: str) -> ConfigError:
+    return ConfigError(f"{where}: {msg}")
+
+
+def _conforms(v: Any, tp: Any) -> bool:
+    """Does a JSON value have the field's annotated type (bool is not an int here)?"""
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return v is None
+    if tp is bool:
+        return isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is str:
+        return isinstance(v, str)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(v, a) for a in args)
+    if origin is list:
+        return isinstance(v, list) and all(_conforms(x, args[0]) for x in v)
+    if origin is dict:
+        return isinstance(v, dict)
+    return True  # pragma: no cover - every field type is listed above
+
+
+def _describe(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    if tp in names:
+        return names[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).replace('an integer', 'integers').replace('a number', 'numbers')}"
+    return "an object"
+
+
+# (key, lowest value, what) for numeric keys; None values are checked by type only
+_LOWER_BOUNDS = {
+    "dim": 1, "num_heads": 1, "num_layers": 1, "kv_repeat": 1, "context": 1, "text_card": 1, "card": 1,
+    "n_q": 0, "dep_q": 0, "depformer_dim": 1, "depformer_num_heads": 1, "depformer_num_layers": 1,
+    "depformer_low_rank_embeddings": 1, "depformer_context": 1, "depformer_kv_repeat": 1,
+    "extra_heads_num_heads": 0, "extra_heads_dim": 1, "text_card_out": 1,
+    "existing_text_padding_id": 0, "existing_text_end_padding_id": 0,
+}
+_POSITIVE_FLOATS = ("hidden_scale", "max_period", "depformer_max_period")
+
+
+def _check_values(data: dict[str, Any], where: str) -> None:
+    """Types (from the dataclass annotations) and ranges of every key given, one line each."""
+    hints = typing.get_type_hints(LmConfig)
+    for key, v in data.items():
+        tp = hints.get(key)
+        if tp is not None and not _conforms(v, tp):
+            raise _err(where, f"{key} must be {_describe(tp)}, got {json.dumps(v)}")
+        if v is None or isinstance(v, (bool, str, list, dict)):
+            continue
+        if key in _LOWER_BOUNDS:
+            integer(key, v, lo=_LOWER_BOUNDS[key], err=ConfigError)
+        elif key in _POSITIVE_FLOATS:
+            real(key, v, lo=0.0, lo_open=True, err=ConfigError)
+        elif isinstance(v, float):
+            real(key, v, err=ConfigError)  # NaN / inf
+    ff = data.get("depformer_dim_feedforward")
+    for x in ff if isinstance(ff, list) else [ff] if ff is not None else []:
+        integer("depformer_dim_feedforward", x, lo=1, err=ConfigError)
+
+
+def _check_gen_values(lm_gen: dict[str, Any], where: str) -> None:
+    from ..validation import temperature, top_k, top_p
+
+    checks = {"temp": temperature, "temp_text": temperature, "top_k": top_k, "top_k_text": top_k,
+              "top_p": top_p, "top_p_text": top_p, "cfg_coef": lambda n, v: real(n, v)}
+    for key, v in lm_gen.items():
+        if key == "use_sampling":
+            if not isinstance(v, bool):
+                raise _err(where, f"lm_gen_config.use_sampling must be true or false, got {json.dumps(v)}")
+        elif v is not None:
+            try:
+                checks[key](f"lm_gen_config.{key}", v)
+            except ConfigError:
+                raise
+            except Exception as e:
+                raise _err(where, str(e)) from None
 
 
 def _parse(data: dict[str, Any], where: str) -> LmConfig:
@@ -305,6 +394,11 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
     for req in ("dim", "num_heads", "num_layers"):
         if req not in data:
             raise _err(where, f"missing required key {req!r}")
+    try:
+        _check_values(data, where)
+    except ConfigError as e:
+        raise e if str(e).startswith(where) else _err(where, str(e)) from None
+    _check_gen_values(lm_gen, where)
     # like the reference, an absent depformer_X inherits the temporal transformer's X
     if "depformer_layer_scale" not in data:
         data["depformer_layer_scale"] = data.get("layer_scale")
@@ -387,6 +481,9 @@ def _validate(cfg: LmConfig, where: str) -> None:
     check(all(isinstance(d, int) and d >= 0 for d in cfg.delays), f"delays must be non-negative integers: {cfg.delays}")
     check(0 <= cfg.dep_q <= cfg.n_q, f"dep_q {cfg.dep_q} must be between 0 and n_q {cfg.n_q}")
     check(cfg.card > 0 and cfg.text_card > 0, "card and text_card must be positive")
+    for key in ("existing_text_padding_id", "existing_text_end_padding_id"):
+        v = getattr(cfg, key)
+        check(0 <= v < cfg.text_card, f"{key} {v} is outside the text vocabulary [0, {cfg.text_card})")
     if cfg.dep_q > 0:
         check(cfg.depformer_num_heads is not None, "depformer_num_heads is required when dep_q > 0")
         check(cfg.depformer_dim % cfg.dep_num_heads == 0,

@@ -27,6 +27,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from .. import validation as check
 from ..errors import UsageError
 from .frame_step import CompiledFrame, compiled_step_supported
 from .lm import Lm
@@ -57,6 +58,7 @@ class LmGen:
         null + cfg_coef * (cond - null) for text and every codebook."""
         self.lm = lm
         cfg = lm.cfg
+        seed = check.seed("seed", seed)
         self.cfg = cfg
         opts = dict(GEN_DEFAULTS)
         opts.update(cfg.lm_gen_config)
@@ -65,11 +67,12 @@ class LmGen:
         opts.update({k: v for k, v in given.items() if v is not None})
         self.options = opts
         sampling = bool(opts["use_sampling"])
-        self.text_sampler = Sampler(float(opts["temp_text"]) if sampling else 0.0, int(opts["top_k_text"] or 0),
-                                    float(opts["top_p_text"] or 0.0))
-        self.audio_sampler = Sampler(float(opts["temp"]) if sampling else 0.0, int(opts["top_k"] or 0),
-                                     float(opts["top_p"] or 0.0))
-        self.cfg_coef = float(opts["cfg_coef"])
+        self.text_sampler = Sampler(check.temperature("temp_text", opts["temp_text"]) if sampling else 0.0,
+                                    check.top_k("top_k_text", opts["top_k_text"] or 0),
+                                    check.top_p("top_p_text", opts["top_p_text"] or 0.0))
+        self.audio_sampler = Sampler(check.temperature("temp", opts["temp"]) if sampling else 0.0,
+                                     check.top_k("top_k", opts["top_k"] or 0), check.top_p("top_p", opts["top_p"] or 0.0))
+        self.cfg_coef = check.real("cfg_coef", opts["cfg_coef"])
         self.seed = seed
 
         hibiki = cfg.model_type == "hibiki" and "description" in cfg.conditioners
@@ -203,9 +206,9 @@ class LmGen:
         cfg = self.cfg
         u = np.asarray([] if user_codes is None else user_codes, dtype=np.int64).reshape(-1)
         if u.shape[0] != cfg.user_q:
-            raise ValueError(f"expected {cfg.user_q} user codes per frame, got {u.shape[0]}")
+            raise UsageError(f"expected {cfg.user_q} user codes per frame, got {u.shape[0]}")
         if u.size and (u.min() < -1 or u.max() > cfg.card):
-            raise ValueError(f"user codes must be in [-1, {cfg.card}], got {u.tolist()}")
+            raise UsageError(f"user codes must be in [-1, {cfg.card}], got {u.tolist()}")
         if self.position == 0:
             self.prefix_text_token, _ = self._run(0)
             self.prefix_audio_tokens = self._audio_frame(0)  # only with no own delay

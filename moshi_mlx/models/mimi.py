@@ -18,10 +18,12 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..errors import AudioError, UsageError
 from ..modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from ..modules.quantization import SplitResidualVectorQuantizer
 from ..modules.seanet import SeanetDecoder, SeanetEncoder
 from ..modules.transformer import Transformer, TransformerConfig
+from ..validation import float_pcm
 from .mimi_config import MimiConfig, MimiTransformerConfig, QuantizerConfig, mimi_202407
 from .backend import prepare_mimi
 from .mimi_step import CompiledStream
@@ -300,9 +302,9 @@ class Mimi(nn.Module):
         self._batch_size[which] = b
 
     def _pcm(self, pcm, whole_frames: bool) -> mx.array:
-        x = pcm if isinstance(pcm, mx.array) else mx.array(np.asarray(pcm, dtype=np.float32))
+        x = _mx_pcm(pcm)
         if x.ndim != 3 or x.shape[1] != 1:
-            raise ValueError(f"expected pcm of shape [B, 1, T] (mono), got {tuple(x.shape)}")
+            raise UsageError(f"expected pcm of shape [B, 1, T] (mono), got {tuple(x.shape)}")
         if whole_frames and (x.shape[2] == 0 or x.shape[2] % self.frame_size):
             raise ValueError(
                 f"streaming input must be a positive multiple of {self.frame_size} samples, got {x.shape[2]}"
@@ -328,6 +330,17 @@ class Mimi(nn.Module):
             if lo < 0 or hi >= self.cardinality:
                 raise ValueError(f"codes must be in [0, {self.cardinality}), got values in [{lo}, {hi}]")
         return c.astype(mx.int32).transpose(0, 2, 1)
+
+
+def _mx_pcm(pcm) -> mx.array:
+    """Samples as float32: integer PCM scaled (int16 32767 -> ~1.0), NaN/inf refused."""
+    if isinstance(pcm, mx.array):
+        if mx.issubdtype(pcm.dtype, mx.floating):
+            if pcm.size and not bool(mx.all(mx.isfinite(pcm)).item()):
+                raise AudioError("pcm: samples are NaN or infinite")
+            return pcm
+        pcm = np.array(pcm)
+    return mx.array(float_pcm("pcm", pcm))
 
 
 class _Downsample(nn.Module):

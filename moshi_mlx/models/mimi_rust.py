@@ -54,7 +54,9 @@ class RustyMimi:
     num_codebooks = property(lambda self: self._num_codebooks)
 
     def _pcm(self, pcm, whole_frames: bool) -> np.ndarray:
-        x = np.ascontiguousarray(np.asarray(pcm), dtype=np.float32)
+        from ..validation import float_pcm  # integer PCM scaled, NaN/inf refused
+
+        x = np.ascontiguousarray(float_pcm("pcm", np.asarray(pcm)))
         if x.ndim != 3 or x.shape[1] != 1:
             raise ValueError(f"expected pcm of shape [B, 1, T] (mono), got {tuple(x.shape)}")
         if whole_frames and (x.shape[2] == 0 or x.shape[2] % self.frame_size):

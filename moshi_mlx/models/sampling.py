@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from ..errors import UsageError
+from .. import validation as check
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,10 @@ class Sampler:
     top_p: float = 0.0  # 0 = off
 
     def __post_init__(self):
-        if self.temp < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temp}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
+        # NaN would pass `< 0` and make every token the last id: refused by the shared checks
+        object.__setattr__(self, "temp", check.temperature("temperature", self.temp))
+        object.__setattr__(self, "top_k", check.top_k("top_k", self.top_k))
+        object.__setattr__(self, "top_p", check.top_p("top_p", self.top_p))
 
     @property
     def greedy(self) -> bool:
@@ -54,9 +52,9 @@ class Sampler:
 
 def check_text_sampling(temp: float | None, top_k: int | None, top_p: float | None) -> None:
     """Sampling values as one-line usage errors (before anything is loaded)."""
-    if temp is not None and not temp >= 0:
-        raise UsageError(f"temperature must be >= 0, got {temp}")
-    if top_k is not None and top_k < 0:
-        raise UsageError(f"top-k must be >= 0, got {top_k}")
-    if top_p is not None and not 0.0 <= top_p <= 1.0:
-        raise UsageError(f"top-p must be in [0, 1], got {top_p}")
+    if temp is not None:
+        check.temperature("temperature", temp)
+    if top_k is not None:
+        check.top_k("top-k", top_k)
+    if top_p is not None:
+        check.top_p("top-p", top_p)

@@ -25,6 +25,7 @@ import itertools
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -34,6 +35,14 @@ from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 from .workers import run_in_worker
 
 _STOP = object()
+_ACTIVE: "weakref.WeakSet[DuplexPipeline]" = weakref.WeakSet()  # started, not yet stopped
+
+
+def abort_all(timeout: float = 10.0) -> None:
+    """Abort every running pipeline and wait for its workers (the CLI runner calls this on
+    the way out: MLX threads must be idle when the interpreter shuts down)."""
+    for pipe in list(_ACTIVE):
+        pipe.abort(timeout)
 
 
 class FrameCoder(Protocol):
@@ -195,12 +204,14 @@ class DuplexPipeline:
         self._play_partial: np.ndarray | None = None
         self._started_output = False
         self._running = False
+        self._aborted = False
 
     # ------------------------------------------------------------------ control
     def start(self) -> "DuplexPipeline":
         if self._running:
             return self
         self._running = True
+        _ACTIVE.add(self)
         self._done = [run_in_worker(self._guard(loop))
                       for loop in (self._encoder_loop, self._lm_loop, self._decoder_loop)]
         return self
@@ -216,6 +227,28 @@ class DuplexPipeline:
         for done in self._done:
             done.wait(timeout)
         self._running = False
+        _ACTIVE.discard(self)
+
+    def abort(self, timeout: float | None = 10.0) -> bool:
+        """Stop now, dropping queued work (Ctrl-C, a failed output): each worker finishes
+        the frame it is on and returns to the pool. True if all stopped within `timeout`."""
+        self._aborted = True
+        if not self._running:
+            return True
+        while True:  # make room in the bounded raw queue for the stop marker
+            try:
+                self._raw.get_nowait()
+            except queue.Empty:
+                break
+        for q in (self._raw, self._codes, self._tokens):
+            try:
+                q.put_nowait(_STOP)
+            except queue.Full:  # pragma: no cover - a producer refilled it; the flag still stops it
+                pass
+        ok = all(done.wait(timeout) for done in self._done)
+        self._running = False
+        _ACTIVE.discard(self)
+        return ok
 
     def _guard(self, fn):
         def run():
@@ -260,7 +293,7 @@ class DuplexPipeline:
     def _encoder_loop(self) -> None:
         while True:
             item = self._raw.get()
-            if item is _STOP:
+            if item is _STOP or self._aborted:
                 self._codes.put(_STOP)
                 return
             block, t_end = item
@@ -298,7 +331,7 @@ class DuplexPipeline:
     def _lm_loop(self) -> None:
         while True:
             item = self._codes.get()
-            if item is _STOP:
+            if item is _STOP or self._aborted:
                 self._tokens.put(_STOP)
                 return
             if self._too_late(item.t_capture):
@@ -319,7 +352,7 @@ class DuplexPipeline:
     def _decoder_loop(self) -> None:
         while True:
             item = self._tokens.get()
-            if item is _STOP:
+            if item is _STOP or self._aborted:
                 self.finished.set()
                 with self.output_available:
                     self.output_available.notify_all()

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 
 from ..constants import FRAME_SECONDS
+
+TRANSCRIPT_SUFFIXES = (".json", ".txt")  # JSON with words and times, or a plain text table
 END_OF_PADDING_ID = 0
 
 
@@ -122,14 +124,15 @@ class Transcript:
         return " ".join(w.text for w in self.words if w.text)
 
     def save(self, path: str | os.PathLike) -> None:
-        """`.json`: text + words with start/end seconds; otherwise one `start end word` line each."""
+        """`.json`: text + words with start/end seconds; `.txt`: one `start end word` line each.
+        Written atomically (temporary name, then rename), so it can be saved again and again
+        as the session goes on, and a failure never leaves half a file."""
+        from ..outputs import write_text
+
         path = os.fspath(path)
-        if path.endswith(".json"):
+        if path.lower().endswith(".json"):
             data = {"text": self.text,
                     "words": [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False, indent=1)
+            write_text(path, json.dumps(data, ensure_ascii=False, indent=1))
         else:
-            with open(path, "w", encoding="utf-8") as f:
-                for w in self.words:
-                    f.write(f"{w.start:8.2f} {w.end:8.2f} {w.text}\n")
+            write_text(path, "".join(f"{w.start:8.2f} {w.end:8.2f} {w.text}\n" for w in self.words))

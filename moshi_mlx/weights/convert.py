@@ -26,6 +26,8 @@ from ..constants import LM_NAME
 from ..errors import UsageError
 from ..models.config import LmConfig
 from ..models.lm import Lm
+from ..errors import Error
+from ..outputs import Staged, os_error
 from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
 from .hub import hf_get_optional
@@ -249,7 +251,11 @@ def _copy_assets(info: SourceInfo, out_dir: Path, names: list[str]) -> tuple[lis
             missing.append(n)
             continue
         if not (dst.exists() and dst.resolve() == Path(src).resolve()):
-            shutil.copyfile(src, dst)
+            with Staged(dst) as staged:
+                try:
+                    shutil.copyfile(src, staged.temp)
+                except OSError as e:
+                    raise os_error(dst, e) from None
         copied.append(n)
     return copied, missing
 
@@ -286,8 +292,10 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
                 if progress is not None:
                     progress(plan.source_bytes(o))
                 del arr
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, Error):  # disk full, file size limit, ...
+            raise os_error(final, e) from None
         raise
     finally:
         mx.set_cache_limit(old_limit)

@@ -98,8 +98,10 @@ def random_mimi(
 ):
     """A Mimi of the real architecture with seeded random weights. It produces NOISE: use it
     to exercise code paths offline, never to listen to."""
+    from ..validation import seed as check_seed
+
     cfg = resolve_config(config)
-    published = random_published_weights(cfg, seed=seed, codebook_scale=codebook_scale)
+    published = random_published_weights(cfg, seed=check_seed("seed", seed), codebook_scale=codebook_scale)
     if backend == "rustymimi":
         import tempfile
 

@@ -169,5 +169,7 @@ def write_config(root: Path, cfg: LmConfig, weights_name: str, record: QuantReco
     if record is not None:
         d[QUANT_KEY] = record.to_json()
     path = root / CONFIG_NAME
-    path.write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+    from ..outputs import write_text
+
+    write_text(path, json.dumps(d, indent=2) + "\n")
     return path

@@ -113,17 +113,15 @@ def generate_codes(lm: Lm, frames: int, seed: int = 0) -> np.ndarray:
 
 
 def load_codes(path: str | os.PathLike, cfg: LmConfig, frames: int | None = None) -> np.ndarray:
-    try:
-        codes = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise WeightsError(f"codes file not found: {path}") from None
-    except (ValueError, OSError) as e:
-        raise WeightsError(f"cannot read {path} as a .npy codes file: {e}") from None
-    if codes.ndim == 2:
-        codes = codes[None]
-    if codes.ndim != 3 or codes.shape[:2] != (1, cfg.num_streams) or not np.issubdtype(codes.dtype, np.integer):
+    """Stream codes [1, 1 + n_q, T] from a .npy, or from a run_inference --save-tokens .npz."""
+    from ..tokens import read_stream_codes
+
+    codes = read_stream_codes(path)
+    if codes.shape[1] != cfg.num_streams:
         raise WeightsError(f"{path}: expected integer codes [{cfg.num_streams}, T] or [1, {cfg.num_streams}, T] "
                            f"(text + {cfg.n_q} audio streams), got {codes.dtype} {codes.shape}")
+    if codes.shape[-1] == 0:
+        raise WeightsError(f"{path}: holds no frames")
     if codes.min() < -1 or codes[:, 1:].max() > cfg.card or codes[:, 0].max() > cfg.text_card:
         raise WeightsError(f"{path}: codes out of range (text < {cfg.text_card + 1}, audio < {cfg.card + 1}, -1 = zero token)")
     return codes[..., :frames] if frames else codes
@@ -226,7 +224,9 @@ def evaluate_cli(reference, models, *, frames: int, codes, json_path: Path | Non
         print(f"  {label}: {q}")
     print(report.table())
     if json_path is not None:
+        from ..outputs import write_text
+
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
+        write_text(json_path, json.dumps(report.to_json(), indent=1) + "\n")
         print(f"saved {json_path}")
     return report

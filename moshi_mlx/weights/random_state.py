@@ -35,7 +35,9 @@ def _scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:
 
 def random_state(cfg: LmConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """PyTorch-layout (released names) float32 weights for `cfg`."""
-    rng = np.random.default_rng(seed)
+    from ..validation import seed as check_seed
+
+    rng = np.random.default_rng(check_seed("seed", seed))
     out = {}
     for name, shape in sorted(pytorch_layout(cfg).items()):
         mean, std = _scale(name, shape)

@@ -41,10 +41,10 @@ def test_from_json(tmp_path):
     p.write_text(json.dumps(d))
     cfg = LmConfig.from_json(p)
     assert cfg.lm_gen_config == {"temp": 0.5} and cfg.dim == 4096
-    with pytest.raises(WeightsError, match="config file not found"):
+    with pytest.raises(ConfigError, match="config file not found"):
         LmConfig.from_json(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(WeightsError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         LmConfig.from_json(tmp_path / "bad.json")
 
 
@@ -75,12 +75,24 @@ def test_depformer_inherits_unless_given():
     ("fuser", {"cross": ["x"]}, "fuser uses condition 'x' but no conditioner has that name"),
     ("fuser", {"prepend": ["x"]}, "fuser method 'prepend' is not supported"),
     ("num_heads", 5, "dim 64 is not divisible by num_heads 5"),
+    # types and ranges (issue 11): one line naming the key, never a traceback from inside
+    ("dim", "64", 'dim must be an integer, got "64"'),
+    ("hidden_scale", None, "hidden_scale must be a number, got null"),
+    ("num_heads", 0, "num_heads must be >= 1, got 0"),
+    ("num_layers", True, "num_layers must be an integer, got true"),
+    ("max_period", float("nan"), "max_period must be a finite number"),
+    ("card", -4, "card must be >= 1, got -4"),
+    ("delays", [0, 0, "1", 0, 1], "delays must be a list of integers"),
+    ("existing_text_padding_id", 1000, r"existing_text_padding_id 1000 is outside the text vocabulary \[0, 1000\)"),
+    ("lm_gen_config", {"temp": -1}, "lm_gen_config.temp must be >= 0"),
+    ("lm_gen_config", {"use_sampling": "yes"}, "use_sampling must be true or false"),
 ])
 def test_unsupported_values_are_named(key, value, message):
     d = models.lm_preset("random-tiny").to_dict()
     d[key] = value
-    with pytest.raises(WeightsError, match=message):
+    with pytest.raises(ConfigError, match=message) as e:
         LmConfig.from_dict(d, where="cfg.json")
+    assert str(e.value).startswith("cfg.json: ") and "\n" not in str(e.value)
 
 
 def test_unknown_preset():

@@ -8,6 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from moshi_mlx.errors import Error
 from moshi_mlx import models
 from moshi_mlx.cli.convert import run as convert_run
 from moshi_mlx.cli.quality import run as quality_run
@@ -122,7 +123,7 @@ def test_given_codes_and_their_errors(folders, tmp_path):
     np.save(tmp_path / "big.npy", big)
     with pytest.raises(WeightsError, match="codes out of range"):
         load_codes(tmp_path / "big.npy", lm.cfg)
-    with pytest.raises(WeightsError, match="codes file not found"):
+    with pytest.raises(Error, match="codes file not found"):
         load_codes(tmp_path / "none.npy", lm.cfg)
     with pytest.raises(WeightsError, match="the reference .* is quantized"):
         evaluate(folders / "q8", [folders / "q4"], frames=2)

@@ -1,0 +1,143 @@
+"""The one way a command-line tool runs: errors as one line, signals as a clean stop.
+
+Every CLI's `main` goes through `run_cli` (or the `@cli_main` decorator):
+
+- a `moshi_mlx.errors.Error` (bad value, config, weights, audio, device, output) is printed
+  as `error: <message>` on stderr, exit code 2. Nothing else is caught: any other exception
+  is a bug and keeps its traceback.
+- SIGINT (Ctrl-C), SIGTERM and SIGHUP raise `Interrupted` (a `KeyboardInterrupt`) in the
+  main thread, so the tool's `finally` blocks save what it produced (recording,
+  transcript, tokens) exactly as for Ctrl-C; then one line `interrupted (SIGTERM)` and exit
+  code 128 + the signal number (130 / 143 / 129), whatever the tool returned. Further
+  signals while it saves are ignored (the third one quits at once, without saving).
+- On the way out, pipelines still running are aborted and their MLX worker threads
+  waited for: a thread still inside MLX while the interpreter shuts down aborts the
+  process ("terminate called without an active exception", SIGABRT).
+
+Adopting it in a new tool (see docs/safety.md):
+
+    from .runner import cli_main
+
+    @cli_main
+    def main(argv: list[str] | None = None) -> int:
+        args = parser().parse_args(argv)
+        ...                      # raise moshi_mlx.errors.Error subclasses for user mistakes
+        return 0
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import threading
+from typing import Callable
+
+from ..errors import Error
+
+HANDLED = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised in the main thread where Ctrl-C would be."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class _State:
+    signum: int | None = None  # the first stop signal received
+    count = 0
+
+
+_state = _State()
+
+
+def received_signal() -> int | None:
+    """The stop signal received during this run (None if none): a tool that handles
+    KeyboardInterrupt itself can say what stopped it."""
+    return _state.signum
+
+
+def exit_code(signum: int) -> int:
+    return 128 + int(signum)
+
+
+def _handler(signum: int, frame) -> None:
+    _state.count += 1
+    if _state.count == 1:
+        _state.signum = signum
+        raise Interrupted(signum)
+    if _state.count == 2:
+        os.write(2, b"\nstill saving; send the signal again to quit at once without saving\n")
+        return
+    os.write(2, f"\nquit ({signal.Signals(signum).name}), outputs not saved\n".encode())
+    os._exit(exit_code(_state.signum or signum))
+
+
+def _install() -> dict[int, object]:
+    old: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return old  # signals can only be handled in the main thread (e.g. tests calling main)
+    for s in HANDLED:
+        try:
+            old[s] = signal.signal(s, _handler)
+        except (OSError, ValueError):  # pragma: no cover - unusual platforms
+            pass
+    return old
+
+
+def _stop_workers() -> None:
+    """Abort pipelines left running (MLX worker threads must be idle when Python exits)."""
+    pipeline = sys.modules.get("moshi_mlx.runtime.pipeline")
+    if pipeline is not None:
+        pipeline.abort_all()
+
+
+def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int:
+    """Run a tool's body with the rules above; returns the process exit code."""
+    _state.signum, _state.count = None, 0
+    old = _install()
+    code: int
+    try:
+        try:
+            code = int(fn(argv) or 0)
+        finally:
+            _stop_workers()
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    except SystemExit as e:  # argparse (--help, a bad flag): its code, as a return value
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", None) or _state.signum or signal.SIGINT
+        _state.signum = signum
+        code = exit_code(signum)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if _state.signum is not None:
+        print(f"interrupted ({signal.Signals(_state.signum).name})", file=sys.stderr)
+        code = exit_code(_state.signum)
+    sys.stderr.flush()
+    return code
+
+
+def cli_main(fn: Callable[..., int | None]) -> Callable[[list[str] | None], int]:
+    """Decorator: `main(argv)` runs `fn(argv)` through `run_cli` and returns the exit code
+    (console scripts and `sys.exit(main())` use it as such)."""
+
+    @functools.wraps(fn)
+    def main(argv: list[str] | None = None) -> int:
+        return run_cli(fn, argv)
+
+    main.body = fn  # the undecorated function, for tests that want exceptions as they are
+    return main

@@ -1,0 +1,187 @@
+"""The one way files are written: checked before any work, never half-written, never over an input.
+
+Rules (docs/safety.md):
+- `check_outputs` runs before any model is loaded: each output's folder exists and is
+  writable, the path is not a folder (nor a device or other special file), its extension is
+  one the writer knows, no two roles share a path (input/output, record/transcript, ...),
+  and an existing file is only replaced when the caller allows it (`--force`).
+- `Staged` writes to a temporary name in the same folder and renames it over the final
+  name only when complete (`commit`), so an interrupted or failed write leaves the old file
+  (or nothing) under the final name. `discard` removes the temporary file.
+- Write failures (disk full, file too large, device gone) become one-line `OutputError`s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from .errors import OutputError
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a command: its role (a flag name, shown in messages), path, the
+    extensions its writer knows (None: any) and whether an existing file may be replaced."""
+
+    role: str
+    path: str | os.PathLike | None
+    suffixes: tuple[str, ...] | None = None
+    overwrite: bool = True
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(out: Output) -> Path | None:
+    """Check one output path before any work; returns it as a Path (None when not given)."""
+    if out.path is None:
+        return None
+    raw = os.fspath(out.path)
+    if raw == "":
+        raise OutputError(f"{out.role}: empty path")
+    p = Path(raw).expanduser()
+    if raw.endswith(os.sep) or p.is_dir():
+        raise OutputError(f"{out.role}: {p} is a folder; give a file name")
+    if out.suffixes is not None and p.suffix.lower() not in out.suffixes:
+        got = repr(p.suffix) if p.suffix else "no extension"
+        raise OutputError(f"{out.role}: {p} has {got}; expected {', '.join(out.suffixes)}")
+    parent = p.parent
+    if not parent.exists():
+        raise OutputError(f"{out.role}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"{out.role}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out.role}: folder {parent} is not writable")
+    if p.exists() or p.is_symlink():
+        if not p.is_file():
+            raise OutputError(f"{out.role}: {p} exists and is not a regular file; it will not be replaced")
+        if not out.overwrite:
+            raise OutputError(f"{out.role}: {p} already exists; use --force to overwrite it")
+    return p
+
+
+def check_outputs(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> list[Path | None]:
+    """Refuse a path in two roles (an output that is also an input, two outputs at one
+    path), then check every output (see `check_output`); all before any work."""
+    outputs = list(outputs)
+    seen: list[tuple[str, Path]] = []
+    for role, path in inputs:
+        if path is not None and str(path) not in ("", "-") and not str(path).startswith(("hf://", "random")):
+            seen.append((role, Path(os.fspath(path)).expanduser()))
+    n_inputs = len(seen)
+    for o in outputs:
+        if o.path is None or os.fspath(o.path) == "":
+            continue
+        p = Path(os.fspath(o.path)).expanduser()
+        for i, (role, q) in enumerate(seen):
+            if _same(p, q):
+                what = "input would be overwritten" if i < n_inputs else "second would overwrite the first"
+                raise OutputError(f"{role} and {o.role} are the same file ({p}): the {what}")
+        seen.append((o.role, p))
+    return [check_output(o) for o in outputs]
+
+
+def os_error(path: str | os.PathLike, e: OSError, doing: str = "write") -> OutputError:
+    """A one-line OutputError for a failed write ("disk full" spelled out)."""
+    reason = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file too large (file size limit reached)",
+              errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+              errno.EACCES: "permission denied", errno.EIO: "input/output error (device gone?)"}.get(
+        e.errno, e.strerror or str(e))
+    return OutputError(f"cannot {doing} {path}: {reason}")
+
+
+class Staged:
+    """A file written under a temporary name in its final folder, renamed into place by
+    `commit()`. Use `temp` (a path) with writers that want a name, or `open()`.
+
+        with Staged("out.json") as s:        # commit on success, discard on any exception
+            s.temp.write_text(...)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(os.fspath(path)).expanduser()
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=PARTIAL_SUFFIX, dir=self.path.parent or ".")
+        except OSError as e:
+            raise os_error(self.path, e, "create") from None
+        os.close(fd)
+        self.temp = Path(tmp)
+        self.done = False
+
+    def open(self, mode: str = "wb", **kw) -> IO:
+        return open(self.temp, mode, **kw)
+
+    def commit(self) -> Path:
+        """Make the temporary file the final one (atomic on one file system)."""
+        if self.done:
+            return self.path
+        try:
+            if self.path.exists():
+                with contextlib.suppress(OSError):
+                    os.chmod(self.temp, self.path.stat().st_mode & 0o7777)
+            else:
+                umask = os.umask(0)
+                os.umask(umask)
+                with contextlib.suppress(OSError):
+                    os.chmod(self.temp, 0o666 & ~umask)
+            os.replace(self.temp, self.path)
+        except OSError as e:
+            self.discard()
+            raise os_error(self.path, e) from None
+        self.done = True
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary file; the final name keeps what it had (or stays absent)."""
+        if not self.done:
+            self.done = True
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp)
+
+    def __enter__(self) -> "Staged":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+@contextlib.contextmanager
+def write_staged(path: str | os.PathLike, mode: str = "wb", **kw) -> Iterator[IO]:
+    """Open `path` for writing through a `Staged` file; OSErrors become `OutputError`."""
+    staged = Staged(path)
+    try:
+        try:
+            with staged.open(mode, **kw) as f:
+                yield f
+        except OSError as e:
+            if isinstance(e, OutputError):
+                raise
+            raise os_error(staged.path, e) from None
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a whole text file (UTF-8) atomically."""
+    with write_staged(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)

@@ -1,0 +1,262 @@
+"""The shared safety modules on their own: value checks (`validation`), output checks and
+staged writes (`outputs`), the one WAV writer under a file size limit (`audio.wav`), the token
+files (`tokens`) and the CLI runner (`cli.runner`). The CLIs built on them are driven end to
+end in tests/cli/test_robustness.py."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import wave
+
+import numpy as np
+import pytest
+
+from moshi_mlx import validation as V
+from moshi_mlx.audio.io import AudioWriter, write_audio
+from moshi_mlx.audio.wav import WavWriter
+from moshi_mlx.errors import AudioError, OutputError, UsageError
+from moshi_mlx.outputs import Output, Staged, check_output, check_outputs, write_staged, write_text
+from moshi_mlx.tokens import aligned_codes, read_mimi_codes, read_stream_codes, save_tokens
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,ok", [(0, True), (2**32 - 1, True), (-1, False), (2**32, False), (2**64, False),
+                                      (1.5, False), (True, False), ("3", False), (np.int64(7), True)])
+def test_seed_range_and_type(value, ok):
+    if ok:
+        assert V.seed("seed", value) == int(value)
+    else:
+        with pytest.raises(UsageError, match="^seed must be"):
+            V.seed("seed", value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), "0.5", None, True])
+def test_reals_refuse_nan_inf_and_non_numbers(value):
+    with pytest.raises(UsageError, match="^--temp must be a"):
+        V.temperature("--temp", value)
+
+
+def test_ranges_name_the_value():
+    assert V.top_p("top_p", 1) == 1.0 and V.temperature("t", 0) == 0.0
+    with pytest.raises(UsageError, match=r"top_p must be in \[0, 1\], got 1.5"):
+        V.top_p("top_p", 1.5)
+    with pytest.raises(UsageError, match="lag must be > 0, got 0"):
+        V.positive_or_off("lag", 0)
+    assert V.positive_or_off("lag", None) is None
+
+
+def test_argparse_types_give_one_line_and_accept_off():
+    ap = argparse.ArgumentParser(prog="x", exit_on_error=False)
+    ap.add_argument("--lag", type=V.positive_or_off_arg("--lag"), default=400.0)
+    ap.add_argument("--seed", type=V.seed_arg())
+    assert ap.parse_args(["--lag", "off"]).lag is None and ap.parse_args(["--lag", "12.5"]).lag == 12.5
+    for argv, msg in [(["--lag", "0"], "--lag must be > 0, got 0"), (["--lag", "nan"], "--lag must be a finite number"),
+                      (["--seed", "-1"], r"--seed must be in \[0, 2\*\*32\), got -1"),
+                      (["--seed", "1e3"], "--seed must be an integer, got '1e3'")]:
+        with pytest.raises(argparse.ArgumentError, match=msg):
+            ap.parse_args(argv)
+
+
+def test_float_pcm_scales_integers_and_refuses_nan():
+    x = np.array([0, 16384, -32768, 32767], np.int16)
+    np.testing.assert_allclose(V.float_pcm("pcm", x), [0.0, 0.5, -1.0, 32767 / 32768])
+    assert V.float_pcm("pcm", np.array([2**30], np.int32))[0] == pytest.approx(0.5)
+    assert V.float_pcm("pcm", np.array([128, 0], np.uint8)).tolist() == [0.0, -1.0]
+    with pytest.raises(AudioError, match="2 of 3 samples are NaN or infinite"):
+        V.float_pcm("pcm", np.array([np.nan, 0.1, np.inf], np.float32))
+    notes = []
+    fixed = V.float_pcm("pcm", np.array([np.nan, 0.25], np.float32), repair=True, warn=notes.append)
+    assert fixed.tolist() == [0.0, 0.25] and "1 NaN/infinite samples replaced" in notes[0]
+    with pytest.raises(AudioError, match="not PCM"):
+        V.float_pcm("pcm", np.array([1], np.int64))
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+
+def test_check_output_rules(tmp_path):
+    (tmp_path / "old.wav").write_bytes(b"old")
+    assert check_output(Output("--out", tmp_path / "new.wav", (".wav",))) == tmp_path / "new.wav"
+    assert check_output(Output("--out", None)) is None
+    cases = [
+        (Output("--out", tmp_path / "nodir" / "x.wav"), "folder .*nodir does not exist"),
+        (Output("--out", tmp_path), "is a folder"),
+        (Output("--out", tmp_path / "x.mp4", (".wav", ".flac")), r"has '.mp4'; expected .wav, .flac"),
+        (Output("--out", tmp_path / "x", (".npz",)), "has no extension; expected .npz"),
+        (Output("--out", tmp_path / "old.wav", (".wav",), overwrite=False), "already exists; use --force"),
+        (Output("--out", "/dev/null"), "not a regular file"),
+        (Output("--out", ""), "empty path"),
+    ]
+    for out, msg in cases:
+        with pytest.raises(OutputError, match=msg):
+            check_output(out)
+    assert (tmp_path / "old.wav").read_bytes() == b"old"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    with pytest.raises(OutputError, match="is not writable"):
+        check_output(Output("--out", ro / "x.wav"))
+
+
+def test_same_path_in_two_roles(tmp_path):
+    a = tmp_path / "a.wav"
+    a.write_bytes(b"x")
+    with pytest.raises(OutputError, match="INPUT and OUTPUT are the same file"):
+        check_outputs([Output("OUTPUT", a)], [("INPUT", a)])
+    with pytest.raises(OutputError, match="INPUT and OUTPUT are the same file"):  # another spelling of it
+        check_outputs([Output("OUTPUT", tmp_path / "." / "a.wav")], [("INPUT", str(a))])
+    with pytest.raises(OutputError, match="--record and --transcript are the same file"):
+        check_outputs([Output("--record", tmp_path / "n.wav"), Output("--transcript", tmp_path / "n.wav")])
+    check_outputs([Output("--record", tmp_path / "n.wav"), Output("--transcript", tmp_path / "n.json")],
+                  [("--mimi-weight", "random"), ("--moshi-weight", None)])
+
+
+def test_staged_write_keeps_the_old_file_until_complete(tmp_path):
+    p = tmp_path / "out.json"
+    p.write_text("old")
+    with pytest.raises(RuntimeError):
+        with write_staged(p, "w") as f:
+            f.write("half")
+            raise RuntimeError("interrupted")
+    assert p.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["out.json"]
+    write_text(p, "new")
+    assert p.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["out.json"]
+    s = Staged(tmp_path / "other.bin")
+    assert s.temp.parent == tmp_path and s.temp.name.startswith(".other.bin.") and s.temp.name.endswith(".partial")
+    s.discard()
+    assert sorted(os.listdir(tmp_path)) == ["out.json"]
+
+
+def test_audio_writer_is_staged(tmp_path):
+    p = tmp_path / "a.flac"
+    with pytest.raises(KeyError):
+        with AudioWriter(p) as w:
+            w.write(np.zeros(100))
+            raise KeyError
+    assert not p.exists() and os.listdir(tmp_path) == []
+    write_audio(p, np.zeros(100))
+    write_audio(tmp_path / "s.wav", np.zeros((50, 2)), channels=2)
+    with wave.open(str(tmp_path / "s.wav")) as w:
+        assert w.getnchannels() == 2 and w.getnframes() == 50
+    assert sorted(os.listdir(tmp_path)) == ["a.flac", "s.wav"]
+
+
+# ---- the one WAV writer under a file size limit ------------------------------------------------
+
+_FULL_DISK = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    from moshi_mlx.audio.wav import WavWriter
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
+    w = WavWriter(sys.argv[1], 24000, 2)
+    try:
+        for _ in range(100):
+            w.write(np.full((333, 2), 0.5, np.float32))
+    except Exception as e:
+        print(type(e).__name__, e)
+    w.close()
+""")
+
+
+def test_wav_writer_stays_valid_when_the_disk_fills(tmp_path):
+    p = tmp_path / "r.wav"
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK, str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("OutputError cannot write") and "file too large" in r.stdout
+    with wave.open(str(p)) as w:
+        assert w.getnchannels() == 2 and w.getnframes() == 7 * 333  # the whole blocks that fitted
+        assert os.path.getsize(p) == 44 + 4 * w.getnframes()
+        assert np.all(np.frombuffer(w.readframes(w.getnframes()), "<i2") == 16384)
+
+
+def test_wav_writer_header_after_every_block(tmp_path):
+    w = WavWriter(tmp_path / "x.wav", 24000, 1)
+    for n in (10, 0, 7):
+        w.write(np.ones(n, np.float32) * 0.1)
+        with wave.open(str(tmp_path / "x.wav")) as r:
+            assert r.getnframes() == w.frames
+    w.write(np.array([np.nan, 2.0, -2.0], np.float32))  # NaN -> 0, clipped
+    w.close()
+    with wave.open(str(tmp_path / "x.wav")) as r:
+        assert np.frombuffer(r.readframes(20), "<i2")[-3:].tolist() == [0, 32767, -32767]
+
+
+# ---- token files ----------------------------------------------------------------------------
+
+def test_tokens_npz_round_trip(tmp_path):
+    # own delay D = 2: step t returns the text of frame t+1 and the model's audio frame t-1
+    text, user = [11, 12, 13, 14], [[1, 2], [3, 4], [5, 6], [7, 8]]
+    audio = [None, [20, 21], [22, 23], [24, 25]]
+    p = tmp_path / "t.npz"
+    save_tokens(p, text=text, audio=audio, user=user, frames=[0, 1, 2, 3], prefix_text=10, prefix_audio=None,
+                dep_q=2, own_delay=2)
+    assert os.listdir(tmp_path) == ["t.npz"]
+    codes = read_stream_codes(p)
+    assert codes.tolist() == [[[10, 11, 12], [20, 22, 24], [21, 23, 25], [1, 3, 5], [2, 4, 6]]]
+    assert read_mimi_codes(p).tolist() == [[[20, 22, 24], [21, 23, 25]]]
+    with pytest.raises(AudioError, match="tokens are saved as .npz"):
+        save_tokens(tmp_path / "t.npy", text=text, audio=audio, user=user, frames=[], prefix_text=1, prefix_audio=None,
+                    dep_q=2, own_delay=1)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(AudioError, match="has no 'codes' array"):
+        read_stream_codes(tmp_path / "other.npz")
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(AudioError, match="cannot read"):
+        read_mimi_codes(tmp_path / "junk.npy")
+
+
+def test_aligned_codes_without_delay_uses_the_prefix_frame():
+    codes = aligned_codes([5, 6], 4, [[1], [2]], [0], [[9], [8]], dep_q=1, own_delay=0)
+    assert codes.tolist() == [[[4, 5], [0, 1], [9, 8]]]
+
+
+# ---- the runner -----------------------------------------------------------------------------
+
+_RUNNER = textwrap.dedent("""
+    import os, signal, sys, time
+    from moshi_mlx.cli.runner import cli_main
+    from moshi_mlx.errors import OutputError
+
+    @cli_main
+    def main(argv):
+        if argv == ["error"]:
+            raise OutputError("cannot write x.wav: no space left on device")
+        if argv == ["bug"]:
+            raise RuntimeError("a bug keeps its traceback")
+        try:
+            os.kill(os.getpid(), int(argv[0]))
+            time.sleep(5)
+        finally:
+            print("saved what was produced", file=sys.stderr)
+        return 0
+
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("arg,code,line", [
+    ("error", 2, "error: cannot write x.wav: no space left on device"),
+    (str(int(signal.SIGINT)), 130, "interrupted (SIGINT)"),
+    (str(int(signal.SIGTERM)), 143, "interrupted (SIGTERM)"),
+    (str(int(signal.SIGHUP)), 129, "interrupted (SIGHUP)"),
+])
+def test_runner_exit_codes_and_one_line(arg, code, line):
+    r = subprocess.run([sys.executable, "-c", _RUNNER, arg], capture_output=True, text=True, timeout=60)
+    assert r.returncode == code and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == line
+    if code != 2:
+        assert "saved what was produced" in r.stderr
+
+
+def test_runner_keeps_tracebacks_of_bugs():
+    r = subprocess.run([sys.executable, "-c", _RUNNER, "bug"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "a bug keeps its traceback" in r.stderr
