@@ -100,8 +100,8 @@ def test_caller_mistakes_are_usage_and_audio_errors(model):
         model.conversation()
     with pytest.raises(AudioError, match="NaN"):
         conv.feed(np.array([0.0, np.nan], np.float32))
-    with pytest.raises(AudioError, match="float samples"):
-        conv.feed(np.zeros(100, np.int16))
+    with pytest.raises(AudioError, match="not PCM"):  # int16/int32 PCM is scaled (issue 11); int64 is no PCM
+        conv.feed(np.zeros(100, np.int64))
     with pytest.raises(AudioError, match="shape"):
         conv.feed(np.zeros((2, 2, 2), np.float32))
     conv.close()

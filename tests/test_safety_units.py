@@ -78,6 +78,20 @@ def test_float_pcm_scales_integers_and_refuses_nan():
         V.float_pcm("pcm", np.array([1], np.int64))
 
 
+def test_mimi_takes_int16_as_pcm_and_refuses_nan():
+    import mlx.core as mx
+
+    from moshi_mlx.models import random_mimi
+
+    m = random_mimi(0, num_codebooks=8)
+    x = (0.3 * np.sin(np.arange(3840) / 7)).astype(np.float32)
+    as_int16 = np.round(x * 32768).astype(np.int16)
+    np.testing.assert_array_equal(np.array(m.encode(as_int16[None, None])), np.array(m.encode(x[None, None])))
+    for bad in (np.full((1, 1, 1920), np.nan, np.float32), mx.array(np.full((1, 1, 1920), np.inf, np.float32))):
+        with pytest.raises(AudioError, match="NaN or infinite"):
+            m.encode(bad)
+
+
 # ---- outputs ---------------------------------------------------------------------------------
 
 def test_check_output_rules(tmp_path):

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from ..audio.io import AudioError, read_audio
-from ..errors import Error
-from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
+from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
+from ..outputs import Output, check_outputs
+from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
+from ..runtime.transcript import TRANSCRIPT_SUFFIXES
+from ..tokens import TOKENS_SUFFIXES, save_tokens
+from .runner import cli_main
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,14 +27,25 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("outfile", nargs="?", help="where to write the model's audio (24 kHz; format from the extension)")
     add_model_args(ap)
     add_sampling_args(ap)
-    ap.add_argument("--transcript", help="save the transcript with word timestamps (.json, or text for other extensions)")
-    ap.add_argument("--save-tokens", help="save text and audio tokens per step (.npz)")
+    ap.add_argument("--transcript", help="save the transcript with word timestamps (.json, or .txt)")
+    ap.add_argument("--save-tokens", help="save every step's tokens (.npz; read by mimi decode, quality --codes, "
+                                          "convert --eval-codes)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar, no transcript on stdout")
     return ap
 
 
+def check_paths(args) -> None:
+    """Every output checked before any work, none the input or another output."""
+    check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES), Output("--transcript", args.transcript, TRANSCRIPT_SUFFIXES),
+                   Output("--save-tokens", args.save_tokens, TOKENS_SUFFIXES)],
+                  [("INFILE", args.infile), *model_inputs(args)])
+
+
 def run(args) -> dict:
-    """Read the file (bad input fails before any model is loaded), load, `Model.respond`."""
+    """Check the outputs, read the file (bad input fails before any model is loaded), load,
+    `Model.respond`, save the tokens. Ctrl-C / SIGTERM: the outputs are written for the
+    frames answered so far, then the interrupt goes on to the runner (exit 130 / 143)."""
+    check_paths(args)
     pcm = read_audio(args.infile)
     if pcm.size == 0:
         raise AudioError(f"{args.infile} contains no audio")
@@ -55,36 +67,39 @@ def run(args) -> dict:
     try:
         res = model.respond(pcm, args.outfile, sample_rate=model.sample_rate, transcript_path=args.transcript,
                             progress=progress if bar is not None else None, **sampling_kwargs(args))
+    except KeyboardInterrupt as e:
+        if bar is not None:
+            bar.close()
+        res = getattr(e, "partial", None)
+        if res is not None:
+            _save_tokens(args, model, res)
+            saved = [p for p in (args.outfile if model.speaks else None, args.transcript, args.save_tokens) if p]
+            print(f"\npartial outputs saved ({res.frames} frames answered): {', '.join(saved) or 'none asked'}",
+                  file=sys.stderr)
+        raise
     finally:
         if bar is not None:
             bar.close()
     if not args.quiet and res.transcript.words:
         print(res.text, file=sys.stdout)
-    if args.save_tokens:
-        dep_q = max(model.cfg.dep_q, 0)
-        audio = np.full((len(res.tokens), dep_q), -1, dtype=np.int64)
-        for i, (_, _, a) in enumerate(res.tokens):
-            if a is not None:
-                audio[i] = a
-        prefix = res.prefix_text_token
-        np.savez(args.save_tokens, text=np.array([t for _, t, _ in res.tokens], dtype=np.int64), audio=audio,
-                 frame=np.array([f for f, _, _ in res.tokens]), prefix_text=np.int64(prefix if prefix is not None else -1))
+    _save_tokens(args, model, res)
     seconds = res.frames * model.frame_size / model.sample_rate
     print(f"{res.frames} frames ({seconds:.1f} s of audio) in {res.wall_s:.1f} s: {res.real_time_factor:.2f}x real time",
           file=sys.stderr)
     return {"frames": res.frames, "wall_s": res.wall_s, "real_time_factor": res.real_time_factor, "text": res.text}
 
 
+def _save_tokens(args, model, res) -> None:
+    if args.save_tokens:
+        save_tokens(args.save_tokens, text=[t for _, t, _ in res.tokens], audio=[a for _, _, a in res.tokens],
+                    user=res.user_codes, frames=[f for f, _, _ in res.tokens], prefix_text=res.prefix_text_token,
+                    prefix_audio=res.prefix_audio_tokens, dep_q=max(model.cfg.dep_q, 0),
+                    own_delay=int(max(model.cfg.delays[1:1 + model.cfg.dep_q], default=0)))
+
+
+@cli_main
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        run(args)
-    except Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    run(parser().parse_args(argv))
     return 0
 
 

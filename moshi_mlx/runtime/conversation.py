@@ -32,6 +32,7 @@ import numpy as np
 
 from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 from ..errors import AudioError, UsageError
+from ..validation import float_pcm
 from .pipeline import DuplexPipeline, TextEvent
 
 
@@ -67,6 +68,7 @@ class _CountingGen:
         self.gen, self.keep = gen, keep
         self.audio_frames = 0
         self.steps: list = []
+        self.user: list = []  # the user's codes of each step (keep): the tokens file's input stream
 
     def step(self, codes):
         text, audio = self.gen.step(codes)
@@ -74,6 +76,7 @@ class _CountingGen:
             self.audio_frames += 1
         if self.keep:
             self.steps.append((int(text), None if audio is None else np.asarray(audio).tolist()))
+            self.user.append(np.asarray(codes).reshape(-1).tolist())
         return text, audio
 
     def reset(self):
@@ -81,16 +84,12 @@ class _CountingGen:
 
 
 def _mono(pcm) -> np.ndarray:
-    x = np.asarray(pcm)
-    if x.dtype.kind != "f":
-        raise AudioError(f"expected float samples in [-1, 1], got an array of {x.dtype}")
+    """Float samples (integer PCM scaled: int16 32767 -> ~1.0), mixed to mono; NaN/inf refused."""
+    x = float_pcm("the audio", pcm)
     if x.ndim == 2:  # [samples, channels]
         x = x.mean(axis=1)
     elif x.ndim != 1:
         raise AudioError(f"expected mono samples [n] (or [n, channels]), got shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
-    if x.size and not np.isfinite(x).all():
-        raise AudioError("the audio contains NaN or infinite samples")
     return x
 
 
@@ -195,13 +194,21 @@ class Conversation:
         finally:
             self.abort()
 
-    def abort(self) -> None:
-        """Stop at once, dropping whatever is in flight (close() is the way to finish)."""
+    @property
+    def user_codes(self) -> list:
+        """The user's codes of each LM step (keep_tokens=True), beside `tokens`."""
+        return list(self._gen.user)
+
+    def abort(self) -> Output:
+        """Stop at once (Ctrl-C, an error): frames in flight are dropped and the workers
+        return to their pool. Returns what was produced and not yet taken (close() is the
+        way to finish)."""
         if not self.closed:
             self.closed = True
-            self._pipe.stop(timeout=10)
+            self._pipe.abort(timeout=10)
         if self.model._active is self:
             self.model._active = None
+        return self._drain()
 
     def __enter__(self) -> "Conversation":
         return self

@@ -16,6 +16,7 @@ from ..constants import DEMO_MODEL
 from ..errors import UsageError
 from ..models import LmGen
 from ..models.config import PRESETS
+from ..validation import float_arg, int_arg, seed_arg
 from .model import Model
 
 DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium")  # Moshi, speech-to-text, Helium
@@ -58,15 +59,27 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_args(ap: argparse.ArgumentParser) -> None:
+    """Sampling flags, each checked for type and range by `moshi_mlx.validation` (one line
+    naming the flag: `--temp nan`, `--seed -1`, `--top-p 2` are refused)."""
     g = ap.add_argument_group("sampling (defaults: the model's lm_gen_config, else audio 0.8/top-k 250, text 0.7/top-k 25)")
-    g.add_argument("--temp", type=float, help="audio temperature (0 = greedy)")
-    g.add_argument("--temp-text", type=float, help="text temperature (0 = greedy)")
-    g.add_argument("--top-k", type=int, help="audio top-k")
-    g.add_argument("--top-k-text", type=int, help="text top-k")
-    g.add_argument("--top-p", type=float, help="audio top-p (nucleus)")
-    g.add_argument("--top-p-text", type=float, help="text top-p (nucleus)")
-    g.add_argument("--cfg-coef", type=float, help="classifier-free guidance coefficient (conditioned models, e.g. Hibiki)")
-    g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
+    g.add_argument("--temp", type=float_arg("--temp", lo=0.0), help="audio temperature (0 = greedy)")
+    g.add_argument("--temp-text", type=float_arg("--temp-text", lo=0.0), help="text temperature (0 = greedy)")
+    g.add_argument("--top-k", type=int_arg("--top-k", lo=0), help="audio top-k")
+    g.add_argument("--top-k-text", type=int_arg("--top-k-text", lo=0), help="text top-k")
+    g.add_argument("--top-p", type=float_arg("--top-p", lo=0.0, hi=1.0), help="audio top-p (nucleus)")
+    g.add_argument("--top-p-text", type=float_arg("--top-p-text", lo=0.0, hi=1.0), help="text top-p (nucleus)")
+    g.add_argument("--cfg-coef", type=float_arg("--cfg-coef"),
+                   help="classifier-free guidance coefficient (conditioned models, e.g. Hibiki)")
+    g.add_argument("--seed", type=seed_arg(), default=299792458, help="sampling seed, in [0, 2**32)")
+
+
+def model_inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """The local files the model flags read, as (flag, path): an output at one of these
+    paths is refused before any work (`outputs.check_outputs`)."""
+    flags = (("--moshi-weight", "moshi_weight"), ("--mimi-weight", "mimi_weight"), ("--lm-config", "lm_config"),
+             ("--tokenizer", "tokenizer"), ("--hf-repo", "hf_repo"))
+    return [(flag, getattr(args, name, None)) for flag, name in flags
+            if getattr(args, name, None) and os.path.exists(getattr(args, name))]
 
 
 def load_kwargs(args: argparse.Namespace) -> dict:
@@ -118,8 +131,10 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
     seed: seed of random weights (demo model, random Mimi).
     codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
     """
+    from ..validation import seed as check_seed
     from ..weights.hub import offline_mode
 
+    seed = check_seed("seed", seed)
     if mimi_backend not in MIMI_BACKENDS:
         raise UsageError(f"mimi_backend must be one of {', '.join(MIMI_BACKENDS)}, got {mimi_backend!r}")
     if quantized not in (None, 4, 8):

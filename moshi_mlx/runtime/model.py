@@ -32,6 +32,9 @@ class Response:
     prefix_text_token: int | None
     frames: int  # 80 ms frames stepped
     wall_s: float
+    user_codes: list = field(default_factory=list)  # the user's codes of each LM step
+    prefix_audio_tokens: list | None = None
+    partial: bool = False  # stopped early (Ctrl-C): everything above covers the frames answered so far
 
     @property
     def text(self) -> str:
@@ -140,15 +143,27 @@ class Model:
                 progress: Callable[[int, int], None] | None = None, **sampling) -> Response:
         """File (or array) in, the model's answer out: as if `audio` had been spoken to it.
 
-        audio: a file (any format, rate, channels) or a mono float array at `sample_rate`.
+        audio: a file (any format, rate, channels) or a mono float array at `sample_rate`
+          (integer PCM is scaled; NaN/inf are refused).
         out_path: where to write the model's audio (its format from the extension; 24 kHz,
           as long as the input); not written for text-only models.
-        transcript_path: save the words with timestamps (.json, else text lines).
+        transcript_path: save the words with timestamps (.json, or .txt).
         progress(frames_done, frames_total): called while the model works.
-        Speech-to-text models get the silence their config asks for before and after."""
-        from ..audio.io import read_audio, write_audio
-        from ..errors import AudioError
+        Speech-to-text models get the silence their config asks for before and after.
 
+        Outputs are checked before any work (folder, extension, not the input) and written
+        whole under a temporary name, then renamed. On Ctrl-C (KeyboardInterrupt) the
+        outputs are written for the frames answered so far and the interrupt is re-raised
+        with `.partial` (a `Response`) attached."""
+        from ..audio.io import AUDIO_SUFFIXES, read_audio, write_audio
+        from ..errors import AudioError
+        from ..outputs import Output, check_outputs
+        from ..validation import float_pcm
+        from .transcript import TRANSCRIPT_SUFFIXES
+
+        check_outputs([Output("out_path", out_path, AUDIO_SUFFIXES),
+                       Output("transcript_path", transcript_path, TRANSCRIPT_SUFFIXES)],
+                      [("audio", audio if isinstance(audio, (str, os.PathLike)) else None)])
         if isinstance(audio, (str, os.PathLike)):
             pcm = read_audio(audio)
             name = str(audio)
@@ -157,7 +172,7 @@ class Model:
 
             if sample_rate is None:
                 raise UsageError("respond(array) needs sample_rate=")
-            pcm = np.asarray(audio, dtype=np.float32).reshape(-1)
+            pcm = float_pcm("audio", audio).reshape(-1)
             pcm = resample(pcm, int(sample_rate), SAMPLE_RATE) if int(sample_rate) != SAMPLE_RATE else pcm
             name = "the input"
         pcm = pcm.reshape(-1)
@@ -170,22 +185,43 @@ class Model:
         padded = padded[: len(padded) // FRAME_SIZE * FRAME_SIZE]
         t0 = time.perf_counter()
         conv = self.conversation(SAMPLE_RATE, keep_tokens=True, **sampling)
+        chunks = []
+        interrupted: KeyboardInterrupt | None = None
         try:
-            chunks = []
             total = len(padded) // FRAME_SIZE + conv.tail_frames
             for i in range(0, len(padded), 16 * FRAME_SIZE):
                 chunks.append(conv.feed(padded[i:i + 16 * FRAME_SIZE], wait=False))
             chunks.append(conv.close(progress=(lambda n: progress(n, total)) if progress else None))
+        except KeyboardInterrupt as e:  # keep what was answered: the outputs below are written for it
+            interrupted = e
         finally:
-            conv.abort()
+            chunks.append(conv.abort())
         wall = time.perf_counter() - t0
         out = np.concatenate([c.audio for c in chunks])[: n_in * FRAME_SIZE]
-        if out_path is not None and self.speaks:
-            write_audio(out_path, out, SAMPLE_RATE)
-        if transcript_path is not None:
-            conv.transcript.save(transcript_path)
-        return Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,
-                        conv.frames_stepped, wall)
+        res = Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,
+                       conv.frames_stepped, wall, conv.user_codes, conv.generator.prefix_audio_tokens,
+                       interrupted is not None)
+        _save_each([(lambda: write_audio(out_path, out, SAMPLE_RATE)) if out_path is not None and self.speaks else None,
+                    (lambda: conv.transcript.save(transcript_path)) if transcript_path is not None else None])
+        if interrupted is not None:
+            interrupted.partial = res
+            raise interrupted
+        return res
+
+
+def _save_each(writers) -> None:
+    """Run every writer even if one fails (a full disk may still take a small transcript);
+    the first failure is raised after the others ran."""
+    failure = None
+    for w in writers:
+        if w is None:
+            continue
+        try:
+            w()
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            failure = failure or e
+    if failure is not None:
+        raise failure
 
 
 __all__ = ["Model", "Response", "SAMPLING_OPTIONS"]
