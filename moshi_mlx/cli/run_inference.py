@@ -11,6 +11,7 @@ frames of silence follow the file to let it finish.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
@@ -46,6 +47,7 @@ def run(args) -> dict:
     `Model.respond`, save the tokens. Ctrl-C / SIGTERM: the outputs are written for the
     frames answered so far, then the interrupt goes on to the runner (exit 130 / 143)."""
     check_paths(args)
+    existed = {p for p in (args.outfile, args.transcript, args.save_tokens) if p and os.path.exists(p)}
     pcm = read_audio(args.infile)
     if pcm.size == 0:
         raise AudioError(f"{args.infile} contains no audio")
@@ -72,10 +74,13 @@ def run(args) -> dict:
             bar.close()
         res = getattr(e, "partial", None)
         if res is not None:
-            _save_tokens(args, model, res)
-            saved = [p for p in (args.outfile if model.speaks else None, args.transcript, args.save_tokens) if p]
-            print(f"\npartial outputs saved ({res.frames} frames answered): {', '.join(saved) or 'none asked'}",
-                  file=sys.stderr)
+            asked = [p for p in (args.outfile if model.speaks else None, args.transcript, args.save_tokens) if p]
+            kept = [p for p in asked if p in existed]  # a complete earlier result is not replaced by a partial one
+            if args.save_tokens and args.save_tokens not in kept:
+                _save_tokens(args, model, res)
+            saved = [p for p in asked if p not in kept]
+            print(f"\npartial outputs saved ({res.frames} frames answered): {', '.join(saved) or 'none'}"
+                  + (f"; left as they were: {', '.join(kept)}" if kept else ""), file=sys.stderr)
         raise
     finally:
         if bar is not None:

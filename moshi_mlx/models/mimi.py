@@ -172,7 +172,7 @@ class Mimi(nn.Module):
         x = self._pcm(pcm, whole_frames=False)
         T = x.shape[1]
         if T == 0:
-            raise ValueError("cannot encode an empty signal")
+            raise UsageError("cannot encode an empty signal")
         pad = -T % self.frame_size
         if pad:
             x = mx.pad(x, [(0, 0), (0, pad), (0, 0)])
@@ -296,7 +296,7 @@ class Mimi(nn.Module):
     def _check_batch(self, which: str, b: int) -> None:
         known = self._batch_size[which]
         if known is not None and known != b:
-            raise ValueError(
+            raise UsageError(
                 f"the {which} stream was started with batch size {known}, got {b}; call reset() first"
             )
         self._batch_size[which] = b
@@ -306,7 +306,7 @@ class Mimi(nn.Module):
         if x.ndim != 3 or x.shape[1] != 1:
             raise UsageError(f"expected pcm of shape [B, 1, T] (mono), got {tuple(x.shape)}")
         if whole_frames and (x.shape[2] == 0 or x.shape[2] % self.frame_size):
-            raise ValueError(
+            raise UsageError(
                 f"streaming input must be a positive multiple of {self.frame_size} samples, got {x.shape[2]}"
             )
         if x.dtype != mx.float32:
@@ -317,18 +317,18 @@ class Mimi(nn.Module):
         arr = np.asarray(codes) if not isinstance(codes, mx.array) else None
         c = codes if arr is None else mx.array(arr)
         if c.ndim != 3:
-            raise ValueError(f"expected codes of shape [B, K, T], got {tuple(c.shape)}")
+            raise UsageError(f"expected codes of shape [B, K, T], got {tuple(c.shape)}")
         k = c.shape[1]
         if not self.quantizer.n_q_semantic <= k <= self.total_codebooks:
-            raise ValueError(
+            raise UsageError(
                 f"expected between {self.quantizer.n_q_semantic} and {self.total_codebooks} codebooks, got {k}"
             )
         if mx.issubdtype(c.dtype, mx.floating) or c.dtype == mx.bool_:
-            raise ValueError(f"codes must be integers, got {c.dtype}")
+            raise UsageError(f"codes must be integers, got {c.dtype}")
         if c.size:
             lo, hi = (int(v) for v in (mx.min(c), mx.max(c)))
             if lo < 0 or hi >= self.cardinality:
-                raise ValueError(f"codes must be in [0, {self.cardinality}), got values in [{lo}, {hi}]")
+                raise UsageError(f"codes must be in [0, {self.cardinality}), got values in [{lo}, {hi}]")
         return c.astype(mx.int32).transpose(0, 2, 1)
 
 

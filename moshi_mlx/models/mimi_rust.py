@@ -58,21 +58,21 @@ class RustyMimi:
 
         x = np.ascontiguousarray(float_pcm("pcm", np.asarray(pcm)))
         if x.ndim != 3 or x.shape[1] != 1:
-            raise ValueError(f"expected pcm of shape [B, 1, T] (mono), got {tuple(x.shape)}")
+            raise UsageError(f"expected pcm of shape [B, 1, T] (mono), got {tuple(x.shape)}")
         if whole_frames and (x.shape[2] == 0 or x.shape[2] % self.frame_size):
-            raise ValueError(f"streaming input must be a positive multiple of {self.frame_size} samples, got {x.shape[2]}")
+            raise UsageError(f"streaming input must be a positive multiple of {self.frame_size} samples, got {x.shape[2]}")
         if x.shape[2] == 0:
-            raise ValueError("cannot encode an empty signal")
+            raise UsageError("cannot encode an empty signal")
         return x
 
     def _codes(self, codes) -> np.ndarray:
         c = np.asarray(codes)
         if c.ndim != 3:
-            raise ValueError(f"expected codes of shape [B, K, T], got {tuple(c.shape)}")
+            raise UsageError(f"expected codes of shape [B, K, T], got {tuple(c.shape)}")
         if not np.issubdtype(c.dtype, np.integer):
-            raise ValueError(f"codes must be integers, got {c.dtype}")
+            raise UsageError(f"codes must be integers, got {c.dtype}")
         if c.size and (c.min() < 0 or c.max() >= self.cardinality):
-            raise ValueError(f"codes must be in [0, {self.cardinality}), got values in [{c.min()}, {c.max()}]")
+            raise UsageError(f"codes must be in [0, {self.cardinality}), got values in [{c.min()}, {c.max()}]")
         return np.ascontiguousarray(c, dtype=np.uint32)
 
     def encode(self, pcm) -> mx.array:
@@ -96,7 +96,7 @@ class RustyMimi:
     def decode_step(self, codes) -> mx.array:
         c = self._codes(codes)
         if c.shape[2] == 0:
-            raise ValueError("decode_step needs at least one frame of codes")
+            raise UsageError("decode_step needs at least one frame of codes")
         pcm = [np.asarray(self._tok.decode_step(np.ascontiguousarray(c[..., i : i + 1]))) for i in range(c.shape[2])]
         return mx.array(np.concatenate(pcm, axis=2))
 

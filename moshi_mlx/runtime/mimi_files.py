@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..audio.io import AudioWriter, audio_info, iter_audio
+from ..errors import UsageError
 
 # frames fed per streaming call (2 s): amortises per-call overhead, bounds memory
 CHUNK_FRAMES = 25
@@ -66,7 +67,7 @@ def decode_to_file(mimi, codes: np.ndarray, path: str | os.PathLike, progress: P
     if c.ndim == 2:
         c = c[None]
     if c.ndim != 3 or c.shape[0] != 1:
-        raise ValueError(f"expected codes of shape [K, T] or [1, K, T], got {tuple(np.asarray(codes).shape)}")
+        raise UsageError(f"expected codes of shape [K, T] or [1, K, T], got {tuple(np.asarray(codes).shape)}")
     limit = num_samples if num_samples is not None else c.shape[-1] * mimi.frame_size
     written = 0
     mimi.reset()

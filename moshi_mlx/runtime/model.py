@@ -153,8 +153,9 @@ class Model:
 
         Outputs are checked before any work (folder, extension, not the input) and written
         whole under a temporary name, then renamed. On Ctrl-C (KeyboardInterrupt) the
-        outputs are written for the frames answered so far and the interrupt is re-raised
-        with `.partial` (a `Response`) attached."""
+        outputs are written for the frames answered so far (only those that did not exist
+        before: an existing file is left as it was) and the interrupt is re-raised with
+        `.partial` (a `Response`) attached."""
         from ..audio.io import AUDIO_SUFFIXES, read_audio, write_audio
         from ..errors import AudioError
         from ..outputs import Output, check_outputs
@@ -201,8 +202,11 @@ class Model:
         res = Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,
                        conv.frames_stepped, wall, conv.user_codes, conv.generator.prefix_audio_tokens,
                        interrupted is not None)
-        _save_each([(lambda: write_audio(out_path, out, SAMPLE_RATE)) if out_path is not None and self.speaks else None,
-                    (lambda: conv.transcript.save(transcript_path)) if transcript_path is not None else None])
+        # interrupted: the partial outputs are written, but never over a file that exists (it may be a
+        # complete answer from an earlier run)
+        keep = (lambda p: p is not None and not (interrupted is not None and os.path.exists(p)))
+        _save_each([(lambda: write_audio(out_path, out, SAMPLE_RATE)) if keep(out_path) and self.speaks else None,
+                    (lambda: conv.transcript.save(transcript_path)) if keep(transcript_path) else None])
         if interrupted is not None:
             interrupted.partial = res
             raise interrupted

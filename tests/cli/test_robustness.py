@@ -201,6 +201,9 @@ def test_local_signal_keeps_recording_and_transcript(tmp_path, sig):
 def test_run_inference_signal_stops_workers_and_saves_partial_outputs(tmp_path, sig):
     _tone(tmp_path / "long.wav", 300.0)
     out, tr, tok = tmp_path / "o.wav", tmp_path / "t.json", tmp_path / "t.npz"
+    earlier = sig == signal.SIGTERM  # a complete transcript from an earlier run is not replaced by a partial one
+    if earlier:
+        tr.write_text('{"text": "an earlier, complete run"}')
     proc = _Proc(["moshi_mlx.run_inference", str(tmp_path / "long.wav"), str(out), *DEMO, "--transcript", str(tr),
                   "--save-tokens", str(tok)])
     proc.wait_for(lambda: any("NOTE: random-tiny" in line for line in proc.err))  # loaded: now running
@@ -211,7 +214,10 @@ def test_run_inference_signal_stops_workers_and_saves_partial_outputs(tmp_path, 
     assert "partial outputs saved" in err
     audio, sr = sf.read(out)
     assert sr == 24000 and 0 < len(audio) < 300 * 24000
-    assert "words" in json.loads(tr.read_text())
+    if earlier:
+        assert tr.read_text() == '{"text": "an earlier, complete run"}' and f"left as they were: {tr}" in err
+    else:
+        assert "words" in json.loads(tr.read_text())
     assert np.load(tok)["codes"].shape[-1] > 0
     _no_partials(tmp_path)
 
