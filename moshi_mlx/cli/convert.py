@@ -22,14 +22,7 @@ from pathlib import Path
 from ..errors import OutputError, UsageError
 from ..outputs import Output, check_outputs
 from ..validation import int_arg, seed_arg
-from .runner import cli_main
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one `error: ...` line, exit code 2."""
-
-    def error(self, message: str):  # noqa: D102 - argparse API
-        self.exit(2, f"error: {message} (see --help)\n")
+from .runner import OneLineParser, cli_main
 
 
 def _int(name: str, lo: int | None = 1):

@@ -28,7 +28,7 @@ from ..runtime.recorder import StereoRecorder
 from ..runtime.sim_device import SimulatedAudioDevice
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..validation import float_arg, positive_or_off_arg
-from .runner import cli_main, received_signal
+from .runner import OneLineParser, cli_main, received_signal
 
 TRANSCRIPT_SAVE_S = 5.0  # the transcript is saved this often during a session (and at the end)
 
@@ -38,7 +38,7 @@ class DeviceLost(RuntimeError):
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="moshi-local", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="moshi-local", description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     add_sampling_args(ap)
     g = ap.add_argument_group("audio")

@@ -12,10 +12,11 @@ import sys
 
 from ..errors import Error, UsageError
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
+from .runner import OneLineParser, cli_main
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="moshi-web", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="moshi-web", description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     add_sampling_args(ap)
     g = ap.add_argument_group("server")
@@ -29,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+@cli_main  # a bad flag is one `error:` line, exit 2; SIGTERM/SIGHUP stop the server like Ctrl-C
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)

@@ -24,7 +24,7 @@ from ..errors import AudioError
 from ..outputs import Output, check_outputs, write_staged
 from ..tokens import read_mimi_codes
 from ..validation import int_arg, seed_arg
-from .runner import cli_main
+from .runner import OneLineParser, cli_main
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--backend", choices=("mlx", "rustymimi"), default="mlx", help="codec implementation")
     common.add_argument("--seed", type=seed_arg(), default=0, help="seed of --mimi-weight random")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = argparse.ArgumentParser(prog="python -m moshi_mlx.mimi", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m moshi_mlx.mimi", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("roundtrip", parents=[common], help="audio -> codes -> audio")

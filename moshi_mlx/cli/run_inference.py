@@ -19,11 +19,11 @@ from ..outputs import Output, check_outputs
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..tokens import TOKENS_SUFFIXES, save_tokens
-from .runner import cli_main
+from .runner import OneLineParser, cli_main
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m moshi_mlx.run_inference", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m moshi_mlx.run_inference", description=__doc__.split("\n\n")[0])
     ap.add_argument("infile", help="input audio file (any format/rate/channels)")
     ap.add_argument("outfile", nargs="?", help="where to write the model's audio (24 kHz; format from the extension)")
     add_model_args(ap)

@@ -27,6 +27,7 @@ Adopting it in a new tool (see docs/safety.md):
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import signal
@@ -37,6 +38,17 @@ from typing import Callable
 from ..errors import Error
 
 HANDLED = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one `error: ...` line (no usage block),
+    exit code 2, like every other user error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        head, _, rest = message.partition(": ")
+        if head.startswith("argument ") and rest.startswith(tuple(head[9:].split("/"))):
+            message = rest  # "argument --temp: --temp must be ..." names the flag once
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 class Interrupted(KeyboardInterrupt):

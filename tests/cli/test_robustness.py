@@ -149,7 +149,7 @@ def test_refused_before_any_work(work):
     for (cli, argv, fragment), (rc, err) in zip(REFUSED, results):
         fragment = fragment.format(d=work)
         lines = [ln for ln in err.splitlines() if ln.startswith("error") or "error:" in ln]
-        if rc != 2 or "Traceback" in err or fragment not in err or len(lines) != 1:
+        if rc != 2 or "Traceback" in err or "usage:" in err or fragment not in err or len(lines) != 1:
             failures.append(f"{cli} {' '.join(argv)} -> {rc}: {err.strip()[-400:]}")
     assert not failures, "\n".join(failures)
     after = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
