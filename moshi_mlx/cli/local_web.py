@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from ..errors import Error, UsageError
+from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
 from .runner import OneLineParser, cli_main
 
@@ -32,38 +32,32 @@ def parser() -> argparse.ArgumentParser:
 
 @cli_main  # a bad flag is one `error:` line, exit 2; SIGTERM/SIGHUP stop the server like Ctrl-C
 def main(argv=None) -> int:
+    """Errors are one line (exit 2) and Ctrl-C / SIGTERM a clean stop, via cli/runner.py."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    try:
-        if not 0 <= args.port <= 65535:
-            raise UsageError(f"--port must be in 0..65535, got {args.port}")
-        if not args.max_lag_ms > 0:
-            raise UsageError(f"--max-lag-ms must be positive, got {args.max_lag_ms}")
-        from ..web.conversation import Engine
-        from ..web.protocol import ProtocolError, validate_settings
-        from ..web.server import serve
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    if not args.max_lag_ms > 0:
+        raise UsageError(f"--max-lag-ms must be positive, got {args.max_lag_ms}")
+    from ..web.conversation import Engine
+    from ..web.protocol import ProtocolError, validate_settings
+    from ..web.server import serve
 
-        model = load_session(args)
-        if model.is_demo:
-            print(f"NOTE: {model.description}", file=sys.stderr)
-        engine = Engine.from_model(model, **sampling_kwargs(args))
-        try:  # the flags become the page's defaults: they must pass the page's own checks
-            validate_settings(engine.defaults.as_dict(), engine.defaults)
-        except ProtocolError as e:
-            raise UsageError(f"sampling flags: {e}") from None
+    model = load_session(args)
+    if model.is_demo:
+        print(f"NOTE: {model.description}", file=sys.stderr)
+    engine = Engine.from_model(model, **sampling_kwargs(args))
+    try:  # the flags become the page's defaults: they must pass the page's own checks
+        validate_settings(engine.defaults.as_dict(), engine.defaults)
+    except ProtocolError as e:
+        raise UsageError(f"sampling flags: {e}") from None
 
-        def ready(url: str) -> None:
-            print(f"open {url} in a browser (Ctrl-C to stop)", flush=True)
+    def ready(url: str) -> None:
+        print(f"open {url} in a browser (Ctrl-C to stop)", flush=True)
 
-        serve(engine, args.host, args.port, max_lag_ms=args.max_lag_ms,
-              step_delay_s=args.slow_step_ms / 1000.0, ready=ready)
-        return 0
-    except (Error, ValueError) as e:  # ValueError: sampling flags out of range (Sampler)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
-        return 130
+    serve(engine, args.host, args.port, max_lag_ms=args.max_lag_ms,
+          step_delay_s=args.slow_step_ms / 1000.0, ready=ready)
+    return 0
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ class Conversation:
                 "step_ms": round(float(np.median(recent)), 2) if recent else None}
 
     def close(self) -> None:
-        """Stop the workers and wait for them (blocking: call it off the event loop), so the
-        engine is free for the next conversation."""
-        self.pipe.stop(timeout=None)
+        """Stop the workers, dropping queued work (the client is gone), and wait until every
+        one has returned (blocking: call it off the event loop), so the model is free for
+        the next conversation."""
+        self.pipe.abort(timeout=None)

@@ -22,7 +22,7 @@ def test_flags_are_local_model_and_sampling_flags_plus_server():
 def test_bad_values_are_one_line(argv, match, capsys):
     assert main(["--model", "random-tiny", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and match in err[-1], err
+    assert "error: " in err[-1] and match in err[-1], err
     assert "Traceback" not in "\n".join(err)
 
 
@@ -34,3 +34,54 @@ def test_port_in_use_is_one_line(capsys):
         assert main(["--model", "random-tiny", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "--port" in err, err
+
+
+def test_sigterm_mid_conversation_stops_cleanly(tmp_path):
+    """The server is stopped (SIGTERM) while a client is talking: the conversation is
+    closed, the log says so, exit code 143 and one line, no traceback."""
+    import asyncio
+    import json
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import aiohttp
+    import numpy as np
+
+    log = tmp_path / "server.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "moshi_mlx.local_web", "--model", "random-tiny", "--port", "0"],
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        lines = []
+        reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(120)
+        url = lines[0].split()[1]
+
+        async def talk():
+            async with aiohttp.ClientSession() as http:
+                ws = await http.ws_connect(url + "api/ws")
+                await ws.send_str(json.dumps({"type": "start", "sample_rate": 24000}))
+                block = (np.zeros(1920, "<i2")).tobytes()
+                got = 0
+                while got < 10:
+                    await ws.send_bytes(block)
+                    while (await ws.receive(timeout=30)).type != aiohttp.WSMsgType.BINARY:
+                        pass
+                    got += 1
+                proc.send_signal(signal.SIGTERM)  # while the conversation runs
+                while (await ws.receive(timeout=30)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                                                   aiohttp.WSMsgType.ERROR):
+                    pass
+
+        asyncio.run(talk())
+        assert proc.wait(30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert "session 1 started" in text and "session 1 ended" in text, text
+    assert "interrupted (SIGTERM)" in text.splitlines()[-1] and "Traceback" not in text, text
