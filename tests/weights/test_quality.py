@@ -148,4 +148,4 @@ def test_clis_print_the_table_and_save_json(folders, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing" in err[0]
     assert quality_run([str(folders / "src"), str(folders / "q8"), "--frames", "x"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: argument --frames")
+    assert capsys.readouterr().err.strip().startswith("error: --frames must be an integer")
