@@ -17,15 +17,19 @@ import os
 import sys
 from pathlib import Path
 
+from ..audio.io import AUDIO_SUFFIXES
 from ..constants import FRAME_SECONDS
-from ..errors import Error, OutputError, UsageError
+from ..errors import UsageError
+from ..outputs import Output, check_outputs, write_text
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
+from ..validation import float_arg, int_arg, seed_arg
+from .runner import OneLineParser, cli_main
 
 _DEFAULT_TEMP = 0.6  # the published config's lm_gen_config and the reference TTSModel
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m moshi_mlx.tts", description=__doc__.split("\n\n")[0],
+    ap = OneLineParser(prog="python -m moshi_mlx.tts", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("text", nargs="?", help="the text to speak ('-': read it from stdin)")
@@ -46,21 +50,21 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights file")
     g.add_argument("--tokenizer", help="SentencePiece tokenizer file")
     g.add_argument("--quantize", type=int, choices=(4, 8), help="quantize float weights to 4 or 8 bits at load")
-    g.add_argument("--n-q", type=int, help="generate only the first N codebooks (faster, lower quality; default all)")
+    g.add_argument("--n-q", type=int_arg("--n-q", lo=1), help="generate only the first N codebooks (faster, lower quality; default all)")
     g.add_argument("--mimi-backend", choices=("auto", "mlx", "rustymimi"), default="auto",
                    help="codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)")
     g = ap.add_argument_group("generation (defaults as Kyutai's TTSModel)")
-    g.add_argument("--cfg-coef", type=float, default=2.0, help="classifier-free guidance (%(default)s; for "
+    g.add_argument("--cfg-coef", type=float_arg("--cfg-coef"), default=2.0, help="classifier-free guidance (%(default)s; for "
                    "CFG-distilled models such as tts-1.6b-en_fr one of 1.0, 1.5, ..., 4.0)")
-    g.add_argument("--temp", type=float, default=None, help=f"temperature, text and audio (model default, "
+    g.add_argument("--temp", type=float_arg("--temp", lo=0.0), default=None, help=f"temperature, text and audio (model default, "
                    f"{_DEFAULT_TEMP}; 0 = greedy)")
-    g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
-    g.add_argument("--padding-between", type=int, default=1, help="pad steps forced after each word (%(default)s)")
-    g.add_argument("--max-padding", type=int, default=8, help="most pad steps in a row (%(default)s)")
-    g.add_argument("--initial-padding", type=int, default=2, help="pad steps before the first word (%(default)s)")
-    g.add_argument("--final-padding", type=int, default=4, help="steps generated after the last word (%(default)s)")
-    g.add_argument("--padding-bonus", type=float, default=0.0, help="added to the pad logit: > 0 speaks slower")
-    g.add_argument("--max-steps", type=int, default=30000, help="stop after this many steps (80 ms each)")
+    g.add_argument("--seed", type=seed_arg(), default=299792458, help="sampling seed, in [0, 2**32)")
+    g.add_argument("--padding-between", type=int_arg("--padding-between", lo=0), default=1, help="pad steps forced after each word (%(default)s)")
+    g.add_argument("--max-padding", type=int_arg("--max-padding", lo=0), default=8, help="most pad steps in a row (%(default)s)")
+    g.add_argument("--initial-padding", type=int_arg("--initial-padding", lo=0), default=2, help="pad steps before the first word (%(default)s)")
+    g.add_argument("--final-padding", type=int_arg("--final-padding", lo=0), default=4, help="steps generated after the last word (%(default)s)")
+    g.add_argument("--padding-bonus", type=float_arg("--padding-bonus"), default=0.0, help="added to the pad logit: > 0 speaks slower")
+    g.add_argument("--max-steps", type=int_arg("--max-steps", lo=1), default=30000, help="stop after this many steps (80 ms each)")
     g = ap.add_argument_group("speakers (without OUTFILE)")
     g.add_argument("--output-device", help="output device: index or part of its name")
     g.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
@@ -86,25 +90,6 @@ def read_text(args) -> str:
     return args.text
 
 
-def check_outfile(path: str, force: bool) -> Path:
-    """Fail before any work when the output cannot be written, or would replace a file."""
-    from ..audio.io import _sf
-
-    p = Path(path)
-    if p.is_dir():
-        raise OutputError(f"output {p} is a directory")
-    if p.exists() and not force:
-        raise OutputError(f"output {p} already exists (use --force to replace it)")
-    if not p.parent.exists():
-        raise OutputError(f"cannot write {p}: directory {p.parent} does not exist")
-    fmt = {"OGA": "OGG", "OPUS": "OGG"}.get(p.suffix.lstrip(".").upper(), p.suffix.lstrip(".").upper())
-    if fmt not in _sf().available_formats():
-        raise OutputError(f"cannot write {p}: unknown audio format {p.suffix!r} (use e.g. .wav, .flac, .ogg)")
-    if not os.access(p.parent, os.W_OK):
-        raise OutputError(f"cannot write {p}: directory {p.parent} is not writable")
-    return p
-
-
 def run(args) -> dict:
     from ..runtime.tts import check_voice_spec, clean_text, load_tts_session, load_voice, synthesize
 
@@ -118,9 +103,9 @@ def run(args) -> dict:
         raise UsageError(f"--voice is required (e.g. --voice {DEFAULT_VOICE}, a local .safetensors file, "
                          "or 'random' with --model tts-tiny)")
     check_voice_spec(args.voice)
-    out = check_outfile(args.outfile, args.force) if args.outfile else None
-    if args.transcript:
-        check_outfile_plain(args.transcript, args.force)
+    out, _ = check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, overwrite=args.force),
+                            Output("--transcript", args.transcript, (".json",), overwrite=args.force)],
+                           inputs=[("--text-file", args.text_file), ("--voice", args.voice)])
     session = load_tts_session(model=args.model, hf_repo=args.hf_repo, lm_config=args.lm_config,
                                moshi_weight=args.moshi_weight, mimi_weight=args.mimi_weight, tokenizer=args.tokenizer,
                                quantize=args.quantize, n_q=args.n_q, mimi_backend=args.mimi_backend,
@@ -157,8 +142,8 @@ def run(args) -> dict:
     if not args.quiet:
         print("", file=sys.stderr)
     if args.transcript:
-        Path(args.transcript).write_text(json.dumps(
-            {"words": [{"word": w, "start": round(t, 3)} for w, t in report.words]}, indent=1) + "\n", encoding="utf-8")
+        write_text(args.transcript, json.dumps(
+            {"words": [{"word": w, "start": round(t, 3)} for w, t in report.words]}, indent=1) + "\n")
     ended = "" if report.end_step is not None else f" (stopped at --max-steps {args.max_steps} before the end)"
     print(f"{report.seconds:.2f} s of audio in {report.wall_s:.1f} s: {report.real_time_factor:.2f}x real time"
           f"{ended}" + (f" -> {out}" if out else ""), file=sys.stderr)
@@ -166,29 +151,14 @@ def run(args) -> dict:
             "words": report.words}
 
 
-def check_outfile_plain(path: str, force: bool) -> None:
-    p = Path(path)
-    if p.exists() and not force:
-        raise OutputError(f"output {p} already exists (use --force to replace it)")
-    if not p.parent.exists():
-        raise OutputError(f"cannot write {p}: directory {p.parent} does not exist")
-
-
 def _progress(step: int) -> None:
     if step % 25 == 0 and sys.stderr.isatty():
         print(f"\rstep {step} ({step * FRAME_SECONDS:.1f} s)", end="", file=sys.stderr, flush=True)
 
 
+@cli_main  # errors one line (exit 2); SIGINT/SIGTERM/SIGHUP: the partial file is removed, exit 130/143/129
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        run(args)
-    except Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    run(parser().parse_args(argv))
     return 0
 
 

@@ -53,8 +53,11 @@ def test_python_m_entry_point_reads_piped_text(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["hello", "{tmp}/o.wav", "--model", "tts-tiny"], "--voice is required"),
     (["   ", "{tmp}/o.wav"] + DEMO, "the text to speak is empty"),
-    (["hello", "{tmp}/no/such/dir/o.wav"] + DEMO, "directory {tmp}/no/such/dir does not exist"),
-    (["hello", "{tmp}/o.xyz"] + DEMO, "unknown audio format '.xyz'"),
+    (["hello", "{tmp}/no/such/dir/o.wav"] + DEMO, "folder {tmp}/no/such/dir does not exist"),
+    (["hello", "{tmp}/o.xyz"] + DEMO, "has '.xyz'; expected .wav"),
+    (["hello", "{tmp}/o.wav", "--seed", "-1"] + DEMO, "--seed"),
+    (["hello", "{tmp}/o.wav", "--temp", "nan"] + DEMO, "--temp"),
+    (["hello", "{tmp}/o.wav", "--transcript", "{tmp}/o.wav"] + DEMO, "are the same file"),
     (["hello", "{tmp}/o.wav", "--model", "tts-tiny", "--voice", "{tmp}/missing.safetensors"], "voice file not found"),
     (["hello", "{tmp}/o.wav", "--cfg-coef", "2.2"] + DEMO, "--cfg-coef in 1.0, 1.5"),
     (["--text-file", "{tmp}/nothing.txt", "{tmp}/o.wav"] + DEMO, "text file not found"),
@@ -73,7 +76,7 @@ def test_existing_output_is_kept(tmp_path, capsys):
     out = tmp_path / "keep.wav"
     out.write_bytes(b"precious")
     assert main(["hello", str(out)] + DEMO) == 2
-    assert "already exists (use --force" in capsys.readouterr().err
+    assert "already exists; use --force" in capsys.readouterr().err
     assert out.read_bytes() == b"precious"
     assert main(["hello", str(out), "--force"] + DEMO) == 0
     assert sf.info(out).frames > 0
@@ -143,3 +146,24 @@ def test_converted_q4_folder(tmp_path, tts_folder):
     rc = main(["hello world", str(tmp_path / "q.wav"), "--hf-repo", str(out), "--voice", "random",
                "--mimi-weight", "random", "--quiet", "--max-steps", "60"])
     assert rc == 0 and sf.info(tmp_path / "q.wav").frames > 0
+
+
+def test_sigterm_mid_run_is_one_line_and_leaves_no_output(tmp_path):
+    """A stop signal ends the run through the shared CLI runner: exit 128 + 15, one line,
+    no traceback, and neither the output nor its temporary file is left behind."""
+    import signal
+    import time
+
+    out = tmp_path / "long.wav"
+    text = " ".join(["a long sentence that keeps the demo model busy for a while"] * 40)
+    p = subprocess.Popen([sys.executable, "-m", "moshi_mlx.tts", text, str(out), "--max-steps", "30000"] + DEMO,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*.partial*")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted (SIGTERM)"
+    assert list(tmp_path.iterdir()) == []
