@@ -12,9 +12,10 @@ import argparse
 import sys
 import time
 
-from ..errors import Error, UsageError
+from ..errors import UsageError
 from ..models.helium import TEXT_DEFAULTS
 from ..runtime.loading import add_model_args, load_session
+from .runner import OneLineParser, cli_main
 from ..models.sampling import check_text_sampling
 from ..runtime.textgen import TextStream, parse_prompt
 
@@ -22,7 +23,7 @@ DEFAULT_REPO = "kyutai/helium-1-preview-2b-mlx"
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="moshi-helium", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="moshi-helium", description=__doc__.split("\n\n")[0])
     ap.add_argument("prompt", nargs="?", help="the text to continue ('-': read it from stdin)")
     ap.add_argument("--prompt-file", help="read the prompt from this file")
     add_model_args(ap)
@@ -88,16 +89,9 @@ def run(args) -> int:
     return 0
 
 
+@cli_main
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return run(args)
-    except Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
-        return 130
+    return run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from ..audio.io import read_audio
 from ..errors import DeviceError, UsageError
 from ..runtime.devices import SoundDeviceIO, list_devices
 from ..runtime.loading import add_model_args, load_session
+from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
 from ..models.sampling import check_text_sampling
@@ -30,7 +31,7 @@ DEFAULT_REPO = "kyutai/stt-1b-en_fr-mlx"
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="moshi-stt", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="moshi-stt", description=__doc__.split("\n\n")[0])
     ap.add_argument("infile", nargs="?", help="audio file to transcribe (any format, rate, channels); "
                     "none: the microphone")
     add_model_args(ap)
@@ -176,7 +177,7 @@ def _transcribe_live(args, session, source, printer: _Printer, keep: list) -> No
             if args.duration and time.monotonic() - t_start >= args.duration:
                 break
     except KeyboardInterrupt:
-        print("\nstopping (Ctrl-C): finishing the last words (Ctrl-C again to stop at once)", file=sys.stderr)
+        print("\nstopping (Ctrl-C): finishing the last words", file=sys.stderr)
     finally:
         if io is not None:
             io.close()
@@ -223,21 +224,13 @@ def run(args) -> int:
     return 0
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from ..errors import Error
-
-    try:
-        if args.list_devices:
-            print(list_devices())
-            return 0
-        return run(args)
-    except Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
-        return 130
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    return run(args)
 
 
 if __name__ == "__main__":

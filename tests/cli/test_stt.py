@@ -136,7 +136,7 @@ def test_module_entry_point(tmp_path):
 
 
 def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path):
-    """SIGINT while listening: the tail of silence is fed, the transcript saved, exit 0."""
+    """SIGINT while listening: the tail of silence is fed, the transcript saved, exit 130."""
     import signal
     import time
 
@@ -151,8 +151,9 @@ def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path):
         line = p.stdout.readline()  # the first word
     p.send_signal(signal.SIGINT)
     rest, err = p.communicate(timeout=120)
-    assert p.returncode == 0, err
+    assert p.returncode == 130, err  # the shared runner: 128 + SIGINT, after saving
     assert "Traceback" not in err and "stopping (Ctrl-C)" in err and "transcript saved" in err
+    assert err.strip().splitlines()[-1] == "interrupted (SIGINT)"
     words = json.loads(out.read_text())["words"]
     assert words and len(words) == len((line + rest).strip().splitlines()) - (line + rest).count("end of turn")
 
