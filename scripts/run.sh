@@ -29,7 +29,8 @@ if [ $# -eq 0 ]; then
     echo "No model flags given: running the offline demo (random-tiny: random weights, it speaks NOISE)." >&2
     echo "For Moshi itself: ./scripts/run.sh -q 4   (downloads kyutai/moshiko-mlx-q4 once)" >&2
     mkdir -p out
+    stamp=$(date +%Y%m%d-%H%M%S)  # a new pair of files each run: an earlier demo's are never replaced
     exec .venv/bin/python -m moshi_mlx.local --model random-tiny --simulate examples/hello.wav \
-        --record out/demo-conversation.wav --transcript out/demo-transcript.json
+        --record "out/demo-conversation-$stamp.wav" --transcript "out/demo-transcript-$stamp.json"
 fi
 exec .venv/bin/python -m moshi_mlx.local "$@"
