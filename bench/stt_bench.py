@@ -20,7 +20,6 @@ Cases, each in its own process (so peak memory is per case):
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.case_cli import case_bench_main  # noqa: E402
 
 FRAME_MS = 80.0
 REAL = {"stt-1b": ("stt-1b-en_fr", 16), "stt-2.6b": ("stt-2.6b-en", 48)}
@@ -169,19 +170,7 @@ def format_table(res: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="demo model only")
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per real-width case")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--json", type=Path, help="also write the results here")
-    a = ap.parse_args(argv)
-    if a.child:
-        print(json.dumps(_child(a.child, a.steps)))
-        return
-    res = run(a.quick, a.steps)
-    print(format_table(res))
-    if a.json:
-        a.json.write_text(json.dumps(res, indent=1) + "\n")
+    case_bench_main(__doc__, run, _child, format_table, argv)
 
 
 if __name__ == "__main__":
