@@ -14,18 +14,24 @@ import mlx.core as mx
 import mlx.nn as nn
 
 
+def _init_projection(m: nn.Module, dim: int, output_dim: int, force_linear: bool, learn_padding: bool) -> None:
+    """The part both conditioners share, with the reference's parameter names: an optional
+    `output_proj` (dim -> output_dim) and an optional `learnt_padding` (the null condition)."""
+    m.has_proj = force_linear or dim != output_dim
+    if m.has_proj:
+        m.output_proj = nn.Linear(dim, output_dim, bias=False)
+    m.has_padding = learn_padding
+    if learn_padding:
+        m.learnt_padding = mx.random.normal((1, 1, output_dim)) * 0.2
+    m.output_dim = output_dim
+
+
 class LutConditioner(nn.Module):
     def __init__(self, n_bins: int, dim: int, output_dim: int, *, force_linear: bool = True, learn_padding: bool = True):
         super().__init__()
         self.n_bins = n_bins
         self.embed = nn.Embedding(n_bins + 1, dim)  # the last row is the padding value
-        self.has_proj = force_linear or dim != output_dim
-        if self.has_proj:
-            self.output_proj = nn.Linear(dim, output_dim, bias=False)
-        self.has_padding = learn_padding
-        if learn_padding:
-            self.learnt_padding = mx.random.normal((1, 1, output_dim)) * 0.2
-        self.output_dim = output_dim
+        _init_projection(self, dim, output_dim, force_linear, learn_padding)
 
     def __call__(self, index: int | None) -> mx.array:
         """[1, 1, output_dim] vector for row `index` (None = the null condition)."""
@@ -47,13 +53,7 @@ class TensorConditioner(nn.Module):
     def __init__(self, dim: int, output_dim: int, *, force_linear: bool = True, learn_padding: bool = True):
         super().__init__()
         self.dim = dim
-        self.has_proj = force_linear or dim != output_dim
-        if self.has_proj:
-            self.output_proj = nn.Linear(dim, output_dim, bias=False)
-        self.has_padding = learn_padding
-        if learn_padding:
-            self.learnt_padding = mx.random.normal((1, 1, output_dim)) * 0.2
-        self.output_dim = output_dim
+        _init_projection(self, dim, output_dim, force_linear, learn_padding)
 
     def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
         """x [B, T, dim] (float), mask [B, T] (bool) -> [B, T, output_dim] float32."""
