@@ -3,33 +3,22 @@ starts a PulseAudio null sink whose monitor is the default input, so what the lo
 comes straight back into its microphone: the worst echo there is (0 dB, every word).
 In CI (MOSHI_REQUIRE_AUDIO=1) a missing device is a failure, elsewhere a skip."""
 
-import os
 import time
 
 import numpy as np
 import pytest
 
-from bench.room import ratio_db
-from moshi_mlx.runtime.devices import AudioDeviceError, SoundDeviceIO
 from moshi_mlx.runtime.echo import EchoCanceller
 from moshi_mlx.runtime.pipeline import DuplexPipeline, make_resampler
 
+from .real_devices import open_or_skip
 from .voice_fakes import TalkingGen, VoiceCodec
 
 SR = 24_000
 
 
-def _io_or_skip():
-    try:
-        return SoundDeviceIO()
-    except AudioDeviceError as e:
-        if os.environ.get("MOSHI_REQUIRE_AUDIO"):
-            raise
-        pytest.skip(f"no audio devices here: {e}")
-
-
 def _loop(echo_on: bool, seconds: float):
-    io = _io_or_skip()
+    io = open_or_skip()
     codec = VoiceCodec(seconds + 20)
     ec = EchoCanceller(output_rate=io.output_rate, input_rate=io.input_rate) if echo_on else None
     p = DuplexPipeline(codec, TalkingGen(), 8, max_lag_ms=None, echo=ec,

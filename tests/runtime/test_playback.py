@@ -101,19 +101,11 @@ def test_cli_without_outfile_plays(monkeypatch, capsys):
 def test_speaker_through_portaudio():
     """Real PortAudio output (the PulseAudio null sink of scripts/test.sh on headless Linux;
     required in CI with MOSHI_REQUIRE_AUDIO=1, skipped elsewhere without devices)."""
-    import os
     import time
 
-    import pytest
+    from .real_devices import open_or_skip
 
-    from moshi_mlx.runtime.devices import AudioDeviceError
-
-    try:
-        spk = playback.Speaker(None, 24000, prebuffer_s=0.2)
-    except AudioDeviceError as e:
-        if os.environ.get("MOSHI_REQUIRE_AUDIO"):
-            raise
-        pytest.skip(f"no audio devices here: {e}")
+    spk = open_or_skip(lambda: playback.Speaker(None, 24000, prebuffer_s=0.2))
     t = np.arange(12000) / 24000
     try:
         t0 = time.monotonic()

@@ -3,31 +3,22 @@
 On headless Linux `scripts/test.sh` starts a PulseAudio null sink first; in CI
 (MOSHI_REQUIRE_AUDIO=1) a missing device is a failure, elsewhere a skip."""
 
-import os
 import time
 import wave
 
 import numpy as np
 import pytest
 
-from moshi_mlx.runtime.devices import AudioDeviceError, SoundDeviceIO, find_device, list_devices
+from moshi_mlx.runtime.devices import AudioDeviceError, find_device, list_devices
 from moshi_mlx.runtime.pipeline import DuplexPipeline, make_resampler
 from moshi_mlx.runtime.recorder import StereoRecorder
 
+from .real_devices import open_or_skip
 from .fakes import EchoGen, TagCodec
 
 
-def _io_or_skip():
-    try:
-        return SoundDeviceIO()
-    except AudioDeviceError as e:
-        if os.environ.get("MOSHI_REQUIRE_AUDIO"):
-            raise
-        pytest.skip(f"no audio devices here: {e}")
-
-
 def test_unknown_device_lists_what_exists():
-    _io_or_skip()
+    open_or_skip()
     with pytest.raises(AudioDeviceError, match="no input device matches 'no-such-mic'") as e:
         find_device("no-such-mic", "input")
     assert "Hz" in str(e.value)  # the list of devices follows
@@ -37,7 +28,7 @@ def test_unknown_device_lists_what_exists():
 
 
 def test_loop_runs_through_portaudio(tmp_path):
-    io = _io_or_skip()
+    io = open_or_skip()
     rec = StereoRecorder(tmp_path / "rec.wav")
     p = DuplexPipeline(
         TagCodec(), EchoGen(), 8, max_lag_ms=600, recorder=rec,
