@@ -20,7 +20,8 @@ So on a CPU:
   activation vector around a bf16 layer costs nothing; bf16 x fp32 takes the slow mixed
   path);
 - the mat-vecs are split over two cores (`modules/parallel.py`).
-On Metal (and CUDA) bf16 activations are the fast path and nothing is changed.
+On Metal (and CUDA) bf16 activations are the fast path and the weights stay as they are; the
+frame step is compiled and the RMSNorms take bf16 directly (`RMSNorm.fused`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .frame_step import compiled_step_supported
+from ..modules.norm import set_fused_norms
 from ..modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, cpu_count, set_linear_class,
                                 worth_splitting)
 
@@ -49,6 +51,7 @@ class ComputeFormat:
     upcast_bytes: int = 0
     compiled: bool = False  # the frame step runs compiled fixed-shape functions
     profile: str = "cpu"
+    fused_norms: int = 0  # RMSNorms fed bf16/fp16 directly (modules/norm.py)
 
     def describe(self) -> str:
         s = f"{self.activation_dtype} activations on {self.device}"
@@ -56,6 +59,8 @@ class ComputeFormat:
             s += f" ({self.profile} format)"
         if self.compiled:
             s += ", compiled frame step"
+        if self.fused_norms and self.activation_dtype in ("bfloat16", "float16"):
+            s += ", fused norms"
         if self.upcast:
             s += f", float32 weights for {' + '.join(self.upcast)} (+{self.upcast_bytes / 2**30:.1f} GB)"
         if self.parallel_linears:
@@ -211,11 +216,13 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     # float layers whose weights differ from the activations compute in their own dtype
     if act is not None:
         n_cast = set_linear_class(lm, CastLinear, lambda _, m: type(m) is nn.Linear and m.weight.dtype != act)
+    # the accelerator format: bf16/fp16 norms go to the fused kernel without float32 casts
+    fused = set_fused_norms(lm, not cpu) if not cpu else (set_fused_norms(lm, False) and 0)
     if compile == "auto":
         compile = not cpu
     lm.compiled_step = bool(compile) and compiled_step_supported(lm) is None
     return ComputeFormat(str(device), str(lm.dtype).replace("mlx.core.", ""), n_par, n_cast, upcast_groups,
-                         upcast_bytes, lm.compiled_step, "cpu" if cpu else "gpu")
+                         upcast_bytes, lm.compiled_step, "cpu" if cpu else "gpu", fused)
 
 
 def _parallel_ok(path: str, m: nn.Linear) -> bool:

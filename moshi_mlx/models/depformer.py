@@ -50,7 +50,8 @@ class DepformerSlice(nn.Module):
         self.linear_out = nn.Linear(cfg.depformer_dim, cfg.card, bias=False)
 
     def __call__(self, h: mx.array, prev_token: mx.array, cache: list[KVCache]) -> mx.array:
-        """h [B, T, dim], prev_token [B, T] -> logits [B, T, card]."""
+        """h [B, T, dim], prev_token [B, T] -> logits [B, T, card]; or one token per row:
+        h [B, dim], prev_token [B] -> [B, card]."""
         x = self.linear_in(h) + self.emb(prev_token)
         return self.linear_out(self.transformer(x, cache))
 
@@ -66,8 +67,8 @@ class Depformer(nn.Module):
 
     def sample(self, h: mx.array, text_token: mx.array, cache: list[KVCache],
                pick: Callable[[int, mx.array], mx.array]) -> mx.array:
-        """One frame: h [B', 1, dim] (B' = B, or 2B under CFG), text_token [B] ->
-        audio tokens [B, dep_q]. `pick(k, logits [B', card])` turns step k's logits into
+        """One frame: h [B', 1, dim] or [B', dim] (B' = B, or 2B under CFG), text_token [B]
+        -> audio tokens [B, dep_q]. `pick(k, logits [B', card])` turns step k's logits into
         tokens [B] (it applies CFG and sampling); everything stays on the device."""
         for c in cache:
             c.reset()
@@ -76,7 +77,7 @@ class Depformer(nn.Module):
         out = []
         for k, sl in enumerate(self.slices):
             inp = mx.concatenate([prev] * rep, axis=0) if rep > 1 else prev
-            logits = sl(h, inp[:, None], cache)[:, 0]
+            logits = sl(h, inp, cache) if h.ndim == 2 else sl(h, inp[:, None], cache)[:, 0]
             prev = pick(k, logits)
             out.append(prev)
         return mx.stack(out, axis=1)

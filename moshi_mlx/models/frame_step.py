@@ -7,7 +7,9 @@ rebuilt by C++, and chains of elementwise ops become single fused kernels. A tra
 fixed shapes and no Python state, so:
 
 - temporal: (tokens, position, slot, mask, PRNG key, ring buffers...) -> (hidden, guided
-  text logits, text token, new key, updated ring buffers...). The position is an array
+  text logits, text token, new key, updated ring buffers...). Activations are [B, dim],
+  one position per row (a matmul of a [B, 1, dim] input adds a flatten and an unflatten
+  node), and Linears are `StepLinear`s (no transpose node). The position is an array
   (RoPE takes it as one), the KV rings are updated in place at an array slot
   (`modules.kv_cache.RingStep`), and attention covers a power-of-two bucket of slots, so
   a conversation traces a handful of shapes at most (64, 128, ..., the context);
@@ -25,12 +27,24 @@ import threading
 from typing import TYPE_CHECKING
 
 import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
 
 from ..modules.kv_cache import FrameCache, RingStep, ring_bucket, ring_mask
 from ..modules.norm import prime_norm_weights
+from ..modules.step_linear import StepLinear, prime_step_linears
+from ..modules.parallel import CastLinear, set_linear_class
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import LmGen
+
+
+def use_step_linears(lm) -> int:
+    """The plain float Linears of `lm` as `StepLinear`s (same arrays, same results), their
+    views made now. Two-stream `ParallelLinear`s are left alone."""
+    n = set_linear_class(lm, StepLinear, lambda _, m: type(m) in (nn.Linear, CastLinear))
+    prime_step_linears(lm)
+    return n
 
 
 def compiled_step_supported(lm) -> str | None:
@@ -51,6 +65,12 @@ class CompiledFrame:
         self.gen = gen
         lm = gen.lm
         prime_norm_weights(lm, lm.dtype)
+        use_step_linears(lm)
+        lm.stack_audio_embeddings()
+        # the condition as rows [B, dim] in the activation dtype, made once
+        self._cond = None if gen._cond is None else gen._cond[:, 0].astype(lm.dtype)
+        if self._cond is not None:
+            mx.eval(self._cond)
         self.context = lm.cfg.context
         self._per_thread: dict[int, tuple] = {}
         self._masks: dict[tuple[int, int], mx.array] = {}
@@ -68,8 +88,8 @@ class CompiledFrame:
     def _temporal(self, tokens, offset, slot, mask, key, *kv):
         gen = self.gen
         caches = [RingStep(kv[i], kv[i + 1], offset, slot, mask) for i in range(0, len(kv), 2)]
-        h, text_logits = gen.lm.forward_text(tokens, gen._cond, caches)
-        guided = gen._guided(text_logits[:, -1])
+        h, text_logits = gen.lm.forward_text(tokens, self._cond, caches)
+        guided = gen._guided(text_logits)
         sub = None
         if not gen.text_sampler.greedy:
             key, sub = mx.random.split(key)
@@ -102,13 +122,15 @@ class CompiledFrame:
                 self._masks[(filled, bucket)] = m
         return m
 
-    def run_temporal(self, tokens: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-        """Helium + text sampling for one position, lazily; advances the rings and the key."""
+    def run_temporal(self, inputs) -> tuple[mx.array, mx.array, mx.array]:
+        """Helium + text sampling for one position, lazily; advances the rings and the key.
+        inputs: the position's tokens, ints [1 + n_q] (numpy); returns hidden [B, dim]."""
         gen = self.gen
+        tokens = mx.array(np.broadcast_to(np.asarray(inputs, dtype=np.int32), (gen.batch, len(inputs))))
         caches = gen._cache
         cap = self.context
         off = caches[0].offset
-        B = tokens.shape[0]
+        B = gen.batch
         for c, layer in zip(caches, gen.lm.transformer.layers):
             attn = layer.self_attn
             shape = (B, attn.num_kv_heads, cap, attn.head_dim)

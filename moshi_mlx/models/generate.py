@@ -145,10 +145,14 @@ class LmGen:
         tok = self._hist[self._streams, f % self._ring]
         return np.where(f >= 0, tok, self._init)
 
-    def _temporal(self, tokens: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-        """Helium + text head for one position: (hidden, guided text logits, text token), lazy."""
+    def _temporal(self, inputs: np.ndarray) -> tuple[mx.array, mx.array, mx.array]:
+        """Helium + text head for one position (inputs: its tokens [1 + n_q]): (hidden,
+        guided text logits, text token), lazy."""
         if self._frame is not None:
-            return self._frame.run_temporal(tokens)
+            return self._frame.run_temporal(inputs)
+        tokens = mx.array(inputs.astype(np.int32))[None, :, None]
+        if self.batch > 1:
+            tokens = mx.concatenate([tokens] * self.batch, axis=0)
         h, text_logits = self.lm.forward_text(tokens, self._cond, self._cache)
         guided = self._guided(text_logits[:, -1])
         text = self.text_sampler(guided, None if self.text_sampler.greedy else self._next_key())
@@ -170,10 +174,7 @@ class LmGen:
 
     def _run(self, p: int) -> tuple[int, list[int]]:
         lm, cfg = self.lm, self.cfg
-        tokens = mx.array(self._inputs(p).astype(np.int32))[None, :, None]
-        if self.batch > 1:
-            tokens = mx.concatenate([tokens] * self.batch, axis=0)
-        h, guided, text = self._temporal(tokens)
+        h, guided, text = self._temporal(self._inputs(p))
         self._last_hidden = h
         self.last_text_logits = guided  # lazy; read by tests and tools, costs nothing otherwise
         self.last_audio_logits: list[mx.array] = []
@@ -225,7 +226,8 @@ class LmGen:
         """Softmax outputs of the model's extra heads (e.g. STT voice activity) at the last position."""
         if self._last_hidden is None:
             return []
-        h = self._last_hidden[:1, -1]
+        h = self._last_hidden
+        h = h[:1] if h.ndim == 2 else h[:1, -1]  # the compiled step's hidden is [B, dim]
         return [mx.softmax(head(h).astype(mx.float32), axis=-1) for head in getattr(self.lm, "extra_heads", [])]
 
     def is_text_padding(self, token: int) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..modules.conditioner import ConditionProvider, LutConditioner, TensorConditioner
 from ..modules.cross_attention import CrossKV
-from ..modules.embedding import ScaledEmbedding
+from ..modules.embedding import ScaledEmbedding, StackedEmbeddings
 from ..modules.kv_cache import KVCache
 from ..modules.norm import make_norm
 from ..modules.rope import sin_embedding
@@ -144,8 +144,9 @@ class Lm(nn.Module):
         return self.transformer.cross_kv(source.astype(self.dtype))
 
     def embed(self, tokens: mx.array) -> mx.array:
-        """tokens [B, 1 + n_q, T] -> summed embeddings [B, T, dim], in the activation dtype
-        (every layer after this computes in the dtype of its input)."""
+        """tokens [B, 1 + n_q, T] -> summed embeddings [B, T, dim] (tokens [B, 1 + n_q]: one
+        position per row -> [B, dim]), in the activation dtype (every layer after this
+        computes in the dtype of its input)."""
         act = getattr(self, "activation_dtype", None)
 
         def lookup(emb, ids):
@@ -153,15 +154,35 @@ class Lm(nn.Module):
             return y if act is None else y.astype(act)
 
         x = lookup(self.text_emb, tokens[:, 0])
+        stack = self.__dict__.get("_audio_stack")
+        if stack is not None and stack.current(self.audio_embs):
+            ys = stack(tokens[:, 1:])
+            ys = ys if act is None else ys.astype(act)
+            x = mx.expand_dims(x, 1)
+            for y in mx.split(ys, len(self.audio_embs), axis=1):  # the same additions, in the same order
+                x = x + y
+            return mx.squeeze(x, 1)
         for k, emb in enumerate(self.audio_embs):
             x = x + lookup(emb, tokens[:, 1 + k])
         return x
 
+    def stack_audio_embeddings(self) -> bool:
+        """Look the audio streams up with one gather from now on (`StackedEmbeddings`: same
+        memory, same results); False where the tables differ in shape or kind."""
+        stack = self.__dict__.get("_audio_stack")
+        if stack is not None and stack.current(self.audio_embs):
+            return True
+        if not StackedEmbeddings.stackable(self.audio_embs):
+            return False
+        self.__dict__["_audio_stack"] = StackedEmbeddings(self.audio_embs)
+        return True
+
     def forward_text(self, tokens: mx.array, condition: mx.array | None = None,
                      cache: list[KVCache] | None = None,
                      cross: list[CrossKV] | None = None) -> tuple[mx.array, mx.array]:
-        """tokens [B, 1 + n_q, T] -> (normed hidden [B, T, dim], text logits [B, T, text_out_card]).
-        cross: `cross_kv(...)` for cross-attention (TTS) models."""
+        """tokens [B, 1 + n_q, T] -> (normed hidden [B, T, dim], text logits [B, T, text_out_card]);
+        tokens [B, 1 + n_q] (one position per row, with a cache) -> [B, dim], [B, text_out_card],
+        with `condition` [B, dim]. cross: `cross_kv(...)` for cross-attention (TTS) models."""
         x = self.embed(tokens)
         if condition is not None:
             x = x + condition.astype(x.dtype)

@@ -47,6 +47,10 @@ class MultiheadAttention(nn.Module):
         return KVCache(self.context)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        """x [B, T, dim] -> [B, T, dim]; or x [B, dim], one token per row (the compiled
+        step: a matmul of a 3-d input costs a flatten and an unflatten around it)."""
+        if x.ndim == 2:
+            return self._one_token_rows(x, cache)
         B, T, _ = x.shape
         offset = cache.offset if cache is not None else 0
         if T == 1:
@@ -72,6 +76,14 @@ class MultiheadAttention(nn.Module):
         else:
             out = out.transpose(0, 2, 1, 3).reshape(B, T, self.dim)
         return self.out_proj(out)
+
+    def _one_token_rows(self, x: mx.array, cache: KVCache) -> mx.array:
+        if cache is None:
+            raise ValueError("one-token rows [B, dim] need a cache")
+        q, k, v = self._one_token_qkv(x, cache.offset)
+        k, v, mask = cache.update_and_fetch(k, v)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask if self.causal else None)
+        return self.out_proj(out.reshape(x.shape[0], self.dim))
 
     def _one_token_qkv(self, x: mx.array, offset) -> tuple[mx.array, mx.array, mx.array]:
         """q, k, v [B, heads, 1, D] for one token: the projection is already [B, heads, 1, D]

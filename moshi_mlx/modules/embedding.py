@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 ZERO_TOKEN = -1
 
@@ -101,3 +102,62 @@ class QuantizedScaledEmbedding(_EmbeddingBase):
                                  group_size=self.group_size, bits=self.bits)
         return mx.dequantize(self.weight[ids], self.scales[ids], group_size=self.group_size, bits=self.bits,
                              mode=self.mode)
+
+
+class StackedEmbeddings:
+    """Same-shape plain tables (a model's audio streams) looked up by one gather.
+
+    Each stream's lookup costs a handful of graph nodes (zero-token test, clamp, gather,
+    select), and Moshi embeds 16 audio streams per step. The tables are concatenated once
+    and each original parameter becomes a view of its rows, so memory is unchanged and a
+    checkpoint still saves under the same names; the result is the per-table lookup's, row
+    for row. `current()` says whether the tables still hold those views (a reload makes
+    the stack stale)."""
+
+    def __init__(self, tables: list[_EmbeddingBase]):
+        self.tables = list(tables)
+        self.num_embeddings = tables[0].num_embeddings
+        self.names = ("weight", "scales", "biases") if "biases" in tables[0] else (
+            ("weight", "scales") if "scales" in tables[0] else ("weight",))
+        first = tables[0]
+        self.quant = (first.group_size, first.bits, first.mode) if isinstance(first, QuantizedScaledEmbedding) else None
+        n = self.num_embeddings
+        self.stacked = {k: mx.concatenate([t[k] for t in tables], axis=0) for k in self.names}
+        mx.eval(self.stacked)
+        for i, t in enumerate(tables):
+            for k in self.names:
+                t[k] = self.stacked[k][i * n : (i + 1) * n]
+                mx.eval(t[k])
+        self._views = [[t[k] for k in self.names] for t in tables]
+        self._starts = np.arange(len(tables), dtype=np.int32) * n
+
+    @staticmethod
+    def stackable(tables: list[_EmbeddingBase]) -> bool:
+        if len(tables) < 2:
+            return False
+        first = tables[0]
+
+        def key(t):
+            q = (t.group_size, t.bits, t.mode) if isinstance(t, QuantizedScaledEmbedding) else None
+            return (type(t), t.num_embeddings, t.dim, t.has_low_rank, t.demux, q, t["weight"].dtype)
+
+        return not first.has_low_rank and not first.demux and all(key(t) == key(first) for t in tables)
+
+    def current(self, tables: list[_EmbeddingBase]) -> bool:
+        return len(tables) == len(self.tables) and all(
+            t is s and all(t[k] is v for k, v in zip(self.names, views))
+            for t, s, views in zip(tables, self.tables, self._views))
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        """ids [B, n, ...] (stream i's tokens at [:, i]) -> [B, n, ..., dim]."""
+        starts = mx.array(self._starts.reshape((-1,) + (1,) * (ids.ndim - 2)))
+        is_zero = (ids == ZERO_TOKEN)[..., None]
+        rows = mx.maximum(ids, 0) + starts
+        s = self.stacked
+        if self.quant is None:
+            y = s["weight"][rows]
+        else:
+            group_size, bits, mode = self.quant
+            y = mx.dequantize(s["weight"][rows], s["scales"][rows], s["biases"][rows] if "biases" in s else None,
+                              group_size=group_size, bits=bits, mode=mode)
+        return mx.where(is_zero, mx.zeros_like(y), y)

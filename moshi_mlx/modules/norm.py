@@ -26,14 +26,20 @@ def _weight_as(m: nn.Module, name: str, dtype: mx.Dtype) -> mx.array:
 
 
 class RMSNorm(nn.Module):
+    """`fused` (the accelerator format, `set_fused_norms`): a bf16/fp16 input goes to the
+    fused kernel as it is, which accumulates the statistics in float32 itself; only the
+    scaled output is rounded before the weight multiplies it. Two casts fewer per norm,
+    two kernels each on a GPU, at the price of that one extra rounding."""
+
     def __init__(self, dim: int, eps: float = 1e-8, compute_dtype: mx.Dtype | None = mx.float32):
         super().__init__()
         self.weight = mx.ones((dim,))
         self.eps = eps
         self.compute_dtype = compute_dtype
+        self.fused = False
 
     def __call__(self, x: mx.array) -> mx.array:
-        if self.compute_dtype is None or x.dtype == self.compute_dtype:
+        if self.compute_dtype is None or x.dtype == self.compute_dtype or self.fused:
             return mx.fast.rms_norm(x, _weight_as(self, "weight", x.dtype), self.eps)
         y = mx.fast.rms_norm(x.astype(self.compute_dtype), _weight_as(self, "weight", self.compute_dtype), self.eps)
         return y.astype(x.dtype)
@@ -83,9 +89,19 @@ def prime_norm_weights(model: nn.Module, activation_dtype: mx.Dtype) -> int:
     n = 0
     for _, m in model.named_modules():
         if isinstance(m, (RMSNorm, LayerNorm)):
-            dtype = m.compute_dtype or activation_dtype
+            dtype = activation_dtype if getattr(m, "fused", False) else m.compute_dtype or activation_dtype
             _weight_as(m, "weight", dtype)
             if isinstance(m, LayerNorm):
                 _weight_as(m, "bias", dtype)
+            n += 1
+    return n
+
+
+def set_fused_norms(model: nn.Module, on: bool = True) -> int:
+    """Switch every `RMSNorm` under `model` to (or back from) its fused format; returns how many."""
+    n = 0
+    for _, m in model.named_modules():
+        if isinstance(m, RMSNorm):
+            m.fused = on
             n += 1
     return n

@@ -20,6 +20,8 @@ import threading
 import mlx.core as mx
 import mlx.nn as nn
 
+from .step_linear import StepLinear
+
 _local = threading.local()
 
 # below ~1M weights a mat-vec takes well under a millisecond and the hand-off to the
@@ -95,7 +97,7 @@ class CastLinear(nn.Linear):
         return super().__call__(x.astype(w.dtype)).astype(x.dtype)
 
 
-_FLOAT = (nn.Linear, ParallelLinear, CastLinear)
+_FLOAT = (nn.Linear, ParallelLinear, CastLinear, StepLinear)
 _QUANT = (nn.QuantizedLinear, ParallelQuantizedLinear)
 
 

@@ -133,7 +133,10 @@ class Transformer(nn.Module):
         """cross: `cross_kv(source)`, required by (and only for) cross-attention layers."""
         if self.cfg.positional_embedding in ("sin", "sin_rope"):
             offset = cache[0].offset if cache else 0
-            x = x + sin_embedding(offset, x.shape[1], x.shape[2], self.cfg.max_period, x.dtype)
+            if x.ndim == 2:  # one token per row
+                x = x + sin_embedding(offset, 1, x.shape[1], self.cfg.max_period, x.dtype)[0]
+            else:
+                x = x + sin_embedding(offset, x.shape[1], x.shape[2], self.cfg.max_period, x.dtype)
         if self.cfg.cross_attention != (cross is not None):
             raise ValueError("cross-attention layers need `cross` (Transformer.cross_kv), other layers refuse it")
         if cache is None:

@@ -103,3 +103,30 @@ def test_compiled_step_without_depformer(over):
     comp, lc, _ = _generate(cfg, True, 50)
     assert comp == eager
     np.testing.assert_allclose(lc, le, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_step_graph_has_no_layout_nodes():
+    """The accelerator step runs [B, dim] rows through StepLinears: no transpose, flatten or
+    unflatten node anywhere, and one gather for all the audio streams' embeddings."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.graph_count import graph_counts
+
+    cfg = _tiny(context=40)
+    lm = models.random_lm(cfg, seed=7)
+    prepare_lm(lm, profile="gpu")
+    gen = models.LmGen(lm, seed=3)
+    gen.step(np.zeros(cfg.user_q, dtype=np.int64))
+    h, guided, text = gen._frame.run_temporal(gen._inputs(gen.position))
+    temporal = graph_counts(h, guided, text)
+    mx.eval(h, guided, text)  # the depformer's count is then its own
+    depformer = graph_counts(*gen._frame.run_depformer(h, text)[:1])
+    # (a CPU runs attention as plain ops, with one transpose of the keys per layer)
+    attentions = {id(temporal): cfg.num_layers, id(depformer): cfg.dep_q * cfg.dep_num_layers}
+    for counts in (temporal, depformer):
+        assert not {"Flatten", "Unflatten"} & set(counts), counts
+        assert counts.get("Transpose", 0) <= attentions[id(counts)], counts
+    assert temporal["Gather"] == 2  # the text table, then one gather for every audio stream
+    assert temporal["Matmul"] >= 4 * cfg.num_layers  # the count is of the real graph

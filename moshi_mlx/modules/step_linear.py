@@ -1,0 +1,45 @@
+"""A Linear for the compiled accelerator step: no transpose node per call.
+
+`nn.Linear` computes `x @ weight.T`, so every call adds a Transpose node to the graph
+before the matmul. It launches no kernel, but a frame step has hundreds of them and each
+node costs host time to build and to run. Here the transposed view is made once (it
+shares the weight's memory, with swapped strides: the matmul kernel sees exactly what
+`weight.T` gives it) and reused while the parameter stays the same array.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+class StepLinear(nn.Linear):
+    """`nn.Linear` with a kept transposed view of its weight; computes in the weight's
+    dtype (activations of another dtype are cast around it, as `CastLinear`)."""
+
+    def _weight_t(self) -> mx.array:
+        w = self.weight
+        kept = self.__dict__.get("_wt")
+        if kept is None or kept[0] is not w:
+            wt = w.T
+            mx.eval(wt)  # an evaluated view: a constant for traces, not a node
+            kept = self.__dict__["_wt"] = (w, wt)
+        return kept[1]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        wt = self._weight_t()
+        cast = x.dtype != wt.dtype
+        y = x.astype(wt.dtype) if cast else x
+        y = mx.addmm(self.bias, y, wt) if "bias" in self else y @ wt
+        return y.astype(x.dtype) if cast else y
+
+
+def prime_step_linears(model: nn.Module) -> int:
+    """Make every `StepLinear`'s view now, outside any trace (a view first made inside a
+    trace would be a node of it)."""
+    n = 0
+    for _, m in model.named_modules():
+        if isinstance(m, StepLinear):
+            m._weight_t()
+            n += 1
+    return n
