@@ -2,7 +2,7 @@
 response into the microphone together with a user's voice, cleaned by the live loop's
 `EchoCanceller` (runtime/echo.py) exactly as the devices would feed it.
 
-    .venv/bin/python -m bench.aec_room [--quick] [--out bench/results/aec_room.json]
+    .venv/bin/python -m bench.aec_room [--quick] [--canceller linear|aec3] [--no-live]
 
 Voices: espeak-ng renders "Moshi" (en-us) and "the user" (en-gb, female) when it is
 installed (apt-get install espeak-ng); otherwise examples/hello.wav and bench/room.py's
@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.room import convolve, ratio_db, room_ir, speech_like  # noqa: E402
 from moshi_mlx.audio.io import read_audio  # noqa: E402
-from moshi_mlx.runtime.echo import ALGORITHMIC_DELAY, EchoCanceller  # noqa: E402
+from moshi_mlx.runtime.echo import CANCELLERS, DEFAULT_CANCELLER, EchoCanceller  # noqa: E402
 
 SR = 24_000
 BLOCK = 1920
@@ -83,18 +83,25 @@ def voices() -> tuple[np.ndarray, np.ndarray, str]:
 
 def run_canceller(far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN, **kw) -> tuple[np.ndarray, EchoCanceller, list]:
     """Feed the canceller as the live loop does: block k is handed to the output at
-    k*B - OUT_LAT - hidden (so it plays at k*B) and capture block k arrives at (k+1)*B + IN_LAT."""
+    k*B - OUT_LAT - hidden (so it plays at k*B) and capture block k arrives at (k+1)*B + IN_LAT;
+    every reference block handed before a capture block arrives is given first (block k+1 is
+    handed 42 ms before capture block k arrives, as on a device)."""
     ec = EchoCanceller(input_latency_s=IN_LAT, output_latency_s=OUT_LAT, **kw)
     out, cost = [], []
+    handed_blocks = 0
     for k in range(len(mic) // BLOCK):
         t = k * BLOCK / SR
-        handed = t - OUT_LAT - hidden_s
-        ec.add_reference(far[k * BLOCK:(k + 1) * BLOCK], handed + OUT_LAT)  # what the pipeline computes
+        while handed_blocks * BLOCK / SR - OUT_LAT - hidden_s <= t + BLOCK / SR + IN_LAT:
+            j = handed_blocks
+            handed = j * BLOCK / SR - OUT_LAT - hidden_s
+            ec.add_reference(far[j * BLOCK:(j + 1) * BLOCK], handed + OUT_LAT)  # what the pipeline computes
+            handed_blocks += 1
         t0 = time.perf_counter()
         out.append(ec.process(mic[k * BLOCK:(k + 1) * BLOCK], t + BLOCK / SR + IN_LAT))
         cost.append((time.perf_counter() - t0) * 1000.0)
     y = np.concatenate(out)
-    y = np.concatenate([y[ALGORITHMIC_DELAY:], np.zeros(ALGORITHMIC_DELAY, np.float32)])  # undo AEC3's block delay
+    d = ec.algorithmic_delay
+    y = np.concatenate([y[d:], np.zeros(d, np.float32)])  # undo the canceller's block delay
     return y, ec, cost
 
 
@@ -115,7 +122,7 @@ def convergence_s(vals, starts, thresh=25.0, frac=0.9):
     return float("nan")
 
 
-def case(moshi, user, delay_ms, rt60, drr_db, ser_db, seed=0) -> dict:
+def case(moshi, user, delay_ms, rt60, drr_db, ser_db, seed=0, canceller=DEFAULT_CANCELLER) -> dict:
     n = len(moshi) // BLOCK * BLOCK + BLOCK * 10
     far = np.zeros(n, np.float32)
     far[:len(moshi)] = moshi
@@ -132,9 +139,9 @@ def case(moshi, user, delay_ms, rt60, drr_db, ser_db, seed=0) -> dict:
     near *= g_near
     noise = np.random.default_rng(seed + 1).standard_normal(n).astype(np.float32) * 10 ** (NOISE_DB / 20)
     mic = echo + near + noise
-    out, ec, cost = run_canceller(far, mic)
-    out_echo, _, _ = run_canceller(far, echo + noise)  # the same room without the user
-    out_user, _, _ = run_canceller(np.zeros_like(far), near + noise)  # the user alone: the signal s
+    out, ec, cost = run_canceller(far, mic, canceller=canceller)
+    out_echo, _, _ = run_canceller(far, echo + noise, canceller=canceller)  # the same room without the user
+    out_user, _, _ = run_canceller(np.zeros_like(far), near + noise, canceller=canceller)  # the user alone: s
     a = int(3.0 * SR)
     erle = ratio_db(mic[a:dt_a], out[a:dt_a])
     vals, starts = window_erle(mic, out, echo, 0, dt_a)
@@ -189,7 +196,7 @@ class _Gen:
         pass
 
 
-def live_loop(moshi: np.ndarray, seconds: float) -> dict:
+def live_loop(moshi: np.ndarray, seconds: float, canceller: str = DEFAULT_CANCELLER) -> dict:
     """The pipeline on the simulated device in real time, the room's echo fed back into the
     microphone: the canceller's time per 80 ms frame on the encoder thread (which Mimi's
     encoding waits for) and the voice's level in what Mimi encodes, on vs off."""
@@ -200,7 +207,7 @@ def live_loop(moshi: np.ndarray, seconds: float) -> dict:
     for on in (True, False):
         codec = _VoiceCodec(moshi)
         dev = SimulatedAudioDevice(None, echo_path=room_ir(80.0, rt60_s=0.3, drr_db=6.0), echo_noise=1e-3 * 0.1)
-        ec = EchoCanceller() if on else None
+        ec = EchoCanceller(canceller=canceller) if on else None
         p = DuplexPipeline(codec, _Gen(), 8, max_lag_ms=400.0, echo=ec).start()
         dev.run(p, int(seconds * SR / BLOCK), keep_output=False)
         p.stop()
@@ -215,7 +222,7 @@ def live_loop(moshi: np.ndarray, seconds: float) -> dict:
             res.update(process_ms_per_80ms_median=round(float(np.median(pm)), 3),
                        process_ms_per_80ms_p99=round(float(np.percentile(pm, 99)), 3),
                        process_ms_per_80ms_max=round(float(np.max(pm)), 3),
-                       algorithmic_delay_ms=round(1000.0 * ALGORITHMIC_DELAY / SR, 2),
+                       algorithmic_delay_ms=round(1000.0 * ec.algorithmic_delay / SR, 2),
                        live_summary=ec.stats.describe())
     return res
 
@@ -223,22 +230,29 @@ def live_loop(moshi: np.ndarray, seconds: float) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one room per delay only")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "aec_room.json")
+    ap.add_argument("--canceller", choices=CANCELLERS, default=DEFAULT_CANCELLER,
+                    help=f"which echo canceller (default {DEFAULT_CANCELLER}); results go to aec_room[_NAME].json")
+    ap.add_argument("--no-live", dest="live", action="store_false", help="skip the real-time live-loop part")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/results/aec_room_<canceller>.json")
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = ROOT / "bench" / "results" / f"aec_room_{a.canceller}.json"
     moshi, user, src = voices()
     rooms = [(d, 0.3, 6.0, 0.0) for d in (30.0, 80.0, 150.0)]
     if not a.quick:
         rooms += [(80.0, 0.5, 0.0, 0.0), (80.0, 0.3, 6.0, -6.0), (80.0, 0.3, 6.0, 6.0), (80.0, 0.2, 12.0, 0.0)]
     results = []
     for r in rooms:
-        res = case(moshi, user, *r)
+        res = case(moshi, user, *r, canceller=a.canceller)
         results.append(res)
         print(json.dumps(res), flush=True)
-    loop = live_loop(moshi, 10.0 if a.quick else 20.0)
+    loop = live_loop(moshi, 10.0 if a.quick else 20.0, a.canceller) if a.live else None
     print(json.dumps(loop), flush=True)
     report = {"what": "echo cancellation in a simulated room (bench/aec_room.py)", "voices": src,
               "live_loop": loop,
-              "canceller": "WebRTC AEC3 via livekit AudioProcessingModule, 24 kHz, 10 ms frames, high-pass on",
+              "canceller": {"aec3": "WebRTC AEC3 via livekit AudioProcessingModule, 24 kHz, 10 ms frames, high-pass on",
+                            "linear": "linear: frequency-domain Kalman filter (400 ms, 20 ms blocks) + residual "
+                                      "suppressor (audio/echo_filter.py), high-pass on"}[a.canceller],
               "device": {"reported_in_ms": IN_LAT * 1000, "reported_out_ms": OUT_LAT * 1000, "hidden_out_ms": HIDDEN * 1000},
               "machine": f"{platform.machine()} {platform.system()}, {platform.python_version()}",
               "results": results}
@@ -251,11 +265,12 @@ def main(argv=None) -> int:
         rows.append(f"| {m['delay_ms']:.0f} | {m['rt60_s']} | {m['drr_db']:.0f} | {m['ser_db']:+.0f} | {r['erle_db']} ({r['erle_live_db']}) | "
                     f"{r['convergence_s']} | {r['dt_snr_db']} | {r['dt_residual_echo_below_user_db']} | {r['dt_user_level_change_db']} | "
                     f"{r['round_trip_true_ms']} / {r['round_trip_est_ms']} | {r['cost_ms_per_80ms_median']} ({r['cost_ms_per_80ms_p99']}) |")
-    text = (f"# {report['what']}\n\nvoices: {src}; {report['canceller']}; {report['machine']}\n\n" + "\n".join(rows)
-            + "\n\nLive loop (simulated device, real time, 80 ms room delay): Moshi's voice in what Mimi encodes "
+    text = f"# {report['what']}\n\nvoices: {src}; {report['canceller']}; {report['machine']}\n\n" + "\n".join(rows)
+    if loop is not None:
+        text += ("\n\nLive loop (simulated device, real time, 80 ms room delay): Moshi's voice in what Mimi encodes "
             f"drops {loop['voice_drop_db_on']} dB with cancellation, {loop['voice_drop_db_off']} dB without; the canceller "
             f"takes {loop['process_ms_per_80ms_median']} ms per 80 ms frame (p99 {loop['process_ms_per_80ms_p99']}, "
-            f"max {loop['process_ms_per_80ms_max']}) on the encoder thread, plus AEC3's fixed "
+            f"max {loop['process_ms_per_80ms_max']}) on the encoder thread, plus the canceller's fixed "
             f"{loop['algorithmic_delay_ms']} ms block delay; playback delay median {loop['delay_ms_median_on']} ms on, "
             f"{loop['delay_ms_median_off']} ms off.\n\n`{loop['live_summary']}`")
     a.out.with_suffix(".md").write_text(text + "\n")

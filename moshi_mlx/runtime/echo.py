@@ -1,19 +1,26 @@
 """Acoustic echo cancellation for the live loop: the microphone hears Moshi's own voice from
-the speakers; WebRTC's AEC3 (through livekit's `AudioProcessingModule`) removes it before
-Mimi encodes the microphone, so Moshi can be used full duplex without headphones.
+the speakers; a canceller removes it before Mimi encodes the microphone, so Moshi can be used
+full duplex without headphones. Two cancellers (`--echo-canceller`): `aec3` (the default:
+WebRTC's AEC3 through livekit's `AudioProcessingModule`; deep and fast to converge, but its
+suppressor ducks the user during double talk) and `linear` (audio/echo_filter.py: a
+frequency-domain Kalman filter and a gentle residual suppressor, which keep the user's
+voice nearly intact when both talk but converge more slowly).
 
 Why it is built this way (docs/echo-cancellation.md has the measurements):
 - The reference is what the output device received (after resampling, silence included:
   frames the LM skipped or the lag bound dropped are silence on the device's timeline).
   The playback callback only appends it to a deque; all the work happens on the encoder
-  thread, which feeds AEC3 one 10 ms reference frame before each 10 ms microphone frame.
+  thread, which gives the canceller each microphone chunk with the reference that played
+  while it was captured.
 - Reference and microphone are paired on the devices' clock: each stream is anchored to the
   time its first sample was played / captured (PortAudio's reported latencies included), so
-  AEC3 only has to find the acoustic delay plus what the latencies got wrong. That residual
-  is measured (GCC-PHAT cross-correlation of reference and microphone over 2 s windows) and
-  reported; if it falls outside what AEC3 can track, the reference is re-aligned by it.
-- AEC3 works at 24 kHz in 10 ms frames; it delays the cleaned signal by ~9 ms (its block
-  structure), which `lag_samples` reports so the pipeline's delay accounting stays honest.
+  the canceller only has to find the acoustic delay plus what the latencies got wrong. That
+  residual is measured (GCC-PHAT cross-correlation of reference and microphone over 2 s
+  windows) and reported; if it falls outside what the canceller covers, the reference is
+  re-aligned by it.
+- Both work at 24 kHz (AEC3 in 10 ms frames, the linear one in 20 ms blocks) and delay the
+  cleaned signal by ~10 ms (block structure, overlap-add), which `lag_samples` reports so
+  the pipeline's delay accounting stays honest.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audio.echo_filter import LinearEchoCanceller
 from ..constants import SAMPLE_RATE
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 
-CHUNK = SAMPLE_RATE // 100  # AEC3 takes exactly 10 ms per call
-ALGORITHMIC_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
+CHUNK = SAMPLE_RATE // 100  # 10 ms: AEC3's frame, and the unit of the ERLE meter and delay estimator
+AEC3_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
 MODES = ("auto", "on", "off")
+CANCELLERS = ("linear", "aec3")
+DEFAULT_CANCELLER = "aec3"
 
 # Output device names that mean the speaker cannot reach the microphone.
 _HEADPHONES = re.compile(r"head ?phone|headset|airpods|earpods|earbud|earphone|\bbuds\w*|bluetooth hands-?free",
@@ -75,13 +85,68 @@ def _load_apm(noise_suppression: bool, high_pass: bool, auto_gain: bool):
     return apm, AudioFrame
 
 
+class _Aec3:
+    """WebRTC AEC3 (livekit): 10 ms frames, finds delays of 0 to ~500 ms itself."""
+
+    name = "WebRTC AEC3"
+    chunk = CHUNK
+    delay = AEC3_DELAY
+    max_lag_s = 0.4  # beyond this the reference is re-aligned
+
+    def __init__(self, noise_suppression: bool, high_pass: bool, auto_gain: bool):
+        self._apm, self._Frame = _load_apm(noise_suppression, high_pass, auto_gain)
+
+    def process(self, ref: np.ndarray, mic: np.ndarray) -> np.ndarray:
+        Frame = self._Frame
+        self._apm.process_reverse_stream(Frame(_to_i16(ref), SAMPLE_RATE, 1, CHUNK))
+        frame = Frame(_to_i16(mic), SAMPLE_RATE, 1, CHUNK)
+        self._apm.process_stream(frame)
+        return np.frombuffer(frame.data, np.int16).astype(np.float32) / 32768.0
+
+    def set_delay_ms(self, ms: int) -> None:
+        """Tell AEC3 the delay (it estimates its own; livekit < 1.0.x has no such call)."""
+        if hasattr(self._apm, "set_stream_delay_ms"):
+            self._apm.set_stream_delay_ms(ms)
+
+    def moved(self) -> None:
+        """The reference was re-aligned: AEC3 follows by itself."""
+
+
+class _Linear:
+    """audio/echo_filter.py: 20 ms blocks, a 400 ms filter (echoes up to ~200 ms behind the
+    reference with 200 ms of reverberation; later ones are re-aligned)."""
+
+    name = "linear Kalman filter + residual suppressor"
+    chunk = 2 * CHUNK
+    max_lag_s = 0.2
+
+    def __init__(self, high_pass: bool):
+        self._c = LinearEchoCanceller(block=self.chunk, length=int(0.4 * SAMPLE_RATE), rate=SAMPLE_RATE,
+                                      high_pass=high_pass)
+        self.delay = self._c.delay
+
+    def process(self, ref: np.ndarray, mic: np.ndarray) -> np.ndarray:
+        return self._c.process(ref, mic)
+
+    def set_delay_ms(self, ms: int) -> None:
+        """The filter finds the delay within its length by itself."""
+
+    def moved(self) -> None:
+        """The reference was re-aligned: the learnt echo path no longer fits."""
+        self._c.reset()
+
+
 def add_echo_args(ap) -> None:
     """The live loop's echo cancellation flags (docs/echo-cancellation.md)."""
     g = ap.add_argument_group("echo cancellation (talk without headphones)")
     g.add_argument("--echo-cancel", choices=MODES, default="auto",
-                   help="remove Moshi's own voice from the microphone (WebRTC AEC3); auto: on unless the "
+                   help="remove Moshi's own voice from the microphone; auto: on unless the "
                         "output device's name says headphones/headset/AirPods (default auto)")
-    g.add_argument("--noise-suppression", action="store_true", help="also suppress steady background noise")
+    g.add_argument("--echo-canceller", choices=CANCELLERS, default=DEFAULT_CANCELLER,
+                   help="aec3: WebRTC AEC3 (livekit; default), deep and quick, but ducks your voice while Moshi "
+                        "talks; linear: adaptive filter that keeps your voice while Moshi talks, slower to converge")
+    g.add_argument("--noise-suppression", action="store_true",
+                   help="also suppress steady background noise (WebRTC's; needs --echo-canceller aec3)")
     g.add_argument("--no-high-pass", dest="high_pass", action="store_false",
                    help="keep frequencies below ~80 Hz in the microphone (filtered by default)")
     g.add_argument("--record-mic", choices=("cleaned", "raw"), default="cleaned",
@@ -91,12 +156,15 @@ def add_echo_args(ap) -> None:
 def echo_from_args(args, output_name: str | None, *, input_rate: int, output_rate: int, log=print):
     """The EchoCanceller the flags ask for, or None. With --echo-cancel auto a missing
     library is one warning line and the loop runs without; with `on` it is an error."""
+    kind = getattr(args, "echo_canceller", DEFAULT_CANCELLER)
+    if args.noise_suppression and kind != "aec3":
+        raise UsageError("--noise-suppression is WebRTC's and needs --echo-canceller aec3")
     enabled, why = resolve_mode(args.echo_cancel, output_name)
     if not enabled:
         log(f"echo cancellation: {why}")
         return None
     try:
-        ec = EchoCanceller(output_rate=output_rate, input_rate=input_rate,
+        ec = EchoCanceller(output_rate=output_rate, input_rate=input_rate, canceller=kind,
                            noise_suppression=args.noise_suppression, high_pass=args.high_pass)
     except EchoUnavailable as e:
         if args.echo_cancel == "on":
@@ -104,7 +172,7 @@ def echo_from_args(args, output_name: str | None, *, input_rate: int, output_rat
         log(f"warning: {e}; continuing WITHOUT echo cancellation (use headphones)")
         return None
     extras = [n for n, on in (("noise suppression", args.noise_suppression), ("high-pass", args.high_pass)) if on]
-    log(f"echo cancellation: {why} (WebRTC AEC3{', ' + ', '.join(extras) if extras else ''})")
+    log(f"echo cancellation: {why} ({ec.backend.name}{', ' + ', '.join(extras) if extras else ''})")
     return ec
 
 
@@ -264,9 +332,16 @@ class EchoCanceller:
     ANCHOR_S = 3.0  # the streams' start times are taken from their first seconds, then fixed
 
     def __init__(self, *, output_rate: int = SAMPLE_RATE, input_rate: int = SAMPLE_RATE, input_latency_s: float = 0.0,
-                 output_latency_s: float = 0.0, noise_suppression: bool = False, high_pass: bool = True,
-                 auto_gain: bool = False, realign: bool = True):
-        self._apm, self._Frame = _load_apm(noise_suppression, high_pass, auto_gain)
+                 output_latency_s: float = 0.0, canceller: str = DEFAULT_CANCELLER, noise_suppression: bool = False,
+                 high_pass: bool = True, auto_gain: bool = False, realign: bool = True):
+        if canceller not in CANCELLERS:
+            raise UsageError(f"--echo-canceller must be one of {', '.join(CANCELLERS)}, got {canceller!r}")
+        if canceller == "aec3":
+            self.backend = _Aec3(noise_suppression, high_pass, auto_gain)
+        else:
+            if noise_suppression or auto_gain:
+                raise UsageError("noise suppression and automatic gain are WebRTC's: they need --echo-canceller aec3")
+            self.backend = _Linear(high_pass)
         self.output_rate = int(output_rate)
         self.input_rate = int(input_rate)
         self._dropped_seen = 0
@@ -291,7 +366,7 @@ class EchoCanceller:
         self._cap_pos = 0  # position of the next sample given to process()
         self._cap_pending = np.zeros(0, np.float32)
         self._shift = 0  # samples the reference is advanced by (measured re-alignment)
-        self._ref_fed = None  # next reference position AEC3 gets
+        self._ref_fed = None  # next reference position the canceller gets
         self._anchor_until = None
         self._ref_anchor, self._cap_anchor = _Anchor(), _Anchor()
         self._erle = _ErleMeter(self.stats.erle_windows_db)
@@ -319,7 +394,7 @@ class EchoCanceller:
             self._ref_received += len(x)
             y = self._resample(x) if self._resample is not None else x
             self._ref_buf = np.concatenate([self._ref_buf, y])
-        # keep 1 s of what AEC3 took (a re-alignment may move back by up to 0.7 s) and at most 4 s
+        # keep 1 s of what the canceller took (a re-alignment may move back by up to 0.7 s) and at most 4 s
         keep_from = max((self._ref_fed or 0) - SAMPLE_RATE, self._ref_base + len(self._ref_buf) - 4 * SAMPLE_RATE)
         if keep_from > self._ref_base:
             drop = min(keep_from - self._ref_base, len(self._ref_buf))
@@ -329,10 +404,10 @@ class EchoCanceller:
     def _anchoring(self) -> bool:
         return self._anchor_until is None or time.monotonic() < self._anchor_until
 
-    def _reference(self, start: int) -> np.ndarray:
-        """10 ms of reference from timeline position `start` (silence outside what arrived)."""
-        out = np.zeros(CHUNK, np.float32)
-        a, b = max(start, self._ref_base), min(start + CHUNK, self._ref_base + len(self._ref_buf))
+    def _reference(self, start: int, n: int) -> np.ndarray:
+        """`n` samples of reference from timeline position `start` (silence outside what arrived)."""
+        out = np.zeros(n, np.float32)
+        a, b = max(start, self._ref_base), min(start + n, self._ref_base + len(self._ref_buf))
         if b > a:
             out[a - start:b - start] = self._ref_buf[a - self._ref_base:b - self._ref_base]
         elif start >= self._ref_base + len(self._ref_buf) and self._ref_t0 is not None:
@@ -341,9 +416,14 @@ class EchoCanceller:
 
     # ------------------------------------------------------------------ capture side
     @property
+    def algorithmic_delay(self) -> int:
+        """Samples the canceller itself delays the cleaned signal (block structure)."""
+        return self.backend.delay
+
+    @property
     def lag_samples(self) -> int:
         """How far the newest cleaned sample is behind the newest microphone sample."""
-        return ALGORITHMIC_DELAY + len(self._cap_pending)
+        return self.backend.delay + len(self._cap_pending)
 
     def process(self, mic: np.ndarray, t_end: float) -> np.ndarray:
         t_start = time.perf_counter()
@@ -352,13 +432,14 @@ class EchoCanceller:
             self._drain_reference()
             self._track_capture(len(mic), t_end)
             x = np.concatenate([self._cap_pending, mic])
-            n = len(x) // CHUNK
-            out = np.empty(n * CHUNK, np.float32)
+            c = self.backend.chunk
+            n = len(x) // c
+            out = np.empty(n * c, np.float32)
             for i in range(n):
-                out[i * CHUNK:(i + 1) * CHUNK] = self._process_chunk(x[i * CHUNK:(i + 1) * CHUNK])
-            self._cap_pending = x[n * CHUNK:]
+                out[i * c:(i + 1) * c] = self._process_chunk(x[i * c:(i + 1) * c])
+            self._cap_pending = x[n * c:]
         if n:
-            self.stats.process_ms.append((time.perf_counter() - t_start) * 1000.0 * 8 / n)
+            self.stats.process_ms.append((time.perf_counter() - t_start) * 1000.0 * 1920 / (n * c))
         return out
 
     def _track_capture(self, n: int, t_end: float) -> None:
@@ -385,48 +466,46 @@ class EchoCanceller:
         return cap_pos + int(round((self._cap_t0 - self._ref_t0) * SAMPLE_RATE)) + self._shift
 
     def _process_chunk(self, mic: np.ndarray) -> np.ndarray:
-        Frame = self._Frame
+        n = len(mic)
         start = self._ref_position(self._cap_pos)
         if self._ref_fed is None or abs(start - self._ref_fed) > CHUNK // 2:
             self._ref_fed = start  # first chunk, or the timeline moved (anchor, gap, re-alignment)
-        ref = self._reference(self._ref_fed)
-        self._ref_fed += CHUNK
-        self._apm.process_reverse_stream(Frame(_to_i16(ref), SAMPLE_RATE, 1, CHUNK))
-        frame = Frame(_to_i16(mic), SAMPLE_RATE, 1, CHUNK)
-        self._apm.process_stream(frame)
-        clean = np.frombuffer(frame.data, np.int16).astype(np.float32) / 32768.0
-        self._cap_pos += CHUNK
-        self.stats.chunks += 1
-        ref_power = float(np.dot(ref, ref)) / CHUNK
-        self._erle.add(ref_power, mic, clean, self.visible_delay_chunks)
-        measured = self._delay.add(ref, ref_power, mic)
-        if measured is not None:
-            self._on_delay(*measured)
+        ref = self._reference(self._ref_fed, n)
+        self._ref_fed += n
+        clean = self.backend.process(ref, mic)
+        self._cap_pos += n
+        for i in range(0, n, CHUNK):  # the meters count in 10 ms chunks
+            r, m = ref[i:i + CHUNK], mic[i:i + CHUNK]
+            self.stats.chunks += 1
+            ref_power = float(np.dot(r, r)) / CHUNK
+            self._erle.add(ref_power, m, clean[i:i + CHUNK], self.visible_delay_chunks)
+            measured = self._delay.add(r, ref_power, m)
+            if measured is not None:
+                self._on_delay(*measured)
         return clean
 
     def _on_delay(self, lag_s: float, confidence: float) -> None:
         if confidence < _DelayEstimator.CONFIDENT:
             return
-        # the measured lag is what AEC3 sees: the echo's delay behind the latency-aligned
+        # the measured lag is what the canceller sees: the echo's delay behind the latency-aligned
         # reference plus the shift already applied
         true_ms = 1000.0 * lag_s - 1000.0 * self._shift / SAMPLE_RATE
         self.stats.delay_estimates_ms.append(round(true_ms, 1))
         self.stats.echo_delay_ms = float(np.median(self.stats.delay_estimates_ms[-5:]))
         self.stats.delay_confidence = confidence
-        # AEC3 finds delays from 0 to ~500 ms itself; outside that, move the reference so it
-        # leads its echo by 40 ms
-        if self.realign and not 0.0 <= lag_s <= 0.4:
+        # the canceller covers echoes from 0 to max_lag_s behind the reference (plus their
+        # reverberation); outside that, move the reference so it leads its echo by 40 ms
+        if self.realign and not 0.0 <= lag_s <= self.backend.max_lag_s:
             self._shift = int(round((0.04 - self.stats.echo_delay_ms / 1000.0) * SAMPLE_RATE))
             self.stats.realignments += 1
+            self.backend.moved()
         visible = int(round(max(0.0, self.stats.echo_delay_ms + 1000.0 * self._shift / SAMPLE_RATE)))
         if visible != self._reported_delay_ms:
             self._set_delay(visible)
 
     def _set_delay(self, ms: int) -> None:
-        """Tell AEC3 the delay (it estimates its own; livekit < 1.0.x has no such call)."""
         self._reported_delay_ms = ms
-        if hasattr(self._apm, "set_stream_delay_ms"):
-            self._apm.set_stream_delay_ms(ms)
+        self.backend.set_delay_ms(ms)
 
     @property
     def visible_delay_chunks(self) -> int:

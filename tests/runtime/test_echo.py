@@ -9,6 +9,7 @@ import pytest
 
 from bench.room import convolve, ratio_db, room_ir, speech_like
 from moshi_mlx.runtime import echo as echo_mod
+from moshi_mlx.errors import UsageError
 from moshi_mlx.runtime.echo import (EchoCanceller, EchoUnavailable, add_echo_args, echo_from_args, gcc_phat_lag,
                                     looks_like_headphones, resolve_mode)
 from moshi_mlx.runtime.pipeline import DuplexPipeline
@@ -223,3 +224,44 @@ def test_overstated_latency_is_corrected():
     assert abs(ec.stats.round_trip_ms - 30.0) <= 10.0
     a = 8 * SR
     assert ratio_db(mic[a:], clean[a:len(mic)]) >= 20.0
+
+
+def test_linear_canceller_needs_no_livekit_and_refuses_webrtc_options(monkeypatch, capsys):
+    def unavailable(*a, **k):
+        raise EchoUnavailable("echo cancellation needs livekit's WebRTC audio processing (No module named 'livekit')")
+
+    monkeypatch.setattr(echo_mod, "_load_apm", unavailable)
+    ap = argparse.ArgumentParser()
+    add_echo_args(ap)
+    lines = []
+    ec = echo_from_args(ap.parse_args(["--echo-canceller", "linear"]), "Speakers", input_rate=SR, output_rate=SR,
+                        log=lines.append)
+    assert isinstance(ec, EchoCanceller) and "linear" in lines[0] and ec.algorithmic_delay == 240
+    with pytest.raises(UsageError, match="--echo-canceller aec3"):
+        echo_from_args(ap.parse_args(["--echo-canceller", "linear", "--noise-suppression"]), "Speakers",
+                       input_rate=SR, output_rate=SR, log=lines.append)
+    with pytest.raises(UsageError, match="linear, aec3"):
+        EchoCanceller(canceller="speex")
+
+
+def test_cli_rejects_noise_suppression_with_the_linear_canceller(tmp_path, capsys):
+    from moshi_mlx.audio.io import write_audio
+    from moshi_mlx.cli import local
+
+    write_audio(tmp_path / "mic.wav", np.array(speech_like(1.0, seed=4)), SR)
+    code = local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--echo-canceller", "linear",
+                       "--noise-suppression"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--echo-canceller aec3" in err and "Traceback" not in err
+
+
+def test_linear_canceller_in_a_room_keeps_the_timeline():
+    """The linear canceller behind the same alignment: 20 ms blocks from 80 ms device blocks,
+    the delay measured, the echo removed (white-ish speaker signal: it converges within 5 s)."""
+    far = (np.random.default_rng(8).standard_normal(10 * SR) * 0.1).astype(np.float32)
+    ec = EchoCanceller(canceller="linear")
+    mic, clean, _ = _run_room(ec, far, room_ir(100.0, rt60_s=0.3, drr_db=6.0))
+    d = ec.algorithmic_delay
+    a = 6 * SR
+    assert ratio_db(mic[a:len(clean) - d], clean[a + d:]) >= 25.0
+    assert abs(ec.stats.echo_delay_ms - 100.0) <= 10.0 and ec.stats.reference_missing == 0

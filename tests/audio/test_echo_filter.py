@@ -1,0 +1,98 @@
+"""The linear echo canceller (audio/echo_filter.py): it must remove a room's echo, keep the
+user's voice when both talk, survive a changed echo path, pass silence, refuse wrong sizes."""
+
+import numpy as np
+import pytest
+
+from bench.room import convolve, ratio_db, room_ir, speech_like
+from moshi_mlx.audio.echo_filter import KalmanEchoFilter, LinearEchoCanceller
+
+SR = 24_000
+B = 480
+
+
+def _noise(seconds: float, seed: int) -> np.ndarray:
+    """Speaker signal that excites every frequency (-20 dBFS)."""
+    return (np.random.default_rng(seed).standard_normal(int(seconds * SR)) * 0.1).astype(np.float32)
+
+
+def _run(c, far: np.ndarray, mic: np.ndarray) -> np.ndarray:
+    n = len(mic) // B * B
+    out = np.concatenate([c.process(far[k:k + B], mic[k:k + B]) for k in range(0, n, B)])
+    d = getattr(c, "delay", 0)
+    return np.concatenate([out[d:], np.zeros(d, np.float32)])  # undo the suppressor's delay
+
+
+def _room(far: np.ndarray, h: np.ndarray, noise_db: float = -60.0, seed: int = 1) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(len(far)).astype(np.float32) * 10 ** (noise_db / 20)
+    return convolve(far, h)[:len(far)] + noise
+
+
+def test_removes_a_reverberant_rooms_echo():
+    far = _noise(10.0, 0)
+    mic = _room(far, room_ir(60.0, rt60_s=0.3, drr_db=6.0))
+    out = _run(LinearEchoCanceller(), far, mic)
+    a = 5 * SR
+    assert ratio_db(mic[a:len(out)], out[a:]) >= 25.0
+    kf = KalmanEchoFilter(B, 9600)
+    lin = np.concatenate([kf.process(far[k:k + B], mic[k:k + B])[0] for k in range(0, len(mic) // B * B, B)])
+    assert ratio_db(mic[a:len(lin)], lin[a:]) >= 20.0  # the linear stage alone does most of it
+
+
+def test_keeps_the_users_voice_during_double_talk():
+    """Converged on Moshi alone, then the user talks over it at the echo's level: what comes out
+    is the user (as the same canceller passes them with no echo) within 15 dB SNR."""
+    far = _noise(14.0, 2)
+    echo = _room(far, room_ir(80.0, rt60_s=0.3, drr_db=6.0), noise_db=-200)
+    a = 8 * SR
+    near = np.zeros_like(far)
+    user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
+    near[a:a + len(user)] = user[:len(far) - a]
+    near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))  # 0 dB signal-to-echo
+    noise = np.random.default_rng(3).standard_normal(len(far)).astype(np.float32) * 1e-3 * 0.1
+    out = _run(LinearEchoCanceller(), far, echo + near + noise)
+    s = _run(LinearEchoCanceller(), np.zeros_like(far), near + noise)  # the user alone
+    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[:len(out)] > 3e-3
+    talking[:a] = False
+    o, s = out[talking], s[talking]
+    g = float(np.dot(o, s) / np.dot(s, s))
+    assert abs(20 * np.log10(g)) < 1.5  # not ducked
+    assert ratio_db(g * s, o - g * s) >= 15.0
+
+
+def test_follows_a_changed_echo_path_without_diverging():
+    far = _noise(20.0, 4)
+    h1, h2 = room_ir(40.0, rt60_s=0.2, drr_db=8.0, seed=1), room_ir(110.0, rt60_s=0.25, drr_db=4.0, seed=2)
+    cut = 8 * SR
+    mic = np.concatenate([_room(far, h1)[:cut], _room(far, h2)[cut:]])
+    out = _run(LinearEchoCanceller(), far, mic)
+    for k in range(cut, len(out) - SR // 4, SR // 4):  # never louder than the microphone
+        assert ratio_db(mic[k:k + SR // 4], out[k:k + SR // 4]) > -1.0, k / SR
+    a = cut + 7 * SR
+    assert ratio_db(mic[a:len(out)], out[a:]) >= 20.0
+
+
+def test_silence_in_silence_out():
+    c = LinearEchoCanceller()
+    far = _noise(3.0, 6)
+    out = _run(c, far, np.zeros_like(far))  # Moshi talks, no echo reaches the microphone
+    assert float(np.max(np.abs(out))) < 1e-4
+    out = _run(LinearEchoCanceller(), np.zeros_like(far), np.zeros_like(far))
+    assert not np.any(out)
+
+
+def test_user_alone_passes_unchanged():
+    user = np.array(speech_like(4.0, seed=7))
+    out = _run(LinearEchoCanceller(high_pass=False), np.zeros_like(user), user)
+    n = len(out) - B
+    assert ratio_db(user[B:n], user[B:n] - out[B:n]) > 60.0
+
+
+def test_refuses_wrong_sizes():
+    c = LinearEchoCanceller()
+    with pytest.raises(ValueError, match="exactly 480"):
+        c.process(np.zeros(240, np.float32), np.zeros(240, np.float32))
+    with pytest.raises(ValueError):
+        c.process(np.zeros(480, np.float32), np.zeros(479, np.float32))
+    with pytest.raises(ValueError):
+        KalmanEchoFilter(480, 100)
