@@ -3,10 +3,14 @@ Mimi vs rustymimi, on the same weights (a seeded random checkpoint of the publis
 architecture, written once in the released layout and loaded by all three).
 
     .venv/bin/python -m bench.mimi_bench [--frames 40] [--upstream-venv PATH | --no-upstream]
+        [--ours-profiles auto,gpu]
 
 Each backend streams the same deterministic signal: per frame, `encode_step(frame)` then
 `decode_step(codes)`, results evaluated, wall time per frame recorded; the first `warmup`
-frames are dropped. Upstream's package is also named `moshi_mlx`, so it runs in its own
+frames are dropped. Ours also reports its CPU time per frame (all threads) and the primitives
+one frame runs (bench/graph_count.py), in each `--ours-profiles` format: `auto` is this
+device's (eager on a CPU), `gpu` the accelerator format (compiled streaming steps) forced
+here to measure its host cost. Upstream's package is also named `moshi_mlx`, so it runs in its own
 venv in a subprocess (created on first use with pip: moshi-mlx==0.3.0 + mlx[cpu]).
 rustymimi runs in this process if it is installed. Backends run one after another, never
 at the same time; the machine's load average is recorded because other processes share it.
@@ -131,8 +135,9 @@ def _summary(enc_s: list[float], dec_s: list[float]) -> dict:
 
 def _loop(mimi, pcm: np.ndarray, frames: int, warmup: int, to_numpy) -> dict:
     mimi.reset()
-    enc, dec = [], []
+    enc, dec, cpu = [], [], []
     for i in range(frames + warmup):
+        c0 = time.process_time()
         x = np.ascontiguousarray(pcm[None, None, i * FRAME : (i + 1) * FRAME])
         t0 = time.perf_counter()
         codes = to_numpy(mimi.encode_step(x))
@@ -141,16 +146,29 @@ def _loop(mimi, pcm: np.ndarray, frames: int, warmup: int, to_numpy) -> dict:
         t2 = time.perf_counter()
         enc.append(t1 - t0)
         dec.append(t2 - t1)
-    return _summary(enc[warmup:], dec[warmup:])
+        cpu.append(time.process_time() - c0)
+    res = _summary(enc[warmup:], dec[warmup:])
+    res["cpu_ms"] = float(np.median(cpu[warmup:]) * 1e3)
+    return res
 
 
-def bench_ours(weights: Path, pcm, frames, warmup, num_codebooks) -> dict:
+def bench_ours(weights: Path, pcm, frames, warmup, num_codebooks, profile: str = "auto") -> dict:
+    import graph_count
+
     from moshi_mlx import models
+    from moshi_mlx.models.backend import prepare_mimi
 
     before = rss_mb()
     mimi = models.load_mimi(weights, num_codebooks=num_codebooks)
-    res = _loop(mimi, pcm, frames, warmup, np.asarray)
+    res = {"profile": profile, "compiled": prepare_mimi(mimi, profile=profile)}
+    res.update(_loop(mimi, pcm, frames, warmup, np.asarray))
     res["rss_growth_mb"] = rss_mb() - before  # in-process: memory this backend added
+    x = np.ascontiguousarray(pcm[None, None, :FRAME])
+    with graph_count.SyncHooks(count=True) as hooks:  # one more frame, its primitives counted
+        np.asarray(mimi.decode_step(np.asarray(mimi.encode_step(x))))
+    res["primitives"] = sum(hooks.counts.values())
+    res["compute_primitives"] = graph_count.compute_count(hooks.counts)
+    res["device_counted"] = graph_count.device_name()
     return res
 
 
@@ -214,7 +232,8 @@ def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path
 
 def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0,
         upstream: bool = True, upstream_venv: Path = DEFAULT_UPSTREAM_VENV, create_venv: bool = True,
-        rusty: bool = True, memory: bool = False, upstream_path: Path | None = None) -> dict:
+        rusty: bool = True, memory: bool = False, upstream_path: Path | None = None,
+        ours_profiles: tuple[str, ...] = ("auto",)) -> dict:
     """Benchmark every available backend; returns {"results": {name: summary}, "ratios": ...}.
     memory: also measure each backend's peak RSS in a process of its own."""
     import mlx.core as mx
@@ -232,7 +251,9 @@ def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0
         published = random_published_weights(mimi_202407(), seed=seed, codebook_scale=1.0)
         save_safetensors(weights, {k: mx.array(v) for k, v in published.items()})
         del published
-        results["ours"] = bench_ours(weights, pcm, frames, warmup, num_codebooks)
+        results["ours"] = bench_ours(weights, pcm, frames, warmup, num_codebooks, ours_profiles[0])
+        for prof in ours_profiles[1:]:
+            results[f"ours ({prof} format)"] = bench_ours(weights, pcm, frames, warmup, num_codebooks, prof)
         if memory:
             results["ours"]["peak_rss_mb"] = peak_memory("ours", weights, num_codebooks)
         if rusty:
@@ -261,14 +282,17 @@ def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0
 
 
 def format_table(report: dict) -> str:
-    rows = ["| backend | median ms/frame | p90 | encode | decode | its time / ours |", "|---|---|---|---|---|---|"]
+    rows = ["| backend | median ms/frame | p90 | encode | decode | its time / ours | CPU ms | primitives (computing) |",
+            "|---|---|---|---|---|---|---|---|"]
     ours = report["results"]["ours"]["median_ms"]
     for name, r in report["results"].items():
         ratio = "1.00x" if name == "ours" else f"{r['median_ms'] / ours:.2f}x"
+        cpu = f"{r['cpu_ms']:.1f}" if "cpu_ms" in r else ""
+        prims = f"{r['primitives']} ({r['compute_primitives']})" if "primitives" in r else ""
         rows.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['encode_median_ms']:.1f} | "
-                    f"{r['decode_median_ms']:.1f} | {ratio} |")
+                    f"{r['decode_median_ms']:.1f} | {ratio} | {cpu} | {prims} |")
     for name, err in report["errors"].items():
-        rows.append(f"| {name} | skipped: {err} | | | | |")
+        rows.append(f"| {name} | skipped: {err} | | | | | | |")
     return "\n".join(rows)
 
 
@@ -279,12 +303,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-n", "--num-codebooks", type=int, default=8)
     p.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV)
     p.add_argument("--no-upstream", action="store_true")
+    p.add_argument("--upstream-path", type=Path,
+                   help="run upstream from this folder holding its package, on this interpreter's MLX "
+                        "(e.g. .bench-venvs/upstream-pkg, made by bench.step_overhead), instead of its venv")
     p.add_argument("--no-rustymimi", action="store_true")
     p.add_argument("--no-create-venv", action="store_true", help="fail instead of creating the upstream venv")
+    p.add_argument("--ours-profiles", default="auto",
+                   help="our formats, comma-separated: auto (this device's), gpu (compiled steps), cpu")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mimi_bench.json")
     a = p.parse_args(argv)
     report = run(a.frames, a.warmup, a.num_codebooks, upstream=not a.no_upstream, upstream_venv=a.upstream_venv,
-                 create_venv=not a.no_create_venv, rusty=not a.no_rustymimi)
+                 create_venv=not a.no_create_venv, rusty=not a.no_rustymimi,
+                 ours_profiles=tuple(x.strip() for x in a.ours_profiles.split(",")), upstream_path=a.upstream_path)
     print(format_table(report))
     print(f"load average before/after: {report['machine']['loadavg']}")
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ import mlx.nn as nn
 from .frame_step import compiled_step_supported
 from ..modules.norm import set_fused_norms
 from ..modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, cpu_count, set_linear_class,
-                                worth_splitting)
+                                use_step_linears, worth_splitting)
 
 ACTIVATIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
@@ -242,4 +242,6 @@ def prepare_mimi(mimi, profile: str = "auto", compile: bool | str = "auto") -> b
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     gpu = mx.default_device().type == mx.DeviceType.gpu if profile == "auto" else profile == "gpu"
     mimi.compiled_step = bool(gpu if compile == "auto" else compile)
+    if mimi.compiled_step:
+        use_step_linears(mimi)  # no transpose node per Linear in the traces
     return mimi.compiled_step

@@ -27,24 +27,14 @@ import threading
 from typing import TYPE_CHECKING
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 
 from ..modules.kv_cache import FrameCache, RingStep, ring_bucket, ring_mask
 from ..modules.norm import prime_norm_weights
-from ..modules.step_linear import StepLinear, prime_step_linears
-from ..modules.parallel import CastLinear, set_linear_class
+from ..modules.parallel import use_step_linears
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import LmGen
-
-
-def use_step_linears(lm) -> int:
-    """The plain float Linears of `lm` as `StepLinear`s (same arrays, same results), their
-    views made now. Two-stream `ParallelLinear`s are left alone."""
-    n = set_linear_class(lm, StepLinear, lambda _, m: type(m) in (nn.Linear, CastLinear))
-    prime_step_linears(lm)
-    return n
 
 
 def compiled_step_supported(lm) -> str | None:

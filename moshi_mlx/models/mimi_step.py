@@ -38,6 +38,7 @@ class CompiledStream:
         self.tokens = tokens
         self._per_thread: dict[int, Callable] = {}
         self._layout: tuple | None = None
+        self.compiled_calls = 0  # calls that ran the compiled function (the rest ran eagerly)
 
     def _fn(self) -> Callable:
         """This thread's compiled function (a trace records its thread's streams)."""
@@ -47,7 +48,9 @@ class CompiledStream:
         return fn
 
     def _carried(self) -> list[tuple[nn.Module, str]]:
-        return [(m, a) for part in self.parts for _, m in part.named_modules() for a in _CARRIED if hasattr(m, a)]
+        # a conv without padding (or overlap) never sets its state: it is not carried
+        return [(m, a) for part in self.parts for _, m in part.named_modules() for a in _CARRIED
+                if hasattr(m, a) and getattr(m, "carries_state", True)]
 
     def _transformers(self) -> list[nn.Module]:
         return self.transformer_modules
@@ -70,6 +73,7 @@ class CompiledStream:
             c.keys = c.values = None
         self._layout = (len(states), [len(t._cache) for t in trans])
         out = self._fn()(x, *states, *rings, *pos)
+        self.compiled_calls += 1
         del states, rings
         y, rest = out[0], out[1:]
         n = len(carried)

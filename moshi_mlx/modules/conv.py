@@ -73,6 +73,11 @@ class StreamingConv1d(nn.Module):
             self.bias = mx.zeros((out_channels,))
         self._prev: mx.array | None = None
 
+    @property
+    def carries_state(self) -> bool:
+        """Whether `step` keeps samples for the next call (`_prev`): only a padded conv does."""
+        return self.padding > 0
+
     def _check(self, x: mx.array) -> None:
         if x.ndim != 3 or x.shape[-1] != self.in_channels:
             raise ValueError(f"expected [B, T, {self.in_channels}] input, got shape {tuple(x.shape)}")
@@ -159,6 +164,11 @@ class StreamingConvTranspose1d(nn.Module):
         if bias:
             self.bias = mx.zeros((out_channels,))
         self._carry: mx.array | None = None
+
+    @property
+    def carries_state(self) -> bool:
+        """Whether `step` keeps overlapping samples for the next call (`_carry`)."""
+        return self.blocks > 1
 
     def _check(self, x: mx.array) -> None:
         if x.ndim != 3 or x.shape[-1] != self.in_channels:

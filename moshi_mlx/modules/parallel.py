@@ -20,7 +20,7 @@ import threading
 import mlx.core as mx
 import mlx.nn as nn
 
-from .step_linear import StepLinear
+from .step_linear import StepLinear, prime_step_linears
 
 _local = threading.local()
 
@@ -154,3 +154,12 @@ def parallelize_linears(model: nn.Module, min_weights: int = MIN_PARALLEL_WEIGHT
     rows over two CPU streams; returns how many."""
     ok = lambda _, m: worth_splitting(m, min_weights)  # noqa: E731
     return set_linear_class(model, ParallelLinear, ok) + set_linear_class(model, ParallelQuantizedLinear, ok)
+
+
+def use_step_linears(model: nn.Module) -> int:
+    """The plain float Linears under `model` as `StepLinear`s (same arrays, same results),
+    their views made now: what a compiled accelerator step runs. Two-stream
+    `ParallelLinear`s are left alone."""
+    n = set_linear_class(model, StepLinear, lambda _, m: type(m) in (nn.Linear, CastLinear))
+    prime_step_linears(model)
+    return n

@@ -210,6 +210,10 @@ def test_compiled_stream_matches_pytorch_streaming(compiled_small, name):
     assert m.compiled_step
     np.testing.assert_array_equal(_stream_encode(m, exp["pcm"]), exp["codes_stream"])
     assert snr_db(exp["audio_stream"], _stream_decode(m, exp["codes"])) > 60
+    # every call after a stream's first ran the compiled function (not the eager fallback)
+    frames = exp["codes"].shape[-1]
+    for side in ("encoder", "decoder"):
+        assert m._compiled[side].compiled_calls >= frames - 2, (side, m._compiled[side].compiled_calls, frames)
 
 
 def test_compiled_stream_equals_eager_stream_past_the_context(compiled_small):
