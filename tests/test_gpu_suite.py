@@ -37,3 +37,21 @@ def test_gpu_mode_smoke(tmp_path):
     assert "skipped" in report["parts"]["torch"]
     md = out.with_suffix(".md").read_text()
     assert "| ours |" in md and "primitives / step" in md
+
+
+def test_prepared_gpu_check_rehearses(tmp_path):
+    """scripts/gpu_check.sh (the one device call of issue 9) runs every part at toy size."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    r = subprocess.run(["bash", "scripts/gpu_check.sh", "--smoke"], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("rc=0 ") == 5, r.stdout
+    assert json.loads((tmp_path / "parity.json").read_text())["ok"] is True
+    for name in ("step_overhead", "suite-gpu-lm.json", "suite-gpu-mimi.json", "suite-gpu-loop.json"):
+        assert (tmp_path / name).exists(), name
