@@ -1,10 +1,10 @@
 """Acoustic echo cancellation for the live loop: the microphone hears Moshi's own voice from
 the speakers; a canceller removes it before Mimi encodes the microphone, so Moshi can be used
-full duplex without headphones. Two cancellers (`--echo-canceller`): `aec3` (the default:
-WebRTC's AEC3 through livekit's `AudioProcessingModule`; deep and fast to converge, but its
-suppressor ducks the user during double talk) and `linear` (audio/echo_filter.py: a
-frequency-domain Kalman filter and a gentle residual suppressor, which keep the user's
-voice nearly intact when both talk but converge more slowly).
+full duplex without headphones. Two cancellers (`--echo-canceller`): `linear` (the default,
+audio/echo_filter.py: a frequency-domain Kalman filter and a residual suppressor driven by
+its uncertainty, which keep the user's voice intact when both talk) and `aec3` (WebRTC's
+AEC3 through livekit's `AudioProcessingModule`, whose suppressor ducks the user by 3-11 dB
+during double talk; no binding exposes its tuning).
 
 Why it is built this way (docs/echo-cancellation.md has the measurements):
 - The reference is what the output device received (after resampling, silence included:
@@ -41,7 +41,7 @@ CHUNK = SAMPLE_RATE // 100  # 10 ms: AEC3's frame, and the unit of the ERLE mete
 AEC3_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
 MODES = ("auto", "on", "off")
 CANCELLERS = ("linear", "aec3")
-DEFAULT_CANCELLER = "aec3"
+DEFAULT_CANCELLER = "linear"
 
 # Output device names that mean the speaker cannot reach the microphone.
 _HEADPHONES = re.compile(r"head ?phone|headset|airpods|earpods|earbud|earphone|\bbuds\w*|bluetooth hands-?free",
@@ -116,7 +116,7 @@ class _Linear:
     """audio/echo_filter.py: 20 ms blocks, a 400 ms filter (echoes up to ~200 ms behind the
     reference with 200 ms of reverberation; later ones are re-aligned)."""
 
-    name = "linear Kalman filter + residual suppressor"
+    name = "linear: Kalman filter + residual suppressor"
     chunk = 2 * CHUNK
     max_lag_s = 0.2
 
@@ -143,8 +143,8 @@ def add_echo_args(ap) -> None:
                    help="remove Moshi's own voice from the microphone; auto: on unless the "
                         "output device's name says headphones/headset/AirPods (default auto)")
     g.add_argument("--echo-canceller", choices=CANCELLERS, default=DEFAULT_CANCELLER,
-                   help="aec3: WebRTC AEC3 (livekit; default), deep and quick, but ducks your voice while Moshi "
-                        "talks; linear: adaptive filter that keeps your voice while Moshi talks, slower to converge")
+                   help="linear: adaptive filter + gentle suppressor that keep your voice while Moshi talks "
+                        "(default); aec3: WebRTC AEC3 (livekit), which ducks your voice while Moshi talks")
     g.add_argument("--noise-suppression", action="store_true",
                    help="also suppress steady background noise (WebRTC's; needs --echo-canceller aec3)")
     g.add_argument("--no-high-pass", dest="high_pass", action="store_false",
@@ -330,6 +330,7 @@ class EchoCanceller:
     """
 
     ANCHOR_S = 3.0  # the streams' start times are taken from their first seconds, then fixed
+    MAX_WAIT = SAMPLE_RATE // 5  # microphone samples held while their reference is late (then: silence)
 
     def __init__(self, *, output_rate: int = SAMPLE_RATE, input_rate: int = SAMPLE_RATE, input_latency_s: float = 0.0,
                  output_latency_s: float = 0.0, canceller: str = DEFAULT_CANCELLER, noise_suppression: bool = False,
@@ -410,8 +411,8 @@ class EchoCanceller:
         a, b = max(start, self._ref_base), min(start + n, self._ref_base + len(self._ref_buf))
         if b > a:
             out[a - start:b - start] = self._ref_buf[a - self._ref_base:b - self._ref_base]
-        elif start >= self._ref_base + len(self._ref_buf) and self._ref_t0 is not None:
-            self.stats.reference_missing += 1
+        if start + n > self._ref_base + len(self._ref_buf) and self._ref_t0 is not None:
+            self.stats.reference_missing += 1  # (part of) it never arrived: silence
         return out
 
     # ------------------------------------------------------------------ capture side
@@ -433,14 +434,28 @@ class EchoCanceller:
             self._track_capture(len(mic), t_end)
             x = np.concatenate([self._cap_pending, mic])
             c = self.backend.chunk
-            n = len(x) // c
-            out = np.empty(n * c, np.float32)
-            for i in range(n):
-                out[i * c:(i + 1) * c] = self._process_chunk(x[i * c:(i + 1) * c])
+            n = 0
+            out = []
+            while (n + 1) * c <= len(x):
+                if not self._reference_ready(c) and len(x) - n * c <= self.MAX_WAIT:
+                    break  # the device has not been handed that reference yet: wait for it
+                out.append(self._process_chunk(x[n * c:(n + 1) * c]))
+                n += 1
             self._cap_pending = x[n * c:]
         if n:
             self.stats.process_ms.append((time.perf_counter() - t_start) * 1000.0 * 1920 / (n * c))
-        return out
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _reference_ready(self, n: int) -> bool:
+        """Whether the reference for the next `n` microphone samples has arrived (a reference
+        that is read ahead of what was handed to the device, after a re-alignment towards a
+        later reference or on a device that reports too little output latency, arrives later)."""
+        if self._ref_t0 is None:
+            return True
+        start = self._ref_position(self._cap_pos)
+        if self._ref_fed is not None and abs(start - self._ref_fed) <= CHUNK // 2:
+            start = self._ref_fed
+        return start + n <= self._ref_base + len(self._ref_buf)
 
     def _track_capture(self, n: int, t_end: float) -> None:
         """Anchor the capture timeline (see _Anchor)."""

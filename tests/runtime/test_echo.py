@@ -60,9 +60,9 @@ def _run_room(ec: EchoCanceller | None, far: np.ndarray, h: np.ndarray, near: np
 
 
 @pytest.mark.parametrize("delay_ms", [30.0, 150.0])
-def test_canceller_removes_echo_and_measures_delay(delay_ms):
+def test_aec3_removes_echo_and_measures_delay(delay_ms):
     far = speech_like(10.0, seed=2)
-    ec = EchoCanceller()
+    ec = EchoCanceller(canceller="aec3")
     mic, clean, echo = _run_room(ec, far, room_ir(delay_ms, rt60_s=0.3, drr_db=6.0))
     a = 4 * SR  # after convergence
     erle = ratio_db(mic[a:], clean[a:len(mic)])
@@ -73,29 +73,36 @@ def test_canceller_removes_echo_and_measures_delay(delay_ms):
     assert s["reference_missing"] == 0
 
 
-def test_canceller_keeps_the_user_speaking_alone():
+@pytest.mark.parametrize("canceller", ["linear", "aec3"])
+def test_canceller_keeps_the_user_speaking_alone(canceller):
     """No echo at all: the user's voice passes (only delayed and high-passed)."""
     near = speech_like(6.0, seed=5)
-    ec = EchoCanceller()
+    ec = EchoCanceller(canceller=canceller)
     mic, clean, _ = _run_room(ec, np.zeros_like(near), np.zeros(10, np.float32), near=near)
     n = len(clean) - 2 * SR
     assert abs(ratio_db(clean[SR:n], mic[SR:n])) < 2.0
 
 
-def test_reference_missing_becomes_silence_and_is_counted():
-    ec = EchoCanceller()
+@pytest.mark.parametrize("canceller", ["linear", "aec3"])
+def test_reference_missing_becomes_silence_and_is_counted(canceller):
+    """The output stops after one block: the canceller holds the microphone at most
+    MAX_WAIT samples for its reference (and says so in lag_samples), then goes on with silence."""
+    ec = EchoCanceller(canceller=canceller)
     ec.add_reference(np.zeros(1920, np.float32), 0.0)
-    for k in range(5):  # the output stops after one block: the canceller must not wait
+    total = 0
+    for k in range(8):
         out = ec.process(np.zeros(1920, np.float32), (k + 1) * 0.08)
-        assert len(out) == 1920
+        total += len(out)
+        assert (k + 1) * 1920 - total + ec.algorithmic_delay == ec.lag_samples
+        assert ec.lag_samples <= EchoCanceller.MAX_WAIT + ec.algorithmic_delay  # it goes on without
     assert ec.stats.reference_missing > 0
 
 
 def _pipeline_run(echo_on: bool, *, step_delay_s=0.0, max_lag_ms=None, seconds=10.0, recorder=None,
-                  record_raw=False, delay_ms=80.0, speed=4.0):
+                  record_raw=False, delay_ms=80.0, speed=4.0, canceller="linear"):
     codec = VoiceCodec(seconds + 2)
     dev = SimulatedAudioDevice(None, speed=speed, echo_path=room_ir(delay_ms, rt60_s=0.3, drr_db=6.0), echo_noise=1e-4)
-    ec = EchoCanceller() if echo_on else None
+    ec = EchoCanceller(canceller=canceller) if echo_on else None
     p = DuplexPipeline(codec, TalkingGen(), 8, max_lag_ms=max_lag_ms, echo=ec, clock=dev.clock,
                        step_delay_s=step_delay_s, recorder=recorder, record_raw_mic=record_raw).start()
     dev.run(p, int(seconds * SR / FRAME))
@@ -110,19 +117,22 @@ def _voice_drop_db(encoded, echo, skip_s=4.0):
     return ratio_db(echo[a:], encoded[a:len(echo)])
 
 
-def test_pipeline_on_simulated_device_removes_models_voice():
-    encoded, echo, ec, _ = _pipeline_run(True)
+@pytest.mark.parametrize("canceller", ["linear", "aec3"])
+def test_pipeline_on_simulated_device_removes_models_voice(canceller):
+    encoded, echo, ec, _ = _pipeline_run(True, canceller=canceller)
     assert _voice_drop_db(encoded, echo) >= 20.0
     assert abs(ec.stats.echo_delay_ms - 80.0) <= 10.0
     encoded, echo, _, _ = _pipeline_run(False)
     assert abs(_voice_drop_db(encoded, echo)) < 1.0  # off: Mimi hears Moshi's voice at full level
 
 
-def test_timeline_stays_aligned_when_frames_are_skipped():
+@pytest.mark.parametrize("canceller", ["linear", "aec3"])
+def test_timeline_stays_aligned_when_frames_are_skipped(canceller):
     """A slow LM under the lag bound skips input frames: the device plays silence for them,
     which the canceller must get too, or the reference slides against its echo."""
     # at twice real time, 60 ms of real compute is 120 ms of device time: 1.5x too slow
-    encoded, echo, ec, p = _pipeline_run(True, step_delay_s=0.06, max_lag_ms=300, speed=2.0, seconds=8.0)
+    encoded, echo, ec, p = _pipeline_run(True, step_delay_s=0.06, max_lag_ms=300, speed=2.0, seconds=8.0,
+                                         canceller=canceller)
     assert p.stats.frames_skipped > 5 and p.stats.underruns > 5, p.stats.summary()
     assert _voice_drop_db(encoded, echo) >= 20.0
     assert ec.stats.reference_missing == 0
@@ -141,7 +151,7 @@ def test_lost_capture_blocks_move_the_timeline():
 @pytest.mark.parametrize("raw", [False, True])
 def test_recording_holds_cleaned_or_raw_microphone(tmp_path, raw):
     rec = StereoRecorder(tmp_path / "r.wav")
-    _pipeline_run(True, recorder=rec, record_raw=raw, seconds=8.0)
+    _pipeline_run(True, recorder=rec, record_raw=raw, seconds=8.0, canceller="aec3")  # AEC3: -25 dB within 4 s
     rec.close()
     with wave.open(str(tmp_path / "r.wav")) as w:
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2).astype(np.float32) / 32768
@@ -153,10 +163,10 @@ def test_recording_holds_cleaned_or_raw_microphone(tmp_path, raw):
         assert level < -25.0, level
 
 
-def _args(mode, **kw):
+def _args(mode, *extra, **kw):
     ap = argparse.ArgumentParser()
     add_echo_args(ap)
-    return ap.parse_args(["--echo-cancel", mode, *sum(([f"--{k}"] for k, v in kw.items() if v), [])])
+    return ap.parse_args(["--echo-cancel", mode, *extra, *sum(([f"--{k}"] for k, v in kw.items() if v), [])])
 
 
 def test_missing_library_warns_in_auto_and_fails_when_asked(monkeypatch):
@@ -165,16 +175,17 @@ def test_missing_library_warns_in_auto_and_fails_when_asked(monkeypatch):
 
     monkeypatch.setattr(echo_mod, "_load_apm", unavailable)
     lines = []
-    assert echo_from_args(_args("auto"), "Speakers", input_rate=SR, output_rate=SR, log=lines.append) is None
+    aec3 = ("--echo-canceller", "aec3")
+    assert echo_from_args(_args("auto", *aec3), "Speakers", input_rate=SR, output_rate=SR, log=lines.append) is None
     assert len(lines) == 1 and lines[0].startswith("warning:") and "livekit" in lines[0]
     with pytest.raises(EchoUnavailable):
-        echo_from_args(_args("on"), "Speakers", input_rate=SR, output_rate=SR, log=lines.append)
+        echo_from_args(_args("on", *aec3), "Speakers", input_rate=SR, output_rate=SR, log=lines.append)
 
 
 def test_flags_build_the_canceller():
     lines = []
-    ec = echo_from_args(_args("auto", **{"noise-suppression": True}), "Built-in Output", input_rate=48_000,
-                        output_rate=44_100, log=lines.append)
+    ec = echo_from_args(_args("auto", "--echo-canceller", "aec3", **{"noise-suppression": True}), "Built-in Output",
+                        input_rate=48_000, output_rate=44_100, log=lines.append)
     assert isinstance(ec, EchoCanceller) and ec.output_rate == 44_100 and ec.input_rate == 48_000
     assert "noise suppression" in lines[0]
     assert echo_from_args(_args("auto"), "AirPods Pro", input_rate=SR, output_rate=SR, log=lines.append) is None
@@ -188,7 +199,7 @@ def test_cli_reports_the_canceller(tmp_path, capsys, monkeypatch):
     write_audio(tmp_path / "mic.wav", np.array(speech_like(2.0, seed=4)), SR)
     assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--duration", "2"]) == 0
     err = capsys.readouterr().err
-    assert "echo cancellation: auto: on" in err
+    assert "echo cancellation: auto: on" in err and "linear" in err
     assert "echo cancellation: no echo of Moshi found in the microphone" in err  # a file has no echo path
     assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--duration", "1",
                        "--echo-cancel", "off"]) == 0
@@ -198,27 +209,31 @@ def test_cli_reports_the_canceller(tmp_path, capsys, monkeypatch):
         raise EchoUnavailable("echo cancellation needs livekit's WebRTC audio processing (No module named 'livekit')")
 
     monkeypatch.setattr(echo_mod, "_load_apm", unavailable)
-    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--echo-cancel", "on"]) == 2
+    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--echo-cancel", "on",
+                       "--echo-canceller", "aec3"]) == 2
     err = capsys.readouterr().err
     assert "livekit" in err and "Traceback" not in err
 
 
-def test_echo_later_than_aec3_tracks_is_realigned():
-    """Output latency under-reported by 450 ms: the echo comes later than AEC3 can find by
-    itself; the measured delay moves the reference back and the echo is cancelled."""
+@pytest.mark.parametrize("canceller", ["linear", "aec3"])
+def test_echo_later_than_the_canceller_covers_is_realigned(canceller):
+    """Output latency under-reported by 450 ms: the echo comes later than the canceller covers
+    (AEC3: ~500 ms, linear: 200 ms + reverberation); the measured delay moves the reference
+    back and the echo is cancelled."""
     far = speech_like(12.0, seed=2)
-    ec = EchoCanceller()
+    ec = EchoCanceller(canceller=canceller)
     mic, clean, _ = _run_room(ec, far, room_ir(450.0, rt60_s=0.2, drr_db=10.0))
     assert ec.stats.realignments >= 1 and abs(ec.stats.echo_delay_ms - 450.0) <= 10.0, ec.stats.delay_estimates_ms
     a = 8 * SR
     assert ratio_db(mic[a:], clean[a:len(mic)]) >= 20.0
 
 
-def test_overstated_latency_is_corrected():
+@pytest.mark.parametrize("canceller", ["linear", "aec3"])
+def test_overstated_latency_is_corrected(canceller):
     """Input latency over-reported by 120 ms (PulseAudio does this): paired on the reported
     clock, the echo would come before its reference; the measured correction fixes it."""
     far = speech_like(12.0, seed=2)
-    ec = EchoCanceller(input_latency_s=0.12)
+    ec = EchoCanceller(input_latency_s=0.12, canceller=canceller)
     mic, clean, _ = _run_room(ec, far, room_ir(30.0, rt60_s=0.2, drr_db=10.0))
     assert ec.stats.realignments >= 1 and abs(ec.stats.echo_delay_ms - (-90.0)) <= 10.0, ec.stats.delay_estimates_ms
     assert abs(ec.stats.round_trip_ms - 30.0) <= 10.0
