@@ -28,7 +28,7 @@ setup(
         "huggingface-hub>=0.24",
         "tqdm>=4.60",  # progress bars (huggingface-hub brings it too)
         "soundfile>=0.12",  # audio files: its wheels bundle libsndfile (wav/flac/ogg/mp3)
-        # echo cancellation in the live loop (WebRTC AEC3); wheels only: macOS, Linux x86_64/aarch64
+        # WebRTC AEC3 for --echo-canceller aec3 (the default canceller is numpy); wheels only: macOS, Linux x86_64/aarch64
         # (glibc >= 2.28), Windows. Elsewhere the loop runs without it (docs/echo-cancellation.md)
         "livekit>=1.0; sys_platform == 'darwin' or sys_platform == 'win32' or "
         "(sys_platform == 'linux' and (platform_machine == 'x86_64' or platform_machine == 'aarch64'))",

@@ -3,10 +3,10 @@ Kalman filter (the linear stage) and a residual echo suppressor driven by the fi
 uncertainty, in vectorised numpy.
 
 Why (docs/echo-cancellation.md has the measurements): WebRTC's AEC3 removes echo deeply but
-its non-linear suppressor ducks and chops the user by 3-11 dB whenever Moshi talks over
-them, and no maintained binding exposes its tuning. Here the echo is removed by
-subtracting a linear estimate of it, which the user's voice does not disturb, and what the
-filter has not learnt yet is attenuated only where the filter itself says it is unsure:
+its non-linear suppressor ducks and chops the user whenever Moshi talks over them, and no
+maintained binding exposes its tuning. Here the echo is removed by subtracting a linear
+estimate of it, which the user's voice does not disturb, and what the filter has not learnt
+yet is attenuated only where the filter itself says it is unsure:
 
 - `KalmanEchoFilter`: the echo path as P partitions of `block` taps in the frequency
   domain (PBFDAF, the structure of Speex's MDF and AEC3's linear stage), adapted by the
@@ -51,8 +51,8 @@ class KalmanEchoFilter:
     filter may believe the echo path changes); psi: weight of the observed error power in
     the step size's denominator (larger: more cautious in double talk, slower to converge);
     constrain: partitions whose gradient constraint is applied per block (a rotating subset,
-    as in Speex's MDF: the rest are constrained a few blocks later; 4 of 20 costs 20% less
-    with the same figures on bench/aec_room.py)."""
+    as in Speex's MDF: the rest are constrained a few blocks later; cheaper, and the same
+    figures on bench/aec_room.py)."""
 
     def __init__(self, block: int, length: int, *, q: float = 0.0015, psi: float = 1.0, p0: float = 10.0,
                  constrain: int = 4):

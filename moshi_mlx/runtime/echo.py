@@ -3,7 +3,7 @@ the speakers; a canceller removes it before Mimi encodes the microphone, so Mosh
 full duplex without headphones. Two cancellers (`--echo-canceller`): `linear` (the default,
 audio/echo_filter.py: a frequency-domain Kalman filter and a residual suppressor driven by
 its uncertainty, which keep the user's voice intact when both talk) and `aec3` (WebRTC's
-AEC3 through livekit's `AudioProcessingModule`, whose suppressor ducks the user by 3-11 dB
+AEC3 through livekit's `AudioProcessingModule`, whose suppressor ducks and chops the user
 during double talk; no binding exposes its tuning).
 
 Why it is built this way (docs/echo-cancellation.md has the measurements):
