@@ -199,7 +199,7 @@ def gcc_phat_lag(ref: np.ndarray, mic: np.ndarray, rate: int, min_lag_s: float, 
 @dataclass
 class EchoStats:
     chunks: int = 0  # 10 ms microphone frames cleaned
-    reference_missing: int = 0  # 10 ms reference frames not delivered in time (fed as silence)
+    reference_missing: int = 0  # reference chunks not (fully) delivered in time (fed as silence)
     capture_gaps: int = 0  # times captured audio went missing (input overflow) and the timeline jumped
     realignments: int = 0  # times the reference was shifted by a measured delay
     device_latency_ms: float = 0.0  # PortAudio's input + output latency
