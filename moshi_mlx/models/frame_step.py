@@ -63,7 +63,6 @@ class CompiledFrame:
             mx.eval(self._cond)
         self.context = lm.cfg.context
         self._per_thread: dict[int, tuple] = {}
-        self._masks: dict[tuple[int, int], mx.array] = {}
 
     def _compiled(self) -> tuple:
         """This thread's compiled functions: a trace records the streams of the thread that
@@ -75,9 +74,9 @@ class CompiledFrame:
         return fns
 
     # ---- traced bodies (run once per shape; no Python state may change here) ----------------
-    def _temporal(self, tokens, offset, slot, mask, key, *kv):
+    def _temporal(self, tokens, offset, slot, mask, bucket, key, *kv):
         gen = self.gen
-        caches = [RingStep(kv[i], kv[i + 1], offset, slot, mask) for i in range(0, len(kv), 2)]
+        caches = [RingStep(kv[i], kv[i + 1], offset, slot, mask, bucket) for i in range(0, len(kv), 2)]
         h, text_logits = gen.lm.forward_text(tokens, self._cond, caches)
         guided = gen._guided(text_logits)
         sub = None
@@ -104,13 +103,9 @@ class CompiledFrame:
         return (audio, state["key"], *logits)
 
     # ---- one position -----------------------------------------------------------------------
-    def _mask(self, filled: int, bucket: int) -> mx.array:
-        m = self._masks.get((filled, bucket))
-        if m is None:
-            m = ring_mask(filled, bucket)
-            if filled == bucket:  # the full buckets recur: keep them
-                self._masks[(filled, bucket)] = m
-        return m
+    def _mask(self, filled: int, bucket: int) -> mx.array | None:
+        """Which of the bucket's slots hold a position; None when all do (the plain kernel)."""
+        return None if filled == bucket else ring_mask(filled, bucket)
 
     def run_temporal(self, inputs) -> tuple[mx.array, mx.array, mx.array]:
         """Helium + text sampling for one position, lazily; advances the rings and the key.
@@ -133,7 +128,7 @@ class CompiledFrame:
         for c in caches:  # only the trace's inputs hold the old buffers: updated in place
             c.keys = c.values = None
         out = self._compiled()[0](tokens, mx.array(off, dtype=mx.int32), mx.array([off % cap], dtype=mx.int32),
-                            self._mask(filled, bucket), gen._key, *kv)
+                            self._mask(filled, bucket), bucket, gen._key, *kv)
         del kv
         h, guided, text, gen._key = out[:4]
         new = out[4:]

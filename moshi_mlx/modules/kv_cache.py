@@ -148,21 +148,25 @@ class RingStep:
     leave, updated, as outputs (`keys` / `values` after the call), and the position is an
     array (`offset`, for RoPE), so one trace serves every position. The new key goes to
     slot `slot` (= offset % context) by an in-place update; attention runs over the first
-    `mask.shape[-1]` slots (a bucket the caller picks, so the early steps do not read the
-    whole ring) with `mask` marking the slots that hold a position. Same visibility as
-    `KVCache` for one token: the ring holds exactly the visible keys.
+    `bucket` slots (the caller picks it, so the early steps do not read the whole ring) with
+    `mask` marking the slots that hold a position, or no mask when all of them do (then
+    attention is the plain kernel on every backend: MLX's CUDA one-query kernel takes no
+    mask). Same visibility as `KVCache` for one token: the ring holds exactly the visible keys.
     """
 
-    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, slot: mx.array, mask: mx.array):
+    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, slot: mx.array, mask: mx.array | None,
+                 bucket: int):
         self.keys, self.values = keys, values
-        self.offset, self.slot, self.mask = offset, slot, mask
+        self.offset, self.slot, self.mask, self.bucket = offset, slot, mask, bucket
 
     def update_and_fetch(self, k: mx.array, v: mx.array):
         if k.shape[2] != 1:
             raise ValueError("RingStep takes one token per call")
         self.keys = mx.slice_update(self.keys, k, self.slot, axes=(2,))
         self.values = mx.slice_update(self.values, v, self.slot, axes=(2,))
-        n = self.mask.shape[-1]
+        n = self.bucket
+        if n == self.keys.shape[2]:
+            return self.keys, self.values, self.mask
         return self.keys[:, :, :n], self.values[:, :, :n], self.mask
 
 

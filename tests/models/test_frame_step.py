@@ -130,3 +130,30 @@ def test_compiled_step_graph_has_no_layout_nodes():
         assert counts.get("Transpose", 0) <= attentions[id(counts)], counts
     assert temporal["Gather"] == 2  # the text table, then one gather for every audio stream
     assert temporal["Matmul"] >= 4 * cfg.num_layers  # the count is of the real graph
+
+
+def test_a_full_ring_attends_without_a_mask():
+    """Once every slot of the bucket holds a position the step passes no mask (MLX's CUDA
+    one-query attention kernel takes none); before that, one masking op per layer."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.graph_count import graph_counts
+
+    cfg = _tiny(context=40)
+    lm = models.random_lm(cfg, seed=7)
+    prepare_lm(lm, profile="gpu")
+    gen = models.LmGen(lm, seed=3)
+
+    def selects(at: int) -> int:
+        while gen.position < at:
+            gen.step(np.zeros(cfg.user_q, dtype=np.int64))
+        out = gen._frame.run_temporal(gen._inputs(gen.position))
+        n = sum(v for k, v in graph_counts(*out).items() if "Select" in k)
+        mx.eval(*out)
+        gen.reset()
+        return n
+
+    assert gen._frame._mask(10, 40) is not None and gen._frame._mask(40, 40) is None
+    assert selects(10) - selects(60) == cfg.num_layers
