@@ -217,7 +217,8 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     if act is not None:
         n_cast = set_linear_class(lm, CastLinear, lambda _, m: type(m) is nn.Linear and m.weight.dtype != act)
     # the accelerator format: bf16/fp16 norms go to the fused kernel without float32 casts
-    fused = set_fused_norms(lm, not cpu) if not cpu else (set_fused_norms(lm, False) and 0)
+    norms = set_fused_norms(lm, on=not cpu)
+    fused = 0 if cpu else norms
     if compile == "auto":
         compile = not cpu
     lm.compiled_step = bool(compile) and compiled_step_supported(lm) is None
