@@ -63,6 +63,8 @@ def test_profiles_choose_the_step():
     assert prepare_lm(lm, profile="gpu").compiled is True
     assert "compiled frame step" in prepare_lm(lm, profile="gpu").describe()
     assert prepare_lm(lm, profile="gpu", compile=False).compiled is False
+    assert lm.out_norm.fused and prepare_lm(lm, profile="gpu").fused_norms > 0  # bf16 norms fed as they are
+    assert prepare_lm(lm, profile="cpu").fused_norms == 0 and not lm.out_norm.fused  # back to the float32 casts
     with pytest.raises(ValueError, match="profile"):
         prepare_lm(lm, profile="tpu")
 
