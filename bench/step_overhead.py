@@ -87,10 +87,13 @@ def summarize(raw: dict, fmt: str, label: str) -> dict:
 
 def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30, warmup: int = 5,
         upstream_path: Path | None = None, cache_dir: Path = DEFAULT_CACHE, width: int = DEFAULT_WIDTH,
-        log=print, shape: str | None = None, layers: int = 32, in_memory: bool = False) -> dict:
+        log=print, shape: str | None = None, layers: int = 32, in_memory: bool = False,
+        full_context: tuple[str, ...] = ()) -> dict:
     """Every (format, implementation) case. `shape` (default the narrow one of `width`) and
     `layers` choose the model; `in_memory` builds it with random init in each process
-    instead of writing and converting a checkpoint (the GPU suite's full-size runs)."""
+    instead of writing and converting a checkpoint (the GPU suite's full-size runs).
+    full_context: formats also measured as ours in the GPU format with the context already
+    full (a long conversation's steady state: attention over every slot, without a mask)."""
     shape = shape or narrow_shape(width)
     if shape.startswith("7b-w") and width % 128 and any(f != "bf16" for f in formats):
         raise SystemExit(f"width {width}: quantized formats need a width that is a multiple of 128 "
@@ -107,12 +110,15 @@ def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30,
         else:
             folder = prepare(Case(shape, layers, fmt), cache_dir, log=log)
         cases = [("ours", p, f"ours ({p})") for p in profiles]
+        if fmt in full_context:
+            cases.append(("ours-full", "gpu", "ours (gpu, context full)"))
         if upstream_path is not None:
             cases.append(("upstream", "", "upstream"))
         for impl, profile, label in cases:
             log(f"[overhead] {fmt} {label} ...")
-            raw = run_case(impl, folder, steps, warmup, profile, upstream_path,
-                           extra=ours_extra if impl == "ours" else up_extra)
+            full = impl == "ours-full"
+            raw = run_case("ours" if full else impl, folder, steps, warmup, profile, upstream_path,
+                           extra=(ours_extra + ["--start-full"] * full) if impl != "upstream" else up_extra)
             row = summarize(raw, fmt, label)
             rows.append(row)
             if "error" in row:

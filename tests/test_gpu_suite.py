@@ -55,3 +55,6 @@ def test_prepared_gpu_check_rehearses(tmp_path):
     assert json.loads((tmp_path / "parity.json").read_text())["ok"] is True
     for name in ("step_overhead", "suite-gpu-lm.json", "suite-gpu-mimi.json", "suite-gpu-loop.json"):
         assert (tmp_path / name).exists(), name
+    lm = json.loads((tmp_path / "suite-gpu-lm.json").read_text())["parts"]["lm"]["results"]
+    full = [r for r in lm if "context full" in r["case"]]
+    assert len(full) == 1 and "error" not in full[0] and full[0]["fmt"] == "bf16"
