@@ -80,8 +80,15 @@ class MultiheadAttention(nn.Module):
     def _one_token_rows(self, x: mx.array, cache: KVCache) -> mx.array:
         if cache is None:
             raise ValueError("one-token rows [B, dim] need a cache")
-        q, k, v = self._one_token_qkv(x, cache.offset)
-        k, v, mask = cache.update_and_fetch(k, v)
+        fetch_kv = getattr(cache, "update_and_fetch_kv", None)
+        if self.rope is None and fetch_kv is not None:
+            # keys and values stay side by side as the projection made them: one append, not two
+            B, H = x.shape[0], self.num_heads
+            q, kv = mx.split(self.in_proj(x).reshape(B, H + 2 * self.num_kv_heads, 1, self.head_dim), [H], axis=1)
+            k, v, mask = fetch_kv(kv, self.num_kv_heads)
+        else:
+            q, k, v = self._one_token_qkv(x, cache.offset)
+            k, v, mask = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask if self.causal else None)
         return self.out_proj(out.reshape(x.shape[0], self.dim))
 

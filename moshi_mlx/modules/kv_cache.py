@@ -53,6 +53,7 @@ class KVCache:
         self.context = context
         self.keys: mx.array | None = None
         self.values: mx.array | None = None
+        self.kv: mx.array | None = None  # `update_and_fetch_kv`'s keys and values, side by side
         self.offset = 0
 
     def reset(self) -> None:
@@ -213,11 +214,26 @@ class FrameCache:
         self.context = context
         self.keys: mx.array | None = None
         self.values: mx.array | None = None
+        self.kv: mx.array | None = None  # `update_and_fetch_kv`'s keys and values, side by side
         self.offset = 0
 
     def reset(self) -> None:
-        self.keys = self.values = None
+        self.keys = self.values = self.kv = None
         self.offset = 0
+
+    def update_and_fetch_kv(self, kv: mx.array, num_kv_heads: int):
+        """One token's keys and values as one array [B, 2 * heads, 1, D] (keys first), kept
+        that way: one concatenation per call instead of two; the keys and values returned
+        are views of it. Not to be mixed with `update_and_fetch` on the same cache."""
+        if kv.shape[2] != 1:
+            raise ValueError("update_and_fetch_kv takes one token per call")
+        kv = kv if self.kv is None else mx.concatenate([self.kv, kv], axis=2)
+        if self.context is not None and kv.shape[2] > self.context:
+            kv = kv[:, :, -self.context :]
+        self.kv = kv
+        self.offset += 1
+        k, v = mx.split(kv, [num_kv_heads], axis=1)
+        return k, v, None
 
     def update_and_fetch(self, k: mx.array, v: mx.array):
         if self.keys is None:

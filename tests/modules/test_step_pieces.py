@@ -121,3 +121,19 @@ def test_sin_rows_at_int_offsets_match_the_graph_version():
         graph = np.array(_sin_embedding(mx.array(off), 1, 96, 10_000.0, mx.float32))
         np.testing.assert_allclose(row, graph, atol=1e-6)
     assert graph_counts(sin_embedding(3, 1, 96, 10_000.0)) == {}  # a constant
+
+
+def test_frame_cache_keeps_keys_and_values_side_by_side():
+    from moshi_mlx.modules.kv_cache import FrameCache
+
+    a, b = FrameCache(3), FrameCache(3)
+    for _ in range(5):  # past the context: the oldest drop out of both
+        k, v = mx.random.normal((2, 4, 1, 8)), mx.random.normal((2, 4, 1, 8))
+        k1, v1, m1 = a.update_and_fetch(k, v)
+        k2, v2, m2 = b.update_and_fetch_kv(mx.concatenate([k, v], axis=1), 4)
+        assert mx.array_equal(k1, k2).item() and mx.array_equal(v1, v2).item() and m1 is None and m2 is None
+    assert a.offset == b.offset == 5 and k2.shape[2] == 3
+    with pytest.raises(ValueError, match="one token"):
+        b.update_and_fetch_kv(mx.zeros((1, 8, 2, 8)), 4)
+    b.reset()
+    assert b.kv is None and b.offset == 0
