@@ -53,7 +53,6 @@ class KVCache:
         self.context = context
         self.keys: mx.array | None = None
         self.values: mx.array | None = None
-        self.kv: mx.array | None = None  # `update_and_fetch_kv`'s keys and values, side by side
         self.offset = 0
 
     def reset(self) -> None:
