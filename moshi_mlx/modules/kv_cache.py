@@ -220,29 +220,25 @@ class FrameCache:
         self.keys = self.values = self.kv = None
         self.offset = 0
 
+    def _append(self, old: mx.array | None, new: mx.array) -> mx.array:
+        """`old` followed along time by `new`, only the last `context` positions kept."""
+        x = new if old is None else mx.concatenate([old, new], axis=2)
+        return x if self.context is None or x.shape[2] <= self.context else x[:, :, -self.context :]
+
     def update_and_fetch_kv(self, kv: mx.array, num_kv_heads: int):
         """One token's keys and values as one array [B, 2 * heads, 1, D] (keys first), kept
         that way: one concatenation per call instead of two; the keys and values returned
         are views of it. Not to be mixed with `update_and_fetch` on the same cache."""
         if kv.shape[2] != 1:
             raise ValueError("update_and_fetch_kv takes one token per call")
-        kv = kv if self.kv is None else mx.concatenate([self.kv, kv], axis=2)
-        if self.context is not None and kv.shape[2] > self.context:
-            kv = kv[:, :, -self.context :]
-        self.kv = kv
+        self.kv = kv = self._append(self.kv, kv)
         self.offset += 1
         k, v = mx.split(kv, [num_kv_heads], axis=1)
         return k, v, None
 
     def update_and_fetch(self, k: mx.array, v: mx.array):
-        if self.keys is None:
-            keys, values = k, v
-        else:
-            keys = mx.concatenate([self.keys, k], axis=2)
-            values = mx.concatenate([self.values, v], axis=2)
-        if self.context is not None and keys.shape[2] > self.context:
-            keys, values = keys[:, :, -self.context :], values[:, :, -self.context :]
-        self.keys, self.values = keys, values
+        self.keys = keys = self._append(self.keys, k)
+        self.values = values = self._append(self.values, v)
         self.offset += k.shape[2]
         return keys, values, None if k.shape[2] == 1 else _frame_mask(self.offset, k.shape[2], keys.shape[2],
                                                                        self.context)
