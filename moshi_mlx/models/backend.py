@@ -192,7 +192,7 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     if upcast_groups:
         upcast_bytes = upcast_float_linears(lm, upcast_groups)
     if activation == "auto":
-        act = mx.float32 if cpu and is_quantized(lm) else None
+        act = default_activation_dtype(lm, mx.Device(mx.cpu if cpu else mx.gpu))  # the profile's device kind
         if act is None and upcast_groups and all(
                 n == 0 or g in upcast_groups for g, n in upcast_extra_bytes(lm).items()):
             act = mx.float32  # every float layer is fp32 now
