@@ -38,7 +38,27 @@ class ELU(nn.Module):
         pass
 
 
-class StreamingConv1d(nn.Module):
+class _CausalConv(nn.Module):
+    """What both convolutions share: their sizes, the weight (its shape is the subclass's
+    layout), the optional bias and the [B, T, in_channels] input check."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 weight_shape: tuple[int, int], bias: bool):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.weight = mx.zeros(weight_shape)
+        if bias:
+            self.bias = mx.zeros((out_channels,))
+
+    def _check(self, x: mx.array) -> None:
+        if x.ndim != 3 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"expected [B, T, {self.in_channels}] input, got shape {tuple(x.shape)}")
+
+
+class StreamingConv1d(_CausalConv):
     """Causal Conv1d: `(kernel - 1) * dilation + 1 - stride` samples of left padding
     (zeros, or the first sample repeated for `pad_mode="replicate"`).
 
@@ -56,21 +76,15 @@ class StreamingConv1d(nn.Module):
         bias: bool = True,
         pad_mode: str = "constant",
     ):
-        super().__init__()
         if pad_mode not in PAD_MODES:
             raise ValueError(f"unsupported pad_mode {pad_mode!r}; expected one of {', '.join(PAD_MODES)}")
         if min(in_channels, out_channels, kernel_size, stride, dilation) < 1:
             raise ValueError("channels, kernel_size, stride and dilation must be positive")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.stride = stride
+        weight_shape = (kernel_size * in_channels, out_channels)
+        super().__init__(in_channels, out_channels, kernel_size, stride, weight_shape, bias)
         self.dilation = dilation
         self.pad_mode = pad_mode
         self.padding = max((kernel_size - 1) * dilation + 1 - stride, 0)
-        self.weight = mx.zeros((kernel_size * in_channels, out_channels))
-        if bias:
-            self.bias = mx.zeros((out_channels,))
         self._prev: mx.array | None = None
 
     @property
@@ -79,8 +93,7 @@ class StreamingConv1d(nn.Module):
         return self.padding > 0
 
     def _check(self, x: mx.array) -> None:
-        if x.ndim != 3 or x.shape[-1] != self.in_channels:
-            raise ValueError(f"expected [B, T, {self.in_channels}] input, got shape {tuple(x.shape)}")
+        super()._check(x)
         if x.shape[1] % self.stride:
             raise ValueError(f"input length {x.shape[1]} is not a multiple of the stride {self.stride}")
 
@@ -127,7 +140,7 @@ class StreamingConv1d(nn.Module):
         self._prev = None
 
 
-class StreamingConvTranspose1d(nn.Module):
+class StreamingConvTranspose1d(_CausalConv):
     """Causal ConvTranspose1d: the last `kernel - stride` output samples of a call overlap
     the next call's first ones, so `step` keeps them (without bias) and adds them there;
     the batch twin drops them, as PyTorch's causal convtr trims them on the right.
@@ -144,35 +157,23 @@ class StreamingConvTranspose1d(nn.Module):
         groups: int = 1,
         bias: bool = True,
     ):
-        super().__init__()
         if kernel_size < stride:
             raise ValueError(f"kernel_size {kernel_size} must be at least the stride {stride}")
         if groups not in (1, in_channels) or (groups > 1 and in_channels != out_channels):
             raise ValueError("ConvTranspose1d supports groups=1 or depthwise (groups == in == out channels)")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.depthwise = groups > 1
+        depthwise = groups > 1
+        weight_shape = (kernel_size, out_channels) if depthwise else (in_channels, kernel_size * out_channels)
+        super().__init__(in_channels, out_channels, kernel_size, stride, weight_shape, bias)
+        self.depthwise = depthwise
         self.groups = groups
         # taps are grouped in blocks of `stride`; block m lands m input frames later
         self.blocks = -(-kernel_size // stride)
-        if self.depthwise:
-            self.weight = mx.zeros((kernel_size, out_channels))
-        else:
-            self.weight = mx.zeros((in_channels, kernel_size * out_channels))
-        if bias:
-            self.bias = mx.zeros((out_channels,))
         self._carry: mx.array | None = None
 
     @property
     def carries_state(self) -> bool:
         """Whether `step` keeps overlapping samples for the next call (`_carry`)."""
         return self.blocks > 1
-
-    def _check(self, x: mx.array) -> None:
-        if x.ndim != 3 or x.shape[-1] != self.in_channels:
-            raise ValueError(f"expected [B, T, {self.in_channels}] input, got shape {tuple(x.shape)}")
 
     def _blocks(self, x: mx.array) -> mx.array:
         """Per-input-frame contributions, [B, T, blocks, stride, out]."""
