@@ -164,6 +164,15 @@ def _fmt(x: float, nd: int = 0) -> str:
     return "n/a" if x is None or x != x else f"{x:.{nd}f}"
 
 
+def _table_rows(by_case: dict[tuple, dict[str, dict]]):
+    """(case, implementation, its result, ours for the same case or None) in table order:
+    cases as measured, implementations in IMPLS order."""
+    for case, impls in by_case.items():
+        for impl in IMPLS:
+            if impl in impls:
+                yield case, impl, impls[impl], impls.get("ours")
+
+
 def format_tables(lm: dict) -> str:
     """Markdown tables: measured steps, ratios, and the extrapolation to full depth."""
     rows = [r for r in lm["results"] if "error" not in r]
@@ -174,17 +183,12 @@ def format_tables(lm: dict) -> str:
     out.append("| shape (layers run) | format | implementation | activations | step median | p90 | temporal | depformer "
                "| floor (1 core) | x floor | peak RSS MB | upstream / ours |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (shape, layers, fmt), impls in by_case.items():
-        ours = impls.get("ours")
-        for impl in IMPLS:
-            r = impls.get(impl)
-            if r is None:
-                continue
-            rel = "" if impl == "ours" or ours is None else f"{r['step_ms']['median'] / ours['step_ms']['median']:.2f}x"
-            out.append(f"| {shape} ({layers}) | {fmt} | {impl} | {r['activation_dtype']} | "
-                       f"{_fmt(r['step_ms']['median'])} | {_fmt(r['step_ms']['p90'])} | {_fmt(r['temporal_ms']['median'])} | "
-                       f"{_fmt(r['depformer_ms']['median'])} | {_fmt(r['floor_ms'])} | {_fmt(r['floor_ratio'], 2)} | "
-                       f"{_fmt(r['peak_rss_mb'])} | {rel} |")
+    for (shape, layers, fmt), impl, r, ours in _table_rows(by_case):
+        rel = "" if impl == "ours" or ours is None else f"{r['step_ms']['median'] / ours['step_ms']['median']:.2f}x"
+        out.append(f"| {shape} ({layers}) | {fmt} | {impl} | {r['activation_dtype']} | "
+                   f"{_fmt(r['step_ms']['median'])} | {_fmt(r['step_ms']['p90'])} | {_fmt(r['temporal_ms']['median'])} | "
+                   f"{_fmt(r['depformer_ms']['median'])} | {_fmt(r['floor_ms'])} | {_fmt(r['floor_ratio'], 2)} | "
+                   f"{_fmt(r['peak_rss_mb'])} | {rel} |")
     out.append("")
     out.append("Extrapolated to the real depth: t(full) = t(L) + (full - L) x t_layer, t_layer = median time of one "
                "temporal layer (measured alone); the floor likewise.")
@@ -192,17 +196,12 @@ def format_tables(lm: dict) -> str:
     out.append("| shape | format | implementation | t_layer | step at full depth | floor (1 core) | x floor | floor (2 cores) "
                "| est. RSS GB | upstream / ours |")
     out.append("|---|---|---|---|---|---|---|---|---|---|")
-    for (shape, layers, fmt), impls in by_case.items():
-        ours = impls.get("ours")
-        for impl in IMPLS:
-            r = impls.get(impl)
-            if r is None:
-                continue
-            e = r["extrapolated"]
-            rel = "" if impl == "ours" or ours is None else f"{e['step_ms'] / ours['extrapolated']['step_ms']:.2f}x"
-            out.append(f"| {shape} ({e['layers']} layers) | {fmt} | {impl} | {_fmt(r['layer_ms']['median'], 1)} | "
-                       f"{_fmt(e['step_ms'])} | {_fmt(e['floor_ms'])} | {_fmt(e['floor_ratio'], 2)} | "
-                       f"{_fmt(e['floor_ms_two_streams'])} | {_fmt(e['peak_rss_mb_est'] / 1024, 1)} | {rel} |")
+    for (shape, _, fmt), impl, r, ours in _table_rows(by_case):
+        e = r["extrapolated"]
+        rel = "" if impl == "ours" or ours is None else f"{e['step_ms'] / ours['extrapolated']['step_ms']:.2f}x"
+        out.append(f"| {shape} ({e['layers']} layers) | {fmt} | {impl} | {_fmt(r['layer_ms']['median'], 1)} | "
+                   f"{_fmt(e['step_ms'])} | {_fmt(e['floor_ms'])} | {_fmt(e['floor_ratio'], 2)} | "
+                   f"{_fmt(e['floor_ms_two_streams'])} | {_fmt(e['peak_rss_mb_est'] / 1024, 1)} | {rel} |")
     errors = [r for r in lm["results"] if "error" in r]
     for r in errors:
         out.append(f"\n{r['shape']}/{r['fmt']}/{r['impl']}: failed: {r['error']}")
