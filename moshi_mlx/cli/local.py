@@ -21,13 +21,14 @@ from ..audio.io import read_audio
 from ..constants import SAMPLE_RATE
 from ..errors import Error
 from ..outputs import Output, check_outputs
-from ..runtime.devices import SoundDeviceIO, list_devices
+from ..runtime.devices import SoundDeviceIO
 from ..runtime.echo import add_echo_args, echo_from_args
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
 from ..runtime.recorder import StereoRecorder
 from ..runtime.sim_device import SimulatedAudioDevice
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..validation import float_arg, positive_or_off_arg
+from .device_args import add_device_args, list_devices_or_run
 from .runner import OneLineParser, cli_main, received_signal
 
 TRANSCRIPT_SAVE_S = 5.0  # the transcript is saved this often during a session (and at the end)
@@ -42,9 +43,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_args(ap)
     add_sampling_args(ap)
     g = ap.add_argument_group("audio")
-    g.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
-    g.add_argument("--input-device", help="input device: index or (part of) its name (default: system default)")
-    g.add_argument("--output-device", help="output device: index or (part of) its name (default: system default)")
+    add_device_args(g, output=True)
     g.add_argument("--max-lag-ms", type=positive_or_off_arg("--max-lag-ms"), default=400.0,
                    help='bound on the delay from speaking to hearing the answer\'s frame (default 400; "off": '
                         "never skip or drop frames)")
@@ -210,11 +209,7 @@ def _shut_down(args, io, sim_thread, device, pipe, recorder, transcript) -> None
 
 @cli_main
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    if args.list_devices:
-        print(list_devices())
-        return 0
-    return run(args)
+    return list_devices_or_run(parser().parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import time
 
 from ..audio.io import read_audio
 from ..errors import DeviceError, UsageError
-from ..runtime.devices import SoundDeviceIO, list_devices
+from ..runtime.devices import SoundDeviceIO
 from ..runtime.loading import add_model_args, load_session
+from .device_args import add_device_args, list_devices_or_run
 from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
@@ -49,8 +50,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
     g.add_argument("--quiet", action="store_true", help="print nothing but errors (and the summary)")
     a = ap.add_argument_group("microphone")
-    a.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
-    a.add_argument("--input-device", help="input device: index or (part of) its name (default: system default)")
+    add_device_args(a, output=False)
     a.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     a.add_argument("--simulate", metavar="AUDIO_FILE",
                    help="no sound card: a simulated microphone plays this file in real time")
@@ -226,11 +226,7 @@ def run(args) -> int:
 
 @cli_main
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    if args.list_devices:
-        print(list_devices())
-        return 0
-    return run(args)
+    return list_devices_or_run(parser().parse_args(argv), run)
 
 
 if __name__ == "__main__":
