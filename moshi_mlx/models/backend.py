@@ -26,6 +26,7 @@ frame step is compiled and the RMSNorms take bf16 directly (`RMSNorm.fused`).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import mlx.core as mx
@@ -112,9 +113,15 @@ def _upcast_candidates(lm, in_group) -> list[nn.Linear]:
             and not p.startswith(("condition_provider", "extra_heads"))]
 
 
+def _distinct(arrays) -> list[mx.array]:
+    """Each array object once (depformer slices of a schedule share theirs)."""
+    return list({id(a): a for a in arrays}.values())
+
+
 def upcast_extra_bytes(lm) -> dict[str, int]:
-    """Extra memory a float32 copy of each group's bf16/fp16 Linear weights would take."""
-    return {name: sum(m.weight.size * (4 - m.weight.itemsize) for m in _upcast_candidates(lm, in_group))
+    """Extra memory a float32 copy of each group's bf16/fp16 Linear weights would take
+    (a weight several modules share is copied once, so counted once)."""
+    return {name: sum(w.size * (4 - w.itemsize) for w in _distinct(m.weight for m in _upcast_candidates(lm, in_group)))
             for name, in_group in _UPCAST_GROUPS}
 
 
@@ -133,17 +140,33 @@ def plan_upcast(extra: dict[str, int], budget_bytes: int) -> list[str]:
 
 
 def upcast_float_linears(lm, groups) -> int:
-    """Give the bf16/fp16 Linear weights of `groups` float32 copies; returns the extra bytes."""
+    """Give the bf16/fp16 Linear weights of `groups` float32 copies; returns the extra bytes.
+    Modules sharing a weight (or bias) array get one copy, shared again."""
+    mods = [m for name, in_group in _UPCAST_GROUPS if name in groups for m in _upcast_candidates(lm, in_group)]
+    arrays = [m[k] for m in mods for k in ("weight", "bias") if k in m]
+    users: dict[int, int] = {}
+    for a in arrays:
+        users[id(a)] = users.get(id(a), 0) + 1
+    copies: dict[int, mx.array] = {}  # id(original) -> its float32 copy, while a module holding it is to come
     used = 0
-    for name, in_group in _UPCAST_GROUPS:
-        if name not in groups:
-            continue
-        for m in _upcast_candidates(lm, in_group):
-            used += m.weight.size * (4 - m.weight.itemsize)
-            m.weight = m.weight.astype(mx.float32)
-            if "bias" in m:
-                m.bias = m.bias.astype(mx.float32)
-            mx.eval(m.weight)
+    for m in mods:
+        for k in ("weight", "bias"):
+            if k not in m or id(m[k]) not in users:  # (a module listed twice is done already)
+                continue
+            a = m[k]
+            c = copies.get(id(a))
+            if c is None:
+                c = a.astype(mx.float32)
+                mx.eval(c)
+                if k == "weight":
+                    used += a.size * (4 - a.itemsize)
+            users[id(a)] -= 1
+            if users[id(a)]:
+                copies[id(a)] = c  # `a` stays alive (a later module holds it): its id stays unique
+            else:
+                del users[id(a)]
+                copies.pop(id(a), None)
+            m[k] = c
     return used
 
 
@@ -226,11 +249,30 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
                          upcast_bytes, lm.compiled_step, "cpu" if cpu else "gpu", fused)
 
 
+# id(weight) -> (weak refs to it and to its row-contiguous copy), so that Linears sharing a
+# weight (depformer slices of a schedule) share the copy too
+_CONTIGUOUS: dict[int, tuple[weakref.ref, weakref.ref]] = {}
+
+
+def _shared_contiguous(w: mx.array) -> mx.array:
+    hit = _CONTIGUOUS.get(id(w))
+    if hit is not None and hit[0]() is w:
+        c = hit[1]()
+        if c is not None:
+            return c
+    c = mx.contiguous(w)
+    for k in [k for k, (a, b) in _CONTIGUOUS.items() if a() is None or b() is None]:
+        del _CONTIGUOUS[k]
+    _CONTIGUOUS[id(w)] = (weakref.ref(w), weakref.ref(c))
+    return c
+
+
 def _parallel_ok(path: str, m: nn.Linear) -> bool:
     if not worth_splitting(m):
         return False
-    # the halves must be row-contiguous views (a column-major weight is re-laid out once)
-    m.weight = mx.contiguous(m.weight)
+    # the halves must be row-contiguous views (a column-major weight, or a slice of a
+    # stacked tensor, is re-laid out once; once per distinct weight)
+    m.weight = _shared_contiguous(m.weight)
     return True
 
 

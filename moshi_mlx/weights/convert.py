@@ -176,37 +176,55 @@ def plan_conversion(f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = N
     return plan
 
 
-def iter_converted(plan: Plan) -> Iterator[tuple[OutTensor, mx.array]]:
-    """(output tensor, its evaluated value), in plan order, one source tensor in memory at a time."""
-    uses: dict[str, int] = {}
-    for o in plan.outputs:
-        if o.part in ("float", "weight"):
-            key = plan.sources[o.param].key
-            uses[key] = uses.get(key, 0) + 1
-    cache: dict[str, mx.array] = {}
-    i = 0
+def _groups(plan: Plan) -> list[tuple[int, int, tuple]]:
+    """(first output index, output count, what it is computed from) for each float tensor
+    or quantized module of the plan; equal keys give equal values."""
+    out, i = [], 0
     while i < len(plan.outputs):
         o = plan.outputs[i]
-        arr = _load_source(plan.f, plan.sources[o.param], cache, uses)
+        src = plan.sources[o.param]
         if o.part == "float":
-            target = mx.float32 if o.st_dtype == "F32" else plan.dtype
-            out = arr if arr.dtype == target else arr.astype(target)
-            mx.eval(out)
-            del arr
-            yield o, out
-            del out  # before the next read: the caller has written it
+            out.append((i, 1, (src, mx.float32 if o.st_dtype == "F32" else plan.dtype)))
             i += 1
             continue
-        q = plan.quant[o.param.rsplit(".", 1)[0]]
-        packed = mx.quantize(arr if arr.dtype == plan.dtype else arr.astype(plan.dtype), q.group_size, q.bits,
-                             mode=q.mode)
-        mx.eval(packed)
-        del arr
+        n = 1
+        while i + n < len(plan.outputs) and plan.outputs[i + n].param == o.param:
+            n += 1
+        out.append((i, n, (src, plan.quant[o.param.rsplit(".", 1)[0]])))
+        i += n
+    return out
+
+
+def iter_converted(plan: Plan) -> Iterator[tuple[OutTensor, mx.array]]:
+    """(output tensor, its evaluated value), in plan order, one source tensor in memory at a
+    time. Outputs that repeat the one before (depformer slices sharing a tensor: the plan
+    lays them out one after the other) are written again from the same arrays, not
+    converted again."""
+    groups = _groups(plan)
+    uses: dict[str, int] = {}
+    prev = None
+    for _, _, key in groups:
+        if key != prev:
+            uses[key[0].key] = uses.get(key[0].key, 0) + 1
+        prev = key
+    cache: dict[str, mx.array] = {}
+    prev, values = None, ()
+    for i, n, key in groups:
+        if key != prev:
+            values = ()  # freed before the next read
+            src, how = key
+            arr = _load_source(plan.f, src, cache, uses)
+            if n == 1 and plan.outputs[i].part == "float":
+                values = (arr if arr.dtype == how else arr.astype(how),)
+            else:
+                values = tuple(mx.quantize(arr if arr.dtype == plan.dtype else arr.astype(plan.dtype), how.group_size,
+                                           how.bits, mode=how.mode))
+            del arr
+            mx.eval(values)
+            prev = key
         # the plan lays out weight, scales (, biases) of a module one after the other
-        for part in packed:
-            yield plan.outputs[i], part
-            i += 1
-        del packed, part
+        for j in range(n):
+            yield plan.outputs[i + j], values[j]
 
 
 # ---- the whole conversion -----------------------------------------------------------------

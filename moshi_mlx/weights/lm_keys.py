@@ -3,8 +3,10 @@
 PyTorch files come in two namings: the released one (`self_attn.in_proj_weight`, per-step
 depformer weights stacked along dim 0) and the in-memory `state_dict()` one
 (`self_attn.in_projs.N.weight`). Both map here; RMSNorm `alpha` [1, 1, d] becomes `weight`
-[d]; depformer tensors shared by several steps (norms, scheduled weights) are copied to
-every slice that uses them.
+[d]. The published MLX layout names every depformer slice's tensors, but in the reference
+some are one tensor shared by several steps (the depformer's norms, per-step weights of a
+`depformer_weights_per_step_schedule`, a scheduled `depformer_in`): `shared_names` says
+which, and the loaders give those slices the same array (held once in memory).
 """
 
 from __future__ import annotations
@@ -129,6 +131,22 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
             out[f"{p}.learnt_padding"] = Source(f"{p}.learnt_padding")
     for i in range(cfg.extra_heads_num_heads):
         out[f"extra_heads.{i}.weight"] = Source(f"extra_heads.{i}.weight")
+    return out
+
+
+def shared_names(cfg: LmConfig) -> dict[str, str]:
+    """Our parameter name -> the first name (lowest depformer slice) holding the same tensor
+    in the reference model, for every name that is such a copy: the depformer norms (one
+    per layer for all steps), and per-step weights and `depformer_in` projections that a
+    schedule (or no per-step weights at all) gives several steps. Derived from the PyTorch
+    mapping: names read from the same source are one tensor."""
+    first: dict[Source, str] = {}
+    out: dict[str, str] = {}
+    for name, src in pytorch_sources(cfg, pytorch_layout(cfg)).items():
+        if src in first:
+            out[name] = first[src]
+        else:
+            first[src] = name
     return out
 
 

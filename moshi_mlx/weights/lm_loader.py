@@ -19,7 +19,7 @@ from ..models.config import LmConfig
 from ..models.lm import Lm
 from .errors import WeightsError
 from .hub import hf_get
-from .lm_keys import Source, is_pytorch_layout, pytorch_sources
+from .lm_keys import Source, is_pytorch_layout, pytorch_sources, shared_names
 from .model_dir import CONFIG_NAME, model_quant_spec, read_model_dir
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
 from .safetensors_io import SafetensorsFile
@@ -219,6 +219,70 @@ def match_sources(cfg: LmConfig, f, model: Lm, pytorch: bool) -> tuple[dict[str,
     return expected, sources
 
 
+def _as_loaded(name: str, arr: mx.array, dtype: mx.Dtype | None) -> mx.array:
+    """A file tensor in the dtype the model holds it in: conditioners float32 (as the
+    reference keeps them), other floats in `dtype` when one is given."""
+    if arr.dtype in _FLOATS:
+        if name.startswith("condition_provider."):
+            return arr.astype(mx.float32)
+        if dtype is not None:
+            return arr.astype(dtype)
+    return arr
+
+
+def file_aliases(cfg: LmConfig, names) -> dict[str, str]:
+    """For an MLX-layout file's tensor `names` (float or quantized weight / scales /
+    biases): name -> the first slice's name of a tensor the reference shares
+    (`lm_keys.shared_names`), where both are in `names`."""
+    shared = shared_names(cfg)
+    names = set(names)
+    out: dict[str, str] = {}
+    for k in names:
+        first = shared.get(k)
+        if first is None and "." in k:
+            path, leaf = k.rsplit(".", 1)
+            w = shared.get(f"{path}.weight")
+            if w is not None and leaf in ("scales", "biases"):
+                first = f"{w.rsplit('.', 1)[0]}.{leaf}"
+        if first is not None and first in names:
+            out[k] = first
+    return out
+
+
+def _same(a: mx.array, b: mx.array) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and bool(mx.array_equal(a, b).item())
+
+
+def load_params(cfg: LmConfig, f, expected, sources: dict[str, Source], dtype: mx.Dtype | None,
+                pytorch: bool) -> dict[str, mx.array]:
+    """Our parameter name -> its array, read from `f` (see `match_sources`).
+
+    A depformer tensor several slices share in the reference (norms, scheduled per-step
+    weights) is held once, the slices referencing the same array: in the PyTorch layout
+    they read one source; the MLX layout stores a copy per slice, and a slice's copy that
+    equals the first slice's (compared after reading) is dropped for that one."""
+    alias = {} if pytorch else file_aliases(cfg, expected)
+    uses: dict[str, int] = {}
+    for src in {sources[k] for k in expected}:
+        uses[src.key] = uses.get(src.key, 0) + 1
+    cache: dict[str, mx.array] = {}
+    by_source: dict[Source, mx.array] = {}
+    out: dict[str, mx.array] = {}
+    # first slices first, so a copy is compared with an array already read
+    for k in sorted(expected, key=lambda k: k in alias):
+        src = sources[k]
+        arr = by_source.get(src)
+        if arr is None:
+            arr = _as_loaded(k, _load_source(f, src, cache, uses), dtype)
+            first = out.get(alias.get(k, ""))
+            if first is not None and _same(first, arr):
+                arr = first
+            by_source[src] = arr
+        out[k] = arr
+    cache.clear()
+    return out
+
+
 def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
     name = f.path.name
     keys = f.keys()
@@ -229,21 +293,8 @@ def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
     apply_quantization(model, _quant_spec(model, f, pytorch))
     expected, sources = match_sources(cfg, f, model, pytorch)
 
-    cache: dict[str, mx.array] = {}
-    uses: dict[str, int] = {}
-    for k in expected:
-        uses[sources[k].key] = uses.get(sources[k].key, 0) + 1
-    loaded = []
-    for k in expected:
-        arr = _load_source(f, sources[k], cache, uses)
-        if arr.dtype in _FLOATS:
-            if k.startswith("condition_provider."):
-                arr = arr.astype(mx.float32)
-            elif dtype is not None:
-                arr = arr.astype(dtype)
-        loaded.append((k, arr))
-    cache.clear()
-    model.load_weights(loaded, strict=True)
+    loaded = load_params(cfg, f, expected, sources, dtype, pytorch)
+    model.load_weights(list(loaded.items()), strict=True)
     if cfg.model_type == "hibiki" and cfg.text_card > 3:
         _embed_eos_as_pad(model)
     mx.eval(model.parameters())
@@ -275,7 +326,7 @@ def load_lm_from_hub(repo: str, *, config: LmConfig | str | os.PathLike | None =
 
 
 __all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "load_model_dir", "match_sources", "resolve_config",
-           "save_lm", "apply_compute"]
+           "save_lm", "apply_compute", "load_params", "file_aliases"]
 
 
 def save_lm(model: Lm, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

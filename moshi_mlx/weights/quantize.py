@@ -189,17 +189,45 @@ def apply_quantization(model: nn.Module, spec: dict[str, "QuantSpec | tuple[int,
         set_module(model, path, quantized_twin(mods[path], q.bits, q.group_size, q.mode))
 
 
+def share_arrays(module: nn.Module) -> nn.Module:
+    """A new module of `module`'s class holding the very same arrays (and child modules),
+    with a copy of its attributes: what a slice gets for a module another slice holds."""
+    new = type(module).__new__(type(module))
+    new.__dict__.update({k: (set(v) if isinstance(v, set) else v) for k, v in module.__dict__.items()})
+    for k, v in module.items():
+        new[k] = v
+    return new
+
+
+def _same_arrays(a: nn.Module, b: nn.Module) -> bool:
+    return type(a) is type(b) and a.keys() == b.keys() and all(a[k] is b[k] for k in a)
+
+
 def quantize_model(model: nn.Module, bits: int, group_size: int,
                    predicate: Callable[[str, nn.Module], bool] | None = None) -> dict[str, tuple[int, int]]:
-    """Quantize float weights in place (for conversion); returns the applied spec."""
+    """Quantize float weights in place (for conversion); returns the applied spec.
+    Modules holding the same arrays (depformer slices that share weights) are quantized
+    once and share the packed arrays."""
     spec = {}
-    for path, m in sorted(quantizable_modules(model).items(), key=lambda kv: -kv[0].count(".")):
-        if predicate is not None and not predicate(path, m):
-            continue
-        if in_features(m) % group_size:
-            continue
-        q = m.to_quantized(group_size=group_size, bits=bits) if isinstance(m, ScaledEmbedding) \
-            else nn.QuantizedLinear.from_linear(m, group_size, bits)
+    todo = [(p, m) for p, m in sorted(quantizable_modules(model).items(), key=lambda kv: -kv[0].count("."))
+            if (predicate is None or predicate(p, m)) and in_features(m) % group_size == 0]
+    users: dict[int, int] = {}
+    for _, m in todo:
+        users[id(m.weight)] = users.get(id(m.weight), 0) + 1
+    done: dict[int, tuple[nn.Module, nn.Module]] = {}  # id(float weight) -> (float module, quantized)
+    for path, m in todo:
+        key = id(m.weight)
+        hit = done.get(key)
+        if hit is not None and _same_arrays(m, hit[0]):
+            q = share_arrays(hit[1])
+        else:
+            q = m.to_quantized(group_size=group_size, bits=bits) if isinstance(m, ScaledEmbedding) \
+                else nn.QuantizedLinear.from_linear(m, group_size, bits)
+        users[key] -= 1
+        if users[key]:
+            done[key] = (m, q)  # kept (float weight included) only while a module sharing it is to come
+        else:
+            done.pop(key, None)
         set_module(model, path, q)
         spec[path] = (bits, group_size)
     mx.eval(model.parameters())
