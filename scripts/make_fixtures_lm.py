@@ -14,25 +14,20 @@ Only strided slices of the logits are stored (plus each step's top-8), to keep f
 
 from __future__ import annotations
 
-import copy
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("NO_TORCH_COMPILE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _oracle import ROOT, reference_lm, save_case  # first: the oracle's environment
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from moshi.conditioners import ConditionAttributes  # noqa: E402
-from moshi.models import LMGen, loaders  # noqa: E402
+import numpy as np
+import torch
+from moshi.conditioners import ConditionAttributes
+from moshi.models import LMGen
 
-from moshi_mlx.models.config import LmConfig  # noqa: E402
-from moshi_mlx.weights.lm_keys import pytorch_layout  # noqa: E402
-from moshi_mlx.weights.random_state import random_state  # noqa: E402
+from moshi_mlx.models.config import LmConfig
+from moshi_mlx.weights.lm_keys import pytorch_layout
+from moshi_mlx.weights.random_state import random_state
 
 OUT = ROOT / "tests" / "fixtures" / "lm"
 TEXT_STRIDE = 16
@@ -78,18 +73,6 @@ CASES = {
     "tiny_context": (dict(_NARROW_7B, context=8), 4, 100, 1.0, 20),
     "variants": (_VARIANTS, 5, 60, 1.0, 10),
 }
-_META = ("_source", "_added", "moshi_name", "mimi_name", "tokenizer_name", "model_type", "lm_gen_config")
-
-
-def torch_model(cfg_dict: dict, state: dict[str, np.ndarray]):
-    kwargs = {k: v for k, v in copy.deepcopy(cfg_dict).items() if k not in _META}
-    lm = loaders.get_moshi_lm(None, lm_kwargs=kwargs, device="cpu", dtype=torch.float32)
-    missing, unexpected = lm.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    assert not missing and not unexpected
-    if cfg_dict.get("model_type") == "hibiki":  # as CheckpointInfo.get_moshi does
-        lm.text_emb.weight.data[2] = lm.text_emb.weight.data[3]
-    lm.eval()
-    return lm
 
 
 def conditions(lm, values: list[str]):
@@ -116,7 +99,7 @@ def run_case(name: str) -> None:
     layout = pytorch_layout(cfg)
     t0 = time.time()
     state = random_state(cfg, seed)
-    lm = torch_model(cfg_dict, state)
+    lm = reference_lm(cfg_dict, state)
     assert set(layout) == set(state)
     rng = np.random.default_rng(1000 + seed)
     out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
@@ -154,10 +137,7 @@ def run_case(name: str) -> None:
     out["gen_text_logits"] = np.stack([logits[s][::TEXT_STRIDE] for s in checked])
     out["gen_text_top"] = np.stack(tops)
     out["gen_text_top_logits"] = np.stack([lg[t] for lg, t in zip(logits, tops)])
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT / f"{name}.npz", **out)
-    size = (OUT / f"{name}.npz").stat().st_size
-    print(f"{name}: {time.time() - t0:.1f}s, {size / 1e3:.0f} kB, text[:10]={texts[:10]}")
+    save_case(OUT, name, out, t0, f"text[:10]={texts[:10]}")
 
 
 if __name__ == "__main__":

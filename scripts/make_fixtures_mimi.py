@@ -20,22 +20,18 @@ that codes depend on the input at every RVQ level.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("NO_TORCH_COMPILE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _oracle import ROOT  # first: the oracle's environment
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from moshi.models import loaders  # noqa: E402
-from safetensors.numpy import save_file  # noqa: E402
+import numpy as np
+import torch
+from moshi.models import loaders
+from safetensors.numpy import save_file
 
-from moshi_mlx.models.mimi_config import MimiConfig, mimi_202407  # noqa: E402
-from moshi_mlx.weights.mimi_keys import random_published_weights  # noqa: E402
+from moshi_mlx.models.mimi_config import MimiConfig, mimi_202407
+from moshi_mlx.weights.mimi_keys import random_published_weights
 
 OUT = ROOT / "tests" / "fixtures" / "mimi"
 

@@ -31,21 +31,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("NO_TORCH_COMPILE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _oracle import ROOT, reference_lm, save_case  # first: the oracle's environment
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from moshi.models import LMGen, loaders  # noqa: E402
+import numpy as np
+import torch
+from moshi.models import LMGen, loaders
 
-from moshi_mlx.models.config import LmConfig  # noqa: E402
-from moshi_mlx.weights.random_state import random_state  # noqa: E402
+from moshi_mlx.models.config import LmConfig
+from moshi_mlx.weights.random_state import random_state
 
 OUT = ROOT / "tests" / "fixtures" / "text"
 TEXT_STRIDE = 16
@@ -92,21 +88,6 @@ CASES = {
     "helium_narrow": (_HELIUM, 13, "text", 200),
     "moshi_text": (_MOSHI, 14, "text", 60),
 }
-_META = ("_source", "moshi_name", "mimi_name", "tokenizer_name", "model_type", "lm_gen_config", "stt_config")
-
-
-def torch_model(cfg_dict: dict, state: dict[str, np.ndarray]):
-    kwargs = {k: v for k, v in cfg_dict.items() if k not in _META}
-    lm = loaders.get_moshi_lm(None, lm_kwargs=kwargs, device="cpu", dtype=torch.float32)
-    tensors = {k: torch.from_numpy(v) for k, v in state.items()}
-    # LMModel always has depformer_in, even with no depformer (dep_q 0): unused, any value
-    for k, v in lm.state_dict().items():
-        if k not in tensors and k.startswith("depformer_in."):
-            tensors[k] = torch.zeros_like(v)
-    missing, unexpected = lm.load_state_dict(tensors, strict=True)
-    assert not missing and not unexpected
-    lm.eval()
-    return lm
 
 
 def stt_user_codes(cfg_dict: dict, rng, speech_frames: int) -> tuple[np.ndarray, int, int]:
@@ -211,16 +192,13 @@ def run_case(name: str) -> None:
     cfg = LmConfig.from_dict(cfg_dict)
     t0 = time.time()
     state = random_state(cfg, seed)
-    lm = torch_model(cfg_dict, state)
+    lm = reference_lm(cfg_dict, state)
     rng = np.random.default_rng(2000 + seed)
     out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
                                   "kind": np.array(kind)}
     run = {"stt": run_stt, "stt_e2e": run_stt_e2e, "text": run_text}[kind]
     info = run(name, cfg_dict, lm, rng, n, out)
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT / f"{name}.npz", **out)
-    size = (OUT / f"{name}.npz").stat().st_size
-    print(f"{name}: {time.time() - t0:.1f}s, {size / 1e3:.0f} kB, {info}")
+    save_case(OUT, name, out, t0, info)
 
 
 if __name__ == "__main__":

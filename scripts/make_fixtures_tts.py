@@ -20,24 +20,19 @@ of the state machine runs (the test applies the same scaling).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("NO_TORCH_COMPILE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _oracle import ROOT, reference_lm, save_case  # first: the oracle's environment
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from moshi.conditioners import ConditionAttributes, TensorCondition  # noqa: E402
-from moshi.models import loaders  # noqa: E402
-from moshi.models.tts import StateMachine, TokenIds, TTSModel, script_to_entries  # noqa: E402
+import numpy as np
+import torch
+from moshi.conditioners import ConditionAttributes, TensorCondition
+from moshi.models.tts import StateMachine, TokenIds, TTSModel, script_to_entries
 
-from moshi_mlx.models.config import LmConfig  # noqa: E402
-from moshi_mlx.runtime.transcript import ByteTokenizer  # noqa: E402
-from moshi_mlx.weights.random_state import random_state  # noqa: E402
+from moshi_mlx.models.config import LmConfig
+from moshi_mlx.runtime.transcript import ByteTokenizer
+from moshi_mlx.weights.random_state import random_state
 
 OUT = ROOT / "tests" / "fixtures" / "tts"
 SCRIPT = ["Hello world, this is a test of the speech machine.",
@@ -75,7 +70,6 @@ CASES = {
     # a 40-step attention context: the KV ring wraps several times within the utterance
     "tts_narrow_ctx": (dict(_NARROW, context=40), 13, 3.0, 32, 1, 4.0),
 }
-_META = ("tts_config", "model_id", "model_type", "lm_gen_config", "moshi_name", "mimi_name", "tokenizer_name")
 VOICE_T = 125
 MAX_STEPS = 400
 
@@ -91,11 +85,7 @@ def run_case(name: str) -> None:
     t0 = time.time()
     state = random_state(cfg, seed)
     state["text_linear.weight"][[0, 3]] *= boost
-    kwargs = {k: v for k, v in json.loads(json.dumps(cfg_dict)).items() if k not in _META}
-    lm = loaders.get_moshi_lm(None, lm_kwargs=kwargs, device="cpu", dtype=torch.float32)
-    missing, unexpected = lm.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    assert not missing and not unexpected
-    lm.eval()
+    lm = reference_lm(cfg_dict, state)
 
     tok = ByteTokenizer()
     token_ids = TokenIds(lm.text_card + 1)
@@ -133,11 +123,8 @@ def run_case(name: str) -> None:
         "transcript": np.array(json.dumps(res.all_transcripts[0])),
         "consumption_times": np.array(res.all_consumption_times[0], dtype=np.int64),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT / f"{name}.npz", **out)
-    size = (OUT / f"{name}.npz").stat().st_size
-    print(f"{name}: {time.time() - t0:.1f}s, {size / 1e3:.0f} kB, {len(frames)} frames, "
-          f"{len(res.logged_text_tokens[0])} steps, end_step {res.end_steps[0]}")
+    save_case(OUT, name, out, t0, f"{len(frames)} frames, {len(res.logged_text_tokens[0])} steps, "
+                                  f"end_step {res.end_steps[0]}")
 
 
 if __name__ == "__main__":
