@@ -12,19 +12,11 @@ from moshi_mlx.cli.run_inference import main
 from moshi_mlx.models import LmConfig, random_lm
 from moshi_mlx.weights.lm_loader import save_lm
 
-HIBIKI_NARROW = {
-    "dim": 64, "text_card": 500, "existing_text_padding_id": 3, "n_q": 32, "dep_q": 16, "card": 2048,
-    "num_heads": 4, "num_layers": 2, "hidden_scale": 4.125, "causal": True, "layer_scale": None, "context": 3000,
-    "max_period": 100000, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
-    "depformer_dim": 32, "depformer_dim_feedforward": 132, "depformer_num_heads": 2, "depformer_num_layers": 1,
-    "depformer_causal": True, "depformer_layer_scale": None, "depformer_multi_linear": True, "depformer_context": 16,
-    "depformer_max_period": 10000, "depformer_gating": "silu", "depformer_pos_emb": "none",
-    "depformer_weights_per_step": True, "delays": [0] + ([0] + [2] * 15) * 2,
-    "depformer_weights_per_step_schedule": list(range(8)) + [8] * 8,
-    "conditioners": {"description": {"type": "lut", "lut": {"n_bins": 31, "dim": 16, "tokenizer": "noop",
-                     "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"]}}},
-    "fuser": {"sum": ["description"]}, "model_type": "hibiki",
-}
+from ..models.lm_fixtures import fixture_config
+
+# the Hibiki-shaped config of the LM oracle fixtures (scripts/make_fixtures_lm.py), narrower still
+HIBIKI_NARROW = dict(fixture_config("hibiki2b_narrow"), dim=64, text_card=500, depformer_dim=32,
+                     depformer_dim_feedforward=132, depformer_num_heads=2, depformer_num_layers=1)
 
 
 def _tokenizer(path):

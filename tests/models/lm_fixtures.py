@@ -17,6 +17,11 @@ TEXT_STRIDE = 16
 AUDIO_STRIDE = 4
 
 
+def fixture_config(name: str) -> dict:
+    """The config dict (published JSON layout) a fixture was generated with."""
+    return json.loads(str(np.load(FIXTURES / f"{name}.npz")["config"]))
+
+
 def load_case(name: str):
     data = dict(np.load(FIXTURES / f"{name}.npz"))
     cfg = LmConfig.from_dict(json.loads(str(data["config"])))
