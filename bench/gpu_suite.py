@@ -133,7 +133,8 @@ def run_gpu_suite(a, log=print) -> dict:
     if "lm" in only:
         part("lm", lambda: step_overhead.run(formats, ["auto"], steps, warmup, up, a.cache_dir, shape=shape,
                                              layers=layers, in_memory=True, log=log,
-                                             full_context=tuple(f for f in formats if f == "bf16")))
+                                             full_context=tuple(f for f in formats if f == "bf16"),
+                                             unfused=tuple(f for f in formats if f == "bf16")))
     if "torch" in only:
         part("torch", lambda: run_torch_peer(a.torch_peer, a.torch_path, layers, steps, warmup, small=smoke))
     if "mimi" in only:
@@ -154,6 +155,8 @@ def _ms(x) -> str:
 
 # ours once the context is full: attention over every slot, no mask (the early steps are masked)
 FULL_CONTEXT = "ours, context full"
+# ours with each residual add its own kernel (they ride on the matmuls otherwise: addmm)
+UNFUSED = "ours, unfused residuals"
 
 
 def format_gpu_report(report: dict) -> str:
@@ -174,7 +177,8 @@ def format_gpu_report(report: dict) -> str:
         rows: dict[str, dict] = {}
         for r in (lm or {}).get("results", []):
             if "error" not in r:
-                impl = FULL_CONTEXT if "context full" in r.get("case", "") else r["impl"]
+                case = r.get("case", "")
+                impl = FULL_CONTEXT if "context full" in case else UNFUSED if "unfused" in case else r["impl"]
                 rows.setdefault(impl, {})[r["fmt"]] = r["step_ms"]["median"]
         tl = torch.get("lm")
         if tl:
@@ -185,7 +189,7 @@ def format_gpu_report(report: dict) -> str:
                        "upstream": mimi["results"].get("upstream_mlx", {}).get("median_ms")}
         if torch.get("mimi"):
             mimi_ms["PyTorch moshi 0.2.13"] = torch["mimi"]["frame_ms"]["median"]
-        for impl in ("PyTorch moshi 0.2.13", "upstream", "ours", FULL_CONTEXT):
+        for impl in ("PyTorch moshi 0.2.13", "upstream", "ours", FULL_CONTEXT, UNFUSED):
             if impl in rows or impl in mimi_ms:
                 cells = [_ms(rows.get(impl, {}).get(f)) for f in FORMATS]
                 out.append(f"| {impl} | " + " | ".join(cells) + f" | {_ms(mimi_ms.get(impl))} |")

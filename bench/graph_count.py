@@ -35,9 +35,15 @@ VIEW_PRIMITIVES = frozenset({"Transpose", "Reshape", "Slice", "ExpandDims", "Squ
                              "Flatten", "Unflatten", "AsStrided", "StopGradient"})
 
 
+def is_view(name: str) -> bool:
+    """A primitive (as export_to_dot names it) that launches no kernel of its own; `View
+    <dtype>` reinterprets a buffer of the same item size."""
+    return name in VIEW_PRIMITIVES or name.startswith("View ")
+
+
 def compute_count(counts: Counter) -> int:
     """Primitives in `counts` that compute (not views)."""
-    return sum(n for k, n in counts.items() if k not in VIEW_PRIMITIVES)
+    return sum(n for k, n in counts.items() if not is_view(k))
 
 
 def dot_counts(text: str) -> Counter:

@@ -45,12 +45,16 @@ def random_model(spec: str):
 
 
 def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0, random: str | None = None,
-        compile: str = "auto", start_full: bool = False) -> dict:
+        compile: str = "auto", start_full: bool = False, unfused_residuals: bool = False) -> dict:
     import mlx.core as mx
 
     from moshi_mlx.models import LmGen, load_lm
     from moshi_mlx.models.backend import prepare_lm
 
+    if unfused_residuals:  # residual adds as their own kernels (StepLinear.fuse_residual)
+        from moshi_mlx.modules.step_linear import StepLinear
+
+        StepLinear.fuse_residual = False
     t0 = time.perf_counter()
     if random:
         lm = random_model(random)
@@ -70,7 +74,8 @@ def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0
             c.offset = max(c.offset, lm.cfg.context)
     res = graph_count.measure_steps(lambda: gen.step(next(user)), steps, warmup)
     res.update({"compiled": gen.compiled, "impl": "ours", "variant": f"ours ({fmt.describe()})", "profile": profile, "load_s": load_s,
-                "layers": lm.cfg.num_layers, "steps": steps, "warmup": warmup, "start_full": start_full})
+                "layers": lm.cfg.num_layers, "steps": steps, "warmup": warmup, "start_full": start_full,
+                "unfused_residuals": unfused_residuals})
     return res
 
 
@@ -84,9 +89,11 @@ def main(argv=None):
     ap.add_argument("--profile", default="auto", choices=("auto", "cpu", "gpu"))
     ap.add_argument("--start-full", action="store_true",
                     help="measure with the context already full (a long conversation's steady state)")
+    ap.add_argument("--unfused-residuals", action="store_true",
+                    help="residual adds as their own kernels instead of folded into the matmuls")
     a = ap.parse_args(argv)
     print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup, a.profile, random=a.random, compile=a.compile,
-                                        start_full=a.start_full)), flush=True)
+                                        start_full=a.start_full, unfused_residuals=a.unfused_residuals)), flush=True)
 
 
 if __name__ == "__main__":

@@ -88,12 +88,15 @@ def summarize(raw: dict, fmt: str, label: str) -> dict:
 def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30, warmup: int = 5,
         upstream_path: Path | None = None, cache_dir: Path = DEFAULT_CACHE, width: int = DEFAULT_WIDTH,
         log=print, shape: str | None = None, layers: int = 32, in_memory: bool = False,
-        full_context: tuple[str, ...] = ()) -> dict:
+        full_context: tuple[str, ...] = (), unfused: tuple[str, ...] = ()) -> dict:
     """Every (format, implementation) case. `shape` (default the narrow one of `width`) and
     `layers` choose the model; `in_memory` builds it with random init in each process
     instead of writing and converting a checkpoint (the GPU suite's full-size runs).
     full_context: formats also measured as ours in the GPU format with the context already
-    full (a long conversation's steady state: attention over every slot, without a mask)."""
+    full (a long conversation's steady state: attention over every slot, without a mask).
+    unfused: formats also measured as ours in the GPU format with the residual adds as their
+    own kernels (`StepLinear.fuse_residual` off), to see what folding them into the matmuls
+    gains on this device."""
     shape = shape or narrow_shape(width)
     if shape.startswith("7b-w") and width % 128 and any(f != "bf16" for f in formats):
         raise SystemExit(f"width {width}: quantized formats need a width that is a multiple of 128 "
@@ -112,13 +115,15 @@ def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30,
         cases = [("ours", p, f"ours ({p})") for p in profiles]
         if fmt in full_context:
             cases.append(("ours-full", "gpu", "ours (gpu, context full)"))
+        if fmt in unfused:
+            cases.append(("ours-unfused", "gpu", "ours (gpu, unfused residuals)"))
         if upstream_path is not None:
             cases.append(("upstream", "", "upstream"))
         for impl, profile, label in cases:
             log(f"[overhead] {fmt} {label} ...")
-            full = impl == "ours-full"
-            raw = run_case("ours" if full else impl, folder, steps, warmup, profile, upstream_path,
-                           extra=(ours_extra + ["--start-full"] * full) if impl != "upstream" else up_extra)
+            variant = {"ours-full": ["--start-full"], "ours-unfused": ["--unfused-residuals"]}.get(impl, [])
+            raw = run_case("ours" if impl.startswith("ours") else impl, folder, steps, warmup, profile, upstream_path,
+                           extra=(ours_extra + variant) if impl != "upstream" else up_extra)
             row = summarize(raw, fmt, label)
             rows.append(row)
             if "error" in row:
@@ -176,6 +181,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--upstream-path", type=Path, default=DEFAULT_UPSTREAM_PATH)
     ap.add_argument("--no-upstream", action="store_true")
+    ap.add_argument("--unfused", default="", help="formats also measured with unfused residual adds (e.g. bf16)")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "step_overhead.json")
     a = ap.parse_args(argv)
@@ -189,7 +195,8 @@ def main(argv=None):
             up = ensure_upstream_path(a.upstream_path)
         except Exception as e:  # noqa: BLE001 - report and go on without upstream
             print(f"upstream moshi_mlx unavailable: {e}", file=sys.stderr)
-    report = run(fmts, [p.strip() for p in a.profiles.split(",")], a.steps, a.warmup, up, a.cache_dir, a.width)
+    report = run(fmts, [p.strip() for p in a.profiles.split(",")], a.steps, a.warmup, up, a.cache_dir, a.width,
+                 unfused=tuple(f.strip() for f in a.unfused.split(",") if f.strip()))
     report["command"] = " ".join(["python -m bench.step_overhead"] + (argv if argv is not None else sys.argv[1:]))
     text = format_table(report)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,3 +58,8 @@ def test_prepared_gpu_check_rehearses(tmp_path):
     lm = json.loads((tmp_path / "suite-gpu-lm.json").read_text())["parts"]["lm"]["results"]
     full = [r for r in lm if "context full" in r["case"]]
     assert len(full) == 1 and "error" not in full[0] and full[0]["fmt"] == "bf16"
+    unfused = [r for r in lm if "unfused" in r["case"]]
+    assert len(unfused) == 1 and "error" not in unfused[0] and unfused[0]["fmt"] == "bf16"
+    # the variant really runs another graph: the residual adds are their own primitives again
+    assert full[0]["primitives_by_type"].get("AddMM", 0) > 0
+    assert unfused[0]["primitives_by_type"].get("AddMM", 0) == 0

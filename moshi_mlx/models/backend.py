@@ -34,6 +34,7 @@ import mlx.nn as nn
 
 from .frame_step import compiled_step_supported
 from ..modules.norm import set_fused_norms
+from ..modules.step_linear import StepLinear
 from ..modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, cpu_count, set_linear_class,
                                 use_step_linears, worth_splitting)
 
@@ -201,6 +202,8 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     device = mx.default_device()
     cpu = device.type == mx.DeviceType.cpu if profile == "auto" else profile == "cpu"
+    if cpu:  # back from an accelerator format: plain Linears first (the CPU's own arithmetic)
+        set_linear_class(lm, nn.Linear, lambda _, m: type(m) is StepLinear)
     upcast_groups, upcast_bytes = [], 0
     if isinstance(upcast, (tuple, list)):
         upcast_groups = [g for g, _ in _UPCAST_GROUPS if g in upcast]
@@ -242,6 +245,8 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     # the accelerator format: bf16/fp16 norms go to the fused kernel without float32 casts
     norms = set_fused_norms(lm, on=not cpu)
     fused = 0 if cpu else norms
+    if not cpu:  # compiled or not, the accelerator format computes the same way (StepLinear.add_to)
+        use_step_linears(lm)
     if compile == "auto":
         compile = not cpu
     lm.compiled_step = bool(compile) and compiled_step_supported(lm) is None

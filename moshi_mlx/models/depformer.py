@@ -17,6 +17,7 @@ import mlx.nn as nn
 
 from ..modules.embedding import ScaledEmbedding
 from ..modules.kv_cache import KVCache
+from ..modules.step_linear import add_linear
 from ..modules.transformer import Transformer, TransformerConfig
 from .config import LmConfig
 
@@ -52,7 +53,7 @@ class DepformerSlice(nn.Module):
     def __call__(self, h: mx.array, prev_token: mx.array, cache: list[KVCache]) -> mx.array:
         """h [B, T, dim], prev_token [B, T] -> logits [B, T, card]; or one token per row:
         h [B, dim], prev_token [B] -> [B, card]."""
-        x = self.linear_in(h) + self.emb(prev_token)
+        x = add_linear(self.linear_in, self.emb(prev_token), h)
         return self.linear_out(self.transformer(x, cache))
 
 

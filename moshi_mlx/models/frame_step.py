@@ -6,15 +6,15 @@ many small kernels. `mx.compile` traces each function once and replays it: the g
 rebuilt by C++, and chains of elementwise ops become single fused kernels. A trace needs
 fixed shapes and no Python state, so:
 
-- temporal: (tokens, position, slot, mask, PRNG key, ring buffers...) -> (hidden, guided
-  text logits, text token, new key, updated ring buffers...). Activations are [B, dim],
+- temporal: (tokens, position, slot, mask, text PRNG key, ring buffers...) -> (hidden,
+  guided text logits, text token, updated ring buffers...). Activations are [B, dim],
   one position per row (a matmul of a [B, 1, dim] input adds a flatten and an unflatten
   node), and Linears are `StepLinear`s (no transpose node). The position is an array
   (RoPE takes it as one), the KV rings are updated in place at an array slot
   (`modules.kv_cache.RingStep`), and attention covers a power-of-two bucket of slots, so
   a conversation traces a handful of shapes at most (64, 128, ..., the context);
-- depformer: (hidden, text token, key) -> (audio tokens, new key, guided logits per
-  codebook). Its cache starts empty at every frame, so the whole frame is one trace.
+- depformer: (hidden, text token, a key per codebook) -> (audio tokens, guided logits
+  per codebook). Its cache starts empty at every frame, so the whole frame is one trace.
 
 Same modules, same arithmetic order and the same PRNG key sequence as the eager step
 (`LmGen._run`), so both give the same tokens; `models.backend.prepare_lm` decides which
@@ -79,37 +79,31 @@ class CompiledFrame:
         caches = [RingStep(kv[i], kv[i + 1], offset, slot, mask, bucket) for i in range(0, len(kv), 2)]
         h, text_logits = gen.lm.forward_text(tokens, self._cond, caches)
         guided = gen._guided(text_logits)
-        sub = None
-        if not gen.text_sampler.greedy:
-            key, sub = mx.random.split(key)
-        text = gen.text_sampler(guided, sub)
-        return (h, guided, text, key, *[a for c in caches for a in (c.keys, c.values)])
+        text = gen.text_sampler(guided, key)
+        return (h, guided, text, *[a for c in caches for a in (c.keys, c.values)])
 
-    def _depformer(self, h, text, key):
+    def _depformer(self, h, text, *keys):
         gen = self.gen
         logits: list[mx.array] = []
-        state = {"key": key}
 
         def pick(k: int, lg: mx.array) -> mx.array:
             g = gen._guided(lg)
             logits.append(g)
-            sub = None
-            if not gen.audio_sampler.greedy:
-                state["key"], sub = mx.random.split(state["key"])
-            return gen.audio_sampler(g, sub)
+            return gen.audio_sampler(g, None if gen.audio_sampler.greedy else keys[k])
 
         cache = [FrameCache(c.context) for c in gen.lm.depformer.make_cache()]
         audio = gen.lm.depformer.sample(h, text, cache, pick)
-        return (audio, state["key"], *logits)
+        return (audio, *logits)
 
     # ---- one position -----------------------------------------------------------------------
     def _mask(self, filled: int, bucket: int) -> mx.array | None:
         """Which of the bucket's slots hold a position; None when all do (the plain kernel)."""
         return None if filled == bucket else ring_mask(filled, bucket)
 
-    def run_temporal(self, inputs) -> tuple[mx.array, mx.array, mx.array]:
-        """Helium + text sampling for one position, lazily; advances the rings and the key.
-        inputs: the position's tokens, ints [1 + n_q] (numpy); returns hidden [B, dim]."""
+    def run_temporal(self, inputs, key: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Helium + text sampling for one position, lazily; advances the rings.
+        inputs: the position's tokens, ints [1 + n_q] (numpy); key: the text token's.
+        Returns hidden [B, dim], guided text logits, text token."""
         gen = self.gen
         tokens = mx.array(np.broadcast_to(np.asarray(inputs, dtype=np.int32), (gen.batch, len(inputs))))
         caches = gen._cache
@@ -128,17 +122,17 @@ class CompiledFrame:
         for c in caches:  # only the trace's inputs hold the old buffers: updated in place
             c.keys = c.values = None
         out = self._compiled()[0](tokens, mx.array(off, dtype=mx.int32), mx.array([off % cap], dtype=mx.int32),
-                            self._mask(filled, bucket), bucket, gen._key, *kv)
+                            self._mask(filled, bucket), bucket, key, *kv)
         del kv
-        h, guided, text, gen._key = out[:4]
-        new = out[4:]
+        h, guided, text = out[:3]
+        new = out[3:]
         for i, c in enumerate(caches):
             c.keys, c.values = new[2 * i], new[2 * i + 1]
             c.offset += 1
         return h, guided, text
 
-    def run_depformer(self, h: mx.array, text: mx.array) -> tuple[mx.array, list[mx.array]]:
-        """The frame's audio tokens [B, dep_q] and the guided logits per codebook, lazily."""
-        audio, key, *logits = self._compiled()[1](h, text, self.gen._key)
-        self.gen._key = key
+    def run_depformer(self, h: mx.array, text: mx.array, keys: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
+        """The frame's audio tokens [B, dep_q] and the guided logits per codebook, lazily
+        (keys: one per codebook; none when sampling is greedy)."""
+        audio, *logits = self._compiled()[1](h, text, *keys)
         return audio, list(logits)

@@ -129,9 +129,15 @@ class LmGen:
         mx.eval(self._key)
         self._last_hidden: mx.array | None = None
 
-    def _next_key(self) -> mx.array:
-        self._key, sub = mx.random.split(self._key)
-        return sub
+    def _frame_keys(self) -> tuple[mx.array, list[mx.array]]:
+        """This position's PRNG keys from one split (one kernel, not one per token): the
+        text token's and one per audio codebook (views of the split, no gather). Unsplit
+        (and unused) when every sampler is greedy."""
+        if self.text_sampler.greedy and self.audio_sampler.greedy:
+            return self._key, []
+        n = self.cfg.dep_q if self.lm.has_depformer else 0
+        self._key, text, *audio = (k.reshape(2) for k in mx.split(mx.random.split(self._key, 2 + n), 2 + n))
+        return text, audio
 
     def _guided(self, logits: mx.array) -> mx.array:
         if not self.use_cfg:
@@ -145,43 +151,44 @@ class LmGen:
         tok = self._hist[self._streams, f % self._ring]
         return np.where(f >= 0, tok, self._init)
 
-    def _temporal(self, inputs: np.ndarray) -> tuple[mx.array, mx.array, mx.array]:
-        """Helium + text head for one position (inputs: its tokens [1 + n_q]): (hidden,
-        guided text logits, text token), lazy."""
+    def _temporal(self, inputs: np.ndarray, key: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Helium + text head for one position (inputs: its tokens [1 + n_q]; key: the text
+        token's): (hidden, guided text logits, text token), lazy."""
         if self._frame is not None:
-            return self._frame.run_temporal(inputs)
+            return self._frame.run_temporal(inputs, key)
         tokens = mx.array(inputs.astype(np.int32))[None, :, None]
         if self.batch > 1:
             tokens = mx.concatenate([tokens] * self.batch, axis=0)
         h, text_logits = self.lm.forward_text(tokens, self._cond, self._cache)
         guided = self._guided(text_logits[:, -1])
-        text = self.text_sampler(guided, None if self.text_sampler.greedy else self._next_key())
+        text = self.text_sampler(guided, key)
         return h, guided, text
 
-    def _depformer(self, h: mx.array, text: mx.array) -> mx.array:
-        """The frame's audio tokens [B, dep_q] given the text token, lazy."""
+    def _depformer(self, h: mx.array, text: mx.array, keys: list[mx.array]) -> mx.array:
+        """The frame's audio tokens [B, dep_q] given the text token (keys: one per
+        codebook), lazy."""
         if self._frame is not None:
-            audio, self.last_audio_logits = self._frame.run_depformer(h, text)
+            audio, self.last_audio_logits = self._frame.run_depformer(h, text, keys)
             return audio
 
         def pick(k: int, logits: mx.array) -> mx.array:
-            key = None if self.audio_sampler.greedy else self._next_key()
             g = self._guided(logits)
             self.last_audio_logits.append(g)
-            return self.audio_sampler(g, key)
+            return self.audio_sampler(g, None if self.audio_sampler.greedy else keys[k])
 
         return self.lm.depformer.sample(h, text, self._dep_cache, pick)
 
     def _run(self, p: int) -> tuple[int, list[int]]:
         lm, cfg = self.lm, self.cfg
-        h, guided, text = self._temporal(self._inputs(p))
+        text_key, audio_keys = self._frame_keys()
+        h, guided, text = self._temporal(self._inputs(p), text_key)
         self._last_hidden = h
         self.last_text_logits = guided  # lazy; read by tests and tools, costs nothing otherwise
         self.last_audio_logits: list[mx.array] = []
         if lm.has_depformer:
             # the temporal transformer computes while Python builds the depformer's graph
             mx.async_eval(text)
-            audio = self._depformer(h, text)
+            audio = self._depformer(h, text, audio_keys)
             out = mx.concatenate([text[:, None], audio], axis=1)[0]
         else:
             out = text

@@ -7,6 +7,7 @@ import mlx.nn as nn
 
 from .kv_cache import KVCache, batch_mask
 from .rope import apply_rope
+from .step_linear import add_linear
 
 
 class MultiheadAttention(nn.Module):
@@ -46,24 +47,24 @@ class MultiheadAttention(nn.Module):
     def make_cache(self) -> KVCache:
         return KVCache(self.context)
 
-    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+    def __call__(self, x: mx.array, cache: KVCache | None = None, residual: mx.array | None = None) -> mx.array:
         """x [B, T, dim] -> [B, T, dim]; or x [B, dim], one token per row (the compiled
-        step: a matmul of a 3-d input costs a flatten and an unflatten around it)."""
+        step: a matmul of a 3-d input costs a flatten and an unflatten around it).
+        residual: added to the output (with the out projection's matmul where it allows)."""
         if x.ndim == 2:
-            return self._one_token_rows(x, cache)
+            return self._out(self._one_token_rows(x, cache), residual)
         B, T, _ = x.shape
         offset = cache.offset if cache is not None else 0
         if T == 1:
             q, k, v = self._one_token_qkv(x, offset)
-        else:
-            kv_dim = self.head_dim * self.num_kv_heads
-            q, k, v = mx.split(self.in_proj(x), [self.dim, self.dim + kv_dim], axis=-1)
-            q = q.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-            k = k.reshape(B, T, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-            v = v.reshape(B, T, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-            if self.rope is not None:
-                q = apply_rope(q, offset, self.max_period, self.rope == "rope")
-                k = apply_rope(k, offset, self.max_period, self.rope == "rope")
+        else:  # heads first; q and k heads rotate in one RoPE call, as for one token
+            H, Hk = self.num_heads, self.num_kv_heads
+            qkv = self.in_proj(x).reshape(B, T, H + 2 * Hk, self.head_dim).transpose(0, 2, 1, 3)
+            if self.rope is None:
+                q, k, v = mx.split(qkv, [H, H + Hk], axis=1)
+            else:
+                qk, v = mx.split(qkv, [H + Hk], axis=1)
+                q, k = mx.split(apply_rope(qk, offset, self.max_period, self.rope == "rope"), [H], axis=1)
         if cache is not None:
             k, v, mask = cache.update_and_fetch(k, v)
             if not self.causal:
@@ -75,7 +76,10 @@ class MultiheadAttention(nn.Module):
             out = out.reshape(B, T, self.dim)
         else:
             out = out.transpose(0, 2, 1, 3).reshape(B, T, self.dim)
-        return self.out_proj(out)
+        return self._out(out, residual)
+
+    def _out(self, out: mx.array, residual: mx.array | None) -> mx.array:
+        return self.out_proj(out) if residual is None else add_linear(self.out_proj, residual, out)
 
     def _one_token_rows(self, x: mx.array, cache: KVCache) -> mx.array:
         if cache is None:
@@ -90,7 +94,7 @@ class MultiheadAttention(nn.Module):
             q, k, v = self._one_token_qkv(x, cache.offset)
             k, v, mask = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask if self.causal else None)
-        return self.out_proj(out.reshape(x.shape[0], self.dim))
+        return out.reshape(x.shape[0], self.dim)
 
     def _one_token_qkv(self, x: mx.array, offset) -> tuple[mx.array, mx.array, mx.array]:
         """q, k, v [B, heads, 1, D] for one token: the projection is already [B, heads, 1, D]

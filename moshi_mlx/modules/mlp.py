@@ -5,6 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .step_linear import add_linear
+
 ACTIVATIONS = {
     "silu": nn.silu,
     "gelu": nn.gelu,  # exact (erf) GELU, as PyTorch's F.gelu
@@ -44,7 +46,10 @@ class GatedMLP(nn.Module):
         self.linear_in = nn.Linear(dim, 2 * hidden, bias=bias)
         self.linear_out = nn.Linear(hidden, dim, bias=bias)
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
+        """linear_out(act(gate) * up), plus `residual` when given (one fused matmul-add
+        where the layer allows, `step_linear.add_linear`)."""
         h = self.linear_in(x)
         gate, up = mx.split(h, 2, axis=-1)
-        return self.linear_out(self._act(gate) * up)
+        h = self._act(gate) * up
+        return self.linear_out(h) if residual is None else add_linear(self.linear_out, residual, h)

@@ -18,6 +18,7 @@ from .kv_cache import KVCache
 from .mlp import GatedMLP, activation
 from .norm import make_norm
 from .rope import POSITIONAL_EMBEDDINGS, sin_embedding
+from .step_linear import add_linear
 
 
 @dataclass
@@ -90,22 +91,22 @@ class TransformerLayer(nn.Module):
         if cfg.cross_attention:
             add_cross_attention(self, cfg.d_model, cfg.num_heads, cfg.layer_scale)
 
-    def feed_forward(self, x: mx.array) -> mx.array:
+    def feed_forward(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
         if self.gated:
-            return self.gating(x)
-        return self.linear2(self._act(self.linear1(x)))
+            return self.gating(x, residual)
+        h = self._act(self.linear1(x))
+        return self.linear2(h) if residual is None else add_linear(self.linear2, residual, h)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None, cross: CrossKV | None = None) -> mx.array:
-        update = self.self_attn(self.norm1(x), cache)
         if self.has_layer_scale:
-            update = self.layer_scale_1(update)
-        x = x + update
+            x = x + self.layer_scale_1(self.self_attn(self.norm1(x), cache))
+        else:  # the residual add goes into the out projection's matmul (StepLinear.add_to)
+            x = self.self_attn(self.norm1(x), cache, residual=x)
         if cross is not None:
             x = cross_attention_residual(self, x, cross)
-        update = self.feed_forward(self.norm2(x))
         if self.has_layer_scale:
-            update = self.layer_scale_2(update)
-        return x + update
+            return x + self.layer_scale_2(self.feed_forward(self.norm2(x)))
+        return self.feed_forward(self.norm2(x), residual=x)
 
 
 class Transformer(nn.Module):

@@ -121,10 +121,11 @@ def test_compiled_step_graph_has_no_layout_nodes():
     prepare_lm(lm, profile="gpu")
     gen = models.LmGen(lm, seed=3)
     gen.step(np.zeros(cfg.user_q, dtype=np.int64))
-    h, guided, text = gen._frame.run_temporal(gen._inputs(gen.position))
+    text_key, audio_keys = gen._frame_keys()
+    h, guided, text = gen._frame.run_temporal(gen._inputs(gen.position), text_key)
     temporal = graph_counts(h, guided, text)
     mx.eval(h, guided, text)  # the depformer's count is then its own
-    depformer = graph_counts(*gen._frame.run_depformer(h, text)[:1])
+    depformer = graph_counts(*gen._frame.run_depformer(h, text, audio_keys)[:1])
     # (a CPU runs attention as plain ops, with one transpose of the keys per layer)
     attentions = {id(temporal): cfg.num_layers, id(depformer): cfg.dep_q * cfg.dep_num_layers}
     for counts in (temporal, depformer):
@@ -132,6 +133,9 @@ def test_compiled_step_graph_has_no_layout_nodes():
         assert counts.get("Transpose", 0) <= attentions[id(counts)], counts
     assert temporal["Gather"] == 2  # the text table, then one gather for every audio stream
     assert temporal["Matmul"] >= 4 * cfg.num_layers  # the count is of the real graph
+    # both residual adds of every layer (and the depformer's input sum) ride on a matmul
+    assert temporal["AddMM"] == 2 * cfg.num_layers, temporal
+    assert depformer["AddMM"] == cfg.dep_q * (2 * cfg.dep_num_layers + 1), depformer
 
 
 def test_a_full_ring_attends_without_a_mask():
@@ -151,7 +155,7 @@ def test_a_full_ring_attends_without_a_mask():
     def selects(at: int) -> int:
         while gen.position < at:
             gen.step(np.zeros(cfg.user_q, dtype=np.int64))
-        out = gen._frame.run_temporal(gen._inputs(gen.position))
+        out = gen._frame.run_temporal(gen._inputs(gen.position), gen._frame_keys()[0])
         n = sum(v for k, v in graph_counts(*out).items() if "Select" in k)
         mx.eval(*out)
         gen.reset()

@@ -44,3 +44,20 @@ def test_sampler():
     assert a == Sampler(temp=1.0)(logits, mx.random.key(3)).tolist()
     with pytest.raises(ValueError):
         Sampler(temp=-1.0)
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_sampler_draws_follow_the_tempered_softmax(top_k):
+    """20000 draws (one row each): frequencies within 1.5 points of softmax(logits / temp),
+    renormalised over the top k; tokens below the k-th logit never come."""
+    base = np.array([2.0, 0.5, 1.5, -1.0, 1.0], dtype=np.float32)
+    n, temp = 20000, 0.7
+    got = np.array(Sampler(temp=temp, top_k=top_k)(mx.array(np.tile(base, (n, 1))), mx.random.key(11)))
+    freq = np.bincount(got, minlength=base.size) / n
+    p = np.exp(base / temp)
+    if top_k:
+        p[np.argsort(base)[: base.size - top_k]] = 0.0
+    p /= p.sum()
+    np.testing.assert_allclose(freq, p, atol=0.015)
+    if top_k:
+        assert set(got.tolist()) == set(np.flatnonzero(p).tolist())

@@ -14,7 +14,7 @@ from moshi_mlx.modules.embedding import ScaledEmbedding, StackedEmbeddings
 from moshi_mlx.modules.kv_cache import KVCache
 from moshi_mlx.modules.norm import RMSNorm, set_fused_norms
 from moshi_mlx.modules.rope import _sin_embedding, sin_embedding
-from moshi_mlx.modules.step_linear import StepLinear, prime_step_linears
+from moshi_mlx.modules.step_linear import StepLinear, add_linear, prime_step_linears
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.graph_count import graph_counts  # noqa: E402
@@ -55,6 +55,30 @@ def test_step_linear_follows_a_replaced_weight_and_casts_other_activations():
     y = step(x)  # float32 activations, bf16 weights: computed in bf16, returned in float32
     assert y.dtype == mx.float32
     assert np.allclose(np.array(y), np.array((x.astype(mx.bfloat16) @ step.weight.T).astype(mx.float32)))
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_add_to_folds_the_residual_into_the_matmul(dtype):
+    mx.random.seed(4)
+    lin = nn.Linear(64, 48, bias=False)
+    lin.set_dtype(dtype)
+    step = _step_linear(lin)
+    x, res = mx.random.normal((2, 64)).astype(dtype), mx.random.normal((2, 48)).astype(dtype)
+    mx.eval(x, res)
+    got, ref = step.add_to(res, x), res + lin(x)
+    counts = graph_counts(got)
+    assert counts["AddMM"] == 1 and "Add" not in counts and "Matmul" not in counts
+    # one rounding instead of two: within an ulp of the activation dtype
+    tol = 1e-5 if dtype == mx.float32 else 2 ** -7
+    np.testing.assert_allclose(np.array(got.astype(mx.float32)), np.array(ref.astype(mx.float32)), rtol=tol, atol=tol)
+    assert mx.array_equal(add_linear(lin, res, x), ref).item()  # any other layer: the plain sum
+    # a bias or a cast between them: the plain sum, same result as before
+    biased = _step_linear(nn.Linear(64, 48))
+    biased.set_dtype(dtype)
+    assert mx.array_equal(biased.add_to(res, x), res + biased(x)).item()
+    x32 = x.astype(mx.float32)
+    if dtype != mx.float32:
+        assert mx.array_equal(step.add_to(res, x32), res + step(x32)).item()
 
 
 def test_one_token_rows_attend_like_the_three_d_path():
