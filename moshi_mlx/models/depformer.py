@@ -50,10 +50,11 @@ class DepformerSlice(nn.Module):
         self.transformer = Transformer(depformer_transformer_config(cfg, step))
         self.linear_out = nn.Linear(cfg.depformer_dim, cfg.card, bias=False)
 
-    def __call__(self, h: mx.array, prev_token: mx.array, cache: list[KVCache]) -> mx.array:
+    def __call__(self, h: mx.array, prev_token: mx.array, cache: list[KVCache], sampled: bool = False) -> mx.array:
         """h [B, T, dim], prev_token [B, T] -> logits [B, T, card]; or one token per row:
-        h [B, dim], prev_token [B] -> [B, card]."""
-        x = add_linear(self.linear_in, self.emb(prev_token), h)
+        h [B, dim], prev_token [B] -> [B, card]. sampled: prev_token holds sampled tokens
+        (never the zero token -1)."""
+        x = add_linear(self.linear_in, self.emb(prev_token, zero_tokens=not sampled), h)
         return self.linear_out(self.transformer(x, cache))
 
 
@@ -78,7 +79,7 @@ class Depformer(nn.Module):
         out = []
         for k, sl in enumerate(self.slices):
             inp = mx.concatenate([prev] * rep, axis=0) if rep > 1 else prev
-            logits = sl(h, inp, cache) if h.ndim == 2 else sl(h, inp[:, None], cache)[:, 0]
+            logits = sl(h, inp, cache, True) if h.ndim == 2 else sl(h, inp[:, None], cache, True)[:, 0]
             prev = pick(k, logits)
             out.append(prev)
         return mx.stack(out, axis=1)

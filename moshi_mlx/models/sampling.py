@@ -33,12 +33,16 @@ class Sampler:
         """logits [B, V] -> tokens [B] (int32)."""
         if self.greedy:
             return _as_int32(mx.argmax(logits, axis=-1))
-        logits = logits.astype(mx.float32) / self.temp
         V = logits.shape[-1]
         neg = mx.array(-float("inf"), dtype=mx.float32)
-        if 0 < self.top_k < V:  # the k-th largest logit, read off a partition (no sort)
+        kth = None
+        if 0 < self.top_k < V:  # the k-th largest logit, read off a partition (no sort) of the
+            # raw logits: dividing by a positive temperature keeps their order (and ties)
             kth = mx.partition(logits, V - self.top_k, axis=-1)[:, V - self.top_k : V - self.top_k + 1]
-            logits = mx.where(logits < kth, neg, logits)
+        tempered = logits.astype(mx.float32) / self.temp
+        if kth is not None:  # one fused pass with the tempering and the draw below
+            tempered = mx.where(logits < kth, neg, tempered)
+        logits = tempered
         if 0.0 < self.top_p < 1.0:
             order = mx.argsort(-logits, axis=-1)
             sorted_logits = mx.take_along_axis(logits, order, axis=-1)

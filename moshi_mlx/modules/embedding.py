@@ -35,18 +35,22 @@ class _EmbeddingBase(nn.Module):
     def lookup(self, ids: mx.array) -> mx.array:
         raise NotImplementedError
 
-    def __call__(self, ids: mx.array) -> mx.array:
-        is_zero = (ids == ZERO_TOKEN)[..., None]
-        ids = mx.maximum(ids, 0)
+    def __call__(self, ids: mx.array, zero_tokens: bool = True) -> mx.array:
+        """zero_tokens=False: the caller knows no id is -1 (a sampled token), so the
+        zero-token test is skipped (three kernels fewer per lookup on a GPU)."""
+        is_zero = (ids == ZERO_TOKEN)[..., None] if zero_tokens else None
+        if zero_tokens:
+            ids = mx.maximum(ids, 0)
         if self.demux:
             first = ids % self.num_embeddings
             second = ids // self.num_embeddings - 1
             y = self.out1(self.lookup(first))
             y2 = self.out2(self.lookup(mx.maximum(second, 0)))
             y = y + mx.where((second < 0)[..., None], mx.zeros_like(y2), y2)
-            return mx.where(is_zero, mx.zeros_like(y), y)
+            return y if is_zero is None else mx.where(is_zero, mx.zeros_like(y), y)
         y = self.lookup(ids)
-        y = mx.where(is_zero, mx.zeros_like(y), y)
+        if is_zero is not None:
+            y = mx.where(is_zero, mx.zeros_like(y), y)
         if self.has_low_rank:
             y = self.low_rank(y)
         return y

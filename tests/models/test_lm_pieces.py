@@ -19,6 +19,26 @@ def test_zero_token_embeds_to_zero_also_when_quantized():
     np.testing.assert_allclose(np.array(yq[0, 0]), np.array(y[0, 0]), atol=0.05)
 
 
+@pytest.mark.parametrize("kind", ["plain", "low-rank+demux", "quantized"])
+def test_sampled_tokens_skip_the_zero_token_test(kind):
+    """zero_tokens=False (the depformer's sampled inputs): the same vectors, without the
+    zero-token test's equality, clamp and select."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.graph_count import graph_counts
+
+    emb = ScaledEmbedding(10, 32, low_rank=8, demux=True) if kind == "low-rank+demux" else ScaledEmbedding(10, 32)
+    if kind == "quantized":
+        emb = emb.to_quantized(group_size=32, bits=8)
+    ids = mx.array([[4, 0, 9] if kind != "low-rank+demux" else [4 + 3 * 10, 0, 9]])
+    mx.eval(emb.parameters())
+    fast, full = emb(ids, zero_tokens=False), emb(ids)
+    assert graph_counts(fast)["Equal"] < graph_counts(full)["Equal"]  # counted before they run
+    assert mx.array_equal(fast, full).item()
+
+
 def test_low_rank_and_demux():
     emb = ScaledEmbedding(10, 32, low_rank=8, demux=True)
     assert emb.weight.shape == (10, 8)
