@@ -174,7 +174,7 @@ class RingChunk:
     """A `KVCache` ring seen by a compiled step of T tokens (Mimi's transformers take two per
     80 ms frame): attention runs over the whole ring followed by the new keys, with a mask
     the host computed from the positions (`chunk_inputs`), and the new keys are written at
-    their ring slots by in-place updates at array offsets. Same keys, same visibility as
+    their ring slots (an array) by one in-place scatter per buffer. Same keys, same visibility as
     `KVCache._chunk`, at a fixed shape (T <= context)."""
 
     def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, slots: mx.array, mask: mx.array):
@@ -184,11 +184,10 @@ class RingChunk:
     def update_and_fetch(self, k: mx.array, v: mx.array):
         keys = mx.concatenate([self.keys, k], axis=2)
         values = mx.concatenate([self.values, v], axis=2)
-        ring_k, ring_v = self.keys, self.values
-        for j in range(k.shape[2]):
-            ring_k = mx.slice_update(ring_k, k[:, :, j : j + 1], self.slots[j : j + 1], axes=(2,))
-            ring_v = mx.slice_update(ring_v, v[:, :, j : j + 1], self.slots[j : j + 1], axes=(2,))
-        self.keys, self.values = ring_k, ring_v
+        # every token's slot in one scatter per buffer (a slice update per token would be T)
+        at = self.slots[None, None, :, None]
+        self.keys = mx.put_along_axis(self.keys, at, k, axis=2)
+        self.values = mx.put_along_axis(self.values, at, v, axis=2)
         return keys, values, self.mask
 
 
