@@ -112,6 +112,8 @@ def run(args) -> dict:
                                seed=args.seed)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)
+    for w in session.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     voice = load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed)
     temp = args.temp if args.temp is not None else float(session.cfg.lm_gen_config.get("temp", _DEFAULT_TEMP))
     progress = None if args.quiet else _progress

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 from .frame_step import compiled_step_supported
 from ..modules.norm import set_fused_norms
@@ -54,6 +55,8 @@ class ComputeFormat:
     compiled: bool = False  # the frame step runs compiled fixed-shape functions
     profile: str = "cpu"
     fused_norms: int = 0  # RMSNorms fed bf16/fp16 directly (modules/norm.py)
+    wired_bytes: int = 0  # Metal: the wired limit set so the weights stay resident (`keep_resident`)
+    memory_warning: str | None = None  # the weights do not fit what the GPU keeps resident
 
     def describe(self) -> str:
         s = f"{self.activation_dtype} activations on {self.device}"
@@ -67,7 +70,46 @@ class ComputeFormat:
             s += f", float32 weights for {' + '.join(self.upcast)} (+{self.upcast_bytes / 2**30:.1f} GB)"
         if self.parallel_linears:
             s += f", {self.parallel_linears} mat-vecs split over 2 cores"
+        if self.wired_bytes:
+            s += f", weights kept resident (wired limit {self.wired_bytes / 2**30:.1f} GB)"
         return s
+
+
+# above this share of Metal's recommended working set the weights will not all stay resident
+RESIDENT_SHARE = 0.9
+
+
+def parameter_bytes(*modules: nn.Module) -> int:
+    """Bytes of the distinct arrays among the modules' parameters (shared ones counted once)."""
+    seen: dict[int, int] = {}
+    for m in modules:
+        for _, a in tree_flatten(m.parameters()):
+            seen[id(a)] = a.nbytes
+    return sum(seen.values())
+
+
+def keep_resident(weight_bytes: int) -> tuple[int, str | None]:
+    """On Metal, raise MLX's wired limit to the GPU's recommended working set (never lower
+    it), so macOS keeps the weights resident instead of paging them out between steps, which
+    stalls a real-time frame (what mlx-lm does while it generates). Returns (the limit now
+    set, in bytes, 0 where nothing was done; a one-line warning when the weights take more
+    than 90% of that set, where steps will stall whatever the limit). Elsewhere: (0, None)."""
+    if not mx.metal.is_available():
+        return 0, None
+    info = mx.device_info()
+    target = int(info.get("max_recommended_working_set_size", 0))
+    if target <= 0:
+        return 0, None
+    old = mx.set_wired_limit(target)
+    if old > target:  # someone asked for more already: keep theirs
+        mx.set_wired_limit(old)
+        target = old
+    warning = None
+    if weight_bytes > RESIDENT_SHARE * target:
+        warning = (f"the weights take {weight_bytes / 2**30:.1f} GB but this GPU keeps at most "
+                   f"{target / 2**30:.1f} GB resident: steps will stall on paging; a smaller "
+                   "quantization fits (-q 8, or -q 4 for Moshi 7B in ~4.3 GB)")
+    return target, warning
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -250,8 +292,9 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     if compile == "auto":
         compile = not cpu
     lm.compiled_step = bool(compile) and compiled_step_supported(lm) is None
+    wired, warning = keep_resident(parameter_bytes(lm)) if not cpu else (0, None)
     return ComputeFormat(str(device), str(lm.dtype).replace("mlx.core.", ""), n_par, n_cast, upcast_groups,
-                         upcast_bytes, lm.compiled_step, "cpu" if cpu else "gpu", fused)
+                         upcast_bytes, lm.compiled_step, "cpu" if cpu else "gpu", fused, wired, warning)
 
 
 # id(weight) -> (weak refs to it and to its row-contiguous copy), so that Linears sharing a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from importlib import resources
 
 from ..constants import DEMO_MODEL
@@ -235,8 +236,11 @@ Session = Model  # the name the CLIs used before `load()` existed
 
 def load_session(args: argparse.Namespace, with_codec: bool = True) -> Model:
     """Resolve the model flags (see `add_model_args`) into a ready model (with_codec=False:
-    no Mimi, for text generation)."""
-    return load(**load_kwargs(args), codec=with_codec)
+    no Mimi, for text generation); its warnings go to stderr, one line each."""
+    model = load(**load_kwargs(args), codec=with_codec)
+    for w in model.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return model
 
 
 def make_gen(session: Model, args: argparse.Namespace) -> LmGen:

@@ -63,6 +63,13 @@ class Model:
     frame_size = FRAME_SIZE
 
     @property
+    def warnings(self) -> list[str]:
+        """What to know before relying on this model's speed, one line each (e.g. weights
+        larger than what the GPU keeps resident: `models.backend.keep_resident`)."""
+        w = getattr(self.compute, "memory_warning", None)
+        return [w] if w else []
+
+    @property
     def n_user(self) -> int:
         """Codebooks of the user's audio the LM takes per frame."""
         return self.cfg.user_q

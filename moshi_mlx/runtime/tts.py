@@ -51,6 +51,7 @@ class TtsSession:
     description: str
     is_demo: bool = False
     n_q: int = 0
+    warnings: list[str] = field(default_factory=list)  # one line each (see `Model.warnings`)
 
 
 def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm_config: str | None = None,
@@ -106,7 +107,8 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
     frame_rate = float(getattr(mimi, "frame_rate", 12.5))
     return TtsSession(cfg, lm, codec, tok, frame_rate, rate, f"{desc} ({compute.describe()})",
-                      is_demo=model == DEMO_MODEL, n_q=n)
+                      is_demo=model == DEMO_MODEL, n_q=n,
+                      warnings=[compute.memory_warning] if compute.memory_warning else [])
 
 
 def _voice_dim(cfg: LmConfig) -> int:

@@ -120,3 +120,73 @@ def test_upcast_within_budget_keeps_the_rest_bf16():
     assert all(m.weight is packed[p] for p, m in q.named_modules() if isinstance(m, nn.QuantizedLinear))
     with pytest.raises(ValueError, match="unknown upcast group"):
         prepare_lm(q, upcast=["decoder"])
+
+
+class _FakeMetal:
+    """MLX's Metal calls as a Mac would answer them (this machine has no Metal)."""
+
+    def __init__(self, recommended: int, wired: int = 0):
+        self.recommended, self.wired, self.calls = recommended, wired, []
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+        monkeypatch.setattr(mx, "device_info", lambda: {"max_recommended_working_set_size": self.recommended})
+        monkeypatch.setattr(mx, "set_wired_limit", self.set_wired_limit)
+
+    def set_wired_limit(self, n: int) -> int:
+        old, self.wired = self.wired, n
+        self.calls.append(n)
+        return old
+
+
+def test_gpu_format_keeps_the_weights_resident_on_metal(monkeypatch):
+    from moshi_mlx.models.backend import keep_resident, parameter_bytes
+
+    lm = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
+    size = parameter_bytes(lm)
+    a, b = nn.Linear(64, 32, bias=False), nn.Linear(64, 32, bias=False)
+    b.weight = a.weight  # one array held by two modules counts once
+    assert parameter_bytes(a, b) == parameter_bytes(a) == 64 * 32 * 4
+    metal = _FakeMetal(recommended=10 * size)
+    metal.install(monkeypatch)
+    fmt = prepare_lm(lm, profile="gpu")
+    assert metal.wired == 10 * size and fmt.wired_bytes == 10 * size and fmt.memory_warning is None
+    assert "weights kept resident" in fmt.describe()
+    assert prepare_lm(lm, profile="cpu").wired_bytes == 0  # the CPU format leaves it alone
+    # a limit already higher (the user's own) is kept, never lowered
+    metal.wired = 20 * size
+    assert keep_resident(size) == (20 * size, None) and metal.wired == 20 * size
+    # weights over 90% of what stays resident: one line saying so and what fits
+    metal.wired = 0
+    wired, warning = keep_resident(int(0.95 * 10 * size))
+    assert wired == 10 * size and "stall" in warning and "-q 4" in warning and "\n" not in warning
+
+
+def test_keep_resident_does_nothing_without_metal():
+    from moshi_mlx.models.backend import keep_resident
+
+    assert not mx.metal.is_available()  # this machine
+    assert keep_resident(10**12) == (0, None)
+
+
+def test_memory_warning_reaches_the_cli_user(monkeypatch, capsys):
+    import argparse
+
+    from moshi_mlx.runtime import loading
+
+    metal = _FakeMetal(recommended=1000)  # far below the demo model's weights
+    metal.install(monkeypatch)
+    args = argparse.Namespace(model="random-tiny", hf_repo=None, quantize=None, moshi_weight=None, mimi_weight=None,
+                              tokenizer=None, lm_config=None, dtype="auto", mimi_backend="auto", offline=False,
+                              seed=0)
+    monkeypatch.setattr(loading, "load", lambda **kw: _with_gpu_format(loading, kw))
+    model = loading.load_session(args)
+    assert model.warnings and model.warnings[0] == model.compute.memory_warning
+    err = capsys.readouterr().err
+    assert err.count("warning: the weights take") == 1 and "Traceback" not in err
+
+
+def _with_gpu_format(loading, kw):
+    model = loading._demo("random-tiny", 0, "stored", None, with_codec=False)
+    model.compute = prepare_lm(model.lm, profile="gpu")
+    return model
