@@ -12,6 +12,7 @@ so an interrupted conversion never leaves a loadable half file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
 from .hub import hf_get_optional
 from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources
-from .model_dir import CONFIG_NAME, QuantRecord, describe_spec, is_model_dir, write_config
+from .model_dir import CONFIG_NAME, QuantRecord, config_text, describe_spec, is_model_dir
 from .resolve import resolve_model
 from .quantize import FP_MODES, GROUP_SIZES, QuantSpec, in_features, quantizable_modules
 from .recipes import Recipe
@@ -244,7 +245,9 @@ class ConvertResult:
     tensors: int
 
 
-def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> None:
+def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> list[Path]:
+    """Check and create `out_dir`; returns the folders it created (deepest first), which a
+    failed conversion removes again."""
     if out_dir.exists() and not out_dir.is_dir():
         raise WeightsError(f"output {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
@@ -252,7 +255,13 @@ def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> 
     for n in names:
         if (out_dir / n).exists() and (out_dir / n).resolve() == source.resolve():
             raise WeightsError(f"the output {out_dir / n} would overwrite the source; choose another --out")
+    created = []
+    d = out_dir.absolute()
+    while not d.exists() and d.parent != d:
+        created.append(d)
+        d = d.parent
     out_dir.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 def _copy_assets(info: SourceInfo, out_dir: Path, names: list[str]) -> tuple[list[str], list[str]]:
@@ -291,7 +300,7 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
     plan = plan_conversion(f, info.cfg, recipe, dtype)
     wname = plan.weights_name()
     assets = [n for n in (info.cfg.mimi_name, info.cfg.tokenizer_name) if n] if copy_assets else []
-    _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
+    created = _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
     record = plan.record()
     total = sum(plan.source_bytes(o) for o in plan.outputs)
     if on_start is not None:
@@ -303,6 +312,7 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
     tmp = out_dir / (wname + ".partial")
     layout = {o.name: (o.st_dtype, o.shape) for o in plan.outputs}
     old_limit = mx.set_cache_limit(0)  # freed buffers go back to the OS at once: RSS stays ~1 tensor
+    cfg_staged: Staged | None = None
     try:
         with SafetensorsWriter(tmp, layout, meta) as w:
             for o, arr in iter_converted(plan):
@@ -310,15 +320,27 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
                 if progress is not None:
                     progress(plan.source_bytes(o))
                 del arr
+        # config.json is written (under a temporary name) before either file is renamed: a disk
+        # too full for it must not leave new weights beside an old config, or without one
+        cfg_staged = Staged(out_dir / CONFIG_NAME)
+        try:
+            cfg_staged.temp.write_text(config_text(info.cfg, wname, record), encoding="utf-8")
+        except OSError as e:
+            raise os_error(cfg_staged.path, e) from None
     except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if cfg_staged is not None:
+            cfg_staged.discard()
+        for d in created:  # folders this conversion made (deepest first), when still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
         if isinstance(e, OSError) and not isinstance(e, Error):  # disk full, file size limit, ...
             raise os_error(final, e) from None
         raise
     finally:
         mx.set_cache_limit(old_limit)
     os.replace(tmp, final)
-    cfg_path = write_config(out_dir, info.cfg, wname, record)
+    cfg_path = cfg_staged.commit()
     copied, missing = _copy_assets(info, out_dir, assets) if copy_assets else ([], [])
     summary = describe_spec(plan.quant) if plan.quantized else f"float ({mx_to_safetensors_dtype(dtype)})"
     return ConvertResult(out_dir, final, cfg_path, record, summary, f.path.stat().st_size, final.stat().st_size,

@@ -161,15 +161,20 @@ def _weights_file(root: Path, cfg: LmConfig) -> Path:
     return root / names[0]
 
 
-def write_config(root: Path, cfg: LmConfig, weights_name: str, record: QuantRecord | None) -> Path:
-    """Write `config.json` for the folder: the LM config, its file names, the quantization."""
+def config_text(cfg: LmConfig, weights_name: str, record: QuantRecord | None) -> str:
+    """The folder's `config.json`: the LM config, its file names, the quantization."""
     d = cfg.to_dict()
     d["moshi_name"] = weights_name
     d.pop(QUANT_KEY, None)
     if record is not None:
         d[QUANT_KEY] = record.to_json()
+    return json.dumps(d, indent=2) + "\n"
+
+
+def write_config(root: Path, cfg: LmConfig, weights_name: str, record: QuantRecord | None) -> Path:
+    """Write `config.json` for the folder (see `config_text`)."""
     path = root / CONFIG_NAME
     from ..outputs import write_text
 
-    write_text(path, json.dumps(d, indent=2) + "\n")
+    write_text(path, config_text(cfg, weights_name, record))
     return path

@@ -15,7 +15,7 @@ from moshi_mlx.cli.convert import run
 from moshi_mlx.models.config import LmConfig
 from moshi_mlx.weights import convert as convert_mod
 from moshi_mlx.weights.convert import convert, plan_conversion, resolve_source
-from moshi_mlx.errors import ConfigError
+from moshi_mlx.errors import ConfigError, Error
 from moshi_mlx.weights.errors import WeightsError
 from moshi_mlx.weights import lm_loader
 from moshi_mlx.weights.lm_loader import load_lm_state, save_lm
@@ -259,8 +259,38 @@ def test_interrupted_conversion_leaves_nothing_loadable(tmp_path, src, monkeypat
     iter_orig = convert_mod.iter_converted
     monkeypatch.setattr(convert_mod, "iter_converted", boom)
     with pytest.raises(OSError):
-        convert(resolve_source(src), tmp_path / "o", recipe=make_recipe(None, 4))
-    assert list((tmp_path / "o").iterdir()) == []
+        convert(resolve_source(src), tmp_path / "new" / "o", recipe=make_recipe(None, 4))
+    assert list(tmp_path.iterdir()) == []  # the folders it made are gone again: nothing looks like a model
+
+
+def test_no_room_for_config_json_leaves_no_new_weights(tmp_path, src, monkeypatch):
+    """A disk with room for the weights but not for config.json: the weights are not renamed
+    into place (a folder of new weights beside an old config, or none, would load wrong)."""
+    import errno
+
+    from moshi_mlx import outputs
+
+    real = outputs.Staged
+
+    class NoRoomForConfig(real):
+        def __init__(self, path):
+            if str(path).endswith("config.json"):
+                raise outputs.os_error(path, OSError(errno.ENOSPC, "No space left on device"))
+            super().__init__(path)
+
+    monkeypatch.setattr(outputs, "Staged", NoRoomForConfig)
+    monkeypatch.setattr(convert_mod, "Staged", NoRoomForConfig)
+    with pytest.raises(Error, match="config.json: no space left on device"):
+        convert(resolve_source(src), tmp_path / "fresh", recipe=make_recipe(None, 4))
+    assert not (tmp_path / "fresh").exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.q4.safetensors").write_bytes(b"old weights")
+    (old / "config.json").write_text("old config")
+    with pytest.raises(Error, match="no space left on device"):
+        convert(resolve_source(src), old, recipe=make_recipe(None, 4), force=True)
+    assert (old / "model.q4.safetensors").read_bytes() == b"old weights"
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "model.q4.safetensors"]
 
 
 def test_source_resolution(tmp_path, cfg, src, monkeypatch):
