@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import socket
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +32,27 @@ def offline_mode(on: bool = True) -> Iterator[None]:
         _OFFLINE.reset(token)
 
 
+def _hub_unreachable() -> bool:
+    """True when the Hub's host name does not resolve (no network): huggingface_hub would
+    then retry each file for ~25 s, printing a warning per try, before failing. Behind a
+    proxy the name may resolve only there, so nothing is assumed."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False
+    try:
+        from urllib.parse import urlparse
+
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname
+        if host:
+            socket.getaddrinfo(host, 443)
+    except OSError:  # socket.gaierror: the name does not resolve
+        return True
+    except Exception:  # noqa: BLE001 - an odd endpoint setting: let huggingface_hub decide
+        return False
+    return False
+
+
 def _download(repo: str, filename: str) -> Path:
     local = Path(repo).expanduser()
     if local.is_dir():  # a local model folder (e.g. from `moshi_mlx.convert`) stands in for a repo
@@ -42,7 +64,7 @@ def _download(repo: str, filename: str) -> Path:
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency
         raise WeightsError("huggingface-hub is not installed; pass local file paths instead") from None
     try:
-        if _OFFLINE.get():
+        if _OFFLINE.get() or _hub_unreachable():  # no network: the cache only, at once
             return Path(hf_hub_download(repo, filename, local_files_only=True))
         return Path(hf_hub_download(repo, filename))
     except Exception as e:  # the hub raises many types; they all mean "could not get it"

@@ -1,0 +1,56 @@
+"""Hub lookups without a network: one line at once, not ~25 s of huggingface_hub's retries
+(a warning per try) before it."""
+
+import socket
+
+import huggingface_hub
+import pytest
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+from moshi_mlx.weights import hub
+from moshi_mlx.weights.errors import WeightsError
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """hf_hub_download replaced: records its keywords, never touches the network."""
+    seen = []
+
+    def fake(repo, filename, **kw):
+        seen.append(kw)
+        raise LocalEntryNotFoundError(f"{filename} is not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    for v in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    return seen
+
+
+def _no_dns(monkeypatch):
+    def fail(*a, **k):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(hub.socket, "getaddrinfo", fail)
+
+
+def test_no_network_goes_to_the_cache_at_once(calls, monkeypatch):
+    _no_dns(monkeypatch)
+    with pytest.raises(WeightsError, match="config.json from kyutai/x is not in the local Hugging Face cache and the "
+                                           "Hub cannot be reached"):
+        hub.hf_get("config.json", "kyutai/x")
+    assert calls == [{"local_files_only": True}]  # no request, so no retries
+
+
+def test_behind_a_proxy_the_hub_is_asked(calls, monkeypatch):
+    _no_dns(monkeypatch)  # local DNS may fail where the proxy resolves names itself
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    with pytest.raises(WeightsError):
+        hub.hf_get("config.json", "kyutai/x")
+    assert calls == [{}]
+
+
+def test_with_a_network_the_hub_is_asked(calls, monkeypatch):
+    monkeypatch.setattr(hub.socket, "getaddrinfo", lambda *a, **k: [])
+    with pytest.raises(WeightsError):
+        hub.hf_get("config.json", "kyutai/x")
+    assert calls == [{}]
