@@ -99,6 +99,14 @@ def top_k(name: str, v: Any) -> int:
     return integer(name, v, lo=0)
 
 
+def sample_rate(name: str, v: Any) -> int:
+    """A sample rate in Hz: a positive integer (a float rate, even 16000.0, is a mistake
+    somewhere upstream, so it is refused rather than rounded)."""
+    if not _is_int(v) or int(v) <= 0:
+        raise UsageError(f"{name} must be a positive integer (Hz), got {v!r}")
+    return int(v)
+
+
 def positive_or_off(name: str, v: Any) -> float | None:
     """A positive finite number, or None for "off" (the explicit way to disable a bound)."""
     if v is None:
@@ -182,4 +190,14 @@ def float_pcm(name: str, x: Any, *, repair: bool = False, warn: Callable[[str], 
         a = np.where(bad, np.float32(0.0), a)
         if warn is not None:
             warn(f"WARNING: {name}: {n} NaN/infinite samples replaced by silence")
+    return a
+
+
+def mono_pcm(name: str, x: Any) -> np.ndarray:
+    """`float_pcm`, then [samples, channels] mixed down to mono; other shapes are refused."""
+    a = float_pcm(name, x)
+    if a.ndim == 2:  # [samples, channels]
+        a = a.mean(axis=1)
+    elif a.ndim != 1:
+        raise AudioError(f"expected mono samples [n] (or [n, channels]), got shape {a.shape}")
     return a

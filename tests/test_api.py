@@ -115,6 +115,42 @@ def test_caller_mistakes_are_usage_and_audio_errors(model):
         model.respond(np.zeros(100, np.float32))
 
 
+def test_more_caller_mistakes_are_one_line_errors(model, tmp_path):
+    """Each was a TypeError/ValueError from Python, numpy or inside MLX, or silently did
+    something else (an empty source loaded the one .safetensors file in the working folder)."""
+    import mlx.core as mx
+
+    for rate in (0, float("nan"), 16000.0, "24000"):
+        with pytest.raises(UsageError, match="sample_rate must be a positive integer"):
+            model.respond(np.zeros(2400, np.float32), sample_rate=rate)
+    with pytest.raises(UsageError, match="progress must be a function"):
+        model.respond(np.zeros(2400, np.float32), sample_rate=24000, progress=5)
+    with pytest.raises(UsageError, match="max_lag_ms must be a number"):
+        model.conversation(max_lag_ms="400")
+    for source in (123, b"random-tiny", ["random-tiny"]):
+        with pytest.raises(UsageError, match="source must be"):
+            moshi_mlx.load(source)
+    (tmp_path / "stray.safetensors").write_bytes(b"x" * 16)
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for source in ("", "  "):
+            with pytest.raises(UsageError, match="source is empty"):
+                moshi_mlx.load(source)
+    finally:
+        os.chdir(cwd)
+    with pytest.raises(UsageError, match="dtype must be one of"):
+        moshi_mlx.load("random-tiny", dtype=np.float32)
+    assert moshi_mlx.load("random-tiny", dtype=mx.float16, codec=False).lm is not None
+    for kw in (dict(weights="w.safetensors"), dict(config="moshiko"), dict(mimi="m.safetensors"),
+               dict(tokenizer="t.model")):
+        with pytest.raises(UsageError, match="random-tiny is built in memory: it takes no"):
+            moshi_mlx.load("random-tiny", **kw)
+    assert moshi_mlx.load("random-tiny", mimi="random", tokenizer="none").is_demo  # what it uses anyway
+
+
 def test_load_a_converted_folder_prepared_by_default(tmp_path, monkeypatch):
     from moshi_mlx.cli.convert import run as convert
     from moshi_mlx.models import load_lm

@@ -31,8 +31,9 @@ from typing import Callable
 import numpy as np
 
 from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
-from ..errors import AudioError, UsageError
-from ..validation import float_pcm
+from ..errors import UsageError
+from ..validation import mono_pcm, positive_or_off
+from ..validation import sample_rate as check_rate
 from .pipeline import DuplexPipeline, TextEvent
 
 
@@ -85,12 +86,7 @@ class _CountingGen:
 
 def _mono(pcm) -> np.ndarray:
     """Float samples (integer PCM scaled: int16 32767 -> ~1.0), mixed to mono; NaN/inf refused."""
-    x = float_pcm("the audio", pcm)
-    if x.ndim == 2:  # [samples, channels]
-        x = x.mean(axis=1)
-    elif x.ndim != 1:
-        raise AudioError(f"expected mono samples [n] (or [n, channels]), got shape {x.shape}")
-    return x
+    return mono_pcm("the audio", pcm)
 
 
 class Conversation:
@@ -99,12 +95,10 @@ class Conversation:
     def __init__(self, model, gen, sample_rate: int, *, max_lag_ms: float | None = None, keep_tokens: bool = False):
         from ..audio.resample import Resampler
 
-        if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
-            raise UsageError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-        if max_lag_ms is not None and not max_lag_ms > 0:
-            raise UsageError(f"max_lag_ms must be positive or None, got {max_lag_ms!r}")
+        sample_rate = check_rate("sample_rate", sample_rate)
+        max_lag_ms = positive_or_off("max_lag_ms", max_lag_ms)  # None: no bound
         self.model = model
-        self.sample_rate = int(sample_rate)
+        self.sample_rate = sample_rate
         self.max_lag_ms = max_lag_ms
         self.generator = gen
         self.transcript = model.new_transcript()

@@ -102,10 +102,13 @@ def sampling_kwargs(args: argparse.Namespace) -> dict:
 def _float_dtype(name):
     import mlx.core as mx
 
-    if name in (None, "auto"):
+    if isinstance(name, mx.Dtype):  # before `==`: an mlx Dtype compared with None raises TypeError
+        if name in (mx.float32, mx.bfloat16, mx.float16):
+            return name
+    elif name is None or name == "auto":
         return None
     if not isinstance(name, str):
-        return name
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)} (or an mlx float dtype), got {name!r}")
     if name not in DTYPES:
         raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}[name]
@@ -141,7 +144,16 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
     if quantized not in (None, 4, 8):
         raise UsageError(f"quantized must be 4, 8 or None (bf16), got {quantized!r}")
     float_dtype = _float_dtype(dtype)
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise UsageError(f"source must be a repo id, a path or a model name (a str), got {type(source).__name__}")
+    if source is not None and not str(source).strip():
+        raise UsageError("source is empty: give a repo id, a model folder or file, or a model name")
     if source is not None and str(source) in DEMO_MODELS:
+        # the demo model is built in memory: a file given with it would be silently unused
+        given = [k for k, v, ok in (("weights", weights, ()), ("config", config, ()), ("mimi", mimi, ("random",)),
+                                    ("tokenizer", tokenizer, ("none",))) if v is not None and v not in ok]
+        if given:
+            raise UsageError(f"{source} is built in memory: it takes no {'/'.join(given)}")
         return _demo(str(source), seed, compute, float_dtype, codec)
     with offline_mode(offline):
         return _load(source, quantized, weights, config, mimi, tokenizer, float_dtype, compute, mimi_backend, seed,

@@ -167,8 +167,11 @@ class Model:
         from ..errors import AudioError
         from ..outputs import Output, check_outputs
         from ..validation import float_pcm
+        from ..validation import sample_rate as check_rate
         from .transcript import TRANSCRIPT_SUFFIXES
 
+        if progress is not None and not callable(progress):
+            raise UsageError(f"progress must be a function (frames_done, frames_total) or None, got {progress!r}")
         check_outputs([Output("out_path", out_path, AUDIO_SUFFIXES),
                        Output("transcript_path", transcript_path, TRANSCRIPT_SUFFIXES)],
                       [("audio", audio if isinstance(audio, (str, os.PathLike)) else None)])
@@ -180,8 +183,9 @@ class Model:
 
             if sample_rate is None:
                 raise UsageError("respond(array) needs sample_rate=")
+            rate = check_rate("sample_rate", sample_rate)
             pcm = float_pcm("audio", audio).reshape(-1)
-            pcm = resample(pcm, int(sample_rate), SAMPLE_RATE) if int(sample_rate) != SAMPLE_RATE else pcm
+            pcm = resample(pcm, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else pcm
             name = "the input"
         pcm = pcm.reshape(-1)
         if pcm.size == 0:

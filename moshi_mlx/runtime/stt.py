@@ -34,6 +34,8 @@ from ..errors import ConfigError, UsageError
 from ..models import LmGen
 from ..models.sampling import check_text_sampling
 from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
+from ..validation import mono_pcm, real
+from ..validation import sample_rate as check_rate
 from .pipeline import make_resampler
 
 END_OF_TURN_HEAD = 2  # upstream stt_from_mic_mlx.py: vad_heads[2][0, 0, 0] > 0.5
@@ -253,8 +255,8 @@ class StreamingTranscriber:
                  top_k: int | None = None, top_p: float | None = None, seed: int = 0,
                  vad_threshold: float = END_OF_TURN_THRESHOLD):
         check_stt_model(lm.cfg)
-        if sample_rate <= 0:
-            raise UsageError(f"sample rate must be positive, got {sample_rate}")
+        sample_rate = check_rate("sample_rate", sample_rate)
+        vad_threshold = real("vad_threshold", vad_threshold, lo=0.0, hi=1.0)
         self.cfg = lm.cfg
         self.codec = codec
         self.gen = HeadsGen(make_stt_gen(lm, temp=temp, top_k=top_k, top_p=top_p, seed=seed))
@@ -292,12 +294,7 @@ class StreamingTranscriber:
         """Mono samples (or [n, channels], mixed to mono) at `sample_rate`."""
         if self._flushed:
             raise UsageError("this stream was flushed: call reset() to start another")
-        x = np.asarray(pcm, dtype=np.float32)
-        if x.ndim == 2:
-            x = x.mean(axis=1)
-        x = x.reshape(-1)
-        if not np.all(np.isfinite(x)):
-            raise UsageError("audio samples must be finite numbers")
+        x = mono_pcm("the audio", pcm)  # integer PCM scaled, NaN/inf refused (AudioError)
         if self._resample is not None:
             x = self._resample(x)
         self.samples_in += len(x)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
+import numpy as np
+
 from ..errors import UsageError
 from ..models.helium import TEXT_DEFAULTS, TextGen
 from ..models.sampling import Sampler
+from ..validation import integer
 from .transcript import PlaceholderTokenizer
 
 _IDS = re.compile(r"^[\s,]*\d+([\s,]+\d+)*[\s,]*$")
@@ -53,7 +56,13 @@ class TextStream:
         """Yield the generated text piece by piece (up to `max_tokens` tokens; the end-of-text
         token, when the tokenizer has one, ends it unless `stop_at_eos` is False).
         prompt: text, or token ids (see `parse_prompt`)."""
-        ids = parse_prompt(prompt, self.tokenizer) if isinstance(prompt, str) else [int(t) for t in prompt]
+        max_tokens = integer("max_tokens", max_tokens, lo=0)
+        if isinstance(prompt, str):
+            ids = parse_prompt(prompt, self.tokenizer)
+        elif isinstance(prompt, (list, tuple, np.ndarray)):
+            ids = [integer("prompt token id", t, lo=0) for t in np.asarray(prompt).reshape(-1).tolist()]
+        else:
+            raise UsageError(f"prompt must be text or a list of token ids, got {type(prompt).__name__}")
         eos = getattr(self.tokenizer, "eos_id", None)
         stop = [eos] if (stop_at_eos and eos is not None) else []
         self.tokens = []

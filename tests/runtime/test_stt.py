@@ -177,3 +177,37 @@ def test_public_api_transcriber_and_text_stream():
         helium.transcriber()
     text = "".join(helium.text_stream(temp=0.0).stream("1 2 3", 4))
     assert text.count("‹") == 4
+
+
+def test_transcriber_takes_audio_as_a_conversation_does():
+    """Integer PCM is scaled (int16 32767 -> ~1.0, not 32767.0), and bad audio or options are
+    AudioError/UsageError with the conversation's sentences, never numpy's ValueError."""
+    from moshi_mlx.errors import AudioError
+
+    s = _demo()
+    tr = StreamingTranscriber(s.lm, s.codec, s.tokenizer)
+    pcm = _speech(1.0)
+    tr.feed(pcm)
+    ref = list(tr.decoder.tokens)
+    tr.reset()
+    tr.feed(np.round(pcm * 32767).astype(np.int16))
+    assert tr.decoder.tokens == ref
+    for bad, match in [(np.full(100, np.nan, np.float32), "NaN"), ("x", "expected audio samples"),
+                       (np.zeros((1, 1, 10), np.float32), "shape"), (np.zeros(10, np.int64), "not PCM")]:
+        with pytest.raises(AudioError, match=match):
+            tr.feed(bad)
+    for kw, match in [(dict(sample_rate=0), "sample_rate"), (dict(sample_rate=16000.0), "sample_rate"),
+                      (dict(vad_threshold=2.0), "vad_threshold"), (dict(vad_threshold=float("nan")), "vad_threshold")]:
+        with pytest.raises(UsageError, match=match):
+            StreamingTranscriber(s.lm, s.codec, s.tokenizer, **kw)
+
+
+def test_text_stream_refuses_bad_prompt_and_length():
+    import moshi_mlx
+
+    stream = moshi_mlx.load("random-tiny-helium", codec=False).text_stream(temp=0.0)
+    for prompt, n, match in [("1 2", 1.5, "max_tokens must be an integer"), ("1 2", "5", "max_tokens"),
+                             (None, 3, "prompt must be text or a list of token ids"), ([1, -2], 3, "token id")]:
+        with pytest.raises(UsageError, match=match):
+            list(stream.stream(prompt, n))
+    assert "".join(stream.stream(np.array([1, 2]), 2)).count("‹") == 2
