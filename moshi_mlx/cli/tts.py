@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -123,14 +122,10 @@ def run(args) -> dict:
     if out is not None:
         from ..audio.io import AudioWriter
 
-        partial = out.with_name(out.name + ".partial" + out.suffix)  # the extension keeps the format
-        try:
-            with AudioWriter(partial, session.sample_rate) as w:
-                report = synthesize(session, text, [voice], w.write, **opts)
-            os.replace(partial, out)
-        finally:
-            if partial.exists():
-                partial.unlink()
+        # staged: written under a temporary name, renamed over OUTFILE only when complete (an
+        # error or a signal removes it); messages name OUTFILE
+        with AudioWriter(out, session.sample_rate) as w:
+            report = synthesize(session, text, [voice], w.write, **opts)
     else:
         from ..runtime.playback import Speaker
 

@@ -167,3 +167,20 @@ def test_sigterm_mid_run_is_one_line_and_leaves_no_output(tmp_path):
     assert p.returncode == 143, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted (SIGTERM)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_names_outfile_and_keeps_the_old_one(tmp_path):
+    """A write error (here a file size limit, as a full disk) is one line naming OUTFILE, not
+    an internal temporary name; the existing OUTFILE (replaced with --force) is untouched."""
+    import resource
+
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"an older result")
+    text = " ".join(["a sentence long enough to need more than the limit"] * 4)
+    r = subprocess.run([sys.executable, "-m", "moshi_mlx.tts", text, str(out), "--force"] + DEMO,
+                       capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: file too large (file size limit reached)"
+    assert out.read_bytes() == b"an older result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.wav"]
