@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     """Errors are one line (exit 2) and Ctrl-C / SIGTERM a clean stop, via cli/runner.py."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    if not args.host.strip():  # '' would listen on every interface and print the URL http://:8998/
+        raise UsageError("--host is empty: give an address, e.g. 127.0.0.1 (the default)")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not args.max_lag_ms > 0:

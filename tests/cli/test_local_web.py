@@ -15,6 +15,7 @@ def test_flags_are_local_model_and_sampling_flags_plus_server():
 @pytest.mark.parametrize("argv, match", [
     (["--port", "70000"], "--port must be in 0..65535"),
     (["--max-lag-ms", "0"], "--max-lag-ms must be positive"),
+    (["--host", ""], "--host is empty"),  # it listened on every interface, printing http://:8998/
     (["--temp", "-1"], "--temp must be >= 0, got -1"),  # the shared flag checks (moshi_mlx.validation)
     (["--top-p", "2"], "--top-p must be in [0, 1], got 2"),
     (["--temp", "9"], "sampling flags: setting 'temp' must be between 0 and 5"),
