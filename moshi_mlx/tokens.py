@@ -29,6 +29,15 @@ def _load(path: str | os.PathLike):
     if p.is_dir():
         raise AudioError(f"expected a codes file but {p} is a folder")
     try:
+        with open(p, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise AudioError(f"cannot read {p}: {e.strerror or e}") from None
+    if not head:
+        raise AudioError(f"codes file {p} is empty (0 bytes)")
+    if not head.startswith((b"\x93NUMPY", b"PK")):  # numpy would try it as a pickle and say so
+        raise AudioError(f"cannot read {p} as a .npy/.npz codes file: it has no NumPy or zip header")
+    try:
         return np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise AudioError(f"cannot read {p} as a .npy/.npz codes file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -353,6 +353,24 @@ def test_bad_bits_group_mode_recipe(tmp_path, src, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_eval_flags_checked_before_converting_and_imply_eval(tmp_path, src, capsys, monkeypatch):
+    """--eval-codes was read only after the conversion was written (a typo cost a whole
+    conversion), or silently ignored without --eval; --out '' meant the working folder."""
+    out = tmp_path / "o"
+    _one_line_error(capsys, [str(src), "--out", str(out), "--eval-codes", str(tmp_path / "nope.npz")],
+                    "codes file not found")
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF" + bytes(60))
+    _one_line_error(capsys, [str(src), "--out", str(out), "--eval", "--eval-codes", str(wav)], "no NumPy or zip header")
+    assert not out.exists()
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, [str(src), "--out", "", "--force"], "--out: empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+    report = tmp_path / "r.json"
+    assert run([str(src), "--out", str(out), "-q", "--eval-json", str(report), "--eval-frames", "3", "--quiet"]) == 0
+    assert json.loads(report.read_text())  # the report was made: --eval-json implies --eval
+
+
 def test_group_size_must_divide_the_width(tmp_path, capsys):
     d = models.lm_preset("random-tiny").to_dict()
     d.update(depformer_dim=32, depformer_num_heads=2, depformer_dim_feedforward=132)  # depformer MLP 88 wide
