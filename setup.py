@@ -47,14 +47,14 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "moshi-local = moshi_mlx.cli.local:main",
-            "moshi-run-inference = moshi_mlx.cli.run_inference:main",
-            "moshi-convert = moshi_mlx.cli.convert:main",
-            "moshi-quality = moshi_mlx.cli.quality:main",
-            "moshi-tts = moshi_mlx.cli.tts:main",
-            "moshi-stt = moshi_mlx.cli.stt:main",
-            "moshi-helium = moshi_mlx.cli.helium:main",
-            "moshi-web = moshi_mlx.cli.local_web:main",
+            "moshi-local = moshi_mlx.local:run",
+            "moshi-run-inference = moshi_mlx.run_inference:run",
+            "moshi-convert = moshi_mlx.convert:run",
+            "moshi-quality = moshi_mlx.quality:run",
+            "moshi-tts = moshi_mlx.tts:run",
+            "moshi-stt = moshi_mlx.stt:run",
+            "moshi-helium = moshi_mlx.helium:run",
+            "moshi-web = moshi_mlx.local_web:run",
         ],
     },
 )

@@ -2,7 +2,14 @@
 
 import sys
 
-from .cli.helium import main
+from .cli.runner import launch
+
+
+def run() -> int:
+    """Run the tool (console script `moshi-helium`): its module is imported under the runner's signal
+    rules (a Ctrl-C during the import is one line too)."""
+    return launch("moshi_mlx.cli.helium")
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

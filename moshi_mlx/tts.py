@@ -2,7 +2,14 @@
 
 import sys
 
-from .cli.tts import main
+from .cli.runner import launch
+
+
+def run() -> int:
+    """Run the tool (console script `moshi-tts`): its module is imported under the runner's signal
+    rules (a Ctrl-C during the import is one line too)."""
+    return launch("moshi_mlx.cli.tts")
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

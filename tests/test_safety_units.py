@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,6 +227,13 @@ def test_tokens_npz_round_trip(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"junk")
     with pytest.raises(AudioError, match="cannot read"):
         read_mimi_codes(tmp_path / "junk.npy")
+    # a WAV given as codes: numpy tried it as a pickle ("This file contains pickled (object) data...")
+    (tmp_path / "a.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
+    with pytest.raises(AudioError, match=r"a\.wav as a \.npy/\.npz codes file: it has no NumPy or zip header$"):
+        read_stream_codes(tmp_path / "a.wav")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty.npy is empty"):
+        read_mimi_codes(tmp_path / "empty.npy")
 
 
 def test_aligned_codes_without_delay_uses_the_prefix_frame():
@@ -269,6 +277,31 @@ def test_runner_exit_codes_and_one_line(arg, code, line):
     assert r.stderr.strip().splitlines()[-1] == line
     if code != 2:
         assert "saved what was produced" in r.stderr
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_a_tool_is_imported_is_one_line(tmp_path, sig, code):
+    """The tools' modules take a few tenths of a second to import (MLX): a Ctrl-C then was a
+    KeyboardInterrupt traceback from inside an import (SIGTERM: killed without a word)."""
+    (tmp_path / "slow_tool.py").write_text(
+        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(5)\ndef main(argv=None):\n    return 0\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", "import sys; from moshi_mlx.cli.runner import launch; "
+                        "sys.exit(launch('slow_tool'))"], capture_output=True, text=True, timeout=60, env=env,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == code and r.stderr.strip() == f"interrupted ({signal.Signals(sig).name})", r.stderr
+
+
+def test_module_shims_and_console_scripts_go_through_launch():
+    import importlib
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = re.findall(r'"([\w-]+) = (moshi_mlx\.\w+):run"', (root / "setup.py").read_text())
+    assert len(scripts) == 8
+    for _, module in scripts + [("mimi", "moshi_mlx.mimi")]:
+        assert "launch(" in (root / (module.replace(".", "/") + ".py")).read_text()
+        assert callable(importlib.import_module(module).run)
 
 
 def test_runner_keeps_tracebacks_of_bugs():

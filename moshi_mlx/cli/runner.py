@@ -143,6 +143,27 @@ def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int
     return code
 
 
+def launch(module: str, argv: list[str] | None = None) -> int:
+    """Import a tool's module (`moshi_mlx.cli.NAME`), then run its `main`: what `python -m
+    moshi_mlx.NAME` and the console scripts call. The import takes a few tenths of a second
+    (MLX, numpy); a Ctrl-C or SIGTERM during it ends with the same one line and exit code
+    as later, not a KeyboardInterrupt traceback from inside an import."""
+    import importlib
+
+    _state.signum, _state.count = None, 0
+    old = _install()
+    try:
+        tool = importlib.import_module(module)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", None) or _state.signum or signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return exit_code(signum)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return tool.main(argv)
+
+
 def cli_main(fn: Callable[..., int | None]) -> Callable[[list[str] | None], int]:
     """Decorator: `main(argv)` runs `fn(argv)` through `run_cli` and returns the exit code
     (console scripts and `sys.exit(main())` use it as such)."""
