@@ -315,6 +315,8 @@ _LOWER_BOUNDS = {
     "existing_text_padding_id": 0, "existing_text_end_padding_id": 0,
 }
 _POSITIVE_FLOATS = ("hidden_scale", "max_period", "depformer_max_period")
+# MLX's shapes and indices are 32-bit: a larger size or count fails inside MLX (OverflowError)
+_SIZE_LIMIT = 2**30  # with headroom for the +1 rows (padding tokens) some tables add
 
 
 def _check_values(data: dict[str, Any], where: str) -> None:
@@ -327,14 +329,19 @@ def _check_values(data: dict[str, Any], where: str) -> None:
         if v is None or isinstance(v, (bool, str, list, dict)):
             continue
         if key in _LOWER_BOUNDS:
-            integer(key, v, lo=_LOWER_BOUNDS[key], err=ConfigError)
+            _size(key, integer(key, v, lo=_LOWER_BOUNDS[key], err=ConfigError))
         elif key in _POSITIVE_FLOATS:
             real(key, v, lo=0.0, lo_open=True, err=ConfigError)
         elif isinstance(v, float):
             real(key, v, err=ConfigError)  # NaN / inf
     ff = data.get("depformer_dim_feedforward")
     for x in ff if isinstance(ff, list) else [ff] if ff is not None else []:
-        integer("depformer_dim_feedforward", x, lo=1, err=ConfigError)
+        _size("depformer_dim_feedforward", integer("depformer_dim_feedforward", x, lo=1, err=ConfigError))
+
+
+def _size(key: str, v: int) -> None:
+    if v > _SIZE_LIMIT:
+        raise ConfigError(f"{key} must be at most 2**30 (MLX sizes are 32-bit), got {v}")
 
 
 def _check_gen_values(lm_gen: dict[str, Any], where: str) -> None:
@@ -473,6 +480,9 @@ def _validate(cfg: LmConfig, where: str) -> None:
     check(cfg.dim % cfg.num_heads == 0, f"dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
     check(cfg.num_heads % cfg.kv_repeat == 0, f"num_heads {cfg.num_heads} is not divisible by kv_repeat {cfg.kv_repeat}")
     check(cfg.context is None or cfg.context > 0, f"context must be positive, got {cfg.context}")
+    for what, width in (("hidden_scale x dim", cfg.hidden_scale * cfg.dim),
+                        ("hidden_scale x depformer_dim", cfg.hidden_scale * (cfg.depformer_dim or 0))):
+        check(width <= _SIZE_LIMIT, f"{what} = {width:g} is no layer width (at most 2**30)")
     check(not cfg.fuse_cross or cfg.cross_attention,
           f"fuser 'cross' conditions {cfg.fuse_cross} need cross_attention: true")
     check(not cfg.cross_attention or cfg.fuse_cross, "cross_attention: true needs a conditioner fused with 'cross'")

@@ -86,6 +86,11 @@ def test_depformer_inherits_unless_given():
     ("existing_text_padding_id", 1000, r"existing_text_padding_id 1000 is outside the text vocabulary \[0, 1000\)"),
     ("lm_gen_config", {"temp": -1}, "lm_gen_config.temp must be >= 0"),
     ("lm_gen_config", {"use_sampling": "yes"}, "use_sampling must be true or false"),
+    # sizes MLX cannot index (32-bit): an OverflowError/TypeError from inside MLX before
+    ("card", 2**31, r"card must be at most 2\*\*30 \(MLX sizes are 32-bit\), got 2147483648"),
+    ("context", 10**400, "context must be at most 2\\*\\*30"),
+    ("depformer_dim_feedforward", [2**33, 192], "depformer_dim_feedforward must be at most"),
+    ("hidden_scale", 1e30, r"hidden_scale x dim = 6.4e\+31 is no layer width \(at most 2\*\*30\)"),
 ])
 def test_unsupported_values_are_named(key, value, message):
     d = models.lm_preset("random-tiny").to_dict()
