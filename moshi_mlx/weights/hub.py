@@ -59,6 +59,8 @@ def _download(repo: str, filename: str) -> Path:
         if (local / filename).is_file():
             return local / filename
         raise WeightsError(f"model folder {repo} has no file {filename!r}")
+    if repo.count("/") != 1 or repo.startswith((".", "/", "~")) or repo.endswith("/"):  # not owner/name
+        raise WeightsError(f"{repo}: no such model folder (and not a Hugging Face repo id, owner/name)")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency

@@ -54,3 +54,12 @@ def test_with_a_network_the_hub_is_asked(calls, monkeypatch):
     with pytest.raises(WeightsError):
         hub.hf_get("config.json", "kyutai/x")
     assert calls == [{}]
+
+
+@pytest.mark.parametrize("repo", ["nodir", "./nodir", "/abs/nodir", "a/b/c", "~/x"])
+def test_a_missing_folder_is_not_sent_to_the_hub(calls, repo):
+    """A path that is no folder and no owner/name repo id: said so, not 'not in the cache'
+    (or huggingface_hub's HFValidationError)."""
+    with pytest.raises(WeightsError, match=r": no such model folder \(and not a Hugging Face repo id, owner/name\)$"):
+        hub.hf_get("config.json", repo)
+    assert calls == []
