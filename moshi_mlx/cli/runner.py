@@ -112,24 +112,29 @@ def _stop_workers() -> None:
         pipeline.abort_all()
 
 
+def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
+    try:
+        try:
+            return int(fn(argv) or 0)
+        finally:
+            _stop_workers()
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # argparse (--help, a bad flag): its code, as a return value
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
 def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int:
     """Run a tool's body with the rules above; returns the process exit code."""
     _state.signum, _state.count = None, 0
     old = _install()
     code: int
     try:
-        try:
-            code = int(fn(argv) or 0)
-        finally:
-            _stop_workers()
-    except Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    except SystemExit as e:  # argparse (--help, a bad flag): its code, as a return value
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-    except KeyboardInterrupt as e:
+        code = _run_body(fn, argv)
+    except KeyboardInterrupt as e:  # in the body, or while an error was reported (the only one raised)
         signum = getattr(e, "signum", None) or _state.signum or signal.SIGINT
         _state.signum = signum
         code = exit_code(signum)
