@@ -17,7 +17,7 @@ from ..models.helium import TEXT_DEFAULTS
 from ..runtime.loading import add_model_args, load_session
 from .runner import OneLineParser, cli_main
 from ..models.sampling import check_text_sampling
-from ..runtime.textgen import TextStream, parse_prompt
+from ..runtime.textgen import TextStream
 
 DEFAULT_REPO = "kyutai/helium-1-preview-2b-mlx"
 
@@ -68,7 +68,7 @@ def run(args) -> int:
         print(f"NOTE: {session.description}", file=sys.stderr)
     stream = TextStream(session.lm, session.tokenizer, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
                         seed=args.seed)
-    ids = parse_prompt(prompt, session.tokenizer)
+    ids = stream.encode(prompt)  # a bad prompt is one error line, before the prompt is echoed
     out = sys.stdout
     if not args.quiet:
         out.write(prompt)

@@ -25,6 +25,9 @@ _IDS = re.compile(r"^[\s,]*\d+([\s,]+\d+)*[\s,]*$")
 def parse_prompt(prompt: str, tokenizer) -> list[int]:
     """Token ids of `prompt`: encoded text, or the ids themselves for a model with no tokenizer."""
     if isinstance(tokenizer, PlaceholderTokenizer):
+        negative = [t for t in re.split(r"[\s,]+", prompt or "") if re.fullmatch(r"-\d+", t)]
+        if negative and _IDS.match(re.sub(r"-(\d+)", r"\1", prompt)):
+            raise UsageError(f"token ids must be >= 0, got {', '.join(negative[:5])}")
         if not _IDS.match(prompt or ""):
             raise UsageError("this model has no text tokenizer (--tokenizer none or a demo model): give the "
                              "prompt as token ids, e.g. \"12 7 99\"")
@@ -57,12 +60,7 @@ class TextStream:
         token, when the tokenizer has one, ends it unless `stop_at_eos` is False).
         prompt: text, or token ids (see `parse_prompt`)."""
         max_tokens = integer("max_tokens", max_tokens, lo=0)
-        if isinstance(prompt, str):
-            ids = parse_prompt(prompt, self.tokenizer)
-        elif isinstance(prompt, (list, tuple, np.ndarray)):
-            ids = [integer("prompt token id", t, lo=0) for t in np.asarray(prompt).reshape(-1).tolist()]
-        else:
-            raise UsageError(f"prompt must be text or a list of token ids, got {type(prompt).__name__}")
+        ids = self.encode(prompt)
         eos = getattr(self.tokenizer, "eos_id", None)
         stop = [eos] if (stop_at_eos and eos is not None) else []
         self.tokens = []
@@ -83,6 +81,21 @@ class TextStream:
                 delta, shown = text[k:], text
             if delta:
                 yield delta
+
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        """The prompt's token ids (see `parse_prompt`), checked against the vocabulary: a
+        caller can find a bad prompt before printing anything."""
+        if isinstance(prompt, str):
+            ids = parse_prompt(prompt, self.tokenizer)
+        elif isinstance(prompt, (list, tuple, np.ndarray)):
+            ids = [integer("prompt token id", t, lo=0) for t in np.asarray(prompt).reshape(-1).tolist()]
+        else:
+            raise UsageError(f"prompt must be text or a list of token ids, got {type(prompt).__name__}")
+        vocab = self.gen.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise UsageError(f"token id(s) {bad[:5]} outside the model's vocabulary [0, {vocab})")
+        return ids
 
     def _decode(self, ids: list[int]) -> str:
         if isinstance(self.tokenizer, PlaceholderTokenizer):

@@ -83,12 +83,15 @@ def test_moshi_checkpoint_as_text_model(capsys):
     (["1 2", "--temp", "-0.5"], "temperature"),
     (["1 2", "--top-p", "1.5"], "top-p"),
     (["1 2000"], "outside the model's vocabulary"),
+    (["1 -5"], "token ids must be >= 0, got -5"),  # was "this model has no text tokenizer"
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     assert helium.main(["--model", "random-tiny-helium", *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    cap = capsys.readouterr()
+    err = cap.err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
+    assert cap.out == ""  # the prompt is not echoed before its error (it was for "1 2000")
 
 
 def test_conditioned_model_is_refused(tmp_path, capsys):
