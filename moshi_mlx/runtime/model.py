@@ -97,7 +97,12 @@ class Model:
         """The live loop's `DuplexPipeline` for this model (not started), for a sound card's
         callbacks (`push_input` / `read_output`); `gen` defaults to `generator()`.
         options: the rest of DuplexPipeline's keywords (recorder, step_delay_s, ...)."""
+        from ..validation import positive_or_off
+        from ..validation import sample_rate as check_rate
+
         self._need_codec("the audio pipeline")
+        input_rate, output_rate = check_rate("input_rate", input_rate), check_rate("output_rate", output_rate)
+        max_lag_ms = positive_or_off("max_lag_ms", max_lag_ms)
         self.codec.reset()
         return DuplexPipeline(self.codec, gen if gen is not None else self.generator(), self.n_user,
                               max_lag_ms=max_lag_ms, in_resampler=make_resampler(input_rate, SAMPLE_RATE),

@@ -20,6 +20,7 @@ See docs/threading.md.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import itertools
 import queue
@@ -40,9 +41,14 @@ _ACTIVE: "weakref.WeakSet[DuplexPipeline]" = weakref.WeakSet()  # started, not y
 
 def abort_all(timeout: float = 10.0) -> None:
     """Abort every running pipeline and wait for its workers (the CLI runner calls this on
-    the way out: MLX threads must be idle when the interpreter shuts down)."""
+    the way out, and it runs at exit for API callers who left a conversation open: MLX
+    threads must be idle when the interpreter shuts down, or it aborts with "terminate
+    called without an active exception")."""
     for pipe in list(_ACTIVE):
         pipe.abort(timeout)
+
+
+atexit.register(abort_all)
 
 
 class FrameCoder(Protocol):
