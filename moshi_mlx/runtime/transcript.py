@@ -127,8 +127,12 @@ class Transcript:
         """`.json`: text + words with start/end seconds; `.txt`: one `start end word` line each.
         Written atomically (temporary name, then rename), so it can be saved again and again
         as the session goes on, and a failure never leaves half a file."""
-        from ..outputs import write_text
+        from ..errors import UsageError
+        from ..outputs import Output, check_output, write_text
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise UsageError(f"a transcript path must be a str or os.PathLike, got {type(path).__name__}")
+        check_output(Output("transcript", path, TRANSCRIPT_SUFFIXES))  # '' or x.wav: one line, nothing written
         path = os.fspath(path)
         if path.lower().endswith(".json"):
             data = {"text": self.text,

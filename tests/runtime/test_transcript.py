@@ -29,6 +29,22 @@ def test_words_and_timestamps(tmp_path):
     assert q.read_text().splitlines()[0].split() == ["0.24", "0.40", "Hello"]
 
 
+def test_save_refuses_paths_it_cannot_write(tmp_path, monkeypatch):
+    """'' was "cannot write .: Device or resource busy", x.wav silently got a text table,
+    None a TypeError."""
+    from moshi_mlx.errors import OutputError, UsageError
+
+    tr = Transcript(PieceTok(), pad_id=3)
+    monkeypatch.chdir(tmp_path)
+    for path, match in [("", "transcript: empty path"), ("t.wav", "has '.wav'; expected .json, .txt"),
+                        (tmp_path, "is a folder"), ("nodir/t.json", "folder nodir does not exist")]:
+        with pytest.raises(OutputError, match=match):
+            tr.save(path)
+    with pytest.raises(UsageError, match="must be a str or os.PathLike"):
+        tr.save(None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_placeholder_tokenizer_labels_ids():
     tr = Transcript(PlaceholderTokenizer())
     assert tr.add(7, 0) == " ‹7›"
