@@ -3,8 +3,9 @@
 Every CLI's `main` goes through `run_cli` (or the `@cli_main` decorator):
 
 - a `moshi_mlx.errors.Error` (bad value, config, weights, audio, device, output) is printed
-  as `error: <message>` on stderr, exit code 2. Nothing else is caught: any other exception
-  is a bug and keeps its traceback.
+  as `error: <message>` on stderr, exit code 2; so is a file name too long for the file
+  system (ENAMETOOLONG, raised by any look-up of a user's path). Nothing else is caught:
+  any other exception is a bug and keeps its traceback.
 - SIGINT (Ctrl-C), SIGTERM and SIGHUP raise `Interrupted` (a `KeyboardInterrupt`) in the
   main thread, so the tool's `finally` blocks save what it produced (recording,
   transcript, tokens) exactly as for Ctrl-C; then one line `interrupted (SIGTERM)` and exit
@@ -28,6 +29,7 @@ Adopting it in a new tool (see docs/safety.md):
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
 import signal
@@ -120,6 +122,11 @@ def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
             _stop_workers()
     except Error as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the file system cannot even look up (from any stat/open of a user's path)
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"error: file name too long: {e.filename}", file=sys.stderr)
         return 2
     except SystemExit as e:  # argparse (--help, a bad flag): its code, as a return value
         if isinstance(e.code, str):
