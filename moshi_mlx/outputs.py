@@ -81,7 +81,10 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | o
     seen: list[tuple[str, Path]] = []
     for role, path in inputs:
         if path is not None and str(path) not in ("", "-") and not str(path).startswith(("hf://", "random")):
-            seen.append((role, Path(os.fspath(path)).expanduser()))
+            p = Path(os.fspath(path)).expanduser()
+            seen.append((role, p))
+            if p.is_dir():  # a model folder: its files are inputs too (a report over its config.json, ...)
+                seen.extend((role, f) for f in sorted(p.iterdir()) if f.is_file())
     n_inputs = len(seen)
     for o in outputs:
         if o.path is None or os.fspath(o.path) == "":

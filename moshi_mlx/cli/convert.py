@@ -113,7 +113,7 @@ def _check_out(args) -> None:
     if not os.access(base, os.W_OK | os.X_OK):
         raise OutputError(f"--out: folder {base} is not writable")
     check_outputs([Output("--eval-json", args.eval_json, (".json",), True)],
-                  [("SOURCE", args.source), ("--eval-codes", args.eval_codes)])
+                  [("SOURCE", args.source), ("--eval-codes", args.eval_codes), ("--out", args.out)])
     if args.eval_codes is not None:  # a missing or unreadable file, found now rather than after the conversion
         from ..tokens import read_stream_codes
 

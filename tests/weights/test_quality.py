@@ -149,3 +149,23 @@ def test_clis_print_the_table_and_save_json(folders, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and "missing" in err[0]
     assert quality_run([str(folders / "src"), str(folders / "q8"), "--frames", "x"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --frames must be an integer")
+
+
+def test_a_report_never_lands_on_a_model_folders_file(folders, tmp_path, capsys):
+    """`--json MODEL/config.json` replaced the model's config with the report (the folder no
+    longer loaded); the same for convert's --eval-json in SOURCE or --out."""
+    cfg = folders / "q8" / "config.json"
+    before = cfg.read_bytes()
+    assert quality_run([str(folders / "src"), str(folders / "q8"), "--frames", "2", "--json", str(cfg)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: MODEL and --json are the same file ({cfg}): the input would be overwritten"
+    assert cfg.read_bytes() == before
+    out = tmp_path / "q4"
+    assert convert_run([str(folders / "src"), "--out", str(out), "-q", "--quiet"]) == 0
+    mine = (out / "config.json").read_bytes()
+    assert convert_run([str(folders / "src"), "--out", str(out), "-q", "--quiet", "--force",
+                        "--eval-json", str(out / "config.json")]) == 2
+    assert convert_run([str(folders / "src"), "--out", str(tmp_path / "new"), "-q", "--quiet",
+                        "--eval-json", str(folders / "src" / "config.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("error: --out and --eval-json are the same file") and "SOURCE and --eval-json" in err[-1]
+    assert (out / "config.json").read_bytes() == mine and not (tmp_path / "new").exists()
