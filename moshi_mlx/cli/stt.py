@@ -18,7 +18,8 @@ import time
 from ..audio.io import read_audio
 from ..errors import DeviceError, UsageError
 from ..runtime.devices import SoundDeviceIO
-from ..runtime.loading import add_model_args, load_session
+from ..outputs import Output, check_outputs
+from ..runtime.loading import add_model_args, load_session, model_inputs
 from .device_args import add_device_args, list_devices_or_run
 from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
@@ -197,6 +198,9 @@ def run(args) -> int:
     check_text_sampling(args.temp, args.top_k, args.top_p)
     if args.transcript:
         check_output_path(args.transcript, args.force)
+        # never over an input: the audio, or a file of the model folder (--transcript MODEL/config.json)
+        check_outputs([Output("--transcript", args.transcript)],
+                      [("INFILE", args.infile), ("--simulate", args.simulate), *model_inputs(args)])
     if not (args.hf_repo or args.moshi_weight or args.model):
         if args.quantized:
             raise UsageError("-q picks Moshi's repos; for speech-to-text give --hf-repo (e.g. a q4/q8 folder "

@@ -20,6 +20,7 @@ from ..audio.io import AUDIO_SUFFIXES
 from ..constants import FRAME_SECONDS
 from ..errors import UsageError
 from ..outputs import Output, check_outputs, write_text
+from ..runtime.loading import model_inputs
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
 from ..validation import float_arg, int_arg, seed_arg
 from .runner import OneLineParser, cli_main
@@ -104,7 +105,7 @@ def run(args) -> dict:
     check_voice_spec(args.voice)
     out, _ = check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, overwrite=args.force),
                             Output("--transcript", args.transcript, (".json",), overwrite=args.force)],
-                           inputs=[("--text-file", args.text_file), ("--voice", args.voice)])
+                           inputs=[("--text-file", args.text_file), ("--voice", args.voice), *model_inputs(args)])
     session = load_tts_session(model=args.model, hf_repo=args.hf_repo, lm_config=args.lm_config,
                                moshi_weight=args.moshi_weight, mimi_weight=args.mimi_weight, tokenizer=args.tokenizer,
                                quantize=args.quantize, n_q=args.n_q, mimi_backend=args.mimi_backend,

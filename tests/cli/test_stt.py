@@ -175,3 +175,10 @@ def test_quantized_stt_folder(tmp_path, capsys):
     assert stt.main([str(tmp_path / "in.wav"), "--hf-repo", str(tmp_path / "q4"), "--mimi-weight", "random",
                      "--tokenizer", "none", "--transcript", str(out), "--quiet"]) == 0
     assert json.loads(out.read_text())["words"]
+    # the transcript never goes over a file of the model folder (it did with --force)
+    cfg_file = tmp_path / "q4" / "config.json"
+    before = cfg_file.read_bytes()
+    assert stt.main([str(tmp_path / "in.wav"), "--hf-repo", str(tmp_path / "q4"), "--mimi-weight", "random",
+                     "--tokenizer", "none", "--transcript", str(cfg_file), "--force", "--quiet"]) == 2
+    assert "--hf-repo and --transcript are the same file" in capsys.readouterr().err
+    assert cfg_file.read_bytes() == before
