@@ -35,7 +35,7 @@ def _open(path: str | os.PathLike):
         raise AudioError(f"audio file not found: {p}")
     if p.is_dir():
         raise AudioError(f"expected an audio file but {p} is a directory")
-    if p.stat().st_size == 0:
+    if p.is_file() and p.stat().st_size == 0:  # a pipe (/dev/stdin, <(...)) has no size: it is read as a stream
         raise AudioError(f"audio file {p} is empty (0 bytes)")
     try:
         return sf.SoundFile(str(p))

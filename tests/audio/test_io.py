@@ -70,3 +70,24 @@ def test_bad_files_are_clear_errors(tmp_path):
         write_audio(tmp_path / "x.xyz", np.zeros(10))
     with pytest.raises(AudioError, match="does not exist"):
         write_audio(tmp_path / "nodir" / "x.wav", np.zeros(10))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="POSIX named pipes")
+def test_a_pipe_is_read_as_a_stream(tmp_path):
+    """`run_inference /dev/stdin` or `<(sox ...)`: a pipe has no size; it was refused as
+    "empty (0 bytes)" while holding a whole WAV."""
+    import os
+    import threading
+
+    x = (0.2 * np.sin(np.arange(4800) / 7)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", x, 24000, subtype="FLOAT")
+    data = (tmp_path / "a.wav").read_bytes()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data), daemon=True)
+    writer.start()
+    try:
+        got = read_audio(fifo, 24000)
+    finally:
+        writer.join(10)
+    np.testing.assert_allclose(got, x, atol=1e-6)
