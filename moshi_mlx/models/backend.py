@@ -20,8 +20,9 @@ So on a CPU:
   activation vector around a bf16 layer costs nothing; bf16 x fp32 takes the slow mixed
   path);
 - the mat-vecs are split over two cores (`modules/parallel.py`).
-On Metal (and CUDA) bf16 activations are the fast path and the weights stay as they are; the
-frame step is compiled and the RMSNorms take bf16 directly (`RMSNorm.fused`).
+On Metal (and CUDA) bf16 activations are the fast path (the matmuls' dtype, even where the
+norms are stored in float32) and the weights stay as they are; the frame step is compiled
+and the RMSNorms take bf16 directly (`RMSNorm.fused`).
 """
 
 from __future__ import annotations
@@ -124,12 +125,26 @@ def float_weight_dtype(model: nn.Module) -> mx.Dtype | None:
     return None
 
 
+def matmul_dtype(model: nn.Module) -> mx.Dtype | None:
+    """The dtype the model's matmuls compute in: its float Linears' weights, or else its
+    quantized Linears' scales (MLX's quantized matmul computes in those); None if neither
+    is a float dtype (fp8/fp4 modes keep uint8 scales)."""
+    dt = float_weight_dtype(model)
+    if dt is None:
+        dt = next((m.scales.dtype for _, m in model.named_modules() if isinstance(m, nn.QuantizedLinear)), None)
+    return dt if dt is not None and mx.issubdtype(dt, mx.floating) else None
+
+
 def default_activation_dtype(model: nn.Module, device: mx.Device | None = None) -> mx.Dtype | None:
-    """float32 for a quantized model on a CPU; otherwise None (the weights' own dtype)."""
+    """float32 for a quantized model on a CPU. On a GPU the 16-bit dtype its matmuls compute
+    in, whatever dtype the norms were stored in: a checkpoint with float32 norms would
+    otherwise run every activation, KV cache and quantized mat-vec in float32 there.
+    Otherwise None (the weights' own dtype)."""
     device = device or mx.default_device()
-    if device.type == mx.DeviceType.cpu and is_quantized(model):
-        return mx.float32
-    return None
+    if device.type == mx.DeviceType.cpu:
+        return mx.float32 if is_quantized(model) else None
+    dt = matmul_dtype(model)
+    return dt if dt in (mx.bfloat16, mx.float16) else None
 
 
 def mem_available() -> int | None:

@@ -52,7 +52,7 @@ def test_quantized_model_gets_float32_activations_on_cpu():
     quantize_model(lm, bits=8, group_size=64)  # bf16 scales, like the published files
     assert lm.dtype == mx.bfloat16
     assert default_activation_dtype(lm) == mx.float32
-    assert default_activation_dtype(lm, mx.Device(mx.gpu)) is None  # Metal/CUDA: bf16 stays
+    assert default_activation_dtype(lm, mx.Device(mx.gpu)) == mx.bfloat16  # Metal/CUDA: bf16 stays
     fmt = prepare_lm(lm)
     assert fmt.activation_dtype == "float32" and lm.dtype == mx.float32
     _, logits, gen = _steps(lm, 3)
@@ -60,6 +60,24 @@ def test_quantized_model_gets_float32_activations_on_cpu():
     assert all(c.keys.dtype == mx.float32 for c in gen._cache)  # the whole step runs in fp32
     # quantized scales are left as stored (bf16): fp32 copies were measured no faster
     assert lm.transformer.layers[0].self_attn.in_proj.scales.dtype == mx.bfloat16
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+def test_gpu_format_computes_in_the_matmul_dtype_whatever_the_norms_are_stored_in(quantized):
+    """A checkpoint with float32 norms (and bf16 weights or bf16 quantization scales) runs in
+    bf16 on a GPU: activations, KV cache and quantized mat-vec inputs alike."""
+    lm = models.random_lm(_cfg(), seed=2, dtype=mx.bfloat16)
+    if quantized:
+        quantize_model(lm, bits=8, group_size=64)
+    for _, m in lm.named_modules():
+        if type(m).__name__ == "RMSNorm":
+            m.weight = m.weight.astype(mx.float32)
+    assert lm.dtype == mx.float32  # what the norms alone would have chosen
+    fmt = prepare_lm(lm, profile="gpu")
+    assert fmt.activation_dtype == "bfloat16" and lm.dtype == mx.bfloat16
+    _, _, gen = _steps(lm, 3)
+    assert gen._last_hidden.dtype == mx.bfloat16 and all(c.keys.dtype == mx.bfloat16 for c in gen._cache)
+    assert all(a.dtype == mx.bfloat16 for a in gen.last_audio_logits)
 
 
 def test_activation_choices():
