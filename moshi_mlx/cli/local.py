@@ -169,9 +169,12 @@ def run(args) -> int:
     if pipe is None:
         return code
     s = pipe.stats.summary()
-    print(f"\n{s['frames_stepped']} steps, delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms, "
-          f"{s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, {s['frames_settled']} settled, {s['underruns']} underruns, "
-          f"step median {s['step_ms_median']:.1f} ms", file=sys.stderr)
+    if not s["frames_stepped"]:  # no step timed: no medians to show ("nan ms")
+        print("\n0 steps: the session ended before the model answered a frame", file=sys.stderr)
+    else:
+        print(f"\n{s['frames_stepped']} steps, delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms, "
+              f"{s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, {s['frames_settled']} settled, "
+              f"{s['underruns']} underruns, step median {s['step_ms_median']:.1f} ms", file=sys.stderr)
     if echo is not None:
         print(echo.stats.describe(), file=sys.stderr)
     if pipe.error is not None and code == 0:

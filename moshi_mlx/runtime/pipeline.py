@@ -26,6 +26,7 @@ import itertools
 import queue
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -104,6 +105,11 @@ class PipelineStats:
     def summary(self) -> dict:
         d = np.array(self.delays_ms) if self.delays_ms else np.array([np.nan])
         s = np.array(self.step_ms) if self.step_ms else np.array([np.nan])
+        with warnings.catch_warnings():  # no values yet: NaN, without numpy's "All-NaN slice" warnings on stderr
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return self._summary(d, s)
+
+    def _summary(self, d: np.ndarray, s: np.ndarray) -> dict:
         return {
             "frames_in": self.frames_in, "frames_stepped": self.frames_stepped,
             "frames_skipped": self.frames_skipped, "input_overflows": self.input_overflows,

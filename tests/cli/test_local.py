@@ -36,6 +36,16 @@ def test_simulated_session_records_and_transcribes(tmp_path, capsys):
     assert json.loads(tr.read_text())["words"]
 
 
+def test_a_session_without_steps_says_so(tmp_path, capsys, recwarn):
+    """The summary printed "delay median nan ms / max nan ms ... step median nan ms"."""
+    _speech_like(tmp_path / "mic.wav", seconds=0.5)
+    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--duration", "0.3",
+                       "--slow-step-ms", "1e9"]) == 0
+    err = capsys.readouterr().err
+    assert "0 steps: the session ended before the model answered a frame" in err and "nan" not in err
+    assert not [w for w in recwarn if "All-NaN" in str(w.message)]  # 6 lines of numpy warnings on stderr too
+
+
 def test_list_devices_and_unknown_device(capsys, monkeypatch):
     monkeypatch.setattr(devices, "_devices", lambda: [
         {"name": "Built-in Microphone", "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0},
