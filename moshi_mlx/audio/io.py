@@ -30,6 +30,8 @@ def _sf():
 
 def _open(path: str | os.PathLike):
     sf = _sf()
+    if not str(path).strip():  # Path("") is ".": it was "expected an audio file but . is a directory"
+        raise AudioError("audio file: empty path")
     p = Path(path)
     if not p.exists():
         raise AudioError(f"audio file not found: {p}")

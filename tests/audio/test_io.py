@@ -66,6 +66,8 @@ def test_bad_files_are_clear_errors(tmp_path):
         read_audio(tmp_path / "silent.wav")
     with pytest.raises(AudioError, match="directory"):
         read_audio(tmp_path)
+    with pytest.raises(AudioError, match="^audio file: empty path$"):  # was "... but . is a directory"
+        read_audio("")
     with pytest.raises(AudioError, match="unknown audio format"):
         write_audio(tmp_path / "x.xyz", np.zeros(10))
     with pytest.raises(AudioError, match="does not exist"):
