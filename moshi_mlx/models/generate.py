@@ -22,13 +22,14 @@ Only one host synchronisation per step: the sampled tokens. Caches are prealloca
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
 from .. import validation as check
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from .frame_step import CompiledFrame, compiled_step_supported
 from .lm import Lm
 from .sampling import Sampler
@@ -39,6 +40,35 @@ GEN_DEFAULTS: dict[str, Any] = {
     "top_p": 0.0, "top_p_text": 0.0, "cfg_coef": 1.0,
 }
 _UNSET: Any = object()
+
+
+# MLX's array sizes are 32-bit: a larger buffer is not an error MLX raises, it crashes
+_MAX_ELEMENTS = 2**31 - 1
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has (None if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_kv_cache_fits(cfg, batch: int, itemsize: int) -> None:
+    """The temporal transformer's KV cache (a ring of `context` positions per layer) as a
+    one-line ConfigError when it cannot exist: a buffer past MLX's 32-bit sizes, or more
+    bytes than the machine has (a config's context of 2**30 crashed the process)."""
+    if cfg.context is None:
+        return
+    kv_heads = cfg.num_heads // cfg.kv_repeat
+    per_buffer = batch * kv_heads * cfg.context * (cfg.dim // cfg.num_heads)
+    if per_buffer > _MAX_ELEMENTS:
+        raise ConfigError(f"context {cfg.context}: a layer's KV cache would hold {per_buffer:,} values, more than "
+                          f"MLX's 32-bit array sizes allow ({_MAX_ELEMENTS:,})")
+    total, mem = 2 * cfg.num_layers * per_buffer * itemsize, physical_memory()
+    if mem is not None and total > mem:
+        raise ConfigError(f"context {cfg.context}: the KV cache needs {total / 2**30:.1f} GB, more than this "
+                          f"machine's {mem / 2**30:.1f} GB of memory")
 
 
 class LmGen:
@@ -97,6 +127,7 @@ class LmGen:
             mx.eval(self._cond)
 
         self.batch = 2 if self.use_cfg else 1
+        check_kv_cache_fits(cfg, self.batch, lm.dtype.size)
         self.delays = np.array(cfg.delays, dtype=np.int64)
         self.own_delay = int(max(cfg.delays[1 : 1 + cfg.dep_q], default=0))
         self._ring = cfg.max_delay + 2

@@ -145,3 +145,22 @@ def test_extra_heads_and_padding_helpers():
     assert len(heads) == 2 and heads[0].shape == (1, 6)
     assert abs(float(mx.sum(heads[0])) - 1.0) < 1e-5
     assert gen.is_text_padding(3) and gen.is_text_padding(0) and not gen.is_text_padding(5)
+
+
+def test_a_kv_cache_that_cannot_exist_is_a_config_error(monkeypatch):
+    """A config's context of 2**30 crashed the process (rc 139) when the cache was allocated."""
+    from moshi_mlx.errors import ConfigError
+    from moshi_mlx.models import generate
+    from moshi_mlx.models.config import LmConfig
+
+    d = models.lm_preset("random-tiny").to_dict()
+    lm = models.random_lm(LmConfig.from_dict(d), seed=0)
+    lm.cfg = LmConfig.from_dict(dict(d, context=2**30))  # same weights, a window no buffer can hold
+    with pytest.raises(ConfigError, match="32-bit"):
+        models.LmGen(lm)
+    lm.cfg = LmConfig.from_dict(dict(d, context=4096))
+    monkeypatch.setattr(generate, "physical_memory", lambda: 2**20)  # a 1 MB machine
+    with pytest.raises(ConfigError, match="KV cache needs .* GB, more than this machine's"):
+        models.LmGen(lm)
+    monkeypatch.setattr(generate, "physical_memory", lambda: None)
+    models.LmGen(lm).step([0, 0])  # unknown memory: no guess, it runs
