@@ -220,3 +220,14 @@ def test_cli_flags_become_load_keywords():
     assert kw["source"] == "me/model" and kw["quantized"] == 8 and kw["mimi"] == "random"
     assert kw["dtype"] == "float32" and kw["offline"] is True
     assert sampling_kwargs(args) == {"temp": 0.5, "seed": 299792458}
+
+
+def test_a_text_model_refuses_audio_in():
+    """Helium takes no audio: a conversation with it dropped everything fed to it."""
+    helium = moshi_mlx.load("random-tiny-helium")
+    assert helium.cfg.user_q == 0
+    for call in (lambda: helium.conversation(), lambda: helium.respond(_sine(24000, 1.0), sample_rate=24000),
+                 lambda: helium.pipeline(), lambda: helium.transcriber()):
+        with pytest.raises(moshi_mlx.UsageError, match="takes no audio"):
+            call()
+    assert list(helium.text_stream(seed=0).stream("12 7 99", max_tokens=2))  # its own use still works

@@ -147,8 +147,13 @@ class Model:
         return TextStream(self.lm, self.tokenizer, **options)
 
     def _need_codec(self, what: str) -> None:
+        """Audio in: a codec, and a model that takes the user's audio (a text model's
+        conversation would silently drop everything fed to it)."""
         if self.codec is None:
             raise UsageError(f"{what} needs the Mimi codec: this model was loaded with codec=False")
+        if self.cfg.user_q == 0:
+            raise UsageError(f"{what} needs a model that listens: this one takes no audio (a text model: "
+                             "use text_stream())")
 
     def respond(self, audio: str | os.PathLike | np.ndarray, out_path: str | os.PathLike | None = None, *,
                 sample_rate: int | None = None, transcript_path: str | os.PathLike | None = None,
