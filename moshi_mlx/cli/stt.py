@@ -193,6 +193,10 @@ def run(args) -> int:
         raise UsageError(f"--vad-threshold must be between 0 and 1, got {args.vad_threshold}")
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration must be positive, got {args.duration}")
+    if args.infile is not None and not args.infile.strip():
+        raise UsageError("INFILE: empty path (leave it out to transcribe the microphone)")
+    if args.simulate is not None and not args.simulate.strip():
+        raise UsageError("--simulate: empty path")
     if args.infile and args.simulate:
         raise UsageError("give an audio file or --simulate, not both")
     check_text_sampling(args.temp, args.top_k, args.top_p)

@@ -92,6 +92,8 @@ def test_pytorch_layout_stt_checkpoint_with_unused_depformer_in(tmp_path, capsys
     (["{wav}", "--transcript", "nowhere/out.json"], "does not exist"),
     (["{wav}", "--vad-threshold", "2"], "--vad-threshold"),
     (["{wav}", "--simulate", "{wav}"], "not both"),
+    ([""], "empty path"),  # it was the microphone
+    (["--simulate", " "], "empty path"),
     (["{wav}", "--temp", "-1"], "temperature"),
     (["{wav}", "--model", "random-tiny"], "not a speech-to-text model"),
     (["{wav}", "--model", "random-tiny-helium"], "text-only"),
