@@ -118,7 +118,12 @@ def _voice_dim(cfg: LmConfig) -> int:
 
 
 def check_voice_spec(spec: str) -> None:
-    """Cheap check before any model is loaded: a local voice file must exist."""
+    """Cheap check before any model is loaded: a local voice file must exist, and a local
+    audio file is not a voice (voice repo names end in .wav too, so it would be looked up
+    there and not found)."""
+    if not spec.endswith(".safetensors") and not spec.startswith("hf://") and os.path.isfile(spec):
+        raise UsageError(f"{spec} is a local file, not a voice: a voice is a speaker embedding (.safetensors) or a "
+                         "name in the voice repo (embeddings are made from audio by Kyutai's own tooling)")
     if spec.endswith(".safetensors") and not spec.startswith("hf://") and not os.path.isfile(spec):
         raise UsageError(f"voice file not found: {spec} (a name in the voice repo has no .safetensors suffix; "
                          "use hf://owner/repo/file for a remote file)")

@@ -72,6 +72,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
     assert not (tmp_path / "o.wav").exists()
 
 
+def test_a_local_audio_file_is_not_a_voice(tmp_path, capsys):
+    """It was looked up in the voice repo (whose names end in .wav too) and not found there."""
+    me = tmp_path / "me.wav"
+    sf.write(me, np.zeros(2400, np.float32), 24000)
+    assert main(["hello", str(tmp_path / "o.wav"), "--model", "tts-tiny", "--voice", str(me)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "is a local file, not a voice" in err[-1]
+    assert not (tmp_path / "o.wav").exists()
+
+
 def test_existing_output_is_kept(tmp_path, capsys):
     out = tmp_path / "keep.wav"
     out.write_bytes(b"precious")
