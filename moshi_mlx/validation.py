@@ -193,9 +193,16 @@ def float_pcm(name: str, x: Any, *, repair: bool = False, warn: Callable[[str], 
     return a
 
 
+# more channels than this in a chunk with fewer samples than channels is a transposed array
+MAX_CHANNELS = 64
+
+
 def mono_pcm(name: str, x: Any) -> np.ndarray:
     """`float_pcm`, then [samples, channels] mixed down to mono; other shapes are refused."""
     a = float_pcm(name, x)
+    if a.ndim == 2 and a.shape[1] > max(a.shape[0], MAX_CHANNELS):
+        raise AudioError(f"{name} of shape {a.shape} reads as {a.shape[0]} samples of {a.shape[1]} channels: audio "
+                         "is [samples] or [samples, channels] (for [channels, samples] pass its .T)")
     if a.ndim == 2:  # [samples, channels]
         a = a.mean(axis=1)
     elif a.ndim != 1:

@@ -104,6 +104,10 @@ def test_caller_mistakes_are_usage_and_audio_errors(model):
         conv.feed(np.zeros(100, np.int64))
     with pytest.raises(AudioError, match="shape"):
         conv.feed(np.zeros((2, 2, 2), np.float32))
+    with pytest.raises(AudioError, match=r"2 samples of 1920 channels.*\.T"):  # [channels, samples] by mistake
+        conv.feed(np.zeros((2, 1920), np.float32))
+    conv.feed(np.zeros((1920, 2), np.float32))  # [samples, channels] is mixed down
+    conv.feed(np.zeros((1, 2), np.float32))  # one stereo sample is still audio
     conv.close()
     with pytest.raises(UsageError, match="closed"):
         conv.feed(np.zeros(10, np.float32))
