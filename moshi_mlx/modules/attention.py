@@ -52,7 +52,7 @@ class MultiheadAttention(nn.Module):
         step: a matmul of a 3-d input costs a flatten and an unflatten around it).
         residual: added to the output (with the out projection's matmul where it allows)."""
         if x.ndim == 2:
-            return self._out(self._one_token_rows(x, cache), residual)
+            return add_linear(self.out_proj, residual, self._one_token_rows(x, cache))
         B, T, _ = x.shape
         offset = cache.offset if cache is not None else 0
         if T == 1:
@@ -76,10 +76,7 @@ class MultiheadAttention(nn.Module):
             out = out.reshape(B, T, self.dim)
         else:
             out = out.transpose(0, 2, 1, 3).reshape(B, T, self.dim)
-        return self._out(out, residual)
-
-    def _out(self, out: mx.array, residual: mx.array | None) -> mx.array:
-        return self.out_proj(out) if residual is None else add_linear(self.out_proj, residual, out)
+        return add_linear(self.out_proj, residual, out)
 
     def _one_token_rows(self, x: mx.array, cache: KVCache) -> mx.array:
         if cache is None:

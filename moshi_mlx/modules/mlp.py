@@ -52,4 +52,4 @@ class GatedMLP(nn.Module):
         h = self.linear_in(x)
         gate, up = mx.split(h, 2, axis=-1)
         h = self._act(gate) * up
-        return self.linear_out(h) if residual is None else add_linear(self.linear_out, residual, h)
+        return add_linear(self.linear_out, residual, h)

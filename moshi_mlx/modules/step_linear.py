@@ -49,9 +49,11 @@ class StepLinear(nn.Linear):
         return mx.addmm(residual, x, wt)
 
 
-def add_linear(linear: nn.Module, residual: mx.array, x: mx.array) -> mx.array:
+def add_linear(linear: nn.Module, residual: mx.array | None, x: mx.array) -> mx.array:
     """`residual + linear(x)`: fused into the matmul for a `StepLinear` (the compiled
-    accelerator step), the plain sum for any other layer."""
+    accelerator step), the plain sum for any other layer; `linear(x)` without a residual."""
+    if residual is None:
+        return linear(x)
     if isinstance(linear, StepLinear):
         return linear.add_to(residual, x)
     return residual + linear(x)

@@ -95,7 +95,7 @@ class TransformerLayer(nn.Module):
         if self.gated:
             return self.gating(x, residual)
         h = self._act(self.linear1(x))
-        return self.linear2(h) if residual is None else add_linear(self.linear2, residual, h)
+        return add_linear(self.linear2, residual, h)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None, cross: CrossKV | None = None) -> mx.array:
         if self.has_layer_scale:
