@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     import mlx.core as mx
 
     from ..weights.quality import evaluate_cli  # (imports the models first: lm_loader needs them loaded)
-    from ..weights.lm_loader import resolve_config
+    from ..weights.lm_loader import as_lm_config
 
     dtype = "auto" if args.dtype == "auto" else getattr(mx, args.dtype)
-    cfg = resolve_config(args.config) if args.config else None
+    cfg = as_lm_config(args.config) if args.config else None
     evaluate_cli(args.reference, args.models, frames=args.frames, codes=args.codes,
                  json_path=Path(args.json) if args.json else None, seed=args.seed, ref_config=cfg, dtype=dtype)
     return 0

@@ -99,7 +99,7 @@ def _save_tokens(args, model, res) -> None:
         save_tokens(args.save_tokens, text=[t for _, t, _ in res.tokens], audio=[a for _, _, a in res.tokens],
                     user=res.user_codes, frames=[f for f, _, _ in res.tokens], prefix_text=res.prefix_text_token,
                     prefix_audio=res.prefix_audio_tokens, dep_q=max(model.cfg.dep_q, 0),
-                    own_delay=int(max(model.cfg.delays[1:1 + model.cfg.dep_q], default=0)))
+                    own_delay=model.cfg.own_delay)
 
 
 @cli_main

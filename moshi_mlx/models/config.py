@@ -152,6 +152,12 @@ class LmConfig:
         return max(self.delays)
 
     @property
+    def own_delay(self) -> int:
+        """The largest delay of the model's own (generated) audio codebooks: its audio frame
+        f is complete once position f + own_delay has run (0 without audio out)."""
+        return int(max(self.delays[1 : 1 + self.dep_q], default=0))
+
+    @property
     def dep_weights(self) -> int:
         """Number of distinct per-step weight sets in the depformer."""
         if not self.depformer_weights_per_step:
@@ -209,12 +215,6 @@ class LmConfig:
         return self.depformer_max_period if self.depformer_max_period is not None else self.max_period
 
     @property
-    def dep_layer_scale(self) -> float | None:
-        """None is a value here (no layer scale): `from_dict` already filled in the
-        temporal transformer's value when the key is absent, as the reference does."""
-        return self.depformer_layer_scale
-
-    @property
     def dep_kv_repeat(self) -> int:
         return self.depformer_kv_repeat if self.depformer_kv_repeat is not None else self.kv_repeat
 
@@ -235,10 +235,6 @@ class LmConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{p} does not hold a JSON object")
         return _parse(data, str(p))
-
-    @classmethod
-    def preset(cls, name: str) -> "LmConfig":
-        return preset(name)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as `config.json` keys (round-trips through `from_dict`)."""

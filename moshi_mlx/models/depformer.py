@@ -35,7 +35,7 @@ def depformer_transformer_config(cfg: LmConfig, step: int) -> TransformerConfig:
         norm=cfg.norm,
         gating=cfg.dep_gating,
         activation="gelu",
-        layer_scale=cfg.dep_layer_scale,
+        layer_scale=cfg.depformer_layer_scale,
         kv_repeat=cfg.dep_kv_repeat,
     )
 

@@ -129,7 +129,7 @@ class LmGen:
         self.batch = 2 if self.use_cfg else 1
         check_kv_cache_fits(cfg, self.batch, lm.dtype.size)
         self.delays = np.array(cfg.delays, dtype=np.int64)
-        self.own_delay = int(max(cfg.delays[1 : 1 + cfg.dep_q], default=0))
+        self.own_delay = cfg.own_delay
         self._ring = cfg.max_delay + 2
         self._init = lm.initial_tokens()
         self._streams = np.arange(cfg.num_streams)

@@ -15,7 +15,6 @@ from importlib import resources
 
 from ..constants import DEMO_MODEL
 from ..errors import UsageError
-from ..models import LmGen
 from ..models.config import PRESETS
 from ..validation import float_arg, int_arg, seed_arg
 from .model import Model
@@ -243,9 +242,6 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
 
 # ---- the CLIs' entry points ---------------------------------------------------------------
 
-Session = Model  # the name the CLIs used before `load()` existed
-
-
 def load_session(args: argparse.Namespace, with_codec: bool = True) -> Model:
     """Resolve the model flags (see `add_model_args`) into a ready model (with_codec=False:
     no Mimi, for text generation); its warnings go to stderr, one line each."""
@@ -255,9 +251,5 @@ def load_session(args: argparse.Namespace, with_codec: bool = True) -> Model:
     return model
 
 
-def make_gen(session: Model, args: argparse.Namespace) -> LmGen:
-    return session.generator(**sampling_kwargs(args))
-
-
 __all__ = ["load", "load_session", "load_kwargs", "sampling_kwargs", "add_model_args", "add_sampling_args",
-           "add_dtype_arg", "make_gen", "Session", "PRESETS"]
+           "add_dtype_arg", "PRESETS"]

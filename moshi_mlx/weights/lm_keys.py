@@ -119,7 +119,7 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
         w = cfg.dep_weight_index(k)
         for layer in range(cfg.dep_num_layers):
             out.update(_layer_sources(f"depformer.layers.{layer}", f"{d}.transformer.layers.{layer}", cfg, keys,
-                                      cfg.dep_gating != "none", cfg.dep_layer_scale is not None,
+                                      cfg.dep_gating != "none", cfg.depformer_layer_scale is not None,
                                       cfg.dep_weights, w, cfg.depformer_weights_per_step))
     for name, c in cfg.conditioners.items():
         p = f"condition_provider.conditioners.{name}"
@@ -221,7 +221,7 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
         ffs = [cfg.dep_feedforward(w) for w in range(cfg.dep_weights)]
         for i in range(cfg.dep_num_layers):
             layer(f"depformer.layers.{i}", Dd, cfg.dep_num_heads, cfg.dep_kv_repeat, cfg.dep_gating, ffs,
-                  cfg.dep_weights, per_step, cfg.dep_layer_scale)
+                  cfg.dep_weights, per_step, cfg.depformer_layer_scale)
         for k in range(cfg.dep_q):
             shapes[f"linears.{k}.weight"] = (cfg.card, Dd)
     for name, c in cfg.conditioners.items():

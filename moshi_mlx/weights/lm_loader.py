@@ -27,7 +27,7 @@ from .safetensors_io import SafetensorsFile
 _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
 
-def resolve_config(cfg: LmConfig | str | os.PathLike | None) -> LmConfig:
+def as_lm_config(cfg: LmConfig | str | os.PathLike | None) -> LmConfig:
     """An LmConfig from a config, a preset name or a config.json path."""
     if cfg is None:
         raise UsageError("no LM config given: pass an LmConfig, a preset name or a config.json path")
@@ -158,7 +158,7 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
         return load_model_dir(path, cfg, dtype=dtype, compute=compute)
     if cfg is None and (path.parent / CONFIG_NAME).is_file():
         cfg = path.parent / CONFIG_NAME
-    cfg = resolve_config(cfg)
+    cfg = as_lm_config(cfg)
     lm = _fill(cfg, SafetensorsFile(path), dtype)
     apply_compute(lm, compute, dtype)
     return lm
@@ -169,7 +169,7 @@ def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | 
     """Load a model folder: its config.json names the weights file (`moshi_name`) and
     records the quantization, which is checked against what the tensors say."""
     md = read_model_dir(path)
-    config = md.config if cfg is None else resolve_config(cfg)
+    config = md.config if cfg is None else as_lm_config(cfg)
     lm = _fill(config, SafetensorsFile(md.weights), dtype)
     if md.quantization is not None:
         md.quantization.check(model_quant_spec(lm), list(quantizable_modules(lm)),
@@ -182,7 +182,7 @@ def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx
                   consume: bool = False) -> Lm:
     """Like `load_lm` for tensors already in memory (numpy or mx arrays), either layout.
     consume=True empties `tensors` while loading (halves the peak memory)."""
-    return _fill(resolve_config(cfg), ArraySource(tensors, consume=consume), dtype)
+    return _fill(as_lm_config(cfg), ArraySource(tensors, consume=consume), dtype)
 
 
 def _unused_pytorch_key(cfg: LmConfig, key: str, pytorch: bool) -> bool:
@@ -311,21 +311,7 @@ def _embed_eos_as_pad(model: Lm) -> None:
             emb[name] = mx.concatenate([t[:2], t[3:4], t[3:]], axis=0)
 
 
-def load_lm_from_hub(repo: str, *, config: LmConfig | str | os.PathLike | None = None,
-                     weights: str | None = None, dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
-    """Load from a Hugging Face repo (or a local model folder in its place), found by the one
-    resolver (`weights.resolve`): its config.json, else the preset known for the repo, gives
-    the architecture and the weights file. `HF_HUB_OFFLINE=1` works from the cache.
-    compute: as for `load_lm` ("auto": the backend's fast format)."""
-    from .resolve import resolve_model
-
-    files = resolve_model(repo, weights=weights, config=config)
-    if files.model_dir is not None:
-        return load_model_dir(files.model_dir, dtype=dtype, compute=compute)
-    return load_lm(files.weights, files.cfg, dtype=dtype, compute=compute)
-
-
-__all__ = ["load_lm", "load_lm_from_hub", "load_lm_state", "load_model_dir", "match_sources", "resolve_config",
+__all__ = ["load_lm", "load_lm_state", "load_model_dir", "match_sources", "as_lm_config",
            "save_lm", "apply_compute", "load_params", "file_aliases"]
 
 

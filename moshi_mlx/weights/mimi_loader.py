@@ -26,7 +26,7 @@ BACKENDS = ("mlx", "rustymimi")
 RANDOM_CODEBOOK_SCALE = 0.5
 
 
-def resolve_config(config: MimiConfig | dict | str | os.PathLike | None) -> MimiConfig:
+def as_mimi_config(config: MimiConfig | dict | str | os.PathLike | None) -> MimiConfig:
     if config is None:
         return mimi_202407()
     if isinstance(config, MimiConfig):
@@ -82,7 +82,7 @@ def load_mimi(
         from ..models.mimi_rust import RustyMimi
 
         return RustyMimi(path, num_codebooks=num_codebooks)
-    cfg = resolve_config(config) if config is not None else (repo_cfg or mimi_202407())
+    cfg = as_mimi_config(config) if config is not None else (repo_cfg or mimi_202407())
     f = SafetensorsFile(path)
     ours = to_model_weights(f.load_all(), cfg, source=str(path))
     return build_mimi(ours, cfg, num_codebooks, str(path))
@@ -100,7 +100,7 @@ def random_mimi(
     to exercise code paths offline, never to listen to."""
     from ..validation import seed as check_seed
 
-    cfg = resolve_config(config)
+    cfg = as_mimi_config(config)
     published = random_published_weights(cfg, seed=check_seed("seed", seed), codebook_scale=codebook_scale)
     if backend == "rustymimi":
         import tempfile
@@ -108,7 +108,7 @@ def random_mimi(
         from ..models.mimi_rust import RustyMimi
         from .safetensors_io import save_safetensors
 
-        if config is not None and resolve_config(config) != mimi_202407():
+        if config is not None and as_mimi_config(config) != mimi_202407():
             raise UsageError("the rustymimi backend only supports the published Mimi config")
         with tempfile.TemporaryDirectory(prefix="moshi_mlx_random_mimi_") as tmp:
             path = Path(tmp) / "mimi.safetensors"

@@ -89,7 +89,7 @@ def generate_codes(lm: Lm, frames: int, seed: int = 0) -> np.ndarray:
     if frames < 1:
         raise WeightsError(f"need at least 1 frame, got {frames}")
     rng = np.random.default_rng(seed)
-    D = int(max(cfg.delays[1 : 1 + cfg.dep_q], default=0))
+    D = cfg.own_delay
     user = rng.integers(0, cfg.card, (frames + D, cfg.user_q))
     gen = LmGen(lm, seed=seed)
     texts: list[int] = []

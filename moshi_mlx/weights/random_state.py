@@ -51,7 +51,7 @@ def random_state(cfg: LmConfig, seed: int = 0) -> dict[str, np.ndarray]:
 
 def random_lm(cfg: LmConfig | str, seed: int = 0, dtype: mx.Dtype = mx.float32):
     """The real architecture of `cfg` (or a preset name) with seeded random weights."""
-    from .lm_loader import load_lm_state, resolve_config
+    from .lm_loader import as_lm_config, load_lm_state
 
-    cfg = resolve_config(cfg)
+    cfg = as_lm_config(cfg)
     return load_lm_state(random_state(cfg, seed), cfg, dtype=dtype, consume=True)

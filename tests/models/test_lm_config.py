@@ -31,6 +31,8 @@ def test_hibiki_2b_values():
     cfg = models.lm_preset("hibiki-2b")
     assert (cfg.n_q, cfg.dep_q, cfg.max_delay, cfg.text_card, cfg.max_period) == (32, 16, 2, 48000, 100000.0)
     assert cfg.conditioners["description"].possible_values[-1] == "very_good"
+    assert cfg.own_delay == 2 and models.lm_preset("moshiko").own_delay == 1
+    assert models.lm_preset("stt-1b-en_fr").own_delay == 0  # no audio out: no own frame to wait for
     assert cfg.fuse_sum == ["description"] and cfg.model_type == "hibiki"
 
 
@@ -54,9 +56,9 @@ def test_depformer_inherits_unless_given():
         d.pop(k, None)
     d["layer_scale"] = 0.1
     cfg = LmConfig.from_dict(d)
-    assert cfg.dep_layer_scale == 0.1 and cfg.dep_gating == cfg.gating
+    assert cfg.depformer_layer_scale == 0.1 and cfg.dep_gating == cfg.gating
     d["depformer_layer_scale"] = None
-    assert LmConfig.from_dict(d).dep_layer_scale is None
+    assert LmConfig.from_dict(d).depformer_layer_scale is None
 
 
 @pytest.mark.parametrize("key,value,message", [

@@ -23,8 +23,11 @@ def load_lm(*args, **kwargs):
     return lm_loader.load_lm(*args, compute="stored", **kwargs)
 
 
-def load_lm_from_hub(*args, **kwargs):
-    return lm_loader.load_lm_from_hub(*args, compute="stored", **kwargs)
+def load_lm_from_hub(repo):
+    """The LM of a repo (or a local folder in its place) through the public loader, as stored."""
+    import moshi_mlx
+
+    return moshi_mlx.load(repo, compute="stored", codec=False, tokenizer="none").lm
 
 
 
