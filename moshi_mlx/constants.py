@@ -16,7 +16,8 @@ CONFIG_NAME = "config.json"
 LM_NAME = "model.safetensors"  # an LM repo's weights when its config.json names none
 MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
+LORA_NAME = "lora.safetensors"  # a moshi-finetune folder's adapters when its config.json names none
 DEMO_MODEL = "random-tiny"  # seeded random weights at tiny size, made in memory: offline, produces noise
 
 __all__ = ["SAMPLE_RATE", "FRAME_SIZE", "FRAME_SECONDS", "DEFAULT_PRESET", "MIMI_REPO", "CONFIG_NAME", "LM_NAME",
-           "MIMI_NAME", "TOKENIZER_NAME", "DEMO_MODEL"]
+           "MIMI_NAME", "TOKENIZER_NAME", "LORA_NAME", "DEMO_MODEL"]

@@ -101,6 +101,13 @@ def run_case(name: str) -> None:
     state = random_state(cfg, seed)
     lm = reference_lm(cfg_dict, state)
     assert set(layout) == set(state)
+    out, texts = record(lm, cfg, cfg_dict, seed, steps, cfg_coef, T)
+    save_case(OUT, name, out, t0, f"text[:10]={texts[:10]}")
+
+
+def record(lm, cfg: LmConfig, cfg_dict: dict, seed: int, steps: int, cfg_coef: float, T: int):
+    """(the fixture arrays, the generated text tokens) of reference model `lm`: the
+    teacher-forced forward on random codes and `steps` greedy LMGen steps."""
     rng = np.random.default_rng(1000 + seed)
     out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
                                   "cfg_coef": np.array(cfg_coef)}
@@ -137,7 +144,7 @@ def run_case(name: str) -> None:
     out["gen_text_logits"] = np.stack([logits[s][::TEXT_STRIDE] for s in checked])
     out["gen_text_top"] = np.stack(tops)
     out["gen_text_top_logits"] = np.stack([lg[t] for lg, t in zip(logits, tops)])
-    save_case(OUT, name, out, t0, f"text[:10]={texts[:10]}")
+    return out, texts
 
 
 if __name__ == "__main__":

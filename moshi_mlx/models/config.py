@@ -29,7 +29,9 @@ LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_
 _LM_GEN_ALIASES = {"text_temp": "temp_text"}
 # Keys that describe the checkpoint rather than the network; kept verbatim in `extra`.
 # ("quantization": how `moshi_mlx.convert` quantized the weights beside this config)
-_METADATA_KEYS = ("stt_config", "tts_config", "model_id", "mimi_config_name", "lora_name", "quantization")
+_METADATA_KEYS = ("stt_config", "tts_config", "model_id", "mimi_config_name", "quantization")
+# LoRA fine-tune keys (moshi-finetune writes them; defaults as in the reference get_moshi_lm)
+_LORA_KEYS = ("lora", "lora_rank", "lora_scaling", "lora_name")
 _SUPPORTED_FUSE = ("sum", "cross")
 
 
@@ -122,6 +124,12 @@ class LmConfig:
     moshi_name: str | None = None
     mimi_name: str | None = None
     tokenizer_name: str | None = None
+    # LoRA fine-tune (moshi-finetune): adapters in `lora_name` (default lora.safetensors beside
+    # the config), fused into the base weights at load as W + lora_scaling * B @ A (weights/lora.py)
+    lora: bool = False
+    lora_rank: int = 128
+    lora_scaling: float = 2.0
+    lora_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
 
@@ -259,6 +267,9 @@ class LmConfig:
         if source:
             d["_source"] = source
         d["demux_second_stream"] = d.pop("demux_second_stream")
+        if not self.lora:  # a plain (or already fused) checkpoint's config says nothing of LoRA
+            for k in _LORA_KEYS:
+                d.pop(k)
         return {k: v for k, v in d.items() if v is not None or k in ("layer_scale", "context", "depformer_layer_scale")}
 
 
@@ -307,10 +318,10 @@ _LOWER_BOUNDS = {
     "dim": 1, "num_heads": 1, "num_layers": 1, "kv_repeat": 1, "context": 1, "text_card": 1, "card": 1,
     "n_q": 0, "dep_q": 0, "depformer_dim": 1, "depformer_num_heads": 1, "depformer_num_layers": 1,
     "depformer_low_rank_embeddings": 1, "depformer_context": 1, "depformer_kv_repeat": 1,
-    "extra_heads_num_heads": 0, "extra_heads_dim": 1, "text_card_out": 1,
+    "extra_heads_num_heads": 0, "extra_heads_dim": 1, "text_card_out": 1, "lora_rank": 1,
     "existing_text_padding_id": 0, "existing_text_end_padding_id": 0,
 }
-_POSITIVE_FLOATS = ("hidden_scale", "max_period", "depformer_max_period")
+_POSITIVE_FLOATS = ("hidden_scale", "max_period", "depformer_max_period", "lora_scaling")
 # MLX's shapes and indices are 32-bit: a larger size or count fails inside MLX (OverflowError)
 _SIZE_LIMIT = 2**30  # with headroom for the +1 rows (padding tokens) some tables add
 
@@ -371,14 +382,12 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
         if key in data and not ok(data[key]):
             raise _err(where, f"{key}={data[key]!r} is not supported")
 
-    refuse("lora", lambda v: not v)
     refuse("norm_emb", lambda v: not v)
     refuse("bias_proj", lambda v: not v)
     refuse("depformer_norm", lambda v: v is None)
     refuse("positional_scale", lambda v: v == 1.0)
     refuse("quantize", lambda v: not v)
-    for k in ("lora", "norm_emb", "bias_proj", "depformer_norm", "positional_scale", "quantize",
-              "lora_rank", "lora_scaling", "gradient_checkpointing"):
+    for k in ("norm_emb", "bias_proj", "depformer_norm", "positional_scale", "quantize", "gradient_checkpointing"):
         data.pop(k, None)
 
     conditioners, fuse_sum, fuse_cross, fuse_opts = _parse_conditioning(data, where)
@@ -409,6 +418,8 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
         data["max_period"] = float(data["max_period"])
     if data.get("depformer_max_period") is not None:
         data["depformer_max_period"] = float(data["depformer_max_period"])
+    if "lora_scaling" in data:
+        data["lora_scaling"] = float(data["lora_scaling"])
     cfg = LmConfig(**data, conditioners=conditioners, fuse_sum=fuse_sum, fuse_cross=fuse_cross, **fuse_opts,
                    lm_gen_config=dict(lm_gen), extra=extra, source=source)
     _validate(cfg, where)

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,6 +32,7 @@ from ..outputs import Staged, os_error
 from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
 from .hub import hf_get_optional
+from .lora import lora_files, with_lora
 from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources
 from .model_dir import CONFIG_NAME, QuantRecord, config_text, describe_spec, is_model_dir
 from .resolve import resolve_model
@@ -52,6 +53,7 @@ class SourceInfo:
     how: str  # where the config came from, for the log
     asset_dir: Path | None = None  # folder that may hold the Mimi / tokenizer files
     repo: str | None = None  # Hub repo that may hold them
+    lora: Path | None = None  # a LoRA fine-tune's adapters, fused into `weights` before converting
 
 
 def resolve_source(source: str | os.PathLike | None = None, *, hf_repo: str | None = None,
@@ -72,7 +74,12 @@ def resolve_source(source: str | os.PathLike | None = None, *, hf_repo: str | No
     if not path.exists():
         raise WeightsError(f"file not found: {path}")
     files = resolve_model(weights=path, config=config)
-    return SourceInfo(files.weights, files.cfg, files.how, path if path.is_dir() else path.parent)
+    folder = path if path.is_dir() else path.parent
+    if isinstance(config, (str, os.PathLike)) and Path(config).expanduser().is_file():
+        folder = Path(config).expanduser().parent  # a fine-tune's adapters sit beside its config.json
+    found = lora_files(files.cfg, folder)
+    return SourceInfo(files.weights, files.cfg, files.how, path if path.is_dir() else path.parent,
+                      lora=found.adapters if found else None)
 
 
 # ---- the plan: every output tensor, known before reading any -----------------------------
@@ -296,7 +303,7 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
     once with their total."""
     t0 = time.monotonic()
     out_dir = Path(out_dir).expanduser()
-    f = SafetensorsFile(info.weights)
+    f = with_lora(SafetensorsFile(info.weights), info.lora, info.cfg, dtype)
     plan = plan_conversion(f, info.cfg, recipe, dtype)
     wname = plan.weights_name()
     assets = [n for n in (info.cfg.mimi_name, info.cfg.tokenizer_name) if n] if copy_assets else []
@@ -324,7 +331,8 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
         # too full for it must not leave new weights beside an old config, or without one
         cfg_staged = Staged(out_dir / CONFIG_NAME)
         try:
-            cfg_staged.temp.write_text(config_text(info.cfg, wname, record), encoding="utf-8")
+            fused = replace(info.cfg, lora=False, lora_name=None)  # the adapters are in the weights now
+            cfg_staged.temp.write_text(config_text(fused, wname, record), encoding="utf-8")
         except OSError as e:
             raise os_error(cfg_staged.path, e) from None
     except BaseException as e:

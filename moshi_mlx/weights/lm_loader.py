@@ -20,6 +20,7 @@ from ..models.lm import Lm
 from .errors import WeightsError
 from .hub import hf_get
 from .lm_keys import Source, is_pytorch_layout, pytorch_sources, shared_names
+from .lora import lora_files, with_lora
 from .model_dir import CONFIG_NAME, model_quant_spec, read_model_dir
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
 from .safetensors_io import SafetensorsFile
@@ -139,7 +140,8 @@ def _source_shape(f, src: Source) -> tuple[int, ...]:
 
 
 def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-            dtype: mx.Dtype | None = None, repo: str | None = None, compute: str = "auto") -> Lm:
+            dtype: mx.Dtype | None = None, repo: str | None = None, compute: str = "auto",
+            lora: str | os.PathLike | None = None) -> Lm:
     """Load an LM checkpoint (PyTorch or MLX layout; float, q8, q4 or any supported mix).
 
     weights: a local path, `hf://owner/repo/file`, a file name in `repo`, or a model folder
@@ -152,25 +154,34 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
       copies of bf16 layers where memory allows, mat-vecs split over two cores);
       "stored" leaves it exactly as loaded (to choose your own `prepare_lm` options, or to
       compare tensors with the file).
+    lora: a LoRA fine-tune's adapters file, fused into `weights` (the base) at load
+      (`weights.lora`); the config must say `lora: true`. Default: the config's `lora_name`
+      (else lora.safetensors) beside the config.json, when it says `lora: true`.
     """
     path = hf_get(weights, repo)
     if path.is_dir():
-        return load_model_dir(path, cfg, dtype=dtype, compute=compute)
+        return load_model_dir(path, cfg, dtype=dtype, compute=compute, lora=lora)
     if cfg is None and (path.parent / CONFIG_NAME).is_file():
         cfg = path.parent / CONFIG_NAME
+    cfg_dir = Path(cfg).expanduser().parent if isinstance(cfg, (str, os.PathLike)) and Path(cfg).is_file() else None
     cfg = as_lm_config(cfg)
-    lm = _fill(cfg, SafetensorsFile(path), dtype)
+    if lora is None and cfg.lora and cfg_dir is not None:
+        lora = lora_files(cfg, cfg_dir).adapters
+    lm = _fill(cfg, with_lora(SafetensorsFile(path), lora, cfg, dtype), dtype)
     apply_compute(lm, compute, dtype)
     return lm
 
 
 def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-                   dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
+                   dtype: mx.Dtype | None = None, compute: str = "auto", lora: str | os.PathLike | None = None) -> Lm:
     """Load a model folder: its config.json names the weights file (`moshi_name`) and
-    records the quantization, which is checked against what the tensors say."""
+    records the quantization, which is checked against what the tensors say. A LoRA
+    fine-tune's folder (`lora: true`) holding its base weights too is fused at load."""
     md = read_model_dir(path)
     config = md.config if cfg is None else as_lm_config(cfg)
-    lm = _fill(config, SafetensorsFile(md.weights), dtype)
+    if lora is None and config.lora:
+        lora = lora_files(config, md.root).adapters
+    lm = _fill(config, with_lora(SafetensorsFile(md.weights), lora, config, dtype), dtype)
     if md.quantization is not None:
         md.quantization.check(model_quant_spec(lm), list(quantizable_modules(lm)),
                               f"{md.weights.name} in {md.root}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlx.nn as nn
 
-from ..constants import CONFIG_NAME
+from ..constants import CONFIG_NAME, LORA_NAME
 from ..models.config import LmConfig
 from ..modules.embedding import QuantizedScaledEmbedding
 from .errors import WeightsError
@@ -154,6 +154,8 @@ def _weights_file(root: Path, cfg: LmConfig) -> Path:
             raise WeightsError(f"{root / CONFIG_NAME} names the weights {cfg.moshi_name!r}, which is not in {root}")
         return p
     mimi = {cfg.mimi_name} if cfg.mimi_name else set()
+    if cfg.lora:  # a fine-tune's adapters are not its base weights
+        mimi.add(cfg.lora_name or LORA_NAME)
     names = sorted(n.name for n in root.glob("*.safetensors") if n.name not in mimi and not n.name.startswith("tokenizer"))
     if len(names) != 1:
         raise WeightsError(f"{root / CONFIG_NAME} has no 'moshi_name' and the folder holds "

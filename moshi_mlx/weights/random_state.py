@@ -55,3 +55,28 @@ def random_lm(cfg: LmConfig | str, seed: int = 0, dtype: mx.Dtype = mx.float32):
 
     cfg = as_lm_config(cfg)
     return load_lm_state(random_state(cfg, seed), cfg, dtype=dtype, consume=True)
+
+
+def random_lora(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded float32 LoRA adapters for the given names and shapes (a fine-tune's layout):
+    `lora_A` [rank, in] with std 1/sqrt(in), `lora_B` [out, rank] with std 0.5/sqrt(rank), so
+    scaling x B @ A is of the base weights' size; any other tensor (a fully trained one)
+    as `random_state` draws it. In sorted name order, like `random_state`."""
+    from ..validation import seed as check_seed
+
+    rng = np.random.default_rng(check_seed("seed", seed))
+    out = {}
+    for name, shape in sorted(shapes.items()):
+        shape = tuple(shape)
+        a = rng.standard_normal(shape, dtype=np.float32)
+        if name.endswith(".lora_A.weight"):
+            a *= np.float32(shape[1] ** -0.5)
+        elif name.endswith(".lora_B.weight"):
+            a *= np.float32(0.5 * shape[1] ** -0.5)
+        else:
+            mean, std = _scale(name, shape)
+            a *= np.float32(std)
+            if mean:
+                a += np.float32(mean)
+        out[name] = a
+    return out
