@@ -130,6 +130,8 @@ class LmConfig:
     lora_rank: int = 128
     lora_scaling: float = 2.0
     lora_name: str | None = None
+    # PyTorch int8 checkpoint (moshi's export_quantized.py): read dequantized (weights/pytorch_int8.py)
+    quantize: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
 
@@ -270,6 +272,8 @@ class LmConfig:
         if not self.lora:  # a plain (or already fused) checkpoint's config says nothing of LoRA
             for k in _LORA_KEYS:
                 d.pop(k)
+        if not self.quantize:
+            d.pop("quantize")
         return {k: v for k, v in d.items() if v is not None or k in ("layer_scale", "context", "depformer_layer_scale")}
 
 
@@ -386,8 +390,7 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
     refuse("bias_proj", lambda v: not v)
     refuse("depformer_norm", lambda v: v is None)
     refuse("positional_scale", lambda v: v == 1.0)
-    refuse("quantize", lambda v: not v)
-    for k in ("norm_emb", "bias_proj", "depformer_norm", "positional_scale", "quantize", "gradient_checkpointing"):
+    for k in ("norm_emb", "bias_proj", "depformer_norm", "positional_scale", "gradient_checkpointing"):
         data.pop(k, None)
 
     conditioners, fuse_sum, fuse_cross, fuse_opts = _parse_conditioning(data, where)

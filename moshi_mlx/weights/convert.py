@@ -33,6 +33,7 @@ from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
 from .hub import hf_get_optional
 from .lora import lora_files, with_lora
+from .pytorch_int8 import dequantized
 from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources
 from .model_dir import CONFIG_NAME, QuantRecord, config_text, describe_spec, is_model_dir
 from .resolve import resolve_model
@@ -134,9 +135,8 @@ def plan_conversion(f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = N
                     dtype: mx.Dtype = mx.bfloat16) -> Plan:
     """Check the source and the recipe, and lay out every output tensor."""
     name = f.path.name
+    f = dequantized(f, dtype)  # a PyTorch int8 file (quantize: true) converts from its float values
     keys = f.keys()
-    if any(k.endswith("_scb") for k in keys):
-        raise WeightsError(f"{name}: PyTorch int8 (bitsandbytes) checkpoints are not supported; convert from bf16")
     if is_quantized_file(f):
         try:
             what = describe_spec(_quant_spec(Lm(cfg), f, False))
@@ -331,7 +331,8 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
         # too full for it must not leave new weights beside an old config, or without one
         cfg_staged = Staged(out_dir / CONFIG_NAME)
         try:
-            fused = replace(info.cfg, lora=False, lora_name=None)  # the adapters are in the weights now
+            # the adapters are in the weights now, and int8 weights were dequantized
+            fused = replace(info.cfg, lora=False, lora_name=None, quantize=False)
             cfg_staged.temp.write_text(config_text(fused, wname, record), encoding="utf-8")
         except OSError as e:
             raise os_error(cfg_staged.path, e) from None

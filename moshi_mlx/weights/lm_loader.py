@@ -21,6 +21,7 @@ from .errors import WeightsError
 from .hub import hf_get
 from .lm_keys import Source, is_pytorch_layout, pytorch_sources, shared_names
 from .lora import lora_files, with_lora
+from .pytorch_int8 import dequantized
 from .model_dir import CONFIG_NAME, model_quant_spec, read_model_dir
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
 from .safetensors_io import SafetensorsFile
@@ -295,10 +296,8 @@ def load_params(cfg: LmConfig, f, expected, sources: dict[str, Source], dtype: m
 
 
 def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
-    name = f.path.name
+    f = dequantized(f, dtype)  # a PyTorch int8 file (quantize: true) reads as float weights
     keys = f.keys()
-    if any(k.endswith("_scb") for k in keys):
-        raise WeightsError(f"{name}: PyTorch int8 (bitsandbytes) checkpoints are not supported; use a bf16 or an MLX q8/q4 file")
     model = Lm(cfg)
     pytorch = is_pytorch_layout(keys)
     apply_quantization(model, _quant_spec(model, f, pytorch))

@@ -210,7 +210,7 @@ def test_bad_quantized_shapes(tmp_path, cfg):
 def test_bitsandbytes_and_missing_config(tmp_path, cfg):
     p = tmp_path / "model.safetensors"
     _save_np(p, {"text_linear.weight_scb": np.zeros(3, np.float32)})
-    with pytest.raises(WeightsError, match="bitsandbytes"):
+    with pytest.raises(WeightsError, match="text_linear.weight_scb has no int8 weight text_linear.weight beside it"):
         load_lm(p, cfg)
     with pytest.raises(UsageError, match="no LM config given"):  # a caller's mistake, not the file's
         load_lm(p)
