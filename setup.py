@@ -7,6 +7,8 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 version = {}
 exec((HERE / "moshi_mlx" / "version.py").read_text(), version)
+tools = {}
+exec((HERE / "moshi_mlx" / "cli" / "scripts.py").read_text(), tools)
 
 setup(
     name="moshi_mlx",
@@ -46,15 +48,6 @@ setup(
         "bench": ["matplotlib>=3.5", "rustymimi>=0.4"],
     },
     entry_points={
-        "console_scripts": [
-            "moshi-local = moshi_mlx.local:run",
-            "moshi-run-inference = moshi_mlx.run_inference:run",
-            "moshi-convert = moshi_mlx.convert:run",
-            "moshi-quality = moshi_mlx.quality:run",
-            "moshi-tts = moshi_mlx.tts:run",
-            "moshi-stt = moshi_mlx.stt:run",
-            "moshi-helium = moshi_mlx.helium:run",
-            "moshi-web = moshi_mlx.local_web:run",
-        ],
+        "console_scripts": [f"{script} = moshi_mlx.cli.entry:{module}" for script, module in tools["TOOLS"].items()],
     },
 )

@@ -1,15 +1,4 @@
-"""`python -m moshi_mlx.convert ...`: see `moshi_mlx.cli.convert`."""
+"""`python -m moshi_mlx.convert` (upstream's name) = `moshi-convert`: see moshi_mlx/cli/convert.py."""
+from .cli.runner import main_module
 
-import sys
-
-from .cli.runner import launch
-
-
-def run() -> int:
-    """Run the tool (console script `moshi-convert`): its module is imported under the runner's signal
-    rules (a Ctrl-C during the import is one line too)."""
-    return launch("moshi_mlx.cli.convert")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+main_module(__name__, "convert")

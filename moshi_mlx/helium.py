@@ -1,15 +1,4 @@
-"""`python -m moshi_mlx.helium`: see moshi_mlx/cli/helium.py."""
+"""`python -m moshi_mlx.helium` (upstream's name) = `moshi-helium`: see moshi_mlx/cli/helium.py."""
+from .cli.runner import main_module
 
-import sys
-
-from .cli.runner import launch
-
-
-def run() -> int:
-    """Run the tool (console script `moshi-helium`): its module is imported under the runner's signal
-    rules (a Ctrl-C during the import is one line too)."""
-    return launch("moshi_mlx.cli.helium")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+main_module(__name__, "helium")

@@ -1,15 +1,4 @@
-"""`python -m moshi_mlx.local_web`: see moshi_mlx/cli/local_web.py."""
+"""`python -m moshi_mlx.local_web` (upstream's name) = `moshi-web`: see moshi_mlx/cli/local_web.py."""
+from .cli.runner import main_module
 
-import sys
-
-from .cli.runner import launch
-
-
-def run() -> int:
-    """Run the tool (console script `moshi-web`): its module is imported under the runner's signal
-    rules (a Ctrl-C during the import is one line too)."""
-    return launch("moshi_mlx.cli.local_web")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+main_module(__name__, "local_web")

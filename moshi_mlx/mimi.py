@@ -1,15 +1,4 @@
-"""`python -m moshi_mlx.mimi ...`: see `moshi_mlx.cli.mimi`."""
+"""`python -m moshi_mlx.mimi` (upstream's name) = `moshi-mimi`: see moshi_mlx/cli/mimi.py."""
+from .cli.runner import main_module
 
-import sys
-
-from .cli.runner import launch
-
-
-def run() -> int:
-    """Run the tool: its module is imported under the runner's signal
-    rules (a Ctrl-C during the import is one line too)."""
-    return launch("moshi_mlx.cli.mimi")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+main_module(__name__, "mimi")

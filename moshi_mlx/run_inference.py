@@ -1,15 +1,4 @@
-"""`python -m moshi_mlx.run_inference`: see moshi_mlx/cli/run_inference.py."""
+"""`python -m moshi_mlx.run_inference` (upstream's name) = `moshi-run-inference`: see moshi_mlx/cli/run_inference.py."""
+from .cli.runner import main_module
 
-import sys
-
-from .cli.runner import launch
-
-
-def run() -> int:
-    """Run the tool (console script `moshi-run-inference`): its module is imported under the runner's signal
-    rules (a Ctrl-C during the import is one line too)."""
-    return launch("moshi_mlx.cli.run_inference")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+main_module(__name__, "run_inference")

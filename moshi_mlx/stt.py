@@ -1,15 +1,4 @@
-"""`python -m moshi_mlx.stt`: see moshi_mlx/cli/stt.py."""
+"""`python -m moshi_mlx.stt` (upstream's name) = `moshi-stt`: see moshi_mlx/cli/stt.py."""
+from .cli.runner import main_module
 
-import sys
-
-from .cli.runner import launch
-
-
-def run() -> int:
-    """Run the tool (console script `moshi-stt`): its module is imported under the runner's signal
-    rules (a Ctrl-C during the import is one line too)."""
-    return launch("moshi_mlx.cli.stt")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+main_module(__name__, "stt")

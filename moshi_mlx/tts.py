@@ -1,15 +1,4 @@
-"""`python -m moshi_mlx.tts`: see moshi_mlx/cli/tts.py."""
+"""`python -m moshi_mlx.tts` (upstream's name) = `moshi-tts`: see moshi_mlx/cli/tts.py."""
+from .cli.runner import main_module
 
-import sys
-
-from .cli.runner import launch
-
-
-def run() -> int:
-    """Run the tool (console script `moshi-tts`): its module is imported under the runner's signal
-    rules (a Ctrl-C during the import is one line too)."""
-    return launch("moshi_mlx.cli.tts")
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+main_module(__name__, "tts")

@@ -305,16 +305,25 @@ def test_a_signal_while_a_tool_is_imported_is_one_line(tmp_path, sig, code):
     assert r.returncode == code and r.stderr.strip() == f"interrupted ({signal.Signals(sig).name})", r.stderr
 
 
-def test_module_shims_and_console_scripts_go_through_launch():
+def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
+    """Every console script (setup.py reads cli/scripts.py) and every `python -m moshi_mlx.NAME`
+    (upstream's names) imports its tool through `launch`."""
     import importlib
-    import re
+
+    from moshi_mlx.cli import entry, runner
+    from moshi_mlx.cli.scripts import TOOLS
 
     root = Path(__file__).resolve().parents[1]
-    scripts = re.findall(r'"([\w-]+) = (moshi_mlx\.\w+):run"', (root / "setup.py").read_text())
-    assert len(scripts) == 8
-    for _, module in scripts + [("mimi", "moshi_mlx.mimi")]:
-        assert "launch(" in (root / (module.replace(".", "/") + ".py")).read_text()
-        assert callable(importlib.import_module(module).run)
+    assert "moshi_mlx.cli.entry:{module}" in (root / "setup.py").read_text()
+    assert len(TOOLS) == 9 and "moshi-mimi" in TOOLS
+    calls = []
+    monkeypatch.setattr(runner, "launch", lambda module, argv=None: calls.append(module) or 0)
+    monkeypatch.setattr(entry, "launch", runner.launch)
+    for script, module in TOOLS.items():
+        assert getattr(entry, module)() == 0 and calls[-1] == f"moshi_mlx.cli.{module}"
+        importlib.import_module(f"moshi_mlx.cli.{module}").main  # noqa: B018 - the tool has a main
+        shim = importlib.import_module(f"moshi_mlx.{module}")  # importing the shim runs nothing
+        assert f'main_module(__name__, "{module}")' in Path(shim.__file__).read_text()
 
 
 def test_runner_keeps_tracebacks_of_bugs():

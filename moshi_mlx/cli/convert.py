@@ -1,15 +1,15 @@
-"""`python -m moshi_mlx.convert` (also `moshi-convert`): turn an LM checkpoint (PyTorch or
+"""`moshi-convert` (or `python -m moshi_mlx.convert`): turn an LM checkpoint (PyTorch or
 MLX layout, float) into an MLX model folder, optionally quantized; optionally report the
 quality of the result against its source.
 
-    python -m moshi_mlx.convert model.safetensors --out moshiko-q4 -q --q-bits 4
-    python -m moshi_mlx.convert --hf-repo kyutai/moshiko-pytorch-bf16 --out moshiko-q8 -q --q-bits 8
-    python -m moshi_mlx.convert model.safetensors --out moshiko-mixed --quant-predicate mixed-4-8 --eval
+    moshi-convert model.safetensors --out moshiko-q4 -q 4
+    moshi-convert --hf-repo kyutai/moshiko-pytorch-bf16 --out moshiko-q8 -q 8
+    moshi-convert model.safetensors --out moshiko-mixed --quant-predicate mixed-4-8 --eval
 
 The folder holds config.json (the LM config, the file names, the quantization record) and
 the weights (`model.q4.safetensors`, `model.q8.safetensors`, `model.mixed-4-8.safetensors`,
 ...); `load_lm(folder)` and the run CLIs' `--hf-repo/--moshi-weight FOLDER` read it.
-Flags follow mlx-lm's convert. Errors are one line on stderr, exit code 2.
+Flags follow mlx-lm's convert (`-q` alone is 4 bits, `-q --q-bits 8` is `-q 8`). Errors are one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import os
 import sys
 from pathlib import Path
 
+from ..constants import DEMO_MODEL
 from ..errors import OutputError, UsageError
 from ..outputs import Output, check_outputs
+from ..runtime.flags import add_demo_model_arg, add_offline_arg, add_quiet_arg
 from ..validation import int_arg, seed_arg
 from .runner import OneLineParser, cli_main
 
@@ -35,19 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     from ..weights.quantize import available_modes
     from ..weights.recipes import recipe_help
 
-    p = OneLineParser(prog="python -m moshi_mlx.convert", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="moshi-convert", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("source", nargs="?", help="weights to convert: a .safetensors file (PyTorch or MLX layout), a "
                                               "model folder, or a file name in --hf-repo")
     p.add_argument("--hf-repo", help="Hugging Face repo to convert (its config.json or known preset gives the config)")
-    p.add_argument("--model", choices=("random-tiny",),
-                   help="convert the offline demo model instead of a file: seeded random weights of the real "
-                        "architecture at tiny size (PyTorch layout, made on the fly; it produces NOISE)")
+    add_demo_model_arg(p, (DEMO_MODEL,), "SOURCE (written in PyTorch layout on the fly, seeded by --seed)")
     p.add_argument("--out", "--mlx-path", dest="out", required=True, help="output model folder")
     p.add_argument("--config", help="LM config: a config.json or a preset name (default: the source's config.json, "
                                      "else the preset whose shapes the file fits)")
-    p.add_argument("-q", "--quantize", action="store_true", help="quantize the weights")
-    p.add_argument("--q-bits", type=_int("--q-bits"), help="bits per weight (affine: 2, 3, 4, 5, 6, 8; default 4)")
+    p.add_argument("-q", "--quantize", "--quantized", dest="quantize", nargs="?", const=0, type=_int("-q"),
+                   metavar="BITS", help="quantize the weights to BITS bits (4, 8; affine also 2, 3, 5, 6); "
+                                        "-q alone: 4 or --q-bits")
+    p.add_argument("--q-bits", type=_int("--q-bits"), help="bits per weight, as -q BITS (mlx-lm's spelling)")
     p.add_argument("--q-group-size", type=_int("--q-group-size"),
                    help="weights per scale/bias (32, 64, 128; default 32 at <= 4 bits, 64 above: the published files)")
     p.add_argument("--q-mode", default="affine", help=f"quantization mode: {', '.join(available_modes())} (what the "
@@ -57,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dtype", default="bfloat16", choices=tuple(FLOAT_DTYPES),
                    help="dtype the float tensors and the affine scales/biases are stored in (default bfloat16)")
     p.add_argument("--dtype", dest="old_dtype", help=argparse.SUPPRESS)  # renamed: --dtype runs a model in every CLI
-    p.add_argument("--force", "--overwrite", action="store_true", help="write into an existing non-empty --out")
+    p.add_argument("--force", "--overwrite", action="store_true", help="write into an existing non-empty --out and "
+                   "replace --eval-json (never an input: the source's own folder is refused)")
     p.add_argument("--no-assets", action="store_true", help="do not copy the Mimi / tokenizer files named by the "
                                                            "config into the folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_offline_arg(p)
+    add_quiet_arg(p)
     e = p.add_argument_group("quality report (--eval)")
     e.add_argument("--eval", action="store_true", help="after converting, compare the result with the source "
                                                        "(teacher-forced top-1 agreement and KL per stream; implied by "
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _demo_checkpoint(name: str, seed: int):
+def _demo_checkpoint(name: str, seed: int, what: str = "the converted model"):
     """Write the demo model's random checkpoint (PyTorch layout) to a temporary folder."""
     import atexit
     import shutil
@@ -84,7 +88,7 @@ def _demo_checkpoint(name: str, seed: int):
 
     tmp = tempfile.mkdtemp(prefix=f"moshi_mlx_{name}_")
     atexit.register(shutil.rmtree, tmp, True)
-    print(f"NOTE: --model {name}: random weights (seed {seed}); the converted model produces NOISE", file=sys.stderr)
+    print(f"NOTE: --model {name}: random weights (seed {seed}); {what} produces NOISE", file=sys.stderr)
     return write_random_checkpoint(preset(name), tmp, seed=seed)
 
 
@@ -112,7 +116,13 @@ def _check_out(args) -> None:
         raise OutputError(f"--out: {base} is not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise OutputError(f"--out: folder {base} is not writable")
-    check_outputs([Output("--eval-json", args.eval_json, (".json",), True)],
+    inputs = [p for p in (args.source, args.config, args.hf_repo) if p and os.path.exists(p)]
+    for p in inputs:  # the folder an input lives in (or is): converting into it would replace its files
+        where = Path(p) if Path(p).is_dir() else Path(p).parent
+        if out.is_dir() and os.path.samefile(where, out):
+            raise OutputError(f"--out: {out} holds the input {p}: converting into it would overwrite the source's "
+                              "files (config.json, ...), --force or not; give another folder")
+    check_outputs([Output("--eval-json", args.eval_json, (".json",), args.force)],
                   [("SOURCE", args.source), ("--eval-codes", args.eval_codes), ("--out", args.out)])
     if args.eval_codes is not None:  # a missing or unreadable file, found now rather than after the conversion
         from ..tokens import read_stream_codes
@@ -127,20 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     args.eval_frames = 32 if args.eval_frames is None else args.eval_frames
     _check_out(args)
     from ..weights.convert import FLOAT_DTYPES, convert, resolve_source
+    from ..weights.hub import offline_mode
     from ..weights.recipes import make_recipe
 
-    quantize = args.quantize or args.recipe is not None
+    if args.quantize and args.q_bits and args.quantize != args.q_bits:
+        raise UsageError(f"-q {args.quantize} and --q-bits {args.q_bits} disagree: give one of them")
+    bits = args.quantize or args.q_bits
+    quantize = args.quantize is not None or args.recipe is not None
     if args.old_dtype is not None:
         raise UsageError("convert's --dtype is now --weights-dtype (the dtype the file stores); --dtype means "
                          "the dtype a model computes in, in the CLIs that run one")
     if not quantize and (args.q_bits is not None or args.q_group_size is not None or args.q_mode != "affine"):
         raise UsageError("--q-bits/--q-group-size/--q-mode need -q (or --quant-predicate)")
-    recipe = make_recipe(args.recipe, args.q_bits, args.q_group_size, args.q_mode) if quantize else None
+    recipe = make_recipe(args.recipe, bits, args.q_group_size, args.q_mode) if quantize else None
     if args.model is not None:
         if args.source or args.hf_repo:
             raise UsageError("--model replaces SOURCE/--hf-repo: give one of them")
         args.source = str(_demo_checkpoint(args.model, args.seed))
-    info = resolve_source(args.source, hf_repo=args.hf_repo, config=args.config)
+    with offline_mode(args.offline):
+        info = resolve_source(args.source, hf_repo=args.hf_repo, config=args.config)
     print(f"source: {info.weights} (config: {info.how})")
     if recipe is not None:
         print(f"recipe: {recipe.name}: {recipe.description}")
@@ -177,3 +192,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 run = main  # the name the tests and older callers use
+parser = build_parser  # every tool has `parser()` (tests/cli/test_conventions.py walks them)

@@ -26,7 +26,9 @@ def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-helium", description=__doc__.split("\n\n")[0])
     ap.add_argument("prompt", nargs="?", help="the text to continue ('-': read it from stdin)")
     ap.add_argument("--prompt-file", help="read the prompt from this file")
-    add_model_args(ap)
+    add_model_args(ap, default_repo=f"{DEFAULT_REPO}; -q 4/8: its q4/q8 files (helium-1-preview-2b-q4/-q8)",
+                   codec=False, quantized_help="pick Helium's file of that quantization (helium-1-preview-2b-q4 or "
+                                               "-q8) in place of the bf16 one")
     g = ap.add_argument_group("generation")
     g.add_argument("--max-tokens", "-n", type=int, default=200, help="tokens to generate at most (default 200)")
     g.add_argument("--temp", type=float, help=f"temperature (default {TEXT_DEFAULTS['temp']}; 0 = greedy)")

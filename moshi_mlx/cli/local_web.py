@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 
 from ..errors import UsageError
@@ -30,6 +32,26 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _check_port(host: str, port: int) -> None:
+    """A port already taken (or an address not of this machine) found before the model is
+    loaded, not after (aiohttp binds with SO_REUSEADDR on POSIX, as here)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host}: {e.strerror}") from None
+    for family, kind, proto, _, addr in infos[:1]:
+        with socket.socket(family, kind, proto) as s:
+            if os.name == "posix":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(addr)
+                s.listen(1)
+            except OSError as e:
+                raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host") from None
+
+
 @cli_main  # a bad flag is one `error:` line, exit 2; SIGTERM/SIGHUP stop the server like Ctrl-C
 def main(argv=None) -> int:
     """Errors are one line (exit 2) and Ctrl-C / SIGTERM a clean stop, via cli/runner.py."""
@@ -41,11 +63,12 @@ def main(argv=None) -> int:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not args.max_lag_ms > 0:
         raise UsageError(f"--max-lag-ms must be positive, got {args.max_lag_ms}")
+    _check_port(args.host, args.port)
     from ..web.conversation import Engine
     from ..web.protocol import ProtocolError, validate_settings
     from ..web.server import serve
 
-    model = load_session(args)
+    model = load_session(args, listens=True)
     if model.is_demo:
         print(f"NOTE: {model.description}", file=sys.stderr)
     engine = Engine.from_model(model, **sampling_kwargs(args))

@@ -16,6 +16,7 @@ import sys
 
 from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
 from ..outputs import Output, check_outputs
+from ..runtime.flags import add_force_arg, add_quiet_arg
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..tokens import TOKENS_SUFFIXES, save_tokens
@@ -23,7 +24,7 @@ from .runner import OneLineParser, cli_main
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="python -m moshi_mlx.run_inference", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="moshi-run-inference", description=__doc__.split("\n\n")[0])
     ap.add_argument("infile", help="input audio file (any format/rate/channels)")
     ap.add_argument("outfile", nargs="?", help="where to write the model's audio (24 kHz; format from the extension)")
     add_model_args(ap)
@@ -31,14 +32,16 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--transcript", help="save the transcript with word timestamps (.json, or .txt)")
     ap.add_argument("--save-tokens", help="save every step's tokens (.npz; read by mimi decode, quality --codes, "
                                           "convert --eval-codes)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar, no transcript on stdout")
+    add_force_arg(ap, "OUTFILE, --transcript and --save-tokens")
+    add_quiet_arg(ap, "no progress bar, no transcript on stdout")
     return ap
 
 
 def check_paths(args) -> None:
     """Every output checked before any work, none the input or another output."""
-    check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES), Output("--transcript", args.transcript, TRANSCRIPT_SUFFIXES),
-                   Output("--save-tokens", args.save_tokens, TOKENS_SUFFIXES)],
+    check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, args.force),
+                   Output("--transcript", args.transcript, TRANSCRIPT_SUFFIXES, args.force),
+                   Output("--save-tokens", args.save_tokens, TOKENS_SUFFIXES, args.force)],
                   [("INFILE", args.infile), *model_inputs(args)])
 
 

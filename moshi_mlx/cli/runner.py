@@ -44,7 +44,13 @@ HANDLED = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTER
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one `error: ...` line (no usage block),
-    exit code 2, like every other user error."""
+    exit code 2, like every other user error. No abbreviations (`allow_abbrev=False`):
+    `--quantize 8` must not silently stand for `--quantized 8`, and a flag added later must
+    not change what an old command line means."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102 - argparse API
         head, _, rest = message.partition(": ")
@@ -174,6 +180,13 @@ def launch(module: str, argv: list[str] | None = None) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     return tool.main(argv)
+
+
+def main_module(name: str, tool: str) -> None:
+    """The package-root launchers (`python -m moshi_mlx.local`, upstream's names): run the
+    tool when executed as `__main__`; a plain import does nothing."""
+    if name == "__main__":
+        sys.exit(launch(f"moshi_mlx.cli.{tool}"))
 
 
 def cli_main(fn: Callable[..., int | None]) -> Callable[[list[str] | None], int]:

@@ -19,6 +19,7 @@ from ..audio.io import read_audio
 from ..errors import DeviceError, UsageError
 from ..runtime.devices import SoundDeviceIO
 from ..outputs import Output, check_outputs
+from ..runtime.flags import add_force_arg
 from ..runtime.loading import add_model_args, load_session, model_inputs
 from .device_args import add_device_args, list_devices_or_run
 from .runner import OneLineParser, cli_main
@@ -36,11 +37,13 @@ def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-stt", description=__doc__.split("\n\n")[0])
     ap.add_argument("infile", nargs="?", help="audio file to transcribe (any format, rate, channels); "
                     "none: the microphone")
-    add_model_args(ap)
+    add_model_args(ap, default_repo=f"{DEFAULT_REPO}; or a q4/q8 folder made by moshi-convert",
+                   quantized_help="Moshi's repos only: for speech-to-text give --hf-repo a q4/q8 folder "
+                                  "(moshi-convert)")
     g = ap.add_argument_group("transcription")
     g.add_argument("--transcript", help="save the transcript: .json (words, times, end-of-turn events), "
                    ".srt or .vtt (subtitles), .txt (text)")
-    g.add_argument("--force", action="store_true", help="replace an existing transcript file (never done otherwise)")
+    add_force_arg(g, "--transcript")
     g.add_argument("--words", action="store_true", help="print one line per word (start, end, word) "
                    "instead of the running text")
     g.add_argument("--vad-threshold", type=float, default=END_OF_TURN_THRESHOLD,

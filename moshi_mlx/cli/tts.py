@@ -20,6 +20,8 @@ from ..audio.io import AUDIO_SUFFIXES
 from ..constants import FRAME_SECONDS
 from ..errors import UsageError
 from ..outputs import Output, check_outputs, write_text
+from ..runtime.flags import (add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg,
+                             add_quantized_arg, add_quiet_arg)
 from ..runtime.loading import model_inputs
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
 from ..validation import float_arg, int_arg, seed_arg
@@ -29,7 +31,7 @@ _DEFAULT_TEMP = 0.6  # the published config's lm_gen_config and the reference TT
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="python -m moshi_mlx.tts", description=__doc__.split("\n\n")[0],
+    ap = OneLineParser(prog="moshi-tts", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("text", nargs="?", help="the text to speak ('-': read it from stdin)")
@@ -39,20 +41,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--voice", help=f"voice embedding: a name in --voice-repo (e.g. {DEFAULT_VOICE}), a local "
                     ".safetensors file, hf://owner/repo/file, or 'random' (seeded noise, for the demo model)")
     ap.add_argument("--voice-repo", default=DEFAULT_VOICE_REPO, help="Hugging Face repo of the voices (%(default)s)")
-    ap.add_argument("--force", action="store_true", help="replace OUTFILE if it exists")
+    add_force_arg(ap, "OUTFILE and --transcript")
     ap.add_argument("--transcript", help="save the words with their times in the audio (.json)")
-    ap.add_argument("--quiet", action="store_true", help="no progress line")
+    add_quiet_arg(ap, "no progress line")
     g = ap.add_argument_group("model")
-    g.add_argument("--model", choices=(DEMO_MODEL,), help="offline demo model (random weights, tiny; NOISE)")
+    add_demo_model_arg(g, (DEMO_MODEL,), "--hf-repo")
     g.add_argument("--hf-repo", help=f"Hugging Face repo or local folder of the TTS model ({DEFAULT_REPO})")
     g.add_argument("--lm-config", help="config.json of the model (default: the repo's, or the preset)")
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight", help="model weights file")
     g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights file")
     g.add_argument("--tokenizer", help="SentencePiece tokenizer file")
-    g.add_argument("--quantize", type=int, choices=(4, 8), help="quantize float weights to 4 or 8 bits at load")
+    add_quantized_arg(g, "quantize float weights to 4 or 8 bits at load (a folder moshi-convert quantized loads as it is)")
     g.add_argument("--n-q", type=int_arg("--n-q", lo=1), help="generate only the first N codebooks (faster, lower quality; default all)")
-    g.add_argument("--mimi-backend", choices=("auto", "mlx", "rustymimi"), default="auto",
-                   help="codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)")
+    add_mimi_backend_arg(g)
+    add_offline_arg(g)
     g = ap.add_argument_group("generation (defaults as Kyutai's TTSModel)")
     g.add_argument("--cfg-coef", type=float_arg("--cfg-coef"), default=2.0, help="classifier-free guidance (%(default)s; for "
                    "CFG-distilled models such as tts-1.6b-en_fr one of 1.0, 1.5, ..., 4.0)")
@@ -91,7 +93,8 @@ def read_text(args) -> str:
 
 
 def run(args) -> dict:
-    from ..runtime.tts import check_voice_spec, clean_text, load_tts_session, load_voice, synthesize
+    from ..runtime.tts import check_voice_spec, clean_text, synthesize
+    from ..weights.hub import offline_mode
 
     if args.list_devices:
         from ..runtime.devices import list_devices
@@ -106,15 +109,12 @@ def run(args) -> dict:
     out, _ = check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, overwrite=args.force),
                             Output("--transcript", args.transcript, (".json",), overwrite=args.force)],
                            inputs=[("--text-file", args.text_file), ("--voice", args.voice), *model_inputs(args)])
-    session = load_tts_session(model=args.model, hf_repo=args.hf_repo, lm_config=args.lm_config,
-                               moshi_weight=args.moshi_weight, mimi_weight=args.mimi_weight, tokenizer=args.tokenizer,
-                               quantize=args.quantize, n_q=args.n_q, mimi_backend=args.mimi_backend,
-                               seed=args.seed)
+    with offline_mode(args.offline):
+        session, voice = _load(args)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)
     for w in session.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    voice = load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed)
     temp = args.temp if args.temp is not None else float(session.cfg.lm_gen_config.get("temp", _DEFAULT_TEMP))
     progress = None if args.quiet else _progress
     opts = dict(cfg_coef=args.cfg_coef, temp=temp, seed=args.seed, padding_between=args.padding_between,
@@ -147,6 +147,17 @@ def run(args) -> dict:
           f"{ended}" + (f" -> {out}" if out else ""), file=sys.stderr)
     return {"seconds": report.seconds, "wall_s": report.wall_s, "real_time_factor": report.real_time_factor,
             "words": report.words}
+
+
+def _load(args):
+    """The TTS model and the voice (both may come from the Hub)."""
+    from ..runtime.tts import load_tts_session, load_voice
+
+    session = load_tts_session(model=args.model, hf_repo=args.hf_repo, lm_config=args.lm_config,
+                               moshi_weight=args.moshi_weight, mimi_weight=args.mimi_weight, tokenizer=args.tokenizer,
+                               quantize=args.quantized, n_q=args.n_q, mimi_backend=args.mimi_backend,
+                               seed=args.seed)
+    return session, load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed)
 
 
 def _progress(step: int) -> None:

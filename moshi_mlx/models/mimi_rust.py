@@ -24,6 +24,16 @@ def rustymimi_available() -> bool:
     return True
 
 
+def require_rustymimi() -> None:
+    """An explicit `--mimi-backend rustymimi` where it is not installed: one line, never a
+    silent fall-back to MLX."""
+    if not rustymimi_available():
+        from ..errors import UsageError
+
+        raise UsageError("--mimi-backend rustymimi: the rustymimi package is not installed (pip install rustymimi; "
+                         "or use --mimi-backend auto/mlx)")
+
+
 class RustyMimi:
     """encode/decode/encode_step/decode_step/reset like `Mimi`, run by rustymimi."""
 

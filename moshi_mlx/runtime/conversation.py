@@ -193,16 +193,29 @@ class Conversation:
         """The user's codes of each LM step (keep_tokens=True), beside `tokens`."""
         return list(self._gen.user)
 
-    def abort(self) -> Output:
-        """Stop at once (Ctrl-C, an error): frames in flight are dropped and the workers
+    def abort(self, keep_answered: bool = False) -> Output:
+        """Stop at once (Ctrl-C, an error): input not yet answered is dropped and the workers
         return to their pool. Returns what was produced and not yet taken (close() is the
-        way to finish)."""
+        way to finish). keep_answered: the audio of the frames the LM already answered is
+        decoded here (the decoder lags the LM: on a CPU by many frames), so the audio
+        returned covers every step in `tokens`."""
+        rest: list = []
         if not self.closed:
             self.closed = True
-            self._pipe.abort(timeout=10)
+            stopped = self._pipe.abort(timeout=10)
+            if keep_answered and stopped and not self._pipe.failed.is_set():
+                rest = self._pipe.undecoded()
         if self.model._active is self:
             self.model._active = None
-        return self._drain()
+        out = self._drain()
+        if rest:
+            pcm24 = np.concatenate([np.asarray(self.model.codec.decode_step(c), np.float32).reshape(-1) for c in rest])
+            if self._cap is not None:
+                pcm24 = pcm24[:max(self._cap - self._out24, 0)]
+            self._out24 += len(pcm24)
+            a = self._out_rs.process(pcm24) if self._out_rs is not None and len(pcm24) else pcm24
+            out.audio = np.concatenate([out.audio, a.astype(np.float32, copy=False)])
+        return out
 
     def __enter__(self) -> "Conversation":
         return self

@@ -231,7 +231,9 @@ class EchoStats:
     def describe(self) -> str:
         s = self.summary()
         if np.isnan(s["echo_delay_ms"]):  # no echo found: an ERLE figure would mean nothing
-            parts = [f"no echo of Moshi found in the microphone (PortAudio latency {s['device_latency_ms']:.0f} ms)"]
+            latency = s["device_latency_ms"]  # 0 on a simulated device: no PortAudio to speak of
+            parts = ["no echo of Moshi found in the microphone"
+                     + (f" (PortAudio latency {latency:.0f} ms)" if latency and not np.isnan(latency) else "")]
         else:
             parts = [f"round trip {s['round_trip_ms']:.0f} ms (PortAudio {s['device_latency_ms']:.0f} ms + "
                      f"measured {s['echo_delay_ms']:.0f} ms)"]

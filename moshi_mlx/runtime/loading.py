@@ -17,10 +17,10 @@ from ..constants import DEMO_MODEL
 from ..errors import UsageError
 from ..models.config import PRESETS
 from ..validation import float_arg, int_arg, seed_arg
+from .flags import MIMI_BACKENDS, add_demo_model_arg, add_mimi_backend_arg, add_offline_arg, add_quantized_arg
 from .model import Model
 
 DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium")  # Moshi, speech-to-text, Helium
-MIMI_BACKENDS = ("auto", "mlx", "rustymimi")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
               "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "
@@ -33,29 +33,31 @@ def add_dtype_arg(ap, default: str = "auto") -> None:
     ap.add_argument("--dtype", choices=DTYPES, default=default, help=DTYPE_HELP)
 
 
-def add_model_args(ap: argparse.ArgumentParser) -> None:
+def add_model_args(ap: argparse.ArgumentParser, *, default_repo: str = "kyutai/moshiko-mlx-bf16, -q8 or -q4 "
+                   "following -q", demo_models: tuple[str, ...] = DEMO_MODELS, codec: bool = True,
+                   quantized_help: str | None = None) -> None:
+    """The model flags (shared ones from runtime/flags.py). default_repo: what --help names as
+    the default model; codec=False leaves out --mimi-weight/--mimi-backend (a text model has no
+    codec: the flags would do nothing)."""
     g = ap.add_argument_group("model")
-    g.add_argument("--hf-repo", help="Hugging Face repo with the model, or a local model folder (default: "
-                   "kyutai/moshiko-mlx-bf16, -q8 or -q4 following -q)")
+    add_demo_model_arg(g, demo_models, "--hf-repo")
+    g.add_argument("--hf-repo", help=f"Hugging Face repo with the model, or a local model folder (default: {default_repo})")
     g.add_argument("--lm-config", help="config.json of the LM or a preset name (default: the repo's, else the "
                    "preset known for the repo or fitting the weights)")
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight",
                    help="LM weights: a local .safetensors (its folder's config.json, Mimi and tokenizer are used "
                         "when present), a folder from moshi_mlx.convert, or a file name in the repo")
-    g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight",
-                   help="Mimi weights (local path or name in the repo; 'random': seeded noise codec for smoke tests)")
+    if codec:
+        g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight",
+                       help="Mimi weights (local path or name in the repo; 'random': seeded noise codec for smoke tests)")
     g.add_argument("--tokenizer", help="SentencePiece text tokenizer (local path or name in the repo; 'none': show "
-                   "token ids, for models without one such as converted demo models)")
-    g.add_argument("-q", "--quantized", type=int, choices=(4, 8),
-                   help="pick the repo/file of that quantization; the file's own quantization is always what is used")
-    g.add_argument("--model", choices=DEMO_MODELS,
-                   help="a seeded random-weight model of the real architecture at tiny size, created in memory with "
-                        "no download. It produces NOISE: for smoke tests, benchmarks and offline demos")
-    g.add_argument("--mimi-backend", choices=MIMI_BACKENDS, default="auto",
-                   help="codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)")
+                   "token ids)")
+    add_quantized_arg(g, quantized_help or "pick the repo/file of that quantization; the file's own quantization "
+                                           "is always what is used")
+    if codec:
+        add_mimi_backend_arg(g)
     add_dtype_arg(g)
-    g.add_argument("--offline", action="store_true", help="never ask the Hub: files come from the local cache "
-                   "(like HF_HUB_OFFLINE=1)")
+    add_offline_arg(g)
 
 
 def add_sampling_args(ap: argparse.ArgumentParser) -> None:
@@ -116,7 +118,8 @@ def _float_dtype(name):
 def load(source: str | os.PathLike | None = None, *, quantized: int | None = None,
          weights: str | os.PathLike | None = None, config=None, mimi: str | os.PathLike | None = None,
          tokenizer: str | os.PathLike | None = None, dtype="auto", compute: str = "auto",
-         mimi_backend: str = "auto", offline: bool = False, seed: int = 0, codec: bool = True) -> Model:
+         mimi_backend: str = "auto", offline: bool = False, seed: int = 0, codec: bool = True,
+         listens: bool = False) -> Model:
     """Load a model, ready to talk to (see `Model`).
 
     source: a Hub repo ("kyutai/moshiko-mlx-q4"), a local model folder or weights file, a
@@ -133,6 +136,8 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
     offline: files come from the local Hugging Face cache only.
     seed: seed of random weights (demo model, random Mimi).
     codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
+    listens: refuse a model that takes no audio (a text model) once its config is known,
+      before its weights are read (a live loop or a server has no use for one).
     """
     from ..validation import seed as check_seed
     from ..weights.hub import offline_mode
@@ -140,6 +145,10 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
     seed = check_seed("seed", seed)
     if mimi_backend not in MIMI_BACKENDS:
         raise UsageError(f"mimi_backend must be one of {', '.join(MIMI_BACKENDS)}, got {mimi_backend!r}")
+    if mimi_backend == "rustymimi":
+        from ..models.mimi_rust import require_rustymimi
+
+        require_rustymimi()
     if quantized not in (None, 4, 8):
         raise UsageError(f"quantized must be 4, 8 or None (bf16), got {quantized!r}")
     float_dtype = _float_dtype(dtype)
@@ -153,10 +162,23 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
                                     ("tokenizer", tokenizer, ("none",))) if v is not None and v not in ok]
         if given:
             raise UsageError(f"{source} is built in memory: it takes no {'/'.join(given)}")
+        if mimi_backend == "rustymimi":
+            raise UsageError(f"{source}: the demo model's tiny codec runs on MLX only (rustymimi reads the published "
+                             "Mimi); use --mimi-backend auto or mlx")
+        if listens:
+            from ..models.config import preset
+
+            _check_listens(preset(str(source)), str(source))
         return _demo(str(source), seed, compute, float_dtype, codec)
     with offline_mode(offline):
         return _load(source, quantized, weights, config, mimi, tokenizer, float_dtype, compute, mimi_backend, seed,
-                     codec)
+                     codec, listens)
+
+
+def _check_listens(cfg, name: str) -> None:
+    if cfg.user_q == 0:
+        raise UsageError(f"{name} is a text model (it takes no audio): it cannot hold a spoken conversation; "
+                         "use moshi-helium or Model.text_stream()")
 
 
 def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True) -> Model:
@@ -181,14 +203,20 @@ def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True) ->
                  mimi_backend="mlx")
 
 
+def demo_mimi_config() -> str:
+    """The demo models' tiny Mimi config (configs/mimi-tiny.json)."""
+    return str(resources.files("moshi_mlx") / "configs" / "mimi-tiny.json")
+
+
 def _random_mimi_config(cfg) -> str | None:
     """The demo model's tiny Mimi config for an LM of its codebook size (a converted demo
     model), else None (the published architecture)."""
     import json
 
-    tiny = resources.files("moshi_mlx") / "configs" / "mimi-tiny.json"
-    bins = json.loads(tiny.read_text())["quantizer"]["bins"]
-    return str(tiny) if cfg.card == bins and cfg.card != 2048 else None
+    tiny = demo_mimi_config()
+    with open(tiny) as f:
+        bins = json.load(f)["quantizer"]["bins"]
+    return tiny if cfg.card == bins and cfg.card != 2048 else None
 
 
 def _check_codec_fits(mimi, cfg, name: str) -> None:
@@ -200,7 +228,7 @@ def _check_codec_fits(mimi, cfg, name: str) -> None:
 
 
 def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, mimi_backend, seed,
-          with_codec: bool = True) -> Model:
+          with_codec: bool = True, listens: bool = False) -> Model:
     from ..models import load_mimi, random_mimi
     from ..models.mimi import best_backend
     from ..weights.lm_loader import load_lm, load_model_dir
@@ -210,6 +238,8 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
 
     files = resolve_model(source, weights=weights, config=config, mimi=mimi, tokenizer=tokenizer, quantized=quantized)
     cfg = files.cfg
+    if listens:
+        _check_listens(cfg, str(source) if source is not None else str(weights or "this model"))
     if files.model_dir is not None:
         lm = load_model_dir(files.model_dir, dtype=dtype, compute=compute)
     else:
@@ -220,6 +250,8 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
     if not with_codec:
         codec, mimi_desc, backend = None, "no Mimi", "none"
     elif files.mimi == "random":  # seeded random weights (noise) of the published Mimi, or the demo's if the LM fits it
+        if mimi_backend == "rustymimi":
+            raise UsageError("--mimi-weight random runs on MLX only; use --mimi-backend auto or mlx")
         m = random_mimi(seed=seed % (2**31), num_codebooks=max(n_user, n_out, 1), config=_random_mimi_config(cfg))
         _check_codec_fits(m, cfg, "the random Mimi")
         codec, mimi_desc, backend = MimiFrameCodec(m, n_encode=n_user), "random Mimi (NOISE)", "mlx"
@@ -242,10 +274,11 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
 
 # ---- the CLIs' entry points ---------------------------------------------------------------
 
-def load_session(args: argparse.Namespace, with_codec: bool = True) -> Model:
+def load_session(args: argparse.Namespace, with_codec: bool = True, listens: bool = False) -> Model:
     """Resolve the model flags (see `add_model_args`) into a ready model (with_codec=False:
-    no Mimi, for text generation); its warnings go to stderr, one line each."""
-    model = load(**load_kwargs(args), codec=with_codec)
+    no Mimi, for text generation; listens: refuse a text model before reading weights); its
+    warnings go to stderr, one line each."""
+    model = load(**load_kwargs(args), codec=with_codec, listens=listens)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return model

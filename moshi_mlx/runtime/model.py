@@ -217,7 +217,7 @@ class Model:
         except KeyboardInterrupt as e:  # keep what was answered: the outputs below are written for it
             interrupted = e
         finally:
-            chunks.append(conv.abort())
+            chunks.append(conv.abort(keep_answered=interrupted is not None))
         wall = time.perf_counter() - t0
         out = np.concatenate([c.audio for c in chunks])[: n_in * FRAME_SIZE]
         res = Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,

@@ -217,6 +217,7 @@ class DuplexPipeline:
         self._started_output = False
         self._running = False
         self._aborted = False
+        self._undecoded: list = []  # audio tokens the decoder took but dropped on abort
 
     # ------------------------------------------------------------------ control
     def start(self) -> "DuplexPipeline":
@@ -261,6 +262,21 @@ class DuplexPipeline:
         self._running = False
         _ACTIVE.discard(self)
         return ok
+
+    def undecoded(self) -> list[np.ndarray]:
+        """After `abort`: the audio tokens the LM produced that were not decoded, in order
+        (a caller that must keep the audio of every frame answered decodes them itself: the
+        codec's decoder state is right after the last frame decoded)."""
+        items = list(self._undecoded)
+        self._undecoded.clear()
+        while True:
+            try:
+                item = self._tokens.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                items.append(item)
+        return [item.payload for item in items]
 
     def _guard(self, fn):
         def run():
@@ -365,6 +381,8 @@ class DuplexPipeline:
         while True:
             item = self._tokens.get()
             if item is _STOP or self._aborted:
+                if item is not _STOP:
+                    self._undecoded.append(item)
                 self.finished.set()
                 with self.output_available:
                     self.output_available.notify_all()

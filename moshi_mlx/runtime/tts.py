@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Callable
 
 import mlx.core as mx
@@ -24,12 +23,14 @@ from ..models import LmConfig, load_lm, load_mimi, random_lm, random_mimi
 from ..models.backend import is_quantized, prepare_lm
 from ..models.config import preset
 from ..models.mimi import best_backend
+from ..models.mimi_rust import require_rustymimi
 from ..models.tts import LEADING_FRAMES_DROPPED, TokenIds, TtsGen, TtsSettings, audio_window, script_to_entries
 from ..weights.hub import hf_get
 from ..weights.resolve import resolve_model
 from ..weights.quantize import default_group_size, quantize_model
 from ..weights.safetensors_io import SafetensorsFile
 from .codec import MimiFrameCodec
+from .loading import demo_mimi_config
 from .transcript import ByteTokenizer, TextTokenizer
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
@@ -70,7 +71,12 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     if model is not None and model != DEMO_MODEL:
         raise UsageError(f"unknown demo model {model!r}; the TTS demo model is {DEMO_MODEL!r}")
     if quantize not in (None, 4, 8):
-        raise UsageError(f"--quantize takes 4 or 8, got {quantize}")
+        raise UsageError(f"-q takes 4 or 8, got {quantize}")
+    if mimi_backend == "rustymimi":
+        require_rustymimi()
+        if model == DEMO_MODEL or mimi_weight == "random":
+            raise UsageError("a random Mimi (the demo model's, --mimi-weight random) runs on MLX only; "
+                             "use --mimi-backend auto or mlx")
     if model == DEMO_MODEL:
         cfg = preset(DEMO_MODEL)
         lm = random_lm(cfg, seed=seed % (2**31))
@@ -86,7 +92,7 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
         desc = f"{files.weights.name} from {files.where}"
     if quantize:
         if is_quantized(lm):
-            raise UsageError("the weights are already quantized; drop --quantize")
+            raise UsageError("the weights are already quantized; drop -q")
         quantize_model(lm, quantize, default_group_size(quantize))
         desc += f", quantized to {quantize} bits at load"
     compute = prepare_lm(lm)
@@ -94,7 +100,7 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     if not 1 <= n <= cfg.dep_q:
         raise UsageError(f"--n-q must be between 1 and {cfg.dep_q}, got {n}")
     if model == DEMO_MODEL:
-        mimi_cfg = str(resources.files("moshi_mlx") / "configs" / "mimi-tiny.json")
+        mimi_cfg = demo_mimi_config()
         codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg))
     elif files.mimi == "random":  # the published Mimi architecture, seeded random weights: noise
         codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n))

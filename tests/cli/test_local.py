@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from moshi_mlx.cli import local
-from moshi_mlx.runtime import devices
+from moshi_mlx.runtime import devices, live
 
 
 def _speech_like(path, seconds=2.0, rate=16000):
@@ -108,7 +108,7 @@ class VanishingIO:
 
 
 def test_device_lost_flushes_recording(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(local, "SoundDeviceIO", VanishingIO)
+    monkeypatch.setattr(live, "SoundDeviceIO", VanishingIO)
     rec = tmp_path / "rec.wav"
     rc = local.main(["--model", "random-tiny", "--record", str(rec)])
     assert rc == 1

@@ -48,7 +48,7 @@ def _run(d, tmp_path, *extra):
     tok = tmp_path / f"tok{len(list(tmp_path.glob('tok*.npz')))}.npz"
     args = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--lm-config", str(d / "config.json"),
             "--moshi-weight", str(d / "model.safetensors"), "--mimi-weight", "random", "--tokenizer",
-            str(d / "tok.model"), "--save-tokens", str(tok), "--temp", "0", "--temp-text", "0", "--quiet", *extra]
+            str(d / "tok.model"), "--save-tokens", str(tok), "--temp", "0", "--temp-text", "0", "--quiet", "--force", *extra]
     assert main(args) == 0
     return np.load(tok)
 

@@ -1,0 +1,56 @@
+"""The flags every command-line tool shares, each defined once so that it is spelled, typed
+and explained the same way everywhere (the convention table: docs/cli.md; enforced by
+tests/cli/test_conventions.py, which walks every CLI's parser).
+
+A tool adds the ones it has a use for; a flag that would do nothing in a tool is left out
+(Helium has no codec, so no `--mimi-*`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+MIMI_BACKENDS = ("auto", "mlx", "rustymimi")
+QUANTIZATIONS = (4, 8)
+MIMI_BACKEND_HELP = "codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)"
+OFFLINE_HELP = "never ask the Hub: files come from the local Hugging Face cache (like HF_HUB_OFFLINE=1)"
+
+Group = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+def add_quantized_arg(g: Group, help: str) -> None:
+    """`-q {4,8}` (long forms `--quantized`, upstream's, and `--quantize`): the model's
+    quantization. What it selects is the tool's: a repo (run CLIs), bits (convert)."""
+    g.add_argument("-q", "--quantized", "--quantize", dest="quantized", type=int, choices=QUANTIZATIONS,
+                   metavar="{4,8}", help=help)
+
+
+def add_mimi_backend_arg(g: Group, default: str = "auto", *aliases: str) -> None:
+    """`--mimi-backend {auto,mlx,rustymimi}`; an explicit `rustymimi` that is not installed is
+    refused by the loader (never silently MLX)."""
+    g.add_argument("--mimi-backend", *aliases, dest="mimi_backend", choices=MIMI_BACKENDS, default=default,
+                   help=f"{MIMI_BACKEND_HELP}; default {default}")
+
+
+def add_offline_arg(g: Group) -> None:
+    """`--offline`: in every tool that can reach the Hugging Face Hub."""
+    g.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
+
+
+def add_force_arg(g: Group, what: str) -> None:
+    """`--force`: replace existing outputs (never an input); without it an existing output is
+    refused before any work."""
+    g.add_argument("--force", action="store_true", help=f"replace {what} if it exists (never done otherwise)")
+
+
+def add_quiet_arg(g: Group, what: str = "no progress bar") -> None:
+    g.add_argument("--quiet", action="store_true", help=what)
+
+
+def add_demo_model_arg(g: Group, choices: tuple[str, ...], replaces: str) -> None:
+    """`--model NAME`: an offline demo model (seeded random weights of the real architecture
+    at tiny size; it produces NOISE) in place of `replaces`."""
+    g.add_argument("--model", choices=choices,
+                   help=f"offline demo model instead of {replaces}: seeded random weights of the real architecture "
+                        "at tiny size, made in memory, no download; it produces NOISE (smoke tests, benchmarks, "
+                        "offline demos)")

@@ -1,0 +1,228 @@
+"""docs/cli.md's convention table, enforced: every console script's parser is walked and each
+shared flag is checked for its spelling, choices, default and presence; plus the behaviours
+the table promises that a parser alone cannot show (overwrite rule, --offline, rustymimi,
+checks before loading)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from moshi_mlx.cli.scripts import TOOLS
+from moshi_mlx.runtime.flags import MIMI_BACKENDS
+from moshi_mlx.runtime.loading import DEMO_MODELS, DTYPES
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITES_FILES = {"local", "run_inference", "stt", "tts", "mimi", "convert", "quality"}  # take --force
+HAS_CODEC = {"local", "run_inference", "stt", "local_web", "tts", "mimi"}  # take --mimi-backend
+DEMO_NAMES = set(DEMO_MODELS) | {"tts-tiny"}
+
+
+def _parsers():
+    """(script, module, parser) for every console script; a tool with subcommands gives one
+    entry per subcommand."""
+    for script, module in TOOLS.items():
+        ap = importlib.import_module(f"moshi_mlx.cli.{module}").parser()
+        yield script, module, ap
+        for action in ap._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield script, module, sub
+
+
+def _flags(ap: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {s: a for a in ap._actions for s in a.option_strings}
+
+
+ALL = list(_parsers())
+
+
+@pytest.mark.parametrize("script,module,ap", ALL, ids=[f"{s}:{ap.prog}" for s, _, ap in ALL])
+def test_every_parser_follows_the_table(script, module, ap):
+    flags = _flags(ap)
+    assert ap.prog.split()[0] == script  # usage lines name the console script
+    assert ap.allow_abbrev is False  # `--quantize 8` is not silently `--quantized 8`
+    for a in ap._actions:
+        assert a.help, f"{script}: {a.option_strings or a.dest} has no help"
+    if any(isinstance(a, argparse._SubParsersAction) for a in ap._actions):
+        return  # the subcommands carry the flags
+    flags = {s: a for s, a in flags.items() if a.help != argparse.SUPPRESS}  # old names kept for a message
+    assert "--offline" in flags and flags["--offline"].default is False  # every tool can reach the Hub
+    assert ("--force" in flags) == (module in WRITES_FILES)
+    if "--force" in flags:
+        assert flags["--force"].default is False
+    assert "--model" in flags and set(flags["--model"].choices) <= DEMO_NAMES and flags["--model"].default is None
+    q = flags.get("-q")
+    if module not in ("mimi", "quality"):
+        assert q is not None and {"--quantized", "--quantize"} <= set(q.option_strings) and q.default is None
+        if module == "convert":  # -q [BITS]: other bit counts too, and -q alone (mlx-lm's switch)
+            assert q.nargs == "?"
+        else:
+            assert tuple(q.choices) == (4, 8)
+    assert ("--mimi-backend" in flags) == (module in HAS_CODEC)
+    if "--mimi-backend" in flags:
+        mb = flags["--mimi-backend"]
+        assert tuple(mb.choices) == MIMI_BACKENDS and mb.default == ("mlx" if module == "mimi" else "auto")
+    if "--dtype" in flags:
+        assert tuple(flags["--dtype"].choices) == DTYPES and flags["--dtype"].default == "auto"
+    if "--quiet" in flags:
+        assert flags["--quiet"].default is False
+
+
+def test_help_names_each_tools_own_default_model():
+    def hf_help(module):
+        return _flags(importlib.import_module(f"moshi_mlx.cli.{module}").parser())["--hf-repo"].help
+
+    assert "helium-1-preview-2b" in hf_help("helium") and "moshiko" not in hf_help("helium")
+    assert "stt-1b-en_fr" in hf_help("stt") and "moshiko" not in hf_help("stt")
+    assert "moshiko" in hf_help("local") and "tts-1.6b" in hf_help("tts")
+
+
+def test_no_abbreviations_and_quantize_spellings():
+    from moshi_mlx.cli import local, tts
+
+    assert local.parser().parse_args(["--quantize", "8"]).quantized == 8
+    assert tts.parser().parse_args(["-q", "4"]).quantized == 4
+    with pytest.raises(SystemExit):
+        local.parser().parse_args(["--quant", "8"])
+
+
+def test_convert_q_forms():
+    from moshi_mlx.cli import convert
+
+    ap = convert.parser()
+    assert ap.parse_args(["--out", "o", "-q"]).quantize == 0  # bare: the default bits
+    assert ap.parse_args(["--out", "o", "-q", "8"]).quantize == 8
+
+
+def test_doc_table_names_every_shared_flag():
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    for flag in ("--model", "--hf-repo", "-q {4,8}", "--mimi-backend", "--dtype", "--offline", "--force", "--quiet",
+                 "--seed", "130", "143", "129"):
+        assert flag in doc, flag
+    for script in TOOLS:
+        assert script in doc, script
+
+
+# ---- what the table promises, run --------------------------------------------------------------
+
+def _tone(path, seconds=1.0):
+    t = np.arange(int(24000 * seconds)) / 24000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 24000)
+
+
+def test_explicit_rustymimi_not_installed_is_one_line(monkeypatch, tmp_path, capsys):
+    from moshi_mlx.cli import mimi, run_inference, tts
+    from moshi_mlx.models import mimi_rust
+
+    monkeypatch.setattr(mimi_rust, "rustymimi_available", lambda: False)
+    _tone(tmp_path / "in.wav")
+    for main, argv in ((run_inference.main, [str(tmp_path / "in.wav"), "--model", "random-tiny"]),
+                       (mimi.main, ["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy")]),
+                       (tts.main, ["hi", str(tmp_path / "o.wav"), "--model", "tts-tiny", "--voice", "random"])):
+        assert main([*argv, "--mimi-backend", "rustymimi"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and "rustymimi package is not installed" in err, err
+    assert not (tmp_path / "c.npy").exists() and not (tmp_path / "o.wav").exists()
+
+
+def test_demo_model_with_rustymimi_is_refused_not_silently_mlx(tmp_path, capsys):
+    from moshi_mlx.cli import run_inference
+
+    _tone(tmp_path / "in.wav")
+    assert run_inference.main([str(tmp_path / "in.wav"), "--model", "random-tiny", "--mimi-backend", "rustymimi"]) == 2
+    assert "runs on MLX only" in capsys.readouterr().err
+
+
+def test_overwrite_rule_run_inference_and_mimi(tmp_path, capsys):
+    from moshi_mlx.cli import mimi, run_inference
+
+    _tone(tmp_path / "in.wav")
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"keep")
+    assert run_inference.main([str(tmp_path / "in.wav"), str(out), "--model", "random-tiny", "--quiet"]) == 2
+    assert mimi.main(["roundtrip", str(tmp_path / "in.wav"), str(out), "--model", "random-tiny", "--quiet"]) == 2
+    assert out.read_bytes() == b"keep" and capsys.readouterr().err.count("use --force") == 2
+    assert mimi.main(["roundtrip", str(tmp_path / "in.wav"), str(out), "--model", "random-tiny", "--quiet",
+                      "--force"]) == 0
+    assert sf.info(str(out)).frames == 24000
+
+
+def test_convert_force_never_writes_over_its_source(tmp_path, capsys):
+    from moshi_mlx.cli import convert
+
+    src = tmp_path / "src"
+    assert convert.main(["--model", "random-tiny", "--out", str(src), "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    for argv in ([str(src), "--out", str(src), "-q", "--force"],
+                 [str(src / "model.safetensors"), "--out", str(src), "-q", "4", "--force"],
+                 ["--hf-repo", str(src), "--out", str(src), "-q", "--force"]):
+        assert convert.main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "holds the input" in err and err.count("error:") == 1, err
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+
+
+def test_quality_takes_the_demo_model_as_reference(tmp_path, capsys):
+    from moshi_mlx.cli import convert, quality
+
+    out = tmp_path / "tiny-q4"
+    assert convert.main(["--model", "random-tiny", "--out", str(out), "-q", "--quiet"]) == 0
+    capsys.readouterr()
+    assert quality.main(["--model", "random-tiny", str(out), "--frames", "4", "--json", str(tmp_path / "q.json")]) == 0
+    assert "top-1" in capsys.readouterr().out.lower() or (tmp_path / "q.json").exists()
+    assert quality.main(["--model", "random-tiny", str(out), "--frames", "4", "--json", str(tmp_path / "q.json")]) == 2
+    assert "use --force" in capsys.readouterr().err
+
+
+def test_offline_is_honoured_by_mimi(tmp_path, capsys, monkeypatch):
+    """--offline reaches the Hub layer: nothing is asked of the network for a repo not cached."""
+    from moshi_mlx.cli import mimi
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    _tone(tmp_path / "in.wav")
+    rc = mimi.main(["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy"), "--hf-repo", "someone/not-cached",
+                    "--offline"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1, err
+
+
+def test_text_model_refused_before_the_device_and_the_server(tmp_path, capsys):
+    from moshi_mlx.cli import local, local_web
+
+    _tone(tmp_path / "in.wav")
+    assert local.main(["--model", "random-tiny-helium", "--simulate", str(tmp_path / "in.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "text model" in err and "simulated device" not in err and "listening" not in err, err
+    assert local_web.main(["--model", "random-tiny-helium", "--port", "0"]) == 2
+    assert "text model" in capsys.readouterr().err
+
+
+def test_web_port_taken_is_found_before_loading(capsys, monkeypatch):
+    from moshi_mlx.cli import local_web
+    from moshi_mlx.runtime import loading
+
+    monkeypatch.setattr(loading, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        assert local_web.main(["--model", "random-tiny", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_simulated_session_prints_no_portaudio_or_nan(tmp_path):
+    _tone(tmp_path / "in.wav", 1.0)
+    for model in ("random-tiny", "random-tiny-stt"):
+        r = subprocess.run([sys.executable, "-m", "moshi_mlx.local", "--model", model, "--simulate",
+                            str(tmp_path / "in.wav")], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "PortAudio" not in r.stderr and "nan" not in r.stderr, r.stderr
