@@ -16,9 +16,12 @@ NaN or infinities, so a block is valid as soon as its length is even.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import reprlib
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 # Refused (with an error message; the session goes on) above these sizes.
 MAX_AUDIO_SECONDS = 1.0  # per binary message, at the declared rate
@@ -62,20 +65,31 @@ SETTING_RANGES: dict[str, tuple[type, float, float]] = {
 }
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 30, 30
+
+
+def _show(value) -> str:
+    """A client's value for an error message: short whatever its size or depth."""
+    if isinstance(value, int) and value.bit_length() > 64:  # str() of a huge int is slow, format(:g) overflows
+        return f"a{' negative' if value < 0 else 'n'} integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return _SHORT.repr(value)
+
+
 def _number(name: str, value, kind: type, low: float, high: float):
+    # Python compares ints and floats exactly, so the range is checked before any conversion:
+    # float(10**400) and math.isfinite(10**400) raise OverflowError.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProtocolError(f"setting {name!r} must be a number, got {json.dumps(value)[:40]}")
-    if not math.isfinite(value):
+        raise ProtocolError(f"setting {name!r} must be a number, got {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise ProtocolError(f"setting {name!r} must be finite")
-    if kind is int:
-        if float(value) != int(value):
-            raise ProtocolError(f"setting {name!r} must be a whole number, got {value}")
-        value = int(value)
-    else:
-        value = float(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ProtocolError(f"setting {name!r} must be a whole number, got {_show(value)}")
     if not low <= value <= high:
-        raise ProtocolError(f"setting {name!r} must be between {low:g} and {high:g}, got {value:g}")
-    return value
+        raise ProtocolError(f"setting {name!r} must be between {_show(low)} and {_show(high)}, got {_show(value)}")
+    return kind(value)
 
 
 def validate_settings(raw, defaults: Settings) -> Settings:
@@ -107,6 +121,8 @@ def parse_text(data: str, defaults: Settings, started: bool) -> Start:
         msg = json.loads(data)
     except ValueError:
         raise ProtocolError("text message is not valid JSON") from None
+    except RecursionError:  # '[' * 2000 + ']' * 2000 fits in 4 KiB
+        raise ProtocolError("text message is nested too deeply") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError("text message must be a JSON object with a string 'type'")
     if msg["type"] != "start":
@@ -141,3 +157,69 @@ def check_audio(data: bytes, sample_rate: int | None) -> None:
 
 def message(kind: str, **fields) -> str:
     return json.dumps({"type": kind, **fields}, allow_nan=False)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _host_port(netloc: str, default_port: int) -> tuple[str, int]:
+    """'Host:port' (or '[v6]:port') -> (lowercase host without brackets, port); ValueError if malformed."""
+    parts = urlsplit("//" + netloc)
+    if parts.username is not None or parts.password is not None or parts.path or not parts.hostname:
+        raise ValueError(netloc)
+    return parts.hostname.lower(), parts.port or default_port  # .port raises ValueError on a bad port
+
+
+def origin_refusal(origins: list[str], host_header: str | None, listen_host: str) -> str | None:
+    """Why a WebSocket handshake's Origin is not this server's own page, or None if it is.
+
+    origins: the request's Origin header(s); host_header: its Host header (the address the
+    browser connected to); listen_host: the server's `--host`. Browsers always send Origin
+    with a WebSocket handshake, and a page cannot forge it: accepting only our page's origin is
+    what stops another site open in the browser from driving the model (cross-site WebSocket
+    hijacking). The page's origin must be the address this very request came to (same port,
+    same host; localhost and loopback addresses count as one), and its host must be localhost,
+    a loopback or other IP address, or `--host` itself: not any other DNS name, whose owner
+    could point it at 127.0.0.1 (DNS rebinding) and so make its page look same-origin.
+
+    No Origin at all is a client that is not a browser page (a script, `curl`, the tests):
+    accepted, since a program on this machine can reach the port anyway, and a web page
+    cannot leave the header out.
+    """
+    if not origins:
+        return None
+    if len(origins) > 1:
+        return "more than one Origin header"
+    origin = origins[0].strip()
+    shown = _SHORT.repr(origin)
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment:
+        return f"Origin {shown} is not a web page's origin"  # e.g. 'null': a sandboxed frame or a file: page
+    default = 443 if parts.scheme == "https" else 80
+    try:
+        o_host, o_port = _host_port(parts.netloc, default)
+    except ValueError:
+        return f"Origin {shown} is malformed"
+    try:
+        h_host, h_port = _host_port(host_header or "", default)
+    except ValueError:
+        return f"Origin {shown} with no valid Host header"
+    if o_port != h_port or not (o_host == h_host or _is_loopback(o_host) and _is_loopback(h_host)):
+        return f"Origin {shown} is another site than this server ({_SHORT.repr(host_header)})"
+    if not (_is_ip(o_host) or o_host == "localhost" or o_host == listen_host.strip("[]").lower()):
+        return f"Origin {shown} names this server by a DNS name other than --host {listen_host}"
+    return None

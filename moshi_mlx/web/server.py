@@ -5,6 +5,11 @@ Routes: `/` the page, `/static/*` its files (from this package: no build step, n
 One conversation at a time: the model (its Mimi streaming state, the machine's compute) serves one. A second client is told it is
 busy and closed, and the first goes on undisturbed. Whatever a connection does, the engine is
 handed back only once its pipeline's workers have stopped.
+
+Who may connect (docs/web.md, "Trust model"): only this server's own page (the WebSocket
+handshake's Origin, `protocol.origin_refusal`), or a program that is not a browser page.
+Whatever a client sends or fails to read, the handler ends with one log line, never a
+traceback, and the slot is freed.
 """
 
 from __future__ import annotations
@@ -14,14 +19,20 @@ import contextlib
 import logging
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import UsageError
 from .conversation import Conversation, Engine
 from .protocol import (HARD_MAX_MESSAGE_BYTES, MAX_AUDIO_SECONDS, MAX_TEXT_BYTES, SAMPLE_RATES, SETTING_RANGES,
-                       ProtocolError, check_audio, message, parse_text)
+                       ProtocolError, check_audio, message, origin_refusal, parse_text)
 
 log = logging.getLogger("moshi_mlx.web")
+# A connection that has not sent 'start' by then is closed: it holds the only conversation slot.
+START_TIMEOUT_S = 5.0
+# A client that takes no data for this long (its tab frozen, a script that never reads) is dropped:
+# every send waits for its socket buffer to drain, so it would hold the slot forever.
+SEND_TIMEOUT_S = 10.0
 STATIC = Path(__file__).parent / "static"
 BUSY_MESSAGE = ("Moshi is already in a conversation with another page (one at a time). "
                 "Try again when that one has ended.")
@@ -34,15 +45,20 @@ class WebState:
     """What the handlers share: the engine, its one conversation slot, and counters."""
 
     def __init__(self, engine: Engine, *, max_lag_ms: float | None, step_delay_s: float = 0.0,
-                 reconnect_wait_s: float = 3.0, stats_interval_s: float = 0.25):
+                 reconnect_wait_s: float = 3.0, stats_interval_s: float = 0.25, host: str = "127.0.0.1",
+                 start_timeout_s: float = START_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S):
         self.engine = engine
         self.max_lag_ms = max_lag_ms
         self.step_delay_s = step_delay_s
         self.reconnect_wait_s = reconnect_wait_s
         self.stats_interval_s = stats_interval_s
+        self.host = host  # the address listened on (--host): see protocol.origin_refusal
+        self.start_timeout_s = start_timeout_s
+        self.send_timeout_s = send_timeout_s
         self.slot = asyncio.Lock()
         self.sessions = 0  # conversations started
         self.busy_refusals = 0
+        self.origin_refusals = 0
         self.active: Conversation | None = None
 
     async def acquire(self) -> bool:
@@ -81,53 +97,153 @@ async def _info(request: web.Request) -> web.Response:
     })
 
 
-async def _ws(request: web.Request) -> web.WebSocketResponse:
+def one_line(text: object, limit: int = 160) -> str:
+    """Client-controlled or multi-line text for a single log line: whitespace collapsed,
+    control characters escaped, length bounded."""
+    flat = " ".join(str(text).split())
+    flat = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in flat)
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+class _OneLineHttpErrors(logging.Filter):
+    """aiohttp logs a request its parser rejects (a 64 KB request line, thousands of headers)
+    as "Error handling request" with a traceback, after answering it 400: that is the client's
+    fault, so it becomes one line. Other errors keep their traceback (they are ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "refused a malformed HTTP request from %s: %s %s", (
+                remote, exc.code, one_line(exc.message))
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+# aiohttp's HTTP-level log (the `logger` of its request handler), for runners of this app.
+HTTP_LOG = logging.getLogger("moshi_mlx.web.http")
+HTTP_LOG.addFilter(_OneLineHttpErrors())
+RUNNER_OPTIONS = {"access_log": None, "logger": HTTP_LOG, "shutdown_timeout": 5.0}
+
+
+class ClientStalled(Exception):
+    """The client took no data for `send_timeout_s`."""
+
+
+async def _send(ws: web.WebSocketResponse, st: WebState, data: str | bytes) -> None:
+    """Send, bounded in time: aiohttp waits for the socket buffer to drain, forever if the
+    client has stopped reading."""
+    send = ws.send_str(data) if isinstance(data, str) else ws.send_bytes(data)
+    try:
+        await asyncio.wait_for(send, st.send_timeout_s)
+    except asyncio.TimeoutError:
+        raise ClientStalled from None
+
+
+async def _close(ws: web.WebSocketResponse, request: web.Request, st: WebState, code: int, reason: bytes) -> None:
+    """Close politely, or drop the connection if the client does not take the close frame."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=reason), st.send_timeout_s)
+    except (asyncio.TimeoutError, ConnectionError):
+        _drop(request)
+
+
+def _drop(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()  # discards the unsent buffer, which is what is stuck
+
+
+async def _ws(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
+    refusal = origin_refusal(request.headers.getall(hdrs.ORIGIN, []), request.headers.get(hdrs.HOST), st.host)
+    if refusal is not None:
+        st.origin_refusals += 1
+        log.warning("refused a WebSocket from %s: %s", request.remote, one_line(refusal))
+        return web.Response(status=403, text=f"403: {refusal}; only this server's own page may connect\n")
     ws = web.WebSocketResponse(max_msg_size=HARD_MAX_MESSAGE_BYTES, heartbeat=20.0)
     await ws.prepare(request)
-    if not await st.acquire():
-        st.busy_refusals += 1
-        log.info("busy: refused a second client (%s)", request.remote)
-        await ws.send_str(message("busy", message=BUSY_MESSAGE))
-        await ws.close(code=1013, message=b"busy")
-        return ws
     try:
-        await _conversation(ws, st, request.remote)
-    finally:
-        st.slot.release()
+        if not await st.acquire():
+            st.busy_refusals += 1
+            log.info("busy: refused a second client (%s)", request.remote)
+            await _send(ws, st, message("busy", message=BUSY_MESSAGE))
+            await _close(ws, request, st, 1013, b"busy")
+            return ws
+        try:
+            await _conversation(ws, request, st)
+        finally:
+            st.slot.release()
+    except ClientStalled:
+        log.info("busy: dropped a second client that took no data for %g s (%s)", st.send_timeout_s, request.remote)
+        _drop(request)
+    except ConnectionError:  # the client left while we were writing to it
+        pass
     return ws
 
 
-async def _send_events(ws: web.WebSocketResponse, st: WebState, conv: Conversation, texts: asyncio.Queue) -> None:
+async def _send_events(ws: web.WebSocketResponse, request: web.Request, st: WebState, conv: Conversation,
+                       texts: asyncio.Queue) -> None:
     """Moshi's text as it comes, the stats a few times a second, and a fatal pipeline error."""
     loop = asyncio.get_running_loop()
     next_stats = loop.time()
-    while not ws.closed:
-        timeout = max(0.0, next_stats - loop.time())
-        try:
-            piece, t = await asyncio.wait_for(texts.get(), timeout)
-            await ws.send_str(message("text", text=piece, t=round(t, 2)))
-        except asyncio.TimeoutError:
-            pass
-        if loop.time() >= next_stats:
-            next_stats = loop.time() + st.stats_interval_s
-            await ws.send_str(message("stats", **conv.stats()))
-            if conv.error is not None:
-                log.error("session %d: the pipeline failed: %r", st.sessions, conv.error)
-                await ws.send_str(message("error", message=f"the model failed: {conv.error}", fatal=True))
-                await ws.close(code=1011, message=b"model failure")
-                return
+    try:
+        while not ws.closed:
+            timeout = max(0.0, next_stats - loop.time())
+            try:
+                piece, t = await asyncio.wait_for(texts.get(), timeout)
+                await _send(ws, st, message("text", text=piece, t=round(t, 2)))
+            except asyncio.TimeoutError:
+                pass
+            if loop.time() >= next_stats:
+                next_stats = loop.time() + st.stats_interval_s
+                await _send(ws, st, message("stats", **conv.stats()))
+                if conv.error is not None:
+                    log.error("session %d: the pipeline failed: %s", st.sessions, one_line(repr(conv.error)))
+                    await _send(ws, st, message("error", message=f"the model failed: {conv.error}", fatal=True))
+                    await _close(ws, request, st, 1011, b"model failure")
+                    return
+    except ClientStalled:
+        log.info("session %d: the client took no data for %g s: dropped", st.sessions, st.send_timeout_s)
+        _drop(request)  # the receiving side then sees the connection end
+    except ConnectionError:
+        pass
+    except Exception as e:  # a bug of ours: this connection ends, the server goes on
+        log.error("session %d: failed sending events: %s; closed (1011)", st.sessions, one_line(repr(e)))
+        await _close(ws, request, st, 1011, b"internal error")
 
 
-async def _conversation(ws: web.WebSocketResponse, st: WebState, remote: str | None) -> None:
+async def _receive(ws: web.WebSocketResponse, st: WebState, deadline: float | None):
+    """The next message; None once the 'start' deadline has passed."""
+    if deadline is None:
+        return await ws.receive()
+    try:
+        return await ws.receive(max(deadline - asyncio.get_running_loop().time(), 1e-3))
+    except asyncio.TimeoutError:
+        return None
+
+
+async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: WebState) -> None:
     loop = asyncio.get_running_loop()
+    remote = request.remote
     texts: asyncio.Queue = asyncio.Queue()
     conv: Conversation | None = None
     sender: asyncio.Task | None = None
     refused = 0
     number = 0
+    start_deadline = loop.time() + st.start_timeout_s
     try:
-        async for msg in ws:
+        while True:
+            msg = await _receive(ws, st, None if conv is not None else start_deadline)
+            if msg is None:
+                log.info("closed a connection that sent no 'start' within %g s (%s, %d refused messages)",
+                         st.start_timeout_s, remote, refused)
+                await _send(ws, st, message("error", message=f"no 'start' within {st.start_timeout_s:g} s",
+                                            fatal=True))
+                await _close(ws, request, st, 1008, b"no start")
+                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
             try:
                 if msg.type == WSMsgType.TEXT:
                     start = parse_text(msg.data, st.engine.defaults, started=conv is not None)
@@ -140,25 +256,36 @@ async def _conversation(ws: web.WebSocketResponse, st: WebState, remote: str | N
                     st.active = conv
                     log.info("session %d started (%s, %d Hz, %s)", number, remote, start.sample_rate,
                              ", ".join(f"{k}={v}" for k, v in start.settings.as_dict().items()))
-                    await ws.send_str(message("ready", session=number, settings=start.settings.as_dict(),
-                                              model=st.engine.description, max_lag_ms=st.max_lag_ms))
-                    sender = asyncio.create_task(_send_events(ws, st, conv, texts))
+                    await _send(ws, st, message("ready", session=number, settings=start.settings.as_dict(),
+                                                model=st.engine.description, max_lag_ms=st.max_lag_ms))
+                    sender = asyncio.create_task(_send_events(ws, request, st, conv, texts))
                 elif msg.type == WSMsgType.BINARY:
                     check_audio(msg.data, None if conv is None else conv.sample_rate)
-                    await ws.send_bytes(conv.feed(msg.data))
-                elif msg.type == WSMsgType.ERROR:
-                    break
+                    await _send(ws, st, conv.feed(msg.data))
             except ProtocolError as e:
                 refused += 1
-                await ws.send_str(message("error", message=str(e), fatal=e.fatal))
+                await _send(ws, st, message("error", message=str(e), fatal=e.fatal))
                 if e.fatal:
                     break
-    except (ConnectionResetError, asyncio.CancelledError):
+            except (ClientStalled, ConnectionError):
+                raise
+            except Exception as e:  # a bug of ours or the model's: this connection ends, the server goes on
+                what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                log.error("session %d: failed on a client message (%s): %s; closed (1011)", number, remote,
+                          one_line(what))
+                await _send(ws, st, message("error", message=f"the server failed on this message ({one_line(what)});"
+                                            " the connection is closed", fatal=True))
+                await _close(ws, request, st, 1011, b"internal error")
+                break
+    except ClientStalled:
+        log.info("session %d: the client took no data for %g s: dropped (%s)", number, st.send_timeout_s, remote)
+        _drop(request)
+    except (asyncio.CancelledError, ConnectionError):
         pass
     finally:
         if sender is not None:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+            with contextlib.suppress(asyncio.CancelledError):
                 await sender
         if conv is not None:
             # the workers drain and stop off the event loop; the slot is freed only after
@@ -168,14 +295,18 @@ async def _conversation(ws: web.WebSocketResponse, st: WebState, remote: str | N
             log.info("session %d ended: %d steps, %d skipped, %d trimmed, %d refused messages, last lag %s ms",
                      number, s["steps"], s["skipped"], s["trimmed"], refused, s["lag_ms"])
         if not ws.closed:
-            await ws.close()
+            await _close(ws, request, st, 1000, b"")
 
 
 def make_app(engine: Engine, *, max_lag_ms: float | None = 400.0, step_delay_s: float = 0.0,
-             reconnect_wait_s: float = 3.0, stats_interval_s: float = 0.25) -> web.Application:
+             reconnect_wait_s: float = 3.0, stats_interval_s: float = 0.25, host: str = "127.0.0.1",
+             start_timeout_s: float = START_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S) -> web.Application:
+    """host: the address the server listens on, which the page's origin must name (with the
+    port the request came to; localhost and loopback addresses alike)."""
     app = web.Application(middlewares=[_headers])
     app[STATE] = WebState(engine, max_lag_ms=max_lag_ms, step_delay_s=step_delay_s,
-                          reconnect_wait_s=reconnect_wait_s, stats_interval_s=stats_interval_s)
+                          reconnect_wait_s=reconnect_wait_s, stats_interval_s=stats_interval_s, host=host,
+                          start_timeout_s=start_timeout_s, send_timeout_s=send_timeout_s)
     app.router.add_get("/", _index)
     app.router.add_get("/api/info", _info)
     app.router.add_get("/api/ws", _ws)
@@ -184,7 +315,7 @@ def make_app(engine: Engine, *, max_lag_ms: float | None = 400.0, step_delay_s: 
 
 
 async def _run(app: web.Application, host: str, port: int, ready=print) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -204,4 +335,5 @@ async def _run(app: web.Application, host: str, port: int, ready=print) -> None:
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8998, *, max_lag_ms: float | None = 400.0,
           step_delay_s: float = 0.0, ready=print) -> None:
     """Serve until interrupted; `ready(url)` is called once the socket listens."""
-    asyncio.run(_run(make_app(engine, max_lag_ms=max_lag_ms, step_delay_s=step_delay_s), host, port, ready))
+    app = make_app(engine, max_lag_ms=max_lag_ms, step_delay_s=step_delay_s, host=host)
+    asyncio.run(_run(app, host, port, ready))
