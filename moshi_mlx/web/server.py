@@ -149,9 +149,13 @@ async def _close(ws: web.WebSocketResponse, request: web.Request, st: WebState, 
         _drop(request)
 
 
-def _drop(request: web.Request) -> None:
-    if request.transport is not None:
-        request.transport.abort()  # discards the unsent buffer, which is what is stuck
+def _drop(request: web.Request) -> bool:
+    """Abort the connection (its unsent buffer is what is stuck); False if it was already closing."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return False
+    transport.abort()
+    return True
 
 
 async def _ws(request: web.Request) -> web.StreamResponse:
@@ -175,8 +179,9 @@ async def _ws(request: web.Request) -> web.StreamResponse:
         finally:
             st.slot.release()
     except ClientStalled:
-        log.info("busy: dropped a second client that took no data for %g s (%s)", st.send_timeout_s, request.remote)
-        _drop(request)
+        if _drop(request):
+            log.info("busy: dropped a second client that took no data for %g s (%s)", st.send_timeout_s,
+                     request.remote)
     except ConnectionError:  # the client left while we were writing to it
         pass
     return ws
@@ -203,9 +208,9 @@ async def _send_events(ws: web.WebSocketResponse, request: web.Request, st: WebS
                     await _send(ws, st, message("error", message=f"the model failed: {conv.error}", fatal=True))
                     await _close(ws, request, st, 1011, b"model failure")
                     return
-    except ClientStalled:
-        log.info("session %d: the client took no data for %g s: dropped", st.sessions, st.send_timeout_s)
-        _drop(request)  # the receiving side then sees the connection end
+    except ClientStalled:  # the receiving side then sees the connection end
+        if _drop(request):
+            log.info("session %d: the client took no data for %g s: dropped", st.sessions, st.send_timeout_s)
     except ConnectionError:
         pass
     except Exception as e:  # a bug of ours: this connection ends, the server goes on
@@ -278,8 +283,8 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
                 await _close(ws, request, st, 1011, b"internal error")
                 break
     except ClientStalled:
-        log.info("session %d: the client took no data for %g s: dropped (%s)", number, st.send_timeout_s, remote)
-        _drop(request)
+        if _drop(request):  # not already dropped by the sender task
+            log.info("session %d: the client took no data for %g s: dropped (%s)", number, st.send_timeout_s, remote)
     except (asyncio.CancelledError, ConnectionError):
         pass
     finally:

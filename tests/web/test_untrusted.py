@@ -163,7 +163,7 @@ def test_a_connection_that_never_starts_is_closed(logs):
         err = await recv_json(silent)
         assert err["type"] == "error" and err["fatal"] and "no 'start'" in err["message"], err
         assert await closed_with(silent) == 1008
-        assert loop.time() - t0 < 2.0
+        assert loop.time() - t0 < 5.0  # 0.5 s, with room for a loaded machine
         chatty = await http.ws_connect(url)  # refusals do not extend the deadline
         t0 = loop.time()
         while True:
@@ -171,7 +171,7 @@ def test_a_connection_that_never_starts_is_closed(logs):
             msg = json.loads((await chatty.receive(timeout=5)).data)
             if msg["fatal"]:
                 break
-            assert loop.time() - t0 < 2.0
+            assert loop.time() - t0 < 5.0
         assert await closed_with(chatty) == 1008
         ws = await http.ws_connect(url)
         assert (await start(ws))["type"] == "ready"
