@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +48,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.room import convolve, ratio_db, room_ir, speech_like  # noqa: E402
+from bench.room import convolve, ratio_db, reflective_room_ir, room_ir, speech_like  # noqa: E402
 from moshi_mlx.audio.io import read_audio  # noqa: E402
 from moshi_mlx.runtime.echo import CANCELLERS, DEFAULT_CANCELLER, EchoCanceller  # noqa: E402
 
 SR = 24_000
 BLOCK = 1920
 IN_LAT, OUT_LAT, HIDDEN = 0.010, 0.020, 0.012  # reported latencies, and what the output hides
-DT_START = 9.0
+MOVE_AT = 7.0  # the first path change (Moshi alone)
+DT_START = 12.0  # the user talks over Moshi from here
+DT_MOVE_AT = 14.0  # the second path change (both talk)
 NOISE_DB = -60.0
 
 MOSHI_TEXT = ("Hello, I am Moshi. I listen and talk at the same time, which is what makes a conversation feel "
@@ -81,24 +85,26 @@ def voices() -> tuple[np.ndarray, np.ndarray, str]:
     return level(moshi).astype(np.float32), level(user).astype(np.float32), src
 
 
-def run_canceller(far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN, **kw) -> tuple[np.ndarray, EchoCanceller, list]:
+def run_canceller(far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN, out_lat: float = OUT_LAT,
+                  **kw) -> tuple[np.ndarray, EchoCanceller, list]:
     """Feed the canceller as the live loop does: block k is handed to the output at
-    k*B - OUT_LAT - hidden (so it plays at k*B) and capture block k arrives at (k+1)*B + IN_LAT;
-    every reference block handed before a capture block arrives is given first (block k+1 is
-    handed 42 ms before capture block k arrives, as on a device)."""
-    ec = EchoCanceller(input_latency_s=IN_LAT, output_latency_s=OUT_LAT, **kw)
+    k*B - (out_lat + hidden_s) (so it plays at k*B; `out_lat` is what the device reports,
+    `hidden_s` what it gets wrong, negative: over-reported) and capture block k arrives at
+    (k+1)*B + IN_LAT; every reference block handed before a capture block arrives is given
+    first. Returns the cleaned signal, the canceller and its process CPU time per 80 ms block."""
+    ec = EchoCanceller(input_latency_s=IN_LAT, output_latency_s=out_lat, **kw)
     out, cost = [], []
     handed_blocks = 0
     for k in range(len(mic) // BLOCK):
         t = k * BLOCK / SR
-        while handed_blocks * BLOCK / SR - OUT_LAT - hidden_s <= t + BLOCK / SR + IN_LAT:
+        while handed_blocks * BLOCK / SR - out_lat - hidden_s <= t + BLOCK / SR + IN_LAT:
             j = handed_blocks
-            handed = j * BLOCK / SR - OUT_LAT - hidden_s
-            ec.add_reference(far[j * BLOCK:(j + 1) * BLOCK], handed + OUT_LAT)  # what the pipeline computes
+            handed = j * BLOCK / SR - out_lat - hidden_s
+            ec.add_reference(far[j * BLOCK:(j + 1) * BLOCK], handed + out_lat)  # what the pipeline computes
             handed_blocks += 1
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         out.append(ec.process(mic[k * BLOCK:(k + 1) * BLOCK], t + BLOCK / SR + IN_LAT))
-        cost.append((time.perf_counter() - t0) * 1000.0)
+        cost.append((time.process_time() - t0) * 1000.0)
     y = np.concatenate(out)
     d = ec.algorithmic_delay
     y = np.concatenate([y[d:], np.zeros(d, np.float32)])  # undo the canceller's block delay
@@ -106,10 +112,13 @@ def run_canceller(far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN,
 
 
 def window_erle(mic, out, echo, a, b, w=SR // 4):
+    """ERLE of the 0.25 s windows of [a, b) with echo within 30 dB of the loudest and 30 dB
+    above the microphone's noise (below that the noise, not the canceller, bounds the ERLE)."""
     vals, starts = [], []
-    peak = max(float(np.mean(echo[k:k + w] ** 2)) for k in range(a, b - w, w))
-    for k in range(a, b - w, w):
-        if np.mean(echo[k:k + w] ** 2) > peak * 1e-3:
+    peak = max(float(np.mean(echo[k:k + w] ** 2)) for k in range(a, b - w + 1, w))
+    floor = 1e3 * 10 ** (NOISE_DB / 10)
+    for k in range(a, b - w + 1, w):
+        if np.mean(echo[k:k + w] ** 2) > max(peak * 1e-3, floor):
             vals.append(ratio_db(mic[k:k + w], out[k:k + w]))
             starts.append(k / SR)
     return np.array(vals), np.array(starts)
@@ -122,49 +131,131 @@ def convergence_s(vals, starts, thresh=25.0, frac=0.9):
     return float("nan")
 
 
-def case(moshi, user, delay_ms, rt60, drr_db, ser_db, seed=0, canceller=DEFAULT_CANCELLER) -> dict:
-    n = len(moshi) // BLOCK * BLOCK + BLOCK * 10
+def recovery_s(vals, starts, t0, thresh):
+    """Seconds after `t0` from which every following window has ERLE >= thresh."""
+    for i in range(len(vals)):
+        if np.all(vals[i:] >= thresh):
+            return round(float(starts[i]) - t0, 2)
+    return float("nan")
+
+
+@dataclass
+class Room:
+    """One bench case. delay_ms: the acoustic delay; drr_db: direct-to-reverberant ratio;
+    ser_db: the user's level against the echo while both talk; hidden_ms: output latency the
+    device does not report (negative: over-reported; then it reports `out_lat_ms`); move_cm:
+    the microphone moves that far at MOVE_AT during Moshi's speech and again at DT_MOVE_AT
+    during double talk (the lid moved); clip: the speaker soft-clips (tanh, Moshi's peaks 2.3 dB down)."""
+
+    name: str
+    delay_ms: float = 80.0
+    rt60_s: float = 0.3
+    drr_db: float = 6.0
+    ser_db: float = 0.0
+    hidden_ms: float = 1000.0 * HIDDEN
+    out_lat_ms: float = 1000.0 * OUT_LAT
+    move_cm: float = 0.0
+    clip: bool = False
+    seed: int = 0
+
+
+def _speaker(x: np.ndarray, clip: bool) -> np.ndarray:
+    return (np.tanh(x / 0.5) * 0.5).astype(np.float32) if clip else x  # peaks of 0.5 (-6 dBFS) come out at 0.38
+
+
+def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
+    n = max(len(moshi), int((DT_START + 0.5) * SR) + len(user)) // BLOCK * BLOCK + BLOCK * 10
     far = np.zeros(n, np.float32)
-    far[:len(moshi)] = moshi
-    h = room_ir(delay_ms, rt60_s=rt60, drr_db=drr_db, gain=0.5, seed=seed)
-    echo = convolve(far, h)[:n]
+    far[:len(moshi)] = moshi[:n]
+    played = _speaker(far, room.clip)
+    ir = lambda m: reflective_room_ir(room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=0.5, seed=room.seed,
+                                      move_m=tuple(m))
+    direction = np.array([0.6, 0.8, 0.0]) * room.move_cm / 100.0
+    if room.move_cm:  # the path changes at MOVE_AT and again (the other way) at DT_MOVE_AT
+        cuts = [0, int(MOVE_AT * SR), int(DT_MOVE_AT * SR), n]
+        parts = [convolve(played, ir(m))[:n] for m in (0 * direction, direction, direction * np.array([1, -1, 1]))]
+        echo = np.concatenate([p[a:b] for p, a, b in zip(parts, cuts, cuts[1:])])
+    else:
+        echo = convolve(played, ir(0 * direction))[:n]
     dt_a = int(DT_START * SR)
     dt_b = min(dt_a + len(user), len(moshi))
     near = np.zeros(n, np.float32)
     near[dt_a:dt_a + len(user)] = user[: n - dt_a]
     speaking = np.zeros(n, bool)
     speaking[dt_a:dt_b] = np.abs(np.convolve(near[dt_a:dt_b], np.ones(480) / 480, mode="same")) > 3e-3
-    # the user's level against the echo while both talk
-    g_near = 10 ** ((ser_db - ratio_db(near[dt_a:dt_b][speaking[dt_a:dt_b]], echo[dt_a:dt_b][speaking[dt_a:dt_b]])) / 20)
+    g_near = 10 ** ((room.ser_db - ratio_db(near[dt_a:dt_b][speaking[dt_a:dt_b]], echo[dt_a:dt_b][speaking[dt_a:dt_b]])) / 20)
     near *= g_near
-    noise = np.random.default_rng(seed + 1).standard_normal(n).astype(np.float32) * 10 ** (NOISE_DB / 20)
+    noise = np.random.default_rng(room.seed + 1).standard_normal(n).astype(np.float32) * 10 ** (NOISE_DB / 20)
     mic = echo + near + noise
-    out, ec, cost = run_canceller(far, mic, canceller=canceller)
-    out_echo, _, _ = run_canceller(far, echo + noise, canceller=canceller)  # the same room without the user
-    out_user, _, _ = run_canceller(np.zeros_like(far), near + noise, canceller=canceller)  # the user alone: s
+    kw = dict(canceller=canceller, hidden_s=room.hidden_ms / 1000.0, out_lat=room.out_lat_ms / 1000.0)
+    out, ec, cost = run_canceller(far, mic, **kw)
+    out_echo, run_echo_ec, _ = run_canceller(far, echo + noise, **kw)  # the same room without the user
+    out_user, _, _ = run_canceller(np.zeros_like(far), near + noise, **kw)  # the user alone: s
+    move_a = int(MOVE_AT * SR)
+    steady_b = move_a if room.move_cm else dt_a
     a = int(3.0 * SR)
-    erle = ratio_db(mic[a:dt_a], out[a:dt_a])
-    vals, starts = window_erle(mic, out, echo, 0, dt_a)
-    sel = speaking[dt_a:dt_b]
-    o, s = out[dt_a:dt_b][sel], out_user[dt_a:dt_b][sel]
-    g = float(np.dot(o, s) / np.dot(s, s))
-    truth = 1000.0 * (IN_LAT + OUT_LAT + HIDDEN) + delay_ms
+    vals, starts = window_erle(mic, out, echo, 0, steady_b)
+
+    def dt_measures(sel_from, sel_to):
+        sel = speaking[sel_from:sel_to]
+        o, s = out[sel_from:sel_to][sel], out_user[sel_from:sel_to][sel]
+        g = float(np.dot(o, s) / np.dot(s, s))
+        return round(ratio_db(g * s, o - g * s), 1), round(20 * np.log10(max(abs(g), 1e-6)), 1)
+
+    dt_snr, dt_level = dt_measures(dt_a, dt_b)
+    truth = 1000.0 * IN_LAT + room.out_lat_ms + room.hidden_ms + room.delay_ms
     st = ec.stats.summary()
-    return {
-        "room": {"delay_ms": delay_ms, "rt60_s": rt60, "drr_db": drr_db, "ser_db": ser_db},
-        "erle_db": round(erle, 1),
+    res = {
+        "room": asdict(room),
+        "erle_db": round(ratio_db(mic[a:steady_b], out[a:steady_b]), 1),
         "erle_live_db": round(st["erle_db_median"], 1),
         "convergence_s": round(convergence_s(vals, starts), 2),
-        "dt_snr_db": round(ratio_db(g * s, o - g * s), 1),
-        "dt_residual_echo_below_user_db": round(ratio_db(s, out_echo[dt_a:dt_b][sel]), 1),
-        "dt_user_level_change_db": round(20 * np.log10(max(abs(g), 1e-6)), 1),
+        "dt_snr_db": dt_snr,
+        "dt_residual_echo_below_user_db": round(ratio_db(out_user[dt_a:dt_b][speaking[dt_a:dt_b]],
+                                                         out_echo[dt_a:dt_b][speaking[dt_a:dt_b]]), 1),
+        "dt_user_level_change_db": dt_level,
         "round_trip_true_ms": round(truth, 1),
         "round_trip_est_ms": round(st["round_trip_ms"], 1),
         "round_trip_error_ms": round(st["round_trip_ms"] - truth, 1),
+        "realignments": st["realignments"],
+        "path_changes_detected": st.get("path_changes"),
+        "path_changes_detected_echo_only": run_echo_ec.stats.summary().get("path_changes"),
+        "reconverged_s": st.get("reconverged_s"),
         "delay_estimates_ms": ec.stats.delay_estimates_ms,
-        "cost_ms_per_80ms_median": round(float(np.median(cost)), 3),
-        "cost_ms_per_80ms_p99": round(float(np.percentile(cost, 99)), 3),
+        "cpu_ms_per_80ms_median": round(float(np.median(cost)), 3),
+        "cpu_ms_per_80ms_p99": round(float(np.percentile(cost, 99)), 3),
+        "live_summary": ec.stats.describe(),
     }
+    if room.move_cm:
+        end = dt_a
+        v, s = window_erle(mic, out, echo, move_a, end)
+        res.update({
+            "after_move_erle_db": [round(float(x), 1) for x in v],
+            "after_move_erle_0_1s_db": round(ratio_db(mic[move_a:move_a + SR], out[move_a:move_a + SR]), 1),
+            "after_move_erle_1_2s_db": round(ratio_db(mic[move_a + SR:move_a + 2 * SR], out[move_a + SR:move_a + 2 * SR]), 1),
+            "after_move_min_erle_1s_on_db": round(float(np.min(v[s >= MOVE_AT + 1.0])), 1),
+            "after_move_min_erle_2s_on_db": round(float(np.min(v[s >= MOVE_AT + 2.0])), 1),
+            "recovery_20db_s": recovery_s(v, s, MOVE_AT, 20.0),
+            "recovery_25db_s": recovery_s(v, s, MOVE_AT, 25.0),
+        })
+        m_a = int(DT_MOVE_AT * SR)
+        res["dt_after_move_snr_db"], res["dt_after_move_user_level_db"] = dt_measures(m_a, m_a + SR)
+    return res
+
+
+ROOMS = [
+    Room("80 ms, RT60 0.3", 80.0, 0.3, 6.0),
+    Room("80 ms, RT60 0.3, SER -6", 80.0, 0.3, 6.0, ser_db=-6.0),
+    Room("study", 20.0, 0.25, 6.0, seed=1),
+    Room("kitchen, soft clip", 20.0, 0.45, 3.0, clip=True, seed=2),
+    Room("lounge, over-reported 35 ms", 5.0, 0.6, -3.0, hidden_ms=-35.0, out_lat_ms=60.0, seed=3),
+    Room("hall, over-reported 50 ms", 5.0, 0.8, -3.0, hidden_ms=-50.0, out_lat_ms=80.0, seed=4),
+    Room("hall, under-reported 40 ms", 5.0, 0.8, -3.0, hidden_ms=40.0, seed=5),
+    Room("move 2 cm", 20.0, 0.45, 3.0, move_cm=2.0, seed=6),
+    Room("move 4 cm, RT60 0.6", 20.0, 0.6, 0.0, move_cm=4.0, seed=7),
+    Room("hall, move 7.6 cm", 10.0, 0.8, -3.0, move_cm=7.6, seed=8),
+]
+QUICK = [0, 5, 9]
 
 
 class _VoiceCodec:
@@ -229,7 +320,8 @@ def live_loop(moshi: np.ndarray, seconds: float, canceller: str = DEFAULT_CANCEL
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one room per delay only")
+    ap.add_argument("--quick", action="store_true", help=f"rooms {QUICK} only (about a minute)")
+    ap.add_argument("--rooms", default=None, help="comma-separated indices into ROOMS (default all)")
     ap.add_argument("--canceller", choices=CANCELLERS, default=DEFAULT_CANCELLER,
                     help=f"which echo canceller (default {DEFAULT_CANCELLER}); results go to aec_room[_NAME].json")
     ap.add_argument("--no-live", dest="live", action="store_false", help="skip the real-time live-loop part")
@@ -238,34 +330,46 @@ def main(argv=None) -> int:
     if a.out is None:
         a.out = ROOT / "bench" / "results" / f"aec_room_{a.canceller}.json"
     moshi, user, src = voices()
-    rooms = [(d, 0.3, 6.0, 0.0) for d in (30.0, 80.0, 150.0)]
-    if not a.quick:
-        rooms += [(80.0, 0.5, 0.0, 0.0), (80.0, 0.3, 6.0, -6.0), (80.0, 0.3, 6.0, 6.0), (80.0, 0.2, 12.0, 0.0)]
+    picked = QUICK if a.quick else (list(range(len(ROOMS))) if a.rooms is None else [int(i) for i in a.rooms.split(",")])
+    load = os.getloadavg()[0]
     results = []
-    for r in rooms:
-        res = case(moshi, user, *r, canceller=a.canceller)
+    for i in picked:
+        res = case(moshi, user, ROOMS[i], canceller=a.canceller)
         results.append(res)
         print(json.dumps(res), flush=True)
     loop = live_loop(moshi, 10.0 if a.quick else 20.0, a.canceller) if a.live else None
     print(json.dumps(loop), flush=True)
+    load = f"{load:.1f} / {os.getloadavg()[0]:.1f}"
     report = {"what": "echo cancellation in a simulated room (bench/aec_room.py)", "voices": src,
-              "live_loop": loop,
+              "live_loop": loop, "load_average_start_end": load,
               "canceller": {"aec3": "WebRTC AEC3 via livekit AudioProcessingModule, 24 kHz, 10 ms frames, high-pass on",
-                            "linear": "linear: frequency-domain Kalman filter (400 ms, 20 ms blocks) + residual "
-                                      "suppressor (audio/echo_filter.py), high-pass on"}[a.canceller],
+                            "linear": "linear: frequency-domain Kalman filter + residual suppressor "
+                                      "(audio/echo_filter.py), high-pass on"}[a.canceller],
               "device": {"reported_in_ms": IN_LAT * 1000, "reported_out_ms": OUT_LAT * 1000, "hidden_out_ms": HIDDEN * 1000},
-              "machine": f"{platform.machine()} {platform.system()}, {platform.python_version()}",
+              "machine": f"{platform.machine()} {platform.system()}, {platform.python_version()}, {os.cpu_count()} cores",
               "results": results}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1) + "\n")
-    rows = ["| delay ms | RT60 s | DRR dB | SER dB | ERLE dB (live) | converged s | DT SNR dB | echo below user dB | "
-            "user level dB | round trip true / est ms | ms per 80 ms (p99) |", "|" + "---|" * 11]
+    rows = ["| room | delay ms | RT60 s | DRR dB | latency error ms | ERLE dB (live) | converged s | DT SNR dB | "
+            "user level dB | round trip true / est ms | CPU ms per 80 ms (p99) |", "|" + "---|" * 11]
+    moves = ["| room | move | ERLE 0-1 s / 1-2 s dB | min ERLE from 1 s / 2 s dB | back >= 20 / 25 dB after s | "
+             "DT SNR, user level in the second after a move dB |", "|" + "---|" * 6]
     for r in results:
         m = r["room"]
-        rows.append(f"| {m['delay_ms']:.0f} | {m['rt60_s']} | {m['drr_db']:.0f} | {m['ser_db']:+.0f} | {r['erle_db']} ({r['erle_live_db']}) | "
-                    f"{r['convergence_s']} | {r['dt_snr_db']} | {r['dt_residual_echo_below_user_db']} | {r['dt_user_level_change_db']} | "
-                    f"{r['round_trip_true_ms']} / {r['round_trip_est_ms']} | {r['cost_ms_per_80ms_median']} ({r['cost_ms_per_80ms_p99']}) |")
-    text = f"# {report['what']}\n\nvoices: {src}; {report['canceller']}; {report['machine']}\n\n" + "\n".join(rows)
+        rows.append(f"| {m['name']} | {m['delay_ms']:.0f} | {m['rt60_s']} | {m['drr_db']:.0f} | {m['hidden_ms']:+.0f} | "
+                    f"{r['erle_db']} ({r['erle_live_db']}) | {r['convergence_s']} | {r['dt_snr_db']} | "
+                    f"{r['dt_user_level_change_db']} | {r['round_trip_true_ms']} / {r['round_trip_est_ms']} | "
+                    f"{r['cpu_ms_per_80ms_median']} ({r['cpu_ms_per_80ms_p99']}) |")
+        if m["move_cm"]:
+            moves.append(f"| {m['name']} | {m['move_cm']} cm | {r['after_move_erle_0_1s_db']} / {r['after_move_erle_1_2s_db']} | "
+                         f"{r['after_move_min_erle_1s_on_db']} / {r['after_move_min_erle_2s_on_db']} | "
+                         f"{r['recovery_20db_s']} / {r['recovery_25db_s']} | {r['dt_after_move_snr_db']}, "
+                         f"{r['dt_after_move_user_level_db']} |")
+    text = (f"# {report['what']}\n\nvoices: {src}; {report['canceller']}; {report['machine']}; "
+            f"load average {load} (start / end)\n\n" + "\n".join(rows))
+    if len(moves) > 2:
+        text += "\n\nPath changes (the microphone moves at 7 s, Moshi alone, and back across at 14 s, both talking):\n\n"
+        text += "\n".join(moves)
     if loop is not None:
         text += ("\n\nLive loop (simulated device, real time, 80 ms room delay): Moshi's voice in what Mimi encodes "
             f"drops {loop['voice_drop_db_on']} dB with cancellation, {loop['voice_drop_db_off']} dB without; the canceller "

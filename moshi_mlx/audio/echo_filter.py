@@ -14,7 +14,13 @@ yet is attenuated only where the filter itself says it is unsure:
   step size per bin and partition is the state uncertainty over (echo-estimate uncertainty
   + observed error power): when the user talks, the error power rises and adaptation slows
   by itself, so double talk needs no detector and does not make the filter diverge; the
-  uncertainty grows back with the filter's own energy, so it follows a changed echo path.
+  uncertainty grows back with the filter's own energy, so it follows a slowly changing path.
+- Its path-change detector (`PathChange`): an abrupt change (the lid or the microphone moved
+  by centimetres) leaves the converged filter's uncertainty small, so on its own it re-learns
+  for seconds. But a converged filter's error is uncorrelated with its echo estimate, the
+  user's voice included, while after a change part of the estimate comes back in the error
+  with the opposite sign: that correlation, significant in several bands for 60 ms, raises
+  the state uncertainty (fast re-learning) and tells the suppressor the echo left meanwhile.
 - `ResidualSuppressor`: the Kalman filter's state uncertainty times the reference's power is
   its own estimate of the echo it leaves (large while it learns, small once it has, and not
   inflated by the user's voice). Each bin of the error is multiplied by
@@ -29,7 +35,30 @@ samples late (the suppressor's overlap-add).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class PathChange:
+    """The echo-path change detector's settings (measured on bench/aec_room.py, see
+    docs/echo-cancellation.md). threshold: how many standard errors below zero a band's
+    error-to-estimate correlation must be; bands_needed, persist: in how many bands at once
+    and for how many consecutive blocks (one band or one block alone is double talk or a
+    loud syllable through a distorting speaker); kappa: the Kalman state uncertainty is
+    raised to kappa x wrong fraction x the coefficients' energy; gamma: the suppressor's
+    extra residual is gamma x 2 x wrong fraction x the echo estimate's power, held with a
+    decay of `hold` per block (0.985 per 20 ms: -10 dB in 3 s)."""
+
+    bands: int = 12
+    smooth: float = 0.8
+    threshold: float = 9.5
+    bands_needed: int = 2
+    persist: int = 3
+    kappa: float = 2.0
+    gamma: float = 8.0
+    hold: float = 0.985
 
 
 def _check(block: int, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +84,7 @@ class KalmanEchoFilter:
     figures on bench/aec_room.py)."""
 
     def __init__(self, block: int, length: int, *, q: float = 0.0015, psi: float = 1.0, p0: float = 10.0,
-                 constrain: int = 4):
+                 constrain: int = 4, path_change: PathChange | None = PathChange()):
         if block < 16 or length < block:
             raise ValueError(f"need block >= 16 and length >= block, got block={block}, length={length}")
         self.block = int(block)
@@ -74,11 +103,27 @@ class KalmanEchoFilter:
         self._zeros = np.zeros(self.block, np.float32)
         self.residual = np.zeros(k, np.float32)
         self.error_power = np.zeros(k, np.float32)
+        # path-change detector: per band, the smoothed correlation of the error with the echo estimate
+        self.path_change = path_change
+        pc = path_change or PathChange()
+        edges = np.unique(np.round(np.geomspace(4, k, pc.bands + 1)).astype(int))
+        self._edges = np.concatenate([[0], edges[:-1]])
+        widths = np.diff(np.concatenate([self._edges, [k]]))
+        self._band_of = np.repeat(np.arange(len(self._edges)), widths)
+        # independent samples behind each band's correlation: half its bins (the error frame is
+        # zero-padded) times the smoothing's memory
+        self._dof = np.sqrt(widths / 2 * (1 + pc.smooth) / (1 - pc.smooth))
+        self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
+        self._run = 0
+        self.changed = False  # a path change was detected in this block
 
     def reset(self) -> None:
         """Forget the echo path (the reference was moved against the microphone)."""
         self._W[:] = 0
         self._P[:] = self.p0
+        for a in (self._sey, self._see, self._syy, self._hold):
+            a[:] = 0.0
+        self._run = 0
 
     def process(self, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = self.block
@@ -97,8 +142,13 @@ class KalmanEchoFilter:
         self.worse = ee > mm + 0.5 * yy and yy > 0.1 * mm
         E = np.fft.rfft(np.concatenate([self._zeros, e]))
         e2 = (E.real ** 2 + E.imag ** 2).astype(np.float32)
+        y2 = None
+        if self.path_change is not None:
+            y2 = self._detect(E, y)
         xp = np.einsum("pk,pk->k", self._X2, self._P)  # expected |echo error|^2 from the state's uncertainty
         self.residual = 0.5 * xp  # half of the frame is the block's error
+        if y2 is not None and self.changed_recently:  # what the changed path leaves, until re-learnt
+            self.residual = self.residual + self.path_change.gamma * 2.0 * self._hold[self._band_of] * y2
         self.error_power = e2
         mu = self._P / (xp + self.psi * e2 + 1e-10)
         self._W += mu * np.conj(self._X) * E.astype(np.complex64)
@@ -112,6 +162,34 @@ class KalmanEchoFilter:
         self._P *= 1.0 - 0.5 * mu * self._X2
         self._P += self.q * (self._W.real ** 2 + self._W.imag ** 2)
         return e, y
+
+    @property
+    def changed_recently(self) -> bool:
+        return bool(self._hold.max() > 1e-3)
+
+    def _detect(self, E: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """A converged filter's error is uncorrelated with its echo estimate, whether the user
+        talks or not; after the echo path changed, part of the estimate is wrong and comes back
+        in the error with the opposite sign. When that correlation is significantly negative in
+        enough bands for long enough, the state uncertainty is raised (the filter re-learns
+        fast) and the suppressor is told the echo it leaves meanwhile. Returns |Y|^2."""
+        pc = self.path_change
+        Y = np.fft.rfft(np.concatenate([self._zeros, y]))
+        y2 = Y.real ** 2 + Y.imag ** 2
+        a, r = pc.smooth, np.add.reduceat
+        self._sey = a * self._sey + (1 - a) * r(E.real * Y.real + E.imag * Y.imag, self._edges)
+        self._see = a * self._see + (1 - a) * r(E.real ** 2 + E.imag ** 2, self._edges)
+        self._syy = a * self._syy + (1 - a) * r(y2, self._edges)
+        t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
+        self._run = self._run + 1 if np.count_nonzero(t < -pc.threshold) >= pc.bands_needed else 0
+        self.changed = self._run >= pc.persist
+        self._hold *= pc.hold
+        if self.changed:  # a moved microphone changes every band, most where the detector is blind
+            beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
+            self._hold = np.maximum(self._hold, beta)
+            w2 = self._W.real ** 2 + self._W.imag ** 2
+            self._P = np.maximum(self._P, (pc.kappa * beta[self._band_of]).astype(np.float32) * w2)
+        return y2.astype(np.float32)
 
 
 class ResidualSuppressor:

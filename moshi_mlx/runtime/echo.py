@@ -41,6 +41,9 @@ CHUNK = SAMPLE_RATE // 100  # 10 ms: AEC3's frame, and the unit of the ERLE mete
 AEC3_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
 MODES = ("auto", "on", "off")
 CANCELLERS = ("linear", "aec3")
+RECOVERED_DB = 20.0  # live ERLE (0.5 s window) at which the canceller counts as re-converged after a path change
+ARMED_WINDOWS = 6  # path changes count once the live ERLE was at RECOVERED_DB for 3 s (not while learning)
+CHANGE_GAP_S = 1.0  # a detection within this long of the last one belongs to the same change
 DEFAULT_CANCELLER = "linear"
 
 # Output device names that mean the speaker cannot reach the microphone.
@@ -111,6 +114,11 @@ class _Aec3:
     def moved(self) -> None:
         """The reference was re-aligned: AEC3 follows by itself."""
 
+    @property
+    def path_changed(self) -> bool:
+        """AEC3 reports no echo-path changes."""
+        return False
+
 
 class _Linear:
     """audio/echo_filter.py: 20 ms blocks, a 400 ms filter (echoes up to ~200 ms behind the
@@ -134,6 +142,11 @@ class _Linear:
     def moved(self) -> None:
         """The reference was re-aligned: the learnt echo path no longer fits."""
         self._c.reset()
+
+    @property
+    def path_changed(self) -> bool:
+        """The filter detected an abrupt echo-path change in the last block."""
+        return self._c.filter.changed
 
 
 def add_echo_args(ap) -> None:
@@ -207,6 +220,9 @@ class EchoStats:
     delay_confidence: float = float("nan")
     delay_estimates_ms: list = field(default_factory=list)
     erle_windows_db: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20_000))
+    # echo-path changes the canceller detected: [seconds into the session, seconds until the
+    # live ERLE was back at RECOVERED_DB (None: not yet)]
+    path_changes: list = field(default_factory=list)
     process_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
 
     @property
@@ -224,6 +240,8 @@ class EchoStats:
             "round_trip_ms": self.round_trip_ms, "delay_confidence": self.delay_confidence,
             "erle_db_median": stat(self.erle_windows_db, np.median),
             "erle_seconds": len(self.erle_windows_db) * _ErleMeter.WINDOW / 100,
+            "path_changes": len(self.path_changes),
+            "reconverged_s": [d for _, d in self.path_changes],
             "process_ms_per_80ms_median": stat(self.process_ms, np.median),
             "process_ms_per_80ms_max": stat(self.process_ms, np.max),
         }
@@ -239,6 +257,16 @@ class EchoStats:
                      f"measured {s['echo_delay_ms']:.0f} ms)"]
             if s["erle_seconds"] > 0:
                 parts.append(f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)")
+        if self.path_changes:
+            done = [d for d in s["reconverged_s"] if d is not None]
+            n = len(self.path_changes)
+            line = f"{n} echo-path change{'s' if n > 1 else ''}"
+            if done:
+                line += (f", back to {RECOVERED_DB:.0f} dB ERLE in {np.median(done):.1f} s median / "
+                         f"{max(done):.1f} s max" if len(done) > 1 else f", back to {RECOVERED_DB:.0f} dB ERLE in {done[0]:.1f} s")
+            if len(done) < n:
+                line += f" ({n - len(done)} not yet)"
+            parts.append(line)
         parts.append(f"{s['process_ms_per_80ms_median']:.2f} ms per 80 ms frame")
         return "echo cancellation: " + ", ".join(parts)
 
@@ -375,6 +403,9 @@ class EchoCanceller:
         self._erle = _ErleMeter(self.stats.erle_windows_db)
         self._delay = _DelayEstimator()
         self._reported_delay_ms = 0
+        self._last_change_s: float | None = None
+        self._open_change: list | None = None
+        self._good_windows = 0  # ERLE windows at RECOVERED_DB since the start or the last re-alignment
         self._set_delay(0)
 
     def set_latencies(self, input_s: float, output_s: float) -> None:
@@ -490,16 +521,44 @@ class EchoCanceller:
         ref = self._reference(self._ref_fed, n)
         self._ref_fed += n
         clean = self.backend.process(ref, mic)
+        if self.backend.path_changed:
+            self._on_path_change()
         self._cap_pos += n
         for i in range(0, n, CHUNK):  # the meters count in 10 ms chunks
             r, m = ref[i:i + CHUNK], mic[i:i + CHUNK]
             self.stats.chunks += 1
             ref_power = float(np.dot(r, r)) / CHUNK
+            windows = len(self.stats.erle_windows_db)
             self._erle.add(ref_power, m, clean[i:i + CHUNK], self.visible_delay_chunks)
+            if len(self.stats.erle_windows_db) > windows:
+                self._on_erle_window(self.stats.erle_windows_db[-1])
             measured = self._delay.add(r, ref_power, m)
             if measured is not None:
                 self._on_delay(*measured)
         return clean
+
+    def _on_path_change(self) -> None:
+        if self._good_windows < ARMED_WINDOWS:  # still learning the room (start, re-alignment): not a change
+            return
+        now = self.stats.chunks * CHUNK / SAMPLE_RATE
+        last = self._last_change_s
+        self._last_change_s = now
+        if last is not None and now - last <= CHANGE_GAP_S:
+            if self._open_change is None:  # detected again before the ERLE came back: the same change
+                self._open_change = self.stats.path_changes[-1]
+                self._open_change[1] = None
+            return
+        self._open_change = [now, None]
+        self.stats.path_changes.append(self._open_change)
+
+    def _on_erle_window(self, erle_db: float) -> None:
+        """A 0.5 s window of Moshi speaking was measured: an open path change ends when it is back."""
+        if erle_db >= RECOVERED_DB:
+            self._good_windows += 1
+        if self._open_change is not None and erle_db >= RECOVERED_DB:
+            now = self.stats.chunks * CHUNK / SAMPLE_RATE
+            self._open_change[1] = round(now - self._open_change[0], 2)
+            self._open_change = None
 
     def _on_delay(self, lag_s: float, confidence: float) -> None:
         if confidence < _DelayEstimator.CONFIDENT:
@@ -516,6 +575,7 @@ class EchoCanceller:
             self._shift = int(round((0.04 - self.stats.echo_delay_ms / 1000.0) * SAMPLE_RATE))
             self.stats.realignments += 1
             self.backend.moved()
+            self._good_windows = 0
         visible = int(round(max(0.0, self.stats.echo_delay_ms + 1000.0 * self._shift / SAMPLE_RATE)))
         if visible != self._reported_delay_ms:
             self._set_delay(visible)

@@ -4,7 +4,7 @@ user's voice when both talk, survive a changed echo path, pass silence, refuse w
 import numpy as np
 import pytest
 
-from bench.room import convolve, ratio_db, room_ir, speech_like
+from bench.room import convolve, ratio_db, reflective_room_ir, room_ir, speech_like
 from moshi_mlx.audio.echo_filter import KalmanEchoFilter, LinearEchoCanceller
 
 SR = 24_000
@@ -96,3 +96,61 @@ def test_refuses_wrong_sizes():
         c.process(np.zeros(480, np.float32), np.zeros(479, np.float32))
     with pytest.raises(ValueError):
         KalmanEchoFilter(480, 100)
+
+
+def _moved_room(far: np.ndarray, cut: int, move_m=(0.03, 0.04, 0.0)) -> np.ndarray:
+    """The microphone moves by 5 cm at `cut` (a laptop lid moved) in a reverberant room."""
+    h1 = reflective_room_ir(30.0, rt60_s=0.4, drr_db=3.0, seed=4)
+    h2 = reflective_room_ir(30.0, rt60_s=0.4, drr_db=3.0, seed=4, move_m=move_m)
+    noise = np.random.default_rng(1).standard_normal(len(far)).astype(np.float32) * 1e-4
+    return np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut:len(far)]]) + noise
+
+
+def test_abrupt_path_change_reconverges_within_a_second():
+    """The microphone moves 5 cm while Moshi talks: ERLE back at >= 20 dB within 1 s and at
+    >= 25 dB within 2 s (without the path-change detector: 1-15 dB for seconds)."""
+    far, cut, w = _noise(11.0, 9), 7 * SR, SR // 4
+    mic = _moved_room(far, cut)
+    c = LinearEchoCanceller()
+    out = _run(c, far, mic)
+    erle = {k: ratio_db(mic[k:k + w], out[k:k + w]) for k in range(cut, cut + 4 * SR, w)}
+    assert ratio_db(mic[cut - 2 * SR:cut], out[cut - 2 * SR:cut]) >= 30.0  # converged before
+    assert min(v for k, v in erle.items() if k >= cut + SR) >= 20.0, erle
+    assert min(v for k, v in erle.items() if k >= cut + 2 * SR) >= 25.0, erle
+    assert all(v > -1.0 for v in erle.values())  # never louder than the microphone
+
+
+def test_path_change_detector_ignores_double_talk_and_steady_echo():
+    """Converged, then the user talks over Moshi at the echo's level: no path change is
+    detected (it would make the suppressor take the user for echo)."""
+    far = _noise(14.0, 2)
+    echo = _room(far, room_ir(80.0, rt60_s=0.3, drr_db=6.0), noise_db=-200)
+    a = 8 * SR
+    near = np.zeros_like(far)
+    user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
+    near[a:a + len(user)] = user[:len(far) - a]
+    near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))
+    c = LinearEchoCanceller()
+    changed = []
+    for k in range(0, len(far) // B * B, B):
+        c.process(far[k:k + B], (echo + near)[k:k + B])
+        changed.append(c.filter.changed)
+    assert not any(changed[3 * SR // B:]), np.flatnonzero(changed)
+
+
+def test_the_user_keeps_their_level_right_after_a_path_change():
+    """The microphone moves and the user starts talking in the same second: what comes out
+    is the user at their level (within 1 dB)."""
+    far, cut = _noise(10.0, 9), 7 * SR
+    mic_echo = _moved_room(far, cut)
+    near = np.zeros_like(far)
+    user = np.array(speech_like(2.0, seed=5, f0=(180.0, 260.0)))
+    near[cut:cut + len(user)] = user
+    near *= np.sqrt(np.mean(mic_echo[cut:cut + SR] ** 2) / np.mean(near[cut:cut + SR] ** 2))
+    out = _run(LinearEchoCanceller(), far, mic_echo + near)
+    s = _run(LinearEchoCanceller(), np.zeros_like(far), near)
+    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[:len(out)] > 3e-3
+    talking[:cut] = talking[cut + SR:] = False
+    o, s = out[talking], s[talking]
+    g = float(np.dot(o, s) / np.dot(s, s))
+    assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)

@@ -280,3 +280,32 @@ def test_linear_canceller_in_a_room_keeps_the_timeline():
     a = 6 * SR
     assert ratio_db(mic[a:len(clean) - d], clean[a + d:]) >= 25.0
     assert abs(ec.stats.echo_delay_ms - 100.0) <= 10.0 and ec.stats.reference_missing == 0
+
+
+def test_summary_reports_echo_path_changes_and_their_reconvergence():
+    """The microphone moves 5 cm at 9 s while Moshi talks: the session line says one echo-path
+    change and how long the ERLE took to come back; a room that stays put reports none."""
+    from bench.room import reflective_room_ir
+
+    far = (np.random.default_rng(8).standard_normal(14 * SR) * 0.1).astype(np.float32)
+    h1 = reflective_room_ir(40.0, rt60_s=0.3, drr_db=3.0, seed=2)
+    h2 = reflective_room_ir(40.0, rt60_s=0.3, drr_db=3.0, seed=2, move_m=(0.03, 0.04, 0.0))
+    cut = 9 * SR
+    still = EchoCanceller(canceller="linear")
+    _run_room(still, far, h1)
+    s = still.stats.summary()
+    assert s["path_changes"] == 0 and "echo-path change" not in still.stats.describe(), s
+
+    ec = EchoCanceller(canceller="linear")
+    n = len(far) // 1920 * 1920
+    echo = np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut:n]])
+    mic = echo + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
+    for k in range(n // 1920):
+        t = k * 1920 / SR
+        ec.add_reference(far[k * 1920:(k + 1) * 1920], t)
+        ec.process(mic[k * 1920:(k + 1) * 1920], t + 1920 / SR)
+    s = ec.stats.summary()
+    assert s["path_changes"] == 1 and s["reconverged_s"][0] is not None and s["reconverged_s"][0] <= 1.0, s
+    start = ec.stats.path_changes[0][0]
+    assert 9.0 <= start <= 9.5, ec.stats.path_changes
+    assert f"1 echo-path change, back to 20 dB ERLE in {s['reconverged_s'][0]:.1f} s" in ec.stats.describe()
