@@ -39,4 +39,6 @@ else
 fi
 part loop 60 "$PY" -m bench.suite --device gpu --only loop "${SMOKE[@]}" --loop-seconds 8 \
   --out "$OUT/suite-gpu-loop.json"
+# issue 26: every compiled path on the GPU, then the process must exit with code 0 (rc=0)
+part exit 60 "$PY" tests/runtime/compiled_paths_exit.py
 echo "results in $OUT"

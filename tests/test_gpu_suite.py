@@ -40,7 +40,8 @@ def test_gpu_mode_smoke(tmp_path):
 
 
 def test_prepared_gpu_check_rehearses(tmp_path):
-    """scripts/gpu_check.sh (the one device call of issue 9) runs every part at toy size."""
+    """scripts/gpu_check.sh (the one device call of issue 9, and issue 26's exit check) runs
+    every part at toy size."""
     import os
     import subprocess
     import sys
@@ -51,7 +52,7 @@ def test_prepared_gpu_check_rehearses(tmp_path):
     r = subprocess.run(["bash", "scripts/gpu_check.sh", "--smoke"], cwd=root, env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("rc=0 ") == 5, r.stdout
+    assert r.stdout.count("rc=0 ") == 6, r.stdout
     assert json.loads((tmp_path / "parity.json").read_text())["ok"] is True
     for name in ("step_overhead", "suite-gpu-lm.json", "suite-gpu-mimi.json", "suite-gpu-loop.json"):
         assert (tmp_path / name).exists(), name

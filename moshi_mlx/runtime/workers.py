@@ -6,14 +6,27 @@ MLX's per-thread state is torn down on thread exit, and doing that concurrently 
 interpreter finalization aborts the process now and then ("terminate called without an
 active exception", seen here ~1 run in 10 with fresh threads per pipeline). So workers
 are pooled for the life of the process: a finished task returns its thread to the pool,
-and at exit idle workers are simply blocked on their task queue.
+and at exit idle workers are simply blocked on their task queue (their thread-local state,
+compile cache included, is never torn down).
+
+The main thread's MLX compile cache must be empty before Python finalizes: its entries hold
+Python objects, and the cache is destroyed with the thread's C++ thread-locals, after the
+interpreter is gone (SIGSEGV in `PyGILState_Ensure`, exit code 139, after correct output).
+MLX's shared compiled functions (`nn.silu`, `nn.gelu`, ...) run both here and on the main
+thread, and one erases its entries only from the cache of the last thread that called it.
+MLX (>= 0.32.2, ml-explore/mlx#4373) empties at exit the cache of the thread that imported
+`mlx.core` (so this module imports it: never first on a worker), MLX 0.32.1 none at all
+(ml-explore/mlx#4327, #4347); `_clear_main_compile_cache` empties the main thread's in any case.
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 from typing import Callable
+
+import mlx.core as mx
 
 _lock = threading.Lock()
 _idle: list["_Worker"] = []
@@ -27,15 +40,7 @@ class _Worker:
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            import mlx.core as mx
-
-            ctx = mx.stream(mx.new_stream(mx.default_device()))
-        except Exception:  # pragma: no cover - MLX always present in practice
-            import contextlib
-
-            ctx = contextlib.nullcontext()
-        with ctx:
+        with mx.stream(mx.new_stream(mx.default_device())):
             while True:
                 fn, done = self.tasks.get()
                 try:
@@ -59,3 +64,20 @@ def run_in_worker(fn: Callable[[], None]) -> threading.Event:
     done = threading.Event()
     worker.tasks.put((fn, done))
     return done
+
+
+def _clear_main_compile_cache() -> None:
+    """At exit, before finalization: empty this (the main) thread's MLX compile cache.
+    `mx.clear_streams` is MLX's only way to do that; it also drops the thread's streams, so
+    a fresh default stream keeps later exit hooks able to compute."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(mx, "clear_streams"):
+        return
+    device = mx.default_device()
+    mx.synchronize()
+    mx.clear_streams()
+    mx.set_default_stream(mx.new_stream(device))
+
+
+# registered on import, before the pipeline's `abort_all` (runtime/pipeline.py imports this
+# module first), so it runs after it: atexit runs the last registered first
+atexit.register(_clear_main_compile_cache)
