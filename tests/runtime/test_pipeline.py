@@ -1,6 +1,7 @@
 """The duplex pipeline's mechanics with stand-in codec/LM: order, overlap, bounded lag,
 recording, and error propagation."""
 
+import time
 import wave
 
 import numpy as np
@@ -71,6 +72,36 @@ def test_slow_compute_keeps_delay_bounded_by_skipping():
     assert q.stats.summary()["delay_ms_max"] > 2 * max_lag
 
 
+def test_trim_counts_the_output_latency():
+    """Deterministic (a fake clock, no device): what the playback side trims is decided on
+    the time the frame will be *heard*, read time + output latency. Frame i (tag i) ends
+    at capture time 0.08 (i + 1); playback starts at 0.68 with 150 ms of output latency and
+    reads one frame per 80 ms, so frames 0-4 (heard more than 400 ms after capture) are
+    trimmed and every played frame is heard exactly 350 ms after capture. Without the
+    latency in the decision, frames 3 and 4 would play 510 and 430 ms late."""
+    now = [0.0]
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=400, clock=lambda: now[0], output_latency_s=0.15,
+                       settle_s=None).start()
+    for i in range(10):  # the LM decides at clock 0: nothing is too old to step yet
+        p.push_input(np.full(FRAME, i / 1000.0, np.float32), t_end=0.08 * (i + 1))
+    for _ in range(500):
+        if len(p.output) == 10:
+            break
+        time.sleep(0.01)
+    assert len(p.output) == 10 and p.stats.frames_skipped == 0
+    played = []
+    for k in range(5):
+        now[0] = 0.68 + 0.08 * k
+        block = p.read_output(FRAME)
+        assert np.ptp(block) == 0  # one whole frame per read
+        played.append(int(round(block[0] * 1000)))
+    p.stop()
+    assert played == [5, 6, 7, 8, 9]
+    assert p.stats.frames_trimmed == 5 and p.stats.frames_played == 5 and p.stats.underruns == 0
+    np.testing.assert_allclose(list(p.stats.delays_ms), [350.0] * 5, atol=1e-6)
+    assert max(p.stats.delays_ms) <= 400
+
+
 def test_played_audio_answers_input_in_order():
     p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=1000).start()
     dev = SimulatedAudioDevice(tagged_input(20), speed=4.0, loop=False)
@@ -94,10 +125,11 @@ def test_recording_is_stereo_aligned_and_flushed(tmp_path):
     rec.close()
     with wave.open(str(path)) as w:
         data = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2) / 32767.0
-    assert len(data) >= 12 * FRAME
-    user = data[:, 0].reshape(-1, FRAME)[:12]
+    assert len(data) == 12 * FRAME  # 12 frames captured, 12 device periods played (answers or silence)
+    user = data[:, 0].reshape(-1, FRAME)
     np.testing.assert_allclose(user[:, 0], np.arange(12) / 1000.0 + 0.1, atol=1e-4)
-    assert np.abs(data[:, 1]).max() > 0.05  # model side present
+    assert np.abs(data[:, 1]).max() > 0.05  # model side present...
+    np.testing.assert_allclose(data[:, 1], dev.played_audio(), atol=1e-4)  # ...exactly as played
 
 
 def test_worker_error_is_reported_not_hung():
@@ -130,7 +162,10 @@ def test_device_rates_and_channels(rate, channels):
     for i in range(10):
         p.push_input(x[i * block:(i + 1) * block])
     items = _drain(p)
-    assert len(items) >= 9
+    # every whole 24 kHz frame the input resampler produced (its delay holds back the rest)
+    rs, mono = make_resampler(rate, SAMPLE_RATE), x.mean(axis=1) if channels == 2 else x
+    produced = sum(len(rs(mono[i * block:(i + 1) * block])) for i in range(10))
+    assert [it.frame for it in items] == list(range(produced // FRAME))
     # the tags survive the round trip through both resamplers (mid-frame, away from edges)
     for it in items[2:8]:
         pcm = it.payload[0]
