@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from pathlib import Path
 
 from aiohttp import WSMsgType, hdrs, web
@@ -331,10 +332,41 @@ async def _run(app: web.Application, host: str, port: int, ready=print) -> None:
     bound = runner.addresses[0][1] if runner.addresses else port
     shown = f"[{host}]" if ":" in host else host
     ready(f"http://{shown}:{bound}/")
+    moved = _signals_through_loop()
     try:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        _restore_signals(moved)
+
+
+STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+
+
+def _signals_through_loop() -> dict:
+    """Run the process's stop-signal handlers (cli/runner.py's, which raise KeyboardInterrupt)
+    as event-loop callbacks instead of wherever the main thread happens to be: raised inside a
+    handler task, the interrupt skipped its clean-up and left "Task exception was never
+    retrieved" in the log; raised from the loop, every conversation is cancelled and closed."""
+    loop = asyncio.get_running_loop()
+    moved = {}
+    for sig in STOP_SIGNALS:
+        handler = signal.getsignal(sig)
+        if not callable(handler):  # SIG_DFL, SIG_IGN: nothing of Python's to move
+            continue
+        try:
+            loop.add_signal_handler(sig, handler, sig, None)
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no loop signals (Windows)
+            continue
+        moved[sig] = handler
+    return moved
+
+
+def _restore_signals(moved: dict) -> None:
+    loop = asyncio.get_running_loop()
+    for sig, handler in moved.items():
+        loop.remove_signal_handler(sig)  # it leaves SIG_DFL (SIGINT: Python's default) behind
+        signal.signal(sig, handler)
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8998, *, max_lag_ms: float | None = 400.0,

@@ -307,3 +307,59 @@ def test_lag_stays_bounded_when_compute_falls_behind():
     assert stats["skipped"] > 5
     assert lags and max(lags) <= 400 + 50  # the pipeline's bound, one output block of slack
     assert queued <= 8
+
+
+STALLING_SERVER = """
+import asyncio, sys, time
+sys.path.insert(0, sys.argv[1])
+from aiohttp import web
+from moshi_mlx.cli.runner import run_cli
+from moshi_mlx.web import server
+from tests.web.test_server import fake_engine
+
+async def busy():
+    time.sleep(1.0)
+
+async def stall(request):  # Python code of a task running when the signal arrives, awaited by the handler
+    await asyncio.wait_for(busy(), 10)  # as every send of the server is
+    return web.Response(text="ok")
+
+def main(argv):
+    app = server.make_app(fake_engine())
+    app.router.add_get("/stall", stall)
+    asyncio.run(server._run(app, "127.0.0.1", 0, ready=lambda url: print(url, flush=True)))
+
+sys.exit(run_cli(main))
+"""
+
+
+def test_a_stop_signal_inside_a_handler_stops_cleanly(tmp_path):
+    """SIGTERM while a request handler runs: the stop (cli/runner.py's KeyboardInterrupt) is
+    raised from the event loop, not inside the handler's task, so the server shuts down as
+    usual: exit 143, the one `interrupted` line, no "Task exception was never retrieved"."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    log = tmp_path / "server.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", STALLING_SERVER, str(root)], cwd=root, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+    try:
+        port = int(proc.stdout.readline().rstrip().rstrip("/").rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"GET /stall HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            time.sleep(0.4)  # inside time.sleep(1.0) of the handler
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert text.strip().splitlines()[-1] == "interrupted (SIGTERM)", text
+    assert "Traceback" not in text and "never retrieved" not in text and "destroyed" not in text, text
