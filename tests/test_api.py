@@ -206,7 +206,7 @@ def test_offline_names_the_default_repo(tmp_path, monkeypatch):
         moshi_mlx.load(quantized=4, offline=True)
     with pytest.raises(moshi_mlx.WeightsError, match="moshika-mlx-q8"):
         moshi_mlx.load("moshika", quantized=8, offline=True)  # a preset name: its repo
-    with pytest.raises(UsageError, match="no q4 repo"):
+    with pytest.raises(UsageError, match="no q4 weights on the Hub"):
         moshi_mlx.load("hibiki-2b", quantized=4, offline=True)
 
 

@@ -26,11 +26,11 @@ from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
 from ..models.sampling import check_text_sampling
-from ..runtime.stt import END_OF_TURN_THRESHOLD, SttUpdate
+from ..runtime.stt import END_OF_TURN_THRESHOLD, VAD_REPO, SttUpdate
 from ..runtime.stt_live import PipelineTranscriber
 from ..runtime.subtitles import check_output_path, save_transcript
 
-DEFAULT_REPO = "kyutai/stt-1b-en_fr-mlx"
+DEFAULT_REPO = VAD_REPO  # the STT weights with end-of-turn heads (-mlx has none)
 
 
 def parser() -> argparse.ArgumentParser:

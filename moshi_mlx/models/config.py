@@ -545,12 +545,19 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     }),
     "moshi-1b": ("moshi-1b.json", {}),
     "moshi-1b-16rvq": ("moshi-1b-16rvq.json", {}),
-    "helium-2b": ("helium-2b.json", {
+    "helium-2b": ("helium-2b.json", {  # one repo, a file per format (q4/q6/q8 at group size 64)
         "bf16": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-bf16.safetensors"),
+        "q8": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q8.safetensors"),
+        "q6": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q6.safetensors"),
+        "q4": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q4.safetensors"),
     }),
     "stt-1b-en_fr": ("stt-1b-en_fr.json", {
         "bf16": ("kyutai/stt-1b-en_fr-mlx", "model.safetensors"),
         "pytorch": ("kyutai/stt-1b-en_fr", "model.safetensors"),
+    }),
+    # the same model with its semantic-VAD (end-of-turn) heads: PyTorch names, bf16
+    "stt-1b-en_fr-candle": ("stt-1b-en_fr-candle.json", {
+        "pytorch": ("kyutai/stt-1b-en_fr-candle", "model.safetensors"),
     }),
     "stt-2.6b-en": ("stt-2.6b-en.json", {
         "bf16": ("kyutai/stt-2.6b-en-mlx", "model.safetensors"),
@@ -579,10 +586,8 @@ def preset(name: str) -> LmConfig:
     return LmConfig.from_json(preset_path(name))
 
 
-def preset_for_repo(repo: str) -> tuple[str, str] | None:
-    """(preset name, weight file) whose Hub repo is `repo`, if any."""
-    for name, (_, repos) in PRESETS.items():
-        for r, fname in repos.values():
-            if r == repo:
-                return name, fname
-    return None
+def presets_for_repo(repo: str) -> list[tuple[str, str, str]]:
+    """(preset name, weight format, file name) of every preset published in Hub repo `repo`
+    (one repo may hold several formats, e.g. Helium's bf16/q4/q6/q8 files)."""
+    return [(name, fmt, fname) for name, (_, repos) in PRESETS.items()
+            for fmt, (r, fname) in repos.items() if r == repo]

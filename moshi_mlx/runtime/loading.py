@@ -149,8 +149,8 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
         from ..models.mimi_rust import require_rustymimi
 
         require_rustymimi()
-    if quantized not in (None, 4, 8):
-        raise UsageError(f"quantized must be 4, 8 or None (bf16), got {quantized!r}")
+    if quantized not in (None, 4, 6, 8):
+        raise UsageError(f"quantized must be 4, 6, 8 or None (bf16), got {quantized!r}")
     float_dtype = _float_dtype(dtype)
     if source is not None and not isinstance(source, (str, os.PathLike)):
         raise UsageError(f"source must be a repo id, a path or a model name (a str), got {type(source).__name__}")
@@ -231,7 +231,7 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
           with_codec: bool = True, listens: bool = False) -> Model:
     from ..models import load_mimi, random_mimi
     from ..models.mimi import best_backend
-    from ..weights.lm_loader import load_lm, load_model_dir
+    from ..weights.lm_loader import load_resolved
     from ..weights.resolve import resolve_model
     from .codec import MimiFrameCodec
     from .transcript import PlaceholderTokenizer, TextTokenizer
@@ -240,10 +240,7 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
     cfg = files.cfg
     if listens:
         _check_listens(cfg, str(source) if source is not None else str(weights or "this model"))
-    if files.model_dir is not None:
-        lm = load_model_dir(files.model_dir, dtype=dtype, compute=compute)
-    else:
-        lm = load_lm(files.weights, cfg, dtype=dtype, compute=compute)
+    lm = load_resolved(files, dtype=dtype, compute=compute)
     tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.get(files.tokenizer))
     backend = best_backend() if mimi_backend == "auto" else mimi_backend
     n_user, n_out = cfg.user_q, cfg.dep_q

@@ -67,7 +67,14 @@ class Model:
         """What to know before relying on this model's speed, one line each (e.g. weights
         larger than what the GPU keeps resident: `models.backend.keep_resident`)."""
         w = getattr(self.compute, "memory_warning", None)
-        return [w] if w else []
+        out = [w] if w else []
+        if self.cfg.model_type == "stt" and not self.is_demo:
+            from .stt import VAD_REPO, has_end_of_turn
+
+            if not has_end_of_turn(self.cfg):
+                out.append(f"{self.files.weights.name if self.files else 'this model'} has no end-of-turn heads: "
+                           f"transcripts get no end-of-turn events ({VAD_REPO} has them)")
+        return out
 
     @property
     def n_user(self) -> int:

@@ -119,6 +119,14 @@ class SttUpdate:
         self.events += other.events
 
 
+VAD_REPO = "kyutai/stt-1b-en_fr-candle"  # the published STT weights that carry the end-of-turn heads
+
+
+def has_end_of_turn(cfg) -> bool:
+    """Whether the model has the semantic-VAD extra heads end of turn is read from."""
+    return cfg.extra_heads_num_heads > END_OF_TURN_HEAD and cfg.extra_heads_dim > END_OF_TURN_CLASS
+
+
 class SttDecoder:
     """Text tokens (+ extra heads) of successive steps -> words with times and VAD events.
     Pure bookkeeping: no model, so the live loop and the file path share it."""
@@ -127,7 +135,7 @@ class SttDecoder:
         self.tokenizer = tokenizer
         self.timing = SttTiming.of(cfg)
         self.pad_ids = {cfg.existing_text_padding_id, cfg.existing_text_end_padding_id}
-        self.has_vad = cfg.extra_heads_num_heads > END_OF_TURN_HEAD and cfg.extra_heads_dim > END_OF_TURN_CLASS
+        self.has_vad = has_end_of_turn(cfg)
         self.vad_threshold = vad_threshold
         self.reset()
 

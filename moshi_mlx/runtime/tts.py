@@ -19,15 +19,16 @@ import numpy as np
 
 from ..constants import SAMPLE_RATE
 from ..errors import ConfigError, UsageError, WeightsError
-from ..models import LmConfig, load_lm, load_mimi, random_lm, random_mimi
+from ..models import LmConfig, load_mimi, random_lm, random_mimi
 from ..models.backend import is_quantized, prepare_lm
 from ..models.config import preset
 from ..models.mimi import best_backend
 from ..models.mimi_rust import require_rustymimi
 from ..models.tts import LEADING_FRAMES_DROPPED, TokenIds, TtsGen, TtsSettings, audio_window, script_to_entries
 from ..weights.hub import hf_get
-from ..weights.resolve import resolve_model
+from ..weights.lm_loader import load_resolved
 from ..weights.quantize import default_group_size, quantize_model
+from ..weights.resolve import resolve_model
 from ..weights.safetensors_io import SafetensorsFile
 from .codec import MimiFrameCodec
 from .loading import demo_mimi_config
@@ -87,7 +88,7 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
         cfg = files.cfg
         if "tts_config" not in cfg.extra:
             raise ConfigError(f"{files.how}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
-        lm = load_lm(files.weights, cfg, compute="stored")
+        lm = load_resolved(files, compute="stored")
         tok = TextTokenizer(files.get(files.tokenizer))
         desc = f"{files.weights.name} from {files.where}"
     if quantize:

@@ -53,33 +53,81 @@ def _hub_unreachable() -> bool:
     return False
 
 
+def download_command(repo: str, filename: str | None = None) -> str:
+    """The shell command that puts `filename` (or the whole repo) of `repo` in the cache."""
+    try:
+        from huggingface_hub import __version__ as v
+
+        major, minor = (int(x) for x in v.split(".")[:2])
+        cli = "hf download" if (major, minor) >= (0, 34) else "huggingface-cli download"
+    except Exception:  # noqa: BLE001 - an odd version string: the current CLI's name
+        cli = "hf download"
+    return f"{cli} {repo}" + (f" {filename}" if filename else "")
+
+
+def _is_repo_id(repo: str) -> bool:
+    return repo.count("/") == 1 and not repo.startswith((".", "/", "~")) and not repo.endswith("/")
+
+
+def cached(repo: str, filename: str) -> Path | bool | None:
+    """What the local Hugging Face cache knows of `filename` in `repo` (main revision): its
+    path, False when huggingface_hub recorded that the repo has no such file (the
+    `.no_exist` marks it leaves after asking), None when the cache cannot tell."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.file_download import _CACHED_NO_EXIST
+    except ImportError:  # pragma: no cover - huggingface-hub is a dependency
+        return None
+    try:
+        found = try_to_load_from_cache(repo, filename)
+    except Exception:  # noqa: BLE001 - a malformed repo id or cache: the cache cannot tell
+        return None
+    if found is _CACHED_NO_EXIST:
+        return False
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def _cache_only() -> bool:
+    """True when files must come from the cache: offline mode (ours or huggingface_hub's)
+    or no network."""
+    return _OFFLINE.get() or _env_offline() or _hub_unreachable()
+
+
+def _env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def _download(repo: str, filename: str) -> Path:
     local = Path(repo).expanduser()
     if local.is_dir():  # a local model folder (e.g. from `moshi_mlx.convert`) stands in for a repo
         if (local / filename).is_file():
             return local / filename
         raise WeightsError(f"model folder {repo} has no file {filename!r}")
-    if repo.count("/") != 1 or repo.startswith((".", "/", "~")) or repo.endswith("/"):  # not owner/name
+    if not _is_repo_id(repo):
         raise WeightsError(f"{repo}: no such model folder (and not a Hugging Face repo id, owner/name)")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency
         raise WeightsError("huggingface-hub is not installed; pass local file paths instead") from None
     try:
-        if _OFFLINE.get() or _hub_unreachable():  # no network: the cache only, at once
+        if _cache_only():  # no network: the cache only, at once
             return Path(hf_hub_download(repo, filename, local_files_only=True))
         return Path(hf_hub_download(repo, filename))
     except Exception as e:  # the hub raises many types; they all mean "could not get it"
-        offline = _OFFLINE.get() or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        offline = _OFFLINE.get() or _env_offline()
         name = type(e).__name__
         if offline or "LocalEntryNotFound" in name or "OfflineMode" in name:
             raise WeightsError(
                 f"{filename} from {repo} is not in the local Hugging Face cache"
                 + (" and offline mode is on" if offline else " and the Hub cannot be reached")
-                + "; download it once online or pass a local path"
+                + f"; download it once online ({download_command(repo, filename)}) or pass a local path"
             ) from None
-        if "RepositoryNotFound" in name:
-            raise WeightsError(f"Hugging Face repo {repo!r} does not exist or is private") from None
+        if "RepositoryNotFound" in name or "GatedRepo" in name:
+            gated = "GatedRepo" in name
+            raise WeightsError(f"Hugging Face repo {repo!r} " + (
+                "is gated: accept its terms on the Hub and log in (hf auth login, or HF_TOKEN)" if gated
+                else "does not exist or is private (log in with hf auth login, or set HF_TOKEN, if it is yours)")
+            ) from None
         if "EntryNotFound" in name:
             raise WeightsError(f"Hugging Face repo {repo!r} has no file {filename!r}") from None
         raise WeightsError(f"could not download {filename} from {repo}: {name}: {e}".splitlines()[0]) from None
@@ -102,7 +150,19 @@ def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
 
 
 def hf_get_optional(filename: str, repo: str) -> Path | None:
-    """Like `hf_get(filename, repo)` but None when the repo simply lacks the file."""
+    """Like `hf_get(filename, repo)` but None when the file is not there to be had: the repo
+    lacks it, or the files must come from the cache (offline, no network) and the cache does
+    not hold it (recorded absent by huggingface_hub's `.no_exist` marks, or never fetched:
+    a repo downloaded by another tool, or only some of its files)."""
+    local = Path(repo).expanduser()
+    if local.is_dir():
+        return local / filename if (local / filename).is_file() else None
+    if _is_repo_id(repo):
+        hit = cached(repo, filename)
+        if hit is False or (hit is None and _cache_only()):
+            return None
+        if isinstance(hit, Path) and _cache_only():
+            return hit
     try:
         return _download(repo, filename)
     except WeightsError as e:

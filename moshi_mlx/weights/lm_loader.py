@@ -9,6 +9,7 @@ that do not fit the config (naming missing / unexpected keys and mismatched shap
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -21,8 +22,8 @@ from .errors import WeightsError
 from .hub import hf_get
 from .lm_keys import Source, is_pytorch_layout, pytorch_sources, shared_names
 from .lora import lora_files, with_lora
+from .model_dir import CONFIG_NAME, QUANT_KEY, QuantRecord, model_quant_spec, read_model_dir
 from .pytorch_int8 import dequantized
-from .model_dir import CONFIG_NAME, model_quant_spec, read_model_dir
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
 from .safetensors_io import SafetensorsFile
 
@@ -295,20 +296,64 @@ def load_params(cfg: LmConfig, f, expected, sources: dict[str, Source], dtype: m
     return out
 
 
-def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
-    f = dequantized(f, dtype)  # a PyTorch int8 file (quantize: true) reads as float weights
-    keys = f.keys()
-    model = Lm(cfg)
-    pytorch = is_pytorch_layout(keys)
-    apply_quantization(model, _quant_spec(model, f, pytorch))
-    expected, sources = match_sources(cfg, f, model, pytorch)
+@dataclass
+class LmFit:
+    """What a checkpoint holds for a config, decided from its header alone: the (lazily
+    built, not yet filled) model with the file's quantization swapped in, the layout, and
+    the file tensor behind every parameter. One decision, used by preset detection
+    (`resolve.match_preset`) and by loading alike."""
 
-    loaded = load_params(cfg, f, expected, sources, dtype, pytorch)
+    cfg: LmConfig
+    model: Lm
+    pytorch: bool
+    quant: dict[str, QuantSpec]
+    expected: dict[str, tuple[int, ...]]
+    sources: dict[str, Source]
+
+
+def fit(cfg: LmConfig, f) -> LmFit:
+    """Fit checkpoint `f` (SafetensorsFile / ArraySource) to `cfg`, or a one-line
+    WeightsError naming what does not fit. Reads no tensor data."""
+    keys = f.keys()
+    model = Lm(cfg)  # lazy: nothing is allocated before the weights are loaded
+    pytorch = is_pytorch_layout(keys)
+    quant = _quant_spec(model, f, pytorch)
+    apply_quantization(model, quant)
+    expected, sources = match_sources(cfg, f, model, pytorch)
+    return LmFit(cfg, model, pytorch, quant, expected, sources)
+
+
+def build(plan: LmFit, f, dtype: mx.Dtype | None) -> Lm:
+    """Fill the fitted model from `f` (each tensor read once, shared ones held once)."""
+    model, cfg = plan.model, plan.cfg
+    loaded = load_params(cfg, f, plan.expected, plan.sources, dtype, plan.pytorch)
     model.load_weights(list(loaded.items()), strict=True)
     if cfg.model_type == "hibiki" and cfg.text_card > 3:
         _embed_eos_as_pad(model)
     mx.eval(model.parameters())
     return model
+
+
+def _fill(cfg: LmConfig, f, dtype: mx.Dtype | None) -> Lm:
+    f = dequantized(f, dtype)  # a PyTorch int8 file (quantize: true) reads as float weights
+    return build(fit(cfg, f), f, dtype)
+
+
+def check_quant_record(lm: Lm, cfg: LmConfig, where: str) -> None:
+    """A converted folder's config.json records its quantization: check it against the
+    tensors (the tensors are what is loaded; a disagreement is named, not guessed over)."""
+    record = cfg.extra.get(QUANT_KEY)
+    if record:
+        QuantRecord.from_json(record, where).check(model_quant_spec(lm), list(quantizable_modules(lm)), where)
+
+
+def load_resolved(files, *, dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
+    """Load the LM the resolver found (`resolve.ModelFiles`): built from its fit, the
+    header it read, no second look at the files."""
+    lm = build(files.fit, files.checkpoint, dtype)
+    check_quant_record(lm, files.cfg, f"{files.weights.name} in {files.weights.parent}")
+    apply_compute(lm, compute, dtype)
+    return lm
 
 
 def _embed_eos_as_pad(model: Lm) -> None:
@@ -322,7 +367,7 @@ def _embed_eos_as_pad(model: Lm) -> None:
 
 
 __all__ = ["load_lm", "load_lm_state", "load_model_dir", "match_sources", "as_lm_config",
-           "save_lm", "apply_compute", "load_params", "file_aliases"]
+           "save_lm", "apply_compute", "load_params", "file_aliases", "fit", "build", "load_resolved", "LmFit"]
 
 
 def save_lm(model: Lm, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

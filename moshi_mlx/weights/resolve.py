@@ -1,19 +1,28 @@
-"""The one resolver: which files make up a model, from what a caller named.
+"""The one resolver: which files make up a model, and what they hold, from what a caller named.
 
-Every entry point (`moshi_mlx.load`, the run CLIs' flags, `load_lm_from_hub`, convert's
-SOURCE/--hf-repo, `load_mimi`) goes through `resolve_model` / `resolve_mimi`, so they share one
-set of defaults and one order of lookups:
+Every entry point (`moshi_mlx.load`, the run CLIs' flags, convert's SOURCE/--hf-repo, the TTS
+and STT loaders, `load_mimi`) goes through `resolve_model` / `resolve_mimi`. It reads top to
+bottom, each step once:
 
-- *where* the files are: a Hub repo id, or a local folder standing in for one (the folder
-  of a local weights file counts, so a downloaded or converted model never asks the Hub);
-  with nothing given, the default preset's repo for the quantization asked for (`-q`).
-- the config: the caller's (LmConfig, preset name, config.json path, or a name in the repo),
-  else the repo's/folder's config.json, else the preset known for the repo, else the preset
-  whose architecture fits the weights' tensor shapes exactly.
-- the weights: the caller's file/folder/name, else the file of that quantization for a
-  known repo, else the config's `moshi_name`, else `model.safetensors`.
-- Mimi and the text tokenizer: the caller's, else the names in the config, else the
-  published names, looked up where the weights are.
+1. *where*: a Hub repo id, or a local folder standing in for one (the folder of a local
+   weights file counts, so a downloaded or converted model never asks the Hub); with nothing
+   given, the default preset's repo for the quantization asked for (`-q`).
+2. the weights file: the caller's file/folder/name, else the file of that quantization for a
+   known repo (`PRESETS`), else the repo config's `moshi_name`, else `model.safetensors`
+   (`model.q4.safetensors` & co., upstream's names, for `-q` with an unknown repo).
+3. its header, read once (`SafetensorsFile`: names, shapes, dtypes; no tensor data).
+4. the config: the caller's (LmConfig, preset name, config.json path, or a name in the repo),
+   else the repo's/folder's config.json when it is a Moshi LM config, else the preset known
+   for the repo, else the preset whose architecture fits the header (quantized or not).
+5. the fit (`lm_loader.fit`): layout, per-module quantization and the tensor of every
+   parameter, decided from the header for that config; the loader builds from it.
+6. Mimi and the text tokenizer: the caller's, else the names in the config, else the
+   published names, looked up where the weights are.
+
+Files come from the Hugging Face cache exactly as huggingface_hub leaves it, with or without
+its `.no_exist` records, offline or with no network (`weights.hub`); a config.json the cache
+does not hold is then simply absent, and the steps above fall through to the preset or the
+shapes.
 """
 
 from __future__ import annotations
@@ -23,27 +32,34 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, MIMI_NAME, MIMI_REPO, TOKENIZER_NAME
+from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NAME, MIMI_REPO, TOKENIZER_NAME
 from ..errors import ConfigError, UsageError
-from ..models.config import PRESETS, LmConfig, preset, preset_for_repo
+from ..models.config import PRESETS, LmConfig, preset, presets_for_repo
 from .errors import WeightsError
 from .hub import hf_get, hf_get_optional
+from .lora import lora_files, with_lora
+from .pytorch_int8 import dequantized
+from .safetensors_io import SafetensorsFile
 
-QUANT_FORMATS = {None: "bf16", 8: "q8", 4: "q4"}
+QUANT_FORMATS = {None: "bf16", 8: "q8", 6: "q6", 4: "q4"}
+# keys only a Moshi LM config.json has: a config.json without any of them belongs to
+# something else (a fine-tuner's or a Transformers-style config) and is not read as one
+_LM_KEYS = ("dim", "num_layers", "num_heads", "n_q", "card", "text_card", "delays")
 
 
 @dataclass
 class ModelFiles:
-    """What `resolve_model` found: the config, the local weights path, and where the
-    companion files (Mimi, tokenizer) are looked up."""
+    """What `resolve_model` found: the config, the local weights path with its header and
+    fit, and where the companion files (Mimi, tokenizer) are looked up."""
 
     cfg: LmConfig
     weights: Path
     how: str  # where the config came from, for logs
     where: str  # Hub repo id or local folder: the lookup place of the companion files
-    model_dir: Path | None = None  # set when the weights came from a model folder with its config.json
     mimi: str | None = None  # spec of the Mimi checkpoint (a path, a name in `where`, or "random")
     tokenizer: str | None = None  # spec of the tokenizer, or "none" (ids shown as ‹id›)
+    checkpoint: object = None  # the weights' SafetensorsFile (header read once)
+    fit: object = None  # lm_loader.LmFit: what the loader builds
 
     @property
     def repo(self) -> str | None:
@@ -54,17 +70,46 @@ class ModelFiles:
         return hf_get(name, self.where)
 
 
+# ---- presets and repos ----------------------------------------------------------------------
+
+def _fmt(quantized: int | None) -> str:
+    if quantized not in QUANT_FORMATS:
+        raise UsageError(f"quantized must be 4, 6, 8 or None (bf16), got {quantized!r}")
+    return QUANT_FORMATS[quantized]
+
+
 def default_repo(quantized: int | None = None, name: str = DEFAULT_PRESET) -> tuple[str, str]:
     """(Hub repo, weights file) of preset `name` at the quantization asked for (None: bf16)."""
-    if quantized not in QUANT_FORMATS:
-        raise UsageError(f"quantized must be 4, 8 or None (bf16), got {quantized!r}")
+    fmt = _fmt(quantized)
     repos = PRESETS[name][1]
-    fmt = QUANT_FORMATS[quantized]
+    if fmt == "bf16" and fmt not in repos and "pytorch" in repos:  # published in PyTorch's layout only
+        fmt = "pytorch"
     if fmt not in repos:
         have = ", ".join(k for k in repos if k != "pytorch") or "none"
-        raise UsageError(f"preset {name!r} has no {fmt} repo on the Hub (published: {have})")
+        raise UsageError(f"preset {name!r} has no {fmt} weights on the Hub (published: {have})")
     return repos[fmt]
 
+
+def _repo_weights_name(repo: str, raw: dict | None, quantized: int | None) -> str:
+    """The weights file of a Hub repo: the one of the quantization asked for when the repo is
+    known (one line naming the right repo when it holds no such file), else the config's."""
+    known = {fmt: name for _, fmt, name in presets_for_repo(repo)}
+    named = (raw or {}).get("moshi_name")
+    if quantized is None:
+        if named:
+            return named
+        return known.get("bf16") or known.get("pytorch") or next(iter(known.values()), LM_NAME)
+    fmt = _fmt(quantized)
+    if fmt in known:
+        return known[fmt]
+    if known:
+        elsewhere = [f"{PRESETS[p][1][fmt][0]}" for p, _, _ in presets_for_repo(repo) if fmt in PRESETS[p][1]]
+        hint = f"; the {fmt} weights are in {elsewhere[0]}" if elsewhere else ""
+        raise UsageError(f"{repo} holds {', '.join(sorted(known))} weights, not {fmt}{hint}")
+    return named if named and f".{fmt}." in named else f"model.{fmt}.safetensors"
+
+
+# ---- configs --------------------------------------------------------------------------------
 
 def config_from(spec: LmConfig | str | os.PathLike, where: str | None = None) -> tuple[LmConfig, str]:
     """An LmConfig from a config, a preset name, a config.json path, or a name in `where`."""
@@ -79,88 +124,87 @@ def config_from(spec: LmConfig | str | os.PathLike, where: str | None = None) ->
     raise ConfigError(f"unknown config {s!r}: expected a config.json path or a preset ({', '.join(PRESETS)})")
 
 
-def match_preset(weights: Path) -> str | None:
-    """The first preset whose architecture fits the file's tensor names and shapes exactly."""
-    from ..models.lm import Lm
-    from .lm_keys import is_pytorch_layout
-    from .lm_loader import match_sources
-    from .safetensors_io import SafetensorsFile
+def _read_json(path: Path) -> dict | None:
+    """A config.json as a dict, or None when it is not a Moshi LM config (see `_LM_KEYS`)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}".splitlines()[0]) from None
+    if not isinstance(raw, dict) or not any(k in raw for k in _LM_KEYS):
+        return None
+    return raw
 
-    f = SafetensorsFile(weights)
-    pytorch = is_pytorch_layout(f.keys())
+
+def match_preset(f: SafetensorsFile) -> str | None:
+    """The first preset whose architecture fits the file's header exactly: tensor names and
+    shapes, float or quantized at any bits / group size / mix (`lm_loader.fit`)."""
+    from .lm_loader import fit
+
     for name in PRESETS:
-        cfg = preset(name)
         try:
-            match_sources(cfg, f, Lm(cfg), pytorch)  # Lm(cfg) is lazy: nothing is allocated
+            fit(preset(name), f)  # Lm(cfg) is lazy: nothing is allocated
         except WeightsError:
             continue
         return name
     return None
 
 
-def _candidates(folder: Path, cfg: LmConfig | None) -> list[str]:
-    skip = {cfg.mimi_name} if cfg is not None and cfg.mimi_name else set()
-    return sorted(n.name for n in folder.glob("*.safetensors") if n.name not in skip and not n.name.startswith("tokenizer"))
-
-
-def _folder_weights(folder: Path, cfg: LmConfig | None) -> Path:
-    if cfg is not None and cfg.moshi_name and (folder / cfg.moshi_name).is_file():
-        return folder / cfg.moshi_name
-    if cfg is not None and cfg.moshi_name and (folder / CONFIG_NAME).is_file() and cfg.moshi_name != LM_NAME:
-        raise WeightsError(f"{folder / CONFIG_NAME} names the weights {cfg.moshi_name!r}, which is not in {folder}")
-    names = _candidates(folder, cfg)
-    if len(names) != 1:
-        raise WeightsError(f"{folder} should hold one .safetensors model file, found {', '.join(names) or 'none'}"
-                           + ("; set moshi_name in its config.json" if names else ""))
-    return folder / names[0]
-
-
-def _local_config(folder: Path, weights: Path | None) -> tuple[LmConfig, str]:
-    if (folder / CONFIG_NAME).is_file():
-        return LmConfig.from_json(folder / CONFIG_NAME), str(folder / CONFIG_NAME)
-    w = weights if weights is not None else _folder_weights(folder, None)
-    name = match_preset(w)
+def _detect(f: SafetensorsFile) -> tuple[LmConfig, str]:
+    name = match_preset(f)
     if name is None:
-        raise ConfigError(f"no config for {w.name}: no {CONFIG_NAME} beside it and its shapes fit no preset "
+        raise ConfigError(f"no config for {f.path.name}: no {CONFIG_NAME} beside it and its tensors fit no preset "
                           f"({', '.join(PRESETS)}); pass a config (--lm-config / --config)")
     return preset(name), f"preset {name} (matched by tensor shapes)"
 
 
-def _hub_config(repo: str) -> tuple[LmConfig, str]:
-    cfg_file = hf_get_optional(CONFIG_NAME, repo)
-    if cfg_file is not None:
-        return LmConfig.from_json(cfg_file), f"{repo}/{CONFIG_NAME}"
-    known = preset_for_repo(repo)
-    if known is not None:
-        return preset(known[0]), f"preset {known[0]}"
-    raise ConfigError(f"Hugging Face repo {repo!r} has no {CONFIG_NAME} and is not a known preset; pass a config "
-                      f"(--lm-config / --config)")
+# ---- files ----------------------------------------------------------------------------------
+
+def _candidates(folder: Path, skip: set[str]) -> list[str]:
+    return sorted(n.name for n in folder.glob("*.safetensors")
+                  if n.name not in skip and not n.name.startswith(("tokenizer", "mimi")))
 
 
-def _hub_weights_name(repo: str, cfg: LmConfig, quantized: int | None, repo_given: bool) -> str:
-    known = preset_for_repo(repo)
-    if known is not None and cfg.moshi_name in (None, LM_NAME):
-        return known[1]
-    if quantized is not None and not repo_given:
-        return default_repo(quantized)[1]
-    return cfg.moshi_name or LM_NAME
+def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Path:
+    """The LM weights in a local folder: the config's `moshi_name`, else the one candidate
+    (`-q`: the one of that quantization, by upstream's `model.q4.safetensors` names)."""
+    named = (raw or {}).get("moshi_name")
+    if named and ((folder / named).is_file() or named != LM_NAME):  # the default name may stand for any
+        if not (folder / named).is_file():
+            raise WeightsError(f"{folder / CONFIG_NAME} names the weights {named!r}, which is not in {folder}")
+        return folder / named
+    skip = {(raw or {}).get("mimi_name") or MIMI_NAME, (raw or {}).get("lora_name") or LORA_NAME}
+    names = _candidates(folder, skip)
+    if not names and (raw or {}).get("lora"):
+        lora_files(raw, folder, base_required=True)  # adapters without their base: one line naming what to pass
+    if len(names) > 1:  # several formats side by side (Helium's repo, upstream's names): the one asked for
+        def fmt_of(n: str) -> str | None:
+            return next((f for f in QUANT_FORMATS.values() if f".{f}." in n or n.endswith(f"-{f}.safetensors")), None)
+
+        want = _fmt(quantized)
+        names = [n for n in names if fmt_of(n) == want] or (
+            [n for n in names if fmt_of(n) is None] if want == "bf16" else names)
+    if len(names) != 1:
+        raise WeightsError(f"{folder} should hold one .safetensors model file, found {', '.join(names) or 'none'}"
+                           + ("; set moshi_name in its config.json or pass the file" if names else ""))
+    return folder / names[0]
 
 
 def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.PathLike | None = None,
                   config: LmConfig | str | os.PathLike | None = None, mimi: str | os.PathLike | None = None,
                   tokenizer: str | os.PathLike | None = None, quantized: int | None = None) -> ModelFiles:
-    """Find a model's files (see the module docstring for the order of lookups).
+    """Find a model's files and decide what they hold (see the module docstring).
 
     source: a Hub repo id, a local model folder, a local weights file, or a preset name (its
       Hub repo for `quantized`); None: the default preset's repo for `quantized`.
     weights: the LM weights (a local file or folder, or a file name in the repo).
     config / mimi / tokenizer: override what the repo or folder says ("random" Mimi and
       "none" tokenizer are passed through for the loader).
-    quantized: 4 or 8 picks the repo and file of that quantization (the file's own
+    quantized: 4, 6 or 8 picks the repo and file of that quantization (the file's own
       quantization is always what is loaded)."""
-    if quantized not in QUANT_FORMATS:
-        raise UsageError(f"quantized must be 4, 8 or None (bf16), got {quantized!r}")
-    repo_given = source is not None
+    from .lm_loader import fit
+
+    _fmt(quantized)
+    # 1. where
     if source is not None and str(source) in PRESETS and not Path(str(source)).exists():
         source = default_repo(quantized, str(source))[0]
     local_source = Path(source).expanduser() if source is not None and Path(source).expanduser().exists() else None
@@ -178,39 +222,57 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
     else:
         where = default_repo(quantized)[0]
     folder = Path(where).expanduser() if Path(where).expanduser().is_dir() else None
+    if w_path is not None and w_path.is_dir():
+        folder = w_path
 
-    # ---- the config
-    model_dir = None
-    if config is not None:
-        cfg, how = config_from(config, where)
-    elif w_path is not None and w_path.is_dir():
-        cfg, how = _local_config(w_path, None)
-    elif w_path is not None and (w_path.parent / CONFIG_NAME).is_file():
-        cfg, how = LmConfig.from_json(w_path.parent / CONFIG_NAME), str(w_path.parent / CONFIG_NAME)
-    elif w_path is not None:
-        cfg, how = _local_config(w_path.parent, w_path)
+    # 2. the config the caller gave, else the config.json that travels with the weights
+    #    (raw None: absent, or not a Moshi LM config), and the weights file
+    given = config_from(config, where) if config is not None else None
+    raw, cfg_file = None, None
+    if given is not None:
+        raw = {"moshi_name": given[0].moshi_name} if given[0].moshi_name not in (None, LM_NAME) else None
+    elif w_path is not None and w_path.is_file():
+        cfg_file = w_path.parent / CONFIG_NAME
     elif folder is not None:
-        cfg, how = _local_config(folder, hf_get(weights, where) if weights is not None else None)
+        cfg_file = folder / CONFIG_NAME
     else:
-        cfg, how = _hub_config(where)
-
-    # ---- the weights
-    if w_path is not None:
-        path = _folder_weights(w_path, cfg) if w_path.is_dir() else w_path
-        if w_path.is_dir() and config is None and (w_path / CONFIG_NAME).is_file():
-            model_dir = w_path
-    elif weights is not None:
+        cfg_file = hf_get_optional(CONFIG_NAME, where)
+    if cfg_file is not None and cfg_file.is_file():
+        raw = _read_json(cfg_file)
+    if w_path is not None and w_path.is_file():
+        path = w_path
+    elif weights is not None and w_path is None:
         path = hf_get(weights, where)
     elif folder is not None:
-        path = _folder_weights(folder, cfg)
-        if config is None and (folder / CONFIG_NAME).is_file():
-            model_dir = folder
+        path = _folder_weights(folder, raw, quantized)
     else:
-        path = hf_get(_hub_weights_name(where, cfg, quantized, repo_given), where)
+        path = hf_get(_repo_weights_name(where, raw, quantized), where)
 
+    # 3. its header, once (a PyTorch int8 file, `quantize: true`, reads as its float weights)
+    f = dequantized(SafetensorsFile(path))
+
+    # 4. the config
+    if given is not None:
+        cfg, how = given
+    elif raw is not None:
+        cfg, how = LmConfig.from_dict(raw, str(cfg_file)), str(cfg_file)
+    else:
+        known = presets_for_repo(where) if folder is None else []
+        cfg, how = (preset(known[0][0]), f"preset {known[0][0]}") if known else _detect(f)
+
+    # 4b. a LoRA fine-tune (moshi-finetune's `lora: true`): its adapters fused into the base as read
+    if cfg.lora:
+        adapters = lora_files(cfg, folder if folder is not None else path.parent).adapters \
+            if folder is not None or (w_path is not None and w_path.is_file()) else hf_get(cfg.lora_name or LORA_NAME, where)
+        f = with_lora(f, adapters, cfg)
+
+    # 5. the fit: layout, quantization and the tensor of every parameter
+    plan = fit(cfg, f)
+
+    # 6. companions
     mimi_spec = str(mimi) if mimi is not None else (cfg.mimi_name or MIMI_NAME)
     tok_spec = str(tokenizer) if tokenizer is not None else (cfg.tokenizer_name or TOKENIZER_NAME)
-    return ModelFiles(cfg, Path(path), how, where, model_dir, mimi_spec, tok_spec)
+    return ModelFiles(cfg, Path(path), how, where, mimi_spec, tok_spec, f, plan)
 
 
 def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = None):
@@ -229,9 +291,10 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
             raw = json.loads(Path(cfg_path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{CONFIG_NAME} of {repo} is not valid JSON: {e}") from None
-        name = raw.get("mimi_name") or name
-        if raw.get("mimi_config_name"):
-            cfg = MimiConfig.from_json(hf_get(raw["mimi_config_name"], repo=repo))
+        if isinstance(raw, dict):
+            name = raw.get("mimi_name") or name
+            if raw.get("mimi_config_name"):
+                cfg = MimiConfig.from_json(hf_get(raw["mimi_config_name"], repo=repo))
     return hf_get(name, repo=repo), cfg
 
 

@@ -44,7 +44,9 @@ def test_timing_from_stt_config():
     assert t.text_offset == pytest.approx(3.5)
     assert stt_padding(preset("stt-1b-en_fr")) == (0.0, 1.5)
     assert stt_padding(preset("moshiko")) == (0.0, 0.0)  # no stt_config: no padding
-    assert preset("stt-1b-en_fr").extra_heads_num_heads == 4 and preset("stt-2.6b-en").extra_heads_num_heads == 0
+    # the semantic-VAD heads are in the -candle checkpoint only (the -mlx and PyTorch ones have none)
+    assert preset("stt-1b-en_fr-candle").extra_heads_num_heads == 4
+    assert preset("stt-1b-en_fr").extra_heads_num_heads == 0 and preset("stt-2.6b-en").extra_heads_num_heads == 0
 
 
 def test_words_times_pads_and_end_of_turn():

@@ -1,0 +1,359 @@
+"""Every published repo, held the way users hold it: in the Hugging Face cache (offline flag,
+no network, with and without huggingface_hub's `.no_exist` records), as a local copy of its
+folder, as its weights file alone. The files are the repos' real names in their real key
+layouts and dtypes; full-size checkpoints have a real header and no data (`hf_cache.header_only`),
+which is all the resolver reads: config, layout and quantization are decided from it.
+The end-to-end tests at the bottom load and run narrow models in the same layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import moshi_mlx
+from moshi_mlx.errors import UsageError
+from moshi_mlx.models.config import LmConfig, preset
+from moshi_mlx.weights import hub
+from moshi_mlx.weights.errors import WeightsError
+from moshi_mlx.weights.quantize import QuantSpec
+from moshi_mlx.weights.resolve import resolve_model
+
+from .hf_cache import add_repo, header_only, mlx_layout, torch_layout
+
+MIMI, TOK32K = "tokenizer-e351c8d8-checkpoint125.safetensors", "tokenizer_spm_32k_3.model"
+STT_MIMI = "mimi-pytorch-e351c8d8@125.safetensors"
+
+
+def _stt_config(name: str) -> dict:
+    d = preset(name).to_dict()
+    d.pop("_source", None)
+    return d
+
+
+# repo -> (weights file, its layout: (preset, "mlx"/"torch", bits, group), config.json or None, companions)
+def _moshi(fmt_file, bits=None, group=None, layout="mlx", name="moshiko"):
+    return (fmt_file, (name, layout, bits, group), None, (MIMI, TOK32K))
+
+
+PUBLISHED = {
+    "kyutai/moshiko-mlx-q4": _moshi("model.q4.safetensors", 4, 32),
+    "kyutai/moshiko-mlx-q8": _moshi("model.q8.safetensors", 8, 64),
+    "kyutai/moshiko-mlx-bf16": _moshi("model.safetensors"),
+    "kyutai/moshika-mlx-q4": _moshi("model.q4.safetensors", 4, 32, name="moshika"),
+    "kyutai/moshika-mlx-q8": _moshi("model.q8.safetensors", 8, 64, name="moshika"),
+    "kyutai/moshika-mlx-bf16": _moshi("model.safetensors", name="moshika"),
+    "kyutai/moshiko-pytorch-bf16": _moshi("model.safetensors", layout="torch"),
+    "kyutai/moshika-pytorch-bf16": _moshi("model.safetensors", layout="torch", name="moshika"),
+    "kyutai/hibiki-2b-mlx-bf16": ("model.safetensors", ("hibiki-2b", "mlx", None, None), None,
+                                  (MIMI, "tokenizer_spm_48k_multi6_2.model")),
+    "kyutai/hibiki-2b-pytorch-bf16": ("model.safetensors", ("hibiki-2b", "torch", None, None), None,
+                                      (MIMI, "tokenizer_spm_48k_multi6_2.model")),
+    "kyutai/stt-1b-en_fr-mlx": ("model.safetensors", ("stt-1b-en_fr", "mlx", None, None),
+                                _stt_config("stt-1b-en_fr"), (STT_MIMI, "tokenizer_en_fr_audio_8000.model")),
+    "kyutai/stt-1b-en_fr": ("model.safetensors", ("stt-1b-en_fr", "torch", None, None),
+                            _stt_config("stt-1b-en_fr"), (STT_MIMI, "tokenizer_en_fr_audio_8000.model")),
+    "kyutai/stt-1b-en_fr-candle": ("model.safetensors", ("stt-1b-en_fr-candle", "torch", None, None),
+                                   _stt_config("stt-1b-en_fr-candle"), (STT_MIMI, "tokenizer_en_fr_audio_8000.model")),
+    "kyutai/stt-2.6b-en-mlx": ("model.safetensors", ("stt-2.6b-en", "mlx", None, None),
+                               _stt_config("stt-2.6b-en"), (STT_MIMI, "tokenizer_en_audio_4000.model")),
+    "kyutai/tts-1.6b-en_fr": ("dsm_tts_1e68beda@240.safetensors", ("tts-1.6b-en_fr", "torch", None, None),
+                              _stt_config("tts-1.6b-en_fr"), (STT_MIMI, "tokenizer_spm_8k_en_fr_audio.model")),
+}
+HELIUM = "kyutai/helium-1-preview-2b-mlx"
+HELIUM_FILES = {None: ("helium-1-preview-2b-bf16.safetensors", None), 4: ("helium-1-preview-2b-q4.safetensors", 4),
+                6: ("helium-1-preview-2b-q6.safetensors", 6), 8: ("helium-1-preview-2b-q8.safetensors", 8)}
+
+
+def _layout(spec):
+    name, kind, bits, group = spec
+    cfg = preset(name)
+    return torch_layout(cfg) if kind == "torch" else mlx_layout(cfg, bits, group)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The published files, once: name -> local path (full-size headers, no data)."""
+    root = tmp_path_factory.mktemp("published")
+    out = {}
+    for repo, (wname, spec, cfg, companions) in PUBLISHED.items():
+        d = root / repo.replace("/", "--")
+        d.mkdir()
+        out[repo] = {wname: header_only(d / wname, _layout(spec))}
+        for c in companions:
+            (d / c).write_bytes(b"companion " + c.encode())
+            out[repo][c] = d / c
+        if cfg is not None:
+            (d / "config.json").write_text(json.dumps(cfg))
+            out[repo]["config.json"] = d / "config.json"
+    d = root / "helium"
+    d.mkdir()
+    out[HELIUM] = {n: header_only(d / n, mlx_layout(preset("helium-2b"), b, None if b is None else 64))
+                   for n, b in HELIUM_FILES.values()}
+    (d / "tokenizer_spm_48k_multi6_2.model").write_bytes(b"tok")
+    out[HELIUM]["tokenizer_spm_48k_multi6_2.model"] = d / "tokenizer_spm_48k_multi6_2.model"
+    return out
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, made the current one; the network is not touched."""
+    import huggingface_hub.constants as c
+
+    path = tmp_path / "hf-cache"
+    path.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(path))
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    return path
+
+
+def _offline(monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+
+
+def _no_network(monkeypatch):
+    def fail(*a, **k):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(hub.socket, "getaddrinfo", fail)
+
+    def no_request(*a, **k):  # nothing may go past the cache
+        raise AssertionError("a request was made")
+
+    import huggingface_hub
+
+    real = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda *a, **k: real(*a, **k) if k.get("local_files_only") else no_request())
+
+
+def _expected(repo):
+    wname, (name, kind, bits, group), cfg, companions = PUBLISHED[repo]
+    quant = {QuantSpec(bits, group)} if bits else set()
+    return wname, preset(name), kind == "torch", quant, companions
+
+
+def _arch(cfg: LmConfig) -> dict:
+    d = cfg.to_dict()
+    for k in ("_source", "moshi_name", "mimi_name", "tokenizer_name", "lm_gen_config"):
+        d.pop(k, None)
+    return d
+
+
+def _check(files, repo, wname, cfg, pytorch, quant, companions):
+    assert files.weights.name == wname
+    assert _arch(files.cfg) == _arch(cfg)
+    assert files.fit.pytorch == pytorch
+    assert set(files.fit.quant.values()) == quant
+    if quant:  # upstream quantizes every Linear and embedding table
+        assert len(files.fit.quant) == sum(1 for k in files.fit.expected if k.endswith(".scales"))
+        assert "text_emb" in files.fit.quant
+    for c in companions:
+        assert files.get(c).read_bytes().startswith(b"companion")
+
+
+HOW = ["offline flag, .no_exist recorded", "no network, no flag", "cache of another tool (no .no_exist)"]
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("repo", list(PUBLISHED))
+def test_from_the_cache(files, cache, monkeypatch, repo, how):
+    wname, cfg, pytorch, quant, companions = _expected(repo)
+    absent = () if "config.json" in files[repo] or "another tool" in how else ("config.json",)
+    add_repo(cache, repo, files[repo], absent=absent)
+    if how.startswith("offline"):
+        _offline(monkeypatch)
+    else:
+        _no_network(monkeypatch)
+    _check(resolve_model(repo), repo, wname, cfg, pytorch, quant, companions)
+
+
+@pytest.mark.parametrize("repo", list(PUBLISHED))
+def test_local_copy_of_the_folder_and_the_file_alone(files, tmp_path, monkeypatch, repo):
+    _no_network(monkeypatch)
+    wname, cfg, pytorch, quant, companions = _expected(repo)
+    folder = tmp_path / repo.split("/")[1]
+    folder.mkdir()
+    for n, p in files[repo].items():
+        shutil.copy(p, folder / n) if n == "config.json" else (folder / n).hardlink_to(p)
+    _check(resolve_model(folder), repo, wname, cfg, pytorch, quant, companions)
+    alone = resolve_model(folder / wname)
+    assert _arch(alone.cfg) == _arch(cfg) and set(alone.fit.quant.values()) == quant
+    if "config.json" not in files[repo]:
+        assert "matched by tensor shapes" in alone.how
+        # the file moved away from its companions: still detected from its header alone
+        lone = tmp_path / "elsewhere" / wname
+        lone.parent.mkdir()
+        lone.hardlink_to(folder / wname)
+        assert _arch(resolve_model(weights=lone).cfg) == _arch(cfg)
+
+
+@pytest.mark.parametrize("q", [None, 4, 6, 8])
+def test_helium_files_by_quantization(files, cache, monkeypatch, q):
+    add_repo(cache, HELIUM, files[HELIUM], absent=("config.json",))
+    _offline(monkeypatch)
+    name, bits = HELIUM_FILES[q]
+    for source in (HELIUM, "helium-2b"):  # the repo, or the preset name
+        got = resolve_model(source, quantized=q)
+        assert got.weights.name == name
+        assert set(got.fit.quant.values()) == ({QuantSpec(bits, 64)} if bits else set())
+        assert _arch(got.cfg) == _arch(preset("helium-2b"))
+
+
+def test_helium_local_folder_picks_the_file_by_quantization(files, tmp_path):
+    folder = tmp_path / "helium"
+    folder.mkdir()
+    for n, p in files[HELIUM].items():
+        (folder / n).hardlink_to(p)
+    for q, (name, bits) in HELIUM_FILES.items():
+        got = resolve_model(folder, quantized=q)
+        assert got.weights.name == name and "matched by tensor shapes" in got.how
+
+
+def test_asking_a_known_repo_for_a_quantization_it_lacks_names_the_repo(files, cache, monkeypatch):
+    add_repo(cache, "kyutai/moshiko-mlx-q4", files["kyutai/moshiko-mlx-q4"], absent=("config.json",))
+    _offline(monkeypatch)
+    with pytest.raises(UsageError, match=r"kyutai/moshiko-mlx-q4 holds q4 weights, not q8; the q8 weights are in "
+                                         r"kyutai/moshiko-mlx-q8"):
+        resolve_model("kyutai/moshiko-mlx-q4", quantized=8)
+
+
+def test_a_missing_file_names_repo_file_and_the_download_command(files, cache, monkeypatch):
+    repo = "kyutai/moshiko-mlx-q4"
+    only = {k: v for k, v in files[repo].items() if k != "model.q4.safetensors"}
+    add_repo(cache, repo, only, absent=("config.json",))
+    _offline(monkeypatch)
+    with pytest.raises(WeightsError) as e:
+        resolve_model(repo)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "model.q4.safetensors from kyutai/moshiko-mlx-q4 is not in the local Hugging Face cache" in msg
+    assert "download kyutai/moshiko-mlx-q4 model.q4.safetensors" in msg
+
+
+def test_a_repo_config_that_is_not_a_moshi_config_is_not_read_as_one(files, cache, monkeypatch, tmp_path):
+    """A repo may hold a config.json for another tool (PersonaPlex's is ignored by its own
+    loader): the preset known for the repo, or the shapes, decide."""
+    repo = "kyutai/moshiko-mlx-q8"
+    other = tmp_path / "config.json"
+    other.write_text(json.dumps({"model_type": "personaplex", "architectures": ["Something"], "torch_dtype": "bf16"}))
+    add_repo(cache, repo, {**files[repo], "config.json": other})
+    _offline(monkeypatch)
+    got = resolve_model(repo)
+    assert got.how == "preset moshiko" and set(got.fit.quant.values()) == {QuantSpec(8, 64)}
+    # a config.json that IS an LM config but is wrong is still refused, in one line
+    bad = tmp_path / "bad" / "config.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({**preset("moshiko").to_dict(), "dim": "wide"}))
+    (bad.parent / "model.q8.safetensors").hardlink_to(files[repo]["model.q8.safetensors"])
+    with pytest.raises(moshi_mlx.ConfigError, match="dim"):
+        resolve_model(bad.parent)
+
+
+def test_detection_understands_mixed_quantization(tmp_path):
+    """A file with modules at several bits / group sizes (convert's recipes) is still matched."""
+    cfg = preset("moshiko")
+    lay = mlx_layout(cfg, 4, 32)
+    q8 = mlx_layout(cfg, 8, 64)
+    mixed = {k: (q8[k] if k.startswith("depformer") and k in q8 else v) for k, v in lay.items()}
+    p = header_only(tmp_path / "model.mixed.safetensors", mixed)
+    got = resolve_model(weights=p)
+    assert "matched by tensor shapes" in got.how
+    assert set(got.fit.quant.values()) == {QuantSpec(4, 32), QuantSpec(8, 64)}
+
+
+def test_a_file_that_fits_no_preset_says_so(tmp_path):
+    cfg = preset("moshiko")
+    lay = mlx_layout(cfg, 4, 32)
+    lay.pop("text_linear.weight")
+    p = header_only(tmp_path / "model.q4.safetensors", lay)
+    with pytest.raises(moshi_mlx.ConfigError, match="its tensors fit no preset"):
+        resolve_model(weights=p)
+
+
+# ---- end to end: narrow models in the same layouts, loaded and run from the cache -----------
+
+def _tokenizer(path, vocab=24):
+    import sentencepiece as spm
+
+    corpus = path.parent / f"{path.stem}-corpus.txt"
+    corpus.write_text("hello world this is a test of the speech model on a mac offline\n" * 50)
+    spm.SentencePieceTrainer.Train(input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=vocab,
+                                   minloglevel=2)
+    return path
+
+
+@pytest.fixture(scope="module")
+def narrow_moshiko(tmp_path_factory):
+    """moshiko-mlx-q4's three files at narrow width (q4/g32 as upstream quantizes: every
+    Linear and embedding that the group divides), the published Mimi with random weights,
+    a real SentencePiece tokenizer; and the narrow config that stands for the preset."""
+    from moshi_mlx.models import random_lm
+    from moshi_mlx.models.mimi_config import mimi_202407
+    from moshi_mlx.weights.lm_loader import save_lm
+    from moshi_mlx.weights.mimi_keys import random_published_weights
+    from moshi_mlx.weights.quantize import quantize_model
+
+    from .hf_cache import narrow_preset
+
+    root = tmp_path_factory.mktemp("narrow-moshiko")
+    d = narrow_preset("moshiko", text_card=24)
+    (root / "preset.json").write_text(json.dumps(d))
+    lm = random_lm(LmConfig.from_dict(dict(d)), seed=3, dtype=mx.bfloat16)
+    quantize_model(lm, 4, 32)
+    save_lm(lm, root / "model.q4.safetensors")
+    mimi = {k: mx.array(v) for k, v in random_published_weights(mimi_202407(), seed=5).items()}
+    mx.save_safetensors(str(root / MIMI), mimi)
+    _tokenizer(root / TOK32K)
+    return root
+
+
+@pytest.fixture
+def narrow_presets(monkeypatch, narrow_moshiko):
+    """The moshiko/moshika presets at narrow width (the repo -> preset mapping unchanged)."""
+    from moshi_mlx.models import config as config_mod
+
+    real = config_mod.preset_path
+    monkeypatch.setattr(config_mod, "preset_path", lambda name: narrow_moshiko / "preset.json"
+                        if name in ("moshiko", "moshika") else real(name))
+
+
+@pytest.mark.parametrize("how", ["offline flag", "no network"])
+def test_the_default_model_loads_and_answers_from_the_cache(narrow_moshiko, narrow_presets, cache, monkeypatch,
+                                                            tmp_path, how):
+    repo = "kyutai/moshiko-mlx-q4"
+    add_repo(cache, repo, {n: narrow_moshiko / n for n in ("model.q4.safetensors", MIMI, TOK32K)},
+             absent=("config.json",))
+    _offline(monkeypatch) if how == "offline flag" else _no_network(monkeypatch)
+    for model in (moshi_mlx.load(repo), moshi_mlx.load(quantized=4)):  # the repo, or -q 4's default
+        assert model.files.weights.name == "model.q4.safetensors" and model.files.how == "preset moshiko"
+        pcm = (0.1 * np.sin(np.arange(6 * 1920) / 10)).astype(np.float32)  # 6 frames
+        reply = model.respond(pcm, sample_rate=24000, temp=0, temp_text=0)
+        assert reply.audio.shape[0] == pcm.shape[0] and np.isfinite(reply.audio).all()
+
+
+def test_run_inference_from_the_cache_with_hf_repo_and_q(narrow_moshiko, narrow_presets, cache, monkeypatch, tmp_path):
+    import soundfile as sf
+
+    from moshi_mlx.cli.run_inference import main
+
+    repo = "kyutai/moshiko-mlx-q4"
+    add_repo(cache, repo, {n: narrow_moshiko / n for n in ("model.q4.safetensors", MIMI, TOK32K)})  # no records
+    _no_network(monkeypatch)
+    sf.write(tmp_path / "in.wav", np.zeros(6 * 1920, np.float32), 24000)
+    for i, flags in enumerate((["--hf-repo", repo], ["-q", "4"], ["--hf-repo", repo, "-q", "4", "--offline"])):
+        out = tmp_path / f"out{i}.wav"
+        assert main([str(tmp_path / "in.wav"), str(out), "--quiet", *flags]) == 0
+        assert sf.info(out).frames == 6 * 1920
