@@ -61,10 +61,7 @@ def run(args) -> int:
     check_text_sampling(args.temp, args.top_k, args.top_p)
     prompt = _prompt(args)
     if not (args.hf_repo or args.moshi_weight or args.model):
-        if args.quantized:
-            raise UsageError("-q picks Moshi's repos; for Helium give --hf-repo (e.g. a q4/q8 folder made by "
-                             "moshi_mlx.convert)")
-        args.hf_repo = DEFAULT_REPO
+        args.hf_repo = DEFAULT_REPO  # -q picks its helium-1-preview-2b-q4/q8 file
     session = load_session(args, with_codec=False)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)

@@ -347,3 +347,30 @@ def test_stacked_and_per_step_adapters_fuse_the_same(tiny_ft):
         src = LoraSource(ArraySource(dict(mem)), ArraySource(lora), 2.0, 4)
         got = np.concatenate([np.array(src.load(f"depformer.layers.0.self_attn.in_projs.{i}.weight")) for i in range(2)])
         assert np.array_equal(got, np.array(a))
+
+
+def test_the_resolver_fuses_a_fine_tune_from_a_folder_and_from_the_cache(tiny_ft, tmp_path, monkeypatch):
+    """`moshi_mlx.load(folder or repo)` goes through the resolver: the adapters are fused
+    there too, from a local folder or a Hub repo in the cache (offline)."""
+    import huggingface_hub.constants as c
+
+    from moshi_mlx.weights.resolve import resolve_model
+
+    from .hf_cache import add_repo
+
+    folder, cfg, state, layout = tiny_ft
+    ref = dict(_flat(lm_loader.load_lm(folder, dtype=mx.float32, compute="stored")))
+    plain = dict(_flat(lm_loader.load_lm(folder / "model.safetensors", LmConfig.from_dict(_tiny()),
+                                         dtype=mx.float32, compute="stored")))
+    k = "transformer.layers.0.gating.linear_in.weight"
+    assert not np.array_equal(np.array(ref[k]), np.array(plain[k]))  # the adapters changed it
+    cache = tmp_path / "hf"
+    add_repo(cache, "someone/my-finetune", {n: folder / n for n in ("config.json", "model.safetensors",
+                                                                   "lora.safetensors")})
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for source in (folder, "someone/my-finetune"):
+        got = dict(_flat(lm_loader.load_resolved(resolve_model(source), dtype=mx.float32, compute="stored")))
+        assert got.keys() == ref.keys()
+        assert all(np.array_equal(np.array(got[n]), np.array(ref[n])) for n in ref), source

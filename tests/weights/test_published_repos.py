@@ -357,3 +357,36 @@ def test_run_inference_from_the_cache_with_hf_repo_and_q(narrow_moshiko, narrow_
         out = tmp_path / f"out{i}.wav"
         assert main([str(tmp_path / "in.wav"), str(out), "--quiet", *flags]) == 0
         assert sf.info(out).frames == 6 * 1920
+
+
+def test_helium_cli_with_q_from_the_cache(cache, monkeypatch, tmp_path, capsys):
+    """`moshi-helium -q 4` (and 8) loads the repo's helium-1-preview-2b-q4 file offline; it
+    was refused ('-q picks Moshi's repos') and an explicit repo silently loaded bf16."""
+    from moshi_mlx.cli.helium import main
+    from moshi_mlx.models import config as config_mod
+    from moshi_mlx.models import random_lm
+    from moshi_mlx.weights.lm_loader import save_lm
+    from moshi_mlx.weights.quantize import quantize_model
+
+    from .hf_cache import narrow_preset
+
+    d = narrow_preset("helium-2b", text_card=23, text_card_out=24)
+    (tmp_path / "preset.json").write_text(json.dumps(d))
+    real = config_mod.preset_path
+    monkeypatch.setattr(config_mod, "preset_path", lambda n: tmp_path / "preset.json" if n == "helium-2b" else real(n))
+    files = {"tokenizer_spm_48k_multi6_2.model": _tokenizer(tmp_path / "tokenizer_spm_48k_multi6_2.model")}
+    for q in (4, 8):
+        lm = random_lm(LmConfig.from_dict(dict(d)), seed=q, dtype=mx.bfloat16)
+        quantize_model(lm, q, 64)
+        name = f"helium-1-preview-2b-q{q}.safetensors"
+        save_lm(lm, tmp_path / name)
+        files[name] = tmp_path / name
+    add_repo(cache, HELIUM, files, absent=("config.json",))
+    _offline(monkeypatch)
+    for q in (4, 8):
+        assert main(["hello world", "-q", str(q), "--max-tokens", "3", "--temp", "0"]) == 0
+        assert capsys.readouterr().out.startswith("hello world")
+    assert main(["hello", "--max-tokens", "1"]) == 2  # bf16 is not in this cache: one line, file and repo
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "helium-1-preview-2b-bf16.safetensors from kyutai/helium-1-preview-2b-mlx " \
+        "is not in the local Hugging Face cache" in err
