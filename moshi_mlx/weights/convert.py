@@ -32,7 +32,7 @@ from ..outputs import Staged, os_error
 from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
 from .hub import hf_get_optional
-from .lora import lora_files, with_lora
+from .lora import with_lora
 from .pytorch_int8 import dequantized
 from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources
 from .model_dir import CONFIG_NAME, QuantRecord, config_text, describe_spec, is_model_dir
@@ -68,19 +68,14 @@ def resolve_source(source: str | os.PathLike | None = None, *, hf_repo: str | No
         source, hf_repo = hf_repo, None
     if hf_repo is not None:
         files = resolve_model(hf_repo, weights=source, config=config)
-        return SourceInfo(files.weights, files.cfg, files.how, repo=hf_repo)
+        return SourceInfo(files.weights, files.cfg, files.how, repo=hf_repo, lora=files.adapters)
     path = Path(source).expanduser()
     if path.is_dir() and not is_model_dir(path):
         raise WeightsError(f"{path} is a folder without {CONFIG_NAME}; pass the weights file itself")
     if not path.exists():
         raise WeightsError(f"file not found: {path}")
-    files = resolve_model(weights=path, config=config)
-    folder = path if path.is_dir() else path.parent
-    if isinstance(config, (str, os.PathLike)) and Path(config).expanduser().is_file():
-        folder = Path(config).expanduser().parent  # a fine-tune's adapters sit beside its config.json
-    found = lora_files(files.cfg, folder)
-    return SourceInfo(files.weights, files.cfg, files.how, path if path.is_dir() else path.parent,
-                      lora=found.adapters if found else None)
+    files = resolve_model(weights=path, config=config)  # a fine-tune's adapters: found beside its config.json
+    return SourceInfo(files.weights, files.cfg, files.how, path if path.is_dir() else path.parent, lora=files.adapters)
 
 
 # ---- the plan: every output tensor, known before reading any -----------------------------

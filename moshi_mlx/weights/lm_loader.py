@@ -19,13 +19,10 @@ from ..errors import UsageError
 from ..models.config import LmConfig
 from ..models.lm import Lm
 from .errors import WeightsError
-from .hub import hf_get
 from .lm_keys import Source, is_pytorch_layout, pytorch_sources, shared_names
-from .lora import lora_files, with_lora
-from .model_dir import CONFIG_NAME, QUANT_KEY, QuantRecord, model_quant_spec, read_model_dir
+from .model_dir import QUANT_KEY, QuantRecord, model_quant_spec, read_model_dir
 from .pytorch_int8 import dequantized
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
-from .safetensors_io import SafetensorsFile
 
 _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
@@ -160,35 +157,19 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
       (`weights.lora`); the config must say `lora: true`. Default: the config's `lora_name`
       (else lora.safetensors) beside the config.json, when it says `lora: true`.
     """
-    path = hf_get(weights, repo)
-    if path.is_dir():
-        return load_model_dir(path, cfg, dtype=dtype, compute=compute, lora=lora)
-    if cfg is None and (path.parent / CONFIG_NAME).is_file():
-        cfg = path.parent / CONFIG_NAME
-    cfg_dir = Path(cfg).expanduser().parent if isinstance(cfg, (str, os.PathLike)) and Path(cfg).is_file() else None
-    cfg = as_lm_config(cfg)
-    if lora is None and cfg.lora and cfg_dir is not None:
-        lora = lora_files(cfg, cfg_dir).adapters
-    lm = _fill(cfg, with_lora(SafetensorsFile(path), lora, cfg, dtype), dtype)
-    apply_compute(lm, compute, dtype)
-    return lm
+    from .resolve import resolve_model
+
+    return load_resolved(resolve_model(repo, weights=weights, config=cfg, lora=lora), dtype=dtype, compute=compute)
 
 
 def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
                    dtype: mx.Dtype | None = None, compute: str = "auto", lora: str | os.PathLike | None = None) -> Lm:
-    """Load a model folder: its config.json names the weights file (`moshi_name`) and
-    records the quantization, which is checked against what the tensors say. A LoRA
-    fine-tune's folder (`lora: true`) holding its base weights too is fused at load."""
-    md = read_model_dir(path)
-    config = md.config if cfg is None else as_lm_config(cfg)
-    if lora is None and config.lora:
-        lora = lora_files(config, md.root).adapters
-    lm = _fill(config, with_lora(SafetensorsFile(md.weights), lora, config, dtype), dtype)
-    if md.quantization is not None:
-        md.quantization.check(model_quant_spec(lm), list(quantizable_modules(lm)),
-                              f"{md.weights.name} in {md.root}")
-    apply_compute(lm, compute, dtype)
-    return lm
+    """Load a model folder (`load_lm` of a folder that must hold a config.json): its
+    config.json names the weights file (`moshi_name`) and records the quantization, which
+    is checked against what the tensors say. A LoRA fine-tune's folder (`lora: true`)
+    holding its base weights too is fused at load."""
+    read_model_dir(path)  # a folder with its config.json, or one line saying what is not there
+    return load_lm(path, cfg, dtype=dtype, compute=compute, lora=lora)
 
 
 def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx.Dtype | None = None,
@@ -350,7 +331,7 @@ def check_quant_record(lm: Lm, cfg: LmConfig, where: str) -> None:
 def load_resolved(files, *, dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
     """Load the LM the resolver found (`resolve.ModelFiles`): built from its fit, the
     header it read, no second look at the files."""
-    lm = build(files.fit, files.checkpoint, dtype)
+    lm = build(files.fit, files.source(dtype), dtype)
     check_quant_record(lm, files.cfg, f"{files.weights.name} in {files.weights.parent}")
     apply_compute(lm, compute, dtype)
     return lm

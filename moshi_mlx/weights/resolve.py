@@ -60,6 +60,12 @@ class ModelFiles:
     tokenizer: str | None = None  # spec of the tokenizer, or "none" (ids shown as ‹id›)
     checkpoint: object = None  # the weights' SafetensorsFile (header read once)
     fit: object = None  # lm_loader.LmFit: what the loader builds
+    adapters: Path | None = None  # a LoRA fine-tune's adapters, fused into the checkpoint as read
+
+    def source(self, dtype=None):
+        """The checkpoint as the model reads it: LoRA adapters fused, PyTorch int8 dequantized
+        (in `dtype` where those compute one)."""
+        return dequantized(with_lora(self.checkpoint, self.adapters, self.cfg, dtype), dtype)
 
     @property
     def repo(self) -> str | None:
@@ -191,7 +197,8 @@ def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Pa
 
 def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.PathLike | None = None,
                   config: LmConfig | str | os.PathLike | None = None, mimi: str | os.PathLike | None = None,
-                  tokenizer: str | os.PathLike | None = None, quantized: int | None = None) -> ModelFiles:
+                  tokenizer: str | os.PathLike | None = None, quantized: int | None = None,
+                  lora: str | os.PathLike | None = None) -> ModelFiles:
     """Find a model's files and decide what they hold (see the module docstring).
 
     source: a Hub repo id, a local model folder, a local weights file, or a preset name (its
@@ -200,11 +207,18 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
     config / mimi / tokenizer: override what the repo or folder says ("random" Mimi and
       "none" tokenizer are passed through for the loader).
     quantized: 4, 6 or 8 picks the repo and file of that quantization (the file's own
-      quantization is always what is loaded)."""
+      quantization is always what is loaded).
+    lora: a LoRA fine-tune's adapters file, fused into the weights (default: the config's
+      `lora_name` beside it, when the config says `lora: true`)."""
     from .lm_loader import fit
 
     _fmt(quantized)
     # 1. where
+    if weights is not None and str(weights).startswith("hf://") and source is None:  # hf://owner/repo/file
+        parts = str(weights)[len("hf://"):].split("/")
+        if len(parts) < 3:
+            raise UsageError(f"bad Hub spec {weights!r}: expected hf://owner/repo/path")
+        source, weights = "/".join(parts[:2]), "/".join(parts[2:])
     if source is not None and str(source) in PRESETS and not Path(str(source)).exists():
         source = default_repo(quantized, str(source))[0]
     local_source = Path(source).expanduser() if source is not None and Path(source).expanduser().exists() else None
@@ -248,8 +262,8 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
     else:
         path = hf_get(_repo_weights_name(where, raw, quantized), where)
 
-    # 3. its header, once (a PyTorch int8 file, `quantize: true`, reads as its float weights)
-    f = dequantized(SafetensorsFile(path))
+    # 3. its header, once
+    f = SafetensorsFile(path)
 
     # 4. the config
     if given is not None:
@@ -260,19 +274,34 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
         known = presets_for_repo(where) if folder is None else []
         cfg, how = (preset(known[0][0]), f"preset {known[0][0]}") if known else _detect(f)
 
-    # 4b. a LoRA fine-tune (moshi-finetune's `lora: true`): its adapters fused into the base as read
-    if cfg.lora:
-        adapters = lora_files(cfg, folder if folder is not None else path.parent).adapters \
-            if folder is not None or (w_path is not None and w_path.is_file()) else hf_get(cfg.lora_name or LORA_NAME, where)
-        f = with_lora(f, adapters, cfg)
+    # 4b. a LoRA fine-tune (moshi-finetune's `lora: true`): its adapters, found beside the
+    #     config.json that says so (a config object names no place: `lora` must be given)
+    if lora is not None:
+        adapters = hf_get(lora, where)
+    elif not cfg.lora:
+        adapters = None
+    else:
+        home = None
+        if given is not None and not isinstance(config, LmConfig) and str(config) not in PRESETS:
+            home = str(Path(how).parent)
+        elif given is None and cfg_file is not None:
+            home = str(cfg_file.parent) if folder is not None or w_path is not None else where
+        if home is None:
+            adapters = None  # with_lora says what to pass
+        elif Path(home).is_dir():
+            adapters = lora_files(cfg, home).adapters
+        else:
+            adapters = hf_get(cfg.lora_name or LORA_NAME, home)
 
-    # 5. the fit: layout, quantization and the tensor of every parameter
-    plan = fit(cfg, f)
+    # 5. the fit: layout, quantization and the tensor of every parameter (a PyTorch int8 file,
+    #    `quantize: true`, reads as its float weights)
+    files = ModelFiles(cfg, Path(path), how, where, checkpoint=f, adapters=adapters)
+    files.fit = fit(cfg, files.source())
 
     # 6. companions
-    mimi_spec = str(mimi) if mimi is not None else (cfg.mimi_name or MIMI_NAME)
-    tok_spec = str(tokenizer) if tokenizer is not None else (cfg.tokenizer_name or TOKENIZER_NAME)
-    return ModelFiles(cfg, Path(path), how, where, mimi_spec, tok_spec, f, plan)
+    files.mimi = str(mimi) if mimi is not None else (cfg.mimi_name or MIMI_NAME)
+    files.tokenizer = str(tokenizer) if tokenizer is not None else (cfg.tokenizer_name or TOKENIZER_NAME)
+    return files
 
 
 def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = None):

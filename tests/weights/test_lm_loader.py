@@ -9,8 +9,8 @@ import pytest
 
 from moshi_mlx import models
 from moshi_mlx.models.config import LmConfig
+from moshi_mlx.errors import ConfigError, UsageError
 from moshi_mlx.weights.errors import WeightsError
-from moshi_mlx.errors import UsageError
 from moshi_mlx.weights import lm_loader
 from moshi_mlx.weights.lm_loader import load_lm_state, save_lm
 from moshi_mlx.weights.quantize import quantize_model
@@ -212,5 +212,5 @@ def test_bitsandbytes_and_missing_config(tmp_path, cfg):
     _save_np(p, {"text_linear.weight_scb": np.zeros(3, np.float32)})
     with pytest.raises(WeightsError, match="text_linear.weight_scb has no int8 weight text_linear.weight beside it"):
         load_lm(p, cfg)
-    with pytest.raises(UsageError, match="no LM config given"):  # a caller's mistake, not the file's
+    with pytest.raises(ConfigError, match="no config.json beside it and its tensors fit no preset"):  # none given
         load_lm(p)
