@@ -223,7 +223,7 @@ def main(argv=None):
     from bench.upstream_env import add_upstream_args, upstream_python_from_args
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shapes", default="7b:1", help="shape:layers,... (shapes: 7b, 2b, 1b)")
+    ap.add_argument("--shapes", default="7b:1", help="shape:layers,... (shapes: 7b, 2b, 1b, 3b-zero)")
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--steps", type=int, default=50)

@@ -27,6 +27,7 @@ SHAPES = {
     "7b": ("moshiko", "Moshi 7B (dim 4096, 32 layers, 8-step depformer)"),
     "2b": ("hibiki-2b", "2B multistream (dim 2560, 24 layers, 16-step depformer; conditioner dropped)"),
     "1b": ("moshi-1b", "Moshi 1B (dim 2048, 16 layers, 8-step depformer)"),
+    "3b-zero": ("hibiki-zero-3b", "Hibiki-Zero 3B (dim 2048, 28 layers, GQA, 16-step depformer with norms)"),
 }
 
 

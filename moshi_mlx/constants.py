@@ -17,7 +17,8 @@ LM_NAME = "model.safetensors"  # an LM repo's weights when its config.json names
 MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
 LORA_NAME = "lora.safetensors"  # a moshi-finetune folder's adapters when its config.json names none
+TEXT_EOS_ID = 2  # the text stream's end of sequence in Kyutai's tokenizers (a translation model's "done")
 DEMO_MODEL = "random-tiny"  # seeded random weights at tiny size, made in memory: offline, produces noise
 
 __all__ = ["SAMPLE_RATE", "FRAME_SIZE", "FRAME_SECONDS", "DEFAULT_PRESET", "MIMI_REPO", "CONFIG_NAME", "LM_NAME",
-           "MIMI_NAME", "TOKENIZER_NAME", "LORA_NAME", "DEMO_MODEL"]
+           "MIMI_NAME", "TOKENIZER_NAME", "LORA_NAME", "TEXT_EOS_ID", "DEMO_MODEL"]

@@ -65,6 +65,34 @@ _VARIANTS = {
     "delays": [0, 1, 0, 2, 0, 1], "demux_second_stream": True, "extra_heads_num_heads": 2, "extra_heads_dim": 4,
 }
 
+# Hibiki-Zero (kyutai/hibiki-zero-3b-pytorch-bf16; moshi_mlx/configs/hibiki-zero-3b.json has the
+# sources): every structural feature at narrow widths — GQA (kv_repeat 2), rope_concat,
+# hidden_scale 6 with the depformer's feed-forward null (= 6 x depformer_dim), the 9-set
+# per-step schedule, a LayerNorm per depformer step (depformer_norms.{i}), 32 streams of which
+# 16 generated, delays 0/2, no conditioners. text_card narrowed from 48000 to keep the file small.
+_NARROW_ZERO = {
+    "dim": 128, "text_card": 4000, "existing_text_padding_id": 3, "n_q": 32, "dep_q": 16, "card": 2048,
+    "num_heads": 4, "num_layers": 2, "hidden_scale": 6, "kv_repeat": 2, "causal": True, "layer_scale": None,
+    "context": 3000, "max_period": 20000, "gating": "silu", "norm": "rms_norm_f32",
+    "positional_embedding": "rope_concat", "depformer_dim": 64, "depformer_dim_feedforward": None,
+    "depformer_num_heads": 4, "depformer_num_layers": 2, "depformer_kv_repeat": 1, "depformer_layer_scale": None,
+    "depformer_multi_linear": True, "depformer_context": 16, "depformer_max_period": 10000,
+    "depformer_gating": "silu", "depformer_pos_emb": "none", "depformer_weights_per_step": True,
+    "depformer_weights_per_step_schedule": list(range(8)) + [8] * 8, "depformer_norm": "layer_norm",
+    "delays": [0] + ([0] + [2] * 15) * 2, "conditioners": {}, "model_type": "hibiki",
+}
+# The Hibiki-Zero case's source: SPEECH frames of random codes, then the end-of-input marker
+# (one frame of `card` on every source codebook, at ceil(duration x 12.5) as hibiki_zero's
+# add_input_eos puts it), then SILENCE frames of one constant frame (encoded silence)
+ZERO_SPEECH, ZERO_SILENCE = 180, 40
+# ... and its weights get an EOS tied to the marker: text_linear row 2 (EOS) = unit vector v, and
+# row `card` of the source embeddings += EOS_GAIN x v, of the model's own -= EOS_GAIN x v. `card`
+# is also the initial token, which every stream reads at the first positions: there the two
+# cancel (16 source and 16 own streams, same delays); only the marker leaves 16 x EOS_GAIN x v,
+# so greedy decoding samples EOS once the model has read it (random weights never would). The
+# patched rows are stored in the fixture.
+EOS_TOKEN, EOS_GAIN = 2, 40.0
+
 # name -> (config, weight seed, greedy steps, cfg_coef, batch-forward frames)
 CASES = {
     "moshi7b_narrow": (_NARROW_7B, 1, 200, 1.0, 12),
@@ -72,11 +100,12 @@ CASES = {
     "hibiki2b_narrow": (_NARROW_2B, 3, 200, 3.0, 12),
     "tiny_context": (dict(_NARROW_7B, context=8), 4, 100, 1.0, 20),
     "variants": (_VARIANTS, 5, 60, 1.0, 10),
+    "hibiki_zero_narrow": (_NARROW_ZERO, 6, ZERO_SPEECH + 1 + ZERO_SILENCE, 1.0, 12),
 }
 
 
 def conditions(lm, values: list[str]):
-    if lm.condition_provider is None:
+    if lm.condition_provider is None or not lm.condition_provider.conditioners:
         return None
     return lm.condition_provider.prepare_and_provide(
         [ConditionAttributes(text={"description": v}, tensor={}) for v in values])
@@ -99,15 +128,79 @@ def run_case(name: str) -> None:
     layout = pytorch_layout(cfg)
     t0 = time.time()
     state = random_state(cfg, seed)
-    lm = reference_lm(cfg_dict, state)
     assert set(layout) == set(state)
-    out, texts = record(lm, cfg, cfg_dict, seed, steps, cfg_coef, T)
-    save_case(OUT, name, out, t0, f"text[:10]={texts[:10]}")
+    patch = eos_patch(cfg, seed) if name == "hibiki_zero_narrow" else {}
+    for (key, row), val in patch.items():
+        state[key][row] = val
+    lm = reference_lm(cfg_dict, state)
+    user = translation_source(cfg, seed) if patch else None
+    out, texts = record(lm, cfg, cfg_dict, seed, steps, cfg_coef, T, user)
+    if patch:
+        out["patch_key"] = np.array([k for k, _ in patch])
+        out["patch_row"] = np.array([r for _, r in patch])
+        out["patch_value"] = np.stack(list(patch.values()))
+        out.update(translate_file(lm, cfg, user))
+        info = f"EOS at {texts.index(EOS_TOKEN) if EOS_TOKEN in texts else None}, translated frames {out['ref_eos_idx']}"
+    else:
+        info = f"text[:10]={texts[:10]}"
+    save_case(OUT, name, out, t0, info)
 
 
-def record(lm, cfg: LmConfig, cfg_dict: dict, seed: int, steps: int, cfg_coef: float, T: int):
+def eos_patch(cfg: LmConfig, seed: int) -> dict[tuple[str, int], np.ndarray]:
+    """(tensor, row) -> new row: see EOS_GAIN."""
+    rng = np.random.default_rng(2000 + seed)
+    v = rng.standard_normal(cfg.dim).astype(np.float32)
+    v /= np.linalg.norm(v)
+    state = random_state(cfg, seed)
+    patch = {("text_linear.weight", EOS_TOKEN): v}
+    for k in range(cfg.n_q):
+        sign = 1.0 if k >= cfg.dep_q else -1.0
+        patch[(f"emb.{k}.weight", cfg.card)] = state[f"emb.{k}.weight"][cfg.card] + np.float32(sign * EOS_GAIN) * v
+    return patch
+
+
+def translation_source(cfg: LmConfig, seed: int) -> np.ndarray:
+    """Source frames [ZERO_SPEECH + 1 + ZERO_SILENCE, user_q]: speech, marker, silence."""
+    rng = np.random.default_rng(3000 + seed)
+    speech = rng.integers(0, cfg.card, (ZERO_SPEECH, cfg.user_q))
+    silence = np.repeat(rng.integers(0, cfg.card, (1, cfg.user_q)), ZERO_SILENCE, axis=0)
+    marker = np.full((1, cfg.user_q), cfg.card)
+    return np.concatenate([speech, marker, silence]).astype(np.int64)
+
+
+def translate_file(lm, cfg: LmConfig, user: np.ndarray) -> dict[str, np.ndarray]:
+    """hibiki_zero.run generate's loop on `user` (after the end of the source, the codes of
+    silence): `max_delay` warm-up frames of silence, then every frame, each returned frame kept;
+    then decode_outputs' cut: at the first text EOS (else after the last non-padding token),
+    text tokens > PAD kept. Returns the frames, the cut and the kept tokens."""
+    gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0, cfg_coef=1.0)
+    silence = user[-1]
+    frames = [silence] * gen.max_delay + list(user)
+    got = []
+    with gen.streaming(1), torch.no_grad():
+        for i, f in enumerate(frames):
+            tokens = gen.step(torch.from_numpy(np.asarray(f))[None, :, None])
+            assert (tokens is None) == (i < gen.max_delay)
+            if tokens is not None:
+                got.append(tokens[0, :, 0].numpy().copy())
+    got = np.stack(got)
+    text = got[:, 0].tolist()
+    pad = cfg.existing_text_padding_id
+    if EOS_TOKEN in text:
+        eos = text.index(EOS_TOKEN)
+    else:
+        eos = len(text) - 1
+        while eos > 0 and text[eos] == pad:
+            eos -= 1
+    return {"ref_out_tokens": got, "ref_eos_idx": np.array(eos),
+            "ref_kept_text": np.array([t for t in text[:eos] if t > pad], dtype=np.int64)}
+
+
+def record(lm, cfg: LmConfig, cfg_dict: dict, seed: int, steps: int, cfg_coef: float, T: int,
+           user: np.ndarray | None = None):
     """(the fixture arrays, the generated text tokens) of reference model `lm`: the
-    teacher-forced forward on random codes and `steps` greedy LMGen steps."""
+    teacher-forced forward on random codes and `steps` greedy LMGen steps fed `user`
+    (default: random codes)."""
     rng = np.random.default_rng(1000 + seed)
     out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
                                   "cfg_coef": np.array(cfg_coef)}
@@ -123,7 +216,8 @@ def record(lm, cfg: LmConfig, cfg_dict: dict, seed: int, steps: int, cfg_coef: f
     out["audio_mask"] = res.mask[0].numpy()
 
     # greedy streaming generation, torch fed [x, u0, u1, ...]
-    user = rng.integers(0, cfg.card, (steps, cfg.user_q)).astype(np.int64)
+    if user is None:
+        user = rng.integers(0, cfg.card, (steps, cfg.user_q)).astype(np.int64)
     texts, audios, logits, tops = [], [], [], []
     gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0, cfg_coef=cfg_coef,
                 condition_tensors=conditions(lm, ["very_good", "very_bad"] if cfg_coef != 1 else ["very_good"]),

@@ -28,13 +28,20 @@ def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-local", description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     add_sampling_args(ap)
+    add_live_args(ap)
+    return ap
+
+
+def add_live_args(ap, who: str = "Moshi") -> None:
+    """The live loop's flags (sound card, lag, recording, transcript, echo cancellation), which
+    moshi-translate shares."""
     g = ap.add_argument_group("audio")
     add_device_args(g, output=True)
     g.add_argument("--max-lag-ms", type=positive_or_off_arg("--max-lag-ms"), default=400.0,
                    help='bound on the delay from speaking to hearing the answer\'s frame (default 400; "off": '
                         "never skip or drop frames)")
-    g.add_argument("--record", help="record both sides to this stereo WAV (left: you, right: Moshi)")
-    g.add_argument("--transcript", help="save Moshi's words with timestamps (.json, or .txt)")
+    g.add_argument("--record", help=f"record both sides to this stereo WAV (left: you, right: {who})")
+    g.add_argument("--transcript", help=f"save {who}'s words with timestamps (.json, or .txt)")
     add_force_arg(g, "--record / --transcript")
     g.add_argument("--duration", type=positive_or_off_arg("--duration"),
                    help="stop after this many seconds (default: until Ctrl-C)")
@@ -43,7 +50,6 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--slow-step-ms", type=float_arg("--slow-step-ms", lo=0.0), default=0.0,
                    help="add this much compute time to every LM step (to see the lag control on a fast machine)")
     add_echo_args(ap)
-    return ap
 
 
 def check_paths(args) -> None:
@@ -54,12 +60,16 @@ def check_paths(args) -> None:
                   [("--simulate", args.simulate), *model_inputs(args)])
 
 
-def run(args) -> int:
+def run(args, *, check_model=None, end_policy=None) -> int:
     """Check the outputs and the input file, load (a model that takes no audio is refused
-    before its weights are read), then `runtime.live.run_session`."""
+    before its weights are read), then `runtime.live.run_session`. check_model(model): a
+    front end's own refusal (moshi-translate: a translation model); end_policy: a
+    translation model's live end of turn (runtime/translation.py SilencePolicy)."""
     check_paths(args)
     source = read_audio(args.simulate).reshape(-1) if args.simulate else None
     model = load_session(args, listens=True)
+    if check_model is not None:
+        check_model(model)
     if model.is_demo:
         print(f"NOTE: {model.description}", file=sys.stderr)
     gen = model.generator(**sampling_kwargs(args))
@@ -68,7 +78,7 @@ def run(args) -> int:
     opts = LiveOptions(max_lag_ms=args.max_lag_ms, duration=args.duration, record=args.record,
                        record_raw_mic=args.record_mic == "raw", transcript=args.transcript,
                        step_delay_s=args.slow_step_ms / 1000.0, input_device=args.input_device,
-                       output_device=args.output_device)
+                       output_device=args.output_device, end_policy=end_policy)
 
     def make_echo(output_name, input_rate, output_rate):
         return echo_from_args(args, output_name, input_rate=input_rate, output_rate=output_rate,

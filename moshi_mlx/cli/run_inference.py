@@ -45,16 +45,19 @@ def check_paths(args) -> None:
                   [("INFILE", args.infile), *model_inputs(args)])
 
 
-def run(args) -> dict:
+def run(args, *, check_model=None) -> dict:
     """Check the outputs, read the file (bad input fails before any model is loaded), load,
     `Model.respond`, save the tokens. Ctrl-C / SIGTERM: the outputs are written for the
-    frames answered so far, then the interrupt goes on to the runner (exit 130 / 143)."""
+    frames answered so far, then the interrupt goes on to the runner (exit 130 / 143).
+    check_model(model): a front end's own refusal (moshi-translate: a translation model)."""
     check_paths(args)
     existed = {p for p in (args.outfile, args.transcript, args.save_tokens) if p and os.path.exists(p)}
     pcm = read_audio(args.infile)
     if pcm.size == 0:
         raise AudioError(f"{args.infile} contains no audio")
     model = load_session(args)
+    if check_model is not None:
+        check_model(model)
     if model.is_demo:
         print(f"NOTE: {model.description}", file=sys.stderr)
     bar = None

@@ -4,4 +4,5 @@ without importing the package."""
 
 TOOLS = {"moshi-local": "local", "moshi-run-inference": "run_inference", "moshi-convert": "convert",
          "moshi-quality": "quality", "moshi-tts": "tts", "moshi-stt": "stt", "moshi-helium": "helium",
-         "moshi-web": "local_web", "moshi-mimi": "mimi"}
+         "moshi-web": "local_web", "moshi-mimi": "mimi",
+         "moshi-translate": "translate"}

@@ -107,6 +107,9 @@ class LmConfig:
     depformer_gating: str | None = None
     depformer_layer_scale: float | None = None  # from_dict: absent = inherit layer_scale
     depformer_kv_repeat: int | None = None
+    # a norm on each step's depformer output before its audio head (Hibiki-Zero: layer_norm);
+    # None = no norm (the reference's Identity)
+    depformer_norm: str | None = None
     # conditioning and extra outputs
     conditioners: dict[str, LutConditionerConfig | TensorConditionerConfig] = field(default_factory=dict)
     fuse_sum: list[str] = field(default_factory=list)
@@ -388,9 +391,8 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
 
     refuse("norm_emb", lambda v: not v)
     refuse("bias_proj", lambda v: not v)
-    refuse("depformer_norm", lambda v: v is None)
     refuse("positional_scale", lambda v: v == 1.0)
-    for k in ("norm_emb", "bias_proj", "depformer_norm", "positional_scale", "gradient_checkpointing"):
+    for k in ("norm_emb", "bias_proj", "positional_scale", "gradient_checkpointing"):
         data.pop(k, None)
 
     conditioners, fuse_sum, fuse_cross, fuse_opts = _parse_conditioning(data, where)
@@ -482,6 +484,8 @@ def _validate(cfg: LmConfig, where: str) -> None:
     check(cfg.norm in NORM_TYPES, f"norm {cfg.norm!r} is not one of {', '.join(NORM_TYPES)}")
     gatings = ("none",) + tuple(ACTIVATIONS)
     check(cfg.gating in gatings, f"gating {cfg.gating!r} is not one of {', '.join(gatings)}")
+    check(cfg.depformer_norm is None or cfg.depformer_norm in NORM_TYPES,
+          f"depformer_norm {cfg.depformer_norm!r} is not one of {', '.join(NORM_TYPES)} (or null)")
     check(cfg.dep_gating in gatings, f"depformer_gating {cfg.dep_gating!r} is not one of {', '.join(gatings)}")
     check(cfg.positional_embedding in POSITIONAL_EMBEDDINGS,
           f"positional_embedding {cfg.positional_embedding!r} is not one of {', '.join(POSITIONAL_EMBEDDINGS)}")
@@ -543,6 +547,12 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "bf16": ("kyutai/hibiki-2b-mlx-bf16", "model.safetensors"),
         "pytorch": ("kyutai/hibiki-2b-pytorch-bf16", "model.safetensors"),
     }),
+    # Hibiki-Zero: the repo hibiki_zero/run.py loads (PyTorch layout, bf16; its config.json is gated:
+    # the preset is reconstructed from public code, see its _source)
+    "hibiki-zero-3b": ("hibiki-zero-3b.json", {
+        "bf16": ("kyutai/hibiki-zero-3b-pytorch-bf16", "model.safetensors"),
+        "pytorch": ("kyutai/hibiki-zero-3b-pytorch-bf16", "model.safetensors"),
+    }),
     "moshi-1b": ("moshi-1b.json", {}),
     "moshi-1b-16rvq": ("moshi-1b-16rvq.json", {}),
     "helium-2b": ("helium-2b.json", {  # one repo, a file per format (q4/q6/q8 at group size 64)
@@ -572,6 +582,7 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "tts-tiny": ("tts-tiny.json", {}),
     "random-tiny-stt": ("random-tiny-stt.json", {}),
     "random-tiny-helium": ("random-tiny-helium.json", {}),
+    "random-tiny-hibiki-zero": ("random-tiny-hibiki-zero.json", {}),
 }
 
 

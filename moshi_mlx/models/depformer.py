@@ -17,6 +17,7 @@ import mlx.nn as nn
 
 from ..modules.embedding import ScaledEmbedding
 from ..modules.kv_cache import KVCache
+from ..modules.norm import make_norm
 from ..modules.step_linear import add_linear
 from ..modules.transformer import Transformer, TransformerConfig
 from .config import LmConfig
@@ -49,13 +50,18 @@ class DepformerSlice(nn.Module):
                                    demux=cfg.demux_second_stream and step == 0)
         self.transformer = Transformer(depformer_transformer_config(cfg, step))
         self.linear_out = nn.Linear(cfg.depformer_dim, cfg.card, bias=False)
+        if cfg.depformer_norm is not None:  # Hibiki-Zero: a LayerNorm per step before its head
+            self.out_norm = make_norm(cfg.depformer_norm, cfg.depformer_dim)
 
     def __call__(self, h: mx.array, prev_token: mx.array, cache: list[KVCache], sampled: bool = False) -> mx.array:
         """h [B, T, dim], prev_token [B, T] -> logits [B, T, card]; or one token per row:
         h [B, dim], prev_token [B] -> [B, card]. sampled: prev_token holds sampled tokens
         (never the zero token -1)."""
         x = add_linear(self.linear_in, self.emb(prev_token, zero_tokens=not sampled), h)
-        return self.linear_out(self.transformer(x, cache))
+        y = self.transformer(x, cache)
+        if "out_norm" in self:
+            y = self.out_norm(y)
+        return self.linear_out(y)
 
 
 class Depformer(nn.Module):

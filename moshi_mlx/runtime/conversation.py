@@ -114,9 +114,13 @@ class Conversation:
         self._out24 = 0
         self._events: collections.deque = collections.deque()
         self._frames: list[int] = []  # input frame of each LM step (keep_tokens)
+        # translation: the model position (80 ms from the start) of each text EOS that answered
+        # an end-of-input marker (`end_input`)
+        self.turn_ends: list[int] = []
         model.codec.reset()
         self._pipe = DuplexPipeline(model.codec, self._gen, model.n_user, max_lag_ms=max_lag_ms,
-                                    on_text=self._on_text, settle_s=None).start()
+                                    on_text=self._on_text, settle_s=None,
+                                    end_of_input=model.end_of_input()).start()
 
     # ---------------------------------------------------------------- public
     @property
@@ -156,6 +160,24 @@ class Conversation:
         """What the model produced since the last call, without feeding anything."""
         self._check_open()
         self._raise_failure()
+        return self._drain()
+
+    def end_input(self, *, wait: bool | None = None) -> Output:
+        """Translation models: the speaker's turn ends here. The partial frame is padded with
+        silence and the next frame is the end-of-input marker, so the model translates the last
+        words and then writes its text EOS (`turn_ends`); keep feeding (silence, or the next
+        turn) for it to do so. Returns what was produced, as `feed` does."""
+        self._check_open()
+        if self.model.end_of_input() is None:
+            raise UsageError("end_input() is for translation models (Hibiki): this model has no end-of-input marker")
+        if self._in_rs is not None:
+            self._push(self._in_rs.flush())
+        if len(self._buf):
+            self._push(np.zeros(FRAME_SIZE - len(self._buf), np.float32))
+        self._pipe.push_end_of_input()
+        self._pushed += 1  # the marker frame
+        if wait if wait is not None else self.max_lag_ms is None:
+            self._wait(lambda: self._idle())
         return self._drain()
 
     def close(self, progress: Callable[[int], None] | None = None) -> Output:
@@ -238,6 +260,8 @@ class Conversation:
             raise err
 
     def _on_text(self, ev: TextEvent) -> None:  # LM thread
+        if ev.end_of_turn:
+            self.turn_ends.append(ev.frame + 1)
         if self._gen.keep:
             self._frames.append(ev.frame)
         self._events.append(ev)

@@ -42,6 +42,7 @@ class LiveOptions:
     step_delay_s: float = 0.0  # added to every LM step (to see the lag control on a fast machine)
     input_device: str | None = None
     output_device: str | None = None
+    end_policy: object | None = None  # a translation model's live end of turn (translation.SilencePolicy)
 
 
 class _Status:
@@ -74,8 +75,10 @@ def summary_line(stats) -> str:
         return "0 steps: the session ended before the model answered a frame"
     delay = ("no audio out" if math.isnan(s["delay_ms_median"])
              else f"delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms")
+    turns = (f", {s['end_markers']} turns ended ({s['turns_done']} answered with EOS)" if s["end_markers"] else "")
     return (f"{s['frames_stepped']} steps, {delay}, {s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, "
-            f"{s['frames_settled']} settled, {s['underruns']} underruns, step median {s['step_ms_median']:.1f} ms")
+            f"{s['frames_settled']} settled, {s['underruns']} underruns, step median {s['step_ms_median']:.1f} ms"
+            + turns)
 
 
 @dataclass
@@ -115,7 +118,8 @@ def run_session(model, gen, opts: LiveOptions, *, source: np.ndarray | None = No
         recorder = StereoRecorder(opts.record) if opts.record else None
         pipe = model.pipeline(gen, input_rate=in_rate, output_rate=out_rate, max_lag_ms=opts.max_lag_ms,
                               on_text=events.put, recorder=recorder, step_delay_s=opts.step_delay_s,
-                              echo=echo, record_raw_mic=opts.record_raw_mic)
+                              echo=echo, record_raw_mic=opts.record_raw_mic,
+                              **({"end_policy": opts.end_policy} if opts.end_policy is not None else {}))
         pipe.start()
         if io is not None:
             io.start(pipe)
@@ -135,6 +139,9 @@ def run_session(model, gen, opts: LiveOptions, *, source: np.ndarray | None = No
                 piece = transcript.add(ev.token, ev.frame)
                 if piece:
                     out.write(piece)
+                    out.flush()
+                if ev.end_of_turn:  # a translation model said all of the turn
+                    out.write("\n")
                     out.flush()
             status.maybe_show(pipe.stats)
             if pipe.failed.is_set():

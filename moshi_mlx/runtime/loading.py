@@ -20,7 +20,8 @@ from ..validation import float_arg, int_arg, seed_arg
 from .flags import MIMI_BACKENDS, add_demo_model_arg, add_mimi_backend_arg, add_offline_arg, add_quantized_arg
 from .model import Model
 
-DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium")  # Moshi, speech-to-text, Helium
+# Moshi, speech-to-text, Helium, translation (Hibiki-Zero's shape)
+DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium", "random-tiny-hibiki-zero")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
               "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "

@@ -11,11 +11,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..constants import FRAME_SIZE, SAMPLE_RATE
+from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 from ..errors import UsageError
 from .pipeline import DuplexPipeline, TextEvent, make_resampler
 from .stt import stt_padding
 from .transcript import Transcript
+from .translation import TRANSLATION_TAIL_FRAMES, translation_end
 
 SAMPLING_OPTIONS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "use_sampling", "cfg_coef",
                     "condition", "null_condition", "seed")
@@ -95,8 +96,26 @@ class Model:
             raise UsageError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(SAMPLING_OPTIONS)}")
         return LmGen(self.lm, **sampling)
 
+    @property
+    def translates(self) -> bool:
+        """A speech translation model (Hibiki, Hibiki-Zero): it takes an end-of-input marker and
+        answers it with a text EOS (runtime/translation.py)."""
+        from .translation import is_translation_model
+
+        return is_translation_model(self.cfg)
+
     def new_transcript(self) -> Transcript:
-        return Transcript(self.tokenizer, pad_id=self.cfg.existing_text_padding_id)
+        from ..constants import TEXT_EOS_ID
+        from .transcript import END_OF_PADDING_ID
+
+        skip = (END_OF_PADDING_ID, TEXT_EOS_ID) if self.translates else (END_OF_PADDING_ID,)
+        return Transcript(self.tokenizer, pad_id=self.cfg.existing_text_padding_id, skip_ids=skip)
+
+    def end_of_input(self):
+        """The end-of-input marker codes of a translation model, else None."""
+        from .translation import end_of_input_codes
+
+        return end_of_input_codes(self.cfg) if self.translates else None
 
     def pipeline(self, gen=None, *, input_rate: int = SAMPLE_RATE, output_rate: int = SAMPLE_RATE,
                  max_lag_ms: float | None = 400.0, on_text: Callable[[TextEvent], None] | None = None,
@@ -111,6 +130,7 @@ class Model:
         input_rate, output_rate = check_rate("input_rate", input_rate), check_rate("output_rate", output_rate)
         max_lag_ms = positive_or_off("max_lag_ms", max_lag_ms)
         self.codec.reset()
+        options.setdefault("end_of_input", self.end_of_input())
         return DuplexPipeline(self.codec, gen if gen is not None else self.generator(), self.n_user,
                               max_lag_ms=max_lag_ms, in_resampler=make_resampler(input_rate, SAMPLE_RATE),
                               out_resampler=make_resampler(SAMPLE_RATE, output_rate), output_rate=output_rate,
@@ -174,6 +194,9 @@ class Model:
         transcript_path: save the words with timestamps (.json, or .txt).
         progress(frames_done, frames_total): called while the model works.
         Speech-to-text models get the silence their config asks for before and after.
+        Translation models (Hibiki) get hibiki_zero's framing: a frame of silence before, the
+        end-of-input marker after the source, then silence until the model's text EOS (at
+        most `TRANSLATION_TAIL_FRAMES`); the translation (audio and transcript) is cut there.
 
         Outputs are checked before any work (folder, extension, not the input) and written
         whole under a temporary name, then renamed. On Ctrl-C (KeyboardInterrupt) the
@@ -216,17 +239,37 @@ class Model:
         conv = self.conversation(SAMPLE_RATE, keep_tokens=True, **sampling)
         chunks = []
         interrupted: KeyboardInterrupt | None = None
+        translating = self.translates
+        if translating:  # hibiki_zero's warm-up: a frame of silence before the source
+            padded = np.concatenate([np.zeros(FRAME_SIZE, np.float32), padded])
         try:
             total = len(padded) // FRAME_SIZE + conv.tail_frames
             for i in range(0, len(padded), 16 * FRAME_SIZE):
                 chunks.append(conv.feed(padded[i:i + 16 * FRAME_SIZE], wait=False))
+            if translating:
+                chunks.append(conv.end_input())
+                total += TRANSLATION_TAIL_FRAMES + 1
+                for _ in range(0, TRANSLATION_TAIL_FRAMES, 16):  # silence until the model's EOS
+                    if conv.turn_ends:
+                        break
+                    chunks.append(conv.feed(np.zeros(16 * FRAME_SIZE, np.float32)))
+                    if progress:
+                        progress(conv.frames_stepped, total)
             chunks.append(conv.close(progress=(lambda n: progress(n, total)) if progress else None))
         except KeyboardInterrupt as e:  # keep what was answered: the outputs below are written for it
             interrupted = e
         finally:
             chunks.append(conv.abort(keep_answered=interrupted is not None))
         wall = time.perf_counter() - t0
-        out = np.concatenate([c.audio for c in chunks])[: n_in * FRAME_SIZE]
+        out = np.concatenate([c.audio for c in chunks])
+        if translating:  # cut at the EOS answering the marker (hibiki_zero's decode_outputs)
+            texts = [conv.generator.prefix_text_token] + [t for _, t, _ in conv.tokens]
+            end = min(translation_end(texts, conv.turn_ends, self.cfg.existing_text_padding_id),
+                      len(out) // FRAME_SIZE)  # (the last positions' audio frames are not complete)
+            out = out[: end * FRAME_SIZE]
+            conv.transcript.cut(end * FRAME_SECONDS)
+        else:
+            out = out[: n_in * FRAME_SIZE]
         res = Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,
                        conv.frames_stepped, wall, conv.user_codes, conv.generator.prefix_audio_tokens,
                        interrupted is not None)

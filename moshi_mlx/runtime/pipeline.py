@@ -33,10 +33,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
+from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE, TEXT_EOS_ID
+from ..errors import UsageError
 from .workers import run_in_worker
 
 _STOP = object()
+_END = object()  # end of the speaker's input (a translation model's end-of-input marker)
 _ACTIVE: "weakref.WeakSet[DuplexPipeline]" = weakref.WeakSet()  # started, not yet stopped
 
 
@@ -84,6 +86,8 @@ class TextEvent:
     step: int  # LM step index (80 ms each, counted from the start of the session)
     frame: int  # index of the input frame this step consumed
     t_capture: float
+    # a translation model's text EOS answering an end-of-input marker: the turn is translated
+    end_of_turn: bool = False
 
 
 @dataclass
@@ -97,6 +101,8 @@ class PipelineStats:
     frames_trimmed: int = 0  # output frames dropped because they would play too late
     frames_settled: int = 0  # output frames dropped because output ran a frame ahead for long
     underruns: int = 0  # output callbacks that found nothing to play (after start)
+    end_markers: int = 0  # end-of-input markers sent (translation: end of a turn)
+    turns_done: int = 0  # markers answered by the model's text EOS
     last_delay_ms: float = float("nan")
     # the most recent values only (bounded: a session may last hours)
     delays_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50_000))
@@ -115,7 +121,7 @@ class PipelineStats:
             "frames_skipped": self.frames_skipped, "input_overflows": self.input_overflows,
             "frames_out": self.frames_out, "frames_played": self.frames_played,
             "frames_trimmed": self.frames_trimmed, "frames_settled": self.frames_settled,
-            "underruns": self.underruns,
+            "underruns": self.underruns, "end_markers": self.end_markers, "turns_done": self.turns_done,
             "delay_ms_median": float(np.nanmedian(d)), "delay_ms_p90": float(np.nanpercentile(d, 90)),
             "delay_ms_max": float(np.nanmax(d)), "step_ms_median": float(np.nanmedian(s)),
         }
@@ -126,6 +132,7 @@ class _Item:
     frame: int
     t_capture: float
     payload: object
+    marker: bool = False  # the end-of-input marker: never skipped by lag control
 
 
 class _Reframer:
@@ -159,6 +166,10 @@ class DuplexPipeline:
     echo: an EchoCanceller (runtime/echo.py): fed what the output device receives, it cleans
     the microphone before Mimi encodes it. record_raw_mic: the recording's user channel holds
     the microphone as captured instead of as cleaned (the default: what Moshi heard).
+    end_of_input: a translation model's end-of-input marker codes (runtime/translation.py),
+    sent in place of a frame by `push_end_of_input` or when `end_policy` (a SilencePolicy,
+    fed every frame after echo cancellation) says a pause ends the turn; a text EOS after a
+    marker is then `TextEvent.end_of_turn`. None: the model has no such marker.
     """
 
     def __init__(
@@ -181,6 +192,8 @@ class DuplexPipeline:
         raw_queue_blocks: int = 256,
         echo=None,
         record_raw_mic: bool = False,
+        end_of_input: np.ndarray | None = None,
+        end_policy=None,
     ):
         self.codec = codec
         self.gen = gen
@@ -198,6 +211,9 @@ class DuplexPipeline:
         self.settle_s = settle_s
         self.echo = echo
         self.record_raw_mic = record_raw_mic
+        self.end_of_input = None if end_of_input is None else np.asarray(end_of_input).reshape(-1)
+        self.end_policy = end_policy if end_of_input is not None else None
+        self._awaiting_eos = False  # a marker was stepped and its EOS has not come yet
         self._ahead_since: float | None = None
         self.stats = PipelineStats()
         self.error: BaseException | None = None
@@ -228,6 +244,14 @@ class DuplexPipeline:
         self._done = [run_in_worker(self._guard(loop))
                       for loop in (self._encoder_loop, self._lm_loop, self._decoder_loop)]
         return self
+
+    def push_end_of_input(self) -> None:
+        """The speaker's input ends here (a file's end, a push-to-talk release): the partial
+        frame is completed with silence and the next frame is the end-of-input marker (its
+        audio, silence, still goes through the encoder). Input pushed after it is a new turn."""
+        if self.end_of_input is None:
+            raise UsageError("this model has no end-of-input marker (only translation models do)")
+        self._raw.put(_END)
 
     def close_input(self) -> None:
         """No more input: let the workers drain what they have, then stop."""
@@ -324,6 +348,9 @@ class DuplexPipeline:
             if item is _STOP or self._aborted:
                 self._codes.put(_STOP)
                 return
+            if item is _END:
+                self._end_of_input()
+                continue
             block, t_end = item
             mono = block.mean(axis=1) if block.ndim == 2 else block
             x = self.in_resampler(mono) if self.in_resampler is not None else mono
@@ -341,10 +368,35 @@ class DuplexPipeline:
                 t_capture = t_end - behind
                 if self.recorder is not None and not (self.echo is not None and self.record_raw_mic):
                     self.recorder.add_user(frame)
-                codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)
-                self.stats.frames_in += 1
-                self._codes.put(_Item(self._frame_index, t_capture, codes))
-                self._frame_index += 1
+                marker = self.end_policy is not None and self.end_policy.frame(frame)
+                self._encode(frame, t_capture, marker)
+
+    def _encode(self, frame: np.ndarray, t_capture: float, marker: bool = False) -> None:
+        """One 24 kHz frame through the codec to the LM's queue; as the end-of-input marker
+        (its codes replaced, the codec still advanced over the frame's audio) if `marker`."""
+        codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)
+        if marker:
+            codes = self.end_of_input
+            self.stats.end_markers += 1
+        self.stats.frames_in += 1
+        self._codes.put(_Item(self._frame_index, t_capture, codes, marker))
+        self._frame_index += 1
+
+    def _end_of_input(self) -> None:
+        """The encoder's side of `push_end_of_input`: the pending partial frame padded with
+        silence, then the marker frame (silence underneath)."""
+        t = self.clock()
+        if self._reframer.pending:
+            for frame in self._reframer.push(np.zeros(FRAME_SIZE - self._reframer.pending, np.float32)):
+                if self.recorder is not None:
+                    self.recorder.add_user(frame)
+                self._encode(frame, t)
+        if self.end_policy is not None:
+            self.end_policy.reset()
+        silence = np.zeros(FRAME_SIZE, np.float32)
+        if self.recorder is not None:
+            self.recorder.add_user(silence)
+        self._encode(silence, t, marker=True)
 
     def _too_late(self, t_capture: float) -> bool:
         if self.max_lag_s is None:
@@ -362,7 +414,7 @@ class DuplexPipeline:
             if item is _STOP or self._aborted:
                 self._tokens.put(_STOP)
                 return
-            if self._too_late(item.t_capture):
+            if not item.marker and self._too_late(item.t_capture):
                 self.stats.frames_skipped += 1
                 continue
             t0 = time.perf_counter()
@@ -371,8 +423,14 @@ class DuplexPipeline:
                 time.sleep(self.step_delay_s)
             self.stats.step_ms.append((time.perf_counter() - t0) * 1000.0)
             self.stats.frames_stepped += 1
+            end_of_turn = False
+            if item.marker:  # the step reading the marker may answer it at once
+                self._awaiting_eos = True
+            if self._awaiting_eos and int(text) == TEXT_EOS_ID:  # an EOS before any marker is ignored
+                self._awaiting_eos, end_of_turn = False, True
+                self.stats.turns_done += 1
             if self.on_text is not None:
-                self.on_text(TextEvent(int(text), self._step, item.frame, item.t_capture))
+                self.on_text(TextEvent(int(text), self._step, item.frame, item.t_capture, end_of_turn))
             self._step += 1
             if audio is not None:
                 self._tokens.put(_Item(item.frame, item.t_capture, np.asarray(audio)))

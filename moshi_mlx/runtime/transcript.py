@@ -119,6 +119,11 @@ class Transcript:
             self.words[-1].end = t + FRAME_SECONDS
         return piece.replace("▁", " ")
 
+    def cut(self, seconds: float) -> None:
+        """Forget every word starting at or after `seconds` (a translation cut at its EOS)."""
+        self.words = [w for w in self.words if w.start < seconds - 1e-9]
+        self.tokens = [(f, t) for f, t in self.tokens if (f + 1) * FRAME_SECONDS < seconds - 1e-9]
+
     @property
     def text(self) -> str:
         return " ".join(w.text for w in self.words if w.text)

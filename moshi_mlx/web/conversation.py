@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..runtime.pipeline import TextEvent
+from ..runtime.translation import SilencePolicy
 from ..constants import FRAME_SECONDS
 from .protocol import Settings
 
@@ -84,13 +85,18 @@ class Conversation:
         self._on_text = on_text
         self.generator = model.generator(**engine.fixed, **settings.as_dict())
         self.transcript = model.new_transcript()
+        # a translation model (Hibiki): a pause ends the speaker's turn, as in moshi-translate
+        turns = {"end_policy": SilencePolicy()} if getattr(model, "translates", False) else {}
         self.pipe = model.pipeline(self.generator, input_rate=sample_rate, output_rate=sample_rate,
-                                   max_lag_ms=max_lag_ms, on_text=self._text, step_delay_s=step_delay_s).start()
+                                   max_lag_ms=max_lag_ms, on_text=self._text, step_delay_s=step_delay_s,
+                                   **turns).start()
 
     def _text(self, ev: TextEvent) -> None:
         piece = self.transcript.add(ev.token, ev.frame)
         if piece:
             self._on_text(piece, (ev.frame + 1) * FRAME_SECONDS)
+        if ev.end_of_turn:  # the translation of a turn is complete: the page starts a new line
+            self._on_text("\n", (ev.frame + 1) * FRAME_SECONDS)
 
     def feed(self, pcm: bytes) -> bytes:
         """A block of the client's int16 microphone PCM in; the same length of Moshi out."""

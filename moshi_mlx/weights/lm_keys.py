@@ -37,8 +37,9 @@ def is_pytorch_layout(keys) -> bool:
     return any(k.endswith((".alpha", ".in_proj_weight")) or ".in_projs." in k for k in keys)
 
 
-def _norm_keys(cfg: LmConfig) -> tuple[str, ...]:
-    return ("weight", "bias") if cfg.norm.startswith("layer_norm") else ("alpha",)
+def _norm_keys(cfg: LmConfig, norm: str | None = None) -> tuple[str, ...]:
+    """The reference's parameter names of a norm of type `norm` (default: the model's)."""
+    return ("weight", "bias") if (norm or cfg.norm).startswith("layer_norm") else ("alpha",)
 
 
 def _layer_sources(src: str, dst: str, cfg: LmConfig, keys: set[str], gated: bool, layer_scale: bool,
@@ -114,6 +115,10 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
         d = f"depformer.slices.{k}"
         out[f"{d}.linear_in.weight"] = Source(f"depformer_in.{cfg.dep_in_index(k)}.weight")
         out[f"{d}.linear_out.weight"] = Source(f"linears.{k}.weight")
+        if cfg.depformer_norm is not None:
+            for nk in _norm_keys(cfg, cfg.depformer_norm):
+                out[f"{d}.out_norm.{'weight' if nk == 'alpha' else nk}"] = Source(f"depformer_norms.{k}.{nk}",
+                                                                                 flatten=nk == "alpha")
         emb_src = "depformer_text_emb" if k == 0 else f"depformer_emb.{k - 1}"
         out.update(_embedding_sources(emb_src, f"{d}.emb", keys))
         w = cfg.dep_weight_index(k)
@@ -164,8 +169,8 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
             shapes[f"{name}.out1.weight"] = (dim, lr or dim)
             shapes[f"{name}.out2.weight"] = (dim, lr or dim)
 
-    def norm(name: str, dim: int) -> None:
-        if cfg.norm.startswith("layer_norm"):
+    def norm(name: str, dim: int, kind: str | None = None) -> None:
+        if (kind or cfg.norm).startswith("layer_norm"):
             shapes[f"{name}.weight"] = (dim,)
             shapes[f"{name}.bias"] = (dim,)
         else:
@@ -224,6 +229,8 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
                   cfg.dep_weights, per_step, cfg.depformer_layer_scale)
         for k in range(cfg.dep_q):
             shapes[f"linears.{k}.weight"] = (cfg.card, Dd)
+            if cfg.depformer_norm is not None:
+                norm(f"depformer_norms.{k}", Dd, cfg.depformer_norm)
     for name, c in cfg.conditioners.items():
         p = f"condition_provider.conditioners.{name}"
         if not isinstance(c, TensorConditionerConfig):

@@ -21,8 +21,8 @@ from moshi_mlx.runtime.flags import MIMI_BACKENDS
 from moshi_mlx.runtime.loading import DEMO_MODELS, DTYPES
 
 ROOT = Path(__file__).resolve().parents[2]
-WRITES_FILES = {"local", "run_inference", "stt", "tts", "mimi", "convert", "quality"}  # take --force
-HAS_CODEC = {"local", "run_inference", "stt", "local_web", "tts", "mimi"}  # take --mimi-backend
+WRITES_FILES = {"local", "run_inference", "stt", "tts", "mimi", "convert", "quality", "translate"}  # take --force
+HAS_CODEC = {"local", "run_inference", "stt", "local_web", "tts", "mimi", "translate"}  # take --mimi-backend
 DEMO_NAMES = set(DEMO_MODELS) | {"tts-tiny"}
 
 

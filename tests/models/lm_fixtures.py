@@ -25,7 +25,11 @@ def fixture_config(name: str) -> dict:
 def load_case(name: str):
     data = dict(np.load(FIXTURES / f"{name}.npz"))
     cfg = LmConfig.from_dict(json.loads(str(data["config"])))
-    lm = load_lm_state(random_state(cfg, int(data["seed"])), cfg, dtype=mx.float32, consume=True)
+    state = random_state(cfg, int(data["seed"]))
+    # rows the fixture script changed (the Hibiki-Zero case's EOS tied to the end-of-input marker)
+    for key, row, value in zip(data.get("patch_key", []), data.get("patch_row", []), data.get("patch_value", [])):
+        state[str(key)][int(row)] = value
+    lm = load_lm_state(state, cfg, dtype=mx.float32, consume=True)
     return cfg, lm, data
 
 

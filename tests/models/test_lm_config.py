@@ -68,7 +68,7 @@ def test_depformer_inherits_unless_given():
     ("positional_embedding", "alibi", "positional_embedding 'alibi'"),
     ("delays", [0, 1], "delays has 2 entries, expected n_q \\+ 1 = 5"),
     ("depformer_weights_per_step_schedule", [0, 0, 1], "has 3 entries, expected dep_q = 2"),
-    ("depformer_norm", "layer_norm", "depformer_norm='layer_norm' is not supported"),
+    ("depformer_norm", "group_norm", "depformer_norm 'group_norm' is not one of"),
     ("lora_rank", 0, "lora_rank must be >= 1"),
     ("mystery_knob", 3, "unknown config keys \\['mystery_knob'\\]"),
     ("lm_gen_config", {"temperature": 1}, "lm_gen_config has unsupported keys \\['temperature'\\]"),

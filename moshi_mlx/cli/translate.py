@@ -1,0 +1,78 @@
+"""`python -m moshi_mlx.translate [INFILE [OUTFILE]]` (console script `moshi-translate`): live
+speech translation with Hibiki-Zero (French, Spanish, Portuguese, German -> English) or Hibiki.
+
+Without INFILE: the microphone is translated to English speech on the speakers and English
+text on screen, as `moshi-local` runs a conversation (same lag control, echo cancellation,
+--record, --transcript, --simulate). A pause of --end-silence seconds ends the speaker's turn:
+the end-of-input marker is sent, so the model says the last words (a new line on screen).
+With INFILE: the file is translated to OUTFILE (24 kHz) and --transcript (timestamped), the
+translation cut at the model's end of sequence. See docs/translation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UsageError
+from ..runtime.loading import add_model_args, add_sampling_args
+from ..runtime.translation import SilencePolicy
+from ..validation import positive_or_off_arg
+from . import local, run_inference
+from .device_args import list_devices_or_run
+from .runner import OneLineParser, cli_main
+
+DEFAULT_REPO = "kyutai/hibiki-zero-3b-pytorch-bf16"
+END_SILENCE_S = 1.5  # the live end of turn's default pause
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = OneLineParser(prog="moshi-translate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("infile", nargs="?", help="audio file to translate (any format/rate/channels); "
+                                              "leave it out to translate the microphone")
+    ap.add_argument("outfile", nargs="?", help="where to write the translated speech (24 kHz; format from the "
+                                               "extension)")
+    add_model_args(ap, default_repo=f"{DEFAULT_REPO} (Hibiki-Zero; or a q4/q8 folder made by moshi-convert, "
+                                    "or kyutai/hibiki-2b-mlx-bf16)",
+                   demo_models=("random-tiny-hibiki-zero",))
+    add_sampling_args(ap)
+    local.add_live_args(ap, who="the translation")
+    ap.add_argument("--end-silence", type=positive_or_off_arg("--end-silence"), default=END_SILENCE_S,
+                    help=f"live: seconds of silence after speech that end a turn (the end-of-input marker is sent "
+                         f"so the last words are translated; default {END_SILENCE_S}; \"off\": never)")
+    ap.add_argument("--save-tokens", help="file mode: save every step's tokens (.npz)")
+    ap.add_argument("--quiet", action="store_true", help="file mode: no progress bar, no text on stdout")
+    return ap
+
+
+def _check_translates(model) -> None:
+    if not model.translates:
+        raise UsageError(f"{model.description}: not a translation model (moshi-translate runs Hibiki and "
+                         "Hibiki-Zero: model_type hibiki with audio out); use moshi-local or moshi-run-inference")
+
+
+def run(args) -> int:
+    if not (args.hf_repo or args.moshi_weight or args.model):
+        if args.quantized:
+            raise UsageError("-q picks Moshi's repos; for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made "
+                             "by moshi-convert)")
+        args.hf_repo = DEFAULT_REPO
+    if args.infile is None:
+        if args.outfile is not None:
+            raise UsageError("OUTFILE needs an INFILE")
+        policy = SilencePolicy(silence_s=args.end_silence)
+        return local.run(args, check_model=_check_translates, end_policy=policy)
+    for flag, given in (("--simulate", args.simulate), ("--record", args.record), ("--duration", args.duration)):
+        if given:
+            raise UsageError(f"{flag} is for the live mode (leave out INFILE)")
+    run_inference.run(args, check_model=_check_translates)
+    return 0
+
+
+@cli_main
+def main(argv=None) -> int:
+    return list_devices_or_run(parser().parse_args(argv), run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""moshi-translate: a file to a translated WAV and timestamped transcript, the live loop with
+its end-of-turn policy (--simulate), and its refusals, with the demo translation model."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import moshi_mlx
+from moshi_mlx.cli import translate
+from moshi_mlx.errors import UsageError
+
+
+def _speech_then_pause(path, speech_s=1.0, pause_s=2.5):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([0.2 * rng.standard_normal(int(24000 * speech_s)), np.zeros(int(24000 * pause_s))])
+    sf.write(path, x.astype(np.float32), 24000)
+
+
+def test_file_to_wav_and_transcript(tmp_path, capsys):
+    _speech_then_pause(tmp_path / "fr.wav")
+    out, tr = tmp_path / "en.wav", tmp_path / "en.json"
+    assert translate.main([str(tmp_path / "fr.wav"), str(out), "--transcript", str(tr), "--model",
+                           "random-tiny-hibiki-zero", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "x real time" in err
+    audio, rate = sf.read(out)
+    assert rate == 24000 and len(audio) % 1920 == 0 and len(audio) > 0
+    words = json.loads(tr.read_text())["words"]
+    assert all(w["start"] <= len(audio) / 24000 for w in words)
+
+
+def test_live_simulated_pause_ends_the_turn(tmp_path, capsys):
+    _speech_then_pause(tmp_path / "mic.wav")
+    assert translate.main(["--model", "random-tiny-hibiki-zero", "--simulate", str(tmp_path / "mic.wav"),
+                           "--end-silence", "0.5", "--echo-cancel", "off", "--max-lag-ms", "off"]) == 0
+    err = capsys.readouterr().err
+    assert "1 turns ended" in err, err
+
+
+def test_refusals(tmp_path, capsys):
+    _speech_then_pause(tmp_path / "fr.wav")
+    assert translate.main(["--model", "random-tiny-hibiki-zero", str(tmp_path / "fr.wav"), "--simulate",
+                           str(tmp_path / "fr.wav")]) == 2
+    assert "--simulate is for the live mode" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="not a translation model"):
+        translate._check_translates(moshi_mlx.load("random-tiny"))
