@@ -155,3 +155,33 @@ def test_browser_conversation_ends_turns_after_a_pause():
     assert conv.pipe.stats.end_markers == 1 and conv.pipe.stats.turns_done == 1
     assert [p for p, _ in pieces].count("\n") == 1
     conv.close()
+
+
+def test_hibiki_2b_shape_gets_the_same_file_path():
+    """Hibiki 2B's shape (a LUT `description` conditioner, CFG as its run_inference uses, no
+    depformer norm): the same framing and the same cut at the EOS answering the marker."""
+    from moshi_mlx.models import random_lm, random_mimi
+    from moshi_mlx.models.config import LmConfig, preset
+    from moshi_mlx.runtime.codec import MimiFrameCodec
+    from moshi_mlx.runtime.loading import demo_mimi_config
+    from moshi_mlx.runtime.model import Model
+    from moshi_mlx.runtime.transcript import PlaceholderTokenizer
+
+    d = preset("random-tiny-hibiki-zero").to_dict()
+    d.pop("depformer_norm")
+    d["conditioners"] = {"description": {"type": "lut", "lut": {
+        "n_bins": 31, "dim": 16, "tokenizer": "noop",
+        "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"]}}}
+    d["fuser"] = {"sum": ["description"]}
+    cfg = LmConfig.from_dict(d)
+    mimi = random_mimi(seed=1, num_codebooks=cfg.user_q, config=demo_mimi_config())
+    model = _eos_tied(Model(cfg, random_lm(cfg, seed=1), MimiFrameCodec(mimi, n_encode=cfg.user_q),
+                            PlaceholderTokenizer(), "hibiki-2b-shaped"))
+    assert model.translates
+    n = 12 * FRAME_SIZE
+    x = np.random.default_rng(1).standard_normal(n).astype(np.float32) * 0.1
+    r = model.respond(x, sample_rate=24000, temp=0.0, temp_text=0.0, cfg_coef=3.0)
+    marker_step = 1 + end_of_input_frame(n)
+    texts = [r.prefix_text_token] + [t for _, t, _ in r.tokens]
+    eos = [p for p, t in enumerate(texts) if t == TEXT_EOS_ID and p > marker_step]
+    assert eos and len(r.audio) == eos[0] * FRAME_SIZE
