@@ -36,18 +36,21 @@ def test_every_compiled_path_then_exit():
     assert min(ran["mimi_compiled_calls"]) > 0
 
 
-def test_mlx_first_imported_on_another_thread():
+@pytest.mark.parametrize("sync_fails", [False, True])
+def test_mlx_first_imported_on_another_thread(sync_fails):
     """MLX's own exit hook empties the cache of the thread that imported mlx.core; ours
-    empties the main thread's wherever that was (139 without it)."""
+    empties the main thread's wherever that was (139 without it), also when synchronizing
+    at exit reports a failure of earlier work (no traceback either)."""
+    fail = "def boom(): raise RuntimeError('earlier work failed')\nmx.synchronize = boom\n" if sync_fails else ""
     script = ("import threading\n"
               "t = threading.Thread(target=lambda: __import__('mlx.core')); t.start(); t.join()\n"
               "import mlx.core as mx, mlx.nn as nn\n"
               "from moshi_mlx.runtime.workers import run_in_worker\n"
               "mx.eval(nn.silu(mx.ones(3)))\n"  # an entry in the main thread's cache...
               "run_in_worker(lambda: mx.eval(nn.silu(mx.ones(3)))).wait()\n"  # ...not erased by nn.silu's release
-              "print('done')\n")
+              + fail + "print('done')\n")
     r = _run(["-c", script], 60)
-    assert r.returncode == 0 and r.stdout == "done\n", r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout == "done\n" and r.stderr == "", r.stdout + r.stderr
 
 
 @pytest.mark.skipif(tuple(int(x) for x in mx.__version__.split(".")[:3] if x.isdigit()) < (0, 32, 2),
