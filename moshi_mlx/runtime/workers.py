@@ -14,9 +14,9 @@ Python objects, and the cache is destroyed with the thread's C++ thread-locals, 
 interpreter is gone (SIGSEGV in `PyGILState_Ensure`, exit code 139, after correct output).
 MLX's shared compiled functions (`nn.silu`, `nn.gelu`, ...) run both here and on the main
 thread, and one erases its entries only from the cache of the last thread that called it.
-MLX (>= 0.32.2, ml-explore/mlx#4373) empties at exit the cache of the thread that imported
-`mlx.core` (so this module imports it: never first on a worker), MLX 0.32.1 none at all
-(ml-explore/mlx#4327, #4347); `_clear_main_compile_cache` empties the main thread's in any case.
+MLX's exit hook (ml-explore/mlx#4373, in 0.32.4) empties the cache of the thread that imported
+`mlx.core` (so this module imports it: never first on a worker); MLX 0.32.1 has none
+(ml-explore/mlx#4327, #4347). `_clear_main_compile_cache` empties the main thread's anyway.
 """
 
 from __future__ import annotations

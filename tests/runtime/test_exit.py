@@ -54,7 +54,7 @@ def test_mlx_first_imported_on_another_thread(sync_fails):
 
 
 @pytest.mark.skipif(tuple(int(x) for x in mx.__version__.split(".")[:3] if x.isdigit()) < (0, 32, 2),
-                    reason="MLX < 0.32.2 has no exit hook of its own (ml-explore/mlx#4373)")
+                    reason="MLX 0.32.1 has no exit hook of its own (ml-explore/mlx#4373 came after it)")
 def test_mlx_own_exit_hook_covers_the_main_thread():
     """Without our hook, MLX's own suffices: the pool's module imports mlx.core on the
     importing thread, so a worker is never the first (139 when the worker imported it)."""
