@@ -63,13 +63,27 @@ _NO_DISTILL = dict(_NARROW, layer_scale=0.3,
                    conditioners={k: v for k, v in _NARROW["conditioners"].items() if k != "cfg"},
                    fuser=dict(_NARROW["fuser"], sum=["control"]))
 
+# kyutai/tts-0.75b-en-public's structure (public code: moshi's TTSModel takes its voice as an
+# audio prefix, no speaker cross-attention, real CFG; a C++ port's config reader: 16 codebooks,
+# text_card_out 5, cross_attention false, a 16-entry schedule, dim 1024 x 24 layers): at
+# narrow widths, with no conditioner (moshi's simple_generate passes it no condition at all)
+_PREFIX = dict(
+    _NARROW, n_q=16, dep_q=16, delays=[0, 0] + [2] * 15, text_card_out=5, cross_attention=False,
+    conditioners={}, fuser={"sum": [], "prepend": [], "cross": []},
+    depformer_weights_per_step_schedule=list(range(8)) + [8] * 8, model_id={"sig": "00000001", "epoch": 0})
+_PREFIX.pop("cross_attention")
+
 # name -> (config, weight seed, cfg_coef, n_q, padding_between, boost)
 CASES = {
     "tts_narrow": (_NARROW, 11, 2.0, 32, 1, 4.0),
     "tts_narrow_cfg": (_NO_DISTILL, 12, 2.0, 24, 0, 4.0),
     # a 40-step attention context: the KV ring wraps several times within the utterance
     "tts_narrow_ctx": (dict(_NARROW, context=40), 13, 3.0, 32, 1, 4.0),
+    # audio-prefix voice (16 frames of codes), real CFG with the prefix masked in the null row
+    "tts_prefix_cfg": (_PREFIX, 14, 2.0, 16, 1, 4.0),
+    "tts_prefix": (dict(_PREFIX, layer_scale=0.3), 15, 1.0, 16, 0, 4.0),
 }
+PREFIX_T = 16
 VOICE_T = 125
 MAX_STEPS = 400
 
@@ -96,7 +110,19 @@ def run_case(name: str) -> None:
     model = TTSModel(lm=lm, mimi=None, tokenizer=tok, voice_suffix="", voice_repo="", machine=machine,
                      delay_steps=int(tts["audio_delay"] * 12.5), temp=0.0,
                      cfg_coef=1.0 if distilled else cfg_coef, n_q=n_q, max_gen_length=MAX_STEPS)
-    entries = script_to_entries(tok, token_ids, 12.5, SCRIPT, multi_speaker=True, padding_between=padding_between)
+    multi = model.multi_speaker
+    entries = script_to_entries(tok, token_ids, 12.5, SCRIPT, multi_speaker=multi, padding_between=padding_between)
+    prefix_codes = None
+    if not multi:  # the voice as an audio prefix: what TTSModel.get_prefix builds from Mimi codes
+        prefix_codes = prefix(seed, cfg.n_q, cfg.card)
+        pre = torch.cat([torch.full((1, PREFIX_T), token_ids.zero), torch.from_numpy(prefix_codes)], dim=0)
+        frames = []
+        with torch.no_grad():
+            res = model.generate([entries], [ConditionAttributes(text={}, tensor={})], prefixes=[pre],
+                                 on_frame=lambda f: frames.append(f[0, :, 0].numpy().copy()))
+        record(name, cfg_dict, seed, cfg_coef, n_q, padding_between, boost, entries, frames, res, t0,
+               prefix=prefix_codes)
+        return
 
     dim = cfg_dict["conditioners"]["speaker_wavs"]["tensor"]["dim"]
     v = torch.from_numpy(voice(seed, dim))
@@ -112,6 +138,15 @@ def run_case(name: str) -> None:
     frames = []
     with torch.no_grad():
         res = model.generate([entries], attributes, on_frame=lambda f: frames.append(f[0, :, 0].numpy().copy()))
+    record(name, cfg_dict, seed, cfg_coef, n_q, padding_between, boost, entries, frames, res, t0)
+
+
+def prefix(seed: int, n_q: int, card: int) -> np.ndarray:
+    """Random Mimi codes [n_q, PREFIX_T] standing for a voice recording."""
+    return np.random.default_rng(600 + seed).integers(0, card, (n_q, PREFIX_T)).astype(np.int64)
+
+
+def record(name, cfg_dict, seed, cfg_coef, n_q, padding_between, boost, entries, frames, res, t0, prefix=None):
     out = {
         "config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed), "cfg_coef": np.array(cfg_coef),
         "n_q": np.array(n_q), "padding_between": np.array(padding_between), "boost": np.array(boost),
@@ -123,6 +158,8 @@ def run_case(name: str) -> None:
         "transcript": np.array(json.dumps(res.all_transcripts[0])),
         "consumption_times": np.array(res.all_consumption_times[0], dtype=np.int64),
     }
+    if prefix is not None:
+        out["prefix"] = prefix
     save_case(OUT, name, out, t0, f"{len(frames)} frames, {len(res.logged_text_tokens[0])} steps, "
                                   f"end_step {res.end_steps[0]}")
 

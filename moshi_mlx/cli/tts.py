@@ -39,7 +39,9 @@ def parser() -> argparse.ArgumentParser:
                     "without it the audio plays on the speakers")
     ap.add_argument("--text-file", help="read the text from this file")
     ap.add_argument("--voice", help=f"voice embedding: a name in --voice-repo (e.g. {DEFAULT_VOICE}), a local "
-                    ".safetensors file, hf://owner/repo/file, or 'random' (seeded noise, for the demo model)")
+                    ".safetensors file, hf://owner/repo/file, or 'random' (seeded noise, for the demo model); "
+                    "for a model conditioned by an audio prefix (kyutai/tts-0.75b-en-public): a recording, a local "
+                    "audio file or a .wav name in --voice-repo")
     ap.add_argument("--voice-repo", default=DEFAULT_VOICE_REPO, help="Hugging Face repo of the voices (%(default)s)")
     add_force_arg(ap, "OUTFILE and --transcript")
     ap.add_argument("--transcript", help="save the words with their times in the audio (.json)")
@@ -157,7 +159,7 @@ def _load(args):
                                moshi_weight=args.moshi_weight, mimi_weight=args.mimi_weight, tokenizer=args.tokenizer,
                                quantize=args.quantized, n_q=args.n_q, mimi_backend=args.mimi_backend,
                                seed=args.seed)
-    return session, load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed)
+    return session, load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed, codec=session.codec)
 
 
 def _progress(step: int) -> None:

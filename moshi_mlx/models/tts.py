@@ -19,7 +19,11 @@ tokens of the first `delay[k] + delay_steps` steps are forced to the zero token,
 depformer does not run at all for the first `delay_steps` steps.
 
 Speaker conditioning goes through cross-attention to up to `MAX_SPEAKERS` voice embeddings
-(`speaker_wavs`, [T, 512] each, from `kyutai/tts-voices`). Models trained with CFG
+(`speaker_wavs`, [T, 512] each, from `kyutai/tts-voices`), or, for a model without
+cross-attention (`kyutai/tts-0.75b-en-public`), through an audio prefix: the Mimi codes of
+a voice recording, forced as the first frames (text: the zero token, the state machine
+idle), as the reference `TTSModel.generate(prefixes=...)` does; with real CFG the null row
+sees every stream zeroed until the prefix (plus the delays) has passed. Models trained with CFG
 distillation take the guidance coefficient as a condition (`cfg` = "2.0"); the others get
 real classifier-free guidance: a second batch row with every condition nulled and no text,
 audio logits = null + coef * (cond - null), text logits from the conditioned row only.
@@ -228,12 +232,13 @@ class TtsResult:
     text_log: list[tuple[int, int]]  # (predicted, fed) per step
 
 
-def audio_window(delay_steps: int, end_step: int | None, n_frames: int) -> range:
+def audio_window(delay_steps: int, end_step: int | None, n_frames: int, prefix_frames: int = 0) -> range:
     """Which frames hold the speech: after the text-to-audio delay (and the reference's two
-    dropped frames), `end_step` of them."""
+    dropped frames) and an audio prefix (the voice), up to `end_step` (counted from the
+    first step, prefix included, as the reference does)."""
     start = delay_steps + LEADING_FRAMES_DROPPED
     stop = n_frames if end_step is None else min(n_frames, start + end_step)
-    return range(start, max(start, stop))
+    return range(start + prefix_frames, max(start + prefix_frames, stop))
 
 
 def voice_condition(voices: Sequence[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +266,9 @@ class TtsGen:
     cfg_coef: for CFG-distilled models (a `cfg` conditioner) the value given to the
     condition (one of its possible values); otherwise real guidance when != 1.
     n_q: generate only the first n_q codebooks (the others are fed as zero tokens), which
-    saves depformer steps; the codec then decodes n_q codebooks."""
+    saves depformer steps; the codec then decodes n_q codebooks.
+    voices: speaker embeddings [dim, T] for a cross-attention model; for an audio-prefix
+    model at most one voice, its Mimi codes [n_q, T] (none: no voice)."""
 
     def __init__(self, lm: Lm, settings: TtsSettings, voices: Sequence[np.ndarray], *, cfg_coef: float = 2.0,
                  temp: float = 0.6, top_k: int = GEN_DEFAULTS["top_k"], top_k_text: int = GEN_DEFAULTS["top_k_text"],
@@ -294,27 +301,50 @@ class TtsGen:
                 raise ConfigError(f"TTS: unknown conditioner {name!r} (expected 'control', 'cfg', speaker tensors)")
         self.cfg_coef = 1.0 if distilled else float(cfg_coef)
         self.use_cfg = self.cfg_coef != 1.0
-        if not cfg.fuse_cross:
-            raise ConfigError("TTS models without speaker cross-attention (audio-prefix voices) are not supported")
-        (cross_name,) = cfg.fuse_cross
-        dim = cfg.conditioners[cross_name].dim
-        tensor, mask = voice_condition(voices, dim)
-        tensors = {cross_name: (mx.array(tensor), mx.array(mask))}
         cond = lm.condition_tensor(values) if lut else None
-        if self.use_cfg:
-            null_tensors = {cross_name: (mx.zeros_like(tensors[cross_name][0]), mx.zeros(mask.shape, dtype=mx.bool_))}
-            src = mx.concatenate([lm.cross_source(tensors), lm.cross_source(null_tensors)], axis=0)
-            if cond is not None:
-                cond = mx.concatenate([cond, lm.condition_tensor({n: None for n in lut})], axis=0)
-        else:
-            src = lm.cross_source(tensors)
+        if self.use_cfg and cond is not None:
+            cond = mx.concatenate([cond, lm.condition_tensor({n: None for n in lut})], axis=0)
         self._cond = None if cond is None else cond.astype(lm.dtype)
-        self._cross = lm.cross_kv(src)
-        mx.eval(self._cross, *([] if self._cond is None else [self._cond]))
+        self.prefix = self._prefix(voices) if not cfg.fuse_cross else None
+        self._cross = self._cross_kv(voices) if cfg.fuse_cross else None
+        mx.eval(*([] if self._cross is None else [self._cross]), *([] if self._cond is None else [self._cond]))
         self.batch = 2 if self.use_cfg else 1
         self.delays = list(cfg.delays)
         self.max_delay = max(self.delays)
         self._init = lm.initial_tokens()
+
+    def _cross_kv(self, voices: Sequence[np.ndarray]):
+        lm = self.lm
+        (cross_name,) = self.cfg.fuse_cross
+        tensor, mask = voice_condition(voices, self.cfg.conditioners[cross_name].dim)
+        tensors = {cross_name: (mx.array(tensor), mx.array(mask))}
+        src = lm.cross_source(tensors)
+        if self.use_cfg:
+            null_tensors = {cross_name: (mx.zeros_like(tensors[cross_name][0]), mx.zeros(mask.shape, dtype=mx.bool_))}
+            src = mx.concatenate([src, lm.cross_source(null_tensors)], axis=0)
+        return lm.cross_kv(src)
+
+    def _prefix(self, voices: Sequence[np.ndarray]) -> np.ndarray | None:
+        """The audio-prefix voice as the reference's `get_prefix` gives it: [1 + n_q, T], a
+        zero-token text row over the voice's Mimi codes; None without a voice."""
+        if not voices:
+            return None
+        if len(voices) > 1:
+            raise UsageError("this TTS model takes one voice (an audio prefix), got several")
+        codes = np.asarray(voices[0])
+        n_q = self.cfg.n_q
+        if codes.ndim != 2 or codes.shape[0] != n_q or not np.issubdtype(codes.dtype, np.integer):
+            raise UsageError(f"this TTS model takes a voice as Mimi codes [{n_q}, T] (an audio prefix), got "
+                             f"{codes.dtype} {list(codes.shape)}")
+        if self.n_q != n_q:
+            raise UsageError(f"an audio-prefix voice needs all {n_q} codebooks generated (n_q {self.n_q} given)")
+        if codes.size and (codes.min() < 0 or codes.max() >= self.cfg.card):
+            raise UsageError(f"voice codes must be in [0, {self.cfg.card})")
+        return np.concatenate([np.full((1, codes.shape[1]), self.token_ids.zero, np.int64), codes.astype(np.int64)])
+
+    @property
+    def prefix_frames(self) -> int:
+        return 0 if self.prefix is None else int(self.prefix.shape[1])
 
     def _sample_text(self, logits: mx.array, key) -> mx.array:
         if self.settings.padding_bonus:
@@ -357,21 +387,31 @@ class TtsGen:
 
         keys = split_keys()
         prev = np.full(cfg.num_streams, ids.zero, dtype=np.int64)
+        delays = np.array(self.delays)
+        P = self.prefix_frames
+        # the reference's cfg_is_masked_until: the null row does not see the voice prefix
+        masked_until = None if self.prefix is None else P + s.delay_steps
         for step in range(s.max_steps):
             if state.end_step is not None and step >= state.end_step + s.delay_steps + s.final_padding:
                 return
-            tokens = np.where(step > np.array(self.delays), prev, self._init)
+            is_init = step <= delays
+            tokens = np.where(is_init, self._init, prev)
             rows = [tokens]
             if self.use_cfg:  # the null row gets no text (the reference's cfg_is_no_text)
                 null = tokens.copy()
-                if step > self.delays[0]:
+                if masked_until is not None:
+                    null = np.where((step <= delays + masked_until) & ~is_init, ids.zero, null)
+                if not is_init[0]:
                     null[0] = ids.zero
                 rows.append(null)
             h, text_logits = lm.forward_text(mx.array(np.stack(rows).astype(np.int32))[:, :, None], self._cond,
                                              cache, self._cross)
             predicted = int(self._sample_text(text_logits[:1, -1], None if self.text_sampler.greedy
                                               else next(keys)).item())
-            fed = self.machine.process(step, state, predicted)
+            if step < P:  # the voice prefix: its text row is forced, the state machine waits
+                fed = int(self.prefix[0, step])
+            else:
+                fed = self.machine.process(step, state, predicted)
             self.text_log.append((predicted, fed))
             audio = [ids.zero] * cfg.dep_q
             if step >= s.delay_steps:
@@ -379,6 +419,8 @@ class TtsGen:
             for q in range(cfg.dep_q):
                 if step < self.delays[1 + q] + s.delay_steps:
                     audio[q] = ids.zero
+                if P and 0 <= step - self.delays[1 + q] - s.delay_steps < P:  # the voice's codes, delayed
+                    audio[q] = int(self.prefix[1 + q, step - self.delays[1 + q] - s.delay_steps])
             prev = np.array([fed] + audio, dtype=np.int64)
             yield fed, audio, state
 

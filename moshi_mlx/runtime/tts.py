@@ -118,34 +118,32 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
                       warnings=[compute.memory_warning] if compute.memory_warning else [])
 
 
-def _voice_dim(cfg: LmConfig) -> int:
-    if not cfg.fuse_cross:
-        raise ConfigError("this TTS model takes no speaker embedding (no cross-attention condition)")
-    return cfg.conditioners[cfg.fuse_cross[0]].dim
-
-
 def check_voice_spec(spec: str) -> None:
-    """Cheap check before any model is loaded: a local voice file must exist, and a local
-    audio file is not a voice (voice repo names end in .wav too, so it would be looked up
-    there and not found)."""
-    if not spec.endswith(".safetensors") and not spec.startswith("hf://") and os.path.isfile(spec):
-        raise UsageError(f"{spec} is a local file, not a voice: a voice is a speaker embedding (.safetensors) or a "
-                         "name in the voice repo (embeddings are made from audio by Kyutai's own tooling)")
+    """Cheap check before any model is loaded: a local voice embedding file must exist."""
     if spec.endswith(".safetensors") and not spec.startswith("hf://") and not os.path.isfile(spec):
         raise UsageError(f"voice file not found: {spec} (a name in the voice repo has no .safetensors suffix; "
                          "use hf://owner/repo/file for a remote file)")
 
 
-def load_voice(spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, seed: int = 0) -> np.ndarray:
+def load_voice(spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, seed: int = 0,
+               codec: MimiFrameCodec | None = None) -> np.ndarray:
     """A voice embedding [dim, T] from `spec`: a local `.safetensors` file (as the
     reference, any spec ending in .safetensors is a local path), `hf://owner/repo/file`,
     a name in `voice_repo` (e.g. `expresso/ex03-ex01_happy_001_channel1_334s.wav`; the
     model's suffix `.<sig>@<epoch>.safetensors` is appended), or "random" (a seeded
-    random embedding, for the demo model and tests: not a voice)."""
-    dim = _voice_dim(cfg)
+    random embedding, for the demo model and tests: not a voice).
+    A model without speaker cross-attention (kyutai/tts-0.75b-en-public) takes a voice
+    recording instead, encoded by `codec` (see `prefix_voice`)."""
+    if not cfg.fuse_cross:
+        return prefix_voice(spec, cfg, codec, voice_repo, seed)
+    dim = cfg.conditioners[cfg.fuse_cross[0]].dim
     if spec == "random":
         return np.random.default_rng(seed % (2**31)).standard_normal((dim, RANDOM_VOICE_FRAMES), dtype=np.float32)
     check_voice_spec(spec)
+    if not spec.startswith("hf://") and not spec.endswith(".safetensors") and os.path.isfile(spec):
+        # voice repo names end in .wav too: a local recording would be looked up there and not found
+        raise UsageError(f"{spec} is a local file, not a voice: a voice is a speaker embedding (.safetensors) or a "
+                         "name in the voice repo (embeddings are made from audio by Kyutai's own tooling)")
     if spec.startswith("hf://") or spec.endswith(".safetensors"):
         path = hf_get(spec)
     else:
@@ -164,6 +162,44 @@ def load_voice(spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, s
     if arr.ndim != 2 or arr.shape[0] != dim:
         raise UsageError(f"{path}: voice embedding of shape {list(f.shape(VOICE_KEY))}; this model expects [1, {dim}, T]")
     return arr
+
+
+def prefix_voice(spec: str, cfg: LmConfig, codec: MimiFrameCodec | None, voice_repo: str = DEFAULT_VOICE_REPO,
+                 seed: int = 0) -> np.ndarray:
+    """The voice of an audio-prefix model: Mimi codes [n_q, T] of a recording, as the
+    reference's `TTSModel.get_prefix` makes them (24 kHz mono, every codebook, the last two
+    frames dropped). `spec`: a local audio file, `hf://owner/repo/file`, a recording's name
+    in `voice_repo` (e.g. `expresso/ex03-ex01_happy_001_channel1_334s.wav`), or "random"
+    (seeded random codes, for tests: not a voice)."""
+    from ..audio.io import read_audio
+
+    if spec == "random":
+        return np.random.default_rng(seed % (2**31)).integers(0, cfg.card, (cfg.n_q, RANDOM_VOICE_FRAMES))
+    if spec.endswith(".safetensors"):
+        raise UsageError(f"{spec}: this TTS model takes a voice recording (an audio prefix, e.g. a .wav), not a "
+                         "speaker embedding")
+    if spec.startswith("hf://") or not os.path.isfile(spec):
+        try:
+            path = hf_get(spec if spec.startswith("hf://") else f"hf://{voice_repo}/{spec}")
+        except WeightsError as e:
+            raise UsageError(f"voice {spec!r} is no local audio file and not in {voice_repo} ({e})") from None
+    else:
+        path = spec
+    if codec is None:
+        raise UsageError("an audio-prefix voice is encoded by the session's Mimi: pass codec=session.codec")
+    pcm = read_audio(path, SAMPLE_RATE)
+    n = codec.frame_size
+    if len(pcm) < 3 * n:
+        raise UsageError(f"voice recording {spec} is too short ({len(pcm) / SAMPLE_RATE:.2f} s; at least "
+                         f"{3 * n / SAMPLE_RATE:.2f} s)")
+    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % n, np.float32)])
+    codec.reset()
+    codes = np.stack([codec.encode_step(pcm[i : i + n]) for i in range(0, len(pcm), n)], axis=1)
+    codec.reset()
+    if codes.shape[0] != cfg.n_q:
+        raise UsageError(f"an audio-prefix voice needs all {cfg.n_q} codebooks (the codec gives {codes.shape[0]}; "
+                         "drop --n-q)")
+    return codes[:, :-2].astype(np.int64)
 
 
 def clean_text(text: str) -> str:
@@ -205,6 +241,7 @@ def synthesize(session: TtsSession, text: str, voices: list[np.ndarray], on_audi
     codec = session.codec
     codec.reset()
     start = settings.delay_steps  # frames before it hold no audio yet: never decoded (as the reference)
+    skip = LEADING_FRAMES_DROPPED + gen.prefix_frames  # decoded, not delivered (an audio prefix is the voice)
     delivered = steps = 0
     state = None
     t0 = time.perf_counter()
@@ -215,12 +252,11 @@ def synthesize(session: TtsSession, text: str, voices: list[np.ndarray], on_audi
         if f < start or f >= audio_window(start, state.end_step, 1 << 40).stop:
             continue
         pcm = codec.decode_step(frame[1 : 1 + session.n_q])
-        if f >= start + LEADING_FRAMES_DROPPED:
+        if f >= start + skip:
             on_audio(np.clip(pcm, -1.0, 1.0))
             delivered += 1
     wall = time.perf_counter() - t0
     seconds = delivered / session.frame_rate
-    # the text of step s is spoken in frame s + delay_steps, i.e. delivered frame s - LEADING_FRAMES_DROPPED
-    words = [] if state is None else [(w, max(0.0, (s - LEADING_FRAMES_DROPPED) / session.frame_rate))
-                                      for w, s in state.transcript]
+    # the text of step s is spoken in frame s + delay_steps, i.e. delivered frame s - skip
+    words = [] if state is None else [(w, max(0.0, (s - skip) / session.frame_rate)) for w, s in state.transcript]
     return TtsReport(delivered, seconds, wall, steps, None if state is None else state.end_step, words)

@@ -32,20 +32,25 @@ def _case(name: str):
     state = random_state(cfg, int(data["seed"]))
     state["text_linear.weight"][[0, 3]] *= float(data["boost"])
     lm = load_lm_state(state, cfg, dtype=mx.float32, consume=True)
+    if "prefix" in data:  # an audio-prefix model: the voice is Mimi codes
+        return cfg, lm, data, data["prefix"]
     dim = cfg.conditioners["speaker_wavs"].dim
     voice = np.random.default_rng(500 + int(data["seed"])).standard_normal((dim, VOICE_T), dtype=np.float32)
     return cfg, lm, data, voice
 
 
-@pytest.mark.parametrize("name", ["tts_narrow", "tts_narrow_cfg", "tts_narrow_ctx"])
+@pytest.mark.parametrize("name", ["tts_narrow", "tts_narrow_cfg", "tts_narrow_ctx", "tts_prefix_cfg", "tts_prefix"])
 def test_tts_greedy_matches_reference(name):
+    """The `tts_prefix*` cases have the structure of kyutai/tts-0.75b-en-public: no
+    cross-attention, the voice as a 16-frame audio prefix, 16 codebooks, a 5-token text
+    head (text_card_out), real CFG masking the prefix in the null row (`tts_prefix_cfg`)."""
     cfg, lm, data, voice = _case(name)
     entries = script_to_entries(ByteTokenizer(), TokenIds(cfg.text_card + 1), 12.5, json.loads(str(data["script"])),
-                                multi_speaker=True, padding_between=int(data["padding_between"]))
+                                multi_speaker=bool(cfg.fuse_cross), padding_between=int(data["padding_between"]))
     assert [[e.tokens, e.text, e.padding] for e in entries] == json.loads(str(data["entries"]))
     settings = TtsSettings.from_config(cfg, 12.5, max_steps=int(data["max_steps"]))
     gen = TtsGen(lm, settings, [voice], cfg_coef=float(data["cfg_coef"]), temp=0.0, n_q=int(data["n_q"]))
-    assert gen.use_cfg == ("cfg" not in cfg.conditioners)
+    assert gen.use_cfg == ("cfg" not in cfg.conditioners and float(data["cfg_coef"]) != 1.0)
     res = gen.generate(entries)
     ref = data["frames"]
     n = ref.shape[1]
