@@ -16,8 +16,8 @@ import sys
 
 from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_sampling_args
-from ..runtime.translation import SilencePolicy
-from ..validation import positive_or_off_arg
+from ..runtime.translation import END_THRESHOLD_DB, SilencePolicy
+from ..validation import float_arg, positive_or_off_arg
 from . import local, run_inference
 from .device_args import list_devices_or_run
 from .runner import OneLineParser, cli_main
@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--end-silence", type=positive_or_off_arg("--end-silence"), default=END_SILENCE_S,
                     help=f"live: seconds of silence after speech that end a turn (the end-of-input marker is sent "
                          f"so the last words are translated; default {END_SILENCE_S}; \"off\": never)")
+    ap.add_argument("--end-threshold-db", type=float_arg("--end-threshold-db", hi=0.0), default=END_THRESHOLD_DB,
+                    help=f"live: input below this RMS level (dBFS, after echo cancellation) counts as silence "
+                         f"(default {END_THRESHOLD_DB:g}; raise it in a noisy room or if the translation's echo "
+                         "keeps turns from ending)")
     ap.add_argument("--save-tokens", help="file mode: save every step's tokens (.npz)")
     ap.add_argument("--quiet", action="store_true", help="file mode: no progress bar, no text on stdout")
     return ap
@@ -60,7 +64,7 @@ def run(args) -> int:
     if args.infile is None:
         if args.outfile is not None:
             raise UsageError("OUTFILE needs an INFILE")
-        policy = SilencePolicy(silence_s=args.end_silence)
+        policy = SilencePolicy(silence_s=args.end_silence, threshold_db=args.end_threshold_db)
         return local.run(args, check_model=_check_translates, end_policy=policy)
     for flag, given in (("--simulate", args.simulate), ("--record", args.record), ("--duration", args.duration)):
         if given:

@@ -25,6 +25,11 @@ TRANSLATION_TAIL_S = 20.0
 TRANSLATION_TAIL_FRAMES = int(TRANSLATION_TAIL_S / FRAME_SECONDS)
 
 
+# The live end of turn's silence level: speech at a microphone is around -30..-20 dBFS RMS, a
+# quiet room -60..-50; the translation's own voice after echo cancellation should stay below
+END_THRESHOLD_DB = -45.0
+
+
 def is_translation_model(cfg) -> bool:
     """Hibiki-family checkpoints (model_type hibiki) with audio out."""
     return cfg.model_type == "hibiki" and cfg.dep_q > 0 and cfg.user_q > 0
@@ -69,7 +74,7 @@ class SilencePolicy:
     turn (another marker after its pause). `silence_s` None: never (the model waits)."""
 
     silence_s: float | None = 1.5
-    threshold_db: float = -45.0
+    threshold_db: float = END_THRESHOLD_DB
 
     def __post_init__(self):
         self._quiet = 0  # consecutive quiet frames
