@@ -49,7 +49,10 @@ class PathChange:
     loud syllable through a distorting speaker); kappa: the Kalman state uncertainty is
     raised to kappa x wrong fraction x the coefficients' energy; gamma: the suppressor's
     extra residual is gamma x 2 x wrong fraction x the echo estimate's power, held with a
-    decay of `hold` per block (0.985 per 20 ms: -10 dB in 3 s)."""
+    decay of `hold` per block (0.985 per 20 ms: -10 dB in 3 s); fast_psi, fast_q: while the
+    changed path dominates the error (Moshi alone: the user's voice would be learnt too),
+    the error power's weight in the step is divided by 1 + fast_psi x d^4 and the process
+    noise raised by fast_q x d^4, d the fraction of the error the wrong estimate explains."""
 
     bands: int = 12
     smooth: float = 0.8
@@ -59,6 +62,8 @@ class PathChange:
     kappa: float = 2.0
     gamma: float = 8.0
     hold: float = 0.985
+    fast_psi: float = 4.0
+    fast_q: float = 0.05
 
 
 def _check(block: int, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +120,7 @@ class KalmanEchoFilter:
         self._dof = np.sqrt(widths / 2 * (1 + pc.smooth) / (1 - pc.smooth))
         self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
         self._run = 0
+        self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
         self.changed = False  # a path change was detected in this block
 
     def reset(self) -> None:
@@ -123,7 +129,7 @@ class KalmanEchoFilter:
         self._P[:] = self.p0
         for a in (self._sey, self._see, self._syy, self._hold):
             a[:] = 0.0
-        self._run = 0
+        self._run, self._dominance = 0, 0.0
 
     def process(self, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = self.block
@@ -150,7 +156,9 @@ class KalmanEchoFilter:
         if y2 is not None and self.changed_recently:  # what the changed path leaves, until re-learnt
             self.residual = self.residual + self.path_change.gamma * 2.0 * self._hold[self._band_of] * y2
         self.error_power = e2
-        mu = self._P / (xp + self.psi * e2 + 1e-10)
+        fast = self._dominance ** 4
+        psi = self.psi / (1.0 + self.path_change.fast_psi * fast) if fast else self.psi
+        mu = self._P / (xp + psi * e2 + 1e-10)
         self._W += mu * np.conj(self._X) * E.astype(np.complex64)
         # the gradient constraint (a linear, not circular, convolution) on a rotating subset
         step = self.partitions // self.constrain
@@ -160,7 +168,8 @@ class KalmanEchoFilter:
         wt[:, b:] = 0.0
         self._W[idx] = np.fft.rfft(wt, axis=-1).astype(np.complex64)
         self._P *= 1.0 - 0.5 * mu * self._X2
-        self._P += self.q * (self._W.real ** 2 + self._W.imag ** 2)
+        q = self.q + self.path_change.fast_q * fast if fast else self.q
+        self._P += q * (self._W.real ** 2 + self._W.imag ** 2)
         return e, y
 
     @property
@@ -184,9 +193,13 @@ class KalmanEchoFilter:
         self._run = self._run + 1 if np.count_nonzero(t < -pc.threshold) >= pc.bands_needed else 0
         self.changed = self._run >= pc.persist
         self._hold *= pc.hold
+        self._dominance *= pc.hold
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
             beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
             self._hold = np.maximum(self._hold, beta)
+            # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
+            explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
+            self._dominance = max(self._dominance, min(1.0, explained))
             w2 = self._W.real ** 2 + self._W.imag ** 2
             self._P = np.maximum(self._P, (pc.kappa * beta[self._band_of]).astype(np.float32) * w2)
         return y2.astype(np.float32)
