@@ -401,12 +401,12 @@ class DuplexPipeline:
     def _too_late(self, t_capture: float) -> bool:
         if self.max_lag_s is None:
             return False
-        # A frame stepped now is heard after the step and up to one playback period later;
-        # skip it if that would exceed the bound, so the LM never works for output that the
-        # playback side would have to drop.
+        # A frame stepped now is heard after the step, up to one playback period and the
+        # output latency later; skip it if that would exceed the bound, so the LM never works
+        # for output that the playback side would have to drop (its trim counts the latency too).
         recent = list(itertools.islice(reversed(self.stats.step_ms), 20))
         step_s = float(np.median(recent)) / 1000.0 if recent else 0.0
-        return self.clock() - t_capture + step_s + self.output_block_s > self.max_lag_s
+        return self.clock() - t_capture + step_s + self.output_block_s + self.output_latency_s > self.max_lag_s
 
     def _lm_loop(self) -> None:
         while True:

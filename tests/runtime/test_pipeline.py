@@ -102,6 +102,27 @@ def test_trim_counts_the_output_latency():
     assert max(p.stats.delays_ms) <= 400
 
 
+def test_skip_counts_the_output_latency():
+    """Deterministic (a fake clock at 0.5 s, no device): the LM skips a frame whose answer
+    would be *heard* later than `max_lag_ms`: now - capture + step + one playback block +
+    the output latency. With 150 ms of latency, a 400 ms bound and 80 ms blocks, frames
+    captured before 0.33 s are skipped (3 here); without the latency only those before
+    0.18 s would be (2), and the third would be stepped only for playback to trim it."""
+    now = [0.5]
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=400, clock=lambda: now[0], output_latency_s=0.15,
+                       settle_s=None).start()
+    ends = [0.05, 0.15, 0.25, 0.45, 0.55, 0.65]
+    for i, t in enumerate(ends):
+        p.push_input(np.full(FRAME, i / 1000.0, np.float32), t_end=t)
+    for _ in range(500):
+        if p.stats.frames_skipped + p.stats.frames_stepped == len(ends) and len(p.output) == 3:
+            break
+        time.sleep(0.01)
+    p.stop()
+    assert p.stats.frames_skipped == 3 and p.stats.frames_stepped == 3
+    assert [int(round(item.payload[0][0] * 1000)) for item in p.output] == [3, 4, 5]
+
+
 def test_played_audio_answers_input_in_order():
     p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=1000).start()
     dev = SimulatedAudioDevice(tagged_input(20), speed=4.0, loop=False)
