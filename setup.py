@@ -1,4 +1,7 @@
-"""Distribution `moshi_mlx`: Kyutai's Moshi on MLX, offline, on a Mac (or any MLX backend)."""
+"""Distribution `moshi-mlx-local` (import name `moshi_mlx`): Kyutai's Moshi on MLX, offline, on a Mac
+(or any MLX backend). Not PyPI's `moshi_mlx` (Kyutai's upstream): a name of its own, so that pip
+never takes one for the other; both install the package `moshi_mlx`, so they cannot be
+installed side by side (README)."""
 
 from pathlib import Path
 
@@ -11,15 +14,16 @@ tools = {}
 exec((HERE / "moshi_mlx" / "cli" / "scripts.py").read_text(), tools)
 
 setup(
-    name="moshi_mlx",
+    name="moshi-mlx-local",
     version=version["__version__"],
     description="Kyutai's Moshi full-duplex speech-text model on MLX: LM, Mimi codec, "
     "quantization and a real-time local audio loop.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
     packages=find_packages(include=["moshi_mlx", "moshi_mlx.*"]),
-    package_data={"moshi_mlx": ["configs/*.json", "web/static/*"]},
+    package_data={"moshi_mlx": ["configs/*.json", "web/static/*", "assets/*"]},
     python_requires=">=3.10",
     install_requires=[
         "mlx[cpu]>=0.29; sys_platform == 'linux'",

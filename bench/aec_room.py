@@ -5,7 +5,7 @@ response into the microphone together with a user's voice, cleaned by the live l
     .venv/bin/python -m bench.aec_room [--quick] [--rooms 0,5,9] [--canceller linear|aec3] [--no-live]
 
 Voices: espeak-ng renders "Moshi" (en-us) and "the user" (en-gb, female) when it is
-installed (apt-get install espeak-ng); otherwise examples/hello.wav and bench/room.py's
+installed (apt-get install espeak-ng); otherwise moshi_mlx/assets/hello.wav and bench/room.py's
 speech-like signal stand in (the report says which).
 
 Rooms (ROOMS): bench/room.py's reflective_room_ir (reflections with directions, so that a
@@ -89,10 +89,10 @@ def voices() -> tuple[np.ndarray, np.ndarray, str]:
             moshi, user = read_audio(m).reshape(-1), read_audio(u).reshape(-1)
         src = "espeak-ng (en-us 'Moshi', en-gb+f3 'user')"
     else:
-        hello = read_audio(ROOT / "examples" / "hello.wav").reshape(-1)
+        hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
         moshi = np.concatenate([hello] * 4)
         user = np.array(speech_like(8.0, seed=7, f0=(180.0, 260.0)))
-        src = "examples/hello.wav x4 ('Moshi'), bench/room.py speech_like ('user'): espeak-ng not installed"
+        src = "moshi_mlx/assets/hello.wav x4 ('Moshi'), bench/room.py speech_like ('user'): espeak-ng not installed"
     level = lambda x: x * (0.1 / np.sqrt(np.mean(x[np.abs(x) > 1e-3] ** 2)))  # -20 dBFS while speaking
     return level(moshi).astype(np.float32), level(user).astype(np.float32), src
 

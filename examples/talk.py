@@ -1,13 +1,12 @@
 """The Python API in ten lines: `python examples/talk.py [MODEL] [OUT.wav]` (default: the offline demo model)."""
 import sys
-from pathlib import Path
 
 import soundfile as sf
 
 import moshi_mlx
 
 model = moshi_mlx.load(sys.argv[1] if len(sys.argv) > 1 else "random-tiny")  # or "kyutai/moshiko-mlx-q4", a folder
-pcm, rate = sf.read(Path(__file__).with_name("hello.wav"), dtype="float32")  # mono, any rate
+pcm, rate = sf.read(moshi_mlx.demo_clip(), dtype="float32")  # mono, any rate: the package's 'hello' clip
 with model.conversation(sample_rate=rate) as conv:
     reply = conv.feed(pcm[: rate // 10])  # chunks of any length, e.g. 100 ms from a microphone
     for i in range(rate // 10, len(pcm), rate // 10):

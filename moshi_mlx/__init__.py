@@ -15,6 +15,14 @@ _LAZY = {"load": "runtime.loading", "Model": "runtime.model", "Conversation": "r
          "Output": "runtime.conversation", "TextPiece": "runtime.conversation", "Response": "runtime.model"}
 
 
+def demo_clip() -> str:
+    """Path of the short spoken clip shipped with the package (the offline demo's microphone:
+    `moshi-local --model random-tiny --simulate`, examples/talk.py)."""
+    from importlib import resources
+
+    return str(resources.files(__name__) / "assets" / "hello.wav")
+
+
 def __getattr__(name):
     if name in _LAZY:
         import importlib
@@ -27,5 +35,5 @@ def __dir__():
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = ["__version__", "load", "Model", "Conversation", "Output", "TextPiece", "Response", "Error", "UsageError",
+__all__ = ["__version__", "demo_clip", "load", "Model", "Conversation", "Output", "TextPiece", "Response", "Error", "UsageError",
            "ConfigError", "WeightsError", "AudioError", "DeviceError", "OutputError"]

@@ -15,7 +15,7 @@ fi
 stamp=.venv/.moshi_mlx-installed
 want=$(cksum < setup.py)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
-    || ! .venv/bin/python -m pip show -q moshi_mlx >/dev/null 2>&1 \
+    || ! .venv/bin/python -m pip show -q moshi-mlx-local >/dev/null 2>&1 \
     || ! .venv/bin/python -c "import numpy, mlx.core, soundfile, sentencepiece, huggingface_hub, tqdm" >/dev/null 2>&1; then
     echo "scripts/run.sh: installing moshi_mlx and its dependencies into .venv (once)..." >&2
     log=$(mktemp)
@@ -30,7 +30,7 @@ if [ $# -eq 0 ]; then
     echo "For Moshi itself: ./scripts/run.sh -q 4   (downloads kyutai/moshiko-mlx-q4 once)" >&2
     mkdir -p out
     stamp=$(date +%Y%m%d-%H%M%S)  # a new pair of files each run: an earlier demo's are never replaced
-    exec .venv/bin/python -m moshi_mlx.local --model random-tiny --simulate examples/hello.wav \
+    exec .venv/bin/python -m moshi_mlx.local --model random-tiny --simulate \
         --record "out/demo-conversation-$stamp.wav" --transcript "out/demo-transcript-$stamp.json"
 fi
 exec .venv/bin/python -m moshi_mlx.local "$@"

@@ -33,10 +33,10 @@ def test_example_script_runs(tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     audio, rate = sf.read(out, dtype="float32")
-    hello = sf.info(str(ROOT / "examples" / "hello.wav"))
+    hello = sf.info(moshi_mlx.demo_clip())
     assert rate == hello.samplerate and abs(len(audio) - hello.frames) <= 1920  # as long as the input, to a frame
     assert np.abs(audio).max() > 0  # audio arrived
-    assert r.stdout.count("‹") > 10  # and text (the demo model's tokens are shown as ‹id›)
+    assert len(r.stdout.strip()) > 10 and "‹" not in r.stdout  # and text (the demo model's tiny tokenizer)
 
 
 def test_import_stays_light():
@@ -75,7 +75,8 @@ def test_feed_returns_the_answer_so_far_at_the_callers_rate(model):
         first = conv.feed(pcm[:rate])  # 1 s in: its answers come back before feed returns
         assert len(first.audio) > 0 and first.pieces
         starts = [p.start for p in first.pieces]
-        assert starts == sorted(starts) and starts[0] == pytest.approx(0.08)
+        assert starts == sorted(starts) and starts[0] >= 0.08  # the end of the frame that produced it
+        assert all(abs(s / 0.08 - round(s / 0.08)) < 1e-6 for s in starts)
         rest = conv.feed(pcm[rate:]) + conv.close()
     total = len(first.audio) + len(rest.audio)
     assert abs(total - len(pcm)) <= rate * 0.08  # the model's voice as long as the input, to a frame
@@ -228,7 +229,7 @@ def test_cli_flags_become_load_keywords():
 
 def test_a_text_model_refuses_audio_in():
     """Helium takes no audio: a conversation with it dropped everything fed to it."""
-    helium = moshi_mlx.load("random-tiny-helium")
+    helium = moshi_mlx.load("random-tiny-helium", tokenizer="none")
     assert helium.cfg.user_q == 0
     for call in (lambda: helium.conversation(), lambda: helium.respond(_sine(24000, 1.0), sample_rate=24000),
                  lambda: helium.pipeline(), lambda: helium.transcriber()):

@@ -83,13 +83,24 @@ def _demo_checkpoint(name: str, seed: int, what: str = "the converted model"):
     import shutil
     import tempfile
 
+    import json
+
+    from ..constants import CONFIG_NAME
     from ..models.config import preset
+    from ..runtime.loading import DEMO_TOKENIZER, demo_tokenizer
     from ..weights.random_checkpoint import write_random_checkpoint
 
     tmp = tempfile.mkdtemp(prefix=f"moshi_mlx_{name}_")
     atexit.register(shutil.rmtree, tmp, True)
     print(f"NOTE: --model {name}: random weights (seed {seed}); {what} produces NOISE", file=sys.stderr)
-    return write_random_checkpoint(preset(name), tmp, seed=seed)
+    path = write_random_checkpoint(preset(name), tmp, seed=seed)
+    # the demo's own tokenizer and codec travel with it: the converted folder loads as it is
+    cfg_path = Path(tmp) / CONFIG_NAME
+    d = json.loads(cfg_path.read_text())
+    d.update(tokenizer_name=DEMO_TOKENIZER, mimi_name="random")
+    cfg_path.write_text(json.dumps(d, indent=2) + "\n")
+    shutil.copyfile(demo_tokenizer(), Path(tmp) / DEMO_TOKENIZER)
+    return path
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None):

@@ -2,8 +2,8 @@
 Helium, Kyutai's text language model (or the temporal transformer of a Moshi checkpoint),
 printed as it is generated.
 
-The prompt comes from the argument, `--prompt-file FILE`, or stdin (`-`). Models with no
-text tokenizer (`--tokenizer none`, the demo model) take and print token ids.
+The prompt comes from the argument, `--prompt-file FILE`, or stdin (`-`). With `--tokenizer
+none` the model takes and prints token ids.
 """
 
 from __future__ import annotations

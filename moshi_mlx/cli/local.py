@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import demo_clip
 from ..audio.io import read_audio
 from ..outputs import Output, check_outputs
 from ..runtime.echo import add_echo_args, echo_from_args
@@ -45,8 +46,9 @@ def add_live_args(ap, who: str = "Moshi") -> None:
     add_force_arg(g, "--record / --transcript")
     g.add_argument("--duration", type=positive_or_off_arg("--duration"),
                    help="stop after this many seconds (default: until Ctrl-C)")
-    g.add_argument("--simulate", metavar="AUDIO_FILE",
-                   help="no sound card: a simulated device plays this file as the microphone, in real time")
+    g.add_argument("--simulate", metavar="AUDIO_FILE", nargs="?", const=demo_clip(),
+                   help="no sound card: a simulated device plays this file as the microphone, in real time "
+                        "(no file: the package's short spoken clip)")
     g.add_argument("--slow-step-ms", type=float_arg("--slow-step-ms", lo=0.0), default=0.0,
                    help="add this much compute time to every LM step (to see the lag control on a fast machine)")
     add_echo_args(ap)

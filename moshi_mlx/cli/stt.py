@@ -15,6 +15,7 @@ import threading
 import time
 
 
+from .. import demo_clip
 from ..audio.io import read_audio
 from ..errors import DeviceError, UsageError
 from ..runtime.devices import SoundDeviceIO
@@ -56,8 +57,9 @@ def parser() -> argparse.ArgumentParser:
     a = ap.add_argument_group("microphone")
     add_device_args(a, output=False)
     a.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    a.add_argument("--simulate", metavar="AUDIO_FILE",
-                   help="no sound card: a simulated microphone plays this file in real time")
+    a.add_argument("--simulate", metavar="AUDIO_FILE", nargs="?", const=demo_clip(),
+                   help="no sound card: a simulated microphone plays this file in real time (no file: the "
+                        "package's short spoken clip)")
     return ap
 
 

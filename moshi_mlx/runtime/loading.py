@@ -20,6 +20,7 @@ from ..validation import float_arg, int_arg, seed_arg
 from .flags import MIMI_BACKENDS, add_demo_model_arg, add_mimi_backend_arg, add_offline_arg, add_quantized_arg
 from .model import Model
 
+DEMO_TOKENIZER = "demo_tokenizer.model"
 # Moshi, speech-to-text, Helium, translation (Hibiki-Zero's shape)
 DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium", "random-tiny-hibiki-zero")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -170,7 +171,7 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
             from ..models.config import preset
 
             _check_listens(preset(str(source)), str(source))
-        return _demo(str(source), seed, compute, float_dtype, codec)
+        return _demo(str(source), seed, compute, float_dtype, codec, tokenizer == "none")
     with offline_mode(offline):
         return _load(source, quantized, weights, config, mimi, tokenizer, float_dtype, compute, mimi_backend, seed,
                      codec, listens)
@@ -182,12 +183,12 @@ def _check_listens(cfg, name: str) -> None:
                          "use moshi-helium or Model.text_stream()")
 
 
-def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True) -> Model:
+def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True, ids_only: bool = False) -> Model:
     from ..models import random_lm, random_mimi
     from ..models.config import preset
     from ..weights.lm_loader import apply_compute
     from .codec import MimiFrameCodec
-    from .transcript import PlaceholderTokenizer
+    from .transcript import PlaceholderTokenizer, TextTokenizer
 
     cfg = preset(name)
     lm = random_lm(cfg, seed=seed % (2**31))
@@ -199,9 +200,16 @@ def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True) ->
     if with_codec:
         mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg))
         codec = MimiFrameCodec(mimi, n_encode=cfg.user_q)
-    return Model(cfg, lm, codec, PlaceholderTokenizer(),
+    tokenizer = PlaceholderTokenizer() if ids_only else TextTokenizer(demo_tokenizer())
+    return Model(cfg, lm, codec, tokenizer,
                  f"{name} demo model (random weights: it produces NOISE)", is_demo=True, compute=fmt,
                  mimi_backend="mlx")
+
+
+def demo_tokenizer() -> str:
+    """The demo models' text tokenizer: a real SentencePiece model, tiny (512 pieces; made by
+    scripts/make_demo_tokenizer.py), so they take and show text as the published ones do."""
+    return str(resources.files("moshi_mlx") / "assets" / DEMO_TOKENIZER)
 
 
 def demo_mimi_config() -> str:

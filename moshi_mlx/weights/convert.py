@@ -301,7 +301,8 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
     f = with_lora(SafetensorsFile(info.weights), info.lora, info.cfg, dtype)
     plan = plan_conversion(f, info.cfg, recipe, dtype)
     wname = plan.weights_name()
-    assets = [n for n in (info.cfg.mimi_name, info.cfg.tokenizer_name) if n] if copy_assets else []
+    # ("random": the seeded noise codec a converted demo model names; no file)
+    assets = [n for n in (info.cfg.mimi_name, info.cfg.tokenizer_name) if n and n != "random"] if copy_assets else []
     created = _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
     record = plan.record()
     total = sum(plan.source_bytes(o) for o in plan.outputs)

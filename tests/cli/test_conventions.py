@@ -226,3 +226,43 @@ def test_simulated_session_prints_no_portaudio_or_nan(tmp_path):
                             str(tmp_path / "in.wav")], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         assert "PortAudio" not in r.stderr and "nan" not in r.stderr, r.stderr
+
+
+def test_converted_demo_model_loads_as_it_is(tmp_path, capsys):
+    """convert --model random-tiny carries the demo's tokenizer and codec ('random') into the folder:
+    it loaded only with --tokenizer none --mimi-weight random ('no file tokenizer_spm_32k_3.model')."""
+    from moshi_mlx.cli import convert, run_inference
+
+    out = tmp_path / "tiny-q4"
+    assert convert.main(["--model", "random-tiny", "--out", str(out), "-q", "4", "--quiet"]) == 0
+    assert (out / "demo_tokenizer.model").is_file()
+    _tone(tmp_path / "in.wav")
+    capsys.readouterr()
+    assert run_inference.main([str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), "--hf-repo", str(out)]) == 0
+    assert sf.info(str(tmp_path / "o.wav")).frames == 13 * 1920  # 1 s, rounded up to a frame
+
+
+def test_simulate_without_a_file_plays_the_packaged_clip(tmp_path):
+    import moshi_mlx
+
+    assert sf.info(moshi_mlx.demo_clip()).frames > 0
+    r = subprocess.run([sys.executable, "-m", "moshi_mlx.stt", "--model", "random-tiny-stt", "--simulate",
+                        "--duration", "1", "--quiet"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0 and "hello.wav" in r.stderr, r.stderr
+
+
+def test_the_package_stands_alone(tmp_path):
+    """Its own distribution name (PyPI's moshi_mlx is upstream), a LICENSE, and the demo's files
+    (tokenizer, clip, configs) as package data: what `pip install .` copies (build_py)."""
+    r = subprocess.run([sys.executable, "setup.py", "-q", "--name"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "moshi-mlx-local", r.stderr
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    pkg = tmp_path / "moshi_mlx"
+    for f in ("assets/hello.wav", "assets/demo_tokenizer.model", "configs/random-tiny.json", "configs/mimi-tiny.json",
+              "cli/scripts.py", "web/static/index.html"):
+        assert (pkg / f).is_file(), f
+    assert (pkg / "assets" / "demo_tokenizer.model").stat().st_size < 100_000

@@ -1,4 +1,5 @@
-"""`python -m moshi_mlx.helium`: text generation on the demo model (token ids), on a
+"""`python -m moshi_mlx.helium`: text generation on the demo model (its tiny tokenizer, and token
+ids with --tokenizer none), on a
 Helium-shaped folder with a real SentencePiece tokenizer, a Moshi checkpoint's temporal
 transformer as a text model, and bad inputs."""
 
@@ -19,12 +20,22 @@ from moshi_mlx.weights.lm_loader import save_lm
 
 
 def test_demo_model_token_ids_greedy_matches_textgen(capsys):
-    assert helium.main(["--model", "random-tiny-helium", "5, 17 300", "-n", "12", "--temp", "0", "--seed", "4"]) == 0
+    assert helium.main(["--model", "random-tiny-helium", "5, 17 300", "-n", "12", "--temp", "0", "--seed", "4",
+                        "--tokenizer", "none"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("5, 17 300 ‹")
     ids = [int(t.strip("‹›")) for t in out.split()[3:]]
     lm = random_lm(preset("random-tiny-helium"), seed=4)
     assert ids == list(TextGen(lm, Sampler(temp=0.0)).generate([5, 17, 300], 12))
+
+
+def test_readme_example_runs_on_the_demo_model(capsys):
+    """The demo models have a real (tiny) SentencePiece tokenizer: README's text prompt runs offline
+    as written (it was 'give the prompt as token ids')."""
+    assert helium.main(["Once upon a time", "--model", "random-tiny-helium", "-n", "10"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith("Once upon a time") and len(cap.out.strip()) > len("Once upon a time")
+    assert "‹" not in cap.out and "10 tokens in" in cap.err
 
 
 def test_sampling_is_seeded(capsys):
@@ -70,7 +81,7 @@ def test_text_prompt_from_argument_file_and_stdin(helium_dir, tmp_path, capsys, 
 
 
 def test_moshi_checkpoint_as_text_model(capsys):
-    assert helium.main(["--model", "random-tiny", "3 4", "-n", "5", "--temp", "0", "--quiet"]) == 0
+    assert helium.main(["--model", "random-tiny", "3 4", "-n", "5", "--temp", "0", "--quiet", "--tokenizer", "none"]) == 0
     assert capsys.readouterr().out.count("‹") == 5
 
 
@@ -87,7 +98,7 @@ def test_moshi_checkpoint_as_text_model(capsys):
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
-    assert helium.main(["--model", "random-tiny-helium", *args]) == 2
+    assert helium.main(["--model", "random-tiny-helium", "--tokenizer", "none", *args]) == 2
     cap = capsys.readouterr()
     err = cap.err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
@@ -107,6 +118,6 @@ def test_conditioned_model_is_refused(tmp_path, capsys):
 
 def test_module_entry_point():
     r = subprocess.run([sys.executable, "-m", "moshi_mlx.helium", "--model", "random-tiny-helium", "1", "-n", "3",
-                        "--quiet"], capture_output=True, text=True, timeout=300)
+                        "--quiet", "--tokenizer", "none"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("‹") == 3

@@ -173,7 +173,7 @@ def test_public_api_transcriber_and_text_stream():
     up = tr.feed(_speech(1.0, 16000))
     up.extend(tr.flush())
     assert up.words and up.words == tr.words and tr.text
-    helium = moshi_mlx.load("random-tiny-helium", codec=False)
+    helium = moshi_mlx.load("random-tiny-helium", codec=False, tokenizer="none")
     assert helium.codec is None
     with pytest.raises(UsageError, match="codec"):
         helium.transcriber()
@@ -207,7 +207,7 @@ def test_transcriber_takes_audio_as_a_conversation_does():
 def test_text_stream_refuses_bad_prompt_and_length():
     import moshi_mlx
 
-    stream = moshi_mlx.load("random-tiny-helium", codec=False).text_stream(temp=0.0)
+    stream = moshi_mlx.load("random-tiny-helium", codec=False, tokenizer="none").text_stream(temp=0.0)
     for prompt, n, match in [("1 2", 1.5, "max_tokens must be an integer"), ("1 2", "5", "max_tokens"),
                              (None, 3, "prompt must be text or a list of token ids"), ([1, -2], 3, "token id")]:
         with pytest.raises(UsageError, match=match):

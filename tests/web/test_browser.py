@@ -91,7 +91,7 @@ def test_conversation_in_headless_chromium(tmp_path):
     assert first["peak"] > 1000  # int16: Moshi's voice (noise, from the demo model) is audible
     assert first["session"] == 1 and first["blocksSent"] > 10 and first["blocksReceived"] > 10
     transcript, lag = r["shown"]
-    assert transcript.count("‹") >= 5  # the demo model's token ids, shown live
+    assert len(transcript.strip()) >= 10  # the demo model's text (its tiny tokenizer), shown live
     assert lag.endswith(" ms")
     assert r["busy"]["busy"] and r["busy"]["state"] == "busy" and r["busy"]["session"] is None
     assert "already in a conversation" in r["notice"]
