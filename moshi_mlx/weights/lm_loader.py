@@ -138,6 +138,13 @@ def _source_shape(f, src: Source) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def check_dtype(dtype) -> None:
+    """The load dtype: None (as stored) or a float dtype. An integer one loaded and then failed
+    inside MLX at the first step; a string (`"float32"`) is moshi_mlx.load's spelling."""
+    if dtype is not None and not (isinstance(dtype, mx.Dtype) and dtype in (mx.float32, mx.bfloat16, mx.float16)):
+        raise UsageError(f"dtype must be None (as stored) or mx.float32, mx.bfloat16 or mx.float16, got {dtype!r}")
+
+
 def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
             dtype: mx.Dtype | None = None, repo: str | None = None, compute: str = "auto",
             lora: str | os.PathLike | None = None) -> Lm:
@@ -159,6 +166,7 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
     """
     from .resolve import resolve_model
 
+    check_dtype(dtype)  # before any file is read
     return load_resolved(resolve_model(repo, weights=weights, config=cfg, lora=lora), dtype=dtype, compute=compute)
 
 
@@ -176,6 +184,7 @@ def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx
                   consume: bool = False) -> Lm:
     """Like `load_lm` for tensors already in memory (numpy or mx arrays), either layout.
     consume=True empties `tensors` while loading (halves the peak memory)."""
+    check_dtype(dtype)
     return _fill(as_lm_config(cfg), ArraySource(tensors, consume=consume), dtype)
 
 
@@ -331,6 +340,7 @@ def check_quant_record(lm: Lm, cfg: LmConfig, where: str) -> None:
 def load_resolved(files, *, dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
     """Load the LM the resolver found (`resolve.ModelFiles`): built from its fit, the
     header it read, no second look at the files."""
+    check_dtype(dtype)
     lm = build(files.fit, files.source(dtype), dtype)
     check_quant_record(lm, files.cfg, f"{files.weights.name} in {files.weights.parent}")
     apply_compute(lm, compute, dtype)

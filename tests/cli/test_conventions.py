@@ -266,3 +266,19 @@ def test_the_package_stands_alone(tmp_path):
               "cli/scripts.py", "web/static/index.html"):
         assert (pkg / f).is_file(), f
     assert (pkg / "assets" / "demo_tokenizer.model").stat().st_size < 100_000
+
+
+def test_load_lm_refuses_a_non_float_dtype_before_reading(tmp_path):
+    """models.load_lm(..., dtype=mx.int32) loaded, then the first step failed inside MLX."""
+    import mlx.core as mx
+
+    from moshi_mlx import UsageError, models
+
+    for dtype in (mx.int32, mx.uint8, "float32", 3):
+        with pytest.raises(UsageError, match="dtype must be None"):
+            models.load_lm(tmp_path / "missing.safetensors", dtype=dtype)  # refused before the file is looked for
+    from moshi_mlx.models.config import preset
+    from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+    lm = models.load_lm(write_random_checkpoint(preset("random-tiny"), tmp_path), dtype=mx.float16, compute="stored")
+    assert lm.text_emb.weight.dtype == mx.float16  # a float dtype still loads, as asked
