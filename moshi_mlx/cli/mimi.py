@@ -67,9 +67,7 @@ def _load(args, num_codebooks: int):
     from ..weights.hub import offline_mode
     from ..weights.mimi_loader import load_mimi, random_mimi
 
-    if args.mimi_backend == "auto":
-        args.mimi_backend = best_backend()
-    elif args.mimi_backend == "rustymimi":
+    if args.mimi_backend == "rustymimi":
         require_rustymimi()
     if args.model is not None:
         if args.mimi_weight is not None or args.hf_repo is not None:
@@ -77,9 +75,12 @@ def _load(args, num_codebooks: int):
         if args.mimi_backend == "rustymimi":
             raise UsageError("--model random-tiny: the tiny codec runs on MLX only (rustymimi reads the published "
                              "Mimi); use --mimi-backend mlx")
+        args.mimi_backend = "mlx"
         print(f"NOTE: --model {args.model}: the demo models' tiny codec, random weights: the audio is NOISE",
               file=sys.stderr)
         return random_mimi(args.seed, num_codebooks=num_codebooks, config=demo_mimi_config())
+    if args.mimi_backend == "auto":
+        args.mimi_backend = best_backend()
     if args.mimi_weight == "random":
         print("WARNING: --mimi-weight random: seeded random weights, the audio is NOISE (smoke test only)",
               file=sys.stderr)
