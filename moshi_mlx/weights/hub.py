@@ -32,25 +32,44 @@ def offline_mode(on: bool = True) -> Iterator[None]:
         _OFFLINE.reset(token)
 
 
+# (host, port) of the Hub -> whether it answered a connection, once per process
+_REACHABLE: dict[tuple[str, int], bool] = {}
+_PROBE_TIMEOUT_S = 3.0
+
+
+def _hub_address() -> tuple[str, int] | None:
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    return (url.hostname, url.port or (80 if url.scheme == "http" else 443)) if url.hostname else None
+
+
 def _hub_unreachable() -> bool:
-    """True when the Hub's host name does not resolve (no network): huggingface_hub would
-    then retry each file for ~25 s, printing a warning per try, before failing. Behind a
-    proxy the name may resolve only there, so nothing is assumed."""
+    """True when the Hub cannot be reached: its host name does not resolve (no network), or
+    it resolves but a connection is refused or times out (a firewall, a captive network).
+    huggingface_hub would then retry each file for ~25 s, printing a warning per try, before
+    falling back to the cache or failing. Behind a proxy the name may resolve only there, so
+    nothing is assumed. The connection is probed once per process (3 s at most)."""
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return False
     try:
-        from urllib.parse import urlparse
-
-        from huggingface_hub import constants
-
-        host = urlparse(constants.ENDPOINT).hostname
-        if host:
-            socket.getaddrinfo(host, 443)
+        addr = _hub_address()
+        if addr is None:
+            return False
+        socket.getaddrinfo(*addr)
     except OSError:  # socket.gaierror: the name does not resolve
         return True
     except Exception:  # noqa: BLE001 - an odd endpoint setting: let huggingface_hub decide
         return False
-    return False
+    if addr not in _REACHABLE:
+        try:
+            socket.create_connection(addr, timeout=_PROBE_TIMEOUT_S).close()
+            _REACHABLE[addr] = True
+        except OSError:  # refused, unreachable, timed out
+            _REACHABLE[addr] = False
+    return not _REACHABLE[addr]
 
 
 def download_command(repo: str, filename: str | None = None) -> str:
@@ -69,10 +88,38 @@ def _is_repo_id(repo: str) -> bool:
     return repo.count("/") == 1 and not repo.startswith((".", "/", "~")) and not repo.endswith("/")
 
 
+def _repo_cache(repo: str) -> Path | None:
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
+    except ImportError:  # pragma: no cover - huggingface-hub is a dependency
+        return None
+    return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+
+
+def _other_snapshot(repo: str, filename: str) -> Path | None:
+    """`filename` in a snapshot other than the main revision's, newest first: the cache of a
+    download by commit hash (no refs/main), or of a main that moved on since the file came."""
+    root = _repo_cache(repo)
+    if root is None or not (root / "snapshots").is_dir():
+        return None
+    found = [s / filename for s in (root / "snapshots").iterdir() if (s / filename).is_file()]
+    return max(found, key=lambda p: p.parent.stat().st_mtime) if found else None
+
+
+def _interrupted(repo: str) -> str:
+    """A note when the repo's cache holds a download that was interrupted (`.incomplete`)."""
+    root = _repo_cache(repo)
+    if root is None or not any((root / "blobs").glob("*.incomplete")):
+        return ""
+    return " (it holds an interrupted download of this repo: run the download again)"
+
+
 def cached(repo: str, filename: str) -> Path | bool | None:
-    """What the local Hugging Face cache knows of `filename` in `repo` (main revision): its
-    path, False when huggingface_hub recorded that the repo has no such file (the
-    `.no_exist` marks it leaves after asking), None when the cache cannot tell."""
+    """What the local Hugging Face cache knows of `filename` in `repo`: its path (the main
+    revision's, else another snapshot's), False when huggingface_hub recorded that the main
+    revision has no such file (the `.no_exist` marks it leaves after asking), None when the
+    cache cannot tell."""
     try:
         from huggingface_hub import try_to_load_from_cache
         from huggingface_hub.file_download import _CACHED_NO_EXIST
@@ -84,7 +131,9 @@ def cached(repo: str, filename: str) -> Path | bool | None:
         return None
     if found is _CACHED_NO_EXIST:
         return False
-    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+    if isinstance(found, str) and Path(found).is_file():
+        return Path(found)
+    return _other_snapshot(repo, filename)
 
 
 def _cache_only() -> bool:
@@ -94,7 +143,17 @@ def _cache_only() -> bool:
 
 
 def _env_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+    """huggingface_hub's offline switch, read as it reads it (HF_HUB_OFFLINE or
+    TRANSFORMERS_OFFLINE = 1/on/yes/true), now or when it was imported."""
+    try:
+        from huggingface_hub import constants
+
+        if constants.is_offline_mode():
+            return True
+    except ImportError:  # pragma: no cover - huggingface-hub is a dependency
+        pass
+    v = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return v.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def _download(repo: str, filename: str) -> Path:
@@ -117,8 +176,14 @@ def _download(repo: str, filename: str) -> Path:
         offline = _OFFLINE.get() or _env_offline()
         name = type(e).__name__
         if offline or "LocalEntryNotFound" in name or "OfflineMode" in name:
+            if not offline:  # the Hub failed us once: the cache only from now on, without retries
+                with contextlib.suppress(Exception):
+                    _REACHABLE[_hub_address()] = False
+            elsewhere = _other_snapshot(repo, filename)
+            if elsewhere is not None:  # cached at another revision (by commit hash, or main moved on)
+                return elsewhere
             raise WeightsError(
-                f"{filename} from {repo} is not in the local Hugging Face cache"
+                f"{filename} from {repo} is not in the local Hugging Face cache{_interrupted(repo)}"
                 + (" and offline mode is on" if offline else " and the Hub cannot be reached")
                 + f"; download it once online ({download_command(repo, filename)}) or pass a local path"
             ) from None
@@ -166,6 +231,6 @@ def hf_get_optional(filename: str, repo: str) -> Path | None:
     try:
         return _download(repo, filename)
     except WeightsError as e:
-        if "has no file" in str(e):
+        if "has no file" in str(e) or "cannot be reached" in str(e):
             return None
         raise

@@ -49,11 +49,63 @@ def test_behind_a_proxy_the_hub_is_asked(calls, monkeypatch):
     assert calls == [{}]
 
 
+class _Conn:
+    def close(self):
+        pass
+
+
 def test_with_a_network_the_hub_is_asked(calls, monkeypatch):
+    monkeypatch.setattr(hub, "_REACHABLE", {})
     monkeypatch.setattr(hub.socket, "getaddrinfo", lambda *a, **k: [])
+    monkeypatch.setattr(hub.socket, "create_connection", lambda *a, **k: _Conn())
     with pytest.raises(WeightsError):
         hub.hf_get("config.json", "kyutai/x")
     assert calls == [{}]
+
+
+def test_a_hub_that_refuses_connections_is_not_asked(calls, monkeypatch):
+    """The name resolves but connections are refused (a firewall, a captive network): the
+    cache at once, probed once, instead of ~24 s of huggingface_hub's retries per file."""
+    probes = []
+
+    def refuse(addr, timeout=None):
+        probes.append((addr, timeout))
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(hub, "_REACHABLE", {})
+    monkeypatch.setattr(hub.socket, "getaddrinfo", lambda *a, **k: [])
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    for _ in range(2):
+        with pytest.raises(WeightsError, match="not in the local Hugging Face cache and the Hub cannot be reached"):
+            hub.hf_get("config.json", "kyutai/x")
+    assert calls == [{"local_files_only": True}] * 2
+    assert probes == [(("huggingface.co", 443), hub._PROBE_TIMEOUT_S)]
+    assert hub.hf_get_optional("config.json", "kyutai/x") is None  # an optional file is then absent
+
+
+@pytest.mark.parametrize("value, offline", [("1", True), ("yes", True), ("TRUE", True), ("on", True), ("0", False),
+                                            ("false", False), ("no", False), ("off", False), ("y", False), ("", False)])
+def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(monkeypatch, value, offline):
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert hub._env_offline() is offline
+
+
+def test_transformers_offline_counts_too(monkeypatch):
+    """huggingface_hub honours TRANSFORMERS_OFFLINE=1 (then refuses every request): so do we,
+    or an optional config.json would be an error instead of absent."""
+    import huggingface_hub.constants as c
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    assert hub._env_offline()
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)  # set when huggingface_hub was imported
+    assert hub._env_offline()
 
 
 @pytest.mark.parametrize("repo", ["nodir", "./nodir", "/abs/nodir", "a/b/c", "~/x"])

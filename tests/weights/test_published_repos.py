@@ -390,3 +390,66 @@ def test_helium_cli_with_q_from_the_cache(cache, monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "helium-1-preview-2b-bf16.safetensors from kyutai/helium-1-preview-2b-mlx " \
         "is not in the local Hugging Face cache" in err
+
+
+# ---- caches in odd states ------------------------------------------------------------------
+
+def _move_main(cache, repo, commit="b" * 40, files=None):
+    """refs/main moved on to `commit`, whose snapshot holds only `files` (as after a later
+    download of one file, e.g. a README, once the repo changed)."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name, src in (files or {}).items():
+        (snap / name).symlink_to(src)
+    (root / "refs" / "main").write_text(commit)
+
+
+@pytest.mark.parametrize("how", ["offline flag", "no network"])
+@pytest.mark.parametrize("state", ["main moved to a snapshot without the file", "no refs/main (by commit hash)"])
+def test_the_file_cached_at_another_revision_is_used(files, cache, monkeypatch, state, how):
+    """huggingface_hub looks only in main's snapshot; the file the user has is in another one."""
+    repo = "kyutai/moshiko-mlx-q4"
+    add_repo(cache, repo, files[repo], refs="refs" not in state)
+    if "moved" in state:
+        _move_main(cache, repo)
+    _offline(monkeypatch) if how == "offline flag" else _no_network(monkeypatch)
+    got = resolve_model(repo)
+    assert got.weights.name == "model.q4.safetensors" and got.how == "preset moshiko"
+    assert got.get(MIMI).read_bytes().startswith(b"companion")
+
+
+def test_an_interrupted_download_is_said_so(files, cache, monkeypatch):
+    """An interrupted download leaves `blobs/<etag>.incomplete` and no snapshot link."""
+    repo = "kyutai/moshiko-mlx-q4"
+    snap = add_repo(cache, repo, {k: v for k, v in files[repo].items() if k != "model.q4.safetensors"},
+                    absent=("config.json",))
+    (snap.parent.parent / "blobs" / ("e" * 64 + ".incomplete")).write_bytes(b"\0" * 4096)
+    _offline(monkeypatch)
+    with pytest.raises(WeightsError) as e:
+        resolve_model(repo)
+    msg = str(e.value)
+    assert "\n" not in msg and "model.q4.safetensors from kyutai/moshiko-mlx-q4 is not in the local Hugging Face " \
+        "cache (it holds an interrupted download of this repo: run the download again)" in msg
+    assert "hf download kyutai/moshiko-mlx-q4 model.q4.safetensors" in msg
+
+
+def test_a_hub_that_refuses_connections_serves_the_cache_at_once(files, cache, monkeypatch):
+    """The Hub's name resolves, connections are refused: the cached model (no `.no_exist`
+    record for its config.json) loads at once; it was 'config.json ... cannot be reached'
+    after ~24 s of retries."""
+    import time
+
+    _no_network(monkeypatch)
+    monkeypatch.setattr(hub.socket, "getaddrinfo", lambda *a, **k: [])
+    monkeypatch.setattr(hub, "_REACHABLE", {})
+
+    def refuse(*a, **k):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    repo = "kyutai/moshiko-mlx-q4"
+    add_repo(cache, repo, files[repo])
+    t = time.monotonic()
+    got = resolve_model(repo)
+    assert got.how == "preset moshiko" and time.monotonic() - t < 10
