@@ -84,17 +84,33 @@ def download_command(repo: str, filename: str | None = None) -> str:
     return f"{cli} {repo}" + (f" {filename}" if filename else "")
 
 
+def repo_id(spec: str) -> str:
+    """`spec` as a repo id when it is one written loosely: a trailing slash, or the repo's page
+    address (https://huggingface.co/owner/name, as copied from a browser); else unchanged."""
+    s = spec.strip()
+    for prefix in ("https://huggingface.co/", "http://huggingface.co/", "hf.co/", "huggingface.co/"):
+        if s.startswith(prefix):
+            s = s[len(prefix):]
+            parts = s.split("/")
+            s = "/".join(parts[:2]) if len(parts) >= 2 and (len(parts) == 2 or parts[2] in ("", "tree")) else spec
+            break
+    s = s.rstrip("/")
+    return s if _is_repo_id(s) else spec
+
+
 def _is_repo_id(repo: str) -> bool:
     return repo.count("/") == 1 and not repo.startswith((".", "/", "~")) and not repo.endswith("/")
 
 
 def _repo_cache(repo: str) -> Path | None:
+    """The repo's folder in the Hugging Face cache (None for a malformed repo id)."""
     try:
         from huggingface_hub import constants
         from huggingface_hub.file_download import repo_folder_name
-    except ImportError:  # pragma: no cover - huggingface-hub is a dependency
+
+        return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+    except Exception:  # noqa: BLE001 - ImportError, or huggingface_hub's HFValidationError
         return None
-    return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
 
 
 def _other_snapshot(repo: str, filename: str) -> Path | None:

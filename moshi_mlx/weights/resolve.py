@@ -36,14 +36,14 @@ from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NA
 from ..errors import ConfigError, UsageError
 from ..models.config import PRESETS, LmConfig, preset, presets_for_repo
 from .errors import WeightsError
-from .hub import hf_get, hf_get_optional
+from .hub import hf_get, hf_get_optional, repo_id
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
 from .safetensors_io import SafetensorsFile
 
 QUANT_FORMATS = {None: "bf16", 8: "q8", 6: "q6", 4: "q4"}
-# keys only a Moshi LM config.json has: a config.json without any of them belongs to
-# something else (a fine-tuner's or a Transformers-style config) and is not read as one
+# keys of a Moshi LM config.json: one with fewer than two of them belongs to something else
+# (a Transformers-style config; DistilBERT's has `dim` alone) and is not read as one
 _LM_KEYS = ("dim", "num_layers", "num_heads", "n_q", "card", "text_card", "delays")
 
 
@@ -136,7 +136,7 @@ def _read_json(path: Path) -> dict | None:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}".splitlines()[0]) from None
-    if not isinstance(raw, dict) or not any(k in raw for k in _LM_KEYS):
+    if not isinstance(raw, dict) or sum(k in raw for k in _LM_KEYS) < 2:
         return None
     return raw
 
@@ -219,6 +219,8 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
         if len(parts) < 3:
             raise UsageError(f"bad Hub spec {weights!r}: expected hf://owner/repo/path")
         source, weights = "/".join(parts[:2]), "/".join(parts[2:])
+    if source is not None and not Path(source).expanduser().exists():
+        source = repo_id(str(source))  # "owner/name/" or its https://huggingface.co/ address
     if source is not None and str(source) in PRESETS and not Path(str(source)).exists():
         source = default_repo(quantized, str(source))[0]
     local_source = Path(source).expanduser() if source is not None and Path(source).expanduser().exists() else None
@@ -297,6 +299,10 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
     #    `quantize: true`, reads as its float weights)
     files = ModelFiles(cfg, Path(path), how, where, checkpoint=f, adapters=adapters)
     files.fit = fit(cfg, files.source())
+    held = sorted({q.bits for q in files.fit.quant.values()})
+    if quantized is not None and quantized not in held:  # -q 8 on a folder/file of q4 weights
+        raise UsageError(f"{path.name} holds {'/'.join(f'q{b}' for b in held) or 'float'} weights, not "
+                         f"q{quantized}: drop -q to load it as it is, or pass the q{quantized} file")
 
     # 6. companions
     files.mimi = str(mimi) if mimi is not None else (cfg.mimi_name or MIMI_NAME)

@@ -21,6 +21,9 @@ def calls(monkeypatch):
         raise LocalEntryNotFoundError(f"{filename} is not cached")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: an earlier test may have imported it offline
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     for v in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(v, raising=False)
     return seen

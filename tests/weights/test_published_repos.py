@@ -453,3 +453,51 @@ def test_a_hub_that_refuses_connections_serves_the_cache_at_once(files, cache, m
     t = time.monotonic()
     got = resolve_model(repo)
     assert got.how == "preset moshiko" and time.monotonic() - t < 10
+
+
+# ---- local copies as users hold them -------------------------------------------------------
+
+def test_q_on_a_folder_of_another_quantization_is_refused(files, tmp_path):
+    """`-q 8` on a local copy of the q4 repo (its file renamed model.safetensors, too) loaded
+    the q4 weights without a word."""
+    folder = tmp_path / "moshiko"
+    folder.mkdir()
+    (folder / "model.safetensors").hardlink_to(files["kyutai/moshiko-mlx-q4"]["model.q4.safetensors"])
+    assert {q.bits for q in resolve_model(folder).fit.quant.values()} == {4}  # detected by shapes
+    assert {q.bits for q in resolve_model(folder, quantized=4).fit.quant.values()} == {4}
+    with pytest.raises(UsageError, match=r"^model.safetensors holds q4 weights, not q8: drop -q to load it as it is, "
+                                         r"or pass the q8 file$"):
+        resolve_model(folder, quantized=8)
+    bf16 = tmp_path / "bf16"
+    bf16.mkdir()
+    (bf16 / "model.safetensors").hardlink_to(files["kyutai/moshiko-mlx-bf16"]["model.safetensors"])
+    with pytest.raises(UsageError, match="holds float weights, not q4"):
+        resolve_model(bf16, quantized=4)
+
+
+def test_a_config_of_another_tool_with_one_moshi_key_is_not_read(files, tmp_path):
+    """DistilBERT-style config.json (`dim`, `n_layers`, ...): it was refused as a Moshi config
+    with 'unknown config keys'; the shapes decide."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.q4.safetensors").hardlink_to(files["kyutai/moshiko-mlx-q4"]["model.q4.safetensors"])
+    (folder / "config.json").write_text(json.dumps({"dim": 768, "n_layers": 6, "n_heads": 12, "vocab_size": 30522,
+                                                    "model_type": "distilbert"}))
+    assert "matched by tensor shapes" in resolve_model(folder).how
+
+
+@pytest.mark.parametrize("spec", ["kyutai/moshiko-mlx-q4/", "https://huggingface.co/kyutai/moshiko-mlx-q4",
+                                  "https://huggingface.co/kyutai/moshiko-mlx-q4/tree/main"])
+def test_a_repo_written_loosely_is_the_repo(files, cache, monkeypatch, spec):
+    """A trailing slash or the repo's page address: it was 'no such model folder'."""
+    repo = "kyutai/moshiko-mlx-q4"
+    add_repo(cache, repo, files[repo], absent=("config.json",))
+    _offline(monkeypatch)
+    got = resolve_model(spec)
+    assert got.where == repo and got.how == "preset moshiko"
+
+
+def test_a_malformed_repo_id_is_one_line(cache, monkeypatch):
+    _offline(monkeypatch)
+    with pytest.raises(WeightsError, match="from kyutai/moshiko@main is not in the local Hugging Face cache"):
+        resolve_model("kyutai/moshiko@main")
