@@ -236,3 +236,30 @@ def test_a_text_model_refuses_audio_in():
         with pytest.raises(moshi_mlx.UsageError, match="takes no audio"):
             call()
     assert list(helium.text_stream(seed=0).stream("12 7 99", max_tokens=2))  # its own use still works
+
+
+def test_interrupted_respond_keeps_the_audio_of_every_frame_answered(tmp_path):
+    """A decoder far behind the LM (as on a CPU with the real Mimi): on Ctrl-C the WAV held the
+    frames decoded so far only (6 of 134 answered); the rest are decoded on the way out."""
+    import time as _time
+
+    model = moshi_mlx.load("random-tiny")
+    decode = model.codec.decode_step
+
+    def slow_decode(codes):
+        _time.sleep(0.03)
+        return decode(codes)
+
+    model.codec.decode_step = slow_decode
+
+    def progress(done, total):
+        if done >= 40:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "o.wav"
+    with pytest.raises(KeyboardInterrupt) as e:
+        model.respond(_sine(24000, 20.0), out, sample_rate=24000, progress=progress)
+    res = e.value.partial
+    answered = sum(1 for _, _, a in res.tokens if a is not None)
+    assert res.partial and answered >= 40
+    assert sf.info(str(out)).frames == len(res.audio) == answered * 1920

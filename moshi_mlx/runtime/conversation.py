@@ -113,6 +113,7 @@ class Conversation:
         self._cap: int | None = None  # 24 kHz samples of output at most (set by close)
         self._out24 = 0
         self._events: collections.deque = collections.deque()
+        self._rest: list = []  # audio tokens answered but not decoded when stopped (abort(keep_answered))
         self._frames: list[int] = []  # input frame of each LM step (keep_tokens)
         # translation: the model position (80 ms from the start) of each text EOS that answered
         # an end-of-input marker (`end_input`)
@@ -207,8 +208,11 @@ class Conversation:
             if self._out_rs is not None:
                 out.audio = np.concatenate([out.audio, self._out_rs.flush()])
             return out
+        except KeyboardInterrupt:  # stop, keeping what was answered: the caller's abort() returns it
+            self._halt(keep_answered=True)
+            raise
         finally:
-            self.abort()
+            self._halt()
 
     @property
     def user_codes(self) -> list:
@@ -220,16 +224,10 @@ class Conversation:
         return to their pool. Returns what was produced and not yet taken (close() is the
         way to finish). keep_answered: the audio of the frames the LM already answered is
         decoded here (the decoder lags the LM: on a CPU by many frames), so the audio
-        returned covers every step in `tokens`."""
-        rest: list = []
-        if not self.closed:
-            self.closed = True
-            stopped = self._pipe.abort(timeout=10)
-            if keep_answered and stopped and not self._pipe.failed.is_set():
-                rest = self._pipe.undecoded()
-        if self.model._active is self:
-            self.model._active = None
+        returned covers every step in `tokens` (also after a close() that Ctrl-C stopped)."""
+        self._halt(keep_answered)
         out = self._drain()
+        rest, self._rest = self._rest, []
         if rest:
             pcm24 = np.concatenate([np.asarray(self.model.codec.decode_step(c), np.float32).reshape(-1) for c in rest])
             if self._cap is not None:
@@ -238,6 +236,17 @@ class Conversation:
             a = self._out_rs.process(pcm24) if self._out_rs is not None and len(pcm24) else pcm24
             out.audio = np.concatenate([out.audio, a.astype(np.float32, copy=False)])
         return out
+
+    def _halt(self, keep_answered: bool = False) -> None:
+        """Stop the workers once (output not yet taken stays for `_drain`); keep_answered: keep
+        the audio tokens the decoder had not reached, for `abort` to decode."""
+        if not self.closed:
+            self.closed = True
+            stopped = self._pipe.abort(timeout=10)
+            if keep_answered and stopped and not self._pipe.failed.is_set():
+                self._rest = self._pipe.undecoded()
+        if self.model._active is self:
+            self.model._active = None
 
     def __enter__(self) -> "Conversation":
         return self
