@@ -183,16 +183,24 @@ def test_quality_takes_the_demo_model_as_reference(tmp_path, capsys):
     assert "use --force" in capsys.readouterr().err
 
 
-def test_offline_is_honoured_by_mimi(tmp_path, capsys, monkeypatch):
-    """--offline reaches the Hub layer: nothing is asked of the network for a repo not cached."""
-    from moshi_mlx.cli import mimi
+@pytest.mark.parametrize("tool", ["mimi", "tts", "convert", "run_inference"])
+def test_offline_is_accepted_and_honoured(tool, tmp_path, capsys, monkeypatch):
+    """--offline reaches the Hub layer in every tool (tts, mimi, quality and convert rejected the
+    flag): a repo not in the cache is one error line, nothing asked of the network."""
+    from moshi_mlx.weights import hub
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: pytest.fail("the network was consulted"), raising=False)
     _tone(tmp_path / "in.wav")
-    rc = mimi.main(["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy"), "--hf-repo", "someone/not-cached",
-                    "--offline"])
+    repo = ["--hf-repo", "someone/not-cached", "--offline"]
+    argv = {"mimi": ["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy"), *repo],
+            "tts": ["hi", str(tmp_path / "o.wav"), "--voice", "random", *repo],
+            "convert": ["--out", str(tmp_path / "out"), *repo],
+            "run_inference": [str(tmp_path / "in.wav"), *repo]}[tool]
+    rc = importlib.import_module(f"moshi_mlx.cli.{tool}").main(argv)
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("error:") == 1, err
+    assert rc == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o.wav").exists()
 
 
 def test_text_model_refused_before_the_device_and_the_server(tmp_path, capsys):
