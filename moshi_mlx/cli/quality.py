@@ -27,8 +27,8 @@ def build_parser() -> OneLineParser:
     p = OneLineParser(prog="moshi-quality", description=__doc__.split("\n\n")[0],
                       usage="%(prog)s [options] [REFERENCE] MODEL [MODEL ...]")
     p.add_argument("paths", nargs="+", metavar="MODEL",
-                   help="REFERENCE, the float source model (folder or file; left out with --model), then the "
-                        "models to compare with it (folders or files)")
+                   help="REFERENCE, the float source model (folder, file or Hub repo; left out with --model), then "
+                        "the models to compare with it (folders, files or Hub repos)")
     add_demo_model_arg(p, (DEMO_MODEL,), "REFERENCE (the weights moshi-convert --model writes, same --seed)")
     p.add_argument("--config", help="LM config for weights files without a config.json (config.json or preset)")
     p.add_argument("--frames", type=_int("--frames"), default=32, help="frames to evaluate (default 32)")

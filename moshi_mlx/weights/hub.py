@@ -95,10 +95,10 @@ def repo_id(spec: str) -> str:
             s = "/".join(parts[:2]) if len(parts) >= 2 and (len(parts) == 2 or parts[2] in ("", "tree")) else spec
             break
     s = s.rstrip("/")
-    return s if _is_repo_id(s) else spec
+    return s if is_repo_id(s) else spec
 
 
-def _is_repo_id(repo: str) -> bool:
+def is_repo_id(repo: str) -> bool:
     return repo.count("/") == 1 and not repo.startswith((".", "/", "~")) and not repo.endswith("/")
 
 
@@ -178,7 +178,7 @@ def _download(repo: str, filename: str) -> Path:
         if (local / filename).is_file():
             return local / filename
         raise WeightsError(f"model folder {repo} has no file {filename!r}")
-    if not _is_repo_id(repo):
+    if not is_repo_id(repo):
         raise WeightsError(f"{repo}: no such model folder (and not a Hugging Face repo id, owner/name)")
     try:
         from huggingface_hub import hf_hub_download
@@ -238,7 +238,7 @@ def hf_get_optional(filename: str, repo: str) -> Path | None:
     local = Path(repo).expanduser()
     if local.is_dir():
         return local / filename if (local / filename).is_file() else None
-    if _is_repo_id(repo):
+    if is_repo_id(repo):
         hit = cached(repo, filename)
         if hit is False or (hit is None and _cache_only()):
             return None

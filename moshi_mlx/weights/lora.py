@@ -21,7 +21,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from ..constants import LORA_NAME
+from ..constants import CONFIG_NAME, LORA_NAME
 from ..models.config import LmConfig
 from .errors import WeightsError
 
@@ -63,7 +63,8 @@ def lora_files(cfg: LmConfig | dict, folder: str | os.PathLike, *, base_required
     base = root / moshi_name if moshi_name and (root / moshi_name).is_file() else None
     if base is None and base_required:
         raise WeightsError(f"{root} holds LoRA adapters only ({adapters.name}): pass the base weights they were "
-                           f"trained on too (e.g. --hf-repo {BASE_HINT}, or its model.safetensors)")
+                           f"trained on with this folder's config.json, e.g. --hf-repo {BASE_HINT} --lm-config "
+                           f"{root / CONFIG_NAME} (Python: moshi_mlx.load({BASE_HINT!r}, config=...))")
     return LoraFiles(adapters, base, scaling, rank)
 
 

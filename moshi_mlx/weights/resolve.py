@@ -36,7 +36,7 @@ from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NA
 from ..errors import ConfigError, UsageError
 from ..models.config import PRESETS, LmConfig, preset, presets_for_repo
 from .errors import WeightsError
-from .hub import hf_get, hf_get_optional, repo_id
+from .hub import hf_get, hf_get_optional, is_repo_id, repo_id
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
 from .safetensors_io import SafetensorsFile
@@ -219,6 +219,11 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
         if len(parts) < 3:
             raise UsageError(f"bad Hub spec {weights!r}: expected hf://owner/repo/path")
         source, weights = "/".join(parts[:2]), "/".join(parts[2:])
+    if source is None and weights is not None and not Path(weights).expanduser().exists() \
+            and not str(weights).endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf")):
+        spec = repo_id(str(weights))
+        if is_repo_id(spec):  # a repo id where weights were expected (moshi-quality's MODEL, load_lm)
+            source, weights = spec, None
     if source is not None and not Path(source).expanduser().exists():
         source = repo_id(str(source))  # "owner/name/" or its https://huggingface.co/ address
     if source is not None and str(source) in PRESETS and not Path(str(source)).exists():

@@ -374,3 +374,24 @@ def test_the_resolver_fuses_a_fine_tune_from_a_folder_and_from_the_cache(tiny_ft
         got = dict(_flat(lm_loader.load_resolved(resolve_model(source), dtype=mx.float32, compute="stored")))
         assert got.keys() == ref.keys()
         assert all(np.array_equal(np.array(got[n]), np.array(ref[n])) for n in ref), source
+
+
+def test_adapters_only_names_the_command_that_works(tiny_ft, tmp_path, capsys):
+    """A fine-tune folder without its base: the one line names base + this config.json, and
+    that command runs (it named only `--hf-repo BASE`, which drops the adapters)."""
+    import soundfile as sf
+
+    from moshi_mlx.cli.run_inference import main
+
+    ft, cfg, state, layout = tiny_ft
+    base = tmp_path / "base"
+    base.mkdir()
+    (ft / "model.safetensors").rename(base / "model.safetensors")
+    sf.write(tmp_path / "in.wav", np.zeros(2 * 1920, np.float32), 24000)
+    common = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--quiet", "--mimi-weight", "random",
+              "--tokenizer", "none"]
+    assert main([*common, "--hf-repo", str(ft)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--hf-repo kyutai/moshiko-pytorch-bf16 --lm-config {ft / 'config.json'}" in err
+    assert main([*common, "--hf-repo", str(base), "--lm-config", str(ft / "config.json")]) == 0
+    assert sf.info(tmp_path / "out.wav").frames == 2 * 1920

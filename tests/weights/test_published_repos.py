@@ -501,3 +501,20 @@ def test_a_malformed_repo_id_is_one_line(cache, monkeypatch):
     _offline(monkeypatch)
     with pytest.raises(WeightsError, match="from kyutai/moshiko@main is not in the local Hugging Face cache"):
         resolve_model("kyutai/moshiko@main")
+
+
+def test_quality_compares_repos_from_the_cache(narrow_moshiko, narrow_presets, cache, monkeypatch, tmp_path, capsys):
+    """`moshi-quality kyutai/moshiko-mlx-bf16 kyutai/moshiko-mlx-q4 --offline`: repo ids where
+    weights are expected; it was 'file not found: kyutai/moshiko-mlx-bf16'."""
+    from moshi_mlx.cli.quality import main
+    from moshi_mlx.models import random_lm
+    from moshi_mlx.weights.lm_loader import save_lm
+
+    cfg = LmConfig.from_json(narrow_moshiko / "preset.json")
+    save_lm(random_lm(cfg, seed=3, dtype=mx.bfloat16), tmp_path / "model.safetensors")
+    add_repo(cache, "kyutai/moshiko-mlx-bf16", {"model.safetensors": tmp_path / "model.safetensors"})
+    add_repo(cache, "kyutai/moshiko-mlx-q4", {"model.q4.safetensors": narrow_moshiko / "model.q4.safetensors"})
+    _no_network(monkeypatch)
+    assert main(["kyutai/moshiko-mlx-bf16", "kyutai/moshiko-mlx-q4", "--offline", "--frames", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "quality vs kyutai/moshiko-mlx-bf16" in out and "kyutai--moshiko-mlx-q4" not in out
