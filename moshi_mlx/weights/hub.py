@@ -191,6 +191,13 @@ def _download(repo: str, filename: str) -> Path:
     except Exception as e:  # the hub raises many types; they all mean "could not get it"
         offline = _OFFLINE.get() or _env_offline()
         name = type(e).__name__
+        status = _status(e)
+        if status == 401 and "RepositoryNotFound" not in name:  # a token the Hub does not accept
+            raise WeightsError(f"the Hub refused the token sent for {repo} (401 Unauthorized): log in again "
+                               f"(hf auth login) or fix HF_TOKEN") from None
+        if status == 403 and "GatedRepo" not in name:  # huggingface_hub calls it a connection problem
+            raise WeightsError(f"the Hub refused access to {repo} (403 Forbidden): accept its terms on the Hub and "
+                               f"use a token allowed to read it (hf auth login, or HF_TOKEN)") from None
         if offline or "LocalEntryNotFound" in name or "OfflineMode" in name:
             if not offline:  # the Hub failed us once: the cache only from now on, without retries
                 with contextlib.suppress(Exception):
@@ -212,6 +219,15 @@ def _download(repo: str, filename: str) -> Path:
         if "EntryNotFound" in name:
             raise WeightsError(f"Hugging Face repo {repo!r} has no file {filename!r}") from None
         raise WeightsError(f"could not download {filename} from {repo}: {name}: {e}".splitlines()[0]) from None
+
+
+def _status(e: BaseException) -> int | None:
+    """The HTTP status behind a huggingface_hub error (it wraps some in LocalEntryNotFoundError)."""
+    for err in (e, e.__cause__):
+        code = getattr(getattr(err, "response", None), "status_code", None)
+        if isinstance(code, int):
+            return code
+    return None
 
 
 def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:

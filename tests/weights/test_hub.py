@@ -118,3 +118,49 @@ def test_a_missing_folder_is_not_sent_to_the_hub(calls, repo):
     with pytest.raises(WeightsError, match=r": no such model folder \(and not a Hugging Face repo id, owner/name\)$"):
         hub.hf_get("config.json", repo)
     assert calls == []
+
+
+def _http_error(kind: str):
+    """huggingface_hub's errors as hf_hub_download raises them (a 403 on the HEAD call comes
+    wrapped in LocalEntryNotFoundError, as if the Hub could not be reached)."""
+    import httpx2
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    req = httpx2.Request("HEAD", "https://huggingface.co/kyutai/x/resolve/main/model.safetensors")
+    if kind == "gated":
+        return GatedRepoError("Access to model kyutai/x is restricted.", response=httpx2.Response(403, request=req))
+    if kind == "private":
+        return RepositoryNotFoundError("401 Client Error. Repository Not Found",
+                                       response=httpx2.Response(401, request=req))
+    if kind == "bad token":
+        return HfHubHTTPError("401 Client Error: Unauthorized. Invalid credentials in Authorization header",
+                              response=httpx2.Response(401, request=req))
+    cause = HfHubHTTPError("403 Forbidden: fine-grained token settings", response=httpx2.Response(403, request=req))
+    wrapped = LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
+    wrapped.__cause__ = cause
+    return wrapped
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("gated", "is gated: accept its terms on the Hub and log in (hf auth login, or HF_TOKEN)"),
+    ("private", "does not exist or is private (log in with hf auth login, or set HF_TOKEN, if it is yours)"),
+    ("bad token", "the Hub refused the token sent for kyutai/x (401 Unauthorized): log in again (hf auth login)"),
+    ("forbidden", "the Hub refused access to kyutai/x (403 Forbidden): accept its terms on the Hub and use a token "
+                  "allowed to read it (hf auth login, or HF_TOKEN)"),
+])
+def test_access_errors_say_how_to_log_in(monkeypatch, kind, says):
+    """One line saying how to log in, for the weights and for an optional config.json alike
+    (a 403 was 'not in the cache and the Hub cannot be reached'; a bad token a raw 401)."""
+    def fake(repo, filename, **kw):
+        raise _http_error(kind)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: False)
+    for get in (lambda: hub.hf_get("model.safetensors", "kyutai/x"), lambda: hub.hf_get_optional("config.json",
+                                                                                                  "kyutai/x")):
+        with pytest.raises(WeightsError) as e:
+            get()
+        assert says in str(e.value) and "\n" not in str(e.value)
