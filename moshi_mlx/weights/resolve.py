@@ -190,8 +190,10 @@ def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Pa
         names = [n for n in names if fmt_of(n) == want] or (
             [n for n in names if fmt_of(n) is None] if want == "bf16" else names)
     if len(names) != 1:
+        interrupted = not names and any((folder / ".cache" / "huggingface" / "download").glob("*.incomplete"))
         raise WeightsError(f"{folder} should hold one .safetensors model file, found {', '.join(names) or 'none'}"
-                           + ("; set moshi_name in its config.json or pass the file" if names else ""))
+                           + ("; set moshi_name in its config.json or pass the file" if names else "")
+                           + (" (a download into it was interrupted: run it again)" if interrupted else ""))
     return folder / names[0]
 
 

@@ -518,3 +518,30 @@ def test_quality_compares_repos_from_the_cache(narrow_moshiko, narrow_presets, c
     assert main(["kyutai/moshiko-mlx-bf16", "kyutai/moshiko-mlx-q4", "--offline", "--frames", "2"]) == 0
     out = capsys.readouterr().out
     assert "quality vs kyutai/moshiko-mlx-bf16" in out and "kyutai--moshiko-mlx-q4" not in out
+
+
+def test_a_local_dir_download_as_hf_leaves_it(files, tmp_path, monkeypatch):
+    """`hf download REPO --local-dir DIR`: the files, README.md, .gitattributes and
+    `.cache/huggingface/download/*.metadata`; given by path, with a trailing slash, relative
+    and by `~`. Interrupted, the weights are only `.cache/.../<hash>.<etag>.incomplete`."""
+    _no_network(monkeypatch)
+    repo = "kyutai/moshiko-mlx-q4"
+    d = tmp_path / "moshiko"
+    meta = d / ".cache" / "huggingface" / "download"
+    meta.mkdir(parents=True)
+    (d / ".cache" / "huggingface" / ".gitignore").write_text("*")
+    for n, p in files[repo].items():
+        (d / n).hardlink_to(p)
+        (meta / f"{n}.metadata").write_text(f"{'c' * 40}\n{'e' * 64}\n1700000000.0\n")
+    (d / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# Moshiko q4\n")
+    (d / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for spec in (d, f"{d}/", "moshiko", "./moshiko/", "~/moshiko"):
+        got = resolve_model(spec)
+        assert got.weights.name == "model.q4.safetensors" and set(got.fit.quant.values()) == {QuantSpec(4, 32)}
+        assert got.get(MIMI).read_bytes().startswith(b"companion")
+    (d / "model.q4.safetensors").unlink()
+    (meta / ("0123abcd." + "e" * 64 + ".incomplete")).write_bytes(b"\0" * 4096)
+    with pytest.raises(WeightsError, match=r"found none \(a download into it was interrupted: run it again\)$"):
+        resolve_model(d)
