@@ -110,6 +110,9 @@ class LmConfig:
     # a norm on each step's depformer output before its audio head (Hibiki-Zero: layer_norm);
     # None = no norm (the reference's Identity)
     depformer_norm: str | None = None
+    # slices of the PyTorch checkpoint's depformer when it has more than dep_q (PersonaPlex: 16,
+    # the last 8 predict the user's codebooks, which are always given, so they are never loaded)
+    checkpoint_dep_q: int | None = None
     # conditioning and extra outputs
     conditioners: dict[str, LutConditionerConfig | TensorConditionerConfig] = field(default_factory=dict)
     fuse_sum: list[str] = field(default_factory=list)
@@ -178,6 +181,16 @@ class LmConfig:
         if self.depformer_weights_per_step_schedule:
             return max(self.depformer_weights_per_step_schedule) + 1
         return self.dep_q
+
+    @property
+    def checkpoint_dep_weights(self) -> int:
+        """Per-step weight sets stacked in the PyTorch checkpoint's depformer tensors."""
+        return self.checkpoint_dep_q if self.checkpoint_dep_q and self.depformer_weights_per_step else self.dep_weights
+
+    @property
+    def is_persona(self) -> bool:
+        """PersonaPlex: voice and text prompts before the conversation (models/persona.py)."""
+        return self.model_type == "personaplex"
 
     def dep_weight_index(self, step: int) -> int:
         """Which per-step weight set depformer step `step` uses."""
@@ -324,7 +337,7 @@ def _describe(tp: Any) -> str:
 _LOWER_BOUNDS = {
     "dim": 1, "num_heads": 1, "num_layers": 1, "kv_repeat": 1, "context": 1, "text_card": 1, "card": 1,
     "n_q": 0, "dep_q": 0, "depformer_dim": 1, "depformer_num_heads": 1, "depformer_num_layers": 1,
-    "depformer_low_rank_embeddings": 1, "depformer_context": 1, "depformer_kv_repeat": 1,
+    "depformer_low_rank_embeddings": 1, "depformer_context": 1, "depformer_kv_repeat": 1, "checkpoint_dep_q": 1,
     "extra_heads_num_heads": 0, "extra_heads_dim": 1, "text_card_out": 1, "lora_rank": 1,
     "existing_text_padding_id": 0, "existing_text_end_padding_id": 0,
 }
@@ -525,6 +538,10 @@ def _validate(cfg: LmConfig, where: str) -> None:
         if cfg.depformer_weights_per_step:
             check(cfg.dep_gating != "none", "depformer_weights_per_step needs a gated MLP (the reference refuses it too)")
         check(cfg.depformer_context is None or cfg.depformer_context > 0, "depformer_context must be positive")
+    if cfg.checkpoint_dep_q is not None:
+        check(cfg.dep_q <= cfg.checkpoint_dep_q <= cfg.n_q and cfg.depformer_multi_linear
+              and not cfg.depformer_weights_per_step_schedule,
+              f"checkpoint_dep_q {cfg.checkpoint_dep_q} needs dep_q <= it <= n_q, depformer_multi_linear and no schedule")
 
 
 # ---- presets -------------------------------------------------------------------------
@@ -574,6 +591,12 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "pytorch": ("kyutai/stt-2.6b-en", "model.safetensors"),
     }),
     "random-tiny": ("random-tiny.json", {}),
+    # NVIDIA's loader hard-codes the architecture: the repo's config.json is never read
+    "personaplex-7b": ("personaplex-7b.json", {
+        "bf16": ("nvidia/personaplex-7b-v1", "model.safetensors"),
+        "pytorch": ("nvidia/personaplex-7b-v1", "model.safetensors"),
+    }),
+    "random-tiny-persona": ("random-tiny-persona.json", {}),
     # one published repo (PyTorch layout, bf16), which the loader reads as it is
     "tts-1.6b-en_fr": ("tts-1.6b-en_fr.json", {
         "bf16": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
@@ -584,6 +607,10 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "random-tiny-helium": ("random-tiny-helium.json", {}),
     "random-tiny-hibiki-zero": ("random-tiny-hibiki-zero.json", {}),
 }
+
+
+# presets whose Hub repo's config.json is not ours to read (the preset is the config)
+IGNORES_REPO_CONFIG = frozenset({"personaplex-7b"})
 
 
 def preset_path(name: str) -> Path:

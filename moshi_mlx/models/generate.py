@@ -40,6 +40,8 @@ GEN_DEFAULTS: dict[str, Any] = {
     "top_p": 0.0, "top_p_text": 0.0, "cfg_coef": 1.0,
 }
 _UNSET: Any = object()
+# positions per temporal-transformer call in `LmGen.prefill`
+PREFILL_CHUNK = 128
 
 
 # MLX's array sizes are 32-bit: a larger buffer is not an error MLX raises, it crashes
@@ -156,6 +158,7 @@ class LmGen:
         self.frames = 0  # user frames consumed
         self.prefix_text_token: int | None = None
         self.prefix_audio_tokens: list[int] | None = None
+        self._forced_until = 0  # frames before this one were given for every stream (prefill)
         self._key = mx.random.key(self.seed)
         mx.eval(self._key)
         self._last_hidden: mx.array | None = None
@@ -195,17 +198,22 @@ class LmGen:
         text = self.text_sampler(guided, key)
         return h, guided, text
 
-    def _depformer(self, h: mx.array, text: mx.array, keys: list[mx.array]) -> mx.array:
+    def _depformer(self, h: mx.array, text: mx.array, keys: list[mx.array],
+                   forced: dict[int, int] | None = None) -> mx.array:
         """The frame's audio tokens [B, dep_q] given the text token (keys: one per
-        codebook), lazy."""
-        if self._frame is not None:
+        codebook), lazy. forced: codebook -> its given token (after a prefill), which
+        replaces the sampled one and is the next codebook's input (teacher forcing)."""
+        if self._frame is not None and not forced:
             audio, self.last_audio_logits = self._frame.run_depformer(h, text, keys)
             return audio
 
         def pick(k: int, logits: mx.array) -> mx.array:
             g = self._guided(logits)
             self.last_audio_logits.append(g)
-            return self.audio_sampler(g, None if self.audio_sampler.greedy else keys[k])
+            tok = self.audio_sampler(g, None if self.audio_sampler.greedy else keys[k])
+            if forced and k in forced:
+                return mx.full(tok.shape, forced[k], dtype=tok.dtype)
+            return tok
 
         return self.lm.depformer.sample(h, text, self._dep_cache, pick)
 
@@ -219,7 +227,10 @@ class LmGen:
         if lm.has_depformer:
             # the temporal transformer computes while Python builds the depformer's graph
             mx.async_eval(text)
-            audio = self._depformer(h, text, audio_keys)
+            frames = p - self.delays[1 : 1 + cfg.dep_q]
+            forced = {k: int(self._hist[1 + k, f % self._ring]) for k, f in enumerate(frames)
+                      if 0 <= f < self._forced_until}
+            audio = self._depformer(h, text, audio_keys, forced)
             out = mx.concatenate([text[:, None], audio], axis=1)[0]
         else:
             out = text
@@ -248,10 +259,11 @@ class LmGen:
             raise UsageError(f"expected {cfg.user_q} user codes per frame, got {u.shape[0]}")
         if u.size and (u.min() < -1 or u.max() > cfg.card):
             raise UsageError(f"user codes must be in [-1, {cfg.card}], got {u.tolist()}")
-        if self.position == 0:
-            self.prefix_text_token, _ = self._run(0)
-            self.prefix_audio_tokens = self._audio_frame(0)  # only with no own delay
-            self.position = 1
+        if self.position == self.frames:  # the first position after reset() or prefill()
+            p = self.position
+            self.prefix_text_token, _ = self._run(p)
+            self.prefix_audio_tokens = self._audio_frame(p) if p == 0 else None  # only with no own delay
+            self.position = p + 1
         t = self.frames
         self._hist[1 + cfg.dep_q :, t % self._ring] = u
         p = self.position
@@ -259,6 +271,45 @@ class LmGen:
         self.position += 1
         self.frames += 1
         return text, self._audio_frame(p)
+
+    def prefill(self, frames, embeddings: mx.array | None = None, chunk: int = PREFILL_CHUNK) -> None:
+        """Start the conversation after given frames (a prompt): frames [1 + n_q, T] are every
+        stream's tokens of frames 0..T-1. Positions 0..T-1 only predict given tokens, so they
+        run as multi-position forwards of the temporal transformer (`chunk` positions per
+        call) that only fill its KV cache: no text head, no depformer, no sampling.
+        embeddings [E, dim]: positions 0..E-1's input embeddings, given instead of the
+        frames' (a stored voice prompt; those frames then only matter from E - 1 - max delay).
+        The next `step(user frame T)` runs position T (the first free one, where the given
+        tokens of frame T - 1 of delayed codebooks are still forced) then T + 1."""
+        cfg = self.cfg
+        if self.position != 0:
+            raise UsageError("prefill() starts a conversation: call it right after reset()")
+        frames = np.asarray(frames, dtype=np.int64)
+        if frames.ndim != 2 or frames.shape[0] != cfg.num_streams or frames.shape[1] == 0:
+            raise UsageError(f"prefill frames must be [{cfg.num_streams}, T > 0], got {list(frames.shape)}")
+        T = frames.shape[1]
+        E = 0 if embeddings is None else int(embeddings.shape[0])
+        if E > T:
+            raise UsageError(f"{E} prompt embeddings for {T} frames")
+        pos = np.arange(T)[None, :] - 1 - self.delays[:, None]  # the frame each position consumes
+        tokens = np.where(pos >= 0, frames[self._streams[:, None], np.maximum(pos, 0)], self._init[:, None])
+        for start in range(0, T, chunk):
+            stop = min(T, start + chunk)
+            parts = []
+            if start < E:
+                parts.append(embeddings[start:min(stop, E)].astype(self.lm.dtype)[None])
+            if stop > E:
+                parts.append(self.lm.embed(mx.array(tokens[None, :, max(start, E):stop].astype(np.int32))))
+            x = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
+            if self.batch > 1:
+                x = mx.concatenate([x] * self.batch, axis=0)
+            if self._cond is not None:
+                x = x + self._cond.astype(x.dtype)
+            x = self.lm.transformer(x, self._cache)
+            mx.eval(x, [c.state for c in self._cache])
+        for f in range(max(0, T - self._ring), T):
+            self._hist[:, f % self._ring] = frames[:, f]
+        self.position = self.frames = self._forced_until = T
 
     def extra_heads(self) -> list[mx.array]:
         """Softmax outputs of the model's extra heads (e.g. STT voice activity) at the last position."""

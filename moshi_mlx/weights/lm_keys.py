@@ -37,6 +37,22 @@ def is_pytorch_layout(keys) -> bool:
     return any(k.endswith((".alpha", ".in_proj_weight")) or ".in_projs." in k for k in keys)
 
 
+def extra_slice_index(key: str) -> int | None:
+    """The depformer slice a per-slice PyTorch tensor belongs to (None for other tensors):
+    `depformer_in.K`, `linears.K`, `depformer_emb.(K-1)`, `depformer.layers.L.gating.K`."""
+    parts = key.split(".")
+    try:
+        if parts[0] in ("depformer_in", "linears", "depformer_norms") and len(parts) == 3:
+            return int(parts[1])
+        if parts[0] == "depformer_emb":
+            return int(parts[1]) + 1
+        if parts[0] == "depformer" and len(parts) >= 5 and parts[3] == "gating":
+            return int(parts[4])
+    except ValueError:
+        return None
+    return None
+
+
 def _norm_keys(cfg: LmConfig, norm: str | None = None) -> tuple[str, ...]:
     """The reference's parameter names of a norm of type `norm` (default: the model's)."""
     return ("weight", "bias") if (norm or cfg.norm).startswith("layer_norm") else ("alpha",)
@@ -111,6 +127,11 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
     for nk in _norm_keys(cfg):
         out["out_norm." + ("weight" if nk == "alpha" else nk)] = Source(f"out_norm.{nk}", flatten=nk == "alpha")
     out["text_linear.weight"] = Source("text_linear.weight")
+    # a checkpoint with more slices than we run (PersonaPlex) stacks all of them in the attention
+    # weights; one with dep_q slices only (NVIDIA copies 0-7 into 8-15 for those) stacks dep_q
+    mult = cfg.dep_weights
+    if cfg.checkpoint_dep_q and f"linears.{cfg.checkpoint_dep_q - 1}.weight" in keys:
+        mult = cfg.checkpoint_dep_weights
     for k in range(cfg.dep_q):
         d = f"depformer.slices.{k}"
         out[f"{d}.linear_in.weight"] = Source(f"depformer_in.{cfg.dep_in_index(k)}.weight")
@@ -125,7 +146,7 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
         for layer in range(cfg.dep_num_layers):
             out.update(_layer_sources(f"depformer.layers.{layer}", f"{d}.transformer.layers.{layer}", cfg, keys,
                                       cfg.dep_gating != "none", cfg.depformer_layer_scale is not None,
-                                      cfg.dep_weights, w, cfg.depformer_weights_per_step))
+                                      mult, w, cfg.depformer_weights_per_step))
     for name, c in cfg.conditioners.items():
         p = f"condition_provider.conditioners.{name}"
         if not isinstance(c, TensorConditionerConfig):
@@ -215,19 +236,20 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
               1, False, cfg.layer_scale, cfg.cross_attention)
     norm("out_norm", D)
     shapes["text_linear.weight"] = (cfg.text_out_card, D)
+    slices = cfg.checkpoint_dep_q or cfg.dep_q
     if cfg.dep_q:
-        for i in range(cfg.dep_in_count):
+        for i in range(slices if cfg.checkpoint_dep_q else cfg.dep_in_count):
             shapes[f"depformer_in.{i}.weight"] = (Dd, D)
         lr = cfg.depformer_low_rank_embeddings if low_rank else None
         emb("depformer_text_emb", cfg.text_card + 1, Dd, lr, cfg.demux_second_stream and demux)
-        for i in range(cfg.dep_q - 1):
+        for i in range(slices - 1):
             emb(f"depformer_emb.{i}", cfg.card + 1, Dd, lr, False)
         per_step = cfg.depformer_weights_per_step
-        ffs = [cfg.dep_feedforward(w) for w in range(cfg.dep_weights)]
+        ffs = [cfg.dep_feedforward(min(w, cfg.dep_weights - 1)) for w in range(cfg.checkpoint_dep_weights)]
         for i in range(cfg.dep_num_layers):
             layer(f"depformer.layers.{i}", Dd, cfg.dep_num_heads, cfg.dep_kv_repeat, cfg.dep_gating, ffs,
-                  cfg.dep_weights, per_step, cfg.depformer_layer_scale)
-        for k in range(cfg.dep_q):
+                  cfg.checkpoint_dep_weights, per_step, cfg.depformer_layer_scale)
+        for k in range(slices):
             shapes[f"linears.{k}.weight"] = (cfg.card, Dd)
             if cfg.depformer_norm is not None:
                 norm(f"depformer_norms.{k}", Dd, cfg.depformer_norm)

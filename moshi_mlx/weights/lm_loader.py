@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..models.config import LmConfig
 from ..models.lm import Lm
 from .errors import WeightsError
-from .lm_keys import Source, is_pytorch_layout, pytorch_sources, shared_names
+from .lm_keys import Source, extra_slice_index, is_pytorch_layout, pytorch_sources, shared_names
 from .model_dir import QUANT_KEY, QuantRecord, model_quant_spec, read_model_dir
 from .pytorch_int8 import dequantized
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
@@ -190,8 +190,15 @@ def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx
 
 def _unused_pytorch_key(cfg: LmConfig, key: str, pytorch: bool) -> bool:
     """Kyutai's PyTorch LMModel always has `depformer_in` projections, even with no depformer
-    (speech-to-text, dep_q = 0), so its checkpoints carry them unused: skipped."""
-    return pytorch and cfg.dep_q == 0 and key.startswith("depformer_in.")
+    (speech-to-text, dep_q = 0), so its checkpoints carry them unused: skipped. PersonaPlex's
+    depformer slices past dep_q (`checkpoint_dep_q`) predict the user's codebooks, which are
+    always given: skipped too (their share of the stacked attention weights is not read)."""
+    if not pytorch:
+        return False
+    if cfg.dep_q == 0 and key.startswith("depformer_in."):
+        return True
+    return cfg.checkpoint_dep_q is not None and extra_slice_index(key) is not None and \
+        cfg.dep_q <= extra_slice_index(key) < cfg.checkpoint_dep_q
 
 
 def match_sources(cfg: LmConfig, f, model: Lm, pytorch: bool) -> tuple[dict[str, tuple[int, ...]], dict[str, Source]]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NAME, MIMI_REPO, TOKENIZER_NAME
 from ..errors import ConfigError, UsageError
-from ..models.config import PRESETS, LmConfig, preset, presets_for_repo
+from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, preset, presets_for_repo
 from .errors import WeightsError
 from .hub import hf_get, hf_get_optional, is_repo_id, repo_id
 from .lora import lora_files, with_lora
@@ -258,8 +258,8 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
         cfg_file = w_path.parent / CONFIG_NAME
     elif folder is not None:
         cfg_file = folder / CONFIG_NAME
-    else:
-        cfg_file = hf_get_optional(CONFIG_NAME, where)
+    elif not any(p in IGNORES_REPO_CONFIG for p, _, _ in presets_for_repo(where)):
+        cfg_file = hf_get_optional(CONFIG_NAME, where)  # (NVIDIA's loader never reads PersonaPlex's: its preset is the config)
     if cfg_file is not None and cfg_file.is_file():
         raw = _read_json(cfg_file)
     if w_path is not None and w_path.is_file():
