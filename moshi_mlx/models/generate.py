@@ -78,7 +78,7 @@ class LmGen:
                  top_k: int | None = None, top_k_text: int | None = None, top_p: float | None = None,
                  top_p_text: float | None = None, use_sampling: bool | None = None, cfg_coef: float | None = None,
                  condition: dict[str, str | None] | None = _UNSET, null_condition: dict[str, str | None] | None = _UNSET,
-                 seed: int = 0):
+                 seed: int = 0, prompt=None):
         """Sampling options default to the model's `lm_gen_config`, then to the reference
         LMGen's defaults (audio temp 0.8 / top-k 250, text temp 0.7 / top-k 25).
         Temperature 0 (or use_sampling=False) is greedy.
@@ -87,7 +87,10 @@ class LmGen:
         cfg_coef != 1 enables classifier-free guidance: a second batch row runs with
         `null_condition` (Hibiki default {"description": "very_bad"}, as in Kyutai's scripts;
         otherwise every conditioner's null value, its learnt padding) and the logits become
-        null + cfg_coef * (cond - null) for text and every codebook."""
+        null + cfg_coef * (cond - null) for text and every codebook.
+
+        prompt: frames given before every conversation (`models.persona.Prompt`, PersonaPlex's
+        voice and role), prefilled by each `reset()`."""
         self.lm = lm
         cfg = lm.cfg
         seed = check.seed("seed", seed)
@@ -141,6 +144,7 @@ class LmGen:
         self._frame: CompiledFrame | None = None
         if getattr(lm, "compiled_step", False) and compiled_step_supported(lm) is None:
             self._frame = CompiledFrame(self)
+        self.prompt = prompt
         self.reset()
 
     @property
@@ -162,6 +166,8 @@ class LmGen:
         self._key = mx.random.key(self.seed)
         mx.eval(self._key)
         self._last_hidden: mx.array | None = None
+        if getattr(self, "prompt", None) is not None:
+            self.prefill(self.prompt.frames, self.prompt.embeddings)
 
     def _frame_keys(self) -> tuple[mx.array, list[mx.array]]:
         """This position's PRNG keys from one split (one kernel, not one per token): the
@@ -289,6 +295,10 @@ class LmGen:
             raise UsageError(f"prefill frames must be [{cfg.num_streams}, T > 0], got {list(frames.shape)}")
         T = frames.shape[1]
         E = 0 if embeddings is None else int(embeddings.shape[0])
+        if embeddings is not None:
+            embeddings = mx.array(embeddings) if isinstance(embeddings, np.ndarray) else embeddings
+            if embeddings.ndim != 2 or embeddings.shape[1] != cfg.dim:
+                raise UsageError(f"prefill embeddings must be [E, {cfg.dim}], got {list(embeddings.shape)}")
         if E > T:
             raise UsageError(f"{E} prompt embeddings for {T} frames")
         pos = np.arange(T)[None, :] - 1 - self.delays[:, None]  # the frame each position consumes

@@ -21,8 +21,8 @@ from .flags import MIMI_BACKENDS, add_demo_model_arg, add_mimi_backend_arg, add_
 from .model import Model
 
 DEMO_TOKENIZER = "demo_tokenizer.model"
-# Moshi, speech-to-text, Helium, translation (Hibiki-Zero's shape)
-DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium", "random-tiny-hibiki-zero")
+# Moshi, speech-to-text, Helium, translation (Hibiki-Zero's shape), PersonaPlex
+DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium", "random-tiny-hibiki-zero", "random-tiny-persona")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
               "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "
@@ -198,7 +198,7 @@ def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True, id
     n = max(cfg.user_q, cfg.dep_q, 1)
     codec = None
     if with_codec:
-        mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg))
+        mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg) or _persona_demo_mimi(cfg))
         codec = MimiFrameCodec(mimi, n_encode=cfg.user_q)
     tokenizer = PlaceholderTokenizer() if ids_only else TextTokenizer(demo_tokenizer())
     return Model(cfg, lm, codec, tokenizer,
@@ -226,6 +226,18 @@ def _random_mimi_config(cfg) -> str | None:
     with open(tiny) as f:
         bins = json.load(f)["quantizer"]["bins"]
     return tiny if cfg.card == bins and cfg.card != 2048 else None
+
+
+def _persona_demo_mimi(cfg) -> dict | None:
+    """The PersonaPlex demo's codec: the tiny Mimi with 2048 codes (its prompts use codes up to 2008)."""
+    import json
+
+    if not cfg.is_persona:
+        return None
+    with open(demo_mimi_config()) as f:
+        d = json.load(f)
+    d["quantizer"]["bins"] = cfg.card
+    return d
 
 
 def _check_codec_fits(mimi, cfg, name: str) -> None:

@@ -87,14 +87,33 @@ class Model:
         """False for text-only (speech-to-text) models."""
         return self.cfg.dep_q > 0
 
-    def generator(self, **sampling):
-        """A fresh `LmGen` (streaming state) with these sampling options (see SAMPLING_OPTIONS)."""
+    def generator(self, *, voice=None, persona: str | None = None, **sampling):
+        """A fresh `LmGen` (streaming state) with these sampling options (see SAMPLING_OPTIONS).
+        voice / persona (PersonaPlex only): the voice prompt (a preset such as NATF2, a stored
+        `.pt` voice or an audio file) and the role, given before every conversation
+        (docs/personaplex.md)."""
         from ..models import LmGen
 
         unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
         if unknown:
             raise UsageError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(SAMPLING_OPTIONS)}")
-        return LmGen(self.lm, **sampling)
+        return LmGen(self.lm, prompt=self.system_prompt(voice, persona), **sampling)
+
+    def system_prompt(self, voice=None, persona: str | None = None):
+        """PersonaPlex's prompt (`models.persona.Prompt`) for a voice and a role; None for
+        other models, which refuse a voice or a role."""
+        if not getattr(self.cfg, "is_persona", False):
+            if voice is not None or persona is not None:
+                what = " and ".join(w for w, v in (("a voice", voice), ("a persona", persona)) if v is not None)
+                raise UsageError(f"{what} needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); "
+                                 f"this one is {self.cfg.model_type}")
+            return None
+        from .persona import load_voice, persona_prompt
+
+        where = None if self.files is None else self.files.where
+        mimi = None if self.codec is None else self.codec.encoder
+        v = None if voice is None else load_voice(voice, mimi, where)
+        return persona_prompt(self.cfg, self.tokenizer, v, persona)
 
     @property
     def translates(self) -> bool:

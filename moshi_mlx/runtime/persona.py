@@ -1,0 +1,106 @@
+"""PersonaPlex voices and roles: from what a user names to the prompt `LmGen` prefills.
+
+A voice is one of NVIDIA's 18 presets (NATF0-3, NATM0-3, VARF0-4, VARM0-4, in the model
+repo's `voices.tgz`), a stored voice file (`.pt`, the presets' format), or any audio file.
+Presets are read straight out of the archive with a restricted reader of torch's file format
+(weights/torch_pickle.py): no torch, no extraction, no conversion step. A recording is
+prepared as NVIDIA's `load_voice_prompt` does: 24 kHz mono, loudness normalised to -24
+LUFS (BS.1770 in numpy, audio/loudness.py), cut into 1920-sample frames (the last
+zero-padded) and encoded by the streaming Mimi (8 codebooks), reset before and after.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from ..audio.io import read_audio
+from ..audio.loudness import normalize_loudness
+from ..constants import FRAME_SIZE, SAMPLE_RATE
+from ..errors import UsageError
+from ..models.persona import AUDIO_CODEBOOKS, VOICE_LUFS, Prompt, Voice, build_prompt, system_prompt_text
+from ..weights.errors import WeightsError
+from ..weights.torch_pickle import load_torch_file
+
+VOICE_PRESETS = tuple([f"NAT{g}{i}" for g in "FM" for i in range(4)] + [f"VAR{g}{i}" for g in "FM" for i in range(5)])
+VOICES_ARCHIVE = "voices.tgz"
+
+
+def is_preset_name(spec: str) -> bool:
+    return Path(spec).stem in VOICE_PRESETS and not Path(spec).expanduser().exists()
+
+
+def _stored_voice(name: str, data) -> Voice:
+    obj = load_torch_file(data)
+    if not isinstance(obj, dict) or "embeddings" not in obj or "cache" not in obj:
+        raise WeightsError(f"voice {name}: expected a dict with 'embeddings' and 'cache'")
+    emb, cache = np.asarray(obj["embeddings"], dtype=np.float32), np.asarray(obj["cache"])
+    if emb.ndim != 4 or emb.shape[1:3] != (1, 1) or cache.ndim != 3 or cache.shape[0] != 1:
+        raise WeightsError(f"voice {name}: embeddings {list(emb.shape)} / cache {list(cache.shape)}, expected "
+                           "[N, 1, 1, dim] / [1, streams, length]")
+    return Voice(name, embeddings=emb[:, 0, 0], cache=cache[0].astype(np.int64))
+
+
+def preset_voice(name: str, where: str | None) -> Voice:
+    """Preset `name` (e.g. NATF2) from the `voices.tgz` of the model's repo or folder."""
+    from ..weights.hub import hf_get
+
+    stem = Path(name).stem
+    if where is None:
+        raise UsageError(f"voice {stem}: presets come with a PersonaPlex model repo; give a voice file instead")
+    archive = hf_get(VOICES_ARCHIVE, where)
+    with tarfile.open(archive, "r:gz") as tar:
+        member = next((m for m in tar.getmembers() if m.isfile() and Path(m.name).name == f"{stem}.pt"), None)
+        if member is None:
+            raise WeightsError(f"{VOICES_ARCHIVE} of {where} has no voice {stem}")
+        data = tar.extractfile(member).read()
+    return _stored_voice(stem, io.BytesIO(data))
+
+
+def encode_voice(mimi, pcm: np.ndarray, name: str = "voice") -> Voice:
+    """A recording's voice prompt: pcm float32 mono at 24 kHz -> Mimi codes [8, frames]."""
+    pcm = normalize_loudness(np.asarray(pcm, dtype=np.float32).reshape(-1), SAMPLE_RATE, VOICE_LUFS)
+    pcm = np.pad(pcm, (0, -pcm.shape[0] % FRAME_SIZE))
+    mimi.reset()
+    try:
+        codes = np.array(mimi.encode_step(pcm.reshape(1, 1, -1)))
+    finally:
+        mimi.reset()
+    if codes.shape[1] < AUDIO_CODEBOOKS:
+        raise UsageError(f"the codec gives {codes.shape[1]} codebooks; a voice prompt needs {AUDIO_CODEBOOKS}")
+    return Voice(name, codes=codes[0, :AUDIO_CODEBOOKS].astype(np.int64))
+
+
+def load_voice(spec: str | os.PathLike | Voice, mimi, where: str | None = None) -> Voice:
+    """A voice from a preset name, a stored voice (.pt) or an audio file (see module docstring)."""
+    if isinstance(spec, Voice):
+        return spec
+    s = str(spec)
+    if not s.strip():
+        raise UsageError("voice: empty name (give a preset such as NATF2, or an audio file)")
+    if is_preset_name(s):
+        return preset_voice(s, where)
+    path = Path(s).expanduser()
+    if not path.exists():
+        raise UsageError(f"voice {s!r}: no such file and not a preset ({', '.join(VOICE_PRESETS)})")
+    if path.suffix == ".pt":
+        return _stored_voice(path.stem, path)
+    if mimi is None:
+        raise UsageError("a voice recording needs the model's codec")
+    return encode_voice(mimi, read_audio(path, SAMPLE_RATE), path.stem)
+
+
+def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> Prompt:
+    """The system prompt of a voice (or None) and a role (None or blank: no role phase)."""
+    from .transcript import ByteTokenizer, PlaceholderTokenizer
+
+    tokens: list[int] = []
+    if persona is not None and persona.strip():
+        if isinstance(tokenizer, PlaceholderTokenizer):  # a demo model: one token per UTF-8 byte
+            tokenizer = ByteTokenizer()
+        tokens = [int(t) for t in tokenizer.encode(system_prompt_text(persona))]
+    return build_prompt(cfg, voice, tokens)
