@@ -127,6 +127,24 @@ def run(lm, mimi, voice: Path, prompt: list[int], user: np.ndarray, save: bool) 
     return np.stack(outs)
 
 
+def loudness_signals() -> list[tuple[np.ndarray, int]]:
+    """Signals whose pyloudnorm loudness the tests compare with ours (regenerated there)."""
+    rng = np.random.default_rng(SEED)
+    out = []
+    for n, rate in ((36000, 24000), (240000, 24000), (44100 * 3 + 17, 44100), (9601, 16000)):
+        x = rng.standard_normal(n) * np.linspace(0.01, 0.5, n) * (np.sin(np.arange(n) / 3000) > -0.3)
+        out.append((x, rate))
+    return out
+
+
+def loudness() -> None:
+    import pyloudnorm
+
+    lufs = [pyloudnorm.Meter(rate).integrated_loudness(x) for x, rate in loudness_signals()]
+    np.savez_compressed(OUT / "loudness.npz", lufs=np.array(lufs))
+    print("pyloudnorm", pyloudnorm.__version__ if hasattr(pyloudnorm, "__version__") else "", lufs)
+
+
 def main() -> None:
     torch.manual_seed(0)
     cfg = LmConfig.from_dict(NARROW)
@@ -160,4 +178,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("NO_TORCH_COMPILE", "1")
-    main()
+    if sys.argv[1:] != ["loudness"]:
+        main()
+    loudness()

@@ -28,6 +28,7 @@ DTYPE_HELP = ("dtype the model computes in: its float weights and activations (a
               "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "
               "bf16 layers where memory allows)")
 SAMPLING = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef", "seed")
+PERSONA = ("voice", "persona")  # PersonaPlex's prompt, passed with the sampling options
 
 
 def add_dtype_arg(ap, default: str = "auto") -> None:
@@ -75,13 +76,18 @@ def add_sampling_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--cfg-coef", type=float_arg("--cfg-coef"),
                    help="classifier-free guidance coefficient (conditioned models, e.g. Hibiki)")
     g.add_argument("--seed", type=seed_arg(), default=299792458, help="sampling seed, in [0, 2**32)")
+    p = ap.add_argument_group("PersonaPlex (--hf-repo nvidia/personaplex-7b-v1): the voice and role given before "
+                              "the conversation (docs/personaplex.md)")
+    p.add_argument("--voice", metavar="NAME|FILE",
+                   help="voice prompt: a preset (NATF0-3, NATM0-3, VARF0-4, VARM0-4), a stored .pt voice or an audio file")
+    p.add_argument("--persona", metavar="TEXT", help="the role, e.g. 'You are a patient French teacher.'")
 
 
 def model_inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     """The local files the model flags read, as (flag, path): an output at one of these
     paths is refused before any work (`outputs.check_outputs`)."""
     flags = (("--moshi-weight", "moshi_weight"), ("--mimi-weight", "mimi_weight"), ("--lm-config", "lm_config"),
-             ("--tokenizer", "tokenizer"), ("--hf-repo", "hf_repo"))
+             ("--tokenizer", "tokenizer"), ("--hf-repo", "hf_repo"), ("--voice", "voice"))
     return [(flag, getattr(args, name, None)) for flag, name in flags
             if getattr(args, name, None) and os.path.exists(getattr(args, name))]
 
@@ -99,7 +105,7 @@ def load_kwargs(args: argparse.Namespace) -> dict:
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     """The sampling flags (`add_sampling_args`) as keyword arguments of `Model.generator` & co."""
-    return {k: getattr(args, k) for k in SAMPLING if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in SAMPLING + PERSONA if getattr(args, k, None) is not None}
 
 
 def _float_dtype(name):
