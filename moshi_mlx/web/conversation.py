@@ -48,12 +48,20 @@ class Engine:
     model: object
     defaults: Settings
     fixed: dict = field(default_factory=dict)
+    voices: tuple[str, ...] | None = None  # PersonaPlex: the voice names a client may choose (None: no prompt)
 
     @classmethod
     def from_model(cls, model, **sampling) -> "Engine":
         """sampling: `Model.generator` options from the command line (`sampling_kwargs`)."""
         defaults = generator_settings(model.generator(**sampling))
-        return cls(model, defaults, {k: v for k, v in sampling.items() if k not in SETTING_NAMES})
+        voices = None
+        if getattr(getattr(model, "cfg", None), "is_persona", False):
+            from ..runtime.persona import VOICE_PRESETS
+
+            # presets come with a Hub repo or model folder; the command line's --voice is offered too
+            voices = (VOICE_PRESETS if getattr(model, "files", None) is not None else ()) + \
+                ((str(sampling["voice"]),) if sampling.get("voice") else ())
+        return cls(model, defaults, {k: v for k, v in sampling.items() if k not in SETTING_NAMES}, voices)
 
     @property
     def description(self) -> str:
@@ -78,12 +86,13 @@ class Conversation:
 
     def __init__(self, engine: Engine, sample_rate: int, settings: Settings, *,
                  on_text: Callable[[str, float], None], max_lag_ms: float | None = 400.0,
-                 step_delay_s: float = 0.0):
+                 step_delay_s: float = 0.0, prompt: dict | None = None):
         model = engine.model
         self.settings = settings
         self.sample_rate = sample_rate
         self._on_text = on_text
-        self.generator = model.generator(**engine.fixed, **settings.as_dict())
+        # prompt: the client's voice / persona (PersonaPlex) over the command line's
+        self.generator = model.generator(**{**engine.fixed, **(prompt or {})}, **settings.as_dict())
         self.transcript = model.new_transcript()
         # a translation model (Hibiki): a pause ends the speaker's turn, as in moshi-translate
         turns = {"end_policy": SilencePolicy()} if getattr(model, "translates", False) else {}

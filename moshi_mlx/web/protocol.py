@@ -3,6 +3,7 @@ a client sends. Pure functions, no I/O, so every refusal is unit-testable.
 
 Client -> server
     text   {"type": "start", "sample_rate": 48000, "settings": {...}}   once, first
+           (+ "voice": a preset name, "persona": the role; PersonaPlex models only)
     binary mono int16 little-endian PCM at the declared rate            after "start"
 Server -> client
     text   {"type": "ready" | "text" | "stats" | "error" | "busy" | "end", ...}
@@ -30,6 +31,7 @@ MAX_TEXT_BYTES = 4096
 # costs the memory this limit protects.
 HARD_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SAMPLE_RATES = (8_000, 192_000)  # accepted range of the client's audio rate
+MAX_PERSONA_CHARS = 2000  # a PersonaPlex role; each token is one 80 ms prompt frame
 
 
 class ProtocolError(ValueError):
@@ -111,9 +113,26 @@ def validate_settings(raw, defaults: Settings) -> Settings:
 class Start:
     sample_rate: int
     settings: Settings
+    prompt: dict | None = None  # {"voice": ..., "persona": ...} the client chose (PersonaPlex)
 
 
-def parse_text(data: str, defaults: Settings, started: bool) -> Start:
+def validate_prompt(msg: dict, voices: tuple[str, ...] | None) -> dict | None:
+    """The client's voice and role, for a PersonaPlex server (`voices`: the names it offers;
+    None: the model takes no prompt). A voice is a name from that list, never a path."""
+    chosen = {k: msg[k] for k in ("voice", "persona") if msg.get(k) is not None}
+    if not chosen:
+        return None
+    if voices is None:
+        raise ProtocolError("this model takes no voice or persona (PersonaPlex models do)")
+    if "voice" in chosen and chosen["voice"] not in voices:
+        raise ProtocolError(f"unknown voice {_show(chosen['voice'])}; this server offers {', '.join(voices) or 'none'}")
+    persona = chosen.get("persona")
+    if persona is not None and (not isinstance(persona, str) or len(persona) > MAX_PERSONA_CHARS or "\x00" in persona):
+        raise ProtocolError(f"'persona' must be text of at most {MAX_PERSONA_CHARS} characters")
+    return chosen
+
+
+def parse_text(data: str, defaults: Settings, started: bool, voices: tuple[str, ...] | None = None) -> Start:
     """A client text message -> the start request it must be (the only text a client sends)."""
     if len(data.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
         raise ProtocolError(f"text message too large (limit {MAX_TEXT_BYTES} bytes)")
@@ -129,13 +148,13 @@ def parse_text(data: str, defaults: Settings, started: bool) -> Start:
         raise ProtocolError(f"unknown message type {msg['type'][:40]!r} (expected 'start')")
     if started:
         raise ProtocolError("'start' received twice: this connection's conversation is already running")
-    extra = sorted(set(msg) - {"type", "sample_rate", "settings"})
+    extra = sorted(set(msg) - {"type", "sample_rate", "settings", "voice", "persona"})
     if extra:
         raise ProtocolError(f"unknown field(s) in 'start': {', '.join(extra)}")
     rate = msg.get("sample_rate")
     if isinstance(rate, bool) or not isinstance(rate, int) or not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
         raise ProtocolError(f"'sample_rate' must be a whole number of Hz in {SAMPLE_RATES[0]}..{SAMPLE_RATES[1]}")
-    return Start(rate, validate_settings(msg.get("settings"), defaults))
+    return Start(rate, validate_settings(msg.get("settings"), defaults), validate_prompt(msg, voices))
 
 
 def max_audio_bytes(sample_rate: int) -> int:

@@ -95,6 +95,9 @@ async def _info(request: web.Request) -> web.Response:
         "ranges": {k: [lo, hi] for k, (_, lo, hi) in SETTING_RANGES.items()},
         "max_lag_ms": st.max_lag_ms, "sample_rates": list(SAMPLE_RATES),
         "max_audio_seconds": MAX_AUDIO_SECONDS, "max_text_bytes": MAX_TEXT_BYTES,
+        # PersonaPlex: the voices a client may pick (null: the model takes no voice or persona)
+        "voices": None if e.voices is None else list(e.voices), "voice": e.fixed.get("voice"),
+        "persona": e.fixed.get("persona"),
     })
 
 
@@ -252,12 +255,12 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
                 break
             try:
                 if msg.type == WSMsgType.TEXT:
-                    start = parse_text(msg.data, st.engine.defaults, started=conv is not None)
+                    start = parse_text(msg.data, st.engine.defaults, started=conv is not None, voices=st.engine.voices)
                     st.sessions += 1
                     number = st.sessions
                     conv = Conversation(
                         st.engine, start.sample_rate, start.settings, max_lag_ms=st.max_lag_ms,
-                        step_delay_s=st.step_delay_s,
+                        step_delay_s=st.step_delay_s, prompt=start.prompt,
                         on_text=lambda piece, t: loop.call_soon_threadsafe(texts.put_nowait, (piece, t)))
                     st.active = conv
                     log.info("session %d started (%s, %d Hz, %s)", number, remote, start.sample_rate,

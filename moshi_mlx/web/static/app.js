@@ -70,6 +70,30 @@ async function loadInfo() {
   $("model").textContent = info.model;
   $("demo").hidden = !info.demo;
   buildSettings();
+  buildPersona();
+}
+
+// PersonaPlex models: a voice and a role, sent with "start" (info.voices is null for other models)
+function buildPersona() {
+  $("persona-box").hidden = !info.voices;
+  if (!info.voices) return;
+  const select = $("voice");
+  select.textContent = "";
+  for (const name of [""].concat(info.voices)) {
+    const o = document.createElement("option");
+    o.value = name; o.textContent = name || "(none)";
+    select.appendChild(o);
+  }
+  select.value = info.voice || "";
+  $("persona").value = info.persona || "";
+}
+
+function readPersona() {
+  if (!info.voices) return {};
+  const out = {};
+  if ($("voice").value) out.voice = $("voice").value;
+  if ($("persona").value.trim()) out.persona = $("persona").value.trim();
+  return out;
 }
 
 function fmtMs(x) { return x === null || x === undefined ? "–" : Math.round(x) + " ms"; }
@@ -181,7 +205,7 @@ async function start() {
     setState("connecting…");
     const ws = conn.ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`);
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => ws.send(JSON.stringify({ type: "start", sample_rate: rate, settings: readSettings() }));
+    ws.onopen = () => ws.send(JSON.stringify({ type: "start", sample_rate: rate, settings: readSettings(), ...readPersona() }));
     ws.onmessage = (e) => {
       if (typeof e.data === "string") { onServerMessage(JSON.parse(e.data)); return; }
       stats.blocksReceived++;

@@ -1,0 +1,77 @@
+"""The browser's voice and role for a PersonaPlex model: sent in "start", checked by the
+server (a voice is a name the server offers, never a path), and given to the conversation's
+generator; a Moshi server refuses them."""
+
+from __future__ import annotations
+
+import json
+
+import moshi_mlx
+import pytest
+
+from moshi_mlx.web.conversation import Engine
+from moshi_mlx.web.protocol import ProtocolError, Settings, parse_text
+from moshi_mlx.web.server import make_app
+
+from .test_server import recv_json, run
+
+VOICE = "tests/fixtures/persona/voice.wav"
+DEFAULTS = Settings(temp=0.8, temp_text=0.7, top_k=250, top_k_text=25, top_p=0.0, top_p_text=0.0, seed=1)
+
+
+def _start(**fields) -> str:
+    return json.dumps({"type": "start", "sample_rate": 24000, **fields})
+
+
+def test_protocol_prompt_fields():
+    s = parse_text(_start(voice="NATF2", persona="You are Ann."), DEFAULTS, started=False, voices=("NATF2",))
+    assert s.prompt == {"voice": "NATF2", "persona": "You are Ann."}
+    assert parse_text(_start(), DEFAULTS, started=False, voices=("NATF2",)).prompt is None
+    with pytest.raises(ProtocolError, match="unknown voice '/etc/passwd'"):
+        parse_text(_start(voice="/etc/passwd"), DEFAULTS, started=False, voices=("NATF2",))
+    with pytest.raises(ProtocolError, match="takes no voice or persona"):
+        parse_text(_start(persona="x"), DEFAULTS, started=False, voices=None)
+    with pytest.raises(ProtocolError, match="'persona' must be text"):
+        parse_text(_start(persona=5), DEFAULTS, started=False, voices=())
+
+
+def test_a_persona_conversation_starts_with_the_browsers_role():
+    model = moshi_mlx.load("random-tiny-persona")
+    engine = Engine.from_model(model, voice=VOICE, temp=0.0, temp_text=0.0)
+    assert engine.voices == (VOICE,)  # a demo has no presets: the command line's voice only
+    seen = []
+    real = model.generator
+
+    def generator(**kw):
+        gen = real(**kw)
+        seen.append((kw.get("voice"), kw.get("persona"), gen.prompt.text_tokens, gen.prompt.frames.shape[1]))
+        return gen
+
+    model.generator = generator
+
+    async def body(client):
+        info = await (await client.get("/api/info")).json()
+        assert info["voices"] == [VOICE] and info["voice"] == VOICE
+        ws = await client.ws_connect("/api/ws")
+        await ws.send_str(_start(persona="You are a pirate."))
+        assert (await recv_json(ws))["type"] == "ready"
+        await ws.close()
+
+    run(body, make_app(engine))
+    voice, persona, n_tokens, frames = seen[-1]
+    assert voice == VOICE and persona == "You are a pirate." and n_tokens == len("<system> You are a pirate. <system>")
+
+
+def test_a_moshi_server_refuses_a_persona():
+    engine = Engine.from_model(moshi_mlx.load("random-tiny"))
+    assert engine.voices is None
+
+    async def body(client):
+        ws = await client.ws_connect("/api/ws")
+        await ws.send_str(_start(persona="You are a pirate."))
+        msg = await recv_json(ws)
+        await ws.close()
+        return msg
+
+    msg = run(body, make_app(engine))
+    assert msg["type"] == "error" and "takes no voice or persona" in msg["message"]
