@@ -169,8 +169,8 @@ def main() -> None:
     np.savez_compressed(OUT / "personaplex_narrow.npz", config=np.array(json.dumps(NARROW)), seed=np.array(SEED),
                         prompt=np.array(prompt), user=user, from_wav=from_wav, from_pt=from_pt,
                         embeddings=saved["embeddings"].float().numpy()[:, 0, 0], cache=saved["cache"].numpy())
-    same = int((from_wav == from_pt).all(axis=1).sum())
-    print(f"{len(from_wav)} steps, wav vs pt identical on {same}; prompt frames "
+    same = int((from_wav[-CONVERSATION:] == from_pt[-CONVERSATION:]).all(axis=1).sum())
+    print(f"{len(from_wav)} steps, wav vs pt conversation frames identical: {same} of {CONVERSATION}; prompt steps "
           f"{len(from_wav) - CONVERSATION}; text[-20:] {from_wav[-20:, 0].tolist()}")
     for p in sorted(OUT.iterdir()):
         print(p.name, p.stat().st_size)
