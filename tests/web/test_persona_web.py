@@ -59,7 +59,8 @@ def test_a_persona_conversation_starts_with_the_browsers_role():
 
     run(body, make_app(engine))
     voice, persona, n_tokens, frames = seen[-1]
-    assert voice == VOICE and persona == "You are a pirate." and n_tokens == len("<system> You are a pirate. <system>")
+    assert voice == VOICE and persona == "You are a pirate."
+    assert n_tokens == len(model.tokenizer.encode("<system> You are a pirate. <system>")) > 0
 
 
 def test_a_moshi_server_refuses_a_persona():
