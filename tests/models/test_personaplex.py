@@ -164,3 +164,22 @@ def test_loudness_equals_pyloudnorm():
         signals.append((x, rate))
     ours = [integrated_loudness(x, rate) for x, rate in signals]
     np.testing.assert_allclose(ours, ref, atol=1e-9)
+
+
+def test_compiled_step_continues_a_prefilled_prompt():
+    """The accelerator path (compiled fixed-shape step) takes over the KV rings the prefill
+    filled, and the forced first position falls back to the eager depformer: same tokens."""
+    from moshi_mlx.models.persona import Voice
+    from moshi_mlx.weights.random_state import random_lm
+
+    lm = random_lm("random-tiny-persona", 3)
+    rng = np.random.default_rng(0)
+    prompt = build_prompt(lm.cfg, Voice("v", codes=rng.integers(0, 2048, (8, 20))), [5, 6, 7])
+    user = rng.integers(0, 2048, (15, 8))
+    outs = []
+    for compiled in (False, True):
+        lm.compiled_step = compiled
+        gen = LmGen(lm, use_sampling=False, prompt=prompt)
+        assert gen.compiled == compiled
+        outs.append([gen.step(u) for u in user])
+    assert outs[0] == outs[1]
