@@ -73,8 +73,8 @@ def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str,
     marks: dict[str, float] = {}
 
     class SplitGen(LmGen):
-        def _temporal(self, tokens):
-            h, guided, text = super()._temporal(tokens)
+        def _temporal(self, tokens, *key):  # (the text token's key since LmGen samples per-step keys)
+            h, guided, text = super()._temporal(tokens, *key)
             mx.eval(h, text)
             marks["temporal_done"] = time.perf_counter()
             return h, guided, text
