@@ -35,7 +35,7 @@ def is_preset_name(spec: str) -> bool:
 
 
 def _stored_voice(name: str, data) -> Voice:
-    obj = load_torch_file(data)
+    obj = load_torch_file(data, f"voice {name}")
     if not isinstance(obj, dict) or "embeddings" not in obj or "cache" not in obj:
         raise WeightsError(f"voice {name}: expected a dict with 'embeddings' and 'cache'")
     emb, cache = np.asarray(obj["embeddings"], dtype=np.float32), np.asarray(obj["cache"])

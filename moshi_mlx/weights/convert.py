@@ -303,6 +303,8 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
     wname = plan.weights_name()
     # ("random": the seeded noise codec a converted demo model names; no file)
     assets = [n for n in (info.cfg.mimi_name, info.cfg.tokenizer_name) if n and n != "random"] if copy_assets else []
+    if copy_assets and info.cfg.is_persona:  # PersonaPlex's voice presets go with the model (runtime/persona.py)
+        assets.append("voices.tgz")
     created = _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
     record = plan.record()
     total = sum(plan.source_bytes(o) for o in plan.outputs)

@@ -73,11 +73,18 @@ class _Unpickler(pickle.Unpickler):
         return self.loaded[key]
 
 
-def load_torch_file(path: str | os.PathLike):
-    """The object saved in `path` (dicts, lists, tensors as numpy arrays)."""
-    p = Path(path)
+class _Named:
+    def __init__(self, name: str):
+        self.name = name
+
+
+def load_torch_file(path, name: str | None = None):
+    """The object saved in `path` (a path or a binary file object; dicts, lists, tensors as
+    numpy arrays). name: what error messages call it (default: the file name)."""
+    is_file = hasattr(path, "read")
+    p = _Named(name or (Path(path).name if not is_file else "torch file"))
     try:
-        with zipfile.ZipFile(p) as archive:
+        with zipfile.ZipFile(path if is_file else Path(path)) as archive:
             pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
             if len(pkl) != 1:
                 raise WeightsError(f"{p.name}: not a torch.save file (no <name>/data.pkl)")

@@ -183,3 +183,17 @@ def test_compiled_step_continues_a_prefilled_prompt():
         assert gen.compiled == compiled
         outs.append([gen.step(u) for u in user])
     assert outs[0] == outs[1]
+
+
+def test_presets_are_read_from_voices_tgz_without_extracting(tmp_path):
+    import tarfile
+
+    with tarfile.open(tmp_path / "voices.tgz", "w:gz") as tar:
+        tar.add(PERSONA / "voice.pt", arcname="voices/NATF2.pt")
+    voice = load_voice("NATF2", None, where=str(tmp_path))
+    np.testing.assert_array_equal(voice.embeddings, load_voice(PERSONA / "voice.pt", None).embeddings)
+    assert not (tmp_path / "voices").exists()
+    with pytest.raises(WeightsError, match="has no voice VARM4"):
+        load_voice("VARM4", None, where=str(tmp_path))
+    with pytest.raises(UsageError, match="no such file and not a preset"):
+        load_voice(tmp_path / "nope.wav", None)

@@ -79,8 +79,10 @@ def test_eight_slice_checkpoint_loads_like_sixteen_and_converts(tmp_path):
         outs.append([gen.step(np.arange(8) + t) for t in range(6)])
     assert outs[0] == outs[1]
     # conversion to MLX (q8 here) keeps the PersonaPlex config and loads back
+    (tmp_path / "voices.tgz").write_bytes(b"presets")
     info = resolve_source(p16, config=str(cfg_file))
     out = tmp_path / "mlx-q8"
-    convert(info, out, recipe=make_recipe(None, bits=8), copy_assets=False)
+    res = convert(info, out, recipe=make_recipe(None, bits=8))
+    assert "voices.tgz" in res.copied and (out / "voices.tgz").read_bytes() == b"presets"
     lm = load_model_dir(out)
     assert lm.cfg.is_persona and len(lm.depformer.slices) == 8
