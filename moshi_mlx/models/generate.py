@@ -166,7 +166,7 @@ class LmGen:
         self._key = mx.random.key(self.seed)
         mx.eval(self._key)
         self._last_hidden: mx.array | None = None
-        if getattr(self, "prompt", None) is not None:
+        if self.prompt is not None:
             self.prefill(self.prompt.frames, self.prompt.embeddings)
 
     def _frame_keys(self) -> tuple[mx.array, list[mx.array]]:
