@@ -7,9 +7,9 @@ Random weights in PersonaPlex's architecture at the widths given (the real model
 32 layers, depformer 6 layers: too large for a CPU benchmark beside other work); float32.
 The prompt: a voice of `--voice-s` seconds (12.5 frames/s), 6 silent frames, `--tokens`
 role tokens, 6 silent frames, exactly as `models.persona.build_prompt` lays them out.
-- prefill: `LmGen.prefill` (multi-position forwards of the temporal transformer, 128 per call);
-- per-position prefill: the same with one position per call (what stepping costs without
-  the depformer and text head);
+- prefill, 128 positions per call (`LmGen.prefill`'s default on a GPU);
+- prefill, one position per call (its default on a CPU, where MLX's multi-row matmuls are
+  slower than as many one-row ones);
 - stepping: one full frame step per prompt frame (temporal, text head, 8-slice depformer,
   sampling: what NVIDIA's `step_system_prompts` runs for every frame);
 - conversation step: `LmGen.step`, PersonaPlex vs Moshi of the same widths (the same

@@ -40,8 +40,11 @@ GEN_DEFAULTS: dict[str, Any] = {
     "top_p": 0.0, "top_p_text": 0.0, "cfg_coef": 1.0,
 }
 _UNSET: Any = object()
-# positions per temporal-transformer call in `LmGen.prefill`
+# positions per temporal-transformer call in `LmGen.prefill`: on a GPU a call streams the
+# weights once for all its positions; MLX's CPU backend here runs a multi-row matmul slower
+# than as many one-row calls (bench/persona_bench.py, docs/personaplex.md), so one per call there
 PREFILL_CHUNK = 128
+CPU_PREFILL_CHUNK = 1
 
 
 # MLX's array sizes are 32-bit: a larger buffer is not an error MLX raises, it crashes
@@ -278,11 +281,11 @@ class LmGen:
         self.frames += 1
         return text, self._audio_frame(p)
 
-    def prefill(self, frames, embeddings: mx.array | None = None, chunk: int = PREFILL_CHUNK) -> None:
+    def prefill(self, frames, embeddings: mx.array | None = None, chunk: int | None = None) -> None:
         """Start the conversation after given frames (a prompt): frames [1 + n_q, T] are every
         stream's tokens of frames 0..T-1. Positions 0..T-1 only predict given tokens, so they
-        run as multi-position forwards of the temporal transformer (`chunk` positions per
-        call) that only fill its KV cache: no text head, no depformer, no sampling.
+        run as forwards of the temporal transformer alone (`chunk` positions per call; None:
+        the device's default) that only fill its KV cache: no text head, no depformer, no sampling.
         embeddings [E, dim]: positions 0..E-1's input embeddings, given instead of the
         frames' (a stored voice prompt; those frames then only matter from E - 1 - max delay).
         The next `step(user frame T)` runs position T (the first free one, where the given
@@ -294,6 +297,8 @@ class LmGen:
         if frames.ndim != 2 or frames.shape[0] != cfg.num_streams or frames.shape[1] == 0:
             raise UsageError(f"prefill frames must be [{cfg.num_streams}, T > 0], got {list(frames.shape)}")
         T = frames.shape[1]
+        if chunk is None:
+            chunk = PREFILL_CHUNK if mx.default_device().type == mx.DeviceType.gpu else CPU_PREFILL_CHUNK
         E = 0 if embeddings is None else int(embeddings.shape[0])
         if embeddings is not None:
             embeddings = mx.array(embeddings) if isinstance(embeddings, np.ndarray) else embeddings
