@@ -1,0 +1,36 @@
+"""The PersonaPlex flags on the command line: the live loop (simulated sound card: echo
+cancellation and lag control as for Moshi) and file inference run the demo model with a voice
+file and a role; a Moshi model refuses a role in one error line (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+VOICE = str(Path(__file__).resolve().parents[1] / "fixtures" / "persona" / "voice.wav")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_live_loop_and_file_inference_with_a_voice_and_a_role(tmp_path):
+    r = _run("moshi_mlx.local", "--model", "random-tiny-persona", "--voice", VOICE, "--persona", "You are a pirate.",
+             "--simulate", VOICE, "--duration", "2")
+    assert r.returncode == 0, r.stderr
+    assert "echo cancellation" in r.stderr and "steps, delay median" in r.stderr, r.stderr
+    out = tmp_path / "answer.wav"
+    r = _run("moshi_mlx.run_inference", "--model", "random-tiny-persona", "--voice", VOICE, "--persona", "Hi.",
+             VOICE, str(out), "--quiet")
+    assert r.returncode == 0 and out.stat().st_size > 44, r.stderr
+
+
+def test_a_moshi_model_refuses_a_persona_in_one_line(tmp_path):
+    r = _run("moshi_mlx.run_inference", "--model", "random-tiny", "--persona", "You are a pirate.", VOICE,
+             str(tmp_path / "o.wav"), "--quiet")
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: a persona needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); "
+                      "this one is moshi"], r.stderr
+    assert "Traceback" not in r.stderr
