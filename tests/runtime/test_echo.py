@@ -119,7 +119,10 @@ def _voice_drop_db(encoded, echo, skip_s=4.0):
 
 @pytest.mark.parametrize("canceller", ["linear", "aec3"])
 def test_pipeline_on_simulated_device_removes_models_voice(canceller):
-    encoded, echo, ec, _ = _pipeline_run(True, canceller=canceller)
+    # twice real time, not four times: at 4x on a loaded 2-core machine (load average 13) the
+    # simulated callbacks missed their deadlines, the echo slid by ~5 ms against its reference
+    # mid-run, and both cancellers measured 19.2 / 14.4 dB instead of 34 / 48 dB
+    encoded, echo, ec, _ = _pipeline_run(True, canceller=canceller, speed=2.0)
     assert _voice_drop_db(encoded, echo) >= 20.0
     assert abs(ec.stats.echo_delay_ms - 80.0) <= 10.0
     encoded, echo, _, _ = _pipeline_run(False)
