@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -209,8 +210,10 @@ def test_run_inference_signal_stops_workers_and_saves_partial_outputs(tmp_path, 
         tr.write_text('{"text": "an earlier, complete run"}')
     proc = _Proc(["moshi_mlx.run_inference", str(tmp_path / "long.wav"), str(out), *DEMO, "--transcript", str(tr),
                   "--save-tokens", str(tok), *(["--force"] if earlier else [])])
-    proc.wait_for(lambda: any("NOTE: random-tiny" in line for line in proc.err))  # loaded: now running
-    time.sleep(2.0)  # the 300 s file takes far longer than this
+    # frames are being answered (the progress bar's '\r' lines, read as lines): a fixed sleep after
+    # loading could land before the first frame on a loaded machine (nothing to save yet)
+    proc.wait_for(lambda: any(re.search(r"\| *[1-9][0-9]*/[0-9]+", line) for line in proc.err))
+    time.sleep(1.0)  # the 300 s file takes far longer than this
     proc.p.send_signal(sig)
     rc, err = proc.finish()
     _clean(rc, err, 128 + sig)
