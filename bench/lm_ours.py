@@ -57,7 +57,7 @@ def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str,
     from moshi_mlx.models.backend import prepare_lm
 
     t0 = time.perf_counter()
-    lm = load_lm(folder, compute="stored")  # its compute format is set just below
+    lm = load_lm(folder)  # its compute format is set just below
     par = {"auto": "auto", "on": True, "off": False}[parallel]
     upcast_info = {}
     if upcast == "auto" and full_layers and mx.default_device().type == mx.DeviceType.cpu:
@@ -79,7 +79,7 @@ def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str,
             marks["temporal_done"] = time.perf_counter()
             return h, guided, text
 
-    gen = SplitGen(lm, seed=seed)
+    gen = SplitGen(lm, seed=seed, compute=fmt)
     rng = np.random.default_rng(seed)
     user = rng.integers(0, cfg.card, (warmup + steps + layer_steps + 1, cfg.user_q))
     gen.step(user[0])  # position 0 (initial tokens) runs inside the first call: keep it out

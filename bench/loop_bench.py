@@ -122,8 +122,7 @@ def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmu
         d["card"] = 2048  # Mimi's codebook size (the demo pairs random-tiny with a tiny codec)
         cfg = LmConfig.from_dict(d)
         lm = random_lm(cfg, seed=seed)
-    prepare_lm(lm)
-    gen = TimedGen(LmGen(lm, seed=seed))
+    gen = TimedGen(LmGen(lm, seed=seed, compute=prepare_lm(lm)))
     codec = TimedCodec(_codec(codec_kind, weights, cfg.user_q, cfg.dep_q))
     # warm both paths up outside the measurement (first calls compile/allocate)
     for _ in range(3):

@@ -59,11 +59,11 @@ def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0
     if random:
         lm = random_model(random)
     else:
-        lm = load_lm(folder, compute="stored")  # its compute format is set just below
+        lm = load_lm(folder)  # its compute format is set just below
     fmt = prepare_lm(lm, profile=profile, compile={"auto": "auto", "on": True, "off": False}[compile])
     mx.eval(lm.parameters())
     load_s = time.perf_counter() - t0
-    gen = LmGen(lm, seed=seed)
+    gen = LmGen(lm, seed=seed, compute=fmt)
     rng = np.random.default_rng(seed)
     user = iter(rng.integers(0, lm.cfg.card, (10 * (warmup + steps) + 100, lm.cfg.user_q)))
     gen.step(next(user))  # position 0 runs inside the first call: keep it out

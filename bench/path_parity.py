@@ -30,9 +30,9 @@ def lm_tokens(compiled: bool, dtype: str, steps: int, greedy: bool) -> list:
     lm = models.random_lm(models.lm_preset("random-tiny"), seed=7)
     if dtype == "bf16":
         lm.set_dtype(mx.bfloat16)
-    prepare_lm(lm, profile="gpu", compile=compiled)
+    fmt = prepare_lm(lm, profile="gpu", compile=compiled)
     kw = dict(temp=0.0, temp_text=0.0) if greedy else {}
-    gen = models.LmGen(lm, seed=3, **kw)
+    gen = models.LmGen(lm, seed=3, compute=fmt, **kw)
     rng = np.random.default_rng(1)
     return [gen.step(rng.integers(-1, lm.cfg.card, lm.cfg.user_q)) for _ in range(steps)]
 

@@ -32,9 +32,9 @@ def profile(folder: str, steps: int = 10, warmup: int = 3, parallel: str = "auto
     from moshi_mlx.models.backend import prepare_lm
     from moshi_mlx.modules import parallel as par
 
-    lm = load_lm(folder, compute="stored")  # its compute format is set just below
+    lm = load_lm(folder)  # its compute format is set just below
     fmt = prepare_lm(lm, parallel={"auto": "auto", "on": True, "off": False}[parallel])
-    gen = LmGen(lm, seed=0)
+    gen = LmGen(lm, seed=0, compute=fmt)
     rng = np.random.default_rng(0)
     user = rng.integers(0, lm.cfg.card, (2 * (steps + warmup) + 2, lm.cfg.user_q))
     gen.step(user[0])

@@ -111,35 +111,35 @@ def main() -> None:
               f"{cfg.depformer_weights_per_step_schedule}; GiB, MLX active memory after gc:\n")
         print("| state | active | distinct arrays | per name | ideal |")
         print("|---|---|---|---|---|")
-        lm = load_lm(pt, cfg, compute="stored")
+        lm = load_lm(pt, cfg)
         report("PyTorch-layout bf16 file, loaded", cfg, lm, base)
         extra = upcast_extra_bytes(lm)
         fmt = prepare_lm(lm, profile="cpu", upcast=True, upcast_budget=2**50, parallel=True)
         report(f"+ prepare_lm cpu, upcast (counted +{sum(extra.values()) / GB:.3f}, "
                f"did +{fmt.upcast_bytes / GB:.3f})", cfg, lm, base)
         del lm
-        lm = load_lm(pt, cfg, compute="stored")
+        lm = load_lm(pt, cfg)
         prepare_lm(lm, profile="cpu", upcast=False, parallel=True)
         report("PyTorch-layout bf16 file, loaded, prepare_lm cpu without upcast", cfg, lm, base)
         del lm
-        lm = load_lm(pt, cfg, compute="stored", dtype=mx.float32)
+        lm = load_lm(pt, cfg, dtype=mx.float32)
         report("PyTorch-layout bf16 file, loaded as float32", cfg, lm, base)
         del lm
-        lm = load_lm(pt, cfg, compute="stored")
+        lm = load_lm(pt, cfg)
         quantize_model(lm, 8, 64)
         report("PyTorch-layout bf16 file, loaded, quantize_model q8", cfg, lm, base)
         fmt = prepare_lm(lm, profile="cpu", parallel=True)
         report("+ prepare_lm cpu", cfg, lm, base)
         del lm
-        lm = load_lm(pt, cfg, compute="stored")
+        lm = load_lm(pt, cfg)
         save_lm(lm, tmp / "mlx.safetensors")
         del lm
         settle()
-        lm = load_lm(tmp / "mlx.safetensors", cfg, compute="stored")
+        lm = load_lm(tmp / "mlx.safetensors", cfg)
         report("MLX-layout bf16 file (save_lm), loaded", cfg, lm, base)
         del lm
         convert(SourceInfo(pt, cfg, "bench"), tmp / "q8", recipe=make_recipe("uniform", 8), copy_assets=False)
-        lm = load_lm(tmp / "q8", compute="stored")
+        lm = load_lm(tmp / "q8")
         report("MLX q8 folder (convert), loaded", cfg, lm, base)
         del lm
         print(f"\nfile sizes: PyTorch bf16 {pt.stat().st_size / GB:.3f}, MLX bf16 "

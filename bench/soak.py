@@ -23,13 +23,13 @@ from proc_memory import rss_mb  # noqa: E402
 
 
 def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> dict:
-    from moshi_mlx.runtime.loading import load_session, sampling_kwargs
+    from moshi_mlx.runtime.loading import load_session, sampling_options
     from moshi_mlx.runtime.pipeline import FRAME_SIZE, DuplexPipeline
 
     ns = argparse.Namespace(model="random-tiny", seed=seed, temp=None, temp_text=None, top_k=None, top_k_text=None,
                             top_p=None, top_p_text=None, cfg_coef=None)
     session = load_session(ns)
-    gen = session.generator(**sampling_kwargs(ns))
+    gen = session.generator(sampling_options(ns))
     pipe = DuplexPipeline(session.codec, gen, session.n_user, max_lag_ms=None).start()
     rng = np.random.default_rng(seed)
     noise = (rng.standard_normal(FRAME_SIZE * 16) * 0.1).astype(np.float32)

@@ -72,8 +72,7 @@ def _lm_step_ms(preset_name: str, layers: int, steps: int) -> float:
     d.update(num_layers=layers)
     cfg = LmConfig.from_dict(d)
     lm = random_lm(cfg, seed=0, dtype=mx.bfloat16)
-    prepare_lm(lm)
-    gen = HeadsGen(make_stt_gen(lm))
+    gen = HeadsGen(make_stt_gen(lm, compute=prepare_lm(lm)))
     codes = np.random.default_rng(0).integers(0, cfg.card, (steps + 5, cfg.user_q))
     times = []
     for i in range(steps + 5):

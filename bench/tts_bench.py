@@ -59,16 +59,17 @@ def _component_ms(layers: int, steps: int) -> tuple[float, float]:
     d.update(num_layers=layers, depformer_num_layers=layers)
     cfg = LmConfig.from_dict(d)
     lm = random_lm(cfg, seed=0, dtype=mx.bfloat16)
-    prepare_lm(lm)
+    fmt = prepare_lm(lm)
     voice = np.random.default_rng(0).standard_normal((512, 125), dtype=np.float32)
-    gen = TtsGen(lm, TtsSettings(delay_steps=0, second_stream_ahead=2), [voice], cfg_coef=2.0, temp=0.0)
+    gen = TtsGen(lm, TtsSettings(delay_steps=0, second_stream_ahead=2), [voice], cfg_coef=2.0, temp=0.0,
+                 compute=fmt)
     cache = lm.make_cache()
     rng = np.random.default_rng(1)
     temporal, depformer = [], []
     for i in range(steps + 3):
         tokens = np.concatenate([[rng.integers(0, 8000)], rng.integers(0, 2048, cfg.n_q)]).astype(np.int32)
         t0 = time.perf_counter()
-        h, logits = lm.forward_text(mx.array(tokens)[None, :, None], gen._cond, cache, gen._cross)
+        h, logits = lm.forward_text(mx.array(tokens)[None, :, None], gen._cond, cache, gen._cross, dtype=gen.act)
         mx.eval(h, logits)
         t1 = time.perf_counter()
         gen._depformer(h, int(tokens[0]), iter(()))

@@ -19,6 +19,9 @@ TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
 LORA_NAME = "lora.safetensors"  # a moshi-finetune folder's adapters when its config.json names none
 TEXT_EOS_ID = 2  # the text stream's end of sequence in Kyutai's tokenizers (a translation model's "done")
 DEMO_MODEL = "random-tiny"  # seeded random weights at tiny size, made in memory: offline, produces noise
+# The one default seed: sampling (CLIs, `moshi_mlx.load`, `LmGen`, the web page) and the demo
+# model's random weights, so a command and a script give the same tokens (upstream's value)
+DEFAULT_SEED = 299_792_458
 
 __all__ = ["SAMPLE_RATE", "FRAME_SIZE", "FRAME_SECONDS", "DEFAULT_PRESET", "MIMI_REPO", "CONFIG_NAME", "LM_NAME",
-           "MIMI_NAME", "TOKENIZER_NAME", "LORA_NAME", "TEXT_EOS_ID", "DEMO_MODEL"]
+           "MIMI_NAME", "TOKENIZER_NAME", "LORA_NAME", "TEXT_EOS_ID", "DEMO_MODEL", "DEFAULT_SEED"]

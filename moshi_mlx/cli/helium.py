@@ -13,11 +13,12 @@ import sys
 import time
 
 from ..errors import UsageError
+from ..constants import DEFAULT_SEED
+from ..validation import seed_arg
 from ..models.helium import TEXT_DEFAULTS
 from ..runtime.loading import add_model_args, load_session
 from .runner import OneLineParser, cli_main
 from ..models.sampling import check_text_sampling
-from ..runtime.textgen import TextStream
 
 DEFAULT_REPO = "kyutai/helium-1-preview-2b-mlx"
 
@@ -34,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--temp", type=float, help=f"temperature (default {TEXT_DEFAULTS['temp']}; 0 = greedy)")
     g.add_argument("--top-k", type=int, help="keep the k most likely tokens (default off)")
     g.add_argument("--top-p", type=float, help=f"nucleus sampling mass (default {TEXT_DEFAULTS['top_p']}; 0 = off)")
-    g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
+    g.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})")
     g.add_argument("--no-stop", action="store_true", help="keep going after the end-of-text token")
     g.add_argument("--quiet", action="store_true", help="do not print the prompt and the speed line")
     return ap
@@ -65,8 +66,7 @@ def run(args) -> int:
     session = load_session(args, with_codec=False)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)
-    stream = TextStream(session.lm, session.tokenizer, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
-                        seed=args.seed)
+    stream = session.text_stream(temp=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     ids = stream.encode(prompt)  # a bad prompt is one error line, before the prompt is echoed
     out = sys.stdout
     if not args.quiet:

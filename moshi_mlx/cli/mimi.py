@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ..audio.io import AUDIO_SUFFIXES
-from ..constants import MIMI_REPO
+from ..constants import DEFAULT_SEED, MIMI_REPO
 from ..errors import AudioError, UsageError
 from ..outputs import Output, check_outputs, write_staged
 from ..runtime.flags import (add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg,
@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="codebooks to use (default 8; decode: as many as the codes file has)")
     add_demo_model_arg(common, (DEMO_MODEL,), "--mimi-weight/--hf-repo (the demo models' tiny codec)")
     add_mimi_backend_arg(common, "mlx", "--backend")
-    common.add_argument("--seed", type=seed_arg(), default=0, help="seed of --model / --mimi-weight random")
+    common.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED,
+                        help=f"seed of --model / --mimi-weight random (default {DEFAULT_SEED})")
     add_force_arg(common, "the output")
     add_offline_arg(common)
     add_quiet_arg(common)

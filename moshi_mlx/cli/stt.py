@@ -17,7 +17,9 @@ import time
 
 from .. import demo_clip
 from ..audio.io import read_audio
+from ..constants import DEFAULT_SEED
 from ..errors import DeviceError, UsageError
+from ..validation import seed_arg
 from ..runtime.devices import SoundDeviceIO
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_force_arg
@@ -52,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--temp", type=float, help="text temperature (default 0: greedy, as Kyutai's scripts)")
     g.add_argument("--top-k", type=int, help="text top-k (with --temp)")
     g.add_argument("--top-p", type=float, help="text top-p (with --temp)")
-    g.add_argument("--seed", type=int, default=299792458, help="sampling seed")
+    g.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})")
     g.add_argument("--quiet", action="store_true", help="print nothing but errors (and the summary)")
     a = ap.add_argument_group("microphone")
     add_device_args(a, output=False)

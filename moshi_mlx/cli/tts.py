@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..audio.io import AUDIO_SUFFIXES
-from ..constants import FRAME_SECONDS
+from ..constants import DEFAULT_SEED, FRAME_SECONDS
 from ..errors import UsageError
 from ..outputs import Output, check_outputs, write_text
 from ..runtime.flags import (add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg,
@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
                    "CFG-distilled models such as tts-1.6b-en_fr one of 1.0, 1.5, ..., 4.0)")
     g.add_argument("--temp", type=float_arg("--temp", lo=0.0), default=None, help=f"temperature, text and audio (model default, "
                    f"{_DEFAULT_TEMP}; 0 = greedy)")
-    g.add_argument("--seed", type=seed_arg(), default=299792458, help="sampling seed, in [0, 2**32)")
+    g.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})")
     g.add_argument("--padding-between", type=int_arg("--padding-between", lo=0), default=1, help="pad steps forced after each word (%(default)s)")
     g.add_argument("--max-padding", type=int_arg("--max-padding", lo=0), default=8, help="most pad steps in a row (%(default)s)")
     g.add_argument("--initial-padding", type=int_arg("--initial-padding", lo=0), default=2, help="pad steps before the first word (%(default)s)")

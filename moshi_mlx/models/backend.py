@@ -27,14 +27,18 @@ and the RMSNorms take bf16 directly (`RMSNorm.fused`).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .frame_step import compiled_step_supported
+from ..modules.embedding import StackedEmbeddings
 from ..modules.norm import set_fused_norms
 from ..modules.step_linear import StepLinear
 from ..modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, cpu_count, set_linear_class,
@@ -45,19 +49,26 @@ ACTIVATIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.flo
 
 @dataclass
 class ComputeFormat:
-    """What `prepare_lm` did, for logs and benchmark reports."""
+    """How an LM computes, beside its parameters: what `prepare_lm` chose (for logs and
+    benchmark reports) and what a generator needs to follow it (`activation`, `compiled`,
+    `audio_stack`). `LmGen(lm, compute=fmt)` runs it; the default instance is the model
+    as stored, stepped eagerly (`ComputeFormat(compiled=True)`: as stored, compiled step)."""
 
-    device: str
-    activation_dtype: str
-    parallel_linears: int
-    cast_linears: int
+    device: str = "default device"
+    activation_dtype: str = "stored"  # for reports: the dtype the activations end up in
+    parallel_linears: int = 0
+    cast_linears: int = 0
     upcast: list[str] = field(default_factory=list)  # groups given float32 weight copies
     upcast_bytes: int = 0
     compiled: bool = False  # the frame step runs compiled fixed-shape functions
     profile: str = "cpu"
     fused_norms: int = 0  # RMSNorms fed bf16/fp16 directly (modules/norm.py)
-    wired_bytes: int = 0  # Metal: the wired limit set so the weights stay resident (`keep_resident`)
+    wired_bytes: int = 0  # Metal: the wired limit that keeps the weights resident (`wired_limit`)
     memory_warning: str | None = None  # the weights do not fit what the GPU keeps resident
+    # the dtype embeddings are cast to (every layer after computes in its input's); None: the weights'
+    activation: mx.Dtype | None = field(default=None, repr=False, compare=False)
+    # the audio embedding tables as one gather, for the compiled step (None: one lookup per table)
+    audio_stack: StackedEmbeddings | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         s = f"{self.activation_dtype} activations on {self.device}"
@@ -89,28 +100,64 @@ def parameter_bytes(*modules: nn.Module) -> int:
     return sum(seen.values())
 
 
-def keep_resident(weight_bytes: int) -> tuple[int, str | None]:
-    """On Metal, raise MLX's wired limit to the GPU's recommended working set (never lower
-    it), so macOS keeps the weights resident instead of paging them out between steps, which
-    stalls a real-time frame (what mlx-lm does while it generates). Returns (the limit now
-    set, in bytes, 0 where nothing was done; a one-line warning when the weights take more
-    than 90% of that set, where steps will stall whatever the limit). Elsewhere: (0, None)."""
+def resident_target(weight_bytes: int) -> tuple[int, str | None]:
+    """On Metal, the wired limit that keeps the weights resident: the GPU's recommended
+    working set (macOS would otherwise page them out between steps, which stalls a
+    real-time frame). Returns (that limit in bytes, a one-line warning when the weights take
+    more than 90% of it, where steps will stall whatever the limit). Elsewhere: (0, None).
+    Nothing is set here: `wired_limit` holds it while a model is in use."""
     if not mx.metal.is_available():
         return 0, None
     info = mx.device_info()
     target = int(info.get("max_recommended_working_set_size", 0))
     if target <= 0:
         return 0, None
-    old = mx.set_wired_limit(target)
-    if old > target:  # someone asked for more already: keep theirs
-        mx.set_wired_limit(old)
-        target = old
     warning = None
     if weight_bytes > RESIDENT_SHARE * target:
         warning = (f"the weights take {weight_bytes / 2**30:.1f} GB but this GPU keeps at most "
                    f"{target / 2**30:.1f} GB resident: steps will stall on paging; a smaller "
                    "quantization fits (-q 8, or -q 4 for Moshi 7B in ~4.3 GB)")
     return target, warning
+
+
+_WIRED_LOCK = threading.Lock()
+_WIRED: dict[str, int] = {"holders": 0, "saved": 0}
+
+
+@contextlib.contextmanager
+def wired_limit(target: int) -> Iterator[None]:
+    """Hold MLX's wired limit at `target` bytes (at least; never lower what is set) for the
+    `with` block, then give the limit back as it was before the first holder, as mlx-lm's
+    `generate.wired_limit` does: a process that loads a model does not keep the machine's
+    memory wired after it. Nested or concurrent holders (two models) share it: the limit is
+    restored when the last one leaves. `target` 0 (no Metal, the CPU format) does nothing."""
+    if target <= 0 or not mx.metal.is_available():
+        yield
+        return
+    with _WIRED_LOCK:
+        old = mx.set_wired_limit(target)
+        if old > target:  # someone asked for more already: keep theirs
+            mx.set_wired_limit(old)
+        if _WIRED["holders"] == 0:
+            _WIRED["saved"] = old
+        _WIRED["holders"] += 1
+    try:
+        yield
+    finally:
+        with _WIRED_LOCK:
+            _WIRED["holders"] -= 1
+            if _WIRED["holders"] == 0:
+                mx.synchronize()  # nothing in flight relies on the wired pages any more
+                mx.set_wired_limit(_WIRED["saved"])
+
+
+def hold_wired_limit(owner: object, target: int):
+    """`wired_limit(target)` for as long as `owner` lives: entered now, left when the
+    returned function is called (e.g. `Model.close()`), when `owner` is collected, or at
+    interpreter exit, whichever comes first."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(wired_limit(target))
+    return weakref.finalize(owner, stack.close)
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -234,7 +281,10 @@ PROFILES = ("auto", "cpu", "gpu")
 def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | str = "auto",
                upcast: bool | str | tuple | list = "auto", upcast_budget: int | None = None,
                profile: str = "auto", compile: bool | str = "auto") -> ComputeFormat:
-    """Set `lm`'s compute format for the default device, in place (the file is untouched).
+    """Put `lm` in the compute format of the default device, in place (the file is
+    untouched), and return it as a `ComputeFormat`: the module swaps (split, cast, fused,
+    upcast layers) are done here; the activation dtype and the compiled step are the
+    returned format's, for `LmGen(lm, compute=fmt)` (the module keeps only parameters).
 
     profile: "auto" (the default device's kind), "cpu" or "gpu": which backend's format the
       "auto" choices below follow. "gpu" on a CPU runs the accelerator path there (used to
@@ -288,7 +338,6 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
         act = ACTIVATIONS[activation]
     else:
         act = activation
-    lm.activation_dtype = act
     if parallel == "auto":
         parallel = cpu and cpu_count() >= 2
     n_par = n_cast = 0
@@ -306,10 +355,12 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
         use_step_linears(lm)
     if compile == "auto":
         compile = not cpu
-    lm.compiled_step = bool(compile) and compiled_step_supported(lm) is None
-    wired, warning = keep_resident(parameter_bytes(lm)) if not cpu else (0, None)
-    return ComputeFormat(str(device), str(lm.dtype).replace("mlx.core.", ""), n_par, n_cast, upcast_groups,
-                         upcast_bytes, lm.compiled_step, "cpu" if cpu else "gpu", fused, wired, warning)
+    compiled = bool(compile) and compiled_step_supported(lm) is None
+    stack = StackedEmbeddings(lm.audio_embs) if compiled and StackedEmbeddings.stackable(lm.audio_embs) else None
+    wired, warning = resident_target(parameter_bytes(lm)) if not cpu else (0, None)
+    return ComputeFormat(str(device), str(act if act is not None else lm.dtype).replace("mlx.core.", ""), n_par, n_cast, upcast_groups,
+                         upcast_bytes, compiled, "cpu" if cpu else "gpu", fused, wired, warning, activation=act,
+                         audio_stack=stack)
 
 
 # id(weight) -> (weak refs to it and to its row-contiguous copy), so that Linears sharing a

@@ -17,14 +17,16 @@ import types
 import typing
 from typing import Any
 
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError, UsageError, WeightsError
 from ..modules.mlp import ACTIVATIONS
 from ..modules.norm import NORM_TYPES
 from ..modules.rope import POSITIONAL_EMBEDDINGS
 from ..validation import integer, real
+from .sampling import SamplingOptions
 
-# Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen).
-LM_GEN_KEYS = ("use_sampling", "temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef")
+# Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen): every
+# `SamplingOptions` field but the seed
+LM_GEN_KEYS = tuple(n for n in SamplingOptions.names() if n != "seed")
 # Other spellings found in published configs (tts-1.6b-en_fr writes "text_temp").
 _LM_GEN_ALIASES = {"text_temp": "temp_text"}
 # Keys that describe the checkpoint rather than the network; kept verbatim in `extra`.
@@ -372,21 +374,13 @@ def _size(key: str, v: int) -> None:
 
 
 def _check_gen_values(lm_gen: dict[str, Any], where: str) -> None:
-    from ..validation import temperature, top_k, top_p
-
-    checks = {"temp": temperature, "temp_text": temperature, "top_k": top_k, "top_k_text": top_k,
-              "top_p": top_p, "top_p_text": top_p, "cfg_coef": lambda n, v: real(n, v)}
-    for key, v in lm_gen.items():
-        if key == "use_sampling":
-            if not isinstance(v, bool):
-                raise _err(where, f"lm_gen_config.use_sampling must be true or false, got {json.dumps(v)}")
-        elif v is not None:
-            try:
-                checks[key](f"lm_gen_config.{key}", v)
-            except ConfigError:
-                raise
-            except Exception as e:
-                raise _err(where, str(e)) from None
+    """The values checked by `SamplingOptions` (the one set of checks), named as config keys."""
+    if "use_sampling" in lm_gen and not isinstance(lm_gen["use_sampling"], bool):
+        raise _err(where, f"lm_gen_config.use_sampling must be true or false, got {json.dumps(lm_gen['use_sampling'])}")
+    try:
+        SamplingOptions(**lm_gen)
+    except UsageError as e:  # "temp must be >= 0, got -1": the message starts with the option's name
+        raise _err(where, f"lm_gen_config.{e}") from None
 
 
 def _parse(data: dict[str, Any], where: str) -> LmConfig:

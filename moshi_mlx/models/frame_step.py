@@ -32,6 +32,7 @@ import numpy as np
 from ..modules.kv_cache import FrameCache, RingStep, ring_bucket, ring_mask
 from ..modules.norm import prime_norm_weights
 from ..modules.parallel import use_step_linears
+from .sampling import is_greedy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import LmGen
@@ -54,11 +55,10 @@ class CompiledFrame:
     def __init__(self, gen: "LmGen"):
         self.gen = gen
         lm = gen.lm
-        prime_norm_weights(lm, lm.dtype)
+        prime_norm_weights(lm, gen.dtype)
         use_step_linears(lm)
-        lm.stack_audio_embeddings()
         # the condition as rows [B, dim] in the activation dtype, made once
-        self._cond = None if gen._cond is None else gen._cond[:, 0].astype(lm.dtype)
+        self._cond = None if gen._cond is None else gen._cond[:, 0].astype(gen.dtype)
         if self._cond is not None:
             mx.eval(self._cond)
         self.context = lm.cfg.context
@@ -77,7 +77,8 @@ class CompiledFrame:
     def _temporal(self, tokens, offset, slot, mask, bucket, key, *kv):
         gen = self.gen
         caches = [RingStep(kv[i], kv[i + 1], offset, slot, mask, bucket) for i in range(0, len(kv), 2)]
-        h, text_logits = gen.lm.forward_text(tokens, self._cond, caches)
+        h, text_logits = gen.lm.forward_text(tokens, self._cond, caches, dtype=gen.compute.activation,
+                                             audio_stack=gen.compute.audio_stack)
         guided = gen._guided(text_logits)
         text = gen.text_sampler(guided, key)
         return (h, guided, text, *[a for c in caches for a in (c.keys, c.values)])
@@ -89,7 +90,7 @@ class CompiledFrame:
         def pick(k: int, lg: mx.array) -> mx.array:
             g = gen._guided(lg)
             logits.append(g)
-            return gen.audio_sampler(g, None if gen.audio_sampler.greedy else keys[k])
+            return gen.audio_sampler(g, None if is_greedy(gen.audio_sampler) else keys[k])
 
         cache = [FrameCache(c.context) for c in gen.lm.depformer.make_cache()]
         audio = gen.lm.depformer.sample(h, text, cache, pick)
@@ -113,9 +114,9 @@ class CompiledFrame:
         for c, layer in zip(caches, gen.lm.transformer.layers):
             attn = layer.self_attn
             shape = (B, attn.num_kv_heads, cap, attn.head_dim)
-            if c.keys is None or c.keys.shape != shape or c.keys.dtype != gen.lm.dtype:
-                c.keys = mx.zeros(shape, dtype=gen.lm.dtype)
-                c.values = mx.zeros(shape, dtype=gen.lm.dtype)
+            if c.keys is None or c.keys.shape != shape or c.keys.dtype != gen.dtype:
+                c.keys = mx.zeros(shape, dtype=gen.dtype)
+                c.values = mx.zeros(shape, dtype=gen.dtype)
         filled = min(off + 1, cap)
         bucket = ring_bucket(filled, cap)
         kv = [a for c in caches for a in (c.keys, c.values)]

@@ -23,28 +23,27 @@ Only one host synchronisation per step: the sampled tokens. Caches are prealloca
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import mlx.core as mx
 import numpy as np
 
-from .. import validation as check
 from ..errors import ConfigError, UsageError
+from .backend import ComputeFormat
 from .frame_step import CompiledFrame, compiled_step_supported
 from .lm import Lm
-from .sampling import Sampler
+from .sampling import SamplingOptions, is_greedy
 
-# The reference LMGen's defaults, used unless the model's lm_gen_config or the caller says otherwise.
-GEN_DEFAULTS: dict[str, Any] = {
-    "use_sampling": True, "temp": 0.8, "temp_text": 0.7, "top_k": 250, "top_k_text": 25,
-    "top_p": 0.0, "top_p_text": 0.0, "cfg_coef": 1.0,
-}
 _UNSET: Any = object()
 # positions per temporal-transformer call in `LmGen.prefill`: on a GPU a call streams the
 # weights once for all its positions; MLX's CPU backend here runs a multi-row matmul slower
 # than as many one-row calls (bench/persona_bench.py, docs/personaplex.md), so one per call there
 PREFILL_CHUNK = 128
 CPU_PREFILL_CHUNK = 1
+# (logits [B, V], PRNG key or None) -> tokens [B] int32; `Sampler` is one
+TokenSampler = Callable[[mx.array, "mx.array | None"], mx.array]
+# (position, text logits [B, V]) -> text logits
+LogitsProcessor = Callable[[int, mx.array], mx.array]
 
 
 # MLX's array sizes are 32-bit: a larger buffer is not an error MLX raises, it crashes
@@ -77,14 +76,15 @@ def check_kv_cache_fits(cfg, batch: int, itemsize: int) -> None:
 
 
 class LmGen:
-    def __init__(self, lm: Lm, *, temp: float | None = None, temp_text: float | None = None,
-                 top_k: int | None = None, top_k_text: int | None = None, top_p: float | None = None,
-                 top_p_text: float | None = None, use_sampling: bool | None = None, cfg_coef: float | None = None,
+    def __init__(self, lm: Lm, options: SamplingOptions | None = None, *,
                  condition: dict[str, str | None] | None = _UNSET, null_condition: dict[str, str | None] | None = _UNSET,
-                 seed: int = 0, prompt=None):
-        """Sampling options default to the model's `lm_gen_config`, then to the reference
-        LMGen's defaults (audio temp 0.8 / top-k 250, text temp 0.7 / top-k 25).
-        Temperature 0 (or use_sampling=False) is greedy.
+                 compute: ComputeFormat | None = None, text_sampler: TokenSampler | None = None,
+                 audio_sampler: TokenSampler | None = None,
+                 logits_processors: Sequence[LogitsProcessor] = (), prompt=None, **sampling: Any):
+        """options: a `SamplingOptions` (default: all defaults); keywords with its names
+        (`temp=0.0, seed=3`) override single fields. Unset options are the model's
+        `lm_gen_config`, then the reference LMGen's defaults (audio temp 0.8 / top-k 250,
+        text temp 0.7 / top-k 25). Temperature 0 (or use_sampling=False) is greedy.
 
         condition: value per conditioner (Hibiki: {"description": "very_good"}, its default).
         cfg_coef != 1 enables classifier-free guidance: a second batch row runs with
@@ -92,26 +92,35 @@ class LmGen:
         otherwise every conditioner's null value, its learnt padding) and the logits become
         null + cfg_coef * (cond - null) for text and every codebook.
 
+        compute: the model's `ComputeFormat` (`prepare_lm`'s, `Model.compute`): its activation
+        dtype and whether steps run compiled; None: as stored, eager.
+
+        text_sampler / audio_sampler: prebuilt samplers used instead of the options' (as
+        mlx-lm's `generate_step(sampler=...)`): `(logits [B, V], PRNG key) -> tokens [B]`
+        int32, MLX ops only (the compiled step traces them). logits_processors: functions
+        `(position, text logits [B, V]) -> logits` applied in order to the (guided) text
+        logits before sampling (e.g. forcing tokens); they run in Python, so a generator
+        with processors steps eagerly.
+
         prompt: frames given before every conversation (`models.persona.Prompt`, PersonaPlex's
         voice and role), prefilled by each `reset()`."""
         self.lm = lm
+        self.compute = compute if compute is not None else ComputeFormat()
+        # the activations' dtype (the format's, else the weights')
+        self.dtype: mx.Dtype = self.compute.activation if self.compute.activation is not None else lm.dtype
         cfg = lm.cfg
-        seed = check.seed("seed", seed)
         self.cfg = cfg
-        opts = dict(GEN_DEFAULTS)
-        opts.update(cfg.lm_gen_config)
-        given = dict(temp=temp, temp_text=temp_text, top_k=top_k, top_k_text=top_k_text, top_p=top_p,
-                     top_p_text=top_p_text, use_sampling=use_sampling, cfg_coef=cfg_coef)
-        opts.update({k: v for k, v in given.items() if v is not None})
-        self.options = opts
-        sampling = bool(opts["use_sampling"])
-        self.text_sampler = Sampler(check.temperature("temp_text", opts["temp_text"]) if sampling else 0.0,
-                                    check.top_k("top_k_text", opts["top_k_text"] or 0),
-                                    check.top_p("top_p_text", opts["top_p_text"] or 0.0))
-        self.audio_sampler = Sampler(check.temperature("temp", opts["temp"]) if sampling else 0.0,
-                                     check.top_k("top_k", opts["top_k"] or 0), check.top_p("top_p", opts["top_p"] or 0.0))
-        self.cfg_coef = check.real("cfg_coef", opts["cfg_coef"])
-        self.seed = seed
+        # the options as given, every unset one filled in from the model's lm_gen_config
+        self.options: SamplingOptions = SamplingOptions.of(options, **sampling).resolved(cfg.lm_gen_config)
+        text, audio = self.options.samplers()
+        self.text_sampler: TokenSampler = text_sampler if text_sampler is not None else text
+        self.audio_sampler: TokenSampler = audio_sampler if audio_sampler is not None else audio
+        self.logits_processors = tuple(logits_processors)
+        for f in (self.text_sampler, self.audio_sampler, *self.logits_processors):
+            if not callable(f):
+                raise UsageError(f"samplers and logits processors must be functions, got {f!r}")
+        self.cfg_coef = self.options.cfg_coef
+        self.seed = self.options.seed
 
         hibiki = cfg.model_type == "hibiki" and "description" in cfg.conditioners
         if condition is _UNSET:
@@ -128,14 +137,14 @@ class LmGen:
         cond = lm.condition_tensor(condition)
         if self.use_cfg:
             cond = mx.concatenate([cond, lm.condition_tensor(null_condition)], axis=0)
-        self._cond = None if cond is None else cond.astype(lm.dtype)
+        self._cond = None if cond is None else cond.astype(self.dtype)
         if self._cond is not None:
             # evaluated now: MLX graphs belong to the stream (thread) that built them, and the
             # live loop steps from a worker thread
             mx.eval(self._cond)
 
         self.batch = 2 if self.use_cfg else 1
-        check_kv_cache_fits(cfg, self.batch, lm.dtype.size)
+        check_kv_cache_fits(cfg, self.batch, self.dtype.size)
         self.delays = np.array(cfg.delays, dtype=np.int64)
         self.own_delay = cfg.own_delay
         self._ring = cfg.max_delay + 2
@@ -143,9 +152,9 @@ class LmGen:
         self._streams = np.arange(cfg.num_streams)
         self._cache = lm.make_cache()
         self._dep_cache = lm.depformer.make_cache() if lm.has_depformer else None
-        # the compiled fixed-shape step (models/frame_step.py) where prepare_lm chose it
+        # the compiled fixed-shape step (models/frame_step.py) where the compute format chose it
         self._frame: CompiledFrame | None = None
-        if getattr(lm, "compiled_step", False) and compiled_step_supported(lm) is None:
+        if self.compute.compiled and not self.logits_processors and compiled_step_supported(lm) is None:
             self._frame = CompiledFrame(self)
         self.prompt = prompt
         self.reset()
@@ -176,7 +185,7 @@ class LmGen:
         """This position's PRNG keys from one split (one kernel, not one per token): the
         text token's and one per audio codebook (views of the split, no gather). Unsplit
         (and unused) when every sampler is greedy."""
-        if self.text_sampler.greedy and self.audio_sampler.greedy:
+        if is_greedy(self.text_sampler) and is_greedy(self.audio_sampler):
             return self._key, []
         n = self.cfg.dep_q if self.lm.has_depformer else 0
         self._key, text, *audio = (k.reshape(2) for k in mx.split(mx.random.split(self._key, 2 + n), 2 + n))
@@ -202,8 +211,10 @@ class LmGen:
         tokens = mx.array(inputs.astype(np.int32))[None, :, None]
         if self.batch > 1:
             tokens = mx.concatenate([tokens] * self.batch, axis=0)
-        h, text_logits = self.lm.forward_text(tokens, self._cond, self._cache)
+        h, text_logits = self.lm.forward_text(tokens, self._cond, self._cache, dtype=self.compute.activation)
         guided = self._guided(text_logits[:, -1])
+        for process in self.logits_processors:
+            guided = process(self.position, guided)
         text = self.text_sampler(guided, key)
         return h, guided, text
 
@@ -219,7 +230,7 @@ class LmGen:
         def pick(k: int, logits: mx.array) -> mx.array:
             g = self._guided(logits)
             self.last_audio_logits.append(g)
-            tok = self.audio_sampler(g, None if self.audio_sampler.greedy else keys[k])
+            tok = self.audio_sampler(g, None if is_greedy(self.audio_sampler) else keys[k])
             if forced and k in forced:
                 return mx.full(tok.shape, forced[k], dtype=tok.dtype)
             return tok
@@ -312,9 +323,10 @@ class LmGen:
             stop = min(T, start + chunk)
             parts = []
             if start < E:
-                parts.append(embeddings[start:min(stop, E)].astype(self.lm.dtype)[None])
+                parts.append(embeddings[start:min(stop, E)].astype(self.dtype)[None])
             if stop > E:
-                parts.append(self.lm.embed(mx.array(tokens[None, :, max(start, E):stop].astype(np.int32))))
+                parts.append(self.lm.embed(mx.array(tokens[None, :, max(start, E):stop].astype(np.int32)),
+                                           self.compute.activation))
             x = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
             if self.batch > 1:
                 x = mx.concatenate([x] * self.batch, axis=0)

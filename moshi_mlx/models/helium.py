@@ -19,7 +19,9 @@ from typing import Iterable, Iterator
 import mlx.core as mx
 import numpy as np
 
+from ..constants import DEFAULT_SEED
 from ..errors import ConfigError, UsageError
+from .backend import ComputeFormat
 from .lm import Lm
 from .sampling import Sampler
 
@@ -30,14 +32,17 @@ _PREFILL_CHUNK = 256
 
 
 class TextGen:
-    def __init__(self, lm: Lm, sampler: Sampler | None = None, *, seed: int = 0, start_token: int | None = None):
+    def __init__(self, lm: Lm, sampler: Sampler | None = None, *, seed: int = DEFAULT_SEED, start_token: int | None = None,
+                 compute: ComputeFormat | None = None):
         """sampler: default `TEXT_DEFAULTS`; temperature 0 is greedy. start_token: default
-        BOS for a text-only model, the text initial token otherwise."""
+        BOS for a text-only model, the text initial token otherwise. compute: the model's
+        `ComputeFormat` (its activation dtype), None: as stored."""
         cfg = lm.cfg
         if cfg.conditioners:
             raise ConfigError(f"this model is conditioned on {sorted(cfg.conditioners)} (a translation model): "
                               "it is not used as a text model")
         self.lm, self.cfg = lm, cfg
+        self.act = compute.activation if compute is not None else None
         self.sampler = sampler if sampler is not None else Sampler(**TEXT_DEFAULTS)
         self.seed = seed
         self.start_token = start_token if start_token is not None else (
@@ -69,7 +74,7 @@ class TextGen:
             chunk = tokens[i:i + _PREFILL_CHUNK]
             x = np.full((1, 1 + self.cfg.n_q, len(chunk)), -1, dtype=np.int32)
             x[0, 0] = chunk
-            _, logits = self.lm.forward_text(mx.array(x), None, self._cache)
+            _, logits = self.lm.forward_text(mx.array(x), None, self._cache, dtype=self.act)
             self._logits = logits[:, -1]
             mx.eval(self._logits)
             self.position += len(chunk)

@@ -65,10 +65,6 @@ class Lm(nn.Module):
     def __init__(self, cfg: LmConfig):
         super().__init__()
         self.cfg = cfg
-        # None: compute in the weights' dtype; set per backend by `models.backend.prepare_lm`
-        self.activation_dtype: mx.Dtype | None = None
-        # True: LmGen runs the compiled fixed-shape frame step (models/frame_step.py)
-        self.compiled_step = False
         self.text_emb = ScaledEmbedding(cfg.text_card + 1, cfg.dim, demux=cfg.demux_second_stream)
         self.audio_embs = [ScaledEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)]
         self.transformer = Transformer(temporal_transformer_config(cfg))
@@ -94,10 +90,9 @@ class Lm(nn.Module):
 
     @property
     def dtype(self) -> mx.Dtype:
-        """Activation dtype: `activation_dtype` if set (see `models.backend`), else the
-        float dtype the weights were loaded in."""
-        act = getattr(self, "activation_dtype", None)
-        return act if act is not None else self.out_norm.weight.dtype
+        """The float dtype the weights were loaded in: what activations compute in unless
+        a `ComputeFormat` says otherwise (`models.backend.prepare_lm`)."""
+        return self.out_norm.weight.dtype
 
     def make_cache(self) -> list[KVCache]:
         return self.transformer.make_cache()
@@ -139,22 +134,25 @@ class Lm(nn.Module):
             src = src + cfg.cross_attention_pos_emb_scale * sin_embedding(0, src.shape[1], src.shape[2], 10_000.0)
         return src
 
-    def cross_kv(self, source: mx.array) -> list[CrossKV]:
-        """Per-layer keys/values of a cross-attention source, computed once per generation."""
-        return self.transformer.cross_kv(source.astype(self.dtype))
+    def cross_kv(self, source: mx.array, dtype: mx.Dtype | None = None) -> list[CrossKV]:
+        """Per-layer keys/values of a cross-attention source, computed once per generation
+        (dtype: the activation dtype, default the weights')."""
+        return self.transformer.cross_kv(source.astype(dtype if dtype is not None else self.dtype))
 
-    def embed(self, tokens: mx.array) -> mx.array:
+    def embed(self, tokens: mx.array, dtype: mx.Dtype | None = None,
+              audio_stack: StackedEmbeddings | None = None) -> mx.array:
         """tokens [B, 1 + n_q, T] -> summed embeddings [B, T, dim] (tokens [B, 1 + n_q]: one
-        position per row -> [B, dim]), in the activation dtype (every layer after this
-        computes in the dtype of its input)."""
-        act = getattr(self, "activation_dtype", None)
+        position per row -> [B, dim]), in the activation `dtype` (None: the tables'; every
+        layer after this computes in the dtype of its input). audio_stack: the audio tables
+        as one gather (`ComputeFormat.audio_stack`), used while it is current."""
+        act = dtype
 
         def lookup(emb, ids):
             y = emb(ids)
             return y if act is None else y.astype(act)
 
         x = lookup(self.text_emb, tokens[:, 0])
-        stack = self.__dict__.get("_audio_stack")
+        stack = audio_stack
         if stack is not None and stack.current(self.audio_embs):
             ys = stack(tokens[:, 1:])
             ys = ys if act is None else ys.astype(act)
@@ -166,24 +164,15 @@ class Lm(nn.Module):
             x = x + lookup(emb, tokens[:, 1 + k])
         return x
 
-    def stack_audio_embeddings(self) -> bool:
-        """Look the audio streams up with one gather from now on (`StackedEmbeddings`: same
-        memory, same results); False where the tables differ in shape or kind."""
-        stack = self.__dict__.get("_audio_stack")
-        if stack is not None and stack.current(self.audio_embs):
-            return True
-        if not StackedEmbeddings.stackable(self.audio_embs):
-            return False
-        self.__dict__["_audio_stack"] = StackedEmbeddings(self.audio_embs)
-        return True
-
     def forward_text(self, tokens: mx.array, condition: mx.array | None = None,
                      cache: list[KVCache] | None = None,
-                     cross: list[CrossKV] | None = None) -> tuple[mx.array, mx.array]:
+                     cross: list[CrossKV] | None = None, *, dtype: mx.Dtype | None = None,
+                     audio_stack: StackedEmbeddings | None = None) -> tuple[mx.array, mx.array]:
         """tokens [B, 1 + n_q, T] -> (normed hidden [B, T, dim], text logits [B, T, text_out_card]);
         tokens [B, 1 + n_q] (one position per row, with a cache) -> [B, dim], [B, text_out_card],
-        with `condition` [B, dim]. cross: `cross_kv(...)` for cross-attention (TTS) models."""
-        x = self.embed(tokens)
+        with `condition` [B, dim]. cross: `cross_kv(...)` for cross-attention (TTS) models.
+        dtype, audio_stack: the compute format's (see `embed`)."""
+        x = self.embed(tokens, dtype, audio_stack)
         if condition is not None:
             x = x + condition.astype(x.dtype)
         h = self.out_norm(self.transformer(x, cache, cross) if cross is not None else self.transformer(x, cache))
@@ -207,10 +196,11 @@ class Lm(nn.Module):
         return inputs, delayed
 
     def forward_train(self, codes, condition: dict[str, str | None] | None = None,
-                      cross: list[CrossKV] | None = None) -> LmOutput:
+                      cross: list[CrossKV] | None = None, *, dtype: mx.Dtype | None = None) -> LmOutput:
         """Teacher-forced logits for codes [B, 1 + n_q, T] (ints, -1 = zero token), as the
         reference `LMModel.forward`: text logits and, through the depformer fed the true
-        previous codebooks, per-codebook audio logits, both realigned with `codes`."""
+        previous codebooks, per-codebook audio logits, both realigned with `codes`
+        (dtype: the activation dtype, default the weights')."""
         cfg = self.cfg
         codes = np.asarray(codes, dtype=np.int64)
         if codes.ndim != 3 or codes.shape[1] != cfg.num_streams:
@@ -218,7 +208,7 @@ class Lm(nn.Module):
         B, K, T = codes.shape
         inputs, delayed = self.delayed_inputs(codes)
         cond = self.condition_tensor(condition) if cfg.conditioners else None
-        h, text_logits = self.forward_text(mx.array(inputs), cond, None, cross)
+        h, text_logits = self.forward_text(mx.array(inputs), cond, None, cross, dtype=dtype)
         text_logits, text_mask = _undelay(text_logits[:, None], [cfg.delays[0]])
         text_mask = text_mask & mx.array(codes[:, :1] != -1)
         audio_logits = audio_mask = None

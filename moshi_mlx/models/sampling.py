@@ -1,4 +1,5 @@
-"""Token sampling on the device: temperature, top-k, top-p, greedy at temperature 0.
+"""Token sampling on the device: temperature, top-k, top-p, greedy at temperature 0, and
+`SamplingOptions`, the one list of how `LmGen` samples.
 
 Each call takes an explicit PRNG key, so a generator with a seed is reproducible and
 nothing global is touched. top-k and top-p may be combined (top-k is applied first).
@@ -6,11 +7,89 @@ nothing global is touched. top-k and top-p may be combined (top-k is applied fir
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import mlx.core as mx
 
 from .. import validation as check
+from ..constants import DEFAULT_SEED
+from ..errors import UsageError
+
+# The reference LMGen's defaults, used unless the model's lm_gen_config or the caller says otherwise.
+REFERENCE_DEFAULTS: dict[str, Any] = {
+    "use_sampling": True, "temp": 0.8, "temp_text": 0.7, "top_k": 250, "top_k_text": 25,
+    "top_p": 0.0, "top_p_text": 0.0, "cfg_coef": 1.0,
+}
+
+
+def _opt(help: str, flag: bool = True) -> Any:
+    """A SamplingOptions field: None (the model's default) unless given; `help` is its flag's."""
+    return field(default=None, metadata={"help": help, "flag": flag})
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How `LmGen` samples, every option in one place (as whisper's `DecodingOptions`),
+    checked when made: a bad value is one `UsageError` line naming the option. None means
+    the model's `lm_gen_config`, else the reference LMGen's default (`REFERENCE_DEFAULTS`);
+    `resolved(cfg)` fills them in. The CLIs' sampling flags, `Model.generator`, the web
+    page's settings and `LmConfig.lm_gen_config` all use these names."""
+
+    temp: float | None = _opt("audio temperature (0 = greedy)")
+    temp_text: float | None = _opt("text temperature (0 = greedy)")
+    top_k: int | None = _opt("audio top-k")
+    top_k_text: int | None = _opt("text top-k")
+    top_p: float | None = _opt("audio top-p (nucleus)")
+    top_p_text: float | None = _opt("text top-p (nucleus)")
+    use_sampling: bool | None = _opt("False: greedy everywhere, whatever the temperatures", flag=False)
+    cfg_coef: float | None = _opt("classifier-free guidance coefficient (conditioned models, e.g. Hibiki)")
+    seed: int = field(default=DEFAULT_SEED, metadata={"help": "sampling seed, in [0, 2**32)", "flag": True})
+
+    def __post_init__(self) -> None:
+        # whisper's `_verify_options`: every value checked once, here, with its name
+        checks = {"temp": check.temperature, "temp_text": check.temperature, "top_k": check.top_k,
+                  "top_k_text": check.top_k, "top_p": check.top_p, "top_p_text": check.top_p,
+                  "cfg_coef": check.real, "seed": check.seed}
+        for name, fn in checks.items():
+            v = getattr(self, name)
+            if v is not None or name == "seed":
+                object.__setattr__(self, name, fn(name, v))
+        if self.use_sampling is not None and not isinstance(self.use_sampling, bool):
+            raise UsageError(f"use_sampling must be True, False or None, got {self.use_sampling!r}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def of(cls, options: "SamplingOptions | None" = None, **given: Any) -> "SamplingOptions":
+        """`options` (default: all defaults) with the `given` values (None: left as is);
+        an unknown name is one line listing the known ones."""
+        unknown = sorted(set(given) - set(cls.names()))
+        if unknown:
+            raise UsageError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(cls.names())}")
+        if options is not None and not isinstance(options, SamplingOptions):
+            raise UsageError(f"options must be a SamplingOptions, got {type(options).__name__}")
+        base = options if options is not None else cls()
+        given = {k: v for k, v in given.items() if v is not None}
+        return dataclasses.replace(base, **given) if given else base
+
+    def resolved(self, lm_gen_config: Mapping[str, Any] | None = None) -> "SamplingOptions":
+        """Every None filled in: the model's `lm_gen_config` first, then `REFERENCE_DEFAULTS`."""
+        defaults = {**REFERENCE_DEFAULTS, **(lm_gen_config or {})}
+        return dataclasses.replace(self, **{k: defaults[k] for k in REFERENCE_DEFAULTS if getattr(self, k) is None})
+
+    def samplers(self) -> tuple["Sampler", "Sampler"]:
+        """(text sampler, audio sampler) of resolved options (use_sampling False: greedy)."""
+        on = self.use_sampling is not False
+        return (Sampler(self.temp_text if on else 0.0, self.top_k_text or 0, self.top_p_text or 0.0),
+                Sampler(self.temp if on else 0.0, self.top_k or 0, self.top_p or 0.0))
+
+    def given(self) -> dict[str, Any]:
+        """The options set (not None, and the seed), as keywords."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -52,6 +131,11 @@ class Sampler:
             choice = gumbel_max(sorted_logits, key)
             return mx.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(mx.int32)
         return gumbel_max(logits, key)
+
+
+def is_greedy(sampler) -> bool:
+    """A built-in greedy `Sampler` takes no PRNG key (a prebuilt sampler always gets one)."""
+    return isinstance(sampler, Sampler) and sampler.greedy
 
 
 def gumbel_max(logits: mx.array, key: mx.array | None) -> mx.array:

@@ -39,11 +39,12 @@ from typing import Iterator, Protocol, Sequence
 import mlx.core as mx
 import numpy as np
 
+from ..constants import DEFAULT_SEED
 from ..errors import ConfigError, UsageError
+from .backend import ComputeFormat
 from .config import LmConfig, TensorConditionerConfig
-from .generate import GEN_DEFAULTS
 from .lm import Lm
-from .sampling import Sampler
+from .sampling import REFERENCE_DEFAULTS, Sampler
 
 MAX_SPEAKERS = 5  # speaker slots in the cross-attention source (the reference TTSModel's default)
 # Audio frames skipped after the text-to-audio delay: the reference drops these two
@@ -271,9 +272,11 @@ class TtsGen:
     model at most one voice, its Mimi codes [n_q, T] (none: no voice)."""
 
     def __init__(self, lm: Lm, settings: TtsSettings, voices: Sequence[np.ndarray], *, cfg_coef: float = 2.0,
-                 temp: float = 0.6, top_k: int = GEN_DEFAULTS["top_k"], top_k_text: int = GEN_DEFAULTS["top_k_text"],
-                 n_q: int | None = None, seed: int = 0):
+                 temp: float = 0.6, top_k: int = REFERENCE_DEFAULTS["top_k"], top_k_text: int = REFERENCE_DEFAULTS["top_k_text"],
+                 n_q: int | None = None, seed: int = DEFAULT_SEED, compute: ComputeFormat | None = None):
         cfg = lm.cfg
+        # the activation dtype of the model's compute format (`prepare_lm`), else the weights'
+        self.act = compute.activation if compute is not None else None
         self.lm, self.cfg, self.settings = lm, cfg, settings
         self.n_q = cfg.dep_q if n_q is None else int(n_q)
         if not 1 <= self.n_q <= cfg.dep_q:
@@ -304,7 +307,7 @@ class TtsGen:
         cond = lm.condition_tensor(values) if lut else None
         if self.use_cfg and cond is not None:
             cond = mx.concatenate([cond, lm.condition_tensor({n: None for n in lut})], axis=0)
-        self._cond = None if cond is None else cond.astype(lm.dtype)
+        self._cond = None if cond is None else cond.astype(self.act if self.act is not None else lm.dtype)
         self.prefix = self._prefix(voices) if not cfg.fuse_cross else None
         self._cross = self._cross_kv(voices) if cfg.fuse_cross else None
         mx.eval(*([] if self._cross is None else [self._cross]), *([] if self._cond is None else [self._cond]))
@@ -322,7 +325,7 @@ class TtsGen:
         if self.use_cfg:
             null_tensors = {cross_name: (mx.zeros_like(tensors[cross_name][0]), mx.zeros(mask.shape, dtype=mx.bool_))}
             src = mx.concatenate([src, lm.cross_source(null_tensors)], axis=0)
-        return lm.cross_kv(src)
+        return lm.cross_kv(src, self.act)
 
     def _prefix(self, voices: Sequence[np.ndarray]) -> np.ndarray | None:
         """The audio-prefix voice as the reference's `get_prefix` gives it: [1 + n_q, T], a
@@ -405,7 +408,7 @@ class TtsGen:
                     null[0] = ids.zero
                 rows.append(null)
             h, text_logits = lm.forward_text(mx.array(np.stack(rows).astype(np.int32))[:, :, None], self._cond,
-                                             cache, self._cross)
+                                             cache, self._cross, dtype=self.act)
             predicted = int(self._sample_text(text_logits[:1, -1], None if self.text_sampler.greedy
                                               else next(keys)).item())
             if step < P:  # the voice prefix: its text row is forced, the state machine waits

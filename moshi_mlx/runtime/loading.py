@@ -9,13 +9,15 @@ up the model is decided by the one resolver, `weights.resolve.resolve_model`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from importlib import resources
 
-from ..constants import DEMO_MODEL
+from ..constants import DEFAULT_SEED, DEMO_MODEL
 from ..errors import UsageError
 from ..models.config import PRESETS
+from ..models.sampling import REFERENCE_DEFAULTS, SamplingOptions
 from ..validation import float_arg, int_arg, seed_arg
 from .flags import MIMI_BACKENDS, add_demo_model_arg, add_mimi_backend_arg, add_offline_arg, add_quantized_arg
 from .model import Model
@@ -23,11 +25,11 @@ from .model import Model
 DEMO_TOKENIZER = "demo_tokenizer.model"
 # Moshi, speech-to-text, Helium, translation (Hibiki-Zero's shape), PersonaPlex
 DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium", "random-tiny-hibiki-zero", "random-tiny-persona")
+COMPUTE = ("auto", "stored")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
               "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "
               "bf16 layers where memory allows)")
-SAMPLING = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "cfg_coef", "seed")
 PERSONA = ("voice", "persona")  # PersonaPlex's prompt, passed with the sampling options
 
 
@@ -63,19 +65,27 @@ def add_model_args(ap: argparse.ArgumentParser, *, default_repo: str = "kyutai/m
     add_offline_arg(g)
 
 
+# each SamplingOptions flag's argparse type: the shared checks, naming the flag
+_FLAG_TYPES = {"temp": lambda f: float_arg(f, lo=0.0), "temp_text": lambda f: float_arg(f, lo=0.0),
+               "top_k": lambda f: int_arg(f, lo=0), "top_k_text": lambda f: int_arg(f, lo=0),
+               "top_p": lambda f: float_arg(f, lo=0.0, hi=1.0), "top_p_text": lambda f: float_arg(f, lo=0.0, hi=1.0),
+               "cfg_coef": lambda f: float_arg(f), "seed": lambda f: seed_arg(f)}
+
+
 def add_sampling_args(ap: argparse.ArgumentParser) -> None:
-    """Sampling flags, each checked for type and range by `moshi_mlx.validation` (one line
-    naming the flag: `--temp nan`, `--seed -1`, `--top-p 2` are refused)."""
-    g = ap.add_argument_group("sampling (defaults: the model's lm_gen_config, else audio 0.8/top-k 250, text 0.7/top-k 25)")
-    g.add_argument("--temp", type=float_arg("--temp", lo=0.0), help="audio temperature (0 = greedy)")
-    g.add_argument("--temp-text", type=float_arg("--temp-text", lo=0.0), help="text temperature (0 = greedy)")
-    g.add_argument("--top-k", type=int_arg("--top-k", lo=0), help="audio top-k")
-    g.add_argument("--top-k-text", type=int_arg("--top-k-text", lo=0), help="text top-k")
-    g.add_argument("--top-p", type=float_arg("--top-p", lo=0.0, hi=1.0), help="audio top-p (nucleus)")
-    g.add_argument("--top-p-text", type=float_arg("--top-p-text", lo=0.0, hi=1.0), help="text top-p (nucleus)")
-    g.add_argument("--cfg-coef", type=float_arg("--cfg-coef"),
-                   help="classifier-free guidance coefficient (conditioned models, e.g. Hibiki)")
-    g.add_argument("--seed", type=seed_arg(), default=299792458, help="sampling seed, in [0, 2**32)")
+    """A flag per `SamplingOptions` field (its help text), each checked for type and range by
+    `moshi_mlx.validation` (one line naming the flag: `--temp nan`, `--seed -1`, `--top-p 2`
+    are refused)."""
+    d = REFERENCE_DEFAULTS
+    g = ap.add_argument_group(f"sampling (defaults: the model's lm_gen_config, else audio {d['temp']}/top-k "
+                              f"{d['top_k']}, text {d['temp_text']}/top-k {d['top_k_text']})")
+    for f in dataclasses.fields(SamplingOptions):
+        if not f.metadata["flag"]:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        extra = dict(default=f.default, help=f"{f.metadata['help']} (default {f.default})") \
+            if f.default is not None else dict(help=f.metadata["help"])
+        g.add_argument(flag, type=_FLAG_TYPES[f.name](flag), **extra)
     p = ap.add_argument_group("PersonaPlex (--hf-repo nvidia/personaplex-7b-v1): the voice and role given before "
                               "the conversation (docs/personaplex.md)")
     p.add_argument("--voice", metavar="NAME|FILE",
@@ -100,12 +110,20 @@ def load_kwargs(args: argparse.Namespace) -> dict:
         raise UsageError("--model replaces --hf-repo/--moshi-weight: give one of them")
     return dict(source=source, weights=get("moshi_weight"), config=get("lm_config"), mimi=get("mimi_weight"),
                 tokenizer=get("tokenizer"), quantized=get("quantized"), dtype=get("dtype", "auto"),
-                mimi_backend=get("mimi_backend", "auto"), offline=bool(get("offline", False)), seed=get("seed", 0) or 0)
+                mimi_backend=get("mimi_backend", "auto"), offline=bool(get("offline", False)),
+                seed=DEFAULT_SEED if get("seed") is None else get("seed"))
+
+
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    """The sampling flags (`add_sampling_args`) as the `SamplingOptions` of `Model.generator` & co."""
+    return SamplingOptions.of(**{k: getattr(args, k) for k in SamplingOptions.names() if getattr(args, k, None) is not None})
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
-    """The sampling flags (`add_sampling_args`) as keyword arguments of `Model.generator` & co."""
-    return {k: getattr(args, k) for k in SAMPLING + PERSONA if getattr(args, k, None) is not None}
+    """The sampling flags as `Model.generator`'s (and `respond`'s, `conversation`'s) keywords:
+    `options` (`sampling_options`), and PersonaPlex's voice / persona where given."""
+    return {"options": sampling_options(args),
+            **{k: getattr(args, k) for k in PERSONA if getattr(args, k, None) is not None}}
 
 
 def _float_dtype(name):
@@ -126,7 +144,7 @@ def _float_dtype(name):
 def load(source: str | os.PathLike | None = None, *, quantized: int | None = None,
          weights: str | os.PathLike | None = None, config=None, mimi: str | os.PathLike | None = None,
          tokenizer: str | os.PathLike | None = None, dtype="auto", compute: str = "auto",
-         mimi_backend: str = "auto", offline: bool = False, seed: int = 0, codec: bool = True,
+         mimi_backend: str = "auto", offline: bool = False, seed: int = DEFAULT_SEED, codec: bool = True,
          listens: bool = False) -> Model:
     """Load a model, ready to talk to (see `Model`).
 
@@ -142,7 +160,8 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
       "stored" leaves it as loaded.
     mimi_backend: "auto" (MLX on a GPU, rustymimi on a CPU when installed), "mlx", "rustymimi".
     offline: files come from the local Hugging Face cache only.
-    seed: seed of random weights (demo model, random Mimi).
+    seed: seed of random weights (demo model, random Mimi); the CLIs pass their `--seed`, so
+      by default a command and a script build the same demo weights.
     codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
     listens: refuse a model that takes no audio (a text model) once its config is known,
       before its weights are read (a live loop or a server has no use for one).
@@ -151,6 +170,8 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
     from ..weights.hub import offline_mode
 
     seed = check_seed("seed", seed)
+    if compute not in COMPUTE:
+        raise UsageError(f"compute must be 'auto' (the backend's fast format) or 'stored' (as loaded), got {compute!r}")
     if mimi_backend not in MIMI_BACKENDS:
         raise UsageError(f"mimi_backend must be one of {', '.join(MIMI_BACKENDS)}, got {mimi_backend!r}")
     if mimi_backend == "rustymimi":
@@ -189,10 +210,21 @@ def _check_listens(cfg, name: str) -> None:
                          "use moshi-helium or Model.text_stream()")
 
 
+def compute_format(lm, compute: str, dtype=None):
+    """The backend's fast compute format for a freshly loaded LM (`models.backend.prepare_lm`,
+    applied in place) unless `compute="stored"` (then None: as loaded). With an explicit
+    `dtype`, activations stay in that dtype and no layer is upcast."""
+    if compute == "stored":
+        return None
+    from ..models.backend import prepare_lm
+
+    auto = dtype is None
+    return prepare_lm(lm, activation="auto" if auto else "stored", upcast="auto" if auto else False)
+
+
 def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True, ids_only: bool = False) -> Model:
     from ..models import random_lm, random_mimi
     from ..models.config import preset
-    from ..weights.lm_loader import apply_compute
     from .codec import MimiFrameCodec
     from .transcript import PlaceholderTokenizer, TextTokenizer
 
@@ -200,7 +232,7 @@ def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True, id
     lm = random_lm(cfg, seed=seed % (2**31))
     if dtype is not None:
         lm.set_dtype(dtype)
-    fmt = apply_compute(lm, compute, dtype)
+    fmt = compute_format(lm, compute, dtype)
     n = max(cfg.user_q, cfg.dep_q, 1)
     codec = None
     if with_codec:
@@ -267,7 +299,8 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
     cfg = files.cfg
     if listens:
         _check_listens(cfg, str(source) if source is not None else str(weights or "this model"))
-    lm = load_resolved(files, dtype=dtype, compute=compute)
+    lm = load_resolved(files, dtype=dtype)
+    fmt = compute_format(lm, compute, dtype)
     tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.get(files.tokenizer))
     backend = best_backend() if mimi_backend == "auto" else mimi_backend
     n_user, n_out = cfg.user_q, cfg.dep_q
@@ -290,7 +323,6 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
             _check_codec_fits(m, cfg, str(mimi_path))
             codec = MimiFrameCodec(m, n_encode=n_user)
         mimi_desc = f"Mimi via {backend}"
-    fmt = getattr(lm, "compute_format", None)
     desc = (f"LM {files.weights.name} ({cfg.model_type or 'moshi'}, "
             f"{fmt.describe() if fmt is not None else 'compute as stored'}), {mimi_desc}")
     return Model(cfg, lm, codec, tok, desc, compute=fmt, mimi_backend=backend, files=files)
@@ -308,5 +340,5 @@ def load_session(args: argparse.Namespace, with_codec: bool = True, listens: boo
     return model
 
 
-__all__ = ["load", "load_session", "load_kwargs", "sampling_kwargs", "add_model_args", "add_sampling_args",
-           "add_dtype_arg", "PRESETS"]
+__all__ = ["load", "load_session", "load_kwargs", "sampling_options", "sampling_kwargs", "add_model_args", "add_sampling_args",
+           "add_dtype_arg", "compute_format", "PRESETS"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -18,8 +18,19 @@ from .stt import stt_padding
 from .transcript import Transcript
 from .translation import TRANSLATION_TAIL_FRAMES, translation_end
 
-SAMPLING_OPTIONS = ("temp", "temp_text", "top_k", "top_k_text", "top_p", "top_p_text", "use_sampling", "cfg_coef",
-                    "condition", "null_condition", "seed")
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from ..models import LmGen
+    from ..models.backend import ComputeFormat
+    from ..models.config import LmConfig
+    from ..models.sampling import SamplingOptions
+    from ..models.lm import Lm
+    from ..weights.resolve import ModelFiles
+    from .codec import MimiFrameCodec
+    from .conversation import Conversation
+    from .transcript import ByteTokenizer, PlaceholderTokenizer, TextTokenizer
+
+# what `Model.generator` takes besides the `SamplingOptions` names
+GENERATOR_OPTIONS = ("condition", "null_condition", "text_sampler", "audio_sampler", "logits_processors")
 
 
 @dataclass
@@ -49,25 +60,48 @@ class Response:
 
 @dataclass
 class Model:
-    cfg: object  # LmConfig
-    lm: object  # Lm
-    codec: object  # MimiFrameCodec
-    tokenizer: object
+    """The LM (its parameters), its compute format, the codec and the tokenizer.
+    `close()` (or the end of a `with` block, or collecting it) gives back what it holds
+    beside its arrays: on Metal, the raised wired limit (`models.backend.wired_limit`)."""
+
+    cfg: LmConfig
+    lm: Lm
+    codec: MimiFrameCodec | None  # None: loaded with codec=False
+    tokenizer: TextTokenizer | PlaceholderTokenizer | ByteTokenizer
     description: str
     is_demo: bool = False
-    compute: object = None  # the ComputeFormat `prepare_lm` applied (None: as stored)
+    compute: ComputeFormat | None = None  # the format `prepare_lm` applied (None: as stored, eager)
     mimi_backend: str = "mlx"
-    files: object = None  # the ModelFiles the resolver found (None for the demo model)
-    _active: object = field(default=None, repr=False)
+    files: ModelFiles | None = None  # what the resolver found (None for the demo model)
+    _active: Conversation | None = field(default=None, repr=False)
+    _release: Callable[[], None] | None = field(default=None, repr=False)
 
     sample_rate = SAMPLE_RATE  # of the codec (the conversation resamples to and from the caller's)
     frame_size = FRAME_SIZE
 
+    def __post_init__(self) -> None:
+        if self.compute is not None and self.compute.wired_bytes and self._release is None:
+            from ..models.backend import hold_wired_limit
+
+            self._release = hold_wired_limit(self, self.compute.wired_bytes)
+
+    def close(self) -> None:
+        """Give back the wired limit this model raised (Metal); the model stays usable,
+        only no longer pinned in memory."""
+        if self._release is not None:
+            self._release()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
     @property
     def warnings(self) -> list[str]:
         """What to know before relying on this model's speed, one line each (e.g. weights
-        larger than what the GPU keeps resident: `models.backend.keep_resident`)."""
-        w = getattr(self.compute, "memory_warning", None)
+        larger than what the GPU keeps resident: `models.backend.resident_target`)."""
+        w = self.compute.memory_warning if self.compute is not None else None
         out = [w] if w else []
         if self.cfg.model_type == "stt" and not self.is_demo:
             from .stt import VAD_REPO, has_end_of_turn
@@ -87,17 +121,24 @@ class Model:
         """False for text-only (speech-to-text) models."""
         return self.cfg.dep_q > 0
 
-    def generator(self, *, voice=None, persona: str | None = None, **sampling):
-        """A fresh `LmGen` (streaming state) with these sampling options (see SAMPLING_OPTIONS).
+    def generator(self, options: SamplingOptions | None = None, *, voice=None, persona: str | None = None,
+                  **sampling) -> LmGen:
+        """A fresh `LmGen` (streaming state) in this model's compute format, sampling with
+        `options` (a `SamplingOptions`) and/or its fields as keywords (`temp=0.0`, `seed=3`);
+        also condition, null_condition, text_sampler, audio_sampler, logits_processors.
         voice / persona (PersonaPlex only): the voice prompt (a preset such as NATF2, a stored
         `.pt` voice or an audio file) and the role, given before every conversation
         (docs/personaplex.md)."""
         from ..models import LmGen
+        from ..models.sampling import SamplingOptions
 
-        unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
+        extra = {k: sampling.pop(k) for k in GENERATOR_OPTIONS if k in sampling}
+        unknown = sorted(set(sampling) - set(SamplingOptions.names()))
         if unknown:
-            raise UsageError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(SAMPLING_OPTIONS)}")
-        return LmGen(self.lm, prompt=self.system_prompt(voice, persona), **sampling)
+            known = ", ".join((*SamplingOptions.names(), *GENERATOR_OPTIONS))
+            raise UsageError(f"unknown sampling option(s) {', '.join(unknown)}; known: {known}")
+        return LmGen(self.lm, SamplingOptions.of(options, **sampling), compute=self.compute,
+                     prompt=self.system_prompt(voice, persona), **extra)
 
     def system_prompt(self, voice=None, persona: str | None = None):
         """PersonaPlex's prompt (`models.persona.Prompt`) for a voice and a role; None for
@@ -182,7 +223,8 @@ class Model:
         from .stt import StreamingTranscriber
 
         self._need_codec("speech-to-text")
-        return StreamingTranscriber(self.lm, self.codec, self.tokenizer, sample_rate=sample_rate, **options)
+        return StreamingTranscriber(self.lm, self.codec, self.tokenizer, sample_rate=sample_rate, compute=self.compute,
+                                    **options)
 
     def text_stream(self, **options):
         """Text generation with the temporal transformer (Helium; or a Moshi checkpoint's):
@@ -190,7 +232,7 @@ class Model:
         `runtime.textgen.TextStream`; options: temp, top_k, top_p, seed)."""
         from .textgen import TextStream
 
-        return TextStream(self.lm, self.tokenizer, **options)
+        return TextStream(self.lm, self.tokenizer, compute=self.compute, **options)
 
     def _need_codec(self, what: str) -> None:
         """Audio in: a codec, and a model that takes the user's audio (a text model's
@@ -318,4 +360,4 @@ def _save_each(writers) -> None:
         raise failure
 
 
-__all__ = ["Model", "Response", "SAMPLING_OPTIONS"]
+__all__ = ["Model", "Response", "GENERATOR_OPTIONS"]

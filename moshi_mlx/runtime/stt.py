@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import ConfigError, UsageError
 from ..models import LmGen
 from ..models.sampling import check_text_sampling
-from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
+from ..constants import DEFAULT_SEED, FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 from ..validation import mono_pcm, real
 from ..validation import sample_rate as check_rate
 from .pipeline import make_resampler
@@ -244,10 +244,12 @@ class HeadsGen:
 
 
 def make_stt_gen(lm, *, temp: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 seed: int = 0) -> LmGen:
-    """Greedy text by default (Kyutai's STT scripts use temperature 0)."""
+                 seed: int = DEFAULT_SEED, compute=None) -> LmGen:
+    """Greedy text by default (Kyutai's STT scripts use temperature 0); compute: the
+    model's `ComputeFormat`."""
     check_text_sampling(temp, top_k, top_p)
-    return LmGen(lm, temp_text=0.0 if temp is None else temp, top_k_text=top_k, top_p_text=top_p, seed=seed)
+    return LmGen(lm, temp_text=0.0 if temp is None else temp, top_k_text=top_k, top_p_text=top_p, seed=seed,
+                 compute=compute)
 
 
 
@@ -255,19 +257,19 @@ class StreamingTranscriber:
     """Speech-to-text on audio given in pieces of any length: `feed(pcm)` -> `SttUpdate`
     (the words completed, the text streamed, end-of-turn events), `flush()` at the end.
 
-    lm, codec (a `MimiFrameCodec`), tokenizer: as `moshi_mlx.load()` gives them (or `Model.transcriber`).
+    lm, codec (a `MimiFrameCodec`), tokenizer, compute: as `moshi_mlx.load()` gives them (or `Model.transcriber`).
     sample_rate: rate of the audio fed (resampled to 24 kHz, streaming).
     """
 
     def __init__(self, lm, codec, tokenizer, *, sample_rate: int = SAMPLE_RATE, temp: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-                 vad_threshold: float = END_OF_TURN_THRESHOLD):
+                 top_k: int | None = None, top_p: float | None = None, seed: int = DEFAULT_SEED,
+                 vad_threshold: float = END_OF_TURN_THRESHOLD, compute=None):
         check_stt_model(lm.cfg)
         sample_rate = check_rate("sample_rate", sample_rate)
         vad_threshold = real("vad_threshold", vad_threshold, lo=0.0, hi=1.0)
         self.cfg = lm.cfg
         self.codec = codec
-        self.gen = HeadsGen(make_stt_gen(lm, temp=temp, top_k=top_k, top_p=top_p, seed=seed))
+        self.gen = HeadsGen(make_stt_gen(lm, temp=temp, top_k=top_k, top_p=top_p, seed=seed, compute=compute))
         self.decoder = SttDecoder(tokenizer, lm.cfg, vad_threshold=vad_threshold)
         self.sample_rate = int(sample_rate)
         self.reset()

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..constants import DEFAULT_SEED
 from ..errors import UsageError
 from ..models.helium import TEXT_DEFAULTS, TextGen
 from ..models.sampling import Sampler
@@ -43,15 +44,15 @@ def make_sampler(temp: float | None = None, top_k: int | None = None, top_p: flo
 
 
 class TextStream:
-    """lm, tokenizer: as `runtime.loading.load_session` gives them."""
+    """lm, tokenizer, compute: as `moshi_mlx.load()` gives them (`Model.text_stream`)."""
 
     def __init__(self, lm, tokenizer, *, temp: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, seed: int = 0):
+                 top_p: float | None = None, seed: int = DEFAULT_SEED, compute=None):
         try:
             sampler = make_sampler(temp, top_k, top_p)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        self.gen = TextGen(lm, sampler, seed=seed)
+        self.gen = TextGen(lm, sampler, seed=seed, compute=compute)
         self.tokenizer = tokenizer
         self.tokens: list[int] = []
 

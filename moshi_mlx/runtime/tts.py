@@ -17,10 +17,10 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
-from ..constants import SAMPLE_RATE
+from ..constants import DEFAULT_SEED, SAMPLE_RATE
 from ..errors import ConfigError, UsageError, WeightsError
 from ..models import LmConfig, load_mimi, random_lm, random_mimi
-from ..models.backend import is_quantized, prepare_lm
+from ..models.backend import ComputeFormat, hold_wired_limit, is_quantized, prepare_lm
 from ..models.config import preset
 from ..models.mimi import best_backend
 from ..models.mimi_rust import require_rustymimi
@@ -54,12 +54,20 @@ class TtsSession:
     is_demo: bool = False
     n_q: int = 0
     warnings: list[str] = field(default_factory=list)  # one line each (see `Model.warnings`)
+    compute: ComputeFormat | None = None  # the LM's compute format (`prepare_lm`)
+    _release: object = field(default=None, repr=False)  # gives the wired limit back (`models.backend.hold_wired_limit`)
+
+    def close(self) -> None:
+        """Give back what the session holds beside its arrays (Metal's wired limit); also
+        done when it is collected and at exit."""
+        if self._release is not None:
+            self._release()
 
 
 def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm_config: str | None = None,
                      moshi_weight: str | None = None, mimi_weight: str | None = None, tokenizer: str | None = None,
                      quantize: int | None = None, n_q: int | None = None, mimi_backend: str = "auto",
-                     seed: int = 0) -> TtsSession:
+                     seed: int = DEFAULT_SEED) -> TtsSession:
     """A ready TTS model, codec and tokenizer.
 
     model="tts-tiny": the offline demo (random weights of the real structure, tiny Mimi,
@@ -88,7 +96,7 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
         cfg = files.cfg
         if "tts_config" not in cfg.extra:
             raise ConfigError(f"{files.how}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
-        lm = load_resolved(files, compute="stored")
+        lm = load_resolved(files)
         tok = TextTokenizer(files.get(files.tokenizer))
         desc = f"{files.weights.name} from {files.where}"
     if quantize:
@@ -113,9 +121,11 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
     frame_rate = float(getattr(mimi, "frame_rate", 12.5))
-    return TtsSession(cfg, lm, codec, tok, frame_rate, rate, f"{desc} ({compute.describe()})",
-                      is_demo=model == DEMO_MODEL, n_q=n,
-                      warnings=[compute.memory_warning] if compute.memory_warning else [])
+    session = TtsSession(cfg, lm, codec, tok, frame_rate, rate, f"{desc} ({compute.describe()})",
+                         is_demo=model == DEMO_MODEL, n_q=n,
+                         warnings=[compute.memory_warning] if compute.memory_warning else [], compute=compute)
+    session._release = hold_wired_limit(session, compute.wired_bytes)
+    return session
 
 
 def check_voice_spec(spec: str) -> None:
@@ -225,7 +235,7 @@ class TtsReport:
 
 
 def synthesize(session: TtsSession, text: str, voices: list[np.ndarray], on_audio: Callable[[np.ndarray], None], *,
-               cfg_coef: float = 2.0, temp: float = 0.6, seed: int = 0, padding_between: int = 1,
+               cfg_coef: float = 2.0, temp: float = 0.6, seed: int = DEFAULT_SEED, padding_between: int = 1,
                max_padding: int = 8, initial_padding: int = 2, final_padding: int = 4, padding_bonus: float = 0.0,
                max_steps: int = 30000, on_step: Callable[[int], None] | None = None) -> TtsReport:
     """Speak `text`: each 80 ms of audio goes to `on_audio(pcm float32 [frame_size])` as soon
@@ -237,7 +247,8 @@ def synthesize(session: TtsSession, text: str, voices: list[np.ndarray], on_audi
     token_ids = TokenIds(cfg.text_card + 1, pad=cfg.existing_text_padding_id)
     entries = script_to_entries(session.tokenizer, token_ids, session.frame_rate, [clean_text(text)],
                                 multi_speaker=bool(cfg.fuse_cross), padding_between=padding_between)
-    gen = TtsGen(session.lm, settings, voices, cfg_coef=cfg_coef, temp=temp, n_q=session.n_q, seed=seed)
+    gen = TtsGen(session.lm, settings, voices, cfg_coef=cfg_coef, temp=temp, n_q=session.n_q, seed=seed,
+                 compute=session.compute)
     codec = session.codec
     codec.reset()
     start = settings.delay_steps  # frames before it hold no audio yet: never decoded (as the reference)

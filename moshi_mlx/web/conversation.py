@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..models.sampling import SamplingOptions
 from ..runtime.pipeline import TextEvent
 from ..runtime.translation import SilencePolicy
 from ..constants import FRAME_SECONDS
@@ -33,7 +34,7 @@ def generator_settings(gen) -> Settings:
     """The settings an `LmGen` runs with (the command line's flags over the model's defaults)."""
     t, a = gen.text_sampler, gen.audio_sampler
     return Settings(temp=a.temp, temp_text=t.temp, top_k=a.top_k, top_k_text=t.top_k, top_p=a.top_p,
-                    top_p_text=t.top_p, seed=int(gen.seed) % (2**31))
+                    top_p_text=t.top_p, seed=int(gen.seed))
 
 
 @dataclass
@@ -51,17 +52,21 @@ class Engine:
     voices: tuple[str, ...] | None = None  # PersonaPlex: the voice names a client may choose (None: no prompt)
 
     @classmethod
-    def from_model(cls, model, **sampling) -> "Engine":
-        """sampling: `Model.generator` options from the command line (`sampling_kwargs`)."""
-        defaults = generator_settings(model.generator(**sampling))
+    def from_model(cls, model, options: SamplingOptions | None = None, **sampling) -> "Engine":
+        """options, sampling: the command line's `sampling_kwargs` (a `SamplingOptions` and/or
+        its fields as keywords, PersonaPlex's voice / persona)."""
+        persona = {k: sampling.pop(k) for k in ("voice", "persona") if k in sampling}
+        options = SamplingOptions.of(options, **sampling)
+        defaults = generator_settings(model.generator(options, **persona))
         voices = None
         if getattr(getattr(model, "cfg", None), "is_persona", False):
             from ..runtime.persona import VOICE_PRESETS
 
             # presets come with a Hub repo or model folder; the command line's --voice is offered too
             voices = (VOICE_PRESETS if getattr(model, "files", None) is not None else ()) + \
-                ((str(sampling["voice"]),) if sampling.get("voice") else ())
-        return cls(model, defaults, {k: v for k, v in sampling.items() if k not in SETTING_NAMES}, voices)
+                ((str(persona["voice"]),) if persona.get("voice") else ())
+        fixed = {**options.given(), **persona}
+        return cls(model, defaults, {k: v for k, v in fixed.items() if k not in SETTING_NAMES}, voices)
 
     @property
     def description(self) -> str:

@@ -24,6 +24,8 @@ import reprlib
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
+from ..validation import SEED_LIMIT
+
 # Refused (with an error message; the session goes on) above these sizes.
 MAX_AUDIO_SECONDS = 1.0  # per binary message, at the declared rate
 MAX_TEXT_BYTES = 4096
@@ -44,7 +46,8 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Sampling settings a client may choose per conversation (the model's defaults otherwise)."""
+    """Sampling settings a client may choose per conversation (the model's defaults otherwise):
+    `SamplingOptions` fields, under their names, within the bounds below."""
 
     temp: float
     temp_text: float
@@ -63,7 +66,7 @@ SETTING_RANGES: dict[str, tuple[type, float, float]] = {
     "temp": (float, 0.0, 5.0), "temp_text": (float, 0.0, 5.0),
     "top_k": (int, 0, 1 << 20), "top_k_text": (int, 0, 1 << 20),
     "top_p": (float, 0.0, 1.0), "top_p_text": (float, 0.0, 1.0),
-    "seed": (int, 0, 2**31 - 1),
+    "seed": (int, 0, SEED_LIMIT - 1),
 }
 
 

@@ -36,25 +36,6 @@ def as_lm_config(cfg: LmConfig | str | os.PathLike | None) -> LmConfig:
     return config_from(cfg)[0]
 
 
-COMPUTE = ("auto", "stored")
-
-
-def apply_compute(lm: Lm, compute: str, dtype: mx.Dtype | None = None):
-    """Put a freshly loaded LM in the backend's fast compute format (`models.backend.prepare_lm`)
-    unless `compute="stored"`; returns the ComputeFormat (None when left as stored), also kept
-    as `lm.compute_format`. With an explicit `dtype`, activations stay in that dtype."""
-    if compute not in COMPUTE:
-        raise UsageError(f"compute must be 'auto' (the backend's fast format) or 'stored' (as loaded), got {compute!r}")
-    fmt = None
-    if compute == "auto":
-        from ..models.backend import prepare_lm
-
-        auto = dtype is None
-        fmt = prepare_lm(lm, activation="auto" if auto else "stored", upcast="auto" if auto else False)
-    lm.compute_format = fmt
-    return fmt
-
-
 def _listing(names, limit: int = 6) -> str:
     names = sorted(names)
     more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
@@ -146,7 +127,7 @@ def check_dtype(dtype) -> None:
 
 
 def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-            dtype: mx.Dtype | None = None, repo: str | None = None, compute: str = "auto",
+            dtype: mx.Dtype | None = None, repo: str | None = None,
             lora: str | os.PathLike | None = None) -> Lm:
     """Load an LM checkpoint (PyTorch or MLX layout; float, q8, q4 or any supported mix).
 
@@ -154,30 +135,28 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
       (config.json + weights, as written by `moshi_mlx.convert`).
     cfg: an LmConfig, a preset name or a config.json path (default: the folder's, or a
       config.json beside the weights file).
-    dtype: float dtype for the weights and activations (default: as stored in the file).
-    compute: "auto" (default) puts the model in the backend's fast compute format
-      (`models.backend.prepare_lm`: on a CPU fp32 activations for quantized weights, fp32
-      copies of bf16 layers where memory allows, mat-vecs split over two cores);
-      "stored" leaves it exactly as loaded (to choose your own `prepare_lm` options, or to
-      compare tensors with the file).
+    dtype: float dtype for the weights (default: as stored in the file).
     lora: a LoRA fine-tune's adapters file, fused into `weights` (the base) at load
       (`weights.lora`); the config must say `lora: true`. Default: the config's `lora_name`
       (else lora.safetensors) beside the config.json, when it says `lora: true`.
+    The model is returned as stored: `models.backend.prepare_lm(lm)` puts it in the
+    backend's fast compute format and returns the `ComputeFormat` to step it with
+    (`LmGen(lm, compute=fmt)`); `moshi_mlx.load` does both.
     """
     from .resolve import resolve_model
 
     check_dtype(dtype)  # before any file is read
-    return load_resolved(resolve_model(repo, weights=weights, config=cfg, lora=lora), dtype=dtype, compute=compute)
+    return load_resolved(resolve_model(repo, weights=weights, config=cfg, lora=lora), dtype=dtype)
 
 
 def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-                   dtype: mx.Dtype | None = None, compute: str = "auto", lora: str | os.PathLike | None = None) -> Lm:
+                   dtype: mx.Dtype | None = None, lora: str | os.PathLike | None = None) -> Lm:
     """Load a model folder (`load_lm` of a folder that must hold a config.json): its
     config.json names the weights file (`moshi_name`) and records the quantization, which
     is checked against what the tensors say. A LoRA fine-tune's folder (`lora: true`)
     holding its base weights too is fused at load."""
     read_model_dir(path)  # a folder with its config.json, or one line saying what is not there
-    return load_lm(path, cfg, dtype=dtype, compute=compute, lora=lora)
+    return load_lm(path, cfg, dtype=dtype, lora=lora)
 
 
 def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx.Dtype | None = None,
@@ -344,13 +323,13 @@ def check_quant_record(lm: Lm, cfg: LmConfig, where: str) -> None:
         QuantRecord.from_json(record, where).check(model_quant_spec(lm), list(quantizable_modules(lm)), where)
 
 
-def load_resolved(files, *, dtype: mx.Dtype | None = None, compute: str = "auto") -> Lm:
+def load_resolved(files, *, dtype: mx.Dtype | None = None) -> Lm:
     """Load the LM the resolver found (`resolve.ModelFiles`): built from its fit, the
-    header it read, no second look at the files."""
+    header it read, no second look at the files; as stored (`prepare_lm` gives the compute
+    format, see `load_lm`)."""
     check_dtype(dtype)
     lm = build(files.fit, files.source(dtype), dtype)
     check_quant_record(lm, files.cfg, f"{files.weights.name} in {files.weights.parent}")
-    apply_compute(lm, compute, dtype)
     return lm
 
 
@@ -365,7 +344,7 @@ def _embed_eos_as_pad(model: Lm) -> None:
 
 
 __all__ = ["load_lm", "load_lm_state", "load_model_dir", "match_sources", "as_lm_config",
-           "save_lm", "apply_compute", "load_params", "file_aliases", "fit", "build", "load_resolved", "LmFit"]
+           "save_lm", "load_params", "file_aliases", "fit", "build", "load_resolved", "LmFit"]
 
 
 def save_lm(model: Lm, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

@@ -183,7 +183,7 @@ def evaluate(reference: str | os.PathLike, models: list[str | os.PathLike], *, f
     if dtype == "auto":
         dtype = default_eval_dtype()
     ref_path = Path(reference).expanduser()
-    ref = load_lm(ref_path, ref_config, dtype=dtype, compute="stored")
+    ref = load_lm(ref_path, ref_config, dtype=dtype)
     if model_quant_spec(ref):
         raise WeightsError(f"the reference {ref_path} is quantized; compare against the float source")
     if codes is None:
@@ -202,7 +202,7 @@ def evaluate(reference: str | os.PathLike, models: list[str | os.PathLike], *, f
         mp = Path(m).expanduser()
         if log is not None:
             log(f"evaluating {mp} ...")
-        lm = load_lm(mp, None if is_model_dir(mp) else cfg, dtype=dtype, compute="stored")
+        lm = load_lm(mp, None if is_model_dir(mp) else cfg, dtype=dtype)
         label = _label(mp)
         if label in report.models:
             label = str(mp)

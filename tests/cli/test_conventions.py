@@ -289,5 +289,5 @@ def test_load_lm_refuses_a_non_float_dtype_before_reading(tmp_path):
     from moshi_mlx.models.config import preset
     from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
 
-    lm = models.load_lm(write_random_checkpoint(preset("random-tiny"), tmp_path), dtype=mx.float16, compute="stored")
+    lm = models.load_lm(write_random_checkpoint(preset("random-tiny"), tmp_path), dtype=mx.float16)
     assert lm.text_emb.weight.dtype == mx.float16  # a float dtype still loads, as asked

@@ -20,8 +20,8 @@ def _cfg() -> LmConfig:
     return LmConfig.from_dict(d)
 
 
-def _steps(lm, n=8):
-    gen = models.LmGen(lm, temp=0.0, temp_text=0.0)
+def _steps(lm, n=8, fmt=None):
+    gen = models.LmGen(lm, temp=0.0, temp_text=0.0, compute=fmt)
     out, logits = [], []
     for i in range(n):
         out.append(gen.step([i % 60, (3 * i) % 60]))
@@ -35,14 +35,14 @@ def test_bf16_model_split_over_two_streams_is_exact():
     fmt = prepare_lm(lm, parallel=True, upcast=False)
     assert fmt.parallel_linears > 0 and fmt.activation_dtype == "bfloat16"
     assert any(isinstance(m, ParallelLinear) for _, m in lm.named_modules())
-    tokens, logits, _ = _steps(lm)
+    tokens, logits, _ = _steps(lm, fmt=fmt)
     assert tokens == ref_tokens
     np.testing.assert_array_equal(logits, ref_logits)
     # as the live loop runs it: on a pooled worker thread with its own stream
     from moshi_mlx.runtime.workers import run_in_worker
 
     out = {}
-    assert run_in_worker(lambda: out.update(res=_steps(lm))).wait(120)
+    assert run_in_worker(lambda: out.update(res=_steps(lm, fmt=fmt))).wait(120)
     assert out["res"][0] == ref_tokens
     np.testing.assert_array_equal(out["res"][1], ref_logits)
 
@@ -54,8 +54,10 @@ def test_quantized_model_gets_float32_activations_on_cpu():
     assert default_activation_dtype(lm) == mx.float32
     assert default_activation_dtype(lm, mx.Device(mx.gpu)) == mx.bfloat16  # Metal/CUDA: bf16 stays
     fmt = prepare_lm(lm)
-    assert fmt.activation_dtype == "float32" and lm.dtype == mx.float32
-    _, logits, gen = _steps(lm, 3)
+    assert fmt.activation_dtype == "float32" and fmt.activation == mx.float32
+    assert lm.dtype == mx.bfloat16  # the module keeps its parameters' dtype; the format travels beside it
+    _, logits, gen = _steps(lm, 3, fmt)
+    assert gen.dtype == mx.float32
     assert gen.last_text_logits.dtype == mx.float32
     assert all(c.keys.dtype == mx.float32 for c in gen._cache)  # the whole step runs in fp32
     # quantized scales are left as stored (bf16): fp32 copies were measured no faster
@@ -74,8 +76,8 @@ def test_gpu_format_computes_in_the_matmul_dtype_whatever_the_norms_are_stored_i
             m.weight = m.weight.astype(mx.float32)
     assert lm.dtype == mx.float32  # what the norms alone would have chosen
     fmt = prepare_lm(lm, profile="gpu")
-    assert fmt.activation_dtype == "bfloat16" and lm.dtype == mx.bfloat16
-    _, _, gen = _steps(lm, 3)
+    assert fmt.activation_dtype == "bfloat16" and fmt.activation == mx.bfloat16
+    _, _, gen = _steps(lm, 3, fmt)
     assert gen._last_hidden.dtype == mx.bfloat16 and all(c.keys.dtype == mx.bfloat16 for c in gen._cache)
     assert all(a.dtype == mx.bfloat16 for a in gen.last_audio_logits)
 
@@ -112,7 +114,7 @@ def test_upcast_gives_float32_copies_and_the_same_results():
     assert fmt.upcast == ["depformer", "temporal"] and fmt.upcast_bytes == sum(extra.values())
     assert fmt.activation_dtype == "float32"  # every float layer is fp32: so are the activations
     assert lm.text_emb.weight.dtype == mx.bfloat16  # embedding tables (one row read per step) stay
-    tokens, logits, _ = _steps(lm)
+    tokens, logits, _ = _steps(lm, fmt=fmt)
     assert tokens == ref_tokens
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
 
@@ -126,7 +128,7 @@ def test_upcast_within_budget_keeps_the_rest_bf16():
     assert fmt.upcast == ["depformer"] and fmt.activation_dtype == "bfloat16"
     assert lm.depformer.slices[0].transformer.layers[0].gating.linear_in.weight.dtype == mx.float32
     assert lm.transformer.layers[0].gating.linear_in.weight.dtype == mx.bfloat16
-    _steps(lm, 2)  # bf16 activations through fp32 depformer layers (cast around them)
+    _steps(lm, 2, fmt)  # bf16 activations through fp32 depformer layers (cast around them)
     q = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
     quantize_model(q, bits=8, group_size=64)  # layers whose width 64 does not divide stay bf16
     leftovers = sum(m.weight.size * 2 for _, m in q.named_modules()
@@ -158,7 +160,7 @@ class _FakeMetal:
 
 
 def test_gpu_format_keeps_the_weights_resident_on_metal(monkeypatch):
-    from moshi_mlx.models.backend import keep_resident, parameter_bytes
+    from moshi_mlx.models.backend import parameter_bytes, resident_target, wired_limit
 
     lm = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
     size = parameter_bytes(lm)
@@ -168,23 +170,61 @@ def test_gpu_format_keeps_the_weights_resident_on_metal(monkeypatch):
     metal = _FakeMetal(recommended=10 * size)
     metal.install(monkeypatch)
     fmt = prepare_lm(lm, profile="gpu")
-    assert metal.wired == 10 * size and fmt.wired_bytes == 10 * size and fmt.memory_warning is None
+    assert fmt.wired_bytes == 10 * size and fmt.memory_warning is None
+    assert metal.calls == []  # preparing sets nothing: the limit is held while the model is in use
     assert "weights kept resident" in fmt.describe()
     assert prepare_lm(lm, profile="cpu").wired_bytes == 0  # the CPU format leaves it alone
-    # a limit already higher (the user's own) is kept, never lowered
+    with wired_limit(fmt.wired_bytes):
+        assert metal.wired == 10 * size
+    assert metal.wired == 0  # given back on exit, as mlx-lm's generate does
+    # a limit already higher (the user's own) is kept, never lowered, and is what comes back
     metal.wired = 20 * size
-    assert keep_resident(size) == (20 * size, None) and metal.wired == 20 * size
+    with wired_limit(fmt.wired_bytes):
+        assert metal.wired == 20 * size
+    assert metal.wired == 20 * size
     # weights over 90% of what stays resident: one line saying so and what fits
     metal.wired = 0
-    wired, warning = keep_resident(int(0.95 * 10 * size))
+    wired, warning = resident_target(int(0.95 * 10 * size))
     assert wired == 10 * size and "stall" in warning and "-q 4" in warning and "\n" not in warning
 
 
-def test_keep_resident_does_nothing_without_metal():
-    from moshi_mlx.models.backend import keep_resident
+def test_wired_limit_is_given_back_when_the_last_holder_leaves(monkeypatch):
+    """Two models at once: the limit stays raised until both are closed (in any order),
+    then is what it was before the first; an exception inside the block gives it back too."""
+    from moshi_mlx.models.backend import wired_limit
+    from moshi_mlx.runtime import loading
+
+    metal = _FakeMetal(recommended=1000, wired=7)
+    metal.install(monkeypatch)
+    first, second = wired_limit(1000), wired_limit(1000)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert metal.wired == 1000  # the second holder still needs it
+    second.__exit__(None, None, None)
+    assert metal.wired == 7
+    with pytest.raises(RuntimeError), wired_limit(1000):
+        raise RuntimeError("boom")
+    assert metal.wired == 7
+    # a Model holds it from load to close() (or collection, or exit)
+    model = loading._demo("random-tiny", 0, "stored", None, with_codec=False)
+    model.compute = prepare_lm(model.lm, profile="gpu")
+    held = loading.Model(model.cfg, model.lm, None, model.tokenizer, "test", compute=model.compute)
+    assert metal.wired == 1000
+    with held:
+        pass
+    assert metal.wired == 7
+    held.close()  # twice is fine
+    assert metal.wired == 7
+
+
+def test_wired_limit_does_nothing_without_metal():
+    from moshi_mlx.models.backend import resident_target, wired_limit
 
     assert not mx.metal.is_available()  # this machine
-    assert keep_resident(10**12) == (0, None)
+    assert resident_target(10**12) == (0, None)
+    with wired_limit(10**12):  # no Metal: nothing to set
+        pass
 
 
 def test_memory_warning_reaches_the_cli_user(monkeypatch, capsys):

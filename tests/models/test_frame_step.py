@@ -21,7 +21,7 @@ def _generate(cfg, compiled: bool, steps: int, dtype=None, **gen_kw):
         lm.set_dtype(dtype)
     fmt = prepare_lm(lm, profile="gpu", compile=compiled)
     assert fmt.compiled == compiled
-    gen = models.LmGen(lm, seed=3, **gen_kw)
+    gen = models.LmGen(lm, seed=3, compute=fmt, **gen_kw)
     assert gen.compiled == compiled
     rng = np.random.default_rng(1)
     tokens, logits = [], []
@@ -46,8 +46,8 @@ def test_compiled_step_samples_what_the_eager_step_samples(dtype):
 def test_compiled_step_after_reset_forgets_the_conversation():
     cfg = _tiny(context=32)
     lm = models.random_lm(cfg, seed=7)
-    prepare_lm(lm, profile="gpu")
-    gen = models.LmGen(lm, temp=0.0, temp_text=0.0)
+    fmt = prepare_lm(lm, profile="gpu")
+    gen = models.LmGen(lm, temp=0.0, temp_text=0.0, compute=fmt)
     rng = np.random.default_rng(2)
     user = rng.integers(0, cfg.card, (40, cfg.user_q))
     first = [gen.step(u) for u in user]
@@ -59,8 +59,11 @@ def test_profiles_choose_the_step():
     cfg = _tiny()
     lm = models.random_lm(cfg, seed=0)
     assert prepare_lm(lm, profile="cpu").compiled is False
-    assert models.LmGen(lm).compiled is False
-    assert prepare_lm(lm, profile="gpu").compiled is True
+    assert models.LmGen(lm, compute=prepare_lm(lm, profile="cpu")).compiled is False
+    assert models.LmGen(lm).compiled is False  # no format given: as stored, eager
+    gpu = prepare_lm(lm, profile="gpu")
+    assert gpu.compiled is True and models.LmGen(lm, compute=gpu).compiled is True
+    assert not hasattr(lm, "compiled_step") and not hasattr(lm, "activation_dtype")  # the module holds parameters
     assert "compiled frame step" in prepare_lm(lm, profile="gpu").describe()
     assert prepare_lm(lm, profile="gpu", compile=False).compiled is False
     assert lm.out_norm.fused and prepare_lm(lm, profile="gpu").fused_norms > 0  # bf16 norms fed as they are
@@ -71,8 +74,9 @@ def test_profiles_choose_the_step():
 
 def test_unbounded_context_stays_eager():
     lm = models.random_lm(_tiny(context=None), seed=0)
-    assert prepare_lm(lm, profile="gpu").compiled is False
-    assert models.LmGen(lm).compiled is False
+    fmt = prepare_lm(lm, profile="gpu")
+    assert fmt.compiled is False
+    assert models.LmGen(lm, compute=fmt).compiled is False
 
 
 def test_compiled_step_continues_on_another_thread():
@@ -85,8 +89,8 @@ def test_compiled_step_continues_on_another_thread():
 
     def gen():
         lm = models.random_lm(cfg, seed=7)
-        prepare_lm(lm, profile="gpu")
-        return models.LmGen(lm, temp=0.0, temp_text=0.0)
+        fmt = prepare_lm(lm, profile="gpu")
+        return models.LmGen(lm, temp=0.0, temp_text=0.0, compute=fmt)
 
     ref = gen()
     expected = [ref.step(u) for u in user]
@@ -118,8 +122,8 @@ def test_compiled_step_graph_has_no_layout_nodes():
 
     cfg = _tiny(context=40)
     lm = models.random_lm(cfg, seed=7)
-    prepare_lm(lm, profile="gpu")
-    gen = models.LmGen(lm, seed=3)
+    fmt = prepare_lm(lm, profile="gpu")
+    gen = models.LmGen(lm, seed=3, compute=fmt)
     gen.step(np.zeros(cfg.user_q, dtype=np.int64))
     text_key, audio_keys = gen._frame_keys()
     h, guided, text = gen._frame.run_temporal(gen._inputs(gen.position), text_key)
@@ -149,8 +153,8 @@ def test_a_full_ring_attends_without_a_mask():
 
     cfg = _tiny(context=40)
     lm = models.random_lm(cfg, seed=7)
-    prepare_lm(lm, profile="gpu")
-    gen = models.LmGen(lm, seed=3)
+    fmt = prepare_lm(lm, profile="gpu")
+    gen = models.LmGen(lm, seed=3, compute=fmt)
 
     def selects(at: int) -> int:
         while gen.position < at:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from moshi_mlx.models import LmGen
+from moshi_mlx.models.backend import ComputeFormat
 from moshi_mlx.models.frame_step import compiled_step_supported
 from moshi_mlx.runtime.translation import cut_at_eos, end_of_input_codes
 
@@ -44,11 +45,8 @@ def test_greedy_generation_matches_reference(case, compiled):
     step s == our position s, and our call t runs position t + 1. Both frame steps: the
     eager one and the compiled fixed-shape one (models/frame_step.py, the GPU path)."""
     name, cfg, lm, data = case
-    lm.compiled_step = compiled
-    try:
-        gen = LmGen(lm, temp=0.0, temp_text=0.0, cfg_coef=float(data["cfg_coef"]))
-    finally:
-        lm.compiled_step = False
+    gen = LmGen(lm, temp=0.0, temp_text=0.0, cfg_coef=float(data["cfg_coef"]),
+                compute=ComputeFormat(compiled=compiled))  # as stored (float32), the step compiled or not
     assert gen.compiled == (compiled and compiled_step_supported(lm) is None)
     ref_text, ref_audio, user = data["gen_text"], data["gen_audio"], data["user"]
     steps = user.shape[0]

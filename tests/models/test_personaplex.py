@@ -177,9 +177,10 @@ def test_compiled_step_continues_a_prefilled_prompt():
     prompt = build_prompt(lm.cfg, Voice("v", codes=rng.integers(0, 2048, (8, 20))), [5, 6, 7])
     user = rng.integers(0, 2048, (15, 8))
     outs = []
+    from moshi_mlx.models.backend import ComputeFormat
+
     for compiled in (False, True):
-        lm.compiled_step = compiled
-        gen = LmGen(lm, use_sampling=False, prompt=prompt)
+        gen = LmGen(lm, use_sampling=False, prompt=prompt, compute=ComputeFormat(compiled=compiled))
         assert gen.compiled == compiled
         outs.append([gen.step(u) for u in user])
     assert outs[0] == outs[1]

@@ -153,3 +153,16 @@ def test_messages_are_strict_json():
     assert json.loads(message("text", text="hi", t=0.08)) == {"type": "text", "text": "hi", "t": 0.08}
     with pytest.raises(ValueError):
         message("stats", lag_ms=float("nan"))
+
+
+def test_settings_are_sampling_options():
+    """The page's settings are `SamplingOptions` fields (one list of names), and the seed
+    takes the whole range the rest of the package takes."""
+    from dataclasses import fields
+
+    from moshi_mlx.models.sampling import SamplingOptions
+    from moshi_mlx.validation import SEED_LIMIT
+
+    assert {f.name for f in fields(Settings)} <= set(SamplingOptions.names())
+    s = parse_text(start(settings={"seed": SEED_LIMIT - 1}), DEFAULTS, started=False)
+    assert s.settings.seed == SEED_LIMIT - 1

@@ -27,9 +27,7 @@ from moshi_mlx.weights.recipes import make_recipe, module_role
 from moshi_mlx.weights.safetensors_io import SafetensorsFile
 
 
-# these tests compare tensors and logits with the files: the model as stored, not in its compute format
-def load_lm(*args, **kwargs):
-    return lm_loader.load_lm(*args, compute="stored", **kwargs)
+load_lm = lm_loader.load_lm  # the model as stored (these tests compare tensors and logits with the files)
 
 
 def load_lm_from_hub(repo):

@@ -40,8 +40,8 @@ def test_converts_to_q4_and_q8(tmp_path, bits, group, fname):
     src = write_random_checkpoint(cfg, tmp_path / "src", seed=4)
     args = ["-q"] if bits == 4 else ["-q", "--q-bits", "8"]
     assert run([str(src), "--out", str(tmp_path / "out"), *args]) == 0
-    lm = lm_loader.load_lm(tmp_path / "out", compute="stored")
-    ref = lm_loader.load_lm(src, cfg, compute="stored")
+    lm = lm_loader.load_lm(tmp_path / "out")
+    ref = lm_loader.load_lm(src, cfg)
     quantize_model(ref, bits, group)
     pa, pb = dict(tree_flatten(lm.parameters())), dict(tree_flatten(ref.parameters()))
     assert pa.keys() == pb.keys() and all(mx.array_equal(pa[k], pb[k]).item() for k in pa)

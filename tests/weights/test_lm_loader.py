@@ -18,9 +18,7 @@ from moshi_mlx.weights.random_state import random_state
 from moshi_mlx.weights.safetensors_io import SafetensorsFile, save_safetensors
 
 
-# these tests compare tensors and logits with the files: the model as stored, not in its compute format
-def load_lm(*args, **kwargs):
-    return lm_loader.load_lm(*args, compute="stored", **kwargs)
+load_lm = lm_loader.load_lm  # the model as stored (these tests compare tensors and logits with the files)
 
 
 def load_lm_from_hub(repo):

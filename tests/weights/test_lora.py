@@ -52,7 +52,7 @@ def case(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     cfg_dict, data, base, adapters = _case_files(request.param, root)
     # the config.json beside the base names the adapters (lora.safetensors by default)
-    lm = lm_loader.load_lm(base, dtype=mx.float32, compute="stored")
+    lm = lm_loader.load_lm(base, dtype=mx.float32)
     yield request.param, LmConfig.from_dict(cfg_dict), lm, data, root
 
 
@@ -83,7 +83,7 @@ def test_the_adapters_change_the_model(case):
     """Without them the base alone generates other tokens: the parity above needs the fusion."""
     name, cfg, lm, data, root = case
     plain = LmConfig.from_dict({k: v for k, v in cfg.to_dict().items() if not k.startswith("lora")})
-    base = lm_loader.load_lm(root / "model.safetensors", plain, dtype=mx.float32, compute="stored")
+    base = lm_loader.load_lm(root / "model.safetensors", plain, dtype=mx.float32)
     gen = LmGen(base, temp=0.0, temp_text=0.0)
     texts = [gen.step(u)[0] for u in data["user"][:20]]
     assert texts != data["gen_text"][1:21].tolist()
@@ -194,7 +194,7 @@ def test_convert_fuses_then_quantizes(tmp_path):
         assert fa.dtype(k) == fb.dtype(k) and np.array_equal(_bits(fa.load(k)), _bits(fb.load(k))), k
     written = json.loads(a.config.read_text())
     assert not any(k.startswith("lora") for k in written)
-    assert lm_loader.load_lm(tmp_path / "a", compute="stored") is not None
+    assert lm_loader.load_lm(tmp_path / "a") is not None
     # without the adapters the converted base differs
     c = convert(SourceInfo(ft / "model.safetensors", plain, "test"), tmp_path / "c", recipe=make_recipe(None, 8))
     k = "transformer.layers.0.gating.linear_in.weight"
@@ -207,8 +207,8 @@ def _bits(a: mx.array) -> np.ndarray:
 
 def test_a_folder_with_its_base_loads_as_a_model_folder(tmp_path):
     cfg_dict, data, base, adapters = _case_files("lora_variants", tmp_path / "ft")
-    ref = lm_loader.load_lm(base, dtype=mx.float32, compute="stored")
-    lm = lm_loader.load_lm(tmp_path / "ft", dtype=mx.float32, compute="stored")  # two .safetensors, one base
+    ref = lm_loader.load_lm(base, dtype=mx.float32)
+    lm = lm_loader.load_lm(tmp_path / "ft", dtype=mx.float32)  # two .safetensors, one base
     k = "transformer.layers.0.self_attn.in_proj.weight"
     assert np.array_equal(np.array(dict(_flat(lm))[k]), np.array(dict(_flat(ref))[k]))
 
@@ -316,13 +316,13 @@ def test_bad_inputs_are_one_line(tiny_ft, tmp_path_factory):
 
 def test_default_adapters_beside_the_config(tiny_ft):
     root, cfg, state, layout = tiny_ft
-    ref = lm_loader.load_lm(root / "model.safetensors", cfg, lora=root / "lora.safetensors", compute="stored")
-    lm = lm_loader.load_lm(root / "model.safetensors", compute="stored")  # config.json + lora.safetensors beside
+    ref = lm_loader.load_lm(root / "model.safetensors", cfg, lora=root / "lora.safetensors")
+    lm = lm_loader.load_lm(root / "model.safetensors")  # config.json + lora.safetensors beside
     for (k, a), (_, b) in zip(_flat(ref), _flat(lm)):
         assert np.array_equal(np.array(a), np.array(b)), k
     shutil.move(root / "lora.safetensors", root / "gone.safetensors")
     with pytest.raises(WeightsError, match="adapters file lora.safetensors is not there"):
-        lm_loader.load_lm(root / "model.safetensors", compute="stored")
+        lm_loader.load_lm(root / "model.safetensors")
 
 
 def test_stacked_and_per_step_adapters_fuse_the_same(tiny_ft):
@@ -359,9 +359,9 @@ def test_the_resolver_fuses_a_fine_tune_from_a_folder_and_from_the_cache(tiny_ft
     from .hf_cache import add_repo
 
     folder, cfg, state, layout = tiny_ft
-    ref = dict(_flat(lm_loader.load_lm(folder, dtype=mx.float32, compute="stored")))
+    ref = dict(_flat(lm_loader.load_lm(folder, dtype=mx.float32)))
     plain = dict(_flat(lm_loader.load_lm(folder / "model.safetensors", LmConfig.from_dict(_tiny()),
-                                         dtype=mx.float32, compute="stored")))
+                                         dtype=mx.float32)))
     k = "transformer.layers.0.gating.linear_in.weight"
     assert not np.array_equal(np.array(ref[k]), np.array(plain[k]))  # the adapters changed it
     cache = tmp_path / "hf"
@@ -371,7 +371,7 @@ def test_the_resolver_fuses_a_fine_tune_from_a_folder_and_from_the_cache(tiny_ft
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for source in (folder, "someone/my-finetune"):
-        got = dict(_flat(lm_loader.load_resolved(resolve_model(source), dtype=mx.float32, compute="stored")))
+        got = dict(_flat(lm_loader.load_resolved(resolve_model(source), dtype=mx.float32)))
         assert got.keys() == ref.keys()
         assert all(np.array_equal(np.array(got[n]), np.array(ref[n])) for n in ref), source
 

@@ -55,13 +55,13 @@ def _params(lm) -> dict:
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_loads_as_its_dequantized_weights(tmp_path, name):
     cfg, q8, f32 = _files(name, tmp_path)
-    ours = _params(lm_loader.load_lm(q8, cfg, dtype=mx.float32, compute="stored"))
-    ref = _params(lm_loader.load_lm(f32, cfg, dtype=mx.float32, compute="stored"))
+    ours = _params(lm_loader.load_lm(q8, cfg, dtype=mx.float32))
+    ref = _params(lm_loader.load_lm(f32, cfg, dtype=mx.float32))
     assert ours.keys() == ref.keys()
     for k in ref:
         assert np.array_equal(ours[k], ref[k]), k
     # as stored (no dtype): the int8 weights come as bfloat16, like the file's other tensors
-    lm = lm_loader.load_lm(q8, cfg, compute="stored")
+    lm = lm_loader.load_lm(q8, cfg)
     w = dict(tree_flatten(lm.parameters()))["transformer.layers.0.self_attn.in_proj.weight"]
     assert w.dtype == mx.bfloat16
     assert np.array_equal(np.array(w.astype(mx.float32)),
@@ -82,7 +82,7 @@ def test_convert_reads_the_dequantized_weights(tmp_path):
     for k in fa.keys():
         assert np.array_equal(np.array(fa.load(k).astype(mx.float32)), np.array(fb.load(k).astype(mx.float32))), k
     assert "quantize" not in json.loads(a.config.read_text())
-    assert lm_loader.load_lm(tmp_path / "a", compute="stored") is not None
+    assert lm_loader.load_lm(tmp_path / "a") is not None
 
 
 def test_config_accepts_quantize():

@@ -20,9 +20,7 @@ from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
 from .test_convert import small_cfg
 
 
-# these tests compare tensors and logits with the files: the model as stored, not in its compute format
-def load_lm(*args, **kwargs):
-    return lm_loader.load_lm(*args, compute="stored", **kwargs)
+load_lm = lm_loader.load_lm  # the model as stored (these tests compare tensors and logits with the files)
 
 
 

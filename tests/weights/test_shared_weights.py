@@ -111,12 +111,12 @@ def test_shared_names_follow_the_schedule():
 
 @pytest.mark.parametrize("dtype", [None, mx.float32])
 def test_pytorch_layout_load_holds_shared_tensors_once(cfg, pt_file, dtype):
-    lm = load_lm(pt_file, cfg, compute="stored", dtype=dtype)
+    lm = load_lm(pt_file, cfg, dtype=dtype)
     _assert_shared(cfg, lm)
 
 
 def test_mlx_layout_keeps_per_slice_keys_and_loads_them_once(tmp_path, cfg, pt_file):
-    ref = load_lm(pt_file, cfg, compute="stored")
+    ref = load_lm(pt_file, cfg)
     path = tmp_path / "mlx.safetensors"
     save_lm(ref, path)
     f = SafetensorsFile(path)
@@ -125,7 +125,7 @@ def test_mlx_layout_keeps_per_slice_keys_and_loads_them_once(tmp_path, cfg, pt_f
         assert mx.array_equal(f.load(k), f.load(first)).item(), k
     del ref
     base = _settled_memory()
-    lm = load_lm(path, cfg, compute="stored")
+    lm = load_lm(path, cfg)
     active = _settled_memory() - base
     _assert_shared(cfg, lm)
     params = _params(lm)
@@ -134,7 +134,7 @@ def test_mlx_layout_keeps_per_slice_keys_and_loads_them_once(tmp_path, cfg, pt_f
     assert per_name - ideal > 2_000_000  # what per-slice copies would cost here
     assert active < ideal + (per_name - ideal) / 4, (active, ideal, per_name)
     ta, aa = _logits(lm)
-    tb, ab = _logits(load_lm(pt_file, cfg, compute="stored"))
+    tb, ab = _logits(load_lm(pt_file, cfg))
     np.testing.assert_array_equal(ta, tb)
     np.testing.assert_array_equal(aa, ab)
 
@@ -142,21 +142,21 @@ def test_mlx_layout_keeps_per_slice_keys_and_loads_them_once(tmp_path, cfg, pt_f
 def test_mlx_layout_slices_that_differ_stay_apart(tmp_path, cfg, pt_file):
     """Sharing is decided by the values, not assumed from the config: an MLX file whose
     scheduled slices differ (a fine-tune, an edited file) loads as it is."""
-    lm = load_lm(pt_file, cfg, compute="stored")
+    lm = load_lm(pt_file, cfg)
     name = "depformer.slices.3.transformer.layers.0.self_attn.in_proj.weight"
     assert shared_names(cfg)[name] == name.replace("slices.3", "slices.1")
     params = _params(lm)
     params[name] = params[name] * 2
     path = tmp_path / "edited.safetensors"
     mx.save_safetensors(str(path), params)
-    got = _params(load_lm(path, cfg, compute="stored"))
+    got = _params(load_lm(path, cfg))
     assert mx.array_equal(got[name], params[name]).item()
     assert got[name] is not got[name.replace("slices.3", "slices.1")]
     assert got[name.replace("layers.0", "layers.1")] is got[name.replace("layers.0", "layers.1").replace("slices.3", "slices.1")]
 
 
 def test_quantize_model_quantizes_shared_weights_once(tmp_path, cfg, pt_file):
-    lm = load_lm(pt_file, cfg, compute="stored")
+    lm = load_lm(pt_file, cfg)
     floats = _params(lm)
     spec = quantize_model(lm, 8, 64)
     s = "depformer.slices"
@@ -172,7 +172,7 @@ def test_quantize_model_quantizes_shared_weights_once(tmp_path, cfg, pt_file):
     _assert_shared(cfg, lm)
     path = tmp_path / "q8.safetensors"
     save_lm(lm, path)
-    again = load_lm(path, cfg, compute="stored")
+    again = load_lm(path, cfg)
     _assert_shared(cfg, again)
     ta, aa = _logits(lm)
     tb, ab = _logits(again)
@@ -181,7 +181,7 @@ def test_quantize_model_quantizes_shared_weights_once(tmp_path, cfg, pt_file):
 
 
 def test_upcast_counts_and_copies_shared_weights_once(cfg, pt_file):
-    lm = load_lm(pt_file, cfg, compute="stored")
+    lm = load_lm(pt_file, cfg)
     ref = _logits(lm)
     dep = {id(m.weight): m.weight.size * 2 for p, m in lm.named_modules()
            if p.startswith("depformer.") and isinstance(m, nn.Linear)}
@@ -225,5 +225,5 @@ def test_streaming_conversion_writes_every_slice_and_loads_once(tmp_path, cfg, p
         assert quantized == (not k.endswith("norm1.weight") and not k.endswith("norm2.weight")), k
         for leaf in ("weight", "scales", "biases") if quantized else ("weight",):
             assert mx.array_equal(f.load(f"{path}.{leaf}"), f.load(f"{first_path}.{leaf}")).item(), (path, leaf)
-    lm = load_lm(tmp_path / "q8", compute="stored")
+    lm = load_lm(tmp_path / "q8")
     _assert_shared(cfg, lm)
