@@ -22,13 +22,16 @@ Only one host synchronisation per step: the sampled tokens. Caches are prealloca
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import mlx.core as mx
 import numpy as np
 
 from ..errors import ConfigError, UsageError
+from ..modules.kv_cache import KVCache
 from .backend import ComputeFormat
 from .frame_step import CompiledFrame, compiled_step_supported
 from .lm import Lm
@@ -75,12 +78,59 @@ def check_kv_cache_fits(cfg, batch: int, itemsize: int) -> None:
                           f"machine's {mem / 2**30:.1f} GB of memory")
 
 
+@dataclass(frozen=True)
+class GenState:
+    """Everything a conversation built up in an `LmGen` (`LmGen.state()`): its position,
+    the token history the next positions read, the PRNG key and the temporal transformer's
+    caches (per layer: offset, keys, values). `LmGen.restore(state)` continues from it, in
+    the same generator or another of the same model (a saved conversation, or a persona
+    prompt prefilled once and reused); `save(path)` / `load(path)` keep it in a file."""
+
+    position: int
+    frames: int
+    history: np.ndarray  # [streams, ring] token ids (-2 = none)
+    prefix_text_token: int | None
+    prefix_audio_tokens: list[int] | None
+    key: mx.array
+    cache: tuple[tuple[int, mx.array | None, mx.array | None], ...]
+    forced_until: int = 0  # frames before this one were given for every stream (a prompt's prefill)
+
+    def save(self, path: str | os.PathLike) -> None:
+        arrays = {"history": mx.array(self.history.astype(np.int32)), "key": self.key}
+        for i, (_, k, v) in enumerate(self.cache):
+            if k is not None:
+                arrays[f"cache.{i}.keys"], arrays[f"cache.{i}.values"] = k, v
+        meta = {"position": self.position, "frames": self.frames, "prefix_text_token": self.prefix_text_token,
+                "prefix_audio_tokens": self.prefix_audio_tokens, "offsets": [c[0] for c in self.cache],
+                "forced_until": self.forced_until}
+        mx.save_safetensors(str(path), arrays, metadata={"moshi_mlx.gen_state": json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "GenState":
+        try:
+            arrays, metadata = mx.load(str(path), return_metadata=True)
+            meta = json.loads(metadata["moshi_mlx.gen_state"])
+        except (OSError, RuntimeError, ValueError, KeyError) as e:
+            raise UsageError(f"{path}: not a saved generator state ({e})") from None
+        cache = tuple((off, arrays.get(f"cache.{i}.keys"), arrays.get(f"cache.{i}.values"))
+                      for i, off in enumerate(meta["offsets"]))
+        return cls(meta["position"], meta["frames"], np.array(arrays["history"]).astype(np.int64),
+                   meta["prefix_text_token"], meta["prefix_audio_tokens"], arrays["key"], cache,
+                   meta.get("forced_until", 0))
+
+
+def _copy(a: mx.array | None) -> mx.array | None:
+    """A copy no later in-place cache write can reach (ring slots are written in place)."""
+    return None if a is None else mx.array(a)
+
+
 class LmGen:
     def __init__(self, lm: Lm, options: SamplingOptions | None = None, *,
                  condition: dict[str, str | None] | None = _UNSET, null_condition: dict[str, str | None] | None = _UNSET,
                  compute: ComputeFormat | None = None, text_sampler: TokenSampler | None = None,
                  audio_sampler: TokenSampler | None = None,
-                 logits_processors: Sequence[LogitsProcessor] = (), prompt=None, **sampling: Any):
+                 logits_processors: Sequence[LogitsProcessor] = (), cache: list[KVCache] | None = None,
+                 prompt=None, **sampling: Any):
         """options: a `SamplingOptions` (default: all defaults); keywords with its names
         (`temp=0.0, seed=3`) override single fields. Unset options are the model's
         `lm_gen_config`, then the reference LMGen's defaults (audio temp 0.8 / top-k 250,
@@ -103,7 +153,12 @@ class LmGen:
         with processors steps eagerly.
 
         prompt: frames given before every conversation (`models.persona.Prompt`, PersonaPlex's
-        voice and role), prefilled by each `reset()`."""
+        voice and role), prefilled by each `reset()`.
+
+        cache: the temporal transformer's per-layer caches, owned by the caller (as mlx-lm's
+        `prompt_cache`; `lm.make_cache()` makes one): the generator fills them instead of
+        its own, so the caller can read them or keep them; `state()` / `restore()` save
+        and restore them with the rest of the conversation."""
         self.lm = lm
         self.compute = compute if compute is not None else ComputeFormat()
         # the activations' dtype (the format's, else the weights')
@@ -150,7 +205,13 @@ class LmGen:
         self._ring = cfg.max_delay + 2
         self._init = lm.initial_tokens()
         self._streams = np.arange(cfg.num_streams)
-        self._cache = lm.make_cache()
+        if cache is None:
+            cache = lm.make_cache()
+        elif (not isinstance(cache, (list, tuple)) or len(cache) != cfg.num_layers
+              or not all(isinstance(c, KVCache) for c in cache)):
+            raise UsageError(f"cache must be a list of {cfg.num_layers} KVCaches, one per temporal layer "
+                             f"(lm.make_cache() makes one), got {type(cache).__name__}")
+        self._cache = list(cache)
         self._dep_cache = lm.depformer.make_cache() if lm.has_depformer else None
         # the compiled fixed-shape step (models/frame_step.py) where the compute format chose it
         self._frame: CompiledFrame | None = None
@@ -180,6 +241,32 @@ class LmGen:
         self._last_hidden: mx.array | None = None
         if self.prompt is not None:
             self.prefill(self.prompt.frames, self.prompt.embeddings)
+
+    def state(self) -> GenState:
+        """A copy of the conversation so far (see `GenState`); stepping on does not change it."""
+        mx.eval(self._key, *[a for c in self._cache for a in c.state])
+        return GenState(self.position, self.frames, self._hist.copy(), self.prefix_text_token,
+                        None if self.prefix_audio_tokens is None else list(self.prefix_audio_tokens), _copy(self._key),
+                        tuple((int(c.offset), _copy(c.keys), _copy(c.values)) for c in self._cache),
+                        self._forced_until)
+
+    def restore(self, state: GenState) -> None:
+        """Continue from `state` (from this generator or another of the same model): the
+        next steps give what they gave after `state()` was taken, with the same options."""
+        if not isinstance(state, GenState):
+            raise UsageError(f"restore() takes a GenState (LmGen.state() or GenState.load()), got {type(state).__name__}")
+        if state.history.shape != self._hist.shape or len(state.cache) != len(self._cache):
+            raise UsageError(f"this state is of another model: history {state.history.shape}, {len(state.cache)} "
+                             f"layers; this generator has {self._hist.shape}, {len(self._cache)}")
+        for c, (offset, keys, values) in zip(self._cache, state.cache):
+            c.offset, c.keys, c.values = offset, _copy(keys), _copy(values)
+        self._hist = state.history.copy()
+        self.position, self.frames, self._forced_until = state.position, state.frames, state.forced_until
+        self.prefix_text_token = state.prefix_text_token
+        self.prefix_audio_tokens = None if state.prefix_audio_tokens is None else list(state.prefix_audio_tokens)
+        self._key = _copy(state.key)
+        mx.eval(self._key, *[a for c in self._cache for a in c.state])
+        self._last_hidden = None
 
     def _frame_keys(self) -> tuple[mx.array, list[mx.array]]:
         """This position's PRNG keys from one split (one kernel, not one per token): the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .kv_cache import KVCache, batch_mask
+from .kv_cache import BaseCache, KVCache, batch_mask
 from .rope import apply_rope
 from .step_linear import add_linear
 
@@ -47,7 +47,7 @@ class MultiheadAttention(nn.Module):
     def make_cache(self) -> KVCache:
         return KVCache(self.context)
 
-    def __call__(self, x: mx.array, cache: KVCache | None = None, residual: mx.array | None = None) -> mx.array:
+    def __call__(self, x: mx.array, cache: BaseCache | None = None, residual: mx.array | None = None) -> mx.array:
         """x [B, T, dim] -> [B, T, dim]; or x [B, dim], one token per row (the compiled
         step: a matmul of a 3-d input costs a flatten and an unflatten around it).
         residual: added to the output (with the out projection's matmul where it allows)."""
@@ -78,15 +78,14 @@ class MultiheadAttention(nn.Module):
             out = out.transpose(0, 2, 1, 3).reshape(B, T, self.dim)
         return add_linear(self.out_proj, residual, out)
 
-    def _one_token_rows(self, x: mx.array, cache: KVCache) -> mx.array:
+    def _one_token_rows(self, x: mx.array, cache: BaseCache) -> mx.array:
         if cache is None:
             raise ValueError("one-token rows [B, dim] need a cache")
-        fetch_kv = getattr(cache, "update_and_fetch_kv", None)
-        if self.rope is None and fetch_kv is not None:
+        if self.rope is None and cache.fused_kv:
             # keys and values stay side by side as the projection made them: one append, not two
             B, H = x.shape[0], self.num_heads
             q, kv = mx.split(self.in_proj(x).reshape(B, H + 2 * self.num_kv_heads, 1, self.head_dim), [H], axis=1)
-            k, v, mask = fetch_kv(kv, self.num_kv_heads)
+            k, v, mask = cache.update_and_fetch_kv(kv, self.num_kv_heads)
         else:
             q, k, v = self._one_token_qkv(x, cache.offset)
             k, v, mask = cache.update_and_fetch(k, v)

@@ -11,6 +11,9 @@ T > 1 tokens the visible keys of the earliest query may already be overwritten b
 latest, so attention runs over the old ring contents concatenated with the new keys, with
 an explicit mask; the ring is written afterwards. Batch and streaming therefore agree for
 any length (upstream's ring slicing does not, see docs/architecture.md).
+
+Every cache shares one small interface, `BaseCache` (as mlx-lm's `_BaseCache`): `offset`,
+`update_and_fetch`, `reset` and `state`; attention reads nothing else.
 """
 
 from __future__ import annotations
@@ -39,7 +42,39 @@ def batch_mask(length: int, causal: bool, context: int | None) -> mx.array | str
     return visibility_mask(pos, pos, context)
 
 
-class KVCache:
+class BaseCache:
+    """What attention needs of a cache: `offset` (the position of the next key: an int, or
+    an array inside a compiled step, for RoPE), `update_and_fetch(k, v)` -> (keys, values,
+    mask) to attend over, `reset()` (forget every key), and `state`, the arrays it holds
+    (to save a conversation and restore it). `fused_kv`: it takes one token's keys and
+    values as one array (`update_and_fetch_kv`), as the projection made them."""
+
+    fused_kv = False
+    keys: mx.array | None = None
+    values: mx.array | None = None
+    offset: int | mx.array = 0
+
+    def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
+        raise NotImplementedError
+
+    def update_and_fetch_kv(self, kv: mx.array, num_kv_heads: int) -> tuple[mx.array, mx.array, mx.array | None]:
+        """One token's keys and values as one array [B, 2 * heads, 1, D] (keys first)."""
+        k, v = mx.split(kv, [num_kv_heads], axis=1)
+        return self.update_and_fetch(k, v)
+
+    def reset(self) -> None:
+        self.offset = 0
+
+    @property
+    def state(self) -> list[mx.array]:
+        return [a for a in (self.keys, self.values) if a is not None]
+
+    @state.setter
+    def state(self, arrays) -> None:
+        self.keys, self.values = arrays if arrays else (None, None)
+
+
+class KVCache(BaseCache):
     """Streaming cache for one attention layer.
 
     context: visibility window (None = unbounded, the buffer then grows by `step` slots).
@@ -58,10 +93,6 @@ class KVCache:
     def reset(self) -> None:
         """Forget every key; buffers are kept so a new conversation allocates nothing."""
         self.offset = 0
-
-    @property
-    def state(self) -> list[mx.array]:
-        return [a for a in (self.keys, self.values) if a is not None]
 
     def _allocate(self, k: mx.array, v: mx.array, capacity: int) -> None:
         B, H, _, Dk = k.shape
@@ -141,7 +172,7 @@ class KVCache:
         return self.keys[:, :, :needed], self.values[:, :, :needed], mask
 
 
-class RingStep:
+class RingStep(BaseCache):
     """A `KVCache` ring seen by a compiled one-token step: buffers and position are arrays.
 
     A compiled function sees only arrays, so the ring's buffers come in as inputs and
@@ -170,7 +201,7 @@ class RingStep:
         return self.keys[:, :, :n], self.values[:, :, :n], self.mask
 
 
-class RingChunk:
+class RingChunk(BaseCache):
     """A `KVCache` ring seen by a compiled step of T tokens (Mimi's transformers take two per
     80 ms frame): attention runs over the whole ring followed by the new keys, with a mask
     the host computed from the positions (`chunk_inputs`), and the new keys are written at
@@ -202,11 +233,13 @@ def chunk_inputs(cache: KVCache, T: int) -> tuple[mx.array, mx.array, mx.array]:
     return mx.array(start, dtype=mx.int32), mx.array(q_pos % cap, dtype=mx.int32), mask
 
 
-class FrameCache:
+class FrameCache(BaseCache):
     """The cache of a stream that starts empty and takes one token per call, kept as the
     chronological list of its keys (concatenated; the last `context` kept): the depformer's
     within-frame cache in the compiled step, where it is rebuilt every frame and a ring's
     zero buffers, slot writes and slicing would be three ops where one does."""
+
+    fused_kv = True
 
     def __init__(self, context: int | None):
         self.context = context
