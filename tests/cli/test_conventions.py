@@ -77,6 +77,19 @@ def test_every_parser_follows_the_table(script, module, ap):
         assert flags["--quiet"].default is False
 
 
+@pytest.mark.parametrize("script,module,ap", ALL, ids=[f"{s}:{ap.prog}" for s, _, ap in ALL])
+def test_every_seed_defaults_to_the_one_seed(script, module, ap):
+    """One default seed for every tool and the API (constants.DEFAULT_SEED), shown in --help:
+    the run CLIs had 299792458, convert/mimi/quality 0 and the API 0 (different demo weights)."""
+    from moshi_mlx.constants import DEFAULT_SEED
+
+    parsers = [ap] + [p for a in ap._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
+    for p in parsers:
+        seed = _flags(p).get("--seed")
+        if seed is not None:
+            assert seed.default == DEFAULT_SEED and str(DEFAULT_SEED) in seed.help, f"{script}: --seed"
+
+
 def test_help_names_each_tools_own_default_model():
     def hf_help(module):
         return _flags(importlib.import_module(f"moshi_mlx.cli.{module}").parser())["--hf-repo"].help

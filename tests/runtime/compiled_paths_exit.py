@@ -27,10 +27,11 @@ model = moshi_mlx.load("random-tiny", mimi_backend="mlx")
 model.compute = prepare_lm(model.lm, profile="gpu")  # the GPU format: compiled frame step
 mimi = model.codec.encoder
 prepare_mimi(mimi, profile="gpu")  # Mimi's compiled streaming steps
-assert model.lm.compiled_step and mimi.compiled_step
+assert model.compute.compiled and mimi.compiled_step
 
 # the main thread: frame steps and Mimi steps
 gen = model.generator()
+assert gen.compiled  # the model's format reaches its generators
 for _ in range(4):
     gen.step(np.zeros(model.n_user, dtype=np.int64))
 for _ in range(3):

@@ -43,7 +43,7 @@ def test_start_with_settings_over_defaults():
     (start(settings={"seed": -1}), "between"),
     (json.dumps({"type": "start", "pad": "x" * 5000}), "too large"),
     # Python ints have no size limit: these raised OverflowError (math.isfinite, float(), :g)
-    (start(settings={"seed": 10 ** 400}), "'seed' must be between 0 and 2147483647, got an integer of about 401 "),
+    (start(settings={"seed": 10 ** 400}), "'seed' must be between 0 and 4294967295, got an integer of about 401 "),
     (start(settings={"top_k": -10 ** 400}), "'top_k' must be between 0 and 1048576, got a negative integer of "),
     (start(settings={"temp": 10 ** 400}), "'temp' must be between"),
     (start(settings={"top_p": -10 ** 400}), "'top_p' must be between"),
@@ -69,10 +69,10 @@ def test_refusals_are_short():
 
 def test_huge_but_equal_numbers_are_exact():
     """The range check compares the client's value exactly (no float rounding on the way)."""
-    assert parse_text(start(settings={"seed": 2**31 - 1, "top_k": 1 << 20}), DEFAULTS, started=False).settings.seed \
-        == 2**31 - 1
+    assert parse_text(start(settings={"seed": 2**32 - 1, "top_k": 1 << 20}), DEFAULTS, started=False).settings.seed \
+        == 2**32 - 1
     with pytest.raises(ProtocolError, match="between"):
-        parse_text(start(settings={"seed": 2**31}), DEFAULTS, started=False)
+        parse_text(start(settings={"seed": 2**32}), DEFAULTS, started=False)
     with pytest.raises(ProtocolError, match="whole number"):
         parse_text(start(settings={"seed": 0.5}), DEFAULTS, started=False)
     assert parse_text(start(settings={"seed": 7.0}), DEFAULTS, started=False).settings.seed == 7
