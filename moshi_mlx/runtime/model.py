@@ -310,10 +310,10 @@ class Model:
             if translating:
                 chunks.append(conv.end_input())
                 total += TRANSLATION_TAIL_FRAMES + 1
-                for _ in range(0, TRANSLATION_TAIL_FRAMES, 16):  # silence until the model's EOS
+                for i in range(0, TRANSLATION_TAIL_FRAMES, 16):  # silence until the model's EOS, at most the tail
                     if conv.turn_ends:
                         break
-                    chunks.append(conv.feed(np.zeros(16 * FRAME_SIZE, np.float32)))
+                    chunks.append(conv.feed(np.zeros(min(16, TRANSLATION_TAIL_FRAMES - i) * FRAME_SIZE, np.float32)))
                     if progress:
                         progress(conv.frames_stepped, total)
             chunks.append(conv.close(progress=(lambda n: progress(n, total)) if progress else None))
