@@ -31,11 +31,20 @@ def _opt(help: str, flag: bool = True) -> Any:
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How `LmGen` samples, every option in one place (as whisper's `DecodingOptions`),
-    checked when made: a bad value is one `UsageError` line naming the option. None means
-    the model's `lm_gen_config`, else the reference LMGen's default (`REFERENCE_DEFAULTS`);
-    `resolved(cfg)` fills them in. The CLIs' sampling flags, `Model.generator`, the web
-    page's settings and `LmConfig.lm_gen_config` all use these names."""
+    """How `LmGen` samples, every option in one place (as whisper's `DecodingOptions`).
+
+    The CLIs' sampling flags, `Model.generator`, the web page's settings and
+    `LmConfig.lm_gen_config` all use these names. Each field's help is in its metadata.
+
+    Attributes:
+        temp, temp_text, top_k, top_k_text, top_p, top_p_text, use_sampling, cfg_coef:
+            None means the model's `lm_gen_config`, else the reference LMGen's default
+            (`REFERENCE_DEFAULTS`); `resolved(cfg)` fills them in.
+        seed: Sampling seed, in [0, 2**32).
+
+    Raises:
+        UsageError: When made with a bad value (one line naming the option).
+    """
 
     temp: float | None = _opt("audio temperature (0 = greedy)")
     temp_text: float | None = _opt("text temperature (0 = greedy)")

@@ -146,25 +146,36 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
          tokenizer: str | os.PathLike | None = None, dtype="auto", compute: str = "auto",
          mimi_backend: str = "auto", offline: bool = False, seed: int = DEFAULT_SEED, codec: bool = True,
          listens: bool = False) -> Model:
-    """Load a model, ready to talk to (see `Model`).
+    """Load a model, ready to talk to: the one entry point for scripts (see `Model`).
 
-    source: a Hub repo ("kyutai/moshiko-mlx-q4"), a local model folder or weights file, a
-      preset name ("moshika": its Hub repo for `quantized`), or "random-tiny" (the offline
-      demo model: random weights, it produces noise). Default: Moshiko at `quantized`.
-    quantized: 4 or 8 picks the repo/file of that quantization (default bf16).
-    weights / config / mimi / tokenizer: override the LM file, its config (LmConfig, preset
-      name or config.json), the Mimi checkpoint ("random": seeded noise codec) and the text
-      tokenizer ("none": token ids shown as ‹id›).
-    dtype: "auto" (weights as stored) or a float dtype for weights and activations.
-    compute: "auto" puts the LM in the backend's fast compute format (`prepare_lm`);
-      "stored" leaves it as loaded.
-    mimi_backend: "auto" (MLX on a GPU, rustymimi on a CPU when installed), "mlx", "rustymimi".
-    offline: files come from the local Hugging Face cache only.
-    seed: seed of random weights (demo model, random Mimi); the CLIs pass their `--seed`, so
-      by default a command and a script build the same demo weights.
-    codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
-    listens: refuse a model that takes no audio (a text model) once its config is known,
-      before its weights are read (a live loop or a server has no use for one).
+    Args:
+        source: A Hub repo ("kyutai/moshiko-mlx-q4"), a local model folder or weights file,
+            a preset name ("moshika": its Hub repo for `quantized`), or "random-tiny" (the
+            offline demo model: random weights, it produces noise). Default: Moshiko at
+            `quantized`.
+        quantized: 4, 6 or 8 picks the repo/file of that quantization (default: bf16).
+        weights: Overrides the LM weights file.
+        config: Overrides its config (an LmConfig, a preset name or a config.json).
+        mimi: Overrides the Mimi checkpoint ("random": a seeded noise codec).
+        tokenizer: Overrides the text tokenizer ("none": token ids shown as ‹id›).
+        dtype: "auto" (weights as stored) or a float dtype for weights and activations.
+        compute: "auto" puts the LM in the backend's fast compute format (`prepare_lm`);
+            "stored" leaves it as loaded.
+        mimi_backend: "auto" (MLX on a GPU, rustymimi on a CPU when installed), "mlx" or
+            "rustymimi".
+        offline: Files come from the local Hugging Face cache only.
+        seed: Seed of random weights (demo model, random Mimi); the CLIs pass their `--seed`,
+            so by default a command and a script build the same demo weights.
+        codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
+        listens: Refuse a model that takes no audio (a text model) once its config is known,
+            before its weights are read (a live loop or a server has no use for one).
+
+    Returns:
+        The loaded `Model` (LM, codec, tokenizer and their config).
+
+    Raises:
+        UsageError: A bad argument, or files that are missing or do not fit together (one
+            line naming the problem).
     """
     from ..validation import seed as check_seed
     from ..weights.hub import offline_mode

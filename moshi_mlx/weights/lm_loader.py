@@ -131,17 +131,25 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
             lora: str | os.PathLike | None = None) -> Lm:
     """Load an LM checkpoint (PyTorch or MLX layout; float, q8, q4 or any supported mix).
 
-    weights: a local path, `hf://owner/repo/file`, a file name in `repo`, or a model folder
-      (config.json + weights, as written by `moshi_mlx.convert`).
-    cfg: an LmConfig, a preset name or a config.json path (default: the folder's, or a
-      config.json beside the weights file).
-    dtype: float dtype for the weights (default: as stored in the file).
-    lora: a LoRA fine-tune's adapters file, fused into `weights` (the base) at load
-      (`weights.lora`); the config must say `lora: true`. Default: the config's `lora_name`
-      (else lora.safetensors) beside the config.json, when it says `lora: true`.
-    The model is returned as stored: `models.backend.prepare_lm(lm)` puts it in the
-    backend's fast compute format and returns the `ComputeFormat` to step it with
-    (`LmGen(lm, compute=fmt)`); `moshi_mlx.load` does both.
+    Args:
+        weights: A local path, `hf://owner/repo/file`, a file name in `repo`, or a model
+            folder (config.json + weights, as written by `moshi_mlx.convert`).
+        cfg: An LmConfig, a preset name or a config.json path (default: the folder's, or a
+            config.json beside the weights file).
+        dtype: Float dtype for the weights (default: as stored in the file).
+        repo: The Hub repo `weights` is a file name in.
+        lora: A LoRA fine-tune's adapters file, fused into `weights` (the base) at load
+            (`weights.lora`); the config must say `lora: true`. Default: the config's
+            `lora_name` (else lora.safetensors) beside the config.json, when it says
+            `lora: true`.
+
+    Returns:
+        The `Lm` as stored: `models.backend.prepare_lm(lm)` puts it in the backend's fast
+        compute format and returns the `ComputeFormat` to step it with
+        (`LmGen(lm, compute=fmt)`); `moshi_mlx.load` does both.
+
+    Raises:
+        UsageError: A bad dtype, a missing file, or weights that do not fit the config.
     """
     from .resolve import resolve_model
 

@@ -65,11 +65,23 @@ def load_mimi(
     config: MimiConfig | dict | str | os.PathLike | None = None,
     backend: str = "mlx",
 ):
-    """Load the published Mimi (PyTorch layout) for `backend` "mlx" or "rustymimi".
+    """Load the published Mimi (PyTorch layout), the audio codec, for MLX or rustymimi.
 
-    weights: a local path, `hf://owner/repo/file`, `"random"` (seeded random weights:
-    the codec then produces noise), or None for the file named by `hf_repo`'s config.json
-    (`mimi_name`, default kyutai/moshiko-mlx-q8).
+    Args:
+        weights: A local path, `hf://owner/repo/file`, `"random"` (seeded random weights:
+            the codec then produces noise), or None for the file named by `hf_repo`'s
+            config.json (`mimi_name`, default kyutai/moshiko-mlx-q8).
+        num_codebooks: How many codebooks the codec encodes and decodes.
+        hf_repo: The Hub repo whose config.json names the Mimi file.
+        config: A MimiConfig, a dict or a config path (default: the repo's, else the
+            published Mimi's; rustymimi takes only the published one).
+        backend: "mlx" or "rustymimi".
+
+    Returns:
+        The codec for `backend`.
+
+    Raises:
+        UsageError: An unknown backend or a missing file.
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown Mimi backend {backend!r}; expected one of {', '.join(BACKENDS)}")

@@ -50,7 +50,16 @@ def random_state(cfg: LmConfig, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def random_lm(cfg: LmConfig | str, seed: int = 0, dtype: mx.Dtype = mx.float32):
-    """The real architecture of `cfg` (or a preset name) with seeded random weights."""
+    """Build a model without downloading anything: the real architecture, seeded random weights.
+
+    Args:
+        cfg: An LmConfig or a preset name.
+        seed: Seed of the random weights (same seed, same weights).
+        dtype: Float dtype of the weights.
+
+    Returns:
+        The `Lm` of `cfg` with seeded random weights.
+    """
     from .lm_loader import as_lm_config, load_lm_state
 
     cfg = as_lm_config(cfg)

@@ -201,17 +201,28 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
                   config: LmConfig | str | os.PathLike | None = None, mimi: str | os.PathLike | None = None,
                   tokenizer: str | os.PathLike | None = None, quantized: int | None = None,
                   lora: str | os.PathLike | None = None) -> ModelFiles:
-    """Find a model's files and decide what they hold (see the module docstring).
+    """Find a model's files and decide what they hold, before any weights are read.
 
-    source: a Hub repo id, a local model folder, a local weights file, or a preset name (its
-      Hub repo for `quantized`); None: the default preset's repo for `quantized`.
-    weights: the LM weights (a local file or folder, or a file name in the repo).
-    config / mimi / tokenizer: override what the repo or folder says ("random" Mimi and
-      "none" tokenizer are passed through for the loader).
-    quantized: 4, 6 or 8 picks the repo and file of that quantization (the file's own
-      quantization is always what is loaded).
-    lora: a LoRA fine-tune's adapters file, fused into the weights (default: the config's
-      `lora_name` beside it, when the config says `lora: true`)."""
+    See the module docstring for the rules.
+
+    Args:
+        source: A Hub repo id, a local model folder, a local weights file, or a preset name
+            (its Hub repo for `quantized`); None: the default preset's repo for `quantized`.
+        weights: The LM weights (a local file or folder, or a file name in the repo).
+        config: Overrides the config the repo or folder gives.
+        mimi: Overrides the Mimi checkpoint ("random" is passed through for the loader).
+        tokenizer: Overrides the tokenizer ("none" is passed through for the loader).
+        quantized: 4, 6 or 8 picks the repo and file of that quantization (the file's own
+            quantization is always what is loaded).
+        lora: A LoRA fine-tune's adapters file, fused into the weights (default: the config's
+            `lora_name` beside it, when the config says `lora: true`).
+
+    Returns:
+        The `ModelFiles` found: paths, config and what the weights hold.
+
+    Raises:
+        UsageError: A bad spec, a missing file, or files that do not fit together.
+    """
     from .lm_loader import fit
 
     _fmt(quantized)
