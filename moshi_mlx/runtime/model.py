@@ -123,12 +123,23 @@ class Model:
 
     def generator(self, options: SamplingOptions | None = None, *, voice=None, persona: str | None = None,
                   **sampling) -> LmGen:
-        """A fresh `LmGen` (streaming state) in this model's compute format, sampling with
-        `options` (a `SamplingOptions`) and/or its fields as keywords (`temp=0.0`, `seed=3`);
-        also condition, null_condition, text_sampler, audio_sampler, logits_processors.
-        voice / persona (PersonaPlex only): the voice prompt (a preset such as NATF2, a stored
-        `.pt` voice or an audio file) and the role, given before every conversation
-        (docs/personaplex.md)."""
+        """Make a fresh streaming state (`LmGen`) in this model's compute format.
+
+        Args:
+            options: A `SamplingOptions`; its fields may also be given as keywords.
+            voice: PersonaPlex only: the voice prompt (a preset such as NATF2, a stored `.pt`
+                voice or an audio file), given before every conversation (docs/personaplex.md).
+            persona: PersonaPlex only: the role, given before every conversation.
+            **sampling: `SamplingOptions` fields (`temp=0.0`, `seed=3`); also condition,
+                null_condition, text_sampler, audio_sampler, logits_processors.
+
+        Returns:
+            A new `LmGen`.
+
+        Raises:
+            UsageError: An unknown sampling option, a bad value, or a voice/persona for a
+                model that is not PersonaPlex.
+        """
         from ..models import LmGen
         from ..models.sampling import SamplingOptions
 
@@ -180,9 +191,22 @@ class Model:
     def pipeline(self, gen=None, *, input_rate: int = SAMPLE_RATE, output_rate: int = SAMPLE_RATE,
                  max_lag_ms: float | None = 400.0, on_text: Callable[[TextEvent], None] | None = None,
                  **options) -> DuplexPipeline:
-        """The live loop's `DuplexPipeline` for this model (not started), for a sound card's
-        callbacks (`push_input` / `read_output`); `gen` defaults to `generator()`.
-        options: the rest of DuplexPipeline's keywords (recorder, step_delay_s, ...)."""
+        """Build the live loop for a sound card's callbacks (`push_input` / `read_output`).
+
+        Args:
+            gen: The `LmGen` to step (default: `generator()`).
+            input_rate: Sample rate of the audio pushed in.
+            output_rate: Sample rate of the audio read out.
+            max_lag_ms: Frames older than this are skipped and late output dropped (None: off).
+            on_text: Called with each `TextEvent` as the model's text comes.
+            **options: The rest of DuplexPipeline's keywords (recorder, step_delay_s, ...).
+
+        Returns:
+            This model's `DuplexPipeline`, not started.
+
+        Raises:
+            UsageError: No codec, a model that takes no audio, or a bad rate or lag.
+        """
         from ..validation import positive_or_off
         from ..validation import sample_rate as check_rate
 
@@ -198,11 +222,23 @@ class Model:
 
     def conversation(self, sample_rate: int = SAMPLE_RATE, *, max_lag_ms: float | None = None,
                      keep_tokens: bool = False, **sampling):
-        """A streaming conversation (see `Conversation`): `feed(pcm)` chunks of any length at
-        `sample_rate`, get the model's audio (at the same rate) and text as they come.
-        max_lag_ms: None (default) answers every frame, however long it takes (files, tests);
-        a bound (e.g. 400) makes it behave like the live loop when fed in real time: frames
-        too old to be answered in time are skipped and late output dropped."""
+        """Open a streaming conversation: audio in by chunks, the model's audio and text out as they come.
+
+        Args:
+            sample_rate: The rate of the chunks fed (`feed(pcm)`, any length) and of the audio
+                returned.
+            max_lag_ms: None (default) answers every frame, however long it takes (files,
+                tests); a bound (e.g. 400) makes it behave like the live loop when fed in real
+                time: frames too old to be answered in time are skipped and late output dropped.
+            keep_tokens: Keep every frame's tokens (`Conversation.tokens`).
+            **sampling: `generator()`'s keywords.
+
+        Returns:
+            A `Conversation` (one open at a time per model).
+
+        Raises:
+            UsageError: No codec, a model that takes no audio, or a conversation already open.
+        """
         from .conversation import Conversation
 
         self._need_codec("a conversation")
@@ -216,10 +252,19 @@ class Model:
         return conv
 
     def transcriber(self, sample_rate: int = SAMPLE_RATE, **options):
-        """Streaming speech-to-text (models with no audio out, e.g. kyutai/stt-1b-en_fr-mlx):
-        `feed(pcm)` chunks of any length at `sample_rate` -> words with times and end-of-turn
-        events, `flush()` at the end (see `runtime.stt.StreamingTranscriber`; options: temp,
-        top_k, top_p, seed, vad_threshold)."""
+        """Open streaming speech-to-text (models with no audio out, e.g. kyutai/stt-1b-en_fr-mlx).
+
+        Args:
+            sample_rate: The rate of the chunks fed (`feed(pcm)`, any length).
+            **options: temp, top_k, top_p, seed, vad_threshold.
+
+        Returns:
+            A `runtime.stt.StreamingTranscriber`: `feed(pcm)` gives words with times and
+            end-of-turn events, `flush()` at the end.
+
+        Raises:
+            UsageError: No codec, or a model that takes no audio.
+        """
         from .stt import StreamingTranscriber
 
         self._need_codec("speech-to-text")
@@ -227,9 +272,15 @@ class Model:
                                     **options)
 
     def text_stream(self, **options):
-        """Text generation with the temporal transformer (Helium; or a Moshi checkpoint's):
-        `stream(prompt, max_tokens)` yields text as it is generated (see
-        `runtime.textgen.TextStream`; options: temp, top_k, top_p, seed)."""
+        """Generate text with the temporal transformer (Helium; or a Moshi checkpoint's).
+
+        Args:
+            **options: temp, top_k, top_p, seed.
+
+        Returns:
+            A `runtime.textgen.TextStream`: `stream(prompt, max_tokens)` yields text as it is
+            generated.
+        """
         from .textgen import TextStream
 
         return TextStream(self.lm, self.tokenizer, compute=self.compute, **options)
@@ -248,12 +299,6 @@ class Model:
                 progress: Callable[[int, int], None] | None = None, **sampling) -> Response:
         """File (or array) in, the model's answer out: as if `audio` had been spoken to it.
 
-        audio: a file (any format, rate, channels) or a mono float array at `sample_rate`
-          (integer PCM is scaled; NaN/inf are refused).
-        out_path: where to write the model's audio (its format from the extension; 24 kHz,
-          as long as the input); not written for text-only models.
-        transcript_path: save the words with timestamps (.json, or .txt).
-        progress(frames_done, frames_total): called while the model works.
         Speech-to-text models get the silence their config asks for before and after.
         Translation models (Hibiki) get hibiki_zero's framing: a frame of silence before, the
         end-of-input marker after the source, then silence until the model's text EOS (at
@@ -263,7 +308,25 @@ class Model:
         whole under a temporary name, then renamed. On Ctrl-C (KeyboardInterrupt) the
         outputs are written for the frames answered so far (only those that did not exist
         before: an existing file is left as it was) and the interrupt is re-raised with
-        `.partial` (a `Response`) attached."""
+        `.partial` (a `Response`) attached.
+
+        Args:
+            audio: A file (any format, rate, channels) or a mono float array at `sample_rate`
+                (integer PCM is scaled; NaN/inf are refused).
+            out_path: Where to write the model's audio (its format from the extension; 24 kHz,
+                as long as the input); not written for text-only models.
+            sample_rate: The rate of an array `audio` (required for one).
+            transcript_path: Save the words with timestamps (.json, or .txt).
+            progress: progress(frames_done, frames_total), called while the model works.
+            **sampling: `generator()`'s keywords.
+
+        Returns:
+            The `Response` (audio, transcript, tokens, timing).
+
+        Raises:
+            UsageError, AudioError: Bad input or outputs, before any work.
+            KeyboardInterrupt: Re-raised with `.partial` as above.
+        """
         from ..audio.io import AUDIO_SUFFIXES, read_audio, write_audio
         from ..errors import AudioError
         from ..outputs import Output, check_outputs
