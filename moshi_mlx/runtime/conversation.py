@@ -144,10 +144,21 @@ class Conversation:
         return self._pipe.stats
 
     def feed(self, pcm, *, wait: bool | None = None) -> Output:
-        """Give the model more of the user's audio (mono float32 at the conversation's rate,
-        any length; [n, channels] is mixed down). Returns what it produced since the last
-        call. wait: block until every whole frame given so far is answered (default: when
-        max_lag_ms is None)."""
+        """Give the model more of the user's audio.
+
+        Args:
+            pcm: Mono float32 at the conversation's rate, any length; [n, channels] is mixed
+                down.
+            wait: Block until every whole frame given so far is answered (default: when
+                max_lag_ms is None).
+
+        Returns:
+            The `Output` the model produced since the last call.
+
+        Raises:
+            AudioError: Audio that is not mono samples [n] or [n, channels], or NaN/inf.
+            UsageError: A closed conversation.
+        """
         self._check_open()
         x = _mono(pcm)
         if self._in_rs is not None:
@@ -164,10 +175,21 @@ class Conversation:
         return self._drain()
 
     def end_input(self, *, wait: bool | None = None) -> Output:
-        """Translation models: the speaker's turn ends here. The partial frame is padded with
-        silence and the next frame is the end-of-input marker, so the model translates the last
-        words and then writes its text EOS (`turn_ends`); keep feeding (silence, or the next
-        turn) for it to do so. Returns what was produced, as `feed` does."""
+        """Translation models: say the speaker's turn ends here, so the last words get translated.
+
+        The partial frame is padded with silence and the next frame is the end-of-input
+        marker, so the model translates the last words and then writes its text EOS
+        (`turn_ends`); keep feeding (silence, or the next turn) for it to do so.
+
+        Args:
+            wait: As in `feed`.
+
+        Returns:
+            What was produced, as `feed` does.
+
+        Raises:
+            UsageError: A model with no end-of-input marker (not a translation model).
+        """
         self._check_open()
         if self.model.end_of_input() is None:
             raise UsageError("end_input() is for translation models (Hibiki): this model has no end-of-input marker")
@@ -183,9 +205,15 @@ class Conversation:
 
     def close(self, progress: Callable[[int], None] | None = None) -> Output:
         """End of input: pad the last partial frame, let the model's delayed voice finish
-        (`tail_frames` of silence), stop the workers; returns the rest of the output (the
-        model's audio is then exactly as long as the input, rounded up to a frame).
-        progress(frames_stepped) is called while waiting. Closing twice returns nothing."""
+        (`tail_frames` of silence), stop the workers.
+
+        Args:
+            progress: progress(frames_stepped), called while waiting.
+
+        Returns:
+            The rest of the output (the model's audio is then exactly as long as the input,
+            rounded up to a frame); closing twice returns nothing.
+        """
         if self.closed:
             return Output(np.zeros(0, np.float32))
         try:
@@ -221,10 +249,16 @@ class Conversation:
 
     def abort(self, keep_answered: bool = False) -> Output:
         """Stop at once (Ctrl-C, an error): input not yet answered is dropped and the workers
-        return to their pool. Returns what was produced and not yet taken (close() is the
-        way to finish). keep_answered: the audio of the frames the LM already answered is
-        decoded here (the decoder lags the LM: on a CPU by many frames), so the audio
-        returned covers every step in `tokens` (also after a close() that Ctrl-C stopped)."""
+        return to their pool (close() is the way to finish).
+
+        Args:
+            keep_answered: The audio of the frames the LM already answered is decoded here
+                (the decoder lags the LM: on a CPU by many frames), so the audio returned
+                covers every step in `tokens` (also after a close() that Ctrl-C stopped).
+
+        Returns:
+            What was produced and not yet taken.
+        """
         self._halt(keep_answered)
         out = self._drain()
         rest, self._rest = self._rest, []
