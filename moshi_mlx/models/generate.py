@@ -131,34 +131,43 @@ class LmGen:
                  audio_sampler: TokenSampler | None = None,
                  logits_processors: Sequence[LogitsProcessor] = (), cache: list[KVCache] | None = None,
                  prompt=None, **sampling: Any):
-        """options: a `SamplingOptions` (default: all defaults); keywords with its names
-        (`temp=0.0, seed=3`) override single fields. Unset options are the model's
-        `lm_gen_config`, then the reference LMGen's defaults (audio temp 0.8 / top-k 250,
-        text temp 0.7 / top-k 25). Temperature 0 (or use_sampling=False) is greedy.
+        """Make a streaming generator: one user frame in, the model's text and audio out per step.
 
-        condition: value per conditioner (Hibiki: {"description": "very_good"}, its default).
-        cfg_coef != 1 enables classifier-free guidance: a second batch row runs with
-        `null_condition` (Hibiki default {"description": "very_bad"}, as in Kyutai's scripts;
-        otherwise every conditioner's null value, its learnt padding) and the logits become
+        Unset options are the model's `lm_gen_config`, then the reference LMGen's defaults
+        (audio temp 0.8 / top-k 250, text temp 0.7 / top-k 25). Temperature 0 (or
+        use_sampling=False) is greedy. cfg_coef != 1 enables classifier-free guidance: a
+        second batch row runs with `null_condition` and the logits become
         null + cfg_coef * (cond - null) for text and every codebook.
 
-        compute: the model's `ComputeFormat` (`prepare_lm`'s, `Model.compute`): its activation
-        dtype and whether steps run compiled; None: as stored, eager.
+        Args:
+            lm: The model.
+            options: A `SamplingOptions` (default: all defaults).
+            condition: Value per conditioner (Hibiki: {"description": "very_good"}, its
+                default).
+            null_condition: The guidance row's conditions (Hibiki default
+                {"description": "very_bad"}, as in Kyutai's scripts; otherwise every
+                conditioner's null value, its learnt padding).
+            compute: The model's `ComputeFormat` (`prepare_lm`'s, `Model.compute`): its
+                activation dtype and whether steps run compiled; None: as stored, eager.
+            text_sampler: A prebuilt sampler used instead of the options' (as mlx-lm's
+                `generate_step(sampler=...)`): `(logits [B, V], PRNG key) -> tokens [B]`
+                int32, MLX ops only (the compiled step traces them).
+            audio_sampler: The same for the audio codebooks.
+            logits_processors: Functions `(position, text logits [B, V]) -> logits` applied
+                in order to the (guided) text logits before sampling (e.g. forcing tokens);
+                they run in Python, so a generator with processors steps eagerly.
+            cache: The temporal transformer's per-layer caches, owned by the caller (as
+                mlx-lm's `prompt_cache`; `lm.make_cache()` makes one): the generator fills
+                them instead of its own, so the caller can read them or keep them;
+                `state()` / `restore()` save and restore them with the rest of the
+                conversation.
+            prompt: Frames given before every conversation (`models.persona.Prompt`,
+                PersonaPlex's voice and role), prefilled by each `reset()`.
+            **sampling: `SamplingOptions` names (`temp=0.0, seed=3`) overriding single fields.
 
-        text_sampler / audio_sampler: prebuilt samplers used instead of the options' (as
-        mlx-lm's `generate_step(sampler=...)`): `(logits [B, V], PRNG key) -> tokens [B]`
-        int32, MLX ops only (the compiled step traces them). logits_processors: functions
-        `(position, text logits [B, V]) -> logits` applied in order to the (guided) text
-        logits before sampling (e.g. forcing tokens); they run in Python, so a generator
-        with processors steps eagerly.
-
-        prompt: frames given before every conversation (`models.persona.Prompt`, PersonaPlex's
-        voice and role), prefilled by each `reset()`.
-
-        cache: the temporal transformer's per-layer caches, owned by the caller (as mlx-lm's
-        `prompt_cache`; `lm.make_cache()` makes one): the generator fills them instead of
-        its own, so the caller can read them or keep them; `state()` / `restore()` save
-        and restore them with the rest of the conversation."""
+        Raises:
+            UsageError: A bad option, sampler, condition or cache (one line naming it).
+        """
         self.lm = lm
         self.compute = compute if compute is not None else ComputeFormat()
         # the activations' dtype (the format's, else the weights')
@@ -227,7 +236,10 @@ class LmGen:
 
     # ---- state ---------------------------------------------------------------------
     def reset(self) -> None:
-        """Start a new conversation (caches keep their buffers, so nothing is reallocated)."""
+        """Start a new conversation (caches keep their buffers, so nothing is reallocated).
+
+        A `prompt` given at construction is prefilled again.
+        """
         for c in self._cache:
             c.reset()
         self._hist = np.full((self.cfg.num_streams, self._ring), -2, dtype=np.int64)
@@ -243,7 +255,11 @@ class LmGen:
             self.prefill(self.prompt.frames, self.prompt.embeddings)
 
     def state(self) -> GenState:
-        """A copy of the conversation so far (see `GenState`); stepping on does not change it."""
+        """Save the conversation so far, to continue it later (`restore`).
+
+        Returns:
+            A copy (see `GenState`); stepping on does not change it.
+        """
         mx.eval(self._key, *[a for c in self._cache for a in c.state])
         return GenState(self.position, self.frames, self._hist.copy(), self.prefix_text_token,
                         None if self.prefix_audio_tokens is None else list(self.prefix_audio_tokens), _copy(self._key),
@@ -251,8 +267,15 @@ class LmGen:
                         self._forced_until)
 
     def restore(self, state: GenState) -> None:
-        """Continue from `state` (from this generator or another of the same model): the
-        next steps give what they gave after `state()` was taken, with the same options."""
+        """Continue from a saved state: the next steps give what they gave after `state()` was
+        taken, with the same options.
+
+        Args:
+            state: A `GenState` from this generator or another of the same model.
+
+        Raises:
+            UsageError: Not a `GenState`, or one of another model.
+        """
         if not isinstance(state, GenState):
             raise UsageError(f"restore() takes a GenState (LmGen.state() or GenState.load()), got {type(state).__name__}")
         if state.history.shape != self._hist.shape or len(state.cache) != len(self._cache):
@@ -358,8 +381,19 @@ class LmGen:
         return self._hist[1 : 1 + self.cfg.dep_q, f % self._ring].tolist()
 
     def step(self, user_codes=None) -> tuple[int, list[int] | None]:
-        """Feed user frame t (ints [n_q - dep_q], -1 = zero token) and get
-        (text token of frame t + 1, own audio frame t + 1 - D or None); see module docstring."""
+        """Advance one 80 ms frame: the user's codes in, the model's next tokens out.
+
+        See the module docstring for the frame alignment.
+
+        Args:
+            user_codes: User frame t: ints [n_q - dep_q], -1 = zero token.
+
+        Returns:
+            (text token of frame t + 1, own audio frame t + 1 - D or None).
+
+        Raises:
+            UsageError: The wrong number of codes, or codes out of [-1, card].
+        """
         cfg = self.cfg
         u = np.asarray([] if user_codes is None else user_codes, dtype=np.int64).reshape(-1)
         if u.shape[0] != cfg.user_q:
@@ -380,14 +414,23 @@ class LmGen:
         return text, self._audio_frame(p)
 
     def prefill(self, frames, embeddings: mx.array | None = None, chunk: int | None = None) -> None:
-        """Start the conversation after given frames (a prompt): frames [1 + n_q, T] are every
-        stream's tokens of frames 0..T-1. Positions 0..T-1 only predict given tokens, so they
-        run as forwards of the temporal transformer alone (`chunk` positions per call; None:
-        the device's default) that only fill its KV cache: no text head, no depformer, no sampling.
-        embeddings [E, dim]: positions 0..E-1's input embeddings, given instead of the
-        frames' (a stored voice prompt; those frames then only matter from E - 1 - max delay).
-        The next `step(user frame T)` runs position T (the first free one, where the given
-        tokens of frame T - 1 of delayed codebooks are still forced) then T + 1."""
+        """Start the conversation after given frames (a prompt), filling only the KV cache.
+
+        Positions 0..T-1 only predict given tokens, so they run as forwards of the temporal
+        transformer alone that only fill its KV cache: no text head, no depformer, no
+        sampling. The next `step(user frame T)` runs position T (the first free one, where
+        the given tokens of frame T - 1 of delayed codebooks are still forced) then T + 1.
+
+        Args:
+            frames: [1 + n_q, T]: every stream's tokens of frames 0..T-1.
+            embeddings: [E, dim]: positions 0..E-1's input embeddings, given instead of the
+                frames' (a stored voice prompt; those frames then only matter from
+                E - 1 - max delay).
+            chunk: Positions per forward (None: the device's default).
+
+        Raises:
+            UsageError: Not right after `reset()`, or frames/embeddings of the wrong shape.
+        """
         cfg = self.cfg
         if self.position != 0:
             raise UsageError("prefill() starts a conversation: call it right after reset()")
