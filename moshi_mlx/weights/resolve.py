@@ -212,8 +212,8 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
         config: Overrides the config the repo or folder gives.
         mimi: Overrides the Mimi checkpoint ("random" is passed through for the loader).
         tokenizer: Overrides the tokenizer ("none" is passed through for the loader).
-        quantized: 4, 6 or 8 picks the repo and file of that quantization (the file's own
-            quantization is always what is loaded).
+        quantized: 4, 6 or 8 picks the repo and file of that quantization (nothing is
+            quantized at load: a file that holds no module at those bits is refused).
         lora: A LoRA fine-tune's adapters file, fused into the weights (default: the config's
             `lora_name` beside it, when the config says `lora: true`).
 

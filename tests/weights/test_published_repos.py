@@ -545,3 +545,23 @@ def test_a_local_dir_download_as_hf_leaves_it(files, tmp_path, monkeypatch):
     (meta / ("0123abcd." + "e" * 64 + ".incomplete")).write_bytes(b"\0" * 4096)
     with pytest.raises(WeightsError, match=r"found none \(a download into it was interrupted: run it again\)$"):
         resolve_model(d)
+
+
+def test_the_cache_snapshot_folder_and_a_symlinked_file_as_local_paths(files, cache, tmp_path, monkeypatch):
+    """The snapshot folder of the cache given as a folder (its files are symlinks into blobs/),
+    and a weights file that is a symlink to a blob elsewhere: companions are looked up beside
+    the link, not beside the blob."""
+    _no_network(monkeypatch)
+    repo = "kyutai/moshiko-mlx-q4"
+    snap = add_repo(cache, repo, files[repo], absent=("config.json",))
+    for spec in (snap, f"{snap}/"):
+        got = resolve_model(spec)
+        assert got.weights == snap / "model.q4.safetensors" and set(got.fit.quant.values()) == {QuantSpec(4, 32)}
+        assert got.get(MIMI).read_bytes().startswith(b"companion")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.q4.safetensors").symlink_to(snap / "model.q4.safetensors")
+    (mine / MIMI).symlink_to(snap / MIMI)
+    for got in (resolve_model(mine), resolve_model(weights=mine / "model.q4.safetensors")):
+        assert got.weights.parent == mine and got.where == str(mine) and "matched by tensor shapes" in got.how
+        assert got.get(MIMI).parent == mine
