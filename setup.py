@@ -44,6 +44,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            "ruff>=0.6",  # the formatter and pyflakes checks (ruff.toml, tests/test_style.py)
             # the optional Mimi backend, tested where it has wheels
             "rustymimi>=0.4; python_version < '3.13' and (sys_platform == 'darwin' or platform_machine == 'x86_64')",
         ],

@@ -72,11 +72,15 @@ DT_START = 12.0  # the user talks over Moshi from here
 DT_MOVE_AT = 14.0  # the second path change (both talk)
 NOISE_DB = -60.0
 
-MOSHI_TEXT = ("Hello, I am Moshi. I listen and talk at the same time, which is what makes a conversation feel "
-              "natural. Tell me about your day, and I will answer as quickly as I can. The weather is lovely "
-              "today, and I was thinking about the sea, the long beaches, and the boats coming back in the evening.")
-USER_TEXT = ("Hi Moshi, I would like to know more about the history of Paris, and what I should visit first "
-             "when I arrive there next week with my family.")
+MOSHI_TEXT = (
+    "Hello, I am Moshi. I listen and talk at the same time, which is what makes a conversation feel "
+    "natural. Tell me about your day, and I will answer as quickly as I can. The weather is lovely "
+    "today, and I was thinking about the sea, the long beaches, and the boats coming back in the evening."
+)
+USER_TEXT = (
+    "Hi Moshi, I would like to know more about the history of Paris, and what I should visit first "
+    "when I arrive there next week with my family."
+)
 
 
 def voices() -> tuple[np.ndarray, np.ndarray, str]:
@@ -85,7 +89,9 @@ def voices() -> tuple[np.ndarray, np.ndarray, str]:
         with tempfile.TemporaryDirectory() as d:
             m, u = Path(d) / "moshi.wav", Path(d) / "user.wav"
             subprocess.run(["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(m), MOSHI_TEXT], check=True)
-            subprocess.run(["espeak-ng", "-v", "en-gb+f3", "-s", "150", "-p", "70", "-w", str(u), USER_TEXT], check=True)
+            subprocess.run(
+                ["espeak-ng", "-v", "en-gb+f3", "-s", "150", "-p", "70", "-w", str(u), USER_TEXT], check=True
+            )
             moshi, user = read_audio(m).reshape(-1), read_audio(u).reshape(-1)
         src = "espeak-ng (en-us 'Moshi', en-gb+f3 'user')"
     else:
@@ -97,8 +103,9 @@ def voices() -> tuple[np.ndarray, np.ndarray, str]:
     return level(moshi).astype(np.float32), level(user).astype(np.float32), src
 
 
-def run_canceller(far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN, out_lat: float = OUT_LAT,
-                  **kw) -> tuple[np.ndarray, EchoCanceller, list]:
+def run_canceller(
+    far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN, out_lat: float = OUT_LAT, **kw
+) -> tuple[np.ndarray, EchoCanceller, list]:
     """Feed the canceller as the live loop does: block k is handed to the output at
     k*B - (out_lat + hidden_s) (so it plays at k*B; `out_lat` is what the device reports,
     `hidden_s` what it gets wrong, negative: over-reported) and capture block k arrives at
@@ -112,10 +119,10 @@ def run_canceller(far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN,
         while handed_blocks * BLOCK / SR - out_lat - hidden_s <= t + BLOCK / SR + IN_LAT:
             j = handed_blocks
             handed = j * BLOCK / SR - out_lat - hidden_s
-            ec.add_reference(far[j * BLOCK:(j + 1) * BLOCK], handed + out_lat)  # what the pipeline computes
+            ec.add_reference(far[j * BLOCK : (j + 1) * BLOCK], handed + out_lat)  # what the pipeline computes
             handed_blocks += 1
         t0 = time.process_time()
-        out.append(ec.process(mic[k * BLOCK:(k + 1) * BLOCK], t + BLOCK / SR + IN_LAT))
+        out.append(ec.process(mic[k * BLOCK : (k + 1) * BLOCK], t + BLOCK / SR + IN_LAT))
         cost.append((time.process_time() - t0) * 1000.0)
     y = np.concatenate(out)
     d = ec.algorithmic_delay
@@ -127,11 +134,11 @@ def window_erle(mic, out, echo, a, b, w=SR // 4):
     """ERLE of the 0.25 s windows of [a, b) with echo within 30 dB of the loudest and 30 dB
     above the microphone's noise (below that the noise, not the canceller, bounds the ERLE)."""
     vals, starts = [], []
-    peak = max(float(np.mean(echo[k:k + w] ** 2)) for k in range(a, b - w + 1, w))
+    peak = max(float(np.mean(echo[k : k + w] ** 2)) for k in range(a, b - w + 1, w))
     floor = 1e3 * 10 ** (NOISE_DB / 10)
     for k in range(a, b - w + 1, w):
-        if np.mean(echo[k:k + w] ** 2) > max(peak * 1e-3, floor):
-            vals.append(ratio_db(mic[k:k + w], out[k:k + w]))
+        if np.mean(echo[k : k + w] ** 2) > max(peak * 1e-3, floor):
+            vals.append(ratio_db(mic[k : k + w], out[k : k + w]))
             starts.append(k / SR)
     return np.array(vals), np.array(starts)
 
@@ -178,10 +185,11 @@ def _speaker(x: np.ndarray, clip: bool) -> np.ndarray:
 def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
     n = max(len(moshi), int((DT_START + 0.5) * SR) + len(user)) // BLOCK * BLOCK + BLOCK * 10
     far = np.zeros(n, np.float32)
-    far[:len(moshi)] = moshi[:n]
+    far[: len(moshi)] = moshi[:n]
     played = _speaker(far, room.clip)
-    ir = lambda m: reflective_room_ir(room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=0.5, seed=room.seed,
-                                      move_m=tuple(m))
+    ir = lambda m: reflective_room_ir(
+        room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=0.5, seed=room.seed, move_m=tuple(m)
+    )
     direction = np.array([0.6, 0.8, 0.0]) * room.move_cm / 100.0
     if room.move_cm:  # the path changes at MOVE_AT and again (the other way) at DT_MOVE_AT
         cuts = [0, int(MOVE_AT * SR), int(DT_MOVE_AT * SR), n]
@@ -192,10 +200,12 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
     dt_a = int(DT_START * SR)
     dt_b = min(dt_a + len(user), len(moshi))
     near = np.zeros(n, np.float32)
-    near[dt_a:dt_a + len(user)] = user[: n - dt_a]
+    near[dt_a : dt_a + len(user)] = user[: n - dt_a]
     speaking = np.zeros(n, bool)
     speaking[dt_a:dt_b] = np.abs(np.convolve(near[dt_a:dt_b], np.ones(480) / 480, mode="same")) > 3e-3
-    g_near = 10 ** ((room.ser_db - ratio_db(near[dt_a:dt_b][speaking[dt_a:dt_b]], echo[dt_a:dt_b][speaking[dt_a:dt_b]])) / 20)
+    g_near = 10 ** (
+        (room.ser_db - ratio_db(near[dt_a:dt_b][speaking[dt_a:dt_b]], echo[dt_a:dt_b][speaking[dt_a:dt_b]])) / 20
+    )
     near *= g_near
     noise = np.random.default_rng(room.seed + 1).standard_normal(n).astype(np.float32) * 10 ** (NOISE_DB / 20)
     mic = echo + near + noise
@@ -223,8 +233,9 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
         "erle_live_db": round(st["erle_db_median"], 1),
         "convergence_s": round(convergence_s(vals, starts), 2),
         "dt_snr_db": dt_snr,
-        "dt_residual_echo_below_user_db": round(ratio_db(out_user[dt_a:dt_b][speaking[dt_a:dt_b]],
-                                                         out_echo[dt_a:dt_b][speaking[dt_a:dt_b]]), 1),
+        "dt_residual_echo_below_user_db": round(
+            ratio_db(out_user[dt_a:dt_b][speaking[dt_a:dt_b]], out_echo[dt_a:dt_b][speaking[dt_a:dt_b]]), 1
+        ),
         "dt_user_level_change_db": dt_level,
         "round_trip_true_ms": round(truth, 1),
         "round_trip_est_ms": round(st["round_trip_ms"], 1),
@@ -241,15 +252,19 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
     if room.move_cm:
         end = dt_a
         v, s = window_erle(mic, out, echo, move_a, end)
-        res.update({
-            "after_move_erle_db": [round(float(x), 1) for x in v],
-            "after_move_erle_0_1s_db": round(ratio_db(mic[move_a:move_a + SR], out[move_a:move_a + SR]), 1),
-            "after_move_erle_1_2s_db": round(ratio_db(mic[move_a + SR:move_a + 2 * SR], out[move_a + SR:move_a + 2 * SR]), 1),
-            "after_move_min_erle_1s_on_db": round(float(np.min(v[s >= MOVE_AT + 1.0])), 1),
-            "after_move_min_erle_2s_on_db": round(float(np.min(v[s >= MOVE_AT + 2.0])), 1),
-            "recovery_20db_s": recovery_s(v, s, MOVE_AT, 20.0),
-            "recovery_25db_s": recovery_s(v, s, MOVE_AT, 25.0),
-        })
+        res.update(
+            {
+                "after_move_erle_db": [round(float(x), 1) for x in v],
+                "after_move_erle_0_1s_db": round(ratio_db(mic[move_a : move_a + SR], out[move_a : move_a + SR]), 1),
+                "after_move_erle_1_2s_db": round(
+                    ratio_db(mic[move_a + SR : move_a + 2 * SR], out[move_a + SR : move_a + 2 * SR]), 1
+                ),
+                "after_move_min_erle_1s_on_db": round(float(np.min(v[s >= MOVE_AT + 1.0])), 1),
+                "after_move_min_erle_2s_on_db": round(float(np.min(v[s >= MOVE_AT + 2.0])), 1),
+                "recovery_20db_s": recovery_s(v, s, MOVE_AT, 20.0),
+                "recovery_25db_s": recovery_s(v, s, MOVE_AT, 25.0),
+            }
+        )
         m_a = int(DT_MOVE_AT * SR)
         res["dt_after_move_snr_db"], res["dt_after_move_user_level_db"] = dt_measures(m_a, m_a + SR)
     return res
@@ -283,7 +298,7 @@ class _VoiceCodec:
         return np.zeros(8, np.int64)
 
     def decode_step(self, codes):
-        x = self.voice[self.pos:self.pos + BLOCK]
+        x = self.voice[self.pos : self.pos + BLOCK]
         self.pos += BLOCK
         return np.pad(x, (0, BLOCK - len(x)))
 
@@ -315,18 +330,20 @@ def live_loop(moshi: np.ndarray, seconds: float, canceller: str = DEFAULT_CANCEL
         dev.run(p, int(seconds * SR / BLOCK), keep_output=False)
         p.stop()
         enc = np.concatenate(codec.encoded)
-        echo = np.concatenate(dev.echoes)[:len(enc)]
+        echo = np.concatenate(dev.echoes)[: len(enc)]
         a = int(3.0 * SR)
         key = "on" if on else "off"
-        res[f"voice_drop_db_{key}"] = round(ratio_db(echo[a:], enc[a:len(echo)]), 1)
+        res[f"voice_drop_db_{key}"] = round(ratio_db(echo[a:], enc[a : len(echo)]), 1)
         res[f"delay_ms_median_{key}"] = round(p.stats.summary()["delay_ms_median"], 1)
         if ec is not None:
             pm = np.array(ec.stats.process_ms)
-            res.update(process_ms_per_80ms_median=round(float(np.median(pm)), 3),
-                       process_ms_per_80ms_p99=round(float(np.percentile(pm, 99)), 3),
-                       process_ms_per_80ms_max=round(float(np.max(pm)), 3),
-                       algorithmic_delay_ms=round(1000.0 * ec.algorithmic_delay / SR, 2),
-                       live_summary=ec.stats.describe())
+            res.update(
+                process_ms_per_80ms_median=round(float(np.median(pm)), 3),
+                process_ms_per_80ms_p99=round(float(np.percentile(pm, 99)), 3),
+                process_ms_per_80ms_max=round(float(np.max(pm)), 3),
+                algorithmic_delay_ms=round(1000.0 * ec.algorithmic_delay / SR, 2),
+                live_summary=ec.stats.describe(),
+            )
     return res
 
 
@@ -334,15 +351,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help=f"rooms {QUICK} only (about a minute)")
     ap.add_argument("--rooms", default=None, help="comma-separated indices into ROOMS (default all)")
-    ap.add_argument("--canceller", choices=CANCELLERS, default=DEFAULT_CANCELLER,
-                    help=f"which echo canceller (default {DEFAULT_CANCELLER}); results go to aec_room[_NAME].json")
+    ap.add_argument(
+        "--canceller",
+        choices=CANCELLERS,
+        default=DEFAULT_CANCELLER,
+        help=f"which echo canceller (default {DEFAULT_CANCELLER}); results go to aec_room[_NAME].json",
+    )
     ap.add_argument("--no-live", dest="live", action="store_false", help="skip the real-time live-loop part")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/aec_room_<canceller>.json")
     a = ap.parse_args(argv)
     if a.out is None:
         a.out = ROOT / "bench" / "results" / f"aec_room_{a.canceller}.json"
     moshi, user, src = voices()
-    picked = QUICK if a.quick else (list(range(len(ROOMS))) if a.rooms is None else [int(i) for i in a.rooms.split(",")])
+    picked = (
+        QUICK if a.quick else (list(range(len(ROOMS))) if a.rooms is None else [int(i) for i in a.rooms.split(",")])
+    )
     load = os.getloadavg()[0]
     results = []
     for i in picked:
@@ -352,43 +375,65 @@ def main(argv=None) -> int:
     loop = live_loop(moshi, 10.0 if a.quick else 20.0, a.canceller) if a.live else None
     print(json.dumps(loop), flush=True)
     load = f"{load:.1f} / {os.getloadavg()[0]:.1f}"
-    report = {"what": "echo cancellation in a simulated room (bench/aec_room.py)", "voices": src,
-              "live_loop": loop, "load_average_start_end": load,
-              "canceller": {"aec3": "WebRTC AEC3 via livekit AudioProcessingModule, 24 kHz, 10 ms frames, high-pass on",
-                            "linear": "linear: frequency-domain Kalman filter + residual suppressor "
-                                      "(audio/echo_filter.py), high-pass on"}[a.canceller],
-              "device": {"reported_in_ms": IN_LAT * 1000, "reported_out_ms": OUT_LAT * 1000, "hidden_out_ms": HIDDEN * 1000},
-              "machine": f"{platform.machine()} {platform.system()}, {platform.python_version()}, {os.cpu_count()} cores",
-              "results": results}
+    report = {
+        "what": "echo cancellation in a simulated room (bench/aec_room.py)",
+        "voices": src,
+        "live_loop": loop,
+        "load_average_start_end": load,
+        "canceller": {
+            "aec3": "WebRTC AEC3 via livekit AudioProcessingModule, 24 kHz, 10 ms frames, high-pass on",
+            "linear": "linear: frequency-domain Kalman filter + residual suppressor "
+            "(audio/echo_filter.py), high-pass on",
+        }[a.canceller],
+        "device": {"reported_in_ms": IN_LAT * 1000, "reported_out_ms": OUT_LAT * 1000, "hidden_out_ms": HIDDEN * 1000},
+        "machine": f"{platform.machine()} {platform.system()}, {platform.python_version()}, {os.cpu_count()} cores",
+        "results": results,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1) + "\n")
-    rows = ["| room | delay ms | RT60 s | DRR dB | latency error ms | ERLE dB (live) | converged s | DT SNR dB | "
-            "user level dB | round trip true / est ms | CPU ms per 80 ms (p99) |", "|" + "---|" * 11]
-    moves = ["| room | move | ERLE 0-1 s / 1-2 s dB | min ERLE from 1 s / 2 s dB | back >= 20 / 25 dB after s | "
-             "DT SNR, user level in the second after a move dB |", "|" + "---|" * 6]
+    rows = [
+        "| room | delay ms | RT60 s | DRR dB | latency error ms | ERLE dB (live) | converged s | DT SNR dB | "
+        "user level dB | round trip true / est ms | CPU ms per 80 ms (p99) |",
+        "|" + "---|" * 11,
+    ]
+    moves = [
+        "| room | move | ERLE 0-1 s / 1-2 s dB | min ERLE from 1 s / 2 s dB | back >= 20 / 25 dB after s | "
+        "DT SNR, user level in the second after a move dB |",
+        "|" + "---|" * 6,
+    ]
     for r in results:
         m = r["room"]
-        rows.append(f"| {m['name']} | {m['delay_ms']:.0f} | {m['rt60_s']} | {m['drr_db']:.0f} | {m['hidden_ms']:+.0f} | "
-                    f"{r['erle_db']} ({r['erle_live_db']}) | {r['convergence_s']} | {r['dt_snr_db']} | "
-                    f"{r['dt_user_level_change_db']} | {r['round_trip_true_ms']} / {r['round_trip_est_ms']} | "
-                    f"{r['cpu_ms_per_80ms_median']} ({r['cpu_ms_per_80ms_p99']}) |")
+        rows.append(
+            f"| {m['name']} | {m['delay_ms']:.0f} | {m['rt60_s']} | {m['drr_db']:.0f} | {m['hidden_ms']:+.0f} | "
+            f"{r['erle_db']} ({r['erle_live_db']}) | {r['convergence_s']} | {r['dt_snr_db']} | "
+            f"{r['dt_user_level_change_db']} | {r['round_trip_true_ms']} / {r['round_trip_est_ms']} | "
+            f"{r['cpu_ms_per_80ms_median']} ({r['cpu_ms_per_80ms_p99']}) |"
+        )
         if m["move_cm"]:
-            moves.append(f"| {m['name']} | {m['move_cm']} cm | {r['after_move_erle_0_1s_db']} / {r['after_move_erle_1_2s_db']} | "
-                         f"{r['after_move_min_erle_1s_on_db']} / {r['after_move_min_erle_2s_on_db']} | "
-                         f"{r['recovery_20db_s']} / {r['recovery_25db_s']} | {r['dt_after_move_snr_db']}, "
-                         f"{r['dt_after_move_user_level_db']} |")
-    text = (f"# {report['what']}\n\nvoices: {src}; {report['canceller']}; {report['machine']}; "
-            f"load average {load} (start / end)\n\n" + "\n".join(rows))
+            moves.append(
+                f"| {m['name']} | {m['move_cm']} cm | {r['after_move_erle_0_1s_db']} / {r['after_move_erle_1_2s_db']} | "
+                f"{r['after_move_min_erle_1s_on_db']} / {r['after_move_min_erle_2s_on_db']} | "
+                f"{r['recovery_20db_s']} / {r['recovery_25db_s']} | {r['dt_after_move_snr_db']}, "
+                f"{r['dt_after_move_user_level_db']} |"
+            )
+    text = (
+        f"# {report['what']}\n\nvoices: {src}; {report['canceller']}; {report['machine']}; "
+        f"load average {load} (start / end)\n\n" + "\n".join(rows)
+    )
     if len(moves) > 2:
-        text += "\n\nPath changes (the microphone moves at 7 s, Moshi alone, and back across at 14 s, both talking):\n\n"
+        text += (
+            "\n\nPath changes (the microphone moves at 7 s, Moshi alone, and back across at 14 s, both talking):\n\n"
+        )
         text += "\n".join(moves)
     if loop is not None:
-        text += ("\n\nLive loop (simulated device, real time, 80 ms room delay): Moshi's voice in what Mimi encodes "
+        text += (
+            "\n\nLive loop (simulated device, real time, 80 ms room delay): Moshi's voice in what Mimi encodes "
             f"drops {loop['voice_drop_db_on']} dB with cancellation, {loop['voice_drop_db_off']} dB without; the canceller "
             f"takes {loop['process_ms_per_80ms_median']} ms per 80 ms frame (p99 {loop['process_ms_per_80ms_p99']}, "
             f"max {loop['process_ms_per_80ms_max']}) on the encoder thread, plus the canceller's fixed "
             f"{loop['algorithmic_delay_ms']} ms block delay; playback delay median {loop['delay_ms_median_on']} ms on, "
-            f"{loop['delay_ms_median_off']} ms off.\n\n`{loop['live_summary']}`")
+            f"{loop['delay_ms_median_off']} ms off.\n\n`{loop['live_summary']}`"
+        )
     a.out.with_suffix(".md").write_text(text + "\n")
     print(f"\nwrote {a.out} and {a.out.with_suffix('.md')}")
     return 0

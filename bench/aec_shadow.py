@@ -57,7 +57,7 @@ class ShadowKalmanFilter(echo_filter.KalmanEchoFilter):
         if self._run >= self.persist:  # the shadow clearly does better: the Kalman filter takes it over
             d = self._Ws - self._W
             self._W = self._Ws.copy()
-            self._P = np.maximum(self._P, (d.real ** 2 + d.imag ** 2).astype(np.float32))
+            self._P = np.maximum(self._P, (d.real**2 + d.imag**2).astype(np.float32))
             self._run, self._em = 0, self._es
             self.handovers += 1
         elif self._es > self.worse_ratio * self._em:  # it adapted on the user: back to the Kalman filter's
@@ -72,22 +72,32 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     moshi, user, _ = aec_room.voices()
     original = echo_filter.KalmanEchoFilter
-    variants = {"kalman alone": lambda b, n, **kw: original(b, n, path_change=None, **kw),
-                "kalman + shadow": ShadowKalmanFilter,
-                "kalman + detector (default)": original}
-    print("| canceller | room | steady ERLE | DT SNR | ERLE 0-1 s / 1-2 s after a move | min ERLE from 1 s / 2 s "
-          "| DT SNR, user level in the second after a move | CPU ms per 80 ms |\n|" + "---|" * 8)
+    variants = {
+        "kalman alone": lambda b, n, **kw: original(b, n, path_change=None, **kw),
+        "kalman + shadow": ShadowKalmanFilter,
+        "kalman + detector (default)": original,
+    }
+    print(
+        "| canceller | room | steady ERLE | DT SNR | ERLE 0-1 s / 1-2 s after a move | min ERLE from 1 s / 2 s "
+        "| DT SNR, user level in the second after a move | CPU ms per 80 ms |\n|" + "---|" * 8
+    )
     for name, make in variants.items():
         echo_filter.KalmanEchoFilter = make
         try:
             for i in (int(x) for x in a.rooms.split(",")):
                 r = aec_room.case(moshi, user, aec_room.ROOMS[i])
-                moved = (f"{r['after_move_erle_0_1s_db']} / {r['after_move_erle_1_2s_db']} | "
-                         f"{r['after_move_min_erle_1s_on_db']} / {r['after_move_min_erle_2s_on_db']} | "
-                         f"{r['dt_after_move_snr_db']}, {r['dt_after_move_user_level_db']}"
-                         if r["room"]["move_cm"] else "— | — | —")
-                print(f"| {name} | {r['room']['name']} | {r['erle_db']} | {r['dt_snr_db']} | {moved} | "
-                      f"{r['cpu_ms_per_80ms_median']} |", flush=True)
+                moved = (
+                    f"{r['after_move_erle_0_1s_db']} / {r['after_move_erle_1_2s_db']} | "
+                    f"{r['after_move_min_erle_1s_on_db']} / {r['after_move_min_erle_2s_on_db']} | "
+                    f"{r['dt_after_move_snr_db']}, {r['dt_after_move_user_level_db']}"
+                    if r["room"]["move_cm"]
+                    else "— | — | —"
+                )
+                print(
+                    f"| {name} | {r['room']['name']} | {r['erle_db']} | {r['dt_snr_db']} | {moved} | "
+                    f"{r['cpu_ms_per_80ms_median']} |",
+                    flush=True,
+                )
         finally:
             echo_filter.KalmanEchoFilter = original
     return 0

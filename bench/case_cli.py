@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import Callable
 
 
-def case_bench_main(doc: str, run: Callable[[bool, int], dict], child: Callable[[str, int], dict],
-                    format_table: Callable[[dict], str], argv: list[str] | None = None) -> None:
+def case_bench_main(
+    doc: str,
+    run: Callable[[bool, int], dict],
+    child: Callable[[str, int], dict],
+    format_table: Callable[[dict], str],
+    argv: list[str] | None = None,
+) -> None:
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="demo model only")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per real-width case")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-IMPL_COLORS = {"ours": "#2b7bba", "upstream-fp32": "#f39c12", "upstream": "#c0392b", "rustymimi": "#27ae60",
-               "upstream_mlx": "#c0392b", "floor": "#555555"}
+IMPL_COLORS = {
+    "ours": "#2b7bba",
+    "upstream-fp32": "#f39c12",
+    "upstream": "#c0392b",
+    "rustymimi": "#27ae60",
+    "upstream_mlx": "#c0392b",
+    "floor": "#555555",
+}
 
 
 def write_chart(report: dict, path: Path) -> Path | None:
@@ -23,13 +29,17 @@ def write_chart(report: dict, path: Path) -> Path | None:
         return None
     lm_cases = _lm_cases(parts["lm"]) if "lm" in parts else []
     widths = [max(3, len(lm_cases)) if p == "lm" else 2 for p in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 + 1.3 * sum(widths), 4.8),
-                             gridspec_kw={"width_ratios": widths}, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4 + 1.3 * sum(widths), 4.8), gridspec_kw={"width_ratios": widths}, squeeze=False
+    )
     for ax, p in zip(axes[0], panels):
         {"lm": _lm, "mimi": _mimi, "loop": _loop}[p](ax, parts[p], lm_cases)
     m = report.get("machine", {})
-    fig.suptitle(f"moshi_mlx latency suite - {m.get('cpu', '')} ({m.get('cpus', '?')} cores), MLX {m.get('mlx', '?')}, "
-                 f"load avg {m.get('loadavg_start', ['?'])[0]}", fontsize=9)
+    fig.suptitle(
+        f"moshi_mlx latency suite - {m.get('cpu', '')} ({m.get('cpus', '?')} cores), MLX {m.get('mlx', '?')}, "
+        f"load avg {m.get('loadavg_start', ['?'])[0]}",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

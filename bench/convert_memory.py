@@ -72,8 +72,13 @@ def child(argv: list[str]) -> None:
 def run_child(argv: list[str]) -> tuple[int, float, int]:
     """(exit code, seconds, peak RSS bytes) of one conversion in a fresh process."""
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, __file__, "--child", *argv], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
     lines = proc.stderr.strip().splitlines()
     if proc.returncode or not lines or not lines[-1].startswith("PEAK_RSS "):
         print(proc.stderr, file=sys.stderr)
@@ -102,8 +107,10 @@ def main() -> None:
     full_bytes, (big_name, big_bytes) = layout_bytes(shaped_7b(32))
     results["moshi7b_bf16_bytes"] = full_bytes
     results["largest_tensor"] = {"name": big_name, "bytes": big_bytes}
-    print(f"Moshi 7B bf16 checkpoint: {full_bytes / 2**30:.2f} GiB; largest tensor {big_name} "
-          f"{big_bytes / 2**20:.0f} MiB; `import moshi_mlx.weights.convert` alone: {base_rss / 2**20:.0f} MiB RSS")
+    print(
+        f"Moshi 7B bf16 checkpoint: {full_bytes / 2**30:.2f} GiB; largest tensor {big_name} "
+        f"{big_bytes / 2**20:.0f} MiB; `import moshi_mlx.weights.convert` alone: {base_rss / 2**20:.0f} MiB RSS"
+    )
     for L in layers:
         cfg = shaped_7b(L)
         src_dir = work / f"L{L}" / "src"
@@ -119,11 +126,19 @@ def main() -> None:
             if code:
                 raise SystemExit(f"conversion {r} of L={L} failed (exit {code})")
             out_bytes = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-            row = {"layers": L, "recipe": r, "source_bytes": src.stat().st_size, "out_bytes": out_bytes,
-                   "seconds": secs, "peak_rss": peak}
+            row = {
+                "layers": L,
+                "recipe": r,
+                "source_bytes": src.stat().st_size,
+                "out_bytes": out_bytes,
+                "seconds": secs,
+                "peak_rss": peak,
+            }
             results["runs"].append(row)
-            print(f"L={L} {r:>9}: source {row['source_bytes'] / 2**30:5.2f} GiB -> {out_bytes / 2**30:5.2f} GiB, "
-                  f"peak RSS {peak / 2**20:6.0f} MiB, {secs:5.1f} s")
+            print(
+                f"L={L} {r:>9}: source {row['source_bytes'] / 2**30:5.2f} GiB -> {out_bytes / 2**30:5.2f} GiB, "
+                f"peak RSS {peak / 2**20:6.0f} MiB, {secs:5.1f} s"
+            )
             if not args.keep and r != "bf16":
                 shutil.rmtree(out)
     fits = {}
@@ -139,9 +154,11 @@ def main() -> None:
         a, b = fit(r, "peak_rss")
         oa, ob = fit(r, "out_bytes")
         fits[r] = {"intercept": a, "per_layer": b, "at_32_layers": a + 32 * b, "out_bytes_at_32_layers": oa + 32 * ob}
-        print(f"{r:>9}: peak RSS ~ {a / 2**20:.0f} MiB {b / 2**20:+.1f} MiB/layer -> 32 layers (Moshi 7B, "
-              f"{full_bytes / 2**30:.2f} GiB bf16): peak {(a + 32 * b) / 2**30:.2f} GiB, "
-              f"output {(oa + 32 * ob) / 2**30:.2f} GiB")
+        print(
+            f"{r:>9}: peak RSS ~ {a / 2**20:.0f} MiB {b / 2**20:+.1f} MiB/layer -> 32 layers (Moshi 7B, "
+            f"{full_bytes / 2**30:.2f} GiB bf16): peak {(a + 32 * b) / 2**30:.2f} GiB, "
+            f"output {(oa + 32 * ob) / 2**30:.2f} GiB"
+        )
     results["fit"] = fits
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

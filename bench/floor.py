@@ -26,8 +26,14 @@ import time
 import mlx.core as mx
 import numpy as np
 
-DTYPES = {"fp32": mx.float32, "bf16": mx.bfloat16, "fp16": mx.float16,
-          "float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+DTYPES = {
+    "fp32": mx.float32,
+    "bf16": mx.bfloat16,
+    "fp16": mx.float16,
+    "float32": mx.float32,
+    "bfloat16": mx.bfloat16,
+    "float16": mx.float16,
+}
 DEFAULT_KINDS = ("fp32", "bf16", "q8g64-bf16", "q4g32-bf16")
 _Q = re.compile(r"^q(\d)g(\d+)-(fp32|bf16|fp16)$")
 
@@ -59,8 +65,9 @@ def _time(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def matvec_bandwidth(kind: str, act: str = "float32", out_dim: int = 8192, in_dim: int = 4096,
-                     repeats: int = 15, split: bool = False) -> dict:
+def matvec_bandwidth(
+    kind: str, act: str = "float32", out_dim: int = 8192, in_dim: int = 4096, repeats: int = 15, split: bool = False
+) -> dict:
     """GB/s of y = W x for one token, W stored as `kind`, x in `act`; median over `repeats`.
     split: two halves of the rows on two CPU streams."""
     arrays, bits, group = _weights(kind, out_dim, in_dim)
@@ -77,6 +84,7 @@ def matvec_bandwidth(kind: str, act: str = "float32", out_dim: int = 8192, in_di
             def run():
                 return mx.concatenate([x @ lo.T, mx.matmul(x, hi.T, stream=side)], axis=-1)
         else:
+
             def run():
                 return x @ w.T
     elif split:
@@ -84,15 +92,28 @@ def matvec_bandwidth(kind: str, act: str = "float32", out_dim: int = 8192, in_di
         lo, hi = [a[:h] for a in arrays], [a[h:] for a in arrays]
 
         def run():
-            return mx.concatenate([mx.quantized_matmul(x, *lo, transpose=True, group_size=group, bits=bits),
-                                   mx.quantized_matmul(x, *hi, transpose=True, group_size=group, bits=bits,
-                                                       stream=side)], axis=-1)
+            return mx.concatenate(
+                [
+                    mx.quantized_matmul(x, *lo, transpose=True, group_size=group, bits=bits),
+                    mx.quantized_matmul(x, *hi, transpose=True, group_size=group, bits=bits, stream=side),
+                ],
+                axis=-1,
+            )
     else:
+
         def run():
             return mx.quantized_matmul(x, *arrays, transpose=True, group_size=group, bits=bits)
+
     t = _time(run, repeats)
-    return {"kind": kind, "act": act, "split": split, "shape": [out_dim, in_dim], "weight_bytes": int(nbytes),
-            "seconds": t, "gb_per_s": nbytes / t / 1e9}
+    return {
+        "kind": kind,
+        "act": act,
+        "split": split,
+        "shape": [out_dim, in_dim],
+        "weight_bytes": int(nbytes),
+        "seconds": t,
+        "gb_per_s": nbytes / t / 1e9,
+    }
 
 
 def measure(kinds=DEFAULT_KINDS, acts=("float32", "bfloat16"), split: bool = True, repeats: int = 15) -> dict:

@@ -51,22 +51,33 @@ def device_info() -> dict:
     backend = "cpu"
     if mx.default_device().type == mx.DeviceType.gpu:
         backend = "metal" if getattr(mx, "metal", None) is not None and mx.metal.is_available() else "cuda"
-    return {"device": graph_count.device_name(), "backend": backend, "mlx": mx.__version__, "info": info,
-            "platform": platform.platform(), "python": platform.python_version()}
+    return {
+        "device": graph_count.device_name(),
+        "backend": backend,
+        "mlx": mx.__version__,
+        "info": info,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def torch_cuda_available(python: str = sys.executable) -> bool:
     """Whether `torch` imports with CUDA in a fresh process (never imported here)."""
     try:
-        out = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [python, "-c", "import torch; print(torch.cuda.is_available())"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and out.stdout.strip().endswith("True")
 
 
-def run_torch_peer(peer: Path, torch_path: Path | None, layers: int, steps: int, warmup: int, small: bool,
-                   timeout: float = 1800) -> dict:
+def run_torch_peer(
+    peer: Path, torch_path: Path | None, layers: int, steps: int, warmup: int, small: bool, timeout: float = 1800
+) -> dict:
     """The PyTorch peer's RESULT lines ({"lm": ..., "mimi": ...}), or {"skipped"/"error": why}."""
     if not peer.exists():
         return {"skipped": f"no PyTorch peer script at {peer} (the GPU kit's .gpu/bin/torch_peer.py)"}
@@ -85,7 +96,7 @@ def run_torch_peer(peer: Path, torch_path: Path | None, layers: int, steps: int,
     out: dict = {}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            r = json.loads(line[len("RESULT "):])
+            r = json.loads(line[len("RESULT ") :])
             out[r["case"]] = r
     if not out:
         tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
@@ -102,8 +113,10 @@ def run_gpu_suite(a, log=print) -> dict:
     smoke = a.smoke
     dev = device_info()
     if mx.default_device().type != mx.DeviceType.gpu and not smoke:
-        raise SystemExit(f"--device gpu: MLX's default device here is {dev['device']}; install MLX with its Metal or "
-                         "CUDA backend (docs/gpu.md), or pass --smoke to exercise the GPU mode on this device")
+        raise SystemExit(
+            f"--device gpu: MLX's default device here is {dev['device']}; install MLX with its Metal or "
+            "CUDA backend (docs/gpu.md), or pass --smoke to exercise the GPU mode on this device"
+        )
     only = [p.strip() for p in a.only.split(",")] if a.only else list(GPU_PARTS)
     bad = [p for p in only if p not in GPU_PARTS]
     if bad:
@@ -117,10 +130,16 @@ def run_gpu_suite(a, log=print) -> dict:
             up = step_overhead.ensure_upstream_path(a.upstream_path, create=not a.no_create_venv)
         except Exception as e:  # noqa: BLE001 - report and go on without upstream
             log(f"upstream moshi_mlx unavailable: {e}")
-    report = {"suite_version": 2, "mode": "gpu", "smoke": smoke,
-              "command": " ".join(shlex.quote(x) for x in ["python -m bench.suite"] + (a.argv or [])),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": dev, "parts": {},
-              "upstream_path": str(up) if up else None}
+    report = {
+        "suite_version": 2,
+        "mode": "gpu",
+        "smoke": smoke,
+        "command": " ".join(shlex.quote(x) for x in ["python -m bench.suite"] + (a.argv or [])),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": dev,
+        "parts": {},
+        "upstream_path": str(up) if up else None,
+    }
     t0 = time.time()
 
     def part(name, fn):
@@ -131,19 +150,41 @@ def run_gpu_suite(a, log=print) -> dict:
         log(f"[suite] {name} done in {res['seconds']:.0f} s")
 
     if "lm" in only:
-        part("lm", lambda: step_overhead.run(formats, ["auto"], steps, warmup, up, a.cache_dir, shape=shape,
-                                             layers=layers, in_memory=True, log=log,
-                                             full_context=tuple(f for f in formats if f == "bf16"),
-                                             unfused=tuple(f for f in formats if f == "bf16")))
+        part(
+            "lm",
+            lambda: step_overhead.run(
+                formats,
+                ["auto"],
+                steps,
+                warmup,
+                up,
+                a.cache_dir,
+                shape=shape,
+                layers=layers,
+                in_memory=True,
+                log=log,
+                full_context=tuple(f for f in formats if f == "bf16"),
+                unfused=tuple(f for f in formats if f == "bf16"),
+            ),
+        )
     if "torch" in only:
         part("torch", lambda: run_torch_peer(a.torch_peer, a.torch_path, layers, steps, warmup, small=smoke))
     if "mimi" in only:
-        part("mimi", lambda: mimi_bench.run(frames=3 if smoke else a.gpu_steps, warmup=1 if smoke else a.gpu_warmup,
-                                            upstream=up is not None, upstream_path=up, rusty=False))
+        part(
+            "mimi",
+            lambda: mimi_bench.run(
+                frames=3 if smoke else a.gpu_steps,
+                warmup=1 if smoke else a.gpu_warmup,
+                upstream=up is not None,
+                upstream_path=up,
+                rusty=False,
+            ),
+        )
     if "loop" in only:
         lm_spec = None if smoke else f"{shape}:{layers}:{a.loop_format}"
-        part("loop", lambda: loop_bench.run(["mlx"], seconds=2.0 if smoke else a.loop_seconds, lm_spec=lm_spec,
-                                            log=log))
+        part(
+            "loop", lambda: loop_bench.run(["mlx"], seconds=2.0 if smoke else a.loop_seconds, lm_spec=lm_spec, log=log)
+        )
     report["seconds"] = time.time() - t0
     report["machine"]["peak_note"] = "peak device memory: each LM case's own process (mx.get_peak_memory)"
     return report
@@ -161,16 +202,22 @@ UNFUSED = "ours, unfused residuals"
 
 def format_gpu_report(report: dict) -> str:
     m = report["machine"]
-    out = [f"# moshi_mlx GPU suite ({report['started']}, {report['seconds']:.0f} s)" + (" [smoke run]" if report["smoke"] else ""),
-           f"device: {m['device']} ({m['backend']}), MLX {m['mlx']}, {m['platform']}",
-           f"command: {report['command']}", ""]
+    out = [
+        f"# moshi_mlx GPU suite ({report['started']}, {report['seconds']:.0f} s)"
+        + (" [smoke run]" if report["smoke"] else ""),
+        f"device: {m['device']} ({m['backend']}), MLX {m['mlx']}, {m['platform']}",
+        f"command: {report['command']}",
+        "",
+    ]
     p = report["parts"]
     lm = p.get("lm")
     torch = p.get("torch", {})
     mimi = p.get("mimi")
     if lm is not None or torch:
-        out.append(f"## Frame step, median ms ({lm['shape'] if lm else '7b'}, {lm['layers'] if lm else 32} layers, "
-                   "full depth) and Mimi encode+decode of one frame")
+        out.append(
+            f"## Frame step, median ms ({lm['shape'] if lm else '7b'}, {lm['layers'] if lm else 32} layers, "
+            "full depth) and Mimi encode+decode of one frame"
+        )
         out.append("")
         out.append("| implementation | " + " | ".join(FORMATS) + " | Mimi encode+decode, 1 frame |")
         out.append("|---|" + "---|" * (len(FORMATS) + 1))
@@ -185,8 +232,10 @@ def format_gpu_report(report: dict) -> str:
             rows["PyTorch moshi 0.2.13"] = {"bf16": tl["step_ms"]["median"]}
         mimi_ms = {}
         if mimi:
-            mimi_ms = {"ours": mimi["results"].get("ours", {}).get("median_ms"),
-                       "upstream": mimi["results"].get("upstream_mlx", {}).get("median_ms")}
+            mimi_ms = {
+                "ours": mimi["results"].get("ours", {}).get("median_ms"),
+                "upstream": mimi["results"].get("upstream_mlx", {}).get("median_ms"),
+            }
         if torch.get("mimi"):
             mimi_ms["PyTorch moshi 0.2.13"] = torch["mimi"]["frame_ms"]["median"]
         for impl in ("PyTorch moshi 0.2.13", "upstream", "ours", FULL_CONTEXT, UNFUSED):

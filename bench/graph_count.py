@@ -31,8 +31,21 @@ _ARRAY_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index
 
 # primitives that only re-describe memory (a view; at most a copy when the layout demands):
 # on a GPU they launch no kernel of their own, the others do (each Compiled node is one kernel)
-VIEW_PRIMITIVES = frozenset({"Transpose", "Reshape", "Slice", "ExpandDims", "Squeeze", "Broadcast", "Split",
-                             "Flatten", "Unflatten", "AsStrided", "StopGradient"})
+VIEW_PRIMITIVES = frozenset(
+    {
+        "Transpose",
+        "Reshape",
+        "Slice",
+        "ExpandDims",
+        "Squeeze",
+        "Broadcast",
+        "Split",
+        "Flatten",
+        "Unflatten",
+        "AsStrided",
+        "StopGradient",
+    }
+)
 
 
 def is_view(name: str) -> bool:
@@ -182,8 +195,17 @@ def measure_steps(step, steps: int, warmup: int, count_steps: int = 3) -> dict:
             per_step.append(h.counts)
     totals = [sum(c.values()) for c in per_step]
     by_type = per_step[-1]
-    return {"step_ms_raw": plain, "step_cpu_ms_raw": cpu, "build_ms_raw": build, "sync_ms_raw": inside, "syncs": syncs[-1] if syncs else 0,
-            "primitives_per_step": totals, "primitives": totals[-1] if totals else 0,
-            "compute_primitives": compute_count(by_type) if per_step else 0,
-            "primitives_by_type": dict(by_type.most_common()), "device": device_name(), "mlx": mx.__version__,
-            "peak_mb": peak_memory_mb()}
+    return {
+        "step_ms_raw": plain,
+        "step_cpu_ms_raw": cpu,
+        "build_ms_raw": build,
+        "sync_ms_raw": inside,
+        "syncs": syncs[-1] if syncs else 0,
+        "primitives_per_step": totals,
+        "primitives": totals[-1] if totals else 0,
+        "compute_primitives": compute_count(by_type) if per_step else 0,
+        "primitives_by_type": dict(by_type.most_common()),
+        "device": device_name(),
+        "mlx": mx.__version__,
+        "peak_mb": peak_memory_mb(),
+    }

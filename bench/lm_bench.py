@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,24 +41,55 @@ def _run_child(argv: list[str], cwd: Path, env: dict | None, timeout: float) -> 
     wall = time.monotonic() - t0
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            res = json.loads(line[len("RESULT "):])
+            res = json.loads(line[len("RESULT ") :])
             res["wall_s"] = wall
             return res
     tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
     return {"error": tail}
 
 
-def run_case(case: Case, impl: str, folder: Path, steps: int, warmup: int, layer_steps: int,
-             upstream_python: Path | None, timeout: float = 3600) -> dict:
+def run_case(
+    case: Case,
+    impl: str,
+    folder: Path,
+    steps: int,
+    warmup: int,
+    layer_steps: int,
+    upstream_python: Path | None,
+    timeout: float = 3600,
+) -> dict:
     if impl == "ours":
-        argv = [sys.executable, "-m", "bench.lm_ours", str(folder), "--steps", str(steps), "--warmup", str(warmup),
-                "--layer-steps", str(layer_steps), "--full-layers", str(case.full_layers)]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.lm_ours",
+            str(folder),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--layer-steps",
+            str(layer_steps),
+            "--full-layers",
+            str(case.full_layers),
+        ]
         return _run_child(argv, ROOT, None, timeout)
     if upstream_python is None:
         return {"error": "upstream venv not available"}
     variant = "fp32" if impl == "upstream-fp32" else "recipe"
-    argv = [str(upstream_python), str(ROOT / "bench" / "upstream_lm.py"), str(folder), "--variant", variant,
-            "--steps", str(steps), "--warmup", str(warmup), "--layer-steps", str(layer_steps)]
+    argv = [
+        str(upstream_python),
+        str(ROOT / "bench" / "upstream_lm.py"),
+        str(folder),
+        "--variant",
+        variant,
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--layer-steps",
+        str(layer_steps),
+    ]
     env = dict(os.environ, PYTHONPATH="")  # never pick up our package
     return _run_child(argv, Path("/tmp"), env, timeout)
 
@@ -102,25 +132,45 @@ def summarize(raw: dict, case: Case, impl: str, bandwidth: dict) -> dict:
     ext_floor2 = stats.extrapolate(floor2, case.layers, floor2_layer, full)
     per_layer_mem = (stats_total(layer_bytes) + kv_bytes_per_layer(case, impl, act_bytes)) / 2**20
     return {
-        "impl": impl, "variant": raw["variant"], "shape": case.shape, "layers": case.layers, "full_layers": full,
-        "fmt": case.fmt, "activation_dtype": act, "mlx": raw["mlx"], "steps": raw["steps"],
+        "impl": impl,
+        "variant": raw["variant"],
+        "shape": case.shape,
+        "layers": case.layers,
+        "full_layers": full,
+        "fmt": case.fmt,
+        "activation_dtype": act,
+        "mlx": raw["mlx"],
+        "steps": raw["steps"],
         "parallel_linears": raw.get("parallel_linears", 0),
-        "step_ms": step, "temporal_ms": temporal, "depformer_ms": dep, "layer_ms": layer,
-        "bytes_by_kind": by_kind, "bytes_temporal": raw["bytes"]["temporal"], "bytes_depformer": raw["bytes"]["depformer"],
+        "step_ms": step,
+        "temporal_ms": temporal,
+        "depformer_ms": dep,
+        "layer_ms": layer,
+        "bytes_by_kind": by_kind,
+        "bytes_temporal": raw["bytes"]["temporal"],
+        "bytes_depformer": raw["bytes"]["depformer"],
         "layer_bytes": layer_bytes,
-        "peak_rss_mb": raw["peak_rss_mb"], "rss_steps_mb": raw["rss_steps_mb"], "load_s": raw["load_s"],
-        "floor_ms": floor, "floor_ratio": stats.ratio(step["median"], floor),
-        "floor_ms_two_streams": floor2, "floor_ratio_two_streams": stats.ratio(step["median"], floor2),
+        "peak_rss_mb": raw["peak_rss_mb"],
+        "rss_steps_mb": raw["rss_steps_mb"],
+        "load_s": raw["load_s"],
+        "floor_ms": floor,
+        "floor_ratio": stats.ratio(step["median"], floor),
+        "floor_ms_two_streams": floor2,
+        "floor_ratio_two_streams": stats.ratio(step["median"], floor2),
         "extrapolated": {
             "layers": full,
             "formula": f"t({full}) = t({case.layers}) + ({full} - {case.layers}) x t_layer",
             "step_ms": ext_step,
             "temporal_ms": stats.extrapolate(temporal["median"], case.layers, layer["median"], full),
-            "floor_ms": ext_floor, "floor_ratio": stats.ratio(ext_step, ext_floor),
-            "floor_ms_two_streams": ext_floor2, "floor_ratio_two_streams": stats.ratio(ext_step, ext_floor2),
+            "floor_ms": ext_floor,
+            "floor_ratio": stats.ratio(ext_step, ext_floor),
+            "floor_ms_two_streams": ext_floor2,
+            "floor_ratio_two_streams": stats.ratio(ext_step, ext_floor2),
             "peak_rss_mb_est": raw["peak_rss_mb"] + (full - case.layers) * per_layer_mem,
         },
-        "load": raw.get("load"), "wall_s": raw.get("wall_s"), "notes": raw.get("notes", []),
+        "load": raw.get("load"),
+        "wall_s": raw.get("wall_s"),
+        "notes": raw.get("notes", []),
     }
 
 
@@ -128,9 +178,19 @@ def stats_total(d: dict) -> int:
     return int(sum(d.values()))
 
 
-def run(shapes=DEFAULT_SHAPES, formats=tuple(FORMATS), impls=IMPLS, steps: int = 50, warmup: int = 5,
-        layer_steps: int = 5, slow_steps: int = 10, upstream_python: Path | None = None,
-        cache_dir: Path = DEFAULT_CACHE, bandwidth: dict | None = None, log=print) -> dict:
+def run(
+    shapes=DEFAULT_SHAPES,
+    formats=tuple(FORMATS),
+    impls=IMPLS,
+    steps: int = 50,
+    warmup: int = 5,
+    layer_steps: int = 5,
+    slow_steps: int = 10,
+    upstream_python: Path | None = None,
+    cache_dir: Path = DEFAULT_CACHE,
+    bandwidth: dict | None = None,
+    log=print,
+) -> dict:
     """Every (shape, format, impl) case; returns {"results": [...], ...}."""
     results = []
     for shape, layers in shapes:
@@ -153,11 +213,18 @@ def run(shapes=DEFAULT_SHAPES, formats=tuple(FORMATS), impls=IMPLS, steps: int =
                 if "error" in row:
                     log(f"[lm]   failed: {row['error']}")
                 else:
-                    log(f"[lm]   step {row['step_ms']['median']:.0f} ms (temporal {row['temporal_ms']['median']:.0f}, "
+                    log(
+                        f"[lm]   step {row['step_ms']['median']:.0f} ms (temporal {row['temporal_ms']['median']:.0f}, "
                         f"depformer {row['depformer_ms']['median']:.0f}), floor x{row['floor_ratio']:.2f}, "
-                        f"peak {row['peak_rss_mb']:.0f} MB, load {raw['load'][1][0]:.2f}")
-    return {"what": "LM frame step (ms): temporal transformer + text sampling, depformer + audio sampling",
-            "steps": steps, "warmup": warmup, "slow_steps": slow_steps, "results": results}
+                        f"peak {row['peak_rss_mb']:.0f} MB, load {raw['load'][1][0]:.2f}"
+                    )
+    return {
+        "what": "LM frame step (ms): temporal transformer + text sampling, depformer + audio sampling",
+        "steps": steps,
+        "warmup": warmup,
+        "slow_steps": slow_steps,
+        "results": results,
+    }
 
 
 def _fmt(x: float, nd: int = 0) -> str:
@@ -180,28 +247,38 @@ def format_tables(lm: dict) -> str:
     by_case: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         by_case.setdefault((r["shape"], r["layers"], r["fmt"]), {})[r["impl"]] = r
-    out.append("| shape (layers run) | format | implementation | activations | step median | p90 | temporal | depformer "
-               "| floor (1 core) | x floor | peak RSS MB | upstream / ours |")
+    out.append(
+        "| shape (layers run) | format | implementation | activations | step median | p90 | temporal | depformer "
+        "| floor (1 core) | x floor | peak RSS MB | upstream / ours |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (shape, layers, fmt), impl, r, ours in _table_rows(by_case):
         rel = "" if impl == "ours" or ours is None else f"{r['step_ms']['median'] / ours['step_ms']['median']:.2f}x"
-        out.append(f"| {shape} ({layers}) | {fmt} | {impl} | {r['activation_dtype']} | "
-                   f"{_fmt(r['step_ms']['median'])} | {_fmt(r['step_ms']['p90'])} | {_fmt(r['temporal_ms']['median'])} | "
-                   f"{_fmt(r['depformer_ms']['median'])} | {_fmt(r['floor_ms'])} | {_fmt(r['floor_ratio'], 2)} | "
-                   f"{_fmt(r['peak_rss_mb'])} | {rel} |")
+        out.append(
+            f"| {shape} ({layers}) | {fmt} | {impl} | {r['activation_dtype']} | "
+            f"{_fmt(r['step_ms']['median'])} | {_fmt(r['step_ms']['p90'])} | {_fmt(r['temporal_ms']['median'])} | "
+            f"{_fmt(r['depformer_ms']['median'])} | {_fmt(r['floor_ms'])} | {_fmt(r['floor_ratio'], 2)} | "
+            f"{_fmt(r['peak_rss_mb'])} | {rel} |"
+        )
     out.append("")
-    out.append("Extrapolated to the real depth: t(full) = t(L) + (full - L) x t_layer, t_layer = median time of one "
-               "temporal layer (measured alone); the floor likewise.")
+    out.append(
+        "Extrapolated to the real depth: t(full) = t(L) + (full - L) x t_layer, t_layer = median time of one "
+        "temporal layer (measured alone); the floor likewise."
+    )
     out.append("")
-    out.append("| shape | format | implementation | t_layer | step at full depth | floor (1 core) | x floor | floor (2 cores) "
-               "| est. RSS GB | upstream / ours |")
+    out.append(
+        "| shape | format | implementation | t_layer | step at full depth | floor (1 core) | x floor | floor (2 cores) "
+        "| est. RSS GB | upstream / ours |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for (shape, _, fmt), impl, r, ours in _table_rows(by_case):
         e = r["extrapolated"]
         rel = "" if impl == "ours" or ours is None else f"{e['step_ms'] / ours['extrapolated']['step_ms']:.2f}x"
-        out.append(f"| {shape} ({e['layers']} layers) | {fmt} | {impl} | {_fmt(r['layer_ms']['median'], 1)} | "
-                   f"{_fmt(e['step_ms'])} | {_fmt(e['floor_ms'])} | {_fmt(e['floor_ratio'], 2)} | "
-                   f"{_fmt(e['floor_ms_two_streams'])} | {_fmt(e['peak_rss_mb_est'] / 1024, 1)} | {rel} |")
+        out.append(
+            f"| {shape} ({e['layers']} layers) | {fmt} | {impl} | {_fmt(r['layer_ms']['median'], 1)} | "
+            f"{_fmt(e['step_ms'])} | {_fmt(e['floor_ms'])} | {_fmt(e['floor_ratio'], 2)} | "
+            f"{_fmt(e['floor_ms_two_streams'])} | {_fmt(e['peak_rss_mb_est'] / 1024, 1)} | {rel} |"
+        )
     errors = [r for r in lm["results"] if "error" in r]
     for r in errors:
         out.append(f"\n{r['shape']}/{r['fmt']}/{r['impl']}: failed: {r['error']}")
@@ -237,8 +314,18 @@ def main(argv=None):
     up = upstream_python_from_args(a)
     bw = measure_floors(up)
     impls = [x for x in a.impls.split(",") if up is not None or not x.startswith("upstream")]
-    res = run(parse_shapes(a.shapes), a.formats.split(","), impls, a.steps, a.warmup, a.layer_steps,
-              a.slow_steps, up, a.cache_dir, bw)
+    res = run(
+        parse_shapes(a.shapes),
+        a.formats.split(","),
+        impls,
+        a.steps,
+        a.warmup,
+        a.layer_steps,
+        a.slow_steps,
+        up,
+        a.cache_dir,
+        bw,
+    )
     print(format_tables(res))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

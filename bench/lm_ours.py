@@ -40,19 +40,34 @@ def full_model_upcast(lm, full_layers: int) -> tuple[list[str], dict]:
     layer = lm.transformer.layers[0]
     more = full_layers - lm.cfg.num_layers
     layer_bytes = sum(v.nbytes for _, v in tree_flatten(layer.parameters()))
-    layer_extra = sum(m.weight.size * (4 - m.weight.itemsize) for _, m in layer.named_modules()
-                      if isinstance(m, nn.Linear) and m.weight.dtype in (mx.bfloat16, mx.float16))
+    layer_extra = sum(
+        m.weight.size * (4 - m.weight.itemsize)
+        for _, m in layer.named_modules()
+        if isinstance(m, nn.Linear) and m.weight.dtype in (mx.bfloat16, mx.float16)
+    )
     extra = upcast_extra_bytes(lm)
     extra["temporal"] = extra.get("temporal", 0) + more * layer_extra
     avail = mem_available() or 0
     budget = max(0, avail - more * layer_bytes) // 4
-    info = {"mem_available_gb": avail / 2**30, "full_model_extra_gb": {k: v / 2**30 for k, v in extra.items()},
-            "budget_gb": budget / 2**30}
+    info = {
+        "mem_available_gb": avail / 2**30,
+        "full_model_extra_gb": {k: v / 2**30 for k, v in extra.items()},
+        "budget_gb": budget / 2**30,
+    }
     return plan_upcast(extra, budget), info
 
 
-def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str, parallel: str, seed: int,
-        full_layers: int | None = None, upcast: str = "auto") -> dict:
+def run(
+    folder: str,
+    steps: int,
+    warmup: int,
+    layer_steps: int,
+    activation: str,
+    parallel: str,
+    seed: int,
+    full_layers: int | None = None,
+    upcast: str = "auto",
+) -> dict:
     from moshi_mlx.models import LmGen, load_lm
     from moshi_mlx.models.backend import prepare_lm
 
@@ -110,13 +125,25 @@ def run(folder: str, steps: int, warmup: int, layer_steps: int, activation: str,
             layer_ms.extend(per)
     bytes_ = weight_bytes.step_bytes(lm)
     return {
-        "impl": "ours", "variant": f"ours ({fmt.describe()})", "activation_dtype": fmt.activation_dtype,
-        "parallel_linears": fmt.parallel_linears, "upcast": fmt.upcast, "upcast_plan": upcast_info,
+        "impl": "ours",
+        "variant": f"ours ({fmt.describe()})",
+        "activation_dtype": fmt.activation_dtype,
+        "parallel_linears": fmt.parallel_linears,
+        "upcast": fmt.upcast,
+        "upcast_plan": upcast_info,
         "mlx": mx.__version__,
-        "layers": cfg.num_layers, "steps": steps, "warmup": warmup,
-        "step_ms_raw": step_ms, "temporal_ms_raw": temporal_ms, "depformer_ms_raw": dep_ms,
-        "layer_ms_raw": layer_ms, "bytes": bytes_, "load_s": load_s,
-        "rss_loaded_mb": rss_loaded, "rss_steps_mb": rss_steps, "peak_rss_mb": peak_rss_mb(),
+        "layers": cfg.num_layers,
+        "steps": steps,
+        "warmup": warmup,
+        "step_ms_raw": step_ms,
+        "temporal_ms_raw": temporal_ms,
+        "depformer_ms_raw": dep_ms,
+        "layer_ms_raw": layer_ms,
+        "bytes": bytes_,
+        "load_s": load_s,
+        "rss_loaded_mb": rss_loaded,
+        "rss_steps_mb": rss_steps,
+        "peak_rss_mb": peak_rss_mb(),
         "mlx_peak_mb": mx.get_peak_memory() / 2**20,
     }
 

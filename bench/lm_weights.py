@@ -31,7 +31,6 @@ SHAPES = {
 }
 
 
-
 def narrow_shape(width: int) -> str:
     """Register shape `7b-w<width>`: Moshi 7B's structure (32 layers, 8 x 6 depformer, 32k
     text head, 2048-card audio) at a small width, where a step costs only its per-operation
@@ -41,8 +40,13 @@ def narrow_shape(width: int) -> str:
     if name not in SHAPES:
         heads = max(1, width // 16)
         SHAPES[name] = ("moshiko", f"Moshi 7B's structure at width {width}")
-        WIDTHS[name] = {"dim": width, "num_heads": heads, "depformer_dim": width, "depformer_num_heads": heads,
-                        "depformer_dim_feedforward": int(4.125 * width)}
+        WIDTHS[name] = {
+            "dim": width,
+            "num_heads": heads,
+            "depformer_dim": width,
+            "depformer_num_heads": heads,
+            "depformer_dim_feedforward": int(4.125 * width),
+        }
         GROUP_SIZES[name] = 32
     return name
 

@@ -103,8 +103,9 @@ def _codec(kind: str, weights: Path, n_user: int, n_out: int):
     return MimiFrameCodec(mimi, n_encode=n_user)
 
 
-def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmup_frames: int = 12,
-            lm_spec: str | None = None) -> dict:
+def run_one(
+    codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmup_frames: int = 12, lm_spec: str | None = None
+) -> dict:
     """lm_spec: None for the random-tiny demo LM, or SHAPE:LAYERS:FMT for a model of that
     shape built in memory (bench/overhead_ours.py), e.g. 7b:32:q4 on a GPU."""
     from moshi_mlx.models import LmConfig, LmGen, lm_preset, random_lm
@@ -157,15 +158,23 @@ def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmu
     intervals = np.diff(a[:, 5]) * 1e3 if len(a) > 1 else np.array([])
     summ = pipe.stats.summary()
     return {
-        "codec": codec_kind, "lm": lm_spec or "random-tiny (demo model) with card 2048", "seconds": seconds, "frames": len(rows),
-        "wall_s": wall, "loadavg": [load0, os.getloadavg()],
-        "latency_ms": stats.summary(a[:, 0]), "compute_ms": stats.summary(a[:, 1]),
+        "codec": codec_kind,
+        "lm": lm_spec or "random-tiny (demo model) with card 2048",
+        "seconds": seconds,
+        "frames": len(rows),
+        "wall_s": wall,
+        "loadavg": [load0, os.getloadavg()],
+        "latency_ms": stats.summary(a[:, 0]),
+        "compute_ms": stats.summary(a[:, 1]),
         "overhead_ms": stats.summary(a[:, 0] - a[:, 1]),
-        "encode_ms": stats.summary(a[:, 2]), "step_ms": stats.summary(a[:, 3]), "decode_ms": stats.summary(a[:, 4]),
+        "encode_ms": stats.summary(a[:, 2]),
+        "step_ms": stats.summary(a[:, 3]),
+        "decode_ms": stats.summary(a[:, 4]),
         "codec_path_ms": stats.summary(a[:, 2] + a[:, 4]),
         "frame_to_frame_ms": stats.summary(intervals),
         "playback_delay_ms": {"median": summ["delay_ms_median"], "p90": summ["delay_ms_p90"]},
-        "underruns": summ["underruns"], "frames_skipped": summ["frames_skipped"],
+        "underruns": summ["underruns"],
+        "frames_skipped": summ["frames_skipped"],
         "input_overflows": summ["input_overflows"],
         # the first answers (excluded above): one later than a period leaves a frame queued
         # for good, i.e. one more period of playback delay
@@ -173,7 +182,9 @@ def run_one(codec_kind: str, weights: Path, seconds: float, seed: int = 0, warmu
     }
 
 
-def run(codecs=("rustymimi", "mlx"), seconds: float = 20.0, seed: int = 0, log=print, lm_spec: str | None = None) -> dict:
+def run(
+    codecs=("rustymimi", "mlx"), seconds: float = 20.0, seed: int = 0, log=print, lm_spec: str | None = None
+) -> dict:
     import mlx.core as mx
 
     from moshi_mlx.weights.mimi_keys import random_published_weights
@@ -191,23 +202,33 @@ def run(codecs=("rustymimi", "mlx"), seconds: float = 20.0, seed: int = 0, log=p
                 log(f"[loop] {kind}: {seconds:.0f} s of real-time audio ...")
                 r = run_one(kind, weights, seconds, seed, lm_spec=lm_spec)
                 results[kind] = r
-                log(f"[loop]   latency {r['latency_ms']['median']:.1f} ms (compute {r['compute_ms']['median']:.1f}, "
-                    f"overhead {r['overhead_ms']['median']:.2f}), frame-to-frame p90 {r['frame_to_frame_ms']['p90']:.1f}")
+                log(
+                    f"[loop]   latency {r['latency_ms']['median']:.1f} ms (compute {r['compute_ms']['median']:.1f}, "
+                    f"overhead {r['overhead_ms']['median']:.2f}), frame-to-frame p90 {r['frame_to_frame_ms']['p90']:.1f}"
+                )
             except ImportError as e:
                 errors[kind] = f"not installed ({e})"
-    return {"what": "live loop on the simulated device (real-time pace), per 80 ms frame", "results": results,
-            "errors": errors}
+    return {
+        "what": "live loop on the simulated device (real-time pace), per 80 ms frame",
+        "results": results,
+        "errors": errors,
+    }
 
 
 def format_table(loop: dict) -> str:
-    rows = ["| codec | latency median | p90 | compute (enc + LM + dec) | overhead median | p90 | codec path | "
-            "frame-to-frame median / p90 | playback delay | underruns |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| codec | latency median | p90 | compute (enc + LM + dec) | overhead median | p90 | codec path | "
+        "frame-to-frame median / p90 | playback delay | underruns |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in loop["results"].items():
-        rows.append(f"| {name} | {r['latency_ms']['median']:.1f} | {r['latency_ms']['p90']:.1f} | "
-                    f"{r['compute_ms']['median']:.1f} ({r['encode_ms']['median']:.1f} + {r['step_ms']['median']:.1f} + "
-                    f"{r['decode_ms']['median']:.1f}) | {r['overhead_ms']['median']:.2f} | {r['overhead_ms']['p90']:.2f} | "
-                    f"{r['codec_path_ms']['median']:.1f} | {r['frame_to_frame_ms']['median']:.1f} / "
-                    f"{r['frame_to_frame_ms']['p90']:.1f} | {r['playback_delay_ms']['median']:.0f} | {r['underruns']} |")
+        rows.append(
+            f"| {name} | {r['latency_ms']['median']:.1f} | {r['latency_ms']['p90']:.1f} | "
+            f"{r['compute_ms']['median']:.1f} ({r['encode_ms']['median']:.1f} + {r['step_ms']['median']:.1f} + "
+            f"{r['decode_ms']['median']:.1f}) | {r['overhead_ms']['median']:.2f} | {r['overhead_ms']['p90']:.2f} | "
+            f"{r['codec_path_ms']['median']:.1f} | {r['frame_to_frame_ms']['median']:.1f} / "
+            f"{r['frame_to_frame_ms']['p90']:.1f} | {r['playback_delay_ms']['median']:.0f} | {r['underruns']} |"
+        )
     for name, err in loop["errors"].items():
         rows.append(f"| {name} | skipped: {err} |||||||||")
     return "\n".join(rows)

@@ -104,8 +104,12 @@ _MEMORY_PROBE = textwrap.dedent(
 
 def peak_memory(backend: str, weights: Path, num_codebooks: int) -> float | None:
     """Peak RSS (MB) of a process that loads `backend` and streams 5 frames."""
-    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, backend, str(weights), str(num_codebooks)],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, backend, str(weights), str(num_codebooks)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode:
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
@@ -204,8 +208,9 @@ def ensure_upstream_venv(venv: Path, create: bool = True) -> Path:
     return python
 
 
-def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path, create: bool,
-                   upstream_path: Path | None = None) -> dict:
+def bench_upstream(
+    weights: Path, pcm, frames, warmup, num_codebooks, venv: Path, create: bool, upstream_path: Path | None = None
+) -> dict:
     """Upstream's Mimi in its own process: from its venv, or (`upstream_path`) from a folder
     holding its package, run by this interpreter on this MLX (the GPU kit's way)."""
     if upstream_path is not None:
@@ -219,10 +224,15 @@ def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path
         env = dict(os.environ, PYTHONPATH=pythonpath)  # never pick up our package
         out = subprocess.run(
             [str(python), str(script), str(weights), str(num_codebooks), str(frames), str(warmup), str(sig)],
-            capture_output=True, text=True, cwd=tmp, env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            env=env,
         )
     if out.returncode:
-        raise RuntimeError(f"upstream bench failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
+        raise RuntimeError(
+            f"upstream bench failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}"
+        )
     data = json.loads(out.stdout.strip().splitlines()[-1])
     res = _summary(data["encode_s"], data["decode_s"])
     res["mlx_version"] = data["mlx"]
@@ -230,10 +240,19 @@ def bench_upstream(weights: Path, pcm, frames, warmup, num_codebooks, venv: Path
     return res
 
 
-def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0,
-        upstream: bool = True, upstream_venv: Path = DEFAULT_UPSTREAM_VENV, create_venv: bool = True,
-        rusty: bool = True, memory: bool = False, upstream_path: Path | None = None,
-        ours_profiles: tuple[str, ...] = ("auto",)) -> dict:
+def run(
+    frames: int = 40,
+    warmup: int = 5,
+    num_codebooks: int = 8,
+    seed: int = 0,
+    upstream: bool = True,
+    upstream_venv: Path = DEFAULT_UPSTREAM_VENV,
+    create_venv: bool = True,
+    rusty: bool = True,
+    memory: bool = False,
+    upstream_path: Path | None = None,
+    ours_profiles: tuple[str, ...] = ("auto",),
+) -> dict:
     """Benchmark every available backend; returns {"results": {name: summary}, "ratios": ...}.
     memory: also measure each backend's peak RSS in a process of its own."""
     import mlx.core as mx
@@ -265,8 +284,9 @@ def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0
                 errors["rustymimi"] = "not installed"
         if upstream:
             try:
-                results["upstream_mlx"] = bench_upstream(weights, pcm, frames, warmup, num_codebooks, upstream_venv, create_venv,
-                                                         upstream_path)
+                results["upstream_mlx"] = bench_upstream(
+                    weights, pcm, frames, warmup, num_codebooks, upstream_venv, create_venv, upstream_path
+                )
             except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
                 errors["upstream_mlx"] = str(e)
     load["after"] = os.getloadavg()
@@ -274,23 +294,36 @@ def run(frames: int = 40, warmup: int = 5, num_codebooks: int = 8, seed: int = 0
     ratios = {f"{name}_over_ours": r["median_ms"] / ours for name, r in results.items() if name != "ours"}
     return {
         "what": "Mimi streaming encode_step + decode_step per 80 ms frame (ms, median over frames)",
-        "frames": frames, "warmup": warmup, "num_codebooks": num_codebooks,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "mlx": mx.__version__,
-                    "device": str(mx.default_device()), "loadavg": load},
-        "results": results, "ratios": ratios, "errors": errors,
+        "frames": frames,
+        "warmup": warmup,
+        "num_codebooks": num_codebooks,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "mlx": mx.__version__,
+            "device": str(mx.default_device()),
+            "loadavg": load,
+        },
+        "results": results,
+        "ratios": ratios,
+        "errors": errors,
     }
 
 
 def format_table(report: dict) -> str:
-    rows = ["| backend | median ms/frame | p90 | encode | decode | its time / ours | CPU ms | primitives (computing) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| backend | median ms/frame | p90 | encode | decode | its time / ours | CPU ms | primitives (computing) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     ours = report["results"]["ours"]["median_ms"]
     for name, r in report["results"].items():
         ratio = "1.00x" if name == "ours" else f"{r['median_ms'] / ours:.2f}x"
         cpu = f"{r['cpu_ms']:.1f}" if "cpu_ms" in r else ""
         prims = f"{r['primitives']} ({r['compute_primitives']})" if "primitives" in r else ""
-        rows.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['encode_median_ms']:.1f} | "
-                    f"{r['decode_median_ms']:.1f} | {ratio} | {cpu} | {prims} |")
+        rows.append(
+            f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['encode_median_ms']:.1f} | "
+            f"{r['decode_median_ms']:.1f} | {ratio} | {cpu} | {prims} |"
+        )
     for name, err in report["errors"].items():
         rows.append(f"| {name} | skipped: {err} | | | | | | |")
     return "\n".join(rows)
@@ -303,18 +336,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-n", "--num-codebooks", type=int, default=8)
     p.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV)
     p.add_argument("--no-upstream", action="store_true")
-    p.add_argument("--upstream-path", type=Path,
-                   help="run upstream from this folder holding its package, on this interpreter's MLX "
-                        "(e.g. .bench-venvs/upstream-pkg, made by bench.step_overhead), instead of its venv")
+    p.add_argument(
+        "--upstream-path",
+        type=Path,
+        help="run upstream from this folder holding its package, on this interpreter's MLX "
+        "(e.g. .bench-venvs/upstream-pkg, made by bench.step_overhead), instead of its venv",
+    )
     p.add_argument("--no-rustymimi", action="store_true")
     p.add_argument("--no-create-venv", action="store_true", help="fail instead of creating the upstream venv")
-    p.add_argument("--ours-profiles", default="auto",
-                   help="our formats, comma-separated: auto (this device's), gpu (compiled steps), cpu")
+    p.add_argument(
+        "--ours-profiles",
+        default="auto",
+        help="our formats, comma-separated: auto (this device's), gpu (compiled steps), cpu",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mimi_bench.json")
     a = p.parse_args(argv)
-    report = run(a.frames, a.warmup, a.num_codebooks, upstream=not a.no_upstream, upstream_venv=a.upstream_venv,
-                 create_venv=not a.no_create_venv, rusty=not a.no_rustymimi,
-                 ours_profiles=tuple(x.strip() for x in a.ours_profiles.split(",")), upstream_path=a.upstream_path)
+    report = run(
+        a.frames,
+        a.warmup,
+        a.num_codebooks,
+        upstream=not a.no_upstream,
+        upstream_venv=a.upstream_venv,
+        create_venv=not a.no_create_venv,
+        rusty=not a.no_rustymimi,
+        ours_profiles=tuple(x.strip() for x in a.ours_profiles.split(",")),
+        upstream_path=a.upstream_path,
+    )
     print(format_table(report))
     print(f"load average before/after: {report['machine']['loadavg']}")
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,8 +44,17 @@ def random_model(spec: str):
     return lm
 
 
-def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0, random: str | None = None,
-        compile: str = "auto", start_full: bool = False, unfused_residuals: bool = False) -> dict:
+def run(
+    folder: str | None,
+    steps: int,
+    warmup: int,
+    profile: str,
+    seed: int = 0,
+    random: str | None = None,
+    compile: str = "auto",
+    start_full: bool = False,
+    unfused_residuals: bool = False,
+) -> dict:
     import mlx.core as mx
 
     from moshi_mlx.models import LmGen, load_lm
@@ -73,9 +82,20 @@ def run(folder: str | None, steps: int, warmup: int, profile: str, seed: int = 0
         for c in gen._cache:
             c.offset = max(c.offset, lm.cfg.context)
     res = graph_count.measure_steps(lambda: gen.step(next(user)), steps, warmup)
-    res.update({"compiled": gen.compiled, "impl": "ours", "variant": f"ours ({fmt.describe()})", "profile": profile, "load_s": load_s,
-                "layers": lm.cfg.num_layers, "steps": steps, "warmup": warmup, "start_full": start_full,
-                "unfused_residuals": unfused_residuals})
+    res.update(
+        {
+            "compiled": gen.compiled,
+            "impl": "ours",
+            "variant": f"ours ({fmt.describe()})",
+            "profile": profile,
+            "load_s": load_s,
+            "layers": lm.cfg.num_layers,
+            "steps": steps,
+            "warmup": warmup,
+            "start_full": start_full,
+            "unfused_residuals": unfused_residuals,
+        }
+    )
     return res
 
 
@@ -87,13 +107,33 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--profile", default="auto", choices=("auto", "cpu", "gpu"))
-    ap.add_argument("--start-full", action="store_true",
-                    help="measure with the context already full (a long conversation's steady state)")
-    ap.add_argument("--unfused-residuals", action="store_true",
-                    help="residual adds as their own kernels instead of folded into the matmuls")
+    ap.add_argument(
+        "--start-full",
+        action="store_true",
+        help="measure with the context already full (a long conversation's steady state)",
+    )
+    ap.add_argument(
+        "--unfused-residuals",
+        action="store_true",
+        help="residual adds as their own kernels instead of folded into the matmuls",
+    )
     a = ap.parse_args(argv)
-    print("RESULT " + json.dumps(run(a.folder, a.steps, a.warmup, a.profile, random=a.random, compile=a.compile,
-                                        start_full=a.start_full, unfused_residuals=a.unfused_residuals)), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            run(
+                a.folder,
+                a.steps,
+                a.warmup,
+                a.profile,
+                random=a.random,
+                compile=a.compile,
+                start_full=a.start_full,
+                unfused_residuals=a.unfused_residuals,
+            )
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ def run(folder: str, steps: int, warmup: int, seed: int = 0, random: str | None 
         cfg, model, _ = upstream_lm.build(Path(folder), "recipe")
     load_s = time.perf_counter() - t0
     total = 10 * (warmup + steps) + 100
-    gen = models.LmGen(model=model, max_steps=total, text_sampler=utils.Sampler(top_k=25, temp=0.7),
-                       audio_sampler=utils.Sampler(top_k=250, temp=0.8))
+    gen = models.LmGen(
+        model=model,
+        max_steps=total,
+        text_sampler=utils.Sampler(top_k=25, temp=0.7),
+        audio_sampler=utils.Sampler(top_k=250, temp=0.8),
+    )
     mx.random.seed(seed)
     rng = np.random.default_rng(seed)
     user = iter(rng.integers(0, cfg.audio_vocab_size - 1, (total, cfg.other_codebooks)))
@@ -63,8 +67,16 @@ def run(folder: str, steps: int, warmup: int, seed: int = 0, random: str | None 
 
     step()
     res = graph_count.measure_steps(step, steps, warmup)
-    res.update({"impl": "upstream", "variant": "upstream moshi_mlx 0.3.0 (its recipe: bf16 activations)",
-                "load_s": load_s, "layers": cfg.transformer.num_layers, "steps": steps, "warmup": warmup})
+    res.update(
+        {
+            "impl": "upstream",
+            "variant": "upstream moshi_mlx 0.3.0 (its recipe: bf16 activations)",
+            "load_s": load_s,
+            "layers": cfg.transformer.num_layers,
+            "steps": steps,
+            "warmup": warmup,
+        }
+    )
     return res
 
 

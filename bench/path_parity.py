@@ -44,7 +44,7 @@ def mimi_codes(compiled: bool, frames: int) -> tuple[np.ndarray, int]:
     m = load_mimi("random", num_codebooks=8)  # seeded random weights of the published architecture
     prepare_mimi(m, profile="gpu", compile=compiled)
     pcm = (0.2 * np.random.default_rng(0).standard_normal((1, 1, frames * 1920))).astype(np.float32)
-    out = [np.array(m.encode_step(pcm[..., i * 1920:(i + 1) * 1920])) for i in range(frames)]
+    out = [np.array(m.encode_step(pcm[..., i * 1920 : (i + 1) * 1920])) for i in range(frames)]
     calls = m._compiled["encoder"].compiled_calls if compiled else 0
     return np.concatenate(out, axis=-1), calls
 

@@ -67,8 +67,10 @@ def main() -> None:
     voice = Voice("bench", codes=rng.integers(0, cfg.card, (8, int(round(args.voice_s * 12.5)))))
     prompt = build_prompt(cfg, voice, [int(t) for t in rng.integers(4, cfg.text_card, args.tokens)])
     T = prompt.frames.shape[1]
-    print(f"PersonaPlex-shaped: dim {cfg.dim}, {cfg.num_layers} layers, depformer {cfg.depformer_num_layers} "
-          f"layer(s), float32; prompt: {voice.steps} voice frames + 6 + {args.tokens} tokens + 6 = {T} positions")
+    print(
+        f"PersonaPlex-shaped: dim {cfg.dim}, {cfg.num_layers} layers, depformer {cfg.depformer_num_layers} "
+        f"layer(s), float32; prompt: {voice.steps} voice frames + 6 + {args.tokens} tokens + 6 = {T} positions"
+    )
 
     gen = LmGen(lm, use_sampling=False)
     gen.step(np.zeros(8))  # warm up kernels
@@ -85,8 +87,10 @@ def main() -> None:
     fast = min(timed(lambda: prefill(128), args.repeat))
     one = min(timed(lambda: prefill(1), args.repeat))
     full = min(timed(stepping, 1))
-    print(f"prefill {fast * 1000:.0f} ms | one position per call {one * 1000:.0f} ms ({fast / one:.2f}x) | "
-          f"full frame steps {full * 1000:.0f} ms ({fast / full:.2f}x)")
+    print(
+        f"prefill {fast * 1000:.0f} ms | one position per call {one * 1000:.0f} ms ({fast / one:.2f}x) | "
+        f"full frame steps {full * 1000:.0f} ms ({fast / full:.2f}x)"
+    )
 
     def step_ms(model_lm) -> float:
         g = LmGen(model_lm, use_sampling=True, seed=3)

@@ -62,6 +62,7 @@ def profile(folder: str, steps: int = 10, warmup: int = 3, parallel: str = "auto
             mx.eval(y)
             add(f"{part['name']} mat-vecs", (time.perf_counter() - t) * 1e3)
             return y
+
         return call
 
     class Marked(LmGen):
@@ -93,9 +94,14 @@ def profile(folder: str, steps: int = 10, warmup: int = 3, parallel: str = "auto
         for c, f in originals.items():
             c.__call__ = f
     med = {k: float(np.median(v[warmup:])) if len(v) > warmup else float("nan") for k, v in buckets.items()}
-    res = {"folder": folder, "format": fmt.describe(), "plain_step_ms": float(np.median(plain)),
-           "instrumented": {k: float(np.median(v)) for k, v in totals.items()}, "mat_vecs_ms": med,
-           "bytes": weight_bytes.step_bytes(lm)}
+    res = {
+        "folder": folder,
+        "format": fmt.describe(),
+        "plain_step_ms": float(np.median(plain)),
+        "instrumented": {k: float(np.median(v)) for k, v in totals.items()},
+        "mat_vecs_ms": med,
+        "bytes": weight_bytes.step_bytes(lm),
+    }
     for p in ("temporal", "depformer"):
         res[f"{p}_other_ms"] = res["instrumented"][p] - med.get(f"{p} mat-vecs", 0.0)
     return res

@@ -11,8 +11,16 @@ import numpy as np
 from moshi_mlx.constants import SAMPLE_RATE
 
 
-def room_ir(delay_ms: float, *, rt60_s: float = 0.3, drr_db: float = 6.0, gain: float = 0.5,
-            length_s: float | None = None, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+def room_ir(
+    delay_ms: float,
+    *,
+    rt60_s: float = 0.3,
+    drr_db: float = 6.0,
+    gain: float = 0.5,
+    length_s: float | None = None,
+    rate: int = SAMPLE_RATE,
+    seed: int = 0,
+) -> np.ndarray:
     """A speaker-to-microphone impulse response: a direct path of `gain` after `delay_ms`,
     then a diffuse tail (exponentially decaying, low-passed noise) `drr_db` below it in energy
     that decays by 60 dB in `rt60_s`."""
@@ -31,8 +39,14 @@ def room_ir(delay_ms: float, *, rt60_s: float = 0.3, drr_db: float = 6.0, gain: 
 
 
 @functools.lru_cache(maxsize=8)
-def speech_like(seconds: float, *, seed: int = 0, f0: tuple[float, float] = (100.0, 180.0),
-                rate: int = SAMPLE_RATE, level_db: float = -20.0) -> np.ndarray:
+def speech_like(
+    seconds: float,
+    *,
+    seed: int = 0,
+    f0: tuple[float, float] = (100.0, 180.0),
+    rate: int = SAMPLE_RATE,
+    level_db: float = -20.0,
+) -> np.ndarray:
     """A voice-like test signal: a harmonic source whose pitch glides, shaped by moving
     formants, in syllables (~4 per second) separated by short pauses, with noise bursts for
     fricatives. Not speech, but broadband, non-stationary and pitched like it."""
@@ -46,14 +60,20 @@ def speech_like(seconds: float, *, seed: int = 0, f0: tuple[float, float] = (100
         syl = int(rng.uniform(0.12, 0.3) * rate)
         gap = int(rng.uniform(0.03, 0.15) * rate) if rng.random() > 0.15 else int(rng.uniform(0.3, 0.6) * rate)
         e = np.sin(np.linspace(0, np.pi, min(syl, n - pos))) ** 0.7
-        env[pos:pos + len(e)] = e * rng.uniform(0.5, 1.0)
+        env[pos : pos + len(e)] = e * rng.uniform(0.5, 1.0)
         pos += syl + gap
     # pitch contour and harmonics weighted by two moving formants
     f0_t = np.interp(t, np.linspace(0, seconds, max(2, int(seconds * 3))), rng.uniform(*f0, max(2, int(seconds * 3))))
     phase = 2 * np.pi * np.cumsum(f0_t) / rate
-    formants = [(np.interp(t, np.linspace(0, seconds, max(2, int(seconds * 4))),
-                           rng.uniform(lo, hi, max(2, int(seconds * 4)))), bw)
-                for lo, hi, bw in ((300, 800, 120), (900, 2300, 200), (2400, 3200, 300))]
+    formants = [
+        (
+            np.interp(
+                t, np.linspace(0, seconds, max(2, int(seconds * 4))), rng.uniform(lo, hi, max(2, int(seconds * 4)))
+            ),
+            bw,
+        )
+        for lo, hi, bw in ((300, 800, 120), (900, 2300, 200), (2400, 3200, 300))
+    ]
     x = np.zeros(n)
     coarse = np.arange(0, n, rate // 100)  # harmonic amplitudes change slowly: every 10 ms
     for k in range(1, int(4000 / f0[0])):
@@ -84,16 +104,26 @@ def energy_db(x: np.ndarray) -> float:
 
 def ratio_db(a: np.ndarray, b: np.ndarray) -> float:
     """10 log10(energy(a) / energy(b))."""
-    return float(10.0 * np.log10((np.sum(np.square(a, dtype=np.float64)) + 1e-20)
-                                 / (np.sum(np.square(b, dtype=np.float64)) + 1e-20)))
+    return float(
+        10.0
+        * np.log10((np.sum(np.square(a, dtype=np.float64)) + 1e-20) / (np.sum(np.square(b, dtype=np.float64)) + 1e-20))
+    )
 
 
 SPEED_OF_SOUND = 343.0
 
 
-def reflective_room_ir(delay_ms: float, *, rt60_s: float = 0.3, drr_db: float = 6.0, gain: float = 0.5,
-                       move_m: tuple[float, float, float] = (0.0, 0.0, 0.0), density_per_s: float = 6000.0,
-                       rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+def reflective_room_ir(
+    delay_ms: float,
+    *,
+    rt60_s: float = 0.3,
+    drr_db: float = 6.0,
+    gain: float = 0.5,
+    move_m: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    density_per_s: float = 6000.0,
+    rate: int = SAMPLE_RATE,
+    seed: int = 0,
+) -> np.ndarray:
     """Like `room_ir`, but the tail is made of discrete reflections, each arriving from its own
     direction, so that moving the microphone by `move_m` (metres) changes the response the way
     a moved laptop lid or hand does: every path's length changes by the move's projection on

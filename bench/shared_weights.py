@@ -72,7 +72,9 @@ def settle() -> int:
 def report(label: str, cfg: LmConfig, model: nn.Module, base: int) -> None:
     per_name, distinct = param_bytes(model)
     active = settle() - base
-    print(f"| {label} | {active / GB:.3f} | {distinct / GB:.3f} | {per_name / GB:.3f} | {ideal_bytes(cfg, model) / GB:.3f} |")
+    print(
+        f"| {label} | {active / GB:.3f} | {distinct / GB:.3f} | {per_name / GB:.3f} | {ideal_bytes(cfg, model) / GB:.3f} |"
+    )
 
 
 def full_size_arithmetic(name: str, cfg: LmConfig) -> None:
@@ -83,11 +85,17 @@ def full_size_arithmetic(name: str, cfg: LmConfig) -> None:
     dup = sum(shapes[n].size for n in alias)
     dup_linear = sum(shapes[n].size for n in alias if n.endswith(".weight") and shapes[n].ndim == 2)
     total = sum(a.size for a in shapes.values())
-    print(f"\nfull {name}: {total / 1e9:.3f} G parameters per name, "
-          f"{dup / 1e9:.3f} G of them copies of a shared tensor ({len(alias)} names); "
-          f"Linear weights among them: {dup_linear / 1e9:.3f} G")
-    for what, nbytes in (("bf16", 2), ("fp32 (CPU upcast)", 4), ("q8 g64 (+bf16 scales/biases)", 1 + 4 / 64),
-                         ("q4 g32 (+bf16 scales/biases)", 0.5 + 4 / 32)):
+    print(
+        f"\nfull {name}: {total / 1e9:.3f} G parameters per name, "
+        f"{dup / 1e9:.3f} G of them copies of a shared tensor ({len(alias)} names); "
+        f"Linear weights among them: {dup_linear / 1e9:.3f} G"
+    )
+    for what, nbytes in (
+        ("bf16", 2),
+        ("fp32 (CPU upcast)", 4),
+        ("q8 g64 (+bf16 scales/biases)", 1 + 4 / 64),
+        ("q4 g32 (+bf16 scales/biases)", 0.5 + 4 / 32),
+    ):
         print(f"  held once instead of per slice, {what}: {dup_linear * nbytes / GB:.2f} GiB saved on Linear weights")
 
 
@@ -107,16 +115,22 @@ def main() -> None:
         tmp = Path(tmp)
         pt = write_random_checkpoint(cfg, tmp / "pt", seed=0, dtype="bfloat16")
         base = settle()
-        print(f"{args.config} with {args.layers} temporal / {args.dep_layers} depformer layer(s), schedule "
-              f"{cfg.depformer_weights_per_step_schedule}; GiB, MLX active memory after gc:\n")
+        print(
+            f"{args.config} with {args.layers} temporal / {args.dep_layers} depformer layer(s), schedule "
+            f"{cfg.depformer_weights_per_step_schedule}; GiB, MLX active memory after gc:\n"
+        )
         print("| state | active | distinct arrays | per name | ideal |")
         print("|---|---|---|---|---|")
         lm = load_lm(pt, cfg)
         report("PyTorch-layout bf16 file, loaded", cfg, lm, base)
         extra = upcast_extra_bytes(lm)
         fmt = prepare_lm(lm, profile="cpu", upcast=True, upcast_budget=2**50, parallel=True)
-        report(f"+ prepare_lm cpu, upcast (counted +{sum(extra.values()) / GB:.3f}, "
-               f"did +{fmt.upcast_bytes / GB:.3f})", cfg, lm, base)
+        report(
+            f"+ prepare_lm cpu, upcast (counted +{sum(extra.values()) / GB:.3f}, did +{fmt.upcast_bytes / GB:.3f})",
+            cfg,
+            lm,
+            base,
+        )
         del lm
         lm = load_lm(pt, cfg)
         prepare_lm(lm, profile="cpu", upcast=False, parallel=True)
@@ -142,8 +156,10 @@ def main() -> None:
         lm = load_lm(tmp / "q8")
         report("MLX q8 folder (convert), loaded", cfg, lm, base)
         del lm
-        print(f"\nfile sizes: PyTorch bf16 {pt.stat().st_size / GB:.3f}, MLX bf16 "
-              f"{(tmp / 'mlx.safetensors').stat().st_size / GB:.3f} GiB (per-slice keys, as published)")
+        print(
+            f"\nfile sizes: PyTorch bf16 {pt.stat().st_size / GB:.3f}, MLX bf16 "
+            f"{(tmp / 'mlx.safetensors').stat().st_size / GB:.3f} GiB (per-slice keys, as published)"
+        )
     full_size_arithmetic(args.config, full)
 
 

@@ -26,8 +26,17 @@ def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> d
     from moshi_mlx.runtime.loading import load_session, sampling_options
     from moshi_mlx.runtime.pipeline import FRAME_SIZE, DuplexPipeline
 
-    ns = argparse.Namespace(model="random-tiny", seed=seed, temp=None, temp_text=None, top_k=None, top_k_text=None,
-                            top_p=None, top_p_text=None, cfg_coef=None)
+    ns = argparse.Namespace(
+        model="random-tiny",
+        seed=seed,
+        temp=None,
+        temp_text=None,
+        top_k=None,
+        top_k_text=None,
+        top_p=None,
+        top_p_text=None,
+        cfg_coef=None,
+    )
     session = load_session(ns)
     gen = session.generator(sampling_options(ns))
     pipe = DuplexPipeline(session.codec, gen, session.n_user, max_lag_ms=None).start()
@@ -38,7 +47,7 @@ def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> d
     t0 = time.perf_counter()
     for i in range(frames):
         k = i % 16
-        pipe.push_input(noise[k * FRAME_SIZE:(k + 1) * FRAME_SIZE], wait=True)
+        pipe.push_input(noise[k * FRAME_SIZE : (k + 1) * FRAME_SIZE], wait=True)
         # consume output as a sound card would, so nothing accumulates
         while pipe.output:
             pipe.output.popleft()
@@ -62,10 +71,16 @@ def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> d
     base = after[0] if after else float("nan")
     growth = (max(after) - base) / base * 100 if after else float("nan")
     return {
-        "frames": frames, "steps": pipe.stats.frames_stepped, "audio_hours": frames * 0.08 / 3600,
-        "wall_s": wall, "frames_per_s": frames / wall, "real_time_factor": frames * 0.08 / wall,
-        "rss_mb_after_warmup": base, "rss_mb_max": max(after) if after else float("nan"),
-        "rss_growth_pct_after_warmup": growth, "rss_samples": samples,
+        "frames": frames,
+        "steps": pipe.stats.frames_stepped,
+        "audio_hours": frames * 0.08 / 3600,
+        "wall_s": wall,
+        "frames_per_s": frames / wall,
+        "real_time_factor": frames * 0.08 / wall,
+        "rss_mb_after_warmup": base,
+        "rss_mb_max": max(after) if after else float("nan"),
+        "rss_growth_pct_after_warmup": growth,
+        "rss_samples": samples,
     }
 
 

@@ -11,8 +11,13 @@ def summary(ms: list[float]) -> dict:
     a = np.asarray(ms, dtype=np.float64)
     if a.size == 0:
         return {"n": 0, "median": float("nan"), "p90": float("nan"), "mean": float("nan"), "min": float("nan")}
-    return {"n": int(a.size), "median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
-            "mean": float(a.mean()), "min": float(a.min())}
+    return {
+        "n": int(a.size),
+        "median": float(np.median(a)),
+        "p90": float(np.percentile(a, 90)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+    }
 
 
 def format_key(kind: str, act: str) -> str:
@@ -50,9 +55,26 @@ def ratio(a: float, b: float) -> float:
 # ---- report schema (what the JSON file holds; checked by the tests and before writing) --------
 
 REPORT_KEYS = {"suite_version", "command", "machine", "parts", "started", "seconds"}
-LM_RESULT_KEYS = {"impl", "variant", "shape", "layers", "full_layers", "fmt", "activation_dtype", "steps",
-                  "step_ms", "temporal_ms", "depformer_ms", "layer_ms", "bytes_by_kind", "layer_bytes",
-                  "peak_rss_mb", "floor_ms", "floor_ratio", "extrapolated"}
+LM_RESULT_KEYS = {
+    "impl",
+    "variant",
+    "shape",
+    "layers",
+    "full_layers",
+    "fmt",
+    "activation_dtype",
+    "steps",
+    "step_ms",
+    "temporal_ms",
+    "depformer_ms",
+    "layer_ms",
+    "bytes_by_kind",
+    "layer_bytes",
+    "peak_rss_mb",
+    "floor_ms",
+    "floor_ratio",
+    "extrapolated",
+}
 
 
 def check_report(report: dict) -> list[str]:

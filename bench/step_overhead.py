@@ -36,8 +36,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
 from bench.lm_bench import _run_child  # noqa: E402
-from bench.lm_weights import (DEFAULT_CACHE, FORMATS, Case, narrow_shape, prepare, quant_params,  # noqa: E402
-                               shaped_config, upstream_config_dict)
+from bench.lm_weights import (
+    DEFAULT_CACHE,
+    FORMATS,
+    Case,
+    narrow_shape,
+    prepare,
+    quant_params,  # noqa: E402
+    shaped_config,
+    upstream_config_dict,
+)
 
 DEFAULT_WIDTH = 128
 DEFAULT_UPSTREAM_PATH = ROOT / ".bench-venvs" / "upstream-pkg"
@@ -50,8 +58,9 @@ def ensure_upstream_path(path: Path, create: bool = True) -> Path:
         return path
     if not create:
         raise FileNotFoundError(f"no upstream moshi_mlx under {path}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(path),
-                    UPSTREAM_PACKAGE], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(path), UPSTREAM_PACKAGE], check=True
+    )
     return path
 
 
@@ -63,14 +72,41 @@ def config_folder(shape: str, layers: int, cache_dir: Path) -> Path:
     return folder
 
 
-def run_case(impl: str, folder: Path, steps: int, warmup: int, profile: str = "auto",
-             upstream_path: Path | None = None, timeout: float = 1800, extra: list[str] = ()) -> dict:
+def run_case(
+    impl: str,
+    folder: Path,
+    steps: int,
+    warmup: int,
+    profile: str = "auto",
+    upstream_path: Path | None = None,
+    timeout: float = 1800,
+    extra: list[str] = (),
+) -> dict:
     if impl == "ours":
-        argv = [sys.executable, "-m", "bench.overhead_ours", str(folder), "--steps", str(steps),
-                "--warmup", str(warmup), "--profile", profile, *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.overhead_ours",
+            str(folder),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--profile",
+            profile,
+            *extra,
+        ]
         return _run_child(argv, ROOT, dict(os.environ, PYTHONPATH=str(ROOT)), timeout)
-    argv = [sys.executable, str(ROOT / "bench" / "overhead_upstream.py"), str(folder), "--steps", str(steps),
-            "--warmup", str(warmup), *extra]
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "overhead_upstream.py"),
+        str(folder),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        *extra,
+    ]
     env = dict(os.environ, PYTHONPATH=str(Path(upstream_path).resolve()))  # upstream's package, never ours
     return _run_child(argv, Path("/tmp"), env, timeout)
 
@@ -79,16 +115,34 @@ def summarize(raw: dict, fmt: str, label: str) -> dict:
     if "error" in raw:
         return {"case": label, "fmt": fmt, "error": raw["error"]}
     row = {k: v for k, v in raw.items() if not k.endswith("_raw")}
-    row.update({"case": label, "fmt": fmt, "step_ms": stats.summary(raw["step_ms_raw"]),
-                "step_cpu_ms": stats.summary(raw.get("step_cpu_ms_raw", [])),
-                "build_ms": stats.summary(raw["build_ms_raw"]), "sync_ms": stats.summary(raw["sync_ms_raw"])})
+    row.update(
+        {
+            "case": label,
+            "fmt": fmt,
+            "step_ms": stats.summary(raw["step_ms_raw"]),
+            "step_cpu_ms": stats.summary(raw.get("step_cpu_ms_raw", [])),
+            "build_ms": stats.summary(raw["build_ms_raw"]),
+            "sync_ms": stats.summary(raw["sync_ms_raw"]),
+        }
+    )
     return row
 
 
-def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30, warmup: int = 5,
-        upstream_path: Path | None = None, cache_dir: Path = DEFAULT_CACHE, width: int = DEFAULT_WIDTH,
-        log=print, shape: str | None = None, layers: int = 32, in_memory: bool = False,
-        full_context: tuple[str, ...] = (), unfused: tuple[str, ...] = ()) -> dict:
+def run(
+    formats=("bf16", "q8", "q4"),
+    profiles=("gpu", "auto"),
+    steps: int = 30,
+    warmup: int = 5,
+    upstream_path: Path | None = None,
+    cache_dir: Path = DEFAULT_CACHE,
+    width: int = DEFAULT_WIDTH,
+    log=print,
+    shape: str | None = None,
+    layers: int = 32,
+    in_memory: bool = False,
+    full_context: tuple[str, ...] = (),
+    unfused: tuple[str, ...] = (),
+) -> dict:
     """Every (format, implementation) case. `shape` (default the narrow one of `width`) and
     `layers` choose the model; `in_memory` builds it with random init in each process
     instead of writing and converting a checkpoint (the GPU suite's full-size runs).
@@ -99,8 +153,10 @@ def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30,
     gains on this device."""
     shape = shape or narrow_shape(width)
     if shape.startswith("7b-w") and width % 128 and any(f != "bf16" for f in formats):
-        raise SystemExit(f"width {width}: quantized formats need a width that is a multiple of 128 "
-                         f"(Moshi's MLP is 11/4 x width wide, MLX's smallest group is 32); use --formats bf16")
+        raise SystemExit(
+            f"width {width}: quantized formats need a width that is a multiple of 128 "
+            f"(Moshi's MLP is 11/4 x width wide, MLX's smallest group is 32); use --formats bf16"
+        )
     rows = []
     for fmt in formats:
         ours_extra: list[str] = []
@@ -122,44 +178,68 @@ def run(formats=("bf16", "q8", "q4"), profiles=("gpu", "auto"), steps: int = 30,
         for impl, profile, label in cases:
             log(f"[overhead] {fmt} {label} ...")
             variant = {"ours-full": ["--start-full"], "ours-unfused": ["--unfused-residuals"]}.get(impl, [])
-            raw = run_case("ours" if impl.startswith("ours") else impl, folder, steps, warmup, profile, upstream_path,
-                           extra=(ours_extra + variant) if impl != "upstream" else up_extra)
+            raw = run_case(
+                "ours" if impl.startswith("ours") else impl,
+                folder,
+                steps,
+                warmup,
+                profile,
+                upstream_path,
+                extra=(ours_extra + variant) if impl != "upstream" else up_extra,
+            )
             row = summarize(raw, fmt, label)
             rows.append(row)
             if "error" in row:
                 log(f"[overhead]   failed: {row['error']}")
             else:
-                log(f"[overhead]   {row['primitives']} primitives, {row['syncs']} syncs, step "
-                    f"{row['step_ms']['median']:.1f} ms, CPU {row['step_cpu_ms']['median']:.1f} ms (build {row['build_ms']['median']:.1f}) on {row['device']}")
-    return {"what": "one LM frame step of a width-64 model with Moshi 7B's structure: primitives run and host ms",
-            "shape": shape, "width": shaped_config(shape, layers).dim, "layers": layers, "in_memory": in_memory,
-            "steps": steps, "warmup": warmup, "results": rows,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": list(os.getloadavg())}
+                log(
+                    f"[overhead]   {row['primitives']} primitives, {row['syncs']} syncs, step "
+                    f"{row['step_ms']['median']:.1f} ms, CPU {row['step_cpu_ms']['median']:.1f} ms (build {row['build_ms']['median']:.1f}) on {row['device']}"
+                )
+    return {
+        "what": "one LM frame step of a width-64 model with Moshi 7B's structure: primitives run and host ms",
+        "shape": shape,
+        "width": shaped_config(shape, layers).dim,
+        "layers": layers,
+        "in_memory": in_memory,
+        "steps": steps,
+        "warmup": warmup,
+        "results": rows,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg": list(os.getloadavg()),
+    }
 
 
 def format_table(report: dict) -> str:
     rows = [r for r in report["results"] if "error" not in r]
-    out = [f"{report['shape']}: Moshi 7B's structure at width {report['width']}, {report['layers']} temporal layers; "
-           f"{report['steps']} steps after {report['warmup']}", "",
-           "| format | implementation | device that counted | primitives / step (computing) | syncs / step "
-           "| step ms (median) | p90 | CPU ms / step | graph building ms | in syncs ms | vs upstream (CPU ms) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"{report['shape']}: Moshi 7B's structure at width {report['width']}, {report['layers']} temporal layers; "
+        f"{report['steps']} steps after {report['warmup']}",
+        "",
+        "| format | implementation | device that counted | primitives / step (computing) | syncs / step "
+        "| step ms (median) | p90 | CPU ms / step | graph building ms | in syncs ms | vs upstream (CPU ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     up = {r["fmt"]: r for r in rows if r["case"] == "upstream"}
     for r in rows:
         u = up.get(r["fmt"])
         rel = "" if u is None or r is u else f"{r['step_cpu_ms']['median'] / u['step_cpu_ms']['median']:.2f}x"
-        out.append(f"| {r['fmt']} | {r['case']} | {r['device']} | {r['primitives']} ({r.get('compute_primitives', '?')}) "
-                   f"| {r['syncs']} | "
-                   f"{r['step_ms']['median']:.1f} | {r['step_ms']['p90']:.1f} | {r['step_cpu_ms']['median']:.1f} | "
-                   f"{r['build_ms']['median']:.1f} | "
-                   f"{r['sync_ms']['median']:.1f} | {rel} |")
+        out.append(
+            f"| {r['fmt']} | {r['case']} | {r['device']} | {r['primitives']} ({r.get('compute_primitives', '?')}) "
+            f"| {r['syncs']} | "
+            f"{r['step_ms']['median']:.1f} | {r['step_ms']['p90']:.1f} | {r['step_cpu_ms']['median']:.1f} | "
+            f"{r['build_ms']['median']:.1f} | "
+            f"{r['sync_ms']['median']:.1f} | {rel} |"
+        )
     for r in report["results"]:
         if "error" in r:
             out.append(f"\n{r['fmt']}/{r['case']}: failed: {r['error']}")
     out.append("")
-    out.append("Computing primitives: all but views (Transpose, Reshape, Slice, ...), which launch no kernel "
-               "on a GPU. CPU ms: the process's CPU time per step (all threads), steadier than wall time on a "
-               "shared machine.")
+    out.append(
+        "Computing primitives: all but views (Transpose, Reshape, Slice, ...), which launch no kernel "
+        "on a GPU. CPU ms: the process's CPU time per step (all threads), steadier than wall time on a "
+        "shared machine."
+    )
     top = [r for r in rows if r["fmt"] == rows[0]["fmt"]] if rows else []
     if top:
         out.append("")
@@ -171,11 +251,18 @@ def format_table(report: dict) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     ap.add_argument("--formats", default="bf16,q8,q4")
-    ap.add_argument("--width", type=int, default=DEFAULT_WIDTH,
-                    help="model width (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)")
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=DEFAULT_WIDTH,
+        help="model width (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)",
+    )
     ap.add_argument("--profiles", default="gpu,auto", help="ours' formats: gpu, auto (this device's), cpu")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
@@ -195,14 +282,23 @@ def main(argv=None):
             up = ensure_upstream_path(a.upstream_path)
         except Exception as e:  # noqa: BLE001 - report and go on without upstream
             print(f"upstream moshi_mlx unavailable: {e}", file=sys.stderr)
-    report = run(fmts, [p.strip() for p in a.profiles.split(",")], a.steps, a.warmup, up, a.cache_dir, a.width,
-                 unfused=tuple(f.strip() for f in a.unfused.split(",") if f.strip()))
+    report = run(
+        fmts,
+        [p.strip() for p in a.profiles.split(",")],
+        a.steps,
+        a.warmup,
+        up,
+        a.cache_dir,
+        a.width,
+        unfused=tuple(f.strip() for f in a.unfused.split(",") if f.strip()),
+    )
     report["command"] = " ".join(["python -m bench.step_overhead"] + (argv if argv is not None else sys.argv[1:]))
     text = format_table(report)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text(f"# Per-step overhead ({report['started']})\n\ncommand: {report['command']}\n\n"
-                                        + text + "\n")
+    a.out.with_suffix(".md").write_text(
+        f"# Per-step overhead ({report['started']})\n\ncommand: {report['command']}\n\n" + text + "\n"
+    )
     print(text)
     print(f"\nwrote {a.out} and {a.out.with_suffix('.md')}")
 

@@ -50,13 +50,18 @@ def _demo(seconds: float = 20.0) -> dict:
         tr = PipelineTranscriber(model).start()
         t0 = time.perf_counter()
         for i in range(0, len(pcm), FRAME_SIZE):
-            tr.push(pcm[i:i + FRAME_SIZE], wait=True)
+            tr.push(pcm[i : i + FRAME_SIZE], wait=True)
         tr.finish()
         tr.drain()
         results.append((time.perf_counter() - t0, tr.pipe.stats.frames_stepped))
     wall, steps = results[-1]
-    return {"audio_s": seconds, "wall_s": wall, "steps": steps, "real_time_factor": seconds / wall,
-            "ms_per_step": 1000 * wall / steps}
+    return {
+        "audio_s": seconds,
+        "wall_s": wall,
+        "steps": steps,
+        "real_time_factor": seconds / wall,
+        "ms_per_step": 1000 * wall / steps,
+    }
 
 
 def _lm_step_ms(preset_name: str, layers: int, steps: int) -> float:
@@ -95,7 +100,7 @@ def _mimi_encode_ms(frames: int) -> float:
     times = []
     for i in range(frames + 3):
         t = time.perf_counter()
-        codec.encode_step(x[i * 1920:(i + 1) * 1920])
+        codec.encode_step(x[i * 1920 : (i + 1) * 1920])
         if i >= 3:
             times.append(time.perf_counter() - t)
     times.sort()
@@ -108,14 +113,24 @@ def _real_width(case: str, steps: int) -> dict:
     per_layer = two - one
     enc_ms = _mimi_encode_ms(min(steps, 20))
     if per_layer <= 0:  # another job took the cores during the 1-layer run: nothing to extrapolate
-        return {"measured_ms": {"1_layer": one, "2_layers": two}, "per_layer_ms": per_layer, "layers": depth,
-                "mimi_encode_ms": enc_ms, "noisy": True}
+        return {
+            "measured_ms": {"1_layer": one, "2_layers": two},
+            "per_layer_ms": per_layer,
+            "layers": depth,
+            "mimi_encode_ms": enc_ms,
+            "noisy": True,
+        }
     lm_ms = one + (depth - 1) * per_layer
-    return {"measured_ms": {"1_layer": one, "2_layers": two}, "per_layer_ms": per_layer,
-            "extrapolated_ms_per_step": lm_ms, "layers": depth, "mimi_encode_ms": enc_ms,
-            "real_time_factor": FRAME_MS / lm_ms,
-            "real_time_factor_overlapped": FRAME_MS / max(lm_ms, enc_ms),
-            "real_time_factor_serial": FRAME_MS / (lm_ms + enc_ms)}
+    return {
+        "measured_ms": {"1_layer": one, "2_layers": two},
+        "per_layer_ms": per_layer,
+        "extrapolated_ms_per_step": lm_ms,
+        "layers": depth,
+        "mimi_encode_ms": enc_ms,
+        "real_time_factor": FRAME_MS / lm_ms,
+        "real_time_factor_overlapped": FRAME_MS / max(lm_ms, enc_ms),
+        "real_time_factor_serial": FRAME_MS / (lm_ms + enc_ms),
+    }
 
 
 def _child(case: str, steps: int) -> dict:
@@ -137,8 +152,13 @@ def run(quick: bool = False, steps: int = 30) -> dict:
     cases = ["demo"] if quick else ["demo", *REAL]
     out = {}
     for case in cases:
-        p = subprocess.run([sys.executable, "-m", "bench.stt_bench", "--child", case, "--steps", str(steps)],
-                           capture_output=True, text=True, cwd=ROOT, timeout=3600)
+        p = subprocess.run(
+            [sys.executable, "-m", "bench.stt_bench", "--child", case, "--steps", str(steps)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=3600,
+        )
         if p.returncode != 0:
             out[case] = {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
         else:
@@ -147,24 +167,32 @@ def run(quick: bool = False, steps: int = 30) -> dict:
 
 
 def format_table(res: dict) -> str:
-    lines = ["| case | LM ms per 80 ms step | Mimi encode ms | real-time factor | peak RSS MB | cores used |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | LM ms per 80 ms step | Mimi encode ms | real-time factor | peak RSS MB | cores used |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in res["cases"].items():
         if "error" in r:
             lines.append(f"| {name} | error: {r['error']} | | | |")
         elif r.get("noisy"):
-            lines.append(f"| {name} | noisy: 1 layer {r['measured_ms']['1_layer']:.0f} ms, 2 layers "
-                         f"{r['measured_ms']['2_layers']:.0f} ms | {r['mimi_encode_ms']:.1f} | | {r['peak_rss_mb']:.0f} | "
-                         f"{r.get('cores_used', 0):.2f} |")
+            lines.append(
+                f"| {name} | noisy: 1 layer {r['measured_ms']['1_layer']:.0f} ms, 2 layers "
+                f"{r['measured_ms']['2_layers']:.0f} ms | {r['mimi_encode_ms']:.1f} | | {r['peak_rss_mb']:.0f} | "
+                f"{r.get('cores_used', 0):.2f} |"
+            )
         elif name == "demo":
-            lines.append(f"| demo (random-tiny-stt, end to end) | {r['ms_per_step']:.2f} (all) | | "
-                         f"{r['real_time_factor']:.1f}x | {r['peak_rss_mb']:.0f} | {r.get('cores_used', 0):.2f} |")
+            lines.append(
+                f"| demo (random-tiny-stt, end to end) | {r['ms_per_step']:.2f} (all) | | "
+                f"{r['real_time_factor']:.1f}x | {r['peak_rss_mb']:.0f} | {r.get('cores_used', 0):.2f} |"
+            )
         else:
-            lines.append(f"| {name} (real widths, {r['layers']} layers extrapolated) | "
-                         f"{r['extrapolated_ms_per_step']:.1f} | {r['mimi_encode_ms']:.1f} | "
-                         f"{r['real_time_factor']:.2f}x LM only, {r['real_time_factor_overlapped']:.2f}x overlapped, "
-                         f"{r['real_time_factor_serial']:.2f}x serial | {r['peak_rss_mb']:.0f} | "
-                         f"{r.get('cores_used', 0):.2f} |")
+            lines.append(
+                f"| {name} (real widths, {r['layers']} layers extrapolated) | "
+                f"{r['extrapolated_ms_per_step']:.1f} | {r['mimi_encode_ms']:.1f} | "
+                f"{r['real_time_factor']:.2f}x LM only, {r['real_time_factor_overlapped']:.2f}x overlapped, "
+                f"{r['real_time_factor_serial']:.2f}x serial | {r['peak_rss_mb']:.0f} | "
+                f"{r.get('cores_used', 0):.2f} |"
+            )
     return "\n".join(lines)
 
 

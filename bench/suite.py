@@ -80,9 +80,15 @@ def cpu_name() -> str:
 def machine_info() -> dict:
     import mlx.core as mx
 
-    return {"platform": platform.platform(), "cpu": cpu_name(), "cpus": os.cpu_count(), "mlx": mx.__version__,
-            "device": str(mx.default_device()), "python": platform.python_version(),
-            "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "mlx": mx.__version__,
+        "device": str(mx.default_device()),
+        "python": platform.python_version(),
+        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
 
 
 def run_suite(a) -> dict:
@@ -94,9 +100,14 @@ def run_suite(a) -> dict:
     if "lm" in only and "floor" not in only:
         only.insert(0, "floor")  # the LM floor ratios need it
     up = upstream_python_from_args(a)
-    report = {"suite_version": SUITE_VERSION, "command": " ".join(shlex.quote(x) for x in [sys.argv[0]] + sys.argv[1:]),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info(), "parts": {},
-              "upstream_python": str(up) if up else None}
+    report = {
+        "suite_version": SUITE_VERSION,
+        "command": " ".join(shlex.quote(x) for x in [sys.argv[0]] + sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "parts": {},
+        "upstream_python": str(up) if up else None,
+    }
     report["machine"]["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     quick = a.quick
 
@@ -107,8 +118,10 @@ def run_suite(a) -> dict:
         res["seconds"] = time.time() - t
         res["loadavg"] = [load0, os.getloadavg()]
         report["parts"][name] = res
-        print(f"[suite] {name} done in {res['seconds']:.0f} s (load {load0[0]:.2f} -> {os.getloadavg()[0]:.2f})",
-              flush=True)
+        print(
+            f"[suite] {name} done in {res['seconds']:.0f} s (load {load0[0]:.2f} -> {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
 
     if "floor" in only:
         part("floor", lambda: {"tables": measure_floors(up, repeats=8 if quick else 15)})
@@ -120,19 +133,39 @@ def run_suite(a) -> dict:
             results = []
             for i, (shape, layers, fmts) in enumerate(spec):
                 impls = [x for x in a.impls.split(",") if up is not None or not x.startswith("upstream")]
-                r = lm_bench.run([(shape, layers)], fmts, impls, steps=10 if quick else a.steps,
-                                 warmup=2 if quick else a.warmup, layer_steps=2 if quick else 5,
-                                 slow_steps=(3 if quick else a.slow_steps) if i == 0 else 0, upstream_python=up,
-                                 cache_dir=a.cache_dir, bandwidth=bw)
+                r = lm_bench.run(
+                    [(shape, layers)],
+                    fmts,
+                    impls,
+                    steps=10 if quick else a.steps,
+                    warmup=2 if quick else a.warmup,
+                    layer_steps=2 if quick else 5,
+                    slow_steps=(3 if quick else a.slow_steps) if i == 0 else 0,
+                    upstream_python=up,
+                    cache_dir=a.cache_dir,
+                    bandwidth=bw,
+                )
                 results.extend(r["results"])
-            return {"what": r["what"], "spec": a.lm or (QUICK_LM if quick else DEFAULT_LM), "results": results,
-                    "steps": 10 if quick else a.steps}
+            return {
+                "what": r["what"],
+                "spec": a.lm or (QUICK_LM if quick else DEFAULT_LM),
+                "results": results,
+                "steps": 10 if quick else a.steps,
+            }
 
         part("lm", lm)
     if "mimi" in only:
-        part("mimi", lambda: mimi_bench.run(frames=10 if quick else 40, warmup=3 if quick else 5,
-                                            upstream=up is not None, upstream_venv=a.upstream_venv,
-                                            create_venv=False, memory=True))
+        part(
+            "mimi",
+            lambda: mimi_bench.run(
+                frames=10 if quick else 40,
+                warmup=3 if quick else 5,
+                upstream=up is not None,
+                upstream_venv=a.upstream_venv,
+                create_venv=False,
+                memory=True,
+            ),
+        )
     if "loop" in only:
         part("loop", lambda: loop_bench.run(a.loop_codecs.split(","), seconds=8 if quick else a.loop_seconds))
     if "tts" in only:
@@ -145,17 +178,25 @@ def run_suite(a) -> dict:
 
 
 def format_report(report: dict) -> str:
-    out = [f"# moshi_mlx latency suite ({report['started']}, {report['seconds']:.0f} s)",
-           f"machine: {report['machine']['cpu']}, {report['machine']['cpus']} cores, MLX {report['machine']['mlx']}, "
-           f"load average {report['machine']['loadavg_start']} -> {report['machine']['loadavg_end']}",
-           f"command: {report['command']}", ""]
+    out = [
+        f"# moshi_mlx latency suite ({report['started']}, {report['seconds']:.0f} s)",
+        f"machine: {report['machine']['cpu']}, {report['machine']['cpus']} cores, MLX {report['machine']['mlx']}, "
+        f"load average {report['machine']['loadavg_start']} -> {report['machine']['loadavg_end']}",
+        f"command: {report['command']}",
+        "",
+    ]
     p = report["parts"]
     if "floor" in p:
         out.append("## Floor: GB/s of an 8192 x 4096 mat-vec (weights@activations)")
         for ver, t in p["floor"]["tables"].items():
             two = t["two_streams"]
-            out.append(f"- MLX {ver}: " + ", ".join(
-                f"{k} {v:.2f}" + (f" (2 streams {two[k]:.2f})" if k in two else "") for k, v in t["one_stream"].items()))
+            out.append(
+                f"- MLX {ver}: "
+                + ", ".join(
+                    f"{k} {v:.2f}" + (f" (2 streams {two[k]:.2f})" if k in two else "")
+                    for k, v in t["one_stream"].items()
+                )
+            )
         out.append("")
     if "lm" in p:
         out.append("## LM frame step (ms)")
@@ -165,8 +206,9 @@ def format_report(report: dict) -> str:
         out.append("## Mimi streaming, per 80 ms frame (ms)")
         out.append(mimi_bench.format_table(p["mimi"]))
         mem = {k: v.get("peak_rss_mb") for k, v in p["mimi"]["results"].items()}
-        out.append("peak RSS of a process streaming with each (MB): " +
-                   ", ".join(f"{k} {v:.0f}" for k, v in mem.items() if v))
+        out.append(
+            "peak RSS of a process streaming with each (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in mem.items() if v)
+        )
         out.append("")
     if "loop" in p:
         out.append("## Live loop, simulated device at real-time pace (ms per frame)")
@@ -204,35 +246,62 @@ DEFAULT_OUT = ROOT / "bench" / "results" / "suite.json"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     ap.add_argument("--only", help=f"comma-separated parts: {', '.join(PARTS)} (default: all)")
     ap.add_argument("--quick", action="store_true", help="fewer steps/frames and one LM shape (a smoke run)")
     ap.add_argument("--lm", help=f"LM cases, shape:layers:fmt+fmt,... (default {DEFAULT_LM})")
     ap.add_argument("--impls", default=",".join(lm_bench.IMPLS))
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--slow-steps", type=int, default=10,
-                    help="steps for upstream's own quantized recipe (bf16 activations: ~10 s per step)")
+    ap.add_argument(
+        "--slow-steps",
+        type=int,
+        default=10,
+        help="steps for upstream's own quantized recipe (bf16 activations: ~10 s per step)",
+    )
     ap.add_argument("--loop-seconds", type=float, default=20.0)
     ap.add_argument("--loop-codecs", default="rustymimi,mlx")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where benchmark weights are written")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                    help="result file (.json, with a .md beside it; GPU mode default: suite-gpu.json)")
-    ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                    help="gpu: the GPU mode (full depth, every format, ours vs upstream vs PyTorch; docs/gpu.md); "
-                         "cpu: force MLX's CPU; auto: this suite on the default device")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="result file (.json, with a .md beside it; GPU mode default: suite-gpu.json)",
+    )
+    ap.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="gpu: the GPU mode (full depth, every format, ours vs upstream vs PyTorch; docs/gpu.md); "
+        "cpu: force MLX's CPU; auto: this suite on the default device",
+    )
     g = ap.add_argument_group("GPU mode (--device gpu)")
     g.add_argument("--smoke", action="store_true", help="toy sizes, and accept a CPU: exercises the GPU mode's path")
     g.add_argument("--gpu-formats", help="LM formats (default bf16,q8,q4)")
     g.add_argument("--gpu-steps", type=int, default=100, help="measured steps / Mimi frames (default 100)")
     g.add_argument("--gpu-warmup", type=int, default=10)
-    g.add_argument("--upstream-path", type=Path, default=ROOT / ".bench-venvs" / "upstream-pkg",
-                   help="folder holding upstream's moshi_mlx package, run on this MLX (the GPU kit: /tmp/upstream)")
-    g.add_argument("--torch-peer", type=Path, default=ROOT / ".gpu" / "bin" / "torch_peer.py",
-                   help="the PyTorch peer script (the GPU kit's)")
-    g.add_argument("--torch-path", type=Path, default=Path("/tmp/torch-moshi"),
-                   help="folder holding Kyutai's PyTorch moshi package (the GPU kit's)")
+    g.add_argument(
+        "--upstream-path",
+        type=Path,
+        default=ROOT / ".bench-venvs" / "upstream-pkg",
+        help="folder holding upstream's moshi_mlx package, run on this MLX (the GPU kit: /tmp/upstream)",
+    )
+    g.add_argument(
+        "--torch-peer",
+        type=Path,
+        default=ROOT / ".gpu" / "bin" / "torch_peer.py",
+        help="the PyTorch peer script (the GPU kit's)",
+    )
+    g.add_argument(
+        "--torch-path",
+        type=Path,
+        default=Path("/tmp/torch-moshi"),
+        help="folder holding Kyutai's PyTorch moshi package (the GPU kit's)",
+    )
     g.add_argument("--loop-format", default="q4", help="LM format in the live loop (default q4)")
     ap.add_argument("--chart", type=Path, default=ROOT / "bench" / "results" / "suite.png")
     add_upstream_args(ap)

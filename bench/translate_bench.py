@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,8 +29,12 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--audio", default=str(ROOT / "examples" / "hello.wav"))
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds of the file translated")
-    ap.add_argument("--tail-frames", type=int, default=16,
-                    help="silence after the marker (random weights never write EOS: the real model stops there)")
+    ap.add_argument(
+        "--tail-frames",
+        type=int,
+        default=16,
+        help="silence after the marker (random weights never write EOS: the real model stops there)",
+    )
     ap.add_argument("--fmt", default="q4")
     ap.add_argument("--lm-json", type=Path, help="lm_bench --json output with the 3b-zero row (its t_layer)")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
@@ -64,12 +67,23 @@ def main(argv=None) -> dict:
         for r in json.loads(args.lm_json.read_text())["lm"]["results"]:
             if r.get("shape") == "3b-zero" and r.get("fmt") == args.fmt and r.get("impl") == "ours" and "layer_ms" in r:
                 t_layer = r["layer_ms"]["median"] / 1000.0
-    out = {"audio_s": audio_s, "tail_frames": args.tail_frames, "frames_stepped": res.frames, "wall_s_1_layer": wall,
-           "rtf_1_layer": audio_s / wall, "step_s_per_frame_1_layer": wall / res.frames}
+    out = {
+        "audio_s": audio_s,
+        "tail_frames": args.tail_frames,
+        "frames_stepped": res.frames,
+        "wall_s_1_layer": wall,
+        "rtf_1_layer": audio_s / wall,
+        "step_s_per_frame_1_layer": wall / res.frames,
+    }
     if t_layer is not None:
         full = wall + res.frames * 27 * t_layer
-        out.update(t_layer_ms=t_layer * 1000, wall_s_28_layers_est=full, rtf_28_layers_est=audio_s / full,
-                   step_s_per_frame_28_layers_est=full / res.frames, frame_budget_ms=FRAME_SECONDS * 1000)
+        out.update(
+            t_layer_ms=t_layer * 1000,
+            wall_s_28_layers_est=full,
+            rtf_28_layers_est=audio_s / full,
+            step_s_per_frame_28_layers_est=full / res.frames,
+            frame_budget_ms=FRAME_SECONDS * 1000,
+        )
     out["load_average"] = __import__("os").getloadavg()
     print(json.dumps(out, indent=1))
     return out

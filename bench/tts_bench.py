@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 from bench.case_cli import case_bench_main  # noqa: E402
 from moshi_mlx.constants import FRAME_SECONDS  # noqa: E402
 
-TEXT = ("The quick brown fox jumps over the lazy dog, and then it takes a long nap in the sun "
-        "while the birds keep singing.")
+TEXT = (
+    "The quick brown fox jumps over the lazy dog, and then it takes a long nap in the sun while the birds keep singing."
+)
 
 
 def _demo() -> dict:
@@ -40,8 +41,13 @@ def _demo() -> dict:
     voice = load_voice("random", s.cfg, seed=1)
     synthesize(s, "warm up", [voice], lambda pcm: None, temp=0.0)
     r = synthesize(s, TEXT, [voice], lambda pcm: None, temp=0.0, seed=1)
-    return {"audio_s": r.seconds, "wall_s": r.wall_s, "steps": r.steps, "real_time_factor": r.real_time_factor,
-            "ms_per_step": 1000 * r.wall_s / r.steps}
+    return {
+        "audio_s": r.seconds,
+        "wall_s": r.wall_s,
+        "steps": r.steps,
+        "real_time_factor": r.real_time_factor,
+        "ms_per_step": 1000 * r.wall_s / r.steps,
+    }
 
 
 def _component_ms(layers: int, steps: int) -> tuple[float, float]:
@@ -61,8 +67,7 @@ def _component_ms(layers: int, steps: int) -> tuple[float, float]:
     lm = random_lm(cfg, seed=0, dtype=mx.bfloat16)
     fmt = prepare_lm(lm)
     voice = np.random.default_rng(0).standard_normal((512, 125), dtype=np.float32)
-    gen = TtsGen(lm, TtsSettings(delay_steps=0, second_stream_ahead=2), [voice], cfg_coef=2.0, temp=0.0,
-                 compute=fmt)
+    gen = TtsGen(lm, TtsSettings(delay_steps=0, second_stream_ahead=2), [voice], cfg_coef=2.0, temp=0.0, compute=fmt)
     cache = lm.make_cache()
     rng = np.random.default_rng(1)
     temporal, depformer = [], []
@@ -84,10 +89,15 @@ def _real_width(steps: int) -> dict:
     (t1, d1), (t2, d2) = _component_ms(1, steps), _component_ms(2, steps)
     per_t, per_d = t2 - t1, d2 - d1
     full = t1 + 15 * max(per_t, 0.0) + d1 + 3 * max(per_d, 0.0)
-    return {"temporal_ms": {"1": t1, "2": t2}, "depformer_ms": {"1": d1, "2": d2},
-            "per_temporal_layer_ms": per_t, "per_depformer_layer_ms": per_d,
-            "noisy": per_t <= 0 or per_d <= 0,  # another load on the machine swamped the difference
-            "extrapolated_ms_per_step": full, "real_time_factor": 1000 * FRAME_SECONDS / full}
+    return {
+        "temporal_ms": {"1": t1, "2": t2},
+        "depformer_ms": {"1": d1, "2": d2},
+        "per_temporal_layer_ms": per_t,
+        "per_depformer_layer_ms": per_d,
+        "noisy": per_t <= 0 or per_d <= 0,  # another load on the machine swamped the difference
+        "extrapolated_ms_per_step": full,
+        "real_time_factor": 1000 * FRAME_SECONDS / full,
+    }
 
 
 def _child(case: str, steps: int) -> dict:
@@ -103,8 +113,13 @@ def run(quick: bool = False, steps: int = 30) -> dict:
     cases = ["demo"] if quick else ["demo", "real-width"]
     out = {}
     for case in cases:
-        p = subprocess.run([sys.executable, "-m", "bench.tts_bench", "--child", case, "--steps", str(steps)],
-                           capture_output=True, text=True, cwd=ROOT, timeout=3600)
+        p = subprocess.run(
+            [sys.executable, "-m", "bench.tts_bench", "--child", case, "--steps", str(steps)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=3600,
+        )
         if p.returncode != 0:
             out[case] = {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
         else:

@@ -10,8 +10,12 @@ from bench.mimi_bench import DEFAULT_UPSTREAM_VENV, ensure_upstream_venv
 
 
 def add_upstream_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--upstream-venv", type=Path, default=DEFAULT_UPSTREAM_VENV,
-                    help=f"virtual environment with moshi-mlx==0.3.0 (default {DEFAULT_UPSTREAM_VENV}; created if missing)")
+    ap.add_argument(
+        "--upstream-venv",
+        type=Path,
+        default=DEFAULT_UPSTREAM_VENV,
+        help=f"virtual environment with moshi-mlx==0.3.0 (default {DEFAULT_UPSTREAM_VENV}; created if missing)",
+    )
     ap.add_argument("--no-upstream", action="store_true", help="skip upstream moshi_mlx")
     ap.add_argument("--no-create-venv", action="store_true", help="fail instead of creating the upstream venv")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -64,6 +63,7 @@ def build(folder: Path, variant: str):
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     quantized = any(k.endswith(".scales") for k in shapes)
     if quantized:
+
         def predicate(path, m):
             if not hasattr(m, "to_quantized"):
                 return False
@@ -99,9 +99,12 @@ def run(folder: str, variant: str, steps: int, warmup: int, layer_steps: int, se
     load_s = time.perf_counter() - t0
     rss_loaded = rss_mb()
     total_steps = warmup + steps + layer_steps + 8
-    gen = models.LmGen(model=model, max_steps=total_steps,
-                       text_sampler=utils.Sampler(top_k=25, temp=0.7),
-                       audio_sampler=utils.Sampler(top_k=250, temp=0.8))
+    gen = models.LmGen(
+        model=model,
+        max_steps=total_steps,
+        text_sampler=utils.Sampler(top_k=25, temp=0.7),
+        audio_sampler=utils.Sampler(top_k=250, temp=0.8),
+    )
     marks: dict[str, float] = {}
     orig_sample = model.depformer.sample
 
@@ -143,15 +146,31 @@ def run(folder: str, variant: str, steps: int, warmup: int, layer_steps: int, se
             layer_ms.extend(per)
     act = "float32" if variant == "fp32" else "bfloat16"
     return {
-        "impl": "upstream", "variant": f"upstream moshi_mlx ({'its recipe: bf16' if variant == 'recipe' else 'fp32'}"
-                                      f" activations)", "upstream_variant": variant, "activation_dtype": act,
-        "mlx": mx.__version__, "layers": cfg.transformer.num_layers, "steps": steps, "warmup": warmup,
-        "step_ms_raw": step_ms, "temporal_ms_raw": temporal_ms, "depformer_ms_raw": dep_ms,
-        "layer_ms_raw": layer_ms, "bytes": weight_bytes.step_bytes(model), "load_s": load_s,
-        "rss_loaded_mb": rss_loaded, "rss_steps_mb": rss_mb(),
+        "impl": "upstream",
+        "variant": f"upstream moshi_mlx ({'its recipe: bf16' if variant == 'recipe' else 'fp32'} activations)",
+        "upstream_variant": variant,
+        "activation_dtype": act,
+        "mlx": mx.__version__,
+        "layers": cfg.transformer.num_layers,
+        "steps": steps,
+        "warmup": warmup,
+        "step_ms_raw": step_ms,
+        "temporal_ms_raw": temporal_ms,
+        "depformer_ms_raw": dep_ms,
+        "layer_ms_raw": layer_ms,
+        "bytes": weight_bytes.step_bytes(model),
+        "load_s": load_s,
+        "rss_loaded_mb": rss_loaded,
+        "rss_steps_mb": rss_mb(),
         "peak_rss_mb": peak_rss_mb(),
-        "mlx_peak_mb": (mx.get_peak_memory() if hasattr(mx, "get_peak_memory") else
-                        mx.metal.get_peak_memory() if hasattr(mx, "metal") else float("nan") * 2**20) / 2**20,
+        "mlx_peak_mb": (
+            mx.get_peak_memory()
+            if hasattr(mx, "get_peak_memory")
+            else mx.metal.get_peak_memory()
+            if hasattr(mx, "metal")
+            else float("nan") * 2**20
+        )
+        / 2**20,
     }
 
 

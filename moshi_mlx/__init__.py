@@ -11,8 +11,14 @@
 from .errors import AudioError, ConfigError, DeviceError, Error, OutputError, UsageError, WeightsError
 from .version import __version__
 
-_LAZY = {"load": "runtime.loading", "Model": "runtime.model", "Conversation": "runtime.conversation",
-         "Output": "runtime.conversation", "TextPiece": "runtime.conversation", "Response": "runtime.model"}
+_LAZY = {
+    "load": "runtime.loading",
+    "Model": "runtime.model",
+    "Conversation": "runtime.conversation",
+    "Output": "runtime.conversation",
+    "TextPiece": "runtime.conversation",
+    "Response": "runtime.model",
+}
 
 
 def demo_clip() -> str:
@@ -35,5 +41,20 @@ def __dir__():
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = ["__version__", "demo_clip", "load", "Model", "Conversation", "Output", "TextPiece", "Response", "Error", "UsageError",
-           "ConfigError", "WeightsError", "AudioError", "DeviceError", "OutputError"]
+__all__ = [
+    "__version__",
+    "demo_clip",
+    "load",
+    "Model",
+    "Conversation",
+    "Output",
+    "TextPiece",
+    "Response",
+    "Error",
+    "UsageError",
+    "ConfigError",
+    "WeightsError",
+    "AudioError",
+    "DeviceError",
+    "OutputError",
+]

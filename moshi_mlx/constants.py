@@ -23,5 +23,18 @@ DEMO_MODEL = "random-tiny"  # seeded random weights at tiny size, made in memory
 # model's random weights, so a command and a script give the same tokens (upstream's value)
 DEFAULT_SEED = 299_792_458
 
-__all__ = ["SAMPLE_RATE", "FRAME_SIZE", "FRAME_SECONDS", "DEFAULT_PRESET", "MIMI_REPO", "CONFIG_NAME", "LM_NAME",
-           "MIMI_NAME", "TOKENIZER_NAME", "LORA_NAME", "TEXT_EOS_ID", "DEMO_MODEL", "DEFAULT_SEED"]
+__all__ = [
+    "SAMPLE_RATE",
+    "FRAME_SIZE",
+    "FRAME_SECONDS",
+    "DEFAULT_PRESET",
+    "MIMI_REPO",
+    "CONFIG_NAME",
+    "LM_NAME",
+    "MIMI_NAME",
+    "TOKENIZER_NAME",
+    "LORA_NAME",
+    "TEXT_EOS_ID",
+    "DEMO_MODEL",
+    "DEFAULT_SEED",
+]

@@ -74,7 +74,9 @@ def check_output(out: Output) -> Path | None:
     return p
 
 
-def check_outputs(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> list[Path | None]:
+def check_outputs(
+    outputs: Iterable[Output], inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()
+) -> list[Path | None]:
     """Refuse a path in two roles (an output that is also an input, two outputs at one
     path), then check every output (see `check_output`); all before any work."""
     outputs = list(outputs)
@@ -100,10 +102,14 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | o
 
 def os_error(path: str | os.PathLike, e: OSError, doing: str = "write") -> OutputError:
     """A one-line OutputError for a failed write ("disk full" spelled out)."""
-    reason = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file too large (file size limit reached)",
-              errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
-              errno.EACCES: "permission denied", errno.EIO: "input/output error (device gone?)"}.get(
-        e.errno, e.strerror or str(e))
+    reason = {
+        errno.ENOSPC: "no space left on device",
+        errno.EFBIG: "file too large (file size limit reached)",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EIO: "input/output error (device gone?)",
+    }.get(e.errno, e.strerror or str(e))
     return OutputError(f"cannot {doing} {path}: {reason}")
 
 

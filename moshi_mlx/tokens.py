@@ -40,22 +40,28 @@ def _load(path: str | os.PathLike):
     try:
         return np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise AudioError(f"cannot read {p} as a .npy/.npz codes file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise AudioError(
+            f"cannot read {p} as a .npy/.npz codes file: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 def _as_3d(path, codes: np.ndarray, what: str) -> np.ndarray:
     if codes.ndim == 2:
         codes = codes[None]
     if codes.ndim != 3 or codes.shape[0] != 1 or not np.issubdtype(codes.dtype, np.integer):
-        raise AudioError(f"{path}: expected integer {what} of shape [K, T] or [1, K, T], got {codes.dtype} {codes.shape}")
+        raise AudioError(
+            f"{path}: expected integer {what} of shape [K, T] or [1, K, T], got {codes.dtype} {codes.shape}"
+        )
     return codes
 
 
 def _npz(path, data, key: str) -> np.ndarray:
     with data:
         if key not in data.files:
-            raise AudioError(f"{path}: this .npz has no {key!r} array (keys: {', '.join(data.files) or 'none'}); "
-                             f"expected a file from run_inference --save-tokens")
+            raise AudioError(
+                f"{path}: this .npz has no {key!r} array (keys: {', '.join(data.files) or 'none'}); "
+                f"expected a file from run_inference --save-tokens"
+            )
         return np.array(data[key])
 
 
@@ -83,8 +89,15 @@ def read_stream_codes(path: str | os.PathLike) -> np.ndarray:
     return _as_3d(path, data, "stream codes")
 
 
-def aligned_codes(text: list[int], prefix_text: int, audio: list[list[int] | None],
-                  prefix_audio: list[int] | None, user: list[list[int]], dep_q: int, own_delay: int) -> np.ndarray:
+def aligned_codes(
+    text: list[int],
+    prefix_text: int,
+    audio: list[list[int] | None],
+    prefix_audio: list[int] | None,
+    user: list[list[int]],
+    dep_q: int,
+    own_delay: int,
+) -> np.ndarray:
     """The teacher-forcing layout [1, 1 + n_q, T] from an `LmGen` run (see models/generate.py):
     step t consumed user frame t and returned the text of frame t + 1 and the model's audio
     frame t + 1 - D. T is the number of frames complete in every stream."""
@@ -111,9 +124,18 @@ def aligned_codes(text: list[int], prefix_text: int, audio: list[list[int] | Non
     return codes
 
 
-def save_tokens(path: str | os.PathLike, *, text: list[int], audio: list[list[int] | None], user: list[list[int]],
-                frames: list[int], prefix_text: int | None, prefix_audio: list[int] | None, dep_q: int,
-                own_delay: int) -> Path:
+def save_tokens(
+    path: str | os.PathLike,
+    *,
+    text: list[int],
+    audio: list[list[int] | None],
+    user: list[list[int]],
+    frames: list[int],
+    prefix_text: int | None,
+    prefix_audio: list[int] | None,
+    dep_q: int,
+    own_delay: int,
+) -> Path:
     """Write a tokens `.npz` (see module docstring) atomically, at exactly `path`."""
     from .outputs import write_staged
 
@@ -125,8 +147,17 @@ def save_tokens(path: str | os.PathLike, *, text: list[int], audio: list[list[in
         if row is not None:
             a[i] = row
     u = np.array(user, dtype=np.int64).reshape(len(user), -1) if user else np.zeros((0, 0), np.int64)
-    codes = aligned_codes(text, -1 if prefix_text is None else prefix_text, audio, prefix_audio, list(u), dep_q, own_delay)
+    codes = aligned_codes(
+        text, -1 if prefix_text is None else prefix_text, audio, prefix_audio, list(u), dep_q, own_delay
+    )
     with write_staged(p) as f:  # a file object: np.savez adds no suffix to it
-        np.savez(f, text=np.array(text, dtype=np.int64), audio=a, user=u, frame=np.array(frames, dtype=np.int64),
-                 prefix_text=np.int64(-1 if prefix_text is None else prefix_text), codes=codes)
+        np.savez(
+            f,
+            text=np.array(text, dtype=np.int64),
+            audio=a,
+            user=u,
+            frame=np.array(frames, dtype=np.int64),
+            prefix_text=np.int64(-1 if prefix_text is None else prefix_text),
+            codes=codes,
+        )
     return p

@@ -30,8 +30,7 @@ def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
-def integer(name: str, v: Any, *, lo: int | None = None, hi: int | None = None,
-            err: type[Error] = UsageError) -> int:
+def integer(name: str, v: Any, *, lo: int | None = None, hi: int | None = None, err: type[Error] = UsageError) -> int:
     """An int in [lo, hi] (bounds inclusive, None = unbounded)."""
     if not _is_int(v):
         raise err(f"{name} must be an integer, got {v!r}")
@@ -41,8 +40,16 @@ def integer(name: str, v: Any, *, lo: int | None = None, hi: int | None = None,
     return v
 
 
-def real(name: str, v: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-         hi_open: bool = False, err: type[Error] = UsageError) -> float:
+def real(
+    name: str,
+    v: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    err: type[Error] = UsageError,
+) -> float:
     """A finite float in the range (NaN and infinities are refused: they never mean anything
     useful for a temperature, a lag or a scale, and NaN passes every `<` test silently)."""
     if not _is_real(v):
@@ -116,6 +123,7 @@ def positive_or_off(name: str, v: Any) -> float | None:
 
 # ---- argparse: the same checks on command-line strings ---------------------------------
 
+
 def _parse_number(name: str, text: str, kind: type) -> Any:
     s = text.strip()
     try:
@@ -126,7 +134,9 @@ def _parse_number(name: str, text: str, kind: type) -> Any:
         raise UsageError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
-def arg_type(name: str, check: Callable[[str, Any], Any], kind: type = float, off: bool = False) -> Callable[[str], Any]:
+def arg_type(
+    name: str, check: Callable[[str, Any], Any], kind: type = float, off: bool = False
+) -> Callable[[str], Any]:
     """An argparse `type=` that parses `kind`, applies `check(name, value)` and reports a bad
     value as argparse's usual one-line error naming the flag. With `off=True` the words
     off/none/no give None (the explicit "no limit")."""
@@ -151,7 +161,9 @@ def int_arg(name: str, lo: int | None = None, hi: int | None = None) -> Callable
     return arg_type(name, lambda n, v: integer(n, v, lo=lo, hi=hi), int)
 
 
-def float_arg(name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Callable[[str], float]:
+def float_arg(
+    name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False
+) -> Callable[[str], float]:
     return arg_type(name, lambda n, v: real(n, v, lo=lo, hi=hi, lo_open=lo_open), float)
 
 
@@ -201,8 +213,10 @@ def mono_pcm(name: str, x: Any) -> np.ndarray:
     """`float_pcm`, then [samples, channels] mixed down to mono; other shapes are refused."""
     a = float_pcm(name, x)
     if a.ndim == 2 and a.shape[1] > max(a.shape[0], MAX_CHANNELS):
-        raise AudioError(f"{name} of shape {a.shape} reads as {a.shape[0]} samples of {a.shape[1]} channels: audio "
-                         "is [samples] or [samples, channels] (for [channels, samples] pass its .T)")
+        raise AudioError(
+            f"{name} of shape {a.shape} reads as {a.shape[0]} samples of {a.shape[1]} channels: audio "
+            "is [samples] or [samples, channels] (for [channels, samples] pass its .T)"
+        )
     if a.ndim == 2:  # [samples, channels]
         a = a.mean(axis=1)
     elif a.ndim != 1:

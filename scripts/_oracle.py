@@ -22,8 +22,18 @@ import torch  # noqa: E402
 from moshi.models import loaders  # noqa: E402
 
 # keys of a published config.json that are not `LMModel` arguments
-_META = ("_source", "_added", "moshi_name", "mimi_name", "tokenizer_name", "model_type", "lm_gen_config",
-         "stt_config", "tts_config", "model_id")
+_META = (
+    "_source",
+    "_added",
+    "moshi_name",
+    "mimi_name",
+    "tokenizer_name",
+    "model_type",
+    "lm_gen_config",
+    "stt_config",
+    "tts_config",
+    "model_id",
+)
 
 
 def reference_lm(cfg_dict: dict, state: dict[str, np.ndarray]):

@@ -29,16 +29,29 @@ def corpus() -> list[str]:
 
 def main() -> None:
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus()), model_writer=model, vocab_size=VOCAB,
-                                   model_type="unigram", character_coverage=1.0,
-                                   normalization_rule_name="identity",  # no NFKC table: 240 KB less
-                                   unk_id=0, bos_id=1, eos_id=2, pad_id=3, num_threads=1, minloglevel=2,
-                                   input_sentence_size=0, shuffle_input_sentence=False)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()),
+        model_writer=model,
+        vocab_size=VOCAB,
+        model_type="unigram",
+        character_coverage=1.0,
+        normalization_rule_name="identity",  # no NFKC table: 240 KB less
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        num_threads=1,
+        minloglevel=2,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_bytes(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    print(f"{OUT}: {OUT.stat().st_size} bytes, {sp.GetPieceSize()} pieces; "
-          f"'Once upon a time' -> {sp.EncodeAsIds('Once upon a time')}")
+    print(
+        f"{OUT}: {OUT.stat().st_size} bytes, {sp.GetPieceSize()} pieces; "
+        f"'Once upon a time' -> {sp.EncodeAsIds('Once upon a time')}"
+    )
 
 
 if __name__ == "__main__":

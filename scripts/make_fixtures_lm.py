@@ -34,35 +34,104 @@ TEXT_STRIDE = 16
 AUDIO_STRIDE = 4
 
 _NARROW_7B = {
-    "dim": 128, "text_card": 32000, "existing_text_padding_id": 3, "n_q": 16, "dep_q": 8, "card": 2048,
-    "num_heads": 4, "num_layers": 2, "hidden_scale": 4.125, "causal": True, "layer_scale": None, "context": 3000,
-    "max_period": 10000, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
-    "depformer_dim": 64, "depformer_dim_feedforward": 264, "depformer_num_heads": 4, "depformer_num_layers": 2,
-    "depformer_causal": True, "depformer_layer_scale": None, "depformer_multi_linear": True, "depformer_context": 8,
-    "depformer_max_period": 10000, "depformer_gating": "silu", "depformer_pos_emb": "none",
-    "depformer_weights_per_step": True, "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
+    "dim": 128,
+    "text_card": 32000,
+    "existing_text_padding_id": 3,
+    "n_q": 16,
+    "dep_q": 8,
+    "card": 2048,
+    "num_heads": 4,
+    "num_layers": 2,
+    "hidden_scale": 4.125,
+    "causal": True,
+    "layer_scale": None,
+    "context": 3000,
+    "max_period": 10000,
+    "gating": "silu",
+    "norm": "rms_norm_f32",
+    "positional_embedding": "rope",
+    "depformer_dim": 64,
+    "depformer_dim_feedforward": 264,
+    "depformer_num_heads": 4,
+    "depformer_num_layers": 2,
+    "depformer_causal": True,
+    "depformer_layer_scale": None,
+    "depformer_multi_linear": True,
+    "depformer_context": 8,
+    "depformer_max_period": 10000,
+    "depformer_gating": "silu",
+    "depformer_pos_emb": "none",
+    "depformer_weights_per_step": True,
+    "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
 }
-_REAL_7B = dict(_NARROW_7B, dim=4096, num_heads=32, num_layers=1, depformer_dim=1024, depformer_dim_feedforward=4224,
-                depformer_num_heads=16, depformer_num_layers=1)
+_REAL_7B = dict(
+    _NARROW_7B,
+    dim=4096,
+    num_heads=32,
+    num_layers=1,
+    depformer_dim=1024,
+    depformer_dim_feedforward=4224,
+    depformer_num_heads=16,
+    depformer_num_layers=1,
+)
 _NARROW_2B = dict(
-    _NARROW_7B, text_card=48000, n_q=32, dep_q=16, max_period=100000, depformer_context=16,
+    _NARROW_7B,
+    text_card=48000,
+    n_q=32,
+    dep_q=16,
+    max_period=100000,
+    depformer_context=16,
     delays=[0] + ([0] + [2] * 15) * 2,
     depformer_weights_per_step_schedule=list(range(8)) + [8] * 8,
-    conditioners={"description": {"type": "lut", "lut": {
-        "n_bins": 31, "dim": 16, "tokenizer": "noop",
-        "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"]}}},
-    fuser={"sum": ["description"]}, model_type="hibiki",
+    conditioners={
+        "description": {
+            "type": "lut",
+            "lut": {
+                "n_bins": 31,
+                "dim": 16,
+                "tokenizer": "noop",
+                "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"],
+            },
+        }
+    },
+    fuser={"sum": ["description"]},
+    model_type="hibiki",
 )
 _VARIANTS = {
-    "dim": 96, "text_card": 500, "text_card_out": 480, "existing_text_padding_id": 3, "n_q": 5, "dep_q": 3,
-    "card": 100, "num_heads": 6, "num_layers": 2, "hidden_scale": 3, "kv_repeat": 2, "causal": True,
-    "layer_scale": 0.3, "context": 50, "max_period": 5000, "gating": "none", "norm": "layer_norm",
-    "positional_embedding": "rope_concat", "depformer_dim": 48, "depformer_dim_feedforward": [96, 120],
-    "depformer_num_heads": 4, "depformer_num_layers": 2, "depformer_layer_scale": None,
-    "depformer_multi_linear": False, "depformer_weights_per_step": True,
-    "depformer_weights_per_step_schedule": [0, 1, 1], "depformer_low_rank_embeddings": 16,
-    "depformer_gating": "gelu", "depformer_pos_emb": "sin", "depformer_max_period": 100,
-    "delays": [0, 1, 0, 2, 0, 1], "demux_second_stream": True, "extra_heads_num_heads": 2, "extra_heads_dim": 4,
+    "dim": 96,
+    "text_card": 500,
+    "text_card_out": 480,
+    "existing_text_padding_id": 3,
+    "n_q": 5,
+    "dep_q": 3,
+    "card": 100,
+    "num_heads": 6,
+    "num_layers": 2,
+    "hidden_scale": 3,
+    "kv_repeat": 2,
+    "causal": True,
+    "layer_scale": 0.3,
+    "context": 50,
+    "max_period": 5000,
+    "gating": "none",
+    "norm": "layer_norm",
+    "positional_embedding": "rope_concat",
+    "depformer_dim": 48,
+    "depformer_dim_feedforward": [96, 120],
+    "depformer_num_heads": 4,
+    "depformer_num_layers": 2,
+    "depformer_layer_scale": None,
+    "depformer_multi_linear": False,
+    "depformer_weights_per_step": True,
+    "depformer_weights_per_step_schedule": [0, 1, 1],
+    "depformer_low_rank_embeddings": 16,
+    "depformer_gating": "gelu",
+    "depformer_pos_emb": "sin",
+    "depformer_max_period": 100,
+    "delays": [0, 1, 0, 2, 0, 1],
+    "demux_second_stream": True,
+    "extra_heads_num_heads": 2,
+    "extra_heads_dim": 4,
 }
 
 # Hibiki-Zero (kyutai/hibiki-zero-3b-pytorch-bf16; moshi_mlx/configs/hibiki-zero-3b.json has the
@@ -71,15 +140,40 @@ _VARIANTS = {
 # per-step schedule, a LayerNorm per depformer step (depformer_norms.{i}), 32 streams of which
 # 16 generated, delays 0/2, no conditioners. text_card narrowed from 48000 to keep the file small.
 _NARROW_ZERO = {
-    "dim": 128, "text_card": 4000, "existing_text_padding_id": 3, "n_q": 32, "dep_q": 16, "card": 2048,
-    "num_heads": 4, "num_layers": 2, "hidden_scale": 6, "kv_repeat": 2, "causal": True, "layer_scale": None,
-    "context": 3000, "max_period": 20000, "gating": "silu", "norm": "rms_norm_f32",
-    "positional_embedding": "rope_concat", "depformer_dim": 64, "depformer_dim_feedforward": None,
-    "depformer_num_heads": 4, "depformer_num_layers": 2, "depformer_kv_repeat": 1, "depformer_layer_scale": None,
-    "depformer_multi_linear": True, "depformer_context": 16, "depformer_max_period": 10000,
-    "depformer_gating": "silu", "depformer_pos_emb": "none", "depformer_weights_per_step": True,
-    "depformer_weights_per_step_schedule": list(range(8)) + [8] * 8, "depformer_norm": "layer_norm",
-    "delays": [0] + ([0] + [2] * 15) * 2, "conditioners": {}, "model_type": "hibiki",
+    "dim": 128,
+    "text_card": 4000,
+    "existing_text_padding_id": 3,
+    "n_q": 32,
+    "dep_q": 16,
+    "card": 2048,
+    "num_heads": 4,
+    "num_layers": 2,
+    "hidden_scale": 6,
+    "kv_repeat": 2,
+    "causal": True,
+    "layer_scale": None,
+    "context": 3000,
+    "max_period": 20000,
+    "gating": "silu",
+    "norm": "rms_norm_f32",
+    "positional_embedding": "rope_concat",
+    "depformer_dim": 64,
+    "depformer_dim_feedforward": None,
+    "depformer_num_heads": 4,
+    "depformer_num_layers": 2,
+    "depformer_kv_repeat": 1,
+    "depformer_layer_scale": None,
+    "depformer_multi_linear": True,
+    "depformer_context": 16,
+    "depformer_max_period": 10000,
+    "depformer_gating": "silu",
+    "depformer_pos_emb": "none",
+    "depformer_weights_per_step": True,
+    "depformer_weights_per_step_schedule": list(range(8)) + [8] * 8,
+    "depformer_norm": "layer_norm",
+    "delays": [0] + ([0] + [2] * 15) * 2,
+    "conditioners": {},
+    "model_type": "hibiki",
 }
 # The Hibiki-Zero case's source: SPEECH frames of random codes, then the end-of-input marker
 # (one frame of `card` on every source codebook, at ceil(duration x 12.5) as hibiki_zero's
@@ -108,7 +202,8 @@ def conditions(lm, values: list[str]):
     if lm.condition_provider is None or not lm.condition_provider.conditioners:
         return None
     return lm.condition_provider.prepare_and_provide(
-        [ConditionAttributes(text={"description": v}, tensor={}) for v in values])
+        [ConditionAttributes(text={"description": v}, tensor={}) for v in values]
+    )
 
 
 def random_codes(cfg: LmConfig, rng, T: int) -> np.ndarray:
@@ -140,7 +235,9 @@ def run_case(name: str) -> None:
         out["patch_row"] = np.array([r for _, r in patch])
         out["patch_value"] = np.stack(list(patch.values()))
         out.update(translate_file(lm, cfg, user))
-        info = f"EOS at {texts.index(EOS_TOKEN) if EOS_TOKEN in texts else None}, translated frames {out['ref_eos_idx']}"
+        info = (
+            f"EOS at {texts.index(EOS_TOKEN) if EOS_TOKEN in texts else None}, translated frames {out['ref_eos_idx']}"
+        )
     else:
         info = f"text[:10]={texts[:10]}"
     save_case(OUT, name, out, t0, info)
@@ -192,18 +289,25 @@ def translate_file(lm, cfg: LmConfig, user: np.ndarray) -> dict[str, np.ndarray]
         eos = len(text) - 1
         while eos > 0 and text[eos] == pad:
             eos -= 1
-    return {"ref_out_tokens": got, "ref_eos_idx": np.array(eos),
-            "ref_kept_text": np.array([t for t in text[:eos] if t > pad], dtype=np.int64)}
+    return {
+        "ref_out_tokens": got,
+        "ref_eos_idx": np.array(eos),
+        "ref_kept_text": np.array([t for t in text[:eos] if t > pad], dtype=np.int64),
+    }
 
 
-def record(lm, cfg: LmConfig, cfg_dict: dict, seed: int, steps: int, cfg_coef: float, T: int,
-           user: np.ndarray | None = None):
+def record(
+    lm, cfg: LmConfig, cfg_dict: dict, seed: int, steps: int, cfg_coef: float, T: int, user: np.ndarray | None = None
+):
     """(the fixture arrays, the generated text tokens) of reference model `lm`: the
     teacher-forced forward on random codes and `steps` greedy LMGen steps fed `user`
     (default: random codes)."""
     rng = np.random.default_rng(1000 + seed)
-    out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
-                                  "cfg_coef": np.array(cfg_coef)}
+    out: dict[str, np.ndarray] = {
+        "config": np.array(json.dumps(cfg_dict)),
+        "seed": np.array(seed),
+        "cfg_coef": np.array(cfg_coef),
+    }
 
     # teacher-forced forward (training convention)
     codes = random_codes(cfg, rng, T)
@@ -219,11 +323,17 @@ def record(lm, cfg: LmConfig, cfg_dict: dict, seed: int, steps: int, cfg_coef: f
     if user is None:
         user = rng.integers(0, cfg.card, (steps, cfg.user_q)).astype(np.int64)
     texts, audios, logits, tops = [], [], [], []
-    gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0, cfg_coef=cfg_coef,
-                condition_tensors=conditions(lm, ["very_good", "very_bad"] if cfg_coef != 1 else ["very_good"]),
-                on_text_hook=lambda t: texts.append(int(t[0])),
-                on_audio_hook=lambda a: audios.append(a[0].numpy().copy()),
-                on_text_logits_hook=lambda lg: logits.append(lg[0, 0, 0].float().numpy().copy()))
+    gen = LMGen(
+        lm,
+        use_sampling=False,
+        temp=0.0,
+        temp_text=0.0,
+        cfg_coef=cfg_coef,
+        condition_tensors=conditions(lm, ["very_good", "very_bad"] if cfg_coef != 1 else ["very_good"]),
+        on_text_hook=lambda t: texts.append(int(t[0])),
+        on_audio_hook=lambda a: audios.append(a[0].numpy().copy()),
+        on_text_logits_hook=lambda lg: logits.append(lg[0, 0, 0].float().numpy().copy()),
+    )
     frames = np.concatenate([np.full((1, cfg.user_q), 7), user], axis=0)
     with gen.streaming(1), torch.no_grad():
         for s in range(steps + 1):

@@ -44,9 +44,15 @@ CASES = {
 }
 # fused weights compared bit for bit in bfloat16 (in-memory names of the reference model)
 # (those the case's model has, up to 64k values each)
-BF16_KEYS = ("transformer.layers.0.self_attn.in_projs.0.weight", "transformer.layers.1.gating.linear_in.weight",
-             "transformer.layers.1.linear1.weight", "depformer.layers.0.self_attn.in_projs.1.weight",
-             "depformer.layers.1.gating.1.linear_out.weight", "linears.0.weight", "depformer_emb.0.low_rank.weight")
+BF16_KEYS = (
+    "transformer.layers.0.self_attn.in_projs.0.weight",
+    "transformer.layers.1.gating.linear_in.weight",
+    "transformer.layers.1.linear1.weight",
+    "depformer.layers.0.self_attn.in_projs.1.weight",
+    "depformer.layers.1.gating.1.linear_out.weight",
+    "linears.0.weight",
+    "depformer_emb.0.low_rank.weight",
+)
 _STEP = re.compile(r"^(.+\.self_attn)\.(in|out)_projs\.(\d+)\.(lora_[AB])\.weight$")
 
 
@@ -93,8 +99,14 @@ def run_case(name: str) -> None:
         save_file(adapters, str(lora_file))
 
         def load(dtype, fuse: bool):
-            return loaders.get_moshi_lm(base_file, lm_kwargs=lm_kwargs(cfg_dict), device="cpu", dtype=dtype,
-                                        lora_weights=lora_file, fuse_lora=fuse).eval()
+            return loaders.get_moshi_lm(
+                base_file,
+                lm_kwargs=lm_kwargs(cfg_dict),
+                device="cpu",
+                dtype=dtype,
+                lora_weights=lora_file,
+                fuse_lora=fuse,
+            ).eval()
 
         lm = load(torch.float32, True)
         assert not any("lora" in k for k in lm.state_dict()), "not fused"
@@ -114,8 +126,13 @@ def run_case(name: str) -> None:
     out["lora_seed"] = np.array(seed + 100)
     mask = out["text_mask"]
     gap = float(np.abs(out["unfused_text_logits"][mask] - out["text_logits"][mask]).max())
-    save_case(OUT, name, out, t0, f"{len(layout)} adapter tensors, text[:10]={texts[:10]}, fused vs unfused "
-                                  f"text logits max |diff| {gap:.2e}")
+    save_case(
+        OUT,
+        name,
+        out,
+        t0,
+        f"{len(layout)} adapter tensors, text[:10]={texts[:10]}, fused vs unfused text logits max |diff| {gap:.2e}",
+    )
 
 
 if __name__ == "__main__":

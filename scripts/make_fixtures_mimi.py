@@ -39,8 +39,9 @@ OUT = ROOT / "tests" / "fixtures" / "mimi"
 def small_config(**over) -> MimiConfig:
     d = mimi_202407().to_dict()
     d["seanet"].update(n_filters=4, dimension=32)
-    d["transformer"].update(d_model=32, num_heads=4, num_layers=2, dim_feedforward=64,
-                            input_dimension=32, output_dimensions=[32])
+    d["transformer"].update(
+        d_model=32, num_heads=4, num_layers=2, dim_feedforward=64, input_dimension=32, output_dimensions=[32]
+    )
     d["quantizer"].update(dimension=16, n_q=8, bins=64, input_dimension=32, output_dimension=32)
     for section, values in over.items():
         if isinstance(values, dict):
@@ -56,12 +57,16 @@ CONFIGS = {
     # context 5 (< 12 encoder steps): checks the attention window in batch mode; two
     # residual layers (dilation 2), conv shortcuts, transformer in/out projections,
     # 2 semantic codebooks, 25 Hz codes (no down/upsampling)
-    "variant": dict(cfg=small_config(
-        frame_rate=25.0,
-        seanet=dict(n_residual_layers=2, true_skip=False),
-        transformer=dict(d_model=24, num_heads=3, context=5),
-        quantizer=dict(n_q=6, n_q_semantic=2),
-    ), seed=2, frames=12),
+    "variant": dict(
+        cfg=small_config(
+            frame_rate=25.0,
+            seanet=dict(n_residual_layers=2, true_skip=False),
+            transformer=dict(d_model=24, num_heads=3, context=5),
+            quantizer=dict(n_q=6, n_q_semantic=2),
+        ),
+        seed=2,
+        frames=12,
+    ),
     "full": dict(cfg=mimi_202407(), seed=20240701, frames=4),
 }
 
@@ -123,7 +128,10 @@ def rustymimi_codes(weights: dict[str, np.ndarray], pcm: np.ndarray, frame_size:
         batch = np.asarray(tok.encode(pcm)).astype(np.int32)
         tok.reset()
         stream = np.concatenate(
-            [np.asarray(tok.encode_step(np.ascontiguousarray(pcm[..., i : i + frame_size]))) for i in range(0, pcm.shape[-1], frame_size)],
+            [
+                np.asarray(tok.encode_step(np.ascontiguousarray(pcm[..., i : i + frame_size])))
+                for i in range(0, pcm.shape[-1], frame_size)
+            ],
             axis=-1,
         ).astype(np.int32)
     return {"rustymimi_codes": batch, "rustymimi_codes_stream": stream}
@@ -161,7 +169,9 @@ def main() -> None:
             info["rustymimi_vs_torch_agreement"] = agreement(ref["rustymimi_codes"], ref["codes"][:, :n])
             info["rustymimi_stream_vs_torch_agreement"] = agreement(ref["rustymimi_codes_stream"], ref["codes"][:, :n])
         else:
-            save_file(weights, str(OUT / f"{name}.safetensors"), metadata={"seed": str(seed), "codebook_scale": str(scale)})
+            save_file(
+                weights, str(OUT / f"{name}.safetensors"), metadata={"seed": str(seed), "codebook_scale": str(scale)}
+            )
         np.savez_compressed(OUT / f"{name}_expected.npz", pcm=pcm, **ref)
         meta[name] = info
         print(name, json.dumps({k: v for k, v in info.items() if k != "config"}))

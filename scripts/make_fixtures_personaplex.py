@@ -48,13 +48,36 @@ VOICE_SECONDS = 1.5
 
 # PersonaPlex's architecture (NVIDIA's loaders._lm_kwargs, dep_q 16): every layer, narrow widths
 NARROW = {
-    "dim": 128, "text_card": 32000, "existing_text_padding_id": 3, "n_q": 16, "dep_q": 8, "checkpoint_dep_q": 16,
-    "card": 2048, "num_heads": 4, "num_layers": 32, "hidden_scale": 4.125, "causal": True, "layer_scale": None,
-    "context": 3000, "max_period": 10000, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
-    "depformer_dim": 64, "depformer_dim_feedforward": 264, "depformer_num_heads": 4, "depformer_num_layers": 6,
-    "depformer_causal": True, "depformer_layer_scale": None, "depformer_multi_linear": True, "depformer_context": 8,
-    "depformer_max_period": 10000, "depformer_gating": "silu", "depformer_pos_emb": "none",
-    "depformer_weights_per_step": True, "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
+    "dim": 128,
+    "text_card": 32000,
+    "existing_text_padding_id": 3,
+    "n_q": 16,
+    "dep_q": 8,
+    "checkpoint_dep_q": 16,
+    "card": 2048,
+    "num_heads": 4,
+    "num_layers": 32,
+    "hidden_scale": 4.125,
+    "causal": True,
+    "layer_scale": None,
+    "context": 3000,
+    "max_period": 10000,
+    "gating": "silu",
+    "norm": "rms_norm_f32",
+    "positional_embedding": "rope",
+    "depformer_dim": 64,
+    "depformer_dim_feedforward": 264,
+    "depformer_num_heads": 4,
+    "depformer_num_layers": 6,
+    "depformer_causal": True,
+    "depformer_layer_scale": None,
+    "depformer_multi_linear": True,
+    "depformer_context": 8,
+    "depformer_max_period": 10000,
+    "depformer_gating": "silu",
+    "depformer_pos_emb": "none",
+    "depformer_weights_per_step": True,
+    "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
     "model_type": "personaplex",
 }
 
@@ -72,10 +95,19 @@ def reference_mimi() -> MimiModel:
     cfg = json.loads((MIMI / "fixtures.json").read_text())["small"]["config"]
     enc, dec = SEANetEncoder(**cfg["seanet"]), SEANetDecoder(**cfg["seanet"])
     tr = cfg["transformer"]
-    m = MimiModel(enc, dec, SplitResidualVectorQuantizer(**cfg["quantizer"]), channels=1, sample_rate=24000,
-                  frame_rate=12.5, encoder_frame_rate=24000 / enc.hop_length, causal=True, resample_method="conv",
-                  encoder_transformer=transformer.ProjectedTransformer(device="cpu", **tr),
-                  decoder_transformer=transformer.ProjectedTransformer(device="cpu", **tr))
+    m = MimiModel(
+        enc,
+        dec,
+        SplitResidualVectorQuantizer(**cfg["quantizer"]),
+        channels=1,
+        sample_rate=24000,
+        frame_rate=12.5,
+        encoder_frame_rate=24000 / enc.hop_length,
+        causal=True,
+        resample_method="conv",
+        encoder_transformer=transformer.ProjectedTransformer(device="cpu", **tr),
+        decoder_transformer=transformer.ProjectedTransformer(device="cpu", **tr),
+    )
     m.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(str(MIMI / "small.safetensors")).items()})
     m.set_num_codebooks(8)
     return m.eval()
@@ -87,7 +119,11 @@ def voice_clip(path: Path) -> None:
     t = np.arange(int(VOICE_SECONDS * 24000)) / 24000.0
     f0 = 140 + 50 * np.sin(2 * np.pi * 1.3 * t)
     phase = 2 * np.pi * np.cumsum(f0) / 24000.0
-    x = 0.2 * np.sin(phase) + 0.1 * np.sin(3 * phase) + 0.03 * rng.standard_normal(t.shape) * (np.sin(2 * np.pi * 3 * t) > 0)
+    x = (
+        0.2 * np.sin(phase)
+        + 0.1 * np.sin(3 * phase)
+        + 0.03 * rng.standard_normal(t.shape) * (np.sin(2 * np.pi * 3 * t) > 0)
+    )
     pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -98,8 +134,15 @@ def voice_clip(path: Path) -> None:
 
 def run(lm, mimi, voice: Path, prompt: list[int], user: np.ndarray, save: bool) -> np.ndarray:
     """Every `step` output ([text, 8 agent codebooks] per frame, -1 where None), prompts first."""
-    gen = LMGen(lm, device="cpu", use_sampling=False, audio_silence_frame_cnt=int(0.5 * 12.5), sample_rate=24000,
-                frame_rate=12.5, save_voice_prompt_embeddings=save)
+    gen = LMGen(
+        lm,
+        device="cpu",
+        use_sampling=False,
+        audio_silence_frame_cnt=int(0.5 * 12.5),
+        sample_rate=24000,
+        frame_rate=12.5,
+        save_voice_prompt_embeddings=save,
+    )
     outs: list[np.ndarray] = []
     step = gen.step
 
@@ -163,15 +206,26 @@ def main() -> None:
         saved = torch.load(Path(tmp) / "voice.pt")
         torch.save(saved, OUT / "voice.pt")
         # a preset as published (bf16 embeddings): for the reader only
-        torch.save({"embeddings": saved["embeddings"].to(torch.bfloat16), "cache": saved["cache"]},
-                   OUT / "voice_bf16.pt")
+        torch.save(
+            {"embeddings": saved["embeddings"].to(torch.bfloat16), "cache": saved["cache"]}, OUT / "voice_bf16.pt"
+        )
         from_pt = run(lm, mimi, OUT / "voice.pt", prompt, user, save=False)
-    np.savez_compressed(OUT / "personaplex_narrow.npz", config=np.array(json.dumps(NARROW)), seed=np.array(SEED),
-                        prompt=np.array(prompt), user=user, from_wav=from_wav, from_pt=from_pt,
-                        embeddings=saved["embeddings"].float().numpy()[:, 0, 0], cache=saved["cache"].numpy())
+    np.savez_compressed(
+        OUT / "personaplex_narrow.npz",
+        config=np.array(json.dumps(NARROW)),
+        seed=np.array(SEED),
+        prompt=np.array(prompt),
+        user=user,
+        from_wav=from_wav,
+        from_pt=from_pt,
+        embeddings=saved["embeddings"].float().numpy()[:, 0, 0],
+        cache=saved["cache"].numpy(),
+    )
     same = int((from_wav[-CONVERSATION:] == from_pt[-CONVERSATION:]).all(axis=1).sum())
-    print(f"{len(from_wav)} steps, wav vs pt conversation frames identical: {same} of {CONVERSATION}; prompt steps "
-          f"{len(from_wav) - CONVERSATION}; text[-20:] {from_wav[-20:, 0].tolist()}")
+    print(
+        f"{len(from_wav)} steps, wav vs pt conversation frames identical: {same} of {CONVERSATION}; prompt steps "
+        f"{len(from_wav) - CONVERSATION}; text[-20:] {from_wav[-20:, 0].tolist()}"
+    )
     for p in sorted(OUT.iterdir()):
         print(p.name, p.stat().st_size)
 

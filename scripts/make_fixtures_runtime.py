@@ -26,12 +26,30 @@ def modulated_sine(seconds: float = 3.0, rate: int = 24000) -> np.ndarray:
 def main_() -> None:
     with tempfile.TemporaryDirectory() as d:
         sf.write(f"{d}/in.wav", modulated_sine(), 24000)
-        assert main([f"{d}/in.wav", "--model", "random-tiny", "--seed", "7", "--temp", "0.8",
-                     "--save-tokens", f"{d}/tok.npz", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    f"{d}/in.wav",
+                    "--model",
+                    "random-tiny",
+                    "--seed",
+                    "7",
+                    "--temp",
+                    "0.8",
+                    "--save-tokens",
+                    f"{d}/tok.npz",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         z = np.load(f"{d}/tok.npz")
-        data = {"_how": "scripts/make_fixtures_runtime.py: run_inference --model random-tiny --seed 7 --temp 0.8 "
-                        "on a 3 s modulated 220 Hz sine",
-                "text": z["text"].tolist(), "audio": z["audio"].tolist()}
+        data = {
+            "_how": "scripts/make_fixtures_runtime.py: run_inference --model random-tiny --seed 7 --temp 0.8 "
+            "on a 3 s modulated 220 Hz sine",
+            "text": z["text"].tolist(),
+            "audio": z["audio"].tolist(),
+        }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data))
     print(f"wrote {OUT}")

@@ -48,35 +48,96 @@ TEXT_STRIDE = 16
 FRAME_RATE = 12.5
 
 _STT_1B = {  # kyutai/stt-1b-en_fr at width 128 (real: dim 2048, 16 heads, 16 layers)
-    "dim": 128, "num_heads": 4, "num_layers": 2, "hidden_scale": 4.125, "context": 750, "max_period": 100000,
-    "text_card": 8000, "existing_text_padding_id": 3, "n_q": 32, "dep_q": 0, "card": 2048, "delays": [0] * 33,
-    "causal": True, "layer_scale": None, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
-    "extra_heads_num_heads": 4, "extra_heads_dim": 6, "model_type": "stt",
+    "dim": 128,
+    "num_heads": 4,
+    "num_layers": 2,
+    "hidden_scale": 4.125,
+    "context": 750,
+    "max_period": 100000,
+    "text_card": 8000,
+    "existing_text_padding_id": 3,
+    "n_q": 32,
+    "dep_q": 0,
+    "card": 2048,
+    "delays": [0] * 33,
+    "causal": True,
+    "layer_scale": None,
+    "gating": "silu",
+    "norm": "rms_norm_f32",
+    "positional_embedding": "rope",
+    "extra_heads_num_heads": 4,
+    "extra_heads_dim": 6,
+    "model_type": "stt",
     "stt_config": {"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0},
 }
 _STT_2B6 = dict(  # kyutai/stt-2.6b-en at width 128 (real: dim 2048, 32 heads, 48 layers)
-    _STT_1B, num_layers=3, context=375, text_card=4000, extra_heads_num_heads=0,
+    _STT_1B,
+    num_layers=3,
+    context=375,
+    text_card=4000,
+    extra_heads_num_heads=0,
     stt_config={"audio_delay_seconds": 2.5, "audio_silence_prefix_seconds": 1.0},
     lm_gen_config={"temp": 0.0, "temp_text": 0.0, "top_k": 250, "top_k_text": 50},
 )
 _HELIUM = {  # Helium 1 preview 2B at width 128 (real: dim 2560, 20 heads, 24 layers)
-    "dim": 128, "num_heads": 4, "num_layers": 2, "hidden_scale": 4.125, "context": 4096, "max_period": 100000,
-    "text_card": 47999, "text_card_out": 48000, "n_q": 0, "dep_q": 0, "card": 2048, "delays": [0],
-    "causal": True, "layer_scale": None, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
+    "dim": 128,
+    "num_heads": 4,
+    "num_layers": 2,
+    "hidden_scale": 4.125,
+    "context": 4096,
+    "max_period": 100000,
+    "text_card": 47999,
+    "text_card_out": 48000,
+    "n_q": 0,
+    "dep_q": 0,
+    "card": 2048,
+    "delays": [0],
+    "causal": True,
+    "layer_scale": None,
+    "gating": "silu",
+    "norm": "rms_norm_f32",
+    "positional_embedding": "rope",
     "model_type": "helium",
 }
 _MOSHI = {  # Moshi 7B's temporal transformer at width 128 (the depformer is not used for text)
-    "dim": 128, "text_card": 32000, "existing_text_padding_id": 3, "n_q": 16, "dep_q": 8, "card": 2048,
-    "num_heads": 4, "num_layers": 2, "hidden_scale": 4.125, "causal": True, "layer_scale": None, "context": 3000,
-    "max_period": 10000, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
-    "depformer_dim": 64, "depformer_dim_feedforward": 264, "depformer_num_heads": 4, "depformer_num_layers": 1,
-    "depformer_layer_scale": None, "depformer_multi_linear": True, "depformer_context": 8,
-    "depformer_max_period": 10000, "depformer_gating": "silu", "depformer_pos_emb": "none",
-    "depformer_weights_per_step": True, "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
+    "dim": 128,
+    "text_card": 32000,
+    "existing_text_padding_id": 3,
+    "n_q": 16,
+    "dep_q": 8,
+    "card": 2048,
+    "num_heads": 4,
+    "num_layers": 2,
+    "hidden_scale": 4.125,
+    "causal": True,
+    "layer_scale": None,
+    "context": 3000,
+    "max_period": 10000,
+    "gating": "silu",
+    "norm": "rms_norm_f32",
+    "positional_embedding": "rope",
+    "depformer_dim": 64,
+    "depformer_dim_feedforward": 264,
+    "depformer_num_heads": 4,
+    "depformer_num_layers": 1,
+    "depformer_layer_scale": None,
+    "depformer_multi_linear": True,
+    "depformer_context": 8,
+    "depformer_max_period": 10000,
+    "depformer_gating": "silu",
+    "depformer_pos_emb": "none",
+    "depformer_weights_per_step": True,
+    "delays": [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
 }
 
-_STT_E2E = dict(_STT_1B, n_q=8, card=64, delays=[0] * 9, context=250,
-                stt_config={"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 1.0})
+_STT_E2E = dict(
+    _STT_1B,
+    n_q=8,
+    card=64,
+    delays=[0] * 9,
+    context=250,
+    stt_config={"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 1.0},
+)
 MIMI_FIXTURES = ROOT / "tests" / "fixtures" / "mimi"
 E2E_SAMPLES = 329280  # 13.72 s: prefix + clip is a whole number of frames (184), + 18 tail frames
 
@@ -107,8 +168,13 @@ def run_stt(name: str, cfg_dict: dict, lm, rng, speech_frames: int, out: dict) -
     user, prefix, suffix = stt_user_codes(cfg_dict, rng, speech_frames)
     steps = user.shape[0]
     texts, heads, logits = [], [], []
-    gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0,
-                on_text_logits_hook=lambda lg: logits.append(lg[0, 0, 0].float().numpy().copy()))
+    gen = LMGen(
+        lm,
+        use_sampling=False,
+        temp=0.0,
+        temp_text=0.0,
+        on_text_logits_hook=lambda lg: logits.append(lg[0, 0, 0].float().numpy().copy()),
+    )
     frames = np.concatenate([np.full((1, user.shape[1]), 7), user], axis=0)  # reference step s = our position s
     with gen.streaming(1), torch.no_grad():
         for s in range(steps + 1):
@@ -116,9 +182,15 @@ def run_stt(name: str, cfg_dict: dict, lm, rng, speech_frames: int, out: dict) -
             texts.append(int(tokens[0, 0, 0]))
             heads.append(np.stack([h[0, -1].float().numpy() for h in extra]) if extra else np.zeros((0, 0)))
     checked = np.unique(np.linspace(0, steps, 8).astype(np.int64))
-    out.update(user=user, prefix_frames=np.array(prefix), suffix_frames=np.array(suffix), gen_text=np.array(texts),
-               gen_heads=np.stack(heads).astype(np.float32), gen_logit_steps=checked,
-               gen_text_logits=np.stack([logits[s][::TEXT_STRIDE] for s in checked]))
+    out.update(
+        user=user,
+        prefix_frames=np.array(prefix),
+        suffix_frames=np.array(suffix),
+        gen_text=np.array(texts),
+        gen_heads=np.stack(heads).astype(np.float32),
+        gen_logit_steps=checked,
+        gen_text_logits=np.stack([logits[s][::TEXT_STRIDE] for s in checked]),
+    )
     return f"text[:12]={texts[:12]} distinct={len(set(texts))}"
 
 
@@ -137,15 +209,16 @@ def run_stt_e2e(name: str, cfg_dict: dict, lm, rng, n_samples: int, out: dict) -
 
     mimi_cfg = json.loads((MIMI_FIXTURES / "fixtures.json").read_text())["small"]["config"]
     mimi = loaders.get_mimi(None, mimi_config=mimi_cfg, device="cpu", num_codebooks=mimi_cfg["quantizer"]["n_q"])
-    mimi.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(MIMI_FIXTURES / "small.safetensors").items()},
-                         strict=True)
+    mimi.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in load_file(MIMI_FIXTURES / "small.safetensors").items()}, strict=True
+    )
     mimi = mimi.float().eval()
     pcm16 = e2e_clip(n_samples)
     stt = cfg_dict["stt_config"]  # the recipe of moshi.run_inference / Kyutai's STT scripts
     pad_left = int(stt["audio_silence_prefix_seconds"] * 24000)
     pad_right = int((stt["audio_delay_seconds"] + 1.0) * 24000)
     x = np.concatenate([np.zeros(pad_left), pcm16 / 32768.0, np.zeros(pad_right)]).astype(np.float32)
-    frames = [x[i:i + 1920] for i in range(0, len(x) - 1919, 1920)]
+    frames = [x[i : i + 1920] for i in range(0, len(x) - 1919, 1920)]
     texts, heads = [], []
     gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0)
     with mimi.streaming(1), gen.streaming(1), torch.no_grad():
@@ -155,10 +228,16 @@ def run_stt_e2e(name: str, cfg_dict: dict, lm, rng, n_samples: int, out: dict) -
             texts.append(int(tokens[0, 0, 0]))
             heads.append(np.stack([h[0, -1].float().numpy() for h in extra]))
     all_codes = torch.cat(codes, dim=-1)[0].numpy()
-    out.update(pcm16=pcm16, gen_text=np.array(texts), gen_heads=np.stack(heads).astype(np.float32),
-               mimi_codes=all_codes.astype(np.int16))
-    return f"{len(frames)} frames, text[:12]={texts[:12]} distinct={len(set(texts))}, " \
-           f"distinct codes level 0: {len(np.unique(all_codes[0]))}"
+    out.update(
+        pcm16=pcm16,
+        gen_text=np.array(texts),
+        gen_heads=np.stack(heads).astype(np.float32),
+        mimi_codes=all_codes.astype(np.int16),
+    )
+    return (
+        f"{len(frames)} frames, text[:12]={texts[:12]} distinct={len(set(texts))}, "
+        f"distinct codes level 0: {len(np.unique(all_codes[0]))}"
+    )
 
 
 def run_text(name: str, cfg_dict: dict, lm, rng, n_tokens: int, out: dict) -> str:
@@ -182,8 +261,12 @@ def run_text(name: str, cfg_dict: dict, lm, rng, n_tokens: int, out: dict) -> st
             tokens.append(tok)
             lg = step(tok)
     checked = np.unique(np.linspace(0, n_tokens - 1, 8).astype(np.int64))
-    out.update(prompt=np.array(prompt), gen_text=np.array(tokens), gen_logit_steps=checked,
-               gen_text_logits=np.stack([logits[s][::TEXT_STRIDE] for s in checked]))
+    out.update(
+        prompt=np.array(prompt),
+        gen_text=np.array(tokens),
+        gen_logit_steps=checked,
+        gen_text_logits=np.stack([logits[s][::TEXT_STRIDE] for s in checked]),
+    )
     return f"tokens[:12]={tokens[:12]} distinct={len(set(tokens))}"
 
 
@@ -194,8 +277,11 @@ def run_case(name: str) -> None:
     state = random_state(cfg, seed)
     lm = reference_lm(cfg_dict, state)
     rng = np.random.default_rng(2000 + seed)
-    out: dict[str, np.ndarray] = {"config": np.array(json.dumps(cfg_dict)), "seed": np.array(seed),
-                                  "kind": np.array(kind)}
+    out: dict[str, np.ndarray] = {
+        "config": np.array(json.dumps(cfg_dict)),
+        "seed": np.array(seed),
+        "kind": np.array(kind),
+    }
     run = {"stt": run_stt, "stt_e2e": run_stt_e2e, "text": run_text}[kind]
     info = run(name, cfg_dict, lm, rng, n, out)
     save_case(OUT, name, out, t0, info)

@@ -17,7 +17,9 @@ from tests.web.browser import Chromium, fake_microphone_wav, web_server  # noqa:
 async def shoot(url: str, wav: str, out: str) -> None:
     async with Chromium(wav) as browser:
         page = await browser.open(url)
-        await page.wait_for("window.moshiStats !== undefined && document.getElementById('settings').elements.length", 60)
+        await page.wait_for(
+            "window.moshiStats !== undefined && document.getElementById('settings').elements.length", 60
+        )
         await page.evaluate("document.getElementById('settings-box').open = true")
         await page.evaluate("document.getElementById('start').click()", user_gesture=True)
         await page.wait_for("moshiStats.textEvents >= 40 && moshiStats.lagMs !== null", 90)

@@ -30,8 +30,13 @@ def model():
 
 def test_example_script_runs(tmp_path):
     out = tmp_path / "reply.wav"
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "talk.py"), "random-tiny", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "talk.py"), "random-tiny", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     audio, rate = sf.read(out, dtype="float32")
     hello = sf.info(moshi_mlx.demo_clip())
@@ -64,7 +69,7 @@ def test_chunking_does_not_change_the_answer(model, chunk):
     conv = model.conversation(seed=1, keep_tokens=True)
     out = conv.feed(pcm[:0])
     for i in range(0, len(pcm), chunk):
-        out += conv.feed(pcm[i:i + chunk])
+        out += conv.feed(pcm[i : i + chunk])
     out += conv.close()
     assert conv.tokens == ref.tokens
     np.testing.assert_array_equal(out.audio, ref.audio)
@@ -152,17 +157,24 @@ def test_more_caller_mistakes_are_one_line_errors(model, tmp_path):
     with pytest.raises(UsageError, match="dtype must be one of"):
         moshi_mlx.load("random-tiny", dtype=np.float32)
     assert moshi_mlx.load("random-tiny", dtype=mx.float16, codec=False).lm is not None
-    for kw in (dict(weights="w.safetensors"), dict(config="moshiko"), dict(mimi="m.safetensors"),
-               dict(tokenizer="t.model")):
+    for kw in (
+        dict(weights="w.safetensors"),
+        dict(config="moshiko"),
+        dict(mimi="m.safetensors"),
+        dict(tokenizer="t.model"),
+    ):
         with pytest.raises(UsageError, match="random-tiny is built in memory: it takes no"):
             moshi_mlx.load("random-tiny", **kw)
     assert moshi_mlx.load("random-tiny", mimi="random", tokenizer="none").is_demo  # what it uses anyway
 
 
 def test_pipeline_checks_rates_and_lag(model):
-    for kw, match in [(dict(input_rate=0), "input_rate must be a positive integer"),
-                      (dict(output_rate=16000.5), "output_rate must be a positive integer"),
-                      (dict(max_lag_ms=-1), "max_lag_ms must be > 0"), (dict(max_lag_ms="x"), "max_lag_ms")]:
+    for kw, match in [
+        (dict(input_rate=0), "input_rate must be a positive integer"),
+        (dict(output_rate=16000.5), "output_rate must be a positive integer"),
+        (dict(max_lag_ms=-1), "max_lag_ms must be > 0"),
+        (dict(max_lag_ms="x"), "max_lag_ms"),
+    ]:
         with pytest.raises(UsageError, match=match):
             model.pipeline(**kw)
 
@@ -170,10 +182,12 @@ def test_pipeline_checks_rates_and_lag(model):
 def test_a_conversation_left_open_does_not_abort_the_interpreter():
     """Workers still inside MLX at interpreter shutdown aborted the process ("terminate
     called without an active exception", SIGABRT, 12 runs in 12 here); they are stopped at exit."""
-    script = ("import numpy as np, moshi_mlx\n"
-              "m = moshi_mlx.load('random-tiny')\n"
-              "c = m.conversation(); c.feed(np.zeros(4000, np.float32)); c.close()\n"
-              "m.conversation().feed(np.zeros(10, np.float32))\n")  # the second one is left open
+    script = (
+        "import numpy as np, moshi_mlx\n"
+        "m = moshi_mlx.load('random-tiny')\n"
+        "c = m.conversation(); c.feed(np.zeros(4000, np.float32)); c.close()\n"
+        "m.conversation().feed(np.zeros(10, np.float32))\n"
+    )  # the second one is left open
     for _ in range(3):
         r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "terminate called" not in r.stderr, r.stderr
@@ -226,8 +240,21 @@ def test_cli_flags_become_load_keywords():
     ap = argparse.ArgumentParser()
     add_model_args(ap)
     add_sampling_args(ap)
-    args = ap.parse_args(["--hf-repo", "me/model", "-q", "8", "--mimi-weight", "random", "--dtype", "float32",
-                          "--temp", "0.5", "--offline"])
+    args = ap.parse_args(
+        [
+            "--hf-repo",
+            "me/model",
+            "-q",
+            "8",
+            "--mimi-weight",
+            "random",
+            "--dtype",
+            "float32",
+            "--temp",
+            "0.5",
+            "--offline",
+        ]
+    )
     kw = load_kwargs(args)
     assert kw["source"] == "me/model" and kw["quantized"] == 8 and kw["mimi"] == "random"
     assert kw["dtype"] == "float32" and kw["offline"] is True
@@ -261,8 +288,12 @@ def test_a_text_model_refuses_audio_in():
     """Helium takes no audio: a conversation with it dropped everything fed to it."""
     helium = moshi_mlx.load("random-tiny-helium", tokenizer="none")
     assert helium.cfg.user_q == 0
-    for call in (lambda: helium.conversation(), lambda: helium.respond(_sine(24000, 1.0), sample_rate=24000),
-                 lambda: helium.pipeline(), lambda: helium.transcriber()):
+    for call in (
+        lambda: helium.conversation(),
+        lambda: helium.respond(_sine(24000, 1.0), sample_rate=24000),
+        lambda: helium.pipeline(),
+        lambda: helium.transcriber(),
+    ):
         with pytest.raises(moshi_mlx.UsageError, match="takes no audio"):
             call()
     assert list(helium.text_stream(seed=0).stream("12 7 99", max_tokens=2))  # its own use still works

@@ -78,11 +78,25 @@ def test_lm_row_floor_and_extrapolation():
     from bench.lm_bench import format_tables, summarize
     from bench.lm_weights import Case
 
-    raw = {"impl": "ours", "variant": "ours", "activation_dtype": "float32", "mlx": "0.32.4", "steps": 3,
-           "step_ms_raw": [400.0, 410.0, 420.0], "temporal_ms_raw": [140.0] * 3, "depformer_ms_raw": [270.0] * 3,
-           "layer_ms_raw": [70.0, 80.0], "peak_rss_mb": 1000.0, "rss_steps_mb": 900.0, "load_s": 1.0,
-           "bytes": {"temporal": {"q4g32-bf16": 2 * 10**8}, "depformer": {"q4g32-bf16": 4 * 10**8},
-                     "layer": {"q4g32-bf16": 10**8}}}
+    raw = {
+        "impl": "ours",
+        "variant": "ours",
+        "activation_dtype": "float32",
+        "mlx": "0.32.4",
+        "steps": 3,
+        "step_ms_raw": [400.0, 410.0, 420.0],
+        "temporal_ms_raw": [140.0] * 3,
+        "depformer_ms_raw": [270.0] * 3,
+        "layer_ms_raw": [70.0, 80.0],
+        "peak_rss_mb": 1000.0,
+        "rss_steps_mb": 900.0,
+        "load_s": 1.0,
+        "bytes": {
+            "temporal": {"q4g32-bf16": 2 * 10**8},
+            "depformer": {"q4g32-bf16": 4 * 10**8},
+            "layer": {"q4g32-bf16": 10**8},
+        },
+    }
     bw = {"0.32.4": {"one_stream": {"q4g32-bf16@float32": 1.0}, "two_streams": {"q4g32-bf16@float32": 2.0}}}
     row = summarize(raw, Case("7b", 1, "q4"), "ours", bw)
     assert row["floor_ms"] == 600.0 and row["floor_ms_two_streams"] == 300.0

@@ -25,8 +25,24 @@ def test_graph_count_sees_every_primitive_once():
 
 def test_gpu_mode_smoke(tmp_path):
     out = tmp_path / "suite-gpu.json"
-    suite.main(["--device", "gpu", "--smoke", "--only", "lm,torch", "--gpu-formats", "q4", "--no-upstream",
-                "--torch-peer", str(tmp_path / "absent.py"), "--out", str(out), "--cache-dir", str(tmp_path)])
+    suite.main(
+        [
+            "--device",
+            "gpu",
+            "--smoke",
+            "--only",
+            "lm,torch",
+            "--gpu-formats",
+            "q4",
+            "--no-upstream",
+            "--torch-peer",
+            str(tmp_path / "absent.py"),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path),
+        ]
+    )
     report = json.loads(out.read_text())
     assert report["mode"] == "gpu" and report["machine"]["device"]
     (row,) = report["parts"]["lm"]["results"]
@@ -49,8 +65,9 @@ def test_prepared_gpu_check_rehearses(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
-    r = subprocess.run(["bash", "scripts/gpu_check.sh", "--smoke"], cwd=root, env=env, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--smoke"], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("rc=0 ") == 6, r.stdout
     assert json.loads((tmp_path / "parity.json").read_text())["ok"] is True

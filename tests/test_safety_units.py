@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -28,8 +27,21 @@ from moshi_mlx.tokens import aligned_codes, read_mimi_codes, read_stream_codes, 
 
 # ---- validation ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value,ok", [(0, True), (2**32 - 1, True), (-1, False), (2**32, False), (2**64, False),
-                                      (1.5, False), (True, False), ("3", False), (np.int64(7), True)])
+
+@pytest.mark.parametrize(
+    "value,ok",
+    [
+        (0, True),
+        (2**32 - 1, True),
+        (-1, False),
+        (2**32, False),
+        (2**64, False),
+        (1.5, False),
+        (True, False),
+        ("3", False),
+        (np.int64(7), True),
+    ],
+)
 def test_seed_range_and_type(value, ok):
     if ok:
         assert V.seed("seed", value) == int(value)
@@ -58,9 +70,12 @@ def test_argparse_types_give_one_line_and_accept_off():
     ap.add_argument("--lag", type=V.positive_or_off_arg("--lag"), default=400.0)
     ap.add_argument("--seed", type=V.seed_arg())
     assert ap.parse_args(["--lag", "off"]).lag is None and ap.parse_args(["--lag", "12.5"]).lag == 12.5
-    for argv, msg in [(["--lag", "0"], "--lag must be > 0, got 0"), (["--lag", "nan"], "--lag must be a finite number"),
-                      (["--seed", "-1"], r"--seed must be in \[0, 2\*\*32\), got -1"),
-                      (["--seed", "1e3"], "--seed must be an integer, got '1e3'")]:
+    for argv, msg in [
+        (["--lag", "0"], "--lag must be > 0, got 0"),
+        (["--lag", "nan"], "--lag must be a finite number"),
+        (["--seed", "-1"], r"--seed must be in \[0, 2\*\*32\), got -1"),
+        (["--seed", "1e3"], "--seed must be an integer, got '1e3'"),
+    ]:
         with pytest.raises(argparse.ArgumentError, match=msg):
             ap.parse_args(argv)
 
@@ -94,6 +109,7 @@ def test_mimi_takes_int16_as_pcm_and_refuses_nan():
 
 
 # ---- outputs ---------------------------------------------------------------------------------
+
 
 def test_check_output_rules(tmp_path):
     (tmp_path / "old.wav").write_bytes(b"old")
@@ -131,8 +147,10 @@ def test_same_path_in_two_roles(tmp_path):
         check_outputs([Output("OUTPUT", tmp_path / "." / "a.wav")], [("INPUT", str(a))])
     with pytest.raises(OutputError, match="--record and --transcript are the same file"):
         check_outputs([Output("--record", tmp_path / "n.wav"), Output("--transcript", tmp_path / "n.wav")])
-    check_outputs([Output("--record", tmp_path / "n.wav"), Output("--transcript", tmp_path / "n.json")],
-                  [("--mimi-weight", "random"), ("--moshi-weight", None)])
+    check_outputs(
+        [Output("--record", tmp_path / "n.wav"), Output("--transcript", tmp_path / "n.json")],
+        [("--mimi-weight", "random"), ("--moshi-weight", None)],
+    )
 
 
 def test_staged_write_keeps_the_old_file_until_complete(tmp_path):
@@ -207,20 +225,39 @@ def test_wav_writer_header_after_every_block(tmp_path):
 
 # ---- token files ----------------------------------------------------------------------------
 
+
 def test_tokens_npz_round_trip(tmp_path):
     # own delay D = 2: step t returns the text of frame t+1 and the model's audio frame t-1
     text, user = [11, 12, 13, 14], [[1, 2], [3, 4], [5, 6], [7, 8]]
     audio = [None, [20, 21], [22, 23], [24, 25]]
     p = tmp_path / "t.npz"
-    save_tokens(p, text=text, audio=audio, user=user, frames=[0, 1, 2, 3], prefix_text=10, prefix_audio=None,
-                dep_q=2, own_delay=2)
+    save_tokens(
+        p,
+        text=text,
+        audio=audio,
+        user=user,
+        frames=[0, 1, 2, 3],
+        prefix_text=10,
+        prefix_audio=None,
+        dep_q=2,
+        own_delay=2,
+    )
     assert os.listdir(tmp_path) == ["t.npz"]
     codes = read_stream_codes(p)
     assert codes.tolist() == [[[10, 11, 12], [20, 22, 24], [21, 23, 25], [1, 3, 5], [2, 4, 6]]]
     assert read_mimi_codes(p).tolist() == [[[20, 22, 24], [21, 23, 25]]]
     with pytest.raises(AudioError, match="tokens are saved as .npz"):
-        save_tokens(tmp_path / "t.npy", text=text, audio=audio, user=user, frames=[], prefix_text=1, prefix_audio=None,
-                    dep_q=2, own_delay=1)
+        save_tokens(
+            tmp_path / "t.npy",
+            text=text,
+            audio=audio,
+            user=user,
+            frames=[],
+            prefix_text=1,
+            prefix_audio=None,
+            dep_q=2,
+            own_delay=1,
+        )
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(AudioError, match="has no 'codes' array"):
         read_stream_codes(tmp_path / "other.npz")
@@ -276,14 +313,17 @@ _RUNNER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("arg,code,line", [
-    ("error", 2, "error: cannot write x.wav: no space left on device"),
-    (str(int(signal.SIGINT)), 130, "interrupted (SIGINT)"),
-    (str(int(signal.SIGTERM)), 143, "interrupted (SIGTERM)"),
-    (str(int(signal.SIGHUP)), 129, "interrupted (SIGHUP)"),
-    ("signal-while-reporting", 143, "interrupted (SIGTERM)"),  # was a traceback from the `except Error` block
-    ("long-name", 2, "error: file name too long: " + "x" * 300 + ".wav"),  # was an OSError traceback in every CLI
-])
+@pytest.mark.parametrize(
+    "arg,code,line",
+    [
+        ("error", 2, "error: cannot write x.wav: no space left on device"),
+        (str(int(signal.SIGINT)), 130, "interrupted (SIGINT)"),
+        (str(int(signal.SIGTERM)), 143, "interrupted (SIGTERM)"),
+        (str(int(signal.SIGHUP)), 129, "interrupted (SIGHUP)"),
+        ("signal-while-reporting", 143, "interrupted (SIGTERM)"),  # was a traceback from the `except Error` block
+        ("long-name", 2, "error: file name too long: " + "x" * 300 + ".wav"),  # was an OSError traceback in every CLI
+    ],
+)
 def test_runner_exit_codes_and_one_line(arg, code, line):
     r = subprocess.run([sys.executable, "-c", _RUNNER, arg], capture_output=True, text=True, timeout=60)
     assert r.returncode == code and "Traceback" not in r.stderr
@@ -297,11 +337,17 @@ def test_a_signal_while_a_tool_is_imported_is_one_line(tmp_path, sig, code):
     """The tools' modules take a few tenths of a second to import (MLX): a Ctrl-C then was a
     KeyboardInterrupt traceback from inside an import (SIGTERM: killed without a word)."""
     (tmp_path / "slow_tool.py").write_text(
-        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(5)\ndef main(argv=None):\n    return 0\n")
+        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(5)\ndef main(argv=None):\n    return 0\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([sys.executable, "-c", "import sys; from moshi_mlx.cli.runner import launch; "
-                        "sys.exit(launch('slow_tool'))"], capture_output=True, text=True, timeout=60, env=env,
-                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    r = subprocess.run(
+        [sys.executable, "-c", "import sys; from moshi_mlx.cli.runner import launch; sys.exit(launch('slow_tool'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert r.returncode == code and r.stderr.strip() == f"interrupted ({signal.Signals(sig).name})", r.stderr
 
 

@@ -1,7 +1,6 @@
 """safetensors reading/writing: round trips, lazy reads, and a clear error for each bad file."""
 
 import mlx.core as mx
-import numpy as np
 import pytest
 
 from moshi_mlx.errors import UsageError
@@ -31,7 +30,9 @@ def test_round_trip_with_metadata(tmp_path, tensors):
 
 def test_streaming_writer_matches_mlx_reader(tmp_path, tensors):
     p = tmp_path / "s.safetensors"
-    layout = {k: ({mx.float32: "F32", mx.bfloat16: "BF16", mx.uint32: "U32"}[v.dtype], v.shape) for k, v in tensors.items()}
+    layout = {
+        k: ({mx.float32: "F32", mx.bfloat16: "BF16", mx.uint32: "U32"}[v.dtype], v.shape) for k, v in tensors.items()
+    }
     with SafetensorsWriter(p, layout, {"x": "1"}) as w:
         for k, v in tensors.items():
             w.write(k, v)

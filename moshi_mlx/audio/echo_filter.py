@@ -70,8 +70,10 @@ def _check(block: int, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np
     ref = np.asarray(ref, np.float32).reshape(-1)
     mic = np.asarray(mic, np.float32).reshape(-1)
     if len(ref) != block or len(mic) != block:
-        raise ValueError(f"the echo canceller takes exactly {block} samples of reference and microphone "
-                         f"per call, got {len(ref)} and {len(mic)}")
+        raise ValueError(
+            f"the echo canceller takes exactly {block} samples of reference and microphone "
+            f"per call, got {len(ref)} and {len(mic)}"
+        )
     return ref, mic
 
 
@@ -88,8 +90,17 @@ class KalmanEchoFilter:
     as in Speex's MDF: the rest are constrained a few blocks later; cheaper, and the same
     figures on bench/aec_room.py)."""
 
-    def __init__(self, block: int, length: int, *, q: float = 0.0015, psi: float = 1.0, p0: float = 10.0,
-                 constrain: int = 4, path_change: PathChange | None = PathChange()):
+    def __init__(
+        self,
+        block: int,
+        length: int,
+        *,
+        q: float = 0.0015,
+        psi: float = 1.0,
+        p0: float = 10.0,
+        constrain: int = 4,
+        path_change: PathChange | None = PathChange(),
+    ):
         if block < 16 or length < block:
             raise ValueError(f"need block >= 16 and length >= block, got block={block}, length={length}")
         self.block = int(block)
@@ -139,7 +150,7 @@ class KalmanEchoFilter:
         self._X[1:] = self._X[:-1]
         self._X[0] = x0
         self._X2[1:] = self._X2[:-1]
-        self._X2[0] = x0.real ** 2 + x0.imag ** 2
+        self._X2[0] = x0.real**2 + x0.imag**2
         y = np.fft.irfft(np.einsum("pk,pk->k", self._X, self._W))[b:].astype(np.float32)
         e = mic - y
         ee, mm, yy = float(np.dot(e, e)), float(np.dot(mic, mic)), float(np.dot(y, y))
@@ -147,7 +158,7 @@ class KalmanEchoFilter:
         # of both; a good estimate leaves |e|^2 = |mic|^2 - |y|^2, double talk or not
         self.worse = ee > mm + 0.5 * yy and yy > 0.1 * mm
         E = np.fft.rfft(np.concatenate([self._zeros, e]))
-        e2 = (E.real ** 2 + E.imag ** 2).astype(np.float32)
+        e2 = (E.real**2 + E.imag**2).astype(np.float32)
         y2 = None
         if self.path_change is not None:
             y2 = self._detect(E, y)
@@ -156,7 +167,7 @@ class KalmanEchoFilter:
         if y2 is not None and self.changed_recently:  # what the changed path leaves, until re-learnt
             self.residual = self.residual + self.path_change.gamma * 2.0 * self._hold[self._band_of] * y2
         self.error_power = e2
-        fast = self._dominance ** 4
+        fast = self._dominance**4
         psi = self.psi / (1.0 + self.path_change.fast_psi * fast) if fast else self.psi
         mu = self._P / (xp + psi * e2 + 1e-10)
         self._W += mu * np.conj(self._X) * E.astype(np.complex64)
@@ -169,7 +180,7 @@ class KalmanEchoFilter:
         self._W[idx] = np.fft.rfft(wt, axis=-1).astype(np.complex64)
         self._P *= 1.0 - 0.5 * mu * self._X2
         q = self.q + self.path_change.fast_q * fast if fast else self.q
-        self._P += q * (self._W.real ** 2 + self._W.imag ** 2)
+        self._P += q * (self._W.real**2 + self._W.imag**2)
         return e, y
 
     @property
@@ -184,10 +195,10 @@ class KalmanEchoFilter:
         fast) and the suppressor is told the echo it leaves meanwhile. Returns |Y|^2."""
         pc = self.path_change
         Y = np.fft.rfft(np.concatenate([self._zeros, y]))
-        y2 = Y.real ** 2 + Y.imag ** 2
+        y2 = Y.real**2 + Y.imag**2
         a, r = pc.smooth, np.add.reduceat
         self._sey = a * self._sey + (1 - a) * r(E.real * Y.real + E.imag * Y.imag, self._edges)
-        self._see = a * self._see + (1 - a) * r(E.real ** 2 + E.imag ** 2, self._edges)
+        self._see = a * self._see + (1 - a) * r(E.real**2 + E.imag**2, self._edges)
         self._syy = a * self._syy + (1 - a) * r(y2, self._edges)
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
         self._run = self._run + 1 if np.count_nonzero(t < -pc.threshold) >= pc.bands_needed else 0
@@ -200,7 +211,7 @@ class KalmanEchoFilter:
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
             explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
             self._dominance = max(self._dominance, min(1.0, explained))
-            w2 = self._W.real ** 2 + self._W.imag ** 2
+            w2 = self._W.real**2 + self._W.imag**2
             self._P = np.maximum(self._P, (pc.kappa * beta[self._band_of]).astype(np.float32) * w2)
         return y2.astype(np.float32)
 
@@ -210,8 +221,9 @@ class ResidualSuppressor:
     delays by `hop` samples). Gain per bin = max(floor, 1 - beta * residual / error power),
     from the Kalman filter's estimates (set once per filter block by `update`)."""
 
-    def __init__(self, hop: int, *, rate: int = 24_000, beta: float = 0.5, floor_db: float = -20.0,
-                 high_pass_hz: float = 0.0):
+    def __init__(
+        self, hop: int, *, rate: int = 24_000, beta: float = 0.5, floor_db: float = -20.0, high_pass_hz: float = 0.0
+    ):
         self.hop = int(hop)
         n = 2 * self.hop
         self._win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
@@ -239,13 +251,15 @@ class ResidualSuppressor:
 class LinearEchoCanceller:
     """KalmanEchoFilter then ResidualSuppressor: `block` samples in, `block` out, `delay` late."""
 
-    def __init__(self, *, block: int = 480, length: int = 9600, rate: int = 24_000, high_pass: bool = True,
-                 suppress: bool = True):
+    def __init__(
+        self, *, block: int = 480, length: int = 9600, rate: int = 24_000, high_pass: bool = True, suppress: bool = True
+    ):
         self.block = int(block)
         self.filter = KalmanEchoFilter(block, length)
         self.hop = self.block // 2
-        self.suppressor = (ResidualSuppressor(self.hop, rate=rate, high_pass_hz=80.0 if high_pass else 0.0)
-                           if suppress else None)
+        self.suppressor = (
+            ResidualSuppressor(self.hop, rate=rate, high_pass_hz=80.0 if high_pass else 0.0) if suppress else None
+        )
         self.delay = self.hop if suppress else 0
 
     def reset(self) -> None:
@@ -259,4 +273,4 @@ class LinearEchoCanceller:
             return e
         self.suppressor.update(self.filter.residual, self.filter.error_power)
         h = self.hop
-        return np.concatenate([self.suppressor.process(e[i:i + h]) for i in range(0, self.block, h)])
+        return np.concatenate([self.suppressor.process(e[i : i + h]) for i in range(0, self.block, h)])

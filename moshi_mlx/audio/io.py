@@ -16,7 +16,10 @@ from typing import Iterator
 import numpy as np
 
 from ..constants import SAMPLE_RATE as DEFAULT_RATE
-from ..errors import AudioError, OutputError  # AudioError re-exported: `from moshi_mlx.audio.io import AudioError` keeps working
+from ..errors import (
+    AudioError,
+    OutputError,
+)  # AudioError re-exported: `from moshi_mlx.audio.io import AudioError` keeps working
 from .resample import Resampler
 
 
@@ -52,7 +55,9 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
         return f.samplerate, f.channels, f.frames
 
 
-def iter_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
+def iter_audio(
+    path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, block_seconds: float = 10.0
+) -> Iterator[np.ndarray]:
     """Yield the file as float32 mono blocks at `sample_rate` (the last one may be short)."""
     with _open(path) as f:
         if f.frames == 0:
@@ -64,7 +69,9 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, block_s
             try:
                 data = f.read(block, dtype="float32", always_2d=True)
             except Exception as e:
-                raise AudioError(f"cannot decode {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise AudioError(
+                    f"cannot decode {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from None
             if data.shape[0] == 0:
                 break
             got += data.shape[0]
@@ -134,8 +141,14 @@ class AudioWriter:
     so the file can be watched or copied as it grows and a crash leaves it valid there;
     callers check that replacing an existing file was allowed (`--force`)."""
 
-    def __init__(self, path: str | os.PathLike, sample_rate: int = DEFAULT_RATE, subtype: str | None = None,
-                 channels: int = 1, live: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        sample_rate: int = DEFAULT_RATE,
+        subtype: str | None = None,
+        channels: int = 1,
+        live: bool = False,
+    ):
         from ..outputs import Staged
         from .wav import WavWriter
 
@@ -155,8 +168,14 @@ class AudioWriter:
             if fmt == "WAV" and subtype in (None, "PCM_16"):
                 self._wav = WavWriter(self._staged.temp, sample_rate, self.channels, name=self.path)
             else:
-                self._f = _sf().SoundFile(str(self._staged.temp), "w", samplerate=int(sample_rate),
-                                          channels=self.channels, format=fmt, subtype=subtype)
+                self._f = _sf().SoundFile(
+                    str(self._staged.temp),
+                    "w",
+                    samplerate=int(sample_rate),
+                    channels=self.channels,
+                    format=fmt,
+                    subtype=subtype,
+                )
         except Exception as e:
             self._staged.discard()
             if isinstance(e, OutputError):
@@ -181,7 +200,9 @@ class AudioWriter:
             try:
                 self._f.write(x)
             except Exception as e:
-                raise OutputError(f"cannot write {self.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise OutputError(
+                    f"cannot write {self.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from None
         self.frames += x.shape[0]
 
     def _close_file(self) -> None:
@@ -191,7 +212,9 @@ class AudioWriter:
             try:
                 self._f.close()
             except Exception as e:
-                raise OutputError(f"cannot write {self.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise OutputError(
+                    f"cannot write {self.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from None
 
     def close(self) -> Path:
         """Finish the file and rename it to `path` (what was written so far, also after a
@@ -223,8 +246,13 @@ class AudioWriter:
             self.discard()
 
 
-def write_audio(path: str | os.PathLike, pcm: np.ndarray, sample_rate: int = DEFAULT_RATE, subtype: str | None = None,
-                channels: int = 1) -> None:
+def write_audio(
+    path: str | os.PathLike,
+    pcm: np.ndarray,
+    sample_rate: int = DEFAULT_RATE,
+    subtype: str | None = None,
+    channels: int = 1,
+) -> None:
     """Write float samples ([frames] mono, or [frames, channels]) to `path`, atomically."""
     with AudioWriter(path, sample_rate, subtype, channels=channels) as w:
         w.write(pcm)

@@ -26,10 +26,16 @@ def _biquad(G: float, Q: float, fc: float, rate: int, kind: str) -> tuple[np.nda
     alpha = np.sin(w0) / (2.0 * Q)
     c = np.cos(w0)
     if kind == "high_shelf":
-        b = [A * ((A + 1) + (A - 1) * c + 2 * np.sqrt(A) * alpha), -2 * A * ((A - 1) + (A + 1) * c),
-             A * ((A + 1) + (A - 1) * c - 2 * np.sqrt(A) * alpha)]
-        a = [(A + 1) - (A - 1) * c + 2 * np.sqrt(A) * alpha, 2 * ((A - 1) - (A + 1) * c),
-             (A + 1) - (A - 1) * c - 2 * np.sqrt(A) * alpha]
+        b = [
+            A * ((A + 1) + (A - 1) * c + 2 * np.sqrt(A) * alpha),
+            -2 * A * ((A - 1) + (A + 1) * c),
+            A * ((A + 1) + (A - 1) * c - 2 * np.sqrt(A) * alpha),
+        ]
+        a = [
+            (A + 1) - (A - 1) * c + 2 * np.sqrt(A) * alpha,
+            2 * ((A - 1) - (A + 1) * c),
+            (A + 1) - (A - 1) * c - 2 * np.sqrt(A) * alpha,
+        ]
     else:  # high_pass
         b = [(1 + c) / 2, -(1 + c), (1 + c) / 2]
         a = [1 + alpha, -2 * c, 1 - alpha]

@@ -27,7 +27,9 @@ def _kaiser_sinc_table(up: int, down: int, zero_crossings: int, rolloff: float, 
     taps = (2 * half) // up + 2
     phase = np.arange(up)[:, None]
     i = phase - half + np.arange(taps)[None, :] * up  # filter index of tap j for phase p
-    window = np.where(np.abs(i) <= half, np.i0(beta * np.sqrt(np.clip(1 - (i / half) ** 2, 0, None))) / np.i0(beta), 0.0)
+    window = np.where(
+        np.abs(i) <= half, np.i0(beta * np.sqrt(np.clip(1 - (i / half) ** 2, 0, None))) / np.i0(beta), 0.0
+    )
     table = up * 2 * fc * np.sinc(2 * fc * i) * window
     return table, half
 

@@ -26,9 +26,15 @@ def wav_header(sample_rate: int, channels: int, frames: int) -> bytes:
     32 bits past 4 GiB: readers then read to the end of the file)."""
     block = channels * 2
     data = min(frames * block, _MAX_U32 - 36)
-    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, 16)
-            + b"data" + struct.pack("<I", data))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, 16)
+        + b"data"
+        + struct.pack("<I", data)
+    )
 
 
 def to_pcm16(samples: np.ndarray, channels: int) -> bytes:

@@ -37,44 +37,96 @@ def build_parser() -> argparse.ArgumentParser:
     from ..weights.quantize import available_modes
     from ..weights.recipes import recipe_help
 
-    p = OneLineParser(prog="moshi-convert", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("source", nargs="?", help="weights to convert: a .safetensors file (PyTorch or MLX layout), a "
-                                              "model folder, or a file name in --hf-repo")
+    p = OneLineParser(
+        prog="moshi-convert",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument(
+        "source",
+        nargs="?",
+        help="weights to convert: a .safetensors file (PyTorch or MLX layout), a "
+        "model folder, or a file name in --hf-repo",
+    )
     p.add_argument("--hf-repo", help="Hugging Face repo to convert (its config.json or known preset gives the config)")
     add_demo_model_arg(p, (DEMO_MODEL,), "SOURCE (written in PyTorch layout on the fly, seeded by --seed)")
     p.add_argument("--out", "--mlx-path", dest="out", required=True, help="output model folder")
-    p.add_argument("--config", help="LM config: a config.json or a preset name (default: the source's config.json, "
-                                     "else the preset whose shapes the file fits)")
-    p.add_argument("-q", "--quantize", "--quantized", dest="quantize", nargs="?", const=0, type=_int("-q"),
-                   metavar="BITS", help="quantize the weights to BITS bits (4, 8; affine also 2, 3, 5, 6); "
-                                        "-q alone: 4 or --q-bits")
+    p.add_argument(
+        "--config",
+        help="LM config: a config.json or a preset name (default: the source's config.json, "
+        "else the preset whose shapes the file fits)",
+    )
+    p.add_argument(
+        "-q",
+        "--quantize",
+        "--quantized",
+        dest="quantize",
+        nargs="?",
+        const=0,
+        type=_int("-q"),
+        metavar="BITS",
+        help="quantize the weights to BITS bits (4, 8; affine also 2, 3, 5, 6); -q alone: 4 or --q-bits",
+    )
     p.add_argument("--q-bits", type=_int("--q-bits"), help="bits per weight, as -q BITS (mlx-lm's spelling)")
-    p.add_argument("--q-group-size", type=_int("--q-group-size"),
-                   help="weights per scale/bias (32, 64, 128; default 32 at <= 4 bits, 64 above: the published files)")
-    p.add_argument("--q-mode", default="affine", help=f"quantization mode: {', '.join(available_modes())} (what the "
-                                                       f"installed MLX offers; default affine)")
-    p.add_argument("--quant-predicate", "--recipe", dest="recipe",
-                   help=f"which modules get which bits (implies -q): {recipe_help()}")
-    p.add_argument("--weights-dtype", default="bfloat16", choices=tuple(FLOAT_DTYPES),
-                   help="dtype the float tensors and the affine scales/biases are stored in (default bfloat16)")
+    p.add_argument(
+        "--q-group-size",
+        type=_int("--q-group-size"),
+        help="weights per scale/bias (32, 64, 128; default 32 at <= 4 bits, 64 above: the published files)",
+    )
+    p.add_argument(
+        "--q-mode",
+        default="affine",
+        help=f"quantization mode: {', '.join(available_modes())} (what the installed MLX offers; default affine)",
+    )
+    p.add_argument(
+        "--quant-predicate",
+        "--recipe",
+        dest="recipe",
+        help=f"which modules get which bits (implies -q): {recipe_help()}",
+    )
+    p.add_argument(
+        "--weights-dtype",
+        default="bfloat16",
+        choices=tuple(FLOAT_DTYPES),
+        help="dtype the float tensors and the affine scales/biases are stored in (default bfloat16)",
+    )
     p.add_argument("--dtype", dest="old_dtype", help=argparse.SUPPRESS)  # renamed: --dtype runs a model in every CLI
-    p.add_argument("--force", "--overwrite", action="store_true", help="write into an existing non-empty --out and "
-                   "replace --eval-json (never an input: the source's own folder is refused)")
-    p.add_argument("--no-assets", action="store_true", help="do not copy the Mimi / tokenizer files named by the "
-                                                           "config into the folder")
+    p.add_argument(
+        "--force",
+        "--overwrite",
+        action="store_true",
+        help="write into an existing non-empty --out and "
+        "replace --eval-json (never an input: the source's own folder is refused)",
+    )
+    p.add_argument(
+        "--no-assets",
+        action="store_true",
+        help="do not copy the Mimi / tokenizer files named by the config into the folder",
+    )
     add_offline_arg(p)
     add_quiet_arg(p)
     e = p.add_argument_group("quality report (--eval)")
-    e.add_argument("--eval", action="store_true", help="after converting, compare the result with the source "
-                                                       "(teacher-forced top-1 agreement and KL per stream; implied by "
-                                                       "the other --eval-* flags)")
+    e.add_argument(
+        "--eval",
+        action="store_true",
+        help="after converting, compare the result with the source "
+        "(teacher-forced top-1 agreement and KL per stream; implied by "
+        "the other --eval-* flags)",
+    )
     e.add_argument("--eval-frames", type=_int("--eval-frames"), help="frames to evaluate (default 32)")
-    e.add_argument("--eval-codes", help=".npy codes [K, T] or [1, K, T], or a .npz from run_inference --save-tokens, "
-                                        "to evaluate on (default: generated by the source model, seeded)")
+    e.add_argument(
+        "--eval-codes",
+        help=".npy codes [K, T] or [1, K, T], or a .npz from run_inference --save-tokens, "
+        "to evaluate on (default: generated by the source model, seeded)",
+    )
     e.add_argument("--eval-json", help="where to save the report (default OUT/quality.json)")
-    e.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED,
-                   help=f"seed of --model's random weights and of the generated evaluation codes (default {DEFAULT_SEED})")
+    e.add_argument(
+        "--seed",
+        type=seed_arg(),
+        default=DEFAULT_SEED,
+        help=f"seed of --model's random weights and of the generated evaluation codes (default {DEFAULT_SEED})",
+    )
     return p
 
 
@@ -132,10 +184,14 @@ def _check_out(args) -> None:
     for p in inputs:  # the folder an input lives in (or is): converting into it would replace its files
         where = Path(p) if Path(p).is_dir() else Path(p).parent
         if out.is_dir() and os.path.samefile(where, out):
-            raise OutputError(f"--out: {out} holds the input {p}: converting into it would overwrite the source's "
-                              "files (config.json, ...), --force or not; give another folder")
-    check_outputs([Output("--eval-json", args.eval_json, (".json",), args.force)],
-                  [("SOURCE", args.source), ("--eval-codes", args.eval_codes), ("--out", args.out)])
+            raise OutputError(
+                f"--out: {out} holds the input {p}: converting into it would overwrite the source's "
+                "files (config.json, ...), --force or not; give another folder"
+            )
+    check_outputs(
+        [Output("--eval-json", args.eval_json, (".json",), args.force)],
+        [("SOURCE", args.source), ("--eval-codes", args.eval_codes), ("--out", args.out)],
+    )
     if args.eval_codes is not None:  # a missing or unreadable file, found now rather than after the conversion
         from ..tokens import read_stream_codes
 
@@ -157,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     bits = args.quantize or args.q_bits
     quantize = args.quantize is not None or args.recipe is not None
     if args.old_dtype is not None:
-        raise UsageError("convert's --dtype is now --weights-dtype (the dtype the file stores); --dtype means "
-                         "the dtype a model computes in, in the CLIs that run one")
+        raise UsageError(
+            "convert's --dtype is now --weights-dtype (the dtype the file stores); --dtype means "
+            "the dtype a model computes in, in the CLIs that run one"
+        )
     if not quantize and (args.q_bits is not None or args.q_group_size is not None or args.q_mode != "affine"):
         raise UsageError("--q-bits/--q-group-size/--q-mode need -q (or --quant-predicate)")
     recipe = make_recipe(args.recipe, bits, args.q_group_size, args.q_mode) if quantize else None
@@ -176,30 +234,57 @@ def main(argv: list[str] | None = None) -> int:
     bars: list = []  # made once the plan is known, so an early error prints one line only
 
     def start(total: int) -> None:
-        bars.append(tqdm(total=total, desc="convert", unit="B", unit_scale=True, unit_divisor=1024,
-                         disable=args.quiet, file=sys.stderr))
+        bars.append(
+            tqdm(
+                total=total,
+                desc="convert",
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                disable=args.quiet,
+                file=sys.stderr,
+            )
+        )
 
     try:
-        res = convert(info, args.out, recipe=recipe, dtype=FLOAT_DTYPES[args.weights_dtype], force=args.force,
-                      copy_assets=not args.no_assets, progress=lambda n: bars and bars[0].update(n),
-                      on_start=start)
+        res = convert(
+            info,
+            args.out,
+            recipe=recipe,
+            dtype=FLOAT_DTYPES[args.weights_dtype],
+            force=args.force,
+            copy_assets=not args.no_assets,
+            progress=lambda n: bars and bars[0].update(n),
+            on_start=start,
+        )
     finally:
         for bar in bars:
             bar.close()
-    print(f"wrote {res.weights} ({res.out_bytes / 2**30:.2f} GiB from {res.source_bytes / 2**30:.2f} GiB, "
-          f"{res.tensors} tensors, {res.seconds:.1f} s): {res.summary}")
+    print(
+        f"wrote {res.weights} ({res.out_bytes / 2**30:.2f} GiB from {res.source_bytes / 2**30:.2f} GiB, "
+        f"{res.tensors} tensors, {res.seconds:.1f} s): {res.summary}"
+    )
     print(f"wrote {res.config}")
     if res.copied:
         print(f"copied {', '.join(res.copied)}")
     if res.missing_assets:
-        print(f"note: {', '.join(res.missing_assets)} (named by the config) not found beside the source; "
-              f"the folder records the names only", file=sys.stderr)
+        print(
+            f"note: {', '.join(res.missing_assets)} (named by the config) not found beside the source; "
+            f"the folder records the names only",
+            file=sys.stderr,
+        )
     if args.eval:
         from ..weights.quality import evaluate_cli
 
-        evaluate_cli(info.weights, [res.out_dir], frames=args.eval_frames, codes=args.eval_codes,
-                     json_path=Path(args.eval_json) if args.eval_json else res.out_dir / "quality.json",
-                     seed=args.seed, ref_config=info.cfg)
+        evaluate_cli(
+            info.weights,
+            [res.out_dir],
+            frames=args.eval_frames,
+            codes=args.eval_codes,
+            json_path=Path(args.eval_json) if args.eval_json else res.out_dir / "quality.json",
+            seed=args.seed,
+            ref_config=info.cfg,
+        )
     return 0
 
 

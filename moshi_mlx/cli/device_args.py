@@ -14,8 +14,9 @@ def add_device_args(group: argparse._ArgumentGroup, output: bool) -> None:
     group.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     group.add_argument("--input-device", help="input device: index or (part of) its name (default: system default)")
     if output:
-        group.add_argument("--output-device",
-                           help="output device: index or (part of) its name (default: system default)")
+        group.add_argument(
+            "--output-device", help="output device: index or (part of) its name (default: system default)"
+        )
 
 
 def list_devices_or_run(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:

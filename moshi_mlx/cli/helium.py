@@ -27,15 +27,21 @@ def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-helium", description=__doc__.split("\n\n")[0])
     ap.add_argument("prompt", nargs="?", help="the text to continue ('-': read it from stdin)")
     ap.add_argument("--prompt-file", help="read the prompt from this file")
-    add_model_args(ap, default_repo=f"{DEFAULT_REPO}; -q 4/8: its q4/q8 files (helium-1-preview-2b-q4/-q8)",
-                   codec=False, quantized_help="pick Helium's file of that quantization (helium-1-preview-2b-q4 or "
-                                               "-q8) in place of the bf16 one")
+    add_model_args(
+        ap,
+        default_repo=f"{DEFAULT_REPO}; -q 4/8: its q4/q8 files (helium-1-preview-2b-q4/-q8)",
+        codec=False,
+        quantized_help="pick Helium's file of that quantization (helium-1-preview-2b-q4 or "
+        "-q8) in place of the bf16 one",
+    )
     g = ap.add_argument_group("generation")
     g.add_argument("--max-tokens", "-n", type=int, default=200, help="tokens to generate at most (default 200)")
     g.add_argument("--temp", type=float, help=f"temperature (default {TEXT_DEFAULTS['temp']}; 0 = greedy)")
     g.add_argument("--top-k", type=int, help="keep the k most likely tokens (default off)")
     g.add_argument("--top-p", type=float, help=f"nucleus sampling mass (default {TEXT_DEFAULTS['top_p']}; 0 = off)")
-    g.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})")
+    g.add_argument(
+        "--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})"
+    )
     g.add_argument("--no-stop", action="store_true", help="keep going after the end-of-text token")
     g.add_argument("--quiet", action="store_true", help="do not print the prompt and the speed line")
     return ap
@@ -83,8 +89,10 @@ def run(args) -> int:
     wall = time.perf_counter() - t0
     n = len(stream.tokens)
     if not args.quiet:
-        print(f"{n} tokens in {wall:.1f} s ({n / wall if wall > 0 else 0:.1f} tokens/s, prompt prefill included)",
-              file=sys.stderr)
+        print(
+            f"{n} tokens in {wall:.1f} s ({n / wall if wall > 0 else 0:.1f} tokens/s, prompt prefill included)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -38,28 +38,48 @@ def add_live_args(ap, who: str = "Moshi") -> None:
     moshi-translate shares."""
     g = ap.add_argument_group("audio")
     add_device_args(g, output=True)
-    g.add_argument("--max-lag-ms", type=positive_or_off_arg("--max-lag-ms"), default=400.0,
-                   help='bound on the delay from speaking to hearing the answer\'s frame (default 400; "off": '
-                        "never skip or drop frames)")
+    g.add_argument(
+        "--max-lag-ms",
+        type=positive_or_off_arg("--max-lag-ms"),
+        default=400.0,
+        help='bound on the delay from speaking to hearing the answer\'s frame (default 400; "off": '
+        "never skip or drop frames)",
+    )
     g.add_argument("--record", help=f"record both sides to this stereo WAV (left: you, right: {who})")
     g.add_argument("--transcript", help=f"save {who}'s words with timestamps (.json, or .txt)")
     add_force_arg(g, "--record / --transcript")
-    g.add_argument("--duration", type=positive_or_off_arg("--duration"),
-                   help="stop after this many seconds (default: until Ctrl-C)")
-    g.add_argument("--simulate", metavar="AUDIO_FILE", nargs="?", const=demo_clip(),
-                   help="no sound card: a simulated device plays this file as the microphone, in real time "
-                        "(no file: the package's short spoken clip)")
-    g.add_argument("--slow-step-ms", type=float_arg("--slow-step-ms", lo=0.0), default=0.0,
-                   help="add this much compute time to every LM step (to see the lag control on a fast machine)")
+    g.add_argument(
+        "--duration",
+        type=positive_or_off_arg("--duration"),
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    g.add_argument(
+        "--simulate",
+        metavar="AUDIO_FILE",
+        nargs="?",
+        const=demo_clip(),
+        help="no sound card: a simulated device plays this file as the microphone, in real time "
+        "(no file: the package's short spoken clip)",
+    )
+    g.add_argument(
+        "--slow-step-ms",
+        type=float_arg("--slow-step-ms", lo=0.0),
+        default=0.0,
+        help="add this much compute time to every LM step (to see the lag control on a fast machine)",
+    )
     add_echo_args(ap)
 
 
 def check_paths(args) -> None:
     """Outputs checked before the model is loaded: folders exist and are writable, known
     extensions, no path in two roles, existing files replaced only with --force."""
-    check_outputs([Output("--record", args.record, (".wav",), args.force),
-                   Output("--transcript", args.transcript, TRANSCRIPT_SUFFIXES, args.force)],
-                  [("--simulate", args.simulate), *model_inputs(args)])
+    check_outputs(
+        [
+            Output("--record", args.record, (".wav",), args.force),
+            Output("--transcript", args.transcript, TRANSCRIPT_SUFFIXES, args.force),
+        ],
+        [("--simulate", args.simulate), *model_inputs(args)],
+    )
 
 
 def run(args, *, check_model=None, end_policy=None) -> int:
@@ -77,14 +97,22 @@ def run(args, *, check_model=None, end_policy=None) -> int:
     gen = model.generator(**sampling_kwargs(args))
     if source is not None:
         print(f"simulated device: {args.simulate} as the microphone", file=sys.stderr)
-    opts = LiveOptions(max_lag_ms=args.max_lag_ms, duration=args.duration, record=args.record,
-                       record_raw_mic=args.record_mic == "raw", transcript=args.transcript,
-                       step_delay_s=args.slow_step_ms / 1000.0, input_device=args.input_device,
-                       output_device=args.output_device, end_policy=end_policy)
+    opts = LiveOptions(
+        max_lag_ms=args.max_lag_ms,
+        duration=args.duration,
+        record=args.record,
+        record_raw_mic=args.record_mic == "raw",
+        transcript=args.transcript,
+        step_delay_s=args.slow_step_ms / 1000.0,
+        input_device=args.input_device,
+        output_device=args.output_device,
+        end_policy=end_policy,
+    )
 
     def make_echo(output_name, input_rate, output_rate):
-        return echo_from_args(args, output_name, input_rate=input_rate, output_rate=output_rate,
-                              log=lambda m: print(m, file=sys.stderr))
+        return echo_from_args(
+            args, output_name, input_rate=input_rate, output_rate=output_rate, log=lambda m: print(m, file=sys.stderr)
+        )
 
     res = run_session(model, gen, opts, source=source, make_echo=make_echo, received_signal=received_signal)
     if res.pipe is None:

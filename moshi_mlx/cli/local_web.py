@@ -22,12 +22,19 @@ def parser() -> argparse.ArgumentParser:
     add_model_args(ap)
     add_sampling_args(ap)
     g = ap.add_argument_group("server")
-    g.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; browsers allow the microphone only on "
-                        "localhost or https, see docs/web.md)")
+    g.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; browsers allow the microphone only on "
+        "localhost or https, see docs/web.md)",
+    )
     g.add_argument("--port", type=int, default=8998, help="port (default 8998; 0 picks a free one)")
-    g.add_argument("--max-lag-ms", type=float, default=400.0,
-                   help="bound on the server's delay from receiving speech to sending the answer (default 400)")
+    g.add_argument(
+        "--max-lag-ms",
+        type=float,
+        default=400.0,
+        help="bound on the server's delay from receiving speech to sending the answer (default 400)",
+    )
     g.add_argument("--slow-step-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # tests of the lag control
     return ap
 
@@ -49,7 +56,9 @@ def _check_port(host: str, port: int) -> None:
                 s.bind(addr)
                 s.listen(1)
             except OSError as e:
-                raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host") from None
+                raise UsageError(
+                    f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host"
+                ) from None
 
 
 @cli_main  # a bad flag is one `error:` line, exit 2; SIGTERM/SIGHUP stop the server like Ctrl-C
@@ -80,8 +89,9 @@ def main(argv=None) -> int:
     def ready(url: str) -> None:
         print(f"open {url} in a browser (Ctrl-C to stop)", flush=True)
 
-    serve(engine, args.host, args.port, max_lag_ms=args.max_lag_ms,
-          step_delay_s=args.slow_step_ms / 1000.0, ready=ready)
+    serve(
+        engine, args.host, args.port, max_lag_ms=args.max_lag_ms, step_delay_s=args.slow_step_ms / 1000.0, ready=ready
+    )
     return 0
 
 

@@ -23,8 +23,7 @@ from ..audio.io import AUDIO_SUFFIXES
 from ..constants import DEFAULT_SEED, MIMI_REPO
 from ..errors import AudioError, UsageError
 from ..outputs import Output, check_outputs, write_staged
-from ..runtime.flags import (add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg,
-                             add_quiet_arg)
+from ..runtime.flags import add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg, add_quiet_arg
 from ..runtime.loading import DEMO_MODEL, demo_mimi_config
 from ..tokens import read_mimi_codes
 from ..validation import int_arg, seed_arg
@@ -33,21 +32,34 @@ from .runner import OneLineParser, cli_main
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--mimi-weight", default=None,
-                        help="Mimi checkpoint: local path, hf://owner/repo/file, or 'random' (seeded noise "
-                             "codec for offline smoke tests); default: the file named by --hf-repo's config.json")
+    common.add_argument(
+        "--mimi-weight",
+        default=None,
+        help="Mimi checkpoint: local path, hf://owner/repo/file, or 'random' (seeded noise "
+        "codec for offline smoke tests); default: the file named by --hf-repo's config.json",
+    )
     common.add_argument("--hf-repo", default=None, help=f"Hugging Face repo to fetch from (default {MIMI_REPO})")
-    common.add_argument("-n", "--num-codebooks", type=int_arg("--num-codebooks", lo=1), default=None,
-                        help="codebooks to use (default 8; decode: as many as the codes file has)")
+    common.add_argument(
+        "-n",
+        "--num-codebooks",
+        type=int_arg("--num-codebooks", lo=1),
+        default=None,
+        help="codebooks to use (default 8; decode: as many as the codes file has)",
+    )
     add_demo_model_arg(common, (DEMO_MODEL,), "--mimi-weight/--hf-repo (the demo models' tiny codec)")
     add_mimi_backend_arg(common, "mlx", "--backend")
-    common.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED,
-                        help=f"seed of --model / --mimi-weight random (default {DEFAULT_SEED})")
+    common.add_argument(
+        "--seed",
+        type=seed_arg(),
+        default=DEFAULT_SEED,
+        help=f"seed of --model / --mimi-weight random (default {DEFAULT_SEED})",
+    )
     add_force_arg(common, "the output")
     add_offline_arg(common)
     add_quiet_arg(common)
-    p = OneLineParser(prog="moshi-mimi", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(
+        prog="moshi-mimi", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True, help="what to do")
     audio_in, audio_out = "audio file (any format, rate, channels)", "audio file to write (format from the extension)"
     r = sub.add_parser("roundtrip", parents=[common], help="audio -> codes -> audio")
@@ -56,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", parents=[common], help="audio -> codes (.npy)")
     e.add_argument("input", help=audio_in)
     e.add_argument("codes", help="codes file to write (.npy, int32 [1, K, frames])")
-    d = sub.add_parser("decode", parents=[common], help="codes (.npy, or .npz from run_inference --save-tokens) -> audio")
+    d = sub.add_parser(
+        "decode", parents=[common], help="codes (.npy, or .npz from run_inference --save-tokens) -> audio"
+    )
     d.add_argument("codes", help="codes to decode (.npy, or .npz from run_inference --save-tokens)")
     d.add_argument("output", help=audio_out)
     return p
@@ -74,17 +88,23 @@ def _load(args, num_codebooks: int):
         if args.mimi_weight is not None or args.hf_repo is not None:
             raise UsageError("--model replaces --mimi-weight/--hf-repo: give one of them")
         if args.mimi_backend == "rustymimi":
-            raise UsageError("--model random-tiny: the tiny codec runs on MLX only (rustymimi reads the published "
-                             "Mimi); use --mimi-backend mlx")
+            raise UsageError(
+                "--model random-tiny: the tiny codec runs on MLX only (rustymimi reads the published "
+                "Mimi); use --mimi-backend mlx"
+            )
         args.mimi_backend = "mlx"
-        print(f"NOTE: --model {args.model}: the demo models' tiny codec, random weights: the audio is NOISE",
-              file=sys.stderr)
+        print(
+            f"NOTE: --model {args.model}: the demo models' tiny codec, random weights: the audio is NOISE",
+            file=sys.stderr,
+        )
         return random_mimi(args.seed, num_codebooks=num_codebooks, config=demo_mimi_config())
     if args.mimi_backend == "auto":
         args.mimi_backend = best_backend()
     if args.mimi_weight == "random":
-        print("WARNING: --mimi-weight random: seeded random weights, the audio is NOISE (smoke test only)",
-              file=sys.stderr)
+        print(
+            "WARNING: --mimi-weight random: seeded random weights, the audio is NOISE (smoke test only)",
+            file=sys.stderr,
+        )
         return random_mimi(args.seed, num_codebooks=num_codebooks, backend=args.mimi_backend)
     with offline_mode(args.offline):
         return load_mimi(args.mimi_weight, num_codebooks=num_codebooks, hf_repo=args.hf_repo, backend=args.mimi_backend)
@@ -113,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         codes = read_mimi_codes(args.codes)
         mimi = _load(args, args.num_codebooks or codes.shape[1])
         if codes.size and (codes.min() < 0 or codes.max() >= mimi.cardinality):
-            raise AudioError(f"{args.codes}: codes must be in [0, {mimi.cardinality}), "
-                             f"got values in [{codes.min()}, {codes.max()}]")
+            raise AudioError(
+                f"{args.codes}: codes must be in [0, {mimi.cardinality}), got values in [{codes.min()}, {codes.max()}]"
+            )
         total = codes.shape[-1]
     else:
         mimi = _load(args, args.num_codebooks or 8)

@@ -30,8 +30,10 @@ def parser() -> argparse.ArgumentParser:
     add_model_args(ap)
     add_sampling_args(ap)
     ap.add_argument("--transcript", help="save the transcript with word timestamps (.json, or .txt)")
-    ap.add_argument("--save-tokens", help="save every step's tokens (.npz; read by mimi decode, quality --codes, "
-                                          "convert --eval-codes)")
+    ap.add_argument(
+        "--save-tokens",
+        help="save every step's tokens (.npz; read by mimi decode, quality --codes, convert --eval-codes)",
+    )
     add_force_arg(ap, "OUTFILE, --transcript and --save-tokens")
     add_quiet_arg(ap, "no progress bar, no transcript on stdout")
     return ap
@@ -39,10 +41,14 @@ def parser() -> argparse.ArgumentParser:
 
 def check_paths(args) -> None:
     """Every output checked before any work, none the input or another output."""
-    check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, args.force),
-                   Output("--transcript", args.transcript, TRANSCRIPT_SUFFIXES, args.force),
-                   Output("--save-tokens", args.save_tokens, TOKENS_SUFFIXES, args.force)],
-                  [("INFILE", args.infile), *model_inputs(args)])
+    check_outputs(
+        [
+            Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, args.force),
+            Output("--transcript", args.transcript, TRANSCRIPT_SUFFIXES, args.force),
+            Output("--save-tokens", args.save_tokens, TOKENS_SUFFIXES, args.force),
+        ],
+        [("INFILE", args.infile), *model_inputs(args)],
+    )
 
 
 def run(args, *, check_model=None) -> dict:
@@ -73,8 +79,14 @@ def run(args, *, check_model=None) -> dict:
     if args.outfile and not model.speaks:
         print("NOTE: this model produces text only (dep_q = 0): no audio written", file=sys.stderr)
     try:
-        res = model.respond(pcm, args.outfile, sample_rate=model.sample_rate, transcript_path=args.transcript,
-                            progress=progress if bar is not None else None, **sampling_kwargs(args))
+        res = model.respond(
+            pcm,
+            args.outfile,
+            sample_rate=model.sample_rate,
+            transcript_path=args.transcript,
+            progress=progress if bar is not None else None,
+            **sampling_kwargs(args),
+        )
     except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
@@ -85,8 +97,11 @@ def run(args, *, check_model=None) -> dict:
             if args.save_tokens and args.save_tokens not in kept:
                 _save_tokens(args, model, res)
             saved = [p for p in asked if p not in kept]
-            print(f"\npartial outputs saved ({res.frames} frames answered): {', '.join(saved) or 'none'}"
-                  + (f"; left as they were: {', '.join(kept)}" if kept else ""), file=sys.stderr)
+            print(
+                f"\npartial outputs saved ({res.frames} frames answered): {', '.join(saved) or 'none'}"
+                + (f"; left as they were: {', '.join(kept)}" if kept else ""),
+                file=sys.stderr,
+            )
         raise
     finally:
         if bar is not None:
@@ -95,17 +110,26 @@ def run(args, *, check_model=None) -> dict:
         print(res.text, file=sys.stdout)
     _save_tokens(args, model, res)
     seconds = res.frames * model.frame_size / model.sample_rate
-    print(f"{res.frames} frames ({seconds:.1f} s of audio) in {res.wall_s:.1f} s: {res.real_time_factor:.2f}x real time",
-          file=sys.stderr)
+    print(
+        f"{res.frames} frames ({seconds:.1f} s of audio) in {res.wall_s:.1f} s: {res.real_time_factor:.2f}x real time",
+        file=sys.stderr,
+    )
     return {"frames": res.frames, "wall_s": res.wall_s, "real_time_factor": res.real_time_factor, "text": res.text}
 
 
 def _save_tokens(args, model, res) -> None:
     if args.save_tokens:
-        save_tokens(args.save_tokens, text=[t for _, t, _ in res.tokens], audio=[a for _, _, a in res.tokens],
-                    user=res.user_codes, frames=[f for f, _, _ in res.tokens], prefix_text=res.prefix_text_token,
-                    prefix_audio=res.prefix_audio_tokens, dep_q=max(model.cfg.dep_q, 0),
-                    own_delay=model.cfg.own_delay)
+        save_tokens(
+            args.save_tokens,
+            text=[t for _, t, _ in res.tokens],
+            audio=[a for _, _, a in res.tokens],
+            user=res.user_codes,
+            frames=[f for f, _, _ in res.tokens],
+            prefix_text=res.prefix_text_token,
+            prefix_audio=res.prefix_audio_tokens,
+            dep_q=max(model.cfg.dep_q, 0),
+            own_delay=model.cfg.own_delay,
+        )
 
 
 @cli_main

@@ -38,30 +38,47 @@ DEFAULT_REPO = VAD_REPO  # the STT weights with end-of-turn heads (-mlx has none
 
 def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-stt", description=__doc__.split("\n\n")[0])
-    ap.add_argument("infile", nargs="?", help="audio file to transcribe (any format, rate, channels); "
-                    "none: the microphone")
-    add_model_args(ap, default_repo=f"{DEFAULT_REPO}; or a q4/q8 folder made by moshi-convert",
-                   quantized_help="Moshi's repos only: for speech-to-text give --hf-repo a q4/q8 folder "
-                                  "(moshi-convert)")
+    ap.add_argument(
+        "infile", nargs="?", help="audio file to transcribe (any format, rate, channels); none: the microphone"
+    )
+    add_model_args(
+        ap,
+        default_repo=f"{DEFAULT_REPO}; or a q4/q8 folder made by moshi-convert",
+        quantized_help="Moshi's repos only: for speech-to-text give --hf-repo a q4/q8 folder (moshi-convert)",
+    )
     g = ap.add_argument_group("transcription")
-    g.add_argument("--transcript", help="save the transcript: .json (words, times, end-of-turn events), "
-                   ".srt or .vtt (subtitles), .txt (text)")
+    g.add_argument(
+        "--transcript",
+        help="save the transcript: .json (words, times, end-of-turn events), .srt or .vtt (subtitles), .txt (text)",
+    )
     add_force_arg(g, "--transcript")
-    g.add_argument("--words", action="store_true", help="print one line per word (start, end, word) "
-                   "instead of the running text")
-    g.add_argument("--vad-threshold", type=float, default=END_OF_TURN_THRESHOLD,
-                   help="end-of-turn probability above which the turn is over (default 0.5)")
+    g.add_argument(
+        "--words", action="store_true", help="print one line per word (start, end, word) instead of the running text"
+    )
+    g.add_argument(
+        "--vad-threshold",
+        type=float,
+        default=END_OF_TURN_THRESHOLD,
+        help="end-of-turn probability above which the turn is over (default 0.5)",
+    )
     g.add_argument("--temp", type=float, help="text temperature (default 0: greedy, as Kyutai's scripts)")
     g.add_argument("--top-k", type=int, help="text top-k (with --temp)")
     g.add_argument("--top-p", type=float, help="text top-p (with --temp)")
-    g.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})")
+    g.add_argument(
+        "--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})"
+    )
     g.add_argument("--quiet", action="store_true", help="print nothing but errors (and the summary)")
     a = ap.add_argument_group("microphone")
     add_device_args(a, output=False)
     a.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    a.add_argument("--simulate", metavar="AUDIO_FILE", nargs="?", const=demo_clip(),
-                   help="no sound card: a simulated microphone plays this file in real time (no file: the "
-                        "package's short spoken clip)")
+    a.add_argument(
+        "--simulate",
+        metavar="AUDIO_FILE",
+        nargs="?",
+        const=demo_clip(),
+        help="no sound card: a simulated microphone plays this file in real time (no file: the "
+        "package's short spoken clip)",
+    )
     return ap
 
 
@@ -118,8 +135,15 @@ def _show(printer: _Printer, updates: list[SttUpdate]) -> None:
 
 
 def _make(args, session, rate: int, keep: list) -> PipelineTranscriber:
-    tr = PipelineTranscriber(session, in_rate=rate, temp=args.temp, top_k=args.top_k, top_p=args.top_p,
-                             seed=args.seed, vad_threshold=args.vad_threshold)
+    tr = PipelineTranscriber(
+        session,
+        in_rate=rate,
+        temp=args.temp,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        vad_threshold=args.vad_threshold,
+    )
     keep.append(tr)  # so the transcript is saved whatever happens next
     return tr
 
@@ -137,8 +161,10 @@ def _finish(tr: PipelineTranscriber, printer: _Printer) -> None:
 def _transcribe_file(args, session, pcm, printer: _Printer, keep: list) -> None:
     tr = _make(args, session, SAMPLE_RATE, keep).start()
     t0 = time.perf_counter()
-    feeder = threading.Thread(target=lambda: [tr.push(pcm[i:i + FRAME_SIZE], wait=True)
-                                             for i in range(0, len(pcm), FRAME_SIZE)], daemon=True)
+    feeder = threading.Thread(
+        target=lambda: [tr.push(pcm[i : i + FRAME_SIZE], wait=True) for i in range(0, len(pcm), FRAME_SIZE)],
+        daemon=True,
+    )
     feeder.start()
     while feeder.is_alive() and not tr.failed:
         _show(printer, tr.poll(0.2))
@@ -147,8 +173,11 @@ def _transcribe_file(args, session, pcm, printer: _Printer, keep: list) -> None:
     _finish(tr, printer)
     wall = time.perf_counter() - t0
     seconds = len(pcm) / SAMPLE_RATE
-    print(f"{seconds:.1f} s of audio ({tr.pipe.stats.frames_stepped} steps with the model's padding) in {wall:.1f} s: "
-          f"{seconds / wall if wall > 0 else math.inf:.2f}x real time", file=sys.stderr)
+    print(
+        f"{seconds:.1f} s of audio ({tr.pipe.stats.frames_stepped} steps with the model's padding) in {wall:.1f} s: "
+        f"{seconds / wall if wall > 0 else math.inf:.2f}x real time",
+        file=sys.stderr,
+    )
 
 
 def _transcribe_live(args, session, source, printer: _Printer, keep: list) -> None:
@@ -210,12 +239,16 @@ def run(args) -> int:
     if args.transcript:
         check_output_path(args.transcript, args.force)
         # never over an input: the audio, or a file of the model folder (--transcript MODEL/config.json)
-        check_outputs([Output("--transcript", args.transcript)],
-                      [("INFILE", args.infile), ("--simulate", args.simulate), *model_inputs(args)])
+        check_outputs(
+            [Output("--transcript", args.transcript)],
+            [("INFILE", args.infile), ("--simulate", args.simulate), *model_inputs(args)],
+        )
     if not (args.hf_repo or args.moshi_weight or args.model):
         if args.quantized:
-            raise UsageError("-q picks Moshi's repos; for speech-to-text give --hf-repo (e.g. a q4/q8 folder "
-                             "made by moshi_mlx.convert)")
+            raise UsageError(
+                "-q picks Moshi's repos; for speech-to-text give --hf-repo (e.g. a q4/q8 folder "
+                "made by moshi_mlx.convert)"
+            )
         args.hf_repo = DEFAULT_REPO
     # bad audio fails before a model is loaded
     pcm = _read(args.infile) if args.infile else (_read(args.simulate) if args.simulate else None)
@@ -233,8 +266,9 @@ def run(args) -> int:
         for tr in keep:
             tr.stop()
             if args.transcript:
-                save_transcript(args.transcript, tr.decoder.to_dict(), tr.decoder.words, tr.decoder.events,
-                                force=args.force)
+                save_transcript(
+                    args.transcript, tr.decoder.to_dict(), tr.decoder.words, tr.decoder.events, force=args.force
+                )
                 print(f"transcript saved: {args.transcript}", file=sys.stderr)
     return 0
 

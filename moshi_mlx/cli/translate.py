@@ -28,22 +28,37 @@ END_SILENCE_S = 1.5  # the live end of turn's default pause
 
 def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-translate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("infile", nargs="?", help="audio file to translate (any format/rate/channels); "
-                                              "leave it out to translate the microphone")
-    ap.add_argument("outfile", nargs="?", help="where to write the translated speech (24 kHz; format from the "
-                                               "extension)")
-    add_model_args(ap, default_repo=f"{DEFAULT_REPO} (Hibiki-Zero; or a q4/q8 folder made by moshi-convert, "
-                                    "or kyutai/hibiki-2b-mlx-bf16)",
-                   demo_models=("random-tiny-hibiki-zero",))
+    ap.add_argument(
+        "infile",
+        nargs="?",
+        help="audio file to translate (any format/rate/channels); leave it out to translate the microphone",
+    )
+    ap.add_argument(
+        "outfile", nargs="?", help="where to write the translated speech (24 kHz; format from the extension)"
+    )
+    add_model_args(
+        ap,
+        default_repo=f"{DEFAULT_REPO} (Hibiki-Zero; or a q4/q8 folder made by moshi-convert, "
+        "or kyutai/hibiki-2b-mlx-bf16)",
+        demo_models=("random-tiny-hibiki-zero",),
+    )
     add_sampling_args(ap)
     local.add_live_args(ap, who="the translation")
-    ap.add_argument("--end-silence", type=positive_or_off_arg("--end-silence"), default=END_SILENCE_S,
-                    help=f"live: seconds of silence after speech that end a turn (the end-of-input marker is sent "
-                         f"so the last words are translated; default {END_SILENCE_S}; \"off\": never)")
-    ap.add_argument("--end-threshold-db", type=float_arg("--end-threshold-db", hi=0.0), default=END_THRESHOLD_DB,
-                    help=f"live: input below this RMS level (dBFS, after echo cancellation) counts as silence "
-                         f"(default {END_THRESHOLD_DB:g}; raise it in a noisy room or if the translation's echo "
-                         "keeps turns from ending)")
+    ap.add_argument(
+        "--end-silence",
+        type=positive_or_off_arg("--end-silence"),
+        default=END_SILENCE_S,
+        help=f"live: seconds of silence after speech that end a turn (the end-of-input marker is sent "
+        f'so the last words are translated; default {END_SILENCE_S}; "off": never)',
+    )
+    ap.add_argument(
+        "--end-threshold-db",
+        type=float_arg("--end-threshold-db", hi=0.0),
+        default=END_THRESHOLD_DB,
+        help=f"live: input below this RMS level (dBFS, after echo cancellation) counts as silence "
+        f"(default {END_THRESHOLD_DB:g}; raise it in a noisy room or if the translation's echo "
+        "keeps turns from ending)",
+    )
     ap.add_argument("--save-tokens", help="file mode: save every step's tokens (.npz)")
     ap.add_argument("--quiet", action="store_true", help="file mode: no progress bar, no text on stdout")
     return ap
@@ -51,15 +66,18 @@ def parser() -> argparse.ArgumentParser:
 
 def _check_translates(model) -> None:
     if not model.translates:
-        raise UsageError(f"{model.description}: not a translation model (moshi-translate runs Hibiki and "
-                         "Hibiki-Zero: model_type hibiki with audio out); use moshi-local or moshi-run-inference")
+        raise UsageError(
+            f"{model.description}: not a translation model (moshi-translate runs Hibiki and "
+            "Hibiki-Zero: model_type hibiki with audio out); use moshi-local or moshi-run-inference"
+        )
 
 
 def run(args) -> int:
     if not (args.hf_repo or args.moshi_weight or args.model):
         if args.quantized:
-            raise UsageError("-q picks Moshi's repos; for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made "
-                             "by moshi-convert)")
+            raise UsageError(
+                "-q picks Moshi's repos; for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)"
+            )
         args.hf_repo = DEFAULT_REPO
     if args.infile is None:
         if args.outfile is not None:

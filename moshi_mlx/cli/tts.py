@@ -20,8 +20,14 @@ from ..audio.io import AUDIO_SUFFIXES
 from ..constants import DEFAULT_SEED, FRAME_SECONDS
 from ..errors import UsageError
 from ..outputs import Output, check_outputs, write_text
-from ..runtime.flags import (add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg,
-                             add_quantized_arg, add_quiet_arg)
+from ..runtime.flags import (
+    add_demo_model_arg,
+    add_force_arg,
+    add_mimi_backend_arg,
+    add_offline_arg,
+    add_quantized_arg,
+    add_quiet_arg,
+)
 from ..runtime.loading import model_inputs
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
 from ..validation import float_arg, int_arg, seed_arg
@@ -31,17 +37,26 @@ _DEFAULT_TEMP = 0.6  # the published config's lm_gen_config and the reference TT
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="moshi-tts", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = OneLineParser(
+        prog="moshi-tts",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     ap.add_argument("text", nargs="?", help="the text to speak ('-': read it from stdin)")
-    ap.add_argument("outfile", nargs="?", help="audio file to write (24 kHz; format from the extension); "
-                    "without it the audio plays on the speakers")
+    ap.add_argument(
+        "outfile",
+        nargs="?",
+        help="audio file to write (24 kHz; format from the extension); without it the audio plays on the speakers",
+    )
     ap.add_argument("--text-file", help="read the text from this file")
-    ap.add_argument("--voice", help=f"voice embedding: a name in --voice-repo (e.g. {DEFAULT_VOICE}), a local "
-                    ".safetensors file, hf://owner/repo/file, or 'random' (seeded noise, for the demo model); "
-                    "for a model conditioned by an audio prefix (kyutai/tts-0.75b-en-public): a recording, a local "
-                    "audio file or a .wav name in --voice-repo")
+    ap.add_argument(
+        "--voice",
+        help=f"voice embedding: a name in --voice-repo (e.g. {DEFAULT_VOICE}), a local "
+        ".safetensors file, hf://owner/repo/file, or 'random' (seeded noise, for the demo model); "
+        "for a model conditioned by an audio prefix (kyutai/tts-0.75b-en-public): a recording, a local "
+        "audio file or a .wav name in --voice-repo",
+    )
     ap.add_argument("--voice-repo", default=DEFAULT_VOICE_REPO, help="Hugging Face repo of the voices (%(default)s)")
     add_force_arg(ap, "OUTFILE and --transcript")
     ap.add_argument("--transcript", help="save the words with their times in the audio (.json)")
@@ -53,22 +68,63 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight", help="model weights file")
     g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights file")
     g.add_argument("--tokenizer", help="SentencePiece tokenizer file")
-    add_quantized_arg(g, "quantize float weights to 4 or 8 bits at load (a folder moshi-convert quantized loads as it is)")
-    g.add_argument("--n-q", type=int_arg("--n-q", lo=1), help="generate only the first N codebooks (faster, lower quality; default all)")
+    add_quantized_arg(
+        g, "quantize float weights to 4 or 8 bits at load (a folder moshi-convert quantized loads as it is)"
+    )
+    g.add_argument(
+        "--n-q",
+        type=int_arg("--n-q", lo=1),
+        help="generate only the first N codebooks (faster, lower quality; default all)",
+    )
     add_mimi_backend_arg(g)
     add_offline_arg(g)
     g = ap.add_argument_group("generation (defaults as Kyutai's TTSModel)")
-    g.add_argument("--cfg-coef", type=float_arg("--cfg-coef"), default=2.0, help="classifier-free guidance (%(default)s; for "
-                   "CFG-distilled models such as tts-1.6b-en_fr one of 1.0, 1.5, ..., 4.0)")
-    g.add_argument("--temp", type=float_arg("--temp", lo=0.0), default=None, help=f"temperature, text and audio (model default, "
-                   f"{_DEFAULT_TEMP}; 0 = greedy)")
-    g.add_argument("--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})")
-    g.add_argument("--padding-between", type=int_arg("--padding-between", lo=0), default=1, help="pad steps forced after each word (%(default)s)")
-    g.add_argument("--max-padding", type=int_arg("--max-padding", lo=0), default=8, help="most pad steps in a row (%(default)s)")
-    g.add_argument("--initial-padding", type=int_arg("--initial-padding", lo=0), default=2, help="pad steps before the first word (%(default)s)")
-    g.add_argument("--final-padding", type=int_arg("--final-padding", lo=0), default=4, help="steps generated after the last word (%(default)s)")
-    g.add_argument("--padding-bonus", type=float_arg("--padding-bonus"), default=0.0, help="added to the pad logit: > 0 speaks slower")
-    g.add_argument("--max-steps", type=int_arg("--max-steps", lo=1), default=30000, help="stop after this many steps (80 ms each)")
+    g.add_argument(
+        "--cfg-coef",
+        type=float_arg("--cfg-coef"),
+        default=2.0,
+        help="classifier-free guidance (%(default)s; for "
+        "CFG-distilled models such as tts-1.6b-en_fr one of 1.0, 1.5, ..., 4.0)",
+    )
+    g.add_argument(
+        "--temp",
+        type=float_arg("--temp", lo=0.0),
+        default=None,
+        help=f"temperature, text and audio (model default, {_DEFAULT_TEMP}; 0 = greedy)",
+    )
+    g.add_argument(
+        "--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})"
+    )
+    g.add_argument(
+        "--padding-between",
+        type=int_arg("--padding-between", lo=0),
+        default=1,
+        help="pad steps forced after each word (%(default)s)",
+    )
+    g.add_argument(
+        "--max-padding", type=int_arg("--max-padding", lo=0), default=8, help="most pad steps in a row (%(default)s)"
+    )
+    g.add_argument(
+        "--initial-padding",
+        type=int_arg("--initial-padding", lo=0),
+        default=2,
+        help="pad steps before the first word (%(default)s)",
+    )
+    g.add_argument(
+        "--final-padding",
+        type=int_arg("--final-padding", lo=0),
+        default=4,
+        help="steps generated after the last word (%(default)s)",
+    )
+    g.add_argument(
+        "--padding-bonus",
+        type=float_arg("--padding-bonus"),
+        default=0.0,
+        help="added to the pad logit: > 0 speaks slower",
+    )
+    g.add_argument(
+        "--max-steps", type=int_arg("--max-steps", lo=1), default=30000, help="stop after this many steps (80 ms each)"
+    )
     g = ap.add_argument_group("speakers (without OUTFILE)")
     g.add_argument("--output-device", help="output device: index or part of its name")
     g.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
@@ -105,12 +161,18 @@ def run(args) -> dict:
         return {}
     text = clean_text(read_text(args))
     if not args.voice:
-        raise UsageError(f"--voice is required (e.g. --voice {DEFAULT_VOICE}, a local .safetensors file, "
-                         "or 'random' with --model tts-tiny)")
+        raise UsageError(
+            f"--voice is required (e.g. --voice {DEFAULT_VOICE}, a local .safetensors file, "
+            "or 'random' with --model tts-tiny)"
+        )
     check_voice_spec(args.voice)
-    out, _ = check_outputs([Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, overwrite=args.force),
-                            Output("--transcript", args.transcript, (".json",), overwrite=args.force)],
-                           inputs=[("--text-file", args.text_file), ("--voice", args.voice), *model_inputs(args)])
+    out, _ = check_outputs(
+        [
+            Output("OUTFILE", args.outfile, AUDIO_SUFFIXES, overwrite=args.force),
+            Output("--transcript", args.transcript, (".json",), overwrite=args.force),
+        ],
+        inputs=[("--text-file", args.text_file), ("--voice", args.voice), *model_inputs(args)],
+    )
     with offline_mode(args.offline):
         session, voice = _load(args)
     if session.is_demo:
@@ -119,9 +181,18 @@ def run(args) -> dict:
         print(f"warning: {w}", file=sys.stderr)
     temp = args.temp if args.temp is not None else float(session.cfg.lm_gen_config.get("temp", _DEFAULT_TEMP))
     progress = None if args.quiet else _progress
-    opts = dict(cfg_coef=args.cfg_coef, temp=temp, seed=args.seed, padding_between=args.padding_between,
-                max_padding=args.max_padding, initial_padding=args.initial_padding, final_padding=args.final_padding,
-                padding_bonus=args.padding_bonus, max_steps=args.max_steps, on_step=progress)
+    opts = dict(
+        cfg_coef=args.cfg_coef,
+        temp=temp,
+        seed=args.seed,
+        padding_between=args.padding_between,
+        max_padding=args.max_padding,
+        initial_padding=args.initial_padding,
+        final_padding=args.final_padding,
+        padding_bonus=args.padding_bonus,
+        max_steps=args.max_steps,
+        on_step=progress,
+    )
     if out is not None:
         from ..audio.io import AudioWriter
 
@@ -142,23 +213,40 @@ def run(args) -> dict:
     if not args.quiet:
         print("", file=sys.stderr)
     if args.transcript:
-        write_text(args.transcript, json.dumps(
-            {"words": [{"word": w, "start": round(t, 3)} for w, t in report.words]}, indent=1) + "\n")
+        write_text(
+            args.transcript,
+            json.dumps({"words": [{"word": w, "start": round(t, 3)} for w, t in report.words]}, indent=1) + "\n",
+        )
     ended = "" if report.end_step is not None else f" (stopped at --max-steps {args.max_steps} before the end)"
-    print(f"{report.seconds:.2f} s of audio in {report.wall_s:.1f} s: {report.real_time_factor:.2f}x real time"
-          f"{ended}" + (f" -> {out}" if out else ""), file=sys.stderr)
-    return {"seconds": report.seconds, "wall_s": report.wall_s, "real_time_factor": report.real_time_factor,
-            "words": report.words}
+    print(
+        f"{report.seconds:.2f} s of audio in {report.wall_s:.1f} s: {report.real_time_factor:.2f}x real time"
+        f"{ended}" + (f" -> {out}" if out else ""),
+        file=sys.stderr,
+    )
+    return {
+        "seconds": report.seconds,
+        "wall_s": report.wall_s,
+        "real_time_factor": report.real_time_factor,
+        "words": report.words,
+    }
 
 
 def _load(args):
     """The TTS model and the voice (both may come from the Hub)."""
     from ..runtime.tts import load_tts_session, load_voice
 
-    session = load_tts_session(model=args.model, hf_repo=args.hf_repo, lm_config=args.lm_config,
-                               moshi_weight=args.moshi_weight, mimi_weight=args.mimi_weight, tokenizer=args.tokenizer,
-                               quantize=args.quantized, n_q=args.n_q, mimi_backend=args.mimi_backend,
-                               seed=args.seed)
+    session = load_tts_session(
+        model=args.model,
+        hf_repo=args.hf_repo,
+        lm_config=args.lm_config,
+        moshi_weight=args.moshi_weight,
+        mimi_weight=args.mimi_weight,
+        tokenizer=args.tokenizer,
+        quantize=args.quantized,
+        n_q=args.n_q,
+        mimi_backend=args.mimi_backend,
+        seed=args.seed,
+    )
     return session, load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed, codec=session.codec)
 
 

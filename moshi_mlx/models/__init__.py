@@ -9,8 +9,10 @@ from .mimi import Mimi, MimiConfig, best_backend  # noqa: F401
 # The loaders live in weights/ (a layer above, which imports this package): they are part of
 # this package's API but imported on first use, so either package can be imported first.
 _LAZY = {
-    "load_lm": "lm_loader", "random_lm": "random_state",
-    "load_mimi": "mimi_loader", "random_mimi": "mimi_loader",
+    "load_lm": "lm_loader",
+    "random_lm": "random_state",
+    "load_mimi": "mimi_loader",
+    "random_mimi": "mimi_loader",
 }
 
 

@@ -41,8 +41,15 @@ from .frame_step import compiled_step_supported
 from ..modules.embedding import StackedEmbeddings
 from ..modules.norm import set_fused_norms
 from ..modules.step_linear import StepLinear
-from ..modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, cpu_count, set_linear_class,
-                                use_step_linears, worth_splitting)
+from ..modules.parallel import (
+    CastLinear,
+    ParallelLinear,
+    ParallelQuantizedLinear,
+    cpu_count,
+    set_linear_class,
+    use_step_linears,
+    worth_splitting,
+)
 
 ACTIVATIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
@@ -114,9 +121,11 @@ def resident_target(weight_bytes: int) -> tuple[int, str | None]:
         return 0, None
     warning = None
     if weight_bytes > RESIDENT_SHARE * target:
-        warning = (f"the weights take {weight_bytes / 2**30:.1f} GB but this GPU keeps at most "
-                   f"{target / 2**30:.1f} GB resident: steps will stall on paging; a smaller "
-                   "quantization fits (-q 8, or -q 4 for Moshi 7B in ~4.3 GB)")
+        warning = (
+            f"the weights take {weight_bytes / 2**30:.1f} GB but this GPU keeps at most "
+            f"{target / 2**30:.1f} GB resident: steps will stall on paging; a smaller "
+            "quantization fits (-q 8, or -q 4 for Moshi 7B in ~4.3 GB)"
+        )
     return target, warning
 
 
@@ -208,14 +217,21 @@ def mem_available() -> int | None:
 
 # (group, which module paths): depformer first, its fp32 copy buys the most time per byte
 # (its mat-vecs are small and MLX's bf16 kernel is slowest there: 2.3 GB/s vs 8.2 for fp32)
-_UPCAST_GROUPS = (("depformer", lambda p: p.startswith("depformer.")),
-                  ("temporal", lambda p: not p.startswith("depformer.")))
+_UPCAST_GROUPS = (
+    ("depformer", lambda p: p.startswith("depformer.")),
+    ("temporal", lambda p: not p.startswith("depformer.")),
+)
 
 
 def _upcast_candidates(lm, in_group) -> list[nn.Linear]:
-    return [m for p, m in lm.named_modules()
-            if isinstance(m, nn.Linear) and m.weight.dtype in (mx.bfloat16, mx.float16) and in_group(p)
-            and not p.startswith(("condition_provider", "extra_heads"))]
+    return [
+        m
+        for p, m in lm.named_modules()
+        if isinstance(m, nn.Linear)
+        and m.weight.dtype in (mx.bfloat16, mx.float16)
+        and in_group(p)
+        and not p.startswith(("condition_provider", "extra_heads"))
+    ]
 
 
 def _distinct(arrays) -> list[mx.array]:
@@ -226,8 +242,10 @@ def _distinct(arrays) -> list[mx.array]:
 def upcast_extra_bytes(lm) -> dict[str, int]:
     """Extra memory a float32 copy of each group's bf16/fp16 Linear weights would take
     (a weight several modules share is copied once, so counted once)."""
-    return {name: sum(w.size * (4 - w.itemsize) for w in _distinct(m.weight for m in _upcast_candidates(lm, in_group)))
-            for name, in_group in _UPCAST_GROUPS}
+    return {
+        name: sum(w.size * (4 - w.itemsize) for w in _distinct(m.weight for m in _upcast_candidates(lm, in_group)))
+        for name, in_group in _UPCAST_GROUPS
+    }
 
 
 def plan_upcast(extra: dict[str, int], budget_bytes: int) -> list[str]:
@@ -278,9 +296,15 @@ def upcast_float_linears(lm, groups) -> int:
 PROFILES = ("auto", "cpu", "gpu")
 
 
-def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | str = "auto",
-               upcast: bool | str | tuple | list = "auto", upcast_budget: int | None = None,
-               profile: str = "auto", compile: bool | str = "auto") -> ComputeFormat:
+def prepare_lm(
+    lm,
+    activation: str | mx.Dtype | None = "auto",
+    parallel: bool | str = "auto",
+    upcast: bool | str | tuple | list = "auto",
+    upcast_budget: int | None = None,
+    profile: str = "auto",
+    compile: bool | str = "auto",
+) -> ComputeFormat:
     """Put `lm` in the compute format of the default device, in place (the file is
     untouched), and return it as a `ComputeFormat`: the module swaps (split, cast, fused,
     upcast layers) are done here; the activation dtype and the compiled step are the
@@ -326,15 +350,19 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
         upcast_bytes = upcast_float_linears(lm, upcast_groups)
     if activation == "auto":
         act = default_activation_dtype(lm, mx.Device(mx.cpu if cpu else mx.gpu))  # the profile's device kind
-        if act is None and upcast_groups and all(
-                n == 0 or g in upcast_groups for g, n in upcast_extra_bytes(lm).items()):
+        if (
+            act is None
+            and upcast_groups
+            and all(n == 0 or g in upcast_groups for g, n in upcast_extra_bytes(lm).items())
+        ):
             act = mx.float32  # every float layer is fp32 now
     elif activation in (None, "stored"):
         act = None
     elif isinstance(activation, str):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation dtype {activation!r}; expected auto, stored or one of "
-                             f"{', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation dtype {activation!r}; expected auto, stored or one of {', '.join(ACTIVATIONS)}"
+            )
         act = ACTIVATIONS[activation]
     else:
         act = activation
@@ -358,9 +386,21 @@ def prepare_lm(lm, activation: str | mx.Dtype | None = "auto", parallel: bool | 
     compiled = bool(compile) and compiled_step_supported(lm) is None
     stack = StackedEmbeddings(lm.audio_embs) if compiled and StackedEmbeddings.stackable(lm.audio_embs) else None
     wired, warning = resident_target(parameter_bytes(lm)) if not cpu else (0, None)
-    return ComputeFormat(str(device), str(act if act is not None else lm.dtype).replace("mlx.core.", ""), n_par, n_cast, upcast_groups,
-                         upcast_bytes, compiled, "cpu" if cpu else "gpu", fused, wired, warning, activation=act,
-                         audio_stack=stack)
+    return ComputeFormat(
+        str(device),
+        str(act if act is not None else lm.dtype).replace("mlx.core.", ""),
+        n_par,
+        n_cast,
+        upcast_groups,
+        upcast_bytes,
+        compiled,
+        "cpu" if cpu else "gpu",
+        fused,
+        wired,
+        warning,
+        activation=act,
+        audio_stack=stack,
+    )
 
 
 # id(weight) -> (weak refs to it and to its row-contiguous copy), so that Linears sharing a

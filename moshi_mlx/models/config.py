@@ -274,13 +274,15 @@ class LmConfig:
         extra = d.pop("extra")
         source = d.pop("source")
         if conds:
-            kinds = {k: "tensor" if isinstance(c, TensorConditionerConfig) else "lut"
-                     for k, c in self.conditioners.items()}
+            kinds = {
+                k: "tensor" if isinstance(c, TensorConditionerConfig) else "lut" for k, c in self.conditioners.items()
+            }
             d["conditioners"] = {k: {"type": kinds[k], kinds[k]: v} for k, v in conds.items()}
             d["fuser"] = {"sum": fuse_sum}
             if fuse_cross:
-                d["fuser"].update(cross=fuse_cross, cross_attention_pos_emb=pos_emb,
-                                  cross_attention_pos_emb_scale=pos_scale)
+                d["fuser"].update(
+                    cross=fuse_cross, cross_attention_pos_emb=pos_emb, cross_attention_pos_emb_scale=pos_scale
+                )
         if not d["cross_attention"]:
             d.pop("cross_attention")
         d.update(extra)
@@ -337,11 +339,28 @@ def _describe(tp: Any) -> str:
 
 # (key, lowest value, what) for numeric keys; None values are checked by type only
 _LOWER_BOUNDS = {
-    "dim": 1, "num_heads": 1, "num_layers": 1, "kv_repeat": 1, "context": 1, "text_card": 1, "card": 1,
-    "n_q": 0, "dep_q": 0, "depformer_dim": 1, "depformer_num_heads": 1, "depformer_num_layers": 1,
-    "depformer_low_rank_embeddings": 1, "depformer_context": 1, "depformer_kv_repeat": 1, "checkpoint_dep_q": 1,
-    "extra_heads_num_heads": 0, "extra_heads_dim": 1, "text_card_out": 1, "lora_rank": 1,
-    "existing_text_padding_id": 0, "existing_text_end_padding_id": 0,
+    "dim": 1,
+    "num_heads": 1,
+    "num_layers": 1,
+    "kv_repeat": 1,
+    "context": 1,
+    "text_card": 1,
+    "card": 1,
+    "n_q": 0,
+    "dep_q": 0,
+    "depformer_dim": 1,
+    "depformer_num_heads": 1,
+    "depformer_num_layers": 1,
+    "depformer_low_rank_embeddings": 1,
+    "depformer_context": 1,
+    "depformer_kv_repeat": 1,
+    "checkpoint_dep_q": 1,
+    "extra_heads_num_heads": 0,
+    "extra_heads_dim": 1,
+    "text_card_out": 1,
+    "lora_rank": 1,
+    "existing_text_padding_id": 0,
+    "existing_text_end_padding_id": 0,
 }
 _POSITIVE_FLOATS = ("hidden_scale", "max_period", "depformer_max_period", "lora_scaling")
 # MLX's shapes and indices are 32-bit: a larger size or count fails inside MLX (OverflowError)
@@ -409,9 +428,16 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
     if bad:
         raise _err(where, f"lm_gen_config has unsupported keys {sorted(bad)}; known: {', '.join(LM_GEN_KEYS)}")
 
-    known = {f for f in LmConfig.__dataclass_fields__} - {"conditioners", "fuse_sum", "fuse_cross", "extra", "source",
-                                                         "lm_gen_config", "cross_attention_pos_emb",
-                                                         "cross_attention_pos_emb_scale"}
+    known = {f for f in LmConfig.__dataclass_fields__} - {
+        "conditioners",
+        "fuse_sum",
+        "fuse_cross",
+        "extra",
+        "source",
+        "lm_gen_config",
+        "cross_attention_pos_emb",
+        "cross_attention_pos_emb_scale",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise _err(where, f"unknown config keys {unknown}")
@@ -432,8 +458,16 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
         data["depformer_max_period"] = float(data["depformer_max_period"])
     if "lora_scaling" in data:
         data["lora_scaling"] = float(data["lora_scaling"])
-    cfg = LmConfig(**data, conditioners=conditioners, fuse_sum=fuse_sum, fuse_cross=fuse_cross, **fuse_opts,
-                   lm_gen_config=dict(lm_gen), extra=extra, source=source)
+    cfg = LmConfig(
+        **data,
+        conditioners=conditioners,
+        fuse_sum=fuse_sum,
+        fuse_cross=fuse_cross,
+        **fuse_opts,
+        lm_gen_config=dict(lm_gen),
+        extra=extra,
+        source=source,
+    )
     _validate(cfg, where)
     return cfg
 
@@ -446,7 +480,9 @@ def _parse_conditioning(data: dict[str, Any], where: str):
     for name, c in (data.pop("conditioners", None) or {}).items():
         kind = c.get("type") if isinstance(c, dict) else c
         if kind not in ("lut", "tensor"):
-            raise _err(where, f"conditioner {name!r} has type {kind!r}; only 'lut' and 'tensor' conditioners are supported")
+            raise _err(
+                where, f"conditioner {name!r} has type {kind!r}; only 'lut' and 'tensor' conditioners are supported"
+            )
         opts = dict(c.get(kind) or {})
         if opts.get("output_bias"):
             raise _err(where, f"conditioner {name!r}: output_bias is not supported")
@@ -454,7 +490,9 @@ def _parse_conditioning(data: dict[str, Any], where: str):
         opts.pop("pad_empty", None)  # an empty condition is padded either way
         if kind == "lut":
             if opts.get("tokenizer", "noop") != "noop":
-                raise _err(where, f"conditioner {name!r}: tokenizer {opts['tokenizer']!r} is not supported (only 'noop')")
+                raise _err(
+                    where, f"conditioner {name!r}: tokenizer {opts['tokenizer']!r} is not supported (only 'noop')"
+                )
             if opts.get("init_scale", 1.0) is None:
                 raise _err(where, f"conditioner {name!r}: bad init_scale")
             opts.pop("init_scale", None)  # only affects random init
@@ -476,10 +514,15 @@ def _parse_conditioning(data: dict[str, Any], where: str):
     for n, c in conditioners.items():
         want, method = (fuse_cross, "cross") if isinstance(c, TensorConditionerConfig) else (fuse_sum, "sum")
         if n not in want:
-            raise _err(where, f"conditioner {n!r} ({'tensor' if method == 'cross' else 'lut'}) must be fused with "
-                              f"{method!r} (other combinations are not supported)")
-    opts = {"cross_attention_pos_emb": bool(fuser.get("cross_attention_pos_emb", False)),
-            "cross_attention_pos_emb_scale": float(fuser.get("cross_attention_pos_emb_scale", 1.0))}
+            raise _err(
+                where,
+                f"conditioner {n!r} ({'tensor' if method == 'cross' else 'lut'}) must be fused with "
+                f"{method!r} (other combinations are not supported)",
+            )
+    opts = {
+        "cross_attention_pos_emb": bool(fuser.get("cross_attention_pos_emb", False)),
+        "cross_attention_pos_emb_scale": float(fuser.get("cross_attention_pos_emb_scale", 1.0)),
+    }
     return conditioners, fuse_sum, fuse_cross, opts
 
 
@@ -491,21 +534,33 @@ def _validate(cfg: LmConfig, where: str) -> None:
     check(cfg.norm in NORM_TYPES, f"norm {cfg.norm!r} is not one of {', '.join(NORM_TYPES)}")
     gatings = ("none",) + tuple(ACTIVATIONS)
     check(cfg.gating in gatings, f"gating {cfg.gating!r} is not one of {', '.join(gatings)}")
-    check(cfg.depformer_norm is None or cfg.depformer_norm in NORM_TYPES,
-          f"depformer_norm {cfg.depformer_norm!r} is not one of {', '.join(NORM_TYPES)} (or null)")
+    check(
+        cfg.depformer_norm is None or cfg.depformer_norm in NORM_TYPES,
+        f"depformer_norm {cfg.depformer_norm!r} is not one of {', '.join(NORM_TYPES)} (or null)",
+    )
     check(cfg.dep_gating in gatings, f"depformer_gating {cfg.dep_gating!r} is not one of {', '.join(gatings)}")
-    check(cfg.positional_embedding in POSITIONAL_EMBEDDINGS,
-          f"positional_embedding {cfg.positional_embedding!r} is not one of {', '.join(POSITIONAL_EMBEDDINGS)}")
-    check(cfg.depformer_pos_emb in POSITIONAL_EMBEDDINGS,
-          f"depformer_pos_emb {cfg.depformer_pos_emb!r} is not one of {', '.join(POSITIONAL_EMBEDDINGS)}")
+    check(
+        cfg.positional_embedding in POSITIONAL_EMBEDDINGS,
+        f"positional_embedding {cfg.positional_embedding!r} is not one of {', '.join(POSITIONAL_EMBEDDINGS)}",
+    )
+    check(
+        cfg.depformer_pos_emb in POSITIONAL_EMBEDDINGS,
+        f"depformer_pos_emb {cfg.depformer_pos_emb!r} is not one of {', '.join(POSITIONAL_EMBEDDINGS)}",
+    )
     check(cfg.dim % cfg.num_heads == 0, f"dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
-    check(cfg.num_heads % cfg.kv_repeat == 0, f"num_heads {cfg.num_heads} is not divisible by kv_repeat {cfg.kv_repeat}")
+    check(
+        cfg.num_heads % cfg.kv_repeat == 0, f"num_heads {cfg.num_heads} is not divisible by kv_repeat {cfg.kv_repeat}"
+    )
     check(cfg.context is None or cfg.context > 0, f"context must be positive, got {cfg.context}")
-    for what, width in (("hidden_scale x dim", cfg.hidden_scale * cfg.dim),
-                        ("hidden_scale x depformer_dim", cfg.hidden_scale * (cfg.depformer_dim or 0))):
+    for what, width in (
+        ("hidden_scale x dim", cfg.hidden_scale * cfg.dim),
+        ("hidden_scale x depformer_dim", cfg.hidden_scale * (cfg.depformer_dim or 0)),
+    ):
         check(width <= _SIZE_LIMIT, f"{what} = {width:g} is no layer width (at most 2**30)")
-    check(not cfg.fuse_cross or cfg.cross_attention,
-          f"fuser 'cross' conditions {cfg.fuse_cross} need cross_attention: true")
+    check(
+        not cfg.fuse_cross or cfg.cross_attention,
+        f"fuser 'cross' conditions {cfg.fuse_cross} need cross_attention: true",
+    )
     check(not cfg.cross_attention or cfg.fuse_cross, "cross_attention: true needs a conditioner fused with 'cross'")
     check(not cfg.cross_attention or cfg.kv_repeat == 1, "cross_attention with kv_repeat > 1 is not supported")
     check(len(cfg.delays) == cfg.n_q + 1, f"delays has {len(cfg.delays)} entries, expected n_q + 1 = {cfg.n_q + 1}")
@@ -517,85 +572,135 @@ def _validate(cfg: LmConfig, where: str) -> None:
         check(0 <= v < cfg.text_card, f"{key} {v} is outside the text vocabulary [0, {cfg.text_card})")
     if cfg.dep_q > 0:
         check(cfg.depformer_num_heads is not None, "depformer_num_heads is required when dep_q > 0")
-        check(cfg.depformer_dim % cfg.dep_num_heads == 0,
-              f"depformer_dim {cfg.depformer_dim} is not divisible by depformer_num_heads {cfg.dep_num_heads}")
-        check(cfg.dep_num_heads % cfg.dep_kv_repeat == 0,
-              f"depformer num_heads {cfg.dep_num_heads} is not divisible by its kv_repeat {cfg.dep_kv_repeat}")
+        check(
+            cfg.depformer_dim % cfg.dep_num_heads == 0,
+            f"depformer_dim {cfg.depformer_dim} is not divisible by depformer_num_heads {cfg.dep_num_heads}",
+        )
+        check(
+            cfg.dep_num_heads % cfg.dep_kv_repeat == 0,
+            f"depformer num_heads {cfg.dep_num_heads} is not divisible by its kv_repeat {cfg.dep_kv_repeat}",
+        )
         sched = cfg.depformer_weights_per_step_schedule
         if sched is not None:
-            check(len(sched) == cfg.dep_q, f"depformer_weights_per_step_schedule has {len(sched)} entries, expected dep_q = {cfg.dep_q}")
-            check(all(isinstance(s, int) and s >= 0 for s in sched), "depformer_weights_per_step_schedule must hold non-negative integers")
-            check(set(sched) == set(range(max(sched) + 1)), "depformer_weights_per_step_schedule must use every index 0..max")
+            check(
+                len(sched) == cfg.dep_q,
+                f"depformer_weights_per_step_schedule has {len(sched)} entries, expected dep_q = {cfg.dep_q}",
+            )
+            check(
+                all(isinstance(s, int) and s >= 0 for s in sched),
+                "depformer_weights_per_step_schedule must hold non-negative integers",
+            )
+            check(
+                set(sched) == set(range(max(sched) + 1)),
+                "depformer_weights_per_step_schedule must use every index 0..max",
+            )
         if isinstance(cfg.depformer_dim_feedforward, list):
-            check(cfg.depformer_weights_per_step and len(cfg.depformer_dim_feedforward) == cfg.dep_weights,
-                  f"a list depformer_dim_feedforward needs weights per step and {cfg.dep_weights} entries")
+            check(
+                cfg.depformer_weights_per_step and len(cfg.depformer_dim_feedforward) == cfg.dep_weights,
+                f"a list depformer_dim_feedforward needs weights per step and {cfg.dep_weights} entries",
+            )
         if cfg.depformer_weights_per_step:
-            check(cfg.dep_gating != "none", "depformer_weights_per_step needs a gated MLP (the reference refuses it too)")
+            check(
+                cfg.dep_gating != "none", "depformer_weights_per_step needs a gated MLP (the reference refuses it too)"
+            )
         check(cfg.depformer_context is None or cfg.depformer_context > 0, "depformer_context must be positive")
     if cfg.checkpoint_dep_q is not None:
-        check(cfg.dep_q <= cfg.checkpoint_dep_q <= cfg.n_q and cfg.depformer_multi_linear
-              and not cfg.depformer_weights_per_step_schedule,
-              f"checkpoint_dep_q {cfg.checkpoint_dep_q} needs dep_q <= it <= n_q, depformer_multi_linear and no schedule")
+        check(
+            cfg.dep_q <= cfg.checkpoint_dep_q <= cfg.n_q
+            and cfg.depformer_multi_linear
+            and not cfg.depformer_weights_per_step_schedule,
+            f"checkpoint_dep_q {cfg.checkpoint_dep_q} needs dep_q <= it <= n_q, depformer_multi_linear and no schedule",
+        )
 
 
 # ---- presets -------------------------------------------------------------------------
 
 # name -> (JSON file in moshi_mlx/configs, Hub repos by weight format: file name in that repo)
 PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
-    "moshiko": ("moshi-7b.json", {
-        "bf16": ("kyutai/moshiko-mlx-bf16", "model.safetensors"),
-        "q8": ("kyutai/moshiko-mlx-q8", "model.q8.safetensors"),
-        "q4": ("kyutai/moshiko-mlx-q4", "model.q4.safetensors"),
-        "pytorch": ("kyutai/moshiko-pytorch-bf16", "model.safetensors"),
-    }),
-    "moshika": ("moshi-7b.json", {
-        "bf16": ("kyutai/moshika-mlx-bf16", "model.safetensors"),
-        "q8": ("kyutai/moshika-mlx-q8", "model.q8.safetensors"),
-        "q4": ("kyutai/moshika-mlx-q4", "model.q4.safetensors"),
-        "pytorch": ("kyutai/moshika-pytorch-bf16", "model.safetensors"),
-    }),
-    "hibiki-2b": ("hibiki-2b.json", {
-        "bf16": ("kyutai/hibiki-2b-mlx-bf16", "model.safetensors"),
-        "pytorch": ("kyutai/hibiki-2b-pytorch-bf16", "model.safetensors"),
-    }),
+    "moshiko": (
+        "moshi-7b.json",
+        {
+            "bf16": ("kyutai/moshiko-mlx-bf16", "model.safetensors"),
+            "q8": ("kyutai/moshiko-mlx-q8", "model.q8.safetensors"),
+            "q4": ("kyutai/moshiko-mlx-q4", "model.q4.safetensors"),
+            "pytorch": ("kyutai/moshiko-pytorch-bf16", "model.safetensors"),
+        },
+    ),
+    "moshika": (
+        "moshi-7b.json",
+        {
+            "bf16": ("kyutai/moshika-mlx-bf16", "model.safetensors"),
+            "q8": ("kyutai/moshika-mlx-q8", "model.q8.safetensors"),
+            "q4": ("kyutai/moshika-mlx-q4", "model.q4.safetensors"),
+            "pytorch": ("kyutai/moshika-pytorch-bf16", "model.safetensors"),
+        },
+    ),
+    "hibiki-2b": (
+        "hibiki-2b.json",
+        {
+            "bf16": ("kyutai/hibiki-2b-mlx-bf16", "model.safetensors"),
+            "pytorch": ("kyutai/hibiki-2b-pytorch-bf16", "model.safetensors"),
+        },
+    ),
     # Hibiki-Zero: the repo hibiki_zero/run.py loads (PyTorch layout, bf16; its config.json is gated:
     # the preset is reconstructed from public code, see its _source)
-    "hibiki-zero-3b": ("hibiki-zero-3b.json", {
-        "bf16": ("kyutai/hibiki-zero-3b-pytorch-bf16", "model.safetensors"),
-        "pytorch": ("kyutai/hibiki-zero-3b-pytorch-bf16", "model.safetensors"),
-    }),
+    "hibiki-zero-3b": (
+        "hibiki-zero-3b.json",
+        {
+            "bf16": ("kyutai/hibiki-zero-3b-pytorch-bf16", "model.safetensors"),
+            "pytorch": ("kyutai/hibiki-zero-3b-pytorch-bf16", "model.safetensors"),
+        },
+    ),
     "moshi-1b": ("moshi-1b.json", {}),
     "moshi-1b-16rvq": ("moshi-1b-16rvq.json", {}),
-    "helium-2b": ("helium-2b.json", {  # one repo, a file per format (q4/q6/q8 at group size 64)
-        "bf16": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-bf16.safetensors"),
-        "q8": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q8.safetensors"),
-        "q6": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q6.safetensors"),
-        "q4": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q4.safetensors"),
-    }),
-    "stt-1b-en_fr": ("stt-1b-en_fr.json", {
-        "bf16": ("kyutai/stt-1b-en_fr-mlx", "model.safetensors"),
-        "pytorch": ("kyutai/stt-1b-en_fr", "model.safetensors"),
-    }),
+    "helium-2b": (
+        "helium-2b.json",
+        {  # one repo, a file per format (q4/q6/q8 at group size 64)
+            "bf16": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-bf16.safetensors"),
+            "q8": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q8.safetensors"),
+            "q6": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q6.safetensors"),
+            "q4": ("kyutai/helium-1-preview-2b-mlx", "helium-1-preview-2b-q4.safetensors"),
+        },
+    ),
+    "stt-1b-en_fr": (
+        "stt-1b-en_fr.json",
+        {
+            "bf16": ("kyutai/stt-1b-en_fr-mlx", "model.safetensors"),
+            "pytorch": ("kyutai/stt-1b-en_fr", "model.safetensors"),
+        },
+    ),
     # the same model with its semantic-VAD (end-of-turn) heads: PyTorch names, bf16
-    "stt-1b-en_fr-candle": ("stt-1b-en_fr-candle.json", {
-        "pytorch": ("kyutai/stt-1b-en_fr-candle", "model.safetensors"),
-    }),
-    "stt-2.6b-en": ("stt-2.6b-en.json", {
-        "bf16": ("kyutai/stt-2.6b-en-mlx", "model.safetensors"),
-        "pytorch": ("kyutai/stt-2.6b-en", "model.safetensors"),
-    }),
+    "stt-1b-en_fr-candle": (
+        "stt-1b-en_fr-candle.json",
+        {
+            "pytorch": ("kyutai/stt-1b-en_fr-candle", "model.safetensors"),
+        },
+    ),
+    "stt-2.6b-en": (
+        "stt-2.6b-en.json",
+        {
+            "bf16": ("kyutai/stt-2.6b-en-mlx", "model.safetensors"),
+            "pytorch": ("kyutai/stt-2.6b-en", "model.safetensors"),
+        },
+    ),
     "random-tiny": ("random-tiny.json", {}),
     # NVIDIA's loader hard-codes the architecture: the repo's config.json is never read
-    "personaplex-7b": ("personaplex-7b.json", {
-        "bf16": ("nvidia/personaplex-7b-v1", "model.safetensors"),
-        "pytorch": ("nvidia/personaplex-7b-v1", "model.safetensors"),
-    }),
+    "personaplex-7b": (
+        "personaplex-7b.json",
+        {
+            "bf16": ("nvidia/personaplex-7b-v1", "model.safetensors"),
+            "pytorch": ("nvidia/personaplex-7b-v1", "model.safetensors"),
+        },
+    ),
     "random-tiny-persona": ("random-tiny-persona.json", {}),
     # one published repo (PyTorch layout, bf16), which the loader reads as it is
-    "tts-1.6b-en_fr": ("tts-1.6b-en_fr.json", {
-        "bf16": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
-        "pytorch": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
-    }),
+    "tts-1.6b-en_fr": (
+        "tts-1.6b-en_fr.json",
+        {
+            "bf16": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
+            "pytorch": ("kyutai/tts-1.6b-en_fr", "dsm_tts_1e68beda@240.safetensors"),
+        },
+    ),
     "tts-tiny": ("tts-tiny.json", {}),
     "random-tiny-stt": ("random-tiny-stt.json", {}),
     "random-tiny-helium": ("random-tiny-helium.json", {}),
@@ -621,5 +726,6 @@ def preset(name: str) -> LmConfig:
 def presets_for_repo(repo: str) -> list[tuple[str, str, str]]:
     """(preset name, weight format, file name) of every preset published in Hub repo `repo`
     (one repo may hold several formats, e.g. Helium's bf16/q4/q6/q8 files)."""
-    return [(name, fmt, fname) for name, (_, repos) in PRESETS.items()
-            for fmt, (r, fname) in repos.items() if r == repo]
+    return [
+        (name, fmt, fname) for name, (_, repos) in PRESETS.items() for fmt, (r, fname) in repos.items() if r == repo
+    ]

@@ -46,8 +46,12 @@ class DepformerSlice(nn.Module):
         super().__init__()
         vocab = cfg.text_card + 1 if step == 0 else cfg.card + 1
         self.linear_in = nn.Linear(cfg.dim, cfg.depformer_dim, bias=False)
-        self.emb = ScaledEmbedding(vocab, cfg.depformer_dim, low_rank=cfg.depformer_low_rank_embeddings,
-                                   demux=cfg.demux_second_stream and step == 0)
+        self.emb = ScaledEmbedding(
+            vocab,
+            cfg.depformer_dim,
+            low_rank=cfg.depformer_low_rank_embeddings,
+            demux=cfg.demux_second_stream and step == 0,
+        )
         self.transformer = Transformer(depformer_transformer_config(cfg, step))
         self.linear_out = nn.Linear(cfg.depformer_dim, cfg.card, bias=False)
         if cfg.depformer_norm is not None:  # Hibiki-Zero: a LayerNorm per step before its head
@@ -73,8 +77,9 @@ class Depformer(nn.Module):
     def make_cache(self) -> list[KVCache]:
         return self.slices[0].transformer.make_cache()
 
-    def sample(self, h: mx.array, text_token: mx.array, cache: list[KVCache],
-               pick: Callable[[int, mx.array], mx.array]) -> mx.array:
+    def sample(
+        self, h: mx.array, text_token: mx.array, cache: list[KVCache], pick: Callable[[int, mx.array], mx.array]
+    ) -> mx.array:
         """One frame: h [B', 1, dim] or [B', dim] (B' = B, or 2B under CFG), text_token [B]
         -> audio tokens [B, dep_q]. `pick(k, logits [B', card])` turns step k's logits into
         tokens [B] (it applies CFG and sampling); everything stays on the device."""

@@ -77,8 +77,9 @@ class CompiledFrame:
     def _temporal(self, tokens, offset, slot, mask, bucket, key, *kv):
         gen = self.gen
         caches = [RingStep(kv[i], kv[i + 1], offset, slot, mask, bucket) for i in range(0, len(kv), 2)]
-        h, text_logits = gen.lm.forward_text(tokens, self._cond, caches, dtype=gen.compute.activation,
-                                             audio_stack=gen.compute.audio_stack)
+        h, text_logits = gen.lm.forward_text(
+            tokens, self._cond, caches, dtype=gen.compute.activation, audio_stack=gen.compute.audio_stack
+        )
         guided = gen._guided(text_logits)
         text = gen.text_sampler(guided, key)
         return (h, guided, text, *[a for c in caches for a in (c.keys, c.values)])
@@ -122,8 +123,15 @@ class CompiledFrame:
         kv = [a for c in caches for a in (c.keys, c.values)]
         for c in caches:  # only the trace's inputs hold the old buffers: updated in place
             c.keys = c.values = None
-        out = self._compiled()[0](tokens, mx.array(off, dtype=mx.int32), mx.array([off % cap], dtype=mx.int32),
-                            self._mask(filled, bucket), bucket, key, *kv)
+        out = self._compiled()[0](
+            tokens,
+            mx.array(off, dtype=mx.int32),
+            mx.array([off % cap], dtype=mx.int32),
+            self._mask(filled, bucket),
+            bucket,
+            key,
+            *kv,
+        )
         del kv
         h, guided, text = out[:3]
         new = out[3:]

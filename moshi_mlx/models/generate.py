@@ -70,12 +70,16 @@ def check_kv_cache_fits(cfg, batch: int, itemsize: int) -> None:
     kv_heads = cfg.num_heads // cfg.kv_repeat
     per_buffer = batch * kv_heads * cfg.context * (cfg.dim // cfg.num_heads)
     if per_buffer > _MAX_ELEMENTS:
-        raise ConfigError(f"context {cfg.context}: a layer's KV cache would hold {per_buffer:,} values, more than "
-                          f"MLX's 32-bit array sizes allow ({_MAX_ELEMENTS:,})")
+        raise ConfigError(
+            f"context {cfg.context}: a layer's KV cache would hold {per_buffer:,} values, more than "
+            f"MLX's 32-bit array sizes allow ({_MAX_ELEMENTS:,})"
+        )
     total, mem = 2 * cfg.num_layers * per_buffer * itemsize, physical_memory()
     if mem is not None and total > mem:
-        raise ConfigError(f"context {cfg.context}: the KV cache needs {total / 2**30:.1f} GB, more than this "
-                          f"machine's {mem / 2**30:.1f} GB of memory")
+        raise ConfigError(
+            f"context {cfg.context}: the KV cache needs {total / 2**30:.1f} GB, more than this "
+            f"machine's {mem / 2**30:.1f} GB of memory"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,14 @@ class GenState:
         for i, (_, k, v) in enumerate(self.cache):
             if k is not None:
                 arrays[f"cache.{i}.keys"], arrays[f"cache.{i}.values"] = k, v
-        meta = {"position": self.position, "frames": self.frames, "prefix_text_token": self.prefix_text_token,
-                "prefix_audio_tokens": self.prefix_audio_tokens, "offsets": [c[0] for c in self.cache],
-                "forced_until": self.forced_until}
+        meta = {
+            "position": self.position,
+            "frames": self.frames,
+            "prefix_text_token": self.prefix_text_token,
+            "prefix_audio_tokens": self.prefix_audio_tokens,
+            "offsets": [c[0] for c in self.cache],
+            "forced_until": self.forced_until,
+        }
         mx.save_safetensors(str(path), arrays, metadata={"moshi_mlx.gen_state": json.dumps(meta)})
 
     @classmethod
@@ -112,11 +121,20 @@ class GenState:
             meta = json.loads(metadata["moshi_mlx.gen_state"])
         except (OSError, RuntimeError, ValueError, KeyError) as e:
             raise UsageError(f"{path}: not a saved generator state ({e})") from None
-        cache = tuple((off, arrays.get(f"cache.{i}.keys"), arrays.get(f"cache.{i}.values"))
-                      for i, off in enumerate(meta["offsets"]))
-        return cls(meta["position"], meta["frames"], np.array(arrays["history"]).astype(np.int64),
-                   meta["prefix_text_token"], meta["prefix_audio_tokens"], arrays["key"], cache,
-                   meta.get("forced_until", 0))
+        cache = tuple(
+            (off, arrays.get(f"cache.{i}.keys"), arrays.get(f"cache.{i}.values"))
+            for i, off in enumerate(meta["offsets"])
+        )
+        return cls(
+            meta["position"],
+            meta["frames"],
+            np.array(arrays["history"]).astype(np.int64),
+            meta["prefix_text_token"],
+            meta["prefix_audio_tokens"],
+            arrays["key"],
+            cache,
+            meta.get("forced_until", 0),
+        )
 
 
 def _copy(a: mx.array | None) -> mx.array | None:
@@ -125,12 +143,21 @@ def _copy(a: mx.array | None) -> mx.array | None:
 
 
 class LmGen:
-    def __init__(self, lm: Lm, options: SamplingOptions | None = None, *,
-                 condition: dict[str, str | None] | None = _UNSET, null_condition: dict[str, str | None] | None = _UNSET,
-                 compute: ComputeFormat | None = None, text_sampler: TokenSampler | None = None,
-                 audio_sampler: TokenSampler | None = None,
-                 logits_processors: Sequence[LogitsProcessor] = (), cache: list[KVCache] | None = None,
-                 prompt=None, **sampling: Any):
+    def __init__(
+        self,
+        lm: Lm,
+        options: SamplingOptions | None = None,
+        *,
+        condition: dict[str, str | None] | None = _UNSET,
+        null_condition: dict[str, str | None] | None = _UNSET,
+        compute: ComputeFormat | None = None,
+        text_sampler: TokenSampler | None = None,
+        audio_sampler: TokenSampler | None = None,
+        logits_processors: Sequence[LogitsProcessor] = (),
+        cache: list[KVCache] | None = None,
+        prompt=None,
+        **sampling: Any,
+    ):
         """Make a streaming generator: one user frame in, the model's text and audio out per step.
 
         Unset options are the model's `lm_gen_config`, then the reference LMGen's defaults
@@ -216,10 +243,15 @@ class LmGen:
         self._streams = np.arange(cfg.num_streams)
         if cache is None:
             cache = lm.make_cache()
-        elif (not isinstance(cache, (list, tuple)) or len(cache) != cfg.num_layers
-              or not all(isinstance(c, KVCache) for c in cache)):
-            raise UsageError(f"cache must be a list of {cfg.num_layers} KVCaches, one per temporal layer "
-                             f"(lm.make_cache() makes one), got {type(cache).__name__}")
+        elif (
+            not isinstance(cache, (list, tuple))
+            or len(cache) != cfg.num_layers
+            or not all(isinstance(c, KVCache) for c in cache)
+        ):
+            raise UsageError(
+                f"cache must be a list of {cfg.num_layers} KVCaches, one per temporal layer "
+                f"(lm.make_cache() makes one), got {type(cache).__name__}"
+            )
         self._cache = list(cache)
         self._dep_cache = lm.depformer.make_cache() if lm.has_depformer else None
         # the compiled fixed-shape step (models/frame_step.py) where the compute format chose it
@@ -261,10 +293,16 @@ class LmGen:
             A copy (see `GenState`); stepping on does not change it.
         """
         mx.eval(self._key, *[a for c in self._cache for a in c.state])
-        return GenState(self.position, self.frames, self._hist.copy(), self.prefix_text_token,
-                        None if self.prefix_audio_tokens is None else list(self.prefix_audio_tokens), _copy(self._key),
-                        tuple((int(c.offset), _copy(c.keys), _copy(c.values)) for c in self._cache),
-                        self._forced_until)
+        return GenState(
+            self.position,
+            self.frames,
+            self._hist.copy(),
+            self.prefix_text_token,
+            None if self.prefix_audio_tokens is None else list(self.prefix_audio_tokens),
+            _copy(self._key),
+            tuple((int(c.offset), _copy(c.keys), _copy(c.values)) for c in self._cache),
+            self._forced_until,
+        )
 
     def restore(self, state: GenState) -> None:
         """Continue from a saved state: the next steps give what they gave after `state()` was
@@ -277,10 +315,14 @@ class LmGen:
             UsageError: Not a `GenState`, or one of another model.
         """
         if not isinstance(state, GenState):
-            raise UsageError(f"restore() takes a GenState (LmGen.state() or GenState.load()), got {type(state).__name__}")
+            raise UsageError(
+                f"restore() takes a GenState (LmGen.state() or GenState.load()), got {type(state).__name__}"
+            )
         if state.history.shape != self._hist.shape or len(state.cache) != len(self._cache):
-            raise UsageError(f"this state is of another model: history {state.history.shape}, {len(state.cache)} "
-                             f"layers; this generator has {self._hist.shape}, {len(self._cache)}")
+            raise UsageError(
+                f"this state is of another model: history {state.history.shape}, {len(state.cache)} "
+                f"layers; this generator has {self._hist.shape}, {len(self._cache)}"
+            )
         for c, (offset, keys, values) in zip(self._cache, state.cache):
             c.offset, c.keys, c.values = offset, _copy(keys), _copy(values)
         self._hist = state.history.copy()
@@ -328,8 +370,9 @@ class LmGen:
         text = self.text_sampler(guided, key)
         return h, guided, text
 
-    def _depformer(self, h: mx.array, text: mx.array, keys: list[mx.array],
-                   forced: dict[int, int] | None = None) -> mx.array:
+    def _depformer(
+        self, h: mx.array, text: mx.array, keys: list[mx.array], forced: dict[int, int] | None = None
+    ) -> mx.array:
         """The frame's audio tokens [B, dep_q] given the text token (keys: one per
         codebook), lazy. forced: codebook -> its given token (after a prefill), which
         replaces the sampled one and is the next codebook's input (teacher forcing)."""
@@ -358,8 +401,9 @@ class LmGen:
             # the temporal transformer computes while Python builds the depformer's graph
             mx.async_eval(text)
             frames = p - self.delays[1 : 1 + cfg.dep_q]
-            forced = {k: int(self._hist[1 + k, f % self._ring]) for k, f in enumerate(frames)
-                      if 0 <= f < self._forced_until}
+            forced = {
+                k: int(self._hist[1 + k, f % self._ring]) for k, f in enumerate(frames) if 0 <= f < self._forced_until
+            }
             audio = self._depformer(h, text, audio_keys, forced)
             out = mx.concatenate([text[:, None], audio], axis=1)[0]
         else:
@@ -453,10 +497,13 @@ class LmGen:
             stop = min(T, start + chunk)
             parts = []
             if start < E:
-                parts.append(embeddings[start:min(stop, E)].astype(self.dtype)[None])
+                parts.append(embeddings[start : min(stop, E)].astype(self.dtype)[None])
             if stop > E:
-                parts.append(self.lm.embed(mx.array(tokens[None, :, max(start, E):stop].astype(np.int32)),
-                                           self.compute.activation))
+                parts.append(
+                    self.lm.embed(
+                        mx.array(tokens[None, :, max(start, E) : stop].astype(np.int32)), self.compute.activation
+                    )
+                )
             x = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
             if self.batch > 1:
                 x = mx.concatenate([x] * self.batch, axis=0)

@@ -32,21 +32,31 @@ _PREFILL_CHUNK = 256
 
 
 class TextGen:
-    def __init__(self, lm: Lm, sampler: Sampler | None = None, *, seed: int = DEFAULT_SEED, start_token: int | None = None,
-                 compute: ComputeFormat | None = None):
+    def __init__(
+        self,
+        lm: Lm,
+        sampler: Sampler | None = None,
+        *,
+        seed: int = DEFAULT_SEED,
+        start_token: int | None = None,
+        compute: ComputeFormat | None = None,
+    ):
         """sampler: default `TEXT_DEFAULTS`; temperature 0 is greedy. start_token: default
         BOS for a text-only model, the text initial token otherwise. compute: the model's
         `ComputeFormat` (its activation dtype), None: as stored."""
         cfg = lm.cfg
         if cfg.conditioners:
-            raise ConfigError(f"this model is conditioned on {sorted(cfg.conditioners)} (a translation model): "
-                              "it is not used as a text model")
+            raise ConfigError(
+                f"this model is conditioned on {sorted(cfg.conditioners)} (a translation model): "
+                "it is not used as a text model"
+            )
         self.lm, self.cfg = lm, cfg
         self.act = compute.activation if compute is not None else None
         self.sampler = sampler if sampler is not None else Sampler(**TEXT_DEFAULTS)
         self.seed = seed
-        self.start_token = start_token if start_token is not None else (
-            HELIUM_BOS if cfg.n_q == 0 else cfg.text_initial_token)
+        self.start_token = (
+            start_token if start_token is not None else (HELIUM_BOS if cfg.n_q == 0 else cfg.text_initial_token)
+        )
         self._cache = lm.make_cache()
         self.reset()
 
@@ -71,7 +81,7 @@ class TextGen:
         if bad:
             raise UsageError(f"token id(s) {bad[:5]} outside the model's vocabulary [0, {self.vocab_size})")
         for i in range(0, len(tokens), _PREFILL_CHUNK):
-            chunk = tokens[i:i + _PREFILL_CHUNK]
+            chunk = tokens[i : i + _PREFILL_CHUNK]
             x = np.full((1, 1 + self.cfg.n_q, len(chunk)), -1, dtype=np.int32)
             x[0, 0] = chunk
             _, logits = self.lm.forward_text(mx.array(x), None, self._cache, dtype=self.act)

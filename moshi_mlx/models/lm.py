@@ -73,15 +73,20 @@ class Lm(nn.Module):
         if cfg.dep_q > 0:
             self.depformer = Depformer(cfg)
         if cfg.conditioners:
-            self.condition_provider = ConditionProvider({
-                name: TensorConditioner(c.dim, cfg.dim, force_linear=c.force_linear, learn_padding=c.learn_padding)
-                if isinstance(c, TensorConditionerConfig) else
-                LutConditioner(c.n_bins, c.dim, cfg.dim, force_linear=c.force_linear, learn_padding=c.learn_padding)
-                for name, c in cfg.conditioners.items()
-            })
+            self.condition_provider = ConditionProvider(
+                {
+                    name: TensorConditioner(c.dim, cfg.dim, force_linear=c.force_linear, learn_padding=c.learn_padding)
+                    if isinstance(c, TensorConditionerConfig)
+                    else LutConditioner(
+                        c.n_bins, c.dim, cfg.dim, force_linear=c.force_linear, learn_padding=c.learn_padding
+                    )
+                    for name, c in cfg.conditioners.items()
+                }
+            )
         if cfg.extra_heads_num_heads:
-            self.extra_heads = [nn.Linear(cfg.dim, cfg.extra_heads_dim, bias=False)
-                                for _ in range(cfg.extra_heads_num_heads)]
+            self.extra_heads = [
+                nn.Linear(cfg.dim, cfg.extra_heads_dim, bias=False) for _ in range(cfg.extra_heads_num_heads)
+            ]
 
     # ---- pieces ---------------------------------------------------------------------
     @property
@@ -111,8 +116,7 @@ class Lm(nn.Module):
             raise WeightsError(f"unknown condition(s) {sorted(unknown)}; the model has {sorted(self.cfg.conditioners)}")
         missing = set(self.cfg.fuse_sum) - set(values)
         if missing:
-            raise WeightsError(f"missing condition value(s) for {sorted(missing)} "
-                               f"(pass None for the null condition)")
+            raise WeightsError(f"missing condition value(s) for {sorted(missing)} (pass None for the null condition)")
         idx = {n: self.cfg.conditioners[n].index(values[n]) for n in self.cfg.fuse_sum}
         idx = {n: (None if values[n] is None else i) for n, i in idx.items()}
         return self.condition_provider.condition_sum(idx)
@@ -139,8 +143,9 @@ class Lm(nn.Module):
         (dtype: the activation dtype, default the weights')."""
         return self.transformer.cross_kv(source.astype(dtype if dtype is not None else self.dtype))
 
-    def embed(self, tokens: mx.array, dtype: mx.Dtype | None = None,
-              audio_stack: StackedEmbeddings | None = None) -> mx.array:
+    def embed(
+        self, tokens: mx.array, dtype: mx.Dtype | None = None, audio_stack: StackedEmbeddings | None = None
+    ) -> mx.array:
         """tokens [B, 1 + n_q, T] -> summed embeddings [B, T, dim] (tokens [B, 1 + n_q]: one
         position per row -> [B, dim]), in the activation `dtype` (None: the tables'; every
         layer after this computes in the dtype of its input). audio_stack: the audio tables
@@ -164,10 +169,16 @@ class Lm(nn.Module):
             x = x + lookup(emb, tokens[:, 1 + k])
         return x
 
-    def forward_text(self, tokens: mx.array, condition: mx.array | None = None,
-                     cache: list[KVCache] | None = None,
-                     cross: list[CrossKV] | None = None, *, dtype: mx.Dtype | None = None,
-                     audio_stack: StackedEmbeddings | None = None) -> tuple[mx.array, mx.array]:
+    def forward_text(
+        self,
+        tokens: mx.array,
+        condition: mx.array | None = None,
+        cache: list[KVCache] | None = None,
+        cross: list[CrossKV] | None = None,
+        *,
+        dtype: mx.Dtype | None = None,
+        audio_stack: StackedEmbeddings | None = None,
+    ) -> tuple[mx.array, mx.array]:
         """tokens [B, 1 + n_q, T] -> (normed hidden [B, T, dim], text logits [B, T, text_out_card]);
         tokens [B, 1 + n_q] (one position per row, with a cache) -> [B, dim], [B, text_out_card],
         with `condition` [B, dim]. cross: `cross_kv(...)` for cross-attention (TTS) models.
@@ -195,8 +206,14 @@ class Lm(nn.Module):
         inputs = np.concatenate([np.broadcast_to(init[None, :, None], (B, K, 1)), delayed[:, :, :-1]], axis=2)
         return inputs, delayed
 
-    def forward_train(self, codes, condition: dict[str, str | None] | None = None,
-                      cross: list[CrossKV] | None = None, *, dtype: mx.Dtype | None = None) -> LmOutput:
+    def forward_train(
+        self,
+        codes,
+        condition: dict[str, str | None] | None = None,
+        cross: list[CrossKV] | None = None,
+        *,
+        dtype: mx.Dtype | None = None,
+    ) -> LmOutput:
         """Teacher-forced logits for codes [B, 1 + n_q, T] (ints, -1 = zero token), as the
         reference `LMModel.forward`: text logits and, through the depformer fed the true
         previous codebooks, per-codebook audio logits, both realigned with `codes`

@@ -41,20 +41,22 @@ class ProjectedTransformer(nn.Module):
 
     def __init__(self, cfg: MimiTransformerConfig):
         super().__init__()
-        self.transformer = Transformer(TransformerConfig(
-            d_model=cfg.d_model,
-            num_heads=cfg.num_heads,
-            num_layers=cfg.num_layers,
-            dim_feedforward=cfg.dim_feedforward,
-            causal=True,
-            context=cfg.context,
-            max_period=cfg.max_period,
-            positional_embedding=cfg.positional_embedding,
-            norm=cfg.norm,
-            gating=cfg.gating,
-            activation="gelu",  # exact (erf) GELU, as the PyTorch reference
-            layer_scale=cfg.layer_scale,
-        ))
+        self.transformer = Transformer(
+            TransformerConfig(
+                d_model=cfg.d_model,
+                num_heads=cfg.num_heads,
+                num_layers=cfg.num_layers,
+                dim_feedforward=cfg.dim_feedforward,
+                causal=True,
+                context=cfg.context,
+                max_period=cfg.max_period,
+                positional_embedding=cfg.positional_embedding,
+                norm=cfg.norm,
+                gating=cfg.gating,
+                activation="gelu",  # exact (erf) GELU, as the PyTorch reference
+                layer_scale=cfg.layer_scale,
+            )
+        )
         if cfg.input_dimension != cfg.d_model:
             self.input_proj = nn.Linear(cfg.input_dimension, cfg.d_model, bias=False)
         if cfg.output_dimension != cfg.d_model:
@@ -126,10 +128,12 @@ class Mimi(nn.Module):
             hop = int(np.prod(self.cfg.seanet.ratios))
             stride = self.cfg.resample_stride
             self._compiled = {
-                "encoder": CompiledStream(self._encoder_parts(), [self.encoder_transformer], self._encode_body,
-                                          lambda x: x.shape[1] // hop),
-                "decoder": CompiledStream(self._decoder_parts(), [self.decoder_transformer], self._decode_body,
-                                          lambda c: c.shape[1] * stride),
+                "encoder": CompiledStream(
+                    self._encoder_parts(), [self.encoder_transformer], self._encode_body, lambda x: x.shape[1] // hop
+                ),
+                "decoder": CompiledStream(
+                    self._decoder_parts(), [self.decoder_transformer], self._decode_body, lambda c: c.shape[1] * stride
+                ),
             }
 
     # ---- properties ------------------------------------------------------------------------
@@ -296,9 +300,7 @@ class Mimi(nn.Module):
     def _check_batch(self, which: str, b: int) -> None:
         known = self._batch_size[which]
         if known is not None and known != b:
-            raise UsageError(
-                f"the {which} stream was started with batch size {known}, got {b}; call reset() first"
-            )
+            raise UsageError(f"the {which} stream was started with batch size {known}, got {b}; call reset() first")
         self._batch_size[which] = b
 
     def _pcm(self, pcm, whole_frames: bool) -> mx.array:

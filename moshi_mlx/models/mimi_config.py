@@ -76,8 +76,10 @@ class MimiConfig:
             )
         if self.channels != 1 or self.seanet.channels != 1:
             raise WeightsError("Mimi config: only mono (channels=1) codecs are supported")
-        if self.transformer.input_dimension != self.seanet.dimension or \
-                self.transformer.output_dimension != self.seanet.dimension:
+        if (
+            self.transformer.input_dimension != self.seanet.dimension
+            or self.transformer.output_dimension != self.seanet.dimension
+        ):
             raise WeightsError("Mimi config: the transformer's input/output dimension must equal seanet.dimension")
         q = self.quantizer
         if q.input_dimension != self.seanet.dimension or q.output_dimension != self.seanet.dimension:
@@ -160,8 +162,21 @@ def _seanet_from_dict(d) -> SeanetConfig:
     what = "mimi config seanet"
     d = _public(d, what)
     fields = set(SeanetConfig.__dataclass_fields__)
-    _only(d, fields | {"causal", "activation", "activation_params", "norm", "norm_params",
-                       "disable_norm_outer_blocks", "trim_right_ratio", "final_activation"}, what)
+    _only(
+        d,
+        fields
+        | {
+            "causal",
+            "activation",
+            "activation_params",
+            "norm",
+            "norm_params",
+            "disable_norm_outer_blocks",
+            "trim_right_ratio",
+            "final_activation",
+        },
+        what,
+    )
     _require(d, "causal", (True,), what)
     _require(d, "activation", ("ELU",), what)
     _require(d, "activation_params", ({"alpha": 1.0},), what)

@@ -30,8 +30,10 @@ def require_rustymimi() -> None:
     if not rustymimi_available():
         from ..errors import UsageError
 
-        raise UsageError("--mimi-backend rustymimi: the rustymimi package is not installed (pip install rustymimi; "
-                         "or use --mimi-backend auto/mlx)")
+        raise UsageError(
+            "--mimi-backend rustymimi: the rustymimi package is not installed (pip install rustymimi; "
+            "or use --mimi-backend auto/mlx)"
+        )
 
 
 class RustyMimi:
@@ -49,7 +51,9 @@ class RustyMimi:
         self.cfg = mimi_202407()
         q = self.cfg.quantizer
         if not isinstance(num_codebooks, int) or not q.n_q_semantic <= num_codebooks <= q.n_q:
-            raise UsageError(f"num_codebooks must be an integer between {q.n_q_semantic} and {q.n_q}, got {num_codebooks!r}")
+            raise UsageError(
+                f"num_codebooks must be an integer between {q.n_q_semantic} and {q.n_q}, got {num_codebooks!r}"
+            )
         try:
             self._tok = rustymimi.Tokenizer(str(path), num_codebooks=num_codebooks)
         except Exception as e:  # rustymimi raises ValueError with Rust error text
@@ -70,7 +74,9 @@ class RustyMimi:
         if x.ndim != 3 or x.shape[1] != 1:
             raise UsageError(f"expected pcm of shape [B, 1, T] (mono), got {tuple(x.shape)}")
         if whole_frames and (x.shape[2] == 0 or x.shape[2] % self.frame_size):
-            raise UsageError(f"streaming input must be a positive multiple of {self.frame_size} samples, got {x.shape[2]}")
+            raise UsageError(
+                f"streaming input must be a positive multiple of {self.frame_size} samples, got {x.shape[2]}"
+            )
         if x.shape[2] == 0:
             raise UsageError("cannot encode an empty signal")
         return x
@@ -100,7 +106,10 @@ class RustyMimi:
 
     def encode_step(self, frame) -> mx.array:
         x, fs = self._pcm(frame, whole_frames=True), self.frame_size
-        codes = [np.asarray(self._tok.encode_step(np.ascontiguousarray(x[..., i : i + fs]))) for i in range(0, x.shape[2], fs)]
+        codes = [
+            np.asarray(self._tok.encode_step(np.ascontiguousarray(x[..., i : i + fs])))
+            for i in range(0, x.shape[2], fs)
+        ]
         return mx.array(np.concatenate(codes, axis=2).astype(np.int32))
 
     def decode_step(self, codes) -> mx.array:

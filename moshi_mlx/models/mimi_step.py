@@ -30,8 +30,13 @@ class CompiledStream:
     """One direction of a Mimi stream. `body(x)` is the eager step over `parts`;
     `tokens(x)` the number of transformer tokens that input makes."""
 
-    def __init__(self, parts: list[nn.Module], transformers: list[nn.Module], body: Callable[[mx.array], mx.array],
-                 tokens: Callable[[mx.array], int]):
+    def __init__(
+        self,
+        parts: list[nn.Module],
+        transformers: list[nn.Module],
+        body: Callable[[mx.array], mx.array],
+        tokens: Callable[[mx.array], int],
+    ):
         self.parts = parts
         self.transformer_modules = transformers  # modules streaming through a `_cache` list of KVCache
         self.body = body
@@ -49,8 +54,13 @@ class CompiledStream:
 
     def _carried(self) -> list[tuple[nn.Module, str]]:
         # a conv without padding (or overlap) never sets its state: it is not carried
-        return [(m, a) for part in self.parts for _, m in part.named_modules() for a in _CARRIED
-                if hasattr(m, a) and getattr(m, "carries_state", True)]
+        return [
+            (m, a)
+            for part in self.parts
+            for _, m in part.named_modules()
+            for a in _CARRIED
+            if hasattr(m, a) and getattr(m, "carries_state", True)
+        ]
 
     def _transformers(self) -> list[nn.Module]:
         return self.transformer_modules
@@ -60,8 +70,11 @@ class CompiledStream:
         trans = self._transformers()
         caches: list[KVCache] = [c for t in trans for c in (t._cache or [])]
         T = self.tokens(x)
-        ready = all(getattr(m, a) is not None for m, a in carried) and all(t._cache for t in trans) \
+        ready = (
+            all(getattr(m, a) is not None for m, a in carried)
+            and all(t._cache for t in trans)
             and all(c.keys is not None and c.context is not None and T <= c.context for c in caches)
+        )
         if not ready:
             return self.body(x)
         states = [getattr(m, a) for m, a in carried]

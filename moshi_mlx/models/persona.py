@@ -31,8 +31,10 @@ PROMPT_TEXT_PAD = 3  # NVIDIA's zero_text_code
 SILENCE_FRAMES = int(0.5 * 12.5)  # NVIDIA's audio_silence_frame_cnt
 AUDIO_CODEBOOKS = 8  # per stream: the model's and the user's
 VOICE_LUFS = -24.0  # NVIDIA normalises a voice recording to this loudness before encoding it
-DEFAULT_PERSONA = ("You are a wise and friendly teacher. Answer questions or provide advice in a clear and "
-                   "engaging way.")  # NVIDIA's offline.py default
+DEFAULT_PERSONA = (
+    "You are a wise and friendly teacher. Answer questions or provide advice in a clear and "
+    "engaging way."
+)  # NVIDIA's offline.py default
 
 
 def system_prompt_text(persona: str) -> str:
@@ -80,8 +82,10 @@ def build_prompt(cfg: LmConfig, voice: Voice | None, text_tokens: list[int]) -> 
     if not cfg.is_persona:
         raise UsageError(f"voice and role prompts need a PersonaPlex model (this one is {cfg.model_type})")
     if cfg.n_q != 2 * AUDIO_CODEBOOKS or cfg.dep_q != AUDIO_CODEBOOKS:
-        raise UsageError(f"a PersonaPlex model has {AUDIO_CODEBOOKS} + {AUDIO_CODEBOOKS} codebooks, "
-                         f"not n_q {cfg.n_q} / dep_q {cfg.dep_q}")
+        raise UsageError(
+            f"a PersonaPlex model has {AUDIO_CODEBOOKS} + {AUDIO_CODEBOOKS} codebooks, "
+            f"not n_q {cfg.n_q} / dep_q {cfg.dep_q}"
+        )
     bad = [t for t in text_tokens if not 0 <= t < cfg.text_card]
     if bad:
         raise UsageError(f"role token ids outside the text vocabulary [0, {cfg.text_card}): {bad[:5]}")
@@ -115,8 +119,9 @@ def _stored_voice_steps(cfg: LmConfig, voice: Voice) -> list[np.ndarray]:
     if emb.ndim != 2 or emb.shape[1] != cfg.dim:
         raise UsageError(f"voice {voice.name}: embeddings of width {emb.shape[1:]} for a model of width {cfg.dim}")
     if cache.ndim != 2 or cache.shape[0] != cfg.num_streams or cache.shape[1] != cfg.max_delay + 3:
-        raise UsageError(f"voice {voice.name}: token cache {list(cache.shape)}, expected "
-                         f"[{cfg.num_streams}, {cfg.max_delay + 3}]")
+        raise UsageError(
+            f"voice {voice.name}: token cache {list(cache.shape)}, expected [{cfg.num_streams}, {cfg.max_delay + 3}]"
+        )
     if n < cfg.max_delay + 3:
         raise UsageError(f"voice {voice.name}: {n} frames is too short")
     width = cache.shape[1]

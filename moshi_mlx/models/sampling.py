@@ -19,8 +19,14 @@ from ..errors import UsageError
 
 # The reference LMGen's defaults, used unless the model's lm_gen_config or the caller says otherwise.
 REFERENCE_DEFAULTS: dict[str, Any] = {
-    "use_sampling": True, "temp": 0.8, "temp_text": 0.7, "top_k": 250, "top_k_text": 25,
-    "top_p": 0.0, "top_p_text": 0.0, "cfg_coef": 1.0,
+    "use_sampling": True,
+    "temp": 0.8,
+    "temp_text": 0.7,
+    "top_k": 250,
+    "top_k_text": 25,
+    "top_p": 0.0,
+    "top_p_text": 0.0,
+    "cfg_coef": 1.0,
 }
 
 
@@ -58,9 +64,16 @@ class SamplingOptions:
 
     def __post_init__(self) -> None:
         # whisper's `_verify_options`: every value checked once, here, with its name
-        checks = {"temp": check.temperature, "temp_text": check.temperature, "top_k": check.top_k,
-                  "top_k_text": check.top_k, "top_p": check.top_p, "top_p_text": check.top_p,
-                  "cfg_coef": check.real, "seed": check.seed}
+        checks = {
+            "temp": check.temperature,
+            "temp_text": check.temperature,
+            "top_k": check.top_k,
+            "top_k_text": check.top_k,
+            "top_p": check.top_p,
+            "top_p_text": check.top_p,
+            "cfg_coef": check.real,
+            "seed": check.seed,
+        }
         for name, fn in checks.items():
             v = getattr(self, name)
             if v is not None or name == "seed":
@@ -93,8 +106,10 @@ class SamplingOptions:
     def samplers(self) -> tuple["Sampler", "Sampler"]:
         """(text sampler, audio sampler) of resolved options (use_sampling False: greedy)."""
         on = self.use_sampling is not False
-        return (Sampler(self.temp_text if on else 0.0, self.top_k_text or 0, self.top_p_text or 0.0),
-                Sampler(self.temp if on else 0.0, self.top_k or 0, self.top_p or 0.0))
+        return (
+            Sampler(self.temp_text if on else 0.0, self.top_k_text or 0, self.top_p_text or 0.0),
+            Sampler(self.temp if on else 0.0, self.top_k or 0, self.top_p or 0.0),
+        )
 
     def given(self) -> dict[str, Any]:
         """The options set (not None, and the seed), as keywords."""

@@ -154,8 +154,14 @@ class StateMachine:
         return out
 
 
-def script_to_entries(tokenizer: Tokenizer, token_ids: TokenIds, frame_rate: float, script: Sequence[str],
-                      multi_speaker: bool = True, padding_between: int = 0) -> list[Entry]:
+def script_to_entries(
+    tokenizer: Tokenizer,
+    token_ids: TokenIds,
+    frame_rate: float,
+    script: Sequence[str],
+    multi_speaker: bool = True,
+    padding_between: int = 0,
+) -> list[Entry]:
     """Turns a script (one string per turn, main speaker first) into words to feed.
 
     As the reference: `’` -> `'`, `:` -> space, parentheses dropped; `<break time="Xs"/>`
@@ -185,7 +191,7 @@ def script_to_entries(tokenizer: Tokenizer, token_ids: TokenIds, frame_rate: flo
             m = _BREAK.search(line)
             if m is None:
                 break
-            word, line = line[: m.start()], line[m.end():]
+            word, line = line[: m.start()], line[m.end() :]
             if word:
                 add(word)
             if m.group(1):
@@ -216,8 +222,11 @@ class TtsSettings:
             raise ConfigError(f"{cfg.source or 'config'}: multistream TTS models are not supported")
         if cfg.dep_q != cfg.n_q:
             raise ConfigError(f"{cfg.source or 'config'}: a TTS model generates every codebook (dep_q == n_q)")
-        return cls(delay_steps=int(tts["audio_delay"] * frame_rate),
-                   second_stream_ahead=int(tts.get("second_stream_ahead", 0)), **options)
+        return cls(
+            delay_steps=int(tts["audio_delay"] * frame_rate),
+            second_stream_ahead=int(tts.get("second_stream_ahead", 0)),
+            **options,
+        )
 
 
 @dataclass
@@ -271,9 +280,20 @@ class TtsGen:
     voices: speaker embeddings [dim, T] for a cross-attention model; for an audio-prefix
     model at most one voice, its Mimi codes [n_q, T] (none: no voice)."""
 
-    def __init__(self, lm: Lm, settings: TtsSettings, voices: Sequence[np.ndarray], *, cfg_coef: float = 2.0,
-                 temp: float = 0.6, top_k: int = REFERENCE_DEFAULTS["top_k"], top_k_text: int = REFERENCE_DEFAULTS["top_k_text"],
-                 n_q: int | None = None, seed: int = DEFAULT_SEED, compute: ComputeFormat | None = None):
+    def __init__(
+        self,
+        lm: Lm,
+        settings: TtsSettings,
+        voices: Sequence[np.ndarray],
+        *,
+        cfg_coef: float = 2.0,
+        temp: float = 0.6,
+        top_k: int = REFERENCE_DEFAULTS["top_k"],
+        top_k_text: int = REFERENCE_DEFAULTS["top_k_text"],
+        n_q: int | None = None,
+        seed: int = DEFAULT_SEED,
+        compute: ComputeFormat | None = None,
+    ):
         cfg = lm.cfg
         # the activation dtype of the model's compute format (`prepare_lm`), else the weights'
         self.act = compute.activation if compute is not None else None
@@ -282,8 +302,9 @@ class TtsGen:
         if not 1 <= self.n_q <= cfg.dep_q:
             raise UsageError(f"n_q must be between 1 and {cfg.dep_q}, got {self.n_q}")
         self.token_ids = TokenIds(cfg.text_card + 1, pad=cfg.existing_text_padding_id)
-        self.machine = StateMachine(self.token_ids, settings.second_stream_ahead, settings.max_padding,
-                                    settings.initial_padding)
+        self.machine = StateMachine(
+            self.token_ids, settings.second_stream_ahead, settings.max_padding, settings.initial_padding
+        )
         self.text_sampler = Sampler(temp, top_k_text)
         self.audio_sampler = Sampler(temp, top_k)
         self.seed = seed
@@ -337,8 +358,10 @@ class TtsGen:
         codes = np.asarray(voices[0])
         n_q = self.cfg.n_q
         if codes.ndim != 2 or codes.shape[0] != n_q or not np.issubdtype(codes.dtype, np.integer):
-            raise UsageError(f"this TTS model takes a voice as Mimi codes [{n_q}, T] (an audio prefix), got "
-                             f"{codes.dtype} {list(codes.shape)}")
+            raise UsageError(
+                f"this TTS model takes a voice as Mimi codes [{n_q}, T] (an audio prefix), got "
+                f"{codes.dtype} {list(codes.shape)}"
+            )
         if self.n_q != n_q:
             raise UsageError(f"an audio-prefix voice needs all {n_q} codebooks generated (n_q {self.n_q} given)")
         if codes.size and (codes.min() < 0 or codes.max() >= self.cfg.card):
@@ -407,10 +430,12 @@ class TtsGen:
                 if not is_init[0]:
                     null[0] = ids.zero
                 rows.append(null)
-            h, text_logits = lm.forward_text(mx.array(np.stack(rows).astype(np.int32))[:, :, None], self._cond,
-                                             cache, self._cross, dtype=self.act)
-            predicted = int(self._sample_text(text_logits[:1, -1], None if self.text_sampler.greedy
-                                              else next(keys)).item())
+            h, text_logits = lm.forward_text(
+                mx.array(np.stack(rows).astype(np.int32))[:, :, None], self._cond, cache, self._cross, dtype=self.act
+            )
+            predicted = int(
+                self._sample_text(text_logits[:1, -1], None if self.text_sampler.greedy else next(keys)).item()
+            )
             if step < P:  # the voice prefix: its text row is forced, the state machine waits
                 fed = int(self.prefix[0, step])
             else:
@@ -445,5 +470,10 @@ class TtsGen:
         for _, frame, state in self.frames(entries):
             frames.append(frame)
         arr = np.stack(frames) if frames else np.zeros((0, len(self.delays)), dtype=np.int64)
-        return TtsResult(arr, state.end_step, list(state.transcript), list(state.consumption_times),
-                         list(getattr(self, "text_log", [])))
+        return TtsResult(
+            arr,
+            state.end_step,
+            list(state.transcript),
+            list(state.consumption_times),
+            list(getattr(self, "text_log", [])),
+        )

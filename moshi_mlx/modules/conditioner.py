@@ -27,7 +27,9 @@ def _init_projection(m: nn.Module, dim: int, output_dim: int, force_linear: bool
 
 
 class LutConditioner(nn.Module):
-    def __init__(self, n_bins: int, dim: int, output_dim: int, *, force_linear: bool = True, learn_padding: bool = True):
+    def __init__(
+        self, n_bins: int, dim: int, output_dim: int, *, force_linear: bool = True, learn_padding: bool = True
+    ):
         super().__init__()
         self.n_bins = n_bins
         self.embed = nn.Embedding(n_bins + 1, dim)  # the last row is the padding value

@@ -42,8 +42,15 @@ class _CausalConv(nn.Module):
     """What both convolutions share: their sizes, the weight (its shape is the subclass's
     layout), the optional bias and the [B, T, in_channels] input check."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
-                 weight_shape: tuple[int, int], bias: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        weight_shape: tuple[int, int],
+        bias: bool,
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -25,8 +25,16 @@ def _rows(linear: nn.Module, x: mx.array, start: int, stop: int) -> mx.array:
         mode = getattr(linear, "mode", "affine")
         biases = linear["biases"][start:stop] if "biases" in linear else None
         kw = {} if mode == "affine" else {"mode": mode}
-        y = mx.quantized_matmul(x, linear["weight"][start:stop], linear["scales"][start:stop], biases,
-                                transpose=True, group_size=linear.group_size, bits=linear.bits, **kw)
+        y = mx.quantized_matmul(
+            x,
+            linear["weight"][start:stop],
+            linear["scales"][start:stop],
+            biases,
+            transpose=True,
+            group_size=linear.group_size,
+            bits=linear.bits,
+            **kw,
+        )
     else:
         w = linear.weight
         y = (x.astype(w.dtype) @ w[start:stop].T).astype(x.dtype)

@@ -68,8 +68,15 @@ class ScaledEmbedding(_EmbeddingBase):
 
     def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine") -> "QuantizedScaledEmbedding":
         """The quantized twin of this table (children are quantized separately)."""
-        q = QuantizedScaledEmbedding(self.num_embeddings, self.dim, group_size=group_size, bits=bits, mode=mode,
-                                     low_rank=self.table_dim if self.has_low_rank else None, demux=self.demux)
+        q = QuantizedScaledEmbedding(
+            self.num_embeddings,
+            self.dim,
+            group_size=group_size,
+            bits=bits,
+            mode=mode,
+            low_rank=self.table_dim if self.has_low_rank else None,
+            demux=self.demux,
+        )
         packed = mx.quantize(self.weight, group_size, bits, mode=mode)
         q.weight, q.scales = packed[0], packed[1]
         if mode == "affine":
@@ -84,8 +91,17 @@ class QuantizedScaledEmbedding(_EmbeddingBase):
     """`ScaledEmbedding` whose table is quantized (`weight` packed uint32, `scales`, and
     `biases` in the affine mode; MLX's fp modes have uint8 scales and no biases)."""
 
-    def __init__(self, num_embeddings: int, dim: int, *, group_size: int, bits: int, low_rank: int | None = None,
-                 demux: bool = False, mode: str = "affine"):
+    def __init__(
+        self,
+        num_embeddings: int,
+        dim: int,
+        *,
+        group_size: int,
+        bits: int,
+        low_rank: int | None = None,
+        demux: bool = False,
+        mode: str = "affine",
+    ):
         super().__init__(num_embeddings, dim, low_rank, demux)
         self.group_size = group_size
         self.bits = bits
@@ -102,10 +118,12 @@ class QuantizedScaledEmbedding(_EmbeddingBase):
 
     def lookup(self, ids: mx.array) -> mx.array:
         if self.mode == "affine":
-            return mx.dequantize(self.weight[ids], self.scales[ids], self.biases[ids],
-                                 group_size=self.group_size, bits=self.bits)
-        return mx.dequantize(self.weight[ids], self.scales[ids], group_size=self.group_size, bits=self.bits,
-                             mode=self.mode)
+            return mx.dequantize(
+                self.weight[ids], self.scales[ids], self.biases[ids], group_size=self.group_size, bits=self.bits
+            )
+        return mx.dequantize(
+            self.weight[ids], self.scales[ids], group_size=self.group_size, bits=self.bits, mode=self.mode
+        )
 
 
 class StackedEmbeddings:
@@ -121,8 +139,11 @@ class StackedEmbeddings:
     def __init__(self, tables: list[_EmbeddingBase]):
         self.tables = list(tables)
         self.num_embeddings = tables[0].num_embeddings
-        self.names = ("weight", "scales", "biases") if "biases" in tables[0] else (
-            ("weight", "scales") if "scales" in tables[0] else ("weight",))
+        self.names = (
+            ("weight", "scales", "biases")
+            if "biases" in tables[0]
+            else (("weight", "scales") if "scales" in tables[0] else ("weight",))
+        )
         first = tables[0]
         self.quant = (first.group_size, first.bits, first.mode) if isinstance(first, QuantizedScaledEmbedding) else None
         n = self.num_embeddings
@@ -150,7 +171,8 @@ class StackedEmbeddings:
     def current(self, tables: list[_EmbeddingBase]) -> bool:
         return len(tables) == len(self.tables) and all(
             t is s and all(t[k] is v for k, v in zip(self.names, views))
-            for t, s, views in zip(tables, self.tables, self._views))
+            for t, s, views in zip(tables, self.tables, self._views)
+        )
 
     def __call__(self, ids: mx.array) -> mx.array:
         """ids [B, n, ...] (stream i's tokens at [:, i]) -> [B, n, ..., dim]."""
@@ -162,6 +184,12 @@ class StackedEmbeddings:
             y = s["weight"][rows]
         else:
             group_size, bits, mode = self.quant
-            y = mx.dequantize(s["weight"][rows], s["scales"][rows], s["biases"][rows] if "biases" in s else None,
-                              group_size=group_size, bits=bits, mode=mode)
+            y = mx.dequantize(
+                s["weight"][rows],
+                s["scales"][rows],
+                s["biases"][rows] if "biases" in s else None,
+                group_size=group_size,
+                bits=bits,
+                mode=mode,
+            )
         return mx.where(is_zero, mx.zeros_like(y), y)

@@ -97,8 +97,12 @@ class KVCache(BaseCache):
     def _allocate(self, k: mx.array, v: mx.array, capacity: int) -> None:
         B, H, _, Dk = k.shape
         Dv = v.shape[-1]
-        if self.keys is not None and self.keys.shape[:2] == (B, H) and self.keys.shape[2] >= capacity \
-                and self.keys.dtype == k.dtype:
+        if (
+            self.keys is not None
+            and self.keys.shape[:2] == (B, H)
+            and self.keys.shape[2] >= capacity
+            and self.keys.dtype == k.dtype
+        ):
             return
         keys = mx.zeros((B, H, capacity, Dk), dtype=k.dtype)
         values = mx.zeros((B, H, capacity, Dv), dtype=v.dtype)
@@ -158,8 +162,12 @@ class KVCache(BaseCache):
         T = k.shape[2]
         start = self.offset
         needed = start + T
-        if self.keys is None or self.keys.shape[2] < needed or self.keys.dtype != k.dtype \
-                or self.keys.shape[:2] != k.shape[:2]:
+        if (
+            self.keys is None
+            or self.keys.shape[2] < needed
+            or self.keys.dtype != k.dtype
+            or self.keys.shape[:2] != k.shape[:2]
+        ):
             capacity = ((needed + self.step - 1) // self.step) * self.step
             self._allocate(k, v, capacity)
         self.keys[:, :, start:needed] = k
@@ -185,8 +193,9 @@ class RingStep(BaseCache):
     mask). Same visibility as `KVCache` for one token: the ring holds exactly the visible keys.
     """
 
-    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array, slot: mx.array, mask: mx.array | None,
-                 bucket: int):
+    def __init__(
+        self, keys: mx.array, values: mx.array, offset: mx.array, slot: mx.array, mask: mx.array | None, bucket: int
+    ):
         self.keys, self.values = keys, values
         self.offset, self.slot, self.mask, self.bucket = offset, slot, mask, bucket
 
@@ -272,8 +281,11 @@ class FrameCache(BaseCache):
         self.keys = keys = self._append(self.keys, k)
         self.values = values = self._append(self.values, v)
         self.offset += k.shape[2]
-        return keys, values, None if k.shape[2] == 1 else _frame_mask(self.offset, k.shape[2], keys.shape[2],
-                                                                       self.context)
+        return (
+            keys,
+            values,
+            None if k.shape[2] == 1 else _frame_mask(self.offset, k.shape[2], keys.shape[2], self.context),
+        )
 
 
 def _frame_mask(end: int, T: int, n_keys: int, context: int | None) -> mx.array:

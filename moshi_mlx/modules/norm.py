@@ -57,8 +57,9 @@ class LayerNorm(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         if self.compute_dtype is None or x.dtype == self.compute_dtype:
-            return mx.fast.layer_norm(x, _weight_as(self, "weight", x.dtype), _weight_as(self, "bias", x.dtype),
-                                      self.eps)
+            return mx.fast.layer_norm(
+                x, _weight_as(self, "weight", x.dtype), _weight_as(self, "bias", x.dtype), self.eps
+            )
         c = self.compute_dtype
         y = mx.fast.layer_norm(x.astype(c), _weight_as(self, "weight", c), _weight_as(self, "bias", c), self.eps)
         return y.astype(x.dtype)

@@ -76,9 +76,17 @@ class ParallelQuantizedLinear(nn.QuantizedLinear):
         biases = self.get("biases")
 
         def part(rows: slice, stream=None) -> mx.array:
-            return mx.quantized_matmul(x, self["weight"][rows], scales=self["scales"][rows],
-                                       biases=None if biases is None else biases[rows], transpose=True,
-                                       group_size=self.group_size, bits=self.bits, mode=self.mode, stream=stream)
+            return mx.quantized_matmul(
+                x,
+                self["weight"][rows],
+                scales=self["scales"][rows],
+                biases=None if biases is None else biases[rows],
+                transpose=True,
+                group_size=self.group_size,
+                bits=self.bits,
+                mode=self.mode,
+                stream=stream,
+            )
 
         y = mx.concatenate([part(slice(0, half)), part(slice(half, None), helper_stream())], axis=-1)
         if "bias" in self:

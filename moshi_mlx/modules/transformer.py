@@ -129,8 +129,7 @@ class Transformer(nn.Module):
         """Per-layer keys/values of a cross-attention source [B, S, d_model] (computed once)."""
         return [layer.cross_attention.kv(source) for layer in self.layers]
 
-    def __call__(self, x: mx.array, cache: list[KVCache] | None = None,
-                 cross: list[CrossKV] | None = None) -> mx.array:
+    def __call__(self, x: mx.array, cache: list[KVCache] | None = None, cross: list[CrossKV] | None = None) -> mx.array:
         """cross: `cross_kv(source)`, required by (and only for) cross-attention layers."""
         if self.cfg.positional_embedding in ("sin", "sin_rope"):
             offset = cache[0].offset if cache else 0

@@ -119,9 +119,15 @@ class Conversation:
         # an end-of-input marker (`end_input`)
         self.turn_ends: list[int] = []
         model.codec.reset()
-        self._pipe = DuplexPipeline(model.codec, self._gen, model.n_user, max_lag_ms=max_lag_ms,
-                                    on_text=self._on_text, settle_s=None,
-                                    end_of_input=model.end_of_input()).start()
+        self._pipe = DuplexPipeline(
+            model.codec,
+            self._gen,
+            model.n_user,
+            max_lag_ms=max_lag_ms,
+            on_text=self._on_text,
+            settle_s=None,
+            end_of_input=model.end_of_input(),
+        ).start()
 
     # ---------------------------------------------------------------- public
     @property
@@ -265,7 +271,7 @@ class Conversation:
         if rest:
             pcm24 = np.concatenate([np.asarray(self.model.codec.decode_step(c), np.float32).reshape(-1) for c in rest])
             if self._cap is not None:
-                pcm24 = pcm24[:max(self._cap - self._out24, 0)]
+                pcm24 = pcm24[: max(self._cap - self._out24, 0)]
             self._out24 += len(pcm24)
             a = self._out_rs.process(pcm24) if self._out_rs is not None and len(pcm24) else pcm24
             out.audio = np.concatenate([out.audio, a.astype(np.float32, copy=False)])
@@ -319,9 +325,9 @@ class Conversation:
             t_end = now - (len(buf) - (i + 1) * FRAME_SIZE) / SAMPLE_RATE
             # offline: block while the encoder is 256 frames behind; real time: drop the oldest
             # (counted in stats.input_overflows), like the live loop's capture callback
-            self._pipe.push_input(buf[i * FRAME_SIZE:(i + 1) * FRAME_SIZE], t_end=t_end, wait=self.max_lag_ms is None)
+            self._pipe.push_input(buf[i * FRAME_SIZE : (i + 1) * FRAME_SIZE], t_end=t_end, wait=self.max_lag_ms is None)
         self._pushed += n
-        self._buf = buf[n * FRAME_SIZE:].copy()
+        self._buf = buf[n * FRAME_SIZE :].copy()
 
     def _idle(self) -> bool:
         """Every frame pushed has been stepped (or skipped) and its audio decoded."""
@@ -356,7 +362,7 @@ class Conversation:
                 continue
             pcm24 = item.payload[1]
             if self._cap is not None:
-                pcm24 = pcm24[:max(self._cap - self._out24, 0)]
+                pcm24 = pcm24[: max(self._cap - self._out24, 0)]
             self._out24 += len(pcm24)
             audio.append(pcm24)
         a = np.concatenate(audio) if audio else np.zeros(0, np.float32)

@@ -48,8 +48,10 @@ def list_devices() -> str:
     lines = []
     for i, d in enumerate(devs):
         mark = (">" if i == d_in else " ") + ("<" if i == d_out else " ")
-        lines.append(f"{mark} {i:3d} {d['name']} ({d['max_input_channels']} in, {d['max_output_channels']} out, "
-                     f"{int(d['default_samplerate'])} Hz)")
+        lines.append(
+            f"{mark} {i:3d} {d['name']} ({d['max_input_channels']} in, {d['max_output_channels']} out, "
+            f"{int(d['default_samplerate'])} Hz)"
+        )
     return "\n".join(lines)
 
 
@@ -88,7 +90,9 @@ def find_device(spec: str | int | None, kind: str) -> int:
 class SoundDeviceIO:
     """Input and output PortAudio streams at the devices' native rates."""
 
-    def __init__(self, input_device=None, output_device=None, block_seconds: float = FRAME_SECONDS, output: bool = True):
+    def __init__(
+        self, input_device=None, output_device=None, block_seconds: float = FRAME_SECONDS, output: bool = True
+    ):
         """output=False: capture only (speech-to-text); no output device is opened."""
         self.sd = _sd()
         self.input_index = find_device(input_device, "input")
@@ -112,7 +116,9 @@ class SoundDeviceIO:
         text = f"input: [{self.input_index}] {self.input_name} @ {self.input_rate} Hz x{self.input_channels}"
         if not self.has_output:
             return text
-        return text + f"; output: [{self.output_index}] {self.output_name} @ {self.output_rate} Hz x{self.output_channels}"
+        return (
+            text + f"; output: [{self.output_index}] {self.output_name} @ {self.output_rate} Hz x{self.output_channels}"
+        )
 
     def start(self, pipeline) -> None:
         sd = self.sd
@@ -134,22 +140,37 @@ class SoundDeviceIO:
                 self.lost.set()
 
         try:
-            out = None if not self.has_output else sd.OutputStream(device=self.output_index, samplerate=self.output_rate,
-                                  channels=self.output_channels, dtype="float32",
-                                  blocksize=int(round(self.output_rate * self.block_seconds)),
-                                  callback=on_output, finished_callback=finished)
-            inp = sd.InputStream(device=self.input_index, samplerate=self.input_rate,
-                                 channels=self.input_channels, dtype="float32",
-                                 blocksize=int(round(self.input_rate * self.block_seconds)),
-                                 callback=on_input, finished_callback=finished)
+            out = (
+                None
+                if not self.has_output
+                else sd.OutputStream(
+                    device=self.output_index,
+                    samplerate=self.output_rate,
+                    channels=self.output_channels,
+                    dtype="float32",
+                    blocksize=int(round(self.output_rate * self.block_seconds)),
+                    callback=on_output,
+                    finished_callback=finished,
+                )
+            )
+            inp = sd.InputStream(
+                device=self.input_index,
+                samplerate=self.input_rate,
+                channels=self.input_channels,
+                dtype="float32",
+                blocksize=int(round(self.input_rate * self.block_seconds)),
+                callback=on_input,
+                finished_callback=finished,
+            )
         except Exception as e:
             raise AudioDeviceError(f"cannot open audio streams ({self.describe()}): {e}") from None
         self._streams = [s for s in (out, inp) if s is not None]
         if out is not None:
             pipeline.output_latency_s = float(out.latency)
         if getattr(pipeline, "echo", None) is not None:  # the canceller pairs the streams on the device clock
-            pipeline.echo.set_latencies(float(inp.latency) if inp is not None else 0.0,
-                                        float(out.latency) if out is not None else 0.0)
+            pipeline.echo.set_latencies(
+                float(inp.latency) if inp is not None else 0.0, float(out.latency) if out is not None else 0.0
+            )
         self.last_callback = time.monotonic()
         for s in self._streams:
             s.start()

@@ -47,8 +47,9 @@ CHANGE_GAP_S = 1.0  # a detection within this long of the last one belongs to th
 DEFAULT_CANCELLER = "linear"
 
 # Output device names that mean the speaker cannot reach the microphone.
-_HEADPHONES = re.compile(r"head ?phone|headset|airpods|earpods|earbud|earphone|\bbuds\w*|bluetooth hands-?free",
-                         re.IGNORECASE)
+_HEADPHONES = re.compile(
+    r"head ?phone|headset|airpods|earpods|earbud|earphone|\bbuds\w*|bluetooth hands-?free", re.IGNORECASE
+)
 
 
 class EchoUnavailable(ConfigError):
@@ -78,11 +79,16 @@ def _load_apm(noise_suppression: bool, high_pass: bool, auto_gain: bool):
         from livekit.rtc import AudioFrame
         from livekit.rtc.apm import AudioProcessingModule
 
-        apm = AudioProcessingModule(echo_cancellation=True, noise_suppression=noise_suppression,
-                                    high_pass_filter=high_pass, auto_gain_control=auto_gain)
+        apm = AudioProcessingModule(
+            echo_cancellation=True,
+            noise_suppression=noise_suppression,
+            high_pass_filter=high_pass,
+            auto_gain_control=auto_gain,
+        )
     except ImportError as e:
-        raise EchoUnavailable(f"echo cancellation needs livekit's WebRTC audio processing ({e}); "
-                              "install it with: pip install livekit") from None
+        raise EchoUnavailable(
+            f"echo cancellation needs livekit's WebRTC audio processing ({e}); install it with: pip install livekit"
+        ) from None
     except Exception as e:  # the native library failed to load or start
         raise EchoUnavailable(f"echo cancellation is unavailable here: {type(e).__name__}: {e}") from None
     return apm, AudioFrame
@@ -129,8 +135,9 @@ class _Linear:
     max_lag_s = 0.2
 
     def __init__(self, high_pass: bool):
-        self._c = LinearEchoCanceller(block=self.chunk, length=int(0.4 * SAMPLE_RATE), rate=SAMPLE_RATE,
-                                      high_pass=high_pass)
+        self._c = LinearEchoCanceller(
+            block=self.chunk, length=int(0.4 * SAMPLE_RATE), rate=SAMPLE_RATE, high_pass=high_pass
+        )
         self.delay = self._c.delay
 
     def process(self, ref: np.ndarray, mic: np.ndarray) -> np.ndarray:
@@ -152,18 +159,37 @@ class _Linear:
 def add_echo_args(ap) -> None:
     """The live loop's echo cancellation flags (docs/echo-cancellation.md)."""
     g = ap.add_argument_group("echo cancellation (talk without headphones)")
-    g.add_argument("--echo-cancel", choices=MODES, default="auto",
-                   help="remove Moshi's own voice from the microphone; auto: on unless the "
-                        "output device's name says headphones/headset/AirPods (default auto)")
-    g.add_argument("--echo-canceller", choices=CANCELLERS, default=DEFAULT_CANCELLER,
-                   help="linear: adaptive filter + gentle suppressor that keep your voice while Moshi talks "
-                        "(default); aec3: WebRTC AEC3 (livekit), which ducks your voice while Moshi talks")
-    g.add_argument("--noise-suppression", action="store_true",
-                   help="also suppress steady background noise (WebRTC's; needs --echo-canceller aec3)")
-    g.add_argument("--no-high-pass", dest="high_pass", action="store_false",
-                   help="keep frequencies below ~80 Hz in the microphone (filtered by default)")
-    g.add_argument("--record-mic", choices=("cleaned", "raw"), default="cleaned",
-                   help="--record's left channel: the microphone as Moshi heard it (cleaned, default) or as captured")
+    g.add_argument(
+        "--echo-cancel",
+        choices=MODES,
+        default="auto",
+        help="remove Moshi's own voice from the microphone; auto: on unless the "
+        "output device's name says headphones/headset/AirPods (default auto)",
+    )
+    g.add_argument(
+        "--echo-canceller",
+        choices=CANCELLERS,
+        default=DEFAULT_CANCELLER,
+        help="linear: adaptive filter + gentle suppressor that keep your voice while Moshi talks "
+        "(default); aec3: WebRTC AEC3 (livekit), which ducks your voice while Moshi talks",
+    )
+    g.add_argument(
+        "--noise-suppression",
+        action="store_true",
+        help="also suppress steady background noise (WebRTC's; needs --echo-canceller aec3)",
+    )
+    g.add_argument(
+        "--no-high-pass",
+        dest="high_pass",
+        action="store_false",
+        help="keep frequencies below ~80 Hz in the microphone (filtered by default)",
+    )
+    g.add_argument(
+        "--record-mic",
+        choices=("cleaned", "raw"),
+        default="cleaned",
+        help="--record's left channel: the microphone as Moshi heard it (cleaned, default) or as captured",
+    )
 
 
 def echo_from_args(args, output_name: str | None, *, input_rate: int, output_rate: int, log=print):
@@ -177,8 +203,13 @@ def echo_from_args(args, output_name: str | None, *, input_rate: int, output_rat
         log(f"echo cancellation: {why}")
         return None
     try:
-        ec = EchoCanceller(output_rate=output_rate, input_rate=input_rate, canceller=kind,
-                           noise_suppression=args.noise_suppression, high_pass=args.high_pass)
+        ec = EchoCanceller(
+            output_rate=output_rate,
+            input_rate=input_rate,
+            canceller=kind,
+            noise_suppression=args.noise_suppression,
+            high_pass=args.high_pass,
+        )
     except EchoUnavailable as e:
         if args.echo_cancel == "on":
             raise
@@ -189,7 +220,9 @@ def echo_from_args(args, output_name: str | None, *, input_rate: int, output_rat
     return ec
 
 
-def gcc_phat_lag(ref: np.ndarray, mic: np.ndarray, rate: int, min_lag_s: float, max_lag_s: float) -> tuple[float, float]:
+def gcc_phat_lag(
+    ref: np.ndarray, mic: np.ndarray, rate: int, min_lag_s: float, max_lag_s: float
+) -> tuple[float, float]:
     """Lag (s) by which `mic` follows `ref`, and a confidence (peak over the mean |correlation|).
 
     PHAT weighting whitens both spectra so the peak is the direct path, not the loudest
@@ -234,10 +267,14 @@ class EchoStats:
             return float(fn(np.asarray(values))) if len(values) else float("nan")
 
         return {
-            "chunks": self.chunks, "reference_missing": self.reference_missing,
-            "capture_gaps": self.capture_gaps, "realignments": self.realignments,
-            "device_latency_ms": self.device_latency_ms, "echo_delay_ms": self.echo_delay_ms,
-            "round_trip_ms": self.round_trip_ms, "delay_confidence": self.delay_confidence,
+            "chunks": self.chunks,
+            "reference_missing": self.reference_missing,
+            "capture_gaps": self.capture_gaps,
+            "realignments": self.realignments,
+            "device_latency_ms": self.device_latency_ms,
+            "echo_delay_ms": self.echo_delay_ms,
+            "round_trip_ms": self.round_trip_ms,
+            "delay_confidence": self.delay_confidence,
             "erle_db_median": stat(self.erle_windows_db, np.median),
             "erle_seconds": len(self.erle_windows_db) * _ErleMeter.WINDOW / 100,
             "path_changes": len(self.path_changes),
@@ -250,20 +287,29 @@ class EchoStats:
         s = self.summary()
         if np.isnan(s["echo_delay_ms"]):  # no echo found: an ERLE figure would mean nothing
             latency = s["device_latency_ms"]  # 0 on a simulated device: no PortAudio to speak of
-            parts = ["no echo of Moshi found in the microphone"
-                     + (f" (PortAudio latency {latency:.0f} ms)" if latency and not np.isnan(latency) else "")]
+            parts = [
+                "no echo of Moshi found in the microphone"
+                + (f" (PortAudio latency {latency:.0f} ms)" if latency and not np.isnan(latency) else "")
+            ]
         else:
-            parts = [f"round trip {s['round_trip_ms']:.0f} ms (PortAudio {s['device_latency_ms']:.0f} ms + "
-                     f"measured {s['echo_delay_ms']:.0f} ms)"]
+            parts = [
+                f"round trip {s['round_trip_ms']:.0f} ms (PortAudio {s['device_latency_ms']:.0f} ms + "
+                f"measured {s['echo_delay_ms']:.0f} ms)"
+            ]
             if s["erle_seconds"] > 0:
-                parts.append(f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)")
+                parts.append(
+                    f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)"
+                )
         if self.path_changes:
             done = [d for d in s["reconverged_s"] if d is not None]
             n = len(self.path_changes)
             line = f"{n} echo-path change{'s' if n > 1 else ''}"
             if done:
-                line += (f", back to {RECOVERED_DB:.0f} dB ERLE in {np.median(done):.1f} s median / "
-                         f"{max(done):.1f} s max" if len(done) > 1 else f", back to {RECOVERED_DB:.0f} dB ERLE in {done[0]:.1f} s")
+                line += (
+                    f", back to {RECOVERED_DB:.0f} dB ERLE in {np.median(done):.1f} s median / {max(done):.1f} s max"
+                    if len(done) > 1
+                    else f", back to {RECOVERED_DB:.0f} dB ERLE in {done[0]:.1f} s"
+                )
             if len(done) < n:
                 line += f" ({n - len(done)} not yet)"
             parts.append(line)
@@ -277,7 +323,7 @@ class _ErleMeter:
     at the same time lowers it, so the median over windows is reported."""
 
     WINDOW = 50  # 10 ms chunks
-    ACTIVE = 1e-3 ** 2  # reference power above -60 dBFS counts as Moshi speaking
+    ACTIVE = 1e-3**2  # reference power above -60 dBFS counts as Moshi speaking
 
     def __init__(self, out: collections.deque):
         self.out = out
@@ -362,9 +408,19 @@ class EchoCanceller:
     ANCHOR_S = 3.0  # the streams' start times are taken from their first seconds, then fixed
     MAX_WAIT = SAMPLE_RATE // 5  # microphone samples held while their reference is late (then: silence)
 
-    def __init__(self, *, output_rate: int = SAMPLE_RATE, input_rate: int = SAMPLE_RATE, input_latency_s: float = 0.0,
-                 output_latency_s: float = 0.0, canceller: str = DEFAULT_CANCELLER, noise_suppression: bool = False,
-                 high_pass: bool = True, auto_gain: bool = False, realign: bool = True):
+    def __init__(
+        self,
+        *,
+        output_rate: int = SAMPLE_RATE,
+        input_rate: int = SAMPLE_RATE,
+        input_latency_s: float = 0.0,
+        output_latency_s: float = 0.0,
+        canceller: str = DEFAULT_CANCELLER,
+        noise_suppression: bool = False,
+        high_pass: bool = True,
+        auto_gain: bool = False,
+        realign: bool = True,
+    ):
         if canceller not in CANCELLERS:
             raise UsageError(f"--echo-canceller must be one of {', '.join(CANCELLERS)}, got {canceller!r}")
         if canceller == "aec3":
@@ -443,7 +499,7 @@ class EchoCanceller:
         out = np.zeros(n, np.float32)
         a, b = max(start, self._ref_base), min(start + n, self._ref_base + len(self._ref_buf))
         if b > a:
-            out[a - start:b - start] = self._ref_buf[a - self._ref_base:b - self._ref_base]
+            out[a - start : b - start] = self._ref_buf[a - self._ref_base : b - self._ref_base]
         if start + n > self._ref_base + len(self._ref_buf) and self._ref_t0 is not None:
             self.stats.reference_missing += 1  # (part of) it never arrived: silence
         return out
@@ -472,9 +528,9 @@ class EchoCanceller:
             while (n + 1) * c <= len(x):
                 if not self._reference_ready(c) and len(x) - n * c <= self.MAX_WAIT:
                     break  # the device has not been handed that reference yet: wait for it
-                out.append(self._process_chunk(x[n * c:(n + 1) * c]))
+                out.append(self._process_chunk(x[n * c : (n + 1) * c]))
                 n += 1
-            self._cap_pending = x[n * c:]
+            self._cap_pending = x[n * c :]
         if n:
             self.stats.process_ms.append((time.perf_counter() - t_start) * 1000.0 * 1920 / (n * c))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -496,7 +552,8 @@ class EchoCanceller:
             self._anchor_until = time.monotonic() + self.ANCHOR_S
         if self._anchoring():
             self._cap_t0 = self._cap_anchor.add(
-                t_end - (self._cap_pos + len(self._cap_pending) + n) / SAMPLE_RATE - self.input_latency_s)
+                t_end - (self._cap_pos + len(self._cap_pending) + n) / SAMPLE_RATE - self.input_latency_s
+            )
 
     def skip_capture(self, dropped_total: int) -> None:
         """`dropped_total`: microphone samples (at the input rate) lost so far before reaching
@@ -525,11 +582,11 @@ class EchoCanceller:
             self._on_path_change()
         self._cap_pos += n
         for i in range(0, n, CHUNK):  # the meters count in 10 ms chunks
-            r, m = ref[i:i + CHUNK], mic[i:i + CHUNK]
+            r, m = ref[i : i + CHUNK], mic[i : i + CHUNK]
             self.stats.chunks += 1
             ref_power = float(np.dot(r, r)) / CHUNK
             windows = len(self.stats.erle_windows_db)
-            self._erle.add(ref_power, m, clean[i:i + CHUNK], self.visible_delay_chunks)
+            self._erle.add(ref_power, m, clean[i : i + CHUNK], self.visible_delay_chunks)
             if len(self.stats.erle_windows_db) > windows:
                 self._on_erle_window(self.stats.erle_windows_db[-1])
             measured = self._delay.add(r, ref_power, m)

@@ -21,15 +21,22 @@ Group = argparse.ArgumentParser | argparse._ArgumentGroup
 def add_quantized_arg(g: Group, help: str) -> None:
     """`-q {4,8}` (long forms `--quantized`, upstream's, and `--quantize`): the model's
     quantization. What it selects is the tool's: a repo (run CLIs), bits (convert)."""
-    g.add_argument("-q", "--quantized", "--quantize", dest="quantized", type=int, choices=QUANTIZATIONS,
-                   metavar="{4,8}", help=help)
+    g.add_argument(
+        "-q", "--quantized", "--quantize", dest="quantized", type=int, choices=QUANTIZATIONS, metavar="{4,8}", help=help
+    )
 
 
 def add_mimi_backend_arg(g: Group, default: str = "auto", *aliases: str) -> None:
     """`--mimi-backend {auto,mlx,rustymimi}`; an explicit `rustymimi` that is not installed is
     refused by the loader (never silently MLX)."""
-    g.add_argument("--mimi-backend", *aliases, dest="mimi_backend", choices=MIMI_BACKENDS, default=default,
-                   help=f"{MIMI_BACKEND_HELP}; default {default}")
+    g.add_argument(
+        "--mimi-backend",
+        *aliases,
+        dest="mimi_backend",
+        choices=MIMI_BACKENDS,
+        default=default,
+        help=f"{MIMI_BACKEND_HELP}; default {default}",
+    )
 
 
 def add_offline_arg(g: Group) -> None:
@@ -50,7 +57,10 @@ def add_quiet_arg(g: Group, what: str = "no progress bar") -> None:
 def add_demo_model_arg(g: Group, choices: tuple[str, ...], replaces: str) -> None:
     """`--model NAME`: an offline demo model (seeded random weights of the real architecture
     at tiny size; it produces NOISE) in place of `replaces`."""
-    g.add_argument("--model", choices=choices,
-                   help=f"offline demo model instead of {replaces}: seeded random weights of the real architecture "
-                        "at tiny size, made in memory, no download; it produces NOISE (smoke tests, benchmarks, "
-                        "offline demos)")
+    g.add_argument(
+        "--model",
+        choices=choices,
+        help=f"offline demo model instead of {replaces}: seeded random weights of the real architecture "
+        "at tiny size, made in memory, no download; it produces NOISE (smoke tests, benchmarks, "
+        "offline demos)",
+    )

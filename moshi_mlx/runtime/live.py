@@ -73,12 +73,16 @@ def summary_line(stats) -> str:
     s = stats.summary()
     if not s["frames_stepped"]:
         return "0 steps: the session ended before the model answered a frame"
-    delay = ("no audio out" if math.isnan(s["delay_ms_median"])
-             else f"delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms")
-    turns = (f", {s['end_markers']} turns ended ({s['turns_done']} answered with EOS)" if s["end_markers"] else "")
-    return (f"{s['frames_stepped']} steps, {delay}, {s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, "
-            f"{s['frames_settled']} settled, {s['underruns']} underruns, step median {s['step_ms_median']:.1f} ms"
-            + turns)
+    delay = (
+        "no audio out"
+        if math.isnan(s["delay_ms_median"])
+        else f"delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms"
+    )
+    turns = f", {s['end_markers']} turns ended ({s['turns_done']} answered with EOS)" if s["end_markers"] else ""
+    return (
+        f"{s['frames_stepped']} steps, {delay}, {s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, "
+        f"{s['frames_settled']} settled, {s['underruns']} underruns, step median {s['step_ms_median']:.1f} ms" + turns
+    )
 
 
 @dataclass
@@ -88,10 +92,17 @@ class SessionResult:
     echo: object | None
 
 
-def run_session(model, gen, opts: LiveOptions, *, source: np.ndarray | None = None,
-                make_echo: Callable[[str | None, int, int], object | None] = lambda name, i, o: None,
-                out: TextIO | None = None, log: TextIO | None = None,
-                received_signal: Callable[[], int | None] = lambda: None) -> SessionResult:
+def run_session(
+    model,
+    gen,
+    opts: LiveOptions,
+    *,
+    source: np.ndarray | None = None,
+    make_echo: Callable[[str | None, int, int], object | None] = lambda name, i, o: None,
+    out: TextIO | None = None,
+    log: TextIO | None = None,
+    received_signal: Callable[[], int | None] = lambda: None,
+) -> SessionResult:
     """Talk until the source ends (a simulated microphone playing `source`, 24 kHz mono),
     `opts.duration`, Ctrl-C or a lost device; the recording and the transcript are saved on
     the way out whatever happened (the first save failure is raised after both ran).
@@ -116,10 +127,18 @@ def run_session(model, gen, opts: LiveOptions, *, source: np.ndarray | None = No
     t_start = t_saved = time.monotonic()
     try:
         recorder = StereoRecorder(opts.record) if opts.record else None
-        pipe = model.pipeline(gen, input_rate=in_rate, output_rate=out_rate, max_lag_ms=opts.max_lag_ms,
-                              on_text=events.put, recorder=recorder, step_delay_s=opts.step_delay_s,
-                              echo=echo, record_raw_mic=opts.record_raw_mic,
-                              **({"end_policy": opts.end_policy} if opts.end_policy is not None else {}))
+        pipe = model.pipeline(
+            gen,
+            input_rate=in_rate,
+            output_rate=out_rate,
+            max_lag_ms=opts.max_lag_ms,
+            on_text=events.put,
+            recorder=recorder,
+            step_delay_s=opts.step_delay_s,
+            echo=echo,
+            record_raw_mic=opts.record_raw_mic,
+            **({"end_policy": opts.end_policy} if opts.end_policy is not None else {}),
+        )
         pipe.start()
         if io is not None:
             io.start(pipe)

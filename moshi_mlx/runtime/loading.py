@@ -27,9 +27,11 @@ DEMO_TOKENIZER = "demo_tokenizer.model"
 DEMO_MODELS = (DEMO_MODEL, "random-tiny-stt", "random-tiny-helium", "random-tiny-hibiki-zero", "random-tiny-persona")
 COMPUTE = ("auto", "stored")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DTYPE_HELP = ("dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
-              "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "
-              "bf16 layers where memory allows)")
+DTYPE_HELP = (
+    "dtype the model computes in: its float weights and activations (auto: the backend's fast format, "
+    "i.e. weights as stored; on a CPU float32 activations for quantized weights and float32 copies of "
+    "bf16 layers where memory allows)"
+)
 PERSONA = ("voice", "persona")  # PersonaPlex's prompt, passed with the sampling options
 
 
@@ -38,27 +40,48 @@ def add_dtype_arg(ap, default: str = "auto") -> None:
     ap.add_argument("--dtype", choices=DTYPES, default=default, help=DTYPE_HELP)
 
 
-def add_model_args(ap: argparse.ArgumentParser, *, default_repo: str = "kyutai/moshiko-mlx-bf16, -q8 or -q4 "
-                   "following -q", demo_models: tuple[str, ...] = DEMO_MODELS, codec: bool = True,
-                   quantized_help: str | None = None) -> None:
+def add_model_args(
+    ap: argparse.ArgumentParser,
+    *,
+    default_repo: str = "kyutai/moshiko-mlx-bf16, -q8 or -q4 following -q",
+    demo_models: tuple[str, ...] = DEMO_MODELS,
+    codec: bool = True,
+    quantized_help: str | None = None,
+) -> None:
     """The model flags (shared ones from runtime/flags.py). default_repo: what --help names as
     the default model; codec=False leaves out --mimi-weight/--mimi-backend (a text model has no
     codec: the flags would do nothing)."""
     g = ap.add_argument_group("model")
     add_demo_model_arg(g, demo_models, "--hf-repo")
-    g.add_argument("--hf-repo", help=f"Hugging Face repo with the model, or a local model folder (default: {default_repo})")
-    g.add_argument("--lm-config", help="config.json of the LM or a preset name (default: the repo's, else the "
-                   "preset known for the repo or fitting the weights)")
-    g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight",
-                   help="LM weights: a local .safetensors (its folder's config.json, Mimi and tokenizer are used "
-                        "when present), a folder from moshi_mlx.convert, or a file name in the repo")
+    g.add_argument(
+        "--hf-repo", help=f"Hugging Face repo with the model, or a local model folder (default: {default_repo})"
+    )
+    g.add_argument(
+        "--lm-config",
+        help="config.json of the LM or a preset name (default: the repo's, else the "
+        "preset known for the repo or fitting the weights)",
+    )
+    g.add_argument(
+        "--moshi-weight",
+        "--moshi-weights",
+        dest="moshi_weight",
+        help="LM weights: a local .safetensors (its folder's config.json, Mimi and tokenizer are used "
+        "when present), a folder from moshi_mlx.convert, or a file name in the repo",
+    )
     if codec:
-        g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight",
-                       help="Mimi weights (local path or name in the repo; 'random': seeded noise codec for smoke tests)")
-    g.add_argument("--tokenizer", help="SentencePiece text tokenizer (local path or name in the repo; 'none': show "
-                   "token ids)")
-    add_quantized_arg(g, quantized_help or "pick the repo/file of that quantization; the file's own quantization "
-                                           "is always what is used")
+        g.add_argument(
+            "--mimi-weight",
+            "--mimi-weights",
+            dest="mimi_weight",
+            help="Mimi weights (local path or name in the repo; 'random': seeded noise codec for smoke tests)",
+        )
+    g.add_argument(
+        "--tokenizer", help="SentencePiece text tokenizer (local path or name in the repo; 'none': show token ids)"
+    )
+    add_quantized_arg(
+        g,
+        quantized_help or "pick the repo/file of that quantization; the file's own quantization is always what is used",
+    )
     if codec:
         add_mimi_backend_arg(g)
     add_dtype_arg(g)
@@ -66,10 +89,16 @@ def add_model_args(ap: argparse.ArgumentParser, *, default_repo: str = "kyutai/m
 
 
 # each SamplingOptions flag's argparse type: the shared checks, naming the flag
-_FLAG_TYPES = {"temp": lambda f: float_arg(f, lo=0.0), "temp_text": lambda f: float_arg(f, lo=0.0),
-               "top_k": lambda f: int_arg(f, lo=0), "top_k_text": lambda f: int_arg(f, lo=0),
-               "top_p": lambda f: float_arg(f, lo=0.0, hi=1.0), "top_p_text": lambda f: float_arg(f, lo=0.0, hi=1.0),
-               "cfg_coef": lambda f: float_arg(f), "seed": lambda f: seed_arg(f)}
+_FLAG_TYPES = {
+    "temp": lambda f: float_arg(f, lo=0.0),
+    "temp_text": lambda f: float_arg(f, lo=0.0),
+    "top_k": lambda f: int_arg(f, lo=0),
+    "top_k_text": lambda f: int_arg(f, lo=0),
+    "top_p": lambda f: float_arg(f, lo=0.0, hi=1.0),
+    "top_p_text": lambda f: float_arg(f, lo=0.0, hi=1.0),
+    "cfg_coef": lambda f: float_arg(f),
+    "seed": lambda f: seed_arg(f),
+}
 
 
 def add_sampling_args(ap: argparse.ArgumentParser) -> None:
@@ -77,29 +106,48 @@ def add_sampling_args(ap: argparse.ArgumentParser) -> None:
     `moshi_mlx.validation` (one line naming the flag: `--temp nan`, `--seed -1`, `--top-p 2`
     are refused)."""
     d = REFERENCE_DEFAULTS
-    g = ap.add_argument_group(f"sampling (defaults: the model's lm_gen_config, else audio {d['temp']}/top-k "
-                              f"{d['top_k']}, text {d['temp_text']}/top-k {d['top_k_text']})")
+    g = ap.add_argument_group(
+        f"sampling (defaults: the model's lm_gen_config, else audio {d['temp']}/top-k "
+        f"{d['top_k']}, text {d['temp_text']}/top-k {d['top_k_text']})"
+    )
     for f in dataclasses.fields(SamplingOptions):
         if not f.metadata["flag"]:
             continue
         flag = "--" + f.name.replace("_", "-")
-        extra = dict(default=f.default, help=f"{f.metadata['help']} (default {f.default})") \
-            if f.default is not None else dict(help=f.metadata["help"])
+        extra = (
+            dict(default=f.default, help=f"{f.metadata['help']} (default {f.default})")
+            if f.default is not None
+            else dict(help=f.metadata["help"])
+        )
         g.add_argument(flag, type=_FLAG_TYPES[f.name](flag), **extra)
-    p = ap.add_argument_group("PersonaPlex (--hf-repo nvidia/personaplex-7b-v1): the voice and role given before "
-                              "the conversation (docs/personaplex.md)")
-    p.add_argument("--voice", metavar="NAME|FILE",
-                   help="voice prompt: a preset (NATF0-3, NATM0-3, VARF0-4, VARM0-4), a stored .pt voice or an audio file")
+    p = ap.add_argument_group(
+        "PersonaPlex (--hf-repo nvidia/personaplex-7b-v1): the voice and role given before "
+        "the conversation (docs/personaplex.md)"
+    )
+    p.add_argument(
+        "--voice",
+        metavar="NAME|FILE",
+        help="voice prompt: a preset (NATF0-3, NATM0-3, VARF0-4, VARM0-4), a stored .pt voice or an audio file",
+    )
     p.add_argument("--persona", metavar="TEXT", help="the role, e.g. 'You are a patient French teacher.'")
 
 
 def model_inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     """The local files the model flags read, as (flag, path): an output at one of these
     paths is refused before any work (`outputs.check_outputs`)."""
-    flags = (("--moshi-weight", "moshi_weight"), ("--mimi-weight", "mimi_weight"), ("--lm-config", "lm_config"),
-             ("--tokenizer", "tokenizer"), ("--hf-repo", "hf_repo"), ("--voice", "voice"))
-    return [(flag, getattr(args, name, None)) for flag, name in flags
-            if getattr(args, name, None) and os.path.exists(getattr(args, name))]
+    flags = (
+        ("--moshi-weight", "moshi_weight"),
+        ("--mimi-weight", "mimi_weight"),
+        ("--lm-config", "lm_config"),
+        ("--tokenizer", "tokenizer"),
+        ("--hf-repo", "hf_repo"),
+        ("--voice", "voice"),
+    )
+    return [
+        (flag, getattr(args, name, None))
+        for flag, name in flags
+        if getattr(args, name, None) and os.path.exists(getattr(args, name))
+    ]
 
 
 def load_kwargs(args: argparse.Namespace) -> dict:
@@ -108,22 +156,34 @@ def load_kwargs(args: argparse.Namespace) -> dict:
     source = get("model") or get("hf_repo")
     if get("model") and (get("hf_repo") or get("moshi_weight")):
         raise UsageError("--model replaces --hf-repo/--moshi-weight: give one of them")
-    return dict(source=source, weights=get("moshi_weight"), config=get("lm_config"), mimi=get("mimi_weight"),
-                tokenizer=get("tokenizer"), quantized=get("quantized"), dtype=get("dtype", "auto"),
-                mimi_backend=get("mimi_backend", "auto"), offline=bool(get("offline", False)),
-                seed=DEFAULT_SEED if get("seed") is None else get("seed"))
+    return dict(
+        source=source,
+        weights=get("moshi_weight"),
+        config=get("lm_config"),
+        mimi=get("mimi_weight"),
+        tokenizer=get("tokenizer"),
+        quantized=get("quantized"),
+        dtype=get("dtype", "auto"),
+        mimi_backend=get("mimi_backend", "auto"),
+        offline=bool(get("offline", False)),
+        seed=DEFAULT_SEED if get("seed") is None else get("seed"),
+    )
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
     """The sampling flags (`add_sampling_args`) as the `SamplingOptions` of `Model.generator` & co."""
-    return SamplingOptions.of(**{k: getattr(args, k) for k in SamplingOptions.names() if getattr(args, k, None) is not None})
+    return SamplingOptions.of(
+        **{k: getattr(args, k) for k in SamplingOptions.names() if getattr(args, k, None) is not None}
+    )
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     """The sampling flags as `Model.generator`'s (and `respond`'s, `conversation`'s) keywords:
     `options` (`sampling_options`), and PersonaPlex's voice / persona where given."""
-    return {"options": sampling_options(args),
-            **{k: getattr(args, k) for k in PERSONA if getattr(args, k, None) is not None}}
+    return {
+        "options": sampling_options(args),
+        **{k: getattr(args, k) for k in PERSONA if getattr(args, k, None) is not None},
+    }
 
 
 def _float_dtype(name):
@@ -141,11 +201,22 @@ def _float_dtype(name):
     return {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}[name]
 
 
-def load(source: str | os.PathLike | None = None, *, quantized: int | None = None,
-         weights: str | os.PathLike | None = None, config=None, mimi: str | os.PathLike | None = None,
-         tokenizer: str | os.PathLike | None = None, dtype="auto", compute: str = "auto",
-         mimi_backend: str = "auto", offline: bool = False, seed: int = DEFAULT_SEED, codec: bool = True,
-         listens: bool = False) -> Model:
+def load(
+    source: str | os.PathLike | None = None,
+    *,
+    quantized: int | None = None,
+    weights: str | os.PathLike | None = None,
+    config=None,
+    mimi: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    dtype="auto",
+    compute: str = "auto",
+    mimi_backend: str = "auto",
+    offline: bool = False,
+    seed: int = DEFAULT_SEED,
+    codec: bool = True,
+    listens: bool = False,
+) -> Model:
     """Load a model, ready to talk to: the one entry point for scripts (see `Model`).
 
     Args:
@@ -198,27 +269,51 @@ def load(source: str | os.PathLike | None = None, *, quantized: int | None = Non
         raise UsageError("source is empty: give a repo id, a model folder or file, or a model name")
     if source is not None and str(source) in DEMO_MODELS:
         # the demo model is built in memory: a file given with it would be silently unused
-        given = [k for k, v, ok in (("weights", weights, ()), ("config", config, ()), ("mimi", mimi, ("random",)),
-                                    ("tokenizer", tokenizer, ("none",))) if v is not None and v not in ok]
+        given = [
+            k
+            for k, v, ok in (
+                ("weights", weights, ()),
+                ("config", config, ()),
+                ("mimi", mimi, ("random",)),
+                ("tokenizer", tokenizer, ("none",)),
+            )
+            if v is not None and v not in ok
+        ]
         if given:
             raise UsageError(f"{source} is built in memory: it takes no {'/'.join(given)}")
         if mimi_backend == "rustymimi":
-            raise UsageError(f"{source}: the demo model's tiny codec runs on MLX only (rustymimi reads the published "
-                             "Mimi); use --mimi-backend auto or mlx")
+            raise UsageError(
+                f"{source}: the demo model's tiny codec runs on MLX only (rustymimi reads the published "
+                "Mimi); use --mimi-backend auto or mlx"
+            )
         if listens:
             from ..models.config import preset
 
             _check_listens(preset(str(source)), str(source))
         return _demo(str(source), seed, compute, float_dtype, codec, tokenizer == "none")
     with offline_mode(offline):
-        return _load(source, quantized, weights, config, mimi, tokenizer, float_dtype, compute, mimi_backend, seed,
-                     codec, listens)
+        return _load(
+            source,
+            quantized,
+            weights,
+            config,
+            mimi,
+            tokenizer,
+            float_dtype,
+            compute,
+            mimi_backend,
+            seed,
+            codec,
+            listens,
+        )
 
 
 def _check_listens(cfg, name: str) -> None:
     if cfg.user_q == 0:
-        raise UsageError(f"{name} is a text model (it takes no audio): it cannot hold a spoken conversation; "
-                         "use moshi-helium or Model.text_stream()")
+        raise UsageError(
+            f"{name} is a text model (it takes no audio): it cannot hold a spoken conversation; "
+            "use moshi-helium or Model.text_stream()"
+        )
 
 
 def compute_format(lm, compute: str, dtype=None):
@@ -247,12 +342,21 @@ def _demo(name: str, seed: int, compute: str, dtype, with_codec: bool = True, id
     n = max(cfg.user_q, cfg.dep_q, 1)
     codec = None
     if with_codec:
-        mimi = random_mimi(seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg) or _persona_demo_mimi(cfg))
+        mimi = random_mimi(
+            seed=seed % (2**31), num_codebooks=n, config=_random_mimi_config(cfg) or _persona_demo_mimi(cfg)
+        )
         codec = MimiFrameCodec(mimi, n_encode=cfg.user_q)
     tokenizer = PlaceholderTokenizer() if ids_only else TextTokenizer(demo_tokenizer())
-    return Model(cfg, lm, codec, tokenizer,
-                 f"{name} demo model (random weights: it produces NOISE)", is_demo=True, compute=fmt,
-                 mimi_backend="mlx")
+    return Model(
+        cfg,
+        lm,
+        codec,
+        tokenizer,
+        f"{name} demo model (random weights: it produces NOISE)",
+        is_demo=True,
+        compute=fmt,
+        mimi_backend="mlx",
+    )
 
 
 def demo_tokenizer() -> str:
@@ -293,12 +397,26 @@ def _check_codec_fits(mimi, cfg, name: str) -> None:
     from ..weights.errors import WeightsError
 
     if int(mimi.cardinality) != cfg.card:
-        raise WeightsError(f"{name} has {mimi.cardinality} entries per codebook but the LM expects card {cfg.card}: "
-                           "this Mimi does not belong to this model")
+        raise WeightsError(
+            f"{name} has {mimi.cardinality} entries per codebook but the LM expects card {cfg.card}: "
+            "this Mimi does not belong to this model"
+        )
 
 
-def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, mimi_backend, seed,
-          with_codec: bool = True, listens: bool = False) -> Model:
+def _load(
+    source,
+    quantized,
+    weights,
+    config,
+    mimi,
+    tokenizer,
+    dtype,
+    compute,
+    mimi_backend,
+    seed,
+    with_codec: bool = True,
+    listens: bool = False,
+) -> Model:
     from ..models import load_mimi, random_mimi
     from ..models.mimi import best_backend
     from ..weights.lm_loader import load_resolved
@@ -334,12 +452,15 @@ def _load(source, quantized, weights, config, mimi, tokenizer, dtype, compute, m
             _check_codec_fits(m, cfg, str(mimi_path))
             codec = MimiFrameCodec(m, n_encode=n_user)
         mimi_desc = f"Mimi via {backend}"
-    desc = (f"LM {files.weights.name} ({cfg.model_type or 'moshi'}, "
-            f"{fmt.describe() if fmt is not None else 'compute as stored'}), {mimi_desc}")
+    desc = (
+        f"LM {files.weights.name} ({cfg.model_type or 'moshi'}, "
+        f"{fmt.describe() if fmt is not None else 'compute as stored'}), {mimi_desc}"
+    )
     return Model(cfg, lm, codec, tok, desc, compute=fmt, mimi_backend=backend, files=files)
 
 
 # ---- the CLIs' entry points ---------------------------------------------------------------
+
 
 def load_session(args: argparse.Namespace, with_codec: bool = True, listens: bool = False) -> Model:
     """Resolve the model flags (see `add_model_args`) into a ready model (with_codec=False:
@@ -351,5 +472,15 @@ def load_session(args: argparse.Namespace, with_codec: bool = True, listens: boo
     return model
 
 
-__all__ = ["load", "load_session", "load_kwargs", "sampling_options", "sampling_kwargs", "add_model_args", "add_sampling_args",
-           "add_dtype_arg", "compute_format", "PRESETS"]
+__all__ = [
+    "load",
+    "load_session",
+    "load_kwargs",
+    "sampling_options",
+    "sampling_kwargs",
+    "add_model_args",
+    "add_sampling_args",
+    "add_dtype_arg",
+    "compute_format",
+    "PRESETS",
+]

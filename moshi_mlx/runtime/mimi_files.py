@@ -59,8 +59,9 @@ def encode_file(mimi, path: str | os.PathLike, progress: ProgressFn | None = Non
     return np.concatenate(codes, axis=-1).astype(np.int32)
 
 
-def decode_to_file(mimi, codes: np.ndarray, path: str | os.PathLike, progress: ProgressFn | None = None,
-                   num_samples: int | None = None) -> int:
+def decode_to_file(
+    mimi, codes: np.ndarray, path: str | os.PathLike, progress: ProgressFn | None = None, num_samples: int | None = None
+) -> int:
     """Decode codes [K, F] or [1, K, F] into an audio file at the codec's rate; returns the
     number of samples written (`num_samples` trims the end, e.g. to an original length)."""
     c = np.asarray(codes)
@@ -84,7 +85,9 @@ def decode_to_file(mimi, codes: np.ndarray, path: str | os.PathLike, progress: P
     return written
 
 
-def roundtrip_file(mimi, src: str | os.PathLike, dst: str | os.PathLike, progress: ProgressFn | None = None) -> np.ndarray:
+def roundtrip_file(
+    mimi, src: str | os.PathLike, dst: str | os.PathLike, progress: ProgressFn | None = None
+) -> np.ndarray:
     """Encode then decode a file chunk by chunk (output trimmed to the input's length at the
     codec's rate); returns the codes [1, K, frames]."""
     mimi.reset()

@@ -107,8 +107,10 @@ class Model:
             from .stt import VAD_REPO, has_end_of_turn
 
             if not has_end_of_turn(self.cfg):
-                out.append(f"{self.files.weights.name if self.files else 'this model'} has no end-of-turn heads: "
-                           f"transcripts get no end-of-turn events ({VAD_REPO} has them)")
+                out.append(
+                    f"{self.files.weights.name if self.files else 'this model'} has no end-of-turn heads: "
+                    f"transcripts get no end-of-turn events ({VAD_REPO} has them)"
+                )
         return out
 
     @property
@@ -121,8 +123,9 @@ class Model:
         """False for text-only (speech-to-text) models."""
         return self.cfg.dep_q > 0
 
-    def generator(self, options: SamplingOptions | None = None, *, voice=None, persona: str | None = None,
-                  **sampling) -> LmGen:
+    def generator(
+        self, options: SamplingOptions | None = None, *, voice=None, persona: str | None = None, **sampling
+    ) -> LmGen:
         """Make a fresh streaming state (`LmGen`) in this model's compute format.
 
         Args:
@@ -148,8 +151,13 @@ class Model:
         if unknown:
             known = ", ".join((*SamplingOptions.names(), *GENERATOR_OPTIONS))
             raise UsageError(f"unknown sampling option(s) {', '.join(unknown)}; known: {known}")
-        return LmGen(self.lm, SamplingOptions.of(options, **sampling), compute=self.compute,
-                     prompt=self.system_prompt(voice, persona), **extra)
+        return LmGen(
+            self.lm,
+            SamplingOptions.of(options, **sampling),
+            compute=self.compute,
+            prompt=self.system_prompt(voice, persona),
+            **extra,
+        )
 
     def system_prompt(self, voice=None, persona: str | None = None):
         """PersonaPlex's prompt (`models.persona.Prompt`) for a voice and a role; None for
@@ -157,8 +165,10 @@ class Model:
         if not getattr(self.cfg, "is_persona", False):
             if voice is not None or persona is not None:
                 what = " and ".join(w for w, v in (("a voice", voice), ("a persona", persona)) if v is not None)
-                raise UsageError(f"{what} needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); "
-                                 f"this one is {self.cfg.model_type}")
+                raise UsageError(
+                    f"{what} needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); "
+                    f"this one is {self.cfg.model_type}"
+                )
             return None
         from .persona import load_voice, persona_prompt
 
@@ -188,9 +198,16 @@ class Model:
 
         return end_of_input_codes(self.cfg) if self.translates else None
 
-    def pipeline(self, gen=None, *, input_rate: int = SAMPLE_RATE, output_rate: int = SAMPLE_RATE,
-                 max_lag_ms: float | None = 400.0, on_text: Callable[[TextEvent], None] | None = None,
-                 **options) -> DuplexPipeline:
+    def pipeline(
+        self,
+        gen=None,
+        *,
+        input_rate: int = SAMPLE_RATE,
+        output_rate: int = SAMPLE_RATE,
+        max_lag_ms: float | None = 400.0,
+        on_text: Callable[[TextEvent], None] | None = None,
+        **options,
+    ) -> DuplexPipeline:
         """Build the live loop for a sound card's callbacks (`push_input` / `read_output`).
 
         Args:
@@ -215,13 +232,21 @@ class Model:
         max_lag_ms = positive_or_off("max_lag_ms", max_lag_ms)
         self.codec.reset()
         options.setdefault("end_of_input", self.end_of_input())
-        return DuplexPipeline(self.codec, gen if gen is not None else self.generator(), self.n_user,
-                              max_lag_ms=max_lag_ms, in_resampler=make_resampler(input_rate, SAMPLE_RATE),
-                              out_resampler=make_resampler(SAMPLE_RATE, output_rate), output_rate=output_rate,
-                              on_text=on_text, **options)
+        return DuplexPipeline(
+            self.codec,
+            gen if gen is not None else self.generator(),
+            self.n_user,
+            max_lag_ms=max_lag_ms,
+            in_resampler=make_resampler(input_rate, SAMPLE_RATE),
+            out_resampler=make_resampler(SAMPLE_RATE, output_rate),
+            output_rate=output_rate,
+            on_text=on_text,
+            **options,
+        )
 
-    def conversation(self, sample_rate: int = SAMPLE_RATE, *, max_lag_ms: float | None = None,
-                     keep_tokens: bool = False, **sampling):
+    def conversation(
+        self, sample_rate: int = SAMPLE_RATE, *, max_lag_ms: float | None = None, keep_tokens: bool = False, **sampling
+    ):
         """Open a streaming conversation: audio in by chunks, the model's audio and text out as they come.
 
         Args:
@@ -244,10 +269,13 @@ class Model:
         self._need_codec("a conversation")
 
         if self._active is not None and not self._active.closed:
-            raise UsageError("this model already has an open conversation (one at a time: the codec and LM state "
-                             "are shared); close() it first")
-        conv = Conversation(self, self.generator(**sampling), sample_rate, max_lag_ms=max_lag_ms,
-                            keep_tokens=keep_tokens)
+            raise UsageError(
+                "this model already has an open conversation (one at a time: the codec and LM state "
+                "are shared); close() it first"
+            )
+        conv = Conversation(
+            self, self.generator(**sampling), sample_rate, max_lag_ms=max_lag_ms, keep_tokens=keep_tokens
+        )
         self._active = conv
         return conv
 
@@ -268,8 +296,9 @@ class Model:
         from .stt import StreamingTranscriber
 
         self._need_codec("speech-to-text")
-        return StreamingTranscriber(self.lm, self.codec, self.tokenizer, sample_rate=sample_rate, compute=self.compute,
-                                    **options)
+        return StreamingTranscriber(
+            self.lm, self.codec, self.tokenizer, sample_rate=sample_rate, compute=self.compute, **options
+        )
 
     def text_stream(self, **options):
         """Generate text with the temporal transformer (Helium; or a Moshi checkpoint's).
@@ -291,12 +320,20 @@ class Model:
         if self.codec is None:
             raise UsageError(f"{what} needs the Mimi codec: this model was loaded with codec=False")
         if self.cfg.user_q == 0:
-            raise UsageError(f"{what} needs a model that listens: this one takes no audio (a text model: "
-                             "use text_stream())")
+            raise UsageError(
+                f"{what} needs a model that listens: this one takes no audio (a text model: use text_stream())"
+            )
 
-    def respond(self, audio: str | os.PathLike | np.ndarray, out_path: str | os.PathLike | None = None, *,
-                sample_rate: int | None = None, transcript_path: str | os.PathLike | None = None,
-                progress: Callable[[int, int], None] | None = None, **sampling) -> Response:
+    def respond(
+        self,
+        audio: str | os.PathLike | np.ndarray,
+        out_path: str | os.PathLike | None = None,
+        *,
+        sample_rate: int | None = None,
+        transcript_path: str | os.PathLike | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **sampling,
+    ) -> Response:
         """File (or array) in, the model's answer out: as if `audio` had been spoken to it.
 
         Speech-to-text models get the silence their config asks for before and after.
@@ -336,9 +373,13 @@ class Model:
 
         if progress is not None and not callable(progress):
             raise UsageError(f"progress must be a function (frames_done, frames_total) or None, got {progress!r}")
-        check_outputs([Output("out_path", out_path, AUDIO_SUFFIXES),
-                       Output("transcript_path", transcript_path, TRANSCRIPT_SUFFIXES)],
-                      [("audio", audio if isinstance(audio, (str, os.PathLike)) else None)])
+        check_outputs(
+            [
+                Output("out_path", out_path, AUDIO_SUFFIXES),
+                Output("transcript_path", transcript_path, TRANSCRIPT_SUFFIXES),
+            ],
+            [("audio", audio if isinstance(audio, (str, os.PathLike)) else None)],
+        )
         if isinstance(audio, (str, os.PathLike)):
             pcm = read_audio(audio)
             name = str(audio)
@@ -356,8 +397,13 @@ class Model:
             raise AudioError(f"{name} contains no audio")
         prefix, suffix = stt_padding(self.cfg)
         n_in = -(-pcm.size // FRAME_SIZE)
-        padded = np.concatenate([np.zeros(int(prefix * SAMPLE_RATE), np.float32), pcm,
-                                 np.zeros(n_in * FRAME_SIZE - pcm.size + int(suffix * SAMPLE_RATE), np.float32)])
+        padded = np.concatenate(
+            [
+                np.zeros(int(prefix * SAMPLE_RATE), np.float32),
+                pcm,
+                np.zeros(n_in * FRAME_SIZE - pcm.size + int(suffix * SAMPLE_RATE), np.float32),
+            ]
+        )
         padded = padded[: len(padded) // FRAME_SIZE * FRAME_SIZE]
         t0 = time.perf_counter()
         conv = self.conversation(SAMPLE_RATE, keep_tokens=True, **sampling)
@@ -369,7 +415,7 @@ class Model:
         try:
             total = len(padded) // FRAME_SIZE + conv.tail_frames
             for i in range(0, len(padded), 16 * FRAME_SIZE):
-                chunks.append(conv.feed(padded[i:i + 16 * FRAME_SIZE], wait=False))
+                chunks.append(conv.feed(padded[i : i + 16 * FRAME_SIZE], wait=False))
             if translating:
                 chunks.append(conv.end_input())
                 total += TRANSLATION_TAIL_FRAMES + 1
@@ -388,20 +434,34 @@ class Model:
         out = np.concatenate([c.audio for c in chunks])
         if translating:  # cut at the EOS answering the marker (hibiki_zero's decode_outputs)
             texts = [conv.generator.prefix_text_token] + [t for _, t, _ in conv.tokens]
-            end = min(translation_end(texts, conv.turn_ends, self.cfg.existing_text_padding_id),
-                      len(out) // FRAME_SIZE)  # (the last positions' audio frames are not complete)
+            end = min(
+                translation_end(texts, conv.turn_ends, self.cfg.existing_text_padding_id), len(out) // FRAME_SIZE
+            )  # (the last positions' audio frames are not complete)
             out = out[: end * FRAME_SIZE]
             conv.transcript.cut(end * FRAME_SECONDS)
         else:
             out = out[: n_in * FRAME_SIZE]
-        res = Response(out, SAMPLE_RATE, conv.transcript, conv.tokens, conv.generator.prefix_text_token,
-                       conv.frames_stepped, wall, conv.user_codes, conv.generator.prefix_audio_tokens,
-                       interrupted is not None)
+        res = Response(
+            out,
+            SAMPLE_RATE,
+            conv.transcript,
+            conv.tokens,
+            conv.generator.prefix_text_token,
+            conv.frames_stepped,
+            wall,
+            conv.user_codes,
+            conv.generator.prefix_audio_tokens,
+            interrupted is not None,
+        )
         # interrupted: the partial outputs are written, but never over a file that exists (it may be a
         # complete answer from an earlier run)
-        keep = (lambda p: p is not None and not (interrupted is not None and os.path.exists(p)))
-        _save_each([(lambda: write_audio(out_path, out, SAMPLE_RATE)) if keep(out_path) and self.speaks else None,
-                    (lambda: conv.transcript.save(transcript_path)) if keep(transcript_path) else None])
+        keep = lambda p: p is not None and not (interrupted is not None and os.path.exists(p))
+        _save_each(
+            [
+                (lambda: write_audio(out_path, out, SAMPLE_RATE)) if keep(out_path) and self.speaks else None,
+                (lambda: conv.transcript.save(transcript_path)) if keep(transcript_path) else None,
+            ]
+        )
         if interrupted is not None:
             interrupted.partial = res
             raise interrupted

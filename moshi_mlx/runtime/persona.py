@@ -40,8 +40,10 @@ def _stored_voice(name: str, data) -> Voice:
         raise WeightsError(f"voice {name}: expected a dict with 'embeddings' and 'cache'")
     emb, cache = np.asarray(obj["embeddings"], dtype=np.float32), np.asarray(obj["cache"])
     if emb.ndim != 4 or emb.shape[1:3] != (1, 1) or cache.ndim != 3 or cache.shape[0] != 1:
-        raise WeightsError(f"voice {name}: embeddings {list(emb.shape)} / cache {list(cache.shape)}, expected "
-                           "[N, 1, 1, dim] / [1, streams, length]")
+        raise WeightsError(
+            f"voice {name}: embeddings {list(emb.shape)} / cache {list(cache.shape)}, expected "
+            "[N, 1, 1, dim] / [1, streams, length]"
+        )
     return Voice(name, embeddings=emb[:, 0, 0], cache=cache[0].astype(np.int64))
 
 

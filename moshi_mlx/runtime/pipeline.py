@@ -117,13 +117,21 @@ class PipelineStats:
 
     def _summary(self, d: np.ndarray, s: np.ndarray) -> dict:
         return {
-            "frames_in": self.frames_in, "frames_stepped": self.frames_stepped,
-            "frames_skipped": self.frames_skipped, "input_overflows": self.input_overflows,
-            "frames_out": self.frames_out, "frames_played": self.frames_played,
-            "frames_trimmed": self.frames_trimmed, "frames_settled": self.frames_settled,
-            "underruns": self.underruns, "end_markers": self.end_markers, "turns_done": self.turns_done,
-            "delay_ms_median": float(np.nanmedian(d)), "delay_ms_p90": float(np.nanpercentile(d, 90)),
-            "delay_ms_max": float(np.nanmax(d)), "step_ms_median": float(np.nanmedian(s)),
+            "frames_in": self.frames_in,
+            "frames_stepped": self.frames_stepped,
+            "frames_skipped": self.frames_skipped,
+            "input_overflows": self.input_overflows,
+            "frames_out": self.frames_out,
+            "frames_played": self.frames_played,
+            "frames_trimmed": self.frames_trimmed,
+            "frames_settled": self.frames_settled,
+            "underruns": self.underruns,
+            "end_markers": self.end_markers,
+            "turns_done": self.turns_done,
+            "delay_ms_median": float(np.nanmedian(d)),
+            "delay_ms_p90": float(np.nanpercentile(d, 90)),
+            "delay_ms_max": float(np.nanmax(d)),
+            "step_ms_median": float(np.nanmedian(s)),
         }
 
 
@@ -144,8 +152,8 @@ class _Reframer:
     def push(self, x: np.ndarray) -> list[np.ndarray]:
         self._buf = np.concatenate([self._buf, x.astype(np.float32, copy=False)])
         n = len(self._buf) // FRAME_SIZE
-        frames = [self._buf[i * FRAME_SIZE:(i + 1) * FRAME_SIZE] for i in range(n)]
-        self._buf = self._buf[n * FRAME_SIZE:]
+        frames = [self._buf[i * FRAME_SIZE : (i + 1) * FRAME_SIZE] for i in range(n)]
+        self._buf = self._buf[n * FRAME_SIZE :]
         return frames
 
     @property
@@ -241,8 +249,9 @@ class DuplexPipeline:
             return self
         self._running = True
         _ACTIVE.add(self)
-        self._done = [run_in_worker(self._guard(loop))
-                      for loop in (self._encoder_loop, self._lm_loop, self._decoder_loop)]
+        self._done = [
+            run_in_worker(self._guard(loop)) for loop in (self._encoder_loop, self._lm_loop, self._decoder_loop)
+        ]
         return self
 
     def push_end_of_input(self) -> None:
@@ -315,6 +324,7 @@ class DuplexPipeline:
                 self.finished.set()
                 with self.output_available:
                     self.output_available.notify_all()
+
         return run
 
     # ------------------------------------------------------------------ capture side
@@ -469,7 +479,10 @@ class DuplexPipeline:
                     item = self.output.popleft()
                 except IndexError:
                     break
-                if self.max_lag_s is not None and self.clock() + self.output_latency_s - item.t_capture > self.max_lag_s:
+                if (
+                    self.max_lag_s is not None
+                    and self.clock() + self.output_latency_s - item.t_capture > self.max_lag_s
+                ):
                     self.stats.frames_trimmed += 1
                     continue
                 self._record_delay(item.t_capture)
@@ -480,7 +493,7 @@ class DuplexPipeline:
                     self.recorder.add_model(pcm24)
                 self._play_partial = pcm
             take = min(n - got, len(self._play_partial))
-            out[got:got + take] = self._play_partial[:take]
+            out[got : got + take] = self._play_partial[:take]
             got += take
             rest = self._play_partial[take:]
             self._play_partial = rest if len(rest) else None

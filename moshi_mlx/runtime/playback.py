@@ -21,7 +21,9 @@ from .devices import AudioDeviceError, _devices, _sd, find_device
 
 
 class Speaker:
-    def __init__(self, device=None, sample_rate: int = SAMPLE_RATE, prebuffer_s: float = 0.5, block_seconds: float = 0.04):
+    def __init__(
+        self, device=None, sample_rate: int = SAMPLE_RATE, prebuffer_s: float = 0.5, block_seconds: float = 0.04
+    ):
         self.sd = _sd()
         self.index = find_device(device, "output")
         info = _devices()[self.index]
@@ -47,7 +49,7 @@ class Speaker:
             while filled < frames and self._chunks:
                 c = self._chunks[0]
                 n = min(frames - filled, len(c))
-                out[filled:filled + n] = c[:n]
+                out[filled : filled + n] = c[:n]
                 filled += n
                 if n == len(c):
                     self._chunks.popleft()
@@ -60,8 +62,14 @@ class Speaker:
 
     def _start(self) -> None:
         try:
-            self._stream = self.sd.OutputStream(device=self.index, samplerate=self.rate, channels=self.channels,
-                                                dtype="float32", blocksize=self._block, callback=self._callback)
+            self._stream = self.sd.OutputStream(
+                device=self.index,
+                samplerate=self.rate,
+                channels=self.channels,
+                dtype="float32",
+                blocksize=self._block,
+                callback=self._callback,
+            )
             self._stream.start()
         except Exception as e:
             raise AudioDeviceError(f"cannot open output device {self.describe()}: {e}") from None

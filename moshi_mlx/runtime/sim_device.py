@@ -23,9 +23,19 @@ class SimulatedAudioDevice:
     response's delay). `echo_noise`: white noise (RMS) added to the microphone with it.
     """
 
-    def __init__(self, source: np.ndarray | None = None, *, sample_rate: int = SAMPLE_RATE, block: int = FRAME_SIZE,
-                 channels: int = 1, speed: float = 1.0, loop: bool = True,
-                 echo_path: np.ndarray | None = None, echo_noise: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        source: np.ndarray | None = None,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        block: int = FRAME_SIZE,
+        channels: int = 1,
+        speed: float = 1.0,
+        loop: bool = True,
+        echo_path: np.ndarray | None = None,
+        echo_noise: float = 0.0,
+        seed: int = 0,
+    ):
         self.source = None if source is None else np.asarray(source, dtype=np.float32)
         self.sample_rate = sample_rate
         self.block = block
@@ -58,7 +68,7 @@ class SimulatedAudioDevice:
                 if not self.loop:
                     return None
                 self._pos = 0
-            x = src[self._pos:self._pos + n]
+            x = src[self._pos : self._pos + n]
             self._pos += n
             if len(x) < n:
                 x = np.concatenate([x, np.zeros((n - len(x), x.shape[1]), np.float32)])
@@ -94,7 +104,7 @@ class SimulatedAudioDevice:
         e = np.fft.irfft(np.fft.rfft(played, nfft) * self._echo_spectrum(nfft), nfft)[:n].astype(np.float32)
         if len(self._echo) < len(e):
             self._echo = np.concatenate([self._echo, np.zeros(len(e) - len(self._echo), np.float32)])
-        self._echo[:len(e)] += e
+        self._echo[: len(e)] += e
 
     def _echo_spectrum(self, nfft: int) -> np.ndarray:
         if self._spectrum is None or self._spectrum[0] != nfft:

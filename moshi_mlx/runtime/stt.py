@@ -207,16 +207,21 @@ class SttDecoder:
         return " ".join(w.text for w in words if w.text)
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "words": [w.to_dict() for w in self.words],
-                "events": [e.to_dict() for e in self.events],
-                "text_delay_seconds": self.timing.delay_seconds,
-                "silence_prefix_seconds": round(self.timing.prefix_seconds, 4)}
+        return {
+            "text": self.text,
+            "words": [w.to_dict() for w in self.words],
+            "events": [e.to_dict() for e in self.events],
+            "text_delay_seconds": self.timing.delay_seconds,
+            "silence_prefix_seconds": round(self.timing.prefix_seconds, 4),
+        }
 
 
 def check_stt_model(cfg) -> None:
     if cfg.dep_q != 0:
-        raise ConfigError(f"this is not a speech-to-text model: it generates {cfg.dep_q} audio codebooks "
-                          "(use moshi_mlx.local or run_inference for Moshi/Hibiki)")
+        raise ConfigError(
+            f"this is not a speech-to-text model: it generates {cfg.dep_q} audio codebooks "
+            "(use moshi_mlx.local or run_inference for Moshi/Hibiki)"
+        )
     if cfg.n_q == 0:
         raise ConfigError("this is a text-only model (no audio streams): use moshi_mlx.helium")
 
@@ -243,14 +248,21 @@ class HeadsGen:
         self.last_heads = None
 
 
-def make_stt_gen(lm, *, temp: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 seed: int = DEFAULT_SEED, compute=None) -> LmGen:
+def make_stt_gen(
+    lm,
+    *,
+    temp: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = DEFAULT_SEED,
+    compute=None,
+) -> LmGen:
     """Greedy text by default (Kyutai's STT scripts use temperature 0); compute: the
     model's `ComputeFormat`."""
     check_text_sampling(temp, top_k, top_p)
-    return LmGen(lm, temp_text=0.0 if temp is None else temp, top_k_text=top_k, top_p_text=top_p, seed=seed,
-                 compute=compute)
-
+    return LmGen(
+        lm, temp_text=0.0 if temp is None else temp, top_k_text=top_k, top_p_text=top_p, seed=seed, compute=compute
+    )
 
 
 class StreamingTranscriber:
@@ -261,9 +273,20 @@ class StreamingTranscriber:
     sample_rate: rate of the audio fed (resampled to 24 kHz, streaming).
     """
 
-    def __init__(self, lm, codec, tokenizer, *, sample_rate: int = SAMPLE_RATE, temp: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, seed: int = DEFAULT_SEED,
-                 vad_threshold: float = END_OF_TURN_THRESHOLD, compute=None):
+    def __init__(
+        self,
+        lm,
+        codec,
+        tokenizer,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        temp: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = DEFAULT_SEED,
+        vad_threshold: float = END_OF_TURN_THRESHOLD,
+        compute=None,
+    ):
         check_stt_model(lm.cfg)
         sample_rate = check_rate("sample_rate", sample_rate)
         vad_threshold = real("vad_threshold", vad_threshold, lo=0.0, hi=1.0)
@@ -293,11 +316,11 @@ class StreamingTranscriber:
         out = SttUpdate()
         n = len(self._buf) // FRAME_SIZE
         for i in range(n):
-            codes = self.codec.encode_step(self._buf[i * FRAME_SIZE:(i + 1) * FRAME_SIZE])
+            codes = self.codec.encode_step(self._buf[i * FRAME_SIZE : (i + 1) * FRAME_SIZE])
             text, _ = self.gen.step(np.asarray(codes).reshape(-1)[: self.cfg.user_q])
             out.extend(self.decoder.add(text, self.frames, self.gen.last_heads))
             self.frames += 1
-        self._buf = self._buf[n * FRAME_SIZE:]
+        self._buf = self._buf[n * FRAME_SIZE :]
         return out
 
     def feed(self, pcm: np.ndarray) -> SttUpdate:

@@ -22,14 +22,24 @@ class PipelineTranscriber:
     Call `start()`, `push(block)` from the capture side (never blocks unless `wait`), `poll()`
     from the front end for what was recognised, `finish()` at the end of the audio."""
 
-    def __init__(self, model, *, in_rate: int = SAMPLE_RATE, temp: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, seed: int = DEFAULT_SEED, vad_threshold: float = END_OF_TURN_THRESHOLD):
+    def __init__(
+        self,
+        model,
+        *,
+        in_rate: int = SAMPLE_RATE,
+        temp: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = DEFAULT_SEED,
+        vad_threshold: float = END_OF_TURN_THRESHOLD,
+    ):
         cfg = model.cfg
         check_stt_model(cfg)
         self.cfg = cfg
         self.in_rate = int(in_rate)
-        self.gen = HeadsGen(make_stt_gen(model.lm, temp=temp, top_k=top_k, top_p=top_p, seed=seed,
-                                         compute=model.compute))
+        self.gen = HeadsGen(
+            make_stt_gen(model.lm, temp=temp, top_k=top_k, top_p=top_p, seed=seed, compute=model.compute)
+        )
         self.decoder = SttDecoder(model.tokenizer, cfg, vad_threshold=vad_threshold)
         self._steps: queue.SimpleQueue = queue.SimpleQueue()
         self.pipe = model.pipeline(self.gen, input_rate=self.in_rate, max_lag_ms=None, on_text=self._on_text)

@@ -41,8 +41,13 @@ def cues(words, events=(), *, max_chars: int = 42, max_seconds: float = 5.0, max
         if cur:
             text = " ".join(x.text for x in cur + [w])
             turn = any(cur[-1].start <= b < w.start for b in breaks)
-            if (turn or w.start - cur[-1].end > max_gap or len(text) > max_chars
-                    or w.end - cur[0].start > max_seconds or cur[-1].text.endswith((".", "?", "!", "…"))):
+            if (
+                turn
+                or w.start - cur[-1].end > max_gap
+                or len(text) > max_chars
+                or w.end - cur[0].start > max_seconds
+                or cur[-1].text.endswith((".", "?", "!", "…"))
+            ):
                 close()
         cur.append(w)
     close()

@@ -30,24 +30,37 @@ def parse_prompt(prompt: str, tokenizer) -> list[int]:
         if negative and _IDS.match(re.sub(r"-(\d+)", r"\1", prompt)):
             raise UsageError(f"token ids must be >= 0, got {', '.join(negative[:5])}")
         if not _IDS.match(prompt or ""):
-            raise UsageError("this model has no text tokenizer (--tokenizer none or a demo model): give the "
-                             "prompt as token ids, e.g. \"12 7 99\"")
+            raise UsageError(
+                "this model has no text tokenizer (--tokenizer none or a demo model): give the "
+                'prompt as token ids, e.g. "12 7 99"'
+            )
         return [int(t) for t in re.split(r"[\s,]+", prompt.strip(" \t\n,")) if t]
     return tokenizer.encode(prompt)
 
 
 def make_sampler(temp: float | None = None, top_k: int | None = None, top_p: float | None = None) -> Sampler:
     """Upstream run_helium's sampler by default (temperature 0.8, top-p 0.95); temp 0 = greedy."""
-    return Sampler(temp=TEXT_DEFAULTS["temp"] if temp is None else temp,
-                   top_k=TEXT_DEFAULTS["top_k"] if top_k is None else top_k,
-                   top_p=TEXT_DEFAULTS["top_p"] if top_p is None else top_p)
+    return Sampler(
+        temp=TEXT_DEFAULTS["temp"] if temp is None else temp,
+        top_k=TEXT_DEFAULTS["top_k"] if top_k is None else top_k,
+        top_p=TEXT_DEFAULTS["top_p"] if top_p is None else top_p,
+    )
 
 
 class TextStream:
     """lm, tokenizer, compute: as `moshi_mlx.load()` gives them (`Model.text_stream`)."""
 
-    def __init__(self, lm, tokenizer, *, temp: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, seed: int = DEFAULT_SEED, compute=None):
+    def __init__(
+        self,
+        lm,
+        tokenizer,
+        *,
+        temp: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = DEFAULT_SEED,
+        compute=None,
+    ):
         try:
             sampler = make_sampler(temp, top_k, top_p)
         except ValueError as e:
@@ -76,7 +89,7 @@ class TextStream:
             if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
                 continue
             if text.startswith(shown):
-                delta, shown = text[len(shown):], text
+                delta, shown = text[len(shown) :], text
             else:  # decoding is not always prefix-stable: emit the rest from the first change
                 k = next((i for i, (a, b) in enumerate(zip(shown, text)) if a != b), min(len(shown), len(text)))
                 delta, shown = text[k:], text

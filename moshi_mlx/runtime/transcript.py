@@ -140,8 +140,10 @@ class Transcript:
         check_output(Output("transcript", path, TRANSCRIPT_SUFFIXES))  # '' or x.wav: one line, nothing written
         path = os.fspath(path)
         if path.lower().endswith(".json"):
-            data = {"text": self.text,
-                    "words": [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words]}
+            data = {
+                "text": self.text,
+                "words": [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in self.words],
+            }
             write_text(path, json.dumps(data, ensure_ascii=False, indent=1))
         else:
             write_text(path, "".join(f"{w.start:8.2f} {w.end:8.2f} {w.text}\n" for w in self.words))

@@ -64,10 +64,19 @@ class TtsSession:
             self._release()
 
 
-def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm_config: str | None = None,
-                     moshi_weight: str | None = None, mimi_weight: str | None = None, tokenizer: str | None = None,
-                     quantize: int | None = None, n_q: int | None = None, mimi_backend: str = "auto",
-                     seed: int = DEFAULT_SEED) -> TtsSession:
+def load_tts_session(
+    *,
+    model: str | None = None,
+    hf_repo: str | None = None,
+    lm_config: str | None = None,
+    moshi_weight: str | None = None,
+    mimi_weight: str | None = None,
+    tokenizer: str | None = None,
+    quantize: int | None = None,
+    n_q: int | None = None,
+    mimi_backend: str = "auto",
+    seed: int = DEFAULT_SEED,
+) -> TtsSession:
     """A ready TTS model, codec and tokenizer.
 
     model="tts-tiny": the offline demo (random weights of the real structure, tiny Mimi,
@@ -84,15 +93,22 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     if mimi_backend == "rustymimi":
         require_rustymimi()
         if model == DEMO_MODEL or mimi_weight == "random":
-            raise UsageError("a random Mimi (the demo model's, --mimi-weight random) runs on MLX only; "
-                             "use --mimi-backend auto or mlx")
+            raise UsageError(
+                "a random Mimi (the demo model's, --mimi-weight random) runs on MLX only; "
+                "use --mimi-backend auto or mlx"
+            )
     if model == DEMO_MODEL:
         cfg = preset(DEMO_MODEL)
         lm = random_lm(cfg, seed=seed % (2**31))
         tok, desc = ByteTokenizer(), "tts-tiny demo model (random weights: it produces NOISE)"
     else:
-        files = resolve_model(hf_repo or (None if moshi_weight else DEFAULT_REPO), weights=moshi_weight,
-                              config=lm_config, mimi=mimi_weight, tokenizer=tokenizer)
+        files = resolve_model(
+            hf_repo or (None if moshi_weight else DEFAULT_REPO),
+            weights=moshi_weight,
+            config=lm_config,
+            mimi=mimi_weight,
+            tokenizer=tokenizer,
+        )
         cfg = files.cfg
         if "tts_config" not in cfg.extra:
             raise ConfigError(f"{files.how}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
@@ -121,9 +137,19 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
     frame_rate = float(getattr(mimi, "frame_rate", 12.5))
-    session = TtsSession(cfg, lm, codec, tok, frame_rate, rate, f"{desc} ({compute.describe()})",
-                         is_demo=model == DEMO_MODEL, n_q=n,
-                         warnings=[compute.memory_warning] if compute.memory_warning else [], compute=compute)
+    session = TtsSession(
+        cfg,
+        lm,
+        codec,
+        tok,
+        frame_rate,
+        rate,
+        f"{desc} ({compute.describe()})",
+        is_demo=model == DEMO_MODEL,
+        n_q=n,
+        warnings=[compute.memory_warning] if compute.memory_warning else [],
+        compute=compute,
+    )
     session._release = hold_wired_limit(session, compute.wired_bytes)
     return session
 
@@ -131,12 +157,15 @@ def load_tts_session(*, model: str | None = None, hf_repo: str | None = None, lm
 def check_voice_spec(spec: str) -> None:
     """Cheap check before any model is loaded: a local voice embedding file must exist."""
     if spec.endswith(".safetensors") and not spec.startswith("hf://") and not os.path.isfile(spec):
-        raise UsageError(f"voice file not found: {spec} (a name in the voice repo has no .safetensors suffix; "
-                         "use hf://owner/repo/file for a remote file)")
+        raise UsageError(
+            f"voice file not found: {spec} (a name in the voice repo has no .safetensors suffix; "
+            "use hf://owner/repo/file for a remote file)"
+        )
 
 
-def load_voice(spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, seed: int = 0,
-               codec: MimiFrameCodec | None = None) -> np.ndarray:
+def load_voice(
+    spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, seed: int = 0, codec: MimiFrameCodec | None = None
+) -> np.ndarray:
     """A voice embedding [dim, T] from `spec`: a local `.safetensors` file (as the
     reference, any spec ending in .safetensors is a local path), `hf://owner/repo/file`,
     a name in `voice_repo` (e.g. `expresso/ex03-ex01_happy_001_channel1_334s.wav`; the
@@ -152,8 +181,10 @@ def load_voice(spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, s
     check_voice_spec(spec)
     if not spec.startswith("hf://") and not spec.endswith(".safetensors") and os.path.isfile(spec):
         # voice repo names end in .wav too: a local recording would be looked up there and not found
-        raise UsageError(f"{spec} is a local file, not a voice: a voice is a speaker embedding (.safetensors) or a "
-                         "name in the voice repo (embeddings are made from audio by Kyutai's own tooling)")
+        raise UsageError(
+            f"{spec} is a local file, not a voice: a voice is a speaker embedding (.safetensors) or a "
+            "name in the voice repo (embeddings are made from audio by Kyutai's own tooling)"
+        )
     if spec.startswith("hf://") or spec.endswith(".safetensors"):
         path = hf_get(spec)
     else:
@@ -170,12 +201,15 @@ def load_voice(spec: str, cfg: LmConfig, voice_repo: str = DEFAULT_VOICE_REPO, s
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or arr.shape[0] != dim:
-        raise UsageError(f"{path}: voice embedding of shape {list(f.shape(VOICE_KEY))}; this model expects [1, {dim}, T]")
+        raise UsageError(
+            f"{path}: voice embedding of shape {list(f.shape(VOICE_KEY))}; this model expects [1, {dim}, T]"
+        )
     return arr
 
 
-def prefix_voice(spec: str, cfg: LmConfig, codec: MimiFrameCodec | None, voice_repo: str = DEFAULT_VOICE_REPO,
-                 seed: int = 0) -> np.ndarray:
+def prefix_voice(
+    spec: str, cfg: LmConfig, codec: MimiFrameCodec | None, voice_repo: str = DEFAULT_VOICE_REPO, seed: int = 0
+) -> np.ndarray:
     """The voice of an audio-prefix model: Mimi codes [n_q, T] of a recording, as the
     reference's `TTSModel.get_prefix` makes them (24 kHz mono, every codebook, the last two
     frames dropped). `spec`: a local audio file, `hf://owner/repo/file`, a recording's name
@@ -186,8 +220,9 @@ def prefix_voice(spec: str, cfg: LmConfig, codec: MimiFrameCodec | None, voice_r
     if spec == "random":
         return np.random.default_rng(seed % (2**31)).integers(0, cfg.card, (cfg.n_q, RANDOM_VOICE_FRAMES))
     if spec.endswith(".safetensors"):
-        raise UsageError(f"{spec}: this TTS model takes a voice recording (an audio prefix, e.g. a .wav), not a "
-                         "speaker embedding")
+        raise UsageError(
+            f"{spec}: this TTS model takes a voice recording (an audio prefix, e.g. a .wav), not a speaker embedding"
+        )
     if spec.startswith("hf://") or not os.path.isfile(spec):
         try:
             path = hf_get(spec if spec.startswith("hf://") else f"hf://{voice_repo}/{spec}")
@@ -200,15 +235,18 @@ def prefix_voice(spec: str, cfg: LmConfig, codec: MimiFrameCodec | None, voice_r
     pcm = read_audio(path, SAMPLE_RATE)
     n = codec.frame_size
     if len(pcm) < 3 * n:
-        raise UsageError(f"voice recording {spec} is too short ({len(pcm) / SAMPLE_RATE:.2f} s; at least "
-                         f"{3 * n / SAMPLE_RATE:.2f} s)")
+        raise UsageError(
+            f"voice recording {spec} is too short ({len(pcm) / SAMPLE_RATE:.2f} s; at least "
+            f"{3 * n / SAMPLE_RATE:.2f} s)"
+        )
     pcm = np.concatenate([pcm, np.zeros(-len(pcm) % n, np.float32)])
     codec.reset()
     codes = np.stack([codec.encode_step(pcm[i : i + n]) for i in range(0, len(pcm), n)], axis=1)
     codec.reset()
     if codes.shape[0] != cfg.n_q:
-        raise UsageError(f"an audio-prefix voice needs all {cfg.n_q} codebooks (the codec gives {codes.shape[0]}; "
-                         "drop --n-q)")
+        raise UsageError(
+            f"an audio-prefix voice needs all {cfg.n_q} codebooks (the codec gives {codes.shape[0]}; drop --n-q)"
+        )
     return codes[:, :-2].astype(np.int64)
 
 
@@ -234,21 +272,47 @@ class TtsReport:
         return self.seconds / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-def synthesize(session: TtsSession, text: str, voices: list[np.ndarray], on_audio: Callable[[np.ndarray], None], *,
-               cfg_coef: float = 2.0, temp: float = 0.6, seed: int = DEFAULT_SEED, padding_between: int = 1,
-               max_padding: int = 8, initial_padding: int = 2, final_padding: int = 4, padding_bonus: float = 0.0,
-               max_steps: int = 30000, on_step: Callable[[int], None] | None = None) -> TtsReport:
+def synthesize(
+    session: TtsSession,
+    text: str,
+    voices: list[np.ndarray],
+    on_audio: Callable[[np.ndarray], None],
+    *,
+    cfg_coef: float = 2.0,
+    temp: float = 0.6,
+    seed: int = DEFAULT_SEED,
+    padding_between: int = 1,
+    max_padding: int = 8,
+    initial_padding: int = 2,
+    final_padding: int = 4,
+    padding_bonus: float = 0.0,
+    max_steps: int = 30000,
+    on_step: Callable[[int], None] | None = None,
+) -> TtsReport:
     """Speak `text`: each 80 ms of audio goes to `on_audio(pcm float32 [frame_size])` as soon
     as its frame is decoded. The words' times are in the delivered audio's timeline."""
     cfg = session.cfg
-    settings = TtsSettings.from_config(cfg, session.frame_rate, max_padding=max_padding,
-                                       initial_padding=initial_padding, final_padding=final_padding,
-                                       padding_bonus=padding_bonus, max_steps=max_steps)
+    settings = TtsSettings.from_config(
+        cfg,
+        session.frame_rate,
+        max_padding=max_padding,
+        initial_padding=initial_padding,
+        final_padding=final_padding,
+        padding_bonus=padding_bonus,
+        max_steps=max_steps,
+    )
     token_ids = TokenIds(cfg.text_card + 1, pad=cfg.existing_text_padding_id)
-    entries = script_to_entries(session.tokenizer, token_ids, session.frame_rate, [clean_text(text)],
-                                multi_speaker=bool(cfg.fuse_cross), padding_between=padding_between)
-    gen = TtsGen(session.lm, settings, voices, cfg_coef=cfg_coef, temp=temp, n_q=session.n_q, seed=seed,
-                 compute=session.compute)
+    entries = script_to_entries(
+        session.tokenizer,
+        token_ids,
+        session.frame_rate,
+        [clean_text(text)],
+        multi_speaker=bool(cfg.fuse_cross),
+        padding_between=padding_between,
+    )
+    gen = TtsGen(
+        session.lm, settings, voices, cfg_coef=cfg_coef, temp=temp, n_q=session.n_q, seed=seed, compute=session.compute
+    )
     codec = session.codec
     codec.reset()
     start = settings.delay_steps  # frames before it hold no audio yet: never decoded (as the reference)

@@ -33,8 +33,15 @@ SETTING_NAMES = tuple(f.name for f in fields(Settings))
 def generator_settings(gen) -> Settings:
     """The settings an `LmGen` runs with (the command line's flags over the model's defaults)."""
     t, a = gen.text_sampler, gen.audio_sampler
-    return Settings(temp=a.temp, temp_text=t.temp, top_k=a.top_k, top_k_text=t.top_k, top_p=a.top_p,
-                    top_p_text=t.top_p, seed=int(gen.seed))
+    return Settings(
+        temp=a.temp,
+        temp_text=t.temp,
+        top_k=a.top_k,
+        top_k_text=t.top_k,
+        top_p=a.top_p,
+        top_p_text=t.top_p,
+        seed=int(gen.seed),
+    )
 
 
 @dataclass
@@ -63,8 +70,9 @@ class Engine:
             from ..runtime.persona import VOICE_PRESETS
 
             # presets come with a Hub repo or model folder; the command line's --voice is offered too
-            voices = (VOICE_PRESETS if getattr(model, "files", None) is not None else ()) + \
-                ((str(persona["voice"]),) if persona.get("voice") else ())
+            voices = (VOICE_PRESETS if getattr(model, "files", None) is not None else ()) + (
+                (str(persona["voice"]),) if persona.get("voice") else ()
+            )
         fixed = {**options.given(), **persona}
         return cls(model, defaults, {k: v for k, v in fixed.items() if k not in SETTING_NAMES}, voices)
 
@@ -89,9 +97,17 @@ class Conversation:
     """A running conversation. `on_text(piece, seconds)` is called from the LM thread with
     each printable piece of Moshi's text; keep it cheap (hand it to the event loop)."""
 
-    def __init__(self, engine: Engine, sample_rate: int, settings: Settings, *,
-                 on_text: Callable[[str, float], None], max_lag_ms: float | None = 400.0,
-                 step_delay_s: float = 0.0, prompt: dict | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        sample_rate: int,
+        settings: Settings,
+        *,
+        on_text: Callable[[str, float], None],
+        max_lag_ms: float | None = 400.0,
+        step_delay_s: float = 0.0,
+        prompt: dict | None = None,
+    ):
         model = engine.model
         self.settings = settings
         self.sample_rate = sample_rate
@@ -101,9 +117,15 @@ class Conversation:
         self.transcript = model.new_transcript()
         # a translation model (Hibiki): a pause ends the speaker's turn, as in moshi-translate
         turns = {"end_policy": SilencePolicy()} if getattr(model, "translates", False) else {}
-        self.pipe = model.pipeline(self.generator, input_rate=sample_rate, output_rate=sample_rate,
-                                   max_lag_ms=max_lag_ms, on_text=self._text, step_delay_s=step_delay_s,
-                                   **turns).start()
+        self.pipe = model.pipeline(
+            self.generator,
+            input_rate=sample_rate,
+            output_rate=sample_rate,
+            max_lag_ms=max_lag_ms,
+            on_text=self._text,
+            step_delay_s=step_delay_s,
+            **turns,
+        ).start()
 
     def _text(self, ev: TextEvent) -> None:
         piece = self.transcript.add(ev.token, ev.frame)
@@ -126,10 +148,14 @@ class Conversation:
         s = self.pipe.stats
         recent = list(s.step_ms)[-20:]
         lag = s.last_delay_ms
-        return {"lag_ms": None if lag != lag else round(lag, 1), "steps": s.frames_stepped,
-                "skipped": s.frames_skipped, "trimmed": s.frames_trimmed + s.frames_settled,
-                "overflows": s.input_overflows,
-                "step_ms": round(float(np.median(recent)), 2) if recent else None}
+        return {
+            "lag_ms": None if lag != lag else round(lag, 1),
+            "steps": s.frames_stepped,
+            "skipped": s.frames_skipped,
+            "trimmed": s.frames_trimmed + s.frames_settled,
+            "overflows": s.input_overflows,
+            "step_ms": round(float(np.median(recent)), 2) if recent else None,
+        }
 
     def close(self) -> None:
         """Stop the workers, dropping queued work (the client is gone), and wait until every

@@ -63,9 +63,12 @@ class Settings:
 
 # name -> (kind, low, high), bounds inclusive
 SETTING_RANGES: dict[str, tuple[type, float, float]] = {
-    "temp": (float, 0.0, 5.0), "temp_text": (float, 0.0, 5.0),
-    "top_k": (int, 0, 1 << 20), "top_k_text": (int, 0, 1 << 20),
-    "top_p": (float, 0.0, 1.0), "top_p_text": (float, 0.0, 1.0),
+    "temp": (float, 0.0, 5.0),
+    "temp_text": (float, 0.0, 5.0),
+    "top_k": (int, 0, 1 << 20),
+    "top_k_text": (int, 0, 1 << 20),
+    "top_p": (float, 0.0, 1.0),
+    "top_p_text": (float, 0.0, 1.0),
     "seed": (int, 0, SEED_LIMIT - 1),
 }
 
@@ -173,8 +176,10 @@ def check_audio(data: bytes, sample_rate: int | None) -> None:
     if len(data) % 2:
         raise ProtocolError("audio message is not a whole number of int16 samples")
     if len(data) > max_audio_bytes(sample_rate):
-        raise ProtocolError(f"audio message too large ({len(data)} bytes; limit {max_audio_bytes(sample_rate)}, "
-                            f"{MAX_AUDIO_SECONDS:g} s at {sample_rate} Hz)")
+        raise ProtocolError(
+            f"audio message too large ({len(data)} bytes; limit {max_audio_bytes(sample_rate)}, "
+            f"{MAX_AUDIO_SECONDS:g} s at {sample_rate} Hz)"
+        )
 
 
 def message(kind: str, **fields) -> str:

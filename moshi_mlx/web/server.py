@@ -25,8 +25,18 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import UsageError
 from .conversation import Conversation, Engine
-from .protocol import (HARD_MAX_MESSAGE_BYTES, MAX_AUDIO_SECONDS, MAX_TEXT_BYTES, SAMPLE_RATES, SETTING_RANGES,
-                       ProtocolError, check_audio, message, origin_refusal, parse_text)
+from .protocol import (
+    HARD_MAX_MESSAGE_BYTES,
+    MAX_AUDIO_SECONDS,
+    MAX_TEXT_BYTES,
+    SAMPLE_RATES,
+    SETTING_RANGES,
+    ProtocolError,
+    check_audio,
+    message,
+    origin_refusal,
+    parse_text,
+)
 
 log = logging.getLogger("moshi_mlx.web")
 # A connection that has not sent 'start' by then is closed: it holds the only conversation slot.
@@ -35,19 +45,31 @@ START_TIMEOUT_S = 5.0
 # every send waits for its socket buffer to drain, so it would hold the slot forever.
 SEND_TIMEOUT_S = 10.0
 STATIC = Path(__file__).parent / "static"
-BUSY_MESSAGE = ("Moshi is already in a conversation with another page (one at a time). "
-                "Try again when that one has ended.")
+BUSY_MESSAGE = (
+    "Moshi is already in a conversation with another page (one at a time). Try again when that one has ended."
+)
 # Content-Security-Policy: the page may load and connect to this server only.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' blob:; connect-src 'self' blob:; worker-src 'self'; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; connect-src 'self' blob:; worker-src 'self'; base-uri 'none'; form-action 'none'"
+)
 
 
 class WebState:
     """What the handlers share: the engine, its one conversation slot, and counters."""
 
-    def __init__(self, engine: Engine, *, max_lag_ms: float | None, step_delay_s: float = 0.0,
-                 reconnect_wait_s: float = 3.0, stats_interval_s: float = 0.25, host: str = "127.0.0.1",
-                 start_timeout_s: float = START_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_lag_ms: float | None,
+        step_delay_s: float = 0.0,
+        reconnect_wait_s: float = 3.0,
+        stats_interval_s: float = 0.25,
+        host: str = "127.0.0.1",
+        start_timeout_s: float = START_TIMEOUT_S,
+        send_timeout_s: float = SEND_TIMEOUT_S,
+    ):
         self.engine = engine
         self.max_lag_ms = max_lag_ms
         self.step_delay_s = step_delay_s
@@ -90,15 +112,22 @@ async def _index(request: web.Request) -> web.FileResponse:
 async def _info(request: web.Request) -> web.Response:
     st = request.app[STATE]
     e = st.engine
-    return web.json_response({
-        "model": e.description, "demo": e.is_demo, "defaults": e.defaults.as_dict(),
-        "ranges": {k: [lo, hi] for k, (_, lo, hi) in SETTING_RANGES.items()},
-        "max_lag_ms": st.max_lag_ms, "sample_rates": list(SAMPLE_RATES),
-        "max_audio_seconds": MAX_AUDIO_SECONDS, "max_text_bytes": MAX_TEXT_BYTES,
-        # PersonaPlex: the voices a client may pick (null: the model takes no voice or persona)
-        "voices": None if e.voices is None else list(e.voices), "voice": e.fixed.get("voice"),
-        "persona": e.fixed.get("persona"),
-    })
+    return web.json_response(
+        {
+            "model": e.description,
+            "demo": e.is_demo,
+            "defaults": e.defaults.as_dict(),
+            "ranges": {k: [lo, hi] for k, (_, lo, hi) in SETTING_RANGES.items()},
+            "max_lag_ms": st.max_lag_ms,
+            "sample_rates": list(SAMPLE_RATES),
+            "max_audio_seconds": MAX_AUDIO_SECONDS,
+            "max_text_bytes": MAX_TEXT_BYTES,
+            # PersonaPlex: the voices a client may pick (null: the model takes no voice or persona)
+            "voices": None if e.voices is None else list(e.voices),
+            "voice": e.fixed.get("voice"),
+            "persona": e.fixed.get("persona"),
+        }
+    )
 
 
 def one_line(text: object, limit: int = 160) -> str:
@@ -106,7 +135,7 @@ def one_line(text: object, limit: int = 160) -> str:
     control characters escaped, length bounded."""
     flat = " ".join(str(text).split())
     flat = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in flat)
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class _OneLineHttpErrors(logging.Filter):
@@ -118,8 +147,10 @@ class _OneLineHttpErrors(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-            record.msg, record.args = "refused a malformed HTTP request from %s: %s %s", (
-                remote, exc.code, one_line(exc.message))
+            record.msg, record.args = (
+                "refused a malformed HTTP request from %s: %s %s",
+                (remote, exc.code, one_line(exc.message)),
+            )
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
@@ -184,15 +215,15 @@ async def _ws(request: web.Request) -> web.StreamResponse:
             st.slot.release()
     except ClientStalled:
         if _drop(request):
-            log.info("busy: dropped a second client that took no data for %g s (%s)", st.send_timeout_s,
-                     request.remote)
+            log.info("busy: dropped a second client that took no data for %g s (%s)", st.send_timeout_s, request.remote)
     except ConnectionError:  # the client left while we were writing to it
         pass
     return ws
 
 
-async def _send_events(ws: web.WebSocketResponse, request: web.Request, st: WebState, conv: Conversation,
-                       texts: asyncio.Queue) -> None:
+async def _send_events(
+    ws: web.WebSocketResponse, request: web.Request, st: WebState, conv: Conversation, texts: asyncio.Queue
+) -> None:
     """Moshi's text as it comes, the stats a few times a second, and a fatal pipeline error."""
     loop = asyncio.get_running_loop()
     next_stats = loop.time()
@@ -245,10 +276,13 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
         while True:
             msg = await _receive(ws, st, None if conv is not None else start_deadline)
             if msg is None:
-                log.info("closed a connection that sent no 'start' within %g s (%s, %d refused messages)",
-                         st.start_timeout_s, remote, refused)
-                await _send(ws, st, message("error", message=f"no 'start' within {st.start_timeout_s:g} s",
-                                            fatal=True))
+                log.info(
+                    "closed a connection that sent no 'start' within %g s (%s, %d refused messages)",
+                    st.start_timeout_s,
+                    remote,
+                    refused,
+                )
+                await _send(ws, st, message("error", message=f"no 'start' within {st.start_timeout_s:g} s", fatal=True))
                 await _close(ws, request, st, 1008, b"no start")
                 return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
@@ -259,14 +293,33 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
                     st.sessions += 1
                     number = st.sessions
                     conv = Conversation(
-                        st.engine, start.sample_rate, start.settings, max_lag_ms=st.max_lag_ms,
-                        step_delay_s=st.step_delay_s, prompt=start.prompt,
-                        on_text=lambda piece, t: loop.call_soon_threadsafe(texts.put_nowait, (piece, t)))
+                        st.engine,
+                        start.sample_rate,
+                        start.settings,
+                        max_lag_ms=st.max_lag_ms,
+                        step_delay_s=st.step_delay_s,
+                        prompt=start.prompt,
+                        on_text=lambda piece, t: loop.call_soon_threadsafe(texts.put_nowait, (piece, t)),
+                    )
                     st.active = conv
-                    log.info("session %d started (%s, %d Hz, %s)", number, remote, start.sample_rate,
-                             ", ".join(f"{k}={v}" for k, v in start.settings.as_dict().items()))
-                    await _send(ws, st, message("ready", session=number, settings=start.settings.as_dict(),
-                                                model=st.engine.description, max_lag_ms=st.max_lag_ms))
+                    log.info(
+                        "session %d started (%s, %d Hz, %s)",
+                        number,
+                        remote,
+                        start.sample_rate,
+                        ", ".join(f"{k}={v}" for k, v in start.settings.as_dict().items()),
+                    )
+                    await _send(
+                        ws,
+                        st,
+                        message(
+                            "ready",
+                            session=number,
+                            settings=start.settings.as_dict(),
+                            model=st.engine.description,
+                            max_lag_ms=st.max_lag_ms,
+                        ),
+                    )
                     sender = asyncio.create_task(_send_events(ws, request, st, conv, texts))
                 elif msg.type == WSMsgType.BINARY:
                     check_audio(msg.data, None if conv is None else conv.sample_rate)
@@ -280,10 +333,18 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
                 raise
             except Exception as e:  # a bug of ours or the model's: this connection ends, the server goes on
                 what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                log.error("session %d: failed on a client message (%s): %s; closed (1011)", number, remote,
-                          one_line(what))
-                await _send(ws, st, message("error", message=f"the server failed on this message ({one_line(what)});"
-                                            " the connection is closed", fatal=True))
+                log.error(
+                    "session %d: failed on a client message (%s): %s; closed (1011)", number, remote, one_line(what)
+                )
+                await _send(
+                    ws,
+                    st,
+                    message(
+                        "error",
+                        message=f"the server failed on this message ({one_line(what)}); the connection is closed",
+                        fatal=True,
+                    ),
+                )
                 await _close(ws, request, st, 1011, b"internal error")
                 break
     except ClientStalled:
@@ -301,21 +362,43 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
             await asyncio.shield(asyncio.to_thread(conv.close))
             st.active = None
             s = conv.stats()
-            log.info("session %d ended: %d steps, %d skipped, %d trimmed, %d refused messages, last lag %s ms",
-                     number, s["steps"], s["skipped"], s["trimmed"], refused, s["lag_ms"])
+            log.info(
+                "session %d ended: %d steps, %d skipped, %d trimmed, %d refused messages, last lag %s ms",
+                number,
+                s["steps"],
+                s["skipped"],
+                s["trimmed"],
+                refused,
+                s["lag_ms"],
+            )
         if not ws.closed:
             await _close(ws, request, st, 1000, b"")
 
 
-def make_app(engine: Engine, *, max_lag_ms: float | None = 400.0, step_delay_s: float = 0.0,
-             reconnect_wait_s: float = 3.0, stats_interval_s: float = 0.25, host: str = "127.0.0.1",
-             start_timeout_s: float = START_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S) -> web.Application:
+def make_app(
+    engine: Engine,
+    *,
+    max_lag_ms: float | None = 400.0,
+    step_delay_s: float = 0.0,
+    reconnect_wait_s: float = 3.0,
+    stats_interval_s: float = 0.25,
+    host: str = "127.0.0.1",
+    start_timeout_s: float = START_TIMEOUT_S,
+    send_timeout_s: float = SEND_TIMEOUT_S,
+) -> web.Application:
     """host: the address the server listens on, which the page's origin must name (with the
     port the request came to; localhost and loopback addresses alike)."""
     app = web.Application(middlewares=[_headers])
-    app[STATE] = WebState(engine, max_lag_ms=max_lag_ms, step_delay_s=step_delay_s,
-                          reconnect_wait_s=reconnect_wait_s, stats_interval_s=stats_interval_s, host=host,
-                          start_timeout_s=start_timeout_s, send_timeout_s=send_timeout_s)
+    app[STATE] = WebState(
+        engine,
+        max_lag_ms=max_lag_ms,
+        step_delay_s=step_delay_s,
+        reconnect_wait_s=reconnect_wait_s,
+        stats_interval_s=stats_interval_s,
+        host=host,
+        start_timeout_s=start_timeout_s,
+        send_timeout_s=send_timeout_s,
+    )
     app.router.add_get("/", _index)
     app.router.add_get("/api/info", _info)
     app.router.add_get("/api/ws", _ws)
@@ -372,8 +455,15 @@ def _restore_signals(moved: dict) -> None:
         signal.signal(sig, handler)
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8998, *, max_lag_ms: float | None = 400.0,
-          step_delay_s: float = 0.0, ready=print) -> None:
+def serve(
+    engine: Engine,
+    host: str = "127.0.0.1",
+    port: int = 8998,
+    *,
+    max_lag_ms: float | None = 400.0,
+    step_delay_s: float = 0.0,
+    ready=print,
+) -> None:
     """Serve until interrupted; `ready(url)` is called once the socket listens."""
     app = make_app(engine, max_lag_ms=max_lag_ms, step_delay_s=step_delay_s, host=host)
     asyncio.run(_run(app, host, port, ready))

@@ -47,6 +47,7 @@ _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
 # ---- finding the source and its config ------------------------------------------------
 
+
 @dataclass
 class SourceInfo:
     weights: Path
@@ -57,8 +58,12 @@ class SourceInfo:
     lora: Path | None = None  # a LoRA fine-tune's adapters, fused into `weights` before converting
 
 
-def resolve_source(source: str | os.PathLike | None = None, *, hf_repo: str | None = None,
-                   config: LmConfig | str | os.PathLike | None = None) -> SourceInfo:
+def resolve_source(
+    source: str | os.PathLike | None = None,
+    *,
+    hf_repo: str | None = None,
+    config: LmConfig | str | os.PathLike | None = None,
+) -> SourceInfo:
     """The weights file and config to convert: a model folder, a file (config: `config`,
     else a config.json beside it, else the preset its shapes fit), or a Hub repo (SOURCE is
     then a file name in it) — found by the one resolver, `weights.resolve.resolve_model`."""
@@ -79,6 +84,7 @@ def resolve_source(source: str | os.PathLike | None = None, *, hf_repo: str | No
 
 
 # ---- the plan: every output tensor, known before reading any -----------------------------
+
 
 @dataclass
 class OutTensor:
@@ -126,8 +132,9 @@ class Plan:
         return self.f.nbytes(src.key) // src.chunks if out.part in ("float", "weight") else 0
 
 
-def plan_conversion(f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = None,
-                    dtype: mx.Dtype = mx.bfloat16) -> Plan:
+def plan_conversion(
+    f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = None, dtype: mx.Dtype = mx.bfloat16
+) -> Plan:
     """Check the source and the recipe, and lay out every output tensor."""
     name = f.path.name
     f = dequantized(f, dtype)  # a PyTorch int8 file (quantize: true) converts from its float values
@@ -137,15 +144,17 @@ def plan_conversion(f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = N
             what = describe_spec(_quant_spec(Lm(cfg), f, False))
         except WeightsError:
             what = "packed weights with scales"
-        raise WeightsError(f"{name} is already quantized ({what}); convert from a float (bf16/fp16/fp32) "
-                           f"checkpoint instead")
+        raise WeightsError(
+            f"{name} is already quantized ({what}); convert from a float (bf16/fp16/fp32) checkpoint instead"
+        )
     model = Lm(cfg)  # lazy: only names and shapes are used
     pytorch = is_pytorch_layout(keys)
     expected, sources = match_sources(cfg, f, model, pytorch)
     for k in expected:
         if f.dtype(sources[k].key) not in ("F32", "F16", "BF16", "F64"):
-            raise WeightsError(f"{name}: tensor {sources[k].key} has dtype {f.dtype(sources[k].key)}, expected a float "
-                               f"checkpoint")
+            raise WeightsError(
+                f"{name}: tensor {sources[k].key} has dtype {f.dtype(sources[k].key)}, expected a float checkpoint"
+            )
     mods = quantizable_modules(model)
     quant: dict[str, QuantSpec | None] = {}
     for path, m in sorted(mods.items()):
@@ -153,9 +162,14 @@ def plan_conversion(f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = N
         if q is not None and in_features(m) % q.group_size:
             width = in_features(m)
             fits = [g for g in FP_MODES.get(q.mode, (None, GROUP_SIZES))[1] if width % g == 0]
-            raise WeightsError(f"{path}: its input width {width} is not divisible by the group size {q.group_size}"
-                               + (f"; group sizes that divide it: {', '.join(map(str, fits))}" if fits else
-                                  "; no supported group size divides it (use a recipe that keeps it float)"))
+            raise WeightsError(
+                f"{path}: its input width {width} is not divisible by the group size {q.group_size}"
+                + (
+                    f"; group sizes that divide it: {', '.join(map(str, fits))}"
+                    if fits
+                    else "; no supported group size divides it (use a recipe that keeps it float)"
+                )
+            )
         quant[path] = q
     plan = Plan(cfg, f, sources, quant, dtype, recipe)
     plan.param_counts = {p: int(m.weight.size) for p, m in mods.items()}
@@ -220,8 +234,14 @@ def iter_converted(plan: Plan) -> Iterator[tuple[OutTensor, mx.array]]:
             if n == 1 and plan.outputs[i].part == "float":
                 values = (arr if arr.dtype == how else arr.astype(how),)
             else:
-                values = tuple(mx.quantize(arr if arr.dtype == plan.dtype else arr.astype(plan.dtype), how.group_size,
-                                           how.bits, mode=how.mode))
+                values = tuple(
+                    mx.quantize(
+                        arr if arr.dtype == plan.dtype else arr.astype(plan.dtype),
+                        how.group_size,
+                        how.bits,
+                        mode=how.mode,
+                    )
+                )
             del arr
             mx.eval(values)
             prev = key
@@ -231,6 +251,7 @@ def iter_converted(plan: Plan) -> Iterator[tuple[OutTensor, mx.array]]:
 
 
 # ---- the whole conversion -----------------------------------------------------------------
+
 
 @dataclass
 class ConvertResult:
@@ -289,9 +310,17 @@ def _copy_assets(info: SourceInfo, out_dir: Path, names: list[str]) -> tuple[lis
     return copied, missing
 
 
-def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | None = None,
-            dtype: mx.Dtype = mx.bfloat16, force: bool = False, copy_assets: bool = True,
-            progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> ConvertResult:
+def convert(
+    info: SourceInfo,
+    out_dir: str | os.PathLike,
+    *,
+    recipe: Recipe | None = None,
+    dtype: mx.Dtype = mx.bfloat16,
+    force: bool = False,
+    copy_assets: bool = True,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ConvertResult:
     """Convert `info.weights` into the model folder `out_dir`.
 
     progress(n): called with the source bytes consumed by each tensor; on_start(total)
@@ -350,5 +379,16 @@ def convert(info: SourceInfo, out_dir: str | os.PathLike, *, recipe: Recipe | No
     cfg_path = cfg_staged.commit()
     copied, missing = _copy_assets(info, out_dir, assets) if copy_assets else ([], [])
     summary = describe_spec(plan.quant) if plan.quantized else f"float ({mx_to_safetensors_dtype(dtype)})"
-    return ConvertResult(out_dir, final, cfg_path, record, summary, f.path.stat().st_size, final.stat().st_size,
-                         time.monotonic() - t0, copied, missing, len(plan.outputs))
+    return ConvertResult(
+        out_dir,
+        final,
+        cfg_path,
+        record,
+        summary,
+        f.path.stat().st_size,
+        final.stat().st_size,
+        time.monotonic() - t0,
+        copied,
+        missing,
+        len(plan.outputs),
+    )

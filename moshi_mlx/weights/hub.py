@@ -90,7 +90,7 @@ def repo_id(spec: str) -> str:
     s = spec.strip()
     for prefix in ("https://huggingface.co/", "http://huggingface.co/", "hf.co/", "huggingface.co/"):
         if s.startswith(prefix):
-            s = s[len(prefix):]
+            s = s[len(prefix) :]
             parts = s.split("/")
             s = "/".join(parts[:2]) if len(parts) >= 2 and (len(parts) == 2 or parts[2] in ("", "tree")) else spec
             break
@@ -193,11 +193,15 @@ def _download(repo: str, filename: str) -> Path:
         name = type(e).__name__
         status = _status(e)
         if status == 401 and "RepositoryNotFound" not in name:  # a token the Hub does not accept
-            raise WeightsError(f"the Hub refused the token sent for {repo} (401 Unauthorized): log in again "
-                               f"(hf auth login) or fix HF_TOKEN") from None
+            raise WeightsError(
+                f"the Hub refused the token sent for {repo} (401 Unauthorized): log in again "
+                f"(hf auth login) or fix HF_TOKEN"
+            ) from None
         if status == 403 and "GatedRepo" not in name:  # huggingface_hub calls it a connection problem
-            raise WeightsError(f"the Hub refused access to {repo} (403 Forbidden): accept its terms on the Hub and "
-                               f"use a token allowed to read it (hf auth login, or HF_TOKEN)") from None
+            raise WeightsError(
+                f"the Hub refused access to {repo} (403 Forbidden): accept its terms on the Hub and "
+                f"use a token allowed to read it (hf auth login, or HF_TOKEN)"
+            ) from None
         if offline or "LocalEntryNotFound" in name or "OfflineMode" in name:
             if not offline:  # the Hub failed us once: the cache only from now on, without retries
                 with contextlib.suppress(Exception):
@@ -212,9 +216,13 @@ def _download(repo: str, filename: str) -> Path:
             ) from None
         if "RepositoryNotFound" in name or "GatedRepo" in name:
             gated = "GatedRepo" in name
-            raise WeightsError(f"Hugging Face repo {repo!r} " + (
-                "is gated: accept its terms on the Hub and log in (hf auth login, or HF_TOKEN)" if gated
-                else "does not exist or is private (log in with hf auth login, or set HF_TOKEN, if it is yours)")
+            raise WeightsError(
+                f"Hugging Face repo {repo!r} "
+                + (
+                    "is gated: accept its terms on the Hub and log in (hf auth login, or HF_TOKEN)"
+                    if gated
+                    else "does not exist or is private (log in with hf auth login, or set HF_TOKEN, if it is yours)"
+                )
             ) from None
         if "EntryNotFound" in name:
             raise WeightsError(f"Hugging Face repo {repo!r} has no file {filename!r}") from None

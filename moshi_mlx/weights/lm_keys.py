@@ -58,8 +58,17 @@ def _norm_keys(cfg: LmConfig, norm: str | None = None) -> tuple[str, ...]:
     return ("weight", "bias") if (norm or cfg.norm).startswith("layer_norm") else ("alpha",)
 
 
-def _layer_sources(src: str, dst: str, cfg: LmConfig, keys: set[str], gated: bool, layer_scale: bool,
-                   mult: int, w: int, per_step_ff: bool) -> dict[str, Source]:
+def _layer_sources(
+    src: str,
+    dst: str,
+    cfg: LmConfig,
+    keys: set[str],
+    gated: bool,
+    layer_scale: bool,
+    mult: int,
+    w: int,
+    per_step_ff: bool,
+) -> dict[str, Source]:
     """One transformer layer: src prefix (PyTorch) -> dst prefix (ours). `mult` stacked
     attention weights of which we take chunk `w`; `per_step_ff` = gating.{w}."""
     out: dict[str, Source] = {}
@@ -95,7 +104,9 @@ def _cross_sources(src: str, dst: str, keys: set[str], layer_scale: bool) -> dic
     out: dict[str, Source] = {}
     for proj, legacy in (("in_proj", "in_proj_weight"), ("out_proj", "out_proj.weight")):
         inmem = f"{src}.cross_attention.{proj}s.0.weight"
-        out[f"{dst}.cross_attention.{proj}.weight"] = Source(inmem if inmem in keys else f"{src}.cross_attention.{legacy}")
+        out[f"{dst}.cross_attention.{proj}.weight"] = Source(
+            inmem if inmem in keys else f"{src}.cross_attention.{legacy}"
+        )
     for nk in ("weight", "bias"):
         out[f"{dst}.norm_cross.{nk}"] = Source(f"{src}.norm_cross.{nk}")
     if layer_scale:
@@ -119,11 +130,25 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
     for i in range(cfg.n_q):
         out[f"audio_embs.{i}.weight"] = Source(f"emb.{i}.weight")
     for layer in range(cfg.num_layers):
-        out.update(_layer_sources(f"transformer.layers.{layer}", f"transformer.layers.{layer}", cfg, keys,
-                                  cfg.gating != "none", cfg.layer_scale is not None, 1, 0, False))
+        out.update(
+            _layer_sources(
+                f"transformer.layers.{layer}",
+                f"transformer.layers.{layer}",
+                cfg,
+                keys,
+                cfg.gating != "none",
+                cfg.layer_scale is not None,
+                1,
+                0,
+                False,
+            )
+        )
         if cfg.cross_attention:
-            out.update(_cross_sources(f"transformer.layers.{layer}", f"transformer.layers.{layer}", keys,
-                                      cfg.layer_scale is not None))
+            out.update(
+                _cross_sources(
+                    f"transformer.layers.{layer}", f"transformer.layers.{layer}", keys, cfg.layer_scale is not None
+                )
+            )
     for nk in _norm_keys(cfg):
         out["out_norm." + ("weight" if nk == "alpha" else nk)] = Source(f"out_norm.{nk}", flatten=nk == "alpha")
     out["text_linear.weight"] = Source("text_linear.weight")
@@ -138,15 +163,26 @@ def pytorch_sources(cfg: LmConfig, keys) -> dict[str, Source]:
         out[f"{d}.linear_out.weight"] = Source(f"linears.{k}.weight")
         if cfg.depformer_norm is not None:
             for nk in _norm_keys(cfg, cfg.depformer_norm):
-                out[f"{d}.out_norm.{'weight' if nk == 'alpha' else nk}"] = Source(f"depformer_norms.{k}.{nk}",
-                                                                                 flatten=nk == "alpha")
+                out[f"{d}.out_norm.{'weight' if nk == 'alpha' else nk}"] = Source(
+                    f"depformer_norms.{k}.{nk}", flatten=nk == "alpha"
+                )
         emb_src = "depformer_text_emb" if k == 0 else f"depformer_emb.{k - 1}"
         out.update(_embedding_sources(emb_src, f"{d}.emb", keys))
         w = cfg.dep_weight_index(k)
         for layer in range(cfg.dep_num_layers):
-            out.update(_layer_sources(f"depformer.layers.{layer}", f"{d}.transformer.layers.{layer}", cfg, keys,
-                                      cfg.dep_gating != "none", cfg.depformer_layer_scale is not None,
-                                      mult, w, cfg.depformer_weights_per_step))
+            out.update(
+                _layer_sources(
+                    f"depformer.layers.{layer}",
+                    f"{d}.transformer.layers.{layer}",
+                    cfg,
+                    keys,
+                    cfg.dep_gating != "none",
+                    cfg.depformer_layer_scale is not None,
+                    mult,
+                    w,
+                    cfg.depformer_weights_per_step,
+                )
+            )
     for name, c in cfg.conditioners.items():
         p = f"condition_provider.conditioners.{name}"
         if not isinstance(c, TensorConditionerConfig):
@@ -200,8 +236,18 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
     def gated(dim: int, ff: int) -> int:
         return (21 * dim) // 8 if ff == 4 * dim else (2 * ff) // 3
 
-    def layer(prefix: str, dim: int, heads: int, kv_repeat: int, gating: str, ff_list: list[int], mult: int,
-              per_step: bool, ls: float | None, cross: bool = False) -> None:
+    def layer(
+        prefix: str,
+        dim: int,
+        heads: int,
+        kv_repeat: int,
+        gating: str,
+        ff_list: list[int],
+        mult: int,
+        per_step: bool,
+        ls: float | None,
+        cross: bool = False,
+    ) -> None:
         hd = dim // heads
         qkv = dim + 2 * hd * (heads // kv_repeat)
         shapes[f"{prefix}.self_attn.in_proj_weight"] = (mult * qkv, dim)
@@ -232,8 +278,18 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
     for i in range(cfg.n_q):
         emb(f"emb.{i}", cfg.card + 1, D, None, False)
     for i in range(cfg.num_layers):
-        layer(f"transformer.layers.{i}", D, cfg.num_heads, cfg.kv_repeat, cfg.gating, [int(cfg.hidden_scale * D)],
-              1, False, cfg.layer_scale, cfg.cross_attention)
+        layer(
+            f"transformer.layers.{i}",
+            D,
+            cfg.num_heads,
+            cfg.kv_repeat,
+            cfg.gating,
+            [int(cfg.hidden_scale * D)],
+            1,
+            False,
+            cfg.layer_scale,
+            cfg.cross_attention,
+        )
     norm("out_norm", D)
     shapes["text_linear.weight"] = (cfg.text_out_card, D)
     slices = cfg.checkpoint_dep_q or cfg.dep_q
@@ -247,8 +303,17 @@ def pytorch_layout(cfg: LmConfig, *, low_rank: bool = True, demux: bool = True) 
         per_step = cfg.depformer_weights_per_step
         ffs = [cfg.dep_feedforward(min(w, cfg.dep_weights - 1)) for w in range(cfg.checkpoint_dep_weights)]
         for i in range(cfg.dep_num_layers):
-            layer(f"depformer.layers.{i}", Dd, cfg.dep_num_heads, cfg.dep_kv_repeat, cfg.dep_gating, ffs,
-                  cfg.checkpoint_dep_weights, per_step, cfg.depformer_layer_scale)
+            layer(
+                f"depformer.layers.{i}",
+                Dd,
+                cfg.dep_num_heads,
+                cfg.dep_kv_repeat,
+                cfg.dep_gating,
+                ffs,
+                cfg.checkpoint_dep_weights,
+                per_step,
+                cfg.depformer_layer_scale,
+            )
         for k in range(slices):
             shapes[f"linears.{k}.weight"] = (cfg.card, Dd)
             if cfg.depformer_norm is not None:

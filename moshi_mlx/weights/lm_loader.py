@@ -74,8 +74,13 @@ def _quant_spec(model: Lm, f, pytorch: bool) -> dict[str, QuantSpec]:
     for path, m in quantizable_modules(model).items():
         scales = f"{path}.scales"
         if scales in f and f"{path}.weight" in f:
-            spec[path] = detect_spec(f"{f.path.name}: {path}", in_features(m), f.shape(f"{path}.weight"),
-                                     f.shape(scales), has_biases=f"{path}.biases" in f)
+            spec[path] = detect_spec(
+                f"{f.path.name}: {path}",
+                in_features(m),
+                f.shape(f"{path}.weight"),
+                f.shape(scales),
+                has_biases=f"{path}.biases" in f,
+            )
     return spec
 
 
@@ -126,9 +131,14 @@ def check_dtype(dtype) -> None:
         raise UsageError(f"dtype must be None (as stored) or mx.float32, mx.bfloat16 or mx.float16, got {dtype!r}")
 
 
-def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-            dtype: mx.Dtype | None = None, repo: str | None = None,
-            lora: str | os.PathLike | None = None) -> Lm:
+def load_lm(
+    weights: str | os.PathLike,
+    cfg: LmConfig | str | os.PathLike | None = None,
+    *,
+    dtype: mx.Dtype | None = None,
+    repo: str | None = None,
+    lora: str | os.PathLike | None = None,
+) -> Lm:
     """Load an LM checkpoint (PyTorch or MLX layout; float, q8, q4 or any supported mix).
 
     Args:
@@ -157,8 +167,13 @@ def load_lm(weights: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None
     return load_resolved(resolve_model(repo, weights=weights, config=cfg, lora=lora), dtype=dtype)
 
 
-def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | None = None, *,
-                   dtype: mx.Dtype | None = None, lora: str | os.PathLike | None = None) -> Lm:
+def load_model_dir(
+    path: str | os.PathLike,
+    cfg: LmConfig | str | os.PathLike | None = None,
+    *,
+    dtype: mx.Dtype | None = None,
+    lora: str | os.PathLike | None = None,
+) -> Lm:
     """Load a model folder (`load_lm` of a folder that must hold a config.json): its
     config.json names the weights file (`moshi_name`) and records the quantization, which
     is checked against what the tensors say. A LoRA fine-tune's folder (`lora: true`)
@@ -167,8 +182,9 @@ def load_model_dir(path: str | os.PathLike, cfg: LmConfig | str | os.PathLike | 
     return load_lm(path, cfg, dtype=dtype, lora=lora)
 
 
-def load_lm_state(tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx.Dtype | None = None,
-                  consume: bool = False) -> Lm:
+def load_lm_state(
+    tensors: dict, cfg: LmConfig | str | os.PathLike, *, dtype: mx.Dtype | None = None, consume: bool = False
+) -> Lm:
     """Like `load_lm` for tensors already in memory (numpy or mx arrays), either layout.
     consume=True empties `tensors` while loading (halves the peak memory)."""
     check_dtype(dtype)
@@ -184,8 +200,11 @@ def _unused_pytorch_key(cfg: LmConfig, key: str, pytorch: bool) -> bool:
         return False
     if cfg.dep_q == 0 and key.startswith("depformer_in."):
         return True
-    return cfg.checkpoint_dep_q is not None and extra_slice_index(key) is not None and \
-        cfg.dep_q <= extra_slice_index(key) < cfg.checkpoint_dep_q
+    return (
+        cfg.checkpoint_dep_q is not None
+        and extra_slice_index(key) is not None
+        and cfg.dep_q <= extra_slice_index(key) < cfg.checkpoint_dep_q
+    )
 
 
 def match_sources(cfg: LmConfig, f, model: Lm, pytorch: bool) -> tuple[dict[str, tuple[int, ...]], dict[str, Source]]:
@@ -250,8 +269,9 @@ def _same(a: mx.array, b: mx.array) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and bool(mx.array_equal(a, b).item())
 
 
-def load_params(cfg: LmConfig, f, expected, sources: dict[str, Source], dtype: mx.Dtype | None,
-                pytorch: bool) -> dict[str, mx.array]:
+def load_params(
+    cfg: LmConfig, f, expected, sources: dict[str, Source], dtype: mx.Dtype | None, pytorch: bool
+) -> dict[str, mx.array]:
     """Our parameter name -> its array, read from `f` (see `match_sources`).
 
     A depformer tensor several slices share in the reference (norms, scheduled per-step
@@ -351,8 +371,20 @@ def _embed_eos_as_pad(model: Lm) -> None:
             emb[name] = mx.concatenate([t[:2], t[3:4], t[3:]], axis=0)
 
 
-__all__ = ["load_lm", "load_lm_state", "load_model_dir", "match_sources", "as_lm_config",
-           "save_lm", "load_params", "file_aliases", "fit", "build", "load_resolved", "LmFit"]
+__all__ = [
+    "load_lm",
+    "load_lm_state",
+    "load_model_dir",
+    "match_sources",
+    "as_lm_config",
+    "save_lm",
+    "load_params",
+    "file_aliases",
+    "fit",
+    "build",
+    "load_resolved",
+    "LmFit",
+]
 
 
 def save_lm(model: Lm, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

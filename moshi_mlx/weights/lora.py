@@ -58,13 +58,17 @@ def lora_files(cfg: LmConfig | dict, folder: str | os.PathLike, *, base_required
     root = Path(folder).expanduser()
     adapters = root / (name or LORA_NAME)
     if not adapters.is_file():
-        raise WeightsError(f"{root}: config.json says lora: true but the adapters file {adapters.name} is not there "
-                           f"(set lora_name to the file moshi-finetune saved, e.g. lora.safetensors)")
+        raise WeightsError(
+            f"{root}: config.json says lora: true but the adapters file {adapters.name} is not there "
+            f"(set lora_name to the file moshi-finetune saved, e.g. lora.safetensors)"
+        )
     base = root / moshi_name if moshi_name and (root / moshi_name).is_file() else None
     if base is None and base_required:
-        raise WeightsError(f"{root} holds LoRA adapters only ({adapters.name}): pass the base weights they were "
-                           f"trained on with this folder's config.json, e.g. --hf-repo {BASE_HINT} --lm-config "
-                           f"{root / CONFIG_NAME} (Python: moshi_mlx.load({BASE_HINT!r}, config=...))")
+        raise WeightsError(
+            f"{root} holds LoRA adapters only ({adapters.name}): pass the base weights they were "
+            f"trained on with this folder's config.json, e.g. --hf-repo {BASE_HINT} --lm-config "
+            f"{root / CONFIG_NAME} (Python: moshi_mlx.load({BASE_HINT!r}, config=...))"
+        )
     return LoraFiles(adapters, base, scaling, rank)
 
 
@@ -90,16 +94,22 @@ class LoraSource:
         where = f"{adapters.path.name} (LoRA adapters for {base.path.name})"
         keys = set(base.keys())
         if any(k.endswith((_A, _B)) for k in keys):
-            raise WeightsError(f"{base.path.name} holds LoRA adapters, not base weights: pass the base weights they "
-                               f"were trained on too (e.g. --hf-repo {BASE_HINT}, or its model.safetensors)")
+            raise WeightsError(
+                f"{base.path.name} holds LoRA adapters, not base weights: pass the base weights they "
+                f"were trained on too (e.g. --hf-repo {BASE_HINT}, or its model.safetensors)"
+            )
         if any(k.endswith(".scales") for k in keys) or any(k.endswith("_scb") for k in keys):
-            raise WeightsError(f"{where}: the base weights are quantized; LoRA adapters fuse into float weights "
-                               f"(e.g. {BASE_HINT}), as in the reference")
+            raise WeightsError(
+                f"{where}: the base weights are quantized; LoRA adapters fuse into float weights "
+                f"(e.g. {BASE_HINT}), as in the reference"
+            )
         from .lm_keys import is_pytorch_layout
 
         if not is_pytorch_layout(keys):
-            raise WeightsError(f"{where}: the base is in the MLX layout; LoRA adapters name the reference's "
-                               f"modules: pass the PyTorch base weights (e.g. {BASE_HINT})")
+            raise WeightsError(
+                f"{where}: the base is in the MLX layout; LoRA adapters name the reference's "
+                f"modules: pass the PyTorch base weights (e.g. {BASE_HINT})"
+            )
         self.deltas: dict[str, list[_Delta]] = {}
         self.replaced: dict[str, str] = {}
         akeys = set(adapters.keys())
@@ -111,8 +121,9 @@ class LoraSource:
                 self._add(k[: -len(_A)], keys, where, rank)
             elif k in keys:
                 if tuple(adapters.shape(k)) != tuple(base.shape(k)):
-                    raise WeightsError(f"{where}: {k} has shape {list(adapters.shape(k))}, the base "
-                                       f"{list(base.shape(k))}")
+                    raise WeightsError(
+                        f"{where}: {k} has shape {list(adapters.shape(k))}, the base {list(base.shape(k))}"
+                    )
                 self.replaced[k] = k  # a tensor trained in full (moshi-finetune's ft_embed)
             else:
                 raise WeightsError(f"{where}: {k} is neither an adapter nor a tensor of the base (unexpected key)")
@@ -161,8 +172,9 @@ class LoraSource:
             raise WeightsError(f"{where}: {a} adapts {target}, which the base does not hold")
         ts = tuple(self.base.shape(target))
         if len(ts) != 2 or ts[1] != shape[1] or start + shape[0] > ts[0]:
-            raise WeightsError(f"{where}: {a} gives a [{shape[0]}, {shape[1]}] update at row {start} of {target} "
-                               f"{list(ts)}")
+            raise WeightsError(
+                f"{where}: {a} gives a [{shape[0]}, {shape[1]}] update at row {start} of {target} {list(ts)}"
+            )
 
     # ---- the read interface of SafetensorsFile / ArraySource ----
     def keys(self) -> list[str]:
@@ -222,12 +234,16 @@ def with_lora(f, adapters: str | os.PathLike | None, cfg: LmConfig, dtype: mx.Dt
     scaling), as in the reference."""
     if adapters is None:
         if cfg.lora:
-            raise WeightsError(f"{cfg.source or 'the config'} says lora: true but no LoRA adapters file was given "
-                               f"(pass lora=PATH, e.g. the fine-tune's {cfg.lora_name or LORA_NAME})")
+            raise WeightsError(
+                f"{cfg.source or 'the config'} says lora: true but no LoRA adapters file was given "
+                f"(pass lora=PATH, e.g. the fine-tune's {cfg.lora_name or LORA_NAME})"
+            )
         return f
     if not cfg.lora:
-        raise WeightsError(f"LoRA adapters {Path(adapters).name} given but the config has no lora: true "
-                           f"(use the config.json saved with them: it holds lora_scaling)")
+        raise WeightsError(
+            f"LoRA adapters {Path(adapters).name} given but the config has no lora: true "
+            f"(use the config.json saved with them: it holds lora_scaling)"
+        )
     from .safetensors_io import SafetensorsFile
 
     return LoraSource(f, SafetensorsFile(adapters), cfg.lora_scaling, cfg.lora_rank, dtype)

@@ -40,6 +40,7 @@ _LM_MARKERS = ("text_emb.weight", "text_linear.weight", "depformer_in.0.weight",
 
 # ---- layout conversions (also used by the unit tests of the conv modules) ------------------
 
+
 def conv_weight_from_torch(w: np.ndarray) -> np.ndarray:
     """[out, in, k] -> [k * in, out] (row j * in + c = tap j, input channel c)."""
     out, cin, k = w.shape
@@ -60,6 +61,7 @@ def projection_from_torch(w: np.ndarray) -> np.ndarray:
 
 
 # ---- the published key list ----------------------------------------------------------------
+
 
 def _seanet_shapes(cfg, decoder: bool) -> dict[str, tuple]:
     s = cfg.seanet
@@ -159,6 +161,7 @@ def published_shapes(cfg) -> dict[str, tuple]:
 
 # ---- validation and conversion -------------------------------------------------------------
 
+
 def canonical_name(name: str) -> str:
     for pattern, repl in _ALIASES:
         name = pattern.sub(repl, name)
@@ -174,7 +177,9 @@ def check_published(tensors: dict, cfg, source: str = "the checkpoint") -> dict:
     """Canonicalise names and check keys and shapes; returns {released name: tensor}."""
     keys = set(tensors)
     if not any(k.startswith(("encoder.", "decoder.", "quantizer.")) for k in keys):
-        lm = [k for k in _LM_MARKERS if k in keys] or [k for k in sorted(keys) if k.startswith("transformer.layers.")][:1]
+        lm = [k for k in _LM_MARKERS if k in keys] or [k for k in sorted(keys) if k.startswith("transformer.layers.")][
+            :1
+        ]
         if lm:
             raise WeightsError(
                 f"{source} is a Moshi language-model checkpoint (it has {lm[0]!r}), not a Mimi codec checkpoint"
@@ -192,10 +197,13 @@ def check_published(tensors: dict, cfg, source: str = "the checkpoint") -> dict:
     if missing:
         raise WeightsError(f"{source} lacks {len(missing)} Mimi weight(s): {_listing(missing)}")
     if unexpected:
-        raise WeightsError(f"{source} has {len(unexpected)} unexpected weight(s) for this Mimi config: {_listing(unexpected)}")
+        raise WeightsError(
+            f"{source} has {len(unexpected)} unexpected weight(s) for this Mimi config: {_listing(unexpected)}"
+        )
     bad = [
         f"{k} {tuple(canon[k].shape)} (expected {expected[k]})"
-        for k in expected if tuple(canon[k].shape) != tuple(expected[k])
+        for k in expected
+        if tuple(canon[k].shape) != tuple(expected[k])
     ]
     if bad:
         raise WeightsError(f"{source} has {len(bad)} weight(s) of the wrong shape: {_listing(bad, 3)}")
@@ -241,6 +249,7 @@ def _to_numpy(v) -> np.ndarray:
 
 
 # ---- seeded random checkpoint --------------------------------------------------------------
+
 
 def random_published_weights(cfg, seed: int = 0, codebook_scale: float = 1.0) -> dict[str, np.ndarray]:
     """A random checkpoint of `cfg`'s architecture in the released layout.

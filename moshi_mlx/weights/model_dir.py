@@ -48,8 +48,9 @@ class QuantRecord:
         return self.overrides.get(path, self.default)
 
     @classmethod
-    def from_plan(cls, spec: dict[str, QuantSpec | None], weights: dict[str, int] | None = None,
-                  recipe: str | None = None) -> "QuantRecord":
+    def from_plan(
+        cls, spec: dict[str, QuantSpec | None], weights: dict[str, int] | None = None, recipe: str | None = None
+    ) -> "QuantRecord":
         """From path -> spec (None = float) for every quantizable module; the default is the
         spec holding the most parameters (`weights`: path -> parameter count), so the
         overrides list stays short."""
@@ -104,9 +105,11 @@ class QuantRecord:
                 bad.append(f"{path}: recorded {want.describe()}, stored float")
         if bad:
             more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
-            raise WeightsError(f"{where}: config.json's '{QUANT_KEY}' disagrees with the tensors for {len(bad)} "
-                               f"module(s): {'; '.join(bad[:3])}{more}; the tensors are right: fix or delete "
-                               f"the '{QUANT_KEY}' entry, or convert again")
+            raise WeightsError(
+                f"{where}: config.json's '{QUANT_KEY}' disagrees with the tensors for {len(bad)} "
+                f"module(s): {'; '.join(bad[:3])}{more}; the tensors are right: fix or delete "
+                f"the '{QUANT_KEY}' entry, or convert again"
+            )
 
 
 def describe_spec(spec: dict[str, QuantSpec | None]) -> str:
@@ -156,10 +159,14 @@ def _weights_file(root: Path, cfg: LmConfig) -> Path:
     mimi = {cfg.mimi_name} if cfg.mimi_name else set()
     if cfg.lora:  # a fine-tune's adapters are not its base weights
         mimi.add(cfg.lora_name or LORA_NAME)
-    names = sorted(n.name for n in root.glob("*.safetensors") if n.name not in mimi and not n.name.startswith("tokenizer"))
+    names = sorted(
+        n.name for n in root.glob("*.safetensors") if n.name not in mimi and not n.name.startswith("tokenizer")
+    )
     if len(names) != 1:
-        raise WeightsError(f"{root / CONFIG_NAME} has no 'moshi_name' and the folder holds "
-                           f"{len(names)} candidate weight files ({', '.join(names) or 'none'}); set moshi_name")
+        raise WeightsError(
+            f"{root / CONFIG_NAME} has no 'moshi_name' and the folder holds "
+            f"{len(names)} candidate weight files ({', '.join(names) or 'none'}); set moshi_name"
+        )
     return root / names[0]
 
 

@@ -45,10 +45,20 @@ class Int8Source:
             if hasattr(f, "dtype") and f.dtype(w) != "I8":
                 raise WeightsError(f"{f.path.name}: {w} has dtype {f.dtype(w)}, expected int8 beside {s}")
         if dtype is None:
-            floats = [f.dtype(k) for k in keys if k not in self.scb and not k.endswith(SCB)
-                      and f.dtype(k) in ("BF16", "F16", "F32")] if hasattr(f, "dtype") else []
-            dtype = {"F16": mx.float16, "F32": mx.float32}.get(max(set(floats), key=floats.count), mx.bfloat16) \
-                if floats else mx.bfloat16
+            floats = (
+                [
+                    f.dtype(k)
+                    for k in keys
+                    if k not in self.scb and not k.endswith(SCB) and f.dtype(k) in ("BF16", "F16", "F32")
+                ]
+                if hasattr(f, "dtype")
+                else []
+            )
+            dtype = (
+                {"F16": mx.float16, "F32": mx.float32}.get(max(set(floats), key=floats.count), mx.bfloat16)
+                if floats
+                else mx.bfloat16
+            )
         self.out_dtype = dtype
         self._keys = [k for k in keys if not k.endswith(SCB)]
 

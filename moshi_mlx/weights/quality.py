@@ -70,15 +70,24 @@ def compare_logprobs(ref: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
     for name, lp in ref.items():
         lq = other[name]
         if lp.shape != lq.shape:
-            raise WeightsError(f"{name}: reference logits {lp.shape} and model logits {lq.shape} differ in shape; "
-                               f"are the two models the same architecture?")
+            raise WeightsError(
+                f"{name}: reference logits {lp.shape} and model logits {lq.shape} differ in shape; "
+                f"are the two models the same architecture?"
+            )
         p = np.exp(lp)
         kl = np.sum(p * (lp - lq), axis=-1)
         ent = -np.sum(p * lp, axis=-1)
         top1 = np.argmax(lp, axis=-1) == np.argmax(lq, axis=-1)
         n = lp.shape[0]
-        rows.append(StreamQuality(name, float(top1.mean()) if n else float("nan"), float(kl.mean()) if n else float("nan"),
-                                  float(ent.mean()) if n else float("nan"), n))
+        rows.append(
+            StreamQuality(
+                name,
+                float(top1.mean()) if n else float("nan"),
+                float(kl.mean()) if n else float("nan"),
+                float(ent.mean()) if n else float("nan"),
+                n,
+            )
+        )
     return rows
 
 
@@ -118,12 +127,16 @@ def load_codes(path: str | os.PathLike, cfg: LmConfig, frames: int | None = None
 
     codes = read_stream_codes(path)
     if codes.shape[1] != cfg.num_streams:
-        raise WeightsError(f"{path}: expected integer codes [{cfg.num_streams}, T] or [1, {cfg.num_streams}, T] "
-                           f"(text + {cfg.n_q} audio streams), got {codes.dtype} {codes.shape}")
+        raise WeightsError(
+            f"{path}: expected integer codes [{cfg.num_streams}, T] or [1, {cfg.num_streams}, T] "
+            f"(text + {cfg.n_q} audio streams), got {codes.dtype} {codes.shape}"
+        )
     if codes.shape[-1] == 0:
         raise WeightsError(f"{path}: holds no frames")
     if codes.min() < -1 or codes[:, 1:].max() > cfg.card or codes[:, 0].max() > cfg.text_card:
-        raise WeightsError(f"{path}: codes out of range (text < {cfg.text_card + 1}, audio < {cfg.card + 1}, -1 = zero token)")
+        raise WeightsError(
+            f"{path}: codes out of range (text < {cfg.text_card + 1}, audio < {cfg.card + 1}, -1 = zero token)"
+        )
     return codes[..., :frames] if frames else codes
 
 
@@ -142,8 +155,10 @@ class QualityReport:
         for m, rows in self.models.items():
             audio = [r for r in rows if r.stream.startswith("audio")]
             if audio:
-                d.setdefault("audio_mean", {})[m] = {"top1": float(np.mean([r.top1 for r in audio])),
-                                                     "kl": float(np.mean([r.kl for r in audio]))}
+                d.setdefault("audio_mean", {})[m] = {
+                    "top1": float(np.mean([r.top1 for r in audio])),
+                    "kl": float(np.mean([r.kl for r in audio])),
+                }
         return d
 
     def table(self) -> str:
@@ -175,9 +190,17 @@ def _label(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def evaluate(reference: str | os.PathLike, models: list[str | os.PathLike], *, frames: int = 32,
-             codes: str | os.PathLike | np.ndarray | None = None, seed: int = 0, dtype: mx.Dtype | None | str = "auto",
-             ref_config: LmConfig | None = None, log=None) -> QualityReport:
+def evaluate(
+    reference: str | os.PathLike,
+    models: list[str | os.PathLike],
+    *,
+    frames: int = 32,
+    codes: str | os.PathLike | np.ndarray | None = None,
+    seed: int = 0,
+    dtype: mx.Dtype | None | str = "auto",
+    ref_config: LmConfig | None = None,
+    log=None,
+) -> QualityReport:
     """Compare each of `models` (folders or files) with `reference` (the float source).
     One model is in memory besides the reference's logits at any time."""
     if dtype == "auto":
@@ -192,8 +215,9 @@ def evaluate(reference: str | os.PathLike, models: list[str | os.PathLike], *, f
         code_arr, what = codes[..., :frames], "given array"
     else:
         code_arr, what = load_codes(codes, ref.cfg, frames), str(codes)
-    report = QualityReport(str(ref_path), int(code_arr.shape[-1]), what,
-                           str(dtype or ref.dtype).replace("mlx.core.", ""))
+    report = QualityReport(
+        str(ref_path), int(code_arr.shape[-1]), what, str(dtype or ref.dtype).replace("mlx.core.", "")
+    )
     ref_lp = stream_logprobs(ref, code_arr)
     cfg = ref.cfg
     del ref
@@ -213,13 +237,25 @@ def evaluate(reference: str | os.PathLike, models: list[str | os.PathLike], *, f
     return report
 
 
-def evaluate_cli(reference, models, *, frames: int, codes, json_path: Path | None, seed: int = 0,
-                 ref_config: LmConfig | None = None, dtype="auto") -> QualityReport:
+def evaluate_cli(
+    reference,
+    models,
+    *,
+    frames: int,
+    codes,
+    json_path: Path | None,
+    seed: int = 0,
+    ref_config: LmConfig | None = None,
+    dtype="auto",
+) -> QualityReport:
     """`evaluate`, then print the table and save the JSON (the CLIs' shared tail)."""
-    report = evaluate(reference, models, frames=frames, codes=codes, seed=seed, ref_config=ref_config, dtype=dtype,
-                      log=print)
-    print(f"\nquality vs {report.reference}: teacher-forced, {report.frames} frames, codes {report.codes}, "
-          f"{report.activation_dtype} activations")
+    report = evaluate(
+        reference, models, frames=frames, codes=codes, seed=seed, ref_config=ref_config, dtype=dtype, log=print
+    )
+    print(
+        f"\nquality vs {report.reference}: teacher-forced, {report.frames} frames, codes {report.codes}, "
+        f"{report.activation_dtype} activations"
+    )
     for label, q in report.quantization.items():
         print(f"  {label}: {q}")
     print(report.table())

@@ -68,25 +68,30 @@ class QuantSpec:
         return make_spec(d["bits"], d["group_size"], d.get("mode", "affine"), where=where)
 
 
-def make_spec(bits: int | None = None, group_size: int | None = None, mode: str = "affine",
-              where: str = "quantization") -> QuantSpec:
+def make_spec(
+    bits: int | None = None, group_size: int | None = None, mode: str = "affine", where: str = "quantization"
+) -> QuantSpec:
     """A validated QuantSpec; None picks the default bits (4, or the mode's) / group size."""
     if mode not in ("affine",) + tuple(FP_MODES):
         raise WeightsError(f"{where}: unknown quantization mode {mode!r}; known: affine, {', '.join(FP_MODES)}")
     if mode not in available_modes():
-        raise WeightsError(f"{where}: the installed MLX does not support mode {mode!r} "
-                           f"(it offers {', '.join(available_modes())})")
+        raise WeightsError(
+            f"{where}: the installed MLX does not support mode {mode!r} (it offers {', '.join(available_modes())})"
+        )
     allowed_bits, allowed_groups = FP_MODES.get(mode, (BITS, GROUP_SIZES))
     if bits is None:
         bits = 4 if mode == "affine" else allowed_bits[0]
     if not isinstance(bits, int) or bits not in allowed_bits:
-        raise WeightsError(f"{where}: {bits}-bit {mode} quantization is not supported "
-                           f"(bits: {', '.join(map(str, allowed_bits))})")
+        raise WeightsError(
+            f"{where}: {bits}-bit {mode} quantization is not supported (bits: {', '.join(map(str, allowed_bits))})"
+        )
     if group_size is None:
         group_size = default_group_size(bits, mode)
     if not isinstance(group_size, int) or group_size not in allowed_groups:
-        raise WeightsError(f"{where}: group size {group_size} is not supported for {mode} quantization "
-                           f"(group sizes: {', '.join(map(str, allowed_groups))})")
+        raise WeightsError(
+            f"{where}: group size {group_size} is not supported for {mode} quantization "
+            f"(group sizes: {', '.join(map(str, allowed_groups))})"
+        )
     return QuantSpec(bits, group_size, mode)
 
 
@@ -122,14 +127,20 @@ def quantizable_modules(model: nn.Module, skip: Callable[[str], bool] | None = N
 def detect_bits_group(name: str, in_dim: int, weight_shape, scales_shape) -> tuple[int, int]:
     """(bits, group size) of a quantized tensor pair, or a WeightsError saying why not."""
     if len(weight_shape) != 2 or len(scales_shape) != 2 or weight_shape[0] != scales_shape[0]:
-        raise WeightsError(f"{name}: quantized weight {tuple(weight_shape)} and scales {tuple(scales_shape)} do not pair up")
+        raise WeightsError(
+            f"{name}: quantized weight {tuple(weight_shape)} and scales {tuple(scales_shape)} do not pair up"
+        )
     packed, groups = weight_shape[1], scales_shape[1]
     if groups == 0 or in_dim % groups or (packed * 32) % in_dim:
-        raise WeightsError(f"{name}: packed weight {tuple(weight_shape)} / scales {tuple(scales_shape)} "
-                           f"do not fit an input width of {in_dim}")
+        raise WeightsError(
+            f"{name}: packed weight {tuple(weight_shape)} / scales {tuple(scales_shape)} "
+            f"do not fit an input width of {in_dim}"
+        )
     bits, group = packed * 32 // in_dim, in_dim // groups
     if bits not in BITS or group not in GROUP_SIZES:
-        raise WeightsError(f"{name}: {bits}-bit with group size {group} (from the shapes) is not a supported quantization")
+        raise WeightsError(
+            f"{name}: {bits}-bit with group size {group} (from the shapes) is not a supported quantization"
+        )
     return bits, group
 
 
@@ -138,16 +149,25 @@ def detect_spec(name: str, in_dim: int, weight_shape, scales_shape, has_biases: 
     `detect_bits_group`), the mode from the biases (affine has them, the fp formats not)."""
     if has_biases:
         return QuantSpec(*detect_bits_group(name, in_dim, weight_shape, scales_shape))
-    if len(weight_shape) != 2 or len(scales_shape) != 2 or weight_shape[0] != scales_shape[0] \
-            or scales_shape[1] == 0 or in_dim % scales_shape[1] or (weight_shape[1] * 32) % in_dim:
-        raise WeightsError(f"{name}: packed weight {tuple(weight_shape)} / scales {tuple(scales_shape)} "
-                           f"do not fit an input width of {in_dim}")
+    if (
+        len(weight_shape) != 2
+        or len(scales_shape) != 2
+        or weight_shape[0] != scales_shape[0]
+        or scales_shape[1] == 0
+        or in_dim % scales_shape[1]
+        or (weight_shape[1] * 32) % in_dim
+    ):
+        raise WeightsError(
+            f"{name}: packed weight {tuple(weight_shape)} / scales {tuple(scales_shape)} "
+            f"do not fit an input width of {in_dim}"
+        )
     bits, group = weight_shape[1] * 32 // in_dim, in_dim // scales_shape[1]
     for mode, (mb, mg) in FP_MODES.items():
         if bits in mb and group in mg:
             return QuantSpec(bits, group, mode)
-    raise WeightsError(f"{name}: {bits}-bit with group size {group} and no biases (from the shapes) "
-                       f"is not a supported quantization")
+    raise WeightsError(
+        f"{name}: {bits}-bit with group size {group} and no biases (from the shapes) is not a supported quantization"
+    )
 
 
 def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -170,8 +190,15 @@ def quantized_twin(module: nn.Module, bits: int, group: int, mode: str = "affine
             return nn.QuantizedLinear(in_dim, out_dim, bias="bias" in module, group_size=group, bits=bits)
         return nn.QuantizedLinear(in_dim, out_dim, bias="bias" in module, group_size=group, bits=bits, mode=mode)
     if isinstance(module, ScaledEmbedding):
-        q = QuantizedScaledEmbedding(module.num_embeddings, module.dim, group_size=group, bits=bits, mode=mode,
-                                     low_rank=module.table_dim if module.has_low_rank else None, demux=module.demux)
+        q = QuantizedScaledEmbedding(
+            module.num_embeddings,
+            module.dim,
+            group_size=group,
+            bits=bits,
+            mode=mode,
+            low_rank=module.table_dim if module.has_low_rank else None,
+            demux=module.demux,
+        )
         for name in ("low_rank", "out1", "out2"):
             if name in module:
                 q[name] = module[name]
@@ -203,14 +230,18 @@ def _same_arrays(a: nn.Module, b: nn.Module) -> bool:
     return type(a) is type(b) and a.keys() == b.keys() and all(a[k] is b[k] for k in a)
 
 
-def quantize_model(model: nn.Module, bits: int, group_size: int,
-                   predicate: Callable[[str, nn.Module], bool] | None = None) -> dict[str, tuple[int, int]]:
+def quantize_model(
+    model: nn.Module, bits: int, group_size: int, predicate: Callable[[str, nn.Module], bool] | None = None
+) -> dict[str, tuple[int, int]]:
     """Quantize float weights in place (for conversion); returns the applied spec.
     Modules holding the same arrays (depformer slices that share weights) are quantized
     once and share the packed arrays."""
     spec = {}
-    todo = [(p, m) for p, m in sorted(quantizable_modules(model).items(), key=lambda kv: -kv[0].count("."))
-            if (predicate is None or predicate(p, m)) and in_features(m) % group_size == 0]
+    todo = [
+        (p, m)
+        for p, m in sorted(quantizable_modules(model).items(), key=lambda kv: -kv[0].count("."))
+        if (predicate is None or predicate(p, m)) and in_features(m) % group_size == 0
+    ]
     users: dict[int, int] = {}
     for _, m in todo:
         users[id(m.weight)] = users.get(id(m.weight), 0) + 1
@@ -221,8 +252,11 @@ def quantize_model(model: nn.Module, bits: int, group_size: int,
         if hit is not None and _same_arrays(m, hit[0]):
             q = share_arrays(hit[1])
         else:
-            q = m.to_quantized(group_size=group_size, bits=bits) if isinstance(m, ScaledEmbedding) \
+            q = (
+                m.to_quantized(group_size=group_size, bits=bits)
+                if isinstance(m, ScaledEmbedding)
                 else nn.QuantizedLinear.from_linear(m, group_size, bits)
+            )
         users[key] -= 1
         if users[key]:
             done[key] = (m, q)  # kept (float weight included) only while a module sharing it is to come

@@ -43,8 +43,15 @@ def iter_random_state(cfg: LmConfig, seed: int = 0, head_scale: float = 1.0) -> 
         yield name, a
 
 
-def write_random_checkpoint(cfg: LmConfig, out_dir: str | os.PathLike, *, seed: int = 0, head_scale: float = 1.0,
-                            dtype: str = "bfloat16", name: str = LM_NAME) -> Path:
+def write_random_checkpoint(
+    cfg: LmConfig,
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    head_scale: float = 1.0,
+    dtype: str = "bfloat16",
+    name: str = LM_NAME,
+) -> Path:
     """Write `out_dir/name` (PyTorch layout) and `out_dir/config.json`; returns the weights path."""
     st, mx_dtype = _ST[dtype]
     out = Path(out_dir)

@@ -27,8 +27,11 @@ def _scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:
         return 0.5, 0.05
     if leaf == "learnt_padding":
         return 0.0, 0.2
-    if "emb" in name.split(".")[0] or name.endswith("embed.weight") or (".emb" in name and "low_rank" not in name
-                                                                         and "out1" not in name and "out2" not in name):
+    if (
+        "emb" in name.split(".")[0]
+        or name.endswith("embed.weight")
+        or (".emb" in name and "low_rank" not in name and "out1" not in name and "out2" not in name)
+    ):
         return 0.0, 1.0
     return 0.0, float(shape[-1]) ** -0.5
 

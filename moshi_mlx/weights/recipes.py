@@ -54,14 +54,17 @@ class Recipe:
 
 
 def recipe_help() -> str:
-    return ("uniform (every module at --q-bits; the default), mixed-L-H (temporal transformer at L bits, "
-            "depformer + embeddings + heads at H bits; 'mixed' = mixed-<q-bits>-8, e.g. mixed-4-8), "
-            "float-heads (as uniform but embeddings and output heads stay float), "
-            "transformers-only (only the transformer layers, temporal and depformer)")
+    return (
+        "uniform (every module at --q-bits; the default), mixed-L-H (temporal transformer at L bits, "
+        "depformer + embeddings + heads at H bits; 'mixed' = mixed-<q-bits>-8, e.g. mixed-4-8), "
+        "float-heads (as uniform but embeddings and output heads stay float), "
+        "transformers-only (only the transformer layers, temporal and depformer)"
+    )
 
 
-def make_recipe(name: str | None, bits: int | None = None, group_size: int | None = None,
-                mode: str = "affine") -> Recipe:
+def make_recipe(
+    name: str | None, bits: int | None = None, group_size: int | None = None, mode: str = "affine"
+) -> Recipe:
     """The recipe `name` (default 'uniform') with the user's --q-bits/--q-group-size/--q-mode
     (None = defaults). Raises a one-line WeightsError for unknown names or bad values."""
     key = (name or "uniform").strip().lower().replace("_", "-")
@@ -74,19 +77,28 @@ def make_recipe(name: str | None, bits: int | None = None, group_size: int | Non
         if mode != "affine":
             raise WeightsError(f"{where} mixes affine bit widths; it cannot be combined with --q-mode {mode}")
         if bits is not None and bits != low and (name or "").replace("_", "-") != "mixed":
-            raise WeightsError(f"{where} sets the temporal transformer to {low} bits; --q-bits {bits} contradicts it "
-                               f"(drop --q-bits, or use mixed-{bits}-{high})")
+            raise WeightsError(
+                f"{where} sets the temporal transformer to {low} bits; --q-bits {bits} contradicts it "
+                f"(drop --q-bits, or use mixed-{bits}-{high})"
+            )
         lo = make_spec(low, group_size, where=where)
         hi = make_spec(high, group_size, where=where)
-        return Recipe(key, f"temporal transformer {lo.describe()}; depformer, embeddings, heads {hi.describe()}",
-                      lambda p: lo if module_role(p) == "temporal" else hi)
+        return Recipe(
+            key,
+            f"temporal transformer {lo.describe()}; depformer, embeddings, heads {hi.describe()}",
+            lambda p: lo if module_role(p) == "temporal" else hi,
+        )
     base = make_spec(bits, group_size, mode, where="quantization" if name is None else where)
     if key == "uniform":
         return Recipe(key, f"every module {base.describe()}", lambda p: base)
     if key == "float-heads":
-        return Recipe(key, f"{base.describe()}; embeddings and output heads float",
-                      lambda p: None if module_role(p) in ("embedding", "head") else base)
+        return Recipe(
+            key,
+            f"{base.describe()}; embeddings and output heads float",
+            lambda p: None if module_role(p) in ("embedding", "head") else base,
+        )
     if key == "transformers-only":
+
         def rule(p: str) -> QuantSpec | None:
             parts = p.split(".")
             return base if parts[0] == "transformer" or (len(parts) > 3 and parts[3] == "transformer") else None

@@ -78,6 +78,7 @@ class ModelFiles:
 
 # ---- presets and repos ----------------------------------------------------------------------
 
+
 def _fmt(quantized: int | None) -> str:
     if quantized not in QUANT_FORMATS:
         raise UsageError(f"quantized must be 4, 6, 8 or None (bf16), got {quantized!r}")
@@ -116,6 +117,7 @@ def _repo_weights_name(repo: str, raw: dict | None, quantized: int | None) -> st
 
 
 # ---- configs --------------------------------------------------------------------------------
+
 
 def config_from(spec: LmConfig | str | os.PathLike, where: str | None = None) -> tuple[LmConfig, str]:
     """An LmConfig from a config, a preset name, a config.json path, or a name in `where`."""
@@ -158,16 +160,22 @@ def match_preset(f: SafetensorsFile) -> str | None:
 def _detect(f: SafetensorsFile) -> tuple[LmConfig, str]:
     name = match_preset(f)
     if name is None:
-        raise ConfigError(f"no config for {f.path.name}: no {CONFIG_NAME} beside it and its tensors fit no preset "
-                          f"({', '.join(PRESETS)}); pass a config (--lm-config / --config)")
+        raise ConfigError(
+            f"no config for {f.path.name}: no {CONFIG_NAME} beside it and its tensors fit no preset "
+            f"({', '.join(PRESETS)}); pass a config (--lm-config / --config)"
+        )
     return preset(name), f"preset {name} (matched by tensor shapes)"
 
 
 # ---- files ----------------------------------------------------------------------------------
 
+
 def _candidates(folder: Path, skip: set[str]) -> list[str]:
-    return sorted(n.name for n in folder.glob("*.safetensors")
-                  if n.name not in skip and not n.name.startswith(("tokenizer", "mimi")))
+    return sorted(
+        n.name
+        for n in folder.glob("*.safetensors")
+        if n.name not in skip and not n.name.startswith(("tokenizer", "mimi"))
+    )
 
 
 def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Path:
@@ -183,24 +191,34 @@ def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Pa
     if not names and (raw or {}).get("lora"):
         lora_files(raw, folder, base_required=True)  # adapters without their base: one line naming what to pass
     if len(names) > 1:  # several formats side by side (Helium's repo, upstream's names): the one asked for
+
         def fmt_of(n: str) -> str | None:
             return next((f for f in QUANT_FORMATS.values() if f".{f}." in n or n.endswith(f"-{f}.safetensors")), None)
 
         want = _fmt(quantized)
         names = [n for n in names if fmt_of(n) == want] or (
-            [n for n in names if fmt_of(n) is None] if want == "bf16" else names)
+            [n for n in names if fmt_of(n) is None] if want == "bf16" else names
+        )
     if len(names) != 1:
         interrupted = not names and any((folder / ".cache" / "huggingface" / "download").glob("*.incomplete"))
-        raise WeightsError(f"{folder} should hold one .safetensors model file, found {', '.join(names) or 'none'}"
-                           + ("; set moshi_name in its config.json or pass the file" if names else "")
-                           + (" (a download into it was interrupted: run it again)" if interrupted else ""))
+        raise WeightsError(
+            f"{folder} should hold one .safetensors model file, found {', '.join(names) or 'none'}"
+            + ("; set moshi_name in its config.json or pass the file" if names else "")
+            + (" (a download into it was interrupted: run it again)" if interrupted else "")
+        )
     return folder / names[0]
 
 
-def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.PathLike | None = None,
-                  config: LmConfig | str | os.PathLike | None = None, mimi: str | os.PathLike | None = None,
-                  tokenizer: str | os.PathLike | None = None, quantized: int | None = None,
-                  lora: str | os.PathLike | None = None) -> ModelFiles:
+def resolve_model(
+    source: str | os.PathLike | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    config: LmConfig | str | os.PathLike | None = None,
+    mimi: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    quantized: int | None = None,
+    lora: str | os.PathLike | None = None,
+) -> ModelFiles:
     """Find a model's files and decide what they hold, before any weights are read.
 
     See the module docstring for the rules.
@@ -228,12 +246,16 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
     _fmt(quantized)
     # 1. where
     if weights is not None and str(weights).startswith("hf://") and source is None:  # hf://owner/repo/file
-        parts = str(weights)[len("hf://"):].split("/")
+        parts = str(weights)[len("hf://") :].split("/")
         if len(parts) < 3:
             raise UsageError(f"bad Hub spec {weights!r}: expected hf://owner/repo/path")
         source, weights = "/".join(parts[:2]), "/".join(parts[2:])
-    if source is None and weights is not None and not Path(weights).expanduser().exists() \
-            and not str(weights).endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf")):
+    if (
+        source is None
+        and weights is not None
+        and not Path(weights).expanduser().exists()
+        and not str(weights).endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf"))
+    ):
         spec = repo_id(str(weights))
         if is_repo_id(spec):  # a repo id where weights were expected (moshi-quality's MODEL, load_lm)
             source, weights = spec, None
@@ -270,7 +292,9 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
     elif folder is not None:
         cfg_file = folder / CONFIG_NAME
     elif not any(p in IGNORES_REPO_CONFIG for p, _, _ in presets_for_repo(where)):
-        cfg_file = hf_get_optional(CONFIG_NAME, where)  # (NVIDIA's loader never reads PersonaPlex's: its preset is the config)
+        cfg_file = hf_get_optional(
+            CONFIG_NAME, where
+        )  # (NVIDIA's loader never reads PersonaPlex's: its preset is the config)
     if cfg_file is not None and cfg_file.is_file():
         raw = _read_json(cfg_file)
     if w_path is not None and w_path.is_file():
@@ -319,8 +343,10 @@ def resolve_model(source: str | os.PathLike | None = None, *, weights: str | os.
     files.fit = fit(cfg, files.source())
     held = sorted({q.bits for q in files.fit.quant.values()})
     if quantized is not None and quantized not in held:  # -q 8 on a folder/file of q4 weights
-        raise UsageError(f"{path.name} holds {'/'.join(f'q{b}' for b in held) or 'float'} weights, not "
-                         f"q{quantized}: drop -q to load it as it is, or pass the q{quantized} file")
+        raise UsageError(
+            f"{path.name} holds {'/'.join(f'q{b}' for b in held) or 'float'} weights, not "
+            f"q{quantized}: drop -q to load it as it is, or pass the q{quantized} file"
+        )
 
     # 6. companions
     files.mimi = str(mimi) if mimi is not None else (cfg.mimi_name or MIMI_NAME)

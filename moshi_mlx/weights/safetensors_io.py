@@ -34,9 +34,18 @@ _DTYPES = {
     "BOOL": (np.bool_, mx.bool_),
 }
 _MX_TO_ST = {
-    mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.int64: "I64", mx.int32: "I32",
-    mx.int16: "I16", mx.int8: "I8", mx.uint64: "U64", mx.uint32: "U32", mx.uint16: "U16",
-    mx.uint8: "U8", mx.bool_: "BOOL",
+    mx.float32: "F32",
+    mx.float16: "F16",
+    mx.bfloat16: "BF16",
+    mx.int64: "I64",
+    mx.int32: "I32",
+    mx.int16: "I16",
+    mx.int8: "I8",
+    mx.uint64: "U64",
+    mx.uint32: "U32",
+    mx.uint16: "U16",
+    mx.uint8: "U8",
+    mx.bool_: "BOOL",
 }
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -136,7 +145,9 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, mx.array], dict
     return f.load_all(), f.metadata
 
 
-def save_safetensors(path: str | os.PathLike, tensors: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(
+    path: str | os.PathLike, tensors: dict[str, mx.array], metadata: dict[str, str] | None = None
+) -> None:
     mx.save_safetensors(str(path), tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
@@ -144,7 +155,12 @@ class SafetensorsWriter:
     """Write tensors one at a time (header first, sizes known up front), so a converter
     never holds the whole output in memory."""
 
-    def __init__(self, path: str | os.PathLike, layout: dict[str, tuple[str, tuple[int, ...]]], metadata: dict[str, str] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        layout: dict[str, tuple[str, tuple[int, ...]]],
+        metadata: dict[str, str] | None = None,
+    ):
         self.path = Path(path)
         header: dict = {}
         if metadata:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import io
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -22,9 +21,15 @@ from .errors import WeightsError
 
 # torch storage class -> (numpy dtype of the raw bytes, bfloat16 that numpy lacks)
 _STORAGES = {
-    "FloatStorage": ("<f4", False), "DoubleStorage": ("<f8", False), "HalfStorage": ("<f2", False),
-    "BFloat16Storage": ("<u2", True), "LongStorage": ("<i8", False), "IntStorage": ("<i4", False),
-    "ShortStorage": ("<i2", False), "CharStorage": ("i1", False), "ByteStorage": ("u1", False),
+    "FloatStorage": ("<f4", False),
+    "DoubleStorage": ("<f8", False),
+    "HalfStorage": ("<f2", False),
+    "BFloat16Storage": ("<u2", True),
+    "LongStorage": ("<i8", False),
+    "IntStorage": ("<i4", False),
+    "ShortStorage": ("<i2", False),
+    "CharStorage": ("i1", False),
+    "ByteStorage": ("u1", False),
     "BoolStorage": ("?", False),
 }
 
@@ -96,6 +101,8 @@ def load_torch_file(path, name: str | None = None):
     except WeightsError:
         raise
     except zipfile.BadZipFile:
-        raise WeightsError(f"{p.name}: not a torch.save file (not a zip archive; legacy pickles are not read)") from None
+        raise WeightsError(
+            f"{p.name}: not a torch.save file (not a zip archive; legacy pickles are not read)"
+        ) from None
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
         raise WeightsError(f"{p.name}: unreadable torch file ({type(e).__name__}: {e})".splitlines()[0]) from None

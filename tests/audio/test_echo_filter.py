@@ -18,14 +18,14 @@ def _noise(seconds: float, seed: int) -> np.ndarray:
 
 def _run(c, far: np.ndarray, mic: np.ndarray) -> np.ndarray:
     n = len(mic) // B * B
-    out = np.concatenate([c.process(far[k:k + B], mic[k:k + B]) for k in range(0, n, B)])
+    out = np.concatenate([c.process(far[k : k + B], mic[k : k + B]) for k in range(0, n, B)])
     d = getattr(c, "delay", 0)
     return np.concatenate([out[d:], np.zeros(d, np.float32)])  # undo the suppressor's delay
 
 
 def _room(far: np.ndarray, h: np.ndarray, noise_db: float = -60.0, seed: int = 1) -> np.ndarray:
     noise = np.random.default_rng(seed).standard_normal(len(far)).astype(np.float32) * 10 ** (noise_db / 20)
-    return convolve(far, h)[:len(far)] + noise
+    return convolve(far, h)[: len(far)] + noise
 
 
 def test_removes_a_reverberant_rooms_echo():
@@ -33,10 +33,10 @@ def test_removes_a_reverberant_rooms_echo():
     mic = _room(far, room_ir(60.0, rt60_s=0.3, drr_db=6.0))
     out = _run(LinearEchoCanceller(), far, mic)
     a = 5 * SR
-    assert ratio_db(mic[a:len(out)], out[a:]) >= 25.0
+    assert ratio_db(mic[a : len(out)], out[a:]) >= 25.0
     kf = KalmanEchoFilter(B, 9600)
-    lin = np.concatenate([kf.process(far[k:k + B], mic[k:k + B])[0] for k in range(0, len(mic) // B * B, B)])
-    assert ratio_db(mic[a:len(lin)], lin[a:]) >= 20.0  # the linear stage alone does most of it
+    lin = np.concatenate([kf.process(far[k : k + B], mic[k : k + B])[0] for k in range(0, len(mic) // B * B, B)])
+    assert ratio_db(mic[a : len(lin)], lin[a:]) >= 20.0  # the linear stage alone does most of it
 
 
 def test_keeps_the_users_voice_during_double_talk():
@@ -47,12 +47,12 @@ def test_keeps_the_users_voice_during_double_talk():
     a = 8 * SR
     near = np.zeros_like(far)
     user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
-    near[a:a + len(user)] = user[:len(far) - a]
+    near[a : a + len(user)] = user[: len(far) - a]
     near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))  # 0 dB signal-to-echo
     noise = np.random.default_rng(3).standard_normal(len(far)).astype(np.float32) * 1e-3 * 0.1
     out = _run(LinearEchoCanceller(), far, echo + near + noise)
     s = _run(LinearEchoCanceller(), np.zeros_like(far), near + noise)  # the user alone
-    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[:len(out)] > 3e-3
+    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
     talking[:a] = False
     o, s = out[talking], s[talking]
     g = float(np.dot(o, s) / np.dot(s, s))
@@ -67,9 +67,9 @@ def test_follows_a_changed_echo_path_without_diverging():
     mic = np.concatenate([_room(far, h1)[:cut], _room(far, h2)[cut:]])
     out = _run(LinearEchoCanceller(), far, mic)
     for k in range(cut, len(out) - SR // 4, SR // 4):  # never louder than the microphone
-        assert ratio_db(mic[k:k + SR // 4], out[k:k + SR // 4]) > -1.0, k / SR
+        assert ratio_db(mic[k : k + SR // 4], out[k : k + SR // 4]) > -1.0, k / SR
     a = cut + 7 * SR
-    assert ratio_db(mic[a:len(out)], out[a:]) >= 20.0
+    assert ratio_db(mic[a : len(out)], out[a:]) >= 20.0
 
 
 def test_silence_in_silence_out():
@@ -103,7 +103,7 @@ def _moved_room(far: np.ndarray, cut: int, move_m=(0.03, 0.04, 0.0)) -> np.ndarr
     h1 = reflective_room_ir(30.0, rt60_s=0.4, drr_db=3.0, seed=4)
     h2 = reflective_room_ir(30.0, rt60_s=0.4, drr_db=3.0, seed=4, move_m=move_m)
     noise = np.random.default_rng(1).standard_normal(len(far)).astype(np.float32) * 1e-4
-    return np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut:len(far)]]) + noise
+    return np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut : len(far)]]) + noise
 
 
 def test_abrupt_path_change_reconverges_within_a_second():
@@ -113,8 +113,8 @@ def test_abrupt_path_change_reconverges_within_a_second():
     mic = _moved_room(far, cut)
     c = LinearEchoCanceller()
     out = _run(c, far, mic)
-    erle = {k: ratio_db(mic[k:k + w], out[k:k + w]) for k in range(cut, cut + 4 * SR, w)}
-    assert ratio_db(mic[cut - 2 * SR:cut], out[cut - 2 * SR:cut]) >= 30.0  # converged before
+    erle = {k: ratio_db(mic[k : k + w], out[k : k + w]) for k in range(cut, cut + 4 * SR, w)}
+    assert ratio_db(mic[cut - 2 * SR : cut], out[cut - 2 * SR : cut]) >= 30.0  # converged before
     assert min(v for k, v in erle.items() if k >= cut + SR) >= 20.0, erle
     assert min(v for k, v in erle.items() if k >= cut + 2 * SR) >= 25.0, erle
     assert all(v > -1.0 for v in erle.values())  # never louder than the microphone
@@ -128,14 +128,14 @@ def test_path_change_detector_ignores_double_talk_and_steady_echo():
     a = 8 * SR
     near = np.zeros_like(far)
     user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
-    near[a:a + len(user)] = user[:len(far) - a]
+    near[a : a + len(user)] = user[: len(far) - a]
     near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))
     c = LinearEchoCanceller()
     changed = []
     for k in range(0, len(far) // B * B, B):
-        c.process(far[k:k + B], (echo + near)[k:k + B])
+        c.process(far[k : k + B], (echo + near)[k : k + B])
         changed.append(c.filter.changed)
-    assert not any(changed[3 * SR // B:]), np.flatnonzero(changed)
+    assert not any(changed[3 * SR // B :]), np.flatnonzero(changed)
 
 
 def test_the_user_keeps_their_level_right_after_a_path_change():
@@ -145,12 +145,12 @@ def test_the_user_keeps_their_level_right_after_a_path_change():
     mic_echo = _moved_room(far, cut)
     near = np.zeros_like(far)
     user = np.array(speech_like(2.0, seed=5, f0=(180.0, 260.0)))
-    near[cut:cut + len(user)] = user
-    near *= np.sqrt(np.mean(mic_echo[cut:cut + SR] ** 2) / np.mean(near[cut:cut + SR] ** 2))
+    near[cut : cut + len(user)] = user
+    near *= np.sqrt(np.mean(mic_echo[cut : cut + SR] ** 2) / np.mean(near[cut : cut + SR] ** 2))
     out = _run(LinearEchoCanceller(), far, mic_echo + near)
     s = _run(LinearEchoCanceller(), np.zeros_like(far), near)
-    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[:len(out)] > 3e-3
-    talking[:cut] = talking[cut + SR:] = False
+    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
+    talking[:cut] = talking[cut + SR :] = False
     o, s = out[talking], s[talking]
     g = float(np.dot(o, s) / np.dot(s, s))
     assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)

@@ -17,7 +17,9 @@ def _tone(sr, seconds=0.5, freq=440.0, channels=1):
     return np.stack([x * (c + 1) / channels for c in range(channels)], axis=1).astype(np.float32)
 
 
-@pytest.mark.parametrize("ext,subtype", [("wav", "FLOAT"), ("wav", "PCM_16"), ("flac", None), ("ogg", None), ("mp3", None)])
+@pytest.mark.parametrize(
+    "ext,subtype", [("wav", "FLOAT"), ("wav", "PCM_16"), ("flac", None), ("ogg", None), ("mp3", None)]
+)
 def test_formats_rates_and_channels(tmp_path, ext, subtype):
     sr = 44100
     stereo = _tone(sr, channels=2)

@@ -11,10 +11,20 @@ def _snr(ref, x):
     return 10 * np.log10((ref**2).sum() / ((x - ref) ** 2).sum())
 
 
-@pytest.mark.parametrize("sr_in,freq", [
-    (8000, 440.0), (8000, 3000.0), (16000, 440.0), (16000, 5000.0), (22050, 5000.0),
-    (44100, 440.0), (44100, 9000.0), (48000, 440.0), (48000, 9000.0),
-])
+@pytest.mark.parametrize(
+    "sr_in,freq",
+    [
+        (8000, 440.0),
+        (8000, 3000.0),
+        (16000, 440.0),
+        (16000, 5000.0),
+        (22050, 5000.0),
+        (44100, 440.0),
+        (44100, 9000.0),
+        (48000, 440.0),
+        (48000, 9000.0),
+    ],
+)
 def test_sine_is_reproduced_at_24k(sr_in, freq):
     t = np.arange(sr_in // 2) / sr_in
     y = resample(np.sin(2 * np.pi * freq * t).astype(np.float32), sr_in, 24000)

@@ -118,14 +118,27 @@ def test_convert_q_forms():
 
 def test_doc_table_names_every_shared_flag():
     doc = (ROOT / "docs" / "cli.md").read_text()
-    for flag in ("--model", "--hf-repo", "-q {4,8}", "--mimi-backend", "--dtype", "--offline", "--force", "--quiet",
-                 "--seed", "130", "143", "129"):
+    for flag in (
+        "--model",
+        "--hf-repo",
+        "-q {4,8}",
+        "--mimi-backend",
+        "--dtype",
+        "--offline",
+        "--force",
+        "--quiet",
+        "--seed",
+        "130",
+        "143",
+        "129",
+    ):
         assert flag in doc, flag
     for script in TOOLS:
         assert script in doc, script
 
 
 # ---- what the table promises, run --------------------------------------------------------------
+
 
 def _tone(path, seconds=1.0):
     t = np.arange(int(24000 * seconds)) / 24000
@@ -138,9 +151,11 @@ def test_explicit_rustymimi_not_installed_is_one_line(monkeypatch, tmp_path, cap
 
     monkeypatch.setattr(mimi_rust, "rustymimi_available", lambda: False)
     _tone(tmp_path / "in.wav")
-    for main, argv in ((run_inference.main, [str(tmp_path / "in.wav"), "--model", "random-tiny"]),
-                       (mimi.main, ["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy")]),
-                       (tts.main, ["hi", str(tmp_path / "o.wav"), "--model", "tts-tiny", "--voice", "random"])):
+    for main, argv in (
+        (run_inference.main, [str(tmp_path / "in.wav"), "--model", "random-tiny"]),
+        (mimi.main, ["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy")]),
+        (tts.main, ["hi", str(tmp_path / "o.wav"), "--model", "tts-tiny", "--voice", "random"]),
+    ):
         assert main([*argv, "--mimi-backend", "rustymimi"]) == 2
         err = capsys.readouterr().err
         assert err.count("error:") == 1 and "rustymimi package is not installed" in err, err
@@ -164,8 +179,22 @@ def test_overwrite_rule_run_inference_and_mimi(tmp_path, capsys):
     assert run_inference.main([str(tmp_path / "in.wav"), str(out), "--model", "random-tiny", "--quiet"]) == 2
     assert mimi.main(["roundtrip", str(tmp_path / "in.wav"), str(out), "--model", "random-tiny", "--quiet"]) == 2
     assert out.read_bytes() == b"keep" and capsys.readouterr().err.count("use --force") == 2
-    assert mimi.main(["roundtrip", str(tmp_path / "in.wav"), str(out), "--model", "random-tiny", "--quiet",
-                      "--force", "--mimi-backend", "auto"]) == 0  # auto: MLX for the tiny codec, even on a CPU
+    assert (
+        mimi.main(
+            [
+                "roundtrip",
+                str(tmp_path / "in.wav"),
+                str(out),
+                "--model",
+                "random-tiny",
+                "--quiet",
+                "--force",
+                "--mimi-backend",
+                "auto",
+            ]
+        )
+        == 0
+    )  # auto: MLX for the tiny codec, even on a CPU
     assert sf.info(str(out)).frames == 24000
 
 
@@ -175,9 +204,11 @@ def test_convert_force_never_writes_over_its_source(tmp_path, capsys):
     src = tmp_path / "src"
     assert convert.main(["--model", "random-tiny", "--out", str(src), "--quiet"]) == 0
     before = {p.name: p.read_bytes() for p in src.iterdir()}
-    for argv in ([str(src), "--out", str(src), "-q", "--force"],
-                 [str(src / "model.safetensors"), "--out", str(src), "-q", "4", "--force"],
-                 ["--hf-repo", str(src), "--out", str(src), "-q", "--force"]):
+    for argv in (
+        [str(src), "--out", str(src), "-q", "--force"],
+        [str(src / "model.safetensors"), "--out", str(src), "-q", "4", "--force"],
+        ["--hf-repo", str(src), "--out", str(src), "-q", "--force"],
+    ):
         assert convert.main([*argv, "--quiet"]) == 2
         err = capsys.readouterr().err
         assert "holds the input" in err and err.count("error:") == 1, err
@@ -206,10 +237,12 @@ def test_offline_is_accepted_and_honoured(tool, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(hub, "_hub_unreachable", lambda: pytest.fail("the network was consulted"), raising=False)
     _tone(tmp_path / "in.wav")
     repo = ["--hf-repo", "someone/not-cached", "--offline"]
-    argv = {"mimi": ["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy"), *repo],
-            "tts": ["hi", str(tmp_path / "o.wav"), "--voice", "random", *repo],
-            "convert": ["--out", str(tmp_path / "out"), *repo],
-            "run_inference": [str(tmp_path / "in.wav"), *repo]}[tool]
+    argv = {
+        "mimi": ["encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npy"), *repo],
+        "tts": ["hi", str(tmp_path / "o.wav"), "--voice", "random", *repo],
+        "convert": ["--out", str(tmp_path / "out"), *repo],
+        "run_inference": [str(tmp_path / "in.wav"), *repo],
+    }[tool]
     rc = importlib.import_module(f"moshi_mlx.cli.{tool}").main(argv)
     err = capsys.readouterr().err
     assert rc == 2 and err.count("error:") == 1 and "Traceback" not in err, err
@@ -243,8 +276,12 @@ def test_web_port_taken_is_found_before_loading(capsys, monkeypatch):
 def test_simulated_session_prints_no_portaudio_or_nan(tmp_path):
     _tone(tmp_path / "in.wav", 1.0)
     for model in ("random-tiny", "random-tiny-stt"):
-        r = subprocess.run([sys.executable, "-m", "moshi_mlx.local", "--model", model, "--simulate",
-                            str(tmp_path / "in.wav")], capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "moshi_mlx.local", "--model", model, "--simulate", str(tmp_path / "in.wav")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         assert "PortAudio" not in r.stderr and "nan ms" not in r.stderr, r.stderr
         assert ("no audio out" in r.stderr) == (model == "random-tiny-stt"), r.stderr  # STT: text only
@@ -268,24 +305,51 @@ def test_simulate_without_a_file_plays_the_packaged_clip(tmp_path):
     import moshi_mlx
 
     assert sf.info(moshi_mlx.demo_clip()).frames > 0
-    r = subprocess.run([sys.executable, "-m", "moshi_mlx.stt", "--model", "random-tiny-stt", "--simulate",
-                        "--duration", "1", "--quiet"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moshi_mlx.stt",
+            "--model",
+            "random-tiny-stt",
+            "--simulate",
+            "--duration",
+            "1",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0 and "hello.wav" in r.stderr, r.stderr
 
 
 def test_the_package_stands_alone(tmp_path):
     """Its own distribution name (PyPI's moshi_mlx is upstream), a LICENSE, and the demo's files
     (tokenizer, clip, configs) as package data: what `pip install .` copies (build_py)."""
-    r = subprocess.run([sys.executable, "setup.py", "-q", "--name"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "setup.py", "-q", "--name"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert r.stdout.strip().splitlines()[-1] == "moshi-mlx-local", r.stderr
     assert "MIT License" in (ROOT / "LICENSE").read_text()
-    r = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     pkg = tmp_path / "moshi_mlx"
-    for f in ("assets/hello.wav", "assets/demo_tokenizer.model", "configs/random-tiny.json", "configs/mimi-tiny.json",
-              "cli/scripts.py", "web/static/index.html"):
+    for f in (
+        "assets/hello.wav",
+        "assets/demo_tokenizer.model",
+        "configs/random-tiny.json",
+        "configs/mimi-tiny.json",
+        "cli/scripts.py",
+        "web/static/index.html",
+    ):
         assert (pkg / f).is_file(), f
     assert (pkg / "assets" / "demo_tokenizer.model").stat().st_size < 100_000
 

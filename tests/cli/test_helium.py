@@ -20,8 +20,24 @@ from moshi_mlx.weights.lm_loader import save_lm
 
 
 def test_demo_model_token_ids_greedy_matches_textgen(capsys):
-    assert helium.main(["--model", "random-tiny-helium", "5, 17 300", "-n", "12", "--temp", "0", "--seed", "4",
-                        "--tokenizer", "none"]) == 0
+    assert (
+        helium.main(
+            [
+                "--model",
+                "random-tiny-helium",
+                "5, 17 300",
+                "-n",
+                "12",
+                "--temp",
+                "0",
+                "--seed",
+                "4",
+                "--tokenizer",
+                "none",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip()
     assert out.startswith("5, 17 300 ‹")
     ids = [int(t.strip("‹›")) for t in out.split()[3:]]
@@ -55,8 +71,9 @@ def helium_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("helium")
     corpus = d / "corpus.txt"
     corpus.write_text("bonjour le monde, il est temps de parler.\nhello world this is a test.\n" * 50)
-    spm.SentencePieceTrainer.Train(input=str(corpus), model_prefix=str(d / "tok"), vocab_size=285, minloglevel=2,
-                                   byte_fallback=True)
+    spm.SentencePieceTrainer.Train(
+        input=str(corpus), model_prefix=str(d / "tok"), vocab_size=285, minloglevel=2, byte_fallback=True
+    )
     cfg_d = preset("random-tiny-helium").to_dict()
     cfg_d.pop("_source")
     cfg_d["tokenizer_name"] = "tok.model"
@@ -81,21 +98,26 @@ def test_text_prompt_from_argument_file_and_stdin(helium_dir, tmp_path, capsys, 
 
 
 def test_moshi_checkpoint_as_text_model(capsys):
-    assert helium.main(["--model", "random-tiny", "3 4", "-n", "5", "--temp", "0", "--quiet", "--tokenizer", "none"]) == 0
+    assert (
+        helium.main(["--model", "random-tiny", "3 4", "-n", "5", "--temp", "0", "--quiet", "--tokenizer", "none"]) == 0
+    )
     assert capsys.readouterr().out.count("‹") == 5
 
 
-@pytest.mark.parametrize("args,message", [
-    ([], "give the prompt"),
-    (["hi", "--prompt-file", "p.txt"], "give the prompt"),
-    (["--prompt-file", "missing.txt"], "missing.txt"),
-    (["hello"], "token ids"),
-    (["1 2", "-n", "-1"], "--max-tokens"),
-    (["1 2", "--temp", "-0.5"], "temperature"),
-    (["1 2", "--top-p", "1.5"], "top-p"),
-    (["1 2000"], "outside the model's vocabulary"),
-    (["1 -5"], "token ids must be >= 0, got -5"),  # was "this model has no text tokenizer"
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ([], "give the prompt"),
+        (["hi", "--prompt-file", "p.txt"], "give the prompt"),
+        (["--prompt-file", "missing.txt"], "missing.txt"),
+        (["hello"], "token ids"),
+        (["1 2", "-n", "-1"], "--max-tokens"),
+        (["1 2", "--temp", "-0.5"], "temperature"),
+        (["1 2", "--top-p", "1.5"], "top-p"),
+        (["1 2000"], "outside the model's vocabulary"),
+        (["1 -5"], "token ids must be >= 0, got -5"),  # was "this model has no text tokenizer"
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     assert helium.main(["--model", "random-tiny-helium", "--tokenizer", "none", *args]) == 2
@@ -117,7 +139,23 @@ def test_conditioned_model_is_refused(tmp_path, capsys):
 
 
 def test_module_entry_point():
-    r = subprocess.run([sys.executable, "-m", "moshi_mlx.helium", "--model", "random-tiny-helium", "1", "-n", "3",
-                        "--quiet", "--tokenizer", "none"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moshi_mlx.helium",
+            "--model",
+            "random-tiny-helium",
+            "1",
+            "-n",
+            "3",
+            "--quiet",
+            "--tokenizer",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("‹") == 3

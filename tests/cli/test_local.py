@@ -2,7 +2,6 @@
 a device vanishing mid-session, and Ctrl-C."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,8 +24,18 @@ def _speech_like(path, seconds=2.0, rate=16000):
 def test_simulated_session_records_and_transcribes(tmp_path, capsys):
     _speech_like(tmp_path / "mic.flac")
     rec, tr = tmp_path / "rec.wav", tmp_path / "tr.json"
-    rc = local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.flac"), "--record", str(rec),
-                     "--transcript", str(tr)])
+    rc = local.main(
+        [
+            "--model",
+            "random-tiny",
+            "--simulate",
+            str(tmp_path / "mic.flac"),
+            "--record",
+            str(rec),
+            "--transcript",
+            str(tr),
+        ]
+    )
     assert rc == 0
     err = capsys.readouterr().err
     assert "steps, delay median" in err and "recording saved" in err
@@ -39,18 +48,45 @@ def test_simulated_session_records_and_transcribes(tmp_path, capsys):
 def test_a_session_without_steps_says_so(tmp_path, capsys, recwarn):
     """The summary printed "delay median nan ms / max nan ms ... step median nan ms"."""
     _speech_like(tmp_path / "mic.wav", seconds=0.5)
-    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--duration", "0.3",
-                       "--slow-step-ms", "1e9"]) == 0
+    assert (
+        local.main(
+            [
+                "--model",
+                "random-tiny",
+                "--simulate",
+                str(tmp_path / "mic.wav"),
+                "--duration",
+                "0.3",
+                "--slow-step-ms",
+                "1e9",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "0 steps: the session ended before the model answered a frame" in err and "nan" not in err
     assert not [w for w in recwarn if "All-NaN" in str(w.message)]  # 6 lines of numpy warnings on stderr too
 
 
 def test_list_devices_and_unknown_device(capsys, monkeypatch):
-    monkeypatch.setattr(devices, "_devices", lambda: [
-        {"name": "Built-in Microphone", "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0},
-        {"name": "Built-in Output", "max_input_channels": 0, "max_output_channels": 2, "default_samplerate": 44100.0},
-    ])
+    monkeypatch.setattr(
+        devices,
+        "_devices",
+        lambda: [
+            {
+                "name": "Built-in Microphone",
+                "max_input_channels": 1,
+                "max_output_channels": 0,
+                "default_samplerate": 48000.0,
+            },
+            {
+                "name": "Built-in Output",
+                "max_input_channels": 0,
+                "max_output_channels": 2,
+                "default_samplerate": 44100.0,
+            },
+        ],
+    )
 
     class FakeSd:
         class default:
@@ -122,9 +158,22 @@ def test_device_lost_flushes_recording(tmp_path, capsys, monkeypatch):
 def test_ctrl_c_exits_cleanly_and_keeps_the_recording(tmp_path):
     _speech_like(tmp_path / "mic.wav", seconds=30.0, rate=24000)
     rec = tmp_path / "rec.wav"
-    p = subprocess.Popen([sys.executable, "-m", "moshi_mlx.local", "--model", "random-tiny", "--simulate",
-                          str(tmp_path / "mic.wav"), "--record", str(rec)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "moshi_mlx.local",
+            "--model",
+            "random-tiny",
+            "--simulate",
+            str(tmp_path / "mic.wav"),
+            "--record",
+            str(rec),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (rec.exists() and rec.stat().st_size > 4 * 24000):
         time.sleep(0.2)

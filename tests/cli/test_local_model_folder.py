@@ -33,11 +33,21 @@ def test_local_pytorch_file_uses_its_folder(tmp_path, offline):
     import sentencepiece as spm
 
     (tmp_path / "c.txt").write_text("bonjour le monde hello world\n" * 30)
-    spm.SentencePieceTrainer.Train(input=str(tmp_path / "c.txt"), model_prefix=str(folder / "tokenizer_spm_32k_3"),
-                                   vocab_size=16, minloglevel=2)
+    spm.SentencePieceTrainer.Train(
+        input=str(tmp_path / "c.txt"), model_prefix=str(folder / "tokenizer_spm_32k_3"), vocab_size=16, minloglevel=2
+    )
     _audio(tmp_path / "in.wav")
-    rc = run_inference([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--moshi-weight", str(weights),
-                        "--mimi-weight", "random", "--quiet"])
+    rc = run_inference(
+        [
+            str(tmp_path / "in.wav"),
+            str(tmp_path / "out.wav"),
+            "--moshi-weight",
+            str(weights),
+            "--mimi-weight",
+            "random",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert sf.info(str(tmp_path / "out.wav")).frames == 10 * 1920
 
@@ -51,8 +61,19 @@ def test_convert_demo_model_and_run_it(tmp_path, offline, capsys):
     assert lm.cfg.card == 64
     # it runs from its folder with a random Mimi of the demo's size (the published one would not fit)
     _audio(tmp_path / "in.wav")
-    rc = run_inference([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--moshi-weight", str(out),
-                        "--mimi-weight", "random", "--tokenizer", "none", "--quiet"])
+    rc = run_inference(
+        [
+            str(tmp_path / "in.wav"),
+            str(tmp_path / "out.wav"),
+            "--moshi-weight",
+            str(out),
+            "--mimi-weight",
+            "random",
+            "--tokenizer",
+            "none",
+            "--quiet",
+        ]
+    )
     assert rc == 0 and sf.info(str(tmp_path / "out.wav")).frames == 10 * 1920
     # a Mimi that does not belong to the LM (the published architecture) is refused with a clear message
     import mlx.core as mx
@@ -63,8 +84,20 @@ def test_convert_demo_model_and_run_it(tmp_path, offline, capsys):
 
     mimi = tmp_path / "mimi.safetensors"
     save_safetensors(mimi, {k: mx.array(v) for k, v in random_published_weights(mimi_202407(), seed=0).items()})
-    rc = run_inference([str(tmp_path / "in.wav"), "--moshi-weight", str(out), "--mimi-weight", str(mimi),
-                        "--mimi-backend", "mlx", "--tokenizer", "none", "--quiet"])
+    rc = run_inference(
+        [
+            str(tmp_path / "in.wav"),
+            "--moshi-weight",
+            str(out),
+            "--mimi-weight",
+            str(mimi),
+            "--mimi-backend",
+            "mlx",
+            "--tokenizer",
+            "none",
+            "--quiet",
+        ]
+    )
     assert rc == 2
     assert "2048 entries per codebook but the LM expects card 64" in capsys.readouterr().err
     assert convert(["--model", "random-tiny", "tiny.safetensors", "--out", str(tmp_path / "x")]) == 2

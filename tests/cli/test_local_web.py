@@ -9,17 +9,27 @@ from moshi_mlx.cli.local_web import main, parser
 
 def test_flags_are_local_model_and_sampling_flags_plus_server():
     args = parser().parse_args(["-q", "4", "--temp", "0.5", "--seed", "3"])
-    assert (args.quantized, args.temp, args.seed, args.host, args.port, args.max_lag_ms) == (4, 0.5, 3, "127.0.0.1", 8998, 400.0)
+    assert (args.quantized, args.temp, args.seed, args.host, args.port, args.max_lag_ms) == (
+        4,
+        0.5,
+        3,
+        "127.0.0.1",
+        8998,
+        400.0,
+    )
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--port", "70000"], "--port must be in 0..65535"),
-    (["--max-lag-ms", "0"], "--max-lag-ms must be positive"),
-    (["--host", ""], "--host is empty"),  # it listened on every interface, printing http://:8998/
-    (["--temp", "-1"], "--temp must be >= 0, got -1"),  # the shared flag checks (moshi_mlx.validation)
-    (["--top-p", "2"], "--top-p must be in [0, 1], got 2"),
-    (["--temp", "9"], "sampling flags: setting 'temp' must be between 0 and 5"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--port", "70000"], "--port must be in 0..65535"),
+        (["--max-lag-ms", "0"], "--max-lag-ms must be positive"),
+        (["--host", ""], "--host is empty"),  # it listened on every interface, printing http://:8998/
+        (["--temp", "-1"], "--temp must be >= 0, got -1"),  # the shared flag checks (moshi_mlx.validation)
+        (["--top-p", "2"], "--top-p must be in [0, 1], got 2"),
+        (["--temp", "9"], "sampling flags: setting 'temp' must be between 0 and 5"),
+    ],
+)
 def test_bad_values_are_one_line(argv, match, capsys):
     assert main(["--model", "random-tiny", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -52,8 +62,12 @@ def test_sigterm_mid_conversation_stops_cleanly(tmp_path):
 
     log = tmp_path / "server.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "moshi_mlx.local_web", "--model", "random-tiny", "--port", "0"],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moshi_mlx.local_web", "--model", "random-tiny", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     try:
         lines = []
         reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
@@ -73,8 +87,11 @@ def test_sigterm_mid_conversation_stops_cleanly(tmp_path):
                         pass
                     got += 1
                 proc.send_signal(signal.SIGTERM)  # while the conversation runs
-                while (await ws.receive(timeout=30)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                                                   aiohttp.WSMsgType.ERROR):
+                while (await ws.receive(timeout=30)).type not in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
                     pass
 
         asyncio.run(talk())

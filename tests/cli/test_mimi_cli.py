@@ -58,7 +58,9 @@ def test_errors_are_one_line(clip, capsys):
 def test_rustymimi_backend(clip):
     pytest.importorskip("rustymimi")
     d, src = clip
-    assert run(["encode", str(src), str(d / "r.npy"), "--mimi-weight", "random", "--backend", "rustymimi", "--quiet"]) == 0
+    assert (
+        run(["encode", str(src), str(d / "r.npy"), "--mimi-weight", "random", "--backend", "rustymimi", "--quiet"]) == 0
+    )
     mlx_codes = models.random_mimi(DEFAULT_SEED, num_codebooks=8).encode(read_audio(src)[None, None])
     np.testing.assert_array_equal(np.load(d / "r.npy"), np.array(mlx_codes))
 

@@ -16,21 +16,51 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_live_loop_and_file_inference_with_a_voice_and_a_role(tmp_path):
-    r = _run("moshi_mlx.local", "--model", "random-tiny-persona", "--voice", VOICE, "--persona", "You are a pirate.",
-             "--simulate", VOICE, "--duration", "2")
+    r = _run(
+        "moshi_mlx.local",
+        "--model",
+        "random-tiny-persona",
+        "--voice",
+        VOICE,
+        "--persona",
+        "You are a pirate.",
+        "--simulate",
+        VOICE,
+        "--duration",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     assert "echo cancellation" in r.stderr and "steps, delay median" in r.stderr, r.stderr
     out = tmp_path / "answer.wav"
-    r = _run("moshi_mlx.run_inference", "--model", "random-tiny-persona", "--voice", VOICE, "--persona", "Hi.",
-             VOICE, str(out), "--quiet")
+    r = _run(
+        "moshi_mlx.run_inference",
+        "--model",
+        "random-tiny-persona",
+        "--voice",
+        VOICE,
+        "--persona",
+        "Hi.",
+        VOICE,
+        str(out),
+        "--quiet",
+    )
     assert r.returncode == 0 and out.stat().st_size > 44, r.stderr
 
 
 def test_a_moshi_model_refuses_a_persona_in_one_line(tmp_path):
-    r = _run("moshi_mlx.run_inference", "--model", "random-tiny", "--persona", "You are a pirate.", VOICE,
-             str(tmp_path / "o.wav"), "--quiet")
+    r = _run(
+        "moshi_mlx.run_inference",
+        "--model",
+        "random-tiny",
+        "--persona",
+        "You are a pirate.",
+        VOICE,
+        str(tmp_path / "o.wav"),
+        "--quiet",
+    )
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: a persona needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); "
-                      "this one is moshi"], r.stderr
+    assert errors == [
+        "error: a persona needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); this one is moshi"
+    ], r.stderr
     assert "Traceback" not in r.stderr

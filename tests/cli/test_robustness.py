@@ -11,7 +11,6 @@ random-tiny demo model and `--mimi-weight random`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import signal
@@ -58,8 +57,12 @@ def work(tmp_path_factory) -> Path:
     (d / "a_folder").mkdir()
     np.save(d / "bad_codes.npy", np.full((1, 8, 4), 99999, np.int32))
     bad = json.loads((Path(__file__).parents[2] / "moshi_mlx" / "configs" / "random-tiny.json").read_text())
-    for name, key, value in [("dim_str", "dim", "64"), ("hidden_null", "hidden_scale", None),
-                             ("heads0", "num_heads", 0), ("pad_out", "existing_text_padding_id", 5000)]:
+    for name, key, value in [
+        ("dim_str", "dim", "64"),
+        ("hidden_null", "hidden_scale", None),
+        ("heads0", "num_heads", 0),
+        ("pad_out", "existing_text_padding_id", 5000),
+    ]:
         (d / f"{name}.json").write_text(json.dumps({**bad, key: value}))
     return d
 
@@ -105,14 +108,26 @@ REFUSED = [
     ("convert", ["--model", "random-tiny", "--out", "{d}/cv", "-q", "--q-bits", "four"], "--q-bits must be an integer"),
     ("quality", ["{d}/a_folder", "{d}/a_folder", "--frames", "0"], "--frames must be >= 1"),
     # config.json values
-    ("run_inference", ["{d}/in.wav", "--lm-config", "{d}/dim_str.json", "--moshi-weight", "{d}/none.safetensors"],
-     'dim must be an integer, got "64"'),
-    ("run_inference", ["{d}/in.wav", "--lm-config", "{d}/hidden_null.json", "--moshi-weight", "{d}/none.safetensors"],
-     "hidden_scale must be a number, got null"),
-    ("run_inference", ["{d}/in.wav", "--lm-config", "{d}/heads0.json", "--moshi-weight", "{d}/none.safetensors"],
-     "num_heads must be >= 1, got 0"),
-    ("run_inference", ["{d}/in.wav", "--lm-config", "{d}/pad_out.json", "--moshi-weight", "{d}/none.safetensors"],
-     "existing_text_padding_id 5000 is outside the text vocabulary"),
+    (
+        "run_inference",
+        ["{d}/in.wav", "--lm-config", "{d}/dim_str.json", "--moshi-weight", "{d}/none.safetensors"],
+        'dim must be an integer, got "64"',
+    ),
+    (
+        "run_inference",
+        ["{d}/in.wav", "--lm-config", "{d}/hidden_null.json", "--moshi-weight", "{d}/none.safetensors"],
+        "hidden_scale must be a number, got null",
+    ),
+    (
+        "run_inference",
+        ["{d}/in.wav", "--lm-config", "{d}/heads0.json", "--moshi-weight", "{d}/none.safetensors"],
+        "num_heads must be >= 1, got 0",
+    ),
+    (
+        "run_inference",
+        ["{d}/in.wav", "--lm-config", "{d}/pad_out.json", "--moshi-weight", "{d}/none.safetensors"],
+        "existing_text_padding_id 5000 is outside the text vocabulary",
+    ),
     # output paths, before any work
     ("local", DEMO + ["--record", "{d}/nodir/x.wav"], "folder {d}/nodir does not exist"),
     ("local", DEMO + ["--transcript", "{d}/nodir/t.json"], "folder {d}/nodir does not exist"),
@@ -124,15 +139,21 @@ REFUSED = [
     ("local", DEMO + ["--simulate", "{d}/keep.wav", "--record", "{d}/keep.wav", "--force"], "are the same file"),
     ("run_inference", ["{d}/in.wav", "{d}/o.wav", "--transcript", "{d}/o.wav"] + DEMO, "are the same file"),
     ("run_inference", ["{d}/keep.wav", "{d}/keep.wav"] + DEMO, "are the same file"),
-    ("run_inference", ["{d}/in.wav", "--save-tokens", "{d}/t.json", "--transcript", "{d}/t.json"] + DEMO,
-     "are the same file"),
+    (
+        "run_inference",
+        ["{d}/in.wav", "--save-tokens", "{d}/t.json", "--transcript", "{d}/t.json"] + DEMO,
+        "are the same file",
+    ),
     ("run_inference", ["{d}/in.wav", "{d}/nodir/o.wav"] + DEMO, "folder {d}/nodir does not exist"),
     ("run_inference", ["{d}/in.wav", "--save-tokens", "{d}/nodir/t.npz"] + DEMO, "folder {d}/nodir does not exist"),
     ("run_inference", ["{d}/in.wav", "--save-tokens", "{d}/x.npy"] + DEMO, "expected .npz"),
     ("run_inference", ["{d}/in.wav", "{d}/a_folder"] + DEMO, "is a folder"),
     ("mimi", ["roundtrip", "{d}/keep.wav", "{d}/keep.wav", "--mimi-weight", "random"], "are the same file"),
-    ("mimi", ["decode", "{d}/bad_codes.npy", "{d}/keep.wav", "--mimi-weight", "random", "--force"],
-     "codes must be in [0, 2048)"),
+    (
+        "mimi",
+        ["decode", "{d}/bad_codes.npy", "{d}/keep.wav", "--mimi-weight", "random", "--force"],
+        "codes must be in [0, 2048)",
+    ),
     ("mimi", ["roundtrip", "{d}/in.wav", "{d}/keep.wav", "--mimi-weight", "random"], "already exists; use --force"),
     ("run_inference", ["{d}/in.wav", "{d}/keep.wav"] + DEMO, "already exists; use --force"),
     ("mimi", ["encode", "{d}/in.wav", "{d}/nodir/c.npy", "--mimi-weight", "random"], "folder {d}/nodir does not exist"),
@@ -162,6 +183,7 @@ def test_refused_before_any_work(work):
 
 # ---- signals mid-run ------------------------------------------------------------------------
 
+
 class _Proc:
     """A CLI subprocess whose stderr is read as it comes (to send a signal mid-run)."""
 
@@ -188,8 +210,18 @@ class _Proc:
 def test_local_signal_keeps_recording_and_transcript(tmp_path, sig):
     _tone(tmp_path / "mic.wav", 30.0)
     rec, tr = tmp_path / "r.wav", tmp_path / "r.json"
-    proc = _Proc(["moshi_mlx.local", *DEMO, "--simulate", str(tmp_path / "mic.wav"), "--record", str(rec),
-                  "--transcript", str(tr)])
+    proc = _Proc(
+        [
+            "moshi_mlx.local",
+            *DEMO,
+            "--simulate",
+            str(tmp_path / "mic.wav"),
+            "--record",
+            str(rec),
+            "--transcript",
+            str(tr),
+        ]
+    )
     proc.wait_for(lambda: rec.exists() and rec.stat().st_size > 2 * 96_000)  # ~2 s recorded
     proc.p.send_signal(sig)
     rc, err = proc.finish()
@@ -208,8 +240,19 @@ def test_run_inference_signal_stops_workers_and_saves_partial_outputs(tmp_path, 
     earlier = sig == signal.SIGTERM  # a complete transcript from an earlier run is not replaced by a partial one
     if earlier:
         tr.write_text('{"text": "an earlier, complete run"}')
-    proc = _Proc(["moshi_mlx.run_inference", str(tmp_path / "long.wav"), str(out), *DEMO, "--transcript", str(tr),
-                  "--save-tokens", str(tok), *(["--force"] if earlier else [])])
+    proc = _Proc(
+        [
+            "moshi_mlx.run_inference",
+            str(tmp_path / "long.wav"),
+            str(out),
+            *DEMO,
+            "--transcript",
+            str(tr),
+            "--save-tokens",
+            str(tok),
+            *(["--force"] if earlier else []),
+        ]
+    )
     # frames are being answered (the progress bar's '\r' lines, read as lines): a fixed sleep after
     # loading could land before the first frame on a loaded machine (nothing to save yet)
     proc.wait_for(lambda: any(re.search(r"\| *[1-9][0-9]*/[0-9]+", line) for line in proc.err))
@@ -236,8 +279,9 @@ def test_mimi_signal_leaves_existing_output_intact(tmp_path):
     _tone(tmp_path / "long.wav", 60.0)
     out = tmp_path / "o.wav"
     out.write_bytes(b"an older result, to be kept")
-    proc = _Proc(["moshi_mlx.mimi", "roundtrip", str(tmp_path / "long.wav"), str(out), "--mimi-weight", "random",
-                  "--force"])
+    proc = _Proc(
+        ["moshi_mlx.mimi", "roundtrip", str(tmp_path / "long.wav"), str(out), "--mimi-weight", "random", "--force"]
+    )
     partial = lambda: [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and p.stat().st_size > 44]  # noqa: E731
     proc.wait_for(lambda: bool(partial()))  # the new output is being written under its temporary name
     proc.p.send_signal(signal.SIGINT)
@@ -249,6 +293,7 @@ def test_mimi_signal_leaves_existing_output_intact(tmp_path):
 
 # ---- disk full (a file size limit: EFBIG, as ENOSPC would) ----------------------------------
 
+
 def _limit(nbytes: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
 
@@ -256,9 +301,24 @@ def _limit(nbytes: int):
 def test_local_disk_full_stops_cleanly_and_saves_transcript(tmp_path):
     _tone(tmp_path / "mic.wav", 20.0)
     rec, tr = tmp_path / "r.wav", tmp_path / "r.json"
-    r = subprocess.run([P, "-m", "moshi_mlx.local", *DEMO, "--simulate", str(tmp_path / "mic.wav"), "--record", str(rec),
-                        "--transcript", str(tr)], capture_output=True, text=True, timeout=120,
-                       preexec_fn=_limit(200_000))
+    r = subprocess.run(
+        [
+            P,
+            "-m",
+            "moshi_mlx.local",
+            *DEMO,
+            "--simulate",
+            str(tmp_path / "mic.wav"),
+            "--record",
+            str(rec),
+            "--transcript",
+            str(tr),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limit(200_000),
+    )
     _clean(r.returncode, r.stderr, 2)
     assert "error: cannot write" in r.stderr and "file too large" in r.stderr
     with wave.open(str(rec)) as w:  # valid, holding what fitted
@@ -271,8 +331,11 @@ def test_batch_disk_full_keeps_old_output(tmp_path, cli):
     _tone(tmp_path / "in.wav", 4.0)
     out = tmp_path / "o.wav"
     out.write_bytes(b"old")
-    args = (["moshi_mlx.mimi", "roundtrip", str(tmp_path / "in.wav"), str(out), "--mimi-weight", "random", "--force"]
-            if cli == "mimi" else ["moshi_mlx.run_inference", str(tmp_path / "in.wav"), str(out), *DEMO, "--force"])
+    args = (
+        ["moshi_mlx.mimi", "roundtrip", str(tmp_path / "in.wav"), str(out), "--mimi-weight", "random", "--force"]
+        if cli == "mimi"
+        else ["moshi_mlx.run_inference", str(tmp_path / "in.wav"), str(out), *DEMO, "--force"]
+    )
     r = subprocess.run([P, "-m", *args], capture_output=True, text=True, timeout=120, preexec_fn=_limit(50_000))
     _clean(r.returncode, r.stderr, 2)
     assert "file too large" in r.stderr and len([ln for ln in r.stderr.splitlines() if "error:" in ln]) == 1
@@ -282,30 +345,76 @@ def test_batch_disk_full_keeps_old_output(tmp_path, cli):
 
 # ---- our own files interoperate; odd audio is repaired -------------------------------------
 
+
 def test_tokens_npz_is_read_by_mimi_quality_and_convert(tmp_path):
     x = np.sin(np.arange(24000 * 2) / 9).astype(np.float32) * 0.3
     x[100:110] = np.nan  # repaired with a warning, not silently encoded as silence
     sf.write(tmp_path / "nan.wav", x, 24000, subtype="FLOAT")
     tok, tr = tmp_path / "t.npz", tmp_path / "t.json"
-    r = subprocess.run([P, "-m", "moshi_mlx.run_inference", str(tmp_path / "nan.wav"), str(tmp_path / "o.wav"), *DEMO,
-                        "--save-tokens", str(tok), "--transcript", str(tr), "--quiet"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            P,
+            "-m",
+            "moshi_mlx.run_inference",
+            str(tmp_path / "nan.wav"),
+            str(tmp_path / "o.wav"),
+            *DEMO,
+            "--save-tokens",
+            str(tok),
+            "--transcript",
+            str(tr),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     _clean(r.returncode, r.stderr, 0)
     assert "10 NaN/infinite samples replaced by silence" in r.stderr
     assert tok.exists() and not (tmp_path / "t.npz.npz").exists()
-    r = subprocess.run([P, "-m", "moshi_mlx.mimi", "decode", str(tok), str(tmp_path / "d.wav"), "--mimi-weight", "random",
-                        "--quiet"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [P, "-m", "moshi_mlx.mimi", "decode", str(tok), str(tmp_path / "d.wav"), "--mimi-weight", "random", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     _clean(r.returncode, r.stderr, 0)
     assert sf.info(str(tmp_path / "d.wav")).frames > 0
     ref = tmp_path / "ref"
-    r = subprocess.run([P, "-m", "moshi_mlx.convert", *DEMO, "--out", str(ref), "--weights-dtype", "float32", "--quiet"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [P, "-m", "moshi_mlx.convert", *DEMO, "--out", str(ref), "--weights-dtype", "float32", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     _clean(r.returncode, r.stderr, 0)
-    r = subprocess.run([P, "-m", "moshi_mlx.quality", str(ref), str(ref), "--codes", str(tok)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [P, "-m", "moshi_mlx.quality", str(ref), str(ref), "--codes", str(tok)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     _clean(r.returncode, r.stderr, 0)
     assert f"codes {tok}" in r.stdout and "100.0%" in r.stdout  # a model agrees with itself
-    r = subprocess.run([P, "-m", "moshi_mlx.convert", str(ref), "--out", str(tmp_path / "q8"), "-q", "--q-bits", "8",
-                        "--eval", "--eval-codes", str(tok), "--quiet"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            P,
+            "-m",
+            "moshi_mlx.convert",
+            str(ref),
+            "--out",
+            str(tmp_path / "q8"),
+            "-q",
+            "--q-bits",
+            "8",
+            "--eval",
+            "--eval-codes",
+            str(tok),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     _clean(r.returncode, r.stderr, 0)
     assert f"codes {tok}" in r.stdout

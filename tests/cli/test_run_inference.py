@@ -25,8 +25,21 @@ def _sine(path, rate, seconds=2.0, channels=1):
 def test_formats_rates_and_outputs(tmp_path, name, rate, channels):
     seconds = _sine(tmp_path / name, rate, channels=channels)
     out, tr, tok = tmp_path / "out.wav", tmp_path / "t.json", tmp_path / "tok.npz"
-    rc = main([str(tmp_path / name), str(out), "--model", "random-tiny", "--seed", "3", "--transcript", str(tr),
-               "--save-tokens", str(tok), "--quiet"])
+    rc = main(
+        [
+            str(tmp_path / name),
+            str(out),
+            "--model",
+            "random-tiny",
+            "--seed",
+            "3",
+            "--transcript",
+            str(tr),
+            "--save-tokens",
+            str(tok),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     audio, sr = sf.read(out)
     n_frames = int(np.ceil(seconds * 24000 / 1920))
@@ -45,8 +58,23 @@ def test_fixed_seed_output_is_stable(tmp_path):
     runs = []
     for i in range(2):
         tok = tmp_path / f"tok{i}.npz"
-        assert main([str(tmp_path / "in.wav"), "--model", "random-tiny", "--seed", "7", "--temp", "0.8",
-                     "--save-tokens", str(tok), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    str(tmp_path / "in.wav"),
+                    "--model",
+                    "random-tiny",
+                    "--seed",
+                    "7",
+                    "--temp",
+                    "0.8",
+                    "--save-tokens",
+                    str(tok),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         runs.append(np.load(tok))
     np.testing.assert_array_equal(runs[0]["text"], runs[1]["text"])
     np.testing.assert_array_equal(runs[0]["audio"], runs[1]["audio"])
@@ -66,16 +94,43 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert main([str(junk), "--model", "random-tiny", "--quiet"]) == 2
     assert "error:" in capsys.readouterr().err
     _sine(tmp_path / "ok.wav", 24000, seconds=0.5)
-    assert main([str(tmp_path / "ok.wav"), "--moshi-weight", str(tmp_path / "missing.safetensors"),
-                 "--mimi-weight", str(tmp_path / "m.safetensors"), "--tokenizer", str(tmp_path / "t.model"),
-                 "--lm-config", "moshi_mlx/configs/random-tiny.json", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                str(tmp_path / "ok.wav"),
+                "--moshi-weight",
+                str(tmp_path / "missing.safetensors"),
+                "--mimi-weight",
+                str(tmp_path / "m.safetensors"),
+                "--tokenizer",
+                str(tmp_path / "t.model"),
+                "--lm-config",
+                "moshi_mlx/configs/random-tiny.json",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "missing.safetensors" in err and len(err.strip().splitlines()) == 1
 
 
 def test_module_entry_point(tmp_path):
     _sine(tmp_path / "in.wav", 24000, seconds=0.5)
-    r = subprocess.run([sys.executable, "-m", "moshi_mlx.run_inference", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"),
-                        "--model", "random-tiny", "--quiet"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moshi_mlx.run_inference",
+            str(tmp_path / "in.wav"),
+            str(tmp_path / "o.wav"),
+            "--model",
+            "random-tiny",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "x real time" in r.stderr

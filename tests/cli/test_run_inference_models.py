@@ -5,7 +5,6 @@ import json
 
 import mlx.core as mx
 import numpy as np
-import pytest
 import soundfile as sf
 
 from moshi_mlx.cli.run_inference import main
@@ -16,8 +15,15 @@ from moshi_mlx.weights.lm_loader import save_lm
 from ..models.lm_fixtures import fixture_config
 
 # the Hibiki-shaped config of the LM oracle fixtures (scripts/make_fixtures_lm.py), narrower still
-HIBIKI_NARROW = dict(fixture_config("hibiki2b_narrow"), dim=64, text_card=500, depformer_dim=32,
-                     depformer_dim_feedforward=132, depformer_num_heads=2, depformer_num_layers=1)
+HIBIKI_NARROW = dict(
+    fixture_config("hibiki2b_narrow"),
+    dim=64,
+    text_card=500,
+    depformer_dim=32,
+    depformer_dim_feedforward=132,
+    depformer_num_heads=2,
+    depformer_num_layers=1,
+)
 
 
 def _tokenizer(path):
@@ -25,8 +31,9 @@ def _tokenizer(path):
 
     corpus = path.parent / "corpus.txt"
     corpus.write_text("hello world this is a test of the speech model\n" * 40)
-    spm.SentencePieceTrainer.Train(input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=20,
-                                   minloglevel=2)
+    spm.SentencePieceTrainer.Train(
+        input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=20, minloglevel=2
+    )
     return path
 
 
@@ -47,9 +54,27 @@ def _audio(path, seconds=1.0):
 
 def _run(d, tmp_path, *extra):
     tok = tmp_path / f"tok{len(list(tmp_path.glob('tok*.npz')))}.npz"
-    args = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--lm-config", str(d / "config.json"),
-            "--moshi-weight", str(d / "model.safetensors"), "--mimi-weight", "random", "--tokenizer",
-            str(d / "tok.model"), "--save-tokens", str(tok), "--temp", "0", "--temp-text", "0", "--quiet", "--force", *extra]
+    args = [
+        str(tmp_path / "in.wav"),
+        str(tmp_path / "out.wav"),
+        "--lm-config",
+        str(d / "config.json"),
+        "--moshi-weight",
+        str(d / "model.safetensors"),
+        "--mimi-weight",
+        "random",
+        "--tokenizer",
+        str(d / "tok.model"),
+        "--save-tokens",
+        str(tok),
+        "--temp",
+        "0",
+        "--temp-text",
+        "0",
+        "--quiet",
+        "--force",
+        *extra,
+    ]
     assert main(args) == 0
     return np.load(tok)
 
@@ -72,8 +97,16 @@ def test_hibiki_shaped_with_cfg(tmp_path):
 
 
 def test_speech_to_text_writes_transcript_only(tmp_path, capsys):
-    stt = dict(HIBIKI_NARROW, n_q=8, dep_q=0, delays=[0] * 9, conditioners={}, fuser={}, model_type="stt",
-               stt_config={"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.25})
+    stt = dict(
+        HIBIKI_NARROW,
+        n_q=8,
+        dep_q=0,
+        delays=[0] * 9,
+        conditioners={},
+        fuser={},
+        model_type="stt",
+        stt_config={"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.25},
+    )
     for k in [k for k in stt if k.startswith("depformer")]:
         stt.pop(k)
     stt.pop("conditioners")

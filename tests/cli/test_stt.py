@@ -55,8 +55,9 @@ def test_words_mode_and_same_result_run_to_run(tmp_path, capsys):
 def test_simulated_microphone(tmp_path, capsys):
     _speech(tmp_path / "mic.wav", seconds=1.2, rate=48000)
     out = tmp_path / "live.json"
-    assert stt.main(["--model", "random-tiny-stt", "--simulate", str(tmp_path / "mic.wav"), "--transcript",
-                     str(out)]) == 0
+    assert (
+        stt.main(["--model", "random-tiny-stt", "--simulate", str(tmp_path / "mic.wav"), "--transcript", str(out)]) == 0
+    )
     err = capsys.readouterr().err
     assert "simulated microphone" in err and "transcript saved" in err
     words = json.loads(out.read_text())["words"]
@@ -80,26 +81,44 @@ def test_pytorch_layout_stt_checkpoint_with_unused_depformer_in(tmp_path, capsys
     (d / "config.json").write_text(json.dumps(cfg_d))
     _speech(tmp_path / "in.wav")
     out = tmp_path / "t.json"
-    assert stt.main([str(tmp_path / "in.wav"), "--moshi-weight", str(d / "model.safetensors"), "--mimi-weight",
-                     "random", "--tokenizer", "none", "--transcript", str(out), "--quiet"]) == 0
+    assert (
+        stt.main(
+            [
+                str(tmp_path / "in.wav"),
+                "--moshi-weight",
+                str(d / "model.safetensors"),
+                "--mimi-weight",
+                "random",
+                "--tokenizer",
+                "none",
+                "--transcript",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["text"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["missing.wav"], "missing.wav"),
-    (["{empty}"], "empty.wav"),
-    (["{wav}", "--transcript", "out.docx"], "format"),
-    (["{wav}", "--transcript", "nowhere/out.json"], "does not exist"),
-    (["{wav}", "--vad-threshold", "2"], "--vad-threshold"),
-    (["{wav}", "--simulate", "{wav}"], "not both"),
-    ([""], "empty path"),  # it was the microphone
-    (["--simulate", " "], "empty path"),
-    (["{wav}", "--temp", "-1"], "temperature"),
-    (["{wav}", "--model", "random-tiny"], "not a speech-to-text model"),
-    (["{wav}", "--model", "random-tiny-helium"], "text-only"),
-    (["{wav}", "--duration", "0"], "--duration"),
-    (["{wav}", "--transcript", "old.json"], "already exists"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["missing.wav"], "missing.wav"),
+        (["{empty}"], "empty.wav"),
+        (["{wav}", "--transcript", "out.docx"], "format"),
+        (["{wav}", "--transcript", "nowhere/out.json"], "does not exist"),
+        (["{wav}", "--vad-threshold", "2"], "--vad-threshold"),
+        (["{wav}", "--simulate", "{wav}"], "not both"),
+        ([""], "empty path"),  # it was the microphone
+        (["--simulate", " "], "empty path"),
+        (["{wav}", "--temp", "-1"], "temperature"),
+        (["{wav}", "--model", "random-tiny"], "not a speech-to-text model"),
+        (["{wav}", "--model", "random-tiny-helium"], "text-only"),
+        (["{wav}", "--duration", "0"], "--duration"),
+        (["{wav}", "--transcript", "old.json"], "already exists"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     _speech(tmp_path / "in.wav", seconds=0.5)
@@ -116,9 +135,18 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
 
 
 def test_unknown_input_device_is_one_line(capsys, monkeypatch):
-    monkeypatch.setattr(devices, "_devices", lambda: [
-        {"name": "Built-in Microphone", "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0},
-    ])
+    monkeypatch.setattr(
+        devices,
+        "_devices",
+        lambda: [
+            {
+                "name": "Built-in Microphone",
+                "max_input_channels": 1,
+                "max_output_channels": 0,
+                "default_samplerate": 48000.0,
+            },
+        ],
+    )
 
     class FakeSd:
         class default:
@@ -131,8 +159,12 @@ def test_unknown_input_device_is_one_line(capsys, monkeypatch):
 
 def test_module_entry_point(tmp_path):
     _speech(tmp_path / "in.wav", seconds=0.5)
-    r = subprocess.run([sys.executable, "-m", "moshi_mlx.stt", str(tmp_path / "in.wav"), "--model", "random-tiny-stt",
-                        "--quiet"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "moshi_mlx.stt", str(tmp_path / "in.wav"), "--model", "random-tiny-stt", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "real time" in r.stderr and r.stdout == ""
 
@@ -144,9 +176,23 @@ def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path):
 
     _speech(tmp_path / "mic.wav", seconds=30.0)
     out = tmp_path / "t.json"
-    p = subprocess.Popen([sys.executable, "-m", "moshi_mlx.stt", "--model", "random-tiny-stt", "--simulate",
-                          str(tmp_path / "mic.wav"), "--transcript", str(out), "--words"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "moshi_mlx.stt",
+            "--model",
+            "random-tiny-stt",
+            "--simulate",
+            str(tmp_path / "mic.wav"),
+            "--transcript",
+            str(out),
+            "--words",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     line = ""
     while time.monotonic() < deadline and not line:
@@ -174,13 +220,44 @@ def test_quantized_stt_folder(tmp_path, capsys):
     assert convert.run([str(src), "--out", str(tmp_path / "q4"), "-q", "--q-bits", "4"]) == 0
     _speech(tmp_path / "in.wav")
     out = tmp_path / "t.json"
-    assert stt.main([str(tmp_path / "in.wav"), "--hf-repo", str(tmp_path / "q4"), "--mimi-weight", "random",
-                     "--tokenizer", "none", "--transcript", str(out), "--quiet"]) == 0
+    assert (
+        stt.main(
+            [
+                str(tmp_path / "in.wav"),
+                "--hf-repo",
+                str(tmp_path / "q4"),
+                "--mimi-weight",
+                "random",
+                "--tokenizer",
+                "none",
+                "--transcript",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["words"]
     # the transcript never goes over a file of the model folder (it did with --force)
     cfg_file = tmp_path / "q4" / "config.json"
     before = cfg_file.read_bytes()
-    assert stt.main([str(tmp_path / "in.wav"), "--hf-repo", str(tmp_path / "q4"), "--mimi-weight", "random",
-                     "--tokenizer", "none", "--transcript", str(cfg_file), "--force", "--quiet"]) == 2
+    assert (
+        stt.main(
+            [
+                str(tmp_path / "in.wav"),
+                "--hf-repo",
+                str(tmp_path / "q4"),
+                "--mimi-weight",
+                "random",
+                "--tokenizer",
+                "none",
+                "--transcript",
+                str(cfg_file),
+                "--force",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "--hf-repo and --transcript are the same file" in capsys.readouterr().err
     assert cfg_file.read_bytes() == before

@@ -21,8 +21,20 @@ def _speech_then_pause(path, speech_s=1.0, pause_s=2.5):
 def test_file_to_wav_and_transcript(tmp_path, capsys):
     _speech_then_pause(tmp_path / "fr.wav")
     out, tr = tmp_path / "en.wav", tmp_path / "en.json"
-    assert translate.main([str(tmp_path / "fr.wav"), str(out), "--transcript", str(tr), "--model",
-                           "random-tiny-hibiki-zero", "--quiet"]) == 0
+    assert (
+        translate.main(
+            [
+                str(tmp_path / "fr.wav"),
+                str(out),
+                "--transcript",
+                str(tr),
+                "--model",
+                "random-tiny-hibiki-zero",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "x real time" in err
     audio, rate = sf.read(out)
@@ -33,16 +45,35 @@ def test_file_to_wav_and_transcript(tmp_path, capsys):
 
 def test_live_simulated_pause_ends_the_turn(tmp_path, capsys):
     _speech_then_pause(tmp_path / "mic.wav")
-    assert translate.main(["--model", "random-tiny-hibiki-zero", "--simulate", str(tmp_path / "mic.wav"),
-                           "--end-silence", "0.5", "--echo-cancel", "off", "--max-lag-ms", "off"]) == 0
+    assert (
+        translate.main(
+            [
+                "--model",
+                "random-tiny-hibiki-zero",
+                "--simulate",
+                str(tmp_path / "mic.wav"),
+                "--end-silence",
+                "0.5",
+                "--echo-cancel",
+                "off",
+                "--max-lag-ms",
+                "off",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "1 turns ended" in err, err
 
 
 def test_refusals(tmp_path, capsys):
     _speech_then_pause(tmp_path / "fr.wav")
-    assert translate.main(["--model", "random-tiny-hibiki-zero", str(tmp_path / "fr.wav"), "--simulate",
-                           str(tmp_path / "fr.wav")]) == 2
+    assert (
+        translate.main(
+            ["--model", "random-tiny-hibiki-zero", str(tmp_path / "fr.wav"), "--simulate", str(tmp_path / "fr.wav")]
+        )
+        == 2
+    )
     assert "--simulate is for the live mode" in capsys.readouterr().err
     with pytest.raises(UsageError, match="not a translation model"):
         translate._check_translates(moshi_mlx.load("random-tiny"))

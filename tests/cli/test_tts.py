@@ -44,24 +44,35 @@ def test_text_from_stdin(tmp_path, monkeypatch):
 
 def test_python_m_entry_point_reads_piped_text(tmp_path):
     out = tmp_path / "p.wav"
-    r = subprocess.run([sys.executable, "-m", "moshi_mlx.tts", "-", str(out)] + DEMO, input="piped words",
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "moshi_mlx.tts", "-", str(out)] + DEMO,
+        input="piped words",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert sf.info(out).frames > 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["hello", "{tmp}/o.wav", "--model", "tts-tiny"], "--voice is required"),
-    (["   ", "{tmp}/o.wav"] + DEMO, "the text to speak is empty"),
-    (["hello", "{tmp}/no/such/dir/o.wav"] + DEMO, "folder {tmp}/no/such/dir does not exist"),
-    (["hello", "{tmp}/o.xyz"] + DEMO, "has '.xyz'; expected .wav"),
-    (["hello", "{tmp}/o.wav", "--seed", "-1"] + DEMO, "--seed"),
-    (["hello", "{tmp}/o.wav", "--temp", "nan"] + DEMO, "--temp"),
-    (["hello", "{tmp}/o.wav", "--transcript", "{tmp}/o.wav"] + DEMO, "are the same file"),
-    (["hello", "{tmp}/o.wav", "--model", "tts-tiny", "--voice", "{tmp}/missing.safetensors"], "voice file not found"),
-    (["hello", "{tmp}/o.wav", "--cfg-coef", "2.2"] + DEMO, "--cfg-coef in 1.0, 1.5"),
-    (["--text-file", "{tmp}/nothing.txt", "{tmp}/o.wav"] + DEMO, "text file not found"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["hello", "{tmp}/o.wav", "--model", "tts-tiny"], "--voice is required"),
+        (["   ", "{tmp}/o.wav"] + DEMO, "the text to speak is empty"),
+        (["hello", "{tmp}/no/such/dir/o.wav"] + DEMO, "folder {tmp}/no/such/dir does not exist"),
+        (["hello", "{tmp}/o.xyz"] + DEMO, "has '.xyz'; expected .wav"),
+        (["hello", "{tmp}/o.wav", "--seed", "-1"] + DEMO, "--seed"),
+        (["hello", "{tmp}/o.wav", "--temp", "nan"] + DEMO, "--temp"),
+        (["hello", "{tmp}/o.wav", "--transcript", "{tmp}/o.wav"] + DEMO, "are the same file"),
+        (
+            ["hello", "{tmp}/o.wav", "--model", "tts-tiny", "--voice", "{tmp}/missing.safetensors"],
+            "voice file not found",
+        ),
+        (["hello", "{tmp}/o.wav", "--cfg-coef", "2.2"] + DEMO, "--cfg-coef in 1.0, 1.5"),
+        (["--text-file", "{tmp}/nothing.txt", "{tmp}/o.wav"] + DEMO, "text file not found"),
+    ],
+)
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert main(args) == 2
@@ -98,8 +109,9 @@ def test_voice_file_in_the_published_layout(tmp_path):
     import mlx.core as mx
 
     v = tmp_path / "v.safetensors"
-    save_safetensors(v, {"speaker_wavs": mx.array(np.random.default_rng(0).standard_normal((1, 32, 20)),
-                                                  dtype=mx.float32)})
+    save_safetensors(
+        v, {"speaker_wavs": mx.array(np.random.default_rng(0).standard_normal((1, 32, 20)), dtype=mx.float32)}
+    )
     assert main(["hi there", str(tmp_path / "o.wav"), "--model", "tts-tiny", "--voice", str(v), "--quiet"]) == 0
     bad = tmp_path / "bad.safetensors"
     save_safetensors(bad, {"other": mx.zeros((1, 32, 20))})
@@ -122,16 +134,33 @@ def tts_folder(tmp_path, monkeypatch):
     folder = tmp_path / "tts-model"
     write_random_checkpoint(LmConfig.from_dict(d), folder, seed=4, dtype="bfloat16", name="dsm_tts.safetensors")
     (tmp_path / "c.txt").write_text("bonjour le monde hello world speak this text\n" * 30)
-    spm.SentencePieceTrainer.Train(input=str(tmp_path / "c.txt"), model_prefix=str(folder / "tok"), vocab_size=24,
-                                   minloglevel=2)
+    spm.SentencePieceTrainer.Train(
+        input=str(tmp_path / "c.txt"), model_prefix=str(folder / "tok"), vocab_size=24, minloglevel=2
+    )
     return folder
 
 
 @pytest.mark.parametrize("extra", [[], ["--quantize", "8", "--n-q", "3"]])
 def test_local_model_folder_pytorch_layout(tmp_path, tts_folder, extra):
     out = tmp_path / "f.wav"
-    rc = main(["hello world", str(out), "--hf-repo", str(tts_folder), "--voice", "random", "--mimi-weight", "random",
-               "--temp", "0", "--quiet", "--max-steps", "60"] + extra)
+    rc = main(
+        [
+            "hello world",
+            str(out),
+            "--hf-repo",
+            str(tts_folder),
+            "--voice",
+            "random",
+            "--mimi-weight",
+            "random",
+            "--temp",
+            "0",
+            "--quiet",
+            "--max-steps",
+            "60",
+        ]
+        + extra
+    )
     assert rc == 0
     assert sf.info(out).frames > 0 and sf.info(out).frames % 1920 == 0
 
@@ -153,8 +182,21 @@ def test_converted_q4_folder(tmp_path, tts_folder):
     assert convert(["--hf-repo", str(tts_folder), "--out", str(out), "-q", "--quiet"]) == 0
     f = SafetensorsFile(out / "model.q4.safetensors")
     assert "transformer.layers.0.cross_attention.in_proj.scales" in f  # cross-attention quantized too
-    rc = main(["hello world", str(tmp_path / "q.wav"), "--hf-repo", str(out), "--voice", "random",
-               "--mimi-weight", "random", "--quiet", "--max-steps", "60"])
+    rc = main(
+        [
+            "hello world",
+            str(tmp_path / "q.wav"),
+            "--hf-repo",
+            str(out),
+            "--voice",
+            "random",
+            "--mimi-weight",
+            "random",
+            "--quiet",
+            "--max-steps",
+            "60",
+        ]
+    )
     assert rc == 0 and sf.info(tmp_path / "q.wav").frames > 0
 
 
@@ -166,8 +208,11 @@ def test_sigterm_mid_run_is_one_line_and_leaves_no_output(tmp_path):
 
     out = tmp_path / "long.wav"
     text = " ".join(["a long sentence that keeps the demo model busy for a while"] * 40)
-    p = subprocess.Popen([sys.executable, "-m", "moshi_mlx.tts", text, str(out), "--max-steps", "30000"] + DEMO,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "moshi_mlx.tts", text, str(out), "--max-steps", "30000"] + DEMO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("*.partial*")) and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -187,9 +232,13 @@ def test_disk_full_names_outfile_and_keeps_the_old_one(tmp_path):
     out = tmp_path / "o.wav"
     out.write_bytes(b"an older result")
     text = " ".join(["a sentence long enough to need more than the limit"] * 4)
-    r = subprocess.run([sys.executable, "-m", "moshi_mlx.tts", text, str(out), "--force"] + DEMO,
-                       capture_output=True, text=True, timeout=120,
-                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)))
+    r = subprocess.run(
+        [sys.executable, "-m", "moshi_mlx.tts", text, str(out), "--force"] + DEMO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)),
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: file too large (file size limit reached)"
     assert out.read_bytes() == b"an older result"

@@ -131,8 +131,9 @@ def test_upcast_within_budget_keeps_the_rest_bf16():
     _steps(lm, 2, fmt)  # bf16 activations through fp32 depformer layers (cast around them)
     q = models.random_lm(_cfg(), seed=5, dtype=mx.bfloat16)
     quantize_model(q, bits=8, group_size=64)  # layers whose width 64 does not divide stay bf16
-    leftovers = sum(m.weight.size * 2 for _, m in q.named_modules()
-                    if type(m) is nn.Linear and m.weight.dtype == mx.bfloat16)
+    leftovers = sum(
+        m.weight.size * 2 for _, m in q.named_modules() if type(m) is nn.Linear and m.weight.dtype == mx.bfloat16
+    )
     packed = {p: m.weight for p, m in q.named_modules() if isinstance(m, nn.QuantizedLinear)}
     assert leftovers > 0 and packed
     fmt = prepare_lm(q, upcast=True, upcast_budget=2**40)
@@ -234,9 +235,19 @@ def test_memory_warning_reaches_the_cli_user(monkeypatch, capsys):
 
     metal = _FakeMetal(recommended=1000)  # far below the demo model's weights
     metal.install(monkeypatch)
-    args = argparse.Namespace(model="random-tiny", hf_repo=None, quantize=None, moshi_weight=None, mimi_weight=None,
-                              tokenizer=None, lm_config=None, dtype="auto", mimi_backend="auto", offline=False,
-                              seed=0)
+    args = argparse.Namespace(
+        model="random-tiny",
+        hf_repo=None,
+        quantize=None,
+        moshi_weight=None,
+        mimi_weight=None,
+        tokenizer=None,
+        lm_config=None,
+        dtype="auto",
+        mimi_backend="auto",
+        offline=False,
+        seed=0,
+    )
     monkeypatch.setattr(loading, "load", lambda **kw: _with_gpu_format(loading, kw))
     model = loading.load_session(args)
     assert model.warnings and model.warnings[0] == model.compute.memory_warning

@@ -101,8 +101,11 @@ def test_compiled_step_continues_on_another_thread():
     assert got == expected
 
 
-@pytest.mark.parametrize("over", [dict(dep_q=0, delays=[0] * 5), dict(n_q=0, dep_q=0, delays=[0], text_card_out=1001)],
-                         ids=["stt-like", "helium-like"])
+@pytest.mark.parametrize(
+    "over",
+    [dict(dep_q=0, delays=[0] * 5), dict(n_q=0, dep_q=0, delays=[0], text_card_out=1001)],
+    ids=["stt-like", "helium-like"],
+)
 def test_compiled_step_without_depformer(over):
     cfg = _tiny(context=40, **over)
     eager, le, _ = _generate(cfg, False, 50)

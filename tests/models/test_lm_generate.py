@@ -35,8 +35,9 @@ STT_LIKE = dict(dep_q=0, delays=[0] * 5)  # text only out, all audio in (like Ky
 HELIUM_LIKE = dict(n_q=0, dep_q=0, delays=[0], text_card_out=1001)  # text LM
 
 
-@pytest.mark.parametrize("context,steps,over", [(64, 4200, {}), (None, 150, {}), (16, 60, STT_LIKE),
-                                                (16, 60, HELIUM_LIKE)])
+@pytest.mark.parametrize(
+    "context,steps,over", [(64, 4200, {}), (None, 150, {}), (16, 60, STT_LIKE), (16, 60, HELIUM_LIKE)]
+)
 def test_streaming_equals_teacher_forced_batch(context, steps, over):
     """Feeding frame t at call t runs training position t + 1: the batch forward of the
     generated sequence predicts exactly the generated tokens, across ~65 wraps of a 64-slot
@@ -88,9 +89,21 @@ def test_first_call_runs_position_zero_and_audio_lags_by_the_delay():
 
 def test_cfg_uses_the_null_condition():
     cfg = models.lm_preset("random-tiny").to_dict()
-    cfg.update(conditioners={"description": {"type": "lut", "lut": {
-        "n_bins": 5, "dim": 8, "tokenizer": "noop", "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"]}}},
-        fuser={"sum": ["description"]}, model_type="hibiki")
+    cfg.update(
+        conditioners={
+            "description": {
+                "type": "lut",
+                "lut": {
+                    "n_bins": 5,
+                    "dim": 8,
+                    "tokenizer": "noop",
+                    "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"],
+                },
+            }
+        },
+        fuser={"sum": ["description"]},
+        model_type="hibiki",
+    )
     cfg = LmConfig.from_dict(cfg)
     lm = models.random_lm(cfg, seed=3)
 

@@ -45,8 +45,9 @@ def test_greedy_generation_matches_reference(case, compiled):
     step s == our position s, and our call t runs position t + 1. Both frame steps: the
     eager one and the compiled fixed-shape one (models/frame_step.py, the GPU path)."""
     name, cfg, lm, data = case
-    gen = LmGen(lm, temp=0.0, temp_text=0.0, cfg_coef=float(data["cfg_coef"]),
-                compute=ComputeFormat(compiled=compiled))  # as stored (float32), the step compiled or not
+    gen = LmGen(
+        lm, temp=0.0, temp_text=0.0, cfg_coef=float(data["cfg_coef"]), compute=ComputeFormat(compiled=compiled)
+    )  # as stored (float32), the step compiled or not
     assert gen.compiled == (compiled and compiled_step_supported(lm) is None)
     ref_text, ref_audio, user = data["gen_text"], data["gen_audio"], data["user"]
     steps = user.shape[0]
@@ -82,9 +83,14 @@ def test_hibiki_zero_case_has_every_feature_and_the_marker():
     _, _, data = load_case("hibiki_zero_narrow")
     from moshi_mlx.models.config import LmConfig
     import json
+
     cfg = LmConfig.from_dict(json.loads(str(data["config"])))
     assert (cfg.kv_repeat, cfg.positional_embedding, cfg.hidden_scale, cfg.depformer_dim_feedforward) == (
-        2, "rope_concat", 6, None)
+        2,
+        "rope_concat",
+        6,
+        None,
+    )
     assert cfg.depformer_norm == "layer_norm" and cfg.dep_weights == 9 and (cfg.n_q, cfg.dep_q) == (32, 16)
     assert cfg.conditioners == {} and cfg.model_type == "hibiki"
     user = data["user"]

@@ -59,7 +59,9 @@ def _stream_encode(m, pcm, frames_per_call=1):
 def _stream_decode(m, codes, frames_per_call=1):
     m.reset()
     k = frames_per_call
-    return np.concatenate([np.array(m.decode_step(codes[..., i : i + k])) for i in range(0, codes.shape[-1], k)], axis=2)
+    return np.concatenate(
+        [np.array(m.decode_step(codes[..., i : i + k])) for i in range(0, codes.shape[-1], k)], axis=2
+    )
 
 
 @pytest.mark.parametrize("name", ["small", "variant", "full"])

@@ -31,10 +31,15 @@ def test_options_are_frozen_checked_and_named():
     with pytest.raises(dataclasses.FrozenInstanceError):
         o.temp = 1.0
     assert o.seed == DEFAULT_SEED and o.temp_text is None
-    for bad, msg in [({"temp": float("nan")}, "temp must be a finite number"), ({"top_p_text": 2}, "top_p_text"),
-                     ({"top_k": -1}, "top_k"), ({"seed": -1}, r"seed must be in \[0, 2\*\*32\)"),
-                     ({"seed": 2**32}, "seed"), ({"use_sampling": "yes"}, "use_sampling"),
-                     ({"cfg_coef": float("inf")}, "cfg_coef")]:
+    for bad, msg in [
+        ({"temp": float("nan")}, "temp must be a finite number"),
+        ({"top_p_text": 2}, "top_p_text"),
+        ({"top_k": -1}, "top_k"),
+        ({"seed": -1}, r"seed must be in \[0, 2\*\*32\)"),
+        ({"seed": 2**32}, "seed"),
+        ({"use_sampling": "yes"}, "use_sampling"),
+        ({"cfg_coef": float("inf")}, "cfg_coef"),
+    ]:
         with pytest.raises(UsageError, match=msg):
             SamplingOptions(**bad)
     with pytest.raises(UsageError, match="unknown sampling option.*temperature; known: temp, temp_text"):
@@ -69,8 +74,13 @@ def test_prebuilt_samplers_replace_the_options(compiled):
     lm = _lm(context=64)
     fmt = ComputeFormat(compiled=compiled)
     ref = _run(models.LmGen(lm, temp=0.7, temp_text=0.6, seed=2, compute=fmt))
-    own = models.LmGen(lm, seed=2, compute=fmt, text_sampler=lambda lg, k: Sampler(0.6, 25)(lg, k),
-                       audio_sampler=lambda lg, k: Sampler(0.7, 250)(lg, k))
+    own = models.LmGen(
+        lm,
+        seed=2,
+        compute=fmt,
+        text_sampler=lambda lg, k: Sampler(0.6, 25)(lg, k),
+        audio_sampler=lambda lg, k: Sampler(0.7, 250)(lg, k),
+    )
     assert own.compiled == compiled and _run(own) == ref
     three = models.LmGen(lm, compute=fmt, audio_sampler=lambda lg, k: mx.full((lg.shape[0],), 3, mx.int32))
     frames = [audio for _, audio in _run(three, 8) if audio is not None]
@@ -89,8 +99,9 @@ def test_logits_processors_run_on_the_text_logits_in_order():
         assert int(mx.argmax(logits[0])) == 5
         return logits
 
-    gen = models.LmGen(lm, temp=0.0, temp_text=0.0, logits_processors=[force, log],
-                       compute=ComputeFormat(compiled=True))
+    gen = models.LmGen(
+        lm, temp=0.0, temp_text=0.0, logits_processors=[force, log], compute=ComputeFormat(compiled=True)
+    )
     texts = [t for t, _ in _run(gen, 4)]
     assert texts == [5] * 4 and gen.prefix_text_token == 5 and seen == [0, 1, 2, 3, 4]
     assert not gen.compiled  # processors run in Python: the eager step

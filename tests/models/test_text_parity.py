@@ -109,7 +109,7 @@ def test_stt_end_to_end_audio_in_matches_reference():
     pcm = data["pcm16"].astype(np.float32) / 32768.0
     tr.reset()
     for i in range(0, len(pcm), 4000):  # fed in pieces that are not frames
-        tr.feed(pcm[i:i + 4000])
+        tr.feed(pcm[i : i + 4000])
     tr.flush()
     ref_text = data["gen_text"][1:].tolist()  # [0]: the reference's dummy first frame
     assert len(ref_text) == tr.frames >= 200
@@ -126,5 +126,7 @@ def test_stt_end_to_end_audio_in_matches_reference():
     worst = 0.0
     for t in range(tr.frames):
         gen.step(data["mimi_codes"][:, t].astype(np.int64))
-        worst = max(worst, float(np.max(np.abs(np.array(mx.stack(gen.extra_heads())[:, 0]) - data["gen_heads"][t + 1]))))
+        worst = max(
+            worst, float(np.max(np.abs(np.array(mx.stack(gen.extra_heads())[:, 0]) - data["gen_heads"][t + 1])))
+        )
     assert worst < 1e-4

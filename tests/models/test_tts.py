@@ -9,8 +9,17 @@ import pytest
 from moshi_mlx.errors import ConfigError, UsageError
 from moshi_mlx.models import lm_preset
 from moshi_mlx.models.config import LmConfig
-from moshi_mlx.models.tts import (MAX_SPEAKERS, Entry, StateMachine, TokenIds, TtsGen, TtsSettings, audio_window,
-                                  script_to_entries, voice_condition)
+from moshi_mlx.models.tts import (
+    MAX_SPEAKERS,
+    Entry,
+    StateMachine,
+    TokenIds,
+    TtsGen,
+    TtsSettings,
+    audio_window,
+    script_to_entries,
+    voice_condition,
+)
 from moshi_mlx.modules.cross_attention import CrossAttention, _rows
 from moshi_mlx.runtime.transcript import ByteTokenizer
 from moshi_mlx.weights.random_state import random_lm
@@ -64,7 +73,7 @@ def test_pause_entries_force_padding_without_text():
 
 def test_script_to_entries_breaks_speakers_and_padding():
     tok = ByteTokenizer()
-    e = script_to_entries(tok, IDS, 12.5, ["Hi (there): x", "<break time=\"0.4s\"/>ok"], padding_between=1)
+    e = script_to_entries(tok, IDS, 12.5, ["Hi (there): x", '<break time="0.4s"/>ok'], padding_between=1)
     assert [x.text for x in e] == ["Hi", "there", "x", "", "ok"]
     assert e[0].tokens == [IDS.main] + tok.encode("Hi") and e[0].padding == 1 + 3 - 1
     assert e[3].tokens == [] and e[3].padding == 5  # 0.4 s at 12.5 Hz
@@ -127,4 +136,4 @@ def test_quantized_tts_model_generates():
     gen = TtsGen(lm, s, [np.ones((32, 5), np.float32)], temp=0.0)
     res = gen.generate(script_to_entries(ByteTokenizer(), gen.token_ids, 12.5, ["hi"]))
     assert res.frames.shape[1] == 1 + lm.cfg.dep_q and res.end_step is not None
-    assert (res.frames[s.delay_steps + 2:, 1:] >= 0).all()
+    assert (res.frames[s.delay_steps + 2 :, 1:] >= 0).all()

@@ -45,8 +45,14 @@ def test_tts_greedy_matches_reference(name):
     cross-attention, the voice as a 16-frame audio prefix, 16 codebooks, a 5-token text
     head (text_card_out), real CFG masking the prefix in the null row (`tts_prefix_cfg`)."""
     cfg, lm, data, voice = _case(name)
-    entries = script_to_entries(ByteTokenizer(), TokenIds(cfg.text_card + 1), 12.5, json.loads(str(data["script"])),
-                                multi_speaker=bool(cfg.fuse_cross), padding_between=int(data["padding_between"]))
+    entries = script_to_entries(
+        ByteTokenizer(),
+        TokenIds(cfg.text_card + 1),
+        12.5,
+        json.loads(str(data["script"])),
+        multi_speaker=bool(cfg.fuse_cross),
+        padding_between=int(data["padding_between"]),
+    )
     assert [[e.tokens, e.text, e.padding] for e in entries] == json.loads(str(data["entries"]))
     settings = TtsSettings.from_config(cfg, 12.5, max_steps=int(data["max_steps"]))
     gen = TtsGen(lm, settings, [voice], cfg_coef=float(data["cfg_coef"]), temp=0.0, n_q=int(data["n_q"]))

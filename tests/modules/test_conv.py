@@ -60,15 +60,18 @@ def _stream(module, x, chunk):
     return np.array(mx.concatenate(outs, axis=1))
 
 
-@pytest.mark.parametrize("k,s,d,pad_mode,bias", [
-    (7, 1, 1, "constant", True),
-    (3, 1, 2, "constant", True),
-    (1, 1, 1, "constant", False),
-    (8, 4, 1, "constant", True),
-    (16, 8, 1, "constant", True),
-    (4, 2, 1, "replicate", False),
-    (5, 3, 1, "replicate", True),
-])
+@pytest.mark.parametrize(
+    "k,s,d,pad_mode,bias",
+    [
+        (7, 1, 1, "constant", True),
+        (3, 1, 2, "constant", True),
+        (1, 1, 1, "constant", False),
+        (8, 4, 1, "constant", True),
+        (16, 8, 1, "constant", True),
+        (4, 2, 1, "replicate", False),
+        (5, 3, 1, "replicate", True),
+    ],
+)
 def test_conv1d_matches_numpy_and_streams(k, s, d, pad_mode, bias):
     conv, w, b = _conv(3, 5, k, s, d, pad_mode, bias)
     x = RNG.standard_normal((2, 12 * s, 3)).astype(np.float32)
@@ -98,14 +101,17 @@ def test_conv1d_reset_starts_a_new_stream():
     np.testing.assert_array_equal(np.array(conv.step(x)), a)
 
 
-@pytest.mark.parametrize("k,s,depthwise,bias", [
-    (16, 8, False, True),
-    (4, 2, False, True),
-    (5, 2, False, False),  # kernel not a multiple of the stride
-    (3, 1, False, True),
-    (4, 2, True, False),
-    (7, 3, True, True),
-])
+@pytest.mark.parametrize(
+    "k,s,depthwise,bias",
+    [
+        (16, 8, False, True),
+        (4, 2, False, True),
+        (5, 2, False, False),  # kernel not a multiple of the stride
+        (3, 1, False, True),
+        (4, 2, True, False),
+        (7, 3, True, True),
+    ],
+)
 def test_convtr_matches_numpy_and_streams(k, s, depthwise, bias):
     cin = 4
     cout = cin if depthwise else 3

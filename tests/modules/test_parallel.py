@@ -5,8 +5,13 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from moshi_mlx.modules.parallel import (CastLinear, ParallelLinear, ParallelQuantizedLinear, parallelize_linears,
-                                        set_linear_class)
+from moshi_mlx.modules.parallel import (
+    CastLinear,
+    ParallelLinear,
+    ParallelQuantizedLinear,
+    parallelize_linears,
+    set_linear_class,
+)
 from moshi_mlx.runtime.workers import run_in_worker
 
 

@@ -53,7 +53,9 @@ def test_split_rvq_matches_numpy_cascade_and_decodes():
     assert codes.shape == (2, 9, 5)
     np.testing.assert_array_equal(codes[..., :1], _np_rvq(x, q.rvq_first, 1))
     np.testing.assert_array_equal(codes[..., 1:], _np_rvq(x, q.rvq_rest, 4))
-    ref = sum(np.array(q.rvq_first.layers[0].embedding)[codes[..., 0]] for _ in [0]) @ np.array(q.rvq_first.output_proj.weight)
+    ref = sum(np.array(q.rvq_first.layers[0].embedding)[codes[..., 0]] for _ in [0]) @ np.array(
+        q.rvq_first.output_proj.weight
+    )
     rest = sum(np.array(q.rvq_rest.layers[k].embedding)[codes[..., 1 + k]] for k in range(4))
     ref = ref + rest @ np.array(q.rvq_rest.output_proj.weight)
     np.testing.assert_allclose(np.array(q.decode(mx.array(codes))), ref, rtol=1e-5, atol=1e-5)

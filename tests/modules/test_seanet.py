@@ -14,7 +14,9 @@ HOP = CFG.hop_length  # 24
 
 def _randomize(m, seed):
     rng = np.random.default_rng(seed)
-    params = mlx.utils.tree_map(lambda p: mx.array(rng.standard_normal(p.shape).astype(np.float32) * 0.3), m.parameters())
+    params = mlx.utils.tree_map(
+        lambda p: mx.array(rng.standard_normal(p.shape).astype(np.float32) * 0.3), m.parameters()
+    )
     m.update(params)
     return m
 

@@ -69,7 +69,7 @@ def test_add_to_folds_the_residual_into_the_matmul(dtype):
     counts = graph_counts(got)
     assert counts["AddMM"] == 1 and "Add" not in counts and "Matmul" not in counts
     # one rounding instead of two: within an ulp of the activation dtype
-    tol = 1e-5 if dtype == mx.float32 else 2 ** -7
+    tol = 1e-5 if dtype == mx.float32 else 2**-7
     np.testing.assert_allclose(np.array(got.astype(mx.float32)), np.array(ref.astype(mx.float32)), rtol=tol, atol=tol)
     assert mx.array_equal(add_linear(lin, res, x), ref).item()  # any other layer: the plain sum
     # a bias or a cast between them: the plain sum, same result as before
@@ -130,7 +130,7 @@ def test_fused_norm_matches_the_float32_norm_within_bf16_rounding():
     fused = norm(x)
     assert fused.dtype == mx.bfloat16
     # two roundings instead of one: at most 2 bf16 ulps apart
-    np.testing.assert_allclose(np.array(fused.astype(mx.float32)), ref, rtol=2 ** -6, atol=1e-6)
+    np.testing.assert_allclose(np.array(fused.astype(mx.float32)), ref, rtol=2**-6, atol=1e-6)
     assert not np.array_equal(np.array(fused.astype(mx.float32)), ref)  # it is the other path
     x32 = x.astype(mx.float32)  # float32 inputs take the float32 path either way
     set_fused_norms(norm, False)

@@ -26,13 +26,16 @@ def _stream(m, x, chunk):
     return mx.concatenate(outs, axis=1)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(norm="rms_norm_f32", gating="silu"),
-    dict(norm="layer_norm", gating="none", layer_scale=0.01),
-    dict(norm="rms_norm", gating="silu", positional_embedding="sin"),
-    dict(norm="rms_norm_f32", gating="silu", kv_repeat=2),
-    dict(norm="layer_norm", gating="none", positional_embedding="rope_concat", context=None),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(norm="rms_norm_f32", gating="silu"),
+        dict(norm="layer_norm", gating="none", layer_scale=0.01),
+        dict(norm="rms_norm", gating="silu", positional_embedding="sin"),
+        dict(norm="rms_norm_f32", gating="silu", kv_repeat=2),
+        dict(norm="layer_norm", gating="none", positional_embedding="rope_concat", context=None),
+    ],
+)
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7])
 def test_streaming_equals_batch(kw, chunk):
     m = _model(**kw)

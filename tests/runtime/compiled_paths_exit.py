@@ -40,8 +40,14 @@ for _ in range(3):
 # the pipeline: the same compiled paths on its worker threads
 with model.conversation() as conv:
     conv.feed(np.zeros(24000 // 2, np.float32))
-print(json.dumps({"frame_step_threads": [len(gen._frame._per_thread), len(conv.generator._frame._per_thread)],
-                  "mimi_threads": [len(mimi._compiled[d]._per_thread) for d in ("encoder", "decoder")],
-                  "mimi_compiled_calls": [mimi._compiled[d].compiled_calls for d in ("encoder", "decoder")],
-                  "device": str(mx.default_device())}))
+print(
+    json.dumps(
+        {
+            "frame_step_threads": [len(gen._frame._per_thread), len(conv.generator._frame._per_thread)],
+            "mimi_threads": [len(mimi._compiled[d]._per_thread) for d in ("encoder", "decoder")],
+            "mimi_compiled_calls": [mimi._compiled[d].compiled_calls for d in ("encoder", "decoder")],
+            "device": str(mx.default_device()),
+        }
+    )
+)
 sys.stdout.flush()

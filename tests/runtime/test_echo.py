@@ -10,8 +10,15 @@ import pytest
 from bench.room import convolve, ratio_db, room_ir, speech_like
 from moshi_mlx.runtime import echo as echo_mod
 from moshi_mlx.errors import UsageError
-from moshi_mlx.runtime.echo import (EchoCanceller, EchoUnavailable, add_echo_args, echo_from_args, gcc_phat_lag,
-                                    looks_like_headphones, resolve_mode)
+from moshi_mlx.runtime.echo import (
+    EchoCanceller,
+    EchoUnavailable,
+    add_echo_args,
+    echo_from_args,
+    gcc_phat_lag,
+    looks_like_headphones,
+    resolve_mode,
+)
 from moshi_mlx.runtime.pipeline import DuplexPipeline
 from moshi_mlx.runtime.recorder import StereoRecorder
 from moshi_mlx.runtime.sim_device import SimulatedAudioDevice
@@ -37,25 +44,30 @@ def test_auto_mode_uses_headphone_names():
 def test_gcc_phat_finds_the_delay_in_reverb():
     ref = speech_like(3.0, seed=3)
     h = room_ir(57.0, rt60_s=0.4, drr_db=0.0)
-    mic = convolve(ref, h)[:len(ref)] + np.random.default_rng(0).standard_normal(len(ref)) * 1e-3
+    mic = convolve(ref, h)[: len(ref)] + np.random.default_rng(0).standard_normal(len(ref)) * 1e-3
     lag, conf = gcc_phat_lag(ref, mic, SR, -0.1, 0.5)
     assert abs(lag * 1000 - 57.0) < 1.0 and conf > 8
 
 
-def _run_room(ec: EchoCanceller | None, far: np.ndarray, h: np.ndarray, near: np.ndarray | None = None,
-              block: int = 1920):
+def _run_room(
+    ec: EchoCanceller | None, far: np.ndarray, h: np.ndarray, near: np.ndarray | None = None, block: int = 1920
+):
     """Feed a canceller like a device would: reference block k plays at k*block, the echo
     comes back through `h` into the microphone. Returns (mic, cleaned, echo)."""
     n = len(far) // block * block
     echo = convolve(far[:n], h)[:n].astype(np.float32)
-    mic = echo + (near[:n] if near is not None else 0) + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
+    mic = (
+        echo
+        + (near[:n] if near is not None else 0)
+        + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
+    )
     if ec is None:
         return mic, mic, echo
     out = []
     for k in range(n // block):
         t = k * block / SR
-        ec.add_reference(far[k * block:(k + 1) * block], t)  # handed to the device at t, plays at t
-        out.append(ec.process(mic[k * block:(k + 1) * block], t + block / SR))
+        ec.add_reference(far[k * block : (k + 1) * block], t)  # handed to the device at t, plays at t
+        out.append(ec.process(mic[k * block : (k + 1) * block], t + block / SR))
     return mic, np.concatenate(out), echo
 
 
@@ -65,7 +77,7 @@ def test_aec3_removes_echo_and_measures_delay(delay_ms):
     ec = EchoCanceller(canceller="aec3")
     mic, clean, echo = _run_room(ec, far, room_ir(delay_ms, rt60_s=0.3, drr_db=6.0))
     a = 4 * SR  # after convergence
-    erle = ratio_db(mic[a:], clean[a:len(mic)])
+    erle = ratio_db(mic[a:], clean[a : len(mic)])
     assert erle >= 25.0, erle
     assert abs(ec.stats.echo_delay_ms - delay_ms) <= 10.0, ec.stats.delay_estimates_ms
     s = ec.stats.summary()
@@ -98,23 +110,42 @@ def test_reference_missing_becomes_silence_and_is_counted(canceller):
     assert ec.stats.reference_missing > 0
 
 
-def _pipeline_run(echo_on: bool, *, step_delay_s=0.0, max_lag_ms=None, seconds=10.0, recorder=None,
-                  record_raw=False, delay_ms=80.0, speed=4.0, canceller="linear"):
+def _pipeline_run(
+    echo_on: bool,
+    *,
+    step_delay_s=0.0,
+    max_lag_ms=None,
+    seconds=10.0,
+    recorder=None,
+    record_raw=False,
+    delay_ms=80.0,
+    speed=4.0,
+    canceller="linear",
+):
     codec = VoiceCodec(seconds + 2)
     dev = SimulatedAudioDevice(None, speed=speed, echo_path=room_ir(delay_ms, rt60_s=0.3, drr_db=6.0), echo_noise=1e-4)
     ec = EchoCanceller(canceller=canceller) if echo_on else None
-    p = DuplexPipeline(codec, TalkingGen(), 8, max_lag_ms=max_lag_ms, echo=ec, clock=dev.clock,
-                       step_delay_s=step_delay_s, recorder=recorder, record_raw_mic=record_raw).start()
+    p = DuplexPipeline(
+        codec,
+        TalkingGen(),
+        8,
+        max_lag_ms=max_lag_ms,
+        echo=ec,
+        clock=dev.clock,
+        step_delay_s=step_delay_s,
+        recorder=recorder,
+        record_raw_mic=record_raw,
+    ).start()
     dev.run(p, int(seconds * SR / FRAME))
     p.stop()
     encoded = np.concatenate(codec.encoded)
-    echo = np.concatenate(dev.echoes)[:len(encoded)]
+    echo = np.concatenate(dev.echoes)[: len(encoded)]
     return encoded, echo, ec, p
 
 
 def _voice_drop_db(encoded, echo, skip_s=4.0):
     a = int(skip_s * SR)
-    return ratio_db(echo[a:], encoded[a:len(echo)])
+    return ratio_db(echo[a:], encoded[a : len(echo)])
 
 
 @pytest.mark.parametrize("canceller", ["linear", "aec3"])
@@ -134,8 +165,9 @@ def test_timeline_stays_aligned_when_frames_are_skipped(canceller):
     """A slow LM under the lag bound skips input frames: the device plays silence for them,
     which the canceller must get too, or the reference slides against its echo."""
     # at twice real time, 60 ms of real compute is 120 ms of device time: 1.5x too slow
-    encoded, echo, ec, p = _pipeline_run(True, step_delay_s=0.06, max_lag_ms=300, speed=2.0, seconds=8.0,
-                                         canceller=canceller)
+    encoded, echo, ec, p = _pipeline_run(
+        True, step_delay_s=0.06, max_lag_ms=300, speed=2.0, seconds=8.0, canceller=canceller
+    )
     assert p.stats.frames_skipped > 5 and p.stats.underruns > 5, p.stats.summary()
     assert _voice_drop_db(encoded, echo) >= 20.0
     assert ec.stats.reference_missing == 0
@@ -158,7 +190,7 @@ def test_recording_holds_cleaned_or_raw_microphone(tmp_path, raw):
     rec.close()
     with wave.open(str(tmp_path / "r.wav")) as w:
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2).astype(np.float32) / 32768
-    user, model = x[4 * SR:, 0], x[4 * SR:, 1]
+    user, model = x[4 * SR :, 0], x[4 * SR :, 1]
     level = ratio_db(user, model)  # the echo path's direct gain is 0.5 (-6 dB)
     if raw:
         assert level > -10.0, level
@@ -187,8 +219,13 @@ def test_missing_library_warns_in_auto_and_fails_when_asked(monkeypatch):
 
 def test_flags_build_the_canceller():
     lines = []
-    ec = echo_from_args(_args("auto", "--echo-canceller", "aec3", **{"noise-suppression": True}), "Built-in Output",
-                        input_rate=48_000, output_rate=44_100, log=lines.append)
+    ec = echo_from_args(
+        _args("auto", "--echo-canceller", "aec3", **{"noise-suppression": True}),
+        "Built-in Output",
+        input_rate=48_000,
+        output_rate=44_100,
+        log=lines.append,
+    )
     assert isinstance(ec, EchoCanceller) and ec.output_rate == 44_100 and ec.input_rate == 48_000
     assert "noise suppression" in lines[0]
     assert echo_from_args(_args("auto"), "AirPods Pro", input_rate=SR, output_rate=SR, log=lines.append) is None
@@ -204,16 +241,42 @@ def test_cli_reports_the_canceller(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "echo cancellation: auto: on" in err and "linear" in err
     assert "echo cancellation: no echo of Moshi found in the microphone" in err  # a file has no echo path
-    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--duration", "1",
-                       "--echo-cancel", "off"]) == 0
+    assert (
+        local.main(
+            [
+                "--model",
+                "random-tiny",
+                "--simulate",
+                str(tmp_path / "mic.wav"),
+                "--duration",
+                "1",
+                "--echo-cancel",
+                "off",
+            ]
+        )
+        == 0
+    )
     assert "echo cancellation: off" in capsys.readouterr().err
 
     def unavailable(*a, **k):
         raise EchoUnavailable("echo cancellation needs livekit's WebRTC audio processing (No module named 'livekit')")
 
     monkeypatch.setattr(echo_mod, "_load_apm", unavailable)
-    assert local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--echo-cancel", "on",
-                       "--echo-canceller", "aec3"]) == 2
+    assert (
+        local.main(
+            [
+                "--model",
+                "random-tiny",
+                "--simulate",
+                str(tmp_path / "mic.wav"),
+                "--echo-cancel",
+                "on",
+                "--echo-canceller",
+                "aec3",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "livekit" in err and "Traceback" not in err
 
@@ -228,7 +291,7 @@ def test_echo_later_than_the_canceller_covers_is_realigned(canceller):
     mic, clean, _ = _run_room(ec, far, room_ir(450.0, rt60_s=0.2, drr_db=10.0))
     assert ec.stats.realignments >= 1 and abs(ec.stats.echo_delay_ms - 450.0) <= 10.0, ec.stats.delay_estimates_ms
     a = 8 * SR
-    assert ratio_db(mic[a:], clean[a:len(mic)]) >= 20.0
+    assert ratio_db(mic[a:], clean[a : len(mic)]) >= 20.0
 
 
 @pytest.mark.parametrize("canceller", ["linear", "aec3"])
@@ -241,7 +304,7 @@ def test_overstated_latency_is_corrected(canceller):
     assert ec.stats.realignments >= 1 and abs(ec.stats.echo_delay_ms - (-90.0)) <= 10.0, ec.stats.delay_estimates_ms
     assert abs(ec.stats.round_trip_ms - 30.0) <= 10.0
     a = 8 * SR
-    assert ratio_db(mic[a:], clean[a:len(mic)]) >= 20.0
+    assert ratio_db(mic[a:], clean[a : len(mic)]) >= 20.0
 
 
 def test_linear_canceller_needs_no_livekit_and_refuses_webrtc_options(monkeypatch, capsys):
@@ -252,12 +315,18 @@ def test_linear_canceller_needs_no_livekit_and_refuses_webrtc_options(monkeypatc
     ap = argparse.ArgumentParser()
     add_echo_args(ap)
     lines = []
-    ec = echo_from_args(ap.parse_args(["--echo-canceller", "linear"]), "Speakers", input_rate=SR, output_rate=SR,
-                        log=lines.append)
+    ec = echo_from_args(
+        ap.parse_args(["--echo-canceller", "linear"]), "Speakers", input_rate=SR, output_rate=SR, log=lines.append
+    )
     assert isinstance(ec, EchoCanceller) and "linear" in lines[0] and ec.algorithmic_delay == 240
     with pytest.raises(UsageError, match="--echo-canceller aec3"):
-        echo_from_args(ap.parse_args(["--echo-canceller", "linear", "--noise-suppression"]), "Speakers",
-                       input_rate=SR, output_rate=SR, log=lines.append)
+        echo_from_args(
+            ap.parse_args(["--echo-canceller", "linear", "--noise-suppression"]),
+            "Speakers",
+            input_rate=SR,
+            output_rate=SR,
+            log=lines.append,
+        )
     with pytest.raises(UsageError, match="linear, aec3"):
         EchoCanceller(canceller="speex")
 
@@ -267,8 +336,17 @@ def test_cli_rejects_noise_suppression_with_the_linear_canceller(tmp_path, capsy
     from moshi_mlx.cli import local
 
     write_audio(tmp_path / "mic.wav", np.array(speech_like(1.0, seed=4)), SR)
-    code = local.main(["--model", "random-tiny", "--simulate", str(tmp_path / "mic.wav"), "--echo-canceller", "linear",
-                       "--noise-suppression"])
+    code = local.main(
+        [
+            "--model",
+            "random-tiny",
+            "--simulate",
+            str(tmp_path / "mic.wav"),
+            "--echo-canceller",
+            "linear",
+            "--noise-suppression",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--echo-canceller aec3" in err and "Traceback" not in err
 
@@ -281,7 +359,7 @@ def test_linear_canceller_in_a_room_keeps_the_timeline():
     mic, clean, _ = _run_room(ec, far, room_ir(100.0, rt60_s=0.3, drr_db=6.0))
     d = ec.algorithmic_delay
     a = 6 * SR
-    assert ratio_db(mic[a:len(clean) - d], clean[a + d:]) >= 25.0
+    assert ratio_db(mic[a : len(clean) - d], clean[a + d :]) >= 25.0
     assert abs(ec.stats.echo_delay_ms - 100.0) <= 10.0 and ec.stats.reference_missing == 0
 
 
@@ -305,8 +383,8 @@ def test_summary_reports_echo_path_changes_and_their_reconvergence():
     mic = echo + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
     for k in range(n // 1920):
         t = k * 1920 / SR
-        ec.add_reference(far[k * 1920:(k + 1) * 1920], t)
-        ec.process(mic[k * 1920:(k + 1) * 1920], t + 1920 / SR)
+        ec.add_reference(far[k * 1920 : (k + 1) * 1920], t)
+        ec.process(mic[k * 1920 : (k + 1) * 1920], t + 1920 / SR)
     s = ec.stats.summary()
     assert s["path_changes"] == 1 and s["reconverged_s"][0] is not None and s["reconverged_s"][0] <= 1.0, s
     start = ec.stats.path_changes[0][0]

@@ -21,9 +21,16 @@ def _loop(echo_on: bool, seconds: float):
     io = open_or_skip()
     codec = VoiceCodec(seconds + 20)
     ec = EchoCanceller(output_rate=io.output_rate, input_rate=io.input_rate) if echo_on else None
-    p = DuplexPipeline(codec, TalkingGen(), 8, max_lag_ms=None, echo=ec,
-                       in_resampler=make_resampler(io.input_rate, SR), out_resampler=make_resampler(SR, io.output_rate),
-                       output_rate=io.output_rate).start()
+    p = DuplexPipeline(
+        codec,
+        TalkingGen(),
+        8,
+        max_lag_ms=None,
+        echo=ec,
+        in_resampler=make_resampler(io.input_rate, SR),
+        out_resampler=make_resampler(SR, io.output_rate),
+        output_rate=io.output_rate,
+    ).start()
     io.start(p)
     try:
         t0 = time.monotonic()
@@ -37,7 +44,7 @@ def _loop(echo_on: bool, seconds: float):
 
 
 def _late_energy_db(encoded, skip_s):
-    x = encoded[int(skip_s * SR):]
+    x = encoded[int(skip_s * SR) :]
     return 10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-20)
 
 

@@ -21,8 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 def _run(args, timeout):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_every_compiled_path_then_exit():
@@ -42,30 +41,37 @@ def test_mlx_first_imported_on_another_thread(sync_fails):
     empties the main thread's wherever that was (139 without it), also when synchronizing
     at exit reports a failure of earlier work (no traceback either)."""
     fail = "def boom(): raise RuntimeError('earlier work failed')\nmx.synchronize = boom\n" if sync_fails else ""
-    script = ("import threading\n"
-              "t = threading.Thread(target=lambda: __import__('mlx.core')); t.start(); t.join()\n"
-              "import mlx.core as mx, mlx.nn as nn\n"
-              "from moshi_mlx.runtime.workers import run_in_worker\n"
-              "mx.eval(nn.silu(mx.ones(3)))\n"  # an entry in the main thread's cache...
-              "run_in_worker(lambda: mx.eval(nn.silu(mx.ones(3)))).wait()\n"  # ...not erased by nn.silu's release
-              + fail + "print('done')\n")
+    script = (
+        "import threading\n"
+        "t = threading.Thread(target=lambda: __import__('mlx.core')); t.start(); t.join()\n"
+        "import mlx.core as mx, mlx.nn as nn\n"
+        "from moshi_mlx.runtime.workers import run_in_worker\n"
+        "mx.eval(nn.silu(mx.ones(3)))\n"  # an entry in the main thread's cache...
+        "run_in_worker(lambda: mx.eval(nn.silu(mx.ones(3)))).wait()\n"  # ...not erased by nn.silu's release
+        + fail
+        + "print('done')\n"
+    )
     r = _run(["-c", script], 60)
     assert r.returncode == 0 and r.stdout == "done\n" and r.stderr == "", r.stdout + r.stderr
 
 
-@pytest.mark.skipif(tuple(int(x) for x in mx.__version__.split(".")[:3] if x.isdigit()) < (0, 32, 2),
-                    reason="MLX 0.32.1 has no exit hook of its own (ml-explore/mlx#4373 came after it)")
+@pytest.mark.skipif(
+    tuple(int(x) for x in mx.__version__.split(".")[:3] if x.isdigit()) < (0, 32, 2),
+    reason="MLX 0.32.1 has no exit hook of its own (ml-explore/mlx#4373 came after it)",
+)
 def test_mlx_own_exit_hook_covers_the_main_thread():
     """Without our hook, MLX's own suffices: the pool's module imports mlx.core on the
     importing thread, so a worker is never the first (139 when the worker imported it)."""
-    script = ("import atexit\n"
-              "from moshi_mlx.runtime import workers\n"
-              "atexit.unregister(workers._clear_main_compile_cache)\n"
-              "workers.run_in_worker(lambda: None).wait()\n"
-              "import mlx.core as mx, mlx.nn as nn\n"
-              "mx.eval(nn.silu(mx.ones(3)))\n"
-              "workers.run_in_worker(lambda: mx.eval(nn.silu(mx.ones(3)))).wait()\n"
-              "print('done')\n")
+    script = (
+        "import atexit\n"
+        "from moshi_mlx.runtime import workers\n"
+        "atexit.unregister(workers._clear_main_compile_cache)\n"
+        "workers.run_in_worker(lambda: None).wait()\n"
+        "import mlx.core as mx, mlx.nn as nn\n"
+        "mx.eval(nn.silu(mx.ones(3)))\n"
+        "workers.run_in_worker(lambda: mx.eval(nn.silu(mx.ones(3)))).wait()\n"
+        "print('done')\n"
+    )
     r = _run(["-c", script], 60)
     assert r.returncode == 0 and r.stdout == "done\n", r.stdout + r.stderr
 
@@ -75,8 +81,21 @@ def test_runtime_test_files_exit_cleanly():
     real-time tests (still 139 before the fix). A timing test failing on a loaded machine
     is exit code 1 and is reported by the suite itself; what is checked here is that the
     process ends normally after the last test."""
-    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not settles_back and not slow_compute",
-              "tests/runtime/test_pipeline.py", "tests/runtime/test_playback.py", "tests/runtime/test_echo.py"], 300)
+    r = _run(
+        [
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "not settles_back and not slow_compute",
+            "tests/runtime/test_pipeline.py",
+            "tests/runtime/test_playback.py",
+            "tests/runtime/test_echo.py",
+        ],
+        300,
+    )
     tail = (r.stdout + r.stderr)[-3000:]
     assert r.returncode in (0, 1), tail  # 0 all passed, 1 some failed; never a signal
     assert "[100%]" in r.stdout, tail  # every test ran

@@ -24,7 +24,7 @@ def test_offline_order_and_counts():
     p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None).start()
     x = tagged_input(30)
     for i in range(0, len(x), 1000):  # odd block sizes are re-framed
-        p.push_input(x[i:i + 1000])
+        p.push_input(x[i : i + 1000])
     items = _drain(p)
     assert [it.frame for it in items] == list(range(30))
     for i, it in enumerate(items):
@@ -80,8 +80,9 @@ def test_trim_counts_the_output_latency():
     trimmed and every played frame is heard exactly 350 ms after capture. Without the
     latency in the decision, frames 3 and 4 would play 510 and 430 ms late."""
     now = [0.0]
-    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=400, clock=lambda: now[0], output_latency_s=0.15,
-                       settle_s=None).start()
+    p = DuplexPipeline(
+        TagCodec(), EchoGen(), 8, max_lag_ms=400, clock=lambda: now[0], output_latency_s=0.15, settle_s=None
+    ).start()
     for i in range(10):  # the LM decides at clock 0: nothing is too old to step yet
         p.push_input(np.full(FRAME, i / 1000.0, np.float32), t_end=0.08 * (i + 1))
     for _ in range(500):
@@ -109,8 +110,9 @@ def test_skip_counts_the_output_latency():
     captured before 0.33 s are skipped (3 here); without the latency only those before
     0.18 s would be (2), and the third would be stepped only for playback to trim it."""
     now = [0.5]
-    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=400, clock=lambda: now[0], output_latency_s=0.15,
-                       settle_s=None).start()
+    p = DuplexPipeline(
+        TagCodec(), EchoGen(), 8, max_lag_ms=400, clock=lambda: now[0], output_latency_s=0.15, settle_s=None
+    ).start()
     ends = [0.05, 0.15, 0.25, 0.45, 0.55, 0.65]
     for i, t in enumerate(ends):
         p.push_input(np.full(FRAME, i / 1000.0, np.float32), t_end=t)
@@ -174,18 +176,25 @@ def test_device_rates_and_channels(rate, channels):
     """Non-24 kHz devices: resamplers on both sides, stereo mixed to mono."""
     from moshi_mlx.runtime.pipeline import SAMPLE_RATE, make_resampler
 
-    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None, in_resampler=make_resampler(rate, SAMPLE_RATE),
-                       out_resampler=make_resampler(SAMPLE_RATE, rate), output_rate=rate).start()
+    p = DuplexPipeline(
+        TagCodec(),
+        EchoGen(),
+        8,
+        max_lag_ms=None,
+        in_resampler=make_resampler(rate, SAMPLE_RATE),
+        out_resampler=make_resampler(SAMPLE_RATE, rate),
+        output_rate=rate,
+    ).start()
     block = rate * FRAME // SAMPLE_RATE
     x = np.repeat(np.arange(10) / 1000.0, block).astype(np.float32)
     if channels == 2:
         x = np.stack([x, x], axis=1)
     for i in range(10):
-        p.push_input(x[i * block:(i + 1) * block])
+        p.push_input(x[i * block : (i + 1) * block])
     items = _drain(p)
     # every whole 24 kHz frame the input resampler produced (its delay holds back the rest)
     rs, mono = make_resampler(rate, SAMPLE_RATE), x.mean(axis=1) if channels == 2 else x
-    produced = sum(len(rs(mono[i * block:(i + 1) * block])) for i in range(10))
+    produced = sum(len(rs(mono[i * block : (i + 1) * block])) for i in range(10))
     assert [it.frame for it in items] == list(range(produced // FRAME))
     # the tags survive the round trip through both resamplers (mid-frame, away from edges)
     for it in items[2:8]:

@@ -42,8 +42,11 @@ class _FakeSd:
 def _speaker(monkeypatch, rate):
     sd = _FakeSd()
     monkeypatch.setattr(playback, "_sd", lambda: sd)
-    monkeypatch.setattr(playback, "_devices", lambda: [{"name": "fake out", "default_samplerate": rate,
-                                                        "max_output_channels": 2, "max_input_channels": 0}])
+    monkeypatch.setattr(
+        playback,
+        "_devices",
+        lambda: [{"name": "fake out", "default_samplerate": rate, "max_output_channels": 2, "max_input_channels": 0}],
+    )
     monkeypatch.setattr(playback, "find_device", lambda spec, kind: 0)
     return sd, playback.Speaker(None, 24000, prebuffer_s=0.1, block_seconds=0.01)
 
@@ -59,7 +62,7 @@ def test_chunks_play_in_order_after_the_prebuffer(monkeypatch):
     got = stream.pull(7)  # 7 x 240 = 1680 samples
     assert np.array_equal(got, x[:1680])
     rest = stream.pull(20)  # past the end: silence, counted as underruns
-    assert np.array_equal(rest[: len(x) - 1680], x[1680:]) and not rest[len(x) - 1680:].any()
+    assert np.array_equal(rest[: len(x) - 1680], x[1680:]) and not rest[len(x) - 1680 :].any()
     assert spk.underruns >= 1
 
 
@@ -110,7 +113,7 @@ def test_speaker_through_portaudio():
     try:
         t0 = time.monotonic()
         for i in range(5):  # 0.5 s in 100 ms chunks
-            spk.write((0.2 * np.sin(2 * np.pi * 330 * t[i * 2400:(i + 1) * 2400])).astype(np.float32))
+            spk.write((0.2 * np.sin(2 * np.pi * 330 * t[i * 2400 : (i + 1) * 2400])).astype(np.float32))
         spk.drain(timeout=10.0)
         elapsed = time.monotonic() - t0
     finally:

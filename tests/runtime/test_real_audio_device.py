@@ -31,8 +31,13 @@ def test_loop_runs_through_portaudio(tmp_path):
     io = open_or_skip()
     rec = StereoRecorder(tmp_path / "rec.wav")
     p = DuplexPipeline(
-        TagCodec(), EchoGen(), 8, max_lag_ms=600, recorder=rec,
-        in_resampler=make_resampler(io.input_rate, 24000), out_resampler=make_resampler(24000, io.output_rate),
+        TagCodec(),
+        EchoGen(),
+        8,
+        max_lag_ms=600,
+        recorder=rec,
+        in_resampler=make_resampler(io.input_rate, 24000),
+        out_resampler=make_resampler(24000, io.output_rate),
         output_rate=io.output_rate,
     ).start()
     io.start(p)

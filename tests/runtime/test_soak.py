@@ -12,8 +12,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_soak_no_memory_growth(tmp_path):
     out = tmp_path / "soak.json"
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--frames", "2000", "--every", "250",
-                        "--warmup", "500", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            "--frames",
+            "2000",
+            "--every",
+            "250",
+            "--warmup",
+            "500",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
     assert res["steps"] == 2000

@@ -52,8 +52,20 @@ def test_timing_from_stt_config():
 def test_words_times_pads_and_end_of_turn():
     dec = SttDecoder(PieceTok(), _cfg(prefix=1.0, delay=0.5))
     # frame f's token is at (f + 1) * 0.08 s, minus prefix 1.0 and delay 0.5
-    steps = [(3, 0.9), (10, 0.1), (11, 0.1), (3, 0.2), (0, 0.1), (12, 0.1), (13, 0.1), (3, 0.8), (3, 0.9), (3, 0.2),
-             (14, 0.1), (3, 0.7)]
+    steps = [
+        (3, 0.9),
+        (10, 0.1),
+        (11, 0.1),
+        (3, 0.2),
+        (0, 0.1),
+        (12, 0.1),
+        (13, 0.1),
+        (3, 0.8),
+        (3, 0.9),
+        (3, 0.2),
+        (14, 0.1),
+        (3, 0.7),
+    ]
     ups = [dec.add(tok, 20 + i, _heads(p)) for i, (tok, p) in enumerate(steps)]
     text = "".join(u.text for u in ups)
     assert text == "Hello world! again"
@@ -102,7 +114,7 @@ def test_streaming_transcriber_chunking_and_padding():
     # fed in odd pieces: the same steps, the same words
     tr.reset()
     for i in range(0, len(pcm), 777):
-        tr.feed(pcm[i:i + 777])
+        tr.feed(pcm[i : i + 777])
     tr.flush()
     assert tr.decoder.tokens == tokens and tr.text == whole.text.strip()
     with pytest.raises(UsageError):
@@ -117,7 +129,7 @@ def test_pipeline_path_equals_streaming_transcriber():
     tr.transcribe(pcm)
     pt = PipelineTranscriber(s).start()
     for i in range(0, len(pcm), 1000):
-        pt.push(pcm[i:i + 1000], wait=True)
+        pt.push(pcm[i : i + 1000], wait=True)
     pt.finish(timeout=60)
     ups = pt.drain()
     assert pt.decoder.tokens == tr.decoder.tokens
@@ -194,12 +206,20 @@ def test_transcriber_takes_audio_as_a_conversation_does():
     tr.reset()
     tr.feed(np.round(pcm * 32767).astype(np.int16))
     assert tr.decoder.tokens == ref
-    for bad, match in [(np.full(100, np.nan, np.float32), "NaN"), ("x", "expected audio samples"),
-                       (np.zeros((1, 1, 10), np.float32), "shape"), (np.zeros(10, np.int64), "not PCM")]:
+    for bad, match in [
+        (np.full(100, np.nan, np.float32), "NaN"),
+        ("x", "expected audio samples"),
+        (np.zeros((1, 1, 10), np.float32), "shape"),
+        (np.zeros(10, np.int64), "not PCM"),
+    ]:
         with pytest.raises(AudioError, match=match):
             tr.feed(bad)
-    for kw, match in [(dict(sample_rate=0), "sample_rate"), (dict(sample_rate=16000.0), "sample_rate"),
-                      (dict(vad_threshold=2.0), "vad_threshold"), (dict(vad_threshold=float("nan")), "vad_threshold")]:
+    for kw, match in [
+        (dict(sample_rate=0), "sample_rate"),
+        (dict(sample_rate=16000.0), "sample_rate"),
+        (dict(vad_threshold=2.0), "vad_threshold"),
+        (dict(vad_threshold=float("nan")), "vad_threshold"),
+    ]:
         with pytest.raises(UsageError, match=match):
             StreamingTranscriber(s.lm, s.codec, s.tokenizer, **kw)
 
@@ -208,8 +228,12 @@ def test_text_stream_refuses_bad_prompt_and_length():
     import moshi_mlx
 
     stream = moshi_mlx.load("random-tiny-helium", codec=False, tokenizer="none").text_stream(temp=0.0)
-    for prompt, n, match in [("1 2", 1.5, "max_tokens must be an integer"), ("1 2", "5", "max_tokens"),
-                             (None, 3, "prompt must be text or a list of token ids"), ([1, -2], 3, "token id")]:
+    for prompt, n, match in [
+        ("1 2", 1.5, "max_tokens must be an integer"),
+        ("1 2", "5", "max_tokens"),
+        (None, 3, "prompt must be text or a list of token ids"),
+        ([1, -2], 3, "token id"),
+    ]:
         with pytest.raises(UsageError, match=match):
             list(stream.stream(prompt, n))
     assert "".join(stream.stream(np.array([1, 2]), 2)).count("‹") == 2

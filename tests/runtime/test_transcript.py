@@ -36,8 +36,12 @@ def test_save_refuses_paths_it_cannot_write(tmp_path, monkeypatch):
 
     tr = Transcript(PieceTok(), pad_id=3)
     monkeypatch.chdir(tmp_path)
-    for path, match in [("", "transcript: empty path"), ("t.wav", "has '.wav'; expected .json, .txt"),
-                        (tmp_path, "is a folder"), ("nodir/t.json", "folder nodir does not exist")]:
+    for path, match in [
+        ("", "transcript: empty path"),
+        ("t.wav", "has '.wav'; expected .json, .txt"),
+        (tmp_path, "is a folder"),
+        ("nodir/t.json", "folder nodir does not exist"),
+    ]:
         with pytest.raises(OutputError, match=match):
             tr.save(path)
     with pytest.raises(UsageError, match="must be a str or os.PathLike"):
@@ -63,9 +67,12 @@ def test_sentencepiece_tokenizer_pieces(tmp_path):
     import sentencepiece as spm
 
     corpus = tmp_path / "c.txt"
-    corpus.write_text("hello world this is moshi speaking\n" * 50 + "the quick brown fox jumps over the lazy dog\n" * 50)
-    spm.SentencePieceTrainer.Train(input=str(corpus), model_prefix=str(tmp_path / "m"), vocab_size=30,
-                                   model_type="unigram", minloglevel=2)
+    corpus.write_text(
+        "hello world this is moshi speaking\n" * 50 + "the quick brown fox jumps over the lazy dog\n" * 50
+    )
+    spm.SentencePieceTrainer.Train(
+        input=str(corpus), model_prefix=str(tmp_path / "m"), vocab_size=30, model_type="unigram", minloglevel=2
+    )
     tok = TextTokenizer(tmp_path / "m.model")
     ids = tok.encode("hello world")
     tr = Transcript(tok, pad_id=-100, skip_ids=())

@@ -9,7 +9,7 @@ import moshi_mlx
 from moshi_mlx.constants import FRAME_SIZE, TEXT_EOS_ID
 from moshi_mlx.errors import UsageError
 from moshi_mlx.runtime.pipeline import DuplexPipeline
-from moshi_mlx.runtime.translation import (SilencePolicy, cut_at_eos, end_of_input_frame, translation_end)
+from moshi_mlx.runtime.translation import SilencePolicy, cut_at_eos, end_of_input_frame, translation_end
 
 from .fakes import FRAME, EchoGen, TagCodec, tagged_input
 
@@ -73,8 +73,9 @@ def test_silence_policy_ends_a_turn_after_the_pause():
 
 
 def test_silence_policy_in_the_pipeline():
-    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None, end_of_input=MARKER,
-                       end_policy=SilencePolicy(silence_s=0.4))
+    p = DuplexPipeline(
+        TagCodec(), EchoGen(), 8, max_lag_ms=None, end_of_input=MARKER, end_policy=SilencePolicy(silence_s=0.4)
+    )
     speech = np.full(3 * FRAME, 0.05, np.float32)
     events = _run(p, speech, np.zeros(8 * FRAME, np.float32))
     tokens = [e.token for e in events]
@@ -82,7 +83,9 @@ def test_silence_policy_in_the_pipeline():
 
 
 def test_marker_frame_and_eos_helpers():
-    assert end_of_input_frame(1) == 1 and end_of_input_frame(FRAME_SIZE) == 1 and end_of_input_frame(FRAME_SIZE + 1) == 2
+    assert (
+        end_of_input_frame(1) == 1 and end_of_input_frame(FRAME_SIZE) == 1 and end_of_input_frame(FRAME_SIZE + 1) == 2
+    )
     assert cut_at_eos([5, 3, 2, 9], 3) == (2, True)
     assert cut_at_eos([5, 9, 3, 3], 3) == (1, False)
     # an EOS before the marker is padding; the one answering it cuts
@@ -115,8 +118,14 @@ def test_file_translation_stops_at_eos_and_is_cut_there(tmp_path):
     assert model.translates
     n = 20 * FRAME_SIZE + 500  # 20.26 frames: the marker is source frame 21
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1
-    r = model.respond(x, sample_rate=24000, temp=0.0, temp_text=0.0, out_path=tmp_path / "out.wav",
-                      transcript_path=tmp_path / "out.json")
+    r = model.respond(
+        x,
+        sample_rate=24000,
+        temp=0.0,
+        temp_text=0.0,
+        out_path=tmp_path / "out.wav",
+        transcript_path=tmp_path / "out.json",
+    )
     marker_step = 1 + end_of_input_frame(n)  # the warm-up frame is step 0
     assert r.user_codes[marker_step] == [model.cfg.card] * model.cfg.user_q
     assert all(c != [model.cfg.card] * model.cfg.user_q for i, c in enumerate(r.user_codes) if i != marker_step)
@@ -145,8 +154,7 @@ def test_browser_conversation_ends_turns_after_a_pause():
     model = _eos_tied(moshi_mlx.load("random-tiny-hibiki-zero", seed=1))
     engine = Engine.from_model(model, seed=1, temp=0.0, temp_text=0.0)
     pieces = []
-    conv = Conversation(engine, 24000, engine.defaults, on_text=lambda p, t: pieces.append((p, t)),
-                        max_lag_ms=None)
+    conv = Conversation(engine, 24000, engine.defaults, on_text=lambda p, t: pieces.append((p, t)), max_lag_ms=None)
     speech = (np.random.default_rng(0).standard_normal(10 * FRAME_SIZE) * 3000).astype(np.int16)
     for block in (speech, np.zeros(25 * FRAME_SIZE, np.int16)):
         conv.feed(block.tobytes())
@@ -169,14 +177,29 @@ def test_hibiki_2b_shape_gets_the_same_file_path():
 
     d = preset("random-tiny-hibiki-zero").to_dict()
     d.pop("depformer_norm")
-    d["conditioners"] = {"description": {"type": "lut", "lut": {
-        "n_bins": 31, "dim": 16, "tokenizer": "noop",
-        "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"]}}}
+    d["conditioners"] = {
+        "description": {
+            "type": "lut",
+            "lut": {
+                "n_bins": 31,
+                "dim": 16,
+                "tokenizer": "noop",
+                "possible_values": ["very_bad", "bad", "neutral", "good", "very_good"],
+            },
+        }
+    }
     d["fuser"] = {"sum": ["description"]}
     cfg = LmConfig.from_dict(d)
     mimi = random_mimi(seed=1, num_codebooks=cfg.user_q, config=demo_mimi_config())
-    model = _eos_tied(Model(cfg, random_lm(cfg, seed=1), MimiFrameCodec(mimi, n_encode=cfg.user_q),
-                            PlaceholderTokenizer(), "hibiki-2b-shaped"))
+    model = _eos_tied(
+        Model(
+            cfg,
+            random_lm(cfg, seed=1),
+            MimiFrameCodec(mimi, n_encode=cfg.user_q),
+            PlaceholderTokenizer(),
+            "hibiki-2b-shaped",
+        )
+    )
     assert model.translates
     n = 12 * FRAME_SIZE
     x = np.random.default_rng(1).standard_normal(n).astype(np.float32) * 0.1

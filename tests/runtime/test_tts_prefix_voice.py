@@ -29,10 +29,12 @@ def _prefix_cfg() -> LmConfig:
 @pytest.fixture(scope="module")
 def session():
     cfg = _prefix_cfg()
-    mimi = random_mimi(seed=1, num_codebooks=cfg.n_q, config=str(resources.files("moshi_mlx") / "configs" /
-                                                                  "mimi-tiny.json"))
-    return TtsSession(cfg, random_lm(cfg, seed=2), MimiFrameCodec(mimi), ByteTokenizer(), 12.5, 24000, "test",
-                      n_q=cfg.n_q)
+    mimi = random_mimi(
+        seed=1, num_codebooks=cfg.n_q, config=str(resources.files("moshi_mlx") / "configs" / "mimi-tiny.json")
+    )
+    return TtsSession(
+        cfg, random_lm(cfg, seed=2), MimiFrameCodec(mimi), ByteTokenizer(), 12.5, 24000, "test", n_q=cfg.n_q
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +61,9 @@ def test_the_prefix_is_forced_then_cut_from_the_audio(session, recording):
     assert gen.use_cfg and gen.prefix_frames == P
     from moshi_mlx.models.tts import TokenIds, script_to_entries
 
-    entries = script_to_entries(ByteTokenizer(), TokenIds(cfg.text_card + 1), 12.5, ["hello world"],
-                                multi_speaker=False, padding_between=1)  # as synthesize
+    entries = script_to_entries(
+        ByteTokenizer(), TokenIds(cfg.text_card + 1), 12.5, ["hello world"], multi_speaker=False, padding_between=1
+    )  # as synthesize
     res = gen.generate(entries)
     d = settings.delay_steps
     for t in range(P):  # frame f carries voice frame f - delay_steps; its text is the zero token

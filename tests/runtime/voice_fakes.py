@@ -18,7 +18,7 @@ class VoiceCodec:
         return np.zeros(8, np.int64)
 
     def decode_step(self, codes):
-        x = self.voice[self._pos:self._pos + FRAME]
+        x = self.voice[self._pos : self._pos + FRAME]
         self._pos += FRAME
         return np.pad(x, (0, FRAME - len(x)))
 

@@ -40,15 +40,30 @@ def find_chromium() -> str | None:
 
 def chromium_flags(user_data_dir: str, fake_mic_wav: str | None) -> list[str]:
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--disable-extensions", "--metrics-recording-only", "--no-default-browser-check",
-        "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-        f"--user-data-dir={user_data_dir}", "--remote-debugging-port=0", "--window-size=900,900",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--metrics-recording-only",
+        "--no-default-browser-check",
+        "--autoplay-policy=no-user-gesture-required",
+        "--mute-audio",
+        f"--user-data-dir={user_data_dir}",
+        "--remote-debugging-port=0",
+        "--window-size=900,900",
     ]
     if fake_mic_wav:
-        flags += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                  f"--use-file-for-fake-audio-capture={fake_mic_wav}"]
+        flags += [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={fake_mic_wav}",
+        ]
     return flags
 
 
@@ -87,11 +102,15 @@ class Page:
                 self.console.append("exception: " + json.dumps(data["params"]["exceptionDetails"])[:500])
 
     async def evaluate(self, expression: str, user_gesture: bool = False):
-        r = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                 "awaitPromise": True, "userGesture": user_gesture})
+        r = await self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True, "userGesture": user_gesture},
+        )
         if "exceptionDetails" in r:
-            raise CdpError(f"{expression[:60]}: {r['exceptionDetails'].get('text')} "
-                           f"{r['exceptionDetails'].get('exception', {}).get('description', '')}")
+            raise CdpError(
+                f"{expression[:60]}: {r['exceptionDetails'].get('text')} "
+                f"{r['exceptionDetails'].get('exception', {}).get('description', '')}"
+            )
         return r.get("result", {}).get("value")
 
     async def wait_for(self, expression: str, timeout: float = 60.0, interval: float = 0.25):
@@ -125,9 +144,13 @@ class Chromium:
     async def __aenter__(self) -> "Chromium":
         self._profile = tempfile.TemporaryDirectory(prefix="moshi-chromium-", ignore_cleanup_errors=True)
         # its own process group, so its helper processes go with it
-        self.proc = subprocess.Popen([self.executable, *chromium_flags(self._profile.name, self.fake_mic_wav),
-                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [self.executable, *chromium_flags(self._profile.name, self.fake_mic_wav), "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(self._read_port(), 60)
@@ -168,8 +191,10 @@ class Chromium:
     async def screenshot(self, page: Page, path: str | os.PathLike, width: int = 820, height: int = 720) -> None:
         import base64
 
-        await page.send("Emulation.setDeviceMetricsOverride",
-                        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        await page.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         r = await page.send("Page.captureScreenshot", {"format": "png"})
         Path(path).write_bytes(base64.b64decode(r["data"]))
 
@@ -201,8 +226,12 @@ def web_server(*extra: str, log_path: str | os.PathLike, timeout: float = 120.0)
     """`python -m moshi_mlx.local_web --model random-tiny --port 0 ...` in a subprocess; yields its
     URL. Stopped with SIGINT (as Ctrl-C would), so its log ends with the session summaries."""
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moshi_mlx.local_web", "--model", "random-tiny", "--port", "0",
-                             *extra], stdout=subprocess.PIPE, stderr=log, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moshi_mlx.local_web", "--model", "random-tiny", "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
@@ -210,8 +239,9 @@ def web_server(*extra: str, log_path: str | os.PathLike, timeout: float = 120.0)
         reader.join(timeout)
         m = re.search(r"http://\S+", lines[0]) if lines else None
         if m is None:
-            raise RuntimeError(f"the server printed no URL (exit code {proc.poll()}):\n"
-                               + Path(log_path).read_text()[-2000:])
+            raise RuntimeError(
+                f"the server printed no URL (exit code {proc.poll()}):\n" + Path(log_path).read_text()[-2000:]
+            )
         yield m.group(0)
     finally:
         if proc.poll() is None:

@@ -12,8 +12,10 @@ import pytest
 
 from .browser import Chromium, find_chromium, fake_microphone_wav, web_server
 
-PAGE_READY = ("document.readyState === 'complete' && window.moshiStats !== undefined "
-              "&& document.getElementById('settings').elements.length > 0")
+PAGE_READY = (
+    "document.readyState === 'complete' && window.moshiStats !== undefined "
+    "&& document.getElementById('settings').elements.length > 0"
+)
 CLICK_START = "document.getElementById('start').click()"
 STATS = "JSON.stringify(window.moshiStats)"
 # the downloaded recording, read back: peak of each channel (left: microphone, right: Moshi)
@@ -54,12 +56,16 @@ def test_conversation_in_headless_chromium(tmp_path):
             await page.wait_for(PAGE_READY, 60)
             await page.evaluate(CLICK_START, user_gesture=True)
             # a few seconds of conversation: Moshi's voice played and its text shown
-            await page.wait_for("moshiStats.state.startsWith('live') && moshiStats.nonSilentSamples > "
-                                "moshiStats.sampleRate && moshiStats.textEvents >= 5", 90)
+            await page.wait_for(
+                "moshiStats.state.startsWith('live') && moshiStats.nonSilentSamples > "
+                "moshiStats.sampleRate && moshiStats.textEvents >= 5",
+                90,
+            )
             await page.wait_for("moshiStats.lagMs !== null", 30)
             first = await _stats(page)
-            shown = await page.evaluate("[document.getElementById('transcript').textContent, "
-                                        "document.getElementById('lag').textContent]")
+            shown = await page.evaluate(
+                "[document.getElementById('transcript').textContent, document.getElementById('lag').textContent]"
+            )
 
             # a second page, while the first is talking
             other = await browser.open(url)
@@ -71,16 +77,26 @@ def test_conversation_in_headless_chromium(tmp_path):
 
             # the first is undisturbed
             before = await _stats(page)
-            await page.wait_for(f"moshiStats.blocksReceived > {before['blocksReceived'] + 25} "
-                                f"&& moshiStats.textEvents > {before['textEvents']}", 60)
+            await page.wait_for(
+                f"moshiStats.blocksReceived > {before['blocksReceived'] + 25} "
+                f"&& moshiStats.textEvents > {before['textEvents']}",
+                60,
+            )
             after = await _stats(page)
 
             # stop: the recording of both sides is offered
             await page.evaluate("document.getElementById('stop').click()", user_gesture=True)
             await page.wait_for("!document.getElementById('download').hidden", 30)
             peaks = await page.evaluate(RECORDING_PEAKS)
-            return {"first": first, "shown": shown, "busy": busy, "notice": notice, "after": after,
-                    "peaks": peaks, "console": page.console + other.console}
+            return {
+                "first": first,
+                "shown": shown,
+                "busy": busy,
+                "notice": notice,
+                "after": after,
+                "peaks": peaks,
+                "console": page.console + other.console,
+            }
 
     with web_server(log_path=log_path) as url:
         r = asyncio.run(drive(url))

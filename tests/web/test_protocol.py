@@ -4,8 +4,17 @@ import json
 
 import pytest
 
-from moshi_mlx.web.protocol import (MAX_TEXT_BYTES, ProtocolError, Settings, check_audio, max_audio_bytes, message,
-                                    origin_refusal, parse_text, validate_settings)
+from moshi_mlx.web.protocol import (
+    MAX_TEXT_BYTES,
+    ProtocolError,
+    Settings,
+    check_audio,
+    max_audio_bytes,
+    message,
+    origin_refusal,
+    parse_text,
+    validate_settings,
+)
 
 DEFAULTS = Settings(temp=0.8, temp_text=0.7, top_k=250, top_k_text=25, top_p=0.0, top_p_text=0.0, seed=1)
 
@@ -22,36 +31,39 @@ def test_start_with_settings_over_defaults():
     assert parse_text(start(), DEFAULTS, started=False).settings == DEFAULTS
 
 
-@pytest.mark.parametrize("data, match", [
-    ("not json", "not valid JSON"),
-    ("[1, 2]", "JSON object"),
-    ('{"type": 3}', "JSON object"),
-    ('{"type": "hello"}', "unknown message type 'hello'"),
-    (json.dumps({"type": "start"}), "sample_rate"),
-    (json.dumps({"type": "start", "sample_rate": 100}), "sample_rate"),
-    (json.dumps({"type": "start", "sample_rate": 48000.5}), "sample_rate"),
-    (json.dumps({"type": "start", "sample_rate": True}), "sample_rate"),
-    (start(extra=1), "unknown field"),
-    (start(settings=[1]), "must be an object"),
-    (start(settings={"temperature": 1}), "unknown setting"),
-    (start(settings={"temp": "hot"}), "must be a number"),
-    (start(settings={"temp": True}), "must be a number"),
-    (start(settings={"temp": -0.1}), "between 0 and 5"),
-    ('{"type": "start", "sample_rate": 48000, "settings": {"temp": NaN}}', "finite"),
-    (start(settings={"top_k": 2.5}), "whole number"),
-    (start(settings={"top_p": 1.5}), "between 0 and 1"),
-    (start(settings={"seed": -1}), "between"),
-    (json.dumps({"type": "start", "pad": "x" * 5000}), "too large"),
-    # Python ints have no size limit: these raised OverflowError (math.isfinite, float(), :g)
-    (start(settings={"seed": 10 ** 400}), "'seed' must be between 0 and 4294967295, got an integer of about 401 "),
-    (start(settings={"top_k": -10 ** 400}), "'top_k' must be between 0 and 1048576, got a negative integer of "),
-    (start(settings={"temp": 10 ** 400}), "'temp' must be between"),
-    (start(settings={"top_p": -10 ** 400}), "'top_p' must be between"),
-    ("[" * 2000 + "]" * 2000, "nested too deeply"),  # RecursionError in json.loads, under the 4 KiB limit
-    ('{"type": "start", "settings": ' + "[" * 2000 + "]" * 2000 + "}", "nested too deeply"),
-    (start(settings={"temp": [[[[[[[[[[1]]]]]]]]]]}), r"must be a number, got \[\[\[\[...\]\]\]\]"),
-    (start(settings={"temp": "x" * 3000}), "must be a number, got 'xxxx"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"type": 3}', "JSON object"),
+        ('{"type": "hello"}', "unknown message type 'hello'"),
+        (json.dumps({"type": "start"}), "sample_rate"),
+        (json.dumps({"type": "start", "sample_rate": 100}), "sample_rate"),
+        (json.dumps({"type": "start", "sample_rate": 48000.5}), "sample_rate"),
+        (json.dumps({"type": "start", "sample_rate": True}), "sample_rate"),
+        (start(extra=1), "unknown field"),
+        (start(settings=[1]), "must be an object"),
+        (start(settings={"temperature": 1}), "unknown setting"),
+        (start(settings={"temp": "hot"}), "must be a number"),
+        (start(settings={"temp": True}), "must be a number"),
+        (start(settings={"temp": -0.1}), "between 0 and 5"),
+        ('{"type": "start", "sample_rate": 48000, "settings": {"temp": NaN}}', "finite"),
+        (start(settings={"top_k": 2.5}), "whole number"),
+        (start(settings={"top_p": 1.5}), "between 0 and 1"),
+        (start(settings={"seed": -1}), "between"),
+        (json.dumps({"type": "start", "pad": "x" * 5000}), "too large"),
+        # Python ints have no size limit: these raised OverflowError (math.isfinite, float(), :g)
+        (start(settings={"seed": 10**400}), "'seed' must be between 0 and 4294967295, got an integer of about 401 "),
+        (start(settings={"top_k": -(10**400)}), "'top_k' must be between 0 and 1048576, got a negative integer of "),
+        (start(settings={"temp": 10**400}), "'temp' must be between"),
+        (start(settings={"top_p": -(10**400)}), "'top_p' must be between"),
+        ("[" * 2000 + "]" * 2000, "nested too deeply"),  # RecursionError in json.loads, under the 4 KiB limit
+        ('{"type": "start", "settings": ' + "[" * 2000 + "]" * 2000 + "}", "nested too deeply"),
+        (start(settings={"temp": [[[[[[[[[[1]]]]]]]]]]}), r"must be a number, got \[\[\[\[...\]\]\]\]"),
+        (start(settings={"temp": "x" * 3000}), "must be a number, got 'xxxx"),
+    ],
+)
 def test_refused_text(data, match):
     with pytest.raises(ProtocolError, match=match) as e:
         parse_text(data, DEFAULTS, started=False)
@@ -60,7 +72,7 @@ def test_refused_text(data, match):
 
 def test_refusals_are_short():
     """An error message stays short however large the value it names."""
-    for settings in ({"seed": 10 ** 400}, {"temp": "x" * 3000}, {"temp": [[[["x" * 3000]]]]}):
+    for settings in ({"seed": 10**400}, {"temp": "x" * 3000}, {"temp": [[[["x" * 3000]]]]}):
         with pytest.raises(ProtocolError) as e:
             parse_text(start(settings=settings), DEFAULTS, started=False)
         assert len(str(e.value)) < 120, str(e.value)
@@ -69,8 +81,10 @@ def test_refusals_are_short():
 
 def test_huge_but_equal_numbers_are_exact():
     """The range check compares the client's value exactly (no float rounding on the way)."""
-    assert parse_text(start(settings={"seed": 2**32 - 1, "top_k": 1 << 20}), DEFAULTS, started=False).settings.seed \
+    assert (
+        parse_text(start(settings={"seed": 2**32 - 1, "top_k": 1 << 20}), DEFAULTS, started=False).settings.seed
         == 2**32 - 1
+    )
     with pytest.raises(ProtocolError, match="between"):
         parse_text(start(settings={"seed": 2**32}), DEFAULTS, started=False)
     with pytest.raises(ProtocolError, match="whole number"):
@@ -81,38 +95,41 @@ def test_huge_but_equal_numbers_are_exact():
 P = 8998
 
 
-@pytest.mark.parametrize("origin, host, listen, accepted", [
-    (f"http://127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", True),  # the page, as printed
-    (f"http://localhost:{P}", f"localhost:{P}", "127.0.0.1", True),  # opened as localhost
-    (f"http://localhost:{P}", f"127.0.0.1:{P}", "127.0.0.1", True),  # localhost and 127.0.0.1 alike
-    (f"http://[::1]:{P}", f"[::1]:{P}", "::1", True),
-    (f"http://LOCALHOST:{P}", f"localhost:{P}", "127.0.0.1", True),
-    ("http://localhost", "localhost", "127.0.0.1", True),  # port 80 on both sides
-    (f"https://localhost:{P}", f"localhost:{P}", "127.0.0.1", True),  # behind a TLS proxy
-    ("http://localhost:9000", "localhost:9000", "127.0.0.1", True),  # ssh -L 9000:localhost:8998
-    (f"http://192.168.1.5:{P}", f"192.168.1.5:{P}", "192.168.1.5", True),  # --host 192.168.1.5
-    (f"http://192.168.1.5:{P}", f"192.168.1.5:{P}", "0.0.0.0", True),  # --host 0.0.0.0, by an address
-    (f"http://mymac.local:{P}", f"mymac.local:{P}", "mymac.local", True),  # --host mymac.local
-    (None, f"127.0.0.1:{P}", "127.0.0.1", True),  # not a browser
-    (None, None, "127.0.0.1", True),
-    ("http://evil.example", f"127.0.0.1:{P}", "127.0.0.1", False),  # another site
-    (f"https://evil.example:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
-    (f"http://evil.example:{P}", f"evil.example:{P}", "127.0.0.1", False),  # DNS rebinding to 127.0.0.1
-    (f"http://mymac.local:{P}", f"mymac.local:{P}", "0.0.0.0", False),  # a name, not --host
-    (f"http://127.0.0.1:{P + 1}", f"127.0.0.1:{P}", "127.0.0.1", False),  # another local server's page
-    (f"http://192.168.1.9:{P}", f"192.168.1.5:{P}", "0.0.0.0", False),  # another machine's page
-    (f"http://192.168.1.5:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
-    ("http://localhost", f"localhost:{P}", "127.0.0.1", False),  # port 80 is not ours
-    ("null", f"127.0.0.1:{P}", "127.0.0.1", False),  # a sandboxed frame, a file: page
-    ("", f"127.0.0.1:{P}", "127.0.0.1", False),
-    (f"ws://127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
-    (f"file://127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
-    (f"http://127.0.0.1:{P}/", f"127.0.0.1:{P}", "127.0.0.1", False),  # an origin has no path
-    (f"http://user@127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
-    ("http://127.0.0.1:99999", "127.0.0.1:99999", "127.0.0.1", False),
-    (f"http://127.0.0.1:{P}", None, "127.0.0.1", False),  # an origin, but no Host to match
-    (f"http://127.0.0.1:{P}", "127.0.0.1:x", "127.0.0.1", False),
-])
+@pytest.mark.parametrize(
+    "origin, host, listen, accepted",
+    [
+        (f"http://127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", True),  # the page, as printed
+        (f"http://localhost:{P}", f"localhost:{P}", "127.0.0.1", True),  # opened as localhost
+        (f"http://localhost:{P}", f"127.0.0.1:{P}", "127.0.0.1", True),  # localhost and 127.0.0.1 alike
+        (f"http://[::1]:{P}", f"[::1]:{P}", "::1", True),
+        (f"http://LOCALHOST:{P}", f"localhost:{P}", "127.0.0.1", True),
+        ("http://localhost", "localhost", "127.0.0.1", True),  # port 80 on both sides
+        (f"https://localhost:{P}", f"localhost:{P}", "127.0.0.1", True),  # behind a TLS proxy
+        ("http://localhost:9000", "localhost:9000", "127.0.0.1", True),  # ssh -L 9000:localhost:8998
+        (f"http://192.168.1.5:{P}", f"192.168.1.5:{P}", "192.168.1.5", True),  # --host 192.168.1.5
+        (f"http://192.168.1.5:{P}", f"192.168.1.5:{P}", "0.0.0.0", True),  # --host 0.0.0.0, by an address
+        (f"http://mymac.local:{P}", f"mymac.local:{P}", "mymac.local", True),  # --host mymac.local
+        (None, f"127.0.0.1:{P}", "127.0.0.1", True),  # not a browser
+        (None, None, "127.0.0.1", True),
+        ("http://evil.example", f"127.0.0.1:{P}", "127.0.0.1", False),  # another site
+        (f"https://evil.example:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
+        (f"http://evil.example:{P}", f"evil.example:{P}", "127.0.0.1", False),  # DNS rebinding to 127.0.0.1
+        (f"http://mymac.local:{P}", f"mymac.local:{P}", "0.0.0.0", False),  # a name, not --host
+        (f"http://127.0.0.1:{P + 1}", f"127.0.0.1:{P}", "127.0.0.1", False),  # another local server's page
+        (f"http://192.168.1.9:{P}", f"192.168.1.5:{P}", "0.0.0.0", False),  # another machine's page
+        (f"http://192.168.1.5:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
+        ("http://localhost", f"localhost:{P}", "127.0.0.1", False),  # port 80 is not ours
+        ("null", f"127.0.0.1:{P}", "127.0.0.1", False),  # a sandboxed frame, a file: page
+        ("", f"127.0.0.1:{P}", "127.0.0.1", False),
+        (f"ws://127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
+        (f"file://127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
+        (f"http://127.0.0.1:{P}/", f"127.0.0.1:{P}", "127.0.0.1", False),  # an origin has no path
+        (f"http://user@127.0.0.1:{P}", f"127.0.0.1:{P}", "127.0.0.1", False),
+        ("http://127.0.0.1:99999", "127.0.0.1:99999", "127.0.0.1", False),
+        (f"http://127.0.0.1:{P}", None, "127.0.0.1", False),  # an origin, but no Host to match
+        (f"http://127.0.0.1:{P}", "127.0.0.1:x", "127.0.0.1", False),
+    ],
+)
 def test_origin(origin, host, listen, accepted):
     refusal = origin_refusal([] if origin is None else [origin], host, listen)
     assert (refusal is None) == accepted, refusal

@@ -227,6 +227,7 @@ def test_disconnect_mid_sentence_frees_everything():
 
 def _conversation_tokens(engine, blocks, settings_list, max_lag_ms=None):
     """Each entry of settings_list: one connection fed `blocks`; returns its text pieces."""
+
     async def body(client):
         results = []
         for settings in settings_list:
@@ -265,11 +266,18 @@ def test_each_connection_is_a_fresh_conversation_and_settings_take_effect():
     engine = demo_engine()
     rng = np.random.default_rng(0)
     speech = (0.1 * rng.standard_normal(12 * FRAME)).astype(np.float32)
-    blocks = [to_int16(speech[i:i + FRAME]) for i in range(0, len(speech), FRAME)]
-    a, b, greedy1, greedy2, other_seed = _conversation_tokens(engine, blocks, [
-        {"seed": 5}, {"seed": 5}, {"temp": 0, "temp_text": 0, "seed": 5}, {"temp": 0, "temp_text": 0, "seed": 6},
-        {"seed": 6},
-    ])
+    blocks = [to_int16(speech[i : i + FRAME]) for i in range(0, len(speech), FRAME)]
+    a, b, greedy1, greedy2, other_seed = _conversation_tokens(
+        engine,
+        blocks,
+        [
+            {"seed": 5},
+            {"seed": 5},
+            {"temp": 0, "temp_text": 0, "seed": 5},
+            {"temp": 0, "temp_text": 0, "seed": 6},
+            {"seed": 6},
+        ],
+    )
     assert len(a) >= 6
     assert a == b  # reconnecting replays exactly: caches, codec state and PRNG were reset
     assert greedy1 == greedy2  # greedy ignores the seed...
@@ -277,12 +285,13 @@ def test_each_connection_is_a_fresh_conversation_and_settings_take_effect():
     assert other_seed != a  # the seed reached the model
     # the same input twice in ONE conversation does not replay (state carries over): the reset is what made a == b
     (twice,) = _conversation_tokens(engine, blocks + blocks, [{"seed": 5}])
-    assert twice[:len(a)] == a and [p for p, _ in twice[len(a):]] != [p for p, _ in a]
+    assert twice[: len(a)] == a and [p for p, _ in twice[len(a) :]] != [p for p, _ in a]
 
 
 def test_lag_stays_bounded_when_compute_falls_behind():
     """A 120 ms step for each 80 ms frame: input is skipped and late output dropped, the
     server's reported lag stays near the bound, and nothing queues up."""
+
     async def body(client):
         st = client.app[STATE]
         ws = await client.ws_connect("/api/ws")
@@ -347,8 +356,9 @@ def test_a_stop_signal_inside_a_handler_stops_cleanly(tmp_path):
     root = Path(__file__).resolve().parents[2]
     log = tmp_path / "server.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", STALLING_SERVER, str(root)], cwd=root, stdout=subprocess.PIPE,
-                                stderr=err, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STALLING_SERVER, str(root)], cwd=root, stdout=subprocess.PIPE, stderr=err, text=True
+        )
     try:
         port = int(proc.stdout.readline().rstrip().rstrip("/").rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -85,11 +85,13 @@ async def closed_with(ws, timeout=10.0) -> int | None:
 
 # ---------------------------------------------------------------------------- who may connect
 
+
 def test_only_this_servers_page_may_open_a_websocket(logs):
     """The page's own origin (127.0.0.1 or localhost, the server's port) and a client without
     an Origin header reach `ready`; another site, another port, a DNS name pointed at
     127.0.0.1 (rebinding) and a sandboxed page ('null') get 403 at the handshake, with one log
     line each, and take nothing (the next client is not told busy)."""
+
     async def body(port, http):
         url = f"http://127.0.0.1:{port}/api/ws"
         accepted = [
@@ -117,9 +119,16 @@ def test_only_this_servers_page_may_open_a_websocket(logs):
             assert ready["type"] == "ready", (headers, ready)
             await ws.close()
         # a refusal says why, in the body
-        async with http.get(url, headers={"Origin": "http://evil.example", "Upgrade": "websocket",
-                                          "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                                          "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}) as r:
+        async with http.get(
+            url,
+            headers={
+                "Origin": "http://evil.example",
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+            },
+        ) as r:
             assert r.status == 403 and "another site" in await r.text()
 
     app = make_app(fake_engine(), reconnect_wait_s=2.0)
@@ -134,6 +143,7 @@ def test_only_this_servers_page_may_open_a_websocket(logs):
 def test_host_flag_changes_the_accepted_origin(logs):
     """--host mymac.local: its page (http://mymac.local:PORT) is accepted; with the default
     host the same name is a DNS name that could point anywhere, and is refused."""
+
     async def body(port, http):
         headers = {"Origin": f"http://mymac.local:{port}", "Host": f"mymac.local:{port}"}
         try:
@@ -152,9 +162,11 @@ def test_host_flag_changes_the_accepted_origin(logs):
 
 # ------------------------------------------------------------------ connections that hold the slot
 
+
 def test_a_connection_that_never_starts_is_closed(logs):
     """Silent, or sending only refused messages: closed (fatal error, 1008) at the deadline,
     and the next client gets a conversation, not `busy`."""
+
     async def body(port, http):
         url = f"http://127.0.0.1:{port}/api/ws"
         loop = asyncio.get_running_loop()
@@ -208,8 +220,10 @@ async def raw_websocket(port: int, rcvbuf: int | None = None):
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(f"GET /api/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    writer.write(
+        f"GET /api/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 101"), head
     return reader, writer
@@ -219,6 +233,7 @@ def test_a_client_that_stops_reading_is_dropped(logs):
     """It sends audio and never reads the answers: once the socket buffers are full the
     server's sends stall, and after the send timeout it drops the connection, so the slot
     is free for the next client."""
+
     async def body(port, http):
         st = app[STATE]
         _, writer = await raw_websocket(port, rcvbuf=4096)
@@ -253,11 +268,12 @@ def test_a_client_that_stops_reading_is_dropped(logs):
 
 # ------------------------------------------------------------------------ messages that killed it
 
+
 def test_huge_numbers_and_deep_nesting_are_refused_and_the_session_goes_on(logs):
     """Settings with 400-digit integers (OverflowError in the range check) and JSON nested
     2000 deep (RecursionError in json.loads), before and during a conversation: each is a
     non-fatal `error`, and the conversation still answers."""
-    huge = 10 ** 400
+    huge = 10**400
 
     def start_msg(settings) -> str:
         return json.dumps({"type": "start", "sample_rate": RATE, "settings": settings})
@@ -268,8 +284,10 @@ def test_huge_numbers_and_deep_nesting_are_refused_and_the_session_goes_on(logs)
         (start_msg({"top_k": -huge}), "'top_k' must be between"),
         (start_msg({"temp": huge}), "'temp' must be between"),
         (deep, "nested too deeply"),
-        ('{"type": "start", "sample_rate": 24000, "settings": {"temp": ' + "[" * 500 + "]" * 500 + "}}",
-         "must be a number"),
+        (
+            '{"type": "start", "sample_rate": 24000, "settings": {"temp": ' + "[" * 500 + "]" * 500 + "}}",
+            "must be a number",
+        ),
     ]
 
     async def body(port, http):
@@ -326,12 +344,17 @@ def test_an_unexpected_error_is_one_line_and_close_1011(logs):
 
 # ------------------------------------------------------------------------------ HTTP-level noise
 
-@pytest.mark.parametrize("request_bytes", [
-    b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a 64 KB request line
-    b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(5000)) + b"\r\n",
-    b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 65536 + b"\r\n\r\n",  # a 64 KB header
-    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-], ids=["request-line", "5000-headers", "header-64k", "malformed-header"])
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a 64 KB request line
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(5000)) + b"\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 65536 + b"\r\n\r\n",  # a 64 KB header
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+    ids=["request-line", "5000-headers", "header-64k", "malformed-header"],
+)
 def test_a_request_the_parser_rejects_is_400_and_one_log_line(request_bytes, logs):
     async def body(port, http):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -28,8 +28,9 @@ COMMIT = "5a1b7c0e9d3f2a4b6c8d0e1f2a3b4c5d6e7f8a9b"
 _ITEM = {"BF16": 2, "F32": 4, "U32": 4, "F16": 2}
 
 
-def add_repo(cache: Path, repo: str, files: dict[str, Path], *, absent: tuple[str, ...] = (),
-             refs: bool = True) -> Path:
+def add_repo(
+    cache: Path, repo: str, files: dict[str, Path], *, absent: tuple[str, ...] = (), refs: bool = True
+) -> Path:
     """Put `files` (name in the repo -> a local file, hard-linked as its blob) into the cache
     as repo `repo`'s main revision; `absent`: names recorded as missing (`.no_exist`), as
     huggingface_hub records a file it asked for that the repo lacks. Returns the snapshot."""
@@ -78,8 +79,10 @@ def mlx_layout(cfg: LmConfig, bits: int | None = None, group: int | None = None)
     every Linear and embedding (packed uint32 weights, bf16 scales and biases)."""
     model = Lm(cfg)  # lazy: shapes only
     if bits is not None:
-        apply_quantization(model, {p: QuantSpec(bits, group) for p, m in quantizable_modules(model).items()
-                                   if in_features(m) % group == 0})
+        apply_quantization(
+            model,
+            {p: QuantSpec(bits, group) for p, m in quantizable_modules(model).items() if in_features(m) % group == 0},
+        )
     out = {}
     for name, arr in tree_flatten(model.parameters()):
         packed = bits is not None and name.endswith(".weight") and str(arr.dtype) == "mlx.core.uint32"
@@ -93,8 +96,16 @@ def torch_layout(cfg: LmConfig) -> dict:
     return {n: ("BF16", tuple(s)) for n, s in sorted(pytorch_layout(cfg).items())}
 
 
-NARROW = dict(dim=64, num_heads=2, num_layers=1, depformer_dim=64, depformer_num_heads=2, depformer_num_layers=1,
-              depformer_dim_feedforward=192, context=64)
+NARROW = dict(
+    dim=64,
+    num_heads=2,
+    num_layers=1,
+    depformer_dim=64,
+    depformer_num_heads=2,
+    depformer_num_layers=1,
+    depformer_dim_feedforward=192,
+    context=64,
+)
 
 
 def narrow_preset(name: str, **over) -> dict:

@@ -37,13 +37,16 @@ def load_lm_from_hub(repo):
     return moshi_mlx.load(repo, compute="stored", codec=False, tokenizer="none").lm
 
 
-
-
 def small_cfg() -> LmConfig:
     """random-tiny with widths every group size divides (the real 7B's widths do too)."""
     d = models.lm_preset("random-tiny").to_dict()
-    d.update(dim=128, hidden_scale=6.0, depformer_dim=128, depformer_dim_feedforward=384,
-             depformer_weights_per_step_schedule=[0, 0])  # shared depformer weights: stacked sources
+    d.update(
+        dim=128,
+        hidden_scale=6.0,
+        depformer_dim=128,
+        depformer_dim_feedforward=384,
+        depformer_weights_per_step_schedule=[0, 0],
+    )  # shared depformer weights: stacked sources
     d.pop("_source", None)
     return LmConfig.from_dict(d)
 
@@ -102,12 +105,15 @@ def test_random_checkpoint_streams_random_state(cfg):
     np.testing.assert_array_equal(scaled["emb.0.weight"], ref["emb.0.weight"])
 
 
-@pytest.mark.parametrize("recipe,args,fname", [
-    ("q8", ["-q", "--q-bits", "8"], "model.q8.safetensors"),
-    ("q4", ["-q"], "model.q4.safetensors"),
-    ("mixed-4-8", ["--quant-predicate", "mixed_4_8"], "model.mixed-4-8.safetensors"),
-    ("float-heads", ["-q", "--recipe", "float-heads"], "model.q4-float-heads.safetensors"),
-])
+@pytest.mark.parametrize(
+    "recipe,args,fname",
+    [
+        ("q8", ["-q", "--q-bits", "8"], "model.q8.safetensors"),
+        ("q4", ["-q"], "model.q4.safetensors"),
+        ("mixed-4-8", ["--quant-predicate", "mixed_4_8"], "model.mixed-4-8.safetensors"),
+        ("float-heads", ["-q", "--recipe", "float-heads"], "model.q4-float-heads.safetensors"),
+    ],
+)
 def test_round_trip_equals_in_memory_quantization(tmp_path, cfg, src, recipe, args, fname, capsys):
     out = tmp_path / recipe
     assert run([str(src), "--out", str(out), *args]) == 0
@@ -196,8 +202,11 @@ def test_auto_detection_everywhere(tmp_path, cfg, src):
     d = json.loads((out / "config.json").read_text())
     d["quantization"]["bits"] = 2  # the default spec (whichever it is) now says 2 bits
     (out / "config.json").write_text(json.dumps(d))
-    with pytest.raises(WeightsError, match=r"disagrees with the tensors for \d+ module\(s\): \S+: "
-                                           r"recorded 2-bit affine g\d+, stored [48]-bit affine g\d+") as e:
+    with pytest.raises(
+        WeightsError,
+        match=r"disagrees with the tensors for \d+ module\(s\): \S+: "
+        r"recorded 2-bit affine g\d+, stored [48]-bit affine g\d+",
+    ) as e:
         load_lm(out)
     assert "\n" not in str(e.value)
 
@@ -328,6 +337,7 @@ def test_source_resolution(tmp_path, cfg, src, monkeypatch):
 
 # ---- bad input: one line on stderr, exit code 2 ------------------------------------------
 
+
 def _one_line_error(capsys, argv, match):
     assert run(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -340,16 +350,26 @@ def _one_line_error(capsys, argv, match):
 
 def test_bad_bits_group_mode_recipe(tmp_path, src, capsys):
     out = str(tmp_path / "o")
-    _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-bits", "7"],
-                    r"7-bit affine quantization is not supported \(bits: 2, 3, 4, 5, 6, 8\)")
-    _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-group-size", "48"],
-                    r"group size 48 is not supported for affine quantization \(group sizes: 32, 64, 128\)")
+    _one_line_error(
+        capsys,
+        [str(src), "--out", out, "-q", "--q-bits", "7"],
+        r"7-bit affine quantization is not supported \(bits: 2, 3, 4, 5, 6, 8\)",
+    )
+    _one_line_error(
+        capsys,
+        [str(src), "--out", out, "-q", "--q-group-size", "48"],
+        r"group size 48 is not supported for affine quantization \(group sizes: 32, 64, 128\)",
+    )
     _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-bits", "four"], "--q-bits must be an integer")
     _one_line_error(capsys, [str(src), "--out", out, "-q", "--q-mode", "fancy"], "unknown quantization mode 'fancy'")
-    _one_line_error(capsys, [str(src), "--out", out, "--quant-predicate", "mostly-int4"],
-                    "unknown quantization recipe 'mostly-int4'; known: uniform")
-    _one_line_error(capsys, [str(src), "--out", out, "--recipe", "mixed-4-8", "--q-bits", "3"],
-                    "--q-bits 3 contradicts it")
+    _one_line_error(
+        capsys,
+        [str(src), "--out", out, "--quant-predicate", "mostly-int4"],
+        "unknown quantization recipe 'mostly-int4'; known: uniform",
+    )
+    _one_line_error(
+        capsys, [str(src), "--out", out, "--recipe", "mixed-4-8", "--q-bits", "3"], "--q-bits 3 contradicts it"
+    )
     _one_line_error(capsys, [str(src), "--out", out, "--q-bits", "8"], "need -q")
     assert not (tmp_path / "o").exists()
 
@@ -358,8 +378,9 @@ def test_eval_flags_checked_before_converting_and_imply_eval(tmp_path, src, caps
     """--eval-codes was read only after the conversion was written (a typo cost a whole
     conversion), or silently ignored without --eval; --out '' meant the working folder."""
     out = tmp_path / "o"
-    _one_line_error(capsys, [str(src), "--out", str(out), "--eval-codes", str(tmp_path / "nope.npz")],
-                    "codes file not found")
+    _one_line_error(
+        capsys, [str(src), "--out", str(out), "--eval-codes", str(tmp_path / "nope.npz")], "codes file not found"
+    )
     wav = tmp_path / "a.wav"
     wav.write_bytes(b"RIFF" + bytes(60))
     _one_line_error(capsys, [str(src), "--out", str(out), "--eval", "--eval-codes", str(wav)], "no NumPy or zip header")
@@ -377,11 +398,17 @@ def test_group_size_must_divide_the_width(tmp_path, capsys):
     d.update(depformer_dim=32, depformer_num_heads=2, depformer_dim_feedforward=132)  # depformer MLP 88 wide
     tiny = models.LmConfig.from_dict(d)
     p = write_random_checkpoint(tiny, tmp_path / "tiny", seed=0)
-    _one_line_error(capsys, [str(p), "--out", str(tmp_path / "o"), "-q"],
-                    r"depformer.slices.0.transformer.layers.0.gating.linear_out: its input width 88 is not divisible "
-                    r"by the group size 32; no supported group size divides it")
-    with pytest.raises(WeightsError, match="depformer.slices.0.transformer.layers.0.gating.linear_in: its input width "
-                                           "32 is not divisible by the group size 128; group sizes that divide it: 32$"):
+    _one_line_error(
+        capsys,
+        [str(p), "--out", str(tmp_path / "o"), "-q"],
+        r"depformer.slices.0.transformer.layers.0.gating.linear_out: its input width 88 is not divisible "
+        r"by the group size 32; no supported group size divides it",
+    )
+    with pytest.raises(
+        WeightsError,
+        match="depformer.slices.0.transformer.layers.0.gating.linear_in: its input width "
+        "32 is not divisible by the group size 128; group sizes that divide it: 32$",
+    ):
         plan_conversion(SafetensorsFile(p), tiny, make_recipe("transformers-only", 4, 128))
 
 
@@ -389,9 +416,12 @@ def test_already_quantized_truncated_and_existing_output(tmp_path, src, capsys):
     q = tmp_path / "q4"
     assert run([str(src), "--out", str(q), "-q", "--quiet"]) == 0
     capsys.readouterr()
-    _one_line_error(capsys, [str(q), "--out", str(tmp_path / "again"), "-q", "--q-bits", "8"],
-                    r"model.q4.safetensors is already quantized \(4-bit affine g32 \(\d+ modules\)\); convert from a "
-                    r"float")
+    _one_line_error(
+        capsys,
+        [str(q), "--out", str(tmp_path / "again"), "-q", "--q-bits", "8"],
+        r"model.q4.safetensors is already quantized \(4-bit affine g32 \(\d+ modules\)\); convert from a "
+        r"float",
+    )
     _one_line_error(capsys, [str(src), "--out", str(q), "-q"], "already exists and is not empty; pass --force")
     assert run([str(src), "--out", str(q), "-q", "--q-bits", "8", "--force", "--quiet"]) == 0
     assert (q / "model.q8.safetensors").is_file()
@@ -400,8 +430,11 @@ def test_already_quantized_truncated_and_existing_output(tmp_path, src, capsys):
     cut = tmp_path / "cut.safetensors"
     data = src.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    _one_line_error(capsys, [str(cut), "--config", str(src.parent / "config.json"), "--out", str(tmp_path / "c"), "-q"],
-                    "cut.safetensors is truncated")
+    _one_line_error(
+        capsys,
+        [str(cut), "--config", str(src.parent / "config.json"), "--out", str(tmp_path / "c"), "-q"],
+        "cut.safetensors is truncated",
+    )
     _one_line_error(capsys, [str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "c")], "file not found")
     _one_line_error(capsys, ["--out", str(tmp_path / "c")], "nothing to convert")
 

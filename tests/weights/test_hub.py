@@ -38,8 +38,10 @@ def _no_dns(monkeypatch):
 
 def test_no_network_goes_to_the_cache_at_once(calls, monkeypatch):
     _no_dns(monkeypatch)
-    with pytest.raises(WeightsError, match="config.json from kyutai/x is not in the local Hugging Face cache and the "
-                                           "Hub cannot be reached"):
+    with pytest.raises(
+        WeightsError,
+        match="config.json from kyutai/x is not in the local Hugging Face cache and the Hub cannot be reached",
+    ):
         hub.hf_get("config.json", "kyutai/x")
     assert calls == [{"local_files_only": True}]  # no request, so no retries
 
@@ -86,8 +88,21 @@ def test_a_hub_that_refuses_connections_is_not_asked(calls, monkeypatch):
     assert hub.hf_get_optional("config.json", "kyutai/x") is None  # an optional file is then absent
 
 
-@pytest.mark.parametrize("value, offline", [("1", True), ("yes", True), ("TRUE", True), ("on", True), ("0", False),
-                                            ("false", False), ("no", False), ("off", False), ("y", False), ("", False)])
+@pytest.mark.parametrize(
+    "value, offline",
+    [
+        ("1", True),
+        ("yes", True),
+        ("TRUE", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("off", False),
+        ("y", False),
+        ("", False),
+    ],
+)
 def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(monkeypatch, value, offline):
     import huggingface_hub.constants as c
 
@@ -130,27 +145,37 @@ def _http_error(kind: str):
     if kind == "gated":
         return GatedRepoError("Access to model kyutai/x is restricted.", response=httpx2.Response(403, request=req))
     if kind == "private":
-        return RepositoryNotFoundError("401 Client Error. Repository Not Found",
-                                       response=httpx2.Response(401, request=req))
+        return RepositoryNotFoundError(
+            "401 Client Error. Repository Not Found", response=httpx2.Response(401, request=req)
+        )
     if kind == "bad token":
-        return HfHubHTTPError("401 Client Error: Unauthorized. Invalid credentials in Authorization header",
-                              response=httpx2.Response(401, request=req))
+        return HfHubHTTPError(
+            "401 Client Error: Unauthorized. Invalid credentials in Authorization header",
+            response=httpx2.Response(401, request=req),
+        )
     cause = HfHubHTTPError("403 Forbidden: fine-grained token settings", response=httpx2.Response(403, request=req))
     wrapped = LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
     wrapped.__cause__ = cause
     return wrapped
 
 
-@pytest.mark.parametrize("kind, says", [
-    ("gated", "is gated: accept its terms on the Hub and log in (hf auth login, or HF_TOKEN)"),
-    ("private", "does not exist or is private (log in with hf auth login, or set HF_TOKEN, if it is yours)"),
-    ("bad token", "the Hub refused the token sent for kyutai/x (401 Unauthorized): log in again (hf auth login)"),
-    ("forbidden", "the Hub refused access to kyutai/x (403 Forbidden): accept its terms on the Hub and use a token "
-                  "allowed to read it (hf auth login, or HF_TOKEN)"),
-])
+@pytest.mark.parametrize(
+    "kind, says",
+    [
+        ("gated", "is gated: accept its terms on the Hub and log in (hf auth login, or HF_TOKEN)"),
+        ("private", "does not exist or is private (log in with hf auth login, or set HF_TOKEN, if it is yours)"),
+        ("bad token", "the Hub refused the token sent for kyutai/x (401 Unauthorized): log in again (hf auth login)"),
+        (
+            "forbidden",
+            "the Hub refused access to kyutai/x (403 Forbidden): accept its terms on the Hub and use a token "
+            "allowed to read it (hf auth login, or HF_TOKEN)",
+        ),
+    ],
+)
 def test_access_errors_say_how_to_log_in(monkeypatch, kind, says):
     """One line saying how to log in, for the weights and for an optional config.json alike
     (a 403 was 'not in the cache and the Hub cannot be reached'; a bad token a raw 401)."""
+
     def fake(repo, filename, **kw):
         raise _http_error(kind)
 
@@ -159,8 +184,10 @@ def test_access_errors_say_how_to_log_in(monkeypatch, kind, says):
     for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setattr(hub, "_hub_unreachable", lambda: False)
-    for get in (lambda: hub.hf_get("model.safetensors", "kyutai/x"), lambda: hub.hf_get_optional("config.json",
-                                                                                                  "kyutai/x")):
+    for get in (
+        lambda: hub.hf_get("model.safetensors", "kyutai/x"),
+        lambda: hub.hf_get_optional("config.json", "kyutai/x"),
+    ):
         with pytest.raises(WeightsError) as e:
             get()
         assert says in str(e.value) and "\n" not in str(e.value)

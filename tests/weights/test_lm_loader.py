@@ -9,7 +9,7 @@ import pytest
 
 from moshi_mlx import models
 from moshi_mlx.models.config import LmConfig
-from moshi_mlx.errors import ConfigError, UsageError
+from moshi_mlx.errors import ConfigError
 from moshi_mlx.weights.errors import WeightsError
 from moshi_mlx.weights import lm_loader
 from moshi_mlx.weights.lm_loader import load_lm_state, save_lm
@@ -26,8 +26,6 @@ def load_lm_from_hub(repo):
     import moshi_mlx
 
     return moshi_mlx.load(repo, compute="stored", codec=False, tokenizer="none").lm
-
-
 
 
 def _cfg(**over) -> LmConfig:
@@ -151,6 +149,7 @@ def test_from_hub_cache_offline(tmp_path, monkeypatch, cfg, reference):
 
 # ---- bad input --------------------------------------------------------------------
 
+
 def test_missing_file(tmp_path, cfg):
     with pytest.raises(WeightsError, match="file not found: .*nope.safetensors"):
         load_lm(tmp_path / "nope.safetensors", cfg)
@@ -178,8 +177,11 @@ def test_missing_and_unexpected_keys_are_named(tmp_path, cfg):
     state["surprise.weight"] = np.zeros((2, 2), np.float32)
     p = tmp_path / "model.safetensors"
     _save_np(p, state)
-    with pytest.raises(WeightsError, match=r"missing 1 tensor\(s\): linears.1.weight; "
-                                           r"unexpected 1 tensor\(s\): surprise.weight") as e:
+    with pytest.raises(
+        WeightsError,
+        match=r"missing 1 tensor\(s\): linears.1.weight; "
+        r"unexpected 1 tensor\(s\): surprise.weight",
+    ) as e:
         load_lm(p, cfg)
     assert "\n" not in str(e.value)
 

@@ -104,13 +104,18 @@ def _torch_slice(src, key: str, torch_shape) -> np.ndarray:
 def test_bfloat16_fusion_is_bit_exact(tmp_path, name):
     """In bfloat16 moshi rounds B @ A, then x scaling, then the sum: so do we (bits equal)."""
     cfg_dict, data, base, adapters = _case_files(name, tmp_path)
-    src = LoraSource(SafetensorsFile(base), SafetensorsFile(adapters), cfg_dict["lora_scaling"],
-                     cfg_dict["lora_rank"], dtype=mx.bfloat16)
+    src = LoraSource(
+        SafetensorsFile(base),
+        SafetensorsFile(adapters),
+        cfg_dict["lora_scaling"],
+        cfg_dict["lora_rank"],
+        dtype=mx.bfloat16,
+    )
     keys = [k for k in data if k.startswith("bf16__")]
     assert len(keys) >= 3
     for k in keys:
         ref = data[k]
-        ours = _torch_slice(src, k[len("bf16__"):], ref.shape)
+        ours = _torch_slice(src, k[len("bf16__") :], ref.shape)
         assert ours.shape == ref.shape and np.array_equal(ours, ref), k
 
 
@@ -179,14 +184,16 @@ def test_convert_fuses_then_quantizes(tmp_path):
     info = resolve_source(ft / "model.safetensors")
     assert info.lora == ft / "lora.safetensors"
     a = convert(info, tmp_path / "a", recipe=make_recipe(None, 8))
-    fused = LoraSource(SafetensorsFile(ft / "model.safetensors"), SafetensorsFile(ft / "lora.safetensors"), 0.5,
-                       dtype=mx.bfloat16)
+    fused = LoraSource(
+        SafetensorsFile(ft / "model.safetensors"), SafetensorsFile(ft / "lora.safetensors"), 0.5, dtype=mx.bfloat16
+    )
     assert len(fused.deltas) >= 19
     (tmp_path / "fused").mkdir()
     save_safetensors(str(tmp_path / "fused" / "model.safetensors"), {k: fused.load(k) for k in fused.keys()})
     plain = LmConfig.from_dict(_tiny())
-    b = convert(SourceInfo(tmp_path / "fused" / "model.safetensors", plain, "test"), tmp_path / "b",
-                recipe=make_recipe(None, 8))
+    b = convert(
+        SourceInfo(tmp_path / "fused" / "model.safetensors", plain, "test"), tmp_path / "b", recipe=make_recipe(None, 8)
+    )
     fa, fb = SafetensorsFile(a.weights), SafetensorsFile(b.weights)
     assert a.weights.name == "model.q8.safetensors" and sorted(fa.keys()) == sorted(fb.keys())
     assert any(k.endswith(".scales") for k in fa.keys())
@@ -231,8 +238,11 @@ def test_lora_files(tmp_path):
         lora_files(cfg, tmp_path, base_required=True)
     (tmp_path / "my.safetensors").write_bytes(b"x")
     (tmp_path / "base.safetensors").write_bytes(b"x")
-    found = lora_files(LmConfig.from_dict({**_tiny(), **cfg, "lora_name": "my.safetensors",
-                                           "moshi_name": "base.safetensors"}), tmp_path, base_required=True)
+    found = lora_files(
+        LmConfig.from_dict({**_tiny(), **cfg, "lora_name": "my.safetensors", "moshi_name": "base.safetensors"}),
+        tmp_path,
+        base_required=True,
+    )
     assert found.adapters.name == "my.safetensors" and found.base.name == "base.safetensors"
 
 
@@ -248,8 +258,11 @@ def test_config_accepts_the_lora_keys():
     assert LmConfig.from_dict(cfg.to_dict()) == cfg
     plain = LmConfig.from_dict(_tiny())
     assert not plain.lora and not any(k.startswith("lora") for k in plain.to_dict())
-    for bad, msg in (({"lora_rank": 0}, "lora_rank must be >= 1"), ({"lora_scaling": 0}, "lora_scaling must be > 0"),
-                     ({"lora": "yes"}, "lora must be true or false")):
+    for bad, msg in (
+        ({"lora_rank": 0}, "lora_rank must be >= 1"),
+        ({"lora_scaling": 0}, "lora_scaling must be > 0"),
+        ({"lora": "yes"}, "lora must be true or false"),
+    ):
         with pytest.raises(Error, match=msg):
             LmConfig.from_dict({**_tiny(), **bad})
 
@@ -260,11 +273,15 @@ def tiny_ft(tmp_path):
     d = {**_tiny(), "lora": True, "lora_rank": 4, "lora_scaling": 2.0}
     cfg = LmConfig.from_dict(d)
     state = random_state(cfg, 0)
-    layout = {"transformer.layers.0.gating.linear_in.lora_A.weight": [4, 64],
-              "transformer.layers.0.gating.linear_in.lora_B.weight":
-                  [state["transformer.layers.0.gating.linear_in.weight"].shape[0], 4],
-              "depformer.layers.0.self_attn.in_projs.1.lora_A.weight": [4, 64],
-              "depformer.layers.0.self_attn.in_projs.1.lora_B.weight": [192, 4]}
+    layout = {
+        "transformer.layers.0.gating.linear_in.lora_A.weight": [4, 64],
+        "transformer.layers.0.gating.linear_in.lora_B.weight": [
+            state["transformer.layers.0.gating.linear_in.weight"].shape[0],
+            4,
+        ],
+        "depformer.layers.0.self_attn.in_projs.1.lora_A.weight": [4, 64],
+        "depformer.layers.0.self_attn.in_projs.1.lora_B.weight": [192, 4],
+    }
     save_file(state, str(tmp_path / "model.safetensors"))
     save_file(random_lora(layout, 1), str(tmp_path / "lora.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps(d))
@@ -300,14 +317,26 @@ def test_bad_inputs_are_one_line(tiny_ft, tmp_path_factory):
             lm_loader.load_lm(other / "b.safetensors", cfg, lora=other / "l.safetensors")
         _one_line(e)
 
-    bad({**lora, "transformer.layers.0.gating.linear_in.lora_A.weight": np.zeros((5, 64), np.float32),
-         "transformer.layers.0.gating.linear_in.lora_B.weight": np.zeros((352, 5), np.float32)},
-        "has rank 5, config.json says lora_rank 4")
-    bad({"nowhere.lora_A.weight": np.zeros((4, 64), np.float32), "nowhere.lora_B.weight": np.zeros((8, 4), np.float32)},
-        "adapts nowhere, which the base holds no weight for")
+    bad(
+        {
+            **lora,
+            "transformer.layers.0.gating.linear_in.lora_A.weight": np.zeros((5, 64), np.float32),
+            "transformer.layers.0.gating.linear_in.lora_B.weight": np.zeros((352, 5), np.float32),
+        },
+        "has rank 5, config.json says lora_rank 4",
+    )
+    bad(
+        {"nowhere.lora_A.weight": np.zeros((4, 64), np.float32), "nowhere.lora_B.weight": np.zeros((8, 4), np.float32)},
+        "adapts nowhere, which the base holds no weight for",
+    )
     bad({"text_linear.lora_A.weight": np.zeros((4, 64), np.float32)}, "has no matching lora_B")
-    bad({"text_linear.lora_A.weight": np.zeros((4, 32), np.float32),
-         "text_linear.lora_B.weight": np.zeros((1000, 4), np.float32)}, r"gives a \[1000, 32\] update")
+    bad(
+        {
+            "text_linear.lora_A.weight": np.zeros((4, 32), np.float32),
+            "text_linear.lora_B.weight": np.zeros((1000, 4), np.float32),
+        },
+        r"gives a \[1000, 32\] update",
+    )
     bad({"mystery.weight": np.zeros((3,), np.float32)}, "neither an adapter nor a tensor of the base")
     # an MLX-layout base (our names) or a quantized one: the adapters name the reference's modules
     bad(lora, "base is in the MLX layout", {"audio_embs.0.weight": np.zeros((3, 3), np.float32)})
@@ -330,11 +359,17 @@ def test_stacked_and_per_step_adapters_fuse_the_same(tiny_ft):
     per-step `in_projs.{i}` adapters: both spellings give one fused tensor."""
     root, cfg, state, layout = tiny_ft
     rng = np.random.default_rng(3)
-    per = {f"depformer.layers.0.self_attn.in_projs.{i}.lora_{x}.weight": rng.standard_normal(s).astype(np.float32)
-           for i in range(2) for x, s in (("A", (4, 64)), ("B", (192, 4)))}
-    stacked = {f"depformer.layers.0.self_attn.in_proj.lora_{x}.weight":
-               np.concatenate([per[f"depformer.layers.0.self_attn.in_projs.{i}.lora_{x}.weight"] for i in range(2)])
-               for x in "AB"}
+    per = {
+        f"depformer.layers.0.self_attn.in_projs.{i}.lora_{x}.weight": rng.standard_normal(s).astype(np.float32)
+        for i in range(2)
+        for x, s in (("A", (4, 64)), ("B", (192, 4)))
+    }
+    stacked = {
+        f"depformer.layers.0.self_attn.in_proj.lora_{x}.weight": np.concatenate(
+            [per[f"depformer.layers.0.self_attn.in_projs.{i}.lora_{x}.weight"] for i in range(2)]
+        )
+        for x in "AB"
+    }
     k = "depformer.layers.0.self_attn.in_proj_weight"
     a = LoraSource(ArraySource(dict(state)), ArraySource(per), 2.0, 4).load(k)
     b = LoraSource(ArraySource(dict(state)), ArraySource(stacked), 2.0, 4).load(k)
@@ -345,7 +380,9 @@ def test_stacked_and_per_step_adapters_fuse_the_same(tiny_ft):
         mem[f"depformer.layers.0.self_attn.in_projs.{i}.weight"] = state[k][i * 192 : (i + 1) * 192]
     for lora in (per, stacked):
         src = LoraSource(ArraySource(dict(mem)), ArraySource(lora), 2.0, 4)
-        got = np.concatenate([np.array(src.load(f"depformer.layers.0.self_attn.in_projs.{i}.weight")) for i in range(2)])
+        got = np.concatenate(
+            [np.array(src.load(f"depformer.layers.0.self_attn.in_projs.{i}.weight")) for i in range(2)]
+        )
         assert np.array_equal(got, np.array(a))
 
 
@@ -360,13 +397,13 @@ def test_the_resolver_fuses_a_fine_tune_from_a_folder_and_from_the_cache(tiny_ft
 
     folder, cfg, state, layout = tiny_ft
     ref = dict(_flat(lm_loader.load_lm(folder, dtype=mx.float32)))
-    plain = dict(_flat(lm_loader.load_lm(folder / "model.safetensors", LmConfig.from_dict(_tiny()),
-                                         dtype=mx.float32)))
+    plain = dict(_flat(lm_loader.load_lm(folder / "model.safetensors", LmConfig.from_dict(_tiny()), dtype=mx.float32)))
     k = "transformer.layers.0.gating.linear_in.weight"
     assert not np.array_equal(np.array(ref[k]), np.array(plain[k]))  # the adapters changed it
     cache = tmp_path / "hf"
-    add_repo(cache, "someone/my-finetune", {n: folder / n for n in ("config.json", "model.safetensors",
-                                                                   "lora.safetensors")})
+    add_repo(
+        cache, "someone/my-finetune", {n: folder / n for n in ("config.json", "model.safetensors", "lora.safetensors")}
+    )
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -388,8 +425,15 @@ def test_adapters_only_names_the_command_that_works(tiny_ft, tmp_path, capsys):
     base.mkdir()
     (ft / "model.safetensors").rename(base / "model.safetensors")
     sf.write(tmp_path / "in.wav", np.zeros(2 * 1920, np.float32), 24000)
-    common = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--quiet", "--mimi-weight", "random",
-              "--tokenizer", "none"]
+    common = [
+        str(tmp_path / "in.wav"),
+        str(tmp_path / "out.wav"),
+        "--quiet",
+        "--mimi-weight",
+        "random",
+        "--tokenizer",
+        "none",
+    ]
     assert main([*common, "--hf-repo", str(ft)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--hf-repo kyutai/moshiko-pytorch-bf16 --lm-config {ft / 'config.json'}" in err

@@ -56,7 +56,9 @@ def test_in_memory_pytorch_names_load_the_same(tmp_path):
     for k, v in _small_tensors().items():
         k = k.replace("self_attn.in_proj_weight", "self_attn.in_projs.0.weight")
         k = k.replace("self_attn.out_proj.weight", "self_attn.out_projs.0.weight")
-        k = k.replace("_codebook.embedding_sum", "_codebook.embed_avg").replace("_codebook.cluster_usage", "_codebook.cluster_size")
+        k = k.replace("_codebook.embedding_sum", "_codebook.embed_avg").replace(
+            "_codebook.cluster_usage", "_codebook.cluster_size"
+        )
         renamed[k] = v.astype(mx.bfloat16) if k.endswith("linear1.weight") else v
     m = models.load_mimi(_save(tmp_path, renamed), num_codebooks=8, config=SMALL_CFG)
     codes = _codes(m)
@@ -81,7 +83,9 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path):
     with pytest.raises(WeightsError, match=r"unexpected weight\(s\).*encoder\.model\.99"):
         models.load_mimi(_save(tmp_path, extra), config=SMALL_CFG)
     bad = dict(t, **{"quantizer.rvq_first.input_proj.weight": mx.zeros((16, 31, 1))})
-    with pytest.raises(WeightsError, match=r"wrong shape.*rvq_first\.input_proj\.weight \(16, 31, 1\) \(expected \(16, 32, 1\)\)"):
+    with pytest.raises(
+        WeightsError, match=r"wrong shape.*rvq_first\.input_proj\.weight \(16, 31, 1\) \(expected \(16, 32, 1\)\)"
+    ):
         models.load_mimi(_save(tmp_path, bad), config=SMALL_CFG)
 
 

@@ -9,7 +9,6 @@ import json
 
 import mlx.core as mx
 import numpy as np
-import pytest
 
 from moshi_mlx.models.config import preset
 from moshi_mlx.models.generate import LmGen

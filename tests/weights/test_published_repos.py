@@ -50,24 +50,56 @@ PUBLISHED = {
     "kyutai/moshika-mlx-bf16": _moshi("model.safetensors", name="moshika"),
     "kyutai/moshiko-pytorch-bf16": _moshi("model.safetensors", layout="torch"),
     "kyutai/moshika-pytorch-bf16": _moshi("model.safetensors", layout="torch", name="moshika"),
-    "kyutai/hibiki-2b-mlx-bf16": ("model.safetensors", ("hibiki-2b", "mlx", None, None), None,
-                                  (MIMI, "tokenizer_spm_48k_multi6_2.model")),
-    "kyutai/hibiki-2b-pytorch-bf16": ("model.safetensors", ("hibiki-2b", "torch", None, None), None,
-                                      (MIMI, "tokenizer_spm_48k_multi6_2.model")),
-    "kyutai/stt-1b-en_fr-mlx": ("model.safetensors", ("stt-1b-en_fr", "mlx", None, None),
-                                _stt_config("stt-1b-en_fr"), (STT_MIMI, "tokenizer_en_fr_audio_8000.model")),
-    "kyutai/stt-1b-en_fr": ("model.safetensors", ("stt-1b-en_fr", "torch", None, None),
-                            _stt_config("stt-1b-en_fr"), (STT_MIMI, "tokenizer_en_fr_audio_8000.model")),
-    "kyutai/stt-1b-en_fr-candle": ("model.safetensors", ("stt-1b-en_fr-candle", "torch", None, None),
-                                   _stt_config("stt-1b-en_fr-candle"), (STT_MIMI, "tokenizer_en_fr_audio_8000.model")),
-    "kyutai/stt-2.6b-en-mlx": ("model.safetensors", ("stt-2.6b-en", "mlx", None, None),
-                               _stt_config("stt-2.6b-en"), (STT_MIMI, "tokenizer_en_audio_4000.model")),
-    "kyutai/tts-1.6b-en_fr": ("dsm_tts_1e68beda@240.safetensors", ("tts-1.6b-en_fr", "torch", None, None),
-                              _stt_config("tts-1.6b-en_fr"), (STT_MIMI, "tokenizer_spm_8k_en_fr_audio.model")),
+    "kyutai/hibiki-2b-mlx-bf16": (
+        "model.safetensors",
+        ("hibiki-2b", "mlx", None, None),
+        None,
+        (MIMI, "tokenizer_spm_48k_multi6_2.model"),
+    ),
+    "kyutai/hibiki-2b-pytorch-bf16": (
+        "model.safetensors",
+        ("hibiki-2b", "torch", None, None),
+        None,
+        (MIMI, "tokenizer_spm_48k_multi6_2.model"),
+    ),
+    "kyutai/stt-1b-en_fr-mlx": (
+        "model.safetensors",
+        ("stt-1b-en_fr", "mlx", None, None),
+        _stt_config("stt-1b-en_fr"),
+        (STT_MIMI, "tokenizer_en_fr_audio_8000.model"),
+    ),
+    "kyutai/stt-1b-en_fr": (
+        "model.safetensors",
+        ("stt-1b-en_fr", "torch", None, None),
+        _stt_config("stt-1b-en_fr"),
+        (STT_MIMI, "tokenizer_en_fr_audio_8000.model"),
+    ),
+    "kyutai/stt-1b-en_fr-candle": (
+        "model.safetensors",
+        ("stt-1b-en_fr-candle", "torch", None, None),
+        _stt_config("stt-1b-en_fr-candle"),
+        (STT_MIMI, "tokenizer_en_fr_audio_8000.model"),
+    ),
+    "kyutai/stt-2.6b-en-mlx": (
+        "model.safetensors",
+        ("stt-2.6b-en", "mlx", None, None),
+        _stt_config("stt-2.6b-en"),
+        (STT_MIMI, "tokenizer_en_audio_4000.model"),
+    ),
+    "kyutai/tts-1.6b-en_fr": (
+        "dsm_tts_1e68beda@240.safetensors",
+        ("tts-1.6b-en_fr", "torch", None, None),
+        _stt_config("tts-1.6b-en_fr"),
+        (STT_MIMI, "tokenizer_spm_8k_en_fr_audio.model"),
+    ),
 }
 HELIUM = "kyutai/helium-1-preview-2b-mlx"
-HELIUM_FILES = {None: ("helium-1-preview-2b-bf16.safetensors", None), 4: ("helium-1-preview-2b-q4.safetensors", 4),
-                6: ("helium-1-preview-2b-q6.safetensors", 6), 8: ("helium-1-preview-2b-q8.safetensors", 8)}
+HELIUM_FILES = {
+    None: ("helium-1-preview-2b-bf16.safetensors", None),
+    4: ("helium-1-preview-2b-q4.safetensors", 4),
+    6: ("helium-1-preview-2b-q6.safetensors", 6),
+    8: ("helium-1-preview-2b-q8.safetensors", 8),
+}
 
 
 def _layout(spec):
@@ -93,8 +125,10 @@ def files(tmp_path_factory):
             out[repo]["config.json"] = d / "config.json"
     d = root / "helium"
     d.mkdir()
-    out[HELIUM] = {n: header_only(d / n, mlx_layout(preset("helium-2b"), b, None if b is None else 64))
-                   for n, b in HELIUM_FILES.values()}
+    out[HELIUM] = {
+        n: header_only(d / n, mlx_layout(preset("helium-2b"), b, None if b is None else 64))
+        for n, b in HELIUM_FILES.values()
+    }
     (d / "tokenizer_spm_48k_multi6_2.model").write_bytes(b"tok")
     out[HELIUM]["tokenizer_spm_48k_multi6_2.model"] = d / "tokenizer_spm_48k_multi6_2.model"
     return out
@@ -135,8 +169,9 @@ def _no_network(monkeypatch):
     import huggingface_hub
 
     real = huggingface_hub.hf_hub_download
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
-                        lambda *a, **k: real(*a, **k) if k.get("local_files_only") else no_request())
+    monkeypatch.setattr(
+        huggingface_hub, "hf_hub_download", lambda *a, **k: real(*a, **k) if k.get("local_files_only") else no_request()
+    )
 
 
 def _expected(repo):
@@ -225,8 +260,11 @@ def test_helium_local_folder_picks_the_file_by_quantization(files, tmp_path):
 def test_asking_a_known_repo_for_a_quantization_it_lacks_names_the_repo(files, cache, monkeypatch):
     add_repo(cache, "kyutai/moshiko-mlx-q4", files["kyutai/moshiko-mlx-q4"], absent=("config.json",))
     _offline(monkeypatch)
-    with pytest.raises(UsageError, match=r"kyutai/moshiko-mlx-q4 holds q4 weights, not q8; the q8 weights are in "
-                                         r"kyutai/moshiko-mlx-q8"):
+    with pytest.raises(
+        UsageError,
+        match=r"kyutai/moshiko-mlx-q4 holds q4 weights, not q8; the q8 weights are in "
+        r"kyutai/moshiko-mlx-q8",
+    ):
         resolve_model("kyutai/moshiko-mlx-q4", quantized=8)
 
 
@@ -285,13 +323,15 @@ def test_a_file_that_fits_no_preset_says_so(tmp_path):
 
 # ---- end to end: narrow models in the same layouts, loaded and run from the cache -----------
 
+
 def _tokenizer(path, vocab=24):
     import sentencepiece as spm
 
     corpus = path.parent / f"{path.stem}-corpus.txt"
     corpus.write_text("hello world this is a test of the speech model on a mac offline\n" * 50)
-    spm.SentencePieceTrainer.Train(input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=vocab,
-                                   minloglevel=2)
+    spm.SentencePieceTrainer.Train(
+        input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=vocab, minloglevel=2
+    )
     return path
 
 
@@ -326,16 +366,21 @@ def narrow_presets(monkeypatch, narrow_moshiko):
     from moshi_mlx.models import config as config_mod
 
     real = config_mod.preset_path
-    monkeypatch.setattr(config_mod, "preset_path", lambda name: narrow_moshiko / "preset.json"
-                        if name in ("moshiko", "moshika") else real(name))
+    monkeypatch.setattr(
+        config_mod,
+        "preset_path",
+        lambda name: narrow_moshiko / "preset.json" if name in ("moshiko", "moshika") else real(name),
+    )
 
 
 @pytest.mark.parametrize("how", ["offline flag", "no network"])
-def test_the_default_model_loads_and_answers_from_the_cache(narrow_moshiko, narrow_presets, cache, monkeypatch,
-                                                            tmp_path, how):
+def test_the_default_model_loads_and_answers_from_the_cache(
+    narrow_moshiko, narrow_presets, cache, monkeypatch, tmp_path, how
+):
     repo = "kyutai/moshiko-mlx-q4"
-    add_repo(cache, repo, {n: narrow_moshiko / n for n in ("model.q4.safetensors", MIMI, TOK32K)},
-             absent=("config.json",))
+    add_repo(
+        cache, repo, {n: narrow_moshiko / n for n in ("model.q4.safetensors", MIMI, TOK32K)}, absent=("config.json",)
+    )
     _offline(monkeypatch) if how == "offline flag" else _no_network(monkeypatch)
     for model in (moshi_mlx.load(repo), moshi_mlx.load(quantized=4)):  # the repo, or -q 4's default
         assert model.files.weights.name == "model.q4.safetensors" and model.files.how == "preset moshiko"
@@ -388,11 +433,16 @@ def test_helium_cli_with_q_from_the_cache(cache, monkeypatch, tmp_path, capsys):
         assert capsys.readouterr().out.startswith("hello world")
     assert main(["hello", "--max-tokens", "1"]) == 2  # bf16 is not in this cache: one line, file and repo
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "helium-1-preview-2b-bf16.safetensors from kyutai/helium-1-preview-2b-mlx " \
-        "is not in the local Hugging Face cache" in err
+    assert (
+        err.count("\n") == 1
+        and "helium-1-preview-2b-bf16.safetensors from kyutai/helium-1-preview-2b-mlx "
+        "is not in the local Hugging Face cache"
+        in err
+    )
 
 
 # ---- caches in odd states ------------------------------------------------------------------
+
 
 def _move_main(cache, repo, commit="b" * 40, files=None):
     """refs/main moved on to `commit`, whose snapshot holds only `files` (as after a later
@@ -422,15 +472,20 @@ def test_the_file_cached_at_another_revision_is_used(files, cache, monkeypatch, 
 def test_an_interrupted_download_is_said_so(files, cache, monkeypatch):
     """An interrupted download leaves `blobs/<etag>.incomplete` and no snapshot link."""
     repo = "kyutai/moshiko-mlx-q4"
-    snap = add_repo(cache, repo, {k: v for k, v in files[repo].items() if k != "model.q4.safetensors"},
-                    absent=("config.json",))
+    snap = add_repo(
+        cache, repo, {k: v for k, v in files[repo].items() if k != "model.q4.safetensors"}, absent=("config.json",)
+    )
     (snap.parent.parent / "blobs" / ("e" * 64 + ".incomplete")).write_bytes(b"\0" * 4096)
     _offline(monkeypatch)
     with pytest.raises(WeightsError) as e:
         resolve_model(repo)
     msg = str(e.value)
-    assert "\n" not in msg and "model.q4.safetensors from kyutai/moshiko-mlx-q4 is not in the local Hugging Face " \
-        "cache (it holds an interrupted download of this repo: run the download again)" in msg
+    assert (
+        "\n" not in msg
+        and "model.q4.safetensors from kyutai/moshiko-mlx-q4 is not in the local Hugging Face "
+        "cache (it holds an interrupted download of this repo: run the download again)"
+        in msg
+    )
     assert "hf download kyutai/moshiko-mlx-q4 model.q4.safetensors" in msg
 
 
@@ -457,6 +512,7 @@ def test_a_hub_that_refuses_connections_serves_the_cache_at_once(files, cache, m
 
 # ---- local copies as users hold them -------------------------------------------------------
 
+
 def test_q_on_a_folder_of_another_quantization_is_refused(files, tmp_path):
     """`-q 8` on a local copy of the q4 repo (its file renamed model.safetensors, too) loaded
     the q4 weights without a word."""
@@ -465,8 +521,11 @@ def test_q_on_a_folder_of_another_quantization_is_refused(files, tmp_path):
     (folder / "model.safetensors").hardlink_to(files["kyutai/moshiko-mlx-q4"]["model.q4.safetensors"])
     assert {q.bits for q in resolve_model(folder).fit.quant.values()} == {4}  # detected by shapes
     assert {q.bits for q in resolve_model(folder, quantized=4).fit.quant.values()} == {4}
-    with pytest.raises(UsageError, match=r"^model.safetensors holds q4 weights, not q8: drop -q to load it as it is, "
-                                         r"or pass the q8 file$"):
+    with pytest.raises(
+        UsageError,
+        match=r"^model.safetensors holds q4 weights, not q8: drop -q to load it as it is, "
+        r"or pass the q8 file$",
+    ):
         resolve_model(folder, quantized=8)
     bf16 = tmp_path / "bf16"
     bf16.mkdir()
@@ -481,13 +540,20 @@ def test_a_config_of_another_tool_with_one_moshi_key_is_not_read(files, tmp_path
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "model.q4.safetensors").hardlink_to(files["kyutai/moshiko-mlx-q4"]["model.q4.safetensors"])
-    (folder / "config.json").write_text(json.dumps({"dim": 768, "n_layers": 6, "n_heads": 12, "vocab_size": 30522,
-                                                    "model_type": "distilbert"}))
+    (folder / "config.json").write_text(
+        json.dumps({"dim": 768, "n_layers": 6, "n_heads": 12, "vocab_size": 30522, "model_type": "distilbert"})
+    )
     assert "matched by tensor shapes" in resolve_model(folder).how
 
 
-@pytest.mark.parametrize("spec", ["kyutai/moshiko-mlx-q4/", "https://huggingface.co/kyutai/moshiko-mlx-q4",
-                                  "https://huggingface.co/kyutai/moshiko-mlx-q4/tree/main"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "kyutai/moshiko-mlx-q4/",
+        "https://huggingface.co/kyutai/moshiko-mlx-q4",
+        "https://huggingface.co/kyutai/moshiko-mlx-q4/tree/main",
+    ],
+)
 def test_a_repo_written_loosely_is_the_repo(files, cache, monkeypatch, spec):
     """A trailing slash or the repo's page address: it was 'no such model folder'."""
     repo = "kyutai/moshiko-mlx-q4"

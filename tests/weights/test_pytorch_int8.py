@@ -64,9 +64,10 @@ def test_loads_as_its_dequantized_weights(tmp_path, name):
     lm = lm_loader.load_lm(q8, cfg)
     w = dict(tree_flatten(lm.parameters()))["transformer.layers.0.self_attn.in_proj.weight"]
     assert w.dtype == mx.bfloat16
-    assert np.array_equal(np.array(w.astype(mx.float32)),
-                          np.array(mx.array(ref["transformer.layers.0.self_attn.in_proj.weight"]).astype(mx.bfloat16)
-                                   .astype(mx.float32)))
+    assert np.array_equal(
+        np.array(w.astype(mx.float32)),
+        np.array(mx.array(ref["transformer.layers.0.self_attn.in_proj.weight"]).astype(mx.bfloat16).astype(mx.float32)),
+    )
 
 
 def test_convert_reads_the_dequantized_weights(tmp_path):
@@ -94,11 +95,17 @@ def test_config_accepts_quantize():
 def test_bad_int8_files_are_one_line(tmp_path):
     cfg = LmConfig.from_dict(LAYOUTS["variants"]["config"])
     w = mx.zeros((500, 96), mx.int8)
-    for tensors, match in (({"text_linear.weight_scb": mx.zeros((500,))}, "has no int8 weight text_linear.weight"),
-                           ({"text_linear.weight": w, "text_linear.weight_scb": mx.zeros((3,))},
-                            r"does not hold one scale per row of text_linear.weight \[500, 96\]"),
-                           ({"text_linear.weight": mx.zeros((500, 96)), "text_linear.weight_scb": mx.zeros((500,))},
-                            "has dtype F32, expected int8")):
+    for tensors, match in (
+        ({"text_linear.weight_scb": mx.zeros((500,))}, "has no int8 weight text_linear.weight"),
+        (
+            {"text_linear.weight": w, "text_linear.weight_scb": mx.zeros((3,))},
+            r"does not hold one scale per row of text_linear.weight \[500, 96\]",
+        ),
+        (
+            {"text_linear.weight": mx.zeros((500, 96)), "text_linear.weight_scb": mx.zeros((500,))},
+            "has dtype F32, expected int8",
+        ),
+    ):
         save_safetensors(tmp_path / "m.safetensors", tensors)
         with pytest.raises(WeightsError, match=match) as e:
             lm_loader.load_lm(tmp_path / "m.safetensors", cfg)

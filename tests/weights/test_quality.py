@@ -23,15 +23,17 @@ from .test_convert import small_cfg
 load_lm = lm_loader.load_lm  # the model as stored (these tests compare tensors and logits with the files)
 
 
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """A peaked random source (heads x8) and its bf16 copy, q8, q4 and mixed conversions."""
     root = tmp_path_factory.mktemp("quality")
     src = write_random_checkpoint(small_cfg(), root / "src", seed=2, head_scale=8.0)
-    for name, args in (("bf16", []), ("q8", ["-q", "--q-bits", "8"]), ("q4", ["-q"]),
-                       ("mixed", ["--quant-predicate", "mixed-4-8"])):
+    for name, args in (
+        ("bf16", []),
+        ("q8", ["-q", "--q-bits", "8"]),
+        ("q4", ["-q"]),
+        ("mixed", ["--quant-predicate", "mixed-4-8"]),
+    ):
         assert convert_run([str(src), "--out", str(root / name), "--quiet", *args]) == 0
     return root
 
@@ -103,8 +105,10 @@ def test_report_orders_the_recipes(folders):
     assert all(r.positions > 0 for r in rep.models["q4"])
     assert rep.quantization["q8"] == "8-bit affine g64 (28 modules)"
     table = rep.table()
-    assert table.splitlines()[0] == ("| stream | bf16 top-1 | bf16 KL | q8 top-1 | q8 KL | q4 top-1 | q4 KL | "
-                                     "mixed top-1 | mixed KL | ref. entropy |")
+    assert table.splitlines()[0] == (
+        "| stream | bf16 top-1 | bf16 KL | q8 top-1 | q8 KL | q4 top-1 | q4 KL | "
+        "mixed top-1 | mixed KL | ref. entropy |"
+    )
     assert "| audio (mean) |" in table and "| text | 100.0% | 0.0000 |" in table
 
 
@@ -129,16 +133,24 @@ def test_given_codes_and_their_errors(folders, tmp_path):
 
 def test_clis_print_the_table_and_save_json(folders, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert quality_run([str(folders / "src"), str(folders / "q8"), str(folders / "q4"), "--frames", "6",
-                        "--json", str(out)]) == 0
+    assert (
+        quality_run(
+            [str(folders / "src"), str(folders / "q8"), str(folders / "q4"), "--frames", "6", "--json", str(out)]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| stream | q8 top-1 | q8 KL | q4 top-1 | q4 KL | ref. entropy |" in text
     d = json.loads(out.read_text())
     assert d["frames"] == 6 and set(d["models"]) == {"q8", "q4"} and set(d["audio_mean"]) == {"q8", "q4"}
     # convert --eval writes OUT/quality.json
     src = folders / "src" / "model.safetensors"
-    assert convert_run([str(src), "--out", str(tmp_path / "q6"), "-q", "--q-bits", "6", "--quiet", "--eval",
-                        "--eval-frames", "4"]) == 0
+    assert (
+        convert_run(
+            [str(src), "--out", str(tmp_path / "q6"), "-q", "--q-bits", "6", "--quiet", "--eval", "--eval-frames", "4"]
+        )
+        == 0
+    )
     d = json.loads((tmp_path / "q6" / "quality.json").read_text())
     assert list(d["models"]) == ["q6"] and d["quantization"]["q6"] == "6-bit affine g64 (28 modules)"
     capsys.readouterr()
@@ -155,15 +167,43 @@ def test_a_report_never_lands_on_a_model_folders_file(folders, tmp_path, capsys)
     cfg = folders / "q8" / "config.json"
     before = cfg.read_bytes()
     assert quality_run([str(folders / "src"), str(folders / "q8"), "--frames", "2", "--json", str(cfg)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: MODEL and --json are the same file ({cfg}): the input would be overwritten"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: MODEL and --json are the same file ({cfg}): the input would be overwritten"
+    )
     assert cfg.read_bytes() == before
     out = tmp_path / "q4"
     assert convert_run([str(folders / "src"), "--out", str(out), "-q", "--quiet"]) == 0
     mine = (out / "config.json").read_bytes()
-    assert convert_run([str(folders / "src"), "--out", str(out), "-q", "--quiet", "--force",
-                        "--eval-json", str(out / "config.json")]) == 2
-    assert convert_run([str(folders / "src"), "--out", str(tmp_path / "new"), "-q", "--quiet",
-                        "--eval-json", str(folders / "src" / "config.json")]) == 2
+    assert (
+        convert_run(
+            [
+                str(folders / "src"),
+                "--out",
+                str(out),
+                "-q",
+                "--quiet",
+                "--force",
+                "--eval-json",
+                str(out / "config.json"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        convert_run(
+            [
+                str(folders / "src"),
+                "--out",
+                str(tmp_path / "new"),
+                "-q",
+                "--quiet",
+                "--eval-json",
+                str(folders / "src" / "config.json"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-2].startswith("error: --out and --eval-json are the same file") and "SOURCE and --eval-json" in err[-1]
     assert (out / "config.json").read_bytes() == mine and not (tmp_path / "new").exists()

@@ -34,8 +34,12 @@ def _cfg() -> LmConfig:
     """tts-tiny (cross-attention, demuxed text, scheduled depformer) with a depformer wide
     enough that a duplicated slice shows in MLX's active memory (~5 MB a copy in fp32)."""
     d = models.lm_preset("tts-tiny").to_dict()
-    d.update(depformer_dim=256, depformer_dim_feedforward=768, depformer_num_layers=2,
-             depformer_weights_per_step_schedule=[0, 1, 1, 1])
+    d.update(
+        depformer_dim=256,
+        depformer_dim_feedforward=768,
+        depformer_num_layers=2,
+        depformer_weights_per_step_schedule=[0, 1, 1, 1],
+    )
     d.pop("_source", None)
     return LmConfig.from_dict(d)
 
@@ -90,8 +94,13 @@ def test_shared_names_follow_the_schedule():
     cfg = models.lm_preset("tts-tiny")  # schedule [0, 1, 2, 2], depformer_in per weight set, 1 layer
     shared = shared_names(cfg)
     s = "depformer.slices"
-    for leaf in ("linear_in", "transformer.layers.0.self_attn.in_proj", "transformer.layers.0.self_attn.out_proj",
-                 "transformer.layers.0.gating.linear_in", "transformer.layers.0.gating.linear_out"):
+    for leaf in (
+        "linear_in",
+        "transformer.layers.0.self_attn.in_proj",
+        "transformer.layers.0.self_attn.out_proj",
+        "transformer.layers.0.gating.linear_in",
+        "transformer.layers.0.gating.linear_out",
+    ):
         assert shared[f"{s}.3.{leaf}.weight"] == f"{s}.2.{leaf}.weight"
         assert f"{s}.1.{leaf}.weight" not in shared and f"{s}.2.{leaf}.weight" not in shared
     for k in (1, 2, 3):  # one norm per depformer layer for every step, in the reference
@@ -101,11 +110,18 @@ def test_shared_names_follow_the_schedule():
     assert len(shared) == 5 + 3 * 2
     # no per-step weights: every slice runs the one depformer transformer
     d = cfg.to_dict()
-    d.update(depformer_weights_per_step=False, depformer_weights_per_step_schedule=None, depformer_multi_linear=False,
-             depformer_dim_feedforward=192)
+    d.update(
+        depformer_weights_per_step=False,
+        depformer_weights_per_step_schedule=None,
+        depformer_multi_linear=False,
+        depformer_dim_feedforward=192,
+    )
     d.pop("_source", None)
     one = shared_names(LmConfig.from_dict(d))
-    assert one[f"{s}.3.transformer.layers.0.gating.linear_in.weight"] == f"{s}.0.transformer.layers.0.gating.linear_in.weight"
+    assert (
+        one[f"{s}.3.transformer.layers.0.gating.linear_in.weight"]
+        == f"{s}.0.transformer.layers.0.gating.linear_in.weight"
+    )
     assert one[f"{s}.2.linear_in.weight"] == f"{s}.0.linear_in.weight"
 
 
@@ -152,7 +168,10 @@ def test_mlx_layout_slices_that_differ_stay_apart(tmp_path, cfg, pt_file):
     got = _params(load_lm(path, cfg))
     assert mx.array_equal(got[name], params[name]).item()
     assert got[name] is not got[name.replace("slices.3", "slices.1")]
-    assert got[name.replace("layers.0", "layers.1")] is got[name.replace("layers.0", "layers.1").replace("slices.3", "slices.1")]
+    assert (
+        got[name.replace("layers.0", "layers.1")]
+        is got[name.replace("layers.0", "layers.1").replace("slices.3", "slices.1")]
+    )
 
 
 def test_quantize_model_quantizes_shared_weights_once(tmp_path, cfg, pt_file):
@@ -183,8 +202,11 @@ def test_quantize_model_quantizes_shared_weights_once(tmp_path, cfg, pt_file):
 def test_upcast_counts_and_copies_shared_weights_once(cfg, pt_file):
     lm = load_lm(pt_file, cfg)
     ref = _logits(lm)
-    dep = {id(m.weight): m.weight.size * 2 for p, m in lm.named_modules()
-           if p.startswith("depformer.") and isinstance(m, nn.Linear)}
+    dep = {
+        id(m.weight): m.weight.size * 2
+        for p, m in lm.named_modules()
+        if p.startswith("depformer.") and isinstance(m, nn.Linear)
+    }
     extra = upcast_extra_bytes(lm)
     assert extra["depformer"] == sum(dep.values())  # unique bytes: the budget sees what the copy costs
     base = _settled_memory()
@@ -216,8 +238,9 @@ def test_parallel_contiguity_fix_is_shared():
 
 
 def test_streaming_conversion_writes_every_slice_and_loads_once(tmp_path, cfg, pt_file):
-    res = convert(SourceInfo(pt_file, cfg, "test"), tmp_path / "q8", recipe=make_recipe("uniform", 8, 32),
-                  copy_assets=False)
+    res = convert(
+        SourceInfo(pt_file, cfg, "test"), tmp_path / "q8", recipe=make_recipe("uniform", 8, 32), copy_assets=False
+    )
     f = SafetensorsFile(res.weights)
     for k, first in shared_names(cfg).items():  # every slice's keys, the copies equal to the first's
         path, first_path = k.rsplit(".", 1)[0], first.rsplit(".", 1)[0]
