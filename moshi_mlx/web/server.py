@@ -257,8 +257,11 @@ async def _receive(ws: web.WebSocketResponse, st: WebState, deadline: float | No
     """The next message; None once the 'start' deadline has passed."""
     if deadline is None:
         return await ws.receive()
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:  # a client that keeps sending (refused messages) never lets the receive time out
+        return None
     try:
-        return await ws.receive(max(deadline - asyncio.get_running_loop().time(), 1e-3))
+        return await ws.receive(remaining)
     except asyncio.TimeoutError:
         return None
 
