@@ -56,14 +56,16 @@ class PathChange:
 
     bands: int = 12
     smooth: float = 0.8
-    threshold: float = 9.5
-    bands_needed: int = 2
-    persist: int = 3
+    threshold: float = 5.0
+    bands_needed: int = 3
+    persist: int = 2
     kappa: float = 2.0
     gamma: float = 8.0
     hold: float = 0.985
     fast_psi: float = 4.0
     fast_q: float = 0.05
+    wrong: float = 0.3
+    gamma_pow: float = 2.0
 
 
 def _check(block: int, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +102,7 @@ class KalmanEchoFilter:
         p0: float = 10.0,
         constrain: int = 4,
         path_change: PathChange | None = PathChange(),
+        late: float = 2.0,
     ):
         if block < 16 or length < block:
             raise ValueError(f"need block >= 16 and length >= block, got block={block}, length={length}")
@@ -132,7 +135,10 @@ class KalmanEchoFilter:
         self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
         self._run = 0
         self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
+        self._explained = 0.0  # the same, as measured by the last detection (no decay)
         self.changed = False  # a path change was detected in this block
+        self.late = late  # weight of the late-reverberation estimate in `residual` (0: off)
+        self._late = np.zeros(k, np.float32)  # echo beyond the filter's span, per bin
 
     def reset(self) -> None:
         """Forget the echo path (the reference was moved against the microphone)."""
@@ -140,7 +146,8 @@ class KalmanEchoFilter:
         self._P[:] = self.p0
         for a in (self._sey, self._see, self._syy, self._hold):
             a[:] = 0.0
-        self._run, self._dominance = 0, 0.0
+        self._run, self._dominance, self._explained = 0, 0.0, 0.0
+        self._late[:] = 0.0
 
     def process(self, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = self.block
@@ -149,6 +156,7 @@ class KalmanEchoFilter:
         self._prev = ref
         self._X[1:] = self._X[:-1]
         self._X[0] = x0
+        leaving = self._X2[-1].copy()
         self._X2[1:] = self._X2[:-1]
         self._X2[0] = x0.real**2 + x0.imag**2
         y = np.fft.irfft(np.einsum("pk,pk->k", self._X, self._W))[b:].astype(np.float32)
@@ -164,8 +172,12 @@ class KalmanEchoFilter:
             y2 = self._detect(E, y)
         xp = np.einsum("pk,pk->k", self._X2, self._P)  # expected |echo error|^2 from the state's uncertainty
         self.residual = 0.5 * xp  # half of the frame is the block's error
+        if self.late:
+            self.residual = self.residual + self.late * 0.5 * self._late_echo(leaving)
         if y2 is not None and self.changed_recently:  # what the changed path leaves, until re-learnt
-            self.residual = self.residual + self.path_change.gamma * 2.0 * self._hold[self._band_of] * y2
+            pc = self.path_change
+            gamma = 1.0 + (pc.gamma - 1.0) * self._explained**pc.gamma_pow if pc.gamma_pow else pc.gamma
+            self.residual = self.residual + gamma * 2.0 * self._hold[self._band_of] * y2
         self.error_power = e2
         fast = self._dominance**4
         psi = self.psi / (1.0 + self.path_change.fast_psi * fast) if fast else self.psi
@@ -182,6 +194,18 @@ class KalmanEchoFilter:
         q = self.q + self.path_change.fast_q * fast if fast else self.q
         self._P += q * (self._W.real**2 + self._W.imag**2)
         return e, y
+
+    def _late_echo(self, leaving: np.ndarray) -> np.ndarray:
+        """The echo beyond the filter's span: the reverberation the last partition ends on
+        decays on at the rate the last partitions show, driven by the reference that leaves
+        the span (a power-domain continuation of the filter, as AEC3's reverb model)."""
+        w2 = self._W.real**2 + self._W.imag**2
+        p = self.partitions
+        h = max(1, p // 2)
+        tail, mid = float(w2[p - 4 :].sum()), float(w2[h - 2 : h + 2].sum())
+        r = min(0.95, (tail / (mid + 1e-20)) ** (1.0 / max(1, p - 2 - h))) if mid > 0 else 0.0
+        self._late = r * (self._late + w2[-1] * leaving)
+        return self._late
 
     @property
     def changed_recently(self) -> bool:
@@ -201,7 +225,8 @@ class KalmanEchoFilter:
         self._see = a * self._see + (1 - a) * r(E.real**2 + E.imag**2, self._edges)
         self._syy = a * self._syy + (1 - a) * r(y2, self._edges)
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
-        self._run = self._run + 1 if np.count_nonzero(t < -pc.threshold) >= pc.bands_needed else 0
+        fired = (t < -pc.threshold) & (-self._sey > pc.wrong * self._syy)
+        self._run = self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed else 0
         self.changed = self._run >= pc.persist
         self._hold *= pc.hold
         self._dominance *= pc.hold
@@ -211,6 +236,7 @@ class KalmanEchoFilter:
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
             explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
             self._dominance = max(self._dominance, min(1.0, explained))
+            self._explained = min(1.0, explained) if self._run == pc.persist else max(self._explained, min(1.0, explained))
             w2 = self._W.real**2 + self._W.imag**2
             self._P = np.maximum(self._P, (pc.kappa * beta[self._band_of]).astype(np.float32) * w2)
         return y2.astype(np.float32)
