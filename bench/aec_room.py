@@ -83,59 +83,78 @@ USER_TEXT = (
 )
 
 
+def speak(voice: str, text: str, speed: int = 165, pitch: int | None = None) -> np.ndarray:
+    """espeak-ng's rendering of `text` (24 kHz mono); voice e.g. 'en-us', 'fr-fr+f2'."""
+    with tempfile.TemporaryDirectory() as d:
+        w = Path(d) / "voice.wav"
+        cmd = ["espeak-ng", "-v", voice, "-s", str(speed)] + (["-p", str(pitch)] if pitch is not None else [])
+        subprocess.run(cmd + ["-w", str(w), text], check=True)
+        return read_audio(w).reshape(-1)
+
+
+def speaking_level(x: np.ndarray) -> np.ndarray:
+    """`x` scaled to -20 dBFS while speaking (samples above -60 dBFS)."""
+    return (x * (0.1 / np.sqrt(np.mean(x[np.abs(x) > 1e-3] ** 2)))).astype(np.float32)
+
+
 def voices() -> tuple[np.ndarray, np.ndarray, str]:
     """(moshi, user, source) at 24 kHz."""
     if shutil.which("espeak-ng"):
-        with tempfile.TemporaryDirectory() as d:
-            m, u = Path(d) / "moshi.wav", Path(d) / "user.wav"
-            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(m), MOSHI_TEXT], check=True)
-            subprocess.run(
-                ["espeak-ng", "-v", "en-gb+f3", "-s", "150", "-p", "70", "-w", str(u), USER_TEXT], check=True
-            )
-            moshi, user = read_audio(m).reshape(-1), read_audio(u).reshape(-1)
+        moshi, user = speak("en-us", MOSHI_TEXT, 165), speak("en-gb+f3", USER_TEXT, 150, 70)
         src = "espeak-ng (en-us 'Moshi', en-gb+f3 'user')"
     else:
         hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
         moshi = np.concatenate([hello] * 4)
         user = np.array(speech_like(8.0, seed=7, f0=(180.0, 260.0)))
         src = "moshi_mlx/assets/hello.wav x4 ('Moshi'), bench/room.py speech_like ('user'): espeak-ng not installed"
-    level = lambda x: x * (0.1 / np.sqrt(np.mean(x[np.abs(x) > 1e-3] ** 2)))  # -20 dBFS while speaking
-    return level(moshi).astype(np.float32), level(user).astype(np.float32), src
+    return speaking_level(moshi), speaking_level(user), src
+
+
+def ideal_feed(n_blocks: int, out_lat: float, hidden_s: float):
+    """The callbacks of a punctual device, in the order they happen: ("ref", j, t) when the
+    output is handed reference block j (at j*B - (out_lat + hidden_s), so that it plays at
+    j*B), ("cap", k, t) when capture block k arrives ((k+1)*B + IN_LAT); every reference
+    block handed before a capture block arrives comes first."""
+    handed_blocks = 0
+    for k in range(n_blocks):
+        t = k * BLOCK / SR
+        while handed_blocks * BLOCK / SR - out_lat - hidden_s <= t + BLOCK / SR + IN_LAT:
+            yield "ref", handed_blocks, handed_blocks * BLOCK / SR - out_lat - hidden_s
+            handed_blocks += 1
+        yield "cap", k, t + BLOCK / SR + IN_LAT
 
 
 def run_canceller(
-    far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN, out_lat: float = OUT_LAT, **kw
+    far: np.ndarray, mic: np.ndarray, *, hidden_s: float = HIDDEN, out_lat: float = OUT_LAT, feed=None, **kw
 ) -> tuple[np.ndarray, EchoCanceller, list]:
-    """Feed the canceller as the live loop does: block k is handed to the output at
-    k*B - (out_lat + hidden_s) (so it plays at k*B; `out_lat` is what the device reports,
-    `hidden_s` what it gets wrong, negative: over-reported) and capture block k arrives at
-    (k+1)*B + IN_LAT; every reference block handed before a capture block arrives is given
-    first. Returns the cleaned signal, the canceller and its process CPU time per 80 ms block."""
+    """Feed the canceller as the live loop does, callback by callback (`feed(n_blocks, out_lat,
+    hidden_s)`, default `ideal_feed`): a reference block with the time the pipeline computes
+    (callback time + the reported `out_lat`; `hidden_s` is what the device gets wrong,
+    negative: over-reported), a capture block with its callback time. Returns the cleaned
+    signal, the canceller and its process CPU time per 80 ms block."""
     ec = EchoCanceller(input_latency_s=IN_LAT, output_latency_s=out_lat, **kw)
     out, cost = [], []
-    handed_blocks = 0
-    for k in range(len(mic) // BLOCK):
-        t = k * BLOCK / SR
-        while handed_blocks * BLOCK / SR - out_lat - hidden_s <= t + BLOCK / SR + IN_LAT:
-            j = handed_blocks
-            handed = j * BLOCK / SR - out_lat - hidden_s
-            ec.add_reference(far[j * BLOCK : (j + 1) * BLOCK], handed + out_lat)  # what the pipeline computes
-            handed_blocks += 1
+    for kind, j, t in (feed or ideal_feed)(len(mic) // BLOCK, out_lat, hidden_s):
+        if kind == "ref":
+            ec.add_reference(far[j * BLOCK : (j + 1) * BLOCK], t + out_lat)  # what the pipeline computes
+            continue
         t0 = time.process_time()
-        out.append(ec.process(mic[k * BLOCK : (k + 1) * BLOCK], t + BLOCK / SR + IN_LAT))
+        out.append(ec.process(mic[j * BLOCK : (j + 1) * BLOCK], t))
         cost.append((time.process_time() - t0) * 1000.0)
     y = np.concatenate(out)
     d = ec.algorithmic_delay
     y = np.concatenate([y[d:], np.zeros(d, np.float32)])  # undo the canceller's block delay
+    if len(y) < len(mic) // BLOCK * BLOCK:  # samples still held for a late reference at the end
+        y = np.concatenate([y, np.zeros(len(mic) // BLOCK * BLOCK - len(y), np.float32)])
     return y, ec, cost
 
 
-def window_erle(mic, out, echo, a, b, w=SR // 4):
+def window_erle(mic, out, echo, a, b, w=SR // 4, noise_db=NOISE_DB):
     """ERLE of the 0.25 s windows of [a, b) with echo within 30 dB of the loudest and 30 dB
     above the microphone's noise (below that the noise, not the canceller, bounds the ERLE)."""
     vals, starts = [], []
     peak = max(float(np.mean(echo[k : k + w] ** 2)) for k in range(a, b - w + 1, w))
-    floor = 1e3 * 10 ** (NOISE_DB / 10)
+    floor = 1e3 * 10 ** (noise_db / 10)
     for k in range(a, b - w + 1, w):
         if np.mean(echo[k : k + w] ** 2) > max(peak * 1e-3, floor):
             vals.append(ratio_db(mic[k : k + w], out[k : k + w]))
@@ -178,26 +197,50 @@ class Room:
     seed: int = 0
 
 
+@dataclass
+class Drive:
+    """How a case is played (the defaults: this bench's timeline). move_dir / back_dir: where
+    the microphone is after the first / second move, in units of the room's `move_cm`; feed:
+    the device's callbacks (run_canceller)."""
+
+    move_at: float = MOVE_AT
+    dt_start: float = DT_START
+    dt_move_at: float = DT_MOVE_AT
+    noise_db: float = NOISE_DB
+    move_dir: tuple = (0.6, 0.8, 0.0)
+    back_dir: tuple = (0.6, -0.8, 0.0)
+    feed: object = None
+
+
+def _lowest(v: np.ndarray) -> float:
+    """The lowest window (nan when no window had enough echo to measure)."""
+    return round(float(np.min(v)), 1) if len(v) else float("nan")
+
+
 def _speaker(x: np.ndarray, clip: bool) -> np.ndarray:
     return (np.tanh(x / 0.5) * 0.5).astype(np.float32) if clip else x  # peaks of 0.5 (-6 dBFS) come out at 0.38
 
 
-def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
-    n = max(len(moshi), int((DT_START + 0.5) * SR) + len(user)) // BLOCK * BLOCK + BLOCK * 10
+def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | None = None) -> dict:
+    dr = drive or Drive()
+    n = max(len(moshi), int((dr.dt_start + 0.5) * SR) + len(user)) // BLOCK * BLOCK + BLOCK * 10
     far = np.zeros(n, np.float32)
     far[: len(moshi)] = moshi[:n]
     played = _speaker(far, room.clip)
     ir = lambda m: reflective_room_ir(
         room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=0.5, seed=room.seed, move_m=tuple(m)
     )
-    direction = np.array([0.6, 0.8, 0.0]) * room.move_cm / 100.0
-    if room.move_cm:  # the path changes at MOVE_AT and again (the other way) at DT_MOVE_AT
-        cuts = [0, int(MOVE_AT * SR), int(DT_MOVE_AT * SR), n]
-        parts = [convolve(played, ir(m))[:n] for m in (0 * direction, direction, direction * np.array([1, -1, 1]))]
+    direction = np.array(dr.move_dir) * room.move_cm / 100.0
+    if room.move_cm:  # the path changes at move_at and again (across) at dt_move_at
+        cuts = [0, int(dr.move_at * SR), int(dr.dt_move_at * SR), n]
+        parts = [
+            convolve(played, ir(m))[:n]
+            for m in (0 * direction, direction, np.array(dr.back_dir) * room.move_cm / 100.0)
+        ]
         echo = np.concatenate([p[a:b] for p, a, b in zip(parts, cuts, cuts[1:])])
     else:
         echo = convolve(played, ir(0 * direction))[:n]
-    dt_a = int(DT_START * SR)
+    dt_a = int(dr.dt_start * SR)
     dt_b = min(dt_a + len(user), len(moshi))
     near = np.zeros(n, np.float32)
     near[dt_a : dt_a + len(user)] = user[: n - dt_a]
@@ -207,16 +250,16 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
         (room.ser_db - ratio_db(near[dt_a:dt_b][speaking[dt_a:dt_b]], echo[dt_a:dt_b][speaking[dt_a:dt_b]])) / 20
     )
     near *= g_near
-    noise = np.random.default_rng(room.seed + 1).standard_normal(n).astype(np.float32) * 10 ** (NOISE_DB / 20)
+    noise = np.random.default_rng(room.seed + 1).standard_normal(n).astype(np.float32) * 10 ** (dr.noise_db / 20)
     mic = echo + near + noise
-    kw = dict(canceller=canceller, hidden_s=room.hidden_ms / 1000.0, out_lat=room.out_lat_ms / 1000.0)
+    kw = dict(canceller=canceller, hidden_s=room.hidden_ms / 1000.0, out_lat=room.out_lat_ms / 1000.0, feed=dr.feed)
     out, ec, cost = run_canceller(far, mic, **kw)
     out_echo, run_echo_ec, _ = run_canceller(far, echo + noise, **kw)  # the same room without the user
     out_user, _, _ = run_canceller(np.zeros_like(far), near + noise, **kw)  # the user alone: s
-    move_a = int(MOVE_AT * SR)
+    move_a = int(dr.move_at * SR)
     steady_b = move_a if room.move_cm else dt_a
     a = int(3.0 * SR)
-    vals, starts = window_erle(mic, out, echo, 0, steady_b)
+    vals, starts = window_erle(mic, out, echo, 0, steady_b, noise_db=dr.noise_db)
 
     def dt_measures(sel_from, sel_to):
         sel = speaking[sel_from:sel_to]
@@ -230,6 +273,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
     res = {
         "room": asdict(room),
         "erle_db": round(ratio_db(mic[a:steady_b], out[a:steady_b]), 1),
+        "erle_noise_ceiling_db": round(ratio_db(mic[a:steady_b], noise[a:steady_b]), 1),  # a perfect canceller's
         "erle_live_db": round(st["erle_db_median"], 1),
         "convergence_s": round(convergence_s(vals, starts), 2),
         "dt_snr_db": dt_snr,
@@ -241,6 +285,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
         "round_trip_est_ms": round(st["round_trip_ms"], 1),
         "round_trip_error_ms": round(st["round_trip_ms"] - truth, 1),
         "realignments": st["realignments"],
+        "reference_missing": st["reference_missing"],
         "path_changes_detected": st["path_changes"],
         "path_changes_detected_echo_only": run_echo_ec.stats.summary()["path_changes"],
         "reconverged_s": st["reconverged_s"],
@@ -251,7 +296,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
     }
     if room.move_cm:
         end = dt_a
-        v, s = window_erle(mic, out, echo, move_a, end)
+        v, s = window_erle(mic, out, echo, move_a, end, noise_db=dr.noise_db)
         res.update(
             {
                 "after_move_erle_db": [round(float(x), 1) for x in v],
@@ -259,14 +304,15 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER) -> dict:
                 "after_move_erle_1_2s_db": round(
                     ratio_db(mic[move_a + SR : move_a + 2 * SR], out[move_a + SR : move_a + 2 * SR]), 1
                 ),
-                "after_move_min_erle_1s_on_db": round(float(np.min(v[s >= MOVE_AT + 1.0])), 1),
-                "after_move_min_erle_2s_on_db": round(float(np.min(v[s >= MOVE_AT + 2.0])), 1),
-                "recovery_20db_s": recovery_s(v, s, MOVE_AT, 20.0),
-                "recovery_25db_s": recovery_s(v, s, MOVE_AT, 25.0),
+                "after_move_min_erle_1s_on_db": _lowest(v[s >= dr.move_at + 1.0]),
+                "after_move_min_erle_2s_on_db": _lowest(v[s >= dr.move_at + 2.0]),
+                "recovery_20db_s": recovery_s(v, s, dr.move_at, 20.0),
+                "recovery_25db_s": recovery_s(v, s, dr.move_at, 25.0),
             }
         )
-        m_a = int(DT_MOVE_AT * SR)
+        m_a = int(dr.dt_move_at * SR)
         res["dt_after_move_snr_db"], res["dt_after_move_user_level_db"] = dt_measures(m_a, m_a + SR)
+        res["dt_before_move_snr_db"], res["dt_before_move_user_level_db"] = dt_measures(dt_a, m_a)
     return res
 
 

@@ -1,0 +1,61 @@
+"""bench/aec_stress.py's busy-device feeder: every block handed exactly once and in order,
+late but never early, with stalls that release their blocks back to back (the bench's
+figures mean nothing if its feeder loses, repeats or reorders blocks)."""
+
+import numpy as np
+
+from bench import aec_room, aec_stress
+
+
+def _check(events, n_blocks, out_lat, hidden_s, feed):
+    times = [t for _, _, t in events]
+    assert times == sorted(times)  # delivered in time order
+    for kind in ("ref", "cap"):
+        idx = [j for k, j, _ in events if k == kind]
+        assert idx == list(range(len(idx)))  # each block once, in order, none skipped
+        t = np.array([tt for k, _, tt in events if k == kind])
+        if kind == "ref":
+            ideal = np.arange(len(idx)) * aec_room.BLOCK / aec_room.SR - out_lat - hidden_s
+        else:
+            ideal = (np.arange(len(idx)) + 1) * aec_room.BLOCK / aec_room.SR + aec_room.IN_LAT
+        late = 1000.0 * (t - ideal)
+        assert late.min() >= -1e-9  # never early
+        assert late.max() <= aec_stress.STALL_MS[1] + aec_stress.JITTER_MAX_MS + 1.0
+        np.testing.assert_allclose(late, feed.delays_ms[kind][: len(idx)], atol=1e-9)
+    assert sum(k == "cap" for k, _, _ in events) == n_blocks and events[-1][0] == "cap"
+
+
+def test_jittered_feed_hands_every_block_once_in_order():
+    n = 400  # 32 s of 80 ms blocks
+    for seed in range(3):
+        for out_lat, hidden_s in ((0.02, 0.04), (0.06, -0.035)):
+            feed = aec_stress.JitterFeed(seed)
+            events = list(feed(n, out_lat, hidden_s))
+            _check(events, n, out_lat, hidden_s, feed)
+            assert events == list(aec_stress.JitterFeed(seed)(n, out_lat, hidden_s))  # reproducible
+    # the jitter is there: typical lateness a few ms, stalls release blocks back to back
+    d = np.concatenate(list(feed.delays_ms.values()))
+    assert 1.0 < np.median(d) < aec_stress.JITTER_MAX_MS
+    cap = np.array([t for k, _, t in events if k == "cap"])
+    assert np.sum(np.diff(cap) < 0.01) >= 1  # a burst: two capture blocks within 10 ms
+
+
+def test_punctual_feed_hands_the_reference_before_the_capture_it_plays_in():
+    events = list(aec_room.ideal_feed(50, 0.02, 0.012))
+    _check(events, 50, 0.02, 0.012, type("F", (), {"delays_ms": {"ref": np.zeros(60), "cap": np.zeros(60)}})())
+    handed = 0
+    for kind, j, t in events:
+        if kind == "ref":
+            handed += 1
+        else:  # every block handed to the output by then (its callback time <= t), and no later one
+            due = np.arange(60) * aec_room.BLOCK / aec_room.SR - 0.02 - 0.012 <= t
+            assert handed == int(np.sum(due))
+
+
+def test_the_canceller_clock_is_the_feed_s_and_is_restored():
+    feed = aec_stress.JitterFeed(0)
+    real = aec_stress.echo_mod.time
+    with aec_stress.sim_clock(feed):
+        for _, _, t in feed(5, 0.02, 0.0):
+            assert aec_stress.echo_mod.time.monotonic() == t
+    assert aec_stress.echo_mod.time is real
