@@ -66,6 +66,9 @@ class PathChange:
     fast_q: float = 0.05
     wrong: float = 0.3
     gamma_pow: float = 2.0
+    sure: float = 9.5
+    sure_bands: int = 2
+    sure_persist: int = 3
 
 
 def _check(block: int, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +136,7 @@ class KalmanEchoFilter:
         # zero-padded) times the smoothing's memory
         self._dof = np.sqrt(widths / 2 * (1 + pc.smooth) / (1 - pc.smooth))
         self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
-        self._run = 0
+        self._run = self._sure_run = 0
         self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
         self._explained = 0.0  # the same, as measured by the last detection (no decay)
         self.changed = False  # a path change was detected in this block
@@ -146,7 +149,8 @@ class KalmanEchoFilter:
         self._P[:] = self.p0
         for a in (self._sey, self._see, self._syy, self._hold):
             a[:] = 0.0
-        self._run, self._dominance, self._explained = 0, 0.0, 0.0
+        self._run = self._sure_run = 0
+        self._dominance, self._explained = 0.0, 0.0
         self._late[:] = 0.0
 
     def process(self, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +231,8 @@ class KalmanEchoFilter:
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
         fired = (t < -pc.threshold) & (-self._sey > pc.wrong * self._syy)
         self._run = self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed else 0
-        self.changed = self._run >= pc.persist
+        self._sure_run = self._sure_run + 1 if np.count_nonzero(t < -pc.sure) >= pc.sure_bands else 0
+        self.changed = self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
         self._hold *= pc.hold
         self._dominance *= pc.hold
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
@@ -236,7 +241,11 @@ class KalmanEchoFilter:
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
             explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
             self._dominance = max(self._dominance, min(1.0, explained))
-            self._explained = min(1.0, explained) if self._run == pc.persist else max(self._explained, min(1.0, explained))
+            self._explained = (
+                min(1.0, explained)
+                if self._run == pc.persist or self._sure_run == pc.sure_persist
+                else max(self._explained, min(1.0, explained))
+            )
             w2 = self._W.real**2 + self._W.imag**2
             self._P = np.maximum(self._P, (pc.kappa * beta[self._band_of]).astype(np.float32) * w2)
         return y2.astype(np.float32)
