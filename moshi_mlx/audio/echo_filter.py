@@ -19,7 +19,7 @@ yet is attenuated only where the filter itself says it is unsure:
   by centimetres) leaves the converged filter's uncertainty small, so on its own it re-learns
   for seconds. But a converged filter's error is uncorrelated with its echo estimate, the
   user's voice included, while after a change part of the estimate comes back in the error
-  with the opposite sign: that correlation, significant in several bands for 60 ms, raises
+  with the opposite sign: that correlation, significant in several bands for 40-60 ms, raises
   the state uncertainty (fast re-learning) and tells the suppressor the echo left meanwhile.
 - `ResidualSuppressor`: the Kalman filter's state uncertainty times the reference's power is
   its own estimate of the echo it leaves (large while it learns, small once it has, and not
@@ -42,17 +42,23 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PathChange:
-    """The echo-path change detector's settings (measured on bench/aec_room.py, see
-    docs/echo-cancellation.md). threshold: how many standard errors below zero a band's
-    error-to-estimate correlation must be; bands_needed, persist: in how many bands at once
-    and for how many consecutive blocks (one band or one block alone is double talk or a
-    loud syllable through a distorting speaker); kappa: the Kalman state uncertainty is
-    raised to kappa x wrong fraction x the coefficients' energy; gamma: the suppressor's
-    extra residual is gamma x 2 x wrong fraction x the echo estimate's power, held with a
-    decay of `hold` per block (0.985 per 20 ms: -10 dB in 3 s); fast_psi, fast_q: while the
-    changed path dominates the error (Moshi alone: the user's voice would be learnt too),
-    the error power's weight in the step is divided by 1 + fast_psi x d^4 and the process
-    noise raised by fast_q x d^4, d the fraction of the error the wrong estimate explains."""
+    """The echo-path change detector's settings (measured on bench/aec_room.py and
+    bench/aec_stress.py, see docs/echo-cancellation.md). Per band, t is the error-to-estimate
+    correlation in standard errors and the wrong fraction -E.Y / |Y|^2. A band fires when
+    t < -threshold and either the wrong fraction is >= `wrong` (a change, even under double
+    talk) or the wrong estimate explains >= `alone` of the band's error with a wrong fraction
+    >= `alone_wrong` (a milder change while Moshi talks alone; a distorting speaker's
+    residual stays below that fraction); a change is detected when `bands_needed` bands fire
+    for `persist` blocks, or `sure_bands` bands are below -sure for `sure_persist` blocks (a
+    filter still learning a slow voice). One band or one block alone is the user's voice or
+    a loud syllable. On a detection the Kalman state uncertainty is raised to kappa x wrong
+    fraction x the coefficients' energy; the suppressor's extra residual is gamma' x 2 x
+    wrong fraction x the echo estimate's power, held with a decay of `hold` per block (0.985
+    per 20 ms: -10 dB in 3 s), gamma' = 1 + (gamma - 1) x^gamma_pow with x the fraction of the
+    error the change explained (~1 with Moshi alone; lower keeps the user's level); fast_psi,
+    fast_q: while the changed path dominates the error (Moshi alone: the user's voice would
+    be learnt too), the error power's weight in the step is divided by 1 + fast_psi x d^4 and
+    the process noise raised by fast_q x d^4, d that fraction decaying with the hold."""
 
     bands: int = 12
     smooth: float = 0.8
@@ -66,6 +72,8 @@ class PathChange:
     fast_q: float = 0.05
     wrong: float = 0.3
     gamma_pow: float = 2.0
+    alone: float = 0.5
+    alone_wrong: float = 0.12
     sure: float = 9.5
     sure_bands: int = 2
     sure_persist: int = 3
@@ -230,6 +238,12 @@ class KalmanEchoFilter:
         self._syy = a * self._syy + (1 - a) * r(y2, self._edges)
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
         fired = (t < -pc.threshold) & (-self._sey > pc.wrong * self._syy)
+        if pc.alone:  # or the wrong estimate explains most of the band's error (Moshi alone)
+            fired |= (
+                (t < -pc.threshold)
+                & (-2.0 * self._sey > pc.alone * self._see)
+                & (-self._sey > pc.alone_wrong * self._syy)
+            )
         self._run = self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed else 0
         self._sure_run = self._sure_run + 1 if np.count_nonzero(t < -pc.sure) >= pc.sure_bands else 0
         self.changed = self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
