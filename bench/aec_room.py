@@ -170,11 +170,14 @@ def convergence_s(vals, starts, thresh=25.0, frac=0.9):
 
 
 def recovery_s(vals, starts, t0, thresh):
-    """Seconds after `t0` from which every following window has ERLE >= thresh."""
-    for i in range(len(vals)):
-        if np.all(vals[i:] >= thresh):
-            return round(float(starts[i]) - t0, 2)
-    return float("nan")
+    """Seconds after `t0` from which every following window has ERLE >= thresh: 0 when none
+    is below, the start of the window after the last one below, nan when that is the last."""
+    low = np.flatnonzero(np.asarray(vals) < thresh)
+    if not len(low):
+        return 0.0
+    if low[-1] + 1 >= len(vals):
+        return float("nan")
+    return round(float(starts[low[-1] + 1]) - t0, 2)
 
 
 @dataclass
@@ -210,6 +213,7 @@ class Drive:
     move_dir: tuple = (0.6, 0.8, 0.0)
     back_dir: tuple = (0.6, -0.8, 0.0)
     feed: object = None
+    echo_gain: float = 0.5  # the direct path's gain (the echo's level)
 
 
 def _lowest(v: np.ndarray) -> float:
@@ -228,7 +232,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
     far[: len(moshi)] = moshi[:n]
     played = _speaker(far, room.clip)
     ir = lambda m: reflective_room_ir(
-        room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=0.5, seed=room.seed, move_m=tuple(m)
+        room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=dr.echo_gain, seed=room.seed, move_m=tuple(m)
     )
     direction = np.array(dr.move_dir) * room.move_cm / 100.0
     if room.move_cm:  # the path changes at move_at and again (across) at dt_move_at
