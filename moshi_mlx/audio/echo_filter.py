@@ -51,7 +51,10 @@ class PathChange:
     residual stays below that fraction); a change is detected when `bands_needed` bands fire
     for `persist` blocks, or `sure_bands` bands are below -sure for `sure_persist` blocks (a
     filter still learning a slow voice). One band or one block alone is the user's voice or
-    a loud syllable. On a detection the Kalman state uncertainty is raised to kappa x wrong
+    a loud syllable, except a jump: while Moshi talks alone into a converged filter (the error
+    > quiet_db below the estimate), an error that jumps by > jump_db to near the estimate's
+    level and is its negative (broadband t < -sudden, >= sudden_wrong of it wrong, explaining
+    >= `alone` of the error) is a change in that very block. On a detection the Kalman state uncertainty is raised to kappa x wrong
     fraction x the coefficients' energy; the suppressor's extra residual is gamma' x 2 x
     wrong fraction x the echo estimate's power, held with a decay of `hold` per block (0.985
     per 20 ms: -10 dB in 3 s), gamma' = 1 + (gamma - 1) x^gamma_pow with x the fraction of the
@@ -74,6 +77,10 @@ class PathChange:
     gamma_pow: float = 2.0
     alone: float = 0.5
     alone_wrong: float = 0.12
+    jump_db: float = 12.0
+    sudden: float = 5.0
+    sudden_wrong: float = 0.3
+    quiet_db: float = 15.0
     sure: float = 9.5
     sure_bands: int = 2
     sure_persist: int = 3
@@ -145,6 +152,11 @@ class KalmanEchoFilter:
         self._dof = np.sqrt(widths / 2 * (1 + pc.smooth) / (1 - pc.smooth))
         self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
         self._run = self._sure_run = 0
+        self._lr = float("inf")  # smoothed error-to-estimate level while Moshi talks, dB (inf: none yet)
+        self._ly = -200.0
+        self._dof_all = float(
+            np.sqrt(k / 2 * (1 + pc.smooth) / (1 - pc.smooth)) / np.sqrt((1 + pc.smooth) / (1 - pc.smooth))
+        )
         self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
         self._explained = 0.0  # the same, as measured by the last detection (no decay)
         self.changed = False  # a path change was detected in this block
@@ -158,6 +170,7 @@ class KalmanEchoFilter:
         for a in (self._sey, self._see, self._syy, self._hold):
             a[:] = 0.0
         self._run = self._sure_run = 0
+        self._lr, self._ly = float("inf"), -200.0
         self._dominance, self._explained = 0.0, 0.0
         self._late[:] = 0.0
 
@@ -233,9 +246,30 @@ class KalmanEchoFilter:
         Y = np.fft.rfft(np.concatenate([self._zeros, y]))
         y2 = Y.real**2 + Y.imag**2
         a, r = pc.smooth, np.add.reduceat
-        self._sey = a * self._sey + (1 - a) * r(E.real * Y.real + E.imag * Y.imag, self._edges)
-        self._see = a * self._see + (1 - a) * r(E.real**2 + E.imag**2, self._edges)
-        self._syy = a * self._syy + (1 - a) * r(y2, self._edges)
+        bey, bee, byy = (
+            r(E.real * Y.real + E.imag * Y.imag, self._edges),
+            r(E.real**2 + E.imag**2, self._edges),
+            r(y2, self._edges),
+        )
+        self._sey = a * self._sey + (1 - a) * bey
+        self._see = a * self._see + (1 - a) * bee
+        self._syy = a * self._syy + (1 - a) * byy
+        sudden = False
+        if pc.jump_db:  # the error jumps from far below the estimate and is its negative: at once
+            ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
+            ly = 10.0 * np.log10(yy + 1e-20)
+            self._ly = max(ly, self._ly - 0.05)  # the estimate's level while Moshi talks (-2.5 dB/s)
+            if ly > self._ly - 10.0:  # Moshi talking, not a pause or a reverberation tail
+                lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
+                t_all = ey / np.sqrt(ee * yy + 1e-30) * self._dof_all
+                sudden = (
+                    self._lr < -pc.quiet_db  # the error was far below the estimate: Moshi alone, converged
+                    and lr - self._lr > pc.jump_db
+                    and t_all < -pc.sudden
+                    and -ey > pc.sudden_wrong * yy  # a distorting speaker's peaks are less wrong
+                    and -2.0 * ey > pc.alone * ee  # the wrong estimate is the error: not the user
+                )
+                self._lr = 0.95 * self._lr + 0.05 * lr if np.isfinite(self._lr) else lr
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
         fired = (t < -pc.threshold) & (-self._sey > pc.wrong * self._syy)
         if pc.alone:  # or the wrong estimate explains most of the band's error (Moshi alone)
@@ -246,18 +280,22 @@ class KalmanEchoFilter:
             )
         self._run = self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed else 0
         self._sure_run = self._sure_run + 1 if np.count_nonzero(t < -pc.sure) >= pc.sure_bands else 0
-        self.changed = self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
+        self.changed = sudden or self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
         self._hold *= pc.hold
         self._dominance *= pc.hold
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
             beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
+            if sudden:
+                beta = np.maximum(beta, np.clip(-bey / (byy + 1e-20), 0.0, 1.0))
             self._hold = np.maximum(self._hold, beta)
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
             explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
+            if sudden:
+                explained = max(explained, 2.0 * float(np.sum(beta * byy)) / (float(np.sum(bee)) + 1e-20))
             self._dominance = max(self._dominance, min(1.0, explained))
             self._explained = (
                 min(1.0, explained)
-                if self._run == pc.persist or self._sure_run == pc.sure_persist
+                if sudden or self._run == pc.persist or self._sure_run == pc.sure_persist
                 else max(self._explained, min(1.0, explained))
             )
             w2 = self._W.real**2 + self._W.imag**2
