@@ -78,8 +78,8 @@ class PathChange:
     alone: float = 0.5
     alone_wrong: float = 0.12
     jump_db: float = 12.0
-    sudden: float = 5.0
-    sudden_wrong: float = 0.3
+    sudden: float = 3.5
+    sudden_wrong: float = 0.15
     quiet_db: float = 15.0
     sure: float = 9.5
     sure_bands: int = 2
@@ -153,7 +153,10 @@ class KalmanEchoFilter:
         self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
         self._run = self._sure_run = 0
         self._lr = float("inf")  # smoothed error-to-estimate level while Moshi talks, dB (inf: none yet)
-        self._ly = -200.0
+        self._ly = self._le = self._lye = -200.0
+        self._jump_age = None  # blocks since the error jumped (None: no recent jump)
+        self._high = False  # the error is above its usual level
+        self._jump_t = 0.0  # the error-to-estimate correlation (standard errors) in the jump's first block
         self._dof_all = float(
             np.sqrt(k / 2 * (1 + pc.smooth) / (1 - pc.smooth)) / np.sqrt((1 + pc.smooth) / (1 - pc.smooth))
         )
@@ -170,7 +173,8 @@ class KalmanEchoFilter:
         for a in (self._sey, self._see, self._syy, self._hold):
             a[:] = 0.0
         self._run = self._sure_run = 0
-        self._lr, self._ly = float("inf"), -200.0
+        self._lr, self._jump_age, self._high = float("inf"), None, False
+        self._ly = self._le = self._lye = -200.0
         self._dominance, self._explained = 0.0, 0.0
         self._late[:] = 0.0
 
@@ -257,14 +261,26 @@ class KalmanEchoFilter:
         sudden = False
         if pc.jump_db:  # the error jumps from far below the estimate and is its negative: at once
             ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
-            ly = 10.0 * np.log10(yy + 1e-20)
+            ly, le = 10.0 * np.log10(yy + 1e-20), 10.0 * np.log10(ee + 1e-20)
             self._ly = max(ly, self._ly - 0.05)  # the estimate's level while Moshi talks (-2.5 dB/s)
+            # over the last ~0.2 s, the error far below the estimate: Moshi alone, the filter converged
+            quiet = self._le < self._lye - pc.quiet_db
+            self._le = 0.9 * self._le + 0.1 * le
+            self._lye = 0.9 * self._lye + 0.1 * ly
+            if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later
+                self._jump_age = self._jump_age + 1 if self._jump_age < 1 else None
             if ly > self._ly - 10.0:  # Moshi talking, not a pause or a reverberation tail
                 lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
+                high = lr - self._lr > pc.jump_db
                 t_all = ey / np.sqrt(ee * yy + 1e-30) * self._dof_all
+                if self._jump_age is None and quiet and high and not self._high:  # a change or the user
+                    self._jump_age, self._jump_t = 0, t_all
+                self._high = high
                 sudden = (
-                    self._lr < -pc.quiet_db  # the error was far below the estimate: Moshi alone, converged
-                    and lr - self._lr > pc.jump_db
+                    self._jump_age is not None
+                    # from its first block on: the filter, adapting on a user's first syllable, makes
+                    # the next block's estimate wrong too
+                    and max(t_all, self._jump_t) < -pc.sudden * (0.5 if self._jump_age else 1.0)
                     and t_all < -pc.sudden
                     and -ey > pc.sudden_wrong * yy  # a distorting speaker's peaks are less wrong
                     and -2.0 * ey > pc.alone * ee  # the wrong estimate is the error: not the user
