@@ -52,9 +52,9 @@ class PathChange:
     for `persist` blocks, or `sure_bands` bands are below -sure for `sure_persist` blocks (a
     filter still learning a slow voice). One band or one block alone is the user's voice or
     a loud syllable, except a jump: while Moshi talks alone into a converged filter (the error
-    > quiet_db below the estimate), an error that jumps by > jump_db to near the estimate's
-    level and is its negative (broadband t < -sudden, >= sudden_wrong of it wrong, explaining
-    >= `alone` of the error) is a change in that very block. On a detection the Kalman state uncertainty is raised to kappa x wrong
+    > quiet_db below the estimate over ~0.2 s), an error that jumps by > jump_db and, in that
+    block or the next, is the estimate's negative (broadband t < -sudden, >= sudden_wrong of
+    it wrong, explaining >= `alone` of the error) is a change at once. On a detection the Kalman state uncertainty is raised to kappa x wrong
     fraction x the coefficients' energy; the suppressor's extra residual is gamma' x 2 x
     wrong fraction x the echo estimate's power, held with a decay of `hold` per block (0.985
     per 20 ms: -10 dB in 3 s), gamma' = 1 + (gamma - 1) x^gamma_pow with x the fraction of the
