@@ -51,17 +51,20 @@ class PathChange:
     residual stays below that fraction); a change is detected when `bands_needed` bands fire
     for `persist` blocks, or `sure_bands` bands are below -sure for `sure_persist` blocks (a
     filter still learning a slow voice). One band or one block alone is the user's voice or
-    a loud syllable, except a jump: while Moshi talks alone into a converged filter (the error
-    > quiet_db below the estimate over ~0.2 s), an error that jumps by > jump_db and, in that
-    block or the next, is the estimate's negative (broadband t < -sudden, >= sudden_wrong of
-    it wrong, explaining >= `alone` of the error) is a change at once. On a detection the Kalman state uncertainty is raised to kappa x wrong
+    a loud syllable, except a jump (`_sudden`): while Moshi talks alone into a converged filter
+    (the error > quiet_db below the estimate over ~0.2 s), an error that jumps by > jump_db
+    and, in that block or the next, is wrong over the whole spectrum (>= sudden_wrong of the
+    estimate, explaining >= `alone` of the error) and in >= sudden_bands bands is a change at
+    once. On a detection the Kalman state uncertainty is raised to kappa x wrong
     fraction x the coefficients' energy; the suppressor's extra residual is gamma' x 2 x
     wrong fraction x the echo estimate's power, held with a decay of `hold` per block (0.985
     per 20 ms: -10 dB in 3 s), gamma' = 1 + (gamma - 1) x^gamma_pow with x the fraction of the
     error the change explained (~1 with Moshi alone; lower keeps the user's level); fast_psi,
     fast_q: while the changed path dominates the error (Moshi alone: the user's voice would
     be learnt too), the error power's weight in the step is divided by 1 + fast_psi x d^4 and
-    the process noise raised by fast_q x d^4, d that fraction decaying with the hold."""
+    the process noise raised by fast_q x d^4, d that fraction decaying with the hold; the
+    suppressor's floor goes deep_db x x^2 x hold deeper (Moshi alone: the changed echo is
+    removed further, the user is not there to lose)."""
 
     bands: int = 12
     smooth: float = 0.8
@@ -77,9 +80,10 @@ class PathChange:
     gamma_pow: float = 2.0
     alone: float = 0.5
     alone_wrong: float = 0.12
+    deep_db: float = 15.0
     jump_db: float = 12.0
-    sudden: float = 3.5
     sudden_wrong: float = 0.15
+    sudden_bands: int = 4
     quiet_db: float = 15.0
     sure: float = 9.5
     sure_bands: int = 2
@@ -156,10 +160,7 @@ class KalmanEchoFilter:
         self._ly = self._le = self._lye = -200.0
         self._jump_age = None  # blocks since the error jumped (None: no recent jump)
         self._high = False  # the error is above its usual level
-        self._jump_t = 0.0  # the error-to-estimate correlation (standard errors) in the jump's first block
-        self._dof_all = float(
-            np.sqrt(k / 2 * (1 + pc.smooth) / (1 - pc.smooth)) / np.sqrt((1 + pc.smooth) / (1 - pc.smooth))
-        )
+        self._jump_wrong = 0.0  # the estimate's wrong fraction in the jump's first block
         self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
         self._explained = 0.0  # the same, as measured by the last detection (no decay)
         self.changed = False  # a path change was detected in this block
@@ -236,6 +237,49 @@ class KalmanEchoFilter:
         self._late = r * (self._late + w2[-1] * leaving)
         return self._late
 
+    def floor(self, floor: float) -> float:
+        """The suppressor's floor: deeper after a change that explained the error (Moshi alone)."""
+        pc = self.path_change
+        if pc is None or not pc.deep_db or not self.changed_recently:
+            return floor
+        return floor * 10 ** (-pc.deep_db * self._explained**2 * float(self._hold.max()) / 20)
+
+    def _sudden(self, bey: np.ndarray, bee: np.ndarray, byy: np.ndarray) -> bool:
+        """Rule (c): a change seen in its first block. While Moshi talks alone into a converged
+        filter (the error far below the estimate over the last ~0.2 s), the error jumps to near
+        the estimate's level; it is a change, not the user starting to talk, when in that block
+        (or the next, if the first already pointed that way) the estimate is wrong over the
+        whole spectrum and in several bands, and its wrong part explains the error. Not in
+        pauses or reverberation tails, where a distorting speaker or what the filter took from
+        the user's voice shows as a wrong estimate. Arguments: this block's per-band E.Y,
+        |E|^2, |Y|^2."""
+        pc = self.path_change
+        ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
+        ly, le = 10.0 * np.log10(yy + 1e-20), 10.0 * np.log10(ee + 1e-20)
+        self._ly = max(ly, self._ly - 0.05)  # the estimate's level while Moshi talks (-2.5 dB/s)
+        quiet = self._le < self._lye - pc.quiet_db
+        self._le, self._lye = 0.9 * self._le + 0.1 * le, 0.9 * self._lye + 0.1 * ly
+        if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later
+            self._jump_age = self._jump_age + 1 if self._jump_age < 1 else None
+        if ly < self._ly - 10.0:  # a pause or a reverberation tail
+            return False
+        lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
+        high = lr - self._lr > pc.jump_db
+        self._lr = 0.95 * self._lr + 0.05 * lr if np.isfinite(self._lr) else lr
+        wrong = -ey / (yy + 1e-20)
+        if self._jump_age is None and quiet and high and not self._high:  # the rising edge
+            self._jump_age, self._jump_wrong = 0, wrong
+        self._high = high
+        bands = np.count_nonzero((-bey > pc.wrong * byy) & (-2.0 * bey > pc.alone * bee))
+        return bool(
+            self._jump_age is not None
+            # the filter, adapting on a user's first syllable, makes the next block's estimate wrong too
+            and self._jump_wrong > 0.0
+            and wrong >= pc.sudden_wrong  # a distorting speaker's peaks are less wrong
+            and -2.0 * ey >= pc.alone * ee  # the wrong estimate is the error: not the user
+            and bands >= pc.sudden_bands
+        )
+
     @property
     def changed_recently(self) -> bool:
         return bool(self._hold.max() > 1e-3)
@@ -258,34 +302,7 @@ class KalmanEchoFilter:
         self._sey = a * self._sey + (1 - a) * bey
         self._see = a * self._see + (1 - a) * bee
         self._syy = a * self._syy + (1 - a) * byy
-        sudden = False
-        if pc.jump_db:  # the error jumps from far below the estimate and is its negative: at once
-            ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
-            ly, le = 10.0 * np.log10(yy + 1e-20), 10.0 * np.log10(ee + 1e-20)
-            self._ly = max(ly, self._ly - 0.05)  # the estimate's level while Moshi talks (-2.5 dB/s)
-            # over the last ~0.2 s, the error far below the estimate: Moshi alone, the filter converged
-            quiet = self._le < self._lye - pc.quiet_db
-            self._le = 0.9 * self._le + 0.1 * le
-            self._lye = 0.9 * self._lye + 0.1 * ly
-            if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later
-                self._jump_age = self._jump_age + 1 if self._jump_age < 1 else None
-            if ly > self._ly - 10.0:  # Moshi talking, not a pause or a reverberation tail
-                lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
-                high = lr - self._lr > pc.jump_db
-                t_all = ey / np.sqrt(ee * yy + 1e-30) * self._dof_all
-                if self._jump_age is None and quiet and high and not self._high:  # a change or the user
-                    self._jump_age, self._jump_t = 0, t_all
-                self._high = high
-                sudden = (
-                    self._jump_age is not None
-                    # from its first block on: the filter, adapting on a user's first syllable, makes
-                    # the next block's estimate wrong too
-                    and max(t_all, self._jump_t) < -pc.sudden * (0.5 if self._jump_age else 1.0)
-                    and t_all < -pc.sudden
-                    and -ey > pc.sudden_wrong * yy  # a distorting speaker's peaks are less wrong
-                    and -2.0 * ey > pc.alone * ee  # the wrong estimate is the error: not the user
-                )
-                self._lr = 0.95 * self._lr + 0.05 * lr if np.isfinite(self._lr) else lr
+        sudden = self._sudden(bey, bee, byy) if pc.jump_db else False
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
         fired = (t < -pc.threshold) & (-self._sey > pc.wrong * self._syy)
         if pc.alone:  # or the wrong estimate explains most of the band's error (Moshi alone)
@@ -336,11 +353,12 @@ class ResidualSuppressor:
         self.beta, self.floor = float(beta), float(10 ** (floor_db / 20.0))
         self.gain = self._keep.copy()
 
-    def update(self, residual: np.ndarray, error_power: np.ndarray) -> None:
+    def update(self, residual: np.ndarray, error_power: np.ndarray, floor: float | None = None) -> None:
         """Estimates on a frequency grid `factor` times finer than the suppressor's."""
         factor = (len(residual) - 1) // self.hop
         ratio = (residual / (error_power + 1e-10))[::factor]
-        self.gain = (np.maximum(self.floor, 1.0 - self.beta * ratio) * self._keep).astype(np.float32)
+        floor = self.floor if floor is None else floor
+        self.gain = (np.maximum(floor, 1.0 - self.beta * ratio) * self._keep).astype(np.float32)
 
     def process(self, e: np.ndarray) -> np.ndarray:
         h = self.hop
@@ -374,6 +392,6 @@ class LinearEchoCanceller:
             e = np.asarray(mic, np.float32)
         if self.suppressor is None:
             return e
-        self.suppressor.update(self.filter.residual, self.filter.error_power)
+        self.suppressor.update(self.filter.residual, self.filter.error_power, self.filter.floor(self.suppressor.floor))
         h = self.hop
         return np.concatenate([self.suppressor.process(e[i : i + h]) for i in range(0, self.block, h)])
