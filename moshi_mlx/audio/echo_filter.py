@@ -64,7 +64,13 @@ class PathChange:
     be learnt too), the error power's weight in the step is divided by 1 + fast_psi x d^4 and
     the process noise raised by fast_q x d^4, d that fraction decaying with the hold; the
     suppressor's floor goes deep_db x x^2 x hold deeper (Moshi alone: the changed echo is
-    removed further, the user is not there to lose)."""
+    removed further, the user is not there to lose).
+    talk_*: whether the user was talking when the path changed, from the error over the
+    expected echo (estimate + residual) 0.5-0.1 s before a detection that follows none for
+    `talk_gap` blocks: talk = r^2 / (r^2 + talk_rho^2). Both estimates above then take the
+    user's voice for echo (the user was ducked by up to 3 dB), so in each band they are scaled
+    by max(talk_floor, u) and gamma' capped at 1 + (gamma - 1) u^2, u = talk_scale x how much
+    of the band's error the held change explains (~1 in the user's pauses), blended by talk."""
 
     bands: int = 12
     smooth: float = 0.8
@@ -88,6 +94,10 @@ class PathChange:
     sure: float = 9.5
     sure_bands: int = 2
     sure_persist: int = 3
+    talk_rho: float = 0.15
+    talk_scale: float = 0.5
+    talk_floor: float = 0.1
+    talk_gap: int = 25
 
 
 def _check(block: int, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +176,10 @@ class KalmanEchoFilter:
         self.changed = False  # a path change was detected in this block
         self.late = late  # weight of the late-reverberation estimate in `residual` (0: off)
         self._late = np.zeros(k, np.float32)  # echo beyond the filter's span, per bin
+        # the error's and the expected echo's (estimate + residual) power of the last 25 blocks, oldest first
+        self._levels = np.zeros((25, 2))
+        self._since = 1 << 30  # blocks since the last detection
+        self._talk = 0.0  # was the user talking when the path changed (0..1)
 
     def reset(self) -> None:
         """Forget the echo path (the reference was moved against the microphone)."""
@@ -178,6 +192,8 @@ class KalmanEchoFilter:
         self._ly = self._le = self._lye = -200.0
         self._dominance, self._explained = 0.0, 0.0
         self._late[:] = 0.0
+        self._levels[:] = 0.0
+        self._since, self._talk = 1 << 30, 0.0
 
     def process(self, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = self.block
@@ -207,8 +223,17 @@ class KalmanEchoFilter:
         if y2 is not None and self.changed_recently:  # what the changed path leaves, until re-learnt
             pc = self.path_change
             gamma = 1.0 + (pc.gamma - 1.0) * self._explained**pc.gamma_pow if pc.gamma_pow else pc.gamma
-            self.residual = self.residual + gamma * 2.0 * self._hold[self._band_of] * y2
+            if self._talk:  # the user talks through the change: keep them where the change is not the error
+                u = np.clip(pc.talk_scale * 2.0 * self._hold * self._syy / (self._see + 1e-20), 0.0, 1.0)
+                gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * self._talk
+                scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * self._talk
+                self.residual = (self.residual + (gamma * 2.0 * self._hold)[self._band_of] * y2) * scale[self._band_of]
+            else:
+                self.residual = self.residual + gamma * 2.0 * self._hold[self._band_of] * y2
         self.error_power = e2
+        if y2 is not None:
+            self._levels[:-1] = self._levels[1:]
+            self._levels[-1] = float(e2.sum()), float(y2.sum()) + float(self.residual.sum())
         fast = self._dominance**4
         psi = self.psi / (1.0 + self.path_change.fast_psi * fast) if fast else self.psi
         mu = self._P / (xp + psi * e2 + 1e-10)
@@ -316,7 +341,15 @@ class KalmanEchoFilter:
         self.changed = sudden or self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
         self._hold *= pc.hold
         self._dominance *= pc.hold
+        self._since += 1
+        if self.changed and self._since > pc.talk_gap:  # a new change, not the same one seen again
+            # the error over the expected echo before the change (0.5-0.1 s ago): ~ERLE^-1 (< 0.03)
+            # with Moshi alone, or while the filter learns (the residual expects it); ~1 with the user
+            err, echo = self._levels[:-5].sum(axis=0)
+            rho2 = (err / (echo + 1e-20)) ** 2
+            self._talk = rho2 / (rho2 + pc.talk_rho**2)
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
+            self._since = 0
             beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
             if sudden:
                 beta = np.maximum(beta, np.clip(-bey / (byy + 1e-20), 0.0, 1.0))

@@ -239,3 +239,38 @@ def test_a_move_in_loud_speech_is_seen_in_its_first_block(move_at):
     mic = np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut : len(far)]]) + noise
     out = _run(LinearEchoCanceller(), far, mic)
     assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 20.0
+
+
+def test_the_user_keeps_their_level_when_the_path_changes_while_they_talk():
+    """The user talks over Moshi at the echo's level and, 2 s in, the microphone moves 7.8 cm
+    in a hall (RT60 0.8 s): the change is seen, and in the second after it the user comes out
+    at their level (within 1 dB; -2.3 dB when the suppressor took their voice for the changed
+    echo)."""
+    hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
+    far = np.concatenate([hello] * 4)[: 11 * SR].astype(np.float32)
+    far *= 0.1 / np.sqrt(np.mean(far[np.abs(far) > 1e-3] ** 2))
+    a, cut = 6 * SR, 8 * SR
+    h1 = reflective_room_ir(20.0, rt60_s=0.8, drr_db=-3.0, seed=28)
+    h2 = reflective_room_ir(20.0, rt60_s=0.8, drr_db=-3.0, seed=28, move_m=(0.06, 0.0, -0.05))
+    noise = np.random.default_rng(1).standard_normal(len(far)).astype(np.float32) * 1e-4
+    echo = np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut : len(far)]]) + noise
+    near = np.zeros_like(far)
+    user = np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)))
+    near[a : a + len(user)] = user
+    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
+    c = LinearEchoCanceller()
+    n = len(far) // B * B
+    out, changed = [], []
+    for k in range(0, n, B):
+        out.append(c.process(far[k : k + B], (echo + near)[k : k + B]))
+        changed.append(c.filter.changed)
+    out = np.concatenate(out)
+    out = np.concatenate([out[c.delay :], np.zeros(c.delay, np.float32)])
+    t = np.flatnonzero(changed) * B / SR
+    assert np.any((t >= 8.0) & (t <= 8.3)), t
+    s = _run(LinearEchoCanceller(), np.zeros_like(far), near)
+    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
+    talking[:cut] = talking[cut + SR :] = False
+    o, s = out[talking], s[talking]
+    g = float(np.dot(o, s) / np.dot(s, s))
+    assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)
