@@ -95,7 +95,7 @@ class PathChange:
     sure_bands: int = 2
     sure_persist: int = 3
     talk_rho: float = 0.15
-    talk_scale: float = 0.5
+    talk_scale: float = 1.0
     talk_floor: float = 0.1
     talk_gap: int = 25
 
