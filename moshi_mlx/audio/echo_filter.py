@@ -176,6 +176,7 @@ class KalmanEchoFilter:
         self.changed = False  # a path change was detected in this block
         self.late = late  # weight of the late-reverberation estimate in `residual` (0: off)
         self._late = np.zeros(k, np.float32)  # echo beyond the filter's span, per bin
+        self._w2 = np.zeros((self.partitions, k), np.float32)  # |W|^2 of the coefficients the block starts with
         # the error's and the expected echo's (estimate + residual) power of the last 25 blocks, oldest first
         self._levels = np.zeros((25, 2))
         self._since = 1 << 30  # blocks since the last detection
@@ -192,6 +193,7 @@ class KalmanEchoFilter:
         self._ly = self._le = self._lye = -200.0
         self._dominance, self._explained = 0.0, 0.0
         self._late[:] = 0.0
+        self._w2[:] = 0.0
         self._levels[:] = 0.0
         self._since, self._talk = 1 << 30, 0.0
 
@@ -223,13 +225,14 @@ class KalmanEchoFilter:
         if y2 is not None and self.changed_recently:  # what the changed path leaves, until re-learnt
             pc = self.path_change
             gamma = 1.0 + (pc.gamma - 1.0) * self._explained**pc.gamma_pow if pc.gamma_pow else pc.gamma
+            scale = None
             if self._talk:  # the user talks through the change: keep them where the change is not the error
                 u = np.clip(pc.talk_scale * 2.0 * self._hold * self._syy / (self._see + 1e-20), 0.0, 1.0)
                 gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * self._talk
                 scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * self._talk
-                self.residual = (self.residual + (gamma * 2.0 * self._hold)[self._band_of] * y2) * scale[self._band_of]
-            else:
-                self.residual = self.residual + gamma * 2.0 * self._hold[self._band_of] * y2
+            self.residual = self.residual + (gamma * 2.0 * self._hold)[self._band_of] * y2
+            if scale is not None:
+                self.residual = self.residual * scale[self._band_of]
         self.error_power = e2
         if y2 is not None:
             self._levels[:-1] = self._levels[1:]
@@ -247,14 +250,15 @@ class KalmanEchoFilter:
         self._W[idx] = np.fft.rfft(wt, axis=-1).astype(np.complex64)
         self._P *= 1.0 - 0.5 * mu * self._X2
         q = self.q + self.path_change.fast_q * fast if fast else self.q
-        self._P += q * (self._W.real**2 + self._W.imag**2)
+        self._w2 = self._W.real**2 + self._W.imag**2  # also the next block's, until its update
+        self._P += q * self._w2
         return e, y
 
     def _late_echo(self, leaving: np.ndarray) -> np.ndarray:
         """The echo beyond the filter's span: the reverberation the last partition ends on
         decays on at the rate the last partitions show, driven by the reference that leaves
         the span (a power-domain continuation of the filter, as AEC3's reverb model)."""
-        w2 = self._W.real**2 + self._W.imag**2
+        w2 = self._w2
         p = self.partitions
         h = max(1, p // 2)
         tail, mid = float(w2[p - 4 :].sum()), float(w2[h - 2 : h + 2].sum())
@@ -364,8 +368,7 @@ class KalmanEchoFilter:
                 if sudden or self._run == pc.persist or self._sure_run == pc.sure_persist
                 else max(self._explained, min(1.0, explained))
             )
-            w2 = self._W.real**2 + self._W.imag**2
-            self._P = np.maximum(self._P, (pc.kappa * beta[self._band_of]).astype(np.float32) * w2)
+            self._P = np.maximum(self._P, (pc.kappa * beta[self._band_of]).astype(np.float32) * self._w2)
         return y2.astype(np.float32)
 
 
