@@ -20,9 +20,23 @@ def _noise(seconds: float, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(int(seconds * SR)) * 0.1).astype(np.float32)
 
 
-def _run(c, far: np.ndarray, mic: np.ndarray) -> np.ndarray:
-    n = len(mic) // B * B
-    out = np.concatenate([c.process(far[k : k + B], mic[k : k + B]) for k in range(0, n, B)])
+def _hello(seconds: float) -> np.ndarray:
+    """The package's recorded voice, repeated to `seconds`, at -20 dBFS while speaking."""
+    hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
+    n = int(seconds * SR)
+    far = np.tile(hello, -(-n // len(hello)))[:n].astype(np.float32)
+    return far * (0.1 / np.sqrt(np.mean(far[np.abs(far) > 1e-3] ** 2)))
+
+
+def _run(c, far: np.ndarray, mic: np.ndarray, detections: list | None = None) -> np.ndarray:
+    """The canceller's output, realigned with the microphone; `detections`, when given,
+    receives the start times (s) of the blocks in which a path change was detected."""
+    out = []
+    for k in range(0, len(mic) // B * B, B):
+        out.append(c.process(far[k : k + B], mic[k : k + B]))
+        if detections is not None and c.filter.changed:
+            detections.append(k / SR)
+    out = np.concatenate(out)
     d = getattr(c, "delay", 0)
     return np.concatenate([out[d:], np.zeros(d, np.float32)])  # undo the suppressor's delay
 
@@ -102,10 +116,12 @@ def test_refuses_wrong_sizes():
         KalmanEchoFilter(480, 100)
 
 
-def _moved_room(far: np.ndarray, cut: int, move_m=(0.03, 0.04, 0.0)) -> np.ndarray:
-    """The microphone moves by 5 cm at `cut` (a laptop lid moved) in a reverberant room."""
-    h1 = reflective_room_ir(30.0, rt60_s=0.4, drr_db=3.0, seed=4)
-    h2 = reflective_room_ir(30.0, rt60_s=0.4, drr_db=3.0, seed=4, move_m=move_m)
+def _moved_room(
+    far: np.ndarray, cut: int, move_m=(0.03, 0.04, 0.0), *, delay_ms=30.0, rt60_s=0.4, drr_db=3.0, seed=4
+) -> np.ndarray:
+    """The microphone moves (by default 5 cm) at `cut` (a laptop lid moved) in a reverberant room."""
+    h1 = reflective_room_ir(delay_ms, rt60_s=rt60_s, drr_db=drr_db, seed=seed)
+    h2 = reflective_room_ir(delay_ms, rt60_s=rt60_s, drr_db=drr_db, seed=seed, move_m=move_m)
     noise = np.random.default_rng(1).standard_normal(len(far)).astype(np.float32) * 1e-4
     return np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut : len(far)]]) + noise
 
@@ -134,12 +150,9 @@ def test_path_change_detector_ignores_double_talk_and_steady_echo():
     user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
     near[a : a + len(user)] = user[: len(far) - a]
     near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))
-    c = LinearEchoCanceller()
-    changed = []
-    for k in range(0, len(far) // B * B, B):
-        c.process(far[k : k + B], (echo + near)[k : k + B])
-        changed.append(c.filter.changed)
-    assert not any(changed[3 * SR // B :]), np.flatnonzero(changed)
+    detections = []
+    _run(LinearEchoCanceller(), far, echo + near, detections)
+    assert not [t for t in detections if t >= 3.0], detections
 
 
 def test_the_user_keeps_their_level_right_after_a_path_change():
@@ -171,22 +184,17 @@ def test_a_path_change_during_double_talk_is_seen_at_once():
     a = 6 * SR
     near[a : a + len(user)] = user
     near *= np.sqrt(np.mean(mic_echo[a : a + 2 * SR] ** 2) / np.mean(near[a : a + 2 * SR] ** 2))
-    c = LinearEchoCanceller()
-    changed = []
-    for k in range(0, len(far) // B * B, B):
-        c.process(far[k : k + B], (mic_echo + near)[k : k + B])
-        changed.append(c.filter.changed)
-    t = np.flatnonzero(changed[3 * SR // B :]) * B / SR + 3.0
-    assert len(t) and 8.0 <= t[0] <= 8.2, t
+    detections = []
+    _run(LinearEchoCanceller(), far, mic_echo + near, detections)
+    t = [t for t in detections if t >= 3.0]
+    assert t and 8.0 <= t[0] <= 8.2, t
 
 
 def test_late_reverberation_is_suppressed_in_pauses():
     """A hall (RT60 0.8 s, weak direct path) outlasts the 400 ms filter: in Moshi's pauses the
     echo is the reverberation beyond it, which the suppressor removes from its decay model
     (without the model the quietest windows are at 19-21 dB)."""
-    hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
-    far = np.concatenate([hello] * 4)[: 16 * SR].astype(np.float32)
-    far *= 0.1 / np.sqrt(np.mean(far[np.abs(far) > 1e-3] ** 2))
+    far = _hello(16)
     echo = _room(far, reflective_room_ir(10.0, rt60_s=0.8, drr_db=-3.0, seed=8), noise_db=-200)
     out = _run(LinearEchoCanceller(), far, echo)
     w = SR // 4
@@ -203,22 +211,13 @@ def test_a_mild_path_change_while_moshi_talks_alone_is_seen():
     too little for the double-talk rule, but the wrong estimate explains the error, so it is
     a change: detected within 0.25 s and every window from 0.25 s to 2 s at >= 25 dB
     (without that rule: 0.30 s and 24.5 dB)."""
-    hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
-    far = np.concatenate([hello] * 3)[: 12 * SR].astype(np.float32)
-    far *= 0.1 / np.sqrt(np.mean(far[np.abs(far) > 1e-3] ** 2))
+    far = _hello(12)
     cut, w = 8 * SR, SR // 4
-    h1 = reflective_room_ir(20.0, rt60_s=0.6, drr_db=0.0, seed=7)
-    h2 = reflective_room_ir(20.0, rt60_s=0.6, drr_db=0.0, seed=7, move_m=(0.015, 0.015, 0.01))
-    noise = np.random.default_rng(1).standard_normal(len(far)).astype(np.float32) * 1e-4
-    mic = np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut : len(far)]]) + noise
-    c = LinearEchoCanceller()
-    changed = []
-    for k in range(0, len(far) // B * B, B):
-        c.process(far[k : k + B], mic[k : k + B])
-        changed.append(c.filter.changed)
-    t = np.flatnonzero(changed[6 * SR // B :]) * B / SR + 6.0
-    assert len(t) and 8.0 <= t[0] <= 8.25, t
-    out = _run(LinearEchoCanceller(), far, mic)
+    mic = _moved_room(far, cut, (0.015, 0.015, 0.01), delay_ms=20.0, rt60_s=0.6, drr_db=0.0, seed=7)
+    detections = []
+    out = _run(LinearEchoCanceller(), far, mic, detections)
+    t = [t for t in detections if t >= 6.0]
+    assert t and 8.0 <= t[0] <= 8.25, t
     erle = [ratio_db(mic[k : k + w], out[k : k + w]) for k in range(cut + w, cut + 2 * SR, w)]
     assert min(erle) >= 25.0, erle
 
@@ -229,14 +228,9 @@ def test_a_move_in_loud_speech_is_seen_in_its_first_block(move_at):
     below the estimate to its level and is the estimate's negative, which is a change at
     once (waiting for 40-60 ms of evidence leaks that much echo at full level, which alone
     holds the first second to ~17-19 dB): >= 20 dB over the first second after the move."""
-    hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
-    far = np.concatenate([hello] * 3)[: 12 * SR].astype(np.float32)
-    far *= 0.1 / np.sqrt(np.mean(far[np.abs(far) > 1e-3] ** 2))
+    far = _hello(12)
     cut = int(move_at * SR)
-    h1 = reflective_room_ir(10.0, rt60_s=0.8, drr_db=-3.0, seed=8)
-    h2 = reflective_room_ir(10.0, rt60_s=0.8, drr_db=-3.0, seed=8, move_m=(0.04, -0.05, 0.04))
-    noise = np.random.default_rng(1).standard_normal(len(far)).astype(np.float32) * 1e-4
-    mic = np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut : len(far)]]) + noise
+    mic = _moved_room(far, cut, (0.04, -0.05, 0.04), delay_ms=10.0, rt60_s=0.8, drr_db=-3.0, seed=8)
     out = _run(LinearEchoCanceller(), far, mic)
     assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 20.0
 
@@ -246,27 +240,16 @@ def test_the_user_keeps_their_level_when_the_path_changes_while_they_talk():
     in a hall (RT60 0.8 s): the change is seen, and in the second after it the user comes out
     at their level (within 1 dB; -2.1 dB when the suppressor took their voice for the changed
     echo)."""
-    hello = read_audio(ROOT / "moshi_mlx" / "assets" / "hello.wav").reshape(-1)
-    far = np.concatenate([hello] * 4)[: 11 * SR].astype(np.float32)
-    far *= 0.1 / np.sqrt(np.mean(far[np.abs(far) > 1e-3] ** 2))
+    far = _hello(11)
     a, cut = 6 * SR, 8 * SR
-    h1 = reflective_room_ir(20.0, rt60_s=0.8, drr_db=-3.0, seed=31)
-    h2 = reflective_room_ir(20.0, rt60_s=0.8, drr_db=-3.0, seed=31, move_m=(0.06, 0.025, 0.04))
-    noise = np.random.default_rng(1).standard_normal(len(far)).astype(np.float32) * 1e-4
-    echo = np.concatenate([convolve(far, h1)[:cut], convolve(far, h2)[cut : len(far)]]) + noise
+    echo = _moved_room(far, cut, (0.06, 0.025, 0.04), delay_ms=20.0, rt60_s=0.8, drr_db=-3.0, seed=31)
     near = np.zeros_like(far)
     user = np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)))
     near[a : a + len(user)] = user
     near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
-    c = LinearEchoCanceller()
-    n = len(far) // B * B
-    out, changed = [], []
-    for k in range(0, n, B):
-        out.append(c.process(far[k : k + B], (echo + near)[k : k + B]))
-        changed.append(c.filter.changed)
-    out = np.concatenate(out)
-    out = np.concatenate([out[c.delay :], np.zeros(c.delay, np.float32)])
-    t = np.flatnonzero(changed) * B / SR
+    detections = []
+    out = _run(LinearEchoCanceller(), far, echo + near, detections)
+    t = np.array(detections)
     assert np.any((t >= 8.0) & (t <= 8.3)), t
     s = _run(LinearEchoCanceller(), np.zeros_like(far), near)
     talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
