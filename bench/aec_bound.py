@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import aec_room as R  # noqa: E402
-from bench.room import convolve, ratio_db, reflective_room_ir  # noqa: E402
+from bench.room import ratio_db  # noqa: E402
 
 SR = R.SR
 
@@ -52,36 +52,19 @@ def ideal_mask_snr(user: np.ndarray, rest: np.ndarray, talking: np.ndarray, hop:
 
 
 def room_second_after_move(moshi, user, room: R.Room) -> dict:
-    """The signals of aec_room.case() (same room, user level, noise) around its move during double talk."""
-    n = max(len(moshi), int((R.DT_START + 0.5) * SR) + len(user)) // R.BLOCK * R.BLOCK + R.BLOCK * 10
-    far = np.zeros(n, np.float32)
-    far[: len(moshi)] = moshi[:n]
-    played = R._speaker(far, room.clip)
-    direction = np.array([0.6, 0.8, 0.0]) * room.move_cm / 100.0
-    ir = lambda m: reflective_room_ir(
-        room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=0.5, seed=room.seed, move_m=tuple(m)
-    )
-    cuts = [0, int(R.MOVE_AT * SR), int(R.DT_MOVE_AT * SR), n]
-    parts = [convolve(played, ir(m))[:n] for m in (0 * direction, direction, direction * np.array([1, -1, 1]))]
-    echo = np.concatenate([p[a:b] for p, a, b in zip(parts, cuts, cuts[1:])])
-    dt_a, dt_b = int(R.DT_START * SR), min(int(R.DT_START * SR) + len(user), len(moshi))
-    near = np.zeros(n, np.float32)
-    near[dt_a : dt_a + len(user)] = user[: n - dt_a]
-    speaking = np.zeros(n, bool)
-    speaking[dt_a:dt_b] = np.abs(np.convolve(near[dt_a:dt_b], np.ones(480) / 480, mode="same")) > 3e-3
-    sel = speaking[dt_a:dt_b]
-    near *= 10 ** ((room.ser_db - ratio_db(near[dt_a:dt_b][sel], echo[dt_a:dt_b][sel])) / 20)
-    noise = np.random.default_rng(room.seed + 1).standard_normal(n).astype(np.float32) * 10 ** (R.NOISE_DB / 20)
-    m, pad = cuts[2], SR // 2
+    """aec_room.case()'s signals (same room, user level, noise) around its move during double talk."""
+    dr = R.Drive()
+    sig = R.signals(moshi, user, room, dr)
+    m, pad = int(dr.dt_move_at * SR), SR // 2
     span = slice(m - pad, m + SR + pad)
-    talking = speaking[m : m + SR]
-    rest = (echo + noise)[span]
+    talking = sig.speaking[m : m + SR]
+    rest = (sig.echo + sig.noise)[span]
     res = {
         "room": room.name,
-        "microphone_snr_db": round(ratio_db(near[m : m + SR][talking], rest[pad:-pad][talking]), 1),
+        "microphone_snr_db": round(ratio_db(sig.near[m : m + SR][talking], rest[pad:-pad][talking]), 1),
     }
     for hop in (120, 240, 480, 768):
-        res[f"ideal_mask_{2 * hop * 1000 // SR}ms_db"] = round(ideal_mask_snr(near[span], rest, talking, hop), 1)
+        res[f"ideal_mask_{2 * hop * 1000 // SR}ms_db"] = round(ideal_mask_snr(sig.near[span], rest, talking, hop), 1)
     return res
 
 

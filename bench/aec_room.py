@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -225,8 +226,22 @@ def _speaker(x: np.ndarray, clip: bool) -> np.ndarray:
     return (np.tanh(x / 0.5) * 0.5).astype(np.float32) if clip else x  # peaks of 0.5 (-6 dBFS) come out at 0.38
 
 
-def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | None = None) -> dict:
-    dr = drive or Drive()
+class Signals(NamedTuple):
+    """A case's signals (aligned sample for sample): what the device played (far), Moshi's
+    echo at the microphone, the user's voice at the room's SER, the microphone's noise,
+    where the user is speaking, and the double talk's span [dt_a, dt_b)."""
+
+    far: np.ndarray
+    echo: np.ndarray
+    near: np.ndarray
+    noise: np.ndarray
+    speaking: np.ndarray
+    dt_a: int
+    dt_b: int
+
+
+def signals(moshi, user, room: Room, dr: Drive) -> Signals:
+    """The room's echo of Moshi (with the moves of `dr`), the user from dr.dt_start and the noise."""
     n = max(len(moshi), int((dr.dt_start + 0.5) * SR) + len(user)) // BLOCK * BLOCK + BLOCK * 10
     far = np.zeros(n, np.float32)
     far[: len(moshi)] = moshi[:n]
@@ -255,6 +270,12 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
     )
     near *= g_near
     noise = np.random.default_rng(room.seed + 1).standard_normal(n).astype(np.float32) * 10 ** (dr.noise_db / 20)
+    return Signals(far, echo, near, noise, speaking, dt_a, dt_b)
+
+
+def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | None = None) -> dict:
+    dr = drive or Drive()
+    far, echo, near, noise, speaking, dt_a, dt_b = signals(moshi, user, room, dr)
     mic = echo + near + noise
     kw = dict(canceller=canceller, hidden_s=room.hidden_ms / 1000.0, out_lat=room.out_lat_ms / 1000.0, feed=dr.feed)
     out, ec, cost = run_canceller(far, mic, **kw)
