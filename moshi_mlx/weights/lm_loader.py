@@ -33,7 +33,7 @@ def as_lm_config(cfg: LmConfig | str | os.PathLike | None) -> LmConfig:
         raise UsageError("no LM config given: pass an LmConfig, a preset name or a config.json path")
     from .resolve import config_from
 
-    return config_from(cfg)[0]
+    return config_from(cfg).cfg
 
 
 def _listing(names, limit: int = 6) -> str:

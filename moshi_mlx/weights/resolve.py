@@ -31,6 +31,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NAME, MIMI_REPO, TOKENIZER_NAME
 from ..errors import ConfigError, UsageError
@@ -119,16 +120,31 @@ def _repo_weights_name(repo: str, raw: dict | None, quantized: int | None) -> st
 # ---- configs --------------------------------------------------------------------------------
 
 
-def config_from(spec: LmConfig | str | os.PathLike, where: str | None = None) -> tuple[LmConfig, str]:
+class GivenConfig(NamedTuple):
+    """A config the caller named, with where it came from: `how` for logs only, `home` as the
+    place the files it names (a LoRA fine-tune's adapters) are looked up."""
+
+    cfg: LmConfig
+    how: str
+    home: str | None  # the config.json's local folder, or its Hub repo / hf:// folder; None: no file
+
+
+def config_from(spec: LmConfig | str | os.PathLike, where: str | None = None) -> GivenConfig:
     """An LmConfig from a config, a preset name, a config.json path, or a name in `where`."""
     if isinstance(spec, LmConfig):
-        return spec, spec.source or "given config"
+        return GivenConfig(spec, spec.source or "given config", None)
     s = str(spec)
     if s in PRESETS:
-        return preset(s), f"preset {s}"
+        return GivenConfig(preset(s), f"preset {s}", None)
     if s.endswith(".json") or os.sep in s or Path(s).expanduser().exists():
         path = hf_get(s, where)
-        return LmConfig.from_json(path), str(path)
+        if s.startswith("hf://"):  # its folder in the repo, from where the adapters download too
+            home = s.rsplit("/", 1)[0]
+        elif Path(s).expanduser().exists():
+            home = str(path.parent)
+        else:  # a name in the repo or folder `where`
+            home = where
+        return GivenConfig(LmConfig.from_json(path), str(path), home)
     raise ConfigError(f"unknown config {s!r}: expected a config.json path or a preset ({', '.join(PRESETS)})")
 
 
@@ -286,7 +302,7 @@ def resolve_model(
     given = config_from(config, where) if config is not None else None
     raw, cfg_file = None, None
     if given is not None:
-        raw = {"moshi_name": given[0].moshi_name} if given[0].moshi_name not in (None, LM_NAME) else None
+        raw = {"moshi_name": given.cfg.moshi_name} if given.cfg.moshi_name not in (None, LM_NAME) else None
     elif w_path is not None and w_path.is_file():
         cfg_file = w_path.parent / CONFIG_NAME
     elif folder is not None:
@@ -311,7 +327,7 @@ def resolve_model(
 
     # 4. the config
     if given is not None:
-        cfg, how = given
+        cfg, how = given.cfg, given.how
     elif raw is not None:
         cfg, how = LmConfig.from_dict(raw, str(cfg_file)), str(cfg_file)
     else:
@@ -326,13 +342,15 @@ def resolve_model(
         adapters = None
     else:
         home = None
-        if given is not None and not isinstance(config, LmConfig) and str(config) not in PRESETS:
-            home = str(Path(how).parent)
-        elif given is None and cfg_file is not None:
+        if given is not None:
+            home = given.home
+        elif cfg_file is not None:
             home = str(cfg_file.parent) if folder is not None or w_path is not None else where
         if home is None:
             adapters = None  # with_lora says what to pass
-        elif Path(home).is_dir():
+        elif home.startswith("hf://"):
+            adapters = hf_get(f"{home}/{cfg.lora_name or LORA_NAME}")
+        elif Path(home).expanduser().is_dir():
             adapters = lora_files(cfg, home).adapters
         else:
             adapters = hf_get(cfg.lora_name or LORA_NAME, home)
@@ -377,4 +395,4 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
     return hf_get(name, repo=repo), cfg
 
 
-__all__ = ["ModelFiles", "resolve_model", "resolve_mimi", "default_repo", "config_from", "match_preset"]
+__all__ = ["ModelFiles", "GivenConfig", "resolve_model", "resolve_mimi", "default_repo", "config_from", "match_preset"]

@@ -439,3 +439,60 @@ def test_adapters_only_names_the_command_that_works(tiny_ft, tmp_path, capsys):
     assert err.count("\n") == 1 and f"--hf-repo kyutai/moshiko-pytorch-bf16 --lm-config {ft / 'config.json'}" in err
     assert main([*common, "--hf-repo", str(base), "--lm-config", str(ft / "config.json")]) == 0
     assert sf.info(tmp_path / "out.wav").frames == 2 * 1920
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """A Hub that serves `repos` (repo -> {name: local file}) into an empty cache on demand,
+    as huggingface_hub does online: a file is in the cache once it was asked for."""
+    import huggingface_hub
+    import huggingface_hub.constants as c
+
+    from moshi_mlx.weights import hub
+
+    from .hf_cache import add_repo
+
+    cache, repos = tmp_path / "hf", {}
+
+    def download(repo, filename, **kw):
+        snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
+        if kw.get("local_files_only"):
+            hit = [p for p in snap.glob(f"*/{filename}") if p.is_file()]
+            if not hit:
+                raise huggingface_hub.errors.LocalEntryNotFoundError(f"{filename} is not cached")
+            return str(hit[0])
+        return str(add_repo(cache, repo, {filename: repos[repo][filename]}) / filename)
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return repos
+
+
+def test_adapters_come_from_where_the_given_config_came_from(tiny_ft, tmp_path, fake_hub):
+    """A fine-tune's config.json given from the Hub (hf://, or a name in the repo): its adapters
+    are fetched from that repo, not looked for in the cache folder the config landed in (where
+    they are not yet: the place was read off the config's log text, `Path(how).parent`)."""
+    from moshi_mlx.weights.resolve import resolve_model
+
+    folder, cfg, state, layout = tiny_ft
+    ref = dict(_flat(lm_loader.load_lm(folder, dtype=mx.float32)))
+    base = tmp_path / "base with spaces"
+    base.mkdir()
+    shutil.copy(folder / "model.safetensors", base / "model.safetensors")
+    fake_hub["someone/my-finetune"] = {n: folder / n for n in ("config.json", "lora.safetensors")}
+    fake_hub["someone/whole-finetune"] = {
+        n: folder / n for n in ("config.json", "model.safetensors", "lora.safetensors")
+    }
+    for source, config in (
+        (base, "hf://someone/my-finetune/config.json"),
+        ("someone/whole-finetune", "config.json"),
+        (base, folder / "config.json"),
+    ):
+        files = resolve_model(source, config=config)
+        assert files.adapters is not None and files.adapters.name == "lora.safetensors", (source, config)
+        got = dict(_flat(lm_loader.load_resolved(files, dtype=mx.float32)))
+        assert all(np.array_equal(np.array(got[n]), np.array(ref[n])) for n in ref), (source, config)
