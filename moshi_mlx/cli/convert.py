@@ -22,7 +22,7 @@ from pathlib import Path
 from ..constants import DEFAULT_SEED, DEMO_MODEL
 from ..errors import OutputError, UsageError
 from ..outputs import Output, check_outputs
-from ..runtime.flags import add_demo_model_arg, add_offline_arg, add_quiet_arg
+from ..runtime.flags import add_demo_model_arg, add_lora_arg, add_offline_arg, add_quiet_arg
 from ..validation import int_arg, seed_arg
 from .runner import OneLineParser, cli_main
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="LM config: a config.json or a preset name (default: the source's config.json, "
         "else the preset whose shapes the file fits)",
     )
+    add_lora_arg(p)
     p.add_argument(
         "-q",
         "--quantize",
@@ -180,7 +181,7 @@ def _check_out(args) -> None:
         raise OutputError(f"--out: {base} is not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise OutputError(f"--out: folder {base} is not writable")
-    inputs = [p for p in (args.source, args.config, args.hf_repo) if p and os.path.exists(p)]
+    inputs = [p for p in (args.source, args.config, args.lora_weight, args.hf_repo) if p and os.path.exists(p)]
     for p in inputs:  # the folder an input lives in (or is): converting into it would replace its files
         where = Path(p) if Path(p).is_dir() else Path(p).parent
         if out.is_dir() and os.path.samefile(where, out):
@@ -223,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is not None:
         if args.source or args.hf_repo:
             raise UsageError("--model replaces SOURCE/--hf-repo: give one of them")
+        if args.lora_weight:
+            raise UsageError(f"{args.model} is built in memory: it takes no --lora-weight")
         args.source = str(_demo_checkpoint(args.model, args.seed))
     with offline_mode(args.offline):
-        info = resolve_source(args.source, hf_repo=args.hf_repo, config=args.config)
+        info = resolve_source(args.source, hf_repo=args.hf_repo, config=args.config, lora=args.lora_weight)
     print(f"source: {info.weights} (config: {info.how})")
     if recipe is not None:
         print(f"recipe: {recipe.name}: {recipe.description}")

@@ -23,6 +23,7 @@ from ..outputs import Output, check_outputs, write_text
 from ..runtime.flags import (
     add_demo_model_arg,
     add_force_arg,
+    add_lora_arg,
     add_mimi_backend_arg,
     add_offline_arg,
     add_quantized_arg,
@@ -64,8 +65,14 @@ def parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("model")
     add_demo_model_arg(g, (DEMO_MODEL,), "--hf-repo")
     g.add_argument("--hf-repo", help=f"Hugging Face repo or local folder of the TTS model ({DEFAULT_REPO})")
-    g.add_argument("--lm-config", help="config.json of the model (default: the repo's, or the preset)")
+    g.add_argument(
+        "--lm-config",
+        "--config-path",
+        dest="lm_config",
+        help="config.json of the model (default: the repo's, or the preset)",
+    )
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight", help="model weights file")
+    add_lora_arg(g)
     g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights file")
     g.add_argument("--tokenizer", help="SentencePiece tokenizer file")
     add_quantized_arg(
@@ -240,6 +247,7 @@ def _load(args):
         hf_repo=args.hf_repo,
         lm_config=args.lm_config,
         moshi_weight=args.moshi_weight,
+        lora=args.lora_weight,
         mimi_weight=args.mimi_weight,
         tokenizer=args.tokenizer,
         quantize=args.quantized,

@@ -26,6 +26,19 @@ def add_quantized_arg(g: Group, help: str) -> None:
     )
 
 
+LORA_HELP = (
+    "LoRA adapters of a fine-tune (moshi-finetune's lora.safetensors: a local file, or a name in the "
+    "repo), fused into the LM weights at load; the config (the repo's or --lm-config) must be the "
+    "fine-tune's, with lora: true (default: the adapters its config names beside it)"
+)
+
+
+def add_lora_arg(g: Group) -> None:
+    """`--lora-weight PATH` (upstream moshi.server's spelling): a LoRA fine-tune's adapters,
+    fused at load. There is no `--no_fuse_lora`: the adapters are always fused (docs/lm.md)."""
+    g.add_argument("--lora-weight", "--lora-weights", dest="lora_weight", metavar="PATH", help=LORA_HELP)
+
+
 def add_mimi_backend_arg(g: Group, default: str = "auto", *aliases: str) -> None:
     """`--mimi-backend {auto,mlx,rustymimi}`; an explicit `rustymimi` that is not installed is
     refused by the loader (never silently MLX)."""

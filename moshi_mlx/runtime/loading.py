@@ -19,7 +19,14 @@ from ..errors import UsageError
 from ..models.config import PRESETS
 from ..models.sampling import REFERENCE_DEFAULTS, SamplingOptions
 from ..validation import float_arg, int_arg, seed_arg
-from .flags import MIMI_BACKENDS, add_demo_model_arg, add_mimi_backend_arg, add_offline_arg, add_quantized_arg
+from .flags import (
+    MIMI_BACKENDS,
+    add_demo_model_arg,
+    add_lora_arg,
+    add_mimi_backend_arg,
+    add_offline_arg,
+    add_quantized_arg,
+)
 from .model import Model
 
 DEMO_TOKENIZER = "demo_tokenizer.model"
@@ -58,6 +65,8 @@ def add_model_args(
     )
     g.add_argument(
         "--lm-config",
+        "--config-path",
+        dest="lm_config",
         help="config.json of the LM or a preset name (default: the repo's, else the "
         "preset known for the repo or fitting the weights)",
     )
@@ -68,6 +77,7 @@ def add_model_args(
         help="LM weights: a local .safetensors (its folder's config.json, Mimi and tokenizer are used "
         "when present), a folder from moshi_mlx.convert, or a file name in the repo",
     )
+    add_lora_arg(g)
     if codec:
         g.add_argument(
             "--mimi-weight",
@@ -139,6 +149,7 @@ def model_inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
         ("--moshi-weight", "moshi_weight"),
         ("--mimi-weight", "mimi_weight"),
         ("--lm-config", "lm_config"),
+        ("--lora-weight", "lora_weight"),
         ("--tokenizer", "tokenizer"),
         ("--hf-repo", "hf_repo"),
         ("--voice", "voice"),
@@ -160,6 +171,7 @@ def load_kwargs(args: argparse.Namespace) -> dict:
         source=source,
         weights=get("moshi_weight"),
         config=get("lm_config"),
+        lora=get("lora_weight"),
         mimi=get("mimi_weight"),
         tokenizer=get("tokenizer"),
         quantized=get("quantized"),
@@ -207,6 +219,7 @@ def load(
     quantized: int | None = None,
     weights: str | os.PathLike | None = None,
     config=None,
+    lora: str | os.PathLike | None = None,
     mimi: str | os.PathLike | None = None,
     tokenizer: str | os.PathLike | None = None,
     dtype="auto",
@@ -227,6 +240,8 @@ def load(
         quantized: 4, 6 or 8 picks the repo/file of that quantization (default: bf16).
         weights: Overrides the LM weights file.
         config: Overrides its config (an LmConfig, a preset name or a config.json).
+        lora: A LoRA fine-tune's adapters file, fused into the weights at load (the config
+            must be the fine-tune's; default: the adapters its config.json names beside it).
         mimi: Overrides the Mimi checkpoint ("random": a seeded noise codec).
         tokenizer: Overrides the text tokenizer ("none": token ids shown as ‹id›).
         dtype: "auto" (weights as stored) or a float dtype for weights and activations.
@@ -274,6 +289,7 @@ def load(
             for k, v, ok in (
                 ("weights", weights, ()),
                 ("config", config, ()),
+                ("lora", lora, ()),
                 ("mimi", mimi, ("random",)),
                 ("tokenizer", tokenizer, ("none",)),
             )
@@ -297,6 +313,7 @@ def load(
             quantized,
             weights,
             config,
+            lora,
             mimi,
             tokenizer,
             float_dtype,
@@ -408,6 +425,7 @@ def _load(
     quantized,
     weights,
     config,
+    lora,
     mimi,
     tokenizer,
     dtype,
@@ -424,7 +442,9 @@ def _load(
     from .codec import MimiFrameCodec
     from .transcript import PlaceholderTokenizer, TextTokenizer
 
-    files = resolve_model(source, weights=weights, config=config, mimi=mimi, tokenizer=tokenizer, quantized=quantized)
+    files = resolve_model(
+        source, weights=weights, config=config, mimi=mimi, tokenizer=tokenizer, quantized=quantized, lora=lora
+    )
     cfg = files.cfg
     if listens:
         _check_listens(cfg, str(source) if source is not None else str(weights or "this model"))

@@ -70,6 +70,7 @@ def load_tts_session(
     hf_repo: str | None = None,
     lm_config: str | None = None,
     moshi_weight: str | None = None,
+    lora: str | None = None,
     mimi_weight: str | None = None,
     tokenizer: str | None = None,
     quantize: int | None = None,
@@ -83,13 +84,16 @@ def load_tts_session(
     one token per UTF-8 byte; it produces NOISE). Otherwise the files are found by the
     shared resolver (`weights/resolve.py`): `hf_repo` (default kyutai/tts-1.6b-en_fr), a
     local folder standing in for it, or the preset name `tts-1.6b-en_fr`; `moshi_weight` /
-    `mimi_weight` / `tokenizer` / `lm_config` override single files.
+    `mimi_weight` / `tokenizer` / `lm_config` override single files; `lora`: a fine-tune's
+    adapters, fused at load.
     quantize: 4 or 8 to quantize a float checkpoint at load (files quantized by
     `moshi_mlx.convert` are read as they are)."""
     if model is not None and model != DEMO_MODEL:
         raise UsageError(f"unknown demo model {model!r}; the TTS demo model is {DEMO_MODEL!r}")
     if quantize not in (None, 4, 8):
         raise UsageError(f"-q takes 4 or 8, got {quantize}")
+    if model == DEMO_MODEL and lora is not None:
+        raise UsageError(f"{DEMO_MODEL} is built in memory: it takes no LoRA adapters")
     if mimi_backend == "rustymimi":
         require_rustymimi()
         if model == DEMO_MODEL or mimi_weight == "random":
@@ -106,6 +110,7 @@ def load_tts_session(
             hf_repo or (None if moshi_weight else DEFAULT_REPO),
             weights=moshi_weight,
             config=lm_config,
+            lora=lora,
             mimi=mimi_weight,
             tokenizer=tokenizer,
         )

@@ -63,23 +63,27 @@ def resolve_source(
     *,
     hf_repo: str | None = None,
     config: LmConfig | str | os.PathLike | None = None,
+    lora: str | os.PathLike | None = None,
 ) -> SourceInfo:
     """The weights file and config to convert: a model folder, a file (config: `config`,
     else a config.json beside it, else the preset its shapes fit), or a Hub repo (SOURCE is
-    then a file name in it) — found by the one resolver, `weights.resolve.resolve_model`."""
+    then a file name in it) — found by the one resolver, `weights.resolve.resolve_model`;
+    `lora`: a fine-tune's adapters (default: those its config.json names beside it)."""
     if source is None and hf_repo is None:
         raise UsageError("nothing to convert: give a SOURCE file or folder, or --hf-repo")
     if hf_repo is not None and Path(hf_repo).expanduser().is_dir() and source is None:
         source, hf_repo = hf_repo, None
     if hf_repo is not None:
-        files = resolve_model(hf_repo, weights=source, config=config)
+        files = resolve_model(hf_repo, weights=source, config=config, lora=lora)
         return SourceInfo(files.weights, files.cfg, files.how, repo=hf_repo, lora=files.adapters)
     path = Path(source).expanduser()
     if path.is_dir() and not is_model_dir(path):
         raise WeightsError(f"{path} is a folder without {CONFIG_NAME}; pass the weights file itself")
     if not path.exists():
         raise WeightsError(f"file not found: {path}")
-    files = resolve_model(weights=path, config=config)  # a fine-tune's adapters: found beside its config.json
+    files = resolve_model(
+        weights=path, config=config, lora=lora
+    )  # a fine-tune's adapters: found beside its config.json
     return SourceInfo(files.weights, files.cfg, files.how, path if path.is_dir() else path.parent, lora=files.adapters)
 
 

@@ -113,6 +113,11 @@ class LoraSource:
         self.deltas: dict[str, list[_Delta]] = {}
         self.replaced: dict[str, str] = {}
         akeys = set(adapters.keys())
+        if not any(k.endswith((_A, _B)) for k in akeys):  # e.g. a base checkpoint given as the adapters
+            raise WeightsError(
+                f"{adapters.path} holds no LoRA adapters (no *{_A} / *{_B} tensors): pass the "
+                f"fine-tune's adapters file (moshi-finetune's {LORA_NAME})"
+            )
         for k in sorted(akeys):
             if k.endswith(_B):
                 if k[: -len(_B)] + _A not in akeys:
@@ -240,9 +245,11 @@ def with_lora(f, adapters: str | os.PathLike | None, cfg: LmConfig, dtype: mx.Dt
             )
         return f
     if not cfg.lora:
+        beside = Path(adapters).parent / CONFIG_NAME
+        hint = f", e.g. --lm-config {beside}" if beside.is_file() else ""
         raise WeightsError(
             f"LoRA adapters {Path(adapters).name} given but the config has no lora: true "
-            f"(use the config.json saved with them: it holds lora_scaling)"
+            f"(use the config.json saved with them: it holds lora_scaling{hint})"
         )
     from .safetensors_io import SafetensorsFile
 

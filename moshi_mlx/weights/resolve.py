@@ -337,7 +337,10 @@ def resolve_model(
     # 4b. a LoRA fine-tune (moshi-finetune's `lora: true`): its adapters, found beside the
     #     config.json that says so (a config object names no place: `lora` must be given)
     if lora is not None:
-        adapters = hf_get(lora, where)
+        try:
+            adapters = hf_get(lora, where)
+        except WeightsError as e:  # "file not found: x": say which file it was meant to be
+            raise WeightsError(f"LoRA adapters: {e}") from None
     elif not cfg.lora:
         adapters = None
     else:

@@ -17,11 +17,14 @@ import pytest
 import soundfile as sf
 
 from moshi_mlx.cli.scripts import TOOLS
-from moshi_mlx.runtime.flags import MIMI_BACKENDS
+from moshi_mlx.runtime.flags import LORA_HELP, MIMI_BACKENDS
 from moshi_mlx.runtime.loading import DEMO_MODELS, DTYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITES_FILES = {"local", "run_inference", "stt", "tts", "mimi", "convert", "quality", "translate"}  # take --force
+# load an LM through the resolver from one set of files: take --lora-weight (quality compares
+# several models, which one flag could not tell apart; mimi has no LM)
+TAKES_LORA = {"local", "run_inference", "local_web", "stt", "helium", "tts", "translate", "convert"}
 HAS_CODEC = {"local", "run_inference", "stt", "local_web", "tts", "mimi", "translate"}  # take --mimi-backend
 DEMO_NAMES = set(DEMO_MODELS) | {"tts-tiny"}
 
@@ -68,6 +71,11 @@ def test_every_parser_follows_the_table(script, module, ap):
         else:
             assert tuple(q.choices) == (4, 8)
     assert ("--mimi-backend" in flags) == (module in HAS_CODEC)
+    assert ("--lora-weight" in flags) == (module in TAKES_LORA)
+    if "--lora-weight" in flags:  # one definition (runtime/flags.py); upstream's --config-path with it
+        assert flags["--lora-weight"].help == LORA_HELP and flags["--lora-weight"].dest == "lora_weight"
+        assert module == "convert" or flags["--config-path"] is flags["--lm-config"]
+    assert not any("fuse" in s for s in flags)  # always fused: no --no_fuse_lora that would do nothing
     if "--mimi-backend" in flags:
         mb = flags["--mimi-backend"]
         assert tuple(mb.choices) == MIMI_BACKENDS and mb.default == ("mlx" if module == "mimi" else "auto")
@@ -128,6 +136,7 @@ def test_doc_table_names_every_shared_flag():
         "--force",
         "--quiet",
         "--seed",
+        "--lora-weight",
         "130",
         "143",
         "129",

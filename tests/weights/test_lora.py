@@ -337,7 +337,8 @@ def test_bad_inputs_are_one_line(tiny_ft, tmp_path_factory):
         },
         r"gives a \[1000, 32\] update",
     )
-    bad({"mystery.weight": np.zeros((3,), np.float32)}, "neither an adapter nor a tensor of the base")
+    bad({**lora, "mystery.weight": np.zeros((3,), np.float32)}, "neither an adapter nor a tensor of the base")
+    bad({"text_emb.weight": state["text_emb.weight"]}, r"holds no LoRA adapters \(no \*\.lora_A\.weight")
     # an MLX-layout base (our names) or a quantized one: the adapters name the reference's modules
     bad(lora, "base is in the MLX layout", {"audio_embs.0.weight": np.zeros((3, 3), np.float32)})
     bad(lora, "base weights are quantized", {**state, "x_scb": np.zeros(3, np.float32)})
@@ -496,3 +497,61 @@ def test_adapters_come_from_where_the_given_config_came_from(tiny_ft, tmp_path, 
         assert files.adapters is not None and files.adapters.name == "lora.safetensors", (source, config)
         got = dict(_flat(lm_loader.load_resolved(files, dtype=mx.float32)))
         assert all(np.array_equal(np.array(got[n]), np.array(ref[n])) for n in ref), (source, config)
+
+
+def test_lora_weight_flag_fuses_the_adapters_and_refuses_bad_ones_in_one_line(tiny_ft, tmp_path, capsys):
+    """`--lora-weight PATH` (upstream moshi.server's flag) reaches the one load path: the
+    model the CLI loads is the fused one; a missing file, a file without adapters, adapters
+    of another shape or a config without lora: true are one line, exit 2."""
+    import soundfile as sf
+
+    from moshi_mlx.cli import local_web, run_inference
+    from moshi_mlx.runtime.loading import load, load_kwargs
+
+    ft, cfg, state, layout = tiny_ft
+    base = tmp_path / "base"  # the base alone: no config.json, its shapes fit random-tiny
+    base.mkdir()
+    shutil.copy(ft / "model.safetensors", base / "model.safetensors")
+    (ft / "lora.safetensors").rename(ft / "my adapters.safetensors")  # not the default name: only the flag finds it
+    lora = ft / "my adapters.safetensors"
+    flags = ["--hf-repo", str(base), "--config-path", str(ft / "config.json"), "--lora-weight", str(lora)]
+    args = local_web.parser().parse_args(flags)
+    ref = dict(_flat(lm_loader.load_lm(base / "model.safetensors", cfg, lora=lora, dtype=mx.float32)))
+    plain = dict(_flat(lm_loader.load_lm(base / "model.safetensors", LmConfig.from_dict(_tiny()), dtype=mx.float32)))
+    got = dict(
+        _flat(
+            load(
+                **{**load_kwargs(args), "mimi": "random", "tokenizer": "none", "dtype": "float32"}, compute="stored"
+            ).lm
+        )
+    )
+    k = "transformer.layers.0.gating.linear_in.weight"
+    assert not np.array_equal(np.array(ref[k]), np.array(plain[k]))
+    assert all(np.array_equal(np.array(got[n]), np.array(ref[n])) for n in ref)
+
+    sf.write(tmp_path / "in.wav", np.zeros(2 * 1920, np.float32), 24000)
+    common = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--quiet", "--mimi-weight", "random"]
+    common += ["--tokenizer", "none", "--force"]
+    assert run_inference.main([*common, *flags]) == 0
+    assert sf.info(tmp_path / "out.wav").frames == 2 * 1920
+    capsys.readouterr()
+
+    save_file(
+        random_lora({**layout, "text_linear.lora_A.weight": [4, 48], "text_linear.lora_B.weight": [8, 4]}, 2),
+        str(tmp_path / "misfit.safetensors"),
+    )
+    cases = [
+        (["--lora-weight", str(tmp_path / "nope.safetensors")], "LoRA adapters: file not found: "),
+        (["--lora-weight", str(base / "model.safetensors")], "holds no LoRA adapters"),
+        (
+            ["--lora-weight", str(tmp_path / "misfit.safetensors")],
+            r"text_linear.lora_A.weight gives a \[8, 48\] update",
+        ),
+        (["--lm-config", "random-tiny", "--lora-weight", str(lora)], "the config has no lora: true"),
+    ]
+    for extra, match in cases:
+        argv = [*common, "--hf-repo", str(base), "--lm-config", str(ft / "config.json"), *extra]
+        assert run_inference.main(argv) == 2, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and re.search(match, err), err
+        assert "Traceback" not in err
