@@ -211,6 +211,40 @@ def _host_port(netloc: str, default_port: int) -> tuple[str, int]:
     return parts.hostname.lower(), parts.port or default_port  # .port raises ValueError on a bad port
 
 
+def _names_this_server(host: str, listen_host: str) -> bool:
+    """Whether a browser that reached us by the name `host` (lowercase, no brackets) is on
+    this server's side: localhost, an IP address, or `--host` itself. Any other DNS name could
+    be a site's own, pointed at this machine (DNS rebinding) so that its page is same-origin
+    with ours. The one rule of the Origin and the Host checks."""
+    return _is_ip(host) or host == "localhost" or host == listen_host.strip("[]").lower()
+
+
+def host_refusal(hosts: list[str], listen_host: str) -> str | None:
+    """Why an HTTP request's Host header does not name this server, or None if it does.
+
+    hosts: the request's Host header(s); listen_host: the server's `--host`. A browser sends
+    the name it looked up, and a page cannot change it: a page served by a DNS name its owner
+    then pointed at 127.0.0.1 (DNS rebinding) is same-origin with whatever answers there, so it
+    could read `/api/info` and the page's files, though the WebSocket's Origin check stops it
+    from talking. Its requests carry that name, refused here for every route. The port is not
+    compared with the one listened on: a forwarded port (`ssh -L 9000:localhost:8998`) changes
+    it, and the name alone is what an attacker controls. No Host at all is not a browser
+    (HTTP/1.0 programs): accepted, as a request without Origin is in `origin_refusal`.
+    """
+    if not hosts:
+        return None
+    if len(hosts) > 1:
+        return "more than one Host header"
+    shown = _SHORT.repr(hosts[0])
+    try:
+        host, _ = _host_port(hosts[0].strip(), 80)
+    except ValueError:
+        return f"Host {shown} is malformed"
+    if not _names_this_server(host, listen_host):
+        return f"Host {shown} names this server by a DNS name other than --host {listen_host}"
+    return None
+
+
 def origin_refusal(origins: list[str], host_header: str | None, listen_host: str) -> str | None:
     """Why a WebSocket handshake's Origin is not this server's own page, or None if it is.
 
@@ -247,6 +281,6 @@ def origin_refusal(origins: list[str], host_header: str | None, listen_host: str
         return f"Origin {shown} with no valid Host header"
     if o_port != h_port or not (o_host == h_host or _is_loopback(o_host) and _is_loopback(h_host)):
         return f"Origin {shown} is another site than this server ({_SHORT.repr(host_header)})"
-    if not (_is_ip(o_host) or o_host == "localhost" or o_host == listen_host.strip("[]").lower()):
+    if not _names_this_server(o_host, listen_host):
         return f"Origin {shown} names this server by a DNS name other than --host {listen_host}"
     return None

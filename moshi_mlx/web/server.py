@@ -7,7 +7,9 @@ busy and closed, and the first goes on undisturbed. Whatever a connection does, 
 handed back only once its pipeline's workers have stopped.
 
 Who may connect (docs/web.md, "Trust model"): only this server's own page (the WebSocket
-handshake's Origin, `protocol.origin_refusal`), or a program that is not a browser page.
+handshake's Origin, `protocol.origin_refusal`), or a program that is not a browser page; every
+route answers only requests whose Host names this server (`protocol.host_refusal`: no DNS
+rebinding page reads /api/info or the page's files).
 Whatever a client sends or fails to read, the handler ends with one log line, never a
 traceback, and the slot is freed.
 """
@@ -33,6 +35,7 @@ from .protocol import (
     SETTING_RANGES,
     ProtocolError,
     check_audio,
+    host_refusal,
     message,
     origin_refusal,
     parse_text,
@@ -82,6 +85,7 @@ class WebState:
         self.sessions = 0  # conversations started
         self.busy_refusals = 0
         self.origin_refusals = 0
+        self.host_refusals = 0
         self.active: Conversation | None = None
 
     async def acquire(self) -> bool:
@@ -103,6 +107,20 @@ async def _headers(request: web.Request, handler):
         resp.headers.setdefault("Content-Security-Policy", CSP)
         resp.headers.setdefault("Cache-Control", "no-cache")
     return resp
+
+
+@web.middleware
+async def _trusted_host(request: web.Request, handler):
+    """Every route, before its handler: a Host that does not name this server is refused."""
+    st = request.app[STATE]
+    refusal = host_refusal(request.headers.getall(hdrs.HOST, []), st.host)
+    if refusal is not None:
+        st.host_refusals += 1
+        log.warning("refused a request from %s for %s: %s", request.remote, one_line(request.path), one_line(refusal))
+        return web.Response(
+            status=403, text=f"403: {refusal}; open the page by localhost, an IP address or the --host name\n"
+        )
+    return await handler(request)
 
 
 async def _index(request: web.Request) -> web.FileResponse:
@@ -391,7 +409,7 @@ def make_app(
 ) -> web.Application:
     """host: the address the server listens on, which the page's origin must name (with the
     port the request came to; localhost and loopback addresses alike)."""
-    app = web.Application(middlewares=[_headers])
+    app = web.Application(middlewares=[_headers, _trusted_host])  # the 403 gets the headers too
     app[STATE] = WebState(
         engine,
         max_lag_ms=max_lag_ms,

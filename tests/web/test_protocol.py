@@ -11,6 +11,7 @@ from moshi_mlx.web.protocol import (
     check_audio,
     max_audio_bytes,
     message,
+    host_refusal,
     origin_refusal,
     parse_text,
     validate_settings,
@@ -135,6 +136,39 @@ def test_origin(origin, host, listen, accepted):
     assert (refusal is None) == accepted, refusal
     if refusal is not None:
         assert "\n" not in refusal and len(refusal) < 200
+
+
+@pytest.mark.parametrize(
+    "host, listen, accepted",
+    [
+        (f"127.0.0.1:{P}", "127.0.0.1", True),
+        (f"localhost:{P}", "127.0.0.1", True),
+        (f"[::1]:{P}", "127.0.0.1", True),
+        ("127.0.0.1", "127.0.0.1", True),  # no port: the default one
+        (f"192.168.1.5:{P}", "0.0.0.0", True),  # an IP address names no one else's site
+        (f"mymac.local:{P}", "mymac.local", True),  # --host itself
+        (f"MYMAC.local:{P}", "mymac.local", True),
+        ("localhost:9000", "127.0.0.1", True),  # a forwarded port (ssh -L 9000:localhost:8998)
+        (f"evil.example:{P}", "127.0.0.1", False),  # DNS rebinding
+        ("evil.example", "127.0.0.1", False),
+        (f"mymac.local:{P}", "127.0.0.1", False),
+        (f"localhost.evil.example:{P}", "127.0.0.1", False),
+        ("", "127.0.0.1", False),
+        (f"user@127.0.0.1:{P}", "127.0.0.1", False),
+        ("127.0.0.1:notaport", "127.0.0.1", False),
+        (None, "127.0.0.1", True),  # no Host: not a browser (HTTP/1.0)
+    ],
+)
+def test_host(host, listen, accepted):
+    refusal = host_refusal([] if host is None else [host], listen)
+    assert (refusal is None) == accepted, refusal
+    if refusal is not None:
+        assert "\n" not in refusal
+
+
+def test_two_hosts_are_refused():
+    assert "more than one" in host_refusal([f"127.0.0.1:{P}"] * 2, "127.0.0.1")
+    assert len(host_refusal(["e" * 5000], "127.0.0.1")) < 200
 
 
 def test_two_origins_are_refused():

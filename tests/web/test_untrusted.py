@@ -134,9 +134,11 @@ def test_only_this_servers_page_may_open_a_websocket(logs):
     app = make_app(fake_engine(), reconnect_wait_s=2.0)
     run(app, body)
     st = app[STATE]
-    assert st.sessions == 4 and st.busy_refusals == 0 and st.origin_refusals == 7
+    # the DNS-rebinding handshake (Host evil.example) is refused by the Host check, before its Origin is read
+    assert st.sessions == 4 and st.busy_refusals == 0 and st.origin_refusals == 6 and st.host_refusals == 1
     refusals = lines(logs, "refused a WebSocket")
-    assert len(refusals) == 7 and "evil.example" in refusals[0], refusals
+    assert len(refusals) == 6 and "evil.example" in refusals[0], refusals
+    assert len(lines(logs, "refused a request from 127.0.0.1 for /api/ws: Host 'evil.example:")) == 1
     assert_clean(logs)
 
 
@@ -156,7 +158,58 @@ def test_host_flag_changes_the_accepted_origin(logs):
 
     assert run(make_app(fake_engine(), host="mymac.local"), body) == "ready"
     assert run(make_app(fake_engine()), body) == 403
-    assert len(lines(logs, "refused a WebSocket")) == 1
+    assert len(lines(logs, "Host 'mymac.local:")) == 1  # refused by its Host, before its Origin is read
+    assert_clean(logs)
+
+
+def test_every_route_answers_only_requests_that_name_this_server(logs):
+    """DNS rebinding: a site points its own name at 127.0.0.1, and its page, same-origin with
+    whatever answers there, reads /api/info or the page's files. Every route refuses a Host
+    naming another DNS name (403, one log line); localhost, loopback and other IP addresses,
+    and the --host name are answered, on any port (an ssh tunnel's is another)."""
+    paths = ("/api/info", "/", "/static/app.js", "/static/style.css", "/no-such-page")
+
+    async def body(port, http):
+        got = {}
+        for host in (
+            "evil.example",
+            f"evil.example:{port}",
+            f"localhost.evil.example:{port}",
+            "",  # malformed
+            f"localhost:{port}",
+            f"127.0.0.1:{port}",
+            f"[::1]:{port}",
+            "localhost:9000",
+            f"mymac.local:{port}",
+            f"MyMac.Local:{port}",
+        ):
+            for path in paths:
+                async with http.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as r:
+                    got[host, path] = r.status, await r.text()
+        return got
+
+    got = run(make_app(fake_engine(), host="mymac.local"), body)
+    for (host, path), (status, text) in got.items():
+        if host.split(":")[0] in ("evil.example", "localhost.evil.example", ""):
+            assert status == 403 and ("names this server by a DNS name" in text or "malformed" in text), (host, path)
+            assert "Moshi" not in text and "model" not in text.split(";")[0], (host, path)
+        else:
+            assert status == (404 if path == "/no-such-page" else 200), (host, path, status, text)
+    assert '"model"' in got["localhost:9000", "/api/info"][1]
+    refused = lines(logs, "refused a request from 127.0.0.1 for /")
+    assert len(refused) == 4 * len(paths), refused
+    assert any("for /api/info: Host 'evil.example'" in line for line in refused), refused
+    assert_clean(logs)
+
+    # the default --host (127.0.0.1): the name mymac.local is any DNS name, refused
+    logs.clear()
+    app = make_app(fake_engine())
+
+    async def one(port, http):
+        async with http.get(f"http://127.0.0.1:{port}/api/info", headers={"Host": f"mymac.local:{port}"}) as r:
+            return r.status
+
+    assert run(app, one) == 403 and app[STATE].host_refusals == 1
     assert_clean(logs)
 
 
