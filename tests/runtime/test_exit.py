@@ -78,13 +78,12 @@ def test_mlx_own_exit_hook_covers_the_main_thread():
 
 def test_runtime_test_files_exit_cleanly():
     """The run of issue 26 (39 passed, then SIGSEGV, 3 runs in 3), without its two slowest
-    real-time tests (still 139 before the fix). A timing test failing on a loaded machine
-    is exit code 1 and is reported by the suite itself; what is checked here is that the
-    process ends normally after the last test."""
+    real-time tests (still 139 before the fix). The files' own real-time checks can fail on a
+    loaded machine; the suite reports them. So pytest runs inside `pytest_then_exit.py`,
+    whose exit code is 0 whatever the tests did: any other code is the exit itself failing."""
     r = _run(
         [
-            "-m",
-            "pytest",
+            str(HERE / "pytest_then_exit.py"),
             "-q",
             "-p",
             "no:cacheprovider",
@@ -97,5 +96,7 @@ def test_runtime_test_files_exit_cleanly():
         300,
     )
     tail = (r.stdout + r.stderr)[-3000:]
-    assert r.returncode in (0, 1), tail  # 0 all passed, 1 some failed; never a signal
-    assert "[100%]" in r.stdout, tail  # every test ran
+    assert r.returncode == 0, tail  # never a signal
+    ran = json.loads(r.stdout.strip().splitlines()[-1])
+    assert ran["status"] in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), tail  # not interrupted or an error
+    assert ran["finished"] == ran["collected"] >= 30, ran  # every test ran to its end
