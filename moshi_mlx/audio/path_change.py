@@ -1,0 +1,250 @@
+"""The echo-path change detector of the linear echo canceller (audio/echo_filter.py).
+
+Why: an abrupt change (the lid or the microphone moved by centimetres) leaves a converged
+Kalman filter's state uncertainty small, so on its own it re-learns for seconds. A converged
+filter's error is uncorrelated with its echo estimate, the user's voice included, while
+after a change part of the estimate comes back in the error with the opposite sign. The
+detector watches that correlation per band; on a change it tells the filter how far to
+raise its state uncertainty (fast re-learning) and the suppressor the echo left meanwhile.
+docs/echo-cancellation.md ("Echo-path changes") has the rules, the measurements behind
+each setting and what did not work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PathChange:
+    """The detector's settings, measured on bench/aec_room.py and bench/aec_stress.py
+    (docs/echo-cancellation.md). Per band, t is the error-to-estimate correlation in
+    standard errors and the wrong fraction is -E.Y / |Y|^2."""
+
+    bands: int = 12  # bands the correlation is measured in
+    smooth: float = 0.8  # per-block smoothing of the band sums
+    # rule (a): t < -threshold in bands_needed bands, persist blocks in a row
+    threshold: float = 5.0
+    bands_needed: int = 3
+    persist: int = 2
+    # on a detection the state uncertainty is raised to kappa x wrong fraction x |W|^2, and the
+    # suppressor's residual gets gamma' x 2 x wrong fraction x |Y|^2, decaying by `hold` per block
+    # (0.985 per 20 ms: -10 dB in 3 s)
+    kappa: float = 2.0
+    gamma: float = 8.0
+    hold: float = 0.985
+    # while the changed path dominates the error (its share d, decaying with the hold; Moshi
+    # alone, else the user's voice would be learnt too): the error power's weight in the step
+    # / (1 + fast_psi d^4), the process noise + fast_q d^4
+    fast_psi: float = 4.0
+    fast_q: float = 0.05
+    wrong: float = 0.3  # (a): a band >= this wrong fires (a change, even under double talk)
+    # gamma' = 1 + (gamma - 1) x^gamma_pow, x the fraction of the error the change explained
+    # (~1 with Moshi alone; lower keeps the user's level); 0: gamma
+    gamma_pow: float = 2.0
+    # (a): or the wrong estimate explains >= `alone` of the band's error and is >= alone_wrong
+    # wrong (a milder change while Moshi talks alone; a distorting speaker stays below)
+    alone: float = 0.5
+    alone_wrong: float = 0.12
+    deep_db: float = 15.0  # the suppressor's floor deeper by deep_db x x^2 x hold (Moshi alone)
+    # rule (c), a change seen in its first block: while Moshi talks alone into a converged filter
+    # (the error > quiet_db under the estimate), the error jumps by > jump_db and is >= sudden_wrong
+    # wrong over the whole spectrum and in >= sudden_bands bands (jump_db 0: off)
+    jump_db: float = 12.0
+    sudden_wrong: float = 0.15
+    sudden_bands: int = 4
+    quiet_db: float = 15.0
+    # rule (b): t < -sure in sure_bands bands for sure_persist blocks (a filter still learning a
+    # slow voice)
+    sure: float = 9.5
+    sure_bands: int = 2
+    sure_persist: int = 3
+    # was the user talking when the path changed (r: the error over the expected echo 0.5-0.1 s
+    # before a detection that follows none for talk_gap blocks): talk = r^2 / (r^2 + talk_rho^2);
+    # then per band the residual is scaled by max(talk_floor, u) and gamma' capped at
+    # 1 + (gamma - 1) u^2, u = talk_scale x the fraction of the band's error the change explains
+    talk_rho: float = 0.15
+    talk_scale: float = 1.0
+    talk_floor: float = 0.1
+    talk_gap: int = 25
+
+
+class PathChangeDetector:
+    """Per block of the 2 x `block` FFT frame: `observe` the filter's error spectrum and echo
+    estimate; `changed` says whether a change was detected in that block, and then `boost`
+    (per bin) is what the filter's state uncertainty is raised to, as a factor of each
+    coefficient's energy. `add_to` adds the held change's residual to the filter's,
+    `record_levels` keeps the levels that say whether the user was talking, `floor` deepens
+    the suppressor's floor, `fast` speeds the filter's step while the change dominates."""
+
+    def __init__(self, settings: PathChange, block: int):
+        pc = self.settings = settings
+        k = int(block) + 1
+        self._zeros = np.zeros(int(block), np.float32)
+        edges = np.unique(np.round(np.geomspace(4, k, pc.bands + 1)).astype(int))
+        self._edges = np.concatenate([[0], edges[:-1]])
+        widths = np.diff(np.concatenate([self._edges, [k]]))
+        self._band_of = np.repeat(np.arange(len(self._edges)), widths)
+        # independent samples behind each band's correlation: half its bins (the error frame is
+        # zero-padded) times the smoothing's memory
+        self._dof = np.sqrt(widths / 2 * (1 + pc.smooth) / (1 - pc.smooth))
+        self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
+        # the error's and the expected echo's (estimate + residual) power of the last 25 blocks, oldest first
+        self._levels = np.zeros((25, 2))
+        self.changed = False  # a path change was detected in this block
+        self.boost: np.ndarray | None = None  # on a detection: kappa x wrong fraction, per bin (float32)
+        self.reset()
+
+    def reset(self) -> None:
+        for a in (self._sey, self._see, self._syy, self._hold):
+            a[:] = 0.0
+        self._run = self._sure_run = 0
+        self._lr = float("inf")  # smoothed error-to-estimate level while Moshi talks, dB (inf: none yet)
+        self._ly = self._le = self._lye = -200.0
+        self._jump_age = None  # blocks since the error jumped (None: no recent jump)
+        self._high = False  # the error is above its usual level
+        self._jump_wrong = 0.0  # the estimate's wrong fraction in the jump's first block
+        self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
+        self._explained = 0.0  # the same, as measured by the last detection (no decay)
+        self._levels[:] = 0.0
+        self._since = 1 << 30  # blocks since the last detection
+        self._talk = 0.0  # was the user talking when the path changed (0..1)
+
+    @property
+    def changed_recently(self) -> bool:
+        return bool(self._hold.max() > 1e-3)
+
+    @property
+    def fast(self) -> float:
+        """How much faster the filter may adapt: the change's share of the error, to the 4th
+        (~1 only with Moshi alone, where no user's voice can be learnt)."""
+        return self._dominance**4
+
+    def floor(self, floor: float) -> float:
+        """The suppressor's floor: deeper after a change that explained the error (Moshi alone)."""
+        pc = self.settings
+        if not pc.deep_db or not self.changed_recently:
+            return floor
+        return floor * 10 ** (-pc.deep_db * self._explained**2 * float(self._hold.max()) / 20)
+
+    def add_to(self, residual: np.ndarray, y2: np.ndarray) -> np.ndarray:
+        """`residual` plus what the changed path leaves until the filter has re-learnt it,
+        scaled per band where the user talked through the change (so their voice is kept
+        where the change is not the error). `y2`: `observe`'s |Y|^2."""
+        if not self.changed_recently:
+            return residual
+        pc = self.settings
+        gamma = 1.0 + (pc.gamma - 1.0) * self._explained**pc.gamma_pow if pc.gamma_pow else pc.gamma
+        scale = None
+        if self._talk:
+            u = np.clip(pc.talk_scale * 2.0 * self._hold * self._syy / (self._see + 1e-20), 0.0, 1.0)
+            gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * self._talk
+            scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * self._talk
+        residual = residual + (gamma * 2.0 * self._hold)[self._band_of] * y2
+        if scale is not None:
+            residual = residual * scale[self._band_of]
+        return residual
+
+    def record_levels(self, e2: np.ndarray, y2: np.ndarray, residual: np.ndarray) -> None:
+        """This block's error power and expected echo (|Y|^2 + the filter's residual): a later
+        detection reads from them whether the user was talking before the change."""
+        self._levels[:-1] = self._levels[1:]
+        self._levels[-1] = float(e2.sum()), float(y2.sum()) + float(residual.sum())
+
+    def observe(self, E: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """A converged filter's error is uncorrelated with its echo estimate, whether the user
+        talks or not; after the echo path changed, part of the estimate is wrong and comes back
+        in the error with the opposite sign. When that correlation is significantly negative in
+        enough bands for long enough (rules (a), (b)), or at once (rule (c), `_sudden`), sets
+        `changed` and `boost`. E: the error's spectrum (zero-padded frame), y: the block's echo
+        estimate. Returns |Y|^2 (float32)."""
+        pc = self.settings
+        Y = np.fft.rfft(np.concatenate([self._zeros, y]))
+        y2 = Y.real**2 + Y.imag**2
+        a, r = pc.smooth, np.add.reduceat
+        bey, bee, byy = (
+            r(E.real * Y.real + E.imag * Y.imag, self._edges),
+            r(E.real**2 + E.imag**2, self._edges),
+            r(y2, self._edges),
+        )
+        self._sey = a * self._sey + (1 - a) * bey
+        self._see = a * self._see + (1 - a) * bee
+        self._syy = a * self._syy + (1 - a) * byy
+        sudden = self._sudden(bey, bee, byy) if pc.jump_db else False
+        t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
+        fired = (t < -pc.threshold) & (-self._sey > pc.wrong * self._syy)
+        if pc.alone:  # or the wrong estimate explains most of the band's error (Moshi alone)
+            fired |= (
+                (t < -pc.threshold)
+                & (-2.0 * self._sey > pc.alone * self._see)
+                & (-self._sey > pc.alone_wrong * self._syy)
+            )
+        self._run = self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed else 0
+        self._sure_run = self._sure_run + 1 if np.count_nonzero(t < -pc.sure) >= pc.sure_bands else 0
+        self.changed = sudden or self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
+        self.boost = None
+        self._hold *= pc.hold
+        self._dominance *= pc.hold
+        self._since += 1
+        if self.changed and self._since > pc.talk_gap:  # a new change, not the same one seen again
+            # the error over the expected echo before the change (0.5-0.1 s ago): ~ERLE^-1 (< 0.03)
+            # with Moshi alone, or while the filter learns (the residual expects it); ~1 with the user
+            err, echo = self._levels[:-5].sum(axis=0)
+            rho2 = (err / (echo + 1e-20)) ** 2
+            self._talk = rho2 / (rho2 + pc.talk_rho**2)
+        if self.changed:  # a moved microphone changes every band, most where the detector is blind
+            self._since = 0
+            beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
+            if sudden:
+                beta = np.maximum(beta, np.clip(-bey / (byy + 1e-20), 0.0, 1.0))
+            self._hold = np.maximum(self._hold, beta)
+            # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
+            explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
+            if sudden:
+                explained = max(explained, 2.0 * float(np.sum(beta * byy)) / (float(np.sum(bee)) + 1e-20))
+            self._dominance = max(self._dominance, min(1.0, explained))
+            self._explained = (
+                min(1.0, explained)
+                if sudden or self._run == pc.persist or self._sure_run == pc.sure_persist
+                else max(self._explained, min(1.0, explained))
+            )
+            self.boost = (pc.kappa * beta[self._band_of]).astype(np.float32)
+        return y2.astype(np.float32)
+
+    def _sudden(self, bey: np.ndarray, bee: np.ndarray, byy: np.ndarray) -> bool:
+        """Rule (c): a change seen in its first block. While Moshi talks alone into a converged
+        filter (the error far below the estimate over the last ~0.2 s), the error jumps to near
+        the estimate's level; it is a change, not the user starting to talk, when in that block
+        (or the next, if the first already pointed that way) the estimate is wrong over the
+        whole spectrum and in several bands, and its wrong part explains the error. Not in
+        pauses or reverberation tails, where a distorting speaker or what the filter took from
+        the user's voice shows as a wrong estimate. Arguments: this block's per-band E.Y,
+        |E|^2, |Y|^2."""
+        pc = self.settings
+        ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
+        ly, le = 10.0 * np.log10(yy + 1e-20), 10.0 * np.log10(ee + 1e-20)
+        self._ly = max(ly, self._ly - 0.05)  # the estimate's level while Moshi talks (-2.5 dB/s)
+        quiet = self._le < self._lye - pc.quiet_db
+        self._le, self._lye = 0.9 * self._le + 0.1 * le, 0.9 * self._lye + 0.1 * ly
+        if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later
+            self._jump_age = self._jump_age + 1 if self._jump_age < 1 else None
+        if ly < self._ly - 10.0:  # a pause or a reverberation tail
+            return False
+        lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
+        high = lr - self._lr > pc.jump_db
+        self._lr = 0.95 * self._lr + 0.05 * lr if np.isfinite(self._lr) else lr
+        wrong = -ey / (yy + 1e-20)
+        if self._jump_age is None and quiet and high and not self._high:  # the rising edge
+            self._jump_age, self._jump_wrong = 0, wrong
+        self._high = high
+        bands = np.count_nonzero((-bey > pc.wrong * byy) & (-2.0 * bey > pc.alone * bee))
+        return bool(
+            self._jump_age is not None
+            # the filter, adapting on a user's first syllable, makes the next block's estimate wrong too
+            and self._jump_wrong > 0.0
+            and wrong >= pc.sudden_wrong  # a distorting speaker's peaks are less wrong
+            and -2.0 * ey >= pc.alone * ee  # the wrong estimate is the error: not the user
+            and bands >= pc.sudden_bands
+        )

@@ -1,0 +1,71 @@
+"""The echo-path change detector (audio/path_change.py) on its own, fed constructed error
+spectra and echo estimates: a converged filter's error uncorrelated with its estimate (Moshi
+alone, or the user talking at the echo's level) is never a change; an estimate that turns
+wrong (part of it comes back in the error with the opposite sign) is one at once."""
+
+import numpy as np
+
+from moshi_mlx.audio.echo_filter import KalmanEchoFilter
+from moshi_mlx.audio.path_change import PathChange, PathChangeDetector
+
+B = 480
+
+
+def _feed(det: PathChangeDetector, rng, blocks: int, *, wrong: float = 0.0, other_db: float = -20.0) -> list[int]:
+    """Blocks in which `det` saw a change: an echo estimate y (white, -20 dBFS) and an error
+    -wrong x y plus an independent signal `other_db` under the estimate (the filter's
+    misadjustment or the user's voice). Returns the indices of the blocks that fired."""
+    fired = []
+    for i in range(blocks):
+        y = (rng.standard_normal(B) * 0.1).astype(np.float32)
+        e = (-wrong * y + rng.standard_normal(B) * 0.1 * 10 ** (other_db / 20)).astype(np.float32)
+        y2 = det.observe(np.fft.rfft(np.concatenate([np.zeros(B, np.float32), e])), y)
+        assert y2.dtype == np.float32 and y2.shape == (B + 1,)
+        if det.changed:
+            fired.append(i)
+    return fired
+
+
+def test_a_wrong_estimate_is_a_change_at_once_and_raises_the_uncertainty():
+    rng = np.random.default_rng(0)
+    det = PathChangeDetector(PathChange(), B)
+    assert _feed(det, rng, 100) == []  # converged, Moshi alone
+    assert not det.changed_recently and det.fast == 0.0
+    fired = _feed(det, rng, 3, wrong=0.5)
+    assert fired and fired[0] == 0, fired  # rule (c): the error jumps to the estimate's negative
+    assert det.boost is not None and det.boost.shape == (B + 1,) and det.boost.dtype == np.float32
+    assert 0.0 < det.boost.min() and det.boost.max() <= PathChange().kappa
+    assert det.changed_recently and det.fast > 0.0
+    assert det.floor(0.1) < 0.1  # the change explains the error: the suppressor goes deeper
+    residual = np.ones(B + 1, np.float32)
+    assert np.all(det.add_to(residual, np.ones(B + 1, np.float32)) > residual)
+    det.reset()
+    assert not det.changed_recently and det.fast == 0.0 and det.floor(0.1) == 0.1
+    assert det.add_to(residual, np.ones(B + 1, np.float32)) is residual
+
+
+def test_without_the_first_block_rule_the_change_needs_40_to_60_ms():
+    det = PathChangeDetector(PathChange(jump_db=0.0), B)
+    rng = np.random.default_rng(1)
+    assert _feed(det, rng, 100) == []
+    fired = _feed(det, rng, 5, wrong=0.5)
+    assert fired and 1 <= fired[0] <= 2, fired  # rules (a)/(b): 2-3 blocks of evidence
+
+
+def test_the_users_voice_and_an_estimate_still_learning_are_not_a_change():
+    """The user at the echo's level (uncorrelated with the estimate) for 20 s, then an estimate
+    that falls short (the error positively correlated with it: the filter still learning)."""
+    rng = np.random.default_rng(2)
+    det = PathChangeDetector(PathChange(), B)
+    assert _feed(det, rng, 1000, other_db=0.0) == []
+    assert _feed(det, rng, 100, wrong=-0.5, other_db=0.0) == []
+    assert not det.changed_recently and det.boost is None
+
+
+def test_the_filter_without_a_detector():
+    kf = KalmanEchoFilter(B, 9600, path_change=None)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        x = (rng.standard_normal(B) * 0.1).astype(np.float32)
+        kf.process(x, -x)
+        assert kf.detector is None and not kf.changed and not kf.changed_recently and kf.floor(0.1) == 0.1
