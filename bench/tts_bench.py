@@ -17,8 +17,6 @@ Cases, each in its own process (so peak memory is per case):
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.case_cli import case_bench_main  # noqa: E402
+from bench.case_cli import case_bench_main, run_cases  # noqa: E402
 from moshi_mlx.constants import FRAME_SECONDS  # noqa: E402
 
 TEXT = (
@@ -111,20 +109,10 @@ def _child(case: str, steps: int) -> dict:
 def run(quick: bool = False, steps: int = 30) -> dict:
     """Each case in a child process; returns {"cases": {name: result}}."""
     cases = ["demo"] if quick else ["demo", "real-width"]
-    out = {}
-    for case in cases:
-        p = subprocess.run(
-            [sys.executable, "-m", "bench.tts_bench", "--child", case, "--steps", str(steps)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=3600,
-        )
-        if p.returncode != 0:
-            out[case] = {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
-        else:
-            out[case] = json.loads(p.stdout.strip().splitlines()[-1])
-    return {"what": "TTS real-time factor on this machine's default device", "cases": out}
+    return {
+        "what": "TTS real-time factor on this machine's default device",
+        "cases": run_cases("bench.tts_bench", cases, steps),
+    }
 
 
 def format_table(res: dict) -> str:
