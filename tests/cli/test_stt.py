@@ -23,6 +23,25 @@ def _speech(path, seconds=1.5, rate=16000, channels=1):
     sf.write(path, np.stack([x] * channels, axis=1) if channels > 1 else x, rate)
 
 
+def _stt_folder(tmp_path, model: list[str], transcript, *more: str) -> int:
+    """stt.main on tmp_path/in.wav with the LM that the `model` flags name, the published Mimi's
+    architecture with random weights (`--mimi-weight random`) and no tokenizer."""
+    return stt.main(
+        [
+            str(tmp_path / "in.wav"),
+            *model,
+            "--mimi-weight",
+            "random",
+            "--tokenizer",
+            "none",
+            "--transcript",
+            str(transcript),
+            *more,
+            "--quiet",
+        ]
+    )
+
+
 def test_file_to_json_srt_vtt(tmp_path, capsys):
     _speech(tmp_path / "in.flac", rate=44100, channels=2)
     for ext in ("json", "srt", "vtt", "txt"):
@@ -81,23 +100,7 @@ def test_pytorch_layout_stt_checkpoint_with_unused_depformer_in(tmp_path, capsys
     (d / "config.json").write_text(json.dumps(cfg_d))
     _speech(tmp_path / "in.wav")
     out = tmp_path / "t.json"
-    assert (
-        stt.main(
-            [
-                str(tmp_path / "in.wav"),
-                "--moshi-weight",
-                str(d / "model.safetensors"),
-                "--mimi-weight",
-                "random",
-                "--tokenizer",
-                "none",
-                "--transcript",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert _stt_folder(tmp_path, ["--moshi-weight", str(d / "model.safetensors")], out) == 0
     assert json.loads(out.read_text())["text"]
 
 
@@ -220,44 +223,11 @@ def test_quantized_stt_folder(tmp_path, capsys):
     assert convert.run([str(src), "--out", str(tmp_path / "q4"), "-q", "--q-bits", "4"]) == 0
     _speech(tmp_path / "in.wav")
     out = tmp_path / "t.json"
-    assert (
-        stt.main(
-            [
-                str(tmp_path / "in.wav"),
-                "--hf-repo",
-                str(tmp_path / "q4"),
-                "--mimi-weight",
-                "random",
-                "--tokenizer",
-                "none",
-                "--transcript",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert _stt_folder(tmp_path, ["--hf-repo", str(tmp_path / "q4")], out) == 0
     assert json.loads(out.read_text())["words"]
     # the transcript never goes over a file of the model folder (it did with --force)
     cfg_file = tmp_path / "q4" / "config.json"
     before = cfg_file.read_bytes()
-    assert (
-        stt.main(
-            [
-                str(tmp_path / "in.wav"),
-                "--hf-repo",
-                str(tmp_path / "q4"),
-                "--mimi-weight",
-                "random",
-                "--tokenizer",
-                "none",
-                "--transcript",
-                str(cfg_file),
-                "--force",
-                "--quiet",
-            ]
-        )
-        == 2
-    )
+    assert _stt_folder(tmp_path, ["--hf-repo", str(tmp_path / "q4")], cfg_file, "--force") == 2
     assert "--hf-repo and --transcript are the same file" in capsys.readouterr().err
     assert cfg_file.read_bytes() == before
