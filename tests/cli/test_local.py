@@ -15,6 +15,8 @@ import soundfile as sf
 from moshi_mlx.cli import local
 from moshi_mlx.runtime import devices, live
 
+from ..runtime.fakes import BUILT_IN_MIC, BUILT_IN_OUTPUT, fake_devices
+
 
 def _speech_like(path, seconds=2.0, rate=16000):
     t = np.arange(int(rate * seconds)) / rate
@@ -69,30 +71,7 @@ def test_a_session_without_steps_says_so(tmp_path, capsys, recwarn):
 
 
 def test_list_devices_and_unknown_device(capsys, monkeypatch):
-    monkeypatch.setattr(
-        devices,
-        "_devices",
-        lambda: [
-            {
-                "name": "Built-in Microphone",
-                "max_input_channels": 1,
-                "max_output_channels": 0,
-                "default_samplerate": 48000.0,
-            },
-            {
-                "name": "Built-in Output",
-                "max_input_channels": 0,
-                "max_output_channels": 2,
-                "default_samplerate": 44100.0,
-            },
-        ],
-    )
-
-    class FakeSd:
-        class default:
-            device = (0, 1)
-
-    monkeypatch.setattr(devices, "_sd", lambda: FakeSd)
+    fake_devices(monkeypatch, [BUILT_IN_MIC, BUILT_IN_OUTPUT], (0, 1))
     assert local.main(["--list-devices"]) == 0
     out = capsys.readouterr().out
     assert "Built-in Microphone" in out and "48000 Hz" in out

@@ -13,8 +13,9 @@ import soundfile as sf
 from moshi_mlx.cli import stt
 from moshi_mlx.models import LmConfig, random_lm
 from moshi_mlx.models.config import preset
-from moshi_mlx.runtime import devices
 from moshi_mlx.weights.random_state import random_state
+
+from ..runtime.fakes import BUILT_IN_MIC, fake_devices
 
 
 def _speech(path, seconds=1.5, rate=16000, channels=1):
@@ -138,24 +139,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
 
 
 def test_unknown_input_device_is_one_line(capsys, monkeypatch):
-    monkeypatch.setattr(
-        devices,
-        "_devices",
-        lambda: [
-            {
-                "name": "Built-in Microphone",
-                "max_input_channels": 1,
-                "max_output_channels": 0,
-                "default_samplerate": 48000.0,
-            },
-        ],
-    )
-
-    class FakeSd:
-        class default:
-            device = (0, -1)
-
-    monkeypatch.setattr(devices, "_sd", lambda: FakeSd)
+    fake_devices(monkeypatch, [BUILT_IN_MIC], (0, -1))
     assert stt.main(["--model", "random-tiny-stt", "--input-device", "USB"]) == 2
     assert "no input device matches 'USB'" in capsys.readouterr().err
 

@@ -47,3 +47,29 @@ class EchoGen:
 
     def reset(self):
         self.steps = 0
+
+
+BUILT_IN_MIC = {
+    "name": "Built-in Microphone",
+    "max_input_channels": 1,
+    "max_output_channels": 0,
+    "default_samplerate": 48000.0,
+}
+BUILT_IN_OUTPUT = {
+    "name": "Built-in Output",
+    "max_input_channels": 0,
+    "max_output_channels": 2,
+    "default_samplerate": 44100.0,
+}
+
+
+def fake_devices(monkeypatch, listed: list[dict], default: tuple[int, int]) -> None:
+    """The audio devices that runtime.devices sees: `listed`, and `default` = sounddevice's
+    (input, output) default indices, -1 for none; no sound library is touched."""
+    from types import SimpleNamespace
+
+    from moshi_mlx.runtime import devices
+
+    sd = SimpleNamespace(default=SimpleNamespace(device=default))
+    monkeypatch.setattr(devices, "_devices", lambda: listed)
+    monkeypatch.setattr(devices, "_sd", lambda: sd)
