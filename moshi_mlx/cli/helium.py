@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..constants import DEFAULT_SEED
 from ..validation import seed_arg
 from ..models.helium import TEXT_DEFAULTS
-from ..runtime.loading import add_model_args, load_session
+from ..runtime.loading import add_model_args, load_session, use_default_repo
 from .runner import OneLineParser, cli_main
 from ..models.sampling import check_text_sampling
 
@@ -67,8 +67,7 @@ def run(args) -> int:
         raise UsageError(f"--max-tokens must be >= 0, got {args.max_tokens}")
     check_text_sampling(args.temp, args.top_k, args.top_p)
     prompt = _prompt(args)
-    if not (args.hf_repo or args.moshi_weight or args.model):
-        args.hf_repo = DEFAULT_REPO  # -q picks its helium-1-preview-2b-q4/q8 file
+    use_default_repo(args, DEFAULT_REPO)  # -q picks its helium-1-preview-2b-q4/q8 file
     session = load_session(args, with_codec=False)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)

@@ -23,7 +23,7 @@ from ..validation import seed_arg
 from ..runtime.devices import SoundDeviceIO
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_force_arg
-from ..runtime.loading import add_model_args, load_session, model_inputs
+from ..runtime.loading import add_model_args, load_session, model_inputs, use_default_repo
 from .device_args import add_device_args, list_devices_or_run
 from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
@@ -243,13 +243,9 @@ def run(args) -> int:
             [Output("--transcript", args.transcript)],
             [("INFILE", args.infile), ("--simulate", args.simulate), *model_inputs(args)],
         )
-    if not (args.hf_repo or args.moshi_weight or args.model):
-        if args.quantized:
-            raise UsageError(
-                "-q picks Moshi's repos; for speech-to-text give --hf-repo (e.g. a q4/q8 folder "
-                "made by moshi_mlx.convert)"
-            )
-        args.hf_repo = DEFAULT_REPO
+    use_default_repo(
+        args, DEFAULT_REPO, "for speech-to-text give --hf-repo (e.g. a q4/q8 folder made by moshi_mlx.convert)"
+    )
     # bad audio fails before a model is loaded
     pcm = _read(args.infile) if args.infile else (_read(args.simulate) if args.simulate else None)
     session = load_session(args)

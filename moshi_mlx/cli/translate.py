@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from ..errors import UsageError
-from ..runtime.loading import add_model_args, add_sampling_args
+from ..runtime.loading import add_model_args, add_sampling_args, use_default_repo
 from ..runtime.translation import END_THRESHOLD_DB, SilencePolicy
 from ..validation import float_arg, positive_or_off_arg
 from . import local, run_inference
@@ -73,12 +73,7 @@ def _check_translates(model) -> None:
 
 
 def run(args) -> int:
-    if not (args.hf_repo or args.moshi_weight or args.model):
-        if args.quantized:
-            raise UsageError(
-                "-q picks Moshi's repos; for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)"
-            )
-        args.hf_repo = DEFAULT_REPO
+    use_default_repo(args, DEFAULT_REPO, "for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)")
     if args.infile is None:
         if args.outfile is not None:
             raise UsageError("OUTFILE needs an INFILE")

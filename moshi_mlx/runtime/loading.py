@@ -182,6 +182,17 @@ def load_kwargs(args: argparse.Namespace) -> dict:
     )
 
 
+def use_default_repo(args: argparse.Namespace, repo: str, refuse_quantized: str | None = None) -> None:
+    """With no model flag (--hf-repo, --moshi-weight, --model), the tool's own `repo`. `-q`
+    picks among Moshi's repos; a tool whose repo has no q4/q8 twins names what to give instead
+    (`refuse_quantized`), the rest of a one-line error."""
+    if args.hf_repo or args.moshi_weight or args.model:
+        return
+    if args.quantized and refuse_quantized:
+        raise UsageError(f"-q picks Moshi's repos; {refuse_quantized}")
+    args.hf_repo = repo
+
+
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
     """The sampling flags (`add_sampling_args`) as the `SamplingOptions` of `Model.generator` & co."""
     return SamplingOptions.of(

@@ -107,6 +107,28 @@ def test_help_names_each_tools_own_default_model():
     assert "moshiko" in hf_help("local") and "tts-1.6b" in hf_help("tts")
 
 
+def test_each_tools_own_default_repo(capsys):
+    """No model flag: the tool's own repo (`use_default_repo`). -q picks among Moshi's repos, so
+    stt and translate, whose repos have no q4/q8 twins, refuse it in one line before loading;
+    helium keeps its repo, whose q4/q8 files -q picks."""
+    from moshi_mlx.cli import stt, translate
+    from moshi_mlx.runtime.loading import use_default_repo
+
+    for main, line in (
+        (stt.main, "for speech-to-text give --hf-repo (e.g. a q4/q8 folder made by moshi_mlx.convert)"),
+        (translate.main, "for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)"),
+    ):
+        assert main(["-q", "4"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: -q picks Moshi's repos; {line}"]
+    args = argparse.Namespace(hf_repo=None, moshi_weight=None, model=None, quantized=8)
+    use_default_repo(args, "owner/repo")
+    assert args.hf_repo == "owner/repo"
+    for given in ({"hf_repo": "mine"}, {"moshi_weight": "w.safetensors"}, {"model": "random-tiny"}):
+        args = argparse.Namespace(**{"hf_repo": None, "moshi_weight": None, "model": None, "quantized": 4, **given})
+        use_default_repo(args, "owner/repo", "never said")
+        assert args.hf_repo == given.get("hf_repo")
+
+
 def test_no_abbreviations_and_quantize_spellings():
     from moshi_mlx.cli import local, tts
 
