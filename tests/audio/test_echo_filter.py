@@ -46,6 +46,19 @@ def _room(far: np.ndarray, h: np.ndarray, noise_db: float = -60.0, seed: int = 1
     return convolve(far, h)[: len(far)] + noise
 
 
+def _double_talk() -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(far, echo, near, a): 14 s of Moshi and its echo in a room, the user talking over it
+    from sample `a` (8 s) at the echo's level (0 dB signal-to-echo), no noise."""
+    far = _noise(14.0, 2)
+    echo = _room(far, room_ir(80.0, rt60_s=0.3, drr_db=6.0), noise_db=-200)
+    a = 8 * SR
+    near = np.zeros_like(far)
+    user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
+    near[a : a + len(user)] = user[: len(far) - a]
+    near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))
+    return far, echo, near, a
+
+
 def test_removes_a_reverberant_rooms_echo():
     far = _noise(10.0, 0)
     mic = _room(far, room_ir(60.0, rt60_s=0.3, drr_db=6.0))
@@ -60,13 +73,7 @@ def test_removes_a_reverberant_rooms_echo():
 def test_keeps_the_users_voice_during_double_talk():
     """Converged on Moshi alone, then the user talks over it at the echo's level: what comes out
     is the user (as the same canceller passes them with no echo) within 15 dB SNR."""
-    far = _noise(14.0, 2)
-    echo = _room(far, room_ir(80.0, rt60_s=0.3, drr_db=6.0), noise_db=-200)
-    a = 8 * SR
-    near = np.zeros_like(far)
-    user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
-    near[a : a + len(user)] = user[: len(far) - a]
-    near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))  # 0 dB signal-to-echo
+    far, echo, near, a = _double_talk()
     noise = np.random.default_rng(3).standard_normal(len(far)).astype(np.float32) * 1e-3 * 0.1
     out = _run(LinearEchoCanceller(), far, echo + near + noise)
     s = _run(LinearEchoCanceller(), np.zeros_like(far), near + noise)  # the user alone
@@ -143,13 +150,7 @@ def test_abrupt_path_change_reconverges_within_a_second():
 def test_path_change_detector_ignores_double_talk_and_steady_echo():
     """Converged, then the user talks over Moshi at the echo's level: no path change is
     detected (it would make the suppressor take the user for echo)."""
-    far = _noise(14.0, 2)
-    echo = _room(far, room_ir(80.0, rt60_s=0.3, drr_db=6.0), noise_db=-200)
-    a = 8 * SR
-    near = np.zeros_like(far)
-    user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
-    near[a : a + len(user)] = user[: len(far) - a]
-    near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))
+    far, echo, near, _ = _double_talk()
     detections = []
     _run(LinearEchoCanceller(), far, echo + near, detections)
     assert not [t for t in detections if t >= 3.0], detections
