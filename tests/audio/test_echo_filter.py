@@ -59,6 +59,21 @@ def _double_talk() -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     return far, echo, near, a
 
 
+def _user_level(
+    out: np.ndarray, near: np.ndarray, start: int, end: int | None = None, alone: np.ndarray | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """(g, o, s): how loud the user comes out in `out`, as the gain g of `out` (o) over what the
+    same canceller passes of the user alone (s: `alone`, default `near`, with no echo), on the
+    samples in [start, end) where the user talks."""
+    s = _run(LinearEchoCanceller(), np.zeros_like(near), near if alone is None else alone)
+    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
+    talking[:start] = False
+    if end is not None:
+        talking[end:] = False
+    o, s = out[talking], s[talking]
+    return float(np.dot(o, s) / np.dot(s, s)), o, s
+
+
 def test_removes_a_reverberant_rooms_echo():
     far = _noise(10.0, 0)
     mic = _room(far, room_ir(60.0, rt60_s=0.3, drr_db=6.0))
@@ -76,11 +91,7 @@ def test_keeps_the_users_voice_during_double_talk():
     far, echo, near, a = _double_talk()
     noise = np.random.default_rng(3).standard_normal(len(far)).astype(np.float32) * 1e-3 * 0.1
     out = _run(LinearEchoCanceller(), far, echo + near + noise)
-    s = _run(LinearEchoCanceller(), np.zeros_like(far), near + noise)  # the user alone
-    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
-    talking[:a] = False
-    o, s = out[talking], s[talking]
-    g = float(np.dot(o, s) / np.dot(s, s))
+    g, o, s = _user_level(out, near, a, alone=near + noise)
     assert abs(20 * np.log10(g)) < 1.5  # not ducked
     assert ratio_db(g * s, o - g * s) >= 15.0
 
@@ -166,11 +177,7 @@ def test_the_user_keeps_their_level_right_after_a_path_change():
     near[cut : cut + len(user)] = user
     near *= np.sqrt(np.mean(mic_echo[cut : cut + SR] ** 2) / np.mean(near[cut : cut + SR] ** 2))
     out = _run(LinearEchoCanceller(), far, mic_echo + near)
-    s = _run(LinearEchoCanceller(), np.zeros_like(far), near)
-    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
-    talking[:cut] = talking[cut + SR :] = False
-    o, s = out[talking], s[talking]
-    g = float(np.dot(o, s) / np.dot(s, s))
+    g, _, _ = _user_level(out, near, cut, cut + SR)
     assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)
 
 
@@ -252,9 +259,5 @@ def test_the_user_keeps_their_level_when_the_path_changes_while_they_talk():
     out = _run(LinearEchoCanceller(), far, echo + near, detections)
     t = np.array(detections)
     assert np.any((t >= 8.0) & (t <= 8.3)), t
-    s = _run(LinearEchoCanceller(), np.zeros_like(far), near)
-    talking = np.abs(np.convolve(near, np.ones(480) / 480, mode="same"))[: len(out)] > 3e-3
-    talking[:cut] = talking[cut + SR :] = False
-    o, s = out[talking], s[talking]
-    g = float(np.dot(o, s) / np.dot(s, s))
+    g, _, _ = _user_level(out, near, cut, cut + SR)
     assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)
