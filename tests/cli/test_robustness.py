@@ -87,6 +87,16 @@ _DRIVER = textwrap.dedent("""
     print(json.dumps(results))
 """)
 
+
+def _bad_config(name: str, message: str) -> tuple[str, list[str], str]:
+    """A REFUSED case: run_inference with the work folder's config `name`.json (see `work`)."""
+    return (
+        "run_inference",
+        ["{d}/in.wav", "--lm-config", f"{{d}}/{name}.json", "--moshi-weight", "{d}/none.safetensors"],
+        message,
+    )
+
+
 # (cli, argv with {d} = the work folder, expected exit code, fragment of the one error line)
 REFUSED = [
     # values
@@ -108,26 +118,10 @@ REFUSED = [
     ("convert", ["--model", "random-tiny", "--out", "{d}/cv", "-q", "--q-bits", "four"], "--q-bits must be an integer"),
     ("quality", ["{d}/a_folder", "{d}/a_folder", "--frames", "0"], "--frames must be >= 1"),
     # config.json values
-    (
-        "run_inference",
-        ["{d}/in.wav", "--lm-config", "{d}/dim_str.json", "--moshi-weight", "{d}/none.safetensors"],
-        'dim must be an integer, got "64"',
-    ),
-    (
-        "run_inference",
-        ["{d}/in.wav", "--lm-config", "{d}/hidden_null.json", "--moshi-weight", "{d}/none.safetensors"],
-        "hidden_scale must be a number, got null",
-    ),
-    (
-        "run_inference",
-        ["{d}/in.wav", "--lm-config", "{d}/heads0.json", "--moshi-weight", "{d}/none.safetensors"],
-        "num_heads must be >= 1, got 0",
-    ),
-    (
-        "run_inference",
-        ["{d}/in.wav", "--lm-config", "{d}/pad_out.json", "--moshi-weight", "{d}/none.safetensors"],
-        "existing_text_padding_id 5000 is outside the text vocabulary",
-    ),
+    _bad_config("dim_str", 'dim must be an integer, got "64"'),
+    _bad_config("hidden_null", "hidden_scale must be a number, got null"),
+    _bad_config("heads0", "num_heads must be >= 1, got 0"),
+    _bad_config("pad_out", "existing_text_padding_id 5000 is outside the text vocabulary"),
     # output paths, before any work
     ("local", DEMO + ["--record", "{d}/nodir/x.wav"], "folder {d}/nodir does not exist"),
     ("local", DEMO + ["--transcript", "{d}/nodir/t.json"], "folder {d}/nodir does not exist"),
