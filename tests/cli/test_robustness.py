@@ -200,22 +200,28 @@ class _Proc:
         return rc, "".join(self.err)
 
 
+def _local_session(tmp_path: Path, seconds: float) -> tuple[list[str], Path, Path]:
+    """moshi_mlx.local on the demo model, fed a `seconds` tone, recording and transcribing:
+    (its argv after `python -m`, the recording, the transcript)."""
+    _tone(tmp_path / "mic.wav", seconds)
+    rec, tr = tmp_path / "r.wav", tmp_path / "r.json"
+    argv = [
+        "moshi_mlx.local",
+        *DEMO,
+        "--simulate",
+        str(tmp_path / "mic.wav"),
+        "--record",
+        str(rec),
+        "--transcript",
+        str(tr),
+    ]
+    return argv, rec, tr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_local_signal_keeps_recording_and_transcript(tmp_path, sig):
-    _tone(tmp_path / "mic.wav", 30.0)
-    rec, tr = tmp_path / "r.wav", tmp_path / "r.json"
-    proc = _Proc(
-        [
-            "moshi_mlx.local",
-            *DEMO,
-            "--simulate",
-            str(tmp_path / "mic.wav"),
-            "--record",
-            str(rec),
-            "--transcript",
-            str(tr),
-        ]
-    )
+    argv, rec, tr = _local_session(tmp_path, 30.0)
+    proc = _Proc(argv)
     proc.wait_for(lambda: rec.exists() and rec.stat().st_size > 2 * 96_000)  # ~2 s recorded
     proc.p.send_signal(sig)
     rc, err = proc.finish()
@@ -293,21 +299,9 @@ def _limit(nbytes: int):
 
 
 def test_local_disk_full_stops_cleanly_and_saves_transcript(tmp_path):
-    _tone(tmp_path / "mic.wav", 20.0)
-    rec, tr = tmp_path / "r.wav", tmp_path / "r.json"
+    argv, rec, tr = _local_session(tmp_path, 20.0)
     r = subprocess.run(
-        [
-            P,
-            "-m",
-            "moshi_mlx.local",
-            *DEMO,
-            "--simulate",
-            str(tmp_path / "mic.wav"),
-            "--record",
-            str(rec),
-            "--transcript",
-            str(tr),
-        ],
+        [P, "-m", *argv],
         capture_output=True,
         text=True,
         timeout=120,
