@@ -59,19 +59,20 @@ CSP = (
 
 
 class WebState:
-    """What the handlers share: the engine, its one conversation slot, and counters."""
+    """What the handlers share: the engine, its one conversation slot, and counters. Built by
+    `make_app`, whose keywords (and their defaults) these are."""
 
     def __init__(
         self,
         engine: Engine,
         *,
         max_lag_ms: float | None,
-        step_delay_s: float = 0.0,
-        reconnect_wait_s: float = 3.0,
-        stats_interval_s: float = 0.25,
-        host: str = "127.0.0.1",
-        start_timeout_s: float = START_TIMEOUT_S,
-        send_timeout_s: float = SEND_TIMEOUT_S,
+        step_delay_s: float,
+        reconnect_wait_s: float,
+        stats_interval_s: float,
+        host: str,
+        start_timeout_s: float,
+        send_timeout_s: float,
     ):
         self.engine = engine
         self.max_lag_ms = max_lag_ms
