@@ -58,38 +58,14 @@ def run_case(
     upstream_python: Path | None,
     timeout: float = 3600,
 ) -> dict:
+    timing = ["--steps", str(steps), "--warmup", str(warmup), "--layer-steps", str(layer_steps)]  # both children's
     if impl == "ours":
-        argv = [
-            sys.executable,
-            "-m",
-            "bench.lm_ours",
-            str(folder),
-            "--steps",
-            str(steps),
-            "--warmup",
-            str(warmup),
-            "--layer-steps",
-            str(layer_steps),
-            "--full-layers",
-            str(case.full_layers),
-        ]
+        argv = [sys.executable, "-m", "bench.lm_ours", str(folder), *timing, "--full-layers", str(case.full_layers)]
         return _run_child(argv, ROOT, None, timeout)
     if upstream_python is None:
         return {"error": "upstream venv not available"}
     variant = "fp32" if impl == "upstream-fp32" else "recipe"
-    argv = [
-        str(upstream_python),
-        str(ROOT / "bench" / "upstream_lm.py"),
-        str(folder),
-        "--variant",
-        variant,
-        "--steps",
-        str(steps),
-        "--warmup",
-        str(warmup),
-        "--layer-steps",
-        str(layer_steps),
-    ]
+    argv = [str(upstream_python), str(ROOT / "bench" / "upstream_lm.py"), str(folder), "--variant", variant, *timing]
     env = dict(os.environ, PYTHONPATH="")  # never pick up our package
     return _run_child(argv, Path("/tmp"), env, timeout)
 
