@@ -66,8 +66,10 @@ class ScaledEmbedding(_EmbeddingBase):
     def lookup(self, ids: mx.array) -> mx.array:
         return self.weight[ids]
 
-    def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine") -> "QuantizedScaledEmbedding":
-        """The quantized twin of this table (children are quantized separately)."""
+    def quantized_twin(self, group_size: int, bits: int, mode: str = "affine") -> "QuantizedScaledEmbedding":
+        """A quantized table of this one's shapes, holding its children (`low_rank`, `out1`,
+        `out2`, quantized separately) and zero placeholders for the table: the values come
+        from a checkpoint (weights/quantize.py) or from `to_quantized`."""
         q = QuantizedScaledEmbedding(
             self.num_embeddings,
             self.dim,
@@ -77,13 +79,18 @@ class ScaledEmbedding(_EmbeddingBase):
             low_rank=self.table_dim if self.has_low_rank else None,
             demux=self.demux,
         )
+        for name in ("low_rank", "out1", "out2"):
+            if name in self:
+                q[name] = self[name]
+        return q
+
+    def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine") -> "QuantizedScaledEmbedding":
+        """The quantized twin of this table (children are quantized separately)."""
+        q = self.quantized_twin(group_size, bits, mode)
         packed = mx.quantize(self.weight, group_size, bits, mode=mode)
         q.weight, q.scales = packed[0], packed[1]
         if mode == "affine":
             q.biases = packed[2]
-        for name in ("low_rank", "out1", "out2"):
-            if name in self:
-                q[name] = self[name]
         return q
 
 

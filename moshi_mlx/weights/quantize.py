@@ -16,7 +16,7 @@ from typing import Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..modules.embedding import QuantizedScaledEmbedding, ScaledEmbedding
+from ..modules.embedding import ScaledEmbedding
 from .errors import WeightsError
 
 BITS = (2, 3, 4, 5, 6, 8)
@@ -190,19 +190,7 @@ def quantized_twin(module: nn.Module, bits: int, group: int, mode: str = "affine
             return nn.QuantizedLinear(in_dim, out_dim, bias="bias" in module, group_size=group, bits=bits)
         return nn.QuantizedLinear(in_dim, out_dim, bias="bias" in module, group_size=group, bits=bits, mode=mode)
     if isinstance(module, ScaledEmbedding):
-        q = QuantizedScaledEmbedding(
-            module.num_embeddings,
-            module.dim,
-            group_size=group,
-            bits=bits,
-            mode=mode,
-            low_rank=module.table_dim if module.has_low_rank else None,
-            demux=module.demux,
-        )
-        for name in ("low_rank", "out1", "out2"):
-            if name in module:
-                q[name] = module[name]
-        return q
+        return module.quantized_twin(group, bits, mode)
     raise TypeError(f"{type(module).__name__} is not quantizable")
 
 
