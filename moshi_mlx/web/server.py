@@ -17,15 +17,18 @@ traceback, and the slot is freed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import Callable
 
 from aiohttp import WSMsgType, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import UsageError
+from ..runtime.workers import run_in_worker
 from .conversation import Conversation, Engine
 from .protocol import (
     HARD_MAX_MESSAGE_BYTES,
@@ -285,6 +288,44 @@ async def _receive(ws: web.WebSocketResponse, st: WebState, deadline: float | No
         return None
 
 
+def _close_when_built(built: concurrent.futures.Future) -> None:
+    """Blocking: wait for an abandoned build and close the conversation it made, if any."""
+    try:
+        conv = built.result()
+    except BaseException:  # cancelled before it began, or it failed: nothing runs
+        return
+    conv.close()
+
+
+async def _build(make: Callable[[], Conversation]) -> Conversation:
+    """`make()` off the event loop: building a conversation runs the LM (PersonaPlex's voice
+    and persona prefill, seconds for the 7B) and starts its pipeline, and meanwhile the loop
+    must go on serving (/api/info, the busy answer, pings, deadlines, signals). It runs on a
+    pooled worker (runtime/workers.py: its own MLX stream, a thread that never exits at
+    shutdown), not asyncio's executor. Cancelled meanwhile (the client left, the server
+    stops), it waits off the loop for the build to end and closes what it made before
+    re-raising, so no pipeline is left running and the caller holds the slot until the model
+    is free."""
+    built: concurrent.futures.Future = concurrent.futures.Future()
+
+    def work() -> None:
+        if not built.set_running_or_notify_cancel():  # abandoned before it began
+            return
+        try:
+            built.set_result(make())
+        except BaseException as e:  # raised where it is awaited (the model failure path)
+            built.set_exception(e)
+
+    run_in_worker(work)
+    try:
+        return await asyncio.wrap_future(built)
+    except asyncio.CancelledError:
+        # shielded: a second cancellation (asyncio.run's at shutdown) leaves the closing to run
+        # on in asyncio's executor, which asyncio.run waits for
+        await asyncio.shield(asyncio.to_thread(_close_when_built, built))
+        raise
+
+
 async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: WebState) -> None:
     loop = asyncio.get_running_loop()
     remote = request.remote
@@ -314,15 +355,21 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
                     start = parse_text(msg.data, st.engine.defaults, started=conv is not None, voices=st.engine.voices)
                     st.sessions += 1
                     number = st.sessions
-                    conv = Conversation(
-                        st.engine,
-                        start.sample_rate,
-                        start.settings,
-                        max_lag_ms=st.max_lag_ms,
-                        step_delay_s=st.step_delay_s,
-                        prompt=start.prompt,
-                        on_text=lambda piece, t: loop.call_soon_threadsafe(texts.put_nowait, (piece, t)),
-                    )
+                    try:
+                        conv = await _build(
+                            lambda: Conversation(
+                                st.engine,
+                                start.sample_rate,
+                                start.settings,
+                                max_lag_ms=st.max_lag_ms,
+                                step_delay_s=st.step_delay_s,
+                                prompt=start.prompt,
+                                on_text=lambda piece, t: loop.call_soon_threadsafe(texts.put_nowait, (piece, t)),
+                            )
+                        )
+                    except asyncio.CancelledError:
+                        log.info("session %d: stopped while starting (%s); what was built is closed", number, remote)
+                        raise
                     st.active = conv
                     log.info(
                         "session %d started (%s, %d Hz, %s)",

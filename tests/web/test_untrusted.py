@@ -9,7 +9,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import logging
 import os
 import socket
 import struct
@@ -24,13 +23,6 @@ from moshi_mlx.web.server import STATE, _run, make_app
 
 from ..runtime.fakes import FRAME
 from .test_server import DEFAULTS, RATE, FakeModel, fake_engine, recv_binary, recv_json, tagged_block
-
-
-@pytest.fixture
-def logs(caplog):
-    """Every record at the CLI's level (INFO), from every logger (aiohttp's and asyncio's too)."""
-    caplog.set_level(logging.INFO)
-    return caplog
 
 
 def assert_clean(caplog) -> None:
