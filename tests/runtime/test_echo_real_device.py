@@ -57,6 +57,17 @@ def test_loopback_echo_is_removed_before_mimi():
     on, _, ec = _loop(True, seconds)
     drop = _late_energy_db(off, 4.0) - _late_energy_db(on, 4.0)
     s = ec.stats.summary()
+    if drop < 20.0 and s["reference_missing"] > 0:
+        # the output underran (a loaded machine: the null sink's latency then jumps by
+        # hundreds of ms and the canceller re-aligns and re-learns): once more, and the second
+        # run must pass as it stands
+        print(
+            f"underruns in the first run ({s['reference_missing']} reference chunks missing, "
+            f"{s['realignments']} re-alignments, drop {drop:.1f} dB): running again"
+        )
+        on, _, ec = _loop(True, seconds)
+        drop = _late_energy_db(off, 4.0) - _late_energy_db(on, 4.0)
+        s = ec.stats.summary()
     assert drop >= 20.0, (drop, s, ec.stats.delay_estimates_ms)
     assert s["erle_db_median"] >= 20.0, s
     assert s["round_trip_ms"] == s["round_trip_ms"], s  # measured (not NaN)
