@@ -19,6 +19,7 @@ from pathlib import Path
 from ..audio.io import AUDIO_SUFFIXES
 from ..constants import DEFAULT_SEED, FRAME_SECONDS
 from ..errors import UsageError
+from ..models.tts import DEFAULT_CFG_COEF, DEFAULT_PADDING_BETWEEN, DEFAULT_TEMP, TtsSettings
 from ..outputs import Output, check_outputs, write_text
 from ..runtime.flags import (
     add_demo_model_arg,
@@ -33,8 +34,6 @@ from ..runtime.loading import model_inputs
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
 from ..validation import float_arg, int_arg, seed_arg
 from .runner import OneLineParser, cli_main
-
-_DEFAULT_TEMP = 0.6  # the published config's lm_gen_config and the reference TTSModel
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--cfg-coef",
         type=float_arg("--cfg-coef"),
-        default=2.0,
+        default=DEFAULT_CFG_COEF,
         help="classifier-free guidance (%(default)s; for "
         "CFG-distilled models such as tts-1.6b-en_fr one of 1.0, 1.5, ..., 4.0)",
     )
@@ -97,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
         "--temp",
         type=float_arg("--temp", lo=0.0),
         default=None,
-        help=f"temperature, text and audio (model default, {_DEFAULT_TEMP}; 0 = greedy)",
+        help=f"temperature, text and audio (default: the model's, else {DEFAULT_TEMP}; 0 = greedy)",
     )
     g.add_argument(
         "--seed", type=seed_arg(), default=DEFAULT_SEED, help=f"sampling seed, in [0, 2**32) (default {DEFAULT_SEED})"
@@ -105,32 +104,38 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--padding-between",
         type=int_arg("--padding-between", lo=0),
-        default=1,
+        default=DEFAULT_PADDING_BETWEEN,
         help="pad steps forced after each word (%(default)s)",
     )
     g.add_argument(
-        "--max-padding", type=int_arg("--max-padding", lo=0), default=8, help="most pad steps in a row (%(default)s)"
+        "--max-padding",
+        type=int_arg("--max-padding", lo=0),
+        default=TtsSettings.max_padding,
+        help="most pad steps in a row (%(default)s)",
     )
     g.add_argument(
         "--initial-padding",
         type=int_arg("--initial-padding", lo=0),
-        default=2,
+        default=TtsSettings.initial_padding,
         help="pad steps before the first word (%(default)s)",
     )
     g.add_argument(
         "--final-padding",
         type=int_arg("--final-padding", lo=0),
-        default=4,
+        default=TtsSettings.final_padding,
         help="steps generated after the last word (%(default)s)",
     )
     g.add_argument(
         "--padding-bonus",
         type=float_arg("--padding-bonus"),
-        default=0.0,
-        help="added to the pad logit: > 0 speaks slower",
+        default=TtsSettings.padding_bonus,
+        help="added to the pad logit: > 0 speaks slower (%(default)s)",
     )
     g.add_argument(
-        "--max-steps", type=int_arg("--max-steps", lo=1), default=30000, help="stop after this many steps (80 ms each)"
+        "--max-steps",
+        type=int_arg("--max-steps", lo=1),
+        default=TtsSettings.max_steps,
+        help=f"stop after this many steps ({FRAME_SECONDS * 1000:g} ms each; %(default)s)",
     )
     g = ap.add_argument_group("speakers (without OUTFILE)")
     g.add_argument("--output-device", help="output device: index or part of its name")
@@ -186,7 +191,7 @@ def run(args) -> dict:
         print(f"NOTE: {session.description}", file=sys.stderr)
     for w in session.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    temp = args.temp if args.temp is not None else float(session.cfg.lm_gen_config.get("temp", _DEFAULT_TEMP))
+    temp = args.temp if args.temp is not None else float(session.cfg.lm_gen_config.get("temp", DEFAULT_TEMP))
     progress = None if args.quiet else _progress
     opts = dict(
         cfg_coef=args.cfg_coef,

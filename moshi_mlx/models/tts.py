@@ -50,6 +50,11 @@ MAX_SPEAKERS = 5  # speaker slots in the cross-attention source (the reference T
 # Audio frames skipped after the text-to-audio delay: the reference drops these two
 # ("otherwise there is a little click at the beginning"); it then keeps `end_step` frames.
 LEADING_FRAMES_DROPPED = 2
+# The reference TTSModel's generation defaults beside those `TtsSettings` holds (temp: also the
+# published config's lm_gen_config); TtsGen, `runtime.tts.synthesize` and moshi-tts read them here
+DEFAULT_CFG_COEF = 2.0
+DEFAULT_TEMP = 0.6
+DEFAULT_PADDING_BETWEEN = 1  # pad steps forced after each word (`script_to_entries` takes 0 unless told)
 _BREAK = re.compile(r"(?:<break\s+time=\"([0-9]+(?:.[0-9]*)?)s\"\s*/?>)|(?:\s+)")
 
 
@@ -101,11 +106,40 @@ class TtsState:
 
 
 @dataclass(frozen=True)
-class StateMachine:
-    token_ids: TokenIds
+class TtsSettings:
+    """The TTS part of a config (`tts_config`) and the generation options. The defaults are the
+    reference TTSModel's, written only here: `synthesize` and moshi-tts's flags read them."""
+
+    delay_steps: int
     second_stream_ahead: int = 0
     max_padding: int = 8
     initial_padding: int = 2
+    final_padding: int = 4
+    padding_bonus: float = 0.0
+    max_steps: int = 30000
+
+    @classmethod
+    def from_config(cls, cfg: LmConfig, frame_rate: float, **options) -> "TtsSettings":
+        tts = cfg.extra.get("tts_config")
+        if not isinstance(tts, dict) or "audio_delay" not in tts:
+            raise ConfigError(f"{cfg.source or 'config'}: not a TTS model (no tts_config.audio_delay)")
+        if tts.get("multistream"):
+            raise ConfigError(f"{cfg.source or 'config'}: multistream TTS models are not supported")
+        if cfg.dep_q != cfg.n_q:
+            raise ConfigError(f"{cfg.source or 'config'}: a TTS model generates every codebook (dep_q == n_q)")
+        return cls(
+            delay_steps=int(tts["audio_delay"] * frame_rate),
+            second_stream_ahead=int(tts.get("second_stream_ahead", 0)),
+            **options,
+        )
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    token_ids: TokenIds
+    second_stream_ahead: int = 0
+    max_padding: int = TtsSettings.max_padding
+    initial_padding: int = TtsSettings.initial_padding
 
     def new_state(self, entries: Sequence[Entry]) -> TtsState:
         return TtsState(deque(entries), remaining_padding=self.initial_padding, forced_padding=self.initial_padding)
@@ -201,34 +235,6 @@ def script_to_entries(
     return entries
 
 
-@dataclass(frozen=True)
-class TtsSettings:
-    """The TTS part of a config (`tts_config`) and the generation options."""
-
-    delay_steps: int
-    second_stream_ahead: int = 0
-    max_padding: int = 8
-    initial_padding: int = 2
-    final_padding: int = 4
-    padding_bonus: float = 0.0
-    max_steps: int = 30000
-
-    @classmethod
-    def from_config(cls, cfg: LmConfig, frame_rate: float, **options) -> "TtsSettings":
-        tts = cfg.extra.get("tts_config")
-        if not isinstance(tts, dict) or "audio_delay" not in tts:
-            raise ConfigError(f"{cfg.source or 'config'}: not a TTS model (no tts_config.audio_delay)")
-        if tts.get("multistream"):
-            raise ConfigError(f"{cfg.source or 'config'}: multistream TTS models are not supported")
-        if cfg.dep_q != cfg.n_q:
-            raise ConfigError(f"{cfg.source or 'config'}: a TTS model generates every codebook (dep_q == n_q)")
-        return cls(
-            delay_steps=int(tts["audio_delay"] * frame_rate),
-            second_stream_ahead=int(tts.get("second_stream_ahead", 0)),
-            **options,
-        )
-
-
 @dataclass
 class TtsResult:
     """frames [F, 1 + dep_q]: frame f's text token and audio codes (delays undone; -1 =
@@ -286,8 +292,8 @@ class TtsGen:
         settings: TtsSettings,
         voices: Sequence[np.ndarray],
         *,
-        cfg_coef: float = 2.0,
-        temp: float = 0.6,
+        cfg_coef: float = DEFAULT_CFG_COEF,
+        temp: float = DEFAULT_TEMP,
         top_k: int = REFERENCE_DEFAULTS["top_k"],
         top_k_text: int = REFERENCE_DEFAULTS["top_k_text"],
         n_q: int | None = None,

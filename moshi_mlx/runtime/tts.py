@@ -24,7 +24,17 @@ from ..models.backend import ComputeFormat, hold_wired_limit, is_quantized, prep
 from ..models.config import preset
 from ..models.mimi import best_backend
 from ..models.mimi_rust import require_rustymimi
-from ..models.tts import LEADING_FRAMES_DROPPED, TokenIds, TtsGen, TtsSettings, audio_window, script_to_entries
+from ..models.tts import (
+    DEFAULT_CFG_COEF,
+    DEFAULT_PADDING_BETWEEN,
+    DEFAULT_TEMP,
+    LEADING_FRAMES_DROPPED,
+    TokenIds,
+    TtsGen,
+    TtsSettings,
+    audio_window,
+    script_to_entries,
+)
 from ..weights.hub import hf_get
 from ..weights.lm_loader import load_resolved
 from ..weights.quantize import default_group_size, quantize_model
@@ -283,15 +293,15 @@ def synthesize(
     voices: list[np.ndarray],
     on_audio: Callable[[np.ndarray], None],
     *,
-    cfg_coef: float = 2.0,
-    temp: float = 0.6,
+    cfg_coef: float = DEFAULT_CFG_COEF,
+    temp: float = DEFAULT_TEMP,
     seed: int = DEFAULT_SEED,
-    padding_between: int = 1,
-    max_padding: int = 8,
-    initial_padding: int = 2,
-    final_padding: int = 4,
-    padding_bonus: float = 0.0,
-    max_steps: int = 30000,
+    padding_between: int = DEFAULT_PADDING_BETWEEN,
+    max_padding: int = TtsSettings.max_padding,
+    initial_padding: int = TtsSettings.initial_padding,
+    final_padding: int = TtsSettings.final_padding,
+    padding_bonus: float = TtsSettings.padding_bonus,
+    max_steps: int = TtsSettings.max_steps,
     on_step: Callable[[int], None] | None = None,
 ) -> TtsReport:
     """Speak `text`: each 80 ms of audio goes to `on_audio(pcm float32 [frame_size])` as soon

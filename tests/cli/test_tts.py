@@ -243,3 +243,29 @@ def test_disk_full_names_outfile_and_keeps_the_old_one(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: file too large (file size limit reached)"
     assert out.read_bytes() == b"an older result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.wav"]
+
+
+def test_generation_defaults_are_the_models():
+    """The flags' defaults are read from `TtsSettings` and the TTS generation constants
+    (models/tts.py), as are `synthesize`'s and `StateMachine`'s: none is written twice."""
+    import dataclasses
+    import inspect
+
+    from moshi_mlx.cli.tts import parser
+    from moshi_mlx.models import tts as m
+    from moshi_mlx.runtime.tts import synthesize
+
+    ap = parser()
+    helps = {a.dest: a.help % {"default": a.default} for a in ap._actions}
+    want = {f.name: f.default for f in dataclasses.fields(m.TtsSettings) if f.name in synthesize.__kwdefaults__}
+    assert set(want) == {"max_padding", "initial_padding", "final_padding", "padding_bonus", "max_steps"}
+    want.update(cfg_coef=m.DEFAULT_CFG_COEF, padding_between=m.DEFAULT_PADDING_BETWEEN)
+    sig = inspect.signature(synthesize).parameters
+    for name, value in want.items():
+        assert ap.get_default(name) == value and sig[name].default == value, name
+        assert f"({value}" in helps[name] or f"; {value})" in helps[name], helps[name]
+    assert ap.get_default("temp") is None and f"else {m.DEFAULT_TEMP};" in helps["temp"]
+    assert sig["temp"].default == m.DEFAULT_TEMP
+    machine = {f.name: f.default for f in dataclasses.fields(m.StateMachine)}
+    assert machine["max_padding"] == want["max_padding"] and machine["initial_padding"] == want["initial_padding"]
+    assert "80 ms each" in helps["max_steps"]
