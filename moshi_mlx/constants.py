@@ -18,6 +18,9 @@ MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
 LORA_NAME = "lora.safetensors"  # a moshi-finetune folder's adapters when its config.json names none
 TEXT_EOS_ID = 2  # the text stream's end of sequence in Kyutai's tokenizers (a translation model's "done")
+# the converter as every message names it: its console script (docs/cli.md: usage lines name the
+# console script; cli/scripts.py lists it, tests/cli/test_conventions.py checks the two agree)
+CONVERT_COMMAND = "moshi-convert"
 DEMO_MODEL = "random-tiny"  # seeded random weights at tiny size, made in memory: offline, produces noise
 # The one default seed: sampling (CLIs, `moshi_mlx.load`, `LmGen`, the web page) and the demo
 # model's random weights, so a command and a script give the same tokens (upstream's value)
@@ -35,6 +38,7 @@ __all__ = [
     "TOKENIZER_NAME",
     "LORA_NAME",
     "TEXT_EOS_ID",
+    "CONVERT_COMMAND",
     "DEMO_MODEL",
     "DEFAULT_SEED",
 ]

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..constants import DEFAULT_SEED, DEMO_MODEL
+from ..constants import CONVERT_COMMAND, DEFAULT_SEED, DEMO_MODEL
 from ..errors import OutputError, UsageError
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_demo_model_arg, add_lora_arg, add_offline_arg, add_quiet_arg
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..weights.recipes import recipe_help
 
     p = OneLineParser(
-        prog="moshi-convert",
+        prog=CONVERT_COMMAND,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],

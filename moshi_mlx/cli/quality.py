@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..constants import DEFAULT_SEED, DEMO_MODEL
+from ..constants import CONVERT_COMMAND, DEFAULT_SEED, DEMO_MODEL
 from ..errors import UsageError
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_demo_model_arg, add_force_arg, add_offline_arg
@@ -36,7 +36,7 @@ def build_parser() -> OneLineParser:
         help="REFERENCE, the float source model (folder, file or Hub repo; left out with --model), then "
         "the models to compare with it (folders, files or Hub repos)",
     )
-    add_demo_model_arg(p, (DEMO_MODEL,), "REFERENCE (the weights moshi-convert --model writes, same --seed)")
+    add_demo_model_arg(p, (DEMO_MODEL,), f"REFERENCE (the weights {CONVERT_COMMAND} --model writes, same --seed)")
     p.add_argument("--config", help="LM config for weights files without a config.json (config.json or preset)")
     p.add_argument("--frames", type=_int("--frames"), default=32, help="frames to evaluate (default 32)")
     p.add_argument(

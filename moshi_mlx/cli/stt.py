@@ -17,7 +17,7 @@ import time
 
 from .. import demo_clip
 from ..audio.io import read_audio
-from ..constants import DEFAULT_SEED
+from ..constants import CONVERT_COMMAND, DEFAULT_SEED
 from ..errors import DeviceError, UsageError
 from ..validation import seed_arg
 from ..runtime.devices import SoundDeviceIO
@@ -43,8 +43,8 @@ def parser() -> argparse.ArgumentParser:
     )
     add_model_args(
         ap,
-        default_repo=f"{DEFAULT_REPO}; or a q4/q8 folder made by moshi-convert",
-        quantized_help="Moshi's repos only: for speech-to-text give --hf-repo a q4/q8 folder (moshi-convert)",
+        default_repo=f"{DEFAULT_REPO}; or a q4/q8 folder made by {CONVERT_COMMAND}",
+        quantized_help=f"Moshi's repos only: for speech-to-text give --hf-repo a q4/q8 folder ({CONVERT_COMMAND})",
     )
     g = ap.add_argument_group("transcription")
     g.add_argument(
@@ -243,9 +243,7 @@ def run(args) -> int:
             [Output("--transcript", args.transcript)],
             [("INFILE", args.infile), ("--simulate", args.simulate), *model_inputs(args)],
         )
-    use_default_repo(
-        args, DEFAULT_REPO, "for speech-to-text give --hf-repo (e.g. a q4/q8 folder made by moshi_mlx.convert)"
-    )
+    use_default_repo(args, DEFAULT_REPO, "speech-to-text")
     # bad audio fails before a model is loaded
     pcm = _read(args.infile) if args.infile else (_read(args.simulate) if args.simulate else None)
     session = load_session(args)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..constants import CONVERT_COMMAND
 from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_sampling_args, use_default_repo
 from ..runtime.translation import END_THRESHOLD_DB, SilencePolicy
@@ -38,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add_model_args(
         ap,
-        default_repo=f"{DEFAULT_REPO} (Hibiki-Zero; or a q4/q8 folder made by moshi-convert, "
+        default_repo=f"{DEFAULT_REPO} (Hibiki-Zero; or a q4/q8 folder made by {CONVERT_COMMAND}, "
         "or kyutai/hibiki-2b-mlx-bf16)",
         demo_models=("random-tiny-hibiki-zero",),
     )
@@ -73,7 +74,7 @@ def _check_translates(model) -> None:
 
 
 def run(args) -> int:
-    use_default_repo(args, DEFAULT_REPO, "for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)")
+    use_default_repo(args, DEFAULT_REPO, "Hibiki-Zero")
     if args.infile is None:
         if args.outfile is not None:
             raise UsageError("OUTFILE needs an INFILE")

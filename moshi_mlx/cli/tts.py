@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..audio.io import AUDIO_SUFFIXES
-from ..constants import DEFAULT_SEED, FRAME_SECONDS
+from ..constants import CONVERT_COMMAND, DEFAULT_SEED, FRAME_SECONDS
 from ..errors import UsageError
 from ..models.tts import DEFAULT_CFG_COEF, DEFAULT_PADDING_BETWEEN, DEFAULT_TEMP, TtsSettings
 from ..outputs import Output, check_outputs, write_text
@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights file")
     g.add_argument("--tokenizer", help="SentencePiece tokenizer file")
     add_quantized_arg(
-        g, "quantize float weights to 4 or 8 bits at load (a folder moshi-convert quantized loads as it is)"
+        g, f"quantize float weights to 4 or 8 bits at load (a folder {CONVERT_COMMAND} quantized loads as it is)"
     )
     g.add_argument(
         "--n-q",

@@ -14,7 +14,7 @@ import os
 import sys
 from importlib import resources
 
-from ..constants import DEFAULT_SEED, DEMO_MODEL
+from ..constants import CONVERT_COMMAND, DEFAULT_SEED, DEMO_MODEL
 from ..errors import UsageError
 from ..models.config import PRESETS
 from ..models.sampling import REFERENCE_DEFAULTS, SamplingOptions
@@ -75,7 +75,7 @@ def add_model_args(
         "--moshi-weights",
         dest="moshi_weight",
         help="LM weights: a local .safetensors (its folder's config.json, Mimi and tokenizer are used "
-        "when present), a folder from moshi_mlx.convert, or a file name in the repo",
+        f"when present), a folder from {CONVERT_COMMAND}, or a file name in the repo",
     )
     add_lora_arg(g)
     if codec:
@@ -182,14 +182,17 @@ def load_kwargs(args: argparse.Namespace) -> dict:
     )
 
 
-def use_default_repo(args: argparse.Namespace, repo: str, refuse_quantized: str | None = None) -> None:
+def use_default_repo(args: argparse.Namespace, repo: str, refuse_quantized_for: str | None = None) -> None:
     """With no model flag (--hf-repo, --moshi-weight, --model), the tool's own `repo`. `-q`
-    picks among Moshi's repos; a tool whose repo has no q4/q8 twins names what to give instead
-    (`refuse_quantized`), the rest of a one-line error."""
+    picks among Moshi's repos; a tool whose repo has no q4/q8 twins says, in one error line,
+    to give a converted folder instead, naming what it is for (`refuse_quantized_for`)."""
     if args.hf_repo or args.moshi_weight or args.model:
         return
-    if args.quantized and refuse_quantized:
-        raise UsageError(f"-q picks Moshi's repos; {refuse_quantized}")
+    if args.quantized and refuse_quantized_for:
+        raise UsageError(
+            f"-q picks Moshi's repos; for {refuse_quantized_for} give --hf-repo "
+            f"(e.g. a q4/q8 folder made by {CONVERT_COMMAND})"
+        )
     args.hf_repo = repo
 
 

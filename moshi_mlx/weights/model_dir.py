@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mlx.nn as nn
 
-from ..constants import CONFIG_NAME, LORA_NAME
+from ..constants import CONFIG_NAME, CONVERT_COMMAND, LORA_NAME
 from ..models.config import LmConfig
 from ..modules.embedding import QuantizedScaledEmbedding
 from .errors import WeightsError
@@ -108,7 +108,7 @@ class QuantRecord:
             raise WeightsError(
                 f"{where}: config.json's '{QUANT_KEY}' disagrees with the tensors for {len(bad)} "
                 f"module(s): {'; '.join(bad[:3])}{more}; the tensors are right: fix or delete "
-                f"the '{QUANT_KEY}' entry, or convert again"
+                f"the '{QUANT_KEY}' entry, or convert again ({CONVERT_COMMAND})"
             )
 
 

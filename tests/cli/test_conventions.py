@@ -115,7 +115,7 @@ def test_each_tools_own_default_repo(capsys):
     from moshi_mlx.runtime.loading import use_default_repo
 
     for main, line in (
-        (stt.main, "for speech-to-text give --hf-repo (e.g. a q4/q8 folder made by moshi_mlx.convert)"),
+        (stt.main, "for speech-to-text give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)"),
         (translate.main, "for Hibiki-Zero give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)"),
     ):
         assert main(["-q", "4"]) == 2
@@ -127,6 +127,22 @@ def test_each_tools_own_default_repo(capsys):
         args = argparse.Namespace(**{"hf_repo": None, "moshi_weight": None, "model": None, "quantized": 4, **given})
         use_default_repo(args, "owner/repo", "never said")
         assert args.hf_repo == given.get("hf_repo")
+
+
+def test_the_converter_is_named_one_way():
+    """Every message names the converter by its console script (docs/cli.md: usage lines name
+    the console script), from constants.CONVERT_COMMAND: the script cli/scripts.py lists for
+    the convert tool. `python -m moshi_mlx.convert` is said only as that alias."""
+    import re
+
+    from moshi_mlx.constants import CONVERT_COMMAND
+
+    assert TOOLS[CONVERT_COMMAND] == "convert"
+    for script, _, ap in ALL:
+        text = " ".join(ap.format_help().split()).replace("python -m moshi_mlx.", "")
+        assert not re.search(r"moshi_mlx[._-]convert", text), script
+        if "convert" in script:
+            assert ap.prog == CONVERT_COMMAND
 
 
 def test_no_abbreviations_and_quantize_spellings():
