@@ -19,6 +19,7 @@ from ..runtime.echo import add_echo_args, echo_from_args
 from ..runtime.flags import add_force_arg
 from ..runtime.live import LiveOptions, run_session, summary_line
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
+from ..runtime.pipeline import MAX_LAG_MS
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..validation import float_arg, positive_or_off_arg
 from .device_args import add_device_args, list_devices_or_run
@@ -41,8 +42,8 @@ def add_live_args(ap, who: str = "Moshi") -> None:
     g.add_argument(
         "--max-lag-ms",
         type=positive_or_off_arg("--max-lag-ms"),
-        default=400.0,
-        help='bound on the delay from speaking to hearing the answer\'s frame (default 400; "off": '
+        default=MAX_LAG_MS,
+        help='bound on the delay from speaking to hearing the answer\'s frame (default %(default)g; "off": '
         "never skip or drop frames)",
     )
     g.add_argument("--record", help=f"record both sides to this stereo WAV (left: you, right: {who})")

@@ -14,6 +14,8 @@ import sys
 
 from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
+from ..runtime.pipeline import MAX_LAG_MS
+from ..web.protocol import DEFAULT_HOST, DEFAULT_PORT
 from .runner import OneLineParser, cli_main
 
 
@@ -24,16 +26,16 @@ def parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("server")
     g.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1; browsers allow the microphone only on "
+        default=DEFAULT_HOST,
+        help="address to listen on (default %(default)s; browsers allow the microphone only on "
         "localhost or https, see docs/web.md)",
     )
-    g.add_argument("--port", type=int, default=8998, help="port (default 8998; 0 picks a free one)")
+    g.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0 picks a free one)")
     g.add_argument(
         "--max-lag-ms",
         type=float,
-        default=400.0,
-        help="bound on the server's delay from receiving speech to sending the answer (default 400)",
+        default=MAX_LAG_MS,
+        help="bound on the server's delay from receiving speech to sending the answer (default %(default)g)",
     )
     g.add_argument("--slow-step-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # tests of the lag control
     return ap
@@ -66,8 +68,8 @@ def main(argv=None) -> int:
     """Errors are one line (exit 2) and Ctrl-C / SIGTERM a clean stop, via cli/runner.py."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    if not args.host.strip():  # '' would listen on every interface and print the URL http://:8998/
-        raise UsageError("--host is empty: give an address, e.g. 127.0.0.1 (the default)")
+    if not args.host.strip():  # '' would listen on every interface and print the URL http://:PORT/
+        raise UsageError(f"--host is empty: give an address, e.g. {DEFAULT_HOST} (the default)")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not args.max_lag_ms > 0:

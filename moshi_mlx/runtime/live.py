@@ -20,6 +20,7 @@ import numpy as np
 from ..constants import SAMPLE_RATE
 from ..errors import DeviceError, Error
 from .devices import SoundDeviceIO
+from .pipeline import MAX_LAG_MS
 from .recorder import StereoRecorder
 from .sim_device import SimulatedAudioDevice
 
@@ -34,7 +35,7 @@ class DeviceLost(DeviceError):
 class LiveOptions:
     """What a session is asked to do besides talking (the moshi-local flags of the same names)."""
 
-    max_lag_ms: float | None = 400.0
+    max_lag_ms: float | None = MAX_LAG_MS
     duration: float | None = None  # seconds; None: until the input ends or Ctrl-C
     record: str | None = None  # stereo WAV: left the user, right the model
     record_raw_mic: bool = False  # the recording's left channel as captured, not as cleaned

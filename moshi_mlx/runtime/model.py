@@ -13,7 +13,7 @@ import numpy as np
 
 from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE
 from ..errors import UsageError
-from .pipeline import DuplexPipeline, TextEvent, make_resampler
+from .pipeline import MAX_LAG_MS, DuplexPipeline, TextEvent, make_resampler
 from .stt import stt_padding
 from .transcript import Transcript
 from .translation import TRANSLATION_TAIL_FRAMES, translation_end
@@ -204,7 +204,7 @@ class Model:
         *,
         input_rate: int = SAMPLE_RATE,
         output_rate: int = SAMPLE_RATE,
-        max_lag_ms: float | None = 400.0,
+        max_lag_ms: float | None = MAX_LAG_MS,
         on_text: Callable[[TextEvent], None] | None = None,
         **options,
     ) -> DuplexPipeline:

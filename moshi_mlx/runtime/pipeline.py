@@ -37,6 +37,10 @@ from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE, TEXT_EOS_ID
 from ..errors import UsageError
 from .workers import run_in_worker
 
+# The live loop's default lag bound (ms): the pipeline, Model.pipeline, LiveOptions, the web
+# server and the --max-lag-ms flags of moshi-local, moshi-translate and moshi-web read it here
+MAX_LAG_MS = 400.0
+
 _STOP = object()
 _END = object()  # end of the speaker's input (a translation model's end-of-input marker)
 _ACTIVE: "weakref.WeakSet[DuplexPipeline]" = weakref.WeakSet()  # started, not yet stopped
@@ -186,7 +190,7 @@ class DuplexPipeline:
         gen: FrameGenerator,
         n_user_codebooks: int,
         *,
-        max_lag_ms: float | None = 400.0,
+        max_lag_ms: float | None = MAX_LAG_MS,
         in_resampler: Resampler | None = None,
         out_resampler: Resampler | None = None,
         on_text: Callable[[TextEvent], None] | None = None,

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..models.sampling import SamplingOptions
-from ..runtime.pipeline import TextEvent
+from ..runtime.pipeline import MAX_LAG_MS, TextEvent
 from ..runtime.translation import SilencePolicy
 from ..constants import FRAME_SECONDS
 from .protocol import Settings
@@ -104,7 +104,7 @@ class Conversation:
         settings: Settings,
         *,
         on_text: Callable[[str, float], None],
-        max_lag_ms: float | None = 400.0,
+        max_lag_ms: float | None = MAX_LAG_MS,
         step_delay_s: float = 0.0,
         prompt: dict | None = None,
     ):

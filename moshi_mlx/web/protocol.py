@@ -26,6 +26,10 @@ from urllib.parse import urlsplit
 
 from ..validation import SEED_LIMIT
 
+# where moshi-web listens unless told: serve(), make_app() and the --host/--port flags read these
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8998
+
 # Refused (with an error message; the session goes on) above these sizes.
 MAX_AUDIO_SECONDS = 1.0  # per binary message, at the declared rate
 MAX_TEXT_BYTES = 4096

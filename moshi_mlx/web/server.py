@@ -28,9 +28,12 @@ from aiohttp import WSMsgType, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import UsageError
+from ..runtime.pipeline import MAX_LAG_MS
 from ..runtime.workers import run_in_worker
 from .conversation import Conversation, Engine
 from .protocol import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
     HARD_MAX_MESSAGE_BYTES,
     MAX_AUDIO_SECONDS,
     MAX_TEXT_BYTES,
@@ -447,11 +450,11 @@ async def _conversation(ws: web.WebSocketResponse, request: web.Request, st: Web
 def make_app(
     engine: Engine,
     *,
-    max_lag_ms: float | None = 400.0,
+    max_lag_ms: float | None = MAX_LAG_MS,
     step_delay_s: float = 0.0,
     reconnect_wait_s: float = 3.0,
     stats_interval_s: float = 0.25,
-    host: str = "127.0.0.1",
+    host: str = DEFAULT_HOST,
     start_timeout_s: float = START_TIMEOUT_S,
     send_timeout_s: float = SEND_TIMEOUT_S,
 ) -> web.Application:
@@ -526,10 +529,10 @@ def _restore_signals(moved: dict) -> None:
 
 def serve(
     engine: Engine,
-    host: str = "127.0.0.1",
-    port: int = 8998,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     *,
-    max_lag_ms: float | None = 400.0,
+    max_lag_ms: float | None = MAX_LAG_MS,
     step_delay_s: float = 0.0,
     ready=print,
 ) -> None:

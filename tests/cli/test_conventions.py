@@ -415,3 +415,36 @@ def test_load_lm_refuses_a_non_float_dtype_before_reading(tmp_path):
 
     lm = models.load_lm(write_random_checkpoint(preset("random-tiny"), tmp_path), dtype=mx.float16)
     assert lm.text_emb.weight.dtype == mx.float16  # a float dtype still loads, as asked
+
+
+def test_lag_host_and_port_defaults_are_written_once():
+    """The live loop's lag bound (runtime/pipeline.py MAX_LAG_MS) and moshi-web's address
+    (web/protocol.py DEFAULT_HOST / DEFAULT_PORT) are what every flag, signature and help text
+    says: one written alone elsewhere fails here."""
+    import dataclasses
+    import inspect
+
+    from moshi_mlx.cli import local, local_web, translate
+    from moshi_mlx.runtime.live import LiveOptions
+    from moshi_mlx.runtime.model import Model
+    from moshi_mlx.runtime.pipeline import MAX_LAG_MS, DuplexPipeline
+    from moshi_mlx.web.conversation import Conversation
+    from moshi_mlx.web.protocol import DEFAULT_HOST, DEFAULT_PORT
+    from moshi_mlx.web.server import make_app, serve
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
+    for fn in (DuplexPipeline.__init__, Model.pipeline, Conversation.__init__, make_app, serve):
+        assert default(fn, "max_lag_ms") == MAX_LAG_MS, fn
+    assert {f.name: f.default for f in dataclasses.fields(LiveOptions)}["max_lag_ms"] == MAX_LAG_MS
+    assert (
+        default(make_app, "host") == default(serve, "host") == DEFAULT_HOST and default(serve, "port") == DEFAULT_PORT
+    )
+    for tool in (local, local_web, translate):
+        flags = _flags(tool.parser())
+        assert flags["--max-lag-ms"].default == MAX_LAG_MS
+        assert f"(default {MAX_LAG_MS:g}" in flags["--max-lag-ms"].help % {"default": MAX_LAG_MS}
+    flags = _flags(local_web.parser())
+    assert flags["--host"].default == DEFAULT_HOST and flags["--port"].default == DEFAULT_PORT
+    assert f"(default {DEFAULT_PORT};" in flags["--port"].help % {"default": DEFAULT_PORT}
