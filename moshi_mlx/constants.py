@@ -9,6 +9,7 @@ so every layer (and `import moshi_mlx`) can read it for free.
 SAMPLE_RATE = 24_000  # Hz, Mimi's audio rate
 FRAME_SIZE = 1920  # samples per Mimi frame = per LM step
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE  # 0.08 s
+MIMI_CODEBOOKS = 8  # of Mimi's 32, those Moshi's models use: a lone Mimi's default (load_mimi, moshi-mimi -n)
 
 DEFAULT_PRESET = "moshiko"  # the model `moshi_mlx.load()` and the CLIs use when given no source
 MIMI_REPO = "kyutai/moshiko-mlx-q8"  # where a lone Mimi is fetched from (every moshiko repo holds it)
@@ -30,6 +31,7 @@ __all__ = [
     "SAMPLE_RATE",
     "FRAME_SIZE",
     "FRAME_SECONDS",
+    "MIMI_CODEBOOKS",
     "DEFAULT_PRESET",
     "MIMI_REPO",
     "CONFIG_NAME",

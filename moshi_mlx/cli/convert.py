@@ -33,7 +33,8 @@ def _int(name: str, lo: int | None = 1):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..weights.convert import FLOAT_DTYPES
+    from ..weights.convert import FLOAT_DTYPES, STORED_DTYPE
+    from ..weights.quality import EVAL_FRAMES
     from ..weights.quantize import available_modes
     from ..weights.recipes import recipe_help
 
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--q-mode",
         default="affine",
-        help=f"quantization mode: {', '.join(available_modes())} (what the installed MLX offers; default affine)",
+        help=f"quantization mode: {', '.join(available_modes())} (what the installed MLX offers; default %(default)s)",
     )
     p.add_argument(
         "--quant-predicate",
@@ -88,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--weights-dtype",
-        default="bfloat16",
+        default=STORED_DTYPE,
         choices=tuple(FLOAT_DTYPES),
-        help="dtype the float tensors and the affine scales/biases are stored in (default bfloat16)",
+        help="dtype the float tensors and the affine scales/biases are stored in (default %(default)s)",
     )
     p.add_argument("--dtype", dest="old_dtype", help=argparse.SUPPRESS)  # renamed: --dtype runs a model in every CLI
     p.add_argument(
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(teacher-forced top-1 agreement and KL per stream; implied by "
         "the other --eval-* flags)",
     )
-    e.add_argument("--eval-frames", type=_int("--eval-frames"), help="frames to evaluate (default 32)")
+    e.add_argument("--eval-frames", type=_int("--eval-frames"), help=f"frames to evaluate (default {EVAL_FRAMES})")
     e.add_argument(
         "--eval-codes",
         help=".npy codes [K, T] or [1, K, T], or a .npz from run_inference --save-tokens, "
@@ -201,9 +202,12 @@ def _check_out(args) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from ..weights.quality import EVAL_FRAMES
+
+    ap = build_parser()
+    args = ap.parse_args(argv)
     args.eval = args.eval or any(v is not None for v in (args.eval_frames, args.eval_codes, args.eval_json))
-    args.eval_frames = 32 if args.eval_frames is None else args.eval_frames
+    args.eval_frames = EVAL_FRAMES if args.eval_frames is None else args.eval_frames
     _check_out(args)
     from ..weights.convert import FLOAT_DTYPES, convert, resolve_source
     from ..weights.hub import offline_mode
@@ -218,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             "convert's --dtype is now --weights-dtype (the dtype the file stores); --dtype means "
             "the dtype a model computes in, in the CLIs that run one"
         )
-    if not quantize and (args.q_bits is not None or args.q_group_size is not None or args.q_mode != "affine"):
+    if not quantize and (
+        args.q_bits is not None or args.q_group_size is not None or args.q_mode != ap.get_default("q_mode")
+    ):
         raise UsageError("--q-bits/--q-group-size/--q-mode need -q (or --quant-predicate)")
     recipe = make_recipe(args.recipe, bits, args.q_group_size, args.q_mode) if quantize else None
     if args.model is not None:

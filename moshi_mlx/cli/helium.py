@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
         "-q8) in place of the bf16 one",
     )
     g = ap.add_argument_group("generation")
-    g.add_argument("--max-tokens", "-n", type=int, default=200, help="tokens to generate at most (default 200)")
+    g.add_argument("--max-tokens", "-n", type=int, default=200, help="tokens to generate at most (default %(default)s)")
     g.add_argument("--temp", type=float, help=f"temperature (default {TEXT_DEFAULTS['temp']}; 0 = greedy)")
     g.add_argument("--top-k", type=int, help="keep the k most likely tokens (default off)")
     g.add_argument("--top-p", type=float, help=f"nucleus sampling mass (default {TEXT_DEFAULTS['top_p']}; 0 = off)")

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ..audio.io import AUDIO_SUFFIXES
-from ..constants import DEFAULT_SEED, MIMI_REPO
+from ..constants import DEFAULT_SEED, MIMI_CODEBOOKS, MIMI_REPO
 from ..errors import AudioError, UsageError
 from ..outputs import Output, check_outputs, write_staged
 from ..runtime.flags import add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg, add_quiet_arg
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--num-codebooks",
         type=int_arg("--num-codebooks", lo=1),
         default=None,
-        help="codebooks to use (default 8; decode: as many as the codes file has)",
+        help=f"codebooks to use (default {MIMI_CODEBOOKS}; decode: as many as the codes file has)",
     )
     add_demo_model_arg(common, (DEMO_MODEL,), "--mimi-weight/--hf-repo (the demo models' tiny codec)")
     add_mimi_backend_arg(common, "mlx", "--backend")
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         total = codes.shape[-1]
     else:
-        mimi = _load(args, args.num_codebooks or 8)
+        mimi = _load(args, args.num_codebooks or MIMI_CODEBOOKS)
         total = frame_count(args.input, mimi)
     from tqdm import tqdm
 

@@ -29,7 +29,7 @@ from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
 from ..models.sampling import check_text_sampling
-from ..runtime.stt import END_OF_TURN_THRESHOLD, VAD_REPO, SttUpdate
+from ..runtime.stt import END_OF_TURN_THRESHOLD, TEXT_TEMP, VAD_REPO, SttUpdate
 from ..runtime.stt_live import PipelineTranscriber
 from ..runtime.subtitles import check_output_path, save_transcript
 
@@ -59,9 +59,9 @@ def parser() -> argparse.ArgumentParser:
         "--vad-threshold",
         type=float,
         default=END_OF_TURN_THRESHOLD,
-        help="end-of-turn probability above which the turn is over (default 0.5)",
+        help="end-of-turn probability above which the turn is over (default %(default)s)",
     )
-    g.add_argument("--temp", type=float, help="text temperature (default 0: greedy, as Kyutai's scripts)")
+    g.add_argument("--temp", type=float, help=f"text temperature (default {TEXT_TEMP:g}: greedy, as Kyutai's scripts)")
     g.add_argument("--top-k", type=int, help="text top-k (with --temp)")
     g.add_argument("--top-p", type=float, help="text top-p (with --temp)")
     g.add_argument(

@@ -12,6 +12,7 @@ import os
 import mlx.core as mx
 import numpy as np
 
+from ..constants import MIMI_CODEBOOKS
 from ..errors import UsageError, WeightsError
 from .mimi_config import mimi_202407
 
@@ -41,7 +42,7 @@ class RustyMimi:
 
     backend = "rustymimi"
 
-    def __init__(self, path: str | os.PathLike, num_codebooks: int = 8):
+    def __init__(self, path: str | os.PathLike, num_codebooks: int = MIMI_CODEBOOKS):
         try:
             import rustymimi
         except ImportError:

@@ -38,6 +38,8 @@ from ..validation import mono_pcm, real
 from ..validation import sample_rate as check_rate
 from .pipeline import make_resampler
 
+TEXT_TEMP = 0.0  # greedy text unless told, as Kyutai's STT scripts (make_stt_gen, moshi-stt --temp)
+
 END_OF_TURN_HEAD = 2  # upstream stt_from_mic_mlx.py: vad_heads[2][0, 0, 0] > 0.5
 END_OF_TURN_CLASS = 0
 END_OF_TURN_THRESHOLD = 0.5
@@ -261,7 +263,12 @@ def make_stt_gen(
     model's `ComputeFormat`."""
     check_text_sampling(temp, top_k, top_p)
     return LmGen(
-        lm, temp_text=0.0 if temp is None else temp, top_k_text=top_k, top_p_text=top_p, seed=seed, compute=compute
+        lm,
+        temp_text=TEXT_TEMP if temp is None else temp,
+        top_k_text=top_k,
+        top_p_text=top_p,
+        seed=seed,
+        compute=compute,
     )
 
 

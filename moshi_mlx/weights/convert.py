@@ -42,6 +42,7 @@ from .recipes import Recipe
 from .safetensors_io import SafetensorsFile, SafetensorsWriter, mx_to_safetensors_dtype
 
 FLOAT_DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
+STORED_DTYPE = "bfloat16"  # what the float tensors are written in unless told (moshi-convert --weights-dtype)
 _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
 
@@ -137,7 +138,7 @@ class Plan:
 
 
 def plan_conversion(
-    f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = None, dtype: mx.Dtype = mx.bfloat16
+    f: SafetensorsFile, cfg: LmConfig, recipe: Recipe | None = None, dtype: mx.Dtype = FLOAT_DTYPES[STORED_DTYPE]
 ) -> Plan:
     """Check the source and the recipe, and lay out every output tensor."""
     name = f.path.name
@@ -319,7 +320,7 @@ def convert(
     out_dir: str | os.PathLike,
     *,
     recipe: Recipe | None = None,
-    dtype: mx.Dtype = mx.bfloat16,
+    dtype: mx.Dtype = FLOAT_DTYPES[STORED_DTYPE],
     force: bool = False,
     copy_assets: bool = True,
     progress: Callable[[int], None] | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from ..constants import MIMI_NAME, MIMI_REPO  # noqa: F401  (MIMI_NAME: re-exported)
+from ..constants import MIMI_CODEBOOKS, MIMI_NAME, MIMI_REPO  # noqa: F401  (MIMI_NAME: re-exported)
 from ..errors import UsageError
 from ..models.mimi import Mimi
 from ..models.mimi_config import MimiConfig, mimi_202407
@@ -59,7 +59,7 @@ def build_mimi(weights: dict, cfg: MimiConfig, num_codebooks: int, source: str) 
 
 def load_mimi(
     weights: str | os.PathLike | None = None,
-    num_codebooks: int = 8,
+    num_codebooks: int = MIMI_CODEBOOKS,
     *,
     hf_repo: str | None = None,
     config: MimiConfig | dict | str | os.PathLike | None = None,
@@ -102,7 +102,7 @@ def load_mimi(
 
 def random_mimi(
     seed: int = 0,
-    num_codebooks: int = 8,
+    num_codebooks: int = MIMI_CODEBOOKS,
     *,
     config: MimiConfig | dict | str | os.PathLike | None = None,
     codebook_scale: float = RANDOM_CODEBOOK_SCALE,

@@ -31,6 +31,9 @@ from .errors import WeightsError
 from .lm_loader import load_lm
 from .model_dir import is_model_dir, model_quant_spec, describe_spec
 
+# frames teacher-forced unless told: evaluate(), moshi-quality --frames, moshi-convert --eval-frames
+EVAL_FRAMES = 32
+
 
 @dataclass
 class StreamQuality:
@@ -194,7 +197,7 @@ def evaluate(
     reference: str | os.PathLike,
     models: list[str | os.PathLike],
     *,
-    frames: int = 32,
+    frames: int = EVAL_FRAMES,
     codes: str | os.PathLike | np.ndarray | None = None,
     seed: int = 0,
     dtype: mx.Dtype | None | str = "auto",

@@ -448,3 +448,45 @@ def test_lag_host_and_port_defaults_are_written_once():
     flags = _flags(local_web.parser())
     assert flags["--host"].default == DEFAULT_HOST and flags["--port"].default == DEFAULT_PORT
     assert f"(default {DEFAULT_PORT};" in flags["--port"].help % {"default": DEFAULT_PORT}
+
+
+@pytest.mark.parametrize("script,module,ap", ALL, ids=[f"{s}:{ap.prog}" for s, _, ap in ALL])
+def test_a_help_quoting_its_default_quotes_the_flags_default(script, module, ap):
+    """A help text that says 'default X' of a flag with a default says that default (written
+    once, as %(default)s or from the same constant), so the two cannot drift apart."""
+    import re
+
+    for a in ap._actions:
+        if a.default is None or a.default is argparse.SUPPRESS or not a.help or a.help == argparse.SUPPRESS:
+            continue
+        text = a.help % {"default": a.default, "prog": ap.prog}
+        for said in re.findall(r"default:? ([^\s;,)]+)", text):
+            ok = {str(a.default)} | ({format(a.default, "g")} if isinstance(a.default, float) else set())
+            assert said in ok, f"{script} {a.option_strings}: help says default {said}, the flag's is {a.default!r}"
+
+
+def test_defaults_said_where_the_flag_has_none_come_from_the_code():
+    """Flags whose default is None (decided later, in the code) quote the code's constant."""
+    import inspect
+
+    from moshi_mlx.cli import convert, quality, stt
+    from moshi_mlx.constants import MIMI_CODEBOOKS
+    from moshi_mlx.models.mimi_rust import RustyMimi
+    from moshi_mlx.runtime.stt import TEXT_TEMP
+    from moshi_mlx.weights import convert as wconvert
+    from moshi_mlx.weights.mimi_loader import load_mimi, random_mimi
+    from moshi_mlx.weights.quality import EVAL_FRAMES, evaluate
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
+    conv = _flags(convert.build_parser())
+    assert f"(default {EVAL_FRAMES})" in conv["--eval-frames"].help and default(evaluate, "frames") == EVAL_FRAMES
+    assert _flags(quality.build_parser())["--frames"].default == EVAL_FRAMES
+    stored = wconvert.FLOAT_DTYPES[conv["--weights-dtype"].default]
+    assert default(wconvert.convert, "dtype") == default(wconvert.plan_conversion, "dtype") == stored
+    assert f"(default {TEXT_TEMP:g}:" in _flags(stt.parser())["--temp"].help
+    mimi_flags = {f: a for _, m, p in ALL if m == "mimi" for f, a in _flags(p).items()}
+    assert f"(default {MIMI_CODEBOOKS};" in mimi_flags["--num-codebooks"].help
+    for fn in (load_mimi, random_mimi, RustyMimi.__init__):
+        assert default(fn, "num_codebooks") == MIMI_CODEBOOKS, fn
