@@ -9,6 +9,7 @@ so every layer (and `import moshi_mlx`) can read it for free.
 SAMPLE_RATE = 24_000  # Hz, Mimi's audio rate
 FRAME_SIZE = 1920  # samples per Mimi frame = per LM step
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE  # 0.08 s
+FRAME_RATE = SAMPLE_RATE / FRAME_SIZE  # 12.5 Hz: LM steps (Mimi frames) per second
 MIMI_CODEBOOKS = 8  # of Mimi's 32, those Moshi's models use: a lone Mimi's default (load_mimi, moshi-mimi -n)
 
 DEFAULT_PRESET = "moshiko"  # the model `moshi_mlx.load()` and the CLIs use when given no source
@@ -31,6 +32,7 @@ __all__ = [
     "SAMPLE_RATE",
     "FRAME_SIZE",
     "FRAME_SECONDS",
+    "FRAME_RATE",
     "MIMI_CODEBOOKS",
     "DEFAULT_PRESET",
     "MIMI_REPO",

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..constants import SAMPLE_RATE
+
 # PathChange is this module's too: KalmanEchoFilter takes it, and callers import it from here
 from .path_change import PathChange, PathChangeDetector
 
@@ -196,7 +198,13 @@ class ResidualSuppressor:
     from the Kalman filter's estimates (set once per filter block by `update`)."""
 
     def __init__(
-        self, hop: int, *, rate: int = 24_000, beta: float = 0.5, floor_db: float = -20.0, high_pass_hz: float = 0.0
+        self,
+        hop: int,
+        *,
+        rate: int = SAMPLE_RATE,
+        beta: float = 0.5,
+        floor_db: float = -20.0,
+        high_pass_hz: float = 0.0,
     ):
         self.hop = int(hop)
         n = 2 * self.hop
@@ -227,7 +235,13 @@ class LinearEchoCanceller:
     """KalmanEchoFilter then ResidualSuppressor: `block` samples in, `block` out, `delay` late."""
 
     def __init__(
-        self, *, block: int = 480, length: int = 9600, rate: int = 24_000, high_pass: bool = True, suppress: bool = True
+        self,
+        *,
+        block: int = 480,
+        length: int = 9600,
+        rate: int = SAMPLE_RATE,
+        high_pass: bool = True,
+        suppress: bool = True,
     ):
         self.block = int(block)
         self.filter = KalmanEchoFilter(block, length)

@@ -15,6 +15,7 @@ import os
 import sys
 
 from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
+from ..constants import SAMPLE_RATE
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_force_arg, add_quiet_arg
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
@@ -26,7 +27,11 @@ from .runner import OneLineParser, cli_main
 def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-run-inference", description=__doc__.split("\n\n")[0])
     ap.add_argument("infile", help="input audio file (any format/rate/channels)")
-    ap.add_argument("outfile", nargs="?", help="where to write the model's audio (24 kHz; format from the extension)")
+    ap.add_argument(
+        "outfile",
+        nargs="?",
+        help=f"where to write the model's audio ({SAMPLE_RATE // 1000} kHz; format from the extension)",
+    )
     add_model_args(ap)
     add_sampling_args(ap)
     ap.add_argument("--transcript", help="save the transcript with word timestamps (.json, or .txt)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..constants import CONVERT_COMMAND
+from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_sampling_args, use_default_repo
 from ..runtime.translation import END_THRESHOLD_DB, SilencePolicy
@@ -35,7 +35,9 @@ def parser() -> argparse.ArgumentParser:
         help="audio file to translate (any format/rate/channels); leave it out to translate the microphone",
     )
     ap.add_argument(
-        "outfile", nargs="?", help="where to write the translated speech (24 kHz; format from the extension)"
+        "outfile",
+        nargs="?",
+        help=f"where to write the translated speech ({SAMPLE_RATE // 1000} kHz; format from the extension)",
     )
     add_model_args(
         ap,

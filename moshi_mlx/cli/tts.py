@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..audio.io import AUDIO_SUFFIXES
-from ..constants import CONVERT_COMMAND, DEFAULT_SEED, FRAME_SECONDS
+from ..constants import CONVERT_COMMAND, DEFAULT_SEED, FRAME_SECONDS, SAMPLE_RATE
 from ..errors import UsageError
 from ..models.tts import DEFAULT_CFG_COEF, DEFAULT_PADDING_BETWEEN, DEFAULT_TEMP, TtsSettings
 from ..outputs import Output, check_outputs, write_text
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "outfile",
         nargs="?",
-        help="audio file to write (24 kHz; format from the extension); without it the audio plays on the speakers",
+        help=f"audio file to write ({SAMPLE_RATE // 1000} kHz; format from the extension); without it the audio plays on the speakers",
     )
     ap.add_argument("--text-file", help="read the text from this file")
     ap.add_argument(

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..constants import SAMPLE_RATE
+from ..constants import FRAME_RATE, SAMPLE_RATE
 from ..modules.seanet import SeanetConfig
 from ..errors import WeightsError
 
@@ -48,7 +48,7 @@ class QuantizerConfig:
 class MimiConfig:
     sample_rate: int = SAMPLE_RATE
     channels: int = 1
-    frame_rate: float = 12.5
+    frame_rate: float = FRAME_RATE
     seanet: SeanetConfig = field(default_factory=SeanetConfig)
     transformer: MimiTransformerConfig = field(default_factory=MimiTransformerConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -97,7 +97,7 @@ class MimiConfig:
         return cls(
             sample_rate=int(d.get("sample_rate", SAMPLE_RATE)),
             channels=int(d.get("channels", 1)),
-            frame_rate=float(d.get("frame_rate", 12.5)),
+            frame_rate=float(d.get("frame_rate", FRAME_RATE)),
             seanet=_seanet_from_dict(d["seanet"]),
             transformer=_transformer_from_dict(d["transformer"]),
             quantizer=_quantizer_from_dict(d["quantizer"]),

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import FRAME_RATE
 from ..errors import UsageError
 from .config import LmConfig
 
 SILENCE_TOKENS = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)  # Mimi codes of silence
 SINE_TOKENS = (430, 1268, 381, 1611, 1095, 1495, 56, 472)  # Mimi codes of a 440 Hz tone
 PROMPT_TEXT_PAD = 3  # NVIDIA's zero_text_code
-SILENCE_FRAMES = int(0.5 * 12.5)  # NVIDIA's audio_silence_frame_cnt
+SILENCE_FRAMES = int(0.5 * FRAME_RATE)  # NVIDIA's audio_silence_frame_cnt
 AUDIO_CODEBOOKS = 8  # per stream: the model's and the user's
 VOICE_LUFS = -24.0  # NVIDIA normalises a voice recording to this loudness before encoding it
 DEFAULT_PERSONA = (

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..audio.echo_filter import LinearEchoCanceller
-from ..constants import SAMPLE_RATE
+from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import ConfigError, UsageError
 
 CHUNK = SAMPLE_RATE // 100  # 10 ms: AEC3's frame, and the unit of the ERLE meter and delay estimator
@@ -532,7 +532,7 @@ class EchoCanceller:
                 n += 1
             self._cap_pending = x[n * c :]
         if n:
-            self.stats.process_ms.append((time.perf_counter() - t_start) * 1000.0 * 1920 / (n * c))
+            self.stats.process_ms.append((time.perf_counter() - t_start) * 1000.0 * FRAME_SIZE / (n * c))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _reference_ready(self, n: int) -> bool:

@@ -17,7 +17,7 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
-from ..constants import DEFAULT_SEED, SAMPLE_RATE
+from ..constants import DEFAULT_SEED, FRAME_RATE, SAMPLE_RATE
 from ..errors import ConfigError, UsageError, WeightsError
 from ..models import LmConfig, load_mimi, random_lm, random_mimi
 from ..models.backend import ComputeFormat, hold_wired_limit, is_quantized, prepare_lm
@@ -151,7 +151,7 @@ def load_tts_session(
         desc += f", Mimi via {backend}"
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
-    frame_rate = float(getattr(mimi, "frame_rate", 12.5))
+    frame_rate = float(getattr(mimi, "frame_rate", FRAME_RATE))
     session = TtsSession(
         cfg,
         lm,

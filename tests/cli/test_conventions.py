@@ -490,3 +490,26 @@ def test_defaults_said_where_the_flag_has_none_come_from_the_code():
     assert f"(default {MIMI_CODEBOOKS};" in mimi_flags["--num-codebooks"].help
     for fn in (load_mimi, random_mimi, RustyMimi.__init__):
         assert default(fn, "num_codebooks") == MIMI_CODEBOOKS, fn
+
+
+def test_audio_rates_are_the_constants():
+    """The 24 kHz of the output files' help, Mimi's 12.5 Hz frame rate and the echo filter's
+    rate are constants.SAMPLE_RATE / FRAME_RATE, not numbers written again."""
+    import inspect
+
+    from moshi_mlx.audio.echo_filter import LinearEchoCanceller, ResidualSuppressor
+    from moshi_mlx.cli import run_inference, translate, tts
+    from moshi_mlx.constants import FRAME_RATE, FRAME_SIZE, SAMPLE_RATE
+    from moshi_mlx.models.mimi_config import MimiConfig, mimi_202407
+    from moshi_mlx.models.persona import SILENCE_FRAMES
+
+    for tool in (run_inference, translate, tts):
+        (outfile,) = [a for a in tool.parser()._actions if a.dest == "outfile"]
+        assert f"({SAMPLE_RATE // 1000} kHz;" in outfile.help, tool
+    d = mimi_202407().to_dict()
+    d.pop("frame_rate")
+    cfg = MimiConfig.from_dict(d)  # a config.json without frame_rate
+    assert cfg.frame_rate == MimiConfig.frame_rate == FRAME_RATE and cfg.frame_size == FRAME_SIZE
+    assert SILENCE_FRAMES == int(0.5 * FRAME_RATE)
+    for cls in (LinearEchoCanceller, ResidualSuppressor):
+        assert inspect.signature(cls.__init__).parameters["rate"].default == SAMPLE_RATE
