@@ -118,7 +118,7 @@ class SamplingOptions:
 
 @dataclass(frozen=True)
 class Sampler:
-    temp: float = 0.8
+    temp: float = REFERENCE_DEFAULTS["temp"]  # the reference LMGen's audio temperature
     top_k: int = 0  # 0 = off
     top_p: float = 0.0  # 0 = off
 

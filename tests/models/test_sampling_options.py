@@ -107,3 +107,8 @@ def test_logits_processors_run_on_the_text_logits_in_order():
     assert not gen.compiled  # processors run in Python: the eager step
     with pytest.raises(UsageError, match="must be functions"):
         models.LmGen(lm, logits_processors=[None])
+
+
+def test_sampler_default_temperature_is_the_references():
+    """Sampler's default temperature is REFERENCE_DEFAULTS' audio one, not 0.8 written again."""
+    assert Sampler().temp == REFERENCE_DEFAULTS["temp"]
