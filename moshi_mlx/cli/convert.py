@@ -35,7 +35,7 @@ def _int(name: str, lo: int | None = 1):
 def build_parser() -> argparse.ArgumentParser:
     from ..weights.convert import FLOAT_DTYPES, STORED_DTYPE
     from ..weights.quality import EVAL_FRAMES
-    from ..weights.quantize import available_modes
+    from ..weights.quantize import DEFAULT_BITS, available_modes
     from ..weights.recipes import recipe_help
 
     p = OneLineParser(
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         const=0,
         type=_int("-q"),
         metavar="BITS",
-        help="quantize the weights to BITS bits (4, 8; affine also 2, 3, 5, 6); -q alone: 4 or --q-bits",
+        help=f"quantize the weights to BITS bits (4, 8; affine also 2, 3, 5, 6); -q alone: {DEFAULT_BITS} or --q-bits",
     )
     p.add_argument("--q-bits", type=_int("--q-bits"), help="bits per weight, as -q BITS (mlx-lm's spelling)")
     p.add_argument(

@@ -21,6 +21,7 @@ from .errors import WeightsError
 
 BITS = (2, 3, 4, 5, 6, 8)
 GROUP_SIZES = (32, 64, 128)
+DEFAULT_BITS = 4  # affine bits when none are given (make_spec, the mixed recipe, moshi-convert's -q alone)
 # mode -> (bits, group sizes) for MLX's floating-point (micro-scaling) formats: no biases,
 # uint8 scales; they only exist in newer MLX versions (see `available_modes`)
 FP_MODES = {"mxfp4": ((4,), (32,)), "mxfp8": ((8,), (32,)), "nvfp4": ((4,), (16,))}
@@ -80,7 +81,7 @@ def make_spec(
         )
     allowed_bits, allowed_groups = FP_MODES.get(mode, (BITS, GROUP_SIZES))
     if bits is None:
-        bits = 4 if mode == "affine" else allowed_bits[0]
+        bits = DEFAULT_BITS if mode == "affine" else allowed_bits[0]
     if not isinstance(bits, int) or bits not in allowed_bits:
         raise WeightsError(
             f"{where}: {bits}-bit {mode} quantization is not supported (bits: {', '.join(map(str, allowed_bits))})"

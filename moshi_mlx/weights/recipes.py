@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import WeightsError
-from .quantize import QuantSpec, make_spec
+from .quantize import DEFAULT_BITS, QuantSpec, make_spec
 
 ROLES = ("temporal", "depformer", "embedding", "head", "other")
 _MIXED = re.compile(r"^mixed-(\d+)-(\d+)$")
@@ -70,7 +70,7 @@ def make_recipe(
     key = (name or "uniform").strip().lower().replace("_", "-")
     where = f"recipe {key!r}"
     if key == "mixed":
-        key = f"mixed-{bits if bits is not None else 4}-8"
+        key = f"mixed-{bits if bits is not None else DEFAULT_BITS}-8"
     m = _MIXED.match(key)
     if m:
         low, high = int(m.group(1)), int(m.group(2))

@@ -486,6 +486,11 @@ def test_defaults_said_where_the_flag_has_none_come_from_the_code():
     stored = wconvert.FLOAT_DTYPES[conv["--weights-dtype"].default]
     assert default(wconvert.convert, "dtype") == default(wconvert.plan_conversion, "dtype") == stored
     assert f"(default {TEXT_TEMP:g}:" in _flags(stt.parser())["--temp"].help
+    from moshi_mlx.weights.quantize import DEFAULT_BITS, make_spec
+    from moshi_mlx.weights.recipes import make_recipe
+
+    assert f"-q alone: {DEFAULT_BITS} " in conv["-q"].help and make_spec().bits == DEFAULT_BITS
+    assert make_recipe("mixed").name == f"mixed-{DEFAULT_BITS}-8"
     mimi_flags = {f: a for _, m, p in ALL if m == "mimi" for f, a in _flags(p).items()}
     assert f"(default {MIMI_CODEBOOKS};" in mimi_flags["--num-codebooks"].help
     for fn in (load_mimi, random_mimi, RustyMimi.__init__):
