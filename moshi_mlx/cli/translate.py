@@ -17,14 +17,13 @@ import sys
 from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_sampling_args, use_default_repo
-from ..runtime.translation import END_THRESHOLD_DB, SilencePolicy
+from ..runtime.translation import END_SILENCE_S, END_THRESHOLD_DB, SilencePolicy
 from ..validation import float_arg, positive_or_off_arg
 from . import local, run_inference
 from .device_args import list_devices_or_run
 from .runner import OneLineParser, cli_main
 
 DEFAULT_REPO = "kyutai/hibiki-zero-3b-pytorch-bf16"
-END_SILENCE_S = 1.5  # the live end of turn's default pause
 
 
 def parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ TRANSLATION_TAIL_FRAMES = int(TRANSLATION_TAIL_S / FRAME_SECONDS)
 # The live end of turn's silence level: speech at a microphone is around -30..-20 dBFS RMS, a
 # quiet room -60..-50; the translation's own voice after echo cancellation should stay below
 END_THRESHOLD_DB = -45.0
+END_SILENCE_S = 1.5  # the live end of turn's pause (SilencePolicy, the web page, moshi-translate --end-silence)
 
 
 def is_translation_model(cfg) -> bool:
@@ -73,7 +74,7 @@ class SilencePolicy:
     translates the last words instead of waiting for more; the following speech starts a new
     turn (another marker after its pause). `silence_s` None: never (the model waits)."""
 
-    silence_s: float | None = 1.5
+    silence_s: float | None = END_SILENCE_S
     threshold_db: float = END_THRESHOLD_DB
 
     def __post_init__(self):

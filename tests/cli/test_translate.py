@@ -77,3 +77,14 @@ def test_refusals(tmp_path, capsys):
     assert "--simulate is for the live mode" in capsys.readouterr().err
     with pytest.raises(UsageError, match="not a translation model"):
         translate._check_translates(moshi_mlx.load("random-tiny"))
+
+
+def test_end_of_turn_defaults_are_silence_policys():
+    """--end-silence / --end-threshold-db default to what SilencePolicy (and so the web page,
+    which builds it with no arguments) uses: one value each, in runtime/translation.py."""
+    from moshi_mlx.cli.translate import parser
+    from moshi_mlx.runtime.translation import SilencePolicy
+
+    ap, policy = parser(), SilencePolicy()
+    assert ap.get_default("end_silence") == policy.silence_s
+    assert ap.get_default("end_threshold_db") == policy.threshold_db
