@@ -14,7 +14,7 @@ import os
 import sys
 from importlib import resources
 
-from ..constants import CONVERT_COMMAND, DEFAULT_SEED, DEMO_MODEL
+from ..constants import CONVERT_COMMAND, DEFAULT_PRESET, DEFAULT_SEED, DEMO_MODEL
 from ..errors import UsageError
 from ..models.config import PRESETS
 from ..models.sampling import REFERENCE_DEFAULTS, SamplingOptions
@@ -50,7 +50,7 @@ def add_dtype_arg(ap, default: str = "auto") -> None:
 def add_model_args(
     ap: argparse.ArgumentParser,
     *,
-    default_repo: str = "kyutai/moshiko-mlx-bf16, -q8 or -q4 following -q",
+    default_repo: str | None = None,
     demo_models: tuple[str, ...] = DEMO_MODELS,
     codec: bool = True,
     quantized_help: str | None = None,
@@ -58,6 +58,8 @@ def add_model_args(
     """The model flags (shared ones from runtime/flags.py). default_repo: what --help names as
     the default model; codec=False leaves out --mimi-weight/--mimi-backend (a text model has no
     codec: the flags would do nothing)."""
+    if default_repo is None:  # the default preset's repos (models/config.py PRESETS)
+        default_repo = f"{PRESETS[DEFAULT_PRESET][1]['bf16'][0]}, -q8 or -q4 following -q"
     g = ap.add_argument_group("model")
     add_demo_model_arg(g, demo_models, "--hf-repo")
     g.add_argument(

@@ -105,6 +105,11 @@ def test_help_names_each_tools_own_default_model():
     assert "helium-1-preview-2b" in hf_help("helium") and "moshiko" not in hf_help("helium")
     assert "stt-1b-en_fr" in hf_help("stt") and "moshiko" not in hf_help("stt")
     assert "moshiko" in hf_help("local") and "tts-1.6b" in hf_help("tts")
+    from moshi_mlx.constants import DEFAULT_PRESET
+    from moshi_mlx.models.config import PRESETS
+
+    # the Moshi tools name the repo the resolver picks with no source: the default preset's
+    assert f"(default: {PRESETS[DEFAULT_PRESET][1]['bf16'][0]}," in " ".join(hf_help("local").split())
 
 
 def test_each_tools_own_default_repo(capsys):
