@@ -60,7 +60,7 @@ def _npz(path, data, key: str) -> np.ndarray:
         if key not in data.files:
             raise AudioError(
                 f"{path}: this .npz has no {key!r} array (keys: {', '.join(data.files) or 'none'}); "
-                f"expected a file from run_inference --save-tokens"
+                f"expected a file from moshi-run-inference --save-tokens"
             )
         return np.array(data[key])
 

@@ -69,9 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("input", help=audio_in)
     e.add_argument("codes", help="codes file to write (.npy, int32 [1, K, frames])")
     d = sub.add_parser(
-        "decode", parents=[common], help="codes (.npy, or .npz from run_inference --save-tokens) -> audio"
+        "decode", parents=[common], help="codes (.npy, or .npz from moshi-run-inference --save-tokens) -> audio"
     )
-    d.add_argument("codes", help="codes to decode (.npy, or .npz from run_inference --save-tokens)")
+    d.add_argument("codes", help="codes to decode (.npy, or .npz from moshi-run-inference --save-tokens)")
     d.add_argument("output", help=audio_out)
     return p
 

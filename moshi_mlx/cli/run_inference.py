@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
-from ..constants import SAMPLE_RATE
+from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_force_arg, add_quiet_arg
 from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--transcript", help="save the transcript with word timestamps (.json, or .txt)")
     ap.add_argument(
         "--save-tokens",
-        help="save every step's tokens (.npz; read by mimi decode, quality --codes, convert --eval-codes)",
+        help=f"save every step's tokens (.npz; read by moshi-mimi decode, moshi-quality --codes, {CONVERT_COMMAND} --eval-codes)",
     )
     add_force_arg(ap, "OUTFILE, --transcript and --save-tokens")
     add_quiet_arg(ap, "no progress bar, no transcript on stdout")

@@ -146,6 +146,8 @@ def test_the_converter_is_named_one_way():
     for script, _, ap in ALL:
         text = " ".join(ap.format_help().split()).replace("python -m moshi_mlx.", "")
         assert not re.search(r"moshi_mlx[._-]convert", text), script
+        # nor another tool by its module name ('convert --eval-codes', 'run_inference --save-tokens')
+        assert not re.search(r"(?<![\w.-])(convert|run_inference|quality|mimi) (--|decode|encode)", text), script
         if "convert" in script:
             assert ap.prog == CONVERT_COMMAND
 
