@@ -102,7 +102,6 @@ class KalmanEchoFilter:
         self._zeros = np.zeros(self.block, np.float32)
         self.residual = np.zeros(k, np.float32)
         self.error_power = np.zeros(k, np.float32)
-        self.path_change = path_change
         self.detector = PathChangeDetector(path_change, self.block) if path_change is not None else None
         self.late = late  # weight of the late-reverberation estimate in `residual` (0: off)
         self._late = np.zeros(k, np.float32)  # echo beyond the filter's span, per bin
@@ -149,7 +148,7 @@ class KalmanEchoFilter:
             det.record_levels(e2, y2, self.residual)
         self.error_power = e2
         fast = det.fast if det is not None else 0.0
-        psi = self.psi / (1.0 + self.path_change.fast_psi * fast) if fast else self.psi
+        psi = self.psi / (1.0 + det.settings.fast_psi * fast) if fast else self.psi
         mu = self._P / (xp + psi * e2 + 1e-10)
         self._W += mu * np.conj(self._X) * E.astype(np.complex64)
         # the gradient constraint (a linear, not circular, convolution) on a rotating subset
@@ -160,7 +159,7 @@ class KalmanEchoFilter:
         wt[:, b:] = 0.0
         self._W[idx] = np.fft.rfft(wt, axis=-1).astype(np.complex64)
         self._P *= 1.0 - 0.5 * mu * self._X2
-        q = self.q + self.path_change.fast_q * fast if fast else self.q
+        q = self.q + det.settings.fast_q * fast if fast else self.q
         self._w2 = self._W.real**2 + self._W.imag**2  # also the next block's, until its update
         self._P += q * self._w2
         return e, y
