@@ -24,6 +24,7 @@ from ..outputs import Output, check_outputs, write_text
 from ..runtime.flags import (
     add_demo_model_arg,
     add_force_arg,
+    add_lm_config_arg,
     add_lora_arg,
     add_mimi_backend_arg,
     add_offline_arg,
@@ -64,12 +65,7 @@ def parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("model")
     add_demo_model_arg(g, (DEMO_MODEL,), "--hf-repo")
     g.add_argument("--hf-repo", help=f"Hugging Face repo or local folder of the TTS model ({DEFAULT_REPO})")
-    g.add_argument(
-        "--lm-config",
-        "--config-path",
-        dest="lm_config",
-        help="config.json of the model (default: the repo's, or the preset)",
-    )
+    add_lm_config_arg(g, "config.json of the model (default: the repo's, or the preset)")
     g.add_argument("--moshi-weight", "--moshi-weights", dest="moshi_weight", help="model weights file")
     add_lora_arg(g)
     g.add_argument("--mimi-weight", "--mimi-weights", dest="mimi_weight", help="Mimi weights file")

@@ -26,6 +26,12 @@ def add_quantized_arg(g: Group, help: str) -> None:
     )
 
 
+def add_lm_config_arg(g: Group, help: str) -> None:
+    """`--lm-config` (upstream moshi.server's `--config-path` too): the LM's config.json or a
+    preset; what the default is depends on the tool, so the help is its own."""
+    g.add_argument("--lm-config", "--config-path", dest="lm_config", help=help)
+
+
 LORA_HELP = (
     "LoRA adapters of a fine-tune (moshi-finetune's lora.safetensors: a local file, or a name in the "
     "repo), fused into the LM weights at load; the config (the repo's or --lm-config) must be the "

@@ -22,6 +22,7 @@ from ..validation import float_arg, int_arg, seed_arg
 from .flags import (
     MIMI_BACKENDS,
     add_demo_model_arg,
+    add_lm_config_arg,
     add_lora_arg,
     add_mimi_backend_arg,
     add_offline_arg,
@@ -65,11 +66,9 @@ def add_model_args(
     g.add_argument(
         "--hf-repo", help=f"Hugging Face repo with the model, or a local model folder (default: {default_repo})"
     )
-    g.add_argument(
-        "--lm-config",
-        "--config-path",
-        dest="lm_config",
-        help="config.json of the LM or a preset name (default: the repo's, else the "
+    add_lm_config_arg(
+        g,
+        "config.json of the LM or a preset name (default: the repo's, else the "
         "preset known for the repo or fitting the weights)",
     )
     g.add_argument(
