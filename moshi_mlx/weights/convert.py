@@ -35,7 +35,7 @@ from .hub import hf_get_optional
 from .lora import with_lora
 from .pytorch_int8 import dequantized
 from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources
-from .model_dir import CONFIG_NAME, QuantRecord, config_text, describe_spec, is_model_dir
+from .model_dir import CONFIG_NAME, QuantRecord, config_text, describe_spec
 from .resolve import resolve_model
 from .quantize import FP_MODES, GROUP_SIZES, QuantSpec, in_features, quantizable_modules
 from .recipes import Recipe
@@ -66,8 +66,9 @@ def resolve_source(
     config: LmConfig | str | os.PathLike | None = None,
     lora: str | os.PathLike | None = None,
 ) -> SourceInfo:
-    """The weights file and config to convert: a model folder, a file (config: `config`,
-    else a config.json beside it, else the preset its shapes fit), or a Hub repo (SOURCE is
+    """The weights file and config to convert: a model folder (with or without a config.json:
+    a local copy of a published repo has none), a file (config: `config`, else a config.json
+    beside it, else the preset its shapes fit), or a Hub repo (SOURCE is
     then a file name in it) — found by the one resolver, `weights.resolve.resolve_model`;
     `lora`: a fine-tune's adapters (default: those its config.json names beside it)."""
     if source is None and hf_repo is None:
@@ -78,8 +79,6 @@ def resolve_source(
         files = resolve_model(hf_repo, weights=source, config=config, lora=lora)
         return SourceInfo(files.weights, files.cfg, files.how, repo=hf_repo, lora=files.adapters)
     path = Path(source).expanduser()
-    if path.is_dir() and not is_model_dir(path):
-        raise WeightsError(f"{path} is a folder without {CONFIG_NAME}; pass the weights file itself")
     if not path.exists():
         raise WeightsError(f"file not found: {path}")
     files = resolve_model(

@@ -335,6 +335,21 @@ def test_source_resolution(tmp_path, cfg, src, monkeypatch):
     _assert_same_params(load_lm(tmp_path / "from-hub"), _in_memory(src, cfg, "q8"))
 
 
+def test_a_local_copy_of_a_repo_without_config_json_converts(tmp_path, capsys):
+    """`hf download kyutai/moshiko-pytorch-bf16 --local-dir D` holds no config.json; the run
+    CLIs load D by its shapes, and so does convert, as SOURCE or --hf-repo (it was refused:
+    'D is a folder without config.json; pass the weights file itself')."""
+    tiny = models.lm_preset("random-tiny")
+    d = tmp_path / "local copy"
+    write_random_checkpoint(tiny, d, seed=0)
+    (d / "config.json").unlink()
+    assert resolve_source(d).how == "preset random-tiny (matched by tensor shapes)"
+    for i, argv in enumerate(([str(d)], ["--hf-repo", str(d)])):
+        out = tmp_path / f"q8-{i}"
+        assert run([*argv, "--out", str(out), "-q", "8", "--q-group-size", "32", "--quiet"]) == 0, capsys.readouterr()
+        assert set(model_quant_spec(load_lm(out)).values()) == {QuantSpec(8, 32)}
+
+
 # ---- bad input: one line on stderr, exit code 2 ------------------------------------------
 
 
