@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import mlx.core as mx
 
@@ -16,7 +17,7 @@ from ..models.mimi_config import MimiConfig, mimi_202407
 from ..modules.blas_layout import column_major_linears
 from .errors import WeightsError
 from .hub import hf_get
-from .mimi_keys import random_published_weights, to_model_weights
+from .mimi_keys import check_published, random_published_weights, to_model_weights
 from .safetensors_io import SafetensorsFile
 
 DEFAULT_REPO = MIMI_REPO
@@ -42,6 +43,12 @@ def resolve_weights(weights: str | os.PathLike | None, hf_repo: str | None = Non
     from .resolve import resolve_mimi
 
     return resolve_mimi(weights, hf_repo)
+
+
+class _Shape(NamedTuple):
+    """A tensor known by its header alone: what `check_published` reads of it."""
+
+    shape: tuple[int, ...]
 
 
 def build_mimi(weights: dict, cfg: MimiConfig, num_codebooks: int, source: str) -> Mimi:
@@ -88,14 +95,17 @@ def load_mimi(
     if weights is not None and str(weights) == "random":
         return random_mimi(num_codebooks=num_codebooks, config=config, backend=backend)
     path, repo_cfg = resolve_weights(weights, hf_repo)
+    f = SafetensorsFile(path)  # a truncated or foreign file: the same one line for either backend
     if backend == "rustymimi":
         if config is not None:
             raise UsageError("the rustymimi backend only supports the published Mimi config")
         from ..models.mimi_rust import RustyMimi
 
+        # rustymimi reads the file itself and names a bad one in Rust's words ('cannot find
+        # tensor encoder...', 'HeaderTooLarge'): the header's names and shapes are checked here
+        check_published({k: _Shape(f.shape(k)) for k in f.keys()}, mimi_202407(), str(path))
         return RustyMimi(path, num_codebooks=num_codebooks)
     cfg = as_mimi_config(config) if config is not None else (repo_cfg or mimi_202407())
-    f = SafetensorsFile(path)
     ours = to_model_weights(f.load_all(), cfg, source=str(path))
     return build_mimi(ours, cfg, num_codebooks, str(path))
 

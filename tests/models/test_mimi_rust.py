@@ -11,6 +11,7 @@ import pytest
 from moshi_mlx import models
 from moshi_mlx.models.mimi import best_backend
 from moshi_mlx.models.mimi_config import MimiConfig
+from moshi_mlx.models.mimi_rust import RustyMimi
 from moshi_mlx.errors import UsageError
 from moshi_mlx.weights.errors import WeightsError
 
@@ -47,7 +48,9 @@ def test_rustymimi_backend_errors():
     with tempfile.TemporaryDirectory() as tmp:
         bad = Path(tmp) / "x.safetensors"
         bad.write_bytes(b"\x00" * 16)
-        with pytest.raises(WeightsError, match="rustymimi could not load"):
+        with pytest.raises(WeightsError, match="is not a safetensors file"):  # checked before rustymimi reads it
             models.load_mimi(bad, backend="rustymimi")
+        with pytest.raises(WeightsError, match="rustymimi could not load"):  # rustymimi's own refusal, one line
+            RustyMimi(bad)
     with pytest.raises(UsageError, match="only supports the published"):
         models.random_mimi(0, config=MimiConfig.from_dict(META["small"]["config"]), backend="rustymimi")

@@ -104,6 +104,26 @@ def test_truncated_and_missing_files(tmp_path):
         models.load_mimi(tmp_path / "nope.safetensors", config=SMALL_CFG)
 
 
+def test_rustymimi_names_a_bad_file_as_the_mlx_backend_does(tmp_path):
+    """The CPU's default codec backend reads the file itself: a truncated download or the LM
+    file given as Mimi were Rust's words ('MetadataIncompleteBuffer', 'cannot find tensor
+    encoder.model.0.conv.conv.weight_g'); they are the MLX backend's lines now."""
+    pytest.importorskip("rustymimi")
+    from .hf_cache import header_only
+
+    full = header_only(
+        tmp_path / "mimi.safetensors", {k: ("F32", s) for k, s in published_shapes(mimi_202407()).items()}
+    )
+    size = full.stat().st_size
+    with open(full, "r+b") as f:
+        f.truncate(size // 2)
+    lm = _save(tmp_path, {"text_emb.weight": mx.zeros((10, 4))}, "model.safetensors")
+    for path, match in ((full, f"is truncated: its header describes {size} bytes"), (lm, "language-model checkpoint")):
+        for backend in ("mlx", "rustymimi"):
+            with pytest.raises(WeightsError, match=match):
+                models.load_mimi(path, backend=backend)
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(UsageError, match="between 1 and 8"):  # the caller's value, not the file
         models.load_mimi(FIX / "small.safetensors", num_codebooks=9, config=SMALL_CFG)
