@@ -18,7 +18,14 @@ from ..outputs import Output, check_outputs
 from ..runtime.echo import add_echo_args, echo_from_args
 from ..runtime.flags import add_force_arg
 from ..runtime.live import LiveOptions, run_session, summary_line
-from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
+from ..runtime.loading import (
+    add_model_args,
+    add_persona_args,
+    add_sampling_args,
+    load_session,
+    model_inputs,
+    sampling_kwargs,
+)
 from ..runtime.pipeline import MAX_LAG_MS
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..validation import float_arg, positive_or_off_arg
@@ -30,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-local", description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     add_sampling_args(ap)
+    add_persona_args(ap)
     add_live_args(ap)
     return ap
 

@@ -13,7 +13,7 @@ import socket
 import sys
 
 from ..errors import UsageError
-from ..runtime.loading import add_model_args, add_sampling_args, load_session, sampling_kwargs
+from ..runtime.loading import add_model_args, add_persona_args, add_sampling_args, load_session, sampling_kwargs
 from ..runtime.pipeline import MAX_LAG_MS
 from ..web.protocol import DEFAULT_HOST, DEFAULT_PORT
 from .runner import OneLineParser, cli_main
@@ -23,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="moshi-web", description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     add_sampling_args(ap)
+    add_persona_args(ap)
     g = ap.add_argument_group("server")
     g.add_argument(
         "--host",

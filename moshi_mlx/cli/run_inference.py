@@ -18,7 +18,14 @@ from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
 from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_force_arg, add_quiet_arg
-from ..runtime.loading import add_model_args, add_sampling_args, load_session, model_inputs, sampling_kwargs
+from ..runtime.loading import (
+    add_model_args,
+    add_persona_args,
+    add_sampling_args,
+    load_session,
+    model_inputs,
+    sampling_kwargs,
+)
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..tokens import TOKENS_SUFFIXES, save_tokens
 from .runner import OneLineParser, cli_main
@@ -34,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add_model_args(ap)
     add_sampling_args(ap)
+    add_persona_args(ap)
     ap.add_argument("--transcript", help="save the transcript with word timestamps (.json, or .txt)")
     ap.add_argument(
         "--save-tokens",

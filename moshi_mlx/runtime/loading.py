@@ -131,6 +131,11 @@ def add_sampling_args(ap: argparse.ArgumentParser) -> None:
             else dict(help=f.metadata["help"])
         )
         g.add_argument(flag, type=_FLAG_TYPES[f.name](flag), **extra)
+
+
+def add_persona_args(ap: argparse.ArgumentParser) -> None:
+    """PersonaPlex's `--voice` / `--persona`, for the tools that run a conversation model
+    (local, run-inference, web); a translation tool has no use for them (docs/cli.md)."""
     p = ap.add_argument_group(
         "PersonaPlex (--hf-repo nvidia/personaplex-7b-v1): the voice and role given before "
         "the conversation (docs/personaplex.md)"

@@ -25,6 +25,8 @@ WRITES_FILES = {"local", "run_inference", "stt", "tts", "mimi", "convert", "qual
 # load an LM through the resolver from one set of files: take --lora-weight (quality compares
 # several models, which one flag could not tell apart; mimi has no LM)
 TAKES_LORA = {"local", "run_inference", "local_web", "stt", "helium", "tts", "translate", "convert"}
+# PersonaPlex's voice prompt and role: the conversation tools (tts's --voice is its own TTS voice)
+TAKES_PERSONA = {"local", "run_inference", "local_web"}
 HAS_CODEC = {"local", "run_inference", "stt", "local_web", "tts", "mimi", "translate"}  # take --mimi-backend
 DEMO_NAMES = set(DEMO_MODELS) | {"tts-tiny"}
 
@@ -72,6 +74,9 @@ def test_every_parser_follows_the_table(script, module, ap):
             assert tuple(q.choices) == (4, 8)
     assert ("--mimi-backend" in flags) == (module in HAS_CODEC)
     assert ("--lora-weight" in flags) == (module in TAKES_LORA)
+    assert ("--persona" in flags) == (module in TAKES_PERSONA)  # translate offered both, refusing them
+    if module != "tts":
+        assert ("--voice" in flags) == (module in TAKES_PERSONA)
     if "--lora-weight" in flags:  # one definition (runtime/flags.py); upstream's --config-path with it
         assert flags["--lora-weight"].help == LORA_HELP and flags["--lora-weight"].dest == "lora_weight"
         assert module == "convert" or flags["--config-path"] is flags["--lm-config"]
