@@ -1,4 +1,5 @@
-"""The one place where numeric values from users are checked: flags, API arguments, config keys.
+"""The one place where values from users are checked (numbers, and text a tokenizer takes): flags, API
+arguments, config keys.
 
 Every check names the value (`--seed`, `seed`, `config.json: dim`) and says what was
 wanted, as one line in a `UsageError` (or the error class the caller asks for, e.g.
@@ -61,6 +62,23 @@ def real(
     bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
     if bad_lo or bad_hi:
         raise err(f"{name} must be {_range(lo, hi, lo_open, hi_open)}, got {v:g}")
+    return v
+
+
+def text(name: str, v: Any, *, max_chars: int | None = None, err: type[Exception] = UsageError) -> str:
+    """A str a tokenizer can take: valid UTF-8 (no unpaired surrogate, which is what a command
+    line's non-UTF-8 bytes become, and which SentencePiece's binding fails on with a C++ cast
+    error), no NUL, at most max_chars characters."""
+    if not isinstance(v, str):
+        raise err(f"{name} must be text, got {type(v).__name__}")
+    if max_chars is not None and len(v) > max_chars:
+        raise err(f"{name} must be at most {max_chars} characters, got {len(v)}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise err(f"{name} is not UTF-8 text: character {e.start + 1} is {v[e.start]!r}") from None
+    if "\x00" in v:
+        raise err(f"{name} must not contain NUL characters")
     return v
 
 

@@ -22,6 +22,7 @@ from ..audio.io import read_audio
 from ..audio.loudness import normalize_loudness
 from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import UsageError
+from ..validation import text
 from ..models.persona import AUDIO_CODEBOOKS, VOICE_LUFS, Prompt, Voice, build_prompt, system_prompt_text
 from ..weights.errors import WeightsError
 from ..weights.torch_pickle import load_torch_file
@@ -101,7 +102,7 @@ def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> 
     from .transcript import ByteTokenizer, PlaceholderTokenizer
 
     tokens: list[int] = []
-    if persona is not None and persona.strip():
+    if persona is not None and text("persona", persona).strip():
         if isinstance(tokenizer, PlaceholderTokenizer):  # a demo model: one token per UTF-8 byte
             tokenizer = ByteTokenizer()
         tokens = [int(t) for t in tokenizer.encode(system_prompt_text(persona))]

@@ -24,7 +24,7 @@ import reprlib
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-from ..validation import SEED_LIMIT
+from ..validation import SEED_LIMIT, text
 
 # where moshi-web listens unless told: serve(), make_app() and the --host/--port flags read these
 DEFAULT_HOST = "127.0.0.1"
@@ -136,9 +136,8 @@ def validate_prompt(msg: dict, voices: tuple[str, ...] | None) -> dict | None:
         raise ProtocolError("this model takes no voice or persona (PersonaPlex models do)")
     if "voice" in chosen and chosen["voice"] not in voices:
         raise ProtocolError(f"unknown voice {_show(chosen['voice'])}; this server offers {', '.join(voices) or 'none'}")
-    persona = chosen.get("persona")
-    if persona is not None and (not isinstance(persona, str) or len(persona) > MAX_PERSONA_CHARS or "\x00" in persona):
-        raise ProtocolError(f"'persona' must be text of at most {MAX_PERSONA_CHARS} characters")
+    if "persona" in chosen:  # the generator's own check, refused here so that the session goes on
+        text("'persona'", chosen["persona"], max_chars=MAX_PERSONA_CHARS, err=ProtocolError)
     return chosen
 
 

@@ -64,3 +64,20 @@ def test_a_moshi_model_refuses_a_persona_in_one_line(tmp_path):
         "error: a persona needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); this one is moshi"
     ], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_role_that_is_not_utf8_is_one_line(tmp_path):
+    """A command line's non-UTF-8 bytes reach Python as unpaired surrogates, which SentencePiece's
+    binding failed on with a C++ cast traceback (local, run-inference, web and the API alike)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "moshi_mlx.run_inference", "--model", "random-tiny-persona", "--persona"]
+        + [b"pirate \xff", VOICE, str(tmp_path / "o.wav"), "--quiet"],
+        capture_output=True,
+        timeout=600,
+    )
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 2 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: persona is not UTF-8 text: character 8 is '\\udcff'"
+    ], err
+    assert not (tmp_path / "o.wav").exists()

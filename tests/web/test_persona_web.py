@@ -33,6 +33,12 @@ def test_protocol_prompt_fields():
         parse_text(_start(persona="x"), DEFAULTS, started=False, voices=None)
     with pytest.raises(ProtocolError, match="'persona' must be text"):
         parse_text(_start(persona=5), DEFAULTS, started=False, voices=())
+    # valid JSON ("\\ud800") that no tokenizer takes: refused, not a fatal 1011 from SentencePiece
+    with pytest.raises(ProtocolError, match="'persona' is not UTF-8 text: character 4") as e:
+        parse_text(_start(persona="abc\ud800"), DEFAULTS, started=False, voices=())
+    assert not e.value.fatal
+    with pytest.raises(ProtocolError, match="'persona' must be at most 2000 characters, got 2001"):
+        parse_text(_start(persona="a" * 2001), DEFAULTS, started=False, voices=())
 
 
 def test_a_persona_conversation_starts_with_the_browsers_role():
