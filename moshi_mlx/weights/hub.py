@@ -99,7 +99,26 @@ def repo_id(spec: str) -> str:
 
 
 def is_repo_id(repo: str) -> bool:
-    return repo.count("/") == 1 and not repo.startswith((".", "/", "~")) and not repo.endswith("/")
+    """Whether `repo` can name a Hub repo (owner/name, in the characters the Hub allows): a
+    local path with a space, an accent or `..` that does not exist is a missing folder, not a
+    repo to look for in the cache or download."""
+    if repo.count("/") != 1 or repo.startswith((".", "/", "~")) or repo.endswith("/"):
+        return False
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo)
+    except ImportError:  # pragma: no cover - huggingface-hub is a dependency
+        return True
+    except Exception:  # noqa: BLE001 - huggingface_hub's HFValidationError
+        return False
+    return True
+
+
+def _no_folder_note(repo: str) -> str:
+    """A note for a repo id that may have been meant as a local folder (its first part is a
+    folder here: `models/moshiko-q4`), so a mistyped path is not taken for a Hub repo alone."""
+    return f" (nor is there a folder {repo} here)" if Path(repo).expanduser().parent.is_dir() else ""
 
 
 def _repo_cache(repo: str) -> Path | None:
@@ -210,7 +229,7 @@ def _download(repo: str, filename: str) -> Path:
             if elsewhere is not None:  # cached at another revision (by commit hash, or main moved on)
                 return elsewhere
             raise WeightsError(
-                f"{filename} from {repo} is not in the local Hugging Face cache{_interrupted(repo)}"
+                f"{filename} from {repo} is not in the local Hugging Face cache{_interrupted(repo)}{_no_folder_note(repo)}"
                 + (" and offline mode is on" if offline else " and the Hub cannot be reached")
                 + f"; download it once online ({download_command(repo, filename)}) or pass a local path"
             ) from None
@@ -223,6 +242,7 @@ def _download(repo: str, filename: str) -> Path:
                     if gated
                     else "does not exist or is private (log in with hf auth login, or set HF_TOKEN, if it is yours)"
                 )
+                + ("" if gated else _no_folder_note(repo))
             ) from None
         if "EntryNotFound" in name:
             raise WeightsError(f"Hugging Face repo {repo!r} has no file {filename!r}") from None

@@ -563,10 +563,28 @@ def test_a_repo_written_loosely_is_the_repo(files, cache, monkeypatch, spec):
     assert got.where == repo and got.how == "preset moshiko"
 
 
-def test_a_malformed_repo_id_is_one_line(cache, monkeypatch):
+def test_a_malformed_repo_id_is_one_line(cache, monkeypatch, tmp_path):
+    """A spec the Hub cannot take as a repo id (a revision after @, a missing local folder
+    with a space or an accent: `my models/modèle`) is no such folder; it was 'not in the local
+    Hugging Face cache ... (hf download my models/modèle model.safetensors)'. A valid id whose
+    first part is a folder here (a mistyped path) says there is no such folder either."""
     _offline(monkeypatch)
-    with pytest.raises(WeightsError, match="from kyutai/moshiko@main is not in the local Hugging Face cache"):
-        resolve_model("kyutai/moshiko@main")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my models").mkdir()
+    for spec in ("kyutai/moshiko@main", "my models/modèle ü", "models/x..y"):
+        with pytest.raises(
+            WeightsError, match=r"^\S.*: no such model folder \(and not a Hugging Face repo id, owner/name\)$"
+        ):
+            resolve_model(spec)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(
+        WeightsError,
+        match=r"from models/moshiko-q4 is not in the local Hugging Face cache \(nor is there a folder models/moshiko-q4 here\)",
+    ):
+        resolve_model("models/moshiko-q4")
+    with pytest.raises(WeightsError) as e:
+        resolve_model("kyutai/moshiko-mlx-q4")
+    assert "nor is there a folder" not in str(e.value)
 
 
 def test_quality_compares_repos_from_the_cache(narrow_moshiko, narrow_presets, cache, monkeypatch, tmp_path, capsys):
