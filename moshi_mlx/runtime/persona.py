@@ -21,7 +21,7 @@ import numpy as np
 from ..audio.io import read_audio
 from ..audio.loudness import normalize_loudness
 from ..constants import FRAME_SIZE, SAMPLE_RATE
-from ..errors import UsageError
+from ..errors import AudioError, UsageError
 from ..validation import text
 from ..models.persona import AUDIO_CODEBOOKS, VOICE_LUFS, Prompt, Voice, build_prompt, system_prompt_text
 from ..weights.errors import WeightsError
@@ -94,7 +94,11 @@ def load_voice(spec: str | os.PathLike | Voice, mimi, where: str | None = None) 
         return _stored_voice(path.stem, path)
     if mimi is None:
         raise UsageError("a voice recording needs the model's codec")
-    return encode_voice(mimi, read_audio(path, SAMPLE_RATE), path.stem)
+    pcm = read_audio(path, SAMPLE_RATE)
+    try:
+        return encode_voice(mimi, pcm, path.stem)
+    except AudioError as e:  # too short or silent to normalise: say which file (the input is audio too)
+        raise AudioError(f"voice {s}: {e}") from None
 
 
 def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> Prompt:

@@ -198,3 +198,16 @@ def test_presets_are_read_from_voices_tgz_without_extracting(tmp_path):
         load_voice("VARM4", None, where=str(tmp_path))
     with pytest.raises(UsageError, match="no such file and not a preset"):
         load_voice(tmp_path / "nope.wav", None)
+
+
+def test_a_voice_file_too_short_or_silent_is_named(tmp_path):
+    """The voice is one of two audio files a command takes: its loudness refusals name it
+    (they said only 'the audio is silent' / 'audio of 0.36 s is shorter than a loudness block')."""
+    import soundfile as sf
+
+    sf.write(tmp_path / "short.flac", np.full((8000, 2), 0.1, np.float32), 22050)
+    sf.write(tmp_path / "quiet.wav", np.zeros(24000, np.float32), 24000)
+    with pytest.raises(AudioError, match=r"^voice .*short\.flac: audio of 0\.36 s is shorter than a loudness block"):
+        load_voice(tmp_path / "short.flac", _mimi())
+    with pytest.raises(AudioError, match=r"^voice .*quiet\.wav: the audio is silent"):
+        load_voice(tmp_path / "quiet.wav", _mimi())
