@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,20 @@ def _stored_voice(name: str, data) -> Voice:
     return Voice(name, embeddings=emb[:, 0, 0], cache=cache[0].astype(np.int64))
 
 
+def _read_archive(archive: Path, where: str, stem: str | None) -> tuple[set[str], bytes | None]:
+    """The preset names in `archive`, and the bytes of preset `stem` (None: names only). A
+    truncated or damaged archive (an interrupted download) is one error line, not gzip's or
+    tarfile's traceback."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {Path(m.name).stem: m for m in tar.getmembers() if m.isfile() and m.name.endswith(".pt")}
+            data = tar.extractfile(members[stem]).read() if stem in members else None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        again = "copy it again" if Path(where).expanduser().is_dir() else f"hf download {where} {VOICES_ARCHIVE}"
+        raise WeightsError(f"{VOICES_ARCHIVE} of {where} cannot be read ({e}): {again}") from None
+    return set(members), data
+
+
 def preset_voice(name: str, where: str | None) -> Voice:
     """Preset `name` (e.g. NATF2) from the `voices.tgz` of the model's repo or folder."""
     from ..weights.hub import hf_get
@@ -55,13 +70,23 @@ def preset_voice(name: str, where: str | None) -> Voice:
     stem = Path(name).stem
     if where is None:
         raise UsageError(f"voice {stem}: presets come with a PersonaPlex model repo; give a voice file instead")
-    archive = hf_get(VOICES_ARCHIVE, where)
-    with tarfile.open(archive, "r:gz") as tar:
-        member = next((m for m in tar.getmembers() if m.isfile() and Path(m.name).name == f"{stem}.pt"), None)
-        if member is None:
-            raise WeightsError(f"{VOICES_ARCHIVE} of {where} has no voice {stem}")
-        data = tar.extractfile(member).read()
+    _, data = _read_archive(hf_get(VOICES_ARCHIVE, where), where, stem)
+    if data is None:
+        raise WeightsError(f"{VOICES_ARCHIVE} of {where} has no voice {stem}")
     return _stored_voice(stem, io.BytesIO(data))
+
+
+def preset_names(where: str | None) -> tuple[str, ...]:
+    """The presets the model's `voices.tgz` holds, in VOICE_PRESETS' order: none without a
+    repo or folder, or when it has no archive (a converted folder the archive was not copied
+    to, a checkpoint alone). What the web page offers, so that every name it lists works."""
+    from ..weights.hub import hf_get_optional
+
+    archive = None if where is None else hf_get_optional(VOICES_ARCHIVE, where)
+    if archive is None:
+        return ()
+    names, _ = _read_archive(archive, where, None)
+    return tuple(n for n in VOICE_PRESETS if n in names)
 
 
 def encode_voice(mimi, pcm: np.ndarray, name: str = "voice") -> Voice:

@@ -67,12 +67,14 @@ class Engine:
         defaults = generator_settings(model.generator(options, **persona))
         voices = None
         if getattr(getattr(model, "cfg", None), "is_persona", False):
-            from ..runtime.persona import VOICE_PRESETS
+            from ..runtime.persona import preset_names
 
-            # presets come with a Hub repo or model folder; the command line's --voice is offered too
-            voices = (VOICE_PRESETS if getattr(model, "files", None) is not None else ()) + (
-                (str(persona["voice"]),) if persona.get("voice") else ()
-            )
+            # the presets the model's voices.tgz holds (none for a folder without it); the command
+            # line's --voice is offered too
+            files = getattr(model, "files", None)
+            presets = preset_names(None if files is None else files.where)
+            given = (str(persona["voice"]),) if persona.get("voice") else ()
+            voices = presets + tuple(v for v in given if v not in presets)
         fixed = {**options.given(), **persona}
         return cls(model, defaults, {k: v for k, v in fixed.items() if k not in SETTING_NAMES}, voices)
 

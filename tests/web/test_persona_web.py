@@ -82,3 +82,25 @@ def test_a_moshi_server_refuses_a_persona():
 
     msg = run(body, make_app(engine))
     assert msg["type"] == "error" and "takes no voice or persona" in msg["message"]
+
+
+def test_the_page_offers_only_the_presets_the_archive_holds(tmp_path):
+    """A model folder without voices.tgz (a converted folder it was not copied to) offered all 18
+    preset names, each then a fatal 1011 ('has no file voices.tgz') when a page picked it."""
+    import tarfile
+    from types import SimpleNamespace
+
+    from moshi_mlx.weights.errors import WeightsError
+
+    model = moshi_mlx.load("random-tiny-persona")
+    model.files = SimpleNamespace(where=str(tmp_path))  # what the resolver found: this folder
+    assert Engine.from_model(model).voices == ()
+    assert Engine.from_model(model, voice=VOICE).voices == (VOICE,)
+    with tarfile.open(tmp_path / "voices.tgz", "w:gz") as tar:
+        for name in ("VARM4", "NATF2"):
+            tar.add("tests/fixtures/persona/voice.pt", arcname=f"voices/{name}.pt")
+    assert Engine.from_model(model, voice=VOICE).voices == ("NATF2", "VARM4", VOICE)
+    data = (tmp_path / "voices.tgz").read_bytes()
+    (tmp_path / "voices.tgz").write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(WeightsError, match="voices.tgz of .* cannot be read .*: copy it again"):
+        Engine.from_model(model)
