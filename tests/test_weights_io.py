@@ -63,6 +63,39 @@ def test_truncated(tmp_path, tensors):
         SafetensorsFile(p)
 
 
+LFS_POINTER = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:5d6f5e1c0b8a7e3c2f4b9a1d0e6c7b8a9f0e1d2c3b4a5968778695a4b3c2d1e0\n"
+    "size 4205462446\n"
+)
+
+
+def test_a_git_lfs_pointer_or_a_saved_web_page_is_named(tmp_path):
+    """`git clone` of a Hub repo without git-lfs leaves pointer files under the real names; a
+    browser or curl may save an error page. Weights, Mimi and tokenizer say so: it was 'bad
+    header length 2336927755350992246 for a file of 131 bytes' and 'is not a SentencePiece
+    model'."""
+    from moshi_mlx.runtime.transcript import TextTokenizer
+    from moshi_mlx.weights.resolve import resolve_model
+
+    clone = tmp_path / "moshiko-mlx-q4"
+    clone.mkdir()
+    for name in ("model.q4.safetensors", "tokenizer-e351c8d8-checkpoint125.safetensors", "tokenizer_spm_32k_3.model"):
+        (clone / name).write_text(LFS_POINTER)
+    (clone / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    lfs = r"is a Git LFS pointer, not the file itself \(the repo was cloned without git-lfs\): run git lfs pull"
+    with pytest.raises(WeightsError, match="model.q4.safetensors " + lfs):
+        resolve_model(clone)
+    with pytest.raises(WeightsError, match="tokenizer-e351c8d8-checkpoint125.safetensors " + lfs):
+        SafetensorsFile(clone / "tokenizer-e351c8d8-checkpoint125.safetensors")
+    with pytest.raises(WeightsError, match="tokenizer_spm_32k_3.model " + lfs):
+        TextTokenizer(clone / "tokenizer_spm_32k_3.model")
+    page = tmp_path / "model.safetensors"
+    page.write_text("\n<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
+    with pytest.raises(WeightsError, match="is a web page, not the file itself"):
+        SafetensorsFile(page)
+
+
 def test_tiny_file(tmp_path):
     p = tmp_path / "tiny.safetensors"
     p.write_bytes(b"abc")

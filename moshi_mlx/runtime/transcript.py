@@ -33,7 +33,10 @@ class TextTokenizer:
         except Exception:
             ok = False
         if not ok:
-            raise WeightsError(f"{path} is not a SentencePiece model")
+            from ..weights.hub import stand_in
+
+            other = stand_in(path)
+            raise WeightsError(f"{path} is {other}" if other else f"{path} is not a SentencePiece model")
         self.sp = sp
         self.vocab_size = sp.GetPieceSize()
 

@@ -72,6 +72,26 @@ def _hub_unreachable() -> bool:
     return not _REACHABLE[addr]
 
 
+def stand_in(path: str | os.PathLike) -> str | None:
+    """What a file holds instead of the model file it should be, when a download went wrong:
+    a Git LFS pointer (a `git clone` of a Hub repo without git-lfs leaves ~130-byte text files
+    in place of every weights and tokenizer file), or a web page (an error or login page
+    saved under the file's name). None otherwise. Only the first bytes are read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return (
+            "a Git LFS pointer, not the file itself (the repo was cloned without git-lfs): run "
+            "git lfs pull in its folder, or download it with hf download"
+        )
+    if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return "a web page, not the file itself (an error or login page was saved in its place): download it again"
+    return None
+
+
 def download_command(repo: str, filename: str | None = None) -> str:
     """The shell command that puts `filename` (or the whole repo) of `repo` in the cache."""
     try:

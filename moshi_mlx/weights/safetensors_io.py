@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import WeightsError
+from .hub import stand_in
 
 # safetensors dtype -> (numpy dtype used to read the bytes, mlx dtype of the result)
 _DTYPES = {
@@ -60,6 +61,9 @@ class SafetensorsFile:
         if self.path.is_dir():
             raise WeightsError(f"expected a .safetensors file but {self.path} is a directory")
         size = self.path.stat().st_size
+        other = stand_in(self.path)
+        if other is not None:
+            raise WeightsError(f"{self.path} is {other}")
         with open(self.path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
