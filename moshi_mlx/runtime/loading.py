@@ -468,9 +468,12 @@ def _load(
     cfg = files.cfg
     if listens:
         _check_listens(cfg, str(source) if source is not None else str(weights or "this model"))
+    # the tokenizer and the Mimi file before the LM's weights: one missing or damaged is said
+    # at once, not after the seconds a 7B model takes to load
+    tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.companion("tokenizer"))
+    mimi_path = files.companion("mimi") if with_codec and files.mimi != "random" else None
     lm = load_resolved(files, dtype=dtype)
     fmt = compute_format(lm, compute, dtype)
-    tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.get(files.tokenizer))
     backend = best_backend() if mimi_backend == "auto" else mimi_backend
     n_user, n_out = cfg.user_q, cfg.dep_q
     if not with_codec:
@@ -482,7 +485,6 @@ def _load(
         _check_codec_fits(m, cfg, "the random Mimi")
         codec, mimi_desc, backend = MimiFrameCodec(m, n_encode=n_user), "random Mimi (NOISE)", "mlx"
     else:
-        mimi_path = files.get(files.mimi)
         if backend == "rustymimi":
             enc = load_mimi(mimi_path, num_codebooks=max(n_user, 1), backend="rustymimi")
             dec = load_mimi(mimi_path, num_codebooks=n_out, backend="rustymimi") if n_out else None

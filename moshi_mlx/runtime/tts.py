@@ -127,8 +127,9 @@ def load_tts_session(
         cfg = files.cfg
         if "tts_config" not in cfg.extra:
             raise ConfigError(f"{files.how}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
+        tok = TextTokenizer(files.companion("tokenizer"))  # before the LM: a missing one is said at once
+        mimi_path = None if files.mimi == "random" else files.companion("mimi")
         lm = load_resolved(files)
-        tok = TextTokenizer(files.get(files.tokenizer))
         desc = f"{files.weights.name} from {files.where}"
     if quantize:
         if is_quantized(lm):
@@ -147,7 +148,7 @@ def load_tts_session(
         desc += ", random Mimi (NOISE)"
     else:
         backend = best_backend() if mimi_backend == "auto" else mimi_backend
-        codec = MimiFrameCodec(load_mimi(files.get(files.mimi), num_codebooks=n, backend=backend))
+        codec = MimiFrameCodec(load_mimi(mimi_path, num_codebooks=n, backend=backend))
         desc += f", Mimi via {backend}"
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))

@@ -76,6 +76,31 @@ class ModelFiles:
     def get(self, name: str) -> Path:
         return hf_get(name, self.where)
 
+    def companion(self, kind: str) -> Path:
+        """The local path of the Mimi checkpoint (`kind` "mimi") or the text tokenizer
+        ("tokenizer"), looked up where the weights are. Missing from a local folder, it is
+        named with what it is and how to give it: a fine-tune's or a copied weights file's
+        folder often lacks them, and the Mimi's published name
+        (tokenizer-e351c8d8-checkpoint125.safetensors) does not say it is the codec."""
+        name = self.mimi if kind == "mimi" else self.tokenizer
+        try:
+            return self.get(name)
+        except WeightsError:
+            if self.repo is not None or Path(name).name != name:  # the cache's line, or a path given
+                raise
+            what, flag = _COMPANIONS[kind]
+            raise WeightsError(
+                f"{self.where} has no {name} ({what}): put it there, pass its path ({flag}), or take "
+                f"it from the repo the weights come from (--hf-repo REPO --moshi-weight {self.weights})"
+            ) from None
+
+
+# what a companion file is, and how a caller gives it (ModelFiles.companion)
+_COMPANIONS = {
+    "mimi": ("the Mimi codec checkpoint", "--mimi-weight, or mimi= in load()"),
+    "tokenizer": ("the text tokenizer", "--tokenizer, or tokenizer= in load()"),
+}
+
 
 # ---- presets and repos ----------------------------------------------------------------------
 

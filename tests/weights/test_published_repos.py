@@ -649,3 +649,33 @@ def test_the_cache_snapshot_folder_and_a_symlinked_file_as_local_paths(files, ca
     for got in (resolve_model(mine), resolve_model(weights=mine / "model.q4.safetensors")):
         assert got.weights.parent == mine and got.where == str(mine) and "matched by tensor shapes" in got.how
         assert got.get(MIMI).parent == mine
+
+
+def test_a_folder_without_its_companions_names_them_before_loading(
+    narrow_moshiko, narrow_presets, tmp_path, monkeypatch
+):
+    """A fine-tune's folder (moshi-finetune's consolidated/) or a weights file copied alone
+    holds no Mimi and no tokenizer: each is named with what it is and how to give it (it was
+    'model folder D has no file ...': the Mimi's published name does not say it is the codec),
+    and before the LM's weights are read (a 7B model takes seconds)."""
+    from moshi_mlx.weights import lm_loader
+
+    d = tmp_path / "my fine-tune"
+    d.mkdir()
+    (d / "model.q4.safetensors").hardlink_to(narrow_moshiko / "model.q4.safetensors")
+
+    def loaded(*a, **k):
+        raise AssertionError("the LM was loaded before its companions were found")
+
+    monkeypatch.setattr(lm_loader, "load_resolved", loaded)
+    fix = r": put it there, pass its path \(--{}, or {}= in load\(\)\), or take it from the repo the weights come from"
+    with pytest.raises(
+        WeightsError,
+        match=r"has no tokenizer_spm_32k_3.model \(the text tokenizer\)" + fix.format("tokenizer", "tokenizer"),
+    ):
+        moshi_mlx.load(d)
+    (d / TOK32K).hardlink_to(narrow_moshiko / TOK32K)
+    with pytest.raises(
+        WeightsError, match=rf"has no {MIMI} \(the Mimi codec checkpoint\)" + fix.format("mimi-weight", "mimi")
+    ):
+        moshi_mlx.load(d / "model.q4.safetensors")
