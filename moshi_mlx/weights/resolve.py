@@ -237,9 +237,12 @@ def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Pa
             return next((f for f in QUANT_FORMATS.values() if f".{f}." in n or n.endswith(f"-{f}.safetensors")), None)
 
         want = _fmt(quantized)
-        names = [n for n in names if fmt_of(n) == want] or (
-            [n for n in names if fmt_of(n) is None] if want == "bf16" else names
-        )
+        picked = [n for n in names if fmt_of(n) == want]
+        if not picked and quantized is not None:  # -q 8 on a folder of the q4 and bf16 files
+            raise UsageError(
+                f"{folder} holds no {want} weights file (it holds {', '.join(names)}): drop -q, or pass the file"
+            )
+        names = picked or ([n for n in names if fmt_of(n) is None] if want == "bf16" else names)
     if len(names) != 1:
         interrupted = not names and any((folder / ".cache" / "huggingface" / "download").glob("*.incomplete"))
         raise WeightsError(

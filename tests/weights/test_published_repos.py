@@ -534,6 +534,23 @@ def test_q_on_a_folder_of_another_quantization_is_refused(files, tmp_path):
         resolve_model(bf16, quantized=4)
 
 
+def test_q_on_a_folder_of_several_files_without_that_one_is_refused(files, tmp_path):
+    """A folder holding the q4 and bf16 files given -q 8: it said 'should hold one
+    .safetensors model file, found model.q4.safetensors, model.safetensors; set moshi_name'."""
+    folder = tmp_path / "moshiko"
+    folder.mkdir()
+    (folder / "model.q4.safetensors").hardlink_to(files["kyutai/moshiko-mlx-q4"]["model.q4.safetensors"])
+    (folder / "model.safetensors").hardlink_to(files["kyutai/moshiko-mlx-bf16"]["model.safetensors"])
+    assert resolve_model(folder, quantized=4).weights.name == "model.q4.safetensors"
+    assert resolve_model(folder).weights.name == "model.safetensors"
+    with pytest.raises(
+        UsageError,
+        match=r"moshiko holds no q8 weights file \(it holds model.q4.safetensors, model.safetensors\): drop -q, "
+        r"or pass the file$",
+    ):
+        resolve_model(folder, quantized=8)
+
+
 def test_a_config_of_another_tool_with_one_moshi_key_is_not_read(files, tmp_path):
     """DistilBERT-style config.json (`dim`, `n_layers`, ...): it was refused as a Moshi config
     with 'unknown config keys'; the shapes decide."""
