@@ -37,7 +37,7 @@ from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NA
 from ..errors import ConfigError, UsageError
 from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, preset, presets_for_repo
 from .errors import WeightsError
-from .hub import hf_get, hf_get_optional, is_repo_id, repo_id
+from .hub import cached, hf_get, hf_get_optional, is_repo_id, repo_id
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
 from .safetensors_io import SafetensorsFile
@@ -140,6 +140,19 @@ def _repo_weights_name(repo: str, raw: dict | None, quantized: int | None) -> st
         hint = f"; the {fmt} weights are in {elsewhere[0]}" if elsewhere else ""
         raise UsageError(f"{repo} holds {', '.join(sorted(known))} weights, not {fmt}{hint}")
     return named if named and f".{fmt}." in named else f"model.{fmt}.safetensors"
+
+
+def _cached_instead(repo: str, name: str) -> str:
+    """A note for a known repo's weights missing from the cache while another format of the
+    same model is there (a user who ran `-q 4` once, offline now without it)."""
+    for preset_name, _, _ in presets_for_repo(repo)[:1]:
+        for fmt, (other, fname) in PRESETS[preset_name][1].items():
+            if (other, fname) != (repo, name) and isinstance(cached(other, fname), Path):
+                if other != repo:  # -q alone would pick the default model's repo
+                    return f" ({other} is in the cache: --hf-repo {other}, or load({other!r}))"
+                how = f"-q {fmt[1:]}, or quantized={fmt[1:]}" if fmt.startswith("q") else "without -q"
+                return f" ({fname} is in the cache: {how})"
+    return ""
 
 
 # ---- configs --------------------------------------------------------------------------------
@@ -348,7 +361,11 @@ def resolve_model(
     elif folder is not None:
         path = _folder_weights(folder, raw, quantized)
     else:
-        path = hf_get(_repo_weights_name(where, raw, quantized), where)
+        name = _repo_weights_name(where, raw, quantized)
+        try:
+            path = hf_get(name, where)
+        except WeightsError as e:  # not cached: another format of the same model may be
+            raise WeightsError(f"{e}{_cached_instead(where, name)}") from None
 
     # 3. its header, once
     f = SafetensorsFile(path)

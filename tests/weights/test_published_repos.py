@@ -281,6 +281,26 @@ def test_a_missing_file_names_repo_file_and_the_download_command(files, cache, m
     assert "download kyutai/moshiko-mlx-q4 model.q4.safetensors" in msg
 
 
+def test_a_format_not_cached_names_the_one_that_is(files, cache, monkeypatch):
+    """The README's `moshi-local -q 4` once, then `moshi-local` offline: the bf16 repo is not
+    cached and the line says which format of the same model is."""
+    add_repo(cache, "kyutai/moshiko-mlx-q4", files["kyutai/moshiko-mlx-q4"], absent=("config.json",))
+    hel = {k: v for k, v in files[HELIUM].items() if "bf16" not in k and "q8" not in k and "q6" not in k}
+    add_repo(cache, HELIUM, hel, absent=("config.json",))
+    _offline(monkeypatch)
+    q4 = "kyutai/moshiko-mlx-q4"
+    hint = f"(kyutai/moshiko-mlx-q4 is in the cache: --hf-repo {q4}, or load('{q4}'))"
+    # the default model at bf16 or q8: its q4 is named; moshika's repo: none of moshika is cached
+    for source, quantized in ((None, None), (None, 8), ("kyutai/moshika-mlx-bf16", None)):
+        with pytest.raises(WeightsError) as e:
+            resolve_model(source, quantized=quantized)
+        assert str(e.value).endswith(hint) == (source is None), str(e.value)
+    with pytest.raises(
+        WeightsError, match=r"\(helium-1-preview-2b-q4.safetensors is in the cache: -q 4, or quantized=4\)$"
+    ):
+        resolve_model(HELIUM)
+
+
 def test_a_repo_config_that_is_not_a_moshi_config_is_not_read_as_one(files, cache, monkeypatch, tmp_path):
     """A repo may hold a config.json for another tool (PersonaPlex's is ignored by its own
     loader): the preset known for the repo, or the shapes, decide."""
