@@ -285,7 +285,9 @@ def load(
     """
     from ..validation import seed as check_seed
     from ..weights.hub import offline_mode
+    from .workers import clear_on_thread_end
 
+    clear_on_thread_end()  # a script's own thread: its MLX state emptied before it ends
     seed = check_seed("seed", seed)
     if compute not in COMPUTE:
         raise UsageError(f"compute must be 'auto' (the backend's fast format) or 'stored' (as loaded), got {compute!r}")

@@ -145,7 +145,9 @@ class Model:
         """
         from ..models import LmGen
         from ..models.sampling import SamplingOptions
+        from .workers import clear_on_thread_end
 
+        clear_on_thread_end()  # another thread than load()'s may run the model (docs/threading.md)
         extra = {k: sampling.pop(k) for k in GENERATOR_OPTIONS if k in sampling}
         unknown = sorted(set(sampling) - set(SamplingOptions.names()))
         if unknown:

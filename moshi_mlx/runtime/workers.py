@@ -17,6 +17,12 @@ thread, and one erases its entries only from the cache of the last thread that c
 MLX's exit hook (ml-explore/mlx#4373, in 0.32.4) empties the cache of the thread that imported
 `mlx.core` (so this module imports it: never first on a worker); MLX 0.32.1 has none
 (ml-explore/mlx#4327, #4347). `_clear_main_compile_cache` empties the main thread's anyway.
+
+A caller's own thread (a script loading and running a model in a `threading.Thread`) tears its
+cache down when it ends, taking the GIL: if the main thread has begun finalizing by then (a
+script whose main thread joins it and exits), that aborts the process ("terminate called
+without an active exception", about 1 run in 10 here). `clear_on_thread_end` empties the
+cache while the thread's Python state is cleared, before `join()` returns.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class _Worker:
         self.thread.start()
 
     def _run(self) -> None:
+        _thread_end.pooled = True  # lives as long as the process: nothing to clear when it ends
         with mx.stream(mx.new_stream(mx.default_device())):
             while True:
                 fn, done = self.tasks.get()
@@ -64,6 +71,38 @@ def run_in_worker(fn: Callable[[], None]) -> threading.Event:
     done = threading.Event()
     worker.tasks.put((fn, done))
     return done
+
+
+class _ClearOnThreadEnd:
+    """Kept in a thread-local: freed when its thread's Python state is cleared (in that thread,
+    holding the GIL, before the thread's `join()` returns), it empties the thread's MLX
+    compile cache and streams, so MLX's C++ thread-local teardown that follows has no Python
+    object to release and never needs the GIL (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+
+    def __del__(self) -> None:
+        if threading.get_ident() != self.ident or not hasattr(mx, "clear_streams"):
+            return  # freed elsewhere (the thread-local itself collected at exit): not this thread's state
+        try:
+            mx.synchronize()
+        except Exception:  # a failure of earlier work, already reported where it happened
+            pass
+        mx.clear_streams()
+
+
+_thread_end = threading.local()
+
+
+def clear_on_thread_end() -> None:
+    """Empty the calling thread's MLX compile cache when it ends (the main thread's is emptied
+    at exit, the pool's workers never end). Called where the API starts MLX work on a caller's
+    thread (`load`, `Model.generator`); cheap when already done."""
+    if getattr(_thread_end, "pooled", False) or getattr(_thread_end, "armed", None) is not None:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        _thread_end.armed = _ClearOnThreadEnd()
 
 
 def _clear_main_compile_cache() -> None:

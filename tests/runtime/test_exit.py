@@ -100,3 +100,37 @@ def test_runtime_test_files_exit_cleanly():
     ran = json.loads(r.stdout.strip().splitlines()[-1])
     assert ran["status"] in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), tail  # not interrupted or an error
     assert ran["finished"] == ran["collected"] >= 30, ran  # every test ran to its end
+
+
+# the caller's thread ends while the main thread finalizes: its C++ thread-local teardown is held
+# back by a destructor registered after MLX's (so run first: 0.3 s), and the main thread's
+# finalization by a __del__ (1 s), so the teardown always meets a finalizing interpreter
+_THREAD_SCRIPT = """
+import ctypes, sys, threading, time
+import numpy as np
+class SlowFinalize:
+    def __del__(self):
+        time.sleep(1.0)
+slow = SlowFinalize()
+def work():
+    import moshi_mlx
+    model = moshi_mlx.load("random-tiny")
+    model.respond(np.zeros(4800, np.float32), sample_rate=24000)
+    libc = ctypes.CDLL(None)
+    libc.__cxa_thread_atexit_impl.argtypes = [ctypes.c_void_p] * 3
+    libc.__cxa_thread_atexit_impl(ctypes.cast(libc.usleep, ctypes.c_void_p), ctypes.c_void_p(300_000), None)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print("done")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="holds the thread's teardown back with glibc's hook")
+def test_a_callers_thread_that_ends_at_exit():
+    """A script running the model in its own thread, joined just before exit: the thread's MLX
+    compile cache, torn down (taking the GIL) after the main thread began finalizing, aborted
+    the process ('terminate called without an active exception', 134; ~1 run in 10 unforced,
+    every run here). `load` and `Model.generator` have it emptied as the thread's Python state goes."""
+    r = _run(["-c", _THREAD_SCRIPT], 120)
+    assert r.returncode == 0 and r.stdout == "done\n", (r.returncode, r.stdout + r.stderr)
