@@ -24,6 +24,25 @@ from .device_args import list_devices_or_run
 from .runner import OneLineParser, cli_main
 
 DEFAULT_REPO = "kyutai/hibiki-zero-3b-pytorch-bf16"
+# each mode's own flags: given in the other mode they would do nothing (the tokens asked for
+# never written, a pause policy never applied), so they are refused before loading
+LIVE_ONLY = (
+    "--simulate",
+    "--record",
+    "--duration",
+    "--max-lag-ms",
+    "--slow-step-ms",
+    "--end-silence",
+    "--end-threshold-db",
+    "--input-device",
+    "--output-device",
+    "--echo-cancel",
+    "--echo-canceller",
+    "--noise-suppression",
+    "--no-high-pass",
+    "--record-mic",
+)
+FILE_ONLY = ("--save-tokens", "--quiet")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,16 +93,23 @@ def _check_translates(model) -> None:
         )
 
 
+def _given(args, flags: tuple[str, ...]) -> list[str]:
+    """Those of `flags` the command line set to something else than their default."""
+    actions = {s: a for a in parser()._actions for s in a.option_strings}
+    return [f for f in flags if getattr(args, actions[f].dest) != actions[f].default]
+
+
 def run(args) -> int:
     use_default_repo(args, DEFAULT_REPO, "Hibiki-Zero")
     if args.infile is None:
         if args.outfile is not None:
             raise UsageError("OUTFILE needs an INFILE")
+        for flag in _given(args, FILE_ONLY):
+            raise UsageError(f"{flag} is for translating a file (give INFILE)")
         policy = SilencePolicy(silence_s=args.end_silence, threshold_db=args.end_threshold_db)
         return local.run(args, check_model=_check_translates, end_policy=policy)
-    for flag, given in (("--simulate", args.simulate), ("--record", args.record), ("--duration", args.duration)):
-        if given:
-            raise UsageError(f"{flag} is for the live mode (leave out INFILE)")
+    for flag in _given(args, LIVE_ONLY):
+        raise UsageError(f"{flag} is for the live mode (leave out INFILE)")
     run_inference.run(args, check_model=_check_translates)
     return 0
 

@@ -75,6 +75,25 @@ def test_refusals(tmp_path, capsys):
         == 2
     )
     assert "--simulate is for the live mode" in capsys.readouterr().err
+    # a flag of the other mode was silently ignored: no tokens written, no pause policy
+    fr, out = str(tmp_path / "fr.wav"), str(tmp_path / "en.wav")
+    for argv, flag in (
+        ([fr, out, "--end-silence", "2"], "--end-silence is for the live mode (leave out INFILE)"),
+        ([fr, out, "--echo-cancel", "off"], "--echo-cancel is for the live mode"),
+        ([fr, out, "--max-lag-ms", "off"], "--max-lag-ms is for the live mode"),
+        (["--simulate", fr, "--save-tokens", str(tmp_path / "t.npz")], "--save-tokens is for translating a file"),
+        (["--simulate", fr, "--quiet"], "--quiet is for translating a file (give INFILE)"),
+    ):
+        assert translate.main(["--model", "random-tiny-hibiki-zero", *argv]) == 2
+        assert flag in capsys.readouterr().err
+    assert not (tmp_path / "en.wav").exists() and not (tmp_path / "t.npz").exists()
+    # the defaults given explicitly are not refused
+    assert (
+        translate._given(
+            translate.parser().parse_args([fr, "--max-lag-ms", "400", "--end-silence", "1.5"]), translate.LIVE_ONLY
+        )
+        == []
+    )
     with pytest.raises(UsageError, match="not a translation model"):
         translate._check_translates(moshi_mlx.load("random-tiny"))
 
