@@ -128,11 +128,11 @@ def load_voice(spec: str | os.PathLike | Voice, mimi, where: str | None = None) 
 
 def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> Prompt:
     """The system prompt of a voice (or None) and a role (None or blank: no role phase)."""
-    from .transcript import ByteTokenizer, PlaceholderTokenizer
+    from .transcript import PlaceholderTokenizer
 
     tokens: list[int] = []
     if persona is not None and text("persona", persona).strip():
-        if isinstance(tokenizer, PlaceholderTokenizer):  # a demo model: one token per UTF-8 byte
-            tokenizer = ByteTokenizer()
+        if isinstance(tokenizer, PlaceholderTokenizer):  # ids only: no SentencePiece to write the role with
+            raise UsageError("a persona needs the model's text tokenizer; --tokenizer none (token ids only) has none")
         tokens = [int(t) for t in tokenizer.encode(system_prompt_text(persona))]
     return build_prompt(cfg, voice, tokens)

@@ -81,3 +81,25 @@ def test_a_role_that_is_not_utf8_is_one_line(tmp_path):
         "error: persona is not UTF-8 text: character 8 is '\\udcff'"
     ], err
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_a_role_needs_the_tokenizer(tmp_path):
+    """With --tokenizer none the role was written as UTF-8 byte ids (the tokenizer-less demo's
+    stand-in), which a real PersonaPlex reads as unrelated SentencePiece pieces: a wrong role, silently."""
+    r = _run(
+        "moshi_mlx.run_inference",
+        "--model",
+        "random-tiny-persona",
+        "--tokenizer",
+        "none",
+        "--persona",
+        "You are a pirate.",
+        VOICE,
+        str(tmp_path / "o.wav"),
+        "--quiet",
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
+        "error: a persona needs the model's text tokenizer; --tokenizer none (token ids only) has none"
+    ], r.stderr
+    assert not (tmp_path / "o.wav").exists()
