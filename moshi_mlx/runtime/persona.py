@@ -115,7 +115,7 @@ def load_voice(spec: str | os.PathLike | Voice, mimi, where: str | None = None) 
     path = Path(s).expanduser()
     if not path.exists():
         raise UsageError(f"voice {s!r}: no such file and not a preset ({', '.join(VOICE_PRESETS)})")
-    if path.suffix == ".pt":
+    if path.suffix.lower() == ".pt":  # as audio suffixes are read whatever their case
         return _stored_voice(path.stem, path)
     if mimi is None:
         raise UsageError("a voice recording needs the model's codec")

@@ -193,6 +193,8 @@ def test_presets_are_read_from_voices_tgz_without_extracting(tmp_path):
         tar.add(PERSONA / "voice.pt", arcname="voices/NATF2.pt")
     voice = load_voice("NATF2", None, where=str(tmp_path))
     np.testing.assert_array_equal(voice.embeddings, load_voice(PERSONA / "voice.pt", None).embeddings)
+    (tmp_path / "Mine.PT").write_bytes((PERSONA / "voice.pt").read_bytes())  # read as audio before
+    np.testing.assert_array_equal(voice.embeddings, load_voice(tmp_path / "Mine.PT", None).embeddings)
     assert not (tmp_path / "voices").exists()
     with pytest.raises(WeightsError, match="has no voice VARM4"):
         load_voice("VARM4", None, where=str(tmp_path))
