@@ -128,13 +128,16 @@ class Start:
 
 def validate_prompt(msg: dict, voices: tuple[str, ...] | None) -> dict | None:
     """The client's voice and role, for a PersonaPlex server (`voices`: the names it offers;
-    None: the model takes no prompt). A voice is a name from that list, never a path."""
+    None: the model takes no prompt). A voice is a name from that list, never a path; "" (the
+    voice) and a blank role mean none, over the server's --voice / --persona."""
     chosen = {k: msg[k] for k in ("voice", "persona") if msg.get(k) is not None}
     if not chosen:
         return None
     if voices is None:
         raise ProtocolError("this model takes no voice or persona (PersonaPlex models do)")
-    if "voice" in chosen and chosen["voice"] not in voices:
+    if chosen.get("voice") == "":  # the page's "(none)": no voice prompt, whatever --voice the server has
+        chosen["voice"] = None
+    elif "voice" in chosen and chosen["voice"] not in voices:
         raise ProtocolError(f"unknown voice {_show(chosen['voice'])}; this server offers {', '.join(voices) or 'none'}")
     if "persona" in chosen:  # the generator's own check, refused here so that the session goes on
         text("'persona'", chosen["persona"], max_chars=MAX_PERSONA_CHARS, err=ProtocolError)

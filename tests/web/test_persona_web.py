@@ -104,3 +104,36 @@ def test_the_page_offers_only_the_presets_the_archive_holds(tmp_path):
     (tmp_path / "voices.tgz").write_bytes(data[: len(data) // 2])  # an interrupted download
     with pytest.raises(WeightsError, match="voices.tgz of .* cannot be read .*: copy it again"):
         Engine.from_model(model)
+
+
+def test_the_pages_none_overrides_the_servers_voice_and_role():
+    """The page's voice "(none)" and an emptied role box were sent as nothing, so the server's
+    --voice / --persona were used: the page showed none and the model got them."""
+    s = parse_text(_start(voice="", persona=""), DEFAULTS, started=False, voices=("NATF2",))
+    assert s.prompt == {"voice": None, "persona": ""}
+    model = moshi_mlx.load("random-tiny-persona")
+    engine = Engine.from_model(model, voice=VOICE, persona="You are a pirate.")
+    seen = []
+    real = model.generator
+
+    def generator(**kw):
+        gen = real(**kw)
+        seen.append((kw.get("voice"), kw.get("persona"), gen.prompt))
+        return gen
+
+    model.generator = generator
+
+    async def body(client):
+        for start in (_start(), _start(voice="", persona="")):
+            ws = await client.ws_connect("/api/ws")
+            await ws.send_str(start)
+            assert (await recv_json(ws))["type"] == "ready"
+            await ws.close()
+
+    run(body, make_app(engine))
+    (v1, p1, prompt1), (v2, p2, prompt2) = seen[-2:]
+    assert (
+        (v1, p1) == (VOICE, "You are a pirate.") and prompt1.voice is not None and prompt1.text_tokens > 0
+    )  # nothing sent: the server's
+    # "(none)" and no role: no voice phase, no role tokens (only the silences)
+    assert v2 is None and p2 == "" and prompt2.voice is None and prompt2.text_tokens == 0

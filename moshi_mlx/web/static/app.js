@@ -88,12 +88,10 @@ function buildPersona() {
   $("persona").value = info.persona || "";
 }
 
+// both always sent: "(none)" and an empty role mean none, not the server's --voice / --persona
 function readPersona() {
   if (!info.voices) return {};
-  const out = {};
-  if ($("voice").value) out.voice = $("voice").value;
-  if ($("persona").value.trim()) out.persona = $("persona").value.trim();
-  return out;
+  return { voice: $("voice").value, persona: $("persona").value.trim() };
 }
 
 function fmtMs(x) { return x === null || x === undefined ? "–" : Math.round(x) + " ms"; }
