@@ -158,6 +158,7 @@ def test_more_caller_mistakes_are_one_line_errors(model, tmp_path):
         moshi_mlx.load("random-tiny", dtype=np.float32)
     assert moshi_mlx.load("random-tiny", dtype=mx.float16, codec=False).lm is not None
     for kw in (
+        dict(quantized=4),  # (-q 4 with --model: silently unquantized before)
         dict(weights="w.safetensors"),
         dict(config="moshiko"),
         dict(mimi="m.safetensors"),

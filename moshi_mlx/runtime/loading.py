@@ -309,6 +309,7 @@ def load(
         given = [
             k
             for k, v, ok in (
+                ("quantized", quantized, ()),  # -q: no q4/q8 file to pick (it ran unquantized)
                 ("weights", weights, ()),
                 ("config", config, ()),
                 ("lora", lora, ()),
