@@ -510,7 +510,12 @@ def _load(
 def load_session(args: argparse.Namespace, with_codec: bool = True, listens: bool = False) -> Model:
     """Resolve the model flags (see `add_model_args`) into a ready model (with_codec=False:
     no Mimi, for text generation; listens: refuse a text model before reading weights); its
-    warnings go to stderr, one line each."""
+    warnings go to stderr, one line each. A missing --voice file is found before the model loads
+    (minutes for PersonaPlex 7B)."""
+    if getattr(args, "voice", None) is not None:
+        from .persona import check_voice_spec
+
+        check_voice_spec(args.voice)
     model = load(**load_kwargs(args), codec=with_codec, listens=listens)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)

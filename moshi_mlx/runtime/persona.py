@@ -103,18 +103,29 @@ def encode_voice(mimi, pcm: np.ndarray, name: str = "voice") -> Voice:
     return Voice(name, codes=codes[0, :AUDIO_CODEBOOKS].astype(np.int64))
 
 
-def load_voice(spec: str | os.PathLike | Voice, mimi, where: str | None = None) -> Voice:
-    """A voice from a preset name, a stored voice (.pt) or an audio file (see module docstring)."""
-    if isinstance(spec, Voice):
-        return spec
+def check_voice_spec(spec: str | os.PathLike) -> Path | None:
+    """What can be told of a voice without the model (the CLIs ask before loading it): None for
+    a preset name, else the path of the existing file; an empty name or a missing file is the
+    one-line error."""
     s = str(spec)
     if not s.strip():
         raise UsageError("voice: empty name (give a preset such as NATF2, or an audio file)")
     if is_preset_name(s):
-        return preset_voice(s, where)
+        return None
     path = Path(s).expanduser()
     if not path.exists():
         raise UsageError(f"voice {s!r}: no such file and not a preset ({', '.join(VOICE_PRESETS)})")
+    return path
+
+
+def load_voice(spec: str | os.PathLike | Voice, mimi, where: str | None = None) -> Voice:
+    """A voice from a preset name, a stored voice (.pt) or an audio file (see module docstring)."""
+    if isinstance(spec, Voice):
+        return spec
+    path = check_voice_spec(spec)
+    if path is None:
+        return preset_voice(str(spec), where)
+    s = str(spec)
     if path.suffix.lower() == ".pt":  # as audio suffixes are read whatever their case
         return _stored_voice(path.stem, path)
     if mimi is None:

@@ -103,3 +103,19 @@ def test_a_role_needs_the_tokenizer(tmp_path):
         "error: a persona needs the model's text tokenizer; --tokenizer none (token ids only) has none"
     ], r.stderr
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_a_missing_voice_file_is_found_before_the_model_loads(tmp_path, capsys):
+    """The voice is an input: a missing file was found only once the model had loaded (minutes
+    for the 7B). Here the model source does not exist either: the voice is named first."""
+    from moshi_mlx.cli import local, local_web, run_inference
+
+    missing, model = str(tmp_path / "me.wav"), ["--hf-repo", str(tmp_path / "no-model")]
+    for main, argv in (
+        (run_inference.main, [*model, "--voice", missing, VOICE, str(tmp_path / "o.wav")]),
+        (local.main, [*model, "--voice", missing, "--simulate", VOICE]),
+        (local_web.main, [*model, "--voice", missing, "--port", "0"]),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: voice {missing!r}: no such file and not a preset"), err
