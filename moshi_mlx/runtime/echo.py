@@ -292,9 +292,11 @@ class EchoStats:
                 + (f" (PortAudio latency {latency:.0f} ms)" if latency and not np.isnan(latency) else "")
             ]
         else:
+            latency = s["device_latency_ms"]  # 0 on a simulated device: only the measured part
             parts = [
-                f"round trip {s['round_trip_ms']:.0f} ms (PortAudio {s['device_latency_ms']:.0f} ms + "
-                f"measured {s['echo_delay_ms']:.0f} ms)"
+                f"round trip {s['round_trip_ms']:.0f} ms ("
+                + (f"PortAudio {latency:.0f} ms + " if latency and not np.isnan(latency) else "")
+                + f"measured {s['echo_delay_ms']:.0f} ms)"
             ]
             if s["erle_seconds"] > 0:
                 parts.append(

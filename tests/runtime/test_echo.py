@@ -390,3 +390,14 @@ def test_summary_reports_echo_path_changes_and_their_reconvergence():
     start = ec.stats.path_changes[0][0]
     assert 9.0 <= start <= 9.5, ec.stats.path_changes
     assert f"1 echo-path change, back to 20 dB ERLE in {s['reconverged_s'][0]:.1f} s" in ec.stats.describe()
+
+
+def test_session_line_names_portaudio_only_for_a_sound_card():
+    """A simulated session has no PortAudio latency: the line said 'PortAudio 0 ms + measured
+    -39 ms' whenever an echo was found (the no-echo line already left it out)."""
+    from moshi_mlx.runtime.echo import EchoStats
+
+    simulated = EchoStats(echo_delay_ms=-39.0).describe()
+    assert "round trip -39 ms (measured -39 ms)" in simulated and "PortAudio" not in simulated, simulated
+    card = EchoStats(device_latency_ms=30.0, echo_delay_ms=12.0).describe()
+    assert "round trip 42 ms (PortAudio 30 ms + measured 12 ms)" in card, card
