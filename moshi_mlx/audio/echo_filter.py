@@ -144,7 +144,8 @@ class KalmanEchoFilter:
         if self.late:
             self.residual = self.residual + self.late * 0.5 * self._late_echo(leaving)
         if det is not None:  # plus what a changed path leaves, until re-learnt
-            self.residual = det.add_to(self.residual, y2)
+            if det.changed_recently:
+                self.residual = det.add_to(self.residual, self._changed_echo_power(y2))
             det.record_levels(e2, y2, self.residual)
         self.error_power = e2
         fast = det.fast if det is not None else 0.0
@@ -163,6 +164,14 @@ class KalmanEchoFilter:
         self._w2 = self._W.real**2 + self._W.imag**2  # also the next block's, until its update
         self._P += q * self._w2
         return e, y
+
+    def _changed_echo_power(self, y2: np.ndarray) -> np.ndarray:
+        """The echo's power per bin once its path has changed. A moved microphone changes the
+        path's phases, not the room's energy, so the new echo carries about the old path's
+        incoherent power sum_p |W_p|^2 |X_p|^2 / 2 (the half: the block is half of the FFT
+        frame); the old estimate's own |Y|^2 falls far below it where its partitions cancel,
+        as at an onset (y2: |Y|^2)."""
+        return np.maximum(y2, 0.5 * np.einsum("pk,pk->k", self._X2, self._w2))
 
     def _late_echo(self, leaving: np.ndarray) -> np.ndarray:
         """The echo beyond the filter's span: the reverberation the last partition ends on

@@ -69,6 +69,10 @@ class PathChange:
     talk_scale: float = 1.0
     talk_floor: float = 0.1
     talk_gap: int = 25
+    # a new detection by rule (a) or (b) while the user was silent (talk < 0.5) whose wrong
+    # estimate explains less than `onset` of the error is the user starting to talk (the filter,
+    # adapting on their first words, makes its estimate look wrong), not a change (0: off)
+    onset: float = 0.45
 
 
 class PathChangeDetector:
@@ -129,10 +133,11 @@ class PathChangeDetector:
             return floor
         return floor * 10 ** (-pc.deep_db * self._explained**2 * float(self._hold.max()) / 20)
 
-    def add_to(self, residual: np.ndarray, y2: np.ndarray) -> np.ndarray:
+    def add_to(self, residual: np.ndarray, echo: np.ndarray) -> np.ndarray:
         """`residual` plus what the changed path leaves until the filter has re-learnt it,
         scaled per band where the user talked through the change (so their voice is kept
-        where the change is not the error). `y2`: `observe`'s |Y|^2."""
+        where the change is not the error). `echo`: the echo's power per bin (at least
+        `observe`'s |Y|^2)."""
         if not self.changed_recently:
             return residual
         pc = self.settings
@@ -142,7 +147,7 @@ class PathChangeDetector:
             u = np.clip(pc.talk_scale * 2.0 * self._hold * self._syy / (self._see + 1e-20), 0.0, 1.0)
             gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * self._talk
             scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * self._talk
-        residual = residual + (gamma * 2.0 * self._hold)[self._band_of] * y2
+        residual = residual + (gamma * 2.0 * self._hold)[self._band_of] * echo
         if scale is not None:
             residual = residual * scale[self._band_of]
         return residual
@@ -188,22 +193,23 @@ class PathChangeDetector:
         self._hold *= pc.hold
         self._dominance *= pc.hold
         self._since += 1
-        if self.changed and self._since > pc.talk_gap:  # a new change, not the same one seen again
-            # the error over the expected echo before the change (0.5-0.1 s ago): ~ERLE^-1 (< 0.03)
-            # with Moshi alone, or while the filter learns (the residual expects it); ~1 with the user
-            err, echo = self._levels[:-5].sum(axis=0)
-            rho2 = (err / (echo + 1e-20)) ** 2
-            self._talk = rho2 / (rho2 + pc.talk_rho**2)
-        if self.changed:  # a moved microphone changes every band, most where the detector is blind
-            self._since = 0
+        if self.changed:
             beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
             if sudden:
                 beta = np.maximum(beta, np.clip(-bey / (byy + 1e-20), 0.0, 1.0))
-            self._hold = np.maximum(self._hold, beta)
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
             explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
             if sudden:
                 explained = max(explained, 2.0 * float(np.sum(beta * byy)) / (float(np.sum(bee)) + 1e-20))
+        if self.changed and self._since > pc.talk_gap:  # a new change, not the same one seen again
+            talk = self._talk_before()
+            if not sudden and talk < 0.5 and explained < pc.onset:
+                self.changed = False  # the user's first words: the error is theirs, not a wrong estimate's
+            else:
+                self._talk = talk
+        if self.changed:  # a moved microphone changes every band, most where the detector is blind
+            self._since = 0
+            self._hold = np.maximum(self._hold, beta)
             self._dominance = max(self._dominance, min(1.0, explained))
             self._explained = (
                 min(1.0, explained)
@@ -212,6 +218,14 @@ class PathChangeDetector:
             )
             self.boost = (pc.kappa * beta[self._band_of]).astype(np.float32)
         return y2.astype(np.float32)
+
+    def _talk_before(self) -> float:
+        """Was the user talking before this detection (0..1): the error over the expected echo
+        0.5-0.1 s ago is ~ERLE^-1 (< 0.03) with Moshi alone, or while the filter learns (the
+        residual expects it), ~1 with the user."""
+        err, echo = self._levels[:-5].sum(axis=0)
+        rho2 = (err / (echo + 1e-20)) ** 2
+        return rho2 / (rho2 + self.settings.talk_rho**2)
 
     def _sudden(self, bey: np.ndarray, bee: np.ndarray, byy: np.ndarray) -> bool:
         """Rule (c): a change seen in its first block. While Moshi talks alone into a converged
