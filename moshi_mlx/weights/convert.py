@@ -84,7 +84,7 @@ def resolve_source(
     files = resolve_model(
         weights=path, config=config, lora=lora
     )  # a fine-tune's adapters: found beside its config.json
-    return SourceInfo(files.weights, files.cfg, files.how, path if path.is_dir() else path.parent, lora=files.adapters)
+    return SourceInfo(files.weights, files.cfg, files.how, files.weights.parent, lora=files.adapters)
 
 
 # ---- the plan: every output tensor, known before reading any -----------------------------

@@ -224,6 +224,31 @@ def _detect(f: SafetensorsFile) -> tuple[LmConfig, str]:
 # ---- files ----------------------------------------------------------------------------------
 
 
+def _cache_folder(folder: Path) -> Path:
+    """A Hugging Face cache folder given where a model folder is expected (found by browsing
+    ~/.cache/huggingface/hub): a repo's `models--owner--name` folder, or its `snapshots/`,
+    stands for its main revision's snapshot (else the newest one holding weights); the cache
+    itself is named as one, with the repo ids it holds. Any other folder is returned as is."""
+    repo_dir = folder.parent if folder.name == "snapshots" else folder
+    if repo_dir.name.startswith("models--") and (repo_dir / "snapshots").is_dir():
+        ref = repo_dir / "refs" / "main"
+        main = repo_dir / "snapshots" / ref.read_text().strip() if ref.is_file() else None
+        snaps = sorted(
+            (s for s in (repo_dir / "snapshots").iterdir() if s.is_dir()), key=lambda s: s.stat().st_mtime, reverse=True
+        )
+        for snap in ([main] if main is not None and main.is_dir() else []) + snaps:
+            if any(snap.glob("*.safetensors")):
+                return snap
+        raise WeightsError(f"{folder} is a Hugging Face cache folder holding no weights file: download the repo again")
+    repos = sorted(p.name[len("models--") :].replace("--", "/", 1) for p in folder.glob("models--*") if p.is_dir())
+    if repos and not any(folder.glob("*.safetensors")):
+        raise UsageError(
+            f"{folder} is a Hugging Face cache, not a model folder: give a repo id it holds "
+            f"({', '.join(repos[:3])}{', ...' if len(repos) > 3 else ''}) with HF_HUB_CACHE={folder}"
+        )
+    return folder
+
+
 def _candidates(folder: Path, skip: set[str]) -> list[str]:
     return sorted(
         n.name
@@ -321,11 +346,15 @@ def resolve_model(
     if source is not None and str(source) in PRESETS and not Path(str(source)).exists():
         source = default_repo(quantized, str(source))[0]
     local_source = Path(source).expanduser() if source is not None and Path(source).expanduser().exists() else None
+    if local_source is not None and local_source.is_dir():
+        local_source = _cache_folder(local_source)
     if local_source is not None and local_source.is_file():
         if weights is not None:
             raise UsageError(f"{source} is a weights file: give it as the source or as weights, not with both")
         source, weights, local_source = None, local_source, None
     w_path = Path(weights).expanduser() if weights is not None and Path(weights).expanduser().exists() else None
+    if w_path is not None and w_path.is_dir():
+        w_path = _cache_folder(w_path)
     if local_source is not None:
         where = str(local_source)
     elif source is not None:

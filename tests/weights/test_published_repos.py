@@ -716,3 +716,31 @@ def test_a_folder_without_its_companions_names_them_before_loading(
         WeightsError, match=rf"has no {MIMI} \(the Mimi codec checkpoint\)" + fix.format("mimi-weight", "mimi")
     ):
         moshi_mlx.load(d / "model.q4.safetensors")
+
+
+def test_a_cache_folder_given_as_a_model_folder(files, cache, monkeypatch):
+    """Browsing ~/.cache/huggingface/hub, a user gives the repo's models--owner--name folder
+    (or its snapshots/) where a model folder is expected: its main snapshot is used, or the
+    newest holding weights when main moved on. It was 'should hold one .safetensors model
+    file, found none'. The cache itself is named as one, with the repo ids it holds."""
+    from moshi_mlx.weights.convert import resolve_source
+
+    _no_network(monkeypatch)
+    repo = "kyutai/moshiko-mlx-q4"
+    snap = add_repo(cache, repo, files[repo], absent=("config.json",))
+    root = snap.parent.parent
+    _move_main(cache, repo)  # main's snapshot holds nothing: the one with the weights is taken
+    for spec in (root, root / "snapshots", f"{root}/"):
+        got = resolve_model(spec)
+        assert got.weights == snap / "model.q4.safetensors" and set(got.fit.quant.values()) == {QuantSpec(4, 32)}
+        assert got.get(MIMI).read_bytes().startswith(b"companion")
+    assert resolve_model(weights=root).weights == snap / "model.q4.safetensors"
+    pt = "kyutai/moshiko-pytorch-bf16"
+    pt_snap = add_repo(cache, pt, files[pt], absent=("config.json",))
+    assert resolve_source(pt_snap.parent.parent).asset_dir == pt_snap  # convert copies the Mimi and tokenizer
+    with pytest.raises(
+        UsageError,
+        match=rf"^{cache} is a Hugging Face cache, not a model folder: give a repo id it holds "
+        rf"\({repo}, {pt}\) with HF_HUB_CACHE={cache}$",
+    ):
+        resolve_model(cache)
