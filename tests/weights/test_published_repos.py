@@ -90,7 +90,7 @@ PUBLISHED = {
         "dsm_tts_1e68beda@240.safetensors",
         ("tts-1.6b-en_fr", "torch", None, None),
         _stt_config("tts-1.6b-en_fr"),
-        (STT_MIMI, "tokenizer_spm_8k_en_fr_audio.model"),
+        (MIMI, "tokenizer_spm_8k_en_fr_audio.model"),  # its Mimi has the moshiko repos' name
     ),
 }
 HELIUM = "kyutai/helium-1-preview-2b-mlx"
@@ -197,6 +197,7 @@ def _check(files, repo, wname, cfg, pytorch, quant, companions):
         assert "text_emb" in files.fit.quant
     for c in companions:
         assert files.get(c).read_bytes().startswith(b"companion")
+    assert {files.mimi, files.tokenizer} <= set(companions)  # the names the model looks up are the repo's
 
 
 HOW = ["offline flag, .no_exist recorded", "no network, no flag", "cache of another tool (no .no_exist)"]
