@@ -43,6 +43,7 @@ from .pytorch_int8 import dequantized
 from .safetensors_io import SafetensorsFile
 
 QUANT_FORMATS = {None: "bf16", 8: "q8", 6: "q6", 4: "q4"}
+STT_MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"  # the published Mimi's name in the STT repos
 # keys of a Moshi LM config.json: one with fewer than two of them belongs to something else
 # (a Transformers-style config; DistilBERT's has `dim` alone) and is not read as one
 _LM_KEYS = ("dim", "num_layers", "num_heads", "n_q", "card", "text_card", "delays")
@@ -455,6 +456,7 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
     names (`mimi_name`), else the published name; `repo` defaults to `MIMI_REPO`."""
     from ..models.mimi_config import MimiConfig
 
+    named = repo is not None
     repo = repo or MIMI_REPO
     if weights is not None:
         return hf_get(weights, repo=repo), None
@@ -469,7 +471,26 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
             name = raw.get("mimi_name") or name
             if raw.get("mimi_config_name"):
                 cfg = MimiConfig.from_json(hf_get(raw["mimi_config_name"], repo=repo))
-    return hf_get(name, repo=repo), cfg
+    try:
+        return hf_get(name, repo=repo), cfg
+    except WeightsError:
+        other = None if named else _published_mimi_cached()
+        if other is None:
+            raise
+        return other, None
+
+
+def _published_mimi_cached() -> Path | None:
+    """The published Mimi (checkpoint e351c8d8, step 125) as the cache holds it in any known
+    repo: every Moshi, Hibiki, TTS and STT repo ships the same file, so the default repo's
+    copy missing (offline, with only kyutai/moshiko-mlx-q4 downloaded) is no reason to fail."""
+    repos = dict.fromkeys(r for _, repos in PRESETS.values() for r, _ in repos.values())
+    for name in (MIMI_NAME, STT_MIMI_NAME):
+        for r in repos:
+            hit = cached(r, name)
+            if isinstance(hit, Path):
+                return hit
+    return None
 
 
 __all__ = ["ModelFiles", "GivenConfig", "resolve_model", "resolve_mimi", "default_repo", "config_from", "match_preset"]

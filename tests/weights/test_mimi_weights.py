@@ -16,6 +16,8 @@ from moshi_mlx.weights.mimi_keys import published_shapes
 from moshi_mlx.weights.mimi_loader import resolve_weights
 from moshi_mlx.weights.safetensors_io import SafetensorsFile, save_safetensors
 
+from .test_published_repos import cache  # noqa: F401  (fixture)
+
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "mimi"
 META = json.loads((FIX / "fixtures.json").read_text())
 SMALL_CFG = MimiConfig.from_dict(META["small"]["config"])
@@ -143,6 +145,27 @@ def test_hub_lookup_offline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(WeightsError, match="(not in the local Hugging Face cache|HF_HUB_OFFLINE)"):
+        resolve_weights(None, "kyutai/moshiko-mlx-q8")
+
+
+def test_the_default_mimi_is_taken_from_any_cached_repo(cache, monkeypatch, tmp_path):  # noqa: F811
+    """`moshi-mimi encode` (no --hf-repo) offline with only kyutai/moshiko-mlx-q4 (or an STT
+    repo) downloaded: the same published Mimi is used from there; it was 'tokenizer-e351c8d8-
+    checkpoint125.safetensors from kyutai/moshiko-mlx-q8 is not in the local Hugging Face cache'.
+    A repo the caller names is still that repo."""
+    from .hf_cache import add_repo
+    from .test_published_repos import _offline
+
+    f = tmp_path / "mimi.safetensors"
+    f.write_bytes(b"the published Mimi")
+    _offline(monkeypatch)
+    with pytest.raises(WeightsError, match="from kyutai/moshiko-mlx-q8 is not in the local Hugging Face cache"):
+        resolve_weights(None)
+    snap = add_repo(cache, "kyutai/stt-1b-en_fr-candle", {"mimi-pytorch-e351c8d8@125.safetensors": f})
+    assert resolve_weights(None) == (snap / "mimi-pytorch-e351c8d8@125.safetensors", None)
+    snap = add_repo(cache, "kyutai/moshiko-mlx-q4", {"tokenizer-e351c8d8-checkpoint125.safetensors": f})
+    assert resolve_weights(None) == (snap / "tokenizer-e351c8d8-checkpoint125.safetensors", None)
+    with pytest.raises(WeightsError, match="from kyutai/moshiko-mlx-q8 is not in the local Hugging Face cache"):
         resolve_weights(None, "kyutai/moshiko-mlx-q8")
 
 
