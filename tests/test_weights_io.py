@@ -96,6 +96,28 @@ def test_a_git_lfs_pointer_or_a_saved_web_page_is_named(tmp_path):
         SafetensorsFile(page)
 
 
+def test_a_broken_link_is_named_as_one(tmp_path):
+    """An older huggingface_hub's `--local-dir` download links into the cache; a cache cleanup
+    leaves links to nothing, which `ls` still shows: 'weights file not found: X' / 'model
+    folder D has no file X' did not say why."""
+    from moshi_mlx.weights.resolve import resolve_model
+
+    d = tmp_path / "moshiko"
+    d.mkdir()
+    gone = tmp_path / "hub" / "blobs" / ("a" * 64)
+    for name in ("model.q4.safetensors", "tokenizer_spm_32k_3.model"):
+        (d / name).symlink_to(gone)
+    broken = rf"is a broken link \(to {gone}, which no longer exists, e.g. after a cache cleanup\): download"
+    with pytest.raises(WeightsError, match="model.q4.safetensors " + broken):
+        resolve_model(d)
+    with pytest.raises(WeightsError, match="model.q4.safetensors " + broken):
+        SafetensorsFile(d / "model.q4.safetensors")
+    with pytest.raises(WeightsError, match="tokenizer_spm_32k_3.model " + broken):
+        hf_get("tokenizer_spm_32k_3.model", str(d))
+    with pytest.raises(WeightsError, match="tokenizer_spm_32k_3.model " + broken):
+        hf_get(d / "tokenizer_spm_32k_3.model")
+
+
 def test_tiny_file(tmp_path):
     p = tmp_path / "tiny.safetensors"
     p.write_bytes(b"abc")

@@ -72,6 +72,19 @@ def _hub_unreachable() -> bool:
     return not _REACHABLE[addr]
 
 
+def broken_link(path: str | os.PathLike) -> WeightsError | None:
+    """The error for a path that is a symbolic link to nothing (a `--local-dir` download by an
+    older huggingface_hub links into the cache, whose blobs a cleanup may delete): `ls` shows
+    the file, so 'not found' would be a puzzle. None when `path` is not such a link."""
+    p = Path(path).expanduser()
+    if not p.is_symlink() or p.exists():
+        return None
+    return WeightsError(
+        f"{path} is a broken link (to {os.readlink(p)}, which no longer exists, e.g. after a cache "
+        "cleanup): download the file again"
+    )
+
+
 def stand_in(path: str | os.PathLike) -> str | None:
     """What a file holds instead of the model file it should be, when a download went wrong:
     a Git LFS pointer (a `git clone` of a Hub repo without git-lfs leaves ~130-byte text files
@@ -216,7 +229,7 @@ def _download(repo: str, filename: str) -> Path:
     if local.is_dir():  # a local model folder (e.g. from `moshi_mlx.convert`) stands in for a repo
         if (local / filename).is_file():
             return local / filename
-        raise WeightsError(f"model folder {repo} has no file {filename!r}")
+        raise broken_link(local / filename) or WeightsError(f"model folder {repo} has no file {filename!r}")
     if not is_repo_id(repo):
         raise WeightsError(f"{repo}: no such model folder (and not a Hugging Face repo id, owner/name)")
     try:
@@ -291,7 +304,7 @@ def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
         return path
     if repo is not None and os.sep not in s and "/" not in s:
         return _download(repo, s)
-    raise WeightsError(f"file not found: {s}")
+    raise broken_link(path) or WeightsError(f"file not found: {s}")
 
 
 def hf_get_optional(filename: str, repo: str) -> Path | None:

@@ -87,8 +87,8 @@ class ModelFiles:
         try:
             return self.get(name)
         except WeightsError:
-            if self.repo is not None or Path(name).name != name:  # the cache's line, or a path given
-                raise
+            if self.repo is not None or Path(name).name != name or (Path(self.where) / name).is_symlink():
+                raise  # the cache's line, a path given, or a broken link
             what, flag = _COMPANIONS[kind]
             raise WeightsError(
                 f"{self.where} has no {name} ({what}): put it there, pass its path ({flag}), or take "

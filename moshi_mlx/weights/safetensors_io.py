@@ -16,7 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import WeightsError
-from .hub import stand_in
+from .hub import broken_link, stand_in
 
 # safetensors dtype -> (numpy dtype used to read the bytes, mlx dtype of the result)
 _DTYPES = {
@@ -57,7 +57,7 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
-            raise WeightsError(f"weights file not found: {self.path}")
+            raise broken_link(self.path) or WeightsError(f"weights file not found: {self.path}")
         if self.path.is_dir():
             raise WeightsError(f"expected a .safetensors file but {self.path} is a directory")
         size = self.path.stat().st_size
