@@ -1,0 +1,24 @@
+"""bench/aec_bound.py: the oracle behind the limit on double talk after a move (docs/echo-
+cancellation.md) must subtract the path the room really had before the move."""
+
+import numpy as np
+
+from bench import aec_bound, aec_room
+from bench.room import speech_like
+
+
+def test_the_old_path_is_the_rooms_own():
+    """A 2 cm move leaves most of the echo to the exact old path (more than 7.6 cm does), and
+    that path then leaves the ideal mask more to work with than the microphone does."""
+    moshi = np.array(speech_like(22.0, seed=3, f0=(100.0, 140.0)), np.float32) * 0.3
+    # rectified: aec_room marks the user as speaking where their 20 ms mean is away from 0
+    user = np.abs(np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)), np.float32)) * 0.3
+    small = aec_bound.room_second_after_move(
+        moshi, user, aec_room.Room("2 cm", 20.0, 0.45, 3.0, move_cm=2.0, seed=6), hops=(240,)
+    )
+    large = aec_bound.room_second_after_move(
+        moshi, user, aec_room.Room("7.6 cm", 10.0, 0.8, -3.0, move_cm=7.6, seed=8), hops=(240,)
+    )
+    assert 8.0 <= small["old_path_removes_db"] <= 30.0, small  # the old path, not the new one
+    assert small["old_path_removes_db"] > large["old_path_removes_db"] + 3.0, (small, large)
+    assert small["ideal_mask_after_old_path_db"] > small["ideal_mask_20ms_db"] + 1.0, small
