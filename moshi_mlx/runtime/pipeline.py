@@ -224,7 +224,9 @@ class DuplexPipeline:
         self.echo = echo
         self.record_raw_mic = record_raw_mic
         self.end_of_input = None if end_of_input is None else np.asarray(end_of_input).reshape(-1)
-        self.end_policy = end_policy if end_of_input is not None else None
+        if end_policy is not None and end_of_input is None:  # as push_end_of_input: not silently unused
+            raise UsageError("an end_policy needs a translation model (an end-of-input marker); this model has none")
+        self.end_policy = end_policy
         self._awaiting_eos = False  # a marker was stepped and its EOS has not come yet
         self._ahead_since: float | None = None
         self.stats = PipelineStats()

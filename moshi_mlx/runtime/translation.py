@@ -78,6 +78,12 @@ class SilencePolicy:
     threshold_db: float = END_THRESHOLD_DB
 
     def __post_init__(self):
+        from ..validation import positive_or_off, real
+
+        # the CLI's flags are checked alike (--end-silence, --end-threshold-db): -1 or NaN made every
+        # frame (or none) end a turn, a string failed inside the pipeline's encoder thread
+        self.silence_s = positive_or_off("silence_s", self.silence_s)
+        self.threshold_db = real("threshold_db", self.threshold_db, hi=0.0)
         self._quiet = 0  # consecutive quiet frames
         self._spoke = False  # speech since the last marker
 

@@ -56,6 +56,25 @@ def test_a_model_without_marker_refuses_end_of_input():
     p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None)
     with pytest.raises(UsageError, match="no end-of-input marker"):
         p.push_end_of_input()
+    # a pause policy too (it was dropped silently: model.pipeline(end_policy=...) on Moshi)
+    with pytest.raises(UsageError, match="an end_policy needs a translation model"):
+        DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None, end_policy=SilencePolicy())
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(silence_s=-1), "silence_s must be > 0, got -1"),
+        (dict(silence_s=float("nan")), "silence_s must be a finite number"),
+        (dict(threshold_db=5), "threshold_db must be <= 0, got 5"),
+        (dict(threshold_db="x"), "threshold_db must be a number, got 'x'"),
+    ],
+)
+def test_silence_policy_checks_its_values(kw, match):
+    """The API's policy is checked as --end-silence / --end-threshold-db are (it took any value)."""
+    with pytest.raises(UsageError, match=match):
+        SilencePolicy(**kw)
+    assert SilencePolicy(silence_s=None).silence_s is None  # "off"
 
 
 def test_silence_policy_ends_a_turn_after_the_pause():
