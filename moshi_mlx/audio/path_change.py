@@ -56,6 +56,7 @@ class PathChange:
     sudden_wrong: float = 0.15
     sudden_bands: int = 4
     quiet_db: float = 15.0
+    louder: bool = True  # rule (c) also for an error that is the estimate's positive (the echo louder)
     # rule (b): t < -sure in sure_bands bands for sure_persist blocks (a filter still learning a
     # slow voice)
     sure: float = 9.5
@@ -110,6 +111,7 @@ class PathChangeDetector:
         self._jump_age = None  # blocks since the error jumped (None: no recent jump)
         self._high = False  # the error is above its usual level
         self._jump_wrong = 0.0  # the estimate's wrong fraction in the jump's first block
+        self._sudden_sign = 0.0  # rule (c)'s orientation: 1 the estimate wrong, -1 short, 0 none
         self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
         self._explained = 0.0  # the same, as measured by the last detection (no decay)
         self._levels[:] = 0.0
@@ -196,7 +198,7 @@ class PathChangeDetector:
         if self.changed:
             beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
             if sudden:
-                beta = np.maximum(beta, np.clip(-bey / (byy + 1e-20), 0.0, 1.0))
+                beta = np.maximum(beta, np.clip(-self._sudden_sign * bey / (byy + 1e-20), 0.0, 1.0))
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
             explained = 2.0 * float(np.sum(beta * self._syy)) / (float(np.sum(self._see)) + 1e-20)
             if sudden:
@@ -249,16 +251,20 @@ class PathChangeDetector:
         lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
         high = lr - self._lr > pc.jump_db
         self._lr = 0.95 * self._lr + 0.05 * lr if np.isfinite(self._lr) else lr
-        wrong = -ey / (yy + 1e-20)
         if self._jump_age is None and quiet and high and not self._high:  # the rising edge
-            self._jump_age, self._jump_wrong = 0, wrong
+            self._jump_age, self._jump_wrong = 0, -ey / (yy + 1e-20)
         self._high = high
+        # the estimate wrong (the error its negative: a moved microphone) or short (the error
+        # its positive: the volume turned up), as the jump's first block pointed
+        sign = 1.0 if self._jump_wrong > 0.0 else -1.0 if pc.louder and self._jump_wrong < 0.0 else 0.0
+        self._sudden_sign = sign
+        if self._jump_age is None or not sign:
+            return False
+        ey, bey = sign * ey, sign * bey
         bands = np.count_nonzero((-bey > pc.wrong * byy) & (-2.0 * bey > pc.alone * bee))
         return bool(
-            self._jump_age is not None
-            # the filter, adapting on a user's first syllable, makes the next block's estimate wrong too
-            and self._jump_wrong > 0.0
-            and wrong >= pc.sudden_wrong  # a distorting speaker's peaks are less wrong
+            # (the filter, adapting on a user's first syllable, makes the next block's estimate wrong too)
+            -ey / (yy + 1e-20) >= pc.sudden_wrong  # a distorting speaker's peaks are less wrong
             and -2.0 * ey >= pc.alone * ee  # the wrong estimate is the error: not the user
             and bands >= pc.sudden_bands
         )
