@@ -293,3 +293,19 @@ def test_the_changed_echo_is_suppressed_at_its_full_power(seed, move_m):
     mic = _moved_room(far, cut, move_m, delay_ms=20.0, rt60_s=0.8, drr_db=-3.0, seed=seed)
     out = _run(LinearEchoCanceller(), far, mic)
     assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 25.0
+
+
+@pytest.mark.parametrize("gain", [1.6, 2.5])
+def test_the_volume_turned_up_is_a_path_change(gain):
+    """The user turns the volume up by 4 or 8 dB while Moshi talks: the echo is the old one,
+    louder, so the error is the estimate's positive, not its negative: seen in its first block
+    and >= 25 dB over the first second (13.1 and 5.5 dB when only a wrong estimate counted)."""
+    far = _hello(12)
+    cut = 8 * SR
+    echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=6), noise_db=-200)
+    mic = np.concatenate([echo[:cut], gain * echo[cut:]]) + _noise(12, 1) * 1e-3
+    detections = []
+    out = _run(LinearEchoCanceller(), far, mic, detections)
+    t = [t for t in detections if t >= 6.0]
+    assert t and 8.0 <= t[0] <= 8.05, t
+    assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 25.0

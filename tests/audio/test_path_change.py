@@ -44,6 +44,22 @@ def test_a_wrong_estimate_is_a_change_at_once_and_raises_the_uncertainty():
     assert det.add_to(residual, np.ones(B + 1, np.float32)) is residual
 
 
+def test_an_echo_turning_louder_is_a_change_at_once():
+    """The volume turned up by 4 dB while Moshi talks: the error jumps to 0.6 x the estimate
+    (positively correlated: the estimate is short, not wrong), which rules (a)/(b) never see;
+    rule (c) takes it in its first block, the filter's uncertainty raised by the short fraction."""
+    for louder in (True, False):
+        rng = np.random.default_rng(4)
+        det = PathChangeDetector(PathChange(louder=louder), B)
+        assert _feed(det, rng, 100) == []
+        fired = _feed(det, rng, 50, wrong=-0.6)
+        if not louder:
+            assert fired == [] and not det.changed_recently
+            continue
+        assert fired and fired[0] == 0, fired
+        assert det.changed_recently and det.floor(0.1) < 0.1
+
+
 def test_without_the_first_block_rule_the_change_needs_40_to_60_ms():
     det = PathChangeDetector(PathChange(jump_db=0.0), B)
     rng = np.random.default_rng(1)
