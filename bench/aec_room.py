@@ -187,7 +187,8 @@ class Room:
     ser_db: the user's level against the echo while both talk; hidden_ms: output latency the
     device does not report (negative: over-reported; then it reports `out_lat_ms`); move_cm:
     the microphone moves that far at MOVE_AT during Moshi's speech and again at DT_MOVE_AT
-    during double talk (the lid moved); clip: the speaker soft-clips (tanh, Moshi's peaks 2.3 dB down)."""
+    during double talk (the lid moved); clip: the speaker soft-clips (tanh, Moshi's peaks 2.3 dB down);
+    volume_db: instead (or as well), the echo turns that much louder at MOVE_AT and back at DT_MOVE_AT."""
 
     name: str
     delay_ms: float = 80.0
@@ -199,6 +200,12 @@ class Room:
     move_cm: float = 0.0
     clip: bool = False
     seed: int = 0
+    volume_db: float = 0.0  # the speaker turned up by this much at MOVE_AT, back down at DT_MOVE_AT
+
+    @property
+    def changes(self) -> bool:
+        """The echo path changes during the case (a move or the volume)."""
+        return bool(self.move_cm or self.volume_db)
 
 
 @dataclass
@@ -250,11 +257,12 @@ def signals(moshi, user, room: Room, dr: Drive) -> Signals:
         room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=dr.echo_gain, seed=room.seed, move_m=tuple(m)
     )
     direction = np.array(dr.move_dir) * room.move_cm / 100.0
-    if room.move_cm:  # the path changes at move_at and again (across) at dt_move_at
+    if room.changes:  # the path changes at move_at and again (across, or the volume back) at dt_move_at
         cuts = [0, int(dr.move_at * SR), int(dr.dt_move_at * SR), n]
+        gains = (1.0, 10 ** (room.volume_db / 20), 1.0)
         parts = [
-            convolve(played, ir(m))[:n]
-            for m in (0 * direction, direction, np.array(dr.back_dir) * room.move_cm / 100.0)
+            g * convolve(played, ir(m))[:n]
+            for g, m in zip(gains, (0 * direction, direction, np.array(dr.back_dir) * room.move_cm / 100.0))
         ]
         echo = np.concatenate([p[a:b] for p, a, b in zip(parts, cuts, cuts[1:])])
     else:
@@ -282,7 +290,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
     out_echo, run_echo_ec, _ = run_canceller(far, echo + noise, **kw)  # the same room without the user
     out_user, _, _ = run_canceller(np.zeros_like(far), near + noise, **kw)  # the user alone: s
     move_a = int(dr.move_at * SR)
-    steady_b = move_a if room.move_cm else dt_a
+    steady_b = move_a if room.changes else dt_a
     a = int(3.0 * SR)
     vals, starts = window_erle(mic, out, echo, 0, steady_b, noise_db=dr.noise_db)
 
@@ -319,7 +327,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
         "cpu_ms_per_80ms_p99": round(float(np.percentile(cost, 99)), 3),
         "live_summary": ec.stats.describe(),
     }
-    if room.move_cm:
+    if room.changes:
         end = dt_a
         v, s = window_erle(mic, out, echo, move_a, end, noise_db=dr.noise_db)
         res.update(
@@ -480,7 +488,7 @@ def main(argv=None) -> int:
             f"{r['dt_user_level_change_db']} | {r['round_trip_true_ms']} / {r['round_trip_est_ms']} | "
             f"{r['cpu_ms_per_80ms_median']} ({r['cpu_ms_per_80ms_p99']}) |"
         )
-        if m["move_cm"]:
+        if m["move_cm"] or m.get("volume_db"):
             moves.append(
                 f"| {m['name']} | {m['move_cm']} cm | {r['after_move_erle_0_1s_db']} / {r['after_move_erle_1_2s_db']} | "
                 f"{r['after_move_min_erle_1s_on_db']} / {r['after_move_min_erle_2s_on_db']} | "

@@ -24,9 +24,11 @@ driven harder, as the issue's independent checks describe them:
   user 6 dB under the echo, aec_room's SER -6 case: on the canceller the issue was measured
   with, this bench's plain lounge gives 3-7 dB more double-talk SNR than the issue reports)
   and hall (the lid moved 7.6 cm at 10 s), and aec_room's moved-microphone rooms (2, 4 and
-  7.6 cm at 7 s, 2 cm also in the hall), each seed drawing a new room (reflections), noise, voice pair, latency error, jitter and move
-  directions; every move is made once while Moshi talks alone and once (the same distance, in
-  another direction) 2 s into the double talk, which starts 5 s after the first move.
+  7.6 cm at 7 s, 2 cm also in the hall), and the volume turned up (3-9 dB, drawn per seed) at
+  7 s and back down 2 s into the double talk, each seed drawing a new room (reflections),
+  noise, voice pair, latency error, jitter and move directions; every move is made once while
+  Moshi talks alone and once (the same distance, in another direction) 2 s into the double
+  talk, which starts 5 s after the first move.
 
 Measures and targets (issue #21; aec_room's definitions): steady ERLE >= 25 dB; after the
 move during Moshi's speech, ERLE of the first second >= 20 dB and of the second >= 25 dB, and
@@ -152,6 +154,7 @@ class StressRoom:
     out_lat_ms: float | None = None
     move_at: float = 7.0
     ser_db: float = 0.0
+    volume_db: float = 0.0  # the volume turned up (by 0.5 to 1.5 times this, per seed) instead of a move
 
 
 ROOMS = [
@@ -175,6 +178,7 @@ ROOMS = [
     StressRoom("move4", "move 4 cm, RT60 0.6", 20.0, 0.6, 0.0, 4.0),
     StressRoom("hall-move2", "hall, RT60 0.8, move 2 cm", 10.0, 0.8, -3.0, 2.0),
     StressRoom("hall-move7.6", "hall, RT60 0.8, move 7.6 cm", 10.0, 0.8, -3.0, 7.6),
+    StressRoom("volume", "volume up 3-9 dB, RT60 0.45", 20.0, 0.45, 3.0, volume_db=6.0),
 ]
 QUICK_SEEDS, FULL_SEEDS = 3, 8
 
@@ -263,6 +267,7 @@ class Case:
         variant = USER_VARIANTS[(self.seed // 2) % len(USER_VARIANTS)]
         d1 = _unit(rng)
         d2 = d1 + _unit(rng)  # the second move: the same distance, another direction
+        volume = round(float(rng.uniform(0.5, 1.5)) * r.volume_db, 1) if r.volume_db else 0.0
         room = Room(
             f"{r.key}#{self.seed}",
             r.delay_ms,
@@ -272,6 +277,7 @@ class Case:
             out_lat_ms=float(round(out_lat, 1)),
             ser_db=r.ser_db,
             move_cm=r.move_cm,
+            volume_db=volume,
             clip=r.clip,
             seed=1000 * idx + self.seed,
         )

@@ -59,3 +59,26 @@ def test_the_canceller_clock_is_the_feed_s_and_is_restored():
         for _, _, t in feed(5, 0.02, 0.0):
             assert aec_stress.echo_mod.time.monotonic() == t
     assert aec_stress.echo_mod.time is real
+
+
+def test_the_volume_room_turns_the_echo_up_and_back():
+    """The `volume` room's echo is the same path, louder by its drawn volume_db between the
+    first change and the one made during double talk."""
+    from bench.room import speech_like
+
+    room, dr, _ = aec_stress.Case(next(r for r in aec_stress.ROOMS if r.key == "volume"), 3).draw()
+    assert room.changes and not room.move_cm and 3.0 <= room.volume_db <= 9.0
+    moshi = np.array(speech_like(20.0, seed=3), np.float32) * 0.3
+    sig = aec_room.signals(moshi, np.zeros(aec_room.SR, np.float32), room, dr)
+    sr, m, d = aec_room.SR, int(dr.move_at * aec_room.SR), int(dr.dt_move_at * aec_room.SR)
+    tail = sr // 2  # past the reverberation of what was played before the change
+    quiet = aec_room.signals(
+        moshi,
+        np.zeros(sr, np.float32),
+        aec_room.Room("same", room.delay_ms, room.rt60_s, room.drr_db, seed=room.seed),
+        dr,
+    )
+    up = 20 * np.log10(np.std(sig.echo[m + tail : d]) / np.std(quiet.echo[m + tail : d]))
+    assert abs(up - room.volume_db) < 0.1, (up, room.volume_db)
+    np.testing.assert_allclose(sig.echo[d + tail : d + 2 * sr], quiet.echo[d + tail : d + 2 * sr], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sig.echo[:m], quiet.echo[:m], rtol=1e-4, atol=1e-6)
