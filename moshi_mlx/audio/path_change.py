@@ -57,6 +57,9 @@ class PathChange:
     sudden_bands: int = 4
     quiet_db: float = 15.0
     louder: bool = True  # rule (c) also for an error that is the estimate's positive (the echo louder)
+    # a louder echo's held residual, as a fraction of its short fraction: its raised uncertainty
+    # re-learns the louder path within a second, and a full hold ducked the user 5 s later
+    louder_hold: float = 0.25
     # rule (b): t < -sure in sure_bands bands for sure_persist blocks (a filter still learning a
     # slow voice)
     sure: float = 9.5
@@ -211,7 +214,7 @@ class PathChangeDetector:
                 self._talk = talk
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
             self._since = 0
-            self._hold = np.maximum(self._hold, beta)
+            self._hold = np.maximum(self._hold, beta * (pc.louder_hold if sudden and self._sudden_sign < 0 else 1.0))
             self._dominance = max(self._dominance, min(1.0, explained))
             self._explained = (
                 min(1.0, explained)
