@@ -117,11 +117,36 @@ def download_command(repo: str, filename: str | None = None) -> str:
     return f"{cli} {repo}" + (f" {filename}" if filename else "")
 
 
+_HUB_ADDRESSES = ("https://huggingface.co/", "http://huggingface.co/", "https://hf.co/", "hf.co/", "huggingface.co/")
+
+
+def hub_file_spec(spec: str | os.PathLike) -> str:
+    """`spec` as `hf://owner/name/path` when it is a file's Hub address copied from a browser
+    (https://huggingface.co/owner/name/blob/main/path, or .../resolve/main/path?download=true);
+    else unchanged. Files come from a repo's main revision: another revision is refused."""
+    from urllib.parse import unquote
+
+    s = str(spec).strip()
+    for prefix in _HUB_ADDRESSES:
+        if s.startswith(prefix):
+            parts = unquote(s[len(prefix) :].split("?")[0].split("#")[0]).split("/")
+            if len(parts) >= 5 and parts[2] in ("blob", "resolve") and parts[4]:
+                if parts[3] != "main":
+                    raise UsageError(
+                        f"{spec}: a file of revision {parts[3]!r}, but files are read from a repo's main "
+                        "revision: download it (hf download REPO FILE --revision REV) and pass its path"
+                    )
+                return "hf://" + "/".join(parts[:2] + parts[4:])
+            break
+    return str(spec)
+
+
 def repo_id(spec: str) -> str:
-    """`spec` as a repo id when it is one written loosely: a trailing slash, or the repo's page
-    address (https://huggingface.co/owner/name, as copied from a browser); else unchanged."""
+    """`spec` as a repo id when it is one written loosely: a trailing slash, `hf://owner/name`,
+    or the repo's page address (https://huggingface.co/owner/name, as copied from a browser);
+    else unchanged."""
     s = spec.strip()
-    for prefix in ("https://huggingface.co/", "http://huggingface.co/", "hf.co/", "huggingface.co/"):
+    for prefix in ("hf://", *_HUB_ADDRESSES):
         if s.startswith(prefix):
             s = s[len(prefix) :]
             parts = s.split("/")
@@ -293,7 +318,7 @@ def _status(e: BaseException) -> int | None:
 
 def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
     """Resolve `spec` to a local file (see module docstring)."""
-    s = str(spec)
+    s = hub_file_spec(spec)
     if s.startswith("hf://"):
         parts = s[len("hf://") :].split("/")
         if len(parts) < 3:

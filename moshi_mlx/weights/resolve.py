@@ -37,7 +37,7 @@ from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NA
 from ..errors import ConfigError, UsageError
 from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, preset, presets_for_repo
 from .errors import WeightsError
-from .hub import cached, hf_get, hf_get_optional, is_repo_id, repo_id
+from .hub import cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
 from .safetensors_io import SafetensorsFile
@@ -327,7 +327,12 @@ def resolve_model(
     from .lm_loader import fit
 
     _fmt(quantized)
-    # 1. where
+    # 1. where (a file's https://huggingface.co/owner/name/blob/main/FILE address is hf://owner/name/FILE)
+    if source is not None and weights is None and not Path(source).expanduser().exists():
+        spec = hub_file_spec(source)
+        if spec.startswith("hf://") and spec.count("/") >= 4:  # a file, hf://owner/name/FILE
+            source, weights = None, spec
+    weights = hub_file_spec(weights) if weights is not None else None
     if weights is not None and str(weights).startswith("hf://") and source is None:  # hf://owner/repo/file
         parts = str(weights)[len("hf://") :].split("/")
         if len(parts) < 3:

@@ -20,6 +20,7 @@ import moshi_mlx
 from moshi_mlx.errors import UsageError
 from moshi_mlx.models.config import LmConfig, preset
 from moshi_mlx.weights import hub
+from moshi_mlx.weights.hub import hf_get
 from moshi_mlx.weights.errors import WeightsError
 from moshi_mlx.weights.quantize import QuantSpec
 from moshi_mlx.weights.resolve import resolve_model
@@ -590,15 +591,25 @@ def test_a_config_of_another_tool_with_one_moshi_key_is_not_read(files, tmp_path
         "kyutai/moshiko-mlx-q4/",
         "https://huggingface.co/kyutai/moshiko-mlx-q4",
         "https://huggingface.co/kyutai/moshiko-mlx-q4/tree/main",
+        "hf://kyutai/moshiko-mlx-q4",
+        "https://huggingface.co/kyutai/moshiko-mlx-q4/blob/main/model.q4.safetensors",
+        "https://huggingface.co/kyutai/moshiko-mlx-q4/resolve/main/model.q4.safetensors?download=true",
     ],
 )
 def test_a_repo_written_loosely_is_the_repo(files, cache, monkeypatch, spec):
-    """A trailing slash or the repo's page address: it was 'no such model folder'."""
+    """A trailing slash, hf://owner/name, the repo's page address or a file's (blob/resolve,
+    as copied from the browser): it was 'no such model folder' ('file not found: https://...'
+    as --moshi-weight)."""
     repo = "kyutai/moshiko-mlx-q4"
     add_repo(cache, repo, files[repo], absent=("config.json",))
     _offline(monkeypatch)
     got = resolve_model(spec)
-    assert got.where == repo and got.how == "preset moshiko"
+    assert got.where == repo and got.how == "preset moshiko" and got.weights.name == "model.q4.safetensors"
+    if "/main/" in spec:  # a file's address where weights (or a tokenizer, a Mimi) are expected
+        assert resolve_model(weights=spec).weights == got.weights
+        assert hf_get(spec.replace("model.q4.safetensors", MIMI)) == got.get(MIMI)
+        with pytest.raises(UsageError, match=r"a file of revision 'v0\.1', but files are read from a repo's main"):
+            resolve_model(weights=spec.replace("/main/", "/v0.1/"))
 
 
 def test_a_malformed_repo_id_is_one_line(cache, monkeypatch, tmp_path):
