@@ -110,7 +110,7 @@ class PathChangeDetector:
             a[:] = 0.0
         self._run = self._sure_run = 0
         self._lr = float("inf")  # smoothed error-to-estimate level while Moshi talks, dB (inf: none yet)
-        self._ly = self._le = self._lye = -200.0
+        self._ly = self._le = self._lye = self._le_talk = self._lye_talk = -200.0
         self._jump_age = None  # blocks since the error jumped (None: no recent jump)
         self._high = False  # the error is above its usual level
         self._jump_wrong = 0.0  # the estimate's wrong fraction in the jump's first block
@@ -247,6 +247,11 @@ class PathChangeDetector:
         self._ly = max(ly, self._ly - 0.05)  # the estimate's level while Moshi talks (-2.5 dB/s)
         quiet = self._le < self._lye - pc.quiet_db
         self._le, self._lye = 0.9 * self._le + 0.1 * le, 0.9 * self._lye + 0.1 * ly
+        # the same over Moshi's speech only: a louder echo is also seen at the first syllable after
+        # a pause (the volume turned up while Moshi paused), where `quiet` has faded
+        quiet_talk = self._le_talk < self._lye_talk - pc.quiet_db
+        if ly >= self._ly - 10.0:
+            self._le_talk, self._lye_talk = 0.9 * self._le_talk + 0.1 * le, 0.9 * self._lye_talk + 0.1 * ly
         if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later
             self._jump_age = self._jump_age + 1 if self._jump_age < 1 else None
         if ly < self._ly - 10.0:  # a pause or a reverberation tail
@@ -254,6 +259,7 @@ class PathChangeDetector:
         lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
         high = lr - self._lr > pc.jump_db
         self._lr = 0.95 * self._lr + 0.05 * lr if np.isfinite(self._lr) else lr
+        quiet = quiet or (pc.louder and quiet_talk and ey > 0.0)
         if self._jump_age is None and quiet and high and not self._high:  # the rising edge
             self._jump_age, self._jump_wrong = 0, -ey / (yy + 1e-20)
         self._high = high
