@@ -309,3 +309,18 @@ def test_the_volume_turned_up_is_a_path_change(gain):
     t = [t for t in detections if t >= 6.0]
     assert t and 8.0 <= t[0] <= 8.05, t
     assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 25.0
+
+
+def test_the_volume_turned_up_while_moshi_pauses_is_seen_at_its_next_syllable():
+    """The volume goes up 6 dB in one of hello.wav's pauses (8.85 s): the jump shows at the next
+    syllable, after `quiet` has faded in the pause, so quietness is read over Moshi's speech for
+    a louder echo: seen there, >= 25 dB over the first second (9.9 dB, never seen, before)."""
+    far = _hello(14)
+    cut = int(8.85 * SR)
+    echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=6), noise_db=-200)
+    mic = np.concatenate([echo[:cut], 2.0 * echo[cut:]]) + _noise(14, 1) * 3e-3
+    detections = []
+    out = _run(LinearEchoCanceller(), far, mic, detections)
+    t = [t for t in detections if t >= 6.0]
+    assert t and 8.85 <= t[0] <= 9.4, t
+    assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 25.0
