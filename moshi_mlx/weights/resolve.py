@@ -222,6 +222,20 @@ def _detect(f: SafetensorsFile) -> tuple[LmConfig, str]:
     return preset(name), f"preset {name} (matched by tensor shapes)"
 
 
+def _ignored_config_preset(f: SafetensorsFile) -> str | None:
+    """The preset among those whose repo's config.json is not read (`IGNORES_REPO_CONFIG`)
+    that the weights fit exactly, or None."""
+    from .lm_loader import fit
+
+    for name in sorted(IGNORES_REPO_CONFIG):
+        try:
+            fit(preset(name), dequantized(f))
+        except WeightsError:
+            continue
+        return name
+    return None
+
+
 # ---- files ----------------------------------------------------------------------------------
 
 
@@ -441,7 +455,17 @@ def resolve_model(
     # 5. the fit: layout, quantization and the tensor of every parameter (a PyTorch int8 file,
     #    `quantize: true`, reads as its float weights)
     files = ModelFiles(cfg, Path(path), how, where, checkpoint=f, adapters=adapters)
-    files.fit = fit(cfg, files.source())
+    try:
+        files.fit = fit(cfg, files.source())
+    except WeightsError:
+        ignored = _ignored_config_preset(f) if given is None and raw is not None else None
+        if ignored is None:
+            raise
+        # a local copy of a repo whose config.json its own loader never reads (PersonaPlex,
+        # `hf download ... --local-dir`): its tensors name the preset, as the repo id does on the Hub
+        cfg = files.cfg = preset(ignored)
+        files.how = f"preset {ignored} (matched by tensor shapes; {cfg_file} is not read, as NVIDIA's loader does not)"
+        files.fit = fit(cfg, files.source())
     held = sorted({q.bits for q in files.fit.quant.values()})
     if quantized is not None and quantized not in held:  # -q 8 on a folder/file of q4 weights
         raise UsageError(

@@ -85,3 +85,25 @@ def test_eight_slice_checkpoint_loads_like_sixteen_and_converts(tmp_path):
     assert "voices.tgz" in res.copied and (out / "voices.tgz").read_bytes() == b"presets"
     lm = load_model_dir(out)
     assert lm.cfg.is_persona and len(lm.depformer.slices) == 8
+
+
+def test_a_local_copy_of_the_repo_ignores_its_config_json_too(monkeypatch, tmp_path):
+    """`hf download nvidia/personaplex-7b-v1 --local-dir X` (a folder, not the cache): its
+    config.json read as a Moshi LM config (8 depformer slices) failed with "unexpected 120
+    tensors"; its tensors name the preset, as the repo id does on the Hub."""
+    cfg = preset("personaplex-7b")
+    copy = tmp_path / "personaplex"
+    copy.mkdir()
+    weights = header_only(copy / "model.safetensors", torch_layout(cfg))
+    (copy / "config.json").write_text(json.dumps(preset("moshiko").to_dict()))
+    (copy / "voices.tgz").write_bytes(b"presets")
+    for name in ("tokenizer-e351c8d8-checkpoint125.safetensors", "tokenizer_spm_32k_3.model"):
+        (copy / name).write_bytes(b"")
+    _offline(monkeypatch)
+    for got in (resolve_model(copy), resolve_model(weights=weights)):
+        assert got.how.startswith("preset personaplex-7b") and "config.json is not read" in got.how, got.how
+        assert got.cfg.is_persona and got.fit.pytorch and got.weights == weights
+        assert got.mimi == cfg.mimi_name and got.tokenizer == cfg.tokenizer_name
+    # a config.json that fits the weights is still the config (a converted PersonaPlex folder's)
+    (copy / "config.json").write_text(json.dumps({**cfg.to_dict(), "context": 1000}))
+    assert resolve_model(copy).cfg.context == 1000
