@@ -276,12 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {res.config}")
     if res.copied:
         print(f"copied {', '.join(res.copied)}")
-    if res.missing_assets:
-        print(
-            f"note: {', '.join(res.missing_assets)} (named by the config) not found beside the source; "
-            f"the folder records the names only",
-            file=sys.stderr,
-        )
+    note = res.missing_note()
+    if note is not None:
+        print(note, file=sys.stderr)
     if args.eval:
         from ..weights.quality import evaluate_cli
 

@@ -729,3 +729,21 @@ def presets_for_repo(repo: str) -> list[tuple[str, str, str]]:
     return [
         (name, fmt, fname) for name, (_, repos) in PRESETS.items() for fmt, (r, fname) in repos.items() if r == repo
     ]
+
+
+def companion_names(cfg: LmConfig) -> tuple[str, str]:
+    """(Mimi file, tokenizer file) that model `cfg` loads: its own names, else those of the
+    published presets of its family (same model_type and text vocabulary: a Helium or STT
+    config.json that names none still needs its own tokenizer), else Moshi's. The loader
+    and the converter both ask here, so a converted folder holds what loading it looks for."""
+    from ..constants import MIMI_NAME, TOKENIZER_NAME
+
+    mimi, tok = cfg.mimi_name, cfg.tokenizer_name
+    if mimi is None or tok is None:
+        for name, (_, repos) in PRESETS.items():
+            if not repos:  # random demo presets publish no files
+                continue
+            p = preset(name)
+            if p.model_type == cfg.model_type and p.text_card == cfg.text_card:
+                mimi, tok = mimi or p.mimi_name, tok or p.tokenizer_name
+    return mimi or MIMI_NAME, tok or TOKENIZER_NAME

@@ -25,13 +25,13 @@ import mlx.core as mx
 
 from ..constants import LM_NAME
 from ..errors import UsageError
-from ..models.config import LmConfig
+from ..models.config import PRESETS, LmConfig, companion_names, preset
 from ..models.lm import Lm
 from ..errors import Error
 from ..outputs import Staged, os_error
 from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
-from .hub import hf_get_optional
+from .hub import cached, download_command, hf_get_optional
 from .lora import with_lora
 from .pytorch_int8 import dequantized
 from .lm_loader import _load_source, _quant_spec, is_quantized_file, match_sources
@@ -271,6 +271,21 @@ class ConvertResult:
     missing_assets: list[str]
     tensors: int
 
+    def missing_note(self) -> str | None:
+        """One line: the companion files loading the output needs and no source held, and
+        how to add them (None when none is missing)."""
+        if not self.missing_assets:
+            return None
+        how = []
+        for n in self.missing_assets:
+            repos = _published_repos(n)
+            how.append(f"{download_command(repos[0], n)} --local-dir {self.out_dir}" if repos else f"copy {n} there")
+        return (
+            f"note: {self.out_dir} has no {', '.join(self.missing_assets)} (not beside the source nor in the "
+            f"Hugging Face cache), which loading it needs: add {'it' if len(how) == 1 else 'them'} with "
+            + "; ".join(how)
+        )
+
 
 def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> list[Path]:
     """Check and create `out_dir`; returns the folders it created (deepest first), which a
@@ -291,6 +306,25 @@ def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> 
     return created
 
 
+def _published_repos(name: str) -> list[str]:
+    """The Hub repos of the published presets whose model loads companion file `name`."""
+    repos = []
+    for p, (_, formats) in PRESETS.items():
+        if formats and name in companion_names(preset(p)):
+            repos += [r for r, _ in formats.values() if r not in repos]
+    return repos
+
+
+def _cached_copy(name: str) -> Path | None:
+    """`name` as the Hugging Face cache already holds it in a published repo (never asks the
+    Hub): a source folder without its tokenizer often sits beside a cached download of it."""
+    for repo in _published_repos(name):
+        found = cached(repo, name)
+        if isinstance(found, Path) and found.is_file():
+            return found
+    return None
+
+
 def _copy_assets(info: SourceInfo, out_dir: Path, names: list[str]) -> tuple[list[str], list[str]]:
     copied, missing = [], []
     for n in names:
@@ -302,7 +336,10 @@ def _copy_assets(info: SourceInfo, out_dir: Path, names: list[str]) -> tuple[lis
             except WeightsError:
                 src = None
         if src is None:
-            missing.append(n)
+            src = _cached_copy(n)
+        if src is None:
+            if not dst.is_file():  # (one already in the output folder is kept as it is)
+                missing.append(n)
             continue
         if not (dst.exists() and dst.resolve() == Path(src).resolve()):
             with Staged(dst) as staged:
@@ -335,7 +372,11 @@ def convert(
     plan = plan_conversion(f, info.cfg, recipe, dtype)
     wname = plan.weights_name()
     # ("random": the seeded noise codec a converted demo model names; no file)
-    assets = [n for n in (info.cfg.mimi_name, info.cfg.tokenizer_name) if n and n != "random"] if copy_assets else []
+    # the files loading the output looks for: the config's names, else its family's defaults
+    # (a config.json naming no tokenizer still loads one); Mimi only for a model with audio
+    mimi_name, tokenizer_name = companion_names(info.cfg)
+    wanted = ([mimi_name] if info.cfg.n_q > 0 else []) + [tokenizer_name]
+    assets = [n for n in wanted if n != "random"] if copy_assets else []
     if copy_assets and info.cfg.is_persona:  # PersonaPlex's voice presets go with the model (runtime/persona.py)
         assets.append("voices.tgz")
     created = _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)

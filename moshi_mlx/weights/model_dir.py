@@ -19,7 +19,7 @@ from pathlib import Path
 import mlx.nn as nn
 
 from ..constants import CONFIG_NAME, CONVERT_COMMAND, LORA_NAME
-from ..models.config import LmConfig
+from ..models.config import LmConfig, companion_names
 from ..modules.embedding import QuantizedScaledEmbedding
 from .errors import WeightsError
 from .quantize import QuantSpec
@@ -123,7 +123,7 @@ class ModelDir:
     config: LmConfig
     weights: Path
     quantization: QuantRecord | None
-    mimi: Path | None  # present in the folder, else None (the name is config.mimi_name)
+    mimi: Path | None  # present in the folder, else None (the name: `companion_names`)
     tokenizer: Path | None
 
 
@@ -147,7 +147,7 @@ def read_model_dir(path: str | os.PathLike) -> ModelDir:
     def present(name: str | None) -> Path | None:
         return root / name if name and (root / name).is_file() else None
 
-    return ModelDir(root, cfg, weights, quant, present(cfg.mimi_name), present(cfg.tokenizer_name))
+    return ModelDir(root, cfg, weights, quant, *(present(n) for n in companion_names(cfg)))
 
 
 def _weights_file(root: Path, cfg: LmConfig) -> Path:

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NAME, MIMI_REPO, TOKENIZER_NAME
+from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NAME, MIMI_REPO
 from ..errors import ConfigError, UsageError
-from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, preset, presets_for_repo
+from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, companion_names, preset, presets_for_repo
 from .errors import WeightsError
 from .hub import cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id
 from .lora import lora_files, with_lora
@@ -474,8 +474,9 @@ def resolve_model(
         )
 
     # 6. companions
-    files.mimi = str(mimi) if mimi is not None else (cfg.mimi_name or MIMI_NAME)
-    files.tokenizer = str(tokenizer) if tokenizer is not None else (cfg.tokenizer_name or TOKENIZER_NAME)
+    mimi_name, tokenizer_name = companion_names(cfg)
+    files.mimi = str(mimi) if mimi is not None else mimi_name
+    files.tokenizer = str(tokenizer) if tokenizer is not None else tokenizer_name
     return files
 
 

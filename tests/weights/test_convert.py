@@ -26,6 +26,8 @@ from moshi_mlx.weights.random_state import random_state
 from moshi_mlx.weights.recipes import make_recipe, module_role
 from moshi_mlx.weights.safetensors_io import SafetensorsFile
 
+from .test_published_repos import cache  # noqa: F401  (fixture)
+
 
 load_lm = lm_loader.load_lm  # the model as stored (these tests compare tensors and logits with the files)
 
@@ -466,3 +468,42 @@ def test_in_memory_state_and_config_record_round_trip(cfg):
     rec = QuantRecord.from_json(json.loads(json.dumps(QuantRecord.from_plan(plan).to_json())), "x")
     rec.check(spec, list(quantizable_modules(lm)), "x")
     assert rec.default == QuantSpec(4, 32) and rec.spec_for("text_linear") is None
+
+
+def test_a_config_naming_no_tokenizer_still_converts_with_one(tmp_path, capsys, cache, monkeypatch):  # noqa: F811
+    """A source config.json without tokenizer_name: convert copied no tokenizer and said
+    nothing, and the output then failed to load ('has no file tokenizer_spm_32k_3.model').
+    Now the file loading looks for is copied from the source folder or the Hugging Face
+    cache, else one line at the end says what is missing and how to add it."""
+    from moshi_mlx.constants import MIMI_NAME, TOKENIZER_NAME
+    from moshi_mlx.weights.resolve import resolve_model
+
+    from .hf_cache import add_repo
+    from .test_published_repos import _offline
+
+    _offline(monkeypatch)
+    src_dir = tmp_path / "src"
+    write_random_checkpoint(models.lm_preset("random-tiny"), src_dir, seed=0)
+    assert json.loads((src_dir / "config.json").read_text()).get("tokenizer_name") is None
+    # 1. neither beside the source nor in the cache: written all the same, one line says so
+    out = tmp_path / "out1"
+    assert run([str(src_dir), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert err[-1].startswith(f"note: {out} has no {MIMI_NAME}, {TOKENIZER_NAME} ") and "--local-dir" in err[-1]
+    assert f"download kyutai/moshiko-mlx-bf16 {TOKENIZER_NAME} --local-dir {out}" in err[-1], err[-1]
+    # 2. beside the source: copied, and the output finds it where loading looks
+    (src_dir / TOKENIZER_NAME).write_bytes(b"spm")
+    res = convert(resolve_source(src_dir / "model.safetensors"), tmp_path / "out2")
+    assert TOKENIZER_NAME in res.copied and res.missing_assets == [MIMI_NAME]
+    assert resolve_model(tmp_path / "out2").companion("tokenizer") == tmp_path / "out2" / TOKENIZER_NAME
+    assert read_model_dir(tmp_path / "out2").tokenizer == tmp_path / "out2" / TOKENIZER_NAME
+    # 3. only in the cache (a published repo that holds it): copied from there
+    (src_dir / TOKENIZER_NAME).unlink()
+    (tmp_path / "blobs").mkdir()
+    for n in (MIMI_NAME, TOKENIZER_NAME):
+        (tmp_path / "blobs" / n).write_bytes(n.encode())
+    add_repo(cache, "kyutai/moshiko-mlx-q8", {n: tmp_path / "blobs" / n for n in (MIMI_NAME, TOKENIZER_NAME)})
+    res = convert(resolve_source(src_dir / "model.safetensors"), tmp_path / "out3")
+    assert sorted(res.copied) == sorted([MIMI_NAME, TOKENIZER_NAME]) and res.missing_note() is None
+    assert (tmp_path / "out3" / TOKENIZER_NAME).read_bytes() == TOKENIZER_NAME.encode()
