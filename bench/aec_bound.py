@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import aec_room as R  # noqa: E402
-from bench.room import convolve, ratio_db, reflective_room_ir  # noqa: E402
+from bench.room import ratio_db  # noqa: E402
 
 SR = R.SR
 
@@ -60,19 +60,6 @@ def ideal_mask_snr(user: np.ndarray, rest: np.ndarray, talking: np.ndarray, hop:
     return ratio_db(g * s, o - g * s)
 
 
-def _old_path_echo(room: R.Room, dr: R.Drive, far: np.ndarray) -> np.ndarray:
-    """The echo through the path as it was before the move made during double talk."""
-    ir = reflective_room_ir(
-        room.delay_ms,
-        rt60_s=room.rt60_s,
-        drr_db=room.drr_db,
-        gain=dr.echo_gain,
-        seed=room.seed,
-        move_m=tuple(np.array(dr.move_dir) * room.move_cm / 100.0),
-    )
-    return convolve(R._speaker(far, room.clip), ir)[: len(far)]
-
-
 def room_second_after_move(moshi, user, room: R.Room, dr: R.Drive | None = None, hops=(120, 240, 480, 768)) -> dict:
     """aec_room.case()'s signals (same room, user level, noise) around its move during double
     talk: the microphone's SNR, the ideal mask on it per frame size, and with 20 ms frames
@@ -83,7 +70,7 @@ def room_second_after_move(moshi, user, room: R.Room, dr: R.Drive | None = None,
     span = slice(m - pad, m + SR + pad)
     talking = sig.speaking[m : m + SR]
     rest = (sig.echo + sig.noise)[span]
-    left = sig.echo - _old_path_echo(room, dr, sig.far)
+    left = sig.echo - R.path_echo(room, dr, sig.far, 1)  # what the path before the move leaves
     res = {
         "room": room.name,
         "microphone_snr_db": round(ratio_db(sig.near[m : m + SR][talking], rest[pad:-pad][talking]), 1),

@@ -247,26 +247,32 @@ class Signals(NamedTuple):
     dt_b: int
 
 
+def path_echo(room: Room, dr: Drive, far: np.ndarray, part: int = 0) -> np.ndarray:
+    """Moshi's echo through the room's path as it is before the first change (part 0), between
+    the first change and the one made during double talk (1), or after it (2)."""
+    moves = (0.0 * np.array(dr.move_dir), np.array(dr.move_dir), np.array(dr.back_dir))
+    ir = reflective_room_ir(
+        room.delay_ms,
+        rt60_s=room.rt60_s,
+        drr_db=room.drr_db,
+        gain=dr.echo_gain,
+        seed=room.seed,
+        move_m=tuple(moves[part] * room.move_cm / 100.0),
+    )
+    gain = 10 ** (room.volume_db / 20) if part == 1 else 1.0
+    return gain * convolve(_speaker(far, room.clip), ir)[: len(far)]
+
+
 def signals(moshi, user, room: Room, dr: Drive) -> Signals:
     """The room's echo of Moshi (with the moves of `dr`), the user from dr.dt_start and the noise."""
     n = max(len(moshi), int((dr.dt_start + 0.5) * SR) + len(user)) // BLOCK * BLOCK + BLOCK * 10
     far = np.zeros(n, np.float32)
     far[: len(moshi)] = moshi[:n]
-    played = _speaker(far, room.clip)
-    ir = lambda m: reflective_room_ir(
-        room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=dr.echo_gain, seed=room.seed, move_m=tuple(m)
-    )
-    direction = np.array(dr.move_dir) * room.move_cm / 100.0
     if room.changes:  # the path changes at move_at and again (across, or the volume back) at dt_move_at
         cuts = [0, int(dr.move_at * SR), int(dr.dt_move_at * SR), n]
-        gains = (1.0, 10 ** (room.volume_db / 20), 1.0)
-        parts = [
-            g * convolve(played, ir(m))[:n]
-            for g, m in zip(gains, (0 * direction, direction, np.array(dr.back_dir) * room.move_cm / 100.0))
-        ]
-        echo = np.concatenate([p[a:b] for p, a, b in zip(parts, cuts, cuts[1:])])
+        echo = np.concatenate([path_echo(room, dr, far, i)[a:b] for i, (a, b) in enumerate(zip(cuts, cuts[1:]))])
     else:
-        echo = convolve(played, ir(0 * direction))[:n]
+        echo = path_echo(room, dr, far)
     dt_a = int(dr.dt_start * SR)
     dt_b = min(dt_a + len(user), len(moshi))
     near = np.zeros(n, np.float32)
@@ -488,7 +494,7 @@ def main(argv=None) -> int:
             f"{r['dt_user_level_change_db']} | {r['round_trip_true_ms']} / {r['round_trip_est_ms']} | "
             f"{r['cpu_ms_per_80ms_median']} ({r['cpu_ms_per_80ms_p99']}) |"
         )
-        if m["move_cm"] or m.get("volume_db"):
+        if Room(**m).changes:
             moves.append(
                 f"| {m['name']} | {m['move_cm']} cm | {r['after_move_erle_0_1s_db']} / {r['after_move_erle_1_2s_db']} | "
                 f"{r['after_move_min_erle_1s_on_db']} / {r['after_move_min_erle_2s_on_db']} | "
