@@ -250,11 +250,12 @@ class PathChangeDetector:
         # the same over Moshi's speech only: a louder echo is also seen at the first syllable after
         # a pause (the volume turned up while Moshi paused), where `quiet` has faded
         quiet_talk = self._le_talk < self._lye_talk - pc.quiet_db
-        if ly >= self._ly - 10.0:
+        pause = ly < self._ly - 10.0  # a pause or a reverberation tail
+        if not pause:
             self._le_talk, self._lye_talk = 0.9 * self._le_talk + 0.1 * le, 0.9 * self._lye_talk + 0.1 * ly
         if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later
             self._jump_age = self._jump_age + 1 if self._jump_age < 1 else None
-        if ly < self._ly - 10.0:  # a pause or a reverberation tail
+        if pause:
             return False
         lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
         high = lr - self._lr > pc.jump_db
@@ -264,7 +265,8 @@ class PathChangeDetector:
             self._jump_age, self._jump_wrong = 0, -ey / (yy + 1e-20)
         self._high = high
         # the estimate wrong (the error its negative: a moved microphone) or short (the error
-        # its positive: the volume turned up), as the jump's first block pointed
+        # its positive: the volume turned up), as the jump's first block pointed (the filter,
+        # adapting on a user's first syllable, makes the next block's estimate wrong too)
         sign = 1.0 if self._jump_wrong > 0.0 else -1.0 if pc.louder and self._jump_wrong < 0.0 else 0.0
         self._sudden_sign = sign
         if self._jump_age is None or not sign:
@@ -272,7 +274,6 @@ class PathChangeDetector:
         ey, bey = sign * ey, sign * bey
         bands = np.count_nonzero((-bey > pc.wrong * byy) & (-2.0 * bey > pc.alone * bee))
         return bool(
-            # (the filter, adapting on a user's first syllable, makes the next block's estimate wrong too)
             -ey / (yy + 1e-20) >= pc.sudden_wrong  # a distorting speaker's peaks are less wrong
             and -2.0 * ey >= pc.alone * ee  # the wrong estimate is the error: not the user
             and bands >= pc.sudden_bands
