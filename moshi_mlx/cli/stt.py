@@ -29,7 +29,7 @@ from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
 from ..models.sampling import check_text_sampling
-from ..runtime.stt import END_OF_TURN_THRESHOLD, TEXT_TEMP, VAD_REPO, SttUpdate
+from ..runtime.stt import END_OF_TURN_THRESHOLD, TEXT_TEMP, VAD_REPO, SttUpdate, check_stt_model
 from ..runtime.stt_live import PipelineTranscriber
 from ..runtime.subtitles import check_output_path, save_transcript
 
@@ -246,7 +246,8 @@ def run(args) -> int:
     use_default_repo(args, DEFAULT_REPO, "speech-to-text")
     # bad audio fails before a model is loaded
     pcm = _read(args.infile) if args.infile else (_read(args.simulate) if args.simulate else None)
-    session = load_session(args)
+    # a dialogue (or text) model is refused from its config, before its weights are read
+    session = load_session(args, check=check_stt_model)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)
     printer = _Printer(args.words, args.quiet)

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import sys
 from importlib import resources
+from typing import Callable
 
 from ..constants import CONVERT_COMMAND, DEFAULT_PRESET, DEFAULT_SEED, DEMO_MODEL
 from ..errors import UsageError
@@ -249,6 +250,7 @@ def load(
     seed: int = DEFAULT_SEED,
     codec: bool = True,
     listens: bool = False,
+    check: Callable | None = None,
 ) -> Model:
     """Load a model, ready to talk to: the one entry point for scripts (see `Model`).
 
@@ -275,6 +277,10 @@ def load(
         codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
         listens: Refuse a model that takes no audio (a text model) once its config is known,
             before its weights are read (a live loop or a server has no use for one).
+        check: Called as `check(cfg, name)` once the model's config is known (the files
+            resolved, the weights' header read), before any weights are read: raise a
+            UsageError to refuse the model (a tool that needs one kind of model says so at
+            once, not after the minutes a 7B model takes to load).
 
     Returns:
         The loaded `Model` (LM, codec, tokenizer and their config).
@@ -325,10 +331,12 @@ def load(
                 f"{source}: the demo model's tiny codec runs on MLX only (rustymimi reads the published "
                 "Mimi); use --mimi-backend auto or mlx"
             )
-        if listens:
+        checks = _checks(listens, check)
+        if checks:
             from ..models.config import preset
 
-            _check_listens(preset(str(source)), str(source))
+            for c in checks:
+                c(preset(str(source)), str(source))
         return _demo(str(source), seed, compute, float_dtype, codec, tokenizer == "none")
     with offline_mode(offline):
         return _load(
@@ -344,8 +352,13 @@ def load(
             mimi_backend,
             seed,
             codec,
-            listens,
+            _checks(listens, check),
         )
+
+
+def _checks(listens: bool, check: Callable | None) -> list[Callable]:
+    """What `load` asks of the config before reading weights (`listens`, then the caller's `check`)."""
+    return [c for c in (_check_listens if listens else None, check) if c is not None]
 
 
 def _check_listens(cfg, name: str) -> None:
@@ -456,7 +469,7 @@ def _load(
     mimi_backend,
     seed,
     with_codec: bool = True,
-    listens: bool = False,
+    checks: list[Callable] = (),
 ) -> Model:
     from ..models import load_mimi, random_mimi
     from ..models.mimi import best_backend
@@ -469,8 +482,8 @@ def _load(
         source, weights=weights, config=config, mimi=mimi, tokenizer=tokenizer, quantized=quantized, lora=lora
     )
     cfg = files.cfg
-    if listens:
-        _check_listens(cfg, str(source) if source is not None else str(weights or "this model"))
+    for c in checks:  # decided from the config and header: no weights read yet
+        c(cfg, str(source) if source is not None else str(weights or "this model"))
     # the tokenizer and the Mimi file before the LM's weights: one missing or damaged is said
     # at once, not after the seconds a 7B model takes to load
     tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.companion("tokenizer"))
@@ -507,16 +520,19 @@ def _load(
 # ---- the CLIs' entry points ---------------------------------------------------------------
 
 
-def load_session(args: argparse.Namespace, with_codec: bool = True, listens: bool = False) -> Model:
+def load_session(
+    args: argparse.Namespace, with_codec: bool = True, listens: bool = False, check: Callable | None = None
+) -> Model:
     """Resolve the model flags (see `add_model_args`) into a ready model (with_codec=False:
-    no Mimi, for text generation; listens: refuse a text model before reading weights); its
+    no Mimi, for text generation; listens / check: refuse a model before reading weights, see
+    `load`); its
     warnings go to stderr, one line each. A missing --voice file is found before the model loads
     (minutes for PersonaPlex 7B)."""
     if getattr(args, "voice", None) is not None:
         from .persona import check_voice_spec
 
         check_voice_spec(args.voice)
-    model = load(**load_kwargs(args), codec=with_codec, listens=listens)
+    model = load(**load_kwargs(args), codec=with_codec, listens=listens, check=check)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return model

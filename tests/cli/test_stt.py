@@ -215,3 +215,31 @@ def test_quantized_stt_folder(tmp_path, capsys):
     assert _stt_folder(tmp_path, ["--hf-repo", str(tmp_path / "q4")], cfg_file, "--force") == 2
     assert "--hf-repo and --transcript are the same file" in capsys.readouterr().err
     assert cfg_file.read_bytes() == before
+
+
+def test_a_dialogue_model_is_refused_before_its_weights_are_read(tmp_path, capsys, monkeypatch):
+    """Moshi (a dialogue model) given to moshi-stt: one line from its config, saying what to run it
+    with, and no weights read (a 7B model takes minutes to load). Both the demo model (built in
+    memory) and a model folder."""
+    from moshi_mlx.runtime import loading
+    from moshi_mlx.weights import lm_loader
+    from moshi_mlx.weights.safetensors_io import save_safetensors
+
+    def no_weights(*a, **k):
+        raise AssertionError("the weights were read before the model was refused")
+
+    monkeypatch.setattr(loading, "_demo", no_weights)
+    monkeypatch.setattr(lm_loader, "load_resolved", no_weights)
+    _speech(tmp_path / "in.wav", seconds=0.3)
+    cfg_d = preset("random-tiny").to_dict()
+    cfg_d.pop("_source", None)
+    d = tmp_path / "moshi"
+    d.mkdir()
+    state = random_state(LmConfig.from_dict(cfg_d), 5)
+    save_safetensors(d / "model.safetensors", {k: mx.array(v) for k, v in state.items()})
+    (d / "config.json").write_text(json.dumps(cfg_d))
+    for model in (["--model", "random-tiny"], ["--hf-repo", str(d), "--mimi-weight", "random"]):
+        assert stt.main([str(tmp_path / "in.wav"), *model]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "not a speech-to-text model" in err[0], err
+        assert "moshi-local" in err[0] and "kyutai/stt-" in err[0]
