@@ -11,8 +11,11 @@ refused with the same sentence. Lives at the package root because every layer us
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import numbers
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -21,6 +24,13 @@ from .errors import AudioError, Error, UsageError
 
 SEED_LIMIT = 2**32  # seeds are in [0, 2**32): what MLX's and numpy's generators take everywhere
 OFF_WORDS = ("off", "none", "no")
+
+
+def json_file(path: str | os.PathLike) -> Any:
+    """The contents of a JSON file a user gives (a config.json), as UTF-8 with or without a
+    byte-order mark: Windows editors (Notepad) save one, which `json` refuses. Callers say
+    in their own words what a file that is not JSON is (OSError / ValueError propagate)."""
+    return json.loads(Path(path).read_text(encoding="utf-8-sig"))
 
 
 def _is_int(v: Any) -> bool:

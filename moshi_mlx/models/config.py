@@ -21,7 +21,7 @@ from ..errors import ConfigError, UsageError, WeightsError
 from ..modules.mlp import ACTIVATIONS
 from ..modules.norm import NORM_TYPES
 from ..modules.rope import POSITIONAL_EMBEDDINGS
-from ..validation import integer, real
+from ..validation import integer, json_file, real
 from .sampling import SamplingOptions
 
 # Sampling options a config's `lm_gen_config` may set (names as in the reference LMGen): every
@@ -257,7 +257,7 @@ class LmConfig:
         if not p.exists():
             raise ConfigError(f"config file not found: {p}")
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = json_file(p)
         except (UnicodeDecodeError, json.JSONDecodeError, OSError) as e:
             raise ConfigError(f"{p} is not valid JSON: {e}") from None
         if not isinstance(data, dict):

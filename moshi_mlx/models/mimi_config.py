@@ -7,13 +7,13 @@ implementation cannot honour are errors, not silently ignored settings.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..constants import FRAME_RATE, SAMPLE_RATE
 from ..modules.seanet import SeanetConfig
 from ..errors import WeightsError
+from ..validation import json_file
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -122,11 +122,11 @@ class MimiConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "MimiConfig":
         try:
-            d = json.loads(Path(path).read_text())
+            d = json_file(path)
         except FileNotFoundError:
             raise WeightsError(f"Mimi config file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise WeightsError(f"Mimi config {path} is not valid JSON: {e}") from None
+        except (ValueError, OSError) as e:  # json's JSONDecodeError, UnicodeDecodeError, a folder
+            raise WeightsError(f"Mimi config {path} is not valid JSON: {e}".splitlines()[0]) from None
         try:
             return cls.from_dict(d)
         except WeightsError as e:

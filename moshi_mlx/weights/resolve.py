@@ -27,7 +27,6 @@ shapes.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import NamedTuple
 
 from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NAME, MIMI_REPO
 from ..errors import ConfigError, UsageError
+from ..validation import json_file
 from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, companion_names, preset, presets_for_repo
 from .errors import WeightsError
 from .hub import cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id
@@ -190,8 +190,8 @@ def config_from(spec: LmConfig | str | os.PathLike, where: str | None = None) ->
 def _read_json(path: Path) -> dict | None:
     """A config.json as a dict, or None when it is not a Moshi LM config (see `_LM_KEYS`)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json_file(path)
+    except (OSError, ValueError) as e:  # json's JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ConfigError(f"{path} is not valid JSON: {e}".splitlines()[0]) from None
     if not isinstance(raw, dict) or sum(k in raw for k in _LM_KEYS) < 2:
         return None
@@ -494,9 +494,9 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
     cfg_path = hf_get_optional(CONFIG_NAME, repo)
     if cfg_path is not None:
         try:
-            raw = json.loads(Path(cfg_path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{CONFIG_NAME} of {repo} is not valid JSON: {e}") from None
+            raw = json_file(cfg_path)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{CONFIG_NAME} of {repo} is not valid JSON: {e}".splitlines()[0]) from None
         if isinstance(raw, dict):
             name = raw.get("mimi_name") or name
             if raw.get("mimi_config_name"):
