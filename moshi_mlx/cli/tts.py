@@ -240,8 +240,17 @@ def run(args) -> dict:
 
 
 def _load(args):
-    """The TTS model and the voice (both may come from the Hub)."""
-    from ..runtime.tts import load_tts_session, load_voice
+    """The TTS model and the voice (both may come from the Hub). The voice is checked against
+    the model's config before the weights are read; an embedding voice is fetched then too."""
+    from ..runtime.tts import check_voice_spec, load_tts_session, load_voice
+
+    early: list = []
+
+    def voice_first(cfg) -> None:
+        if cfg.fuse_cross:  # an embedding needs no codec: found (or refused) before the weights
+            early.append(load_voice(args.voice, cfg, args.voice_repo, seed=args.seed))
+        else:
+            check_voice_spec(args.voice, cfg)
 
     session = load_tts_session(
         model=args.model,
@@ -255,7 +264,10 @@ def _load(args):
         n_q=args.n_q,
         mimi_backend=args.mimi_backend,
         seed=args.seed,
+        check=voice_first,
     )
+    if early:
+        return session, early[0]
     return session, load_voice(args.voice, session.cfg, args.voice_repo, seed=args.seed, codec=session.codec)
 
 

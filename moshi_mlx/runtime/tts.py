@@ -87,6 +87,7 @@ def load_tts_session(
     n_q: int | None = None,
     mimi_backend: str = "auto",
     seed: int = DEFAULT_SEED,
+    check: Callable[[LmConfig], None] | None = None,
 ) -> TtsSession:
     """A ready TTS model, codec and tokenizer.
 
@@ -97,7 +98,9 @@ def load_tts_session(
     `mimi_weight` / `tokenizer` / `lm_config` override single files; `lora`: a fine-tune's
     adapters, fused at load.
     quantize: 4 or 8 to quantize a float checkpoint at load (files quantized by
-    `moshi_mlx.convert` are read as they are)."""
+    `moshi_mlx.convert` are read as they are).
+    check: called with the model's config before its weights are read (raise to refuse: the
+    CLI checks the voice there, `check_voice_spec`)."""
     if model is not None and model != DEMO_MODEL:
         raise UsageError(f"unknown demo model {model!r}; the TTS demo model is {DEMO_MODEL!r}")
     if quantize not in (None, 4, 8):
@@ -113,6 +116,8 @@ def load_tts_session(
             )
     if model == DEMO_MODEL:
         cfg = preset(DEMO_MODEL)
+        if check is not None:
+            check(cfg)
         lm = random_lm(cfg, seed=seed % (2**31))
         tok, desc = ByteTokenizer(), "tts-tiny demo model (random weights: it produces NOISE)"
     else:
@@ -127,6 +132,8 @@ def load_tts_session(
         cfg = files.cfg
         if "tts_config" not in cfg.extra:
             raise ConfigError(f"{files.how}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
+        if check is not None:
+            check(cfg)
         tok = TextTokenizer(files.companion("tokenizer"))  # before the LM: a missing one is said at once
         mimi_path = None if files.mimi == "random" else files.companion("mimi")
         lm = load_resolved(files)
@@ -170,13 +177,56 @@ def load_tts_session(
     return session
 
 
-def check_voice_spec(spec: str) -> None:
-    """Cheap check before any model is loaded: a local voice embedding file must exist."""
-    if spec.endswith(".safetensors") and not spec.startswith("hf://") and not os.path.isfile(spec):
+def check_voice_spec(spec: str, cfg: LmConfig | None = None) -> None:
+    """The voice checked before the model's weights are read (seconds to minutes), one line
+    each: a local file (a path, or anything ending in .safetensors) must exist and be a voice
+    some TTS model takes, a speaker embedding (.safetensors holding `speaker_wavs`) or a
+    recording (an audio file); with the model's `cfg` (known once its files are resolved),
+    the kind that model takes and, for an embedding, its width. A name in the voice repo
+    ("expresso/....wav") is left to `load_voice`."""
+    from ..audio.io import AUDIO_SUFFIXES
+
+    if spec == "random" or spec.startswith("hf://"):
+        return
+    path = os.path.expanduser(spec)
+    ext = os.path.splitext(spec)[1].lower()
+    kinds = "a speaker embedding (.safetensors) or, for an audio-prefix model, a recording (.wav, .flac, ...)"
+    if cfg is not None and not cfg.fuse_cross and ext == ".safetensors":
         raise UsageError(
-            f"voice file not found: {spec} (a name in the voice repo has no .safetensors suffix; "
-            "use hf://owner/repo/file for a remote file)"
+            f"{spec}: this TTS model takes a voice recording (an audio prefix, e.g. a .wav), not a speaker embedding"
         )
+    if os.path.isdir(path):
+        raise UsageError(f"voice {spec} is a folder: give a voice file ({kinds}) or a name in the voice repo")
+    if not os.path.exists(path):
+        if ext == ".safetensors" or os.path.isabs(path) or spec.startswith((".", "~")):
+            raise UsageError(
+                f"voice file not found: {spec} (a name in the voice repo is written as there, e.g. "
+                f"{DEFAULT_VOICE}; use hf://owner/repo/file for a remote file)"
+            )
+        if ext and ext not in AUDIO_SUFFIXES:
+            raise UsageError(f"voice {spec}: no such file, and a voice has no {ext!r} suffix: give {kinds}")
+        return  # a name in the voice repo
+    if ext != ".safetensors" and ext not in AUDIO_SUFFIXES:
+        raise UsageError(f"voice {spec}: a voice is {kinds}, not a {ext or 'suffix-less'!r} file")
+    if ext == ".safetensors":
+        try:
+            f = SafetensorsFile(path)
+        except WeightsError as e:
+            raise UsageError(f"voice {e}") from None
+        if VOICE_KEY not in f:
+            raise UsageError(f"{spec} is not a voice embedding (no {VOICE_KEY!r} tensor)")
+    if cfg is None or not cfg.fuse_cross:
+        return
+    if ext != ".safetensors":
+        # voice repo names end in .wav too: a local recording would be looked up there and not found
+        raise UsageError(
+            f"{spec} is a local file, not a voice: a voice is a speaker embedding (.safetensors) or a "
+            "name in the voice repo (embeddings are made from audio by Kyutai's own tooling)"
+        )
+    dim = cfg.conditioners[cfg.fuse_cross[0]].dim
+    shape = list(f.shape(VOICE_KEY))
+    if shape[-2:-1] != [dim] or len(shape) not in (2, 3) or (len(shape) == 3 and shape[0] != 1):
+        raise UsageError(f"{spec}: voice embedding of shape {shape}; this model expects [1, {dim}, T]")
 
 
 def load_voice(
@@ -194,13 +244,7 @@ def load_voice(
     dim = cfg.conditioners[cfg.fuse_cross[0]].dim
     if spec == "random":
         return np.random.default_rng(seed % (2**31)).standard_normal((dim, RANDOM_VOICE_FRAMES), dtype=np.float32)
-    check_voice_spec(spec)
-    if not spec.startswith("hf://") and not spec.endswith(".safetensors") and os.path.isfile(spec):
-        # voice repo names end in .wav too: a local recording would be looked up there and not found
-        raise UsageError(
-            f"{spec} is a local file, not a voice: a voice is a speaker embedding (.safetensors) or a "
-            "name in the voice repo (embeddings are made from audio by Kyutai's own tooling)"
-        )
+    check_voice_spec(spec, cfg)
     if spec.startswith("hf://") or spec.endswith(".safetensors"):
         path = hf_get(spec)
     else:
@@ -235,10 +279,7 @@ def prefix_voice(
 
     if spec == "random":
         return np.random.default_rng(seed % (2**31)).integers(0, cfg.card, (cfg.n_q, RANDOM_VOICE_FRAMES))
-    if spec.endswith(".safetensors"):
-        raise UsageError(
-            f"{spec}: this TTS model takes a voice recording (an audio prefix, e.g. a .wav), not a speaker embedding"
-        )
+    check_voice_spec(spec, cfg)
     if spec.startswith("hf://") or not os.path.isfile(spec):
         try:
             path = hf_get(spec if spec.startswith("hf://") else f"hf://{voice_repo}/{spec}")

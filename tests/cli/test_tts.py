@@ -269,3 +269,38 @@ def test_generation_defaults_are_the_models():
     machine = {f.name: f.default for f in dataclasses.fields(m.StateMachine)}
     assert machine["max_padding"] == want["max_padding"] and machine["initial_padding"] == want["initial_padding"]
     assert "80 ms each" in helps["max_steps"]
+
+
+def test_a_bad_voice_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """A voice file missing, of another kind (a .pt, a recording for an embedding model), not a
+    voice embedding or of the wrong width: one line, before any weight is built or read."""
+    from moshi_mlx.runtime import tts as rt
+    from moshi_mlx.weights.safetensors_io import save_safetensors
+
+    import mlx.core as mx
+
+    def no_weights(*a, **k):
+        raise AssertionError("the model was loaded before the voice was checked")
+
+    monkeypatch.setattr(rt, "random_lm", no_weights)
+    monkeypatch.setattr(rt, "load_resolved", no_weights)
+    sf.write(tmp_path / "me.wav", np.zeros(2400, np.float32), 24000)
+    (tmp_path / "voice.pt").write_bytes(b"\x80\x02torch")
+    save_safetensors(tmp_path / "other.safetensors", {"other": mx.zeros((1, 32, 20))})
+    save_safetensors(tmp_path / "narrow.safetensors", {"speaker_wavs": mx.zeros((1, 16, 20))})
+    (tmp_path / "folder").mkdir()
+    cases = [
+        ("me.wav", "is a local file, not a voice"),  # tts-tiny takes embeddings
+        ("voice.pt", "not a '.pt' file"),
+        ("missing.pt", "no such file, and a voice has no '.pt' suffix"),
+        ("./nowhere/me.wav", "voice file not found: ./nowhere/me.wav"),
+        ("other.safetensors", "is not a voice embedding"),
+        ("narrow.safetensors", "this model expects [1, 32, T]"),
+        ("folder", "is a folder"),
+    ]
+    monkeypatch.chdir(tmp_path)
+    for voice, message in cases:
+        assert main(["hello", str(tmp_path / "o.wav"), "--model", "tts-tiny", "--voice", voice, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (voice, err)
+        assert not (tmp_path / "o.wav").exists()
