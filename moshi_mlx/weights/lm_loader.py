@@ -23,6 +23,7 @@ from .lm_keys import Source, extra_slice_index, is_pytorch_layout, pytorch_sourc
 from .model_dir import QUANT_KEY, QuantRecord, model_quant_spec, read_model_dir
 from .pytorch_int8 import dequantized
 from .quantize import QuantSpec, apply_quantization, detect_spec, in_features, quantizable_modules
+from .safetensors_io import unwrapped_names
 
 _FLOATS = (mx.float32, mx.float16, mx.bfloat16)
 
@@ -46,6 +47,12 @@ class ArraySource:
     """In-memory tensors with the read interface of `SafetensorsFile` (for random models)."""
 
     def __init__(self, tensors: dict, name: str = "<in-memory weights>", consume: bool = False):
+        renamed = unwrapped_names(tensors)  # a DDP / torch.compile model's state_dict()
+        if renamed and consume:  # renamed in place: the caller's dict is emptied as promised
+            for old, new in renamed.items():
+                tensors[new] = tensors.pop(old)
+        elif renamed:
+            tensors = {renamed.get(k, k): v for k, v in tensors.items()}
         self.tensors = tensors
         self.path = Path(name)
         self.consume = consume  # drop each tensor once copied, so peak memory stays ~1x

@@ -103,7 +103,21 @@ def load_mimi(
 
         # rustymimi reads the file itself and names a bad one in Rust's words ('cannot find
         # tensor encoder...', 'HeaderTooLarge'): the header's names and shapes are checked here
-        check_published({k: _Shape(f.shape(k)) for k in f.keys()}, mimi_202407(), str(path))
+        published = check_published({k: _Shape(f.shape(k)) for k in f.keys()}, mimi_202407(), str(path))
+        if set(published) != set(f.tensors) or f.stored_names:
+            # rustymimi reads the names in the file: a DDP / torch.compile fine-tune's, or
+            # PyTorch's in-memory aliases, are given to it in a copy under the published ones
+            import tempfile
+
+            from .mimi_keys import canonical_name
+            from .safetensors_io import save_safetensors
+
+            with tempfile.TemporaryDirectory(prefix="moshi_mlx_mimi_") as tmp:
+                copy = Path(tmp) / "mimi.safetensors"
+                save_safetensors(
+                    copy, {canonical_name(k): f.load(k) for k in f.keys() if canonical_name(k) in published}
+                )
+                return RustyMimi(copy, num_codebooks=num_codebooks)  # rustymimi reads it all now
         return RustyMimi(path, num_codebooks=num_codebooks)
     cfg = as_mimi_config(config) if config is not None else (repo_cfg or mimi_202407())
     ours = to_model_weights(f.load_all(), cfg, source=str(path))

@@ -49,6 +49,27 @@ _MX_TO_ST = {
     mx.bool_: "BOOL",
 }
 _MAX_HEADER = 100 * 1024 * 1024
+# attributes PyTorch wrappers put in every parameter name of the model they wrap:
+# DistributedDataParallel / DataParallel (`module.`) and torch.compile (`_orig_mod.`), in
+# front of the names or of a wrapped submodule's (`transformer._orig_mod.layers.0...`)
+WRAPPER_NAMES = frozenset({"module", "_orig_mod"})
+
+
+def unwrapped_names(names) -> dict[str, str]:
+    """Stored name -> the name without PyTorch wrapper parts (`WRAPPER_NAMES`), for every
+    name that carries one: a fine-tune saved from a DDP or torch.compile model holds the
+    model's names behind them. No published Moshi, Mimi or LoRA name has such a part, so
+    they are dropped wherever they are; {} when no name carries one, or when dropping them
+    would make two names one (the names are then left as stored, for the fit to name)."""
+    names = list(names)
+    out = {}
+    for n in names:
+        parts = n.split(".")
+        if any(p in WRAPPER_NAMES for p in parts[:-1]):
+            out[n] = ".".join(p for i, p in enumerate(parts) if i == len(parts) - 1 or p not in WRAPPER_NAMES)
+    if out and len({out.get(n, n) for n in names}) != len(names):
+        return {}
+    return out
 
 
 class SafetensorsFile:
@@ -102,6 +123,11 @@ class SafetensorsFile:
                 f"{self.path} is truncated: its header describes {self._data_start + end} bytes "
                 f"but the file has {size} (re-download it)"
             )
+        # a DDP / torch.compile fine-tune: its tensors under the model's own names (one place
+        # for every reader: layout detection, the LM and Mimi loaders, LoRA, convert)
+        renamed = unwrapped_names(self.tensors)
+        self.tensors = {renamed.get(k, k): v for k, v in self.tensors.items()}
+        self.stored_names = {v: k for k, v in renamed.items()}  # name -> name in the file, where they differ
 
     def keys(self) -> list[str]:
         return list(self.tensors)

@@ -6,12 +6,21 @@ voices in the cache. Weights are random, in the published key layouts."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import mlx.core as mx
+import pytest
+from mlx.utils import tree_flatten
 
 from moshi_mlx.models.config import LmConfig, preset
 from moshi_mlx.models.mimi_config import MimiConfig, mimi_202407
+from moshi_mlx.weights import lm_loader
+from moshi_mlx.weights.convert import convert, resolve_source
+from moshi_mlx.weights.lm_loader import load_lm_state
 from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+from moshi_mlx.weights.random_state import random_state
 from moshi_mlx.weights.resolve import resolve_mimi, resolve_model
+from moshi_mlx.weights.safetensors_io import SafetensorsFile, save_safetensors
 
 BOM = "\ufeff"
 
@@ -42,3 +51,113 @@ def test_a_config_json_with_a_byte_order_mark_is_read(tmp_path):
     (src / "mimi.json").write_bytes(mimi_cfg.read_bytes())
     path, named = resolve_mimi(repo=str(src))
     assert path == src / "my-mimi.safetensors" and named == mimi_202407()
+
+
+# ---- 1. a fine-tune saved from a DDP / torch.compile model ----------------------------------
+
+WRAPPED = {
+    "DDP": lambda k: "module." + k,
+    "torch.compile": lambda k: "_orig_mod." + k,
+    "compile inside DDP": lambda k: "module._orig_mod." + k,
+    "compiled submodule": lambda k: k.replace("transformer.", "transformer._orig_mod.", 1),
+}
+
+
+def _rewrite(src, dst, rename):
+    """`src`'s tensors saved at `dst` under `rename(name)`, with its config.json beside."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(dst, {rename(k): v for k, v in SafetensorsFile(src).load_all().items()})
+    if (src.parent / "config.json").is_file():
+        shutil.copy(src.parent / "config.json", dst.parent / "config.json")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random-tiny checkpoint in the released PyTorch layout, its config.json beside it."""
+    return write_random_checkpoint(preset("random-tiny"), tmp_path_factory.mktemp("tiny"), seed=3)
+
+
+def _same_params(a, b):
+    pa, pb = dict(tree_flatten(a.parameters())), dict(tree_flatten(b.parameters()))
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert mx.array_equal(pa[k], pb[k]).item(), k
+
+
+@pytest.mark.parametrize("how", list(WRAPPED))
+def test_a_ddp_or_compiled_fine_tune_loads_and_converts(tiny, tmp_path, how):
+    """Every name behind `module.` (DistributedDataParallel) and/or `_orig_mod.`
+    (torch.compile), also in the middle (a compiled submodule): it was 'model.safetensors
+    does not fit the config (...): missing 51 tensor(s): ...; unexpected 51 tensor(s): ...'
+    from load and convert alike."""
+    ref = lm_loader.load_lm(tiny)
+    path = _rewrite(tiny, tmp_path / "ft" / "model.safetensors", WRAPPED[how])
+    _same_params(lm_loader.load_lm(path), ref)
+    stored = SafetensorsFile(path).stored_names  # our name -> the wrapped name in the file
+    assert (
+        stored
+        and set(stored) <= set(SafetensorsFile(tiny).keys())
+        and all(WRAPPED[how](k) == v for k, v in stored.items())
+    )
+    (path.parent / "config.json").unlink()  # without its config.json: the preset its shapes fit
+    got = resolve_model(path.parent)
+    assert "matched by tensor shapes" in got.how and got.fit.pytorch
+    out = convert(resolve_source(path), tmp_path / "out", copy_assets=False)
+    _same_params(
+        lm_loader.load_lm(out.out_dir),
+        lm_loader.load_lm(convert(resolve_source(tiny), tmp_path / "plain", copy_assets=False).out_dir),
+    )
+    state = {WRAPPED[how](k): v for k, v in random_state(preset("random-tiny"), 1).items()}
+    _same_params(
+        load_lm_state(dict(state), "random-tiny"), load_lm_state(random_state(preset("random-tiny"), 1), "random-tiny")
+    )
+    assert state and load_lm_state(state, "random-tiny", consume=True) is not None and not state  # emptied as promised
+
+
+def test_wrapped_lora_adapters_and_a_clash_left_as_stored(tmp_path):
+    """A fine-tune's adapters saved from a DDP model are read under the model's names; a file
+    where dropping the wrapper parts would make two names one keeps its names (the fit names
+    them)."""
+    from moshi_mlx.weights.safetensors_io import unwrapped_names
+
+    assert unwrapped_names(["module.a.weight", "module.b.weight"]) == {
+        "module.a.weight": "a.weight",
+        "module.b.weight": "b.weight",
+    }
+    assert unwrapped_names(["module.a.weight", "a.weight"]) == {}
+    assert unwrapped_names(["a.module", "emb.0.weight"]) == {}  # a leaf is the tensor's own name
+    p = tmp_path / "lora.safetensors"
+    save_safetensors(p, {"module.transformer.layers.0.self_attn.in_proj.lora_A.weight": mx.zeros((2, 4))})
+    assert SafetensorsFile(p).keys() == ["transformer.layers.0.self_attn.in_proj.lora_A.weight"]
+
+
+def test_a_ddp_mimi_loads_with_either_backend(tmp_path):
+    """The codec fine-tuned under DDP: the MLX backend reads the names behind `module.`;
+    rustymimi, which reads the file itself, gets a copy under the published names."""
+    import numpy as np
+
+    from moshi_mlx.weights.mimi_keys import random_published_weights
+    from moshi_mlx.weights.mimi_loader import load_mimi
+
+    w = {
+        k: mx.array(v).astype(mx.bfloat16)
+        for k, v in random_published_weights(mimi_202407(), seed=0, codebook_scale=0.5).items()
+    }
+    plain, ddp = tmp_path / "mimi.safetensors", tmp_path / "ddp" / "mimi.safetensors"
+    save_safetensors(plain, w)
+    ddp.parent.mkdir()
+    save_safetensors(ddp, {"module." + k: v for k, v in w.items()})
+    del w
+    pcm = np.random.default_rng(0).standard_normal((1, 1, 1920 * 2)).astype(np.float32) * 0.1
+    backends = ["mlx"]
+    try:
+        import rustymimi  # noqa: F401
+
+        backends.append("rustymimi")
+    except ImportError:
+        pass
+    for backend in backends:
+        a = np.array(load_mimi(plain, num_codebooks=8, backend=backend).encode(pcm))
+        b = np.array(load_mimi(ddp, num_codebooks=8, backend=backend).encode(pcm))
+        assert a.shape[-1] == 2 and (a == b).all(), backend
