@@ -725,9 +725,14 @@ def preset(name: str) -> LmConfig:
 
 def presets_for_repo(repo: str) -> list[tuple[str, str, str]]:
     """(preset name, weight format, file name) of every preset published in Hub repo `repo`
-    (one repo may hold several formats, e.g. Helium's bf16/q4/q6/q8 files)."""
+    (one repo may hold several formats, e.g. Helium's bf16/q4/q6/q8 files). The Hub resolves
+    repo ids whatever their capitals, so `Kyutai/Moshiko-PyTorch-BF16` is a known repo too."""
+    repo = repo.lower()
     return [
-        (name, fmt, fname) for name, (_, repos) in PRESETS.items() for fmt, (r, fname) in repos.items() if r == repo
+        (name, fmt, fname)
+        for name, (_, repos) in PRESETS.items()
+        for fmt, (r, fname) in repos.items()
+        if r.lower() == repo
     ]
 
 

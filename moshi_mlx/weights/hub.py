@@ -185,9 +185,32 @@ def _repo_cache(repo: str) -> Path | None:
         from huggingface_hub import constants
         from huggingface_hub.file_download import repo_folder_name
 
-        return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+        return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=cached_spelling(repo), repo_type="model")
     except Exception:  # noqa: BLE001 - ImportError, or huggingface_hub's HFValidationError
         return None
+
+
+def cached_spelling(repo: str) -> str:
+    """`repo` as the Hugging Face cache spells it. The Hub resolves repo ids whatever their
+    capitals, but the cache names a repo's folder as it was typed when downloaded: a folder
+    of this exact spelling first, else the one cached `models--owner--name` folder whose id
+    differs only in capitals (`Kyutai/Moshiko-PyTorch-BF16` for `kyutai/moshiko-pytorch-bf16`),
+    else `repo` as given."""
+    try:
+        from huggingface_hub import constants
+
+        root = Path(constants.HF_HUB_CACHE)
+        if (root / ("models--" + repo.replace("/", "--"))).is_dir() or not root.is_dir():
+            return repo
+        want = repo.lower()
+        same = sorted(
+            p.name[len("models--") :].replace("--", "/", 1)
+            for p in root.glob("models--*")
+            if p.name[len("models--") :].replace("--", "/", 1).lower() == want and p.is_dir()
+        )
+    except Exception:  # noqa: BLE001 - an unreadable cache: as given
+        return repo
+    return same[0] if len(same) == 1 else repo
 
 
 def _other_snapshot(repo: str, filename: str) -> Path | None:
@@ -218,6 +241,7 @@ def cached(repo: str, filename: str) -> Path | bool | None:
         from huggingface_hub.file_download import _CACHED_NO_EXIST
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency
         return None
+    repo = cached_spelling(repo)
     try:
         found = try_to_load_from_cache(repo, filename)
     except Exception:  # noqa: BLE001 - a malformed repo id or cache: the cache cannot tell
@@ -257,6 +281,7 @@ def _download(repo: str, filename: str) -> Path:
         raise broken_link(local / filename) or WeightsError(f"model folder {repo} has no file {filename!r}")
     if not is_repo_id(repo):
         raise WeightsError(f"{repo}: no such model folder (and not a Hugging Face repo id, owner/name)")
+    repo = cached_spelling(repo)  # (not a second download of a repo cached under other capitals)
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency

@@ -148,8 +148,9 @@ def _cached_instead(repo: str, name: str) -> str:
     same model is there (a user who ran `-q 4` once, offline now without it)."""
     for preset_name, _, _ in presets_for_repo(repo)[:1]:
         for fmt, (other, fname) in PRESETS[preset_name][1].items():
-            if (other, fname) != (repo, name) and isinstance(cached(other, fname), Path):
-                if other != repo:  # -q alone would pick the default model's repo
+            same_repo = other.lower() == repo.lower()  # (repo ids are read whatever their capitals)
+            if not (same_repo and fname == name) and isinstance(cached(other, fname), Path):
+                if not same_repo:  # -q alone would pick the default model's repo
                     return f" ({other} is in the cache: --hf-repo {other}, or load({other!r}))"
                 how = f"-q {fmt[1:]}, or quantized={fmt[1:]}" if fmt.startswith("q") else "without -q"
                 return f" ({fname} is in the cache: {how})"

@@ -20,7 +20,12 @@ from moshi_mlx.weights.lm_loader import load_lm_state
 from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
 from moshi_mlx.weights.random_state import random_state
 from moshi_mlx.weights.resolve import resolve_mimi, resolve_model
+from moshi_mlx.weights import hub
+from moshi_mlx.weights.hub import cached, hf_get
 from moshi_mlx.weights.safetensors_io import SafetensorsFile, save_safetensors
+
+from .hf_cache import add_repo, header_only, torch_layout
+from .test_published_repos import _offline, cache  # noqa: F401  (fixture)
 
 BOM = "\ufeff"
 
@@ -161,3 +166,47 @@ def test_a_ddp_mimi_loads_with_either_backend(tmp_path):
         a = np.array(load_mimi(plain, num_codebooks=8, backend=backend).encode(pcm))
         b = np.array(load_mimi(ddp, num_codebooks=8, backend=backend).encode(pcm))
         assert a.shape[-1] == 2 and (a == b).all(), backend
+
+
+# ---- 3. repo ids in other capitals ----------------------------------------------------------
+
+MIMI, TOK32K = "tokenizer-e351c8d8-checkpoint125.safetensors", "tokenizer_spm_32k_3.model"
+
+
+def _repo_files(tmp_path, cfg, name="model.safetensors", **extra):
+    """A published repo's files: full-size header (PyTorch layout, no data) and companions."""
+    d = tmp_path / f"files-{len(list(tmp_path.glob('files-*')))}"
+    d.mkdir()
+    out = {name: header_only(d / name, torch_layout(cfg))}
+    for c, data in {MIMI: b"companion", TOK32K: b"companion", **extra}.items():
+        (d / c).write_bytes(data)
+        out[c] = d / c
+    return out
+
+
+def test_a_repo_id_in_other_capitals_is_the_repo(cache, monkeypatch, tmp_path):  # noqa: F811
+    """The Hub resolves `Kyutai/Moshiko-PyTorch-BF16` as `kyutai/moshiko-pytorch-bf16`: it was
+    no known preset (a Moshi config.json looked for, and offline 'model.safetensors from
+    Kyutai/... is not in the local Hugging Face cache'), and the cache folder, named as the
+    repo was typed when downloaded, was not found under other capitals."""
+    _offline(monkeypatch)
+    moshiko, persona = "kyutai/moshiko-pytorch-bf16", "nvidia/personaplex-7b-v1"
+    other = tmp_path / "config.json"  # PersonaPlex's own config.json is not read, whatever the capitals
+    other.write_text(json.dumps(preset("moshiko").to_dict()))
+    add_repo(cache, moshiko, _repo_files(tmp_path, preset("moshiko")), absent=("config.json",))
+    add_repo(cache, persona, {**_repo_files(tmp_path, preset("personaplex-7b")), "config.json": other})
+    for typed, want in (("Kyutai/Moshiko-PyTorch-BF16", "moshiko"), ("NVIDIA/PersonaPlex-7B-v1", "personaplex-7b")):
+        got = resolve_model(typed)
+        assert got.how == f"preset {want}" and got.fit.pytorch, got.how
+        assert got.get(MIMI).read_bytes() == b"companion" and got.get(TOK32K).read_bytes() == b"companion"
+        assert resolve_model(f"hf://{typed}/model.safetensors").weights == got.weights
+        assert hf_get(MIMI, typed) == got.get(MIMI)
+    # downloaded as typed in capitals: found under the lower-case id (the exact spelling first)
+    shutil.rmtree(cache / "models--kyutai--moshiko-pytorch-bf16")
+    snap = add_repo(cache, "Kyutai/Moshiko-PyTorch-BF16", _repo_files(tmp_path, preset("moshiko")))
+    got = resolve_model(moshiko)
+    assert got.weights == snap / "model.safetensors" and got.how == "preset moshiko"
+    assert cached(moshiko, MIMI) == snap / MIMI
+    assert (
+        hub.cached_spelling(moshiko) == "Kyutai/Moshiko-PyTorch-BF16" and hub.cached_spelling("kyutai/x") == "kyutai/x"
+    )
