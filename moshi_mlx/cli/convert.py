@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "source",
         nargs="?",
         help="weights to convert: a .safetensors file (PyTorch or MLX layout), a "
-        "model folder, or a file name in --hf-repo",
+        "model folder, a Hub repo id or hf://OWNER/NAME[/FILE] (as loading takes them), or a file name in --hf-repo",
     )
     p.add_argument("--hf-repo", help="Hugging Face repo to convert (its config.json or known preset gives the config)")
     add_demo_model_arg(p, (DEMO_MODEL,), "SOURCE (written in PyTorch layout on the fly, seeded by --seed)")

@@ -68,8 +68,9 @@ def resolve_source(
 ) -> SourceInfo:
     """The weights file and config to convert: a model folder (with or without a config.json:
     a local copy of a published repo has none), a file (config: `config`, else a config.json
-    beside it, else the preset its shapes fit), or a Hub repo (SOURCE is
-    then a file name in it) — found by the one resolver, `weights.resolve.resolve_model`;
+    beside it, else the preset its shapes fit), a Hub repo (`hf_repo`, SOURCE then a file name
+    in it; or SOURCE itself: a repo id, hf://owner/name[/file], a file's Hub address) — found by
+    the one resolver, `weights.resolve.resolve_model`;
     `lora`: a fine-tune's adapters (default: those its config.json names beside it)."""
     if source is None and hf_repo is None:
         raise UsageError("nothing to convert: give a SOURCE file or folder, or --hf-repo")
@@ -79,8 +80,12 @@ def resolve_source(
         files = resolve_model(hf_repo, weights=source, config=config, lora=lora)
         return SourceInfo(files.weights, files.cfg, files.how, repo=hf_repo, lora=files.adapters)
     path = Path(source).expanduser()
-    if not path.exists():
-        raise WeightsError(f"file not found: {path}")
+    if not path.exists():  # a Hub repo id, hf://owner/name[/file], a file's Hub address: as loading takes them
+        files = resolve_model(str(source), config=config, lora=lora)
+        local = files.repo is None
+        return SourceInfo(
+            files.weights, files.cfg, files.how, files.weights.parent if local else None, files.repo, files.adapters
+        )
     files = resolve_model(
         weights=path, config=config, lora=lora
     )  # a fine-tune's adapters: found beside its config.json

@@ -141,6 +141,20 @@ def hub_file_spec(spec: str | os.PathLike) -> str:
     return str(spec)
 
 
+def web_address(spec: str | os.PathLike) -> UsageError | None:
+    """The error for an http(s) address left once Hub addresses are read (`hub_file_spec`,
+    `repo_id`): files are read from disk or the Hugging Face cache, never fetched from a URL
+    (offline-first). None for any other spec."""
+    s = str(spec).strip()
+    if not s.lower().startswith(("http://", "https://")):
+        return None
+    return UsageError(
+        f"{s} is a web address: model files are read from disk or the Hugging Face cache, not from a URL; "
+        f"download it first ({download_command('OWNER/NAME', 'FILE')} for a file on the Hub, then give "
+        "OWNER/NAME or hf://OWNER/NAME/FILE) or give a local path"
+    )
+
+
 def repo_id(spec: str) -> str:
     """`spec` as a repo id when it is one written loosely: a trailing slash, `hf://owner/name`,
     or the repo's page address (https://huggingface.co/owner/name, as copied from a browser);
@@ -280,7 +294,9 @@ def _download(repo: str, filename: str) -> Path:
             return local / filename
         raise broken_link(local / filename) or WeightsError(f"model folder {repo} has no file {filename!r}")
     if not is_repo_id(repo):
-        raise WeightsError(f"{repo}: no such model folder (and not a Hugging Face repo id, owner/name)")
+        raise web_address(repo) or WeightsError(
+            f"{repo}: no such model folder (and not a Hugging Face repo id, owner/name)"
+        )
     repo = cached_spelling(repo)  # (not a second download of a repo cached under other capitals)
     try:
         from huggingface_hub import hf_hub_download
@@ -354,7 +370,7 @@ def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
         return path
     if repo is not None and os.sep not in s and "/" not in s:
         return _download(repo, s)
-    raise broken_link(path) or WeightsError(f"file not found: {s}")
+    raise web_address(s) or broken_link(path) or WeightsError(f"file not found: {s}")
 
 
 def hf_get_optional(filename: str, repo: str) -> Path | None:

@@ -37,7 +37,7 @@ from ..errors import ConfigError, UsageError
 from ..validation import json_file
 from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, companion_names, preset, presets_for_repo
 from .errors import WeightsError
-from .hub import cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id
+from .hub import broken_link, cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id, web_address
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
 from .safetensors_io import SafetensorsFile
@@ -47,6 +47,8 @@ STT_MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"  # the published Mimi's 
 # keys of a Moshi LM config.json: one with fewer than two of them belongs to something else
 # (a Transformers-style config; DistilBERT's has `dim` alone) and is not read as one
 _LM_KEYS = ("dim", "num_layers", "num_heads", "n_q", "card", "text_card", "delays")
+# what a weights file's name ends with: such a spec is a file (or a name in a repo), never a repo id
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf")
 
 
 @dataclass
@@ -357,13 +359,19 @@ def resolve_model(
         source is None
         and weights is not None
         and not Path(weights).expanduser().exists()
-        and not str(weights).endswith((".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf"))
+        and not str(weights).endswith(WEIGHTS_SUFFIXES)
     ):
         spec = repo_id(str(weights))
         if is_repo_id(spec):  # a repo id where weights were expected (moshi-quality's MODEL, load_lm)
             source, weights = spec, None
     if source is not None and not Path(source).expanduser().exists():
         source = repo_id(str(source))  # "owner/name/" or its https://huggingface.co/ address
+    for spec in (source, weights):  # another web address: one line, before any lookup
+        url = web_address(spec) if spec is not None else None
+        if url is not None:
+            raise url
+    if source is not None and str(source).endswith(WEIGHTS_SUFFIXES) and not Path(source).expanduser().exists():
+        raise broken_link(source) or WeightsError(f"file not found: {source}")  # a file, not a repo id
     if source is not None and str(source) in PRESETS and not Path(str(source)).exists():
         source = default_repo(quantized, str(source))[0]
     local_source = Path(source).expanduser() if source is not None and Path(source).expanduser().exists() else None

@@ -210,3 +210,62 @@ def test_a_repo_id_in_other_capitals_is_the_repo(cache, monkeypatch, tmp_path): 
     assert (
         hub.cached_spelling(moshiko) == "Kyutai/Moshiko-PyTorch-BF16" and hub.cached_spelling("kyutai/x") == "kyutai/x"
     )
+
+
+# ---- 4. convert takes the sources loading takes ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "kyutai/moshiko-pytorch-bf16",
+        "Kyutai/Moshiko-PyTorch-BF16",
+        "hf://kyutai/moshiko-pytorch-bf16",
+        "hf://kyutai/moshiko-pytorch-bf16/model.safetensors",
+        "https://huggingface.co/kyutai/moshiko-pytorch-bf16/blob/main/model.safetensors",
+    ],
+)
+def test_convert_takes_a_hub_source_as_loading_does(cache, monkeypatch, tmp_path, capsys, spec):  # noqa: F811
+    """`moshi-convert SOURCE` with a repo id or an hf:// / Hub address was 'file not found:
+    hf:/kyutai/...' (the path's // collapsed) while load() took them: now the one resolver
+    finds the file in the cache, and the Mimi and tokenizer come from the repo."""
+    from moshi_mlx.cli.convert import run
+
+    from .hf_cache import narrow_preset
+
+    _offline(monkeypatch)
+    cfg = LmConfig.from_dict(narrow_preset("moshiko"))
+    src = write_random_checkpoint(cfg, tmp_path / "src", seed=1)
+    (src.parent / "config.json").unlink()  # the published repo has none: the config comes with the file
+    files = {"model.safetensors": src, MIMI: tmp_path / "m", TOK32K: tmp_path / "t"}
+    (tmp_path / "m").write_bytes(b"mimi")
+    (tmp_path / "t").write_bytes(b"tok")
+    add_repo(cache, "kyutai/moshiko-pytorch-bf16", files, absent=("config.json",))
+    cfg_json = tmp_path / "narrow.json"
+    cfg_json.write_text(json.dumps(narrow_preset("moshiko")))
+    out = tmp_path / "out"
+    assert run([spec, "--out", str(out), "--config", str(cfg_json), "--quiet"]) == 0, capsys.readouterr().err
+    assert (out / MIMI).read_bytes() == b"mimi" and (out / TOK32K).read_bytes() == b"tok"
+    _same_params(lm_loader.load_lm(out), lm_loader.load_lm(src, cfg))
+
+
+def test_a_web_address_is_one_line_everywhere(tmp_path, capsys):
+    """An http(s) address that is no Hub repo or file address: files are read from disk or
+    the cache (offline-first). It was 'file not found: https:/example.com/...' from convert,
+    'no such model folder' from load."""
+    from moshi_mlx.cli.convert import run
+    from moshi_mlx.errors import UsageError
+
+    url = "https://example.com/models/model.safetensors"
+    line = rf"^{url} is a web address: model files are read from disk or the Hugging Face cache, not from a URL; download it first \(.*download OWNER/NAME FILE for a file on the Hub.*\) or give a local path$"
+    for call in (
+        lambda: resolve_model(url),
+        lambda: resolve_model(weights=url),
+        lambda: hf_get(url),
+        lambda: resolve_source(url),
+    ):
+        with pytest.raises(UsageError, match=line):
+            call()
+    assert run([url, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a web address" in err[0] and not (tmp_path / "out").exists()
