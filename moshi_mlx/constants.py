@@ -19,6 +19,7 @@ LM_NAME = "model.safetensors"  # an LM repo's weights when its config.json names
 MIMI_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
 LORA_NAME = "lora.safetensors"  # a moshi-finetune folder's adapters when its config.json names none
+VOICES_NAME = "voices.tgz"  # PersonaPlex's voice presets, beside its weights (nvidia/personaplex-7b-v1)
 TEXT_EOS_ID = 2  # the text stream's end of sequence in Kyutai's tokenizers (a translation model's "done")
 # the converter as every message names it: its console script (docs/cli.md: usage lines name the
 # console script; cli/scripts.py lists it, tests/cli/test_conventions.py checks the two agree)
@@ -41,6 +42,7 @@ __all__ = [
     "MIMI_NAME",
     "TOKENIZER_NAME",
     "LORA_NAME",
+    "VOICES_NAME",
     "TEXT_EOS_ID",
     "CONVERT_COMMAND",
     "DEMO_MODEL",

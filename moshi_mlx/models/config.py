@@ -752,3 +752,15 @@ def companion_names(cfg: LmConfig) -> tuple[str, str]:
             if p.model_type == cfg.model_type and p.text_card == cfg.text_card:
                 mimi, tok = mimi or p.mimi_name, tok or p.tokenizer_name
     return mimi or MIMI_NAME, tok or TOKENIZER_NAME
+
+
+def companion_files(cfg: LmConfig) -> list[str]:
+    """Every file a model folder of `cfg` holds beside the weights and its config.json: the
+    Mimi (a model with audio; not the demo's seeded "random" codec), the tokenizer
+    (`companion_names`), and PersonaPlex's voice presets. What convert copies and looks for
+    in the published repos, the Hugging Face cache included."""
+    from ..constants import VOICES_NAME
+
+    mimi, tok = companion_names(cfg)
+    names = ([mimi] if cfg.n_q > 0 else []) + [tok] + ([VOICES_NAME] if cfg.is_persona else [])
+    return [n for n in names if n != "random"]

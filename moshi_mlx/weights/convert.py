@@ -25,7 +25,7 @@ import mlx.core as mx
 
 from ..constants import LM_NAME
 from ..errors import UsageError
-from ..models.config import PRESETS, LmConfig, companion_names, preset
+from ..models.config import PRESETS, LmConfig, companion_files, preset
 from ..models.lm import Lm
 from ..errors import Error
 from ..outputs import Staged, os_error
@@ -312,10 +312,10 @@ def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> 
 
 
 def _published_repos(name: str) -> list[str]:
-    """The Hub repos of the published presets whose model loads companion file `name`."""
+    """The Hub repos of the published presets whose model folder holds companion file `name`."""
     repos = []
     for p, (_, formats) in PRESETS.items():
-        if formats and name in companion_names(preset(p)):
+        if formats and name in companion_files(preset(p)):
             repos += [r for r, _ in formats.values() if r not in repos]
     return repos
 
@@ -376,14 +376,9 @@ def convert(
     f = with_lora(SafetensorsFile(info.weights), info.lora, info.cfg, dtype)
     plan = plan_conversion(f, info.cfg, recipe, dtype)
     wname = plan.weights_name()
-    # ("random": the seeded noise codec a converted demo model names; no file)
     # the files loading the output looks for: the config's names, else its family's defaults
-    # (a config.json naming no tokenizer still loads one); Mimi only for a model with audio
-    mimi_name, tokenizer_name = companion_names(info.cfg)
-    wanted = ([mimi_name] if info.cfg.n_q > 0 else []) + [tokenizer_name]
-    assets = [n for n in wanted if n != "random"] if copy_assets else []
-    if copy_assets and info.cfg.is_persona:  # PersonaPlex's voice presets go with the model (runtime/persona.py)
-        assets.append("voices.tgz")
+    # (a config.json naming no tokenizer still loads one), and PersonaPlex's voice presets
+    assets = companion_files(info.cfg) if copy_assets else []
     created = _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
     record = plan.record()
     total = sum(plan.source_bytes(o) for o in plan.outputs)

@@ -269,3 +269,29 @@ def test_a_web_address_is_one_line_everywhere(tmp_path, capsys):
     assert run([url, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a web address" in err[0] and not (tmp_path / "out").exists()
+
+
+# ---- 5. PersonaPlex's voices.tgz from the cache ---------------------------------------------
+
+
+def test_convert_takes_personaplex_voices_from_the_cache(cache, monkeypatch, tmp_path):  # noqa: F811
+    """A PersonaPlex checkpoint converted away from its repo: voices.tgz was copied only from
+    beside the source, never from the cached nvidia/personaplex-7b-v1 (as the Mimi and the
+    tokenizer are), and the note said 'copy voices.tgz there' instead of how to get it."""
+    _offline(monkeypatch)
+    cfg = LmConfig.from_dict({**preset("random-tiny-persona").to_dict(), "mimi_name": MIMI, "tokenizer_name": TOK32K})
+    src = write_random_checkpoint(cfg, tmp_path / "ft", seed=2)
+    # 1. not in the cache: the note names the download
+    res = convert(resolve_source(src), tmp_path / "out1")
+    assert res.missing_assets == [MIMI, TOK32K, "voices.tgz"]
+    assert "download nvidia/personaplex-7b-v1 voices.tgz --local-dir" in res.missing_note(), res.missing_note()
+    # 2. the published repo in the cache: all three copied from there
+    (tmp_path / "v").write_bytes(b"presets")
+    add_repo(
+        cache,
+        "nvidia/personaplex-7b-v1",
+        {**_repo_files(tmp_path, preset("personaplex-7b")), "voices.tgz": tmp_path / "v"},
+    )
+    res = convert(resolve_source(src), tmp_path / "out2")
+    assert sorted(res.copied) == sorted([MIMI, TOK32K, "voices.tgz"]) and res.missing_note() is None
+    assert (tmp_path / "out2" / "voices.tgz").read_bytes() == b"presets"
