@@ -4,8 +4,8 @@ its transcript with per-word timestamps, and optionally every token.
 
 Any format, rate and channel count in (mixed to mono, resampled to 24 kHz). The same
 pipeline as the live loop runs, without a clock: encoder, LM and decoder overlap, nothing
-is skipped. The model's own audio lags its input by its acoustic delay, so that many
-frames of silence follow the file to let it finish.
+is skipped. The model's own audio lags its input by its acoustic delay: own_delay - 1
+frames of silence follow the file to let it finish (`Conversation.tail_frames`).
 """
 
 from __future__ import annotations

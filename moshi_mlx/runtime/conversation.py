@@ -132,8 +132,16 @@ class Conversation:
     # ---------------------------------------------------------------- public
     @property
     def tail_frames(self) -> int:
-        """Frames of silence `close` feeds so the model's delayed voice catches up."""
-        return int(getattr(self.generator, "own_delay", 0)) if self.model.speaks else 0
+        """Frames of silence `close` feeds so the model's delayed voice catches up: step t gives
+        the audio of frame t + 1 - own_delay, so the last input frame's answer comes
+        own_delay - 1 steps after it (a step more would be thrown away by the output cap)."""
+        return max(int(getattr(self.generator, "own_delay", 0)) - 1, 0) if self.model.speaks else 0
+
+    @property
+    def frames_answered(self) -> int:
+        """Frames the model has answered: the steps that gave an audio frame (a speaking
+        model's first own_delay - 1 steps give none), every step for a text-only model."""
+        return self._gen.audio_frames if self.model.speaks else self.frames_stepped
 
     @property
     def tokens(self) -> list:

@@ -42,7 +42,7 @@ class Response:
     transcript: Transcript  # words with start/end seconds; `.text`, `.save(path)`
     tokens: list  # per LM step: (input frame, text token, audio tokens or None)
     prefix_text_token: int | None
-    frames: int  # 80 ms frames stepped
+    frames: int  # 80 ms frames answered (`Conversation.frames_answered`): the audio holds as many, before a translation's cut
     wall_s: float
     user_codes: list = field(default_factory=list)  # the user's codes of each LM step
     prefix_audio_tokens: list | None = None
@@ -449,7 +449,7 @@ class Model:
             conv.transcript,
             conv.tokens,
             conv.generator.prefix_text_token,
-            conv.frames_stepped,
+            conv.frames_answered,
             wall,
             conv.user_codes,
             conv.generator.prefix_audio_tokens,

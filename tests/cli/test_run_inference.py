@@ -134,3 +134,51 @@ def test_module_entry_point(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "x real time" in r.stderr
+
+
+class _BarThatStops:
+    """tqdm's stand-in: Ctrl-C once the bar is full (while `close` waits for the last steps)."""
+
+    def __init__(self, *a, **k):
+        self.n, self.total = 0, None
+
+    def update(self, k):
+        self.n += k
+        if self.total is not None and self.n >= self.total:
+            raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("model", ["random-tiny", "random-tiny-hibiki-zero"])
+def test_frames_answered_is_the_audio_written(tmp_path, capsys, monkeypatch, model):
+    """'N frames answered' is the frames the written audio holds, also for Ctrl-C at the last step
+    (it was one more: close() stepped own_delay frames of silence where own_delay - 1 complete the
+    answer, and a model with own_delay 2 answers nothing at its first step). A whole run steps no
+    frame more than its answer needs."""
+    import tqdm
+
+    seconds = _sine(tmp_path / "in.wav", 24000, seconds=1.0)
+    n_in = int(np.ceil(seconds * 24000 / 1920))
+    if model == "random-tiny":
+        rc = main(
+            [
+                str(tmp_path / "in.wav"),
+                str(tmp_path / "whole.wav"),
+                "--model",
+                model,
+                "--save-tokens",
+                str(tmp_path / "t.npz"),
+                "--quiet",
+            ]
+        )
+        assert rc == 0 and sf.info(str(tmp_path / "whole.wav")).frames == n_in * 1920
+        assert len(np.load(tmp_path / "t.npz")["text"]) == n_in  # own_delay 1: step t answers frame t
+        assert f"{n_in} frames (" in capsys.readouterr().err
+    monkeypatch.setattr(tqdm, "tqdm", _BarThatStops)
+    out = tmp_path / "o.wav"
+    assert main([str(tmp_path / "in.wav"), str(out), "--model", model]) == 130
+    err = capsys.readouterr().err
+    answered = int(err.split("partial outputs saved (")[1].split(" frames answered")[0])
+    assert answered > 0 and sf.info(str(out)).frames == answered * 1920, err
