@@ -17,6 +17,7 @@ skipped, late output dropped at "playback") works as in `moshi-local`. That is w
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -57,6 +58,8 @@ class Engine:
     defaults: Settings
     fixed: dict = field(default_factory=dict)
     voices: tuple[str, ...] | None = None  # PersonaPlex: the voice names a client may choose (None: no prompt)
+    # the name the page shows for the command line's voice file -> that file (the page never sees a local path)
+    voice_files: dict = field(default_factory=dict)
 
     @classmethod
     def from_model(cls, model, options: SamplingOptions | None = None, **sampling) -> "Engine":
@@ -65,7 +68,7 @@ class Engine:
         persona = {k: sampling.pop(k) for k in ("voice", "persona") if k in sampling}
         options = SamplingOptions.of(options, **sampling)
         defaults = generator_settings(model.generator(options, **persona))
-        voices = None
+        voices, voice_files = None, {}
         if getattr(getattr(model, "cfg", None), "is_persona", False):
             from ..runtime.persona import preset_names
 
@@ -73,10 +76,24 @@ class Engine:
             # line's --voice is offered too
             files = getattr(model, "files", None)
             presets = preset_names(None if files is None else files.where)
-            given = (str(persona["voice"]),) if persona.get("voice") else ()
+            given = (_shown_voice(str(persona["voice"]), presets, voice_files),) if persona.get("voice") else ()
             voices = presets + tuple(v for v in given if v not in presets)
         fixed = {**options.given(), **persona}
-        return cls(model, defaults, {k: v for k, v in fixed.items() if k not in SETTING_NAMES}, voices)
+        return cls(model, defaults, {k: v for k, v in fixed.items() if k not in SETTING_NAMES}, voices, voice_files)
+
+    @property
+    def voice_name(self) -> str | None:
+        """The command line's voice as the page names it (a file by its name, not its path)."""
+        voice = self.fixed.get("voice")
+        shown = {spec: name for name, spec in self.voice_files.items()}
+        return None if voice is None else shown.get(str(voice), str(voice))
+
+    def prompt(self, chosen: dict | None) -> dict | None:
+        """The client's voice / persona (`protocol.validate_prompt`) as generator keywords: a
+        voice name the page was shown for a file is that file."""
+        if not chosen or chosen.get("voice") is None:
+            return chosen
+        return {**chosen, "voice": self.voice_files.get(chosen["voice"], chosen["voice"])}
 
     @property
     def description(self) -> str:
@@ -85,6 +102,20 @@ class Engine:
     @property
     def is_demo(self) -> bool:
         return bool(getattr(self.model, "is_demo", False))
+
+
+def _shown_voice(spec: str, presets: tuple[str, ...], files: dict) -> str:
+    """What the page shows for the command line's --voice: a preset by its name, a file by its
+    file name (its folders are the server's business), noted in `files` to find it back."""
+    from ..runtime.persona import is_preset_name
+
+    if is_preset_name(spec):
+        return spec
+    name = Path(spec).name or spec
+    if name in presets:  # a file named like a preset (no suffix): not the preset
+        name = f"{name} (--voice)"
+    files[name] = spec
+    return name
 
 
 def to_float(data: bytes) -> np.ndarray:
@@ -115,7 +146,7 @@ class Conversation:
         self.sample_rate = sample_rate
         self._on_text = on_text
         # prompt: the client's voice / persona (PersonaPlex) over the command line's
-        self.generator = model.generator(**{**engine.fixed, **(prompt or {})}, **settings.as_dict())
+        self.generator = model.generator(**{**engine.fixed, **(engine.prompt(prompt) or {})}, **settings.as_dict())
         self.transcript = model.new_transcript()
         # a translation model (Hibiki): a pause ends the speaker's turn, as in moshi-translate
         turns = {"end_policy": SilencePolicy()} if getattr(model, "translates", False) else {}

@@ -149,7 +149,7 @@ async def _info(request: web.Request) -> web.Response:
             "max_text_bytes": MAX_TEXT_BYTES,
             # PersonaPlex: the voices a client may pick (null: the model takes no voice or persona)
             "voices": None if e.voices is None else list(e.voices),
-            "voice": e.fixed.get("voice"),
+            "voice": e.voice_name,  # a file by its name: no local path reaches the page
             "persona": e.fixed.get("persona"),
         }
     )

@@ -16,6 +16,7 @@ from moshi_mlx.web.server import make_app
 from .test_server import recv_json, run
 
 VOICE = "tests/fixtures/persona/voice.wav"
+SHOWN = "voice.wav"  # what the page sees of it: the file's name, not its path
 DEFAULTS = Settings(temp=0.8, temp_text=0.7, top_k=250, top_k_text=25, top_p=0.0, top_p_text=0.0, seed=1)
 
 
@@ -44,7 +45,7 @@ def test_protocol_prompt_fields():
 def test_a_persona_conversation_starts_with_the_browsers_role():
     model = moshi_mlx.load("random-tiny-persona")
     engine = Engine.from_model(model, voice=VOICE, temp=0.0, temp_text=0.0)
-    assert engine.voices == (VOICE,)  # a demo has no presets: the command line's voice only
+    assert engine.voices == (SHOWN,)  # a demo has no presets: the command line's voice only
     seen = []
     real = model.generator
 
@@ -57,7 +58,7 @@ def test_a_persona_conversation_starts_with_the_browsers_role():
 
     async def body(client):
         info = await (await client.get("/api/info")).json()
-        assert info["voices"] == [VOICE] and info["voice"] == VOICE
+        assert info["voices"] == [SHOWN] and info["voice"] == SHOWN
         ws = await client.ws_connect("/api/ws")
         await ws.send_str(_start(persona="You are a pirate."))
         assert (await recv_json(ws))["type"] == "ready"
@@ -95,11 +96,11 @@ def test_the_page_offers_only_the_presets_the_archive_holds(tmp_path):
     model = moshi_mlx.load("random-tiny-persona")
     model.files = SimpleNamespace(where=str(tmp_path))  # what the resolver found: this folder
     assert Engine.from_model(model).voices == ()
-    assert Engine.from_model(model, voice=VOICE).voices == (VOICE,)
+    assert Engine.from_model(model, voice=VOICE).voices == (SHOWN,)
     with tarfile.open(tmp_path / "voices.tgz", "w:gz") as tar:
         for name in ("VARM4", "NATF2"):
             tar.add("tests/fixtures/persona/voice.pt", arcname=f"voices/{name}.pt")
-    assert Engine.from_model(model, voice=VOICE).voices == ("NATF2", "VARM4", VOICE)
+    assert Engine.from_model(model, voice=VOICE).voices == ("NATF2", "VARM4", SHOWN)
     data = (tmp_path / "voices.tgz").read_bytes()
     (tmp_path / "voices.tgz").write_bytes(data[: len(data) // 2])  # an interrupted download
     with pytest.raises(WeightsError, match="voices.tgz of .* cannot be read .*: copy it again"):
@@ -137,3 +138,37 @@ def test_the_pages_none_overrides_the_servers_voice_and_role():
     )  # nothing sent: the server's
     # "(none)" and no role: no voice phase, no role tokens (only the silences)
     assert v2 is None and p2 == "" and prompt2.voice is None and prompt2.text_tokens == 0
+
+
+def test_the_page_sees_the_voice_files_name_not_its_path(tmp_path):
+    """/api/info gave the page the server's --voice as given (a local path: the user's folders);
+    now the file's name, which the page sends back to pick it (and the server finds the file)."""
+    import shutil
+
+    folder = tmp_path / "private" / "voices"
+    folder.mkdir(parents=True)
+    voice = folder / "ann.wav"
+    shutil.copy(VOICE, voice)
+    model = moshi_mlx.load("random-tiny-persona")
+    engine = Engine.from_model(model, voice=str(voice), temp=0.0, temp_text=0.0)
+    seen = []
+    real = model.generator
+
+    def generator(**kw):
+        seen.append(kw.get("voice"))
+        return real(**kw)
+
+    model.generator = generator
+
+    async def body(client):
+        raw = await (await client.get("/api/info")).text()
+        info = json.loads(raw)
+        assert info["voices"] == ["ann.wav"] and info["voice"] == "ann.wav"
+        assert "private" not in raw and str(tmp_path) not in raw
+        ws = await client.ws_connect("/api/ws")
+        await ws.send_str(_start(voice="ann.wav"))
+        assert (await recv_json(ws))["type"] == "ready"
+        await ws.close()
+
+    run(body, make_app(engine))
+    assert seen[-1] == str(voice)  # the name the page sent is the file
