@@ -32,10 +32,9 @@ PROMPT_TEXT_PAD = 3  # NVIDIA's zero_text_code
 SILENCE_FRAMES = int(0.5 * FRAME_RATE)  # NVIDIA's audio_silence_frame_cnt
 AUDIO_CODEBOOKS = 8  # per stream: the model's and the user's
 VOICE_LUFS = -24.0  # NVIDIA normalises a voice recording to this loudness before encoding it
-DEFAULT_PERSONA = (
-    "You are a wise and friendly teacher. Answer questions or provide advice in a clear and "
-    "engaging way."
-)  # NVIDIA's offline.py default
+# the role when none is given: NVIDIA's (offline.py --text-prompt's default, and its web client's
+# DEFAULT_TEXT_PROMPT), the one source of it here (runtime/persona.py persona_prompt, the web page)
+DEFAULT_PERSONA = "You are a wise and friendly teacher. Answer questions or provide advice in a clear and engaging way."
 
 
 def system_prompt_text(persona: str) -> str:

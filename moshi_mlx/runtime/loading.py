@@ -18,6 +18,7 @@ from typing import Callable
 from ..constants import CONVERT_COMMAND, DEFAULT_PRESET, DEFAULT_SEED, DEMO_MODEL
 from ..errors import UsageError
 from ..models.config import PRESETS
+from ..models.persona import DEFAULT_PERSONA
 from ..models.sampling import REFERENCE_DEFAULTS, SamplingOptions
 from ..validation import float_arg, int_arg, seed_arg
 from .flags import (
@@ -146,7 +147,11 @@ def add_persona_args(ap: argparse.ArgumentParser) -> None:
         metavar="NAME|FILE",
         help="voice prompt: a preset (NATF0-3, NATM0-3, VARF0-4, VARM0-4), a stored .pt voice or an audio file",
     )
-    p.add_argument("--persona", metavar="TEXT", help="the role, e.g. 'You are a patient French teacher.'")
+    p.add_argument(
+        "--persona",
+        metavar="TEXT",
+        help=f"the role, e.g. 'You are a patient French teacher.' (default: NVIDIA's, {DEFAULT_PERSONA!r}; '' for none)",
+    )
 
 
 def model_inputs(args: argparse.Namespace) -> list[tuple[str, str | None]]:

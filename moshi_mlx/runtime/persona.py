@@ -24,7 +24,15 @@ from ..audio.loudness import normalize_loudness
 from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import AudioError, UsageError
 from ..validation import text
-from ..models.persona import AUDIO_CODEBOOKS, VOICE_LUFS, Prompt, Voice, build_prompt, system_prompt_text
+from ..models.persona import (
+    AUDIO_CODEBOOKS,
+    DEFAULT_PERSONA,
+    VOICE_LUFS,
+    Prompt,
+    Voice,
+    build_prompt,
+    system_prompt_text,
+)
 from ..weights.errors import WeightsError
 from ..weights.torch_pickle import load_torch_file
 
@@ -137,10 +145,22 @@ def load_voice(spec: str | os.PathLike | Voice, mimi, where: str | None = None) 
         raise AudioError(f"voice {s}: {e}") from None
 
 
-def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> Prompt:
-    """The system prompt of a voice (or None) and a role (None or blank: no role phase)."""
+def default_persona(tokenizer) -> str | None:
+    """The role a PersonaPlex conversation gets when none is given (`DEFAULT_PERSONA`); None with
+    token ids only (`--tokenizer none`), which cannot write it."""
     from .transcript import PlaceholderTokenizer
 
+    return None if isinstance(tokenizer, PlaceholderTokenizer) else DEFAULT_PERSONA
+
+
+def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> Prompt:
+    """The system prompt of a voice (or None) and a role: None (not given) is NVIDIA's default
+    role, `DEFAULT_PERSONA`, as its offline tool and web client give; blank: no role phase.
+    With token ids only (`--tokenizer none`) the default is left out: nothing can write it."""
+    from .transcript import PlaceholderTokenizer
+
+    if persona is None:
+        persona = default_persona(tokenizer)
     tokens: list[int] = []
     if persona is not None and text("persona", persona).strip():
         if isinstance(tokenizer, PlaceholderTokenizer):  # ids only: no SentencePiece to write the role with

@@ -82,6 +82,18 @@ class Engine:
         return cls(model, defaults, {k: v for k, v in fixed.items() if k not in SETTING_NAMES}, voices, voice_files)
 
     @property
+    def persona(self) -> str | None:
+        """The role the page's box starts with: the command line's --persona, else the role a
+        conversation gets when none is given (NVIDIA's default); None for other models."""
+        if self.voices is None:
+            return None
+        if "persona" in self.fixed:
+            return self.fixed["persona"]
+        from ..runtime.persona import default_persona
+
+        return default_persona(getattr(self.model, "tokenizer", None))
+
+    @property
     def voice_name(self) -> str | None:
         """The command line's voice as the page names it (a file by its name, not its path)."""
         voice = self.fixed.get("voice")

@@ -150,7 +150,7 @@ async def _info(request: web.Request) -> web.Response:
             # PersonaPlex: the voices a client may pick (null: the model takes no voice or persona)
             "voices": None if e.voices is None else list(e.voices),
             "voice": e.voice_name,  # a file by its name: no local path reaches the page
-            "persona": e.fixed.get("persona"),
+            "persona": e.persona,  # PersonaPlex: --persona, else the default role
         }
     )
 

@@ -213,3 +213,23 @@ def test_a_voice_file_too_short_or_silent_is_named(tmp_path):
         load_voice(tmp_path / "short.flac", _mimi())
     with pytest.raises(AudioError, match=r"^voice .*quiet\.wav: the audio is silent"):
         load_voice(tmp_path / "quiet.wav", _mimi())
+
+
+def test_no_role_given_is_nvidias_default_role():
+    """DEFAULT_PERSONA was defined and used nowhere: a PersonaPlex conversation without a role got
+    none, where NVIDIA's offline tool and web client give theirs. Now: not given -> that role;
+    blank -> none; token ids only (--tokenizer none, nothing to write it with) -> none."""
+    import moshi_mlx
+    from moshi_mlx.models.persona import DEFAULT_PERSONA
+    from moshi_mlx.web.conversation import Engine
+
+    model = moshi_mlx.load("random-tiny-persona")
+    default = len(model.tokenizer.encode(system_prompt_text(DEFAULT_PERSONA)))
+    assert DEFAULT_PERSONA.startswith("You are a wise and friendly teacher.")
+    assert model.generator().prompt.text_tokens == default > 0
+    assert model.system_prompt(persona=DEFAULT_PERSONA).frames.tolist() == model.generator().prompt.frames.tolist()
+    assert model.generator(persona="").prompt.text_tokens == 0
+    assert Engine.from_model(model).persona == DEFAULT_PERSONA  # the page's role box starts with it
+    assert Engine.from_model(model, persona="You are Ann.").persona == "You are Ann."
+    ids_only = moshi_mlx.load("random-tiny-persona", tokenizer="none")
+    assert ids_only.generator().prompt.text_tokens == 0 and Engine.from_model(ids_only).persona is None
