@@ -132,10 +132,11 @@ class Conversation:
     # ---------------------------------------------------------------- public
     @property
     def tail_frames(self) -> int:
-        """Frames of silence `close` feeds so the model's delayed voice catches up: step t gives
-        the audio of frame t + 1 - own_delay, so the last input frame's answer comes
-        own_delay - 1 steps after it (a step more would be thrown away by the output cap)."""
-        return max(int(getattr(self.generator, "own_delay", 0)) - 1, 0) if self.model.speaks else 0
+        """Frames of silence `close` feeds so the model's delayed voice catches up: own_delay - 1
+        (`translation.input_end`; a step more would be thrown away by the output cap)."""
+        from .translation import input_end
+
+        return input_end(self.model).tail
 
     @property
     def frames_answered(self) -> int:

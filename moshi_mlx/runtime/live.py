@@ -23,8 +23,12 @@ from .devices import SoundDeviceIO
 from .pipeline import MAX_LAG_MS
 from .recorder import StereoRecorder
 from .sim_device import SimulatedAudioDevice
+from .translation import InputEnd, input_end
 
 TRANSCRIPT_SAVE_S = 5.0  # the transcript is saved this often during a session (and at the end)
+# a simulated microphone's file: silence after it for the decoder and playback to deliver the
+# last answer, beyond what the model's rule asks (`InputEnd`); the session stops when caught up
+DRAIN_FRAMES = 25
 
 
 class DeviceLost(DeviceError):
@@ -111,8 +115,15 @@ def run_session(
     make_echo(output device name, input rate, output rate): the echo canceller or None."""
     out, log = out or sys.stdout, log or sys.stderr  # (looked up now: a test may have replaced them)
     say = lambda m: print(m, file=log)  # noqa: E731
+    end = input_end(model)
     if source is not None:
-        device, io = SimulatedAudioDevice(source.reshape(-1), sample_rate=SAMPLE_RATE, loop=False), None
+        # the file's end as in Model.respond: the marker (translation), silence until the answer
+        # has caught up (`_caught_up`), at most the rule's frames
+        marker = (lambda p: p.push_end_of_input(if_open=True)) if end.marker else None
+        device = SimulatedAudioDevice(
+            source.reshape(-1), sample_rate=SAMPLE_RATE, loop=False, then_silence=True, on_source_end=marker
+        )
+        io = None
         in_rate = out_rate = SAMPLE_RATE
     else:
         device, io = None, SoundDeviceIO(opts.input_device, opts.output_device)
@@ -144,7 +155,7 @@ def run_session(
         if io is not None:
             io.start(pipe)
         else:
-            n_blocks = math.ceil(len(device.source) / device.block) + 5
+            n_blocks = math.ceil(len(device.source) / device.block) + end.wait_frames + end.tail + DRAIN_FRAMES
             if opts.duration:
                 n_blocks = min(n_blocks, int(opts.duration * SAMPLE_RATE / device.block))
             sim_thread = threading.Thread(target=device.run, args=(pipe, n_blocks, False), daemon=True)
@@ -175,6 +186,8 @@ def run_session(
                 transcript.save(opts.transcript)  # incrementally: a crash loses at most a few seconds
                 saved_words, t_saved = len(transcript.words), now
             if sim_thread is not None and not sim_thread.is_alive() and events.empty():
+                break  # the file and its tail at most (the answer did not catch up in time)
+            if device is not None and events.empty() and _caught_up(pipe, device, end, model.speaks):
                 break
             if opts.duration and now - t_start >= opts.duration:
                 break
@@ -187,6 +200,27 @@ def run_session(
     finally:
         _shut_down(opts, io, sim_thread, device, pipe, recorder, transcript, say)
     return SessionResult(code, pipe, echo)
+
+
+def _caught_up(pipe, device: SimulatedAudioDevice, end: InputEnd, speaks: bool) -> bool:
+    """The simulated microphone's file has ended and the model's answer to it is out: the
+    marker's EOS came (translation), and the step `end.tail` frames after the last frame to
+    answer has run and its audio was played (or dropped as late). Frame numbers are input
+    frames: an output frame carries the frame of the step that gave it."""
+    if not device.source_done.is_set():
+        return False
+    last = device.source_blocks - 1
+    if end.marker:
+        if pipe.ends_done < 1:  # the encoder has not reached the file's end yet
+            return False
+        marked, answered = pipe.last_marker_frame, pipe.last_answer_frame
+        if marked is not None:
+            if answered is None or answered < marked:
+                return False  # the last turn's EOS has not come
+            last = answered
+    target = last + end.tail
+    done = pipe.last_output_frame if speaks else pipe.last_step_frame
+    return done is not None and done >= target
 
 
 def _shut_down(opts: LiveOptions, io, sim_thread, device, pipe, recorder, transcript, say) -> None:

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from .pipeline import MAX_LAG_MS, DuplexPipeline, TextEvent, make_resampler
 from .stt import stt_padding
 from .transcript import Transcript
-from .translation import TRANSLATION_TAIL_FRAMES, translation_end
+from .translation import input_end, translation_end
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from ..models import LmGen
@@ -341,7 +341,8 @@ class Model:
         Speech-to-text models get the silence their config asks for before and after.
         Translation models (Hibiki) get hibiki_zero's framing: a frame of silence before, the
         end-of-input marker after the source, then silence until the model's text EOS (at
-        most `TRANSLATION_TAIL_FRAMES`); the translation (audio and transcript) is cut there.
+        most `TRANSLATION_TAIL_FRAMES`: `translation.input_end`, the rule `--simulate` follows
+        too); the translation (audio and transcript) is cut there.
 
         Outputs are checked before any work (folder, extension, not the input) and written
         whole under a temporary name, then renamed. On Ctrl-C (KeyboardInterrupt) the
@@ -411,20 +412,21 @@ class Model:
         conv = self.conversation(SAMPLE_RATE, keep_tokens=True, **sampling)
         chunks = []
         interrupted: KeyboardInterrupt | None = None
-        translating = self.translates
+        end = input_end(self)  # the one rule of how input ends (also --simulate's, runtime/live.py)
+        translating = end.marker
         if translating:  # hibiki_zero's warm-up: a frame of silence before the source
             padded = np.concatenate([np.zeros(FRAME_SIZE, np.float32), padded])
         try:
             total = len(padded) // FRAME_SIZE + conv.tail_frames
             for i in range(0, len(padded), 16 * FRAME_SIZE):
                 chunks.append(conv.feed(padded[i : i + 16 * FRAME_SIZE], wait=False))
-            if translating:
+            if end.marker:
                 chunks.append(conv.end_input())
-                total += TRANSLATION_TAIL_FRAMES + 1
-                for i in range(0, TRANSLATION_TAIL_FRAMES, 16):  # silence until the model's EOS, at most the tail
+                total += end.wait_frames + 1
+                for i in range(0, end.wait_frames, 16):  # silence until the model's EOS, at most wait_frames
                     if conv.turn_ends:
                         break
-                    chunks.append(conv.feed(np.zeros(min(16, TRANSLATION_TAIL_FRAMES - i) * FRAME_SIZE, np.float32)))
+                    chunks.append(conv.feed(np.zeros(min(16, end.wait_frames - i) * FRAME_SIZE, np.float32)))
                     if progress:
                         progress(conv.frames_stepped, total)
             chunks.append(conv.close(progress=(lambda n: progress(n, total)) if progress else None))

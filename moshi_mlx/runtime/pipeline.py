@@ -43,6 +43,7 @@ MAX_LAG_MS = 400.0
 
 _STOP = object()
 _END = object()  # end of the speaker's input (a translation model's end-of-input marker)
+_END_IF_OPEN = object()  # the same, unless the end policy already ended the turn (no speech since)
 _ACTIVE: "weakref.WeakSet[DuplexPipeline]" = weakref.WeakSet()  # started, not yet stopped
 
 
@@ -228,6 +229,13 @@ class DuplexPipeline:
             raise UsageError("an end_policy needs a translation model (an end-of-input marker); this model has none")
         self.end_policy = end_policy
         self._awaiting_eos = False  # a marker was stepped and its EOS has not come yet
+        # where the input's end stands, for a driver that waits for the answer (runtime/live.py):
+        # input frame indices (an output item's frame is that of the step that gave it)
+        self.ends_done = 0  # push_end_of_input calls the encoder has handled
+        self.last_marker_frame: int | None = None  # the latest end-of-input marker
+        self.last_answer_frame: int | None = None  # the step whose EOS answered the latest marker
+        self.last_step_frame: int | None = None  # the latest step
+        self.last_output_frame: int | None = None  # the latest output frame played (or dropped as late)
         self._ahead_since: float | None = None
         self.stats = PipelineStats()
         self.error: BaseException | None = None
@@ -260,13 +268,14 @@ class DuplexPipeline:
         ]
         return self
 
-    def push_end_of_input(self) -> None:
+    def push_end_of_input(self, if_open: bool = False) -> None:
         """The speaker's input ends here (a file's end, a push-to-talk release): the partial
         frame is completed with silence and the next frame is the end-of-input marker (its
-        audio, silence, still goes through the encoder). Input pushed after it is a new turn."""
+        audio, silence, still goes through the encoder). Input pushed after it is a new turn.
+        if_open: not when the end policy already ended the turn (no speech since its marker)."""
         if self.end_of_input is None:
             raise UsageError("this model has no end-of-input marker (only translation models do)")
-        self._raw.put(_END)
+        self._raw.put(_END_IF_OPEN if if_open else _END)
 
     def close_input(self) -> None:
         """No more input: let the workers drain what they have, then stop."""
@@ -364,8 +373,10 @@ class DuplexPipeline:
             if item is _STOP or self._aborted:
                 self._codes.put(_STOP)
                 return
-            if item is _END:
-                self._end_of_input()
+            if item is _END or item is _END_IF_OPEN:
+                if item is _END or self.end_policy is None or self.end_policy.open:
+                    self._end_of_input()
+                self.ends_done += 1
                 continue
             block, t_end = item
             mono = block.mean(axis=1) if block.ndim == 2 else block
@@ -394,6 +405,7 @@ class DuplexPipeline:
         if marker:
             codes = self.end_of_input
             self.stats.end_markers += 1
+            self.last_marker_frame = self._frame_index
         self.stats.frames_in += 1
         self._codes.put(_Item(self._frame_index, t_capture, codes, marker))
         self._frame_index += 1
@@ -445,6 +457,8 @@ class DuplexPipeline:
             if self._awaiting_eos and int(text) == TEXT_EOS_ID:  # an EOS before any marker is ignored
                 self._awaiting_eos, end_of_turn = False, True
                 self.stats.turns_done += 1
+                self.last_answer_frame = item.frame
+            self.last_step_frame = item.frame
             if self.on_text is not None:
                 self.on_text(TextEvent(int(text), self._step, item.frame, item.t_capture, end_of_turn))
             self._step += 1
@@ -485,6 +499,7 @@ class DuplexPipeline:
                     item = self.output.popleft()
                 except IndexError:
                     break
+                self.last_output_frame = item.frame
                 if (
                     self.max_lag_s is not None
                     and self.clock() + self.output_latency_s - item.t_capture > self.max_lag_s

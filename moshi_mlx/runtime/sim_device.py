@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -21,6 +22,9 @@ class SimulatedAudioDevice:
     back into the microphone, like a laptop's speakers into its microphone; the echo of a
     played block is heard from the next capture block on (the device's round trip is the
     response's delay). `echo_noise`: white noise (RMS) added to the microphone with it.
+    then_silence (with loop=False): when the source ends, `on_source_end(pipeline)` is called
+    and `source_done` set, then silence is captured until `run` is stopped (a file's answer
+    lags it: the session stops once it has caught up, runtime/live.py).
     """
 
     def __init__(
@@ -35,6 +39,8 @@ class SimulatedAudioDevice:
         echo_path: np.ndarray | None = None,
         echo_noise: float = 0.0,
         seed: int = 0,
+        then_silence: bool = False,
+        on_source_end: Callable | None = None,
     ):
         self.source = None if source is None else np.asarray(source, dtype=np.float32)
         self.sample_rate = sample_rate
@@ -52,6 +58,10 @@ class SimulatedAudioDevice:
         self._spectrum = None
         self.echoes: list[np.ndarray] = []  # the echo part of each captured block (for tests)
         self._t0 = time.monotonic()
+        self.then_silence = then_silence
+        self.on_source_end = on_source_end
+        self.source_done = threading.Event()
+        self.source_blocks = 0  # blocks of the source captured (the last one zero-padded)
 
     def clock(self) -> float:
         """The device's time: real time scaled by `speed` (give it to the pipeline as its
@@ -85,7 +95,15 @@ class SimulatedAudioDevice:
                 break
             x = self._next_input()
             if x is None:
-                break
+                if not self.then_silence:
+                    break
+                if not self.source_done.is_set():
+                    if self.on_source_end is not None:
+                        self.on_source_end(pipeline)
+                    self.source_done.set()
+                x = np.zeros((self.block, self.channels), np.float32)
+            elif not self.source_done.is_set():
+                self.source_blocks += 1
             if self.echo_path is not None:
                 x = x + self._take_echo()[:, None]
             pipeline.push_input(x if self.channels > 1 else x[:, 0])

@@ -31,6 +31,28 @@ END_THRESHOLD_DB = -45.0
 END_SILENCE_S = 1.5  # the live end of turn's pause (SilencePolicy, the web page, moshi-translate --end-silence)
 
 
+@dataclass(frozen=True)
+class InputEnd:
+    """How a model's input ends, the one rule for a file (`Model.respond`) and for a simulated
+    microphone playing one (`--simulate`, runtime/live.py): after the last input frame, the
+    end-of-input marker (translation models), then silence until the model's EOS answers it
+    (at most `wait_frames`), then `tail` frames: step t gives the audio of frame
+    t + 1 - own_delay, so the last frame to answer (the last input frame, or the frame of the
+    EOS) has its audio own_delay - 1 steps later."""
+
+    marker: bool = False
+    wait_frames: int = 0
+    tail: int = 0
+
+
+def input_end(model) -> InputEnd:
+    """`InputEnd` of a loaded model (`runtime.model.Model`: cfg, speaks, translates)."""
+    tail = max(int(model.cfg.own_delay) - 1, 0) if model.speaks else 0
+    if model.translates:
+        return InputEnd(True, TRANSLATION_TAIL_FRAMES, tail)
+    return InputEnd(tail=tail)
+
+
 def is_translation_model(cfg) -> bool:
     """Hibiki-family checkpoints (model_type hibiki) with audio out."""
     return cfg.model_type == "hibiki" and cfg.dep_q > 0 and cfg.user_q > 0
@@ -89,6 +111,11 @@ class SilencePolicy:
 
     def reset(self) -> None:
         self._quiet, self._spoke = 0, False
+
+    @property
+    def open(self) -> bool:
+        """Speech came since the last marker: the turn has not been ended yet."""
+        return self._spoke
 
     def frame(self, pcm: np.ndarray) -> bool:
         """One 80 ms input frame (24 kHz, as the encoder gets it, after echo cancellation):
