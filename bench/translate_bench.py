@@ -3,11 +3,12 @@ pipeline: Mimi encoder, LM, Mimi decoder overlapping) on a 1-temporal-layer Hibi
 q4 model (random weights, the real Mimi architecture with random weights: the output is
 noise), extrapolated to the 28 layers with the per-layer step time bench/lm_bench.py measured.
 
-    .venv/bin/python -m bench.translate_bench [--audio examples/hello.wav] [--seconds 2] [--lm-json F]
+    .venv/bin/python -m bench.translate_bench [--audio FILE] [--seconds 2] [--lm-json F]
 
 The extrapolation assumes the LM thread is the bottleneck (on a CPU it is: Mimi runs beside
 it): wall(28) = wall(1) + frames x 27 x t_layer. --lm-json: lm_bench's --json output holding
-the 3b-zero q4 row (else t_layer is measured here, with --layer-steps steps).
+the 3b-zero q4 row (without it, only the 1-layer figures). --audio: the package's demo clip
+(moshi_mlx.demo_clip()) by default.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from bench.lm_weights import DEFAULT_CACHE, Case, prepare, shaped_config  # noqa
 
 
 def main(argv=None) -> dict:
+    import moshi_mlx
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--audio", default=str(ROOT / "examples" / "hello.wav"))
+    ap.add_argument("--audio", default=moshi_mlx.demo_clip(), help="audio file to translate (default: the demo clip)")
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds of the file translated")
     ap.add_argument(
         "--tail-frames",
@@ -40,7 +43,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     args = ap.parse_args(argv)
 
-    import moshi_mlx
     from moshi_mlx.audio.io import read_audio
     from moshi_mlx.constants import FRAME_SECONDS, SAMPLE_RATE
 
@@ -53,9 +55,10 @@ def main(argv=None) -> dict:
     model = moshi_mlx.load(str(folder), config=LmConfig.from_dict(d), mimi="random", tokenizer="none")
     assert model.translates
     pcm = read_audio(args.audio).reshape(-1)[: int(args.seconds * SAMPLE_RATE)]
-    from moshi_mlx.runtime import model as model_mod
+    from moshi_mlx.runtime import translation
 
-    model_mod.TRANSLATION_TAIL_FRAMES = args.tail_frames
+    # the one rule a file ends by (translation.input_end) reads this at every respond()
+    translation.TRANSLATION_TAIL_FRAMES = args.tail_frames
     with model.conversation() as conv:  # warm-up: the first steps compile
         conv.feed(pcm[: 3 * 1920])
     t0 = time.perf_counter()
