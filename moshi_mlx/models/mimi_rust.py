@@ -47,7 +47,7 @@ class RustyMimi:
             import rustymimi
         except ImportError:
             raise WeightsError(
-                "the rustymimi backend needs the optional package: pip install 'moshi_mlx[rustymimi]'"
+                "the rustymimi backend needs the optional package rustymimi, not installed (pip install rustymimi)"
             ) from None
         self.cfg = mimi_202407()
         q = self.cfg.quantizer

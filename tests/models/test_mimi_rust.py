@@ -54,3 +54,13 @@ def test_rustymimi_backend_errors():
             RustyMimi(bad)
     with pytest.raises(UsageError, match="only supports the published"):
         models.random_mimi(0, config=MimiConfig.from_dict(META["small"]["config"]), backend="rustymimi")
+
+
+def test_rustymimi_missing_names_the_package_not_upstreams_distribution(monkeypatch, tmp_path):
+    """`pip install 'moshi_mlx[rustymimi]'` would install PyPI's moshi_mlx (Kyutai's upstream)
+    over this package (docs/setup.md): the message names rustymimi itself."""
+    monkeypatch.setitem(__import__("sys").modules, "rustymimi", None)  # import fails
+    with pytest.raises(WeightsError) as e:
+        RustyMimi(tmp_path / "mimi.safetensors")
+    msg = str(e.value)
+    assert "pip install rustymimi" in msg and "moshi_mlx[" not in msg, msg
