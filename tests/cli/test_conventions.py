@@ -530,3 +530,20 @@ def test_audio_rates_are_the_constants():
     assert SILENCE_FRAMES == int(0.5 * FRAME_RATE)
     for cls in (LinearEchoCanceller, ResidualSuppressor):
         assert inspect.signature(cls.__init__).parameters["rate"].default == SAMPLE_RATE
+
+
+def test_every_flag_is_documented():
+    """Each spelling of each flag of every tool (hidden test flags aside) is named in docs/ or
+    the README, so `--help` is never the only place a user can learn of one."""
+    import re
+
+    docs = "\n".join(p.read_text() for p in [*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
+    missing = set()
+    for script, _, ap in ALL:
+        for a in ap._actions:
+            if a.help == argparse.SUPPRESS:
+                continue
+            for s in a.option_strings:
+                if s not in ("-h", "--help") and not re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", docs):
+                    missing.add(f"{script} {s}")
+    assert not missing, sorted(missing)
