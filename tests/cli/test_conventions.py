@@ -117,6 +117,26 @@ def test_help_names_each_tools_own_default_model():
     assert f"(default: {PRESETS[DEFAULT_PRESET][1]['bf16'][0]}," in " ".join(hf_help("local").split())
 
 
+def test_doc_table_names_each_tools_own_default_repo():
+    """cli.md's --hf-repo row names the repo each tool loads with no model flag (its DEFAULT_REPO)."""
+    from moshi_mlx.cli import helium, stt, translate
+    from moshi_mlx.constants import DEFAULT_PRESET
+    from moshi_mlx.models.config import PRESETS
+    from moshi_mlx.runtime import tts
+    from moshi_mlx.weights import mimi_loader
+
+    row = next(line for line in (ROOT / "docs" / "cli.md").read_text().splitlines() if line.startswith("| `--hf-repo"))
+    for module, repo in (
+        ("stt", stt.DEFAULT_REPO),
+        ("helium", helium.DEFAULT_REPO),
+        ("tts", tts.DEFAULT_REPO),
+        ("translate", translate.DEFAULT_REPO),
+        ("mimi", mimi_loader.DEFAULT_REPO),
+        ("local", PRESETS[DEFAULT_PRESET][1]["bf16"][0]),
+    ):
+        assert f"`{repo}` ({module}" in row, (module, repo, row)
+
+
 def test_each_tools_own_default_repo(capsys):
     """No model flag: the tool's own repo (`use_default_repo`). -q picks among Moshi's repos, so
     stt and translate, whose repos have no q4/q8 twins, refuse it in one line before loading;
