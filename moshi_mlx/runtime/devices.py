@@ -61,6 +61,8 @@ def find_device(spec: str | int | None, kind: str) -> int:
     key = "max_input_channels" if kind == "input" else "max_output_channels"
     devs = _devices()
     usable = [i for i, d in enumerate(devs) if d[key] > 0]
+    if not devs:  # one line: a list of nothing would only say it again
+        raise AudioDeviceError(f"no {kind} audio device found: this machine has no audio devices")
     if not usable:
         raise AudioDeviceError(f"no {kind} audio device found.\n{list_devices()}")
     if spec is None or spec == "":

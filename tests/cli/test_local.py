@@ -86,7 +86,9 @@ def test_no_devices_at_all(capsys, monkeypatch):
     monkeypatch.setattr(devices, "_devices", lambda: [])
     monkeypatch.setattr(devices, "_sd", lambda: object())
     assert local.main(["--model", "random-tiny"]) == 2
-    assert "no input audio device found" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()  # one line, not the error and an empty list
+    assert err[-1] == "error: no input audio device found: this machine has no audio devices", err
+    assert not [line for line in err if "no audio devices found" in line], err
 
 
 class VanishingIO:
