@@ -567,3 +567,9 @@ def test_every_flag_is_documented():
                 if s not in ("-h", "--help") and not re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", docs):
                     missing.add(f"{script} {s}")
     assert not missing, sorted(missing)
+
+
+def test_api_doc_names_every_demo_model():
+    """docs/python-api.md's source table names every demo model `moshi_mlx.load` builds."""
+    doc = (ROOT / "docs" / "python-api.md").read_text()
+    assert not [m for m in DEMO_MODELS if f'`"{m}"`' not in doc]
