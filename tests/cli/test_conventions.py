@@ -573,3 +573,12 @@ def test_api_doc_names_every_demo_model():
     """docs/python-api.md's source table names every demo model `moshi_mlx.load` builds."""
     doc = (ROOT / "docs" / "python-api.md").read_text()
     assert not [m for m in DEMO_MODELS if f'`"{m}"`' not in doc]
+
+
+def test_docs_name_every_preset():
+    """Every LM preset (`models.LM_PRESETS`, what `--lm-config NAME` and `load(NAME)` take) is
+    named in docs/lm.md, which points to the doc of its tool."""
+    from moshi_mlx.models import LM_PRESETS
+
+    doc = (ROOT / "docs" / "lm.md").read_text()
+    assert not [p for p in LM_PRESETS if f"`{p}`" not in doc]
