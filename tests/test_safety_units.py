@@ -376,3 +376,26 @@ def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
 def test_runner_keeps_tracebacks_of_bugs():
     r = subprocess.run([sys.executable, "-c", _RUNNER, "bug"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" in r.stderr and "a bug keeps its traceback" in r.stderr
+
+
+def test_the_docs_new_cli_follows_the_rules(tmp_path, capsys):
+    """docs/safety.md's example of a new CLI, run as written: an existing --out is refused
+    without --force (rule 1), replaced with it; an output that is the input, or a bad value,
+    is one error line; nothing is written by a refused run."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "safety.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    ns: dict = {}
+    exec(compile(code, "docs/safety.md", "exec"), ns)
+    main = ns["main"]
+    src, out = tmp_path / "in.json", tmp_path / "out.json"
+    src.write_text("input")
+    assert main([str(src), "--out", str(out)]) == 0 and out.read_text() == "{}"
+    out.write_text("mine")
+    assert main([str(src), "--out", str(out)]) == 2
+    assert out.read_text() == "mine"  # an existing output is never replaced without --force
+    assert main([str(src), "--out", str(out), "--force"]) == 0 and out.read_text() == "{}"
+    assert main([str(src), "--out", str(src), "--force"]) == 2 and src.read_text() == "input"
+    assert main([str(src), "--out", str(tmp_path / "o2.json"), "--seed", "-1"]) == 2
+    assert not (tmp_path / "o2.json").exists()
+    errs = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(errs) == 3 and all(e.startswith("error: ") for e in errs), errs
