@@ -582,3 +582,8 @@ def test_docs_name_every_preset():
 
     doc = (ROOT / "docs" / "lm.md").read_text()
     assert not [p for p in LM_PRESETS if f"`{p}`" not in doc]
+
+
+def test_readme_lists_every_doc():
+    readme = (ROOT / "README.md").read_text()
+    assert not [p.name for p in (ROOT / "docs").glob("*.md") if f"| [docs/{p.name}](docs/{p.name}) |" not in readme]
