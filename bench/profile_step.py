@@ -66,15 +66,15 @@ def profile(folder: str, steps: int = 10, warmup: int = 3, parallel: str = "auto
         return call
 
     class Marked(LmGen):
-        def _temporal(self, tokens):
+        def _temporal(self, *args):  # LmGen._temporal's arguments, whatever they are
             part["name"] = "temporal"
-            out = super()._temporal(tokens)
+            out = super()._temporal(*args)
             mx.eval(*out)
             part["t_temporal"] = time.perf_counter()
             part["name"] = "depformer"
             return out
 
-    prof = Marked(lm, seed=0)
+    prof = Marked(lm, seed=0, compute=fmt)  # the plain step's format: the same work, instrumented
     prof.step(user[0])
     totals: dict[str, list[float]] = {}
     for c in classes:

@@ -84,13 +84,18 @@ def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> d
     }
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=45_000)
     ap.add_argument("--every", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--json", help="write the result here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    # growth is measured between the memory samples (every --every frames) taken after warm-up: two at least
+    if args.every < 1 or len([n for n in range(args.every, args.frames + 1, args.every) if n >= args.warmup]) < 2:
+        ap.error(
+            f"--frames {args.frames} leaves fewer than 2 memory samples after --warmup {args.warmup} (one every {args.every})"
+        )
     res = soak(args.frames, args.every, args.warmup)
     summary = {k: v for k, v in res.items() if k != "rss_samples"}
     print(json.dumps(summary, indent=1))

@@ -1,0 +1,31 @@
+"""The bench tools docs/benchmarks.md names run as written: bench/profile_step.py on a model
+folder (the demo model's checkpoint, a few steps; no timing asserted beyond being measured),
+bench/soak.py's refusal of a run too short to measure."""
+
+from __future__ import annotations
+
+from bench import profile_step
+from moshi_mlx.models.config import preset
+from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+
+def test_profile_step_runs_on_a_folder(tmp_path):
+    write_random_checkpoint(preset("random-tiny"), tmp_path, seed=0)
+    r = profile_step.profile(str(tmp_path), steps=2, warmup=1)
+    assert r["plain_step_ms"] > 0
+    assert set(r["instrumented"]) == {"temporal", "depformer", "step"}
+    assert r["mat_vecs_ms"]["temporal mat-vecs"] > 0 and r["mat_vecs_ms"]["depformer mat-vecs"] > 0
+
+
+def test_soak_refuses_a_run_too_short_to_measure(capsys):
+    """`bench/soak.py --frames 200` (under the 1000-frame warm-up) measured nothing and said
+    FAIL over NaN; one memory sample would say PASS whatever happened. Both are refused."""
+    import pytest
+
+    from bench import soak
+
+    for argv in (["--frames", "200"], ["--frames", "1000", "--warmup", "0"]):
+        with pytest.raises(SystemExit) as e:
+            soak.main(argv)
+        assert e.value.code == 2
+        assert "fewer than 2 memory samples" in capsys.readouterr().err
