@@ -145,7 +145,7 @@ class KalmanEchoFilter:
             self.residual = self.residual + self.late * 0.5 * self._late_echo(leaving)
         if det is not None:  # plus what a changed path leaves, until re-learnt
             if det.changed_recently:
-                self.residual = det.add_to(self.residual, self._changed_echo_power(y2))
+                self.residual = det.add_to(self.residual, self._changed_echo_power(y2), y2)
             det.record_levels(e2, y2, self.residual)
         self.error_power = e2
         fast = det.fast if det is not None else 0.0

@@ -324,3 +324,51 @@ def test_the_volume_turned_up_while_moshi_pauses_is_seen_at_its_next_syllable():
     t = [t for t in detections if t >= 6.0]
     assert t and 8.85 <= t[0] <= 9.4, t
     assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 25.0
+
+
+@pytest.mark.parametrize("seed", [4, 6])
+def test_the_volume_turned_down_while_the_user_talks_keeps_their_level(seed):
+    """The volume goes up 9 dB while Moshi talks alone, the user talks over it at the old echo's
+    level, and the volume goes back down 2 s later: a level change, not a moved microphone (the
+    error is the estimate scaled, low frequencies as wrong as high ones), so its held residual
+    is wrong fraction^2 x the estimate's power, not 2 x wrong fraction x it. The user keeps
+    their level within 1 dB over the double talk and the SNR is >= 12 dB (-2.4 / -1.6 dB and
+    6.5 / 8.9 dB under the moved microphone's model), while a 7.6 cm move under the same voice
+    is still taken for a moved path."""
+    far = _hello(15)
+    up_at, a, cut = 5 * SR, 8 * SR, 10 * SR
+    echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=seed), noise_db=-200)
+    near = np.zeros_like(far)
+    user = np.array(speech_like(7.0, seed=5, f0=(100.0, 140.0)))
+    near[a : a + len(user)] = user
+    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
+    gain = np.ones_like(far)
+    gain[up_at:cut] = 2.8
+    c = LinearEchoCanceller()
+    detections = []
+    out = _run(c, far, gain * echo + near + _noise(15, 1) * 1e-3, detections)
+    assert [t for t in detections if 10.0 <= t <= 10.3], detections
+    assert c.filter.detector.level > 0.8, c.filter.detector.level
+    g, o, s = _user_level(out, near, a)
+    assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)
+    assert ratio_db(g * s, o - g * s) >= 12.0, ratio_db(g * s, o - g * s)
+
+
+def test_a_move_under_the_users_voice_is_no_level_change():
+    """The other side of the level test: the lid moves 7.6 cm while the user talks (RT60 0.8 s
+    hall): the phases of high frequencies turn, low ones hardly, so the change keeps the moved
+    path's model."""
+    far = _hello(11)
+    a, cut = 6 * SR, 8 * SR
+    echo = _moved_room(far, cut, (0.06, 0.025, 0.04), delay_ms=20.0, rt60_s=0.8, drr_db=-3.0, seed=31)
+    near = np.zeros_like(far)
+    user = np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)))
+    near[a : a + len(user)] = user
+    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
+    c = LinearEchoCanceller()
+    levels = []
+    for k in range(0, len(far) // B * B, B):
+        c.process(far[k : k + B], (echo + near)[k : k + B])
+        if k >= cut and c.filter.changed:
+            levels.append(c.filter.detector.level)
+    assert levels and max(levels) < 0.2, levels
