@@ -200,7 +200,7 @@ class Room:
     move_cm: float = 0.0
     clip: bool = False
     seed: int = 0
-    volume_db: float = 0.0  # the speaker turned up by this much at MOVE_AT, back down at DT_MOVE_AT
+    volume_db: float = 0.0  # the speaker turned up by this much (down if < 0) at MOVE_AT, back at DT_MOVE_AT
 
     @property
     def changes(self) -> bool:

@@ -25,7 +25,8 @@ driven harder, as the issue's independent checks describe them:
   with, this bench's plain lounge gives 3-7 dB more double-talk SNR than the issue reports)
   and hall (the lid moved 7.6 cm at 10 s), and aec_room's moved-microphone rooms (2, 4 and
   7.6 cm at 7 s, 2 cm also in the hall), and the volume turned up (3-9 dB, drawn per seed) at
-  7 s and back down 2 s into the double talk, each seed drawing a new room (reflections),
+  7 s and back down 2 s into the double talk (`volume`), or down and back up (`volume-up-dt`:
+  the echo louder under the user's voice), each seed drawing a new room (reflections),
   noise, voice pair, latency error, jitter and move directions; every move is made once while
   Moshi talks alone and once (the same distance, in another direction) 2 s into the double
   talk, which starts 5 s after the first move.
@@ -154,7 +155,8 @@ class StressRoom:
     out_lat_ms: float | None = None
     move_at: float = 7.0
     ser_db: float = 0.0
-    volume_db: float = 0.0  # the volume turned up (by 0.5 to 1.5 times this, per seed) instead of a move
+    # the volume turned up (by 0.5 to 1.5 times this, per seed; down if negative) instead of a move
+    volume_db: float = 0.0
 
 
 ROOMS = [
@@ -179,6 +181,7 @@ ROOMS = [
     StressRoom("hall-move2", "hall, RT60 0.8, move 2 cm", 10.0, 0.8, -3.0, 2.0),
     StressRoom("hall-move7.6", "hall, RT60 0.8, move 7.6 cm", 10.0, 0.8, -3.0, 7.6),
     StressRoom("volume", "volume up 3-9 dB, RT60 0.45", 20.0, 0.45, 3.0, volume_db=6.0),
+    StressRoom("volume-up-dt", "volume down 3-9 dB, back up in double talk", 20.0, 0.45, 3.0, volume_db=-6.0),
 ]
 QUICK_SEEDS, FULL_SEEDS = 3, 8
 

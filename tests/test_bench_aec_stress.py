@@ -3,6 +3,7 @@ late but never early, with stalls that release their blocks back to back (the be
 figures mean nothing if its feeder loses, repeats or reorders blocks)."""
 
 import numpy as np
+import pytest
 
 from bench import aec_room, aec_stress
 
@@ -61,13 +62,15 @@ def test_the_canceller_clock_is_the_feed_s_and_is_restored():
     assert aec_stress.echo_mod.time is real
 
 
-def test_the_volume_room_turns_the_echo_up_and_back():
+@pytest.mark.parametrize(("key", "sign"), [("volume", 1.0), ("volume-up-dt", -1.0)])
+def test_the_volume_room_turns_the_echo_up_and_back(key, sign):
     """The `volume` room's echo is the same path, louder by its drawn volume_db between the
-    first change and the one made during double talk."""
+    first change and the one made during double talk (`volume-up-dt`: quieter, so the change
+    made during double talk turns it up)."""
     from bench.room import speech_like
 
-    room, dr, _ = aec_stress.Case(next(r for r in aec_stress.ROOMS if r.key == "volume"), 3).draw()
-    assert room.changes and not room.move_cm and 3.0 <= room.volume_db <= 9.0
+    room, dr, _ = aec_stress.Case(next(r for r in aec_stress.ROOMS if r.key == key), 3).draw()
+    assert room.changes and not room.move_cm and 3.0 <= sign * room.volume_db <= 9.0
     moshi = np.array(speech_like(20.0, seed=3), np.float32) * 0.3
     sig = aec_room.signals(moshi, np.zeros(aec_room.SR, np.float32), room, dr)
     sr, m, d = aec_room.SR, int(dr.move_at * aec_room.SR), int(dr.dt_move_at * aec_room.SR)
