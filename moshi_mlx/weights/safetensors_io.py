@@ -50,16 +50,18 @@ _MX_TO_ST = {
 }
 _MAX_HEADER = 100 * 1024 * 1024
 # attributes PyTorch wrappers put in every parameter name of the model they wrap:
-# DistributedDataParallel / DataParallel (`module.`) and torch.compile (`_orig_mod.`), in
-# front of the names or of a wrapped submodule's (`transformer._orig_mod.layers.0...`)
-WRAPPER_NAMES = frozenset({"module", "_orig_mod"})
+# DistributedDataParallel / DataParallel (`module.`), torch.compile (`_orig_mod.`), FSDP
+# (`_fsdp_wrapped_module.`) and activation checkpointing (`_checkpoint_wrapped_module.`), in
+# front of the names or of a wrapped submodule's (`transformer._orig_mod.layers.0...`,
+# `transformer.layers.0._fsdp_wrapped_module._checkpoint_wrapped_module.self_attn...`)
+WRAPPER_NAMES = frozenset({"module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
 
 
 def unwrapped_names(names) -> dict[str, str]:
     """Stored name -> the name without PyTorch wrapper parts (`WRAPPER_NAMES`), for every
-    name that carries one: a fine-tune saved from a DDP or torch.compile model holds the
-    model's names behind them. No published Moshi, Mimi or LoRA name has such a part, so
-    they are dropped wherever they are; {} when no name carries one, or when dropping them
+    name that carries one: a fine-tune saved from a wrapped model (DDP, FSDP, activation
+    checkpointing, torch.compile) holds the model's names behind them. No published Moshi,
+    Mimi or LoRA name has such a part, so they are dropped wherever they are; {} when no name carries one, or when dropping them
     would make two names one (the names are then left as stored, for the fit to name)."""
     names = list(names)
     out = {}

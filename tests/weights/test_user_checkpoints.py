@@ -6,6 +6,7 @@ voices in the cache. Weights are random, in the published key layouts."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import mlx.core as mx
@@ -65,6 +66,13 @@ WRAPPED = {
     "torch.compile": lambda k: "_orig_mod." + k,
     "compile inside DDP": lambda k: "module._orig_mod." + k,
     "compiled submodule": lambda k: k.replace("transformer.", "transformer._orig_mod.", 1),
+    # FullyShardedDataParallel (FSDP1) around the model and each layer, activation
+    # checkpointing inside (apply_activation_checkpointing): the names its state_dict() keeps
+    "FSDP + checkpointed layers": lambda k: (
+        "_fsdp_wrapped_module."
+        + re.sub(r"^(transformer\.layers\.\d+)\.", r"\1._fsdp_wrapped_module._checkpoint_wrapped_module.", k)
+    ),
+    "checkpointed submodule": lambda k: k.replace("transformer.", "transformer._checkpoint_wrapped_module.", 1),
 }
 
 
