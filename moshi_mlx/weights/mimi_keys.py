@@ -174,7 +174,14 @@ def _listing(names: list[str], limit: int = 5) -> str:
 
 
 def check_published(tensors: dict, cfg, source: str = "the checkpoint") -> dict:
-    """Canonicalise names and check keys and shapes; returns {released name: tensor}."""
+    """Canonicalise names and check keys and shapes; returns {released name: tensor}. Names
+    behind PyTorch wrapper parts (a DDP / FSDP / torch.compile model's state_dict(), given as
+    a dict) are read as a file's are (`safetensors_io.unwrapped_names`)."""
+    from .safetensors_io import unwrapped_names  # (here: importing mimi_keys needs no MLX)
+
+    renamed = unwrapped_names(tensors)
+    if renamed:
+        tensors = {renamed.get(k, k): v for k, v in tensors.items()}
     keys = set(tensors)
     if not any(k.startswith(("encoder.", "decoder.", "quantizer.")) for k in keys):
         lm = [k for k in _LM_MARKERS if k in keys] or [k for k in sorted(keys) if k.startswith("transformer.layers.")][

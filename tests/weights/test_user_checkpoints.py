@@ -176,6 +176,22 @@ def test_a_ddp_mimi_loads_with_either_backend(tmp_path):
         assert a.shape[-1] == 2 and (a == b).all(), backend
 
 
+def test_a_wrapped_mimi_in_memory_is_read_as_a_file_is():
+    """A Mimi state_dict() from a DDP / FSDP model handed over as a dict (not a file): its
+    names behind the wrapper parts, as `SafetensorsFile` reads them; it was 'is not a Mimi
+    checkpoint: it has no encoder/decoder/quantizer weights'."""
+    import numpy as np
+
+    from moshi_mlx.weights.mimi_keys import random_published_weights, to_model_weights
+
+    cfg = mimi_202407()
+    w = random_published_weights(cfg, seed=0)
+    ref = to_model_weights(w, cfg)
+    for wrap in ("module.", "_fsdp_wrapped_module._orig_mod."):
+        got = to_model_weights({wrap + k: v for k, v in w.items()}, cfg)
+        assert got.keys() == ref.keys() and all(np.array_equal(got[k], ref[k]) for k in ref), wrap
+
+
 # ---- 3. repo ids in other capitals ----------------------------------------------------------
 
 MIMI, TOK32K = "tokenizer-e351c8d8-checkpoint125.safetensors", "tokenizer_spm_32k_3.model"
