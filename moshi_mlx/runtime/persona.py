@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio.io import read_audio
 from ..audio.loudness import normalize_loudness
-from ..constants import FRAME_SIZE, SAMPLE_RATE
+from ..constants import FRAME_SIZE, SAMPLE_RATE, VOICES_NAME
 from ..errors import AudioError, UsageError
 from ..validation import text
 from ..models.persona import (
@@ -37,7 +37,6 @@ from ..weights.errors import WeightsError
 from ..weights.torch_pickle import load_torch_file
 
 VOICE_PRESETS = tuple([f"NAT{g}{i}" for g in "FM" for i in range(4)] + [f"VAR{g}{i}" for g in "FM" for i in range(5)])
-VOICES_ARCHIVE = "voices.tgz"
 
 
 def is_preset_name(spec: str) -> bool:
@@ -66,8 +65,8 @@ def _read_archive(archive: Path, where: str, stem: str | None) -> tuple[set[str]
             members = {Path(m.name).stem: m for m in tar.getmembers() if m.isfile() and m.name.endswith(".pt")}
             data = tar.extractfile(members[stem]).read() if stem in members else None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        again = "copy it again" if Path(where).expanduser().is_dir() else f"hf download {where} {VOICES_ARCHIVE}"
-        raise WeightsError(f"{VOICES_ARCHIVE} of {where} cannot be read ({e}): {again}") from None
+        again = "copy it again" if Path(where).expanduser().is_dir() else f"hf download {where} {VOICES_NAME}"
+        raise WeightsError(f"{VOICES_NAME} of {where} cannot be read ({e}): {again}") from None
     return set(members), data
 
 
@@ -78,9 +77,9 @@ def preset_voice(name: str, where: str | None) -> Voice:
     stem = Path(name).stem
     if where is None:
         raise UsageError(f"voice {stem}: presets come with a PersonaPlex model repo; give a voice file instead")
-    _, data = _read_archive(hf_get(VOICES_ARCHIVE, where), where, stem)
+    _, data = _read_archive(hf_get(VOICES_NAME, where), where, stem)
     if data is None:
-        raise WeightsError(f"{VOICES_ARCHIVE} of {where} has no voice {stem}")
+        raise WeightsError(f"{VOICES_NAME} of {where} has no voice {stem}")
     return _stored_voice(stem, io.BytesIO(data))
 
 
@@ -90,7 +89,7 @@ def preset_names(where: str | None) -> tuple[str, ...]:
     to, a checkpoint alone). What the web page offers, so that every name it lists works."""
     from ..weights.hub import hf_get_optional
 
-    archive = None if where is None else hf_get_optional(VOICES_ARCHIVE, where)
+    archive = None if where is None else hf_get_optional(VOICES_NAME, where)
     if archive is None:
         return ()
     names, _ = _read_archive(archive, where, None)

@@ -552,6 +552,25 @@ def test_audio_rates_are_the_constants():
         assert inspect.signature(cls.__init__).parameters["rate"].default == SAMPLE_RATE
 
 
+def test_no_module_defines_a_constants_name_again():
+    """A file name or default of moshi_mlx.constants is not given a second name elsewhere
+    (`NAME = "voices.tgz"` beside constants.VOICES_NAME: two sources that can drift apart)."""
+    import ast
+
+    from moshi_mlx import constants
+
+    values = {getattr(constants, n): n for n in constants.__all__ if isinstance(getattr(constants, n), str)}
+    again = []
+    for path in sorted((ROOT / "moshi_mlx").rglob("*.py")):
+        if path.name == "constants.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if isinstance(value, ast.Constant) and value.value in values:
+                again.append(f"{path.relative_to(ROOT)}:{node.lineno} (constants.{values[value.value]})")
+    assert not again, again
+
+
 def test_every_flag_is_documented():
     """Each spelling of each flag of every tool (hidden test flags aside) is named in docs/ or
     the README, so `--help` is never the only place a user can learn of one."""
