@@ -120,24 +120,42 @@ def download_command(repo: str, filename: str | None = None) -> str:
 _HUB_ADDRESSES = ("https://huggingface.co/", "http://huggingface.co/", "https://hf.co/", "hf.co/", "huggingface.co/")
 
 
+def _address_parts(spec: str) -> list[str] | None:
+    """The path of a Hub web address as its parts (owner, name, then blob / resolve / tree,
+    the revision, the file's path), each unquoted, so that a revision written `refs%2Fpr%2F1`
+    stays one part; None when `spec` is no such address."""
+    from urllib.parse import unquote
+
+    for prefix in _HUB_ADDRESSES:
+        if spec.startswith(prefix):
+            return [unquote(p) for p in spec[len(prefix) :].split("?")[0].split("#")[0].split("/")]
+    return None
+
+
+def _main_revision_only(spec: str, parts: list[str]) -> None:
+    """Refuse a Hub address of a revision other than main, file (`blob`/`resolve`) and repo
+    page (`tree`) alike, in one line: files are read from the main revision (there is no
+    revision flag), so the other one would be quietly replaced by main."""
+    rev = parts[3]
+    if rev == "main":
+        return
+    repo, file = "/".join(parts[:2]), "/".join(parts[4:]) if parts[2] != "tree" else ""  # (tree: a folder)
+    what = "a file" if file else "the repo"
+    how = download_command(repo, file or None) + f" --revision {rev}" + ("" if file else " --local-dir DIR")
+    raise UsageError(
+        f"{spec}: {what} of revision {rev!r}, but files are read from a repo's main revision: "
+        f"download it ({how}) and pass {'its path' if file else 'DIR'}"
+    )
+
+
 def hub_file_spec(spec: str | os.PathLike) -> str:
     """`spec` as `hf://owner/name/path` when it is a file's Hub address copied from a browser
     (https://huggingface.co/owner/name/blob/main/path, or .../resolve/main/path?download=true);
     else unchanged. Files come from a repo's main revision: another revision is refused."""
-    from urllib.parse import unquote
-
-    s = str(spec).strip()
-    for prefix in _HUB_ADDRESSES:
-        if s.startswith(prefix):
-            parts = unquote(s[len(prefix) :].split("?")[0].split("#")[0]).split("/")
-            if len(parts) >= 5 and parts[2] in ("blob", "resolve") and parts[4]:
-                if parts[3] != "main":
-                    raise UsageError(
-                        f"{spec}: a file of revision {parts[3]!r}, but files are read from a repo's main "
-                        "revision: download it (hf download REPO FILE --revision REV) and pass its path"
-                    )
-                return "hf://" + "/".join(parts[:2] + parts[4:])
-            break
+    parts = _address_parts(str(spec).strip())
+    if parts is not None and len(parts) >= 5 and parts[2] in ("blob", "resolve") and parts[4]:
+        _main_revision_only(str(spec), parts)
+        return "hf://" + "/".join(parts[:2] + parts[4:])
     return str(spec)
 
 
@@ -158,8 +176,12 @@ def web_address(spec: str | os.PathLike) -> UsageError | None:
 def repo_id(spec: str) -> str:
     """`spec` as a repo id when it is one written loosely: a trailing slash, `hf://owner/name`,
     or the repo's page address (https://huggingface.co/owner/name, as copied from a browser);
-    else unchanged."""
+    else unchanged. A page of another revision than main (`.../tree/dev`) is refused, as a
+    file's address of one is (`hub_file_spec`)."""
     s = spec.strip()
+    parts = _address_parts(s)
+    if parts is not None and len(parts) >= 4 and parts[2] == "tree" and parts[3]:
+        _main_revision_only(spec, parts)
     for prefix in ("hf://", *_HUB_ADDRESSES):
         if s.startswith(prefix):
             s = s[len(prefix) :]

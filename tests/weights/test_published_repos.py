@@ -612,6 +612,38 @@ def test_a_repo_written_loosely_is_the_repo(files, cache, monkeypatch, spec):
             resolve_model(weights=spec.replace("/main/", "/v0.1/"))
 
 
+def test_another_revision_is_refused_for_a_repo_page_as_for_a_file(files, cache, monkeypatch):
+    """`--hf-repo https://huggingface.co/OWNER/NAME/tree/dev` was read as the repo, quietly at
+    main, while a file's address of that revision was refused: both are one line now, in the
+    same words, naming the download that gets that revision (there is no revision flag)."""
+    from moshi_mlx.weights.hub import download_command, repo_id
+
+    repo = "kyutai/moshiko-mlx-q4"
+    add_repo(cache, repo, files[repo], absent=("config.json",))
+    _offline(monkeypatch)
+    page, file = (
+        f"https://huggingface.co/{repo}/tree/dev",
+        f"https://huggingface.co/{repo}/blob/dev/model.q4.safetensors",
+    )
+    said = {}
+    for spec, how in (
+        (page, download_command(repo) + " --revision dev --local-dir DIR) and pass DIR"),
+        (page + "/sub", download_command(repo) + " --revision dev --local-dir DIR) and pass DIR"),
+        (file, download_command(repo, "model.q4.safetensors") + " --revision dev) and pass its path"),
+    ):
+        for call in (lambda: resolve_model(spec), lambda: resolve_model(weights=spec)):
+            with pytest.raises(UsageError) as e:
+                call()
+            msg = str(e.value)
+            assert "\n" not in msg and msg.startswith(f"{spec}: ") and msg.endswith(how), msg
+            said[spec] = msg[len(spec) :].split(" of revision 'dev', but files are read from a repo's main revision")
+    assert said[page][0] == ": the repo" and said[file][0] == ": a file", said
+    with pytest.raises(UsageError, match=r"of revision 'refs/pr/1'"):  # the Hub's PR address, one revision
+        repo_id(f"https://huggingface.co/{repo}/tree/refs%2Fpr%2F1")
+    assert repo_id(f"https://huggingface.co/{repo}/tree/main") == repo
+    assert resolve_model(f"https://huggingface.co/{repo}/tree/main").where == repo
+
+
 def test_a_malformed_repo_id_is_one_line(cache, monkeypatch, tmp_path):
     """A spec the Hub cannot take as a repo id (a revision after @, a missing local folder
     with a space or an accent: `my models/modèle`) is no such folder; it was 'not in the local
