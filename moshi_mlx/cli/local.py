@@ -15,6 +15,7 @@ import sys
 from .. import demo_clip
 from ..audio.io import read_audio
 from ..outputs import Output, check_outputs
+from ..runtime.devices import find_device
 from ..runtime.echo import add_echo_args, echo_from_args
 from ..runtime.flags import add_force_arg
 from ..runtime.live import LiveOptions, run_session, summary_line
@@ -92,12 +93,15 @@ def check_paths(args) -> None:
 
 
 def run(args, *, check_model=None, end_policy=None) -> int:
-    """Check the outputs and the input file, load (a model that takes no audio is refused
-    before its weights are read), then `runtime.live.run_session`. check_model(model): a
+    """Check the outputs, the input file or the audio devices, load (a model that takes no audio
+    is refused before its weights are read), then `runtime.live.run_session`. check_model(model): a
     front end's own refusal (moshi-translate: a translation model); end_policy: a
     translation model's live end of turn (runtime/translation.py SilencePolicy)."""
     check_paths(args)
     source = read_audio(args.simulate).reshape(-1) if args.simulate else None
+    if source is None:  # a missing or misspelled device is said before a model loads for a minute
+        find_device(args.input_device, "input")
+        find_device(args.output_device, "output")
     model = load_session(args, listens=True)
     if check_model is not None:
         check_model(model)

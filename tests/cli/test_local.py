@@ -82,6 +82,23 @@ def test_list_devices_and_unknown_device(capsys, monkeypatch):
     assert "Traceback" not in err
 
 
+def test_devices_are_checked_before_the_model_loads(capsys, monkeypatch, tmp_path):
+    """A misspelled or absent device is said at once, not after a 7B has loaded."""
+    fake_devices(monkeypatch, [BUILT_IN_MIC, BUILT_IN_OUTPUT], (0, 1))
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(local, "load_session", no_load)
+    for flag, spec, said in (
+        ("--input-device", "USB", "no input device matches 'USB'"),
+        ("--output-device", "7", "output device 7"),
+    ):
+        assert local.main(["--hf-repo", str(tmp_path), flag, spec]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "the model was loaded" not in err, err
+
+
 def test_no_devices_at_all(capsys, monkeypatch):
     monkeypatch.setattr(devices, "_devices", lambda: [])
     monkeypatch.setattr(devices, "_sd", lambda: object())
@@ -125,6 +142,7 @@ class VanishingIO:
 
 
 def test_device_lost_flushes_recording(tmp_path, capsys, monkeypatch):
+    fake_devices(monkeypatch, [BUILT_IN_MIC, BUILT_IN_OUTPUT], (0, 1))  # there are devices, until one vanishes
     monkeypatch.setattr(live, "SoundDeviceIO", VanishingIO)
     rec = tmp_path / "rec.wav"
     rc = local.main(["--model", "random-tiny", "--record", str(rec)])
