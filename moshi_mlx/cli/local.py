@@ -17,7 +17,7 @@ from ..audio.io import read_audio
 from ..outputs import Output, check_outputs
 from ..runtime.devices import find_device
 from ..runtime.echo import add_echo_args, echo_from_args
-from ..runtime.flags import add_force_arg
+from ..runtime.flags import add_force_arg, add_max_lag_arg
 from ..runtime.live import LiveOptions, run_session, summary_line
 from ..runtime.loading import (
     add_model_args,
@@ -27,7 +27,6 @@ from ..runtime.loading import (
     model_inputs,
     sampling_kwargs,
 )
-from ..runtime.pipeline import MAX_LAG_MS
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..validation import float_arg, positive_or_off_arg
 from .device_args import add_device_args, list_devices_or_run
@@ -48,13 +47,7 @@ def add_live_args(ap, who: str = "Moshi") -> None:
     moshi-translate shares."""
     g = ap.add_argument_group("audio")
     add_device_args(g, output=True)
-    g.add_argument(
-        "--max-lag-ms",
-        type=positive_or_off_arg("--max-lag-ms"),
-        default=MAX_LAG_MS,
-        help='bound on the delay from speaking to hearing the answer\'s frame (default %(default)g; "off": '
-        "never skip or drop frames)",
-    )
+    add_max_lag_arg(g, "the delay from speaking to hearing the answer's frame")
     g.add_argument("--record", help=f"record both sides to this stereo WAV (left: you, right: {who})")
     g.add_argument("--transcript", help=f"save {who}'s words with timestamps (.json, or .txt)")
     add_force_arg(g, "--record / --transcript")

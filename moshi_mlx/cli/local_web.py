@@ -14,7 +14,7 @@ import sys
 
 from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_persona_args, add_sampling_args, load_session, sampling_kwargs
-from ..runtime.pipeline import MAX_LAG_MS
+from ..runtime.flags import add_max_lag_arg
 from ..web.protocol import DEFAULT_HOST, DEFAULT_PORT
 from .runner import OneLineParser, cli_main
 
@@ -32,12 +32,7 @@ def parser() -> argparse.ArgumentParser:
         "localhost or https, see docs/web.md)",
     )
     g.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0 picks a free one)")
-    g.add_argument(
-        "--max-lag-ms",
-        type=float,
-        default=MAX_LAG_MS,
-        help="bound on the server's delay from receiving speech to sending the answer (default %(default)g)",
-    )
+    add_max_lag_arg(g, "the server's delay from receiving speech to sending the answer")
     g.add_argument("--slow-step-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # tests of the lag control
     return ap
 
@@ -73,8 +68,6 @@ def main(argv=None) -> int:
         raise UsageError(f"--host is empty: give an address, e.g. {DEFAULT_HOST} (the default)")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
-    if not args.max_lag_ms > 0:
-        raise UsageError(f"--max-lag-ms must be positive, got {args.max_lag_ms}")
     _check_port(args.host, args.port)
     from ..web.conversation import Engine
     from ..web.protocol import ProtocolError, validate_settings

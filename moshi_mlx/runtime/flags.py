@@ -73,6 +73,20 @@ def add_quiet_arg(g: Group, what: str = "no progress bar") -> None:
     g.add_argument("--quiet", action="store_true", help=what)
 
 
+def add_max_lag_arg(g: Group, bound: str) -> None:
+    """`--max-lag-ms MS|off` of the live tools (moshi-local, moshi-translate, moshi-web): one
+    parser, so `off` and the range check are the same in all three; `bound`: what is bounded."""
+    from ..validation import positive_or_off_arg
+    from .pipeline import MAX_LAG_MS
+
+    g.add_argument(
+        "--max-lag-ms",
+        type=positive_or_off_arg("--max-lag-ms"),
+        default=MAX_LAG_MS,
+        help=f'bound on {bound} (default %(default)g; "off": never skip or drop frames)',
+    )
+
+
 def add_demo_model_arg(g: Group, choices: tuple[str, ...], replaces: str) -> None:
     """`--model NAME`: an offline demo model (seeded random weights of the real architecture
     at tiny size; it produces NOISE) in place of `replaces`."""

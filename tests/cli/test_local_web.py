@@ -19,11 +19,23 @@ def test_flags_are_local_model_and_sampling_flags_plus_server():
     )
 
 
+def test_max_lag_off_is_accepted_as_by_local_and_translate():
+    """`--max-lag-ms off` lifts the bound in moshi-web too (it was 'invalid float value'): the
+    three live tools parse the flag with one function (runtime/flags.py add_max_lag_arg)."""
+    from moshi_mlx.cli import local, translate
+
+    for tool in (local, translate):
+        assert tool.parser().parse_args(["--max-lag-ms", "off"]).max_lag_ms is None
+    assert parser().parse_args(["--max-lag-ms", "off"]).max_lag_ms is None
+    assert parser().parse_args(["--max-lag-ms", "250"]).max_lag_ms == 250.0
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [
         (["--port", "70000"], "--port must be in 0..65535"),
-        (["--max-lag-ms", "0"], "--max-lag-ms must be positive"),
+        (["--max-lag-ms", "0"], "--max-lag-ms must be > 0, got 0"),
+        (["--max-lag-ms", "nan"], "--max-lag-ms must be a finite number"),
         (["--host", ""], "--host is empty"),  # it listened on every interface, printing http://:8998/
         (["--temp", "-1"], "--temp must be >= 0, got -1"),  # the shared flag checks (moshi_mlx.validation)
         (["--top-p", "2"], "--top-p must be in [0, 1], got 2"),
