@@ -163,7 +163,7 @@ def add_echo_args(ap) -> None:
         "--echo-cancel",
         choices=MODES,
         default="auto",
-        help="remove Moshi's own voice from the microphone; auto: on unless the "
+        help="remove the model's own voice (played by the speakers) from the microphone; auto: on unless the "
         "output device's name says headphones/headset/AirPods (default auto)",
     )
     g.add_argument(

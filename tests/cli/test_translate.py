@@ -107,3 +107,10 @@ def test_end_of_turn_defaults_are_silence_policys():
     ap, policy = parser(), SilencePolicy()
     assert ap.get_default("end_silence") == policy.silence_s
     assert ap.get_default("end_threshold_db") == policy.threshold_db
+
+
+def test_echo_cancel_help_does_not_say_moshi():
+    """In moshi-translate the voice heard back is the translation's: --echo-cancel's help names
+    the model's own voice, not Moshi's."""
+    action = next(a for a in translate.parser()._actions if "--echo-cancel" in a.option_strings)
+    assert "Moshi" not in action.help and "the model's own voice" in action.help, action.help
