@@ -250,13 +250,17 @@ def format_table(report: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    ap.add_argument("--formats", default="bf16,q8,q4")
+    ap.add_argument(
+        "--formats",
+        default="bf16,q8,q4",
+        help=f"weight formats to measure, comma-separated, of {', '.join(FORMATS)} (default %(default)s)",
+    )
     ap.add_argument(
         "--width",
         type=int,
@@ -264,13 +268,36 @@ def main(argv=None):
         help="model width (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)",
     )
     ap.add_argument("--profiles", default="gpu,auto", help="ours' formats: gpu, auto (this device's), cpu")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--upstream-path", type=Path, default=DEFAULT_UPSTREAM_PATH)
-    ap.add_argument("--no-upstream", action="store_true")
+    ap.add_argument("--steps", type=int, default=30, help="frame steps timed per case (default %(default)s)")
+    ap.add_argument("--warmup", type=int, default=5, help="steps run before timing, not counted (default %(default)s)")
+    ap.add_argument(
+        "--upstream-path",
+        type=Path,
+        default=DEFAULT_UPSTREAM_PATH,
+        help=f"folder holding upstream's moshi_mlx package, installed there ({UPSTREAM_PACKAGE}, no "
+        "dependencies) on first use (default .bench-venvs/upstream-pkg)",
+    )
+    ap.add_argument("--no-upstream", action="store_true", help="measure ours only (no upstream rows)")
     ap.add_argument("--unfused", default="", help="formats also measured with unfused residual adds (e.g. bf16)")
-    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "step_overhead.json")
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="where the narrow models' configs and weights are kept between runs (default $MOSHI_BENCH_CACHE "
+        "or /tmp/moshi-bench-weights)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "step_overhead.json",
+        help="the results' JSON; the markdown table is written beside it as .md "
+        "(default bench/results/step_overhead.json)",
+    )
+    return ap
+
+
+def main(argv=None):
+    ap = parser()
     a = ap.parse_args(argv)
     fmts = [f.strip() for f in a.formats.split(",")]
     bad = [f for f in fmts if f not in FORMATS]

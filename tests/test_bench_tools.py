@@ -29,3 +29,12 @@ def test_soak_refuses_a_run_too_short_to_measure(capsys):
             soak.main(argv)
         assert e.value.code == 2
         assert "fewer than 2 memory samples" in capsys.readouterr().err
+
+
+def test_step_overhead_options_say_what_they_do():
+    """Every option of bench.step_overhead has a help text (--formats, --steps, --warmup,
+    --upstream-path, --no-upstream, --cache-dir and --out had none)."""
+    from bench import step_overhead
+
+    silent = [a.option_strings[0] for a in step_overhead.parser()._actions if a.option_strings and not a.help]
+    assert not silent, silent
