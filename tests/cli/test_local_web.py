@@ -49,6 +49,19 @@ def test_bad_values_are_one_line(argv, match, capsys):
     assert "Traceback" not in "\n".join(err)
 
 
+@pytest.mark.parametrize(
+    "value, match", [("-5", "--slow-step-ms must be >= 0, got -5"), ("nan", "--slow-step-ms must be a finite number")]
+)
+def test_slow_step_ms_is_range_checked(value, match, capsys):
+    """The hidden test flag --slow-step-ms is checked as moshi-local's is (it took any float: a
+    negative or NaN delay went to the server). Parsed only: on the old code main() would serve."""
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(["--slow-step-ms", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], err
+
+
 def test_port_in_use_is_one_line(capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
