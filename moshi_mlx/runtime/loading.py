@@ -282,10 +282,11 @@ def load(
         codec: False loads no Mimi (`Model.codec` is None): text generation needs none.
         listens: Refuse a model that takes no audio (a text model) once its config is known,
             before its weights are read (a live loop or a server has no use for one).
-        check: Called as `check(cfg, name)` once the model's config is known (the files
-            resolved, the weights' header read), before any weights are read: raise a
-            UsageError to refuse the model (a tool that needs one kind of model says so at
-            once, not after the minutes a 7B model takes to load).
+        check: Called as `check(cfg, name)` once the model's config is known, before any
+            weights are read, and before a Hub repo's weights are downloaded when its config
+            does not depend on them (`resolve_model`'s `check`): raise a UsageError to refuse
+            the model (a tool that needs one kind of model says so at once, not after a
+            download of GBs or the minutes a 7B model takes to load).
 
     Returns:
         The loaded `Model` (LM, codec, tokenizer and their config).
@@ -483,12 +484,23 @@ def _load(
     from .codec import MimiFrameCodec
     from .transcript import PlaceholderTokenizer, TextTokenizer
 
+    name = str(source) if source is not None else str(weights or "this model")
+
+    def check(cfg) -> None:  # run by the resolver once the config is known: no weights downloaded or read yet
+        for c in checks:
+            c(cfg, name)
+
     files = resolve_model(
-        source, weights=weights, config=config, mimi=mimi, tokenizer=tokenizer, quantized=quantized, lora=lora
+        source,
+        weights=weights,
+        config=config,
+        mimi=mimi,
+        tokenizer=tokenizer,
+        quantized=quantized,
+        lora=lora,
+        check=check if checks else None,
     )
     cfg = files.cfg
-    for c in checks:  # decided from the config and header: no weights read yet
-        c(cfg, str(source) if source is not None else str(weights or "this model"))
     # the tokenizer and the Mimi file before the LM's weights: one missing or damaged is said
     # at once, not after the seconds a 7B model takes to load
     tok = PlaceholderTokenizer() if files.tokenizer == "none" else TextTokenizer(files.companion("tokenizer"))

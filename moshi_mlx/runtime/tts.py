@@ -121,19 +121,26 @@ def load_tts_session(
         lm = random_lm(cfg, seed=seed % (2**31))
         tok, desc = ByteTokenizer(), "tts-tiny demo model (random weights: it produces NOISE)"
     else:
+        source = hf_repo or (None if moshi_weight else DEFAULT_REPO)
+
+        def tts_only(cfg: LmConfig) -> None:  # run by the resolver before the weights are downloaded
+            if "tts_config" not in cfg.extra:
+                raise ConfigError(
+                    f"{lm_config or source or moshi_weight}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}"
+                )
+            if check is not None:
+                check(cfg)
+
         files = resolve_model(
-            hf_repo or (None if moshi_weight else DEFAULT_REPO),
+            source,
             weights=moshi_weight,
             config=lm_config,
             lora=lora,
             mimi=mimi_weight,
             tokenizer=tokenizer,
+            check=tts_only,
         )
         cfg = files.cfg
-        if "tts_config" not in cfg.extra:
-            raise ConfigError(f"{files.how}: not a TTS model (no tts_config); TTS needs e.g. {DEFAULT_REPO}")
-        if check is not None:
-            check(cfg)
         tok = TextTokenizer(files.companion("tokenizer"))  # before the LM: a missing one is said at once
         mimi_path = None if files.mimi == "random" else files.companion("mimi")
         lm = load_resolved(files)

@@ -10,10 +10,11 @@ bottom, each step once:
 2. the weights file: the caller's file/folder/name, else the file of that quantization for a
    known repo (`PRESETS`), else the repo config's `moshi_name`, else `model.safetensors`
    (`model.q4.safetensors` & co., upstream's names, for `-q` with an unknown repo).
-3. its header, read once (`SafetensorsFile`: names, shapes, dtypes; no tensor data).
-4. the config: the caller's (LmConfig, preset name, config.json path, or a name in the repo),
+3. the config: the caller's (LmConfig, preset name, config.json path, or a name in the repo),
    else the repo's/folder's config.json when it is a Moshi LM config, else the preset known
-   for the repo, else the preset whose architecture fits the header (quantized or not).
+   for the repo; the caller's `check` may refuse it here, before the weights are downloaded.
+4. the weights' header, read once (`SafetensorsFile`: names, shapes, dtypes; no tensor
+   data); with no config yet, the preset whose architecture fits it (quantized or not).
 5. the fit (`lm_loader.fit`): layout, per-module quantization and the tensor of every
    parameter, decided from the header for that config; the loader builds from it.
 6. Mimi and the text tokenizer: the caller's, else the names in the config, else the
@@ -30,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from ..constants import CONFIG_NAME, DEFAULT_PRESET, LM_NAME, LORA_NAME, MIMI_NAME, MIMI_REPO
 from ..errors import ConfigError, UsageError
@@ -318,6 +319,7 @@ def resolve_model(
     tokenizer: str | os.PathLike | None = None,
     quantized: int | None = None,
     lora: str | os.PathLike | None = None,
+    check: Callable[[LmConfig], None] | None = None,
 ) -> ModelFiles:
     """Find a model's files and decide what they hold, before any weights are read.
 
@@ -334,6 +336,10 @@ def resolve_model(
             quantized at load: a file that holds no module at those bits is refused).
         lora: A LoRA fine-tune's adapters file, fused into the weights (default: the config's
             `lora_name` beside it, when the config says `lora: true`).
+        check: Called with the config as soon as it is decided, before the weights file is
+            read or downloaded when the config does not depend on it (given, config.json,
+            a known repo's preset), else once its header is read: raise to refuse the model
+            (a tool given the wrong kind says so before a download of GBs).
 
     Returns:
         The `ModelFiles` found: paths, config and what the weights hold.
@@ -412,6 +418,21 @@ def resolve_model(
         )  # (NVIDIA's loader never reads PersonaPlex's: its preset is the config)
     if cfg_file is not None and cfg_file.is_file():
         raw = _read_json(cfg_file)
+
+    # 3. the config, where the weights' header is not needed to decide it: the caller's, the
+    #    config.json's, else the preset known for the repo; `check` refuses it here, before a
+    #    weights file is read or downloaded (GBs for a repo not cached)
+    if given is not None:
+        decided = (given.cfg, given.how)
+    elif raw is not None:
+        decided = (LmConfig.from_dict(raw, str(cfg_file)), str(cfg_file))
+    else:
+        known = presets_for_repo(where) if folder is None else []
+        decided = (preset(known[0][0]), f"preset {known[0][0]}") if known else None
+    if decided is not None and check is not None:
+        check(decided[0])
+
+    # 4. the weights file and its header, read once
     if w_path is not None and w_path.is_file():
         path = w_path
     elif weights is not None and w_path is None:
@@ -425,17 +446,11 @@ def resolve_model(
         except WeightsError as e:  # not cached: another format of the same model may be
             raise WeightsError(f"{e}{_cached_instead(where, name)}") from None
 
-    # 3. its header, once
     f = SafetensorsFile(path)
-
-    # 4. the config
-    if given is not None:
-        cfg, how = given.cfg, given.how
-    elif raw is not None:
-        cfg, how = LmConfig.from_dict(raw, str(cfg_file)), str(cfg_file)
-    else:
-        known = presets_for_repo(where) if folder is None else []
-        cfg, how = (preset(known[0][0]), f"preset {known[0][0]}") if known else _detect(f)
+    # ... else the preset whose architecture the header fits (checked now: it took the file)
+    cfg, how = decided if decided is not None else _detect(f)
+    if decided is None and check is not None:
+        check(cfg)
 
     # 4b. a LoRA fine-tune (moshi-finetune's `lora: true`): its adapters, found beside the
     #     config.json that says so (a config object names no place: `lora` must be given)
@@ -475,6 +490,8 @@ def resolve_model(
         cfg = files.cfg = preset(ignored)
         files.how = f"preset {ignored} (matched by tensor shapes; {cfg_file} is not read, as NVIDIA's loader does not)"
         files.fit = fit(cfg, files.source())
+        if check is not None:  # checked above on the config.json's, which this replaces
+            check(cfg)
     held = sorted({q.bits for q in files.fit.quant.values()})
     if quantized is not None and quantized not in held:  # -q 8 on a folder/file of q4 weights
         raise UsageError(

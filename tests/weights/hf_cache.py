@@ -17,6 +17,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlx.utils import tree_flatten
 
 from moshi_mlx.models import Lm
@@ -56,6 +57,49 @@ def add_repo(
         mark.parent.mkdir(parents=True, exist_ok=True)
         mark.touch()
     return snap
+
+
+class FakeHub(dict):
+    """What `fake_hub` serves (repo -> {name in the repo: local file}), and `asked`: the
+    (repo, name) of every download asked of it, in order (cache lookups are not asked)."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch) -> FakeHub:
+    """A Hub that serves its repos into an empty cache on demand, as huggingface_hub does
+    online: a file is in the cache once it was asked for; one the repo lacks is the Hub's
+    EntryNotFoundError."""
+    import huggingface_hub
+    import huggingface_hub.constants as c
+
+    from moshi_mlx.weights import hub
+
+    cache, repos = tmp_path / "hf", FakeHub()
+
+    def download(repo, filename, **kw):
+        snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
+        if kw.get("local_files_only"):
+            hit = [p for p in snap.glob(f"*/{filename}") if p.is_file()]
+            if not hit:
+                raise huggingface_hub.errors.LocalEntryNotFoundError(f"{filename} is not cached")
+            return str(hit[0])
+        repos.asked.append((repo, filename))
+        if filename not in repos.get(repo, {}):
+            raise huggingface_hub.errors.EntryNotFoundError(f"{repo} has no {filename}")
+        hit = [p for p in snap.glob(f"*/{filename}") if p.is_file()]  # current: the cached copy
+        return str(hit[0] if hit else add_repo(cache, repo, {filename: repos[repo][filename]}) / filename)
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return repos
 
 
 def header_only(path: Path, layout: dict[str, tuple[str, tuple[int, ...]]]) -> Path:

@@ -24,6 +24,7 @@ from moshi_mlx.weights.recipes import make_recipe
 from moshi_mlx.weights.safetensors_io import SafetensorsFile, save_safetensors
 
 from ..models.lm_fixtures import FIXTURES, rel_err
+from .hf_cache import fake_hub  # noqa: F401  (fixture)
 from ..models import test_lm_parity as parity
 
 CASES = ["lora_moshi7b_narrow", "lora_variants"]
@@ -442,38 +443,7 @@ def test_adapters_only_names_the_command_that_works(tiny_ft, tmp_path, capsys):
     assert sf.info(tmp_path / "out.wav").frames == 2 * 1920
 
 
-@pytest.fixture
-def fake_hub(tmp_path, monkeypatch):
-    """A Hub that serves `repos` (repo -> {name: local file}) into an empty cache on demand,
-    as huggingface_hub does online: a file is in the cache once it was asked for."""
-    import huggingface_hub
-    import huggingface_hub.constants as c
-
-    from moshi_mlx.weights import hub
-
-    from .hf_cache import add_repo
-
-    cache, repos = tmp_path / "hf", {}
-
-    def download(repo, filename, **kw):
-        snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
-        if kw.get("local_files_only"):
-            hit = [p for p in snap.glob(f"*/{filename}") if p.is_file()]
-            if not hit:
-                raise huggingface_hub.errors.LocalEntryNotFoundError(f"{filename} is not cached")
-            return str(hit[0])
-        return str(add_repo(cache, repo, {filename: repos[repo][filename]}) / filename)
-
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-    for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(v, raising=False)
-    monkeypatch.setattr(hub, "_hub_unreachable", lambda: False)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    return repos
-
-
-def test_adapters_come_from_where_the_given_config_came_from(tiny_ft, tmp_path, fake_hub):
+def test_adapters_come_from_where_the_given_config_came_from(tiny_ft, tmp_path, fake_hub):  # noqa: F811
     """A fine-tune's config.json given from the Hub (hf://, or a name in the repo): its adapters
     are fetched from that repo, not looked for in the cache folder the config landed in (where
     they are not yet: the place was read off the config's log text, `Path(how).parent`)."""

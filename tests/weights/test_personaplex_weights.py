@@ -104,6 +104,8 @@ def test_a_local_copy_of_the_repo_ignores_its_config_json_too(monkeypatch, tmp_p
         assert got.how.startswith("preset personaplex-7b") and "config.json is not read" in got.how, got.how
         assert got.cfg.is_persona and got.fit.pytorch and got.weights == weights
         assert got.mimi == cfg.mimi_name and got.tokenizer == cfg.tokenizer_name
+    seen = []  # a caller's check: run on the config.json's config, then on the preset that replaces it
+    assert resolve_model(copy, check=seen.append).cfg is seen[-1] and len(seen) == 2 and seen[-1].is_persona
     # a config.json that fits the weights is still the config (a converted PersonaPlex folder's)
     (copy / "config.json").write_text(json.dumps({**cfg.to_dict(), "context": 1000}))
     assert resolve_model(copy).cfg.context == 1000
