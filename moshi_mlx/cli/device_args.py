@@ -1,12 +1,14 @@
-"""The sound-card flags that moshi-local and moshi-stt share, and their `--list-devices`
-answer (given before anything else is checked or a model is loaded)."""
+"""The sound-card flags that moshi-local and moshi-stt share, their `--list-devices` answer
+(given before anything else is checked or a model is loaded), and the check that the devices
+a run will open exist (moshi-local, moshi-translate live, moshi-stt live, moshi-tts to the
+speakers), made before the model loads."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Callable
 
-from ..runtime.devices import list_devices
+from ..runtime.devices import find_device, list_devices
 
 
 def add_device_args(group: argparse._ArgumentGroup, output: bool) -> None:
@@ -25,3 +27,13 @@ def list_devices_or_run(args: argparse.Namespace, run: Callable[[argparse.Namesp
         print(list_devices())
         return 0
     return run(args)
+
+
+def check_devices(args: argparse.Namespace, *, input: bool = False, output: bool = False) -> None:
+    """The devices a live run will open (`--input-device` / `--output-device`, or the system's)
+    exist: a missing or misspelled one is said (one error line, then the device table) before
+    a model loads for a minute, not after."""
+    if input:
+        find_device(args.input_device, "input")
+    if output:
+        find_device(args.output_device, "output")

@@ -15,7 +15,6 @@ import sys
 from .. import demo_clip
 from ..audio.io import read_audio
 from ..outputs import Output, check_outputs
-from ..runtime.devices import find_device
 from ..runtime.echo import add_echo_args, echo_from_args
 from ..runtime.flags import add_force_arg, add_max_lag_arg
 from ..runtime.live import LiveOptions, run_session, summary_line
@@ -29,7 +28,7 @@ from ..runtime.loading import (
 )
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
 from ..validation import float_arg, positive_or_off_arg
-from .device_args import add_device_args, list_devices_or_run
+from .device_args import add_device_args, check_devices, list_devices_or_run
 from .runner import OneLineParser, cli_main, received_signal
 
 
@@ -93,8 +92,7 @@ def run(args, *, check_model=None, end_policy=None) -> int:
     check_paths(args)
     source = read_audio(args.simulate).reshape(-1) if args.simulate else None
     if source is None:  # a missing or misspelled device is said before a model loads for a minute
-        find_device(args.input_device, "input")
-        find_device(args.output_device, "output")
+        check_devices(args, input=True, output=True)
     model = load_session(args, listens=True)
     if check_model is not None:
         check_model(model)

@@ -24,7 +24,7 @@ from ..runtime.devices import SoundDeviceIO
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_force_arg
 from ..runtime.loading import add_model_args, load_session, model_inputs, use_default_repo
-from .device_args import add_device_args, list_devices_or_run
+from .device_args import add_device_args, check_devices, list_devices_or_run
 from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
@@ -246,6 +246,8 @@ def run(args) -> int:
     use_default_repo(args, DEFAULT_REPO, "speech-to-text")
     # bad audio fails before a model is loaded
     pcm = _read(args.infile) if args.infile else (_read(args.simulate) if args.simulate else None)
+    if pcm is None:  # the microphone: a missing or misspelled --input-device is said before the model loads
+        check_devices(args, input=True)
     # a dialogue (or text) model is refused from its config, before its weights are read
     session = load_session(args, check=check_stt_model)
     if session.is_demo:

@@ -34,6 +34,7 @@ from ..runtime.flags import (
 from ..runtime.loading import model_inputs
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
 from ..validation import float_arg, int_arg, seed_arg
+from .device_args import check_devices
 from .runner import OneLineParser, cli_main
 
 
@@ -181,6 +182,8 @@ def run(args) -> dict:
         ],
         inputs=[("--text-file", args.text_file), ("--voice", args.voice), *model_inputs(args)],
     )
+    if out is None:  # the speakers: a missing or misspelled --output-device is said before the model loads
+        check_devices(args, output=True)
     with offline_mode(args.offline):
         session, voice = _load(args)
     if session.is_demo:

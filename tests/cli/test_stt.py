@@ -139,9 +139,18 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, message):
 
 
 def test_unknown_input_device_is_one_line(capsys, monkeypatch):
+    """A misspelled or missing --input-device is said before the model loads (a 7B: a minute),
+    as moshi-local does (cli/device_args.py check_devices)."""
     fake_devices(monkeypatch, [BUILT_IN_MIC], (0, -1))
-    assert stt.main(["--model", "random-tiny-stt", "--input-device", "USB"]) == 2
-    assert "no input device matches 'USB'" in capsys.readouterr().err
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(stt, "load_session", no_load)
+    for spec, said in (("USB", "no input device matches 'USB'"), ("7", "input device 7 does not exist")):
+        assert stt.main(["--model", "random-tiny-stt", "--input-device", spec]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err.splitlines()[0] and "the model was loaded" not in err, err
 
 
 def test_module_entry_point(tmp_path):

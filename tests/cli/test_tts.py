@@ -304,3 +304,22 @@ def test_a_bad_voice_is_refused_before_the_model_loads(tmp_path, capsys, monkeyp
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (voice, err)
         assert not (tmp_path / "o.wav").exists()
+
+
+def test_a_missing_output_device_is_said_before_the_model_loads(capsys, monkeypatch):
+    """To the speakers: a misspelled or missing --output-device is one error line (then the
+    device table) before the model loads, as in moshi-local (cli/device_args.py check_devices)."""
+    from moshi_mlx.cli import tts
+
+    from ..runtime.fakes import BUILT_IN_MIC, BUILT_IN_OUTPUT, fake_devices
+
+    fake_devices(monkeypatch, [BUILT_IN_MIC, BUILT_IN_OUTPUT], (0, 1))
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(tts, "_load", no_load)
+    for spec, said in (("USB", "no output device matches 'USB'"), ("0", "output device 0 does not exist")):
+        assert main(["Hello.", "--output-device", spec] + DEMO) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err.splitlines()[0] and "the model was loaded" not in err, err
