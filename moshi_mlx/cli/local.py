@@ -84,18 +84,17 @@ def check_paths(args) -> None:
     )
 
 
-def run(args, *, check_model=None, end_policy=None) -> int:
+def run(args, *, check=None, end_policy=None) -> int:
     """Check the outputs, the input file or the audio devices, load (a model that takes no audio
-    is refused before its weights are read), then `runtime.live.run_session`. check_model(model): a
-    front end's own refusal (moshi-translate: a translation model); end_policy: a
-    translation model's live end of turn (runtime/translation.py SilencePolicy)."""
+    is refused before its weights are read), then `runtime.live.run_session`. check(cfg, name): a
+    front end's own refusal from the config, before the weights are read (moshi-translate: a
+    translation model); end_policy: a translation model's live end of turn
+    (runtime/translation.py SilencePolicy)."""
     check_paths(args)
     source = read_audio(args.simulate).reshape(-1) if args.simulate else None
     if source is None:  # a missing or misspelled device is said before a model loads for a minute
         check_devices(args, input=True, output=True)
-    model = load_session(args, listens=True)
-    if check_model is not None:
-        check_model(model)
+    model = load_session(args, listens=True, check=check)
     if model.is_demo:
         print(f"NOTE: {model.description}", file=sys.stderr)
     gen = model.generator(**sampling_kwargs(args))

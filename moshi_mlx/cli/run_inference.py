@@ -64,19 +64,18 @@ def check_paths(args) -> None:
     )
 
 
-def run(args, *, check_model=None) -> dict:
+def run(args, *, check=None) -> dict:
     """Check the outputs, read the file (bad input fails before any model is loaded), load,
     `Model.respond`, save the tokens. Ctrl-C / SIGTERM: the outputs are written for the
     frames answered so far, then the interrupt goes on to the runner (exit 130 / 143).
-    check_model(model): a front end's own refusal (moshi-translate: a translation model)."""
+    check(cfg, name): a front end's own refusal from the config, before the weights are read
+    (moshi-translate: a translation model)."""
     check_paths(args)
     existed = {p for p in (args.outfile, args.transcript, args.save_tokens) if p and os.path.exists(p)}
     pcm = read_audio(args.infile)
     if pcm.size == 0:
         raise AudioError(f"{args.infile} contains no audio")
-    model = load_session(args)
-    if check_model is not None:
-        check_model(model)
+    model = load_session(args, check=check)
     if model.is_demo:
         print(f"NOTE: {model.description}", file=sys.stderr)
     bar = None

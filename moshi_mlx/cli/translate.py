@@ -17,10 +17,11 @@ import sys
 from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_sampling_args, use_default_repo
-from ..runtime.translation import END_SILENCE_S, END_THRESHOLD_DB, SilencePolicy
+from ..runtime.translation import END_SILENCE_S, END_THRESHOLD_DB, SilencePolicy, is_translation_model
 from ..validation import float_arg, positive_or_off_arg
 from . import local, run_inference
 from .device_args import list_devices_or_run
+from .model_kind import what_it_is
 from .runner import OneLineParser, cli_main
 
 DEFAULT_REPO = "kyutai/hibiki-zero-3b-pytorch-bf16"
@@ -85,11 +86,13 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _check_translates(model) -> None:
-    if not model.translates:
+def _check_translates(cfg, name: str) -> None:
+    """`load(check=...)`: a model that is not Hibiki / Hibiki-Zero is refused from its config,
+    before its weights are read, saying what it is and what to give instead."""
+    if not is_translation_model(cfg):
         raise UsageError(
-            f"{model.description}: not a translation model (moshi-translate runs Hibiki and "
-            "Hibiki-Zero: model_type hibiki with audio out); use moshi-local or moshi-run-inference"
+            f"{name} is not a translation model ({what_it_is(cfg)}); to translate, give --hf-repo "
+            f"a Hibiki model such as {DEFAULT_REPO} (the default) or kyutai/hibiki-2b-mlx-bf16"
         )
 
 
@@ -107,10 +110,10 @@ def run(args) -> int:
         for flag in _given(args, FILE_ONLY):
             raise UsageError(f"{flag} is for translating a file (give INFILE)")
         policy = SilencePolicy(silence_s=args.end_silence, threshold_db=args.end_threshold_db)
-        return local.run(args, check_model=_check_translates, end_policy=policy)
+        return local.run(args, check=_check_translates, end_policy=policy)
     for flag in _given(args, LIVE_ONLY):
         raise UsageError(f"{flag} is for the live mode (leave out INFILE)")
-    run_inference.run(args, check_model=_check_translates)
+    run_inference.run(args, check=_check_translates)
     return 0
 
 

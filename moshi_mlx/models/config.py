@@ -190,6 +190,18 @@ class LmConfig:
         return self.checkpoint_dep_q if self.checkpoint_dep_q and self.depformer_weights_per_step else self.dep_weights
 
     @property
+    def kind(self) -> str:
+        """What the model does, from its streams: 'dialogue', 'translation', 'speech-to-text',
+        'text-to-speech' or 'text' (an error refusing a model for a task says what it is)."""
+        if self.n_q == 0:
+            return "text"
+        if self.model_type == "tts" or self.user_q == 0:
+            return "text-to-speech"
+        if self.dep_q == 0:
+            return "speech-to-text"
+        return "translation" if self.model_type == "hibiki" else "dialogue"
+
+    @property
     def is_persona(self) -> bool:
         """PersonaPlex: voice and text prompts before the conversation (models/persona.py)."""
         return self.model_type == "personaplex"

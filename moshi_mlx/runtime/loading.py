@@ -363,8 +363,9 @@ def load(
 
 
 def _checks(listens: bool, check: Callable | None) -> list[Callable]:
-    """What `load` asks of the config before reading weights (`listens`, then the caller's `check`)."""
-    return [c for c in (_check_listens if listens else None, check) if c is not None]
+    """What `load` asks of the config before reading weights: the caller's `check` first (it
+    names the kind of model the tool needs), then `listens`."""
+    return [c for c in (check, _check_listens if listens else None) if c is not None]
 
 
 def _check_listens(cfg, name: str) -> None:

@@ -2,6 +2,8 @@
 its end-of-turn policy (--simulate), and its refusals, with the demo translation model."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import soundfile as sf
 import moshi_mlx
 from moshi_mlx.cli import translate
 from moshi_mlx.errors import UsageError
+from moshi_mlx.models.config import preset
 
 
 def _speech_then_pause(path, speech_s=1.0, pause_s=2.5):
@@ -94,8 +97,43 @@ def test_refusals(tmp_path, capsys):
         )
         == []
     )
-    with pytest.raises(UsageError, match="not a translation model"):
-        translate._check_translates(moshi_mlx.load("random-tiny"))
+    with pytest.raises(UsageError, match="random-tiny is not a translation model"):
+        translate._check_translates(preset("random-tiny"), "random-tiny")
+
+
+def test_not_a_translation_model_is_refused_before_its_weights_are_read(tmp_path, capsys, monkeypatch):
+    """A Moshi folder given to moshi-translate (file and live mode): one line from its config,
+    before any weight is read (a 7B: minutes), naming what it is, the tool that runs it and a
+    translation model to give instead. Before: refused after the load, the line starting with
+    the model's description."""
+    import mlx.core as mx
+
+    from moshi_mlx.models import LmConfig
+    from moshi_mlx.weights import lm_loader
+    from moshi_mlx.weights.random_state import random_state
+    from moshi_mlx.weights.safetensors_io import save_safetensors
+
+    def no_weights(*a, **k):
+        raise AssertionError("the weights were read before the model was refused")
+
+    monkeypatch.setattr(lm_loader, "load_resolved", no_weights)
+    _speech_then_pause(tmp_path / "fr.wav")
+    cfg_d = preset("random-tiny").to_dict()
+    cfg_d.pop("_source", None)
+    d = tmp_path / "moshi"
+    d.mkdir()
+    save_safetensors(
+        d / "model.safetensors", {k: mx.array(v) for k, v in random_state(LmConfig.from_dict(cfg_d), 5).items()}
+    )
+    (d / "config.json").write_text(json.dumps(cfg_d))
+    shutil.copy(Path(moshi_mlx.demo_clip()).parent / "demo_tokenizer.model", d / "tokenizer_spm_32k_3.model")
+    model = ["--hf-repo", str(d), "--mimi-weight", "random"]
+    for argv in ([str(tmp_path / "fr.wav"), str(tmp_path / "en.wav")], ["--simulate", str(tmp_path / "fr.wav")]):
+        assert translate.main([*argv, *model]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {d} is not a translation model (a dialogue model"), err
+        assert "moshi-local" in err[0] and "kyutai/hibiki-zero-3b-pytorch-bf16" in err[0], err
+    assert not (tmp_path / "en.wav").exists()
 
 
 def test_end_of_turn_defaults_are_silence_policys():
