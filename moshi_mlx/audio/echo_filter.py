@@ -137,6 +137,9 @@ class KalmanEchoFilter:
         det = self.detector
         if det is not None:
             y2 = det.observe(E, y)
+            if det.gain is not None:  # the volume changed: the same path at its new level
+                self._W *= np.float32(det.gain)
+                self._w2 *= np.float32(det.gain**2)
             if det.changed:  # re-learn fast, most where the path has most energy
                 self._P = np.maximum(self._P, det.boost * self._w2)
         xp = np.einsum("pk,pk->k", self._X2, self._P)  # expected |echo error|^2 from the state's uncertainty

@@ -90,6 +90,15 @@ class PathChange:
     level_hz: tuple[float, float] = (1000.0, 2000.0)
     level_ratio: tuple[float, float] = (0.35, 0.7)
     level_talk: float = 3.0
+    # a level change while Moshi talks alone into a converged filter (its error >= gain_db under
+    # the estimate over the last second), seen in one block as an error coherent with the
+    # estimate (coherence >= gain_coherence) and as wrong, or as short, under level_hz[0] as
+    # above level_hz[1] (within level_ratio[1], each >= gain_min): the filter's path is scaled
+    # to the new level at once (at most x0.1 to x2 per block), where it re-learnt a drop of
+    # 8 dB in its reverberant tail over 2-4 s of re-detections (0: off)
+    gain_db: float = 12.0
+    gain_coherence: float = 0.8
+    gain_min: float = 0.1
 
 
 class PathChangeDetector:
@@ -118,6 +127,7 @@ class PathChangeDetector:
         self._levels = np.zeros((25, 2))
         self.changed = False  # a path change was detected in this block
         self.boost: np.ndarray | None = None  # on a detection: kappa x wrong fraction, per bin (float32)
+        self.gain: float | None = None  # on a level change with Moshi alone: the echo's new level over the old
         self.reset()
 
     def reset(self) -> None:
@@ -128,6 +138,7 @@ class PathChangeDetector:
         self._ly = self._le = self._lye = self._le_talk = self._lye_talk = -200.0
         self._jump_age = None  # blocks since the error jumped (None: no recent jump)
         self._high = False  # the error is above its usual level
+        self._pause = False  # this block is in a pause or a reverberation tail of Moshi's
         self._jump_wrong = 0.0  # the estimate's wrong fraction in the jump's first block
         self._sudden_sign = 0.0  # rule (c)'s orientation: 1 the estimate wrong, -1 short, 0 none
         self._dominance = 0.0  # how much of the error a detected change explains, decaying with the hold
@@ -226,6 +237,7 @@ class PathChangeDetector:
         self._sure_run = self._sure_run + 1 if np.count_nonzero(t < -pc.sure) >= pc.sure_bands else 0
         self.changed = sudden or self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
         self.boost = None
+        self.gain = None
         self._hold *= pc.hold
         self._dominance *= pc.hold
         self._since += 1
@@ -249,6 +261,8 @@ class PathChangeDetector:
                 explained = float(np.sum(beta * self._wrong_power(beta) * self._syy)) / (
                     float(np.sum(self._see)) + 1e-20
                 )
+        if pc.gain_db and self.changed and self._talk < 0.5:
+            self.gain = self._level_gain(bey, bee, byy)
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
             self._since = 0
             self._hold = np.maximum(self._hold, beta * (pc.louder_hold if sudden and self._sudden_sign < 0 else 1.0))
@@ -279,6 +293,25 @@ class PathChangeDetector:
             return 1.0
         return float(np.clip((b_low / b_high - lo) / (hi - lo), 0.0, 1.0))
 
+    def _level_gain(self, bey: np.ndarray, bee: np.ndarray, byy: np.ndarray) -> float | None:
+        """The echo's new level over the old (the filter's path is scaled by it) when this
+        block, with Moshi alone, shows a level change: the filter had converged (its error
+        >= gain_db under the estimate lately), the block is no pause or tail, the error is the
+        estimate scaled (their coherence >= gain_coherence) and as wrong, or as short, at low
+        frequencies as at high ones (within level_ratio[1]). None otherwise. Arguments: this
+        block's per-band E.Y, |E|^2, |Y|^2."""
+        pc = self.settings
+        if self._pause or not self._lr < -pc.gain_db:
+            return None
+        lo = -float(bey[self._low_bands].sum()) / (float(byy[self._low_bands].sum()) + 1e-20)
+        hi = -float(bey[self._high_bands].sum()) / (float(byy[self._high_bands].sum()) + 1e-20)
+        ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
+        if min(abs(lo), abs(hi)) < pc.gain_min or lo * hi <= 0 or min(lo / hi, hi / lo) < pc.level_ratio[1]:
+            return None
+        if ey * ey < pc.gain_coherence * ee * yy:
+            return None
+        return 1.0 - float(np.clip(-ey / (yy + 1e-20), -1.0, 0.9))
+
     def _talk_before(self) -> float:
         """Was the user talking before this detection (0..1): the error over the expected echo
         0.5-0.1 s ago is ~ERLE^-1 (< 0.03) with Moshi alone, or while the filter learns (the
@@ -305,7 +338,7 @@ class PathChangeDetector:
         # the same over Moshi's speech only: a louder echo is also seen at the first syllable after
         # a pause (the volume turned up while Moshi paused), where `quiet` has faded
         quiet_talk = self._le_talk < self._lye_talk - pc.quiet_db
-        pause = ly < self._ly - 10.0  # a pause or a reverberation tail
+        pause = self._pause = ly < self._ly - 10.0  # a pause or a reverberation tail
         if not pause:
             self._le_talk, self._lye_talk = 0.9 * self._le_talk + 0.1 * le, 0.9 * self._lye_talk + 0.1 * ly
         if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later

@@ -372,3 +372,24 @@ def test_a_move_under_the_users_voice_is_no_level_change():
         if k >= cut and c.filter.changed:
             levels.append(c.filter.detector.level)
     assert levels and max(levels) < 0.2, levels
+
+
+@pytest.mark.parametrize(("rt60_s", "drr_db", "seed"), [(0.8, -3.0, 4), (0.6, 0.0, 8)])
+def test_the_volume_turned_down_while_moshi_talks_alone_scales_the_path(rt60_s, drr_db, seed):
+    """The volume drops 8 dB while Moshi talks alone: the same path at a new level, so the
+    filter's path is scaled to it at once. Before, it re-learnt the quieter path's reverberant
+    tail for 3 s, the detector seeing the change again in 107-129 blocks (the held residual then
+    met a user who started talking meanwhile): now it is seen for at most 0.3 s, and the first
+    two seconds are >= 38 and >= 40 dB (31.4-31.6 and 35.0-35.5 dB before)."""
+    far = _hello(12)
+    cut = 7 * SR
+    echo = _room(far, reflective_room_ir(20.0, rt60_s=rt60_s, drr_db=drr_db, seed=seed), noise_db=-200)
+    gain = np.ones_like(far)
+    gain[cut:] = 0.4
+    mic = gain * echo + _noise(12, 1) * 1e-3
+    detections = []
+    out = _run(LinearEchoCanceller(), far, mic, detections)
+    t = [t for t in detections if t >= 6.9]
+    assert t and t[0] <= 7.1 and t[-1] <= 7.3, t
+    assert ratio_db(mic[cut : cut + SR], out[cut : cut + SR]) >= 38.0
+    assert ratio_db(mic[cut + SR : cut + 2 * SR], out[cut + SR : cut + 2 * SR]) >= 40.0
