@@ -325,3 +325,16 @@ def test_interrupted_respond_keeps_the_audio_of_every_frame_answered(tmp_path):
     answered = sum(1 for _, _, a in res.tokens if a is not None)
     assert res.partial and answered >= 40
     assert sf.info(str(out)).frames == len(res.audio) == answered * 1920
+
+
+def test_the_api_refuses_a_persona_in_api_words():
+    """generator(persona=...) on a Moshi model names moshi_mlx.load("nvidia/personaplex-7b-v1"),
+    not the CLI's --hf-repo (the CLIs say it with their flags, before the weights load)."""
+    import moshi_mlx
+    from moshi_mlx.errors import UsageError
+
+    with pytest.raises(UsageError) as e:
+        moshi_mlx.load("random-tiny").generator(persona="You are a pirate.")
+    msg = str(e.value)
+    assert 'a persona needs a PersonaPlex model (e.g. moshi_mlx.load("nvidia/personaplex-7b-v1"))' in msg, msg
+    assert "--" not in msg and "a dialogue model" in msg, msg

@@ -18,13 +18,14 @@ import time
 from .. import demo_clip
 from ..audio.io import read_audio
 from ..constants import CONVERT_COMMAND, DEFAULT_SEED
-from ..errors import DeviceError, UsageError
+from ..errors import ConfigError, DeviceError, UsageError
 from ..validation import seed_arg
 from ..runtime.devices import SoundDeviceIO
 from ..outputs import Output, check_outputs
 from ..runtime.flags import add_force_arg
 from ..runtime.loading import add_model_args, load_session, model_inputs, use_default_repo
 from .device_args import add_device_args, check_devices, list_devices_or_run
+from .model_kind import what_it_is
 from .runner import OneLineParser, cli_main
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
@@ -249,7 +250,7 @@ def run(args) -> int:
     if pcm is None:  # the microphone: a missing or misspelled --input-device is said before the model loads
         check_devices(args, input=True)
     # a dialogue (or text) model is refused from its config, before its weights are read
-    session = load_session(args, check=check_stt_model)
+    session = load_session(args, check=_check_stt)
     if session.is_demo:
         print(f"NOTE: {session.description}", file=sys.stderr)
     printer = _Printer(args.words, args.quiet)
@@ -268,6 +269,18 @@ def run(args) -> int:
                 )
                 print(f"transcript saved: {args.transcript}", file=sys.stderr)
     return 0
+
+
+def _check_stt(cfg, name: str) -> None:
+    """`runtime.stt.check_stt_model` (the one rule), in the tool's words: the tool that runs
+    the model given, and the flag that gives an STT model."""
+    try:
+        check_stt_model(cfg, name)
+    except ConfigError:
+        raise ConfigError(
+            f"{name} is not a speech-to-text model ({what_it_is(cfg)}); for speech-to-text give "
+            f"--hf-repo a Kyutai STT model such as {DEFAULT_REPO}"
+        ) from None
 
 
 @cli_main

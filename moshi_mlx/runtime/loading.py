@@ -538,6 +538,22 @@ def _load(
 # ---- the CLIs' entry points ---------------------------------------------------------------
 
 
+def _needs_persona(flags: list[str], check: Callable | None) -> Callable:
+    """`check`, then: `--voice` / `--persona` refuse a model that is not PersonaPlex before its
+    weights are read."""
+
+    def both(cfg, name: str) -> None:
+        if check is not None:
+            check(cfg, name)
+        if not cfg.is_persona:
+            raise UsageError(
+                f"{' and '.join(flags)} {'need' if len(flags) > 1 else 'needs'} a PersonaPlex model "
+                f"(--hf-repo nvidia/personaplex-7b-v1); {name} is a {cfg.kind} model ({cfg.model_type})"
+            )
+
+    return both
+
+
 def load_session(
     args: argparse.Namespace, with_codec: bool = True, listens: bool = False, check: Callable | None = None
 ) -> Model:
@@ -550,6 +566,9 @@ def load_session(
         from .persona import check_voice_spec
 
         check_voice_spec(args.voice)
+    flags = [f for f, dest in (("--voice", "voice"), ("--persona", "persona")) if getattr(args, dest, None) is not None]
+    if flags:  # refused from the config, in the flags' words (Model.generator says it in the API's)
+        check = _needs_persona(flags, check)
     model = load(**load_kwargs(args), codec=with_codec, listens=listens, check=check)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)

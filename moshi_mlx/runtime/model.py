@@ -168,8 +168,8 @@ class Model:
             if voice is not None or persona is not None:
                 what = " and ".join(w for w, v in (("a voice", voice), ("a persona", persona)) if v is not None)
                 raise UsageError(
-                    f"{what} needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); "
-                    f"this one is {self.cfg.model_type}"
+                    f'{what} needs a PersonaPlex model (e.g. moshi_mlx.load("nvidia/personaplex-7b-v1")); '
+                    f"this one is a {self.cfg.kind} model ({self.cfg.model_type})"
                 )
             return None
         from .persona import load_voice, persona_prompt

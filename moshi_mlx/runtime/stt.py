@@ -218,27 +218,16 @@ class SttDecoder:
         }
 
 
-# what to run a model that is not speech-to-text with, by its model_type
-_TOOL_FOR = {
-    "moshi": "a dialogue model: talk to it with moshi-local, or moshi-run-inference on a file",
-    "personaplex": "a dialogue model: talk to it with moshi-local, or moshi-run-inference on a file",
-    "hibiki": "a translation model: use moshi-translate",
-    "tts": "a text-to-speech model: use moshi-tts",
-}
-
-
 def check_stt_model(cfg, name: str | None = None) -> None:
     """Refuse a model that is not speech-to-text, from its config alone (so `load(check=...)`
-    refuses it before its weights are read); `name`: what the user gave, for the message."""
-    who = f"{name} is" if name else "this is"
-    if cfg.dep_q != 0:
-        kind = _TOOL_FOR.get(cfg.model_type, "use moshi-local or moshi-run-inference")
+    refuses it before its weights are read); `name`: what the user gave, for the message. The
+    words are the API's (the model's kind, `moshi_mlx.load`); moshi-stt adds its flag and tools."""
+    who = name or "this model"
+    if cfg.kind != "speech-to-text":
         raise ConfigError(
-            f"{who} not a speech-to-text model: it generates {cfg.dep_q} audio codebooks ({kind}); "
-            f"for speech-to-text give --hf-repo a Kyutai STT model such as {VAD_REPO}"
+            f"{who} is not a speech-to-text model: it is a {cfg.kind} model; for speech-to-text load a "
+            f'Kyutai STT model, e.g. moshi_mlx.load("{VAD_REPO}")'
         )
-    if cfg.n_q == 0:
-        raise ConfigError(f"{who} a text-only model (no audio streams): use moshi-helium")
 
 
 class HeadsGen:

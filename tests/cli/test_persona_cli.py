@@ -61,7 +61,8 @@ def test_a_moshi_model_refuses_a_persona_in_one_line(tmp_path):
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        "error: a persona needs a PersonaPlex model (e.g. --hf-repo nvidia/personaplex-7b-v1); this one is moshi"
+        "error: --persona needs a PersonaPlex model (--hf-repo nvidia/personaplex-7b-v1); "
+        "random-tiny is a dialogue model (moshi)"
     ], r.stderr
     assert "Traceback" not in r.stderr
 

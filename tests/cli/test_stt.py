@@ -118,7 +118,7 @@ def test_pytorch_layout_stt_checkpoint_with_unused_depformer_in(tmp_path, capsys
         (["--simulate", " "], "empty path"),
         (["{wav}", "--temp", "-1"], "temperature"),
         (["{wav}", "--model", "random-tiny"], "not a speech-to-text model"),
-        (["{wav}", "--model", "random-tiny-helium"], "text-only"),
+        (["{wav}", "--model", "random-tiny-helium"], "not a speech-to-text model (a text model: use moshi-helium)"),
         (["{wav}", "--duration", "0"], "--duration"),
         (["{wav}", "--transcript", "old.json"], "already exists"),
     ],

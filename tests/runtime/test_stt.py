@@ -149,7 +149,7 @@ def test_refuses_models_that_are_not_speech_to_text():
     with pytest.raises(ConfigError, match="not a speech-to-text model"):
         StreamingTranscriber(s.lm, s.codec, s.tokenizer)
     h = _demo("random-tiny-helium")
-    with pytest.raises(ConfigError, match="text-only"):
+    with pytest.raises(ConfigError, match="it is a text model"):
         StreamingTranscriber(h.lm, h.codec, h.tokenizer)
 
 
@@ -237,3 +237,16 @@ def test_text_stream_refuses_bad_prompt_and_length():
         with pytest.raises(UsageError, match=match):
             list(stream.stream(prompt, n))
     assert "".join(stream.stream(np.array([1, 2]), 2)).count("‹") == 2
+
+
+def test_the_api_refusal_speaks_api():
+    """Model.transcriber() on a dialogue model names the model's kind and the moshi_mlx.load()
+    call that gives an STT model, not a CLI flag (--hf-repo) or tool (moshi-local): those are
+    moshi-stt's words (tests/cli/test_stt.py)."""
+    import moshi_mlx
+
+    with pytest.raises(ConfigError) as e:
+        moshi_mlx.load("random-tiny").transcriber()
+    msg = str(e.value)
+    assert "is not a speech-to-text model: it is a dialogue model" in msg, msg
+    assert 'moshi_mlx.load("kyutai/stt-1b-en_fr-candle")' in msg and "--" not in msg and "moshi-" not in msg, msg
