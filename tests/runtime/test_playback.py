@@ -5,6 +5,8 @@ import numpy as np
 
 from moshi_mlx.runtime import playback
 
+from .fakes import BUILT_IN_OUTPUT, fake_devices
+
 
 class _FakeStream:
     def __init__(self, callback, blocksize, channels, **kw):
@@ -95,6 +97,7 @@ def test_cli_without_outfile_plays(monkeypatch, capsys):
         def close(self):
             pass
 
+    fake_devices(monkeypatch, [BUILT_IN_OUTPUT], (-1, 0))  # the output device is checked before the model loads
     monkeypatch.setattr(playback, "Speaker", Recorder)
     assert main(["to the speakers", "--model", "tts-tiny", "--voice", "random", "--quiet"]) == 0
     assert played and all(p.shape == (1920,) for p in played)
