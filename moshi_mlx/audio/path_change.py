@@ -95,7 +95,8 @@ class PathChange:
     # estimate (coherence >= gain_coherence) and as wrong, or as short, under level_hz[0] as
     # above level_hz[1] (within level_ratio[1], each >= gain_min): the filter's path is scaled
     # to the new level at once (at most x0.1 to x2 per block), where it re-learnt a drop of
-    # 8 dB in its reverberant tail over 2-4 s of re-detections (0: off)
+    # 8 dB in its reverberant tail over 2-4 s of re-detections; under the user's voice, once the
+    # level test says 1 (level_talk, level_ratio), by the band sums' wrong fraction (0: off)
     gain_db: float = 12.0
     gain_coherence: float = 0.8
     gain_min: float = 0.1
@@ -127,7 +128,7 @@ class PathChangeDetector:
         self._levels = np.zeros((25, 2))
         self.changed = False  # a path change was detected in this block
         self.boost: np.ndarray | None = None  # on a detection: kappa x wrong fraction, per bin (float32)
-        self.gain: float | None = None  # on a level change with Moshi alone: the echo's new level over the old
+        self.gain: float | None = None  # on a level change: the echo's new level over the old
         self.reset()
 
     def reset(self) -> None:
@@ -146,6 +147,7 @@ class PathChangeDetector:
         self._levels[:] = 0.0
         self._since = 1 << 30  # blocks since the last detection
         self._talk = 0.0  # was the user talking when the path changed (0..1)
+        self._scaled = False  # the path was scaled to a level change heard under the user's voice
         self._level = 0.0  # how much the change is a level change heard under the user's voice (0..1)
 
     @property
@@ -255,6 +257,7 @@ class PathChangeDetector:
                 self.changed = False  # the user's first words: the error is theirs, not a wrong estimate's
             else:
                 self._talk, self._level = talk, 0.0
+                self._scaled = False
         if self.changed and self._talk:
             self._level = min(1.0, pc.level_talk * self._talk) * self._level_change()
             if self._level:  # a level change leaves beta^2 x |Y|^2, not 2 x beta x |Y|^2
@@ -263,6 +266,11 @@ class PathChangeDetector:
                 )
         if pc.gain_db and self.changed and self._talk < 0.5:
             self.gain = self._level_gain(bey, bee, byy)
+        elif pc.gain_db and self.changed and self._level >= 1.0 and not self._scaled:
+            # under the user's voice one block cannot tell; once the band sums say it is a level
+            # change, the path is scaled by their wrong fraction, once per change
+            self._scaled = True
+            self.gain = 1.0 - float(np.clip(-self._sey.sum() / (self._syy.sum() + 1e-20), -1.0, 0.9))
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
             self._since = 0
             self._hold = np.maximum(self._hold, beta * (pc.louder_hold if sudden and self._sudden_sign < 0 else 1.0))
