@@ -106,6 +106,7 @@ class KalmanEchoFilter:
         self.late = late  # weight of the late-reverberation estimate in `residual` (0: off)
         self._late = np.zeros(k, np.float32)  # echo beyond the filter's span, per bin
         self._w2 = np.zeros((self.partitions, k), np.float32)  # |W|^2 of the coefficients the block starts with
+        self._uncertain = float("inf")  # the last block's expected error over its estimate's power
 
     def reset(self) -> None:
         """Forget the echo path (the reference was moved against the microphone)."""
@@ -113,6 +114,7 @@ class KalmanEchoFilter:
         self._P[:] = self.p0
         self._late[:] = 0.0
         self._w2[:] = 0.0
+        self._uncertain = float("inf")
         if self.detector is not None:
             self.detector.reset()
 
@@ -136,13 +138,15 @@ class KalmanEchoFilter:
         e2 = (E.real**2 + E.imag**2).astype(np.float32)
         det = self.detector
         if det is not None:
-            y2 = det.observe(E, y)
+            y2 = det.observe(E, y, self._uncertain)
             if det.gain is not None:  # the volume changed: the same path at its new level
                 self._W *= np.float32(det.gain)
                 self._w2 *= np.float32(det.gain**2)
             if det.changed:  # re-learn fast, most where the path has most energy
                 self._P = np.maximum(self._P, det.boost * self._w2)
         xp = np.einsum("pk,pk->k", self._X2, self._P)  # expected |echo error|^2 from the state's uncertainty
+        if det is not None:  # the next block's detector reads from it whether the filter has settled
+            self._uncertain = float(xp.sum()) / (float(y2.sum()) + 1e-20)
         self.residual = 0.5 * xp  # half of the frame is the block's error
         if self.late:
             self.residual = self.residual + self.late * 0.5 * self._late_echo(leaving)

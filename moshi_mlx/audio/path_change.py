@@ -100,6 +100,12 @@ class PathChange:
     gain_db: float = 12.0
     gain_coherence: float = 0.8
     gain_min: float = 0.1
+    # rule (d), the echo louder under the user's voice (the volume turned up while both talk, which
+    # rule (c), wanting Moshi alone, misses): t > threshold and the estimate >= wrong short in
+    # bands_needed bands for persist blocks, as short under level_hz[0] as above level_hz[1] (a
+    # level change), the filter settled (its expected error under `settled` of its estimate's
+    # power: a filter still learning falls short too); then a level change as above
+    settled: float = 0.2
 
 
 class PathChangeDetector:
@@ -134,7 +140,7 @@ class PathChangeDetector:
     def reset(self) -> None:
         for a in (self._sey, self._see, self._syy, self._hold):
             a[:] = 0.0
-        self._run = self._sure_run = 0
+        self._run = self._sure_run = self._louder_run = 0
         self._lr = float("inf")  # smoothed error-to-estimate level while Moshi talks, dB (inf: none yet)
         self._ly = self._le = self._lye = self._le_talk = self._lye_talk = -200.0
         self._jump_age = None  # blocks since the error jumped (None: no recent jump)
@@ -207,7 +213,7 @@ class PathChangeDetector:
         self._levels[:-1] = self._levels[1:]
         self._levels[-1] = float(e2.sum()), float(y2.sum()) + float(residual.sum())
 
-    def observe(self, E: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def observe(self, E: np.ndarray, y: np.ndarray, uncertain: float = float("inf")) -> np.ndarray:
         """A converged filter's error is uncorrelated with its echo estimate, whether the user
         talks or not; after the echo path changed, part of the estimate is wrong and comes back
         in the error with the opposite sign. When that correlation is significantly negative in
@@ -238,13 +244,24 @@ class PathChangeDetector:
         self._run = self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed else 0
         self._sure_run = self._sure_run + 1 if np.count_nonzero(t < -pc.sure) >= pc.sure_bands else 0
         self.changed = sudden or self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
+        short = (t > pc.threshold) & (self._sey > pc.wrong * self._syy)
+        self._louder_run = self._louder_run + 1 if np.count_nonzero(short) >= pc.bands_needed else 0
+        louder = (
+            pc.louder
+            and not self.changed
+            and self._louder_run >= pc.persist
+            and uncertain < pc.settled
+            and self._level_change(-1.0) >= 1.0
+        )
+        self.changed = self.changed or louder
         self.boost = None
         self.gain = None
         self._hold *= pc.hold
         self._dominance *= pc.hold
         self._since += 1
         if self.changed:
-            beta = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
+            sign = -1.0 if louder else 1.0  # rule (d): the estimate short
+            beta = np.clip(-sign * self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
             if sudden:
                 beta = np.maximum(beta, np.clip(-self._sudden_sign * bey / (byy + 1e-20), 0.0, 1.0))
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
@@ -258,8 +275,11 @@ class PathChangeDetector:
             else:
                 self._talk, self._level = talk, 0.0
                 self._scaled = False
-        if self.changed and self._talk:
-            self._level = min(1.0, pc.level_talk * self._talk) * self._level_change()
+        if louder and self._talk < 0.5:  # rule (d) is for double talk: with Moshi alone rule (c) sees it
+            self.changed = louder = False
+        if self.changed and (self._talk or louder):
+            sgn = -1.0 if sudden and self._sudden_sign < 0 else 1.0  # rule (c) on a louder echo: short
+            self._level = 1.0 if louder else min(1.0, pc.level_talk * self._talk) * self._level_change(sgn)
             if self._level:  # a level change leaves beta^2 x |Y|^2, not 2 x beta x |Y|^2
                 explained = float(np.sum(beta * self._wrong_power(beta) * self._syy)) / (
                     float(np.sum(self._see)) + 1e-20
@@ -273,7 +293,8 @@ class PathChangeDetector:
             self.gain = 1.0 - float(np.clip(-self._sey.sum() / (self._syy.sum() + 1e-20), -1.0, 0.9))
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
             self._since = 0
-            self._hold = np.maximum(self._hold, beta * (pc.louder_hold if sudden and self._sudden_sign < 0 else 1.0))
+            shorter = louder or (sudden and self._sudden_sign < 0)
+            self._hold = np.maximum(self._hold, beta * (pc.louder_hold if shorter else 1.0))
             self._dominance = max(self._dominance, min(1.0, explained))
             self._explained = (
                 min(1.0, explained)
@@ -288,13 +309,13 @@ class PathChangeDetector:
         path (its phases turned, its power kept), beta for a level change, mixed by `_level`."""
         return 2.0 + (beta - 2.0) * self._level
 
-    def _level_change(self) -> float:
+    def _level_change(self, sign: float = 1.0) -> float:
         """How much the change looks like a level change (0: a moved path, 1: the level): the
-        estimate's wrong fraction at low frequencies against the high ones (`level_hz`),
-        from `level_ratio[0]` to `level_ratio[1]`."""
+        estimate's wrong fraction (sign -1: its short fraction, the echo louder) at low
+        frequencies against the high ones (`level_hz`), from `level_ratio[0]` to `level_ratio[1]`."""
         lo, hi = self.settings.level_ratio
-        b_low = -self._sey[self._low_bands].sum() / (self._syy[self._low_bands].sum() + 1e-20)
-        b_high = -self._sey[self._high_bands].sum() / (self._syy[self._high_bands].sum() + 1e-20)
+        b_low = -sign * self._sey[self._low_bands].sum() / (self._syy[self._low_bands].sum() + 1e-20)
+        b_high = -sign * self._sey[self._high_bands].sum() / (self._syy[self._high_bands].sum() + 1e-20)
         if b_low <= 0.0:
             return 0.0
         if b_high <= 0.0:

@@ -421,3 +421,25 @@ def test_a_level_change_under_the_users_voice_scales_the_path(seed):
     y = np.concatenate([kf.process(far[k : k + B], mic[k : k + B])[1] for k in range(0, len(far) // B * B, B)])
     w = slice(cut + SR // 2, cut + 2 * SR)
     assert ratio_db(true[w], true[w] - y[w]) >= 10.0, ratio_db(true[w], true[w] - y[w])
+
+
+@pytest.mark.parametrize("gain", [2.0, 2.8])
+def test_the_volume_turned_up_while_the_user_talks_is_seen(gain):
+    """The volume goes up 6 or 9 dB 2 s into the user talking over Moshi: the estimate falls short
+    by as much at low frequencies as at high ones, with the filter settled, so it is a level
+    change (rule (d)), seen within 0.3 s and the path scaled to it: the user's SNR over the
+    second after it >= 8 dB (2.2 and -4.4 dB when only Moshi alone could show a louder echo)."""
+    far = _hello(15)
+    a, cut = 8 * SR, 10 * SR
+    echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=6), noise_db=-200)
+    near = np.zeros_like(far)
+    user = np.array(speech_like(7.0, seed=5, f0=(180.0, 260.0)))
+    near[a : a + len(user)] = user
+    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
+    g = np.ones_like(far)
+    g[cut:] = gain
+    detections = []
+    out = _run(LinearEchoCanceller(), far, g * echo + near + _noise(15, 1) * 1e-3, detections)
+    assert [t for t in detections if 10.0 <= t <= 10.3], detections
+    level, o, s = _user_level(out, near, cut, cut + SR)
+    assert ratio_db(level * s, o - level * s) >= 8.0, ratio_db(level * s, o - level * s)
