@@ -108,6 +108,12 @@ class PathChange:
     settled: float = 0.2
 
 
+def _new_level(ey: float, yy: float) -> float:
+    """The echo's new level over the old after a level change, from the error's E.Y and the
+    estimate's |Y|^2: 1 - the wrong fraction, at most x0.1 to x2 at once."""
+    return 1.0 - float(np.clip(-ey / (yy + 1e-20), -1.0, 0.9))
+
+
 class PathChangeDetector:
     """Per block of the 2 x `block` FFT frame: `observe` the filter's error spectrum and echo
     estimate; `changed` says whether a change was detected in that block, and then `boost`
@@ -251,7 +257,7 @@ class PathChangeDetector:
             and not self.changed
             and self._louder_run >= pc.persist
             and uncertain < pc.settled
-            and self._level_change(-1.0) >= 1.0
+            and self._level_change(short=True) >= 1.0
         )
         self.changed = self.changed or louder
         self.boost = None
@@ -277,9 +283,9 @@ class PathChangeDetector:
                 self._scaled = False
         if louder and self._talk < 0.5:  # rule (d) is for double talk: with Moshi alone rule (c) sees it
             self.changed = louder = False
+        shorter = louder or (sudden and self._sudden_sign < 0)  # the echo louder: the estimate short
         if self.changed and (self._talk or louder):
-            sgn = -1.0 if sudden and self._sudden_sign < 0 else 1.0  # rule (c) on a louder echo: short
-            self._level = 1.0 if louder else min(1.0, pc.level_talk * self._talk) * self._level_change(sgn)
+            self._level = 1.0 if louder else min(1.0, pc.level_talk * self._talk) * self._level_change(shorter)
             if self._level:  # a level change leaves beta^2 x |Y|^2, not 2 x beta x |Y|^2
                 explained = float(np.sum(beta * self._wrong_power(beta) * self._syy)) / (
                     float(np.sum(self._see)) + 1e-20
@@ -290,10 +296,9 @@ class PathChangeDetector:
             # under the user's voice one block cannot tell; once the band sums say it is a level
             # change, the path is scaled by their wrong fraction, once per change
             self._scaled = True
-            self.gain = 1.0 - float(np.clip(-self._sey.sum() / (self._syy.sum() + 1e-20), -1.0, 0.9))
+            self.gain = _new_level(float(self._sey.sum()), float(self._syy.sum()))
         if self.changed:  # a moved microphone changes every band, most where the detector is blind
             self._since = 0
-            shorter = louder or (sudden and self._sudden_sign < 0)
             self._hold = np.maximum(self._hold, beta * (pc.louder_hold if shorter else 1.0))
             self._dominance = max(self._dominance, min(1.0, explained))
             self._explained = (
@@ -309,13 +314,22 @@ class PathChangeDetector:
         path (its phases turned, its power kept), beta for a level change, mixed by `_level`."""
         return 2.0 + (beta - 2.0) * self._level
 
-    def _level_change(self, sign: float = 1.0) -> float:
+    def _low_high(self, ey: np.ndarray, yy: np.ndarray) -> tuple[float, float]:
+        """The estimate's wrong fraction under level_hz[0] and above level_hz[1], from per-band
+        E.Y and |Y|^2 (negative: the estimate short)."""
+        low, high = self._low_bands, self._high_bands
+        return -float(ey[low].sum()) / (float(yy[low].sum()) + 1e-20), -float(ey[high].sum()) / (
+            float(yy[high].sum()) + 1e-20
+        )
+
+    def _level_change(self, short: bool = False) -> float:
         """How much the change looks like a level change (0: a moved path, 1: the level): the
-        estimate's wrong fraction (sign -1: its short fraction, the echo louder) at low
+        estimate's wrong fraction (short: its short fraction, the echo louder) at low
         frequencies against the high ones (`level_hz`), from `level_ratio[0]` to `level_ratio[1]`."""
         lo, hi = self.settings.level_ratio
-        b_low = -sign * self._sey[self._low_bands].sum() / (self._syy[self._low_bands].sum() + 1e-20)
-        b_high = -sign * self._sey[self._high_bands].sum() / (self._syy[self._high_bands].sum() + 1e-20)
+        b_low, b_high = self._low_high(self._sey, self._syy)
+        if short:
+            b_low, b_high = -b_low, -b_high
         if b_low <= 0.0:
             return 0.0
         if b_high <= 0.0:
@@ -332,14 +346,13 @@ class PathChangeDetector:
         pc = self.settings
         if self._pause or not self._lr < -pc.gain_db:
             return None
-        lo = -float(bey[self._low_bands].sum()) / (float(byy[self._low_bands].sum()) + 1e-20)
-        hi = -float(bey[self._high_bands].sum()) / (float(byy[self._high_bands].sum()) + 1e-20)
+        lo, hi = self._low_high(bey, byy)
         ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
         if min(abs(lo), abs(hi)) < pc.gain_min or lo * hi <= 0 or min(lo / hi, hi / lo) < pc.level_ratio[1]:
             return None
         if ey * ey < pc.gain_coherence * ee * yy:
             return None
-        return 1.0 - float(np.clip(-ey / (yy + 1e-20), -1.0, 0.9))
+        return _new_level(ey, yy)
 
     def _talk_before(self) -> float:
         """Was the user talking before this detection (0..1): the error over the expected echo
