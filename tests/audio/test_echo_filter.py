@@ -28,14 +28,17 @@ def _hello(seconds: float) -> np.ndarray:
     return far * (0.1 / np.sqrt(np.mean(far[np.abs(far) > 1e-3] ** 2)))
 
 
-def _run(c, far: np.ndarray, mic: np.ndarray, detections: list | None = None) -> np.ndarray:
+def _run(c, far: np.ndarray, mic: np.ndarray, detections: list | None = None, levels: list | None = None) -> np.ndarray:
     """The canceller's output, realigned with the microphone; `detections`, when given,
-    receives the start times (s) of the blocks in which a path change was detected."""
+    receives the start times (s) of the blocks in which a path change was detected, `levels`
+    (time, the detector's `level`) for those blocks."""
     out = []
     for k in range(0, len(mic) // B * B, B):
         out.append(c.process(far[k : k + B], mic[k : k + B]))
         if detections is not None and c.filter.changed:
             detections.append(k / SR)
+        if levels is not None and c.filter.changed:
+            levels.append((k / SR, c.filter.detector.level))
     out = np.concatenate(out)
     d = getattr(c, "delay", 0)
     return np.concatenate([out[d:], np.zeros(d, np.float32)])  # undo the suppressor's delay
@@ -46,17 +49,38 @@ def _room(far: np.ndarray, h: np.ndarray, noise_db: float = -60.0, seed: int = 1
     return convolve(far, h)[: len(far)] + noise
 
 
+def _user(
+    far: np.ndarray, echo: np.ndarray, a: int, seconds: float, f0: tuple, *, seed: int = 5, level_to: int | None = None
+) -> np.ndarray:
+    """The user (bench.room.speech_like) talking from sample `a` for `seconds`, at the echo's
+    level over [a, level_to) (default: to the end)."""
+    near = np.zeros_like(far)
+    user = np.array(speech_like(seconds, seed=seed, f0=f0))
+    near[a : a + len(user)] = user[: len(far) - a]
+    near *= np.sqrt(np.mean(echo[a:level_to] ** 2) / np.mean(near[a:level_to] ** 2))
+    return near
+
+
+def _volume_back_down(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(far, echo, near, cut): hello.wav in an RT60 0.45 s room, the volume up 9 dB from 5 s
+    while Moshi talks alone, the user (a low voice) over it from 8 s at the old echo's level,
+    the volume back down at `cut` (10 s); `echo` as the microphone hears it."""
+    far = _hello(15)
+    up_at, a, cut = 5 * SR, 8 * SR, 10 * SR
+    echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=seed), noise_db=-200)
+    near = _user(far, echo, a, 7.0, (100.0, 140.0), level_to=cut)
+    gain = np.ones_like(far)
+    gain[up_at:cut] = 2.8
+    return far, gain * echo, near, cut
+
+
 def _double_talk() -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(far, echo, near, a): 14 s of Moshi and its echo in a room, the user talking over it
     from sample `a` (8 s) at the echo's level (0 dB signal-to-echo), no noise."""
     far = _noise(14.0, 2)
     echo = _room(far, room_ir(80.0, rt60_s=0.3, drr_db=6.0), noise_db=-200)
     a = 8 * SR
-    near = np.zeros_like(far)
-    user = np.array(speech_like(6.0, seed=5, f0=(180.0, 260.0)))
-    near[a : a + len(user)] = user[: len(far) - a]
-    near[a:] *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))
-    return far, echo, near, a
+    return far, echo, _user(far, echo, a, 6.0, (180.0, 260.0)), a
 
 
 def _user_level(
@@ -172,10 +196,7 @@ def test_the_user_keeps_their_level_right_after_a_path_change():
     is the user at their level (within 1 dB)."""
     far, cut = _noise(10.0, 9), 7 * SR
     mic_echo = _moved_room(far, cut)
-    near = np.zeros_like(far)
-    user = np.array(speech_like(2.0, seed=5, f0=(180.0, 260.0)))
-    near[cut : cut + len(user)] = user
-    near *= np.sqrt(np.mean(mic_echo[cut : cut + SR] ** 2) / np.mean(near[cut : cut + SR] ** 2))
+    near = _user(far, mic_echo, cut, 2.0, (180.0, 260.0), level_to=cut + SR)
     out = _run(LinearEchoCanceller(), far, mic_echo + near)
     g, _, _ = _user_level(out, near, cut, cut + SR)
     assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)
@@ -187,11 +208,8 @@ def test_a_path_change_during_double_talk_is_seen_at_once():
     user heard Moshi's echo at full level), and not before the move."""
     far, cut = _noise(10.0, 9), 8 * SR
     mic_echo = _moved_room(far, cut, move_m=(0.045, 0.06, 0.0))
-    near = np.zeros_like(far)
-    user = np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)))
     a = 6 * SR
-    near[a : a + len(user)] = user
-    near *= np.sqrt(np.mean(mic_echo[a : a + 2 * SR] ** 2) / np.mean(near[a : a + 2 * SR] ** 2))
+    near = _user(far, mic_echo, a, 4.0, (180.0, 260.0), level_to=a + 2 * SR)
     detections = []
     _run(LinearEchoCanceller(), far, mic_echo + near, detections)
     t = [t for t in detections if t >= 3.0]
@@ -251,10 +269,7 @@ def test_the_user_keeps_their_level_when_the_path_changes_while_they_talk():
     far = _hello(11)
     a, cut = 6 * SR, 8 * SR
     echo = _moved_room(far, cut, (0.06, 0.025, 0.04), delay_ms=20.0, rt60_s=0.8, drr_db=-3.0, seed=31)
-    near = np.zeros_like(far)
-    user = np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)))
-    near[a : a + len(user)] = user
-    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
+    near = _user(far, echo, a, 4.0, (180.0, 260.0), level_to=cut)
     detections = []
     out = _run(LinearEchoCanceller(), far, echo + near, detections)
     t = np.array(detections)
@@ -271,10 +286,7 @@ def test_the_user_starting_to_talk_is_not_a_path_change():
     far = _hello(12)
     echo = _room(far, reflective_room_ir(20.0, rt60_s=0.6, drr_db=-3.0, seed=4), noise_db=-80)
     a = 8 * SR
-    near = np.zeros_like(far)
-    user = np.array(speech_like(4.0, seed=4, f0=(100.0, 140.0)))
-    near[a : a + len(user)] = user
-    near *= np.sqrt(np.mean(echo[a:] ** 2) / np.mean(near[a:] ** 2))
+    near = _user(far, echo, a, 4.0, (100.0, 140.0), seed=4)
     detections = []
     out = _run(LinearEchoCanceller(), far, echo + near, detections)
     assert not [t for t in detections if t >= 5.0], detections
@@ -335,26 +347,12 @@ def test_the_volume_turned_down_while_the_user_talks_keeps_their_level(seed):
     their level within 1 dB over the double talk and the SNR is >= 12 dB (-2.4 / -1.6 dB and
     6.5 / 8.9 dB under the moved microphone's model), while a 7.6 cm move under the same voice
     is still taken for a moved path."""
-    far = _hello(15)
-    up_at, a, cut = 5 * SR, 8 * SR, 10 * SR
-    echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=seed), noise_db=-200)
-    near = np.zeros_like(far)
-    user = np.array(speech_like(7.0, seed=5, f0=(100.0, 140.0)))
-    near[a : a + len(user)] = user
-    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
-    gain = np.ones_like(far)
-    gain[up_at:cut] = 2.8
-    c = LinearEchoCanceller()
-    mic = gain * echo + near + _noise(15, 1) * 1e-3
-    out, levels = [], []
-    for k in range(0, len(far) // B * B, B):
-        out.append(c.process(far[k : k + B], mic[k : k + B]))
-        if k >= cut and c.filter.changed:
-            levels.append(c.filter.detector.level)
-    out = np.concatenate(out)
-    out = np.concatenate([out[c.delay :], np.zeros(c.delay, np.float32)])
+    far, echo, near, cut = _volume_back_down(seed)
+    levels = []
+    out = _run(LinearEchoCanceller(), far, echo + near + _noise(15, 1) * 1e-3, levels=levels)
+    levels = [v for t, v in levels if t >= cut / SR]
     assert levels and max(levels) > 0.8, levels
-    g, o, s = _user_level(out, near, a)
+    g, o, s = _user_level(out, near, 8 * SR)
     assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)
     assert ratio_db(g * s, o - g * s) >= 12.0, ratio_db(g * s, o - g * s)
 
@@ -366,16 +364,10 @@ def test_a_move_under_the_users_voice_is_no_level_change():
     far = _hello(11)
     a, cut = 6 * SR, 8 * SR
     echo = _moved_room(far, cut, (0.06, 0.025, 0.04), delay_ms=20.0, rt60_s=0.8, drr_db=-3.0, seed=31)
-    near = np.zeros_like(far)
-    user = np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)))
-    near[a : a + len(user)] = user
-    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
-    c = LinearEchoCanceller()
+    near = _user(far, echo, a, 4.0, (180.0, 260.0), level_to=cut)
     levels = []
-    for k in range(0, len(far) // B * B, B):
-        c.process(far[k : k + B], (echo + near)[k : k + B])
-        if k >= cut and c.filter.changed:
-            levels.append(c.filter.detector.level)
+    _run(LinearEchoCanceller(), far, echo + near, levels=levels)
+    levels = [v for t, v in levels if t >= cut / SR]
     assert levels and max(levels) < 0.2, levels
 
 
@@ -406,16 +398,7 @@ def test_a_level_change_under_the_users_voice_scales_the_path(seed):
     band sums say it is a level change, the filter's path is scaled to it, so its estimate is
     >= 10 dB under its error against the new echo from 0.5 s to 2 s after the change (5-10 dB
     while it re-learnt the level under the user's voice)."""
-    far = _hello(15)
-    up_at, a, cut = 5 * SR, 8 * SR, 10 * SR
-    echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=seed), noise_db=-200)
-    near = np.zeros_like(far)
-    user = np.array(speech_like(7.0, seed=5, f0=(100.0, 140.0)))
-    near[a : a + len(user)] = user
-    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
-    gain = np.ones_like(far)
-    gain[up_at:cut] = 2.8
-    true = gain * echo
+    far, true, near, cut = _volume_back_down(seed)
     mic = true + near + _noise(15, 1) * 1e-3
     kf = KalmanEchoFilter(B, 9600)
     y = np.concatenate([kf.process(far[k : k + B], mic[k : k + B])[1] for k in range(0, len(far) // B * B, B)])
@@ -432,10 +415,7 @@ def test_the_volume_turned_up_while_the_user_talks_is_seen(gain):
     far = _hello(15)
     a, cut = 8 * SR, 10 * SR
     echo = _room(far, reflective_room_ir(20.0, rt60_s=0.45, drr_db=3.0, seed=6), noise_db=-200)
-    near = np.zeros_like(far)
-    user = np.array(speech_like(7.0, seed=5, f0=(180.0, 260.0)))
-    near[a : a + len(user)] = user
-    near *= np.sqrt(np.mean(echo[a:cut] ** 2) / np.mean(near[a:cut] ** 2))
+    near = _user(far, echo, a, 7.0, (180.0, 260.0), level_to=cut)
     g = np.ones_like(far)
     g[cut:] = gain
     detections = []
