@@ -3,7 +3,8 @@
 Every CLI's `main` goes through `run_cli` (or the `@cli_main` decorator):
 
 - a `moshi_mlx.errors.Error` (bad value, config, weights, audio, device, output) is printed
-  as `error: <message>` on stderr, exit code 2; so is a file name too long for the file
+  as `error: <message>` on stderr (the API parameters it names, `n_q=3`, as their flags,
+  `--n-q 3`: `flag_words`), exit code 2; so is a file name too long for the file
   system (ENAMETOOLONG, raised by any look-up of a user's path). Nothing else is caught:
   any other exception is a bug and keeps its traceback.
 - SIGINT (Ctrl-C), SIGTERM and SIGHUP raise `Interrupted` (a `KeyboardInterrupt`) in the
@@ -38,6 +39,7 @@ import threading
 from typing import Callable
 
 from ..errors import Error
+from .flag_words import in_flag_words
 
 HANDLED = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
@@ -126,8 +128,8 @@ def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
             return int(fn(argv) or 0)
         finally:
             _stop_workers()
-    except Error as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Error as e:  # runtime/ names API parameters: printed as the flags that give them
+        print(f"error: {in_flag_words(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the file system cannot even look up (from any stat/open of a user's path)
         if e.errno != errno.ENAMETOOLONG:

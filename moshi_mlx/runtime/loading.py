@@ -335,7 +335,7 @@ def load(
         if mimi_backend == "rustymimi":
             raise UsageError(
                 f"{source}: the demo model's tiny codec runs on MLX only (rustymimi reads the published "
-                "Mimi); use --mimi-backend auto or mlx"
+                'Mimi); use mimi_backend="auto" or mimi_backend="mlx"'
             )
         checks = _checks(listens, check)
         if checks:
@@ -514,7 +514,7 @@ def _load(
         codec, mimi_desc, backend = None, "no Mimi", "none"
     elif files.mimi == "random":  # seeded random weights (noise) of the published Mimi, or the demo's if the LM fits it
         if mimi_backend == "rustymimi":
-            raise UsageError("--mimi-weight random runs on MLX only; use --mimi-backend auto or mlx")
+            raise UsageError('mimi="random" runs on MLX only; use mimi_backend="auto" or mimi_backend="mlx"')
         m = random_mimi(seed=seed % (2**31), num_codebooks=max(n_user, n_out, 1), config=_random_mimi_config(cfg))
         _check_codec_fits(m, cfg, "the random Mimi")
         codec, mimi_desc, backend = MimiFrameCodec(m, n_encode=n_user), "random Mimi (NOISE)", "mlx"

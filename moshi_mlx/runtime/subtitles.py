@@ -81,7 +81,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     if p.is_dir():
         raise OutputError(f"{p} is a folder, not a file name")
     if p.exists() and not force:
-        raise OutputError(f"{p} already exists (--force replaces it)")
+        raise OutputError(f"{p} already exists (force=True replaces it)")
     return p
 
 

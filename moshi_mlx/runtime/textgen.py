@@ -31,7 +31,7 @@ def parse_prompt(prompt: str, tokenizer) -> list[int]:
             raise UsageError(f"token ids must be >= 0, got {', '.join(negative[:5])}")
         if not _IDS.match(prompt or ""):
             raise UsageError(
-                "this model has no text tokenizer (--tokenizer none or a demo model): give the "
+                'this model has no text tokenizer (tokenizer="none" or a demo model): give the '
                 'prompt as token ids, e.g. "12 7 99"'
             )
         return [int(t) for t in re.split(r"[\s,]+", prompt.strip(" \t\n,")) if t]

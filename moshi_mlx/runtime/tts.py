@@ -104,15 +104,15 @@ def load_tts_session(
     if model is not None and model != DEMO_MODEL:
         raise UsageError(f"unknown demo model {model!r}; the TTS demo model is {DEMO_MODEL!r}")
     if quantize not in (None, 4, 8):
-        raise UsageError(f"-q takes 4 or 8, got {quantize}")
+        raise UsageError(f"quantize must be 4, 8 or None (as stored), got {quantize!r}")
     if model == DEMO_MODEL and lora is not None:
         raise UsageError(f"{DEMO_MODEL} is built in memory: it takes no LoRA adapters")
     if mimi_backend == "rustymimi":
         require_rustymimi()
         if model == DEMO_MODEL or mimi_weight == "random":
             raise UsageError(
-                "a random Mimi (the demo model's, --mimi-weight random) runs on MLX only; "
-                "use --mimi-backend auto or mlx"
+                'a random Mimi (the demo model\'s, mimi_weight="random") runs on MLX only; '
+                'use mimi_backend="auto" or mimi_backend="mlx"'
             )
     if model == DEMO_MODEL:
         cfg = preset(DEMO_MODEL)
@@ -147,13 +147,13 @@ def load_tts_session(
         desc = f"{files.weights.name} from {files.where}"
     if quantize:
         if is_quantized(lm):
-            raise UsageError("the weights are already quantized; drop -q")
+            raise UsageError(f"the weights are already quantized: drop quantize={quantize}")
         quantize_model(lm, quantize, default_group_size(quantize))
         desc += f", quantized to {quantize} bits at load"
     compute = prepare_lm(lm)
     n = cfg.dep_q if n_q is None else int(n_q)
     if not 1 <= n <= cfg.dep_q:
-        raise UsageError(f"--n-q must be between 1 and {cfg.dep_q}, got {n}")
+        raise UsageError(f"n_q={n} is out of range: this model has {cfg.dep_q} audio codebooks (1 to {cfg.dep_q})")
     if model == DEMO_MODEL:
         mimi_cfg = demo_mimi_config()
         codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg))
@@ -309,7 +309,7 @@ def prefix_voice(
     codec.reset()
     if codes.shape[0] != cfg.n_q:
         raise UsageError(
-            f"an audio-prefix voice needs all {cfg.n_q} codebooks (the codec gives {codes.shape[0]}; drop --n-q)"
+            f"an audio-prefix voice needs all {cfg.n_q} codebooks (the codec gives {codes.shape[0]}; drop n_q={codes.shape[0]})"
         )
     return codes[:, :-2].astype(np.int64)
 

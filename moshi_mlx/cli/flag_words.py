@@ -1,0 +1,33 @@
+"""Runtime errors in a CLI's words. runtime/ is called from scripts as well as from the tools, so
+its errors name a parameter as the Python API spells it (`mimi_backend="mlx"`, `n_q=3`,
+`force=True`); a tool's user gave a flag instead, so `runner` prints those words as the flag
+(`--mimi-backend mlx`, `--n-q 3`, `--force`). One table, for every tool."""
+
+from __future__ import annotations
+
+import re
+
+# API parameter -> the flag that gives it in every tool that has it. Only the names written
+# `name=value` in runtime/ errors; load()'s `quantized` is left out: weights/ already writes
+# both words for it ("-q 8, or quantized=8").
+FLAG_FOR = {
+    "mimi_backend": "--mimi-backend",
+    "mimi_weight": "--mimi-weight",
+    "mimi": "--mimi-weight",
+    "tokenizer": "--tokenizer",
+    "quantize": "-q",
+    "n_q": "--n-q",
+    "force": "--force",
+}
+_KEYWORD = re.compile(r"(?<![\w.-])(" + "|".join(sorted(FLAG_FOR, key=len, reverse=True)) + r')=("[^"]*"|[\w.]+)')
+
+
+def in_flag_words(message: str) -> str:
+    """`message` with each `name=value` of `FLAG_FOR` written as its flag: 'flag value', or the
+    flag alone for `=True` (a switch)."""
+
+    def flag(m: re.Match) -> str:
+        value = m.group(2).strip('"')
+        return FLAG_FOR[m.group(1)] if value == "True" else f"{FLAG_FOR[m.group(1)]} {value}"
+
+    return _KEYWORD.sub(flag, message)
