@@ -157,7 +157,8 @@ class _Linear:
 
 
 def add_echo_args(ap) -> None:
-    """The live loop's echo cancellation flags (docs/echo-cancellation.md)."""
+    """The live loop's echo cancellation flags (docs/echo-cancellation.md). Shared by moshi-local
+    and moshi-translate (Hibiki-Zero), so their help says "the model", never Moshi."""
     g = ap.add_argument_group("echo cancellation (talk without headphones)")
     g.add_argument(
         "--echo-cancel",
@@ -170,8 +171,8 @@ def add_echo_args(ap) -> None:
         "--echo-canceller",
         choices=CANCELLERS,
         default=DEFAULT_CANCELLER,
-        help="linear: adaptive filter + gentle suppressor that keep your voice while Moshi talks "
-        "(default); aec3: WebRTC AEC3 (livekit), which ducks your voice while Moshi talks",
+        help="linear: adaptive filter + gentle suppressor that keep your voice while the model talks "
+        "(default); aec3: WebRTC AEC3 (livekit), which ducks your voice while the model talks",
     )
     g.add_argument(
         "--noise-suppression",
@@ -188,7 +189,7 @@ def add_echo_args(ap) -> None:
         "--record-mic",
         choices=("cleaned", "raw"),
         default="cleaned",
-        help="--record's left channel: the microphone as Moshi heard it (cleaned, default) or as captured",
+        help="--record's left channel: the microphone as the model heard it (cleaned, default) or as captured",
     )
 
 

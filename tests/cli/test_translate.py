@@ -2,6 +2,7 @@
 its end-of-turn policy (--simulate), and its refusals, with the demo translation model."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,10 @@ def test_echo_cancel_help_does_not_say_moshi():
     the model's own voice, not Moshi's."""
     action = next(a for a in translate.parser()._actions if "--echo-cancel" in a.option_strings)
     assert "Moshi" not in action.help and "the model's own voice" in action.help, action.help
+
+
+def test_no_help_text_says_moshi():
+    """moshi-translate runs Hibiki-Zero (or Hibiki): no help text, the echo flags it shares with
+    moshi-local included (--echo-canceller, --record-mic), names Moshi as the model."""
+    text = translate.parser().format_help()
+    assert not re.search(r"\bMoshi\b", text), [line for line in text.splitlines() if "Moshi" in line]
