@@ -118,3 +118,40 @@ def test_conversation_in_headless_chromium(tmp_path):
 
     assert log.count("session 1 started") == 1 and "session 2" not in log, log
     assert "busy: refused a second client" in log and "session 1 ended" in log, log
+
+
+# the lag bar for a lag (server, browser) in ms, the page's own drawing (showLag) with the info it
+# read from /api/info; max_lag_ms given: as if the server had that bound
+LAG_BAR = """((server, browser, maxLagMs) => {
+  if (maxLagMs !== undefined) info.max_lag_ms = maxLagMs;
+  moshiStats.serverLagMs = server; moshiStats.browserLagMs = browser; showLag();
+  return [moshiStats.lagScaleMs, document.getElementById('lagbar').style.width];
+})"""
+
+
+def test_lag_bar_scales_without_lag_control(tmp_path):
+    """With --max-lag-ms off the lag is unbounded: the bar scales to the largest lag seen (from
+    1 s, doubling), not to the 400 ms the page fell back to (where 700 ms filled it); with a
+    bound, to the bound plus the browser's 240 ms queue."""
+    chromium = _chromium_or_skip()
+    wav = tmp_path / "mic.wav"
+    fake_microphone_wav(wav, seconds=1.0)
+
+    async def drive(url: str) -> dict:
+        async with Chromium(wav, executable=chromium) as browser:
+            page = await browser.open(url)
+            await page.wait_for(PAGE_READY, 60)
+            bars = {"info": await page.evaluate("info.max_lag_ms")}
+            for name, args in (("small", "60, 40"), ("700", "600, 100"), ("2500", "2400, 100"), ("back", "300, 50")):
+                bars[name] = await page.evaluate(f"{LAG_BAR}({args})")
+            bars["bound"] = await page.evaluate(f"{LAG_BAR}(220, 100, 400)")
+            return bars
+
+    with web_server("--max-lag-ms", "off", log_path=tmp_path / "server.log") as url:
+        bars = asyncio.run(drive(url))
+    assert bars["info"] is None  # /api/info: lag control off
+    assert bars["small"] == [1000, "10%"]
+    assert bars["700"] == [1000, "70%"]
+    assert bars["2500"] == [4000, "62.5%"]
+    assert bars["back"] == [4000, "8.75%"]  # the largest lag seen stays the scale
+    assert bars["bound"] == [640, "50%"]

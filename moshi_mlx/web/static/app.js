@@ -13,7 +13,7 @@ const stats = window.moshiStats = {
   blocksSent: 0, blocksReceived: 0, textEvents: 0, transcript: "",
   playedSamples: 0, nonSilentSamples: 0, peak: 0, underruns: 0, droppedSamples: 0,
   serverLagMs: null, browserLagMs: null, lagMs: null, skipped: 0, trimmed: 0, stepMs: null,
-  sampleRate: null, recordedSeconds: 0,
+  peakLagMs: 0, lagScaleMs: null, sampleRate: null, recordedSeconds: 0,
 };
 
 let info = null;
@@ -104,8 +104,21 @@ function showLag() {
   $("lag").textContent = fmtMs(stats.lagMs);
   $("lagparts").textContent = parts.join(" + ") + (stats.skipped || stats.trimmed
     ? ` · ${stats.skipped} frames skipped, ${stats.trimmed} dropped` : "");
-  const bound = (info && info.max_lag_ms) || 400;
-  $("lagbar").style.width = Math.min(100, 100 * (stats.lagMs || 0) / (bound + 1000 * MAX_BUFFER_SECONDS)) + "%";
+  const scale = lagScaleMs(stats.lagMs);
+  $("lagbar").style.width = Math.min(100, 100 * (stats.lagMs || 0) / scale) + "%";
+  $("lagbar").parentElement.title = "full bar: " + fmtMs(scale) + (info && info.max_lag_ms
+    ? " (the server's --max-lag-ms + the browser's queue bound)" : " (lag control off: the largest lag seen)");
+}
+
+// The lag bar's full width. With the server's lag control on (/api/info's max_lag_ms) the lag
+// is bounded: its bound plus the browser's queue bound. Off (max_lag_ms null) nothing bounds
+// it: the bar scales to the largest lag of this conversation, from 1 s, doubling past it.
+function lagScaleMs(lagMs) {
+  if (info && info.max_lag_ms) return stats.lagScaleMs = info.max_lag_ms + 1000 * MAX_BUFFER_SECONDS;
+  stats.peakLagMs = Math.max(stats.peakLagMs || 0, lagMs || 0);
+  let scale = 1000;
+  while (scale < stats.peakLagMs) scale *= 2;
+  return stats.lagScaleMs = scale;
 }
 
 function showCounts(level) {
@@ -177,7 +190,7 @@ async function start() {
   $("download").hidden = true;
   notice("");
   Object.assign(stats, { busy: false, errors: [], blocksSent: 0, blocksReceived: 0, textEvents: 0, transcript: "",
-    serverLagMs: null, browserLagMs: null, lagMs: null, session: null, recordedSeconds: 0,
+    serverLagMs: null, browserLagMs: null, lagMs: null, peakLagMs: 0, session: null, recordedSeconds: 0,
     playedSamples: 0, nonSilentSamples: 0, peak: 0, underruns: 0, droppedSamples: 0, skipped: 0, trimmed: 0 });
   $("transcript").textContent = "";
   setState("asking for the microphone…");
