@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..runtime.loading import add_model_args, add_persona_args, add_sampling_args, load_session, sampling_kwargs
 from ..runtime.flags import add_max_lag_arg
 from ..validation import float_arg
-from ..web.protocol import DEFAULT_HOST, DEFAULT_PORT
+from ..web.protocol import DEFAULT_HOST, DEFAULT_PORT, listens_beyond_this_machine
 from .runner import OneLineParser, cli_main
 
 
@@ -71,6 +71,13 @@ def main(argv=None) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     _check_port(args.host, args.port)
+    if listens_beyond_this_machine(args.host):
+        print(
+            f"NOTE: --host {args.host} listens beyond this machine: whoever can reach port {args.port} may talk "
+            "to Moshi (there is no password), and a browser gives the microphone only to a localhost or "
+            "https page (docs/web.md)",
+            file=sys.stderr,
+        )
     from ..web.conversation import Engine
     from ..web.protocol import ProtocolError, validate_settings
     from ..web.server import serve

@@ -201,6 +201,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def listens_beyond_this_machine(listen_host: str) -> bool:
+    """Whether `--host` lets other machines reach the server (not localhost or a loopback
+    address): moshi-web then says so, as there is no password."""
+    return not _is_loopback(listen_host.strip("[]").lower())
+
+
+def page_host(listen_host: str) -> str:
+    """The host of the URL printed for `--host`: a wildcard address (0.0.0.0, ::) listens on
+    every interface but is not one to open (Chrome refuses http://0.0.0.0, and a browser gives
+    the microphone only to a localhost or https page): its loopback address instead."""
+    bare = listen_host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return listen_host
+    if ip.is_unspecified:
+        return "127.0.0.1" if ip.version == 4 else "[::1]"
+    return f"[{bare}]" if ip.version == 6 else bare
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -44,6 +44,7 @@ from .protocol import (
     host_refusal,
     message,
     origin_refusal,
+    page_host,
     parse_text,
 )
 
@@ -57,11 +58,27 @@ STATIC = Path(__file__).parent / "static"
 BUSY_MESSAGE = (
     "Moshi is already in a conversation with another page (one at a time). Try again when that one has ended."
 )
-# Content-Security-Policy: the page may load and connect to this server only.
+# Content-Security-Policy: the page may load and connect to this server only, and no other
+# site may frame it (frame-ancestors: default-src does not cover it). Framed, the page is this
+# server's own origin, so its WebSocket passes the Origin check: a site could overlay it and
+# have the user click Start (clickjacking) with the microphone its frame was allowed.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' blob:; connect-src 'self' blob:; worker-src 'self'; base-uri 'none'; form-action 'none'"
+    "media-src 'self' blob:; connect-src 'self' blob:; worker-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
+# On every HTTP answer, errors included (docs/web.md, "Trust model"): X-Frame-Options for
+# browsers without frame-ancestors; nosniff and Cross-Origin-Resource-Policy so that another
+# site's <script src> or <img src> cannot load /api/info or the page's files into its own page;
+# no Referer leaves the page.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 class WebState:
@@ -107,12 +124,22 @@ class WebState:
 STATE = web.AppKey("moshi_state", WebState)
 
 
+def _secure(resp: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        resp.headers.setdefault(name, value)
+
+
 @web.middleware
 async def _headers(request: web.Request, handler):
-    resp = await handler(request)
+    """SECURITY_HEADERS on every answer but the WebSocket's, also on the errors aiohttp raises
+    (a 404, a 405, the static route's 403), which bypass a plain `return`."""
+    try:
+        resp = await handler(request)
+    except web.HTTPException as e:
+        _secure(e)
+        raise
     if not isinstance(resp, web.WebSocketResponse):
-        resp.headers.setdefault("Content-Security-Policy", CSP)
-        resp.headers.setdefault("Cache-Control", "no-cache")
+        _secure(resp)
     return resp
 
 
@@ -488,8 +515,7 @@ async def _run(app: web.Application, host: str, port: int, ready=print) -> None:
         await runner.cleanup()
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port or --host") from None
     bound = runner.addresses[0][1] if runner.addresses else port
-    shown = f"[{host}]" if ":" in host else host
-    ready(f"http://{shown}:{bound}/")
+    ready(f"http://{page_host(host)}:{bound}/")
     moved = _signals_through_loop()
     try:
         await asyncio.Event().wait()

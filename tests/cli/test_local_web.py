@@ -72,6 +72,23 @@ def test_port_in_use_is_one_line(capsys):
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "--port" in err, err
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_a_host_open_to_the_network_is_said(host, capsys, monkeypatch):
+    """--host 0.0.0.0 opens the port to the network (no password): one NOTE line says so before
+    the model loads; the default host says nothing."""
+    import moshi_mlx.web.server
+
+    served = []
+    monkeypatch.setattr(moshi_mlx.web.server, "serve", lambda engine, host, port, **kw: served.append((host, port)))
+    assert main(["--model", "random-tiny", "--host", host, "--port", "0"]) == 0
+    assert served == [(host, 0)]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "listens beyond this machine" in line]
+    if host == "0.0.0.0":
+        assert len(notes) == 1 and notes[0].startswith("NOTE: --host 0.0.0.0") and "no password" in notes[0], notes
+    else:
+        assert notes == []
+
+
 def test_sigterm_mid_conversation_stops_cleanly(tmp_path):
     """The server is stopped (SIGTERM) while a client is talking: the conversation is
     closed, the log says so, exit code 143 and one line, no traceback."""

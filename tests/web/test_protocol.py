@@ -12,7 +12,9 @@ from moshi_mlx.web.protocol import (
     max_audio_bytes,
     message,
     host_refusal,
+    listens_beyond_this_machine,
     origin_refusal,
+    page_host,
     parse_text,
     validate_settings,
 )
@@ -164,6 +166,26 @@ def test_host(host, listen, accepted):
     assert (refusal is None) == accepted, refusal
     if refusal is not None:
         assert "\n" not in refusal
+
+
+@pytest.mark.parametrize(
+    "listen, shown, beyond",
+    [
+        ("127.0.0.1", "127.0.0.1", False),
+        ("localhost", "localhost", False),
+        ("::1", "[::1]", False),
+        ("127.0.0.2", "127.0.0.2", False),
+        ("0.0.0.0", "127.0.0.1", True),  # a wildcard: the URL printed is the loopback one
+        ("::", "[::1]", True),
+        ("[::]", "[::1]", True),
+        ("192.168.1.5", "192.168.1.5", True),
+        ("fe80::1", "[fe80::1]", True),
+        ("mymac.local", "mymac.local", True),
+    ],
+)
+def test_the_printed_url_and_the_network_note(listen, shown, beyond):
+    assert page_host(listen) == shown
+    assert listens_beyond_this_machine(listen) == beyond
 
 
 def test_two_hosts_are_refused():

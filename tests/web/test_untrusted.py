@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import struct
+import zlib
 
 import aiohttp
 import numpy as np
@@ -256,7 +257,7 @@ def _frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + masked.tobytes()
 
 
-async def raw_websocket(port: int, rcvbuf: int | None = None):
+async def raw_websocket(port: int, rcvbuf: int | None = None, extensions: str | None = None):
     """A handshake by hand; a small receive buffer makes 'not reading' fill up quickly."""
     sock = socket.socket()
     if rcvbuf:
@@ -265,9 +266,10 @@ async def raw_websocket(port: int, rcvbuf: int | None = None):
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
     key = base64.b64encode(os.urandom(16)).decode()
+    extra = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
     writer.write(
         f"GET /api/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 101"), head
@@ -418,4 +420,135 @@ def test_a_request_the_parser_rejects_is_400_and_one_log_line(request_bytes, log
     refused = lines(logs, "refused a malformed HTTP request from 127.0.0.1: 400")
     assert len(refused) == 1, [r.getMessage() for r in logs.records]
     assert len(refused[0]) < 300
+    assert_clean(logs)
+
+
+# ------------------------------------------------------------------ what a foreign page may load
+
+
+def test_every_answer_forbids_framing_and_foreign_loads(logs):
+    """Another site may not frame the page (framed, it is this server's own origin, so its
+    WebSocket passes the Origin check: clickjacking the Start button), nor load /api/info or
+    the files into its own page: every HTTP answer, errors included (404, 405, the static
+    route's 403 and the Host refusal), carries frame-ancestors 'none', X-Frame-Options DENY,
+    nosniff, Cross-Origin-Resource-Policy same-origin and no-referrer; none allows CORS."""
+    expected = {
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "same-origin",
+        "Referrer-Policy": "no-referrer",
+    }
+
+    async def body(port, http):
+        got = {}
+        evil = {"Origin": "http://evil.example"}
+        for method, path, headers in [
+            ("GET", "/", {}),
+            ("GET", "/static/app.js", {}),
+            ("GET", "/api/info", evil),
+            ("GET", "/no-such-page", {}),  # 404
+            ("POST", "/api/info", evil),  # 405
+            ("OPTIONS", "/api/info", {**evil, "Access-Control-Request-Method": "GET"}),
+            ("GET", "/static/", {}),  # 403: no directory listing
+            ("GET", "/static/%2e%2e/server.py", {}),  # 404: no way out of static/
+            ("GET", "/api/info", {"Host": "evil.example"}),  # 403: DNS rebinding
+        ]:
+            async with http.request(method, f"http://127.0.0.1:{port}{path}", headers=headers) as r:
+                got[method, path, tuple(headers)] = r.status, r.headers
+        return got
+
+    got = run(make_app(fake_engine()), body)
+    statuses = [status for status, _ in got.values()]
+    assert statuses == [200, 200, 200, 404, 405, 405, 403, 404, 403], statuses
+    for key, (status, headers) in got.items():
+        assert "frame-ancestors 'none'" in headers.get("Content-Security-Policy", ""), (key, status, headers)
+        for name, value in expected.items():
+            assert headers.get(name) == value, (key, status, name, headers)
+        assert not [h for h in headers if h.lower().startswith("access-control-")], (key, headers)
+    assert_clean(logs)
+
+
+def test_a_wildcard_host_prints_a_url_a_browser_can_open(logs):
+    """--host 0.0.0.0 listens on every interface; the URL printed is http://127.0.0.1:PORT/
+    (http://0.0.0.0 is refused by Chrome and is no secure context for the microphone), and
+    the page and its WebSocket answer there."""
+
+    async def main():
+        urls = []
+        task = asyncio.create_task(_run(make_app(fake_engine(), host="0.0.0.0"), "0.0.0.0", 0, urls.append))
+        while not urls:
+            await asyncio.sleep(0.01)
+            if task.done():
+                task.result()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(urls[0]) as r:
+                    assert r.status == 200
+                ws = await http.ws_connect(urls[0] + "api/ws", headers={"Origin": urls[0].rstrip("/")})
+                assert (await start(ws))["type"] == "ready"
+                await ws.close()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return urls[0]
+
+    url = asyncio.run(main())
+    assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/"), url
+    assert_clean(logs)
+
+
+def _deflated(opcode: int, payload: bytes) -> bytes:
+    """A masked frame with RSV1 set: its payload raw-deflated (permessage-deflate)."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = (comp.compress(payload) + comp.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    frame = _frame(opcode, data)
+    return bytes([frame[0] | 0x40]) + frame[1:]
+
+
+MALFORMED_FRAMES = {
+    "reserved bit (RSV2)": ([bytes([0xA1]) + _frame(1, b"{}")[1:]], 1002),
+    "reserved opcode": ([_frame(3, b"x")], 1002),
+    "text not utf-8": ([_frame(1, b"\xff\xfe")], 1007),
+    "ping over 125 bytes": ([_frame(9, b"x" * 200)], 1002),
+    "continuation of nothing": ([_frame(0, b"x")], 1002),
+    "close code 999": ([_frame(8, struct.pack(">H", 999))], 1002),
+    "2**62 byte length": ([bytes([0x82, 0xFF]) + struct.pack(">Q", 1 << 62) + os.urandom(4)], 1009),
+    "6 MB in two fragments": ([bytes([0x02]) + _frame(2, bytes(3 << 20))[1:], _frame(0, bytes(3 << 20))], 1009),
+    "deflate bomb 64 MB": ([_deflated(2, bytes(64 << 20))], 1009),
+}
+
+
+def test_malformed_and_oversized_frames_close_the_socket_and_free_the_slot(logs):
+    """Frames a browser never sends: each closes the socket with its RFC 6455 code (1009 for
+    a message over the hard limit, however fragmented or compressed: a deflate bomb is not
+    inflated past the limit), no traceback in the log, and the next client starts."""
+
+    async def one(port, frames):
+        reader, writer = await raw_websocket(port, extensions="permessage-deflate")
+        writer.writelines(frames)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        got = b""
+        with contextlib.suppress(ConnectionError):
+            while len(got) < 4:
+                more = await asyncio.wait_for(reader.read(64), 10)
+                if not more:
+                    break
+                got += more
+        writer.close()
+        assert got[:2] == b"\x88\x02", got  # a close frame with a code, as the first thing sent
+        return struct.unpack(">H", got[2:4])[0]
+
+    async def body(port, http):
+        codes = {name: await one(port, frames) for name, (frames, _) in MALFORMED_FRAMES.items()}
+        ws = await http.ws_connect(f"http://127.0.0.1:{port}/api/ws")
+        assert (await start(ws))["type"] == "ready"
+        await ws.close()
+        return codes
+
+    app = make_app(fake_engine(), reconnect_wait_s=0.5)
+    codes = run(app, body)
+    assert codes == {name: code for name, (_, code) in MALFORMED_FRAMES.items()}
+    assert app[STATE].busy_refusals == 0 and not app[STATE].slot.locked()
     assert_clean(logs)
