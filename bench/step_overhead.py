@@ -46,6 +46,8 @@ from bench.lm_weights import (
     shaped_config,
     upstream_config_dict,
 )
+from moshi_mlx.cli.runner import OneLineParser  # noqa: E402
+from moshi_mlx.validation import int_arg  # noqa: E402
 
 DEFAULT_WIDTH = 128
 DEFAULT_UPSTREAM_PATH = ROOT / ".bench-venvs" / "upstream-pkg"
@@ -251,7 +253,8 @@ def format_table(report: dict) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    # the tools' parser: a bad value is one line, 'error: --steps must be >= 1, got 0 (see --help)'
+    ap = OneLineParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
@@ -268,8 +271,18 @@ def parser() -> argparse.ArgumentParser:
         help="model width (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)",
     )
     ap.add_argument("--profiles", default="gpu,auto", help="ours' formats: gpu, auto (this device's), cpu")
-    ap.add_argument("--steps", type=int, default=30, help="frame steps timed per case (default %(default)s)")
-    ap.add_argument("--warmup", type=int, default=5, help="steps run before timing, not counted (default %(default)s)")
+    ap.add_argument(
+        "--steps",
+        type=int_arg("--steps", lo=1),
+        default=30,
+        help="frame steps timed per case, at least 1 (default %(default)s)",
+    )
+    ap.add_argument(
+        "--warmup",
+        type=int_arg("--warmup", lo=0),
+        default=5,
+        help="steps run before timing, not counted; 0: none, the first timed step compiles (default %(default)s)",
+    )
     ap.add_argument(
         "--upstream-path",
         type=Path,
@@ -302,7 +315,7 @@ def main(argv=None):
     fmts = [f.strip() for f in a.formats.split(",")]
     bad = [f for f in fmts if f not in FORMATS]
     if bad:
-        raise SystemExit(f"unknown format(s) {bad}; known: {', '.join(FORMATS)}")
+        ap.error(f"unknown format(s) {', '.join(bad)}; known: {', '.join(FORMATS)}")
     up = None
     if not a.no_upstream:
         try:

@@ -38,3 +38,23 @@ def test_step_overhead_options_say_what_they_do():
 
     silent = [a.option_strings[0] for a in step_overhead.parser()._actions if a.option_strings and not a.help]
     assert not silent, silent
+
+
+def test_step_overhead_steps_and_warmup_are_range_checked(tmp_path, capsys):
+    """--steps 0 timed nothing (NaN medians in the table) and a negative --steps or --warmup ran
+    as 0; each is refused in one line, as the tools refuse a bad value. --warmup 0 (none) stays."""
+    import pytest
+
+    from bench import step_overhead
+
+    for argv, line in (
+        (["--steps", "0"], "error: --steps must be >= 1, got 0 (see --help)"),
+        (["--steps", "-3"], "error: --steps must be >= 1, got -3 (see --help)"),
+        (["--warmup", "-1"], "error: --warmup must be >= 0, got -1 (see --help)"),
+        (["--formats", "bf17"], "error: unknown format(s) bf17; known: bf16, q8, q4, mixed-4-8 (see --help)"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            step_overhead.main([*argv, "--no-upstream", "--out", str(tmp_path / "so.json")])
+        assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [line]
+    a = step_overhead.parser().parse_args(["--steps", "1", "--warmup", "0"])
+    assert (a.steps, a.warmup) == (1, 0)
