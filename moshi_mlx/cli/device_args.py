@@ -31,8 +31,8 @@ def list_devices_or_run(args: argparse.Namespace, run: Callable[[argparse.Namesp
 
 def check_devices(args: argparse.Namespace, *, input: bool = False, output: bool = False) -> None:
     """The devices a live run will open (`--input-device` / `--output-device`, or the system's)
-    exist: a missing or misspelled one is said (one error line, then the device table) before
-    a model loads for a minute, not after."""
+    exist: a missing or misspelled one is said (one error line naming the devices of its kind)
+    before a model loads for a minute, not after."""
     if input:
         find_device(args.input_device, "input")
     if output:

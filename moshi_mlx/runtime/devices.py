@@ -55,8 +55,25 @@ def list_devices() -> str:
     return "\n".join(lines)
 
 
+def _system_default(kind: str) -> int:
+    try:
+        default = _sd().default.device[0 if kind == "input" else 1]
+    except Exception:
+        return -1
+    return -1 if default is None else int(default)
+
+
+def _choices(devs: list, usable: list[int], kind: str) -> str:
+    """'the input devices are 0: Built-in Microphone (default), 3: USB Audio': what a device
+    error offers instead, in the error's one line (the full table is `list_devices`)."""
+    default = _system_default(kind)
+    names = ", ".join(f"{i}: {devs[i]['name']}{' (default)' if i == default else ''}" for i in usable)
+    return f"the {kind} device{'s are' if len(usable) > 1 else ' is'} {names}"
+
+
 def find_device(spec: str | int | None, kind: str) -> int:
-    """Resolve a device index from None (system default), an index, or a name substring."""
+    """Resolve a device index from None (system default), an index, or a name substring. A
+    missing one is one error line naming the devices of that kind (no table after it)."""
     assert kind in ("input", "output")
     key = "max_input_channels" if kind == "input" else "max_output_channels"
     devs = _devices()
@@ -64,24 +81,21 @@ def find_device(spec: str | int | None, kind: str) -> int:
     if not devs:  # one line: a list of nothing would only say it again
         raise AudioDeviceError(f"no {kind} audio device found: this machine has no audio devices")
     if not usable:
-        raise AudioDeviceError(f"no {kind} audio device found.\n{list_devices()}")
+        others = ", ".join(f"{i}: {d['name']}" for i, d in enumerate(devs))
+        raise AudioDeviceError(f"no {kind} audio device found: no device has {kind} channels ({others})")
     if spec is None or spec == "":
-        sd = _sd()
-        try:
-            default = sd.default.device[0 if kind == "input" else 1]
-        except Exception:
-            default = -1
-        if default is None or default < 0 or default not in usable:
-            return usable[0]
-        return int(default)
+        default = _system_default(kind)
+        return default if default in usable else usable[0]
     if isinstance(spec, int) or str(spec).strip().isdigit():
         idx = int(spec)
         if idx not in usable:
-            raise AudioDeviceError(f"{kind} device {idx} does not exist or has no {kind} channels.\n{list_devices()}")
+            raise AudioDeviceError(
+                f"{kind} device {idx} does not exist or has no {kind} channels; {_choices(devs, usable, kind)}"
+            )
         return idx
     matches = [i for i in usable if str(spec).lower() in devs[i]["name"].lower()]
     if not matches:
-        raise AudioDeviceError(f"no {kind} device matches {spec!r}.\n{list_devices()}")
+        raise AudioDeviceError(f"no {kind} device matches {spec!r}; {_choices(devs, usable, kind)}")
     exact = [i for i in matches if devs[i]["name"].lower() == str(spec).lower()]
     if len(matches) > 1 and len(exact) != 1:
         names = ", ".join(f"{i}: {devs[i]['name']}" for i in matches)

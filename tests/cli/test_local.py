@@ -99,6 +99,48 @@ def test_devices_are_checked_before_the_model_loads(capsys, monkeypatch, tmp_pat
         assert said in err and "the model was loaded" not in err, err
 
 
+USB_MIC = dict(BUILT_IN_MIC, name="USB Mic")
+INPUTS = "the input devices are 0: Built-in Microphone (default), 2: USB Mic"
+
+
+@pytest.mark.parametrize(
+    "tool, argv, line",
+    [
+        ("local", ["--model", "random-tiny", "--input-device", "Blue"], f"no input device matches 'Blue'; {INPUTS}"),
+        (
+            "local",
+            ["--model", "random-tiny", "--output-device", "7"],
+            "output device 7 does not exist or has no output channels; the output device is 1: Built-in Output "
+            "(default)",
+        ),
+        (
+            "translate",
+            ["--model", "random-tiny-hibiki-zero", "--input-device", "0x"],
+            f"no input device matches '0x'; {INPUTS}",
+        ),
+        (
+            "stt",
+            ["--model", "random-tiny-stt", "--input-device", "9"],
+            f"input device 9 does not exist or has no input channels; {INPUTS}",
+        ),
+        (
+            "tts",
+            ["hi", "--model", "tts-tiny", "--voice", "random", "--output-device", "USB"],
+            "no output device matches 'USB'; the output device is 1: Built-in Output (default)",
+        ),
+    ],
+    ids=["local-input", "local-output", "translate", "stt", "tts"],
+)
+def test_a_missing_device_is_the_last_line_in_every_tool(tool, argv, line, capsys, monkeypatch):
+    """A misspelled --input-device / --output-device is one error line naming the devices of
+    its kind, in every tool that opens one; the device table used to follow the error line."""
+    import importlib
+
+    fake_devices(monkeypatch, [BUILT_IN_MIC, BUILT_IN_OUTPUT, USB_MIC], (0, 1))
+    assert importlib.import_module(f"moshi_mlx.cli.{tool}").main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {line}"]
+
+
 def test_no_devices_at_all(capsys, monkeypatch):
     monkeypatch.setattr(devices, "_devices", lambda: [])
     monkeypatch.setattr(devices, "_sd", lambda: object())

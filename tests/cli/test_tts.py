@@ -307,8 +307,8 @@ def test_a_bad_voice_is_refused_before_the_model_loads(tmp_path, capsys, monkeyp
 
 
 def test_a_missing_output_device_is_said_before_the_model_loads(capsys, monkeypatch):
-    """To the speakers: a misspelled or missing --output-device is one error line (then the
-    device table) before the model loads, as in moshi-local (cli/device_args.py check_devices)."""
+    """To the speakers: a misspelled or missing --output-device is one error line (naming
+    the output devices) before the model loads, as in moshi-local (cli/device_args.py check_devices)."""
     from moshi_mlx.cli import tts
 
     from ..runtime.fakes import BUILT_IN_MIC, BUILT_IN_OUTPUT, fake_devices

@@ -21,7 +21,7 @@ def test_unknown_device_lists_what_exists():
     open_or_skip()
     with pytest.raises(AudioDeviceError, match="no input device matches 'no-such-mic'") as e:
         find_device("no-such-mic", "input")
-    assert "Hz" in str(e.value)  # the list of devices follows
+    assert "\n" not in str(e.value) and "the input device" in str(e.value)  # one line, naming those there
     with pytest.raises(AudioDeviceError, match="does not exist"):
         find_device(9999, "output")
     assert list_devices().strip()
