@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.convert` (upstream's name) = `moshi-convert`: see moshi_mlx/cli/convert.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "convert")

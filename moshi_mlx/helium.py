@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.helium` (upstream's name) = `moshi-helium`: see moshi_mlx/cli/helium.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "helium")

@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.local` (upstream's name) = `moshi-local`: see moshi_mlx/cli/local.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "local")

@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.mimi` (upstream's name) = `moshi-mimi`: see moshi_mlx/cli/mimi.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "mimi")

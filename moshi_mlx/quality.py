@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.quality` (upstream's name) = `moshi-quality`: see moshi_mlx/cli/quality.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "quality")

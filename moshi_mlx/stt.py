@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.stt` (upstream's name) = `moshi-stt`: see moshi_mlx/cli/stt.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "stt")

@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.translate` = `moshi-translate`: see moshi_mlx/cli/translate.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "translate")

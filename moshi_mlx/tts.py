@@ -1,5 +1,5 @@
 """`python -m moshi_mlx.tts` (upstream's name) = `moshi-tts`: see moshi_mlx/cli/tts.py."""
 
-from .cli.runner import main_module
+from .cli.early import main_module
 
 main_module(__name__, "tts")

@@ -351,6 +351,48 @@ def test_a_signal_while_a_tool_is_imported_is_one_line(tmp_path, sig, code):
     assert r.returncode == code and r.stderr.strip() == f"interrupted ({signal.Signals(sig).name})", r.stderr
 
 
+_SLOW_RUNNER_IMPORT = """
+import os, runpy, sys, time
+class Slow:  # the runner's import, stretched: a signal lands inside it
+    def find_spec(self, name, path, target=None):
+        if name == "moshi_mlx.cli.runner":
+            os.write(1, b"importing the runner\\n")
+            time.sleep(30)
+        return None
+sys.meta_path.insert(0, Slow())
+if sys.argv[1] == "module":
+    runpy.run_module("moshi_mlx.run_inference", run_name="__main__", alter_sys=True)
+else:
+    from moshi_mlx.cli.entry import run_inference
+    sys.exit(run_inference())
+"""
+
+
+@pytest.mark.parametrize("how", ["module", "console-script"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_while_the_runner_is_imported_is_one_line(how, sig):
+    """`python -m moshi_mlx.NAME` and the console scripts import the runner (argparse, typing:
+    tens of ms under load) before its handlers exist: a Ctrl-C then was a KeyboardInterrupt
+    traceback from inside `typing` (exit -2), SIGTERM / SIGHUP a silent death (-15 / -1).
+    cli/early.py's handler covers it: one line, 130 / 143 / 129."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_RUNNER_IMPORT, how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert p.stdout.readline() == "importing the runner\n"
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 128 + sig and err.strip() == f"interrupted ({signal.Signals(sig).name})", (p.returncode, err)
+
+
 def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
     """Every console script (setup.py reads cli/scripts.py) and every `python -m moshi_mlx.NAME`
     (upstream's names) imports its tool through `launch`."""
@@ -365,7 +407,6 @@ def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
     assert launchers == set(TOOLS.values()) and "moshi-mimi" in TOOLS  # one launcher per console script
     calls = []
     monkeypatch.setattr(runner, "launch", lambda module, argv=None: calls.append(module) or 0)
-    monkeypatch.setattr(entry, "launch", runner.launch)
     for script, module in TOOLS.items():
         assert getattr(entry, module)() == 0 and calls[-1] == f"moshi_mlx.cli.{module}"
         importlib.import_module(f"moshi_mlx.cli.{module}").main  # noqa: B018 - the tool has a main

@@ -184,13 +184,6 @@ def launch(module: str, argv: list[str] | None = None) -> int:
     return tool.main(argv)
 
 
-def main_module(name: str, tool: str) -> None:
-    """The package-root launchers (`python -m moshi_mlx.local`, upstream's names): run the
-    tool when executed as `__main__`; a plain import does nothing."""
-    if name == "__main__":
-        sys.exit(launch(f"moshi_mlx.cli.{tool}"))
-
-
 def cli_main(fn: Callable[..., int | None]) -> Callable[[list[str] | None], int]:
     """Decorator: `main(argv)` runs `fn(argv)` through `run_cli` and returns the exit code
     (console scripts and `sys.exit(main())` use it as such)."""

@@ -1,0 +1,47 @@
+"""The first lines a tool runs as a program (`python -m moshi_mlx.NAME`, the console scripts):
+a stop signal is the runner's one line and exit code from here on, not only once the runner is
+imported. Importing the runner (argparse, typing, re: tens of ms on a loaded machine) was a
+window where Ctrl-C printed a KeyboardInterrupt traceback from inside `typing` and SIGTERM killed
+the process without a word. This module imports nothing but the standard `signal`, `os`, `sys`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+
+
+def run(tool: str, argv: list[str] | None = None) -> int:
+    """Import the runner under a handler of our own, then `runner.launch(moshi_mlx.cli.<tool>)`;
+    the exit code. Nothing exists yet to save while the runner is imported."""
+    caught: list[int] = []
+
+    def stop(signum, frame):
+        if not caught:
+            caught.append(signum)
+            raise KeyboardInterrupt
+
+    old = {}
+    for s in STOP_SIGNALS:
+        try:
+            old[s] = signal.signal(s, stop)
+        except (OSError, ValueError):  # not the main thread: a caller's business
+            pass
+    try:
+        from .runner import launch
+    except KeyboardInterrupt:
+        signum = caught[0] if caught else signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return launch(f"moshi_mlx.cli.{tool}", argv)
+
+
+def main_module(name: str, tool: str) -> None:
+    """The package-root launchers (`python -m moshi_mlx.local`, upstream's names): run the
+    tool when executed as `__main__`; a plain import does nothing."""
+    if name == "__main__":
+        sys.exit(run(tool))
