@@ -132,6 +132,20 @@ def _address_parts(spec: str) -> list[str] | None:
     return None
 
 
+def _subfolder(parts: list[str]) -> str:
+    """The folder inside the repo a page address (`.../tree/REV/FOLDER`) shows, '' for its top."""
+    return "/".join(p for p in parts[4:] if p) if parts[2] == "tree" else ""
+
+
+def _download_folder(repo: str, folder: str, rev: str | None = None) -> str:
+    """'hf download REPO [--revision REV] [--include "FOLDER/*"] --local-dir DIR) and pass DIR[/FOLDER]':
+    the end of a refusal of a repo page, naming the download that gets what it shows."""
+    how = (
+        download_command(repo) + (f" --revision {rev}" if rev else "") + (f' --include "{folder}/*"' if folder else "")
+    )
+    return f"{how} --local-dir DIR) and pass DIR{'/' + folder if folder else ''}"
+
+
 def _main_revision_only(spec: str, parts: list[str]) -> None:
     """Refuse a Hub address of a revision other than main, file (`blob`/`resolve`) and repo
     page (`tree`) alike, in one line: files are read from the main revision (there is no
@@ -140,12 +154,26 @@ def _main_revision_only(spec: str, parts: list[str]) -> None:
     if rev == "main":
         return
     repo, file = "/".join(parts[:2]), "/".join(parts[4:]) if parts[2] != "tree" else ""  # (tree: a folder)
-    what = "a file" if file else "the repo"
-    how = download_command(repo, file or None) + f" --revision {rev}" + ("" if file else " --local-dir DIR")
+    if file:
+        what, how = "a file", download_command(repo, file) + f" --revision {rev}) and pass its path"
+    else:
+        folder = _subfolder(parts)
+        what, how = f"the folder {folder!r} of the repo" if folder else "the repo", _download_folder(repo, folder, rev)
     raise UsageError(
-        f"{spec}: {what} of revision {rev!r}, but files are read from a repo's main revision: "
-        f"download it ({how}) and pass {'its path' if file else 'DIR'}"
+        f"{spec}: {what} of revision {rev!r}, but files are read from a repo's main revision: download it ({how}"
     )
+
+
+def _top_level_only(spec: str, parts: list[str]) -> None:
+    """Refuse a repo page of a folder inside the repo (`.../tree/main/FOLDER`), in one line: a
+    model is read from a repo's top level (its config.json, weights, Mimi and tokenizer there;
+    there is no subfolder option), so the folder would be quietly dropped for the top."""
+    folder = _subfolder(parts)
+    if folder:
+        raise UsageError(
+            f"{spec}: the folder {folder!r} of the repo {'/'.join(parts[:2])}, but a model is read from a "
+            f"repo's top level (there is no subfolder option): download it ({_download_folder('/'.join(parts[:2]), folder)}"
+        )
 
 
 def hub_file_spec(spec: str | os.PathLike) -> str:
@@ -177,11 +205,13 @@ def repo_id(spec: str) -> str:
     """`spec` as a repo id when it is one written loosely: a trailing slash, `hf://owner/name`,
     or the repo's page address (https://huggingface.co/owner/name, as copied from a browser);
     else unchanged. A page of another revision than main (`.../tree/dev`) is refused, as a
-    file's address of one is (`hub_file_spec`)."""
+    file's address of one is (`hub_file_spec`), and so is a page of a folder inside the repo
+    (`.../tree/main/FOLDER`: it was read as the repo's top)."""
     s = spec.strip()
     parts = _address_parts(s)
     if parts is not None and len(parts) >= 4 and parts[2] == "tree" and parts[3]:
         _main_revision_only(spec, parts)
+        _top_level_only(spec, parts)
     for prefix in ("hf://", *_HUB_ADDRESSES):
         if s.startswith(prefix):
             s = s[len(prefix) :]

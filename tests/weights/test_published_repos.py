@@ -628,7 +628,7 @@ def test_another_revision_is_refused_for_a_repo_page_as_for_a_file(files, cache,
     said = {}
     for spec, how in (
         (page, download_command(repo) + " --revision dev --local-dir DIR) and pass DIR"),
-        (page + "/sub", download_command(repo) + " --revision dev --local-dir DIR) and pass DIR"),
+        (page + "/sub", download_command(repo) + ' --revision dev --include "sub/*" --local-dir DIR) and pass DIR/sub'),
         (file, download_command(repo, "model.q4.safetensors") + " --revision dev) and pass its path"),
     ):
         for call in (lambda: resolve_model(spec), lambda: resolve_model(weights=spec)):
@@ -638,10 +638,35 @@ def test_another_revision_is_refused_for_a_repo_page_as_for_a_file(files, cache,
             assert "\n" not in msg and msg.startswith(f"{spec}: ") and msg.endswith(how), msg
             said[spec] = msg[len(spec) :].split(" of revision 'dev', but files are read from a repo's main revision")
     assert said[page][0] == ": the repo" and said[file][0] == ": a file", said
+    assert said[page + "/sub"][0] == ": the folder 'sub' of the repo", said
     with pytest.raises(UsageError, match=r"of revision 'refs/pr/1'"):  # the Hub's PR address, one revision
         repo_id(f"https://huggingface.co/{repo}/tree/refs%2Fpr%2F1")
     assert repo_id(f"https://huggingface.co/{repo}/tree/main") == repo
     assert resolve_model(f"https://huggingface.co/{repo}/tree/main").where == repo
+
+
+def test_a_folder_inside_a_repo_is_refused_not_read_as_its_top(files, cache, monkeypatch):
+    """`https://huggingface.co/OWNER/NAME/tree/main/FOLDER` (a folder's page, copied from the
+    browser) was read as the repo's top level, the folder quietly dropped: a model is read from
+    a repo's top (there is no subfolder option), so it is one line naming the download of that
+    folder and the path to give. The top's page (`.../tree/main`, `.../tree/main/`) stays the repo."""
+    from moshi_mlx.weights.hub import download_command, repo_id
+
+    repo = "kyutai/moshiko-mlx-q4"
+    add_repo(cache, repo, files[repo], absent=("config.json",))
+    _offline(monkeypatch)
+    for folder in ("q4", "models/q4"):
+        spec = f"https://huggingface.co/{repo}/tree/main/{folder}"
+        for call in (lambda: resolve_model(spec), lambda: resolve_model(weights=spec), lambda: repo_id(spec)):
+            with pytest.raises(UsageError) as e:
+                call()
+            assert str(e.value) == (
+                f"{spec}: the folder '{folder}' of the repo {repo}, but a model is read from a repo's top level "
+                f'(there is no subfolder option): download it ({download_command(repo)} --include "{folder}/*" '
+                f"--local-dir DIR) and pass DIR/{folder}"
+            )
+    for top in (f"https://huggingface.co/{repo}/tree/main/", f"https://huggingface.co/{repo}/tree/main//"):
+        assert repo_id(top) == repo
 
 
 def test_a_malformed_repo_id_is_one_line(cache, monkeypatch, tmp_path):
