@@ -302,6 +302,15 @@ _RUNNER = textwrap.dedent("""
             Path("x" * 300 + ".wav").exists()  # ENAMETOOLONG: pathlib raises it
         if argv == ["bug"]:
             raise RuntimeError("a bug keeps its traceback")
+        if argv == ["import-broken-by-signal"]:  # a lazy import of a C extension the signal breaks
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                pass
+            raise ImportError('PyCapsule_Import could not import module "datetime"')  # as numpy's, cleared
+        if argv == ["import-error"]:
+            raise ImportError("a missing module without a signal is a bug")
         try:
             os.kill(os.getpid(), int(argv[0]))
             time.sleep(5)
@@ -321,6 +330,7 @@ _RUNNER = textwrap.dedent("""
         (str(int(signal.SIGTERM)), 143, "interrupted (SIGTERM)"),
         (str(int(signal.SIGHUP)), 129, "interrupted (SIGHUP)"),
         ("signal-while-reporting", 143, "interrupted (SIGTERM)"),  # was a traceback from the `except Error` block
+        ("import-broken-by-signal", 143, "interrupted (SIGTERM)"),  # was numpy's ImportError traceback
         ("long-name", 2, "error: file name too long: " + "x" * 300 + ".wav"),  # was an OSError traceback in every CLI
     ],
 )
@@ -328,17 +338,22 @@ def test_runner_exit_codes_and_one_line(arg, code, line):
     r = subprocess.run([sys.executable, "-c", _RUNNER, arg], capture_output=True, text=True, timeout=60)
     assert r.returncode == code and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == line
-    if code != 2 and arg not in ("signal-while-reporting", "long-name"):
+    if code != 2 and arg not in ("signal-while-reporting", "long-name", "import-broken-by-signal"):
         assert "saved what was produced" in r.stderr
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_while_a_tool_is_imported_is_one_line(tmp_path, sig, code):
+@pytest.mark.parametrize("cleared", [False, True], ids=["KeyboardInterrupt", "ImportError"])
+def test_a_signal_while_a_tool_is_imported_is_one_line(tmp_path, sig, code, cleared):
     """The tools' modules take a few tenths of a second to import (MLX): a Ctrl-C then was a
-    KeyboardInterrupt traceback from inside an import (SIGTERM: killed without a word)."""
-    (tmp_path / "slow_tool.py").write_text(
-        f"import os, time\nos.kill(os.getpid(), {int(sig)})\ntime.sleep(5)\ndef main(argv=None):\n    return 0\n"
-    )
+    KeyboardInterrupt traceback from inside an import (SIGTERM: killed without a word). Inside
+    numpy's C import the interrupt becomes an ImportError ('PyCapsule_Import could not import
+    module "datetime"', the KeyboardInterrupt cleared): that was a traceback and exit 1."""
+    body = f"os.kill(os.getpid(), {int(sig)})\ntime.sleep(5)\n"
+    if cleared:
+        body = f"try:\n    os.kill(os.getpid(), {int(sig)})\n    time.sleep(5)\nexcept KeyboardInterrupt:\n    pass\n"
+        body += "raise ImportError('PyCapsule_Import could not import module \"datetime\"')\n"
+    (tmp_path / "slow_tool.py").write_text(f"import os, time\n{body}def main(argv=None):\n    return 0\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run(
         [sys.executable, "-c", "import sys; from moshi_mlx.cli.runner import launch; sys.exit(launch('slow_tool'))"],
@@ -417,6 +432,8 @@ def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
 def test_runner_keeps_tracebacks_of_bugs():
     r = subprocess.run([sys.executable, "-c", _RUNNER, "bug"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" in r.stderr and "a bug keeps its traceback" in r.stderr
+    r = subprocess.run([sys.executable, "-c", _RUNNER, "import-error"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "without a signal is a bug" in r.stderr
 
 
 def test_the_docs_new_cli_follows_the_rules(tmp_path, capsys):

@@ -153,6 +153,10 @@ def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int
         signum = getattr(e, "signum", None) or _state.signum or signal.SIGINT
         _state.signum = signum
         code = exit_code(signum)
+    except ImportError:  # an import the signal broke (see launch): interrupted, not a bug
+        if _state.signum is None:
+            raise
+        code = exit_code(_state.signum)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -167,15 +171,21 @@ def launch(module: str, argv: list[str] | None = None) -> int:
     """Import a tool's module (`moshi_mlx.cli.NAME`), then run its `main`: what `python -m
     moshi_mlx.NAME` and the console scripts call. The import takes a few tenths of a second
     (MLX, numpy); a Ctrl-C or SIGTERM during it ends with the same one line and exit code
-    as later, not a KeyboardInterrupt traceback from inside an import."""
+    as later, not a KeyboardInterrupt traceback from inside an import. A C extension may turn
+    the interrupt into an ImportError of its own (numpy: 'PyCapsule_Import could not import
+    module "datetime"', with the KeyboardInterrupt cleared): whatever the import raised once a
+    stop signal came is the interrupt."""
     import importlib
 
     _state.signum, _state.count = None, 0
     old = _install()
     try:
         tool = importlib.import_module(module)
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", None) or _state.signum or signal.SIGINT
+    except BaseException as e:
+        signum = getattr(e, "signum", None) or _state.signum
+        if signum is None and not isinstance(e, KeyboardInterrupt):
+            raise
+        signum = signum or signal.SIGINT
         print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return exit_code(signum)
     finally:
