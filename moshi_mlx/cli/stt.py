@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import threading
 import time
@@ -26,7 +27,7 @@ from ..runtime.flags import add_force_arg
 from ..runtime.loading import add_model_args, load_session, model_inputs, use_default_repo
 from .device_args import add_device_args, check_devices, list_devices_or_run
 from .model_kind import what_it_is
-from .runner import OneLineParser, cli_main
+from .runner import OneLineParser, cli_main, received_signal
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
 from ..models.sampling import check_text_sampling
@@ -214,8 +215,10 @@ def _transcribe_live(args, session, source, printer: _Printer, keep: list) -> No
                 break
             if args.duration and time.monotonic() - t_start >= args.duration:
                 break
-    except KeyboardInterrupt:
-        print("\nstopping (Ctrl-C): finishing the last words", file=sys.stderr)
+    except KeyboardInterrupt:  # SIGTERM / SIGHUP too (the runner): say which
+        signum = received_signal()
+        what = "Ctrl-C" if signum in (None, signal.SIGINT) else signal.Signals(signum).name
+        print(f"\nstopping ({what}): finishing the last words", file=sys.stderr)
     finally:
         if io is not None:
             io.close()

@@ -165,10 +165,14 @@ def test_module_entry_point(tmp_path):
     assert "real time" in r.stderr and r.stdout == ""
 
 
-def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path):
-    """SIGINT while listening: the tail of silence is fed, the transcript saved, exit 130."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path, sig):
+    """SIGINT while listening: the tail of silence is fed, the transcript saved, exit 130.
+    SIGTERM the same (143), and the line says SIGTERM, not Ctrl-C (it did)."""
     import signal
     import time
+
+    sig = getattr(signal, sig)
 
     _speech(tmp_path / "mic.wav", seconds=30.0)
     out = tmp_path / "t.json"
@@ -193,11 +197,12 @@ def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path):
     line = ""
     while time.monotonic() < deadline and not line:
         line = p.stdout.readline()  # the first word
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     rest, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err  # the shared runner: 128 + SIGINT, after saving
-    assert "Traceback" not in err and "stopping (Ctrl-C)" in err and "transcript saved" in err
-    assert err.strip().splitlines()[-1] == "interrupted (SIGINT)"
+    assert p.returncode == 128 + sig, err  # the shared runner: 128 + the signal, after saving
+    said = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    assert "Traceback" not in err and f"stopping ({said}): finishing" in err and "transcript saved" in err, err
+    assert err.strip().splitlines()[-1] == f"interrupted ({signal.Signals(sig).name})"
     words = json.loads(out.read_text())["words"]
     assert words and len(words) == len((line + rest).strip().splitlines()) - (line + rest).count("end of turn")
 
