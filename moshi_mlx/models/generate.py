@@ -112,12 +112,18 @@ class GenState:
             "offsets": [c[0] for c in self.cache],
             "forced_until": self.forced_until,
         }
-        mx.save_safetensors(str(path), arrays, metadata={"moshi_mlx.gen_state": json.dumps(meta)})
+        from ..outputs import write_staged
+
+        # through a file object: MLX adds '.safetensors' to a name without it ('conv.state' was
+        # written as 'conv.state.safetensors', which load('conv.state') did not find); staged, so an
+        # interrupt or a full disk leaves an existing state as it was
+        with write_staged(path) as f:
+            mx.save_safetensors(f, arrays, metadata={"moshi_mlx.gen_state": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GenState":
         try:
-            arrays, metadata = mx.load(str(path), return_metadata=True)
+            arrays, metadata = mx.load(str(path), format="safetensors", return_metadata=True)
             meta = json.loads(metadata["moshi_mlx.gen_state"])
         except (OSError, RuntimeError, ValueError, KeyError) as e:
             raise UsageError(f"{path}: not a saved generator state ({e})") from None

@@ -76,6 +76,33 @@ def test_a_state_of_another_model_is_refused(tmp_path):
         GenState.load(tmp_path / "x.safetensors")
 
 
+def test_a_state_is_saved_under_its_name_and_never_half(tmp_path, monkeypatch):
+    """`save("conv.state")` writes exactly that file (MLX's save_safetensors adds
+    '.safetensors' to a name without it: it wrote conv.state.safetensors, and load("conv.state")
+    did not find it); a save interrupted over an existing state leaves the old one whole, and
+    no temporary file behind."""
+    import mlx.core as mx
+
+    lm = _lm()
+    gen = models.LmGen(lm, seed=5)
+    _steps(gen, USER[:4])
+    path = tmp_path / "conv.state"
+    gen.state().save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.state"]
+    assert GenState.load(path).frames == 4
+    old = path.read_bytes()
+
+    def interrupted(f, arrays, metadata=None):
+        f.write(b"\0" * 100)  # a part of the new state, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mx, "save_safetensors", interrupted)
+    _steps(gen, USER[4:8])
+    with pytest.raises(KeyboardInterrupt):
+        gen.state().save(path)
+    assert path.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["conv.state"]
+
+
 def test_a_prefilled_prompt_is_saved_with_the_conversation():
     """A prompt prefilled once (PersonaPlex's voice and role: `prefill`), saved, and reused by
     a generator that never saw it: the same tokens as the one that prefilled it, its
