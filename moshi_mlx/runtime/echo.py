@@ -425,12 +425,12 @@ class EchoCanceller:
         realign: bool = True,
     ):
         if canceller not in CANCELLERS:
-            raise UsageError(f"--echo-canceller must be one of {', '.join(CANCELLERS)}, got {canceller!r}")
+            raise UsageError(f"canceller must be one of {', '.join(CANCELLERS)}, got {canceller!r}")
         if canceller == "aec3":
             self.backend = _Aec3(noise_suppression, high_pass, auto_gain)
         else:
             if noise_suppression or auto_gain:
-                raise UsageError("noise suppression and automatic gain are WebRTC's: they need --echo-canceller aec3")
+                raise UsageError('noise suppression and automatic gain are WebRTC\'s: they need canceller="aec3"')
             self.backend = _Linear(high_pass)
         self.output_rate = int(output_rate)
         self.input_rate = int(input_rate)

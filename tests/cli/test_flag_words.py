@@ -28,6 +28,7 @@ def _api_error(call) -> str:
 
 def test_runtime_errors_name_the_api_parameters(tmp_path, monkeypatch):
     from moshi_mlx.runtime import tts as rtts
+    from moshi_mlx.runtime.echo import EchoCanceller
     from moshi_mlx.runtime.subtitles import check_output_path
     from moshi_mlx.runtime.textgen import parse_prompt
     from moshi_mlx.runtime.transcript import PlaceholderTokenizer
@@ -49,6 +50,8 @@ def test_runtime_errors_name_the_api_parameters(tmp_path, monkeypatch):
     assert 'tokenizer="none"' in msg, msg
     (tmp_path / "t.json").write_text("{}")
     assert _api_error(lambda: check_output_path(tmp_path / "t.json")).endswith("(force=True replaces it)")
+    assert _api_error(lambda: EchoCanceller(canceller="nlms")) == "canceller must be one of linear, aec3, got 'nlms'"
+    assert _api_error(lambda: EchoCanceller(noise_suppression=True)).endswith('they need canceller="aec3"')
 
 
 def test_the_tools_print_them_with_their_flags(tmp_path, capsys):
