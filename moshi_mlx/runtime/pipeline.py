@@ -277,14 +277,25 @@ class DuplexPipeline:
             raise UsageError("this model has no end-of-input marker (only translation models do)")
         self._raw.put(_END_IF_OPEN if if_open else _END)
 
-    def close_input(self) -> None:
-        """No more input: let the workers drain what they have, then stop."""
-        self._raw.put(_STOP)
+    def close_input(self, timeout: float | None = None) -> bool:
+        """No more input: let the workers drain what they have, then stop. False if the
+        input queue stayed full for `timeout` (the encoder takes no input: stalled, or far
+        behind a device that delivered faster than real time)."""
+        try:
+            self._raw.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return False
+        return True
 
     def stop(self, timeout: float | None = 10.0) -> None:
+        """Drain what is queued, then stop; bounded by `timeout` also when the input queue is
+        full and the encoder takes nothing (a Ctrl-C then hung in `close_input`'s put): the
+        queued input is then dropped, as by `abort`."""
         if not self._running:
             return
-        self.close_input()
+        if not self.close_input(timeout):
+            self.abort(timeout)
+            return
         for done in self._done:
             done.wait(timeout)
         self._running = False

@@ -171,6 +171,44 @@ def test_input_overflow_drops_oldest_without_blocking():
     p.stop()
 
 
+class _StalledCodec(TagCodec):
+    """An encoder that takes no input until released (a starved machine, a hung device)."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.release, self.entered = threading.Event(), threading.Event()
+
+    def encode_step(self, frame):
+        self.entered.set()
+        self.release.wait(30)
+        return super().encode_step(frame)
+
+
+def test_stop_is_bounded_when_the_encoder_takes_no_input():
+    """The input queue full and the encoder stalled: stop(timeout) returns within its bound,
+    dropping the queued input (it waited in close_input's put until the encoder took a block:
+    moshi-local's Ctrl-C hung there on a device that delivered faster than real time)."""
+    codec = _StalledCodec()
+    p = DuplexPipeline(codec, EchoGen(), 8, max_lag_ms=None, raw_queue_blocks=4).start()
+    p.push_input(np.full(FRAME, 0.0, np.float32))
+    assert codec.entered.wait(10)  # the encoder is stuck on the first frame
+    for i in range(1, 10):  # the queue fills up (the oldest blocks dropped)
+        p.push_input(np.full(FRAME, i / 1000.0, np.float32))
+    assert p.stats.input_overflows > 0
+    t0 = time.monotonic()
+    import threading
+
+    stopper = threading.Thread(target=p.stop, kwargs={"timeout": 0.3}, daemon=True)
+    stopper.start()
+    stopper.join(3.0)
+    took = time.monotonic() - t0
+    codec.release.set()  # the worker finishes its frame and sees the abort
+    assert not stopper.is_alive() and took < 3.0, f"stop(timeout=0.3) still waiting after {took:.1f} s"
+    assert p.abort(5)  # every worker has returned
+
+
 @pytest.mark.parametrize("rate,channels", [(48000, 2), (44100, 1)])
 def test_device_rates_and_channels(rate, channels):
     """Non-24 kHz devices: resamplers on both sides, stereo mixed to mono."""
