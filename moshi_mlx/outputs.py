@@ -151,6 +151,9 @@ class Staged:
         except OSError as e:
             self.discard()
             raise os_error(self.path, e) from None
+        except BaseException:  # a Ctrl-C at the rename: the final name keeps what it had, no temporary left
+            self.discard()
+            raise
         self.done = True
         return self.path
 

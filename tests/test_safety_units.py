@@ -169,6 +169,28 @@ def test_staged_write_keeps_the_old_file_until_complete(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.json"]
 
 
+@pytest.mark.parametrize("writer", ["write_text", "save_transcript"])
+def test_a_ctrl_c_at_the_rename_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, writer):
+    """The signal lands in the commit (at the rename): the old file is whole and no
+    `.NAME.XXXX.partial` is left behind (Staged.commit discarded only on OSError; moshi-stt's
+    transcript writer had its own copy, `.t.json.partial`, left the same way)."""
+    from moshi_mlx.runtime.subtitles import save_transcript
+
+    p = tmp_path / "t.json"
+    p.write_text("old")
+
+    def ctrl_c(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "write_text":
+            write_text(p, "new")
+        else:
+            save_transcript(p, {"text": "new"}, [], force=True)
+    assert p.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["t.json"]
+
+
 def test_audio_writer_is_staged(tmp_path):
     p = tmp_path / "a.flac"
     with pytest.raises(KeyError):

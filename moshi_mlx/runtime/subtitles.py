@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OutputError, UsageError
+from ..outputs import write_text
 
 FORMATS = (".json", ".srt", ".vtt", ".txt")
 
@@ -85,19 +86,6 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     return p
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, p)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise OutputError(f"cannot write {p}: {e.strerror or e}") from None
-
 
 def save_transcript(path: str | os.PathLike, data: dict, words, events=(), force: bool = False) -> None:
     """data: the JSON document (text, words, events...); words/events: for subtitles.
@@ -112,4 +100,4 @@ def save_transcript(path: str | os.PathLike, data: dict, words, events=(), force
         text = to_vtt(cues(words, events))
     else:
         text = data.get("text", "") + "\n"
-    write_atomic(p, text)
+    write_text(p, text)  # staged (outputs.py): an interrupted save leaves the old file whole
