@@ -39,7 +39,7 @@ from .model_dir import CONFIG_NAME, QuantRecord, config_text, describe_spec
 from .resolve import resolve_model
 from .quantize import FP_MODES, GROUP_SIZES, QuantSpec, in_features, quantizable_modules
 from .recipes import Recipe
-from .safetensors_io import SafetensorsFile, SafetensorsWriter, mx_to_safetensors_dtype
+from .safetensors_io import SafetensorsFile, SafetensorsWriter, mx_to_safetensors_dtype, open_checkpoint
 
 FLOAT_DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 STORED_DTYPE = "bfloat16"  # what the float tensors are written in unless told (moshi-convert --weights-dtype)
@@ -373,7 +373,8 @@ def convert(
     once with their total."""
     t0 = time.monotonic()
     out_dir = Path(out_dir).expanduser()
-    f = with_lora(SafetensorsFile(info.weights), info.lora, info.cfg, dtype)
+    source = open_checkpoint(info.weights)  # (a sharded checkpoint's shards are beside its index)
+    f = with_lora(source, info.lora, info.cfg, dtype)
     plan = plan_conversion(f, info.cfg, recipe, dtype)
     wname = plan.weights_name()
     # the files loading the output looks for: the config's names, else its family's defaults
@@ -430,7 +431,7 @@ def convert(
         cfg_path,
         record,
         summary,
-        f.path.stat().st_size,
+        source.size,
         final.stat().st_size,
         time.monotonic() - t0,
         copied,

@@ -41,7 +41,7 @@ from .errors import WeightsError
 from .hub import broken_link, cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id, web_address
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
-from .safetensors_io import SafetensorsFile
+from .safetensors_io import INDEX_SUFFIX, SafetensorsFile, open_checkpoint, shard_names
 
 QUANT_FORMATS = {None: "bf16", 8: "q8", 6: "q6", 4: "q4"}
 STT_MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"  # the published Mimi's name in the STT repos
@@ -269,17 +269,48 @@ def _cache_folder(folder: Path) -> Path:
 
 
 def _candidates(folder: Path, skip: set[str]) -> list[str]:
+    """The folder's weights files: its .safetensors, a sharded checkpoint as its index
+    (`model.safetensors.index.json`) in place of the shards it names."""
+    indexes = sorted(n for n in folder.glob("*" + INDEX_SUFFIX) if n.name[: -len(INDEX_SUFFIX)] not in skip)
+    shards = set().union(*(shard_names(n) for n in indexes))
     return sorted(
-        n.name
-        for n in folder.glob("*.safetensors")
-        if n.name not in skip and not n.name.startswith(("tokenizer", "mimi"))
+        [n.name for n in indexes if shard_names(n)]
+        + [
+            n.name
+            for n in folder.glob("*.safetensors")
+            if n.name not in skip | shards and not n.name.startswith(("tokenizer", "mimi"))
+        ]
     )
+
+
+def _source_config(where: str) -> Path | None:
+    """The config.json of the repo or local folder `where`, None when it has none (or when
+    its own loader never reads it: NVIDIA's does not read PersonaPlex's, its preset is the
+    config)."""
+    local = Path(where).expanduser()
+    if local.is_dir():
+        return local / CONFIG_NAME if (local / CONFIG_NAME).is_file() else None
+    if any(p in IGNORES_REPO_CONFIG for p, _, _ in presets_for_repo(where)):
+        return None
+    return hf_get_optional(CONFIG_NAME, where)
+
+
+def _index_of(path: Path) -> Path:
+    """A shard given as the weights file stands for its checkpoint: the index beside it that
+    names it (one shard alone never fits a model)."""
+    if path.name.endswith(".safetensors"):
+        for index in sorted(path.parent.glob("*" + INDEX_SUFFIX)):
+            if path.name in shard_names(index):
+                return index
+    return path
 
 
 def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Path:
     """The LM weights in a local folder: the config's `moshi_name`, else the one candidate
     (`-q`: the one of that quantization, by upstream's `model.q4.safetensors` names)."""
     named = (raw or {}).get("moshi_name")
+    if named and not (folder / named).is_file() and (folder / (named + INDEX_SUFFIX)).is_file():
+        return folder / (named + INDEX_SUFFIX)  # saved sharded under that name
     if named and ((folder / named).is_file() or named != LM_NAME):  # the default name may stand for any
         if not (folder / named).is_file():
             raise WeightsError(f"{folder / CONFIG_NAME} names the weights {named!r}, which is not in {folder}")
@@ -405,17 +436,20 @@ def resolve_model(
     # 2. the config the caller gave, else the config.json that travels with the weights
     #    (raw None: absent, or not a Moshi LM config), and the weights file
     given = config_from(config, where) if config is not None else None
-    raw, cfg_file = None, None
+    raw, cfg_file, cfg_home = None, None, where  # cfg_home: where the config.json came from
     if given is not None:
-        raw = {"moshi_name": given.cfg.moshi_name} if given.cfg.moshi_name not in (None, LM_NAME) else None
-    elif w_path is not None and w_path.is_file():
-        cfg_file = w_path.parent / CONFIG_NAME
-    elif folder is not None:
-        cfg_file = folder / CONFIG_NAME
-    elif not any(p in IGNORES_REPO_CONFIG for p, _, _ in presets_for_repo(where)):
-        cfg_file = hf_get_optional(
-            CONFIG_NAME, where
-        )  # (NVIDIA's loader never reads PersonaPlex's: its preset is the config)
+        named = given.cfg.moshi_name
+        # a given config's weights name counts in a folder only where the folder holds it (the
+        # config of the repo a folder's fine-tune came from names the repo's file)
+        if named not in (None, LM_NAME) and (folder is None or (folder / named).is_file()):
+            raw = {"moshi_name": named}
+    elif w_path is not None or folder is not None:
+        cfg_file = (w_path.parent if w_path is not None and w_path.is_file() else folder) / CONFIG_NAME
+        cfg_home = str(cfg_file.parent)
+        if not cfg_file.is_file() and source is not None:  # weights alone, given with their repo or folder
+            cfg_file, cfg_home = _source_config(where), where
+    else:
+        cfg_file = _source_config(where)
     if cfg_file is not None and cfg_file.is_file():
         raw = _read_json(cfg_file)
 
@@ -434,19 +468,24 @@ def resolve_model(
 
     # 4. the weights file and its header, read once
     if w_path is not None and w_path.is_file():
-        path = w_path
+        path = _index_of(w_path)
     elif weights is not None and w_path is None:
         path = hf_get(weights, where)
     elif folder is not None:
-        path = _folder_weights(folder, raw, quantized)
+        own = raw if cfg_home == str(folder) else {k: v for k, v in (raw or {}).items() if k != "moshi_name"}
+        path = _folder_weights(folder, own, quantized)  # (another's config names its own weights file)
     else:
         name = _repo_weights_name(where, raw, quantized)
         try:
             path = hf_get(name, where)
-        except WeightsError as e:  # not cached: another format of the same model may be
-            raise WeightsError(f"{e}{_cached_instead(where, name)}") from None
+        except WeightsError as e:  # not cached: another format of the same model may be (or sharded)
+            path = hf_get_optional(name + INDEX_SUFFIX, where) if name.endswith(".safetensors") else None
+            if path is None:
+                raise WeightsError(f"{e}{_cached_instead(where, name)}") from None
 
-    f = SafetensorsFile(path)
+    # a sharded checkpoint's shards: from the repo its index came from, else beside the index
+    from_repo = folder is None and w_path is None
+    f = open_checkpoint(path, (lambda shard: hf_get(shard, where)) if from_repo else None)
     # ... else the preset whose architecture the header fits (checked now: it took the file)
     cfg, how = decided if decided is not None else _detect(f)
     if decided is None and check is not None:
@@ -466,7 +505,7 @@ def resolve_model(
         if given is not None:
             home = given.home
         elif cfg_file is not None:
-            home = str(cfg_file.parent) if folder is not None or w_path is not None else where
+            home = cfg_home
         if home is None:
             adapters = None  # with_lora says what to pass
         elif home.startswith("hf://"):

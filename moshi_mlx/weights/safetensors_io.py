@@ -11,6 +11,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -57,18 +58,65 @@ _MAX_HEADER = 100 * 1024 * 1024
 WRAPPER_NAMES = frozenset({"module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
 
 
+# the first part of every published name: the LM's (PyTorch and MLX layouts, every preset),
+# hence LoRA adapters', and the Mimi's (tests/weights/test_user_checkpoints.py checks it)
+MODEL_ROOTS = frozenset(
+    {
+        "audio_embs",
+        "condition_provider",
+        "depformer",
+        "depformer_emb",
+        "depformer_in",
+        "depformer_norms",
+        "depformer_text_emb",
+        "emb",
+        "extra_heads",
+        "linears",
+        "out_norm",
+        "text_emb",
+        "text_linear",
+        "transformer",
+        "decoder",
+        "decoder_transformer",
+        "downsample",
+        "encoder",
+        "encoder_transformer",
+        "quantizer",
+        "upsample",
+    }
+)
+
+
+def _container_prefix(names: list[str]) -> str:
+    """The attribute path every name sits behind when a training module held the model as
+    one attribute (a Lightning module's `self.model`: `model.transformer.layers.0...`), or
+    "": the first parts in front of which every name is a published one."""
+    prefix = ""
+    while all(n.startswith(prefix) and "." in n[len(prefix) :] for n in names):
+        heads = {n[len(prefix) :].split(".", 1)[0] for n in names}
+        if len(heads) != 1 or heads <= MODEL_ROOTS:
+            break
+        prefix += heads.pop() + "."
+    return prefix if prefix and {n[len(prefix) :].split(".", 1)[0] for n in names} <= MODEL_ROOTS else ""
+
+
 def unwrapped_names(names) -> dict[str, str]:
-    """Stored name -> the name without PyTorch wrapper parts (`WRAPPER_NAMES`), for every
-    name that carries one: a fine-tune saved from a wrapped model (DDP, FSDP, activation
-    checkpointing, torch.compile) holds the model's names behind them. No published Moshi,
-    Mimi or LoRA name has such a part, so they are dropped wherever they are; {} when no name carries one, or when dropping them
-    would make two names one (the names are then left as stored, for the fit to name)."""
+    """Stored name -> the model's name, for every name that differs: a fine-tune saved from a
+    wrapped model (DDP, FSDP, activation checkpointing, torch.compile) holds the model's names
+    behind wrapper parts (`WRAPPER_NAMES`), dropped wherever they are (no published Moshi,
+    Mimi or LoRA name has one); one saved from a training module holding the model as an
+    attribute holds them behind its path (`model.`), dropped when every name has it and is a
+    published name after it (`MODEL_ROOTS`). {} when no name changes, or when two names would
+    become one (the names are then left as stored, for the fit to name)."""
     names = list(names)
     out = {}
     for n in names:
         parts = n.split(".")
         if any(p in WRAPPER_NAMES for p in parts[:-1]):
             out[n] = ".".join(p for i, p in enumerate(parts) if i == len(parts) - 1 or p not in WRAPPER_NAMES)
+    prefix = _container_prefix([out.get(n, n) for n in names]) if names else ""
+    if prefix:
+        out = {n: out.get(n, n)[len(prefix) :] for n in names}
     if out and len({out.get(n, n) for n in names}) != len(names):
         return {}
     return out
@@ -83,7 +131,7 @@ class SafetensorsFile:
             raise broken_link(self.path) or WeightsError(f"weights file not found: {self.path}")
         if self.path.is_dir():
             raise WeightsError(f"expected a .safetensors file but {self.path} is a directory")
-        size = self.path.stat().st_size
+        self.size = size = self.path.stat().st_size
         other = stand_in(self.path)
         if other is not None:
             raise WeightsError(f"{self.path} is {other}")
@@ -169,6 +217,105 @@ class SafetensorsFile:
 
     def load_all(self) -> dict[str, mx.array]:
         return {k: self.load(k) for k in self.tensors}
+
+
+INDEX_SUFFIX = ".index.json"  # a sharded checkpoint's index: `model.safetensors.index.json`
+
+
+class ShardedSafetensors:
+    """A checkpoint split into shards by an index (`model.safetensors.index.json`, as
+    transformers' `save_pretrained` and huggingface_hub's `save_torch_state_dict` write one
+    above 5 GB: a 7B fine-tune in bf16 is 3-4 shards), read as one `SafetensorsFile`: every
+    shard's header read once, each tensor from its shard."""
+
+    def __init__(self, index: str | os.PathLike, get: Callable[[str], Path] | None = None):
+        """`get(name)`: the local path of a shard the index names (default: beside it)."""
+        self.path = Path(index)
+        if not self.path.is_file():
+            raise broken_link(self.path) or WeightsError(f"weights file not found: {self.path}")
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WeightsError(f"{self.path} is not a shard index: {e}".splitlines()[0]) from None
+        where = raw.get("weight_map") if isinstance(raw, dict) else None
+        if not isinstance(where, dict) or not where or not all(isinstance(v, str) for v in where.values()):
+            raise WeightsError(f"{self.path} is not a shard index: it has no weight_map of tensor -> shard file")
+        self.metadata = {k: str(v) for k, v in (raw.get("metadata") or {}).items()}
+        self.shards: dict[str, SafetensorsFile] = {}
+        for name in sorted(set(where.values())):
+            if Path(name).name != name:
+                raise WeightsError(f"{self.path} names the shard {name!r} outside its folder")
+            if get is None:
+                shard = self.path.parent / name
+                if not shard.exists():
+                    raise broken_link(shard) or WeightsError(
+                        f"{self.path.name} names the shard {name}, which is not in {self.path.parent}: "
+                        "download it (every shard the index names is needed)"
+                    )
+            else:
+                shard = get(name)
+            self.shards[name] = SafetensorsFile(shard)
+        self.tensors, self.stored_names, self._owner = {}, {}, {}
+        for name, f in self.shards.items():
+            for key, info in f.tensors.items():
+                if key in self._owner:
+                    raise WeightsError(
+                        f"{self.path.name}: tensor {key!r} is in two shards ({self._owner[key]}, {name})"
+                    )
+                self.tensors[key], self._owner[key] = info, name
+            self.stored_names.update(f.stored_names)
+        stored = set(self.tensors) | set(self.stored_names.values())
+        lost = sorted(k for k, shard in where.items() if k not in stored)
+        if lost:
+            raise WeightsError(
+                f"{self.path.name} names {len(lost)} tensor(s) its shards do not hold ({lost[0]} in "
+                f"{where[lost[0]]}): a shard is of another save; download them again"
+            )
+        self.size = sum(f.size for f in self.shards.values())
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name]["shape"]
+
+    def dtype(self, name: str) -> str:
+        return self.tensors[name]["dtype"]
+
+    def nbytes(self, name: str) -> int:
+        return self.shards[self._owner[name]].nbytes(name)
+
+    def load(self, name: str) -> mx.array:
+        return self.shards[self._owner[name]].load(name)
+
+    def load_all(self) -> dict[str, mx.array]:
+        return {k: self.load(k) for k in self.tensors}
+
+
+def open_checkpoint(
+    path: str | os.PathLike, get: Callable[[str], Path] | None = None
+) -> SafetensorsFile | ShardedSafetensors:
+    """A weights file, or a sharded checkpoint given by its index (`*.safetensors.index.json`;
+    `get` fetches its shards, default: beside it)."""
+    if str(path).endswith(INDEX_SUFFIX):
+        return ShardedSafetensors(path, get)
+    return SafetensorsFile(path)
+
+
+def shard_names(index: Path) -> set[str]:
+    """The shard files a `*.safetensors.index.json` names (empty if it is not an index), so
+    a folder's shards are not taken for several weights files."""
+    try:
+        where = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        return {v for v in where.values() if isinstance(v, str)}
+    except (OSError, ValueError, AttributeError):
+        return set()
 
 
 def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, mx.array], dict[str, str]]:

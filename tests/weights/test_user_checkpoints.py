@@ -1,13 +1,15 @@
 """Checkpoints and configs as users hold them after saving, editing or copying them
 (loading QA): a config.json saved with a byte-order mark, wrapper prefixes from PyTorch
-DDP / torch.compile, repo ids in other capitals, Hub sources given to convert, PersonaPlex's
-voices in the cache. Weights are random, in the published key layouts."""
+DDP / torch.compile and a training module's `model.`, repo ids in other capitals, Hub
+sources given to convert, PersonaPlex's voices in the cache, sharded checkpoints with their
+index. Weights are random, in the published key layouts."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+from pathlib import Path
 
 import mlx.core as mx
 import pytest
@@ -73,6 +75,9 @@ WRAPPED = {
         + re.sub(r"^(transformer\.layers\.\d+)\.", r"\1._fsdp_wrapped_module._checkpoint_wrapped_module.", k)
     ),
     "checkpointed submodule": lambda k: k.replace("transformer.", "transformer._checkpoint_wrapped_module.", 1),
+    # a training module holding the model as an attribute (Lightning's `self.model`), under DDP too
+    "training module's self.model": lambda k: "model." + k,
+    "self.lm inside DDP": lambda k: "module.lm." + k,
 }
 
 
@@ -143,6 +148,39 @@ def test_wrapped_lora_adapters_and_a_clash_left_as_stored(tmp_path):
     p = tmp_path / "lora.safetensors"
     save_safetensors(p, {"module.transformer.layers.0.self_attn.in_proj.lora_A.weight": mx.zeros((2, 4))})
     assert SafetensorsFile(p).keys() == ["transformer.layers.0.self_attn.in_proj.lora_A.weight"]
+
+
+def test_a_container_prefix_is_dropped_only_in_front_of_published_names(tmp_path):
+    """`model.` in front of every name is a training module's attribute when a published name
+    follows; adapters of one submodule, a voice embedding and another model's names keep
+    theirs. MODEL_ROOTS is every published layout's first name part."""
+    from moshi_mlx.models import Lm
+    from moshi_mlx.models.config import PRESETS
+    from moshi_mlx.weights.lm_keys import pytorch_layout
+    from moshi_mlx.weights.mimi_keys import random_published_weights
+    from moshi_mlx.weights.safetensors_io import MODEL_ROOTS, unwrapped_names
+
+    roots = {k.split(".")[0] for k in random_published_weights(mimi_202407(), seed=0)}
+    for name in PRESETS:
+        roots |= {k.split(".")[0] for k in pytorch_layout(preset(name))}
+        roots |= {k.split(".")[0] for k, _ in tree_flatten(Lm(preset(name)).parameters())}
+    assert MODEL_ROOTS == roots
+    assert unwrapped_names(["model.encoder.model.0.conv.conv.weight", "model.quantizer.x.y"]) == {
+        "model.encoder.model.0.conv.conv.weight": "encoder.model.0.conv.conv.weight",
+        "model.quantizer.x.y": "quantizer.x.y",
+    }
+    assert unwrapped_names(["net.model.transformer.a.weight", "net.model.emb.0.weight"]) == {
+        "net.model.transformer.a.weight": "transformer.a.weight",
+        "net.model.emb.0.weight": "emb.0.weight",
+    }
+    for kept in (
+        ["transformer.layers.0.self_attn.in_proj.lora_A.weight", "transformer.layers.0.gating.lora_B.weight"],
+        ["speaker_wavs"],
+        ["bert.encoder.weight", "bert.pooler.weight"],  # another model: its names, for the fit to name
+        ["model.transformer.a.weight", "model.unknown.b"],
+        ["model.transformer.a.weight", "emb.0.weight"],
+    ):
+        assert unwrapped_names(kept) == {}, kept
 
 
 def test_a_ddp_mimi_loads_with_either_backend(tmp_path):
@@ -319,3 +357,105 @@ def test_convert_takes_personaplex_voices_from_the_cache(cache, monkeypatch, tmp
     res = convert(resolve_source(src), tmp_path / "out2")
     assert sorted(res.copied) == sorted([MIMI, TOK32K, "voices.tgz"]) and res.missing_note() is None
     assert (tmp_path / "out2" / "voices.tgz").read_bytes() == b"presets"
+
+
+# ---- 6. a sharded checkpoint (model.safetensors.index.json) ---------------------------------
+
+INDEX = "model.safetensors.index.json"
+
+
+def _shard(src, folder, n=3, rename=lambda k: k):
+    """`src`'s tensors split into `n` shards with their index, as transformers'
+    save_pretrained / huggingface_hub's save_torch_state_dict leave them; config.json beside."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = SafetensorsFile(src).load_all()
+    keys = sorted(tensors)
+    where = {}
+    for i in range(n):
+        name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        part = keys[i::n]
+        save_safetensors(folder / name, {rename(k): tensors[k] for k in part})
+        where.update({rename(k): name for k in part})
+    (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": where}))
+    if (src.parent / "config.json").is_file():
+        shutil.copy(src.parent / "config.json", folder / "config.json")
+    return folder
+
+
+def test_a_sharded_checkpoint_loads_and_converts(tiny, tmp_path, cache, monkeypatch):  # noqa: F811
+    """A fine-tune saved in shards with model.safetensors.index.json (transformers'
+    save_pretrained, huggingface_hub's save_torch_state_dict: above 5 GB, a 7B in bf16 is 3-4
+    shards) loads as the one file would, given as the folder, the index, or one shard; from
+    the Hub cache too; and converts. It was 'D should hold one .safetensors model file, found
+    model-00001-of-00003.safetensors, ...' (the index: 'not a safetensors file ... bad header
+    length', one shard: 'does not fit the config: missing ...')."""
+    ref = lm_loader.load_lm(tiny)
+    d = _shard(tiny, tmp_path / "ft")
+    for spec in (d, d / INDEX, d / "model-00002-of-00003.safetensors"):
+        got = resolve_model(spec)
+        assert got.weights == d / INDEX and got.how == str(d / "config.json"), spec
+        _same_params(lm_loader.load_lm(spec), ref)
+    (d / "config.json").unlink()  # the shapes decide, across the shards
+    assert "matched by tensor shapes" in resolve_model(d).how
+    out = convert(resolve_source(d), tmp_path / "out", copy_assets=False)
+    _same_params(lm_loader.load_lm(out.out_dir), ref)
+    assert out.source_bytes == sum(p.stat().st_size for p in d.glob("model-*.safetensors"))
+    # behind a training module's `model.`, and from the Hub cache (offline), its shards fetched by name
+    d2 = _shard(tiny, tmp_path / "ft2", n=2, rename=lambda k: "model." + k)
+    _offline(monkeypatch)
+    snap = add_repo(cache, "me/moshi-ft", {p.name: p for p in d2.iterdir()})
+    got = resolve_model("me/moshi-ft")
+    assert got.weights == snap / INDEX
+    _same_params(lm_loader.load_lm("me/moshi-ft"), ref)
+
+
+def test_a_sharded_checkpoint_missing_a_shard_is_one_line(tiny, tmp_path, cache, monkeypatch):  # noqa: F811
+    """A shard not downloaded (or of another save) is named, from a folder and from the cache."""
+    from moshi_mlx.weights.errors import WeightsError
+
+    d = _shard(tiny, tmp_path / "ft")
+    (d / "model-00003-of-00003.safetensors").rename(tmp_path / "third.safetensors")
+    with pytest.raises(
+        WeightsError,
+        match=rf"^{INDEX} names the shard model-00003-of-00003.safetensors, which is not in {d}: download it",
+    ):
+        resolve_model(d)
+    _offline(monkeypatch)
+    add_repo(cache, "me/moshi-ft", {p.name: p for p in d.iterdir()})
+    with pytest.raises(WeightsError, match=r"^model-00003-of-00003.safetensors from me/moshi-ft is not in the local"):
+        resolve_model("me/moshi-ft")
+    save_safetensors(d / "model-00003-of-00003.safetensors", {"other.weight": mx.zeros((2,))})
+    with pytest.raises(WeightsError, match=rf"^{INDEX} names \d+ tensor\(s\) its shards do not hold"):
+        resolve_model(d)
+
+
+# ---- 7. a fine-tune's weights alone, given with the repo or folder they fine-tune ----------
+
+
+def test_a_fine_tunes_weights_alone_take_the_config_of_the_repo_given(tmp_path, cache, monkeypatch):  # noqa: F811
+    """`--hf-repo BASE --moshi-weight FT/model.safetensors` (or FT/): a fine-tune saved as its
+    weights alone takes BASE's config.json, as upstream's CLIs read --hf-repo's config, and its
+    Mimi and tokenizer from BASE. It was 'no config for model.safetensors: no config.json beside
+    it and its tensors fit no preset' (the base's config.json was never read); a config given
+    (--lm-config) naming the base's file made FT/ 'FT/config.json names the weights
+    'model.q4.safetensors', which is not in FT', of a config.json FT does not have."""
+    from .hf_cache import narrow_preset
+
+    cfg = LmConfig.from_dict(narrow_preset("moshiko"))
+    base = write_random_checkpoint(cfg, tmp_path / "base", seed=1, name="model.q4.safetensors").parent
+    ft = write_random_checkpoint(cfg, tmp_path / "ft", seed=2)
+    (ft.parent / "config.json").unlink()
+    for c in (MIMI, TOK32K):
+        (base / c).write_bytes(b"companion")
+    _offline(monkeypatch)
+    snap = add_repo(cache, "me/base", {p.name: p for p in base.iterdir()})
+    for source, cfg_json in (("me/base", snap / "config.json"), (base, base / "config.json")):
+        for weights in (ft, ft.parent):
+            got = resolve_model(source, weights=weights)
+            assert got.weights == ft and got.how == str(cfg_json), (source, weights)
+            assert (
+                got.companion("mimi").read_bytes() == b"companion"
+                and got.companion("tokenizer").parent == Path(cfg_json).parent
+            )
+        assert resolve_model(ft.parent, config=cfg_json).weights == ft
+    _same_params(lm_loader.load_resolved(resolve_model("me/base", weights=ft)), lm_loader.load_lm(ft, cfg))
