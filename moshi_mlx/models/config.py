@@ -480,6 +480,10 @@ def _parse(data: dict[str, Any], where: str) -> LmConfig:
         extra=extra,
         source=source,
     )
+    if "delays" not in data and len(cfg.delays) != cfg.n_q + 1:  # its default, [0], is one stream's
+        raise _err(
+            where, f"delays is not given: it needs n_q + 1 = {cfg.n_q + 1} entries (text, then each audio codebook)"
+        )
     _validate(cfg, where)
     return cfg
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -146,22 +147,30 @@ def _download_folder(repo: str, folder: str, rev: str | None = None) -> str:
     return f"{how} --local-dir DIR) and pass DIR{'/' + folder if folder else ''}"
 
 
-def _main_revision_only(spec: str, parts: list[str]) -> None:
-    """Refuse a Hub address of a revision other than main, file (`blob`/`resolve`) and repo
-    page (`tree`) alike, in one line: files are read from the main revision (there is no
-    revision flag), so the other one would be quietly replaced by main."""
-    rev = parts[3]
+def _revision(spec: str, repo: str, rev: str, file: str = "", folder: str = "") -> str | None:
+    """A Hub address (or `owner/name@rev`) of revision `rev`: None for main (the files are
+    read from main anyway); the local path of the repo's snapshot of that revision (or of
+    `file` in it) when the cache holds it (`cached_revision`: a download with --revision
+    leaves it there); else refused in one line, file and repo page alike: files are read from
+    the main revision (there is no revision flag), so the other one would be quietly replaced."""
     if rev == "main":
-        return
-    repo, file = "/".join(parts[:2]), "/".join(parts[4:]) if parts[2] != "tree" else ""  # (tree: a folder)
+        return None
+    snap = cached_revision(repo, rev)
+    if snap is not None and not folder and (not file or (snap / file).is_file()):
+        return str(snap / file) if file else str(snap)
     if file:
         what, how = "a file", download_command(repo, file) + f" --revision {rev}) and pass its path"
     else:
-        folder = _subfolder(parts)
         what, how = f"the folder {folder!r} of the repo" if folder else "the repo", _download_folder(repo, folder, rev)
     raise UsageError(
         f"{spec}: {what} of revision {rev!r}, but files are read from a repo's main revision: download it ({how}"
     )
+
+
+def _main_revision_only(spec: str, parts: list[str]) -> str | None:
+    """`_revision` for a Hub address's parts (owner, name, blob/resolve/tree, rev, file...)."""
+    file = "/".join(parts[4:]) if parts[2] != "tree" else ""  # (tree: a folder)
+    return _revision(spec, "/".join(parts[:2]), parts[3], file, _subfolder(parts))
 
 
 def _top_level_only(spec: str, parts: list[str]) -> None:
@@ -176,14 +185,31 @@ def _top_level_only(spec: str, parts: list[str]) -> None:
         )
 
 
+def cached_revision(repo: str, rev: str) -> Path | None:
+    """The cache's snapshot folder of revision `rev` of `repo`: a branch or tag huggingface_hub
+    recorded (`refs/REV`, left by a download with --revision REV), or a commit hash (7 or more
+    of its first characters); None when the cache holds none."""
+    root = _repo_cache(repo)
+    if root is None or not rev or ".." in rev.split("/") or not (root / "snapshots").is_dir():
+        return None
+    ref = root / "refs" / rev
+    commit = ref.read_text().strip() if ref.is_file() else rev
+    if "/" not in commit and (root / "snapshots" / commit).is_dir():
+        return root / "snapshots" / commit
+    if re.fullmatch(r"[0-9a-f]{7,39}", rev):
+        hits = [p for p in (root / "snapshots").iterdir() if p.name.startswith(rev) and p.is_dir()]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
 def hub_file_spec(spec: str | os.PathLike) -> str:
     """`spec` as `hf://owner/name/path` when it is a file's Hub address copied from a browser
     (https://huggingface.co/owner/name/blob/main/path, or .../resolve/main/path?download=true);
     else unchanged. Files come from a repo's main revision: another revision is refused."""
     parts = _address_parts(str(spec).strip())
     if parts is not None and len(parts) >= 5 and parts[2] in ("blob", "resolve") and parts[4]:
-        _main_revision_only(str(spec), parts)
-        return "hf://" + "/".join(parts[:2] + parts[4:])
+        return _main_revision_only(str(spec), parts) or "hf://" + "/".join(parts[:2] + parts[4:])
     return str(spec)
 
 
@@ -204,14 +230,21 @@ def web_address(spec: str | os.PathLike) -> UsageError | None:
 def repo_id(spec: str) -> str:
     """`spec` as a repo id when it is one written loosely: a trailing slash, `hf://owner/name`,
     or the repo's page address (https://huggingface.co/owner/name, as copied from a browser);
-    else unchanged. A page of another revision than main (`.../tree/dev`) is refused, as a
-    file's address of one is (`hub_file_spec`), and so is a page of a folder inside the repo
-    (`.../tree/main/FOLDER`: it was read as the repo's top)."""
+    else unchanged. A page of another revision than main (`.../tree/dev`), or `owner/name@rev`,
+    is its cached snapshot folder, else refused, as a file's address of one is (`hub_file_spec`);
+    a page of a folder inside the repo (`.../tree/main/FOLDER`: it was read as the repo's top)
+    is refused."""
     s = spec.strip()
     parts = _address_parts(s)
     if parts is not None and len(parts) >= 4 and parts[2] == "tree" and parts[3]:
-        _main_revision_only(spec, parts)
+        local = _main_revision_only(spec, parts)
+        if local is not None:
+            return local
         _top_level_only(spec, parts)
+    if "@" in s and not s.startswith(("hf://", *_HUB_ADDRESSES)):  # owner/name@rev (pip's, git's way)
+        repo, rev = s.rsplit("@", 1)
+        if is_repo_id(repo.rstrip("/")) and rev and not Path(s).expanduser().exists():
+            return _revision(spec, repo.rstrip("/"), rev) or repo.rstrip("/")
     for prefix in ("hf://", *_HUB_ADDRESSES):
         if s.startswith(prefix):
             s = s[len(prefix) :]
@@ -295,6 +328,21 @@ def _interrupted(repo: str) -> str:
     if root is None or not any((root / "blobs").glob("*.incomplete")):
         return ""
     return " (it holds an interrupted download of this repo: run the download again)"
+
+
+def _empty_cache_note() -> str:
+    """A note when the cache in use holds no model at all: the files were most likely
+    downloaded into another one (HF_HOME / HF_HUB_CACHE set in another shell, another user's
+    home, a service's environment), so the path looked in is the thing to see."""
+    try:
+        from huggingface_hub import constants
+
+        root = Path(constants.HF_HUB_CACHE)
+        if root.is_dir() and any(p.is_dir() for p in root.glob("models--*")):
+            return ""
+    except Exception:  # noqa: BLE001 - an unreadable cache: nothing to add
+        return ""
+    return f" (the cache in use, {root}, holds no model: downloaded with another HF_HOME or HF_HUB_CACHE?)"
 
 
 def cached(repo: str, filename: str) -> Path | bool | None:
@@ -383,6 +431,7 @@ def _download(repo: str, filename: str) -> Path:
                 f"{filename} from {repo} is not in the local Hugging Face cache{_interrupted(repo)}{_no_folder_note(repo)}"
                 + (" and offline mode is on" if offline else " and the Hub cannot be reached")
                 + f"; download it once online ({download_command(repo, filename)}) or pass a local path"
+                + _empty_cache_note()
             ) from None
         if "RepositoryNotFound" in name or "GatedRepo" in name:
             gated = "GatedRepo" in name

@@ -48,6 +48,10 @@ STT_MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"  # the published Mimi's 
 # keys of a Moshi LM config.json: one with fewer than two of them belongs to something else
 # (a Transformers-style config; DistilBERT's has `dim` alone) and is not read as one
 _LM_KEYS = ("dim", "num_layers", "num_heads", "n_q", "card", "text_card", "delays")
+# the config keys that shape the network's tensors and that every published config.json
+# gives (the depformer's: where it has one); others are options, or None meaning 'inherit'
+_SHAPE_KEYS = ("dim", "num_heads", "num_layers", "hidden_scale", "norm", "gating", "text_card", "n_q", "dep_q", "card")
+_DEPFORMER_SHAPE_KEYS = ("depformer_dim", "depformer_multi_linear", "depformer_weights_per_step")
 # what a weights file's name ends with: such a spec is a file (or a name in a repo), never a repo id
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf")
 
@@ -283,6 +287,16 @@ def _candidates(folder: Path, skip: set[str]) -> list[str]:
     )
 
 
+def _defaulted(raw: dict | None, cfg_file: Path | None) -> str:
+    """A note for weights that do not fit a config.json lacking some of the keys that shape
+    the network (a hand-written or trimmed one): their defaults were used, which is why."""
+    if raw is None or cfg_file is None:
+        return ""
+    keys = _SHAPE_KEYS + (_DEPFORMER_SHAPE_KEYS if raw.get("dep_q", 1) else ())
+    absent = [k for k in keys if k not in raw]
+    return f" ({cfg_file} gives no {', '.join(absent)}: their defaults were used)" if absent else ""
+
+
 def _source_config(where: str) -> Path | None:
     """The config.json of the repo or local folder `where`, None when it has none (or when
     its own loader never reads it: NVIDIA's does not read PersonaPlex's, its preset is the
@@ -386,6 +400,8 @@ def resolve_model(
         spec = hub_file_spec(source)
         if spec.startswith("hf://") and spec.count("/") >= 4:  # a file, hf://owner/name/FILE
             source, weights = None, spec
+        elif spec != str(source):  # a file of another revision, from the cache's snapshot of it
+            source = spec
     weights = hub_file_spec(weights) if weights is not None else None
     if weights is not None and str(weights).startswith("hf://") and source is None:  # hf://owner/repo/file
         parts = str(weights)[len("hf://") :].split("/")
@@ -401,6 +417,8 @@ def resolve_model(
         spec = repo_id(str(weights))
         if is_repo_id(spec):  # a repo id where weights were expected (moshi-quality's MODEL, load_lm)
             source, weights = spec, None
+        elif spec != str(weights):  # another revision's snapshot folder, in the cache
+            weights = spec
     if source is not None and not Path(source).expanduser().exists():
         source = repo_id(str(source))  # "owner/name/" or its https://huggingface.co/ address
     for spec in (source, weights):  # another web address: one line, before any lookup
@@ -520,10 +538,10 @@ def resolve_model(
     files = ModelFiles(cfg, Path(path), how, where, checkpoint=f, adapters=adapters)
     try:
         files.fit = fit(cfg, files.source())
-    except WeightsError:
+    except WeightsError as e:
         ignored = _ignored_config_preset(f) if given is None and raw is not None else None
         if ignored is None:
-            raise
+            raise WeightsError(f"{e}{_defaulted(raw, cfg_file) if given is None else ''}") from None
         # a local copy of a repo whose config.json its own loader never reads (PersonaPlex,
         # `hf download ... --local-dir`): its tensors name the preset, as the repo id does on the Hub
         cfg = files.cfg = preset(ignored)

@@ -463,6 +463,42 @@ def test_helium_cli_with_q_from_the_cache(cache, monkeypatch, tmp_path, capsys):
     )
 
 
+def test_the_cache_hf_home_names_on_a_path_with_spaces_and_accents(narrow_moshiko, tmp_path):
+    """The CLI in a fresh process, as a user runs it: the cache is where HF_HOME says
+    (huggingface_hub reads it at import), on a path with a space and an accent; a cache
+    holding no model at all (HF_HOME set in another shell) names the path it looked in."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    home = tmp_path / "my caches" / "hübsch"
+    cfg = json.loads((narrow_moshiko / "preset.json").read_text())
+    cfg["moshi_name"] = "model.q4.safetensors"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    files = {n: narrow_moshiko / n for n in ("model.q4.safetensors", MIMI, TOK32K)}
+    add_repo(home / "hub", "me/narrow", {**files, "config.json": tmp_path / "config.json"})
+    sf.write(tmp_path / "in.wav", np.zeros(4 * 1920, np.float32), 24000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(moshi_mlx.__file__).parent.parent))
+
+    def run(hf_home):
+        argv = ["-m", "moshi_mlx.run_inference", "in.wav", "out.wav", "--force", "--hf-repo", "me/narrow", "--quiet"]
+        return subprocess.run(
+            [sys.executable, *argv], cwd=tmp_path, env={**env, "HF_HOME": str(hf_home)}, capture_output=True, text=True
+        )
+
+    done = run(home)
+    assert done.returncode == 0 and sf.info(tmp_path / "out.wav").frames == 4 * 1920, done.stderr
+    done = run(tmp_path / "elsewhere")
+    assert done.returncode == 2 and done.stderr.strip().endswith(
+        f"(the cache in use, {tmp_path / 'elsewhere' / 'hub'}, holds no model: downloaded with another HF_HOME "
+        "or HF_HUB_CACHE?)"
+    ), done.stderr
+
+
 # ---- caches in odd states ------------------------------------------------------------------
 
 
@@ -669,6 +705,41 @@ def test_a_folder_inside_a_repo_is_refused_not_read_as_its_top(files, cache, mon
         assert repo_id(top) == repo
 
 
+def test_a_revision_the_cache_holds_is_read_from_its_snapshot(files, cache, monkeypatch):
+    """`hf download REPO --revision REV` leaves refs/REV and the commit's snapshot: the repo at
+    that revision (REPO@REV, its page .../tree/REV, a file's .../blob/REV/FILE; a branch, a
+    commit hash or its first 7 characters) is read from that snapshot. It was refused ('of
+    revision ..., but files are read from a repo's main revision'), after the download that
+    refusal itself asked for; REPO@REV was 'no such model folder (and not a Hugging Face repo
+    id)'. A revision the cache does not hold is still refused in that line."""
+    from .hf_cache import COMMIT
+
+    repo = "kyutai/moshiko-mlx-q4"
+    snap = add_repo(cache, repo, files[repo], refs=False)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "v0.1").write_text(COMMIT)
+    _offline(monkeypatch)
+    page = f"https://huggingface.co/{repo}"
+    for spec in (
+        f"{repo}@v0.1",
+        f"{repo}@{COMMIT}",
+        f"{repo}@{COMMIT[:7]}",
+        f"{page}/tree/v0.1",
+        f"{page}/tree/{COMMIT}",
+    ):
+        got = resolve_model(spec)
+        assert got.weights == snap / "model.q4.safetensors" and got.where == str(snap), spec
+        assert set(got.fit.quant.values()) == {QuantSpec(4, 32)} and got.get(MIMI).read_bytes().startswith(b"companion")
+    assert resolve_model(weights=f"{page}/blob/v0.1/model.q4.safetensors").weights == snap / "model.q4.safetensors"
+    assert hf_get(f"{page}/resolve/{COMMIT}/{MIMI}?download=true") == snap / MIMI
+    assert resolve_model(f"{repo}@main").where == repo  # main is what is read anyway
+    for spec in (f"{repo}@dev", f"{page}/tree/dev", f"{page}/blob/v0.1/model.q8.safetensors"):
+        with pytest.raises(
+            UsageError, match=r"of revision '(dev|v0\.1)', but files are read from a repo's main revision"
+        ):
+            resolve_model(spec)
+
+
 def test_a_malformed_repo_id_is_one_line(cache, monkeypatch, tmp_path):
     """A spec the Hub cannot take as a repo id (a revision after @, a missing local folder
     with a space or an accent: `my models/modèle`) is no such folder; it was 'not in the local
@@ -677,7 +748,7 @@ def test_a_malformed_repo_id_is_one_line(cache, monkeypatch, tmp_path):
     _offline(monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my models").mkdir()
-    for spec in ("kyutai/moshiko@main", "my models/modèle ü", "models/x..y"):
+    for spec in ("kyutai/moshiko@", "my models/modèle ü", "models/x..y"):
         with pytest.raises(
             WeightsError, match=r"^\S.*: no such model folder \(and not a Hugging Face repo id, owner/name\)$"
         ):

@@ -459,3 +459,28 @@ def test_a_fine_tunes_weights_alone_take_the_config_of_the_repo_given(tmp_path, 
             )
         assert resolve_model(ft.parent, config=cfg_json).weights == ft
     _same_params(lm_loader.load_resolved(resolve_model("me/base", weights=ft)), lm_loader.load_lm(ft, cfg))
+
+
+def test_a_config_json_lacking_keys_says_which_defaults_were_used(tmp_path):
+    """A hand-written or trimmed config.json: without `delays` it was 'delays has 1 entries,
+    expected n_q + 1 = 17' (of a key the user never wrote); without keys that shape the tensors,
+    'does not fit the config: 72 shape mismatch(es) ...' with no word of why."""
+    from moshi_mlx.errors import ConfigError
+    from moshi_mlx.weights.errors import WeightsError
+
+    from .hf_cache import narrow_preset
+
+    d = narrow_preset("moshiko")
+    src = write_random_checkpoint(LmConfig.from_dict(dict(d)), tmp_path / "ft", seed=1)
+    cfg_json = src.parent / "config.json"
+    cfg_json.write_text(json.dumps({k: v for k, v in d.items() if k != "delays"}))
+    with pytest.raises(ConfigError, match=r"config.json: delays is not given: it needs n_q \+ 1 = 17 entries"):
+        resolve_model(src.parent)
+    cfg_json.write_text(json.dumps({k: v for k, v in d.items() if k not in ("depformer_dim", "gating")}))
+    with pytest.raises(WeightsError) as e:
+        resolve_model(src.parent)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("model.safetensors does not fit the config")
+    assert msg.endswith(f"({cfg_json} gives no gating, depformer_dim: their defaults were used)"), msg
+    cfg_json.write_text(json.dumps(d))
+    assert resolve_model(src.parent).how == str(cfg_json)
