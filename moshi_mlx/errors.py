@@ -3,6 +3,12 @@ devices, argument values, output paths). Each message is a complete sentence nam
 and the problem, so the CLIs catch `Error` alone and print one line; anything else is a bug and
 keeps its traceback. It lives at the package root because every layer raises it."""
 
+import signal
+
+# The signals that stop a tool cleanly (cli/runner.py turns them into KeyboardInterrupt; the web
+# server and outputs.signals_held handle the same ones): Ctrl-C, `kill`, a closed terminal.
+STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+
 
 class Error(Exception):
     """Base class of moshi_mlx's user-facing errors."""

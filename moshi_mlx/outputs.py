@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from .errors import OutputError
+from .errors import STOP_SIGNALS, OutputError
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -172,6 +174,26 @@ class Staged:
             self.commit()
         else:
             self.discard()
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Renames that belong together (a model folder's weights and its config.json): a stop
+    signal meanwhile is delivered once the block is done, so an interrupt never leaves one new
+    file beside an old one it does not fit. Keep the block to a few renames. Main thread only
+    (elsewhere signals are not Python's to hold)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)  # None: a handler not set from Python
+        if held:
+            signal.raise_signal(held[0])  # to the handler it was meant for (the runner's: KeyboardInterrupt)
 
 
 @contextlib.contextmanager

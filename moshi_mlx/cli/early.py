@@ -2,14 +2,15 @@
 a stop signal is the runner's one line and exit code from here on, not only once the runner is
 imported. Importing the runner (argparse, typing, re: tens of ms on a loaded machine) was a
 window where Ctrl-C printed a KeyboardInterrupt traceback from inside `typing` and SIGTERM killed
-the process without a word. This module imports nothing but the standard `signal`, `os`, `sys`."""
+the process without a word. This module imports nothing but the standard `signal` and `sys` and
+moshi_mlx.errors (already imported with the package)."""
 
 from __future__ import annotations
 
 import signal
 import sys
 
-STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+from ..errors import STOP_SIGNALS
 
 
 def run(tool: str, argv: list[str] | None = None) -> int:

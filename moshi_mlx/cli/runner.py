@@ -38,10 +38,8 @@ import sys
 import threading
 from typing import Callable
 
-from ..errors import Error
+from ..errors import STOP_SIGNALS, Error
 from .flag_words import in_flag_words
-
-HANDLED = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -107,7 +105,7 @@ def _install() -> dict[int, object]:
     old: dict[int, object] = {}
     if threading.current_thread() is not threading.main_thread():
         return old  # signals can only be handled in the main thread (e.g. tests calling main)
-    for s in HANDLED:
+    for s in STOP_SIGNALS:
         try:
             old[s] = signal.signal(s, _handler)
         except (OSError, ValueError):  # pragma: no cover - unusual platforms

@@ -86,7 +86,6 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     return p
 
 
-
 def save_transcript(path: str | os.PathLike, data: dict, words, events=(), force: bool = False) -> None:
     """data: the JSON document (text, words, events...); words/events: for subtitles.
     An existing file is replaced only with `force`."""

@@ -27,7 +27,7 @@ from typing import Callable
 from aiohttp import WSMsgType, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..errors import UsageError
+from ..errors import STOP_SIGNALS, UsageError
 from ..runtime.pipeline import MAX_LAG_MS
 from ..runtime.workers import run_in_worker
 from .conversation import Conversation, Engine
@@ -522,9 +522,6 @@ async def _run(app: web.Application, host: str, port: int, ready=print) -> None:
     finally:
         await runner.cleanup()
         _restore_signals(moved)
-
-
-STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
 
 def _signals_through_loop() -> dict:

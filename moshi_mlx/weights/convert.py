@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..models.config import PRESETS, LmConfig, companion_files, preset
 from ..models.lm import Lm
 from ..errors import Error
-from ..outputs import Staged, os_error
+from ..outputs import Staged, os_error, signals_held
 from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
 from .hub import cached, download_command, hf_get_optional
@@ -421,8 +421,9 @@ def convert(
         raise
     finally:
         mx.set_cache_limit(old_limit)
-    os.replace(tmp, final)
-    cfg_path = cfg_staged.commit()
+    with signals_held():  # both or neither: new weights beside the old config.json may not fit it
+        os.replace(tmp, final)
+        cfg_path = cfg_staged.commit()
     copied, missing = _copy_assets(info, out_dir, assets) if copy_assets else ([], [])
     summary = describe_spec(plan.quant) if plan.quantized else f"float ({mx_to_safetensors_dtype(dtype)})"
     return ConvertResult(

@@ -305,6 +305,37 @@ def test_no_room_for_config_json_leaves_no_new_weights(tmp_path, src, monkeypatc
     assert sorted(p.name for p in old.iterdir()) == ["config.json", "model.q4.safetensors"]
 
 
+def test_a_ctrl_c_at_the_renames_replaces_both_files_or_neither(tmp_path, src, monkeypatch):
+    """Ctrl-C lands as the weights are renamed into a folder holding an older conversion
+    (--force): the new config.json is renamed too before the interrupt is raised (it was raised
+    between the two: the old config.json beside the new weights, their temporary files left)."""
+    import os
+    import signal
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.q4.safetensors").write_bytes(b"old weights")
+    (old / "config.json").write_text("old config")
+    real = os.replace
+    renames = []
+
+    def ctrl_c_at_the_first_rename(a, b):
+        if not renames:
+            os.kill(os.getpid(), signal.SIGINT)  # Python's handler: KeyboardInterrupt at the next line
+        renames.append(os.path.basename(b))
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_at_the_first_rename)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        convert(resolve_source(src), old, recipe=make_recipe(None, 4), force=True)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert renames == ["model.q4.safetensors", "config.json"]
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "model.q4.safetensors"]
+    monkeypatch.setattr(os, "replace", real)
+    assert read_model_dir(old).quantization is not None and (old / "model.q4.safetensors").stat().st_size > 100
+
+
 def test_source_resolution(tmp_path, cfg, src, monkeypatch):
     # no config.json: the preset whose shapes fit is used
     lonely = tmp_path / "lonely.safetensors"
