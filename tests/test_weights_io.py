@@ -118,6 +118,46 @@ def test_a_broken_link_is_named_as_one(tmp_path):
         hf_get(d / "tokenizer_spm_32k_3.model")
 
 
+def test_a_pytorch_pickle_is_named_as_one(tmp_path, tensors):
+    """A fine-tune saved with torch.save (`consolidated.pth`, `pytorch_model.bin`, a training
+    `.ckpt`): it was 'X is not a safetensors file (or it is truncated): bad header length
+    85966670672 for a file of 136 bytes', and its folder 'should hold one .safetensors model
+    file, found none'. A safetensors file whose header length starts with the same bytes
+    (a 640-byte header: 0x80 0x02) is still read."""
+    import struct
+    import zipfile
+
+    from moshi_mlx.weights.resolve import resolve_model
+
+    d = tmp_path / "ft"
+    d.mkdir()
+    with zipfile.ZipFile(d / "consolidated.pth", "w") as z:  # torch.save's layout since 1.6
+        z.writestr("consolidated/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("consolidated/data/0", b"\0" * 64)
+    (d / "old.bin").write_bytes(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03." + b"\0" * 64)
+    how = r"save its state dict with safetensors.torch.save_file\(state_dict, 'model.safetensors'\) \(with torch\)"
+    for name in ("consolidated.pth", "old.bin"):
+        with pytest.raises(
+            WeightsError, match=rf"^{d / name} is a PyTorch pickle \(torch.save\), not a safetensors file: {how}"
+        ):
+            resolve_model(weights=d / name)
+    with pytest.raises(
+        WeightsError,
+        match=rf"found none \(it holds PyTorch pickles, consolidated.pth, old.bin: {how} and pass that file\)$",
+    ):
+        resolve_model(d)
+    p = tmp_path / "small.safetensors"
+    save_safetensors(p, tensors)
+    raw = p.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    pad = 640 - n  # the header padded to 640 bytes: its length's first bytes are 0x80 0x02
+    assert pad >= 0
+    fixed = struct.pack("<Q", 640) + raw[8 : 8 + n] + b" " * pad + raw[8 + n :]
+    assert fixed.startswith(b"\x80\x02")
+    p.write_bytes(fixed)
+    assert SafetensorsFile(p).keys() == list(tensors)
+
+
 def test_tiny_file(tmp_path):
     p = tmp_path / "tiny.safetensors"
     p.write_bytes(b"abc")

@@ -41,7 +41,7 @@ from .errors import WeightsError
 from .hub import broken_link, cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id, web_address
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
-from .safetensors_io import INDEX_SUFFIX, SafetensorsFile, open_checkpoint, shard_names
+from .safetensors_io import INDEX_SUFFIX, SAVE_AS_SAFETENSORS, SafetensorsFile, open_checkpoint, shard_names
 
 QUANT_FORMATS = {None: "bf16", 8: "q8", 6: "q6", 4: "q4"}
 STT_MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"  # the published Mimi's name in the STT repos
@@ -54,6 +54,7 @@ _SHAPE_KEYS = ("dim", "num_heads", "num_layers", "hidden_scale", "norm", "gating
 _DEPFORMER_SHAPE_KEYS = ("depformer_dim", "depformer_multi_linear", "depformer_weights_per_step")
 # what a weights file's name ends with: such a spec is a file (or a name in a repo), never a repo id
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")  # torch.save's checkpoints
 
 
 @dataclass
@@ -347,10 +348,12 @@ def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Pa
         names = picked or ([n for n in names if fmt_of(n) is None] if want == "bf16" else names)
     if len(names) != 1:
         interrupted = not names and any((folder / ".cache" / "huggingface" / "download").glob("*.incomplete"))
+        pickles = [] if names else sorted(p.name for p in folder.iterdir() if p.name.endswith(_PICKLE_SUFFIXES))
         raise WeightsError(
             f"{folder} should hold one .safetensors model file, found {', '.join(names) or 'none'}"
             + ("; set moshi_name in its config.json or pass the file" if names else "")
             + (" (a download into it was interrupted: run it again)" if interrupted else "")
+            + (f" (it holds PyTorch pickles, {', '.join(pickles)}: {SAVE_AS_SAFETENSORS})" if pickles else "")
         )
     return folder / names[0]
 

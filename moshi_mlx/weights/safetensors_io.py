@@ -141,6 +141,10 @@ class SafetensorsFile:
                 raise WeightsError(f"{self.path} is not a safetensors file (only {size} bytes)")
             (n,) = struct.unpack("<Q", head)
             if n == 0 or n > _MAX_HEADER or n > size - 8:
+                if head.startswith((b"PK\x03\x04", b"\x80\x02\x8a\x0a")):  # torch.save's zip, or its older pickle
+                    raise WeightsError(
+                        f"{self.path} is a PyTorch pickle (torch.save), not a safetensors file: {SAVE_AS_SAFETENSORS}"
+                    )
                 raise WeightsError(
                     f"{self.path} is not a safetensors file (or it is truncated): "
                     f"bad header length {n} for a file of {size} bytes"
@@ -219,6 +223,11 @@ class SafetensorsFile:
         return {k: self.load(k) for k in self.tensors}
 
 
+# how to turn a torch.save checkpoint into what is read here (torch is not a dependency)
+SAVE_AS_SAFETENSORS = (
+    "save its state dict with safetensors.torch.save_file(state_dict, 'model.safetensors') (with torch) "
+    "and pass that file"
+)
 INDEX_SUFFIX = ".index.json"  # a sharded checkpoint's index: `model.safetensors.index.json`
 
 
