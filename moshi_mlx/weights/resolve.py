@@ -468,7 +468,10 @@ def resolve_model(
         cfg_file = (w_path.parent if w_path is not None and w_path.is_file() else folder) / CONFIG_NAME
         cfg_home = str(cfg_file.parent)
         if not cfg_file.is_file() and source is not None:  # weights alone, given with their repo or folder
-            cfg_file, cfg_home = _source_config(where), where
+            try:
+                cfg_file, cfg_home = _source_config(where), where
+            except WeightsError:  # a gated repo, a token refused: the preset or the shapes decide, as before
+                cfg_file = None
     else:
         cfg_file = _source_config(where)
     if cfg_file is not None and cfg_file.is_file():

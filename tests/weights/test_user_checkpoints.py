@@ -484,3 +484,18 @@ def test_a_config_json_lacking_keys_says_which_defaults_were_used(tmp_path):
     assert msg.endswith(f"({cfg_json} gives no gating, depformer_dim: their defaults were used)"), msg
     cfg_json.write_text(json.dumps(d))
     assert resolve_model(src.parent).how == str(cfg_json)
+
+
+def test_weights_alone_with_a_gated_repo_keep_its_preset(tmp_path, monkeypatch):
+    """The base's config.json is read where it can be: a gated repo not accepted (Hibiki-Zero)
+    named for its preset beside local weights still gives its preset, as before."""
+    from moshi_mlx.weights import resolve
+    from moshi_mlx.weights.errors import WeightsError
+
+    def gated(name, repo):
+        raise WeightsError(f"Hugging Face repo {repo!r} is gated: accept its terms on the Hub and log in")
+
+    monkeypatch.setattr(resolve, "hf_get_optional", gated)
+    w = header_only(tmp_path / "model.safetensors", torch_layout(preset("hibiki-zero-3b")))
+    got = resolve_model("kyutai/hibiki-zero-3b-pytorch-bf16", weights=w)
+    assert got.how == "preset hibiki-zero-3b" and got.weights == w
