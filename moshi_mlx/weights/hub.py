@@ -241,10 +241,10 @@ def repo_id(spec: str) -> str:
         if local is not None:
             return local
         _top_level_only(spec, parts)
-    if "@" in s and not s.startswith(("hf://", *_HUB_ADDRESSES)):  # owner/name@rev (pip's, git's way)
-        repo, rev = s.rsplit("@", 1)
-        if is_repo_id(repo.rstrip("/")) and rev and not Path(s).expanduser().exists():
-            return _revision(spec, repo.rstrip("/"), rev) or repo.rstrip("/")
+    if "@" in s and not s.startswith(_HUB_ADDRESSES):  # owner/name@rev, hf://owner/name@rev (HfFileSystem's)
+        repo, rev = s.removeprefix("hf://").rstrip("/").rsplit("@", 1)
+        if is_repo_id(repo) and rev and "/" not in rev and not Path(s).expanduser().exists():
+            return _revision(spec, repo, rev) or repo
     for prefix in ("hf://", *_HUB_ADDRESSES):
         if s.startswith(prefix):
             s = s[len(prefix) :]
@@ -465,6 +465,12 @@ def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
         parts = s[len("hf://") :].split("/")
         if len(parts) < 3:
             raise UsageError(f"bad Hub spec {s!r}: expected hf://owner/repo/path")
+        if "@" in parts[1]:  # hf://owner/name@rev/path (HfFileSystem's): the cache's snapshot of rev
+            name, rev = parts[1].rsplit("@", 1)
+            local = _revision(s, f"{parts[0]}/{name}", rev, "/".join(parts[2:]))
+            if local is not None:
+                return Path(local)
+            parts[1] = name
         return _download("/".join(parts[:2]), "/".join(parts[2:]))
     path = Path(s).expanduser()
     if path.exists():

@@ -732,8 +732,12 @@ def test_a_revision_the_cache_holds_is_read_from_its_snapshot(files, cache, monk
         assert set(got.fit.quant.values()) == {QuantSpec(4, 32)} and got.get(MIMI).read_bytes().startswith(b"companion")
     assert resolve_model(weights=f"{page}/blob/v0.1/model.q4.safetensors").weights == snap / "model.q4.safetensors"
     assert hf_get(f"{page}/resolve/{COMMIT}/{MIMI}?download=true") == snap / MIMI
+    # HfFileSystem's spelling, hf://owner/name@REV[/FILE]
+    assert resolve_model(f"hf://{repo}@v0.1").weights == snap / "model.q4.safetensors"
+    assert resolve_model(f"hf://{repo}@{COMMIT[:8]}/model.q4.safetensors").where == str(snap)
+    assert hf_get(f"hf://{repo}@v0.1/{MIMI}") == snap / MIMI
     assert resolve_model(f"{repo}@main").where == repo  # main is what is read anyway
-    for spec in (f"{repo}@dev", f"{page}/tree/dev", f"{page}/blob/v0.1/model.q8.safetensors"):
+    for spec in (f"{repo}@dev", f"hf://{repo}@dev", f"{page}/tree/dev", f"{page}/blob/v0.1/model.q8.safetensors"):
         with pytest.raises(
             UsageError, match=r"of revision '(dev|v0\.1)', but files are read from a repo's main revision"
         ):
