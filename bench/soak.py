@@ -23,7 +23,7 @@ from proc_memory import rss_mb  # noqa: E402
 
 
 def soak(frames: int, every: int = 1000, warmup: int = 1000, seed: int = 0) -> dict:
-    from moshi_mlx.runtime.loading import load_session, sampling_options
+    from moshi_mlx.cli.model_args import load_session, sampling_options
     from moshi_mlx.runtime.pipeline import FRAME_SIZE, DuplexPipeline
 
     ns = argparse.Namespace(

@@ -24,6 +24,8 @@ TEXT_EOS_ID = 2  # the text stream's end of sequence in Kyutai's tokenizers (a t
 # the converter as every message names it: its console script (docs/cli.md: usage lines name the
 # console script; cli/scripts.py lists it, tests/cli/test_conventions.py checks the two agree)
 CONVERT_COMMAND = "moshi-convert"
+# the codec implementations: load(mimi_backend=...) checks against them, --mimi-backend offers them
+MIMI_BACKENDS = ("auto", "mlx", "rustymimi")
 DEMO_MODEL = "random-tiny"  # seeded random weights at tiny size, made in memory: offline, produces noise
 # The one default seed: sampling (CLIs, `moshi_mlx.load`, `LmGen`, the web page) and the demo
 # model's random weights, so a command and a script give the same tokens (upstream's value)
@@ -45,6 +47,7 @@ __all__ = [
     "VOICES_NAME",
     "TEXT_EOS_ID",
     "CONVERT_COMMAND",
+    "MIMI_BACKENDS",
     "DEMO_MODEL",
     "DEFAULT_SEED",
 ]

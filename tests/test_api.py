@@ -236,7 +236,7 @@ def test_cli_flags_become_load_keywords():
 
     from moshi_mlx.constants import DEFAULT_SEED
     from moshi_mlx.models.sampling import SamplingOptions
-    from moshi_mlx.runtime.loading import add_model_args, add_sampling_args, load_kwargs, sampling_options
+    from moshi_mlx.cli.model_args import add_model_args, add_sampling_args, load_kwargs, sampling_options
 
     ap = argparse.ArgumentParser()
     add_model_args(ap)
@@ -269,7 +269,7 @@ def test_a_command_and_a_script_sample_the_same_by_default():
     same demo weights and draw the same tokens (the CLIs used 299792458, the API 0)."""
     import argparse
 
-    from moshi_mlx.runtime.loading import add_model_args, add_sampling_args, load_session, sampling_options
+    from moshi_mlx.cli.model_args import add_model_args, add_sampling_args, load_session, sampling_options
 
     ap = argparse.ArgumentParser()
     add_model_args(ap)

@@ -22,8 +22,8 @@ from pathlib import Path
 from ..constants import CONVERT_COMMAND, DEFAULT_SEED, DEMO_MODEL
 from ..errors import OutputError, UsageError
 from ..outputs import Output, check_outputs
-from ..runtime.flags import add_demo_model_arg, add_lora_arg, add_offline_arg, add_quiet_arg
 from ..validation import int_arg, seed_arg
+from .flags import add_demo_model_arg, add_lora_arg, add_offline_arg, add_quiet_arg
 from .runner import OneLineParser, cli_main
 
 
@@ -135,10 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _demo_checkpoint(name: str, seed: int, what: str = "the converted model"):
     """Write the demo model's random checkpoint (PyTorch layout) to a temporary folder."""
     import atexit
+    import json
     import shutil
     import tempfile
-
-    import json
 
     from ..constants import CONFIG_NAME
     from ..models.config import preset

@@ -12,13 +12,13 @@ import argparse
 import sys
 import time
 
-from ..errors import UsageError
 from ..constants import DEFAULT_SEED
-from ..validation import seed_arg
+from ..errors import UsageError
 from ..models.helium import TEXT_DEFAULTS
-from ..runtime.loading import add_model_args, load_session, use_default_repo
-from .runner import OneLineParser, cli_main
 from ..models.sampling import check_text_sampling
+from ..validation import seed_arg
+from .model_args import add_model_args, load_session, use_default_repo
+from .runner import OneLineParser, cli_main
 
 DEFAULT_REPO = "kyutai/helium-1-preview-2b-mlx"
 

@@ -15,10 +15,13 @@ import sys
 from .. import demo_clip
 from ..audio.io import read_audio
 from ..outputs import Output, check_outputs
-from ..runtime.echo import add_echo_args, echo_from_args
-from ..runtime.flags import add_force_arg, add_max_lag_arg
 from ..runtime.live import LiveOptions, run_session, summary_line
-from ..runtime.loading import (
+from ..runtime.transcript import TRANSCRIPT_SUFFIXES
+from ..validation import float_arg, positive_or_off_arg
+from .device_args import add_device_args, check_devices, list_devices_or_run
+from .echo_args import add_echo_args, echo_from_args
+from .flags import add_force_arg, add_max_lag_arg
+from .model_args import (
     add_model_args,
     add_persona_args,
     add_sampling_args,
@@ -26,9 +29,6 @@ from ..runtime.loading import (
     model_inputs,
     sampling_kwargs,
 )
-from ..runtime.transcript import TRANSCRIPT_SUFFIXES
-from ..validation import float_arg, positive_or_off_arg
-from .device_args import add_device_args, check_devices, list_devices_or_run
 from .runner import OneLineParser, cli_main, received_signal
 
 

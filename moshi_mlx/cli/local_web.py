@@ -13,10 +13,10 @@ import socket
 import sys
 
 from ..errors import UsageError
-from ..runtime.loading import add_model_args, add_persona_args, add_sampling_args, load_session, sampling_kwargs
-from ..runtime.flags import add_max_lag_arg
 from ..validation import float_arg
 from ..web.protocol import DEFAULT_HOST, DEFAULT_PORT, listens_beyond_this_machine
+from .flags import add_max_lag_arg
+from .model_args import add_model_args, add_persona_args, add_sampling_args, load_session, sampling_kwargs
 from .runner import OneLineParser, cli_main
 
 

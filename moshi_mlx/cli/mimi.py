@@ -23,10 +23,10 @@ from ..audio.io import AUDIO_SUFFIXES
 from ..constants import DEFAULT_SEED, MIMI_CODEBOOKS, MIMI_REPO
 from ..errors import AudioError, UsageError
 from ..outputs import Output, check_outputs, write_staged
-from ..runtime.flags import add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg, add_quiet_arg
 from ..runtime.loading import DEMO_MODEL, demo_mimi_config
 from ..tokens import read_mimi_codes
 from ..validation import int_arg, seed_arg
+from .flags import add_demo_model_arg, add_force_arg, add_mimi_backend_arg, add_offline_arg, add_quiet_arg
 from .runner import OneLineParser, cli_main
 
 

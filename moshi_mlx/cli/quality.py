@@ -16,10 +16,10 @@ from pathlib import Path
 from ..constants import CONVERT_COMMAND, DEFAULT_SEED, DEMO_MODEL
 from ..errors import UsageError
 from ..outputs import Output, check_outputs
-from ..runtime.flags import add_demo_model_arg, add_force_arg, add_offline_arg
-from ..runtime.loading import add_dtype_arg
 from ..validation import seed_arg
 from .convert import OneLineParser, _demo_checkpoint, _int
+from .flags import add_demo_model_arg, add_force_arg, add_offline_arg
+from .model_args import add_dtype_arg
 from .runner import cli_main
 
 
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     import mlx.core as mx
 
     from ..weights.hub import offline_mode
-    from ..weights.quality import evaluate_cli  # (imports the models first: lm_loader needs them loaded)
     from ..weights.lm_loader import as_lm_config
+    from ..weights.quality import evaluate_cli  # (imports the models first: lm_loader needs them loaded)
 
     dtype = "auto" if args.dtype == "auto" else getattr(mx, args.dtype)
     cfg = as_lm_config(args.config) if args.config else None

@@ -17,8 +17,10 @@ import sys
 from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
 from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..outputs import Output, check_outputs
-from ..runtime.flags import add_force_arg, add_quiet_arg
-from ..runtime.loading import (
+from ..runtime.transcript import TRANSCRIPT_SUFFIXES
+from ..tokens import TOKENS_SUFFIXES, save_tokens
+from .flags import add_force_arg, add_quiet_arg
+from .model_args import (
     add_model_args,
     add_persona_args,
     add_sampling_args,
@@ -26,8 +28,6 @@ from ..runtime.loading import (
     model_inputs,
     sampling_kwargs,
 )
-from ..runtime.transcript import TRANSCRIPT_SUFFIXES
-from ..tokens import TOKENS_SUFFIXES, save_tokens
 from .runner import OneLineParser, cli_main
 
 

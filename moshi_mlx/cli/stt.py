@@ -15,25 +15,24 @@ import sys
 import threading
 import time
 
-
 from .. import demo_clip
 from ..audio.io import read_audio
 from ..constants import CONVERT_COMMAND, DEFAULT_SEED
 from ..errors import ConfigError, DeviceError, UsageError
-from ..validation import seed_arg
-from ..runtime.devices import SoundDeviceIO
+from ..models.sampling import check_text_sampling
 from ..outputs import Output, check_outputs
-from ..runtime.flags import add_force_arg
-from ..runtime.loading import add_model_args, load_session, model_inputs, use_default_repo
-from .device_args import add_device_args, check_devices, list_devices_or_run
-from .model_kind import what_it_is
-from .runner import OneLineParser, cli_main, received_signal
+from ..runtime.devices import SoundDeviceIO
 from ..runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from ..runtime.sim_device import SimulatedAudioDevice
-from ..models.sampling import check_text_sampling
 from ..runtime.stt import END_OF_TURN_THRESHOLD, TEXT_TEMP, VAD_REPO, SttUpdate, check_stt_model
 from ..runtime.stt_live import PipelineTranscriber
 from ..runtime.subtitles import check_output_path, save_transcript
+from ..validation import seed_arg
+from .device_args import add_device_args, check_devices, list_devices_or_run
+from .flags import add_force_arg
+from .model_args import add_model_args, load_session, model_inputs, use_default_repo
+from .model_kind import what_it_is
+from .runner import OneLineParser, cli_main, received_signal
 
 DEFAULT_REPO = VAD_REPO  # the STT weights with end-of-turn heads (-mlx has none)
 

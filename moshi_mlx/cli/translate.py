@@ -16,11 +16,11 @@ import sys
 
 from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..errors import UsageError
-from ..runtime.loading import add_model_args, add_sampling_args, use_default_repo
 from ..runtime.translation import END_SILENCE_S, END_THRESHOLD_DB, SilencePolicy, is_translation_model
 from ..validation import float_arg, positive_or_off_arg
 from . import local, run_inference
 from .device_args import list_devices_or_run
+from .model_args import add_model_args, add_sampling_args, use_default_repo
 from .model_kind import what_it_is
 from .runner import OneLineParser, cli_main
 

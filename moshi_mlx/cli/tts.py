@@ -21,7 +21,10 @@ from ..constants import CONVERT_COMMAND, DEFAULT_SEED, FRAME_SECONDS, SAMPLE_RAT
 from ..errors import UsageError
 from ..models.tts import DEFAULT_CFG_COEF, DEFAULT_PADDING_BETWEEN, DEFAULT_TEMP, TtsSettings
 from ..outputs import Output, check_outputs, write_text
-from ..runtime.flags import (
+from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
+from ..validation import float_arg, int_arg, seed_arg
+from .device_args import check_devices
+from .flags import (
     add_demo_model_arg,
     add_force_arg,
     add_lm_config_arg,
@@ -31,10 +34,7 @@ from ..runtime.flags import (
     add_quantized_arg,
     add_quiet_arg,
 )
-from ..runtime.loading import model_inputs
-from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
-from ..validation import float_arg, int_arg, seed_arg
-from .device_args import check_devices
+from .model_args import model_inputs
 from .runner import OneLineParser, cli_main
 
 

@@ -17,7 +17,8 @@ import pytest
 import soundfile as sf
 
 from moshi_mlx.cli.scripts import TOOLS
-from moshi_mlx.runtime.flags import LORA_HELP, MIMI_BACKENDS
+from moshi_mlx.cli.flags import LORA_HELP
+from moshi_mlx.constants import MIMI_BACKENDS
 from moshi_mlx.runtime.loading import DEMO_MODELS, DTYPES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +143,7 @@ def test_each_tools_own_default_repo(capsys):
     stt and translate, whose repos have no q4/q8 twins, refuse it in one line before loading;
     helium keeps its repo, whose q4/q8 files -q picks."""
     from moshi_mlx.cli import stt, translate
-    from moshi_mlx.runtime.loading import use_default_repo
+    from moshi_mlx.cli.model_args import use_default_repo
 
     for main, line in (
         (stt.main, "for speech-to-text give --hf-repo (e.g. a q4/q8 folder made by moshi-convert)"),
@@ -340,10 +341,9 @@ def test_text_model_refused_before_the_device_and_the_server(tmp_path, capsys):
 
 
 def test_web_port_taken_is_found_before_loading(capsys, monkeypatch):
-    from moshi_mlx.cli import local_web
-    from moshi_mlx.runtime import loading
+    from moshi_mlx.cli import local_web, model_args
 
-    monkeypatch.setattr(loading, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(model_args, "load", lambda *a, **k: pytest.fail("the model was loaded"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)

@@ -231,6 +231,7 @@ def test_wired_limit_does_nothing_without_metal():
 def test_memory_warning_reaches_the_cli_user(monkeypatch, capsys):
     import argparse
 
+    from moshi_mlx.cli import model_args
     from moshi_mlx.runtime import loading
 
     metal = _FakeMetal(recommended=1000)  # far below the demo model's weights
@@ -248,8 +249,8 @@ def test_memory_warning_reaches_the_cli_user(monkeypatch, capsys):
         offline=False,
         seed=0,
     )
-    monkeypatch.setattr(loading, "load", lambda **kw: _with_gpu_format(loading, kw))
-    model = loading.load_session(args)
+    monkeypatch.setattr(model_args, "load", lambda **kw: _with_gpu_format(loading, kw))
+    model = model_args.load_session(args)
     assert model.warnings and model.warnings[0] == model.compute.memory_warning
     err = capsys.readouterr().err
     assert err.count("warning: the weights take") == 1 and "Traceback" not in err

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from bench.room import convolve, ratio_db, room_ir, speech_like
-from moshi_mlx.runtime import echo as echo_mod
+from moshi_mlx.cli.echo_args import add_echo_args, echo_from_args
 from moshi_mlx.errors import UsageError
+from moshi_mlx.runtime import echo as echo_mod
 from moshi_mlx.runtime.echo import (
     EchoCanceller,
     EchoUnavailable,
-    add_echo_args,
-    echo_from_args,
     gcc_phat_lag,
     looks_like_headphones,
     resolve_mode,

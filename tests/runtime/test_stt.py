@@ -11,7 +11,7 @@ import pytest
 from moshi_mlx.errors import ConfigError, OutputError, UsageError
 from moshi_mlx.models import LmConfig
 from moshi_mlx.models.config import preset
-from moshi_mlx.runtime.loading import load_session
+from moshi_mlx.cli.model_args import load_session
 from moshi_mlx.runtime.pipeline import FRAME_SIZE, SAMPLE_RATE
 from moshi_mlx.runtime.stt import SttDecoder, SttTiming, StreamingTranscriber, stt_padding
 from moshi_mlx.runtime.stt_live import PipelineTranscriber

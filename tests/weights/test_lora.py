@@ -476,7 +476,7 @@ def test_lora_weight_flag_fuses_the_adapters_and_refuses_bad_ones_in_one_line(ti
     import soundfile as sf
 
     from moshi_mlx.cli import local_web, run_inference
-    from moshi_mlx.runtime.loading import load, load_kwargs
+    from moshi_mlx.cli.model_args import load, load_kwargs
 
     ft, cfg, state, layout = tiny_ft
     base = tmp_path / "base"  # the base alone: no config.json, its shapes fit random-tiny

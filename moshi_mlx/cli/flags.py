@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-MIMI_BACKENDS = ("auto", "mlx", "rustymimi")
+from ..constants import MIMI_BACKENDS
+
 QUANTIZATIONS = (4, 8)
 MIMI_BACKEND_HELP = "codec implementation (auto: MLX on a GPU, rustymimi on a CPU when installed)"
 OFFLINE_HELP = "never ask the Hub: files come from the local Hugging Face cache (like HF_HUB_OFFLINE=1)"
@@ -76,8 +77,8 @@ def add_quiet_arg(g: Group, what: str = "no progress bar") -> None:
 def add_max_lag_arg(g: Group, bound: str) -> None:
     """`--max-lag-ms MS|off` of the live tools (moshi-local, moshi-translate, moshi-web): one
     parser, so `off` and the range check are the same in all three; `bound`: what is bounded."""
+    from ..runtime.pipeline import MAX_LAG_MS
     from ..validation import positive_or_off_arg
-    from .pipeline import MAX_LAG_MS
 
     g.add_argument(
         "--max-lag-ms",
