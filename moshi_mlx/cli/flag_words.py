@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 
 # API parameter -> the flag that gives it in every tool that has it. Only the names written
-# `name=value` in runtime/ errors; load()'s `quantized` is left out: weights/ already writes
-# both words for it ("-q 8, or quantized=8").
+# `name=value` in runtime/ and weights/ errors (load()'s `quantized`: weights/resolve.py).
 FLAG_FOR = {
     "mimi_backend": "--mimi-backend",
     "mimi_weight": "--mimi-weight",
     "mimi": "--mimi-weight",
     "tokenizer": "--tokenizer",
+    "quantized": "-q",
     "quantize": "-q",
     "n_q": "--n-q",
     "force": "--force",
@@ -23,11 +23,11 @@ _KEYWORD = re.compile(r"(?<![\w.-])(" + "|".join(sorted(FLAG_FOR, key=len, rever
 
 
 def in_flag_words(message: str) -> str:
-    """`message` with each `name=value` of `FLAG_FOR` written as its flag: 'flag value', or the
-    flag alone for `=True` (a switch)."""
+    """`message` with each `name=value` of `FLAG_FOR` written as its flag: 'flag value', the
+    flag alone for `=True` (a switch), 'without flag' for `=None` (the default, no flag)."""
 
     def flag(m: re.Match) -> str:
-        value = m.group(2).strip('"')
-        return FLAG_FOR[m.group(1)] if value == "True" else f"{FLAG_FOR[m.group(1)]} {value}"
+        value, name = m.group(2).strip('"'), FLAG_FOR[m.group(1)]
+        return name if value == "True" else f"without {name}" if value == "None" else f"{name} {value}"
 
     return _KEYWORD.sub(flag, message)

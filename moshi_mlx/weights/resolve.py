@@ -160,8 +160,8 @@ def _cached_instead(repo: str, name: str) -> str:
             if not (same_repo and fname == name) and isinstance(cached(other, fname), Path):
                 if not same_repo:  # -q alone would pick the default model's repo
                     return f" ({other} is in the cache: --hf-repo {other}, or load({other!r}))"
-                how = f"-q {fmt[1:]}, or quantized={fmt[1:]}" if fmt.startswith("q") else "without -q"
-                return f" ({fname} is in the cache: {how})"
+                # in load()'s words; the tools print `-q 4` / `without -q` (cli/flag_words.py)
+                return f" ({fname} is in the cache: quantized={fmt[1:] if fmt.startswith('q') else None})"
     return ""
 
 
@@ -343,7 +343,8 @@ def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Pa
         picked = [n for n in names if fmt_of(n) == want]
         if not picked and quantized is not None:  # -q 8 on a folder of the q4 and bf16 files
             raise UsageError(
-                f"{folder} holds no {want} weights file (it holds {', '.join(names)}): drop -q, or pass the file"
+                f"{folder} holds no {want} weights file (it holds {', '.join(names)}): drop quantized={quantized}, "
+                "or pass the file"
             )
         names = picked or ([n for n in names if fmt_of(n) is None] if want == "bf16" else names)
     if len(names) != 1:
@@ -559,7 +560,7 @@ def resolve_model(
     if quantized is not None and quantized not in held:  # -q 8 on a folder/file of q4 weights
         raise UsageError(
             f"{path.name} holds {'/'.join(f'q{b}' for b in held) or 'float'} weights, not "
-            f"q{quantized}: drop -q to load it as it is, or pass the q{quantized} file"
+            f"q{quantized}: drop quantized={quantized} to load it as it is, or pass the q{quantized} file"
         )
 
     # 6. companions

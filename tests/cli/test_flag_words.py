@@ -88,6 +88,24 @@ def test_the_tools_print_them_with_their_flags(tmp_path, capsys):
     assert not (tmp_path / "o.wav").exists() and (tmp_path / "t.json").read_text() == "{}"
 
 
+def test_quantized_is_the_api_word_and_the_tools_say_q(tmp_path, capsys):
+    """weights/resolve.py's refusal of quantized=8 on q4 weights: a script reads `quantized=8`
+    (it said `drop -q`, a flag no script has), a tool `-q 8`."""
+    from moshi_mlx.cli import convert, run_inference
+
+    folder = tmp_path / "q4"
+    assert convert.main(["--model", "random-tiny", "--out", str(folder), "-q", "4", "--quiet"]) == 0
+    msg = _api_error(lambda: moshi_mlx.load(str(folder), quantized=8))
+    assert msg.endswith("holds q4 weights, not q8: drop quantized=8 to load it as it is, or pass the q8 file"), msg
+    t = np.arange(2400) / 24000
+    sf.write(tmp_path / "in.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 24000)
+    argv = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--hf-repo", str(folder), "-q", "8"]
+    assert run_inference.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("holds q4 weights, not q8: drop -q 8 to load it as it is, or pass the q8 file"), err
+    assert not (tmp_path / "out.wav").exists()
+
+
 @pytest.mark.parametrize(
     "api, cli",
     [
@@ -95,8 +113,10 @@ def test_the_tools_print_them_with_their_flags(tmp_path, capsys):
         ('a random Mimi (mimi="random")', "a random Mimi (--mimi-weight random)"),
         ("drop quantize=8", "drop -q 8"),
         ("(force=True replaces it)", "(--force replaces it)"),
-        # weights/ writes both words for load()'s `quantized`: left as it is
-        ("(model.q4.safetensors is in the cache: -q 4, or quantized=4)", None),
+        # load()'s `quantized` (weights/resolve.py), its default None too
+        ("(model.q4.safetensors is in the cache: quantized=4)", "(model.q4.safetensors is in the cache: -q 4)"),
+        ("(model.safetensors is in the cache: quantized=None)", "(model.safetensors is in the cache: without -q)"),
+        ("not q8: drop quantized=8 to load it as it is", "not q8: drop -q 8 to load it as it is"),
         # not a parameter: a path or a longer name that ends in one
         ("/tmp/x.force=1 and my_n_q=3 and --n_q=2", None),
     ],

@@ -297,9 +297,7 @@ def test_a_format_not_cached_names_the_one_that_is(files, cache, monkeypatch):
         with pytest.raises(WeightsError) as e:
             resolve_model(source, quantized=quantized)
         assert str(e.value).endswith(hint) == (source is None), str(e.value)
-    with pytest.raises(
-        WeightsError, match=r"\(helium-1-preview-2b-q4.safetensors is in the cache: -q 4, or quantized=4\)$"
-    ):
+    with pytest.raises(WeightsError, match=r"\(helium-1-preview-2b-q4.safetensors is in the cache: quantized=4\)$"):
         resolve_model(HELIUM)
 
 
@@ -581,7 +579,7 @@ def test_q_on_a_folder_of_another_quantization_is_refused(files, tmp_path):
     assert {q.bits for q in resolve_model(folder, quantized=4).fit.quant.values()} == {4}
     with pytest.raises(
         UsageError,
-        match=r"^model.safetensors holds q4 weights, not q8: drop -q to load it as it is, "
+        match=r"^model.safetensors holds q4 weights, not q8: drop quantized=8 to load it as it is, "
         r"or pass the q8 file$",
     ):
         resolve_model(folder, quantized=8)
@@ -603,7 +601,7 @@ def test_q_on_a_folder_of_several_files_without_that_one_is_refused(files, tmp_p
     assert resolve_model(folder).weights.name == "model.safetensors"
     with pytest.raises(
         UsageError,
-        match=r"moshiko holds no q8 weights file \(it holds model.q4.safetensors, model.safetensors\): drop -q, "
+        match=r"moshiko holds no q8 weights file \(it holds model.q4.safetensors, model.safetensors\): drop quantized=8, "
         r"or pass the file$",
     ):
         resolve_model(folder, quantized=8)
