@@ -35,6 +35,7 @@ from ..models.tts import (
     audio_window,
     script_to_entries,
 )
+from ..validation import integer
 from ..weights.hub import hf_get
 from ..weights.lm_loader import load_resolved
 from ..weights.quantize import default_group_size, quantize_model
@@ -105,6 +106,8 @@ def load_tts_session(
         raise UsageError(f"unknown demo model {model!r}; the TTS demo model is {DEMO_MODEL!r}")
     if quantize not in (None, 4, 8):
         raise UsageError(f"quantize must be 4, 8 or None (as stored), got {quantize!r}")
+    if n_q is not None:  # its range is the model's, known once the config is read (below)
+        n_q = integer("n_q", n_q)
     if model == DEMO_MODEL and lora is not None:
         raise UsageError(f"{DEMO_MODEL} is built in memory: it takes no LoRA adapters")
     if mimi_backend == "rustymimi":
@@ -151,7 +154,7 @@ def load_tts_session(
         quantize_model(lm, quantize, default_group_size(quantize))
         desc += f", quantized to {quantize} bits at load"
     compute = prepare_lm(lm)
-    n = cfg.dep_q if n_q is None else int(n_q)
+    n = cfg.dep_q if n_q is None else n_q
     if not 1 <= n <= cfg.dep_q:
         raise UsageError(f"n_q={n} is out of range: this model has {cfg.dep_q} audio codebooks (1 to {cfg.dep_q})")
     if model == DEMO_MODEL:
