@@ -74,6 +74,20 @@ def config_folder(shape: str, layers: int, cache_dir: Path) -> Path:
     return folder
 
 
+def width_problem(width: int, formats) -> str | None:
+    """Why the narrow model (`narrow_shape`: width // 16 heads) cannot be built at `width` in
+    `formats`, in one line, or None. Checked before any case runs: a width of 0, -64 or 50 was
+    a traceback from the config check in each case's process."""
+    if width < 16 or width % 16:
+        return f"--width must be a multiple of 16 (the narrow model's heads are 16 wide), at least 16, got {width}"
+    if width % 128 and any(f != "bf16" for f in formats):
+        return (
+            f"--width {width}: quantized formats need a width that is a multiple of 128 "
+            f"(Moshi's MLP is 11/4 x width wide, MLX's smallest group is 32); use --formats bf16"
+        )
+    return None
+
+
 def run_case(
     impl: str,
     folder: Path,
@@ -153,12 +167,10 @@ def run(
     unfused: formats also measured as ours in the GPU format with the residual adds as their
     own kernels (`StepLinear.fuse_residual` off), to see what folding them into the matmuls
     gains on this device."""
+    problem = None if shape else width_problem(width, formats)
+    if problem:
+        raise SystemExit(problem)
     shape = shape or narrow_shape(width)
-    if shape.startswith("7b-w") and width % 128 and any(f != "bf16" for f in formats):
-        raise SystemExit(
-            f"width {width}: quantized formats need a width that is a multiple of 128 "
-            f"(Moshi's MLP is 11/4 x width wide, MLX's smallest group is 32); use --formats bf16"
-        )
     rows = []
     for fmt in formats:
         ours_extra: list[str] = []
@@ -266,9 +278,9 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--width",
-        type=int,
+        type=int_arg("--width", lo=16),
         default=DEFAULT_WIDTH,
-        help="model width (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)",
+        help="model width, a multiple of 16 (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)",
     )
     ap.add_argument("--profiles", default="gpu,auto", help="ours' formats: gpu, auto (this device's), cpu")
     ap.add_argument(
@@ -316,6 +328,8 @@ def main(argv=None):
     bad = [f for f in fmts if f not in FORMATS]
     if bad:
         ap.error(f"unknown format(s) {', '.join(bad)}; known: {', '.join(FORMATS)}")
+    if width_problem(a.width, fmts):
+        ap.error(width_problem(a.width, fmts))
     up = None
     if not a.no_upstream:
         try:

@@ -42,7 +42,9 @@ def test_step_overhead_options_say_what_they_do():
 
 def test_step_overhead_steps_and_warmup_are_range_checked(tmp_path, capsys):
     """--steps 0 timed nothing (NaN medians in the table) and a negative --steps or --warmup ran
-    as 0; each is refused in one line, as the tools refuse a bad value. --warmup 0 (none) stays."""
+    as 0; --width 0 or 50 was a traceback per case and --width 64 with q4 a message without
+    'error:' (exit 1); each is refused in one line, exit 2, as the tools refuse a bad value.
+    --warmup 0 (none) stays."""
     import pytest
 
     from bench import step_overhead
@@ -52,9 +54,24 @@ def test_step_overhead_steps_and_warmup_are_range_checked(tmp_path, capsys):
         (["--steps", "-3"], "error: --steps must be >= 1, got -3 (see --help)"),
         (["--warmup", "-1"], "error: --warmup must be >= 0, got -1 (see --help)"),
         (["--formats", "bf17"], "error: unknown format(s) bf17; known: bf16, q8, q4, mixed-4-8 (see --help)"),
+        # --width 0, -64 or 50 was a traceback from each case's config check (ConfigError: dim must be >= 1)
+        (["--width", "0"], "error: --width must be >= 16, got 0 (see --help)"),
+        (["--width", "-64"], "error: --width must be >= 16, got -64 (see --help)"),
+        (["--width", "x"], "error: --width must be an integer, got 'x' (see --help)"),
+        (
+            ["--width", "50", "--formats", "bf16"],
+            "error: --width must be a multiple of 16 (the narrow model's heads are 16 wide), at least 16, got 50 "
+            "(see --help)",
+        ),
+        (
+            ["--width", "64"],
+            "error: --width 64: quantized formats need a width that is a multiple of 128 (Moshi's MLP is 11/4 x "
+            "width wide, MLX's smallest group is 32); use --formats bf16 (see --help)",
+        ),
     ):
         with pytest.raises(SystemExit) as e:
             step_overhead.main([*argv, "--no-upstream", "--out", str(tmp_path / "so.json")])
         assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [line]
     a = step_overhead.parser().parse_args(["--steps", "1", "--warmup", "0"])
     assert (a.steps, a.warmup) == (1, 0)
+    assert step_overhead.width_problem(64, ["bf16"]) is None and step_overhead.width_problem(128, ["q4"]) is None
