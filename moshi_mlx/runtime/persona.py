@@ -155,7 +155,7 @@ def default_persona(tokenizer) -> str | None:
 def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> Prompt:
     """The system prompt of a voice (or None) and a role: None (not given) is NVIDIA's default
     role, `DEFAULT_PERSONA`, as its offline tool and web client give; blank: no role phase.
-    With token ids only (`--tokenizer none`) the default is left out: nothing can write it."""
+    With token ids only (`tokenizer="none"`) the default is left out: nothing can write it."""
     from .transcript import PlaceholderTokenizer
 
     if persona is None:
@@ -163,6 +163,6 @@ def persona_prompt(cfg, tokenizer, voice: Voice | None, persona: str | None) -> 
     tokens: list[int] = []
     if persona is not None and text("persona", persona).strip():
         if isinstance(tokenizer, PlaceholderTokenizer):  # ids only: no SentencePiece to write the role with
-            raise UsageError("a persona needs the model's text tokenizer; --tokenizer none (token ids only) has none")
+            raise UsageError('a persona needs the model\'s text tokenizer; tokenizer="none" (token ids only) has none')
         tokens = [int(t) for t in tokenizer.encode(system_prompt_text(persona))]
     return build_prompt(cfg, voice, tokens)

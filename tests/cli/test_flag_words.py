@@ -52,6 +52,10 @@ def test_runtime_errors_name_the_api_parameters(tmp_path, monkeypatch):
     assert _api_error(lambda: check_output_path(tmp_path / "t.json")).endswith("(force=True replaces it)")
     assert _api_error(lambda: EchoCanceller(canceller="nlms")) == "canceller must be one of linear, aec3, got 'nlms'"
     assert _api_error(lambda: EchoCanceller(noise_suppression=True)).endswith('they need canceller="aec3"')
+    ids_only = moshi_mlx.load("random-tiny-persona", tokenizer="none", codec=False)
+    assert _api_error(lambda: ids_only.generator(persona="You are a pirate.")) == (
+        'a persona needs the model\'s text tokenizer; tokenizer="none" (token ids only) has none'
+    )
 
 
 def test_the_tools_print_them_with_their_flags(tmp_path, capsys):
