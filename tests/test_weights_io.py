@@ -96,6 +96,24 @@ def test_a_git_lfs_pointer_or_a_saved_web_page_is_named(tmp_path):
         SafetensorsFile(page)
 
 
+def test_an_empty_file_is_named_as_one(tmp_path):
+    """A weights, Mimi or tokenizer file of 0 bytes (a copy or download cut short, a full
+    disk): the weights and the Mimi said 'not a safetensors file (only 0 bytes)', the tokenizer
+    'is not a SentencePiece model', neither that it is empty nor what to do."""
+    from moshi_mlx.runtime.transcript import TextTokenizer
+    from moshi_mlx.weights.mimi_loader import load_mimi
+
+    empty = r" is an empty file \(0 bytes: a download or copy that did not finish, or a disk that was full\): download it again$"
+    for name, read in (
+        ("model.safetensors", SafetensorsFile),
+        ("tokenizer-e351c8d8-checkpoint125.safetensors", lambda p: load_mimi(p, backend="mlx")),
+        ("tokenizer_spm_32k_3.model", TextTokenizer),
+    ):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(WeightsError, match=f"{name}{empty}"):
+            read(tmp_path / name)
+
+
 def test_a_broken_link_is_named_as_one(tmp_path):
     """An older huggingface_hub's `--local-dir` download links into the cache; a cache cleanup
     leaves links to nothing, which `ls` still shows: 'weights file not found: X' / 'model

@@ -88,7 +88,7 @@ def broken_link(path: str | os.PathLike) -> WeightsError | None:
 
 def stand_in(path: str | os.PathLike) -> str | None:
     """What a file holds instead of the model file it should be, when a download went wrong:
-    a Git LFS pointer (a `git clone` of a Hub repo without git-lfs leaves ~130-byte text files
+    nothing (an empty file), a Git LFS pointer (a `git clone` of a Hub repo without git-lfs leaves ~130-byte text files
     in place of every weights and tokenizer file), or a web page (an error or login page
     saved under the file's name). None otherwise. Only the first bytes are read."""
     try:
@@ -96,6 +96,8 @@ def stand_in(path: str | os.PathLike) -> str | None:
             head = f.read(512)
     except OSError:
         return None
+    if not head:
+        return "an empty file (0 bytes: a download or copy that did not finish, or a disk that was full): download it again"
     if head.startswith(b"version https://git-lfs.github.com/spec/"):
         return (
             "a Git LFS pointer, not the file itself (the repo was cloned without git-lfs): run "
