@@ -78,7 +78,7 @@ def test_every_parser_follows_the_table(script, module, ap):
     assert ("--persona" in flags) == (module in TAKES_PERSONA)  # translate offered both, refusing them
     if module != "tts":
         assert ("--voice" in flags) == (module in TAKES_PERSONA)
-    if "--lora-weight" in flags:  # one definition (runtime/flags.py); upstream's --config-path with it
+    if "--lora-weight" in flags:  # one definition (cli/flags.py); upstream's --config-path with it
         assert flags["--lora-weight"].help == LORA_HELP and flags["--lora-weight"].dest == "lora_weight"
         assert module == "convert" or flags["--config-path"] is flags["--lm-config"]
     assert not any("fuse" in s for s in flags)  # always fused: no --no_fuse_lora that would do nothing

@@ -21,7 +21,7 @@ def test_flags_are_local_model_and_sampling_flags_plus_server():
 
 def test_max_lag_off_is_accepted_as_by_local_and_translate():
     """`--max-lag-ms off` lifts the bound in moshi-web too (it was 'invalid float value'): the
-    three live tools parse the flag with one function (runtime/flags.py add_max_lag_arg)."""
+    three live tools parse the flag with one function (cli/flags.py add_max_lag_arg)."""
     from moshi_mlx.cli import local, translate
 
     for tool in (local, translate):
