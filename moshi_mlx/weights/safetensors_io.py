@@ -122,7 +122,35 @@ def unwrapped_names(names) -> dict[str, str]:
     return out
 
 
-class SafetensorsFile:
+class _TensorTable:
+    """What a single file and a sharded checkpoint answer alike, from `tensors` (name ->
+    dtype, shape, offsets): the readers take either without asking which."""
+
+    tensors: dict[str, dict]
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name]["shape"]
+
+    def dtype(self, name: str) -> str:
+        return self.tensors[name]["dtype"]
+
+    def load(self, name: str) -> mx.array:
+        raise NotImplementedError
+
+    def load_all(self) -> dict[str, mx.array]:
+        return {k: self.load(k) for k in self.tensors}
+
+
+class SafetensorsFile(_TensorTable):
     """A validated, lazily-read safetensors file."""
 
     def __init__(self, path: str | os.PathLike):
@@ -183,21 +211,6 @@ class SafetensorsFile:
         self.tensors = {renamed.get(k, k): v for k, v in self.tensors.items()}
         self.stored_names = {v: k for k, v in renamed.items()}  # name -> name in the file, where they differ
 
-    def keys(self) -> list[str]:
-        return list(self.tensors)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.tensors[name]["shape"]
-
-    def dtype(self, name: str) -> str:
-        return self.tensors[name]["dtype"]
-
     def nbytes(self, name: str) -> int:
         lo, hi = self.tensors[name]["offsets"]
         return hi - lo
@@ -219,9 +232,6 @@ class SafetensorsFile:
             arr = arr.astype(mx.float32)
         return arr
 
-    def load_all(self) -> dict[str, mx.array]:
-        return {k: self.load(k) for k in self.tensors}
-
 
 # how to turn a torch.save checkpoint into what is read here (torch is not a dependency)
 SAVE_AS_SAFETENSORS = (
@@ -231,7 +241,7 @@ SAVE_AS_SAFETENSORS = (
 INDEX_SUFFIX = ".index.json"  # a sharded checkpoint's index: `model.safetensors.index.json`
 
 
-class ShardedSafetensors:
+class ShardedSafetensors(_TensorTable):
     """A checkpoint split into shards by an index (`model.safetensors.index.json`, as
     transformers' `save_pretrained` and huggingface_hub's `save_torch_state_dict` write one
     above 5 GB: a 7B fine-tune in bf16 is 3-4 shards), read as one `SafetensorsFile`: every
@@ -282,29 +292,11 @@ class ShardedSafetensors:
             )
         self.size = sum(f.size for f in self.shards.values())
 
-    def keys(self) -> list[str]:
-        return list(self.tensors)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.tensors[name]["shape"]
-
-    def dtype(self, name: str) -> str:
-        return self.tensors[name]["dtype"]
-
     def nbytes(self, name: str) -> int:
         return self.shards[self._owner[name]].nbytes(name)
 
     def load(self, name: str) -> mx.array:
         return self.shards[self._owner[name]].load(name)
-
-    def load_all(self) -> dict[str, mx.array]:
-        return {k: self.load(k) for k in self.tensors}
 
 
 def open_checkpoint(
