@@ -24,6 +24,17 @@ COMPUTE = ("auto", "stored")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def check_mimi_backend(mimi_backend: str) -> None:
+    """`load()`'s and `load_tts_session`'s mimi_backend, refused before any work: a name not in
+    MIMI_BACKENDS (the one list, --mimi-backend's choices too), or rustymimi not installed."""
+    if mimi_backend not in MIMI_BACKENDS:
+        raise UsageError(f"mimi_backend must be one of {', '.join(MIMI_BACKENDS)}, got {mimi_backend!r}")
+    if mimi_backend == "rustymimi":
+        from ..models.mimi_rust import require_rustymimi
+
+        require_rustymimi()
+
+
 def _float_dtype(name):
     import mlx.core as mx
 
@@ -103,12 +114,7 @@ def load(
     seed = check_seed("seed", seed)
     if compute not in COMPUTE:
         raise UsageError(f"compute must be 'auto' (the backend's fast format) or 'stored' (as loaded), got {compute!r}")
-    if mimi_backend not in MIMI_BACKENDS:
-        raise UsageError(f"mimi_backend must be one of {', '.join(MIMI_BACKENDS)}, got {mimi_backend!r}")
-    if mimi_backend == "rustymimi":
-        from ..models.mimi_rust import require_rustymimi
-
-        require_rustymimi()
+    check_mimi_backend(mimi_backend)
     if quantized not in (None, 4, 6, 8):
         raise UsageError(f"quantized must be 4, 6, 8 or None (bf16), got {quantized!r}")
     float_dtype = _float_dtype(dtype)

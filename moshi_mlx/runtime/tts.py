@@ -23,7 +23,6 @@ from ..models import LmConfig, load_mimi, random_lm, random_mimi
 from ..models.backend import ComputeFormat, hold_wired_limit, is_quantized, prepare_lm
 from ..models.config import preset
 from ..models.mimi import best_backend
-from ..models.mimi_rust import require_rustymimi
 from ..models.tts import (
     DEFAULT_CFG_COEF,
     DEFAULT_PADDING_BETWEEN,
@@ -42,7 +41,7 @@ from ..weights.quantize import default_group_size, quantize_model
 from ..weights.resolve import resolve_model
 from ..weights.safetensors_io import SafetensorsFile
 from .codec import MimiFrameCodec
-from .loading import demo_mimi_config
+from .loading import check_mimi_backend, demo_mimi_config
 from .transcript import ByteTokenizer, TextTokenizer
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
@@ -110,8 +109,8 @@ def load_tts_session(
         n_q = integer("n_q", n_q)
     if model == DEMO_MODEL and lora is not None:
         raise UsageError(f"{DEMO_MODEL} is built in memory: it takes no LoRA adapters")
+    check_mimi_backend(mimi_backend)
     if mimi_backend == "rustymimi":
-        require_rustymimi()
         if model == DEMO_MODEL or mimi_weight == "random":
             raise UsageError(
                 'a random Mimi (the demo model\'s, mimi_weight="random") runs on MLX only; '

@@ -35,7 +35,6 @@ def test_runtime_errors_name_the_api_parameters(tmp_path, monkeypatch):
 
     # rustymimi need not be installed: the refusal is about the demo codec, said after that check
     monkeypatch.setattr(mimi_rust, "require_rustymimi", lambda: None)
-    monkeypatch.setattr(rtts, "require_rustymimi", lambda: None)
     msg = _api_error(lambda: moshi_mlx.load("random-tiny", mimi_backend="rustymimi"))
     assert msg.endswith('use mimi_backend="auto" or mimi_backend="mlx"'), msg
     msg = _api_error(lambda: rtts.load_tts_session(model="tts-tiny", mimi_backend="rustymimi"))

@@ -24,3 +24,20 @@ def test_a_non_integer_n_q_is_one_line_before_any_work(n_q, tmp_path):
 def test_an_integer_n_q_of_any_kind_is_taken():
     assert load_tts_session(model="tts-tiny", n_q=np.int64(2)).n_q == 2
     assert load_tts_session(model="tts-tiny").n_q == load_tts_session(model="tts-tiny", n_q=None).n_q
+
+
+@pytest.mark.parametrize("backend", ["bogus", None, "MLX"])
+def test_an_unknown_mimi_backend_is_refused_as_by_load(backend):
+    """load_tts_session checks mimi_backend against the one list (constants.MIMI_BACKENDS) with
+    load()'s function and words; it took any value and ran the demo model (a real one failed
+    later, in the Mimi loader, after the download)."""
+    import moshi_mlx
+
+    want = f"mimi_backend must be one of auto, mlx, rustymimi, got {backend!r}"
+    for call in (
+        lambda: load_tts_session(model="tts-tiny", mimi_backend=backend),
+        lambda: moshi_mlx.load("random-tiny", mimi_backend=backend),
+    ):
+        with pytest.raises(UsageError) as e:
+            call()
+        assert str(e.value) == want
