@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
-from ..constants import MIMI_CODEBOOKS, MIMI_NAME, MIMI_REPO  # noqa: F401  (MIMI_NAME: re-exported)
+from ..constants import MIMI_BACKENDS, MIMI_CODEBOOKS, MIMI_NAME, MIMI_REPO  # noqa: F401  (MIMI_NAME: re-exported)
 from ..errors import UsageError
 from ..models.mimi import Mimi
 from ..models.mimi_config import MimiConfig, mimi_202407
@@ -21,7 +21,7 @@ from .mimi_keys import check_published, random_published_weights, to_model_weigh
 from .safetensors_io import SafetensorsFile
 
 DEFAULT_REPO = MIMI_REPO
-BACKENDS = ("mlx", "rustymimi")
+BACKENDS = tuple(b for b in MIMI_BACKENDS if b != "auto")  # the codecs "auto" resolves to
 # centroid std of random_mimi: close to the latent std its random encoder produces, so the
 # codes vary with the input (measured with scripts/make_fixtures_mimi.py)
 RANDOM_CODEBOOK_SCALE = 0.5
