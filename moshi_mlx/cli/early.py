@@ -13,6 +13,17 @@ import sys
 from ..errors import STOP_SIGNALS
 
 
+def exit_code(signum: int) -> int:
+    return 128 + int(signum)
+
+
+def interrupted(signum: int) -> int:
+    """A tool stopped by a signal: its one line, `interrupted (SIGTERM)`, and exit code (130 /
+    143 / 129). Here, for this module's handler and the runner's alike."""
+    print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+    return exit_code(signum)
+
+
 def run(tool: str, argv: list[str] | None = None) -> int:
     """Import the runner under a handler of our own, then `runner.launch(moshi_mlx.cli.<tool>)`;
     the exit code. Nothing exists yet to save while the runner is imported."""
@@ -32,9 +43,7 @@ def run(tool: str, argv: list[str] | None = None) -> int:
     try:
         from .runner import launch
     except KeyboardInterrupt:
-        signum = caught[0] if caught else signal.SIGINT
-        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return 128 + int(signum)
+        return interrupted(caught[0] if caught else signal.SIGINT)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -40,6 +40,7 @@ from typing import Callable
 
 from ..errors import STOP_SIGNALS, Error
 from .flag_words import in_flag_words
+from .early import exit_code, interrupted
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -83,10 +84,6 @@ def received_signal() -> int | None:
     """The stop signal received during this run (None if none): a tool that handles
     KeyboardInterrupt itself can say what stopped it."""
     return _state.signum
-
-
-def exit_code(signum: int) -> int:
-    return 128 + int(signum)
 
 
 def _handler(signum: int, frame) -> None:
@@ -159,8 +156,7 @@ def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int
         for s, h in old.items():
             signal.signal(s, h)
     if _state.signum is not None:
-        print(f"interrupted ({signal.Signals(_state.signum).name})", file=sys.stderr)
-        code = exit_code(_state.signum)
+        code = interrupted(_state.signum)
     sys.stderr.flush()
     return code
 
@@ -183,9 +179,7 @@ def launch(module: str, argv: list[str] | None = None) -> int:
         signum = getattr(e, "signum", None) or _state.signum
         if signum is None and not isinstance(e, KeyboardInterrupt):
             raise
-        signum = signum or signal.SIGINT
-        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return exit_code(signum)
+        return interrupted(signum or signal.SIGINT)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
