@@ -17,9 +17,10 @@ FLAG_FOR = {
     "quantized": "-q",
     "quantize": "-q",
     "n_q": "--n-q",
+    "cfg_coef": "--cfg-coef",
     "force": "--force",
 }
-_KEYWORD = re.compile(r"(?<![\w.-])(" + "|".join(sorted(FLAG_FOR, key=len, reverse=True)) + r')=("[^"]*"|[\w.]+)')
+_KEYWORD = re.compile(r"(?<![\w.-])(" + "|".join(sorted(FLAG_FOR, key=len, reverse=True)) + r')=("[^"]*"|-?[\w.]+)')
 
 
 def in_flag_words(message: str) -> str:

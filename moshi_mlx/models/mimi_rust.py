@@ -26,14 +26,14 @@ def rustymimi_available() -> bool:
 
 
 def require_rustymimi() -> None:
-    """An explicit `--mimi-backend rustymimi` where it is not installed: one line, never a
-    silent fall-back to MLX."""
+    """An explicit `mimi_backend="rustymimi"` (`--mimi-backend rustymimi`) where it is not
+    installed: one line, never a silent fall-back to MLX."""
     if not rustymimi_available():
         from ..errors import UsageError
 
         raise UsageError(
-            "--mimi-backend rustymimi: the rustymimi package is not installed (pip install rustymimi; "
-            "or use --mimi-backend auto/mlx)"
+            'mimi_backend="rustymimi": the rustymimi package is not installed (pip install rustymimi; '
+            'or use mimi_backend="auto" or mimi_backend="mlx")'
         )
 
 

@@ -325,7 +325,7 @@ class TtsGen:
                 allowed = cfg.conditioners["cfg"].possible_values or []
                 value = format(float(cfg_coef), ".1f")
                 if value not in allowed:
-                    raise UsageError(f"this model takes --cfg-coef in {', '.join(allowed)}; got {cfg_coef}")
+                    raise UsageError(f"cfg_coef={cfg_coef} is not one this model takes: {', '.join(allowed)}")
                 values[name] = value
             else:
                 raise ConfigError(f"TTS: unknown conditioner {name!r} (expected 'control', 'cfg', speaker tensors)")

@@ -64,7 +64,7 @@ def looks_like_headphones(*device_names: str | None) -> bool:
 def resolve_mode(mode: str, output_name: str | None = None) -> tuple[bool, str]:
     """(enabled, why) for --echo-cancel: auto is on unless the output is known headphones."""
     if mode not in MODES:
-        raise ValueError(f"--echo-cancel must be one of {', '.join(MODES)}, got {mode!r}")
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "on":
         return True, "on"
     if mode == "off":

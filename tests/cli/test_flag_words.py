@@ -57,6 +57,30 @@ def test_runtime_errors_name_the_api_parameters(tmp_path, monkeypatch):
     )
 
 
+def test_more_runtime_and_model_errors_name_the_api_parameters(monkeypatch):
+    """Three that still wrote a flag a script has not got: resolve_mode ('--echo-cancel must be
+    one of ...'), TtsGen's cfg_coef ('this model takes --cfg-coef in ...') and rustymimi not
+    installed ('--mimi-backend rustymimi: ... or use --mimi-backend auto/mlx')."""
+    from moshi_mlx.models import random_lm
+    from moshi_mlx.models.tts import TtsGen, TtsSettings
+    from moshi_mlx.runtime.echo import resolve_mode
+
+    assert _api_error(lambda: resolve_mode("maybe")) == "mode must be one of auto, on, off, got 'maybe'"
+    lm = random_lm("tts-tiny", seed=1)
+    voice = np.zeros((32, 5), np.float32)
+    settings = TtsSettings.from_config(lm.cfg, 12.5)
+    msg = _api_error(lambda: TtsGen(lm, settings, [voice], cfg_coef=2.2))
+    assert msg.startswith("cfg_coef=2.2 is not one this model takes: 1.0, 1.5"), msg
+    assert in_flag_words(msg).startswith("--cfg-coef 2.2 is not one this model takes: 1.0, 1.5")
+    monkeypatch.setattr(mimi_rust, "rustymimi_available", lambda: False)
+    msg = _api_error(lambda: moshi_mlx.load("random-tiny", mimi_backend="rustymimi"))
+    assert msg.startswith('mimi_backend="rustymimi": the rustymimi package is not installed'), msg
+    assert in_flag_words(msg) == (
+        "--mimi-backend rustymimi: the rustymimi package is not installed (pip install rustymimi; "
+        "or use --mimi-backend auto or --mimi-backend mlx)"
+    )
+
+
 def test_the_tools_print_them_with_their_flags(tmp_path, capsys):
     from moshi_mlx.cli import helium, run_inference, stt, tts
 
@@ -115,6 +139,7 @@ def test_quantized_is_the_api_word_and_the_tools_say_q(tmp_path, capsys):
         ('use mimi_backend="auto" or mimi_backend="mlx"', "use --mimi-backend auto or --mimi-backend mlx"),
         ('a random Mimi (mimi="random")', "a random Mimi (--mimi-weight random)"),
         ("drop quantize=8", "drop -q 8"),
+        ("cfg_coef=-1.0 is not one", "--cfg-coef -1.0 is not one"),  # a negative value whole
         ("(force=True replaces it)", "(--force replaces it)"),
         # load()'s `quantized` (weights/resolve.py), its default None too
         ("(model.q4.safetensors is in the cache: quantized=4)", "(model.q4.safetensors is in the cache: -q 4)"),

@@ -106,7 +106,7 @@ def test_distilled_cfg_is_a_condition_value():
     s = TtsSettings.from_config(lm.cfg, 12.5)
     voice = np.zeros((32, 5), np.float32)
     assert not TtsGen(lm, s, [voice], cfg_coef=3.0).use_cfg
-    with pytest.raises(UsageError, match="--cfg-coef in 1.0, 1.5"):
+    with pytest.raises(UsageError, match="cfg_coef=2.2 is not one this model takes: 1.0, 1.5"):
         TtsGen(lm, s, [voice], cfg_coef=2.2)
 
 
