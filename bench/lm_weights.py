@@ -31,6 +31,9 @@ SHAPES = {
 }
 
 
+NARROW_HEAD_DIM = 16  # the narrow model's head width: width // 16 heads (step_overhead checks --width by it)
+
+
 def narrow_shape(width: int) -> str:
     """Register shape `7b-w<width>`: Moshi 7B's structure (32 layers, 8 x 6 depformer, 32k
     text head, 2048-card audio) at a small width, where a step costs only its per-operation
@@ -38,7 +41,7 @@ def narrow_shape(width: int) -> str:
     11/4 x width and MLX's smallest group is 32); 128 is the narrowest that quantizes."""
     name = f"7b-w{width}"
     if name not in SHAPES:
-        heads = max(1, width // 16)
+        heads = max(1, width // NARROW_HEAD_DIM)
         SHAPES[name] = ("moshiko", f"Moshi 7B's structure at width {width}")
         WIDTHS[name] = {
             "dim": width,

@@ -39,6 +39,7 @@ from bench.lm_bench import _run_child  # noqa: E402
 from bench.lm_weights import (
     DEFAULT_CACHE,
     FORMATS,
+    NARROW_HEAD_DIM,
     Case,
     narrow_shape,
     prepare,
@@ -75,11 +76,12 @@ def config_folder(shape: str, layers: int, cache_dir: Path) -> Path:
 
 
 def width_problem(width: int, formats) -> str | None:
-    """Why the narrow model (`narrow_shape`: width // 16 heads) cannot be built at `width` in
+    """Why the narrow model (`narrow_shape`: width // NARROW_HEAD_DIM heads) cannot be built at `width` in
     `formats`, in one line, or None. Checked before any case runs: a width of 0, -64 or 50 was
     a traceback from the config check in each case's process."""
-    if width < 16 or width % 16:
-        return f"--width must be a multiple of 16 (the narrow model's heads are 16 wide), at least 16, got {width}"
+    h = NARROW_HEAD_DIM
+    if width < h or width % h:
+        return f"--width must be a multiple of {h} (the narrow model's heads are {h} wide), at least {h}, got {width}"
     if width % 128 and any(f != "bf16" for f in formats):
         return (
             f"--width {width}: quantized formats need a width that is a multiple of 128 "
@@ -278,9 +280,9 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--width",
-        type=int_arg("--width", lo=16),
+        type=int_arg("--width", lo=NARROW_HEAD_DIM),
         default=DEFAULT_WIDTH,
-        help="model width, a multiple of 16 (default 128, the narrowest whose MLP quantizes; 64 for bf16 only)",
+        help=f"model width, a multiple of {NARROW_HEAD_DIM} (default %(default)s, the narrowest whose MLP quantizes; 64 for bf16 only)",
     )
     ap.add_argument("--profiles", default="gpu,auto", help="ours' formats: gpu, auto (this device's), cpu")
     ap.add_argument(
