@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -269,7 +270,7 @@ def signals(moshi, user, room: Room, dr: Drive) -> Signals:
     far = np.zeros(n, np.float32)
     far[: len(moshi)] = moshi[:n]
     if room.changes:  # the path changes at move_at and again (across, or the volume back) at dt_move_at
-        cuts = [0, int(dr.move_at * SR), int(dr.dt_move_at * SR), n]
+        cuts = [0, int(dr.move_at * SR), min(n, int(dr.dt_move_at * SR)) if math.isfinite(dr.dt_move_at) else n, n]
         echo = np.concatenate([path_echo(room, dr, far, i)[a:b] for i, (a, b) in enumerate(zip(cuts, cuts[1:]))])
     else:
         echo = path_echo(room, dr, far)
@@ -333,7 +334,10 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
         "cpu_ms_per_80ms_p99": round(float(np.percentile(cost, 99)), 3),
         "live_summary": ec.stats.describe(),
     }
-    if room.changes:
+    early = room.changes and dt_a < move_a + 2 * SR  # the user starts in the 2 s after the move
+    if room.changes and early:  # the user's first second, which starts within those 2 s
+        res["dt_user_after_move_snr_db"], res["dt_user_after_move_level_db"] = dt_measures(dt_a, dt_a + SR)
+    if room.changes and not early:
         end = dt_a
         v, s = window_erle(mic, out, echo, move_a, end, noise_db=dr.noise_db)
         res.update(
@@ -349,6 +353,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
                 "recovery_25db_s": recovery_s(v, s, dr.move_at, 25.0),
             }
         )
+    if room.changes and math.isfinite(dr.dt_move_at):  # a second change, made during double talk
         m_a = int(dr.dt_move_at * SR)
         res["dt_after_move_snr_db"], res["dt_after_move_user_level_db"] = dt_measures(m_a, m_a + SR)
         res["dt_before_move_snr_db"], res["dt_before_move_user_level_db"] = dt_measures(dt_a, m_a)

@@ -75,6 +75,12 @@ class PathChange:
     talk_scale: float = 1.0
     talk_floor: float = 0.1
     talk_gap: int = 25
+    # the same scaling once the user talks after the change (`_talk_now`: the error over the held
+    # change's expected error from talk_now_rho up, its coherence with the estimate under
+    # talk_now_coherence, from talk_now_after blocks after the change; 0: only the talk before it)
+    talk_now_rho: float = 3.0
+    talk_now_coherence: float = 0.3
+    talk_now_after: int = 5
     # a new detection by rule (a) or (b) while the user was silent (talk < 0.5) whose wrong
     # estimate explains less than `onset` of the error is the user starting to talk (the filter,
     # adapting on their first words, makes its estimate look wrong), not a change (0: off)
@@ -106,6 +112,12 @@ class PathChange:
     # level change), the filter settled (its expected error under `settled` of its estimate's
     # power: a filter still learning falls short too); then a level change as above
     settled: float = 0.2
+    # rule (a) also fires, while Moshi talks alone into a settled filter, when the -t of the bands
+    # whose wrong estimate explains their error (`alone`) sum to `evidence` (each counted from
+    # evidence_min, at most evidence_cap; 0: off)
+    evidence: float = 15.0
+    evidence_min: float = 2.5
+    evidence_cap: float = 10.0
 
 
 def _new_level(ey: float, yy: float) -> float:
@@ -158,9 +170,11 @@ class PathChangeDetector:
         self._explained = 0.0  # the same, as measured by the last detection (no decay)
         self._levels[:] = 0.0
         self._since = 1 << 30  # blocks since the last detection
+        self._age = 1 << 30  # blocks since the last new change was first detected
         self._talk = 0.0  # was the user talking when the path changed (0..1)
         self._scaled = False  # the path was scaled to a level change heard under the user's voice
         self._level = 0.0  # how much the change is a level change heard under the user's voice (0..1)
+        self._bee = np.zeros(len(self._edges))  # this block's |E|^2 per band
 
     @property
     def changed_recently(self) -> bool:
@@ -198,10 +212,12 @@ class PathChangeDetector:
         gamma = 1.0 + (pc.gamma - 1.0) * self._explained**pc.gamma_pow if pc.gamma_pow else pc.gamma
         scale = None
         m = self._wrong_power(self._hold)
-        if self._talk:
-            u = np.clip(pc.talk_scale * m * self._hold * self._syy / (self._see + 1e-20), 0.0, 1.0)
-            gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * self._talk
-            scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * self._talk
+        talk = max(self._talk, self._talk_now(m))
+        if talk:
+            see = np.maximum(self._see, self._bee)  # the user's onset at once, not 100 ms later
+            u = np.clip(pc.talk_scale * m * self._hold * self._syy / (see + 1e-20), 0.0, 1.0)
+            gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * talk
+            scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * talk
         if self._level:  # the moved path's share at its incoherent power, the level change's coherent
             g = (gamma * self._hold)[self._band_of]
             residual = (
@@ -237,17 +253,19 @@ class PathChangeDetector:
         )
         self._sey = a * self._sey + (1 - a) * bey
         self._see = a * self._see + (1 - a) * bee
+        self._bee = bee
         self._syy = a * self._syy + (1 - a) * byy
         sudden = self._sudden(bey, bee, byy) if pc.jump_db else False
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
-        fired = (t < -pc.threshold) & (-self._sey > pc.wrong * self._syy)
-        if pc.alone:  # or the wrong estimate explains most of the band's error (Moshi alone)
-            fired |= (
-                (t < -pc.threshold)
-                & (-2.0 * self._sey > pc.alone * self._see)
-                & (-self._sey > pc.alone_wrong * self._syy)
-            )
-        self._run = self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed else 0
+        wrong = -self._sey > pc.wrong * self._syy
+        # or the wrong estimate explains most of the band's error (Moshi alone)
+        alone = (-2.0 * self._sey > pc.alone * self._see) & (-self._sey > pc.alone_wrong * self._syy)
+        if pc.alone:
+            wrong |= alone
+        fired = (t < -pc.threshold) & wrong
+        self._run = (
+            self._run + 1 if np.count_nonzero(fired) >= pc.bands_needed or self._evidence(t, alone, uncertain) else 0
+        )
         self._sure_run = self._sure_run + 1 if np.count_nonzero(t < -pc.sure) >= pc.sure_bands else 0
         self.changed = sudden or self._run >= pc.persist or (pc.sure_persist > 0 and self._sure_run >= pc.sure_persist)
         short = (t > pc.threshold) & (self._sey > pc.wrong * self._syy)
@@ -265,6 +283,7 @@ class PathChangeDetector:
         self._hold *= pc.hold
         self._dominance *= pc.hold
         self._since += 1
+        self._age += 1
         if self.changed:
             sign = -1.0 if louder else 1.0  # rule (d): the estimate short
             beta = np.clip(-sign * self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
@@ -280,6 +299,7 @@ class PathChangeDetector:
                 self.changed = False  # the user's first words: the error is theirs, not a wrong estimate's
             else:
                 self._talk, self._level = talk, 0.0
+                self._age = 0
                 self._scaled = False
         if louder and self._talk < 0.5:  # rule (d) is for double talk: with Moshi alone rule (c) sees it
             self.changed = louder = False
@@ -308,6 +328,21 @@ class PathChangeDetector:
             )
             self.boost = (pc.kappa * beta[self._band_of]).astype(np.float32)
         return y2.astype(np.float32)
+
+    def _evidence(self, t: np.ndarray, bands: np.ndarray, uncertain: float) -> bool:
+        """Rule (a) by the bands' evidence summed, not counted: a change may show far beyond the
+        threshold in one band and just under it in its neighbours (seen 0.4 s late by the count).
+        `bands`: those whose wrong estimate explains their error. Only while Moshi talks alone
+        into a settled filter (`uncertain`, its expected error over its estimate's power, under
+        `settled`): under the user's voice, or while the filter learns, the sum fired on the
+        filter's own adaptation."""
+        pc = self.settings
+        if not pc.evidence or not uncertain < pc.settled:
+            return False
+        counted = bands & (t < -pc.evidence_min)
+        if float(np.minimum(-t[counted], pc.evidence_cap).sum()) < pc.evidence:
+            return False
+        return self._talk_before() < 0.5
 
     def _wrong_power(self, beta: np.ndarray) -> np.ndarray:
         """The error a wrong fraction `beta` (per band) leaves, over beta x |Y|^2: 2 for a moved
@@ -353,6 +388,25 @@ class PathChangeDetector:
         if ey * ey < pc.gain_coherence * ee * yy:
             return None
         return _new_level(ey, yy)
+
+    def _talk_now(self, m: np.ndarray) -> float:
+        """Is the user talking now, after the change (0..1): the error far above what the held
+        change explains (r: over m x hold x |Y|^2, band sums: ~0.3-1 with Moshi alone while the
+        filter re-learns, 2-13 under the user's voice), not far under the estimate (q: the error
+        over |Y|^2, 0.01-0.06 with Moshi alone once the filter has re-learnt, where r alone can
+        reach 20) and not coherent with it (k: a changed echo is the estimate partly or wholly
+        scaled, the user's voice is not): r^4 / (r^4 + talk_now_rho^4) x q^2 / (q^2 + talk_rho^2)
+        x max(0, 1 - k / talk_now_coherence); 0 in a new change's first talk_now_after blocks,
+        where the detector's estimates still lag the change. 0 with talk_now_rho 0."""
+        pc = self.settings
+        if not pc.talk_now_rho or self._age < pc.talk_now_after:
+            return 0.0
+        see = float(np.maximum(self._see, self._bee).sum())
+        yy, ey = float(self._syy.sum()), float(self._sey.sum())
+        r4 = (see / (float(np.sum(m * self._hold * self._syy)) + 1e-20)) ** 4
+        q2 = (see / (yy + 1e-20)) ** 2
+        k = ey * ey / (float(self._see.sum()) * yy + 1e-20)
+        return r4 / (r4 + pc.talk_now_rho**4) * q2 / (q2 + pc.talk_rho**2) * max(0.0, 1.0 - k / pc.talk_now_coherence)
 
     def _talk_before(self) -> float:
         """Was the user talking before this detection (0..1): the error over the expected echo
