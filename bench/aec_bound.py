@@ -95,7 +95,7 @@ def stress(first_seed: int, seeds: int, against: Path | None) -> list[dict]:
         }
     voices = S.render_voices()
     rows = []
-    for st in (r for r in S.ROOMS if r.move_cm):
+    for st in (r for r in S.ROOMS if r.move_cm and not r.user_after_s):  # a move made during double talk
         for seed in range(first_seed, first_seed + seeds):
             room, dr, drawn = S.Case(st, seed, jitter=False).draw()
             res = room_second_after_move(
