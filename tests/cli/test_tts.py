@@ -69,7 +69,7 @@ def test_python_m_entry_point_reads_piped_text(tmp_path):
             ["hello", "{tmp}/o.wav", "--model", "tts-tiny", "--voice", "{tmp}/missing.safetensors"],
             "voice file not found",
         ),
-        (["hello", "{tmp}/o.wav", "--cfg-coef", "2.2"] + DEMO, "--cfg-coef in 1.0, 1.5"),
+        (["hello", "{tmp}/o.wav", "--cfg-coef", "2.2"] + DEMO, "--cfg-coef 2.2 is not one this model takes: 1.0, 1.5"),
         (["--text-file", "{tmp}/nothing.txt", "{tmp}/o.wav"] + DEMO, "text file not found"),
     ],
 )
