@@ -326,10 +326,16 @@ def test_a_ctrl_c_at_the_renames_replaces_both_files_or_neither(tmp_path, src, m
         real(a, b)
 
     monkeypatch.setattr(os, "replace", ctrl_c_at_the_first_rename)
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        convert(resolve_source(src), old, recipe=make_recipe(None, 4), force=True)
-    assert signal.getsignal(signal.SIGINT) is before
+    # Python's own handler, whatever the test runner inherited: a job started in the background
+    # of a non-interactive shell has SIGINT ignored, and then the Ctrl-C above would never land
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            convert(resolve_source(src), old, recipe=make_recipe(None, 4), force=True)
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert renames == ["model.q4.safetensors", "config.json"]
     assert sorted(p.name for p in old.iterdir()) == ["config.json", "model.q4.safetensors"]
     monkeypatch.setattr(os, "replace", real)
