@@ -270,7 +270,7 @@ def signals(moshi, user, room: Room, dr: Drive) -> Signals:
     far = np.zeros(n, np.float32)
     far[: len(moshi)] = moshi[:n]
     if room.changes:  # the path changes at move_at and again (across, or the volume back) at dt_move_at
-        cuts = [0, int(dr.move_at * SR), min(n, int(dr.dt_move_at * SR)) if math.isfinite(dr.dt_move_at) else n, n]
+        cuts = [0, int(dr.move_at * SR), int(min(dr.dt_move_at * SR, n)), n]  # dt_move_at inf: no second change
         echo = np.concatenate([path_echo(room, dr, far, i)[a:b] for i, (a, b) in enumerate(zip(cuts, cuts[1:]))])
     else:
         echo = path_echo(room, dr, far)
@@ -335,7 +335,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
         "live_summary": ec.stats.describe(),
     }
     early = room.changes and dt_a < move_a + 2 * SR  # the user starts in the 2 s after the move
-    if room.changes and early:  # the user's first second, which starts within those 2 s
+    if early:  # the user's first second, which starts within those 2 s
         res["dt_user_after_move_snr_db"], res["dt_user_after_move_level_db"] = dt_measures(dt_a, dt_a + SR)
     if room.changes and not early:
         end = dt_a

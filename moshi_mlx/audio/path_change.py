@@ -212,9 +212,9 @@ class PathChangeDetector:
         gamma = 1.0 + (pc.gamma - 1.0) * self._explained**pc.gamma_pow if pc.gamma_pow else pc.gamma
         scale = None
         m = self._wrong_power(self._hold)
-        talk = max(self._talk, self._talk_now(m))
+        see = np.maximum(self._see, self._bee)  # the user's onset at once, not 100 ms later
+        talk = max(self._talk, self._talk_now(m, see))
         if talk:
-            see = np.maximum(self._see, self._bee)  # the user's onset at once, not 100 ms later
             u = np.clip(pc.talk_scale * m * self._hold * self._syy / (see + 1e-20), 0.0, 1.0)
             gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * talk
             scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * talk
@@ -389,7 +389,7 @@ class PathChangeDetector:
             return None
         return _new_level(ey, yy)
 
-    def _talk_now(self, m: np.ndarray) -> float:
+    def _talk_now(self, m: np.ndarray, see: np.ndarray) -> float:
         """Is the user talking now, after the change (0..1): the error far above what the held
         change explains (r: over m x hold x |Y|^2, band sums: ~0.3-1 with Moshi alone while the
         filter re-learns, 2-13 under the user's voice), not far under the estimate (q: the error
@@ -397,14 +397,14 @@ class PathChangeDetector:
         reach 20) and not coherent with it (k: a changed echo is the estimate partly or wholly
         scaled, the user's voice is not): r^4 / (r^4 + talk_now_rho^4) x q^2 / (q^2 + talk_rho^2)
         x max(0, 1 - k / talk_now_coherence); 0 in a new change's first talk_now_after blocks,
-        where the detector's estimates still lag the change. 0 with talk_now_rho 0."""
+        where the detector's estimates still lag the change. 0 with talk_now_rho 0. `see`: the
+        error's power per band, this block's where above the average (as add_to's u takes it)."""
         pc = self.settings
         if not pc.talk_now_rho or self._age < pc.talk_now_after:
             return 0.0
-        see = float(np.maximum(self._see, self._bee).sum())
-        yy, ey = float(self._syy.sum()), float(self._sey.sum())
-        r4 = (see / (float(np.sum(m * self._hold * self._syy)) + 1e-20)) ** 4
-        q2 = (see / (yy + 1e-20)) ** 2
+        ee, yy, ey = float(see.sum()), float(self._syy.sum()), float(self._sey.sum())
+        r4 = (ee / (float(np.sum(m * self._hold * self._syy)) + 1e-20)) ** 4
+        q2 = (ee / (yy + 1e-20)) ** 2
         k = ey * ey / (float(self._see.sum()) * yy + 1e-20)
         return r4 / (r4 + pc.talk_now_rho**4) * q2 / (q2 + pc.talk_rho**2) * max(0.0, 1.0 - k / pc.talk_now_coherence)
 
