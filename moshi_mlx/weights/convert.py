@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from ..errors import UsageError
 from ..models.config import PRESETS, LmConfig, companion_files, preset
 from ..models.lm import Lm
 from ..errors import Error
-from ..outputs import Staged, os_error, signals_held
+from ..outputs import PARTIAL_SUFFIX, Staged, os_error, signals_held
 from .errors import WeightsError
 from .lm_keys import Source, is_pytorch_layout
 from .hub import cached, download_command, hf_get_optional
@@ -311,6 +312,42 @@ def _prepare_out(out_dir: Path, names: list[str], force: bool, source: Path) -> 
     return created
 
 
+QUALITY_NAME = "quality.json"  # where `--eval` saves its report in the folder unless told
+# the weights file names `Plan.weights_name` gives (model.safetensors, model.q4.safetensors, ...)
+_WEIGHTS_RE = re.compile(r"model(\.[^/]+)?\.safetensors")
+
+
+def _earlier_files(out_dir: Path, keep: list[str]) -> list[Path]:
+    """The files of an earlier conversion in `out_dir` that this one does not write: other
+    LM weights files (convert's names, and the one the old config.json names), the companion
+    files only the old config names, an old `--eval` report (it describes the old weights)
+    and the temporary files of an interrupted conversion. Removed once the new weights and
+    config.json are in place, so the folder holds what a fresh conversion would: one weights
+    file (two make a folder ambiguous to loaders that pick by name) and no stale report.
+    Any other file in the folder is the user's and stays."""
+    if not out_dir.is_dir():
+        return []
+    owned = {QUALITY_NAME}
+    raw = None
+    with contextlib.suppress(OSError, ValueError):  # an old config.json of any shape: only its names are read
+        raw = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    if isinstance(raw, dict) and isinstance(raw.get("moshi_name"), str):  # a model folder's config
+        owned.add(raw["moshi_name"])
+        with contextlib.suppress(Error, ValueError, TypeError, KeyError):
+            owned.update(companion_files(LmConfig.from_dict(raw)))
+    stale = []
+    for p in sorted(out_dir.iterdir()):
+        n = p.name
+        partial = n.endswith(PARTIAL_SUFFIX)
+        base = n[: -len(PARTIAL_SUFFIX)] if partial else n
+        if partial and base.startswith("."):  # a `Staged` temporary: .NAME.XXXXXXXX.partial
+            base = base[1:].rsplit(".", 1)[0]
+        ours = base in owned or base == CONFIG_NAME or _WEIGHTS_RE.fullmatch(base) is not None
+        if ours and (partial or base not in keep) and (p.is_file() or p.is_symlink()):
+            stale.append(p)
+    return stale
+
+
 def _published_repos(name: str) -> list[str]:
     """The Hub repos of the published presets whose model folder holds companion file `name`."""
     repos = []
@@ -381,6 +418,8 @@ def convert(
     # (a config.json naming no tokenizer still loads one), and PersonaPlex's voice presets
     assets = companion_files(info.cfg) if copy_assets else []
     created = _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
+    # read now, while config.json is still the old one
+    stale = _earlier_files(out_dir, [wname, CONFIG_NAME] + companion_files(info.cfg))
     record = plan.record()
     total = sum(plan.source_bytes(o) for o in plan.outputs)
     if on_start is not None:
@@ -424,6 +463,9 @@ def convert(
     with signals_held():  # both or neither: new weights beside the old config.json may not fit it
         os.replace(tmp, final)
         cfg_path = cfg_staged.commit()
+        for p in stale:  # the earlier conversion's files, only now that the new ones are in place
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
     copied, missing = _copy_assets(info, out_dir, assets) if copy_assets else ([], [])
     summary = describe_spec(plan.quant) if plan.quantized else f"float ({mx_to_safetensors_dtype(dtype)})"
     return ConvertResult(

@@ -342,6 +342,42 @@ def test_a_ctrl_c_at_the_renames_replaces_both_files_or_neither(tmp_path, src, m
     assert read_model_dir(old).quantization is not None and (old / "model.q4.safetensors").stat().st_size > 100
 
 
+def test_force_over_another_conversion_leaves_what_a_fresh_one_would(tmp_path, src, monkeypatch):
+    """--force over a float conversion with a q4 one: the folder ends as a fresh q4 conversion
+    plus the user's own files (the float model.safetensors and the old --eval report were
+    left beside the new files: two weights files, a report on weights no longer there); a
+    conversion that fails first removes nothing."""
+    fresh = tmp_path / "fresh"
+    convert(resolve_source(src), fresh, recipe=make_recipe(None, 4))
+    out = tmp_path / "out"
+    convert(resolve_source(src), out)
+    (out / "quality.json").write_text("{}")  # the old --eval report
+    (out / "model.q8.safetensors.partial").write_bytes(b"x")  # a killed conversion's temporary
+    (out / "README.md").write_text("mine")  # the user's
+    before = sorted(p.name for p in out.iterdir())
+
+    def boom(plan):
+        for i, item in enumerate(iter_orig(plan)):
+            if i == 5:
+                raise OSError("No space left on device")
+            yield item
+
+    iter_orig = convert_mod.iter_converted
+    monkeypatch.setattr(convert_mod, "iter_converted", boom)
+    with pytest.raises(Error, match="cannot write .*model.q4.safetensors: No space left on device"):
+        convert(resolve_source(src), out, recipe=make_recipe(None, 4), force=True)
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing lost while the new one was not complete
+    assert read_model_dir(out).quantization is None
+    monkeypatch.setattr(convert_mod, "iter_converted", iter_orig)
+    convert(resolve_source(src), out, recipe=make_recipe(None, 4), force=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in fresh.iterdir()] + ["README.md"])
+    assert (out / "model.q4.safetensors").read_bytes() == (fresh / "model.q4.safetensors").read_bytes()
+    assert (out / "README.md").read_text() == "mine"
+    convert(resolve_source(src), out, force=True)  # and back to float
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert read_model_dir(out).quantization is None
+
+
 def test_source_resolution(tmp_path, cfg, src, monkeypatch):
     # no config.json: the preset whose shapes fit is used
     lonely = tmp_path / "lonely.safetensors"
