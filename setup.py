@@ -53,6 +53,9 @@ setup(
         "bench": ["matplotlib>=3.5", "rustymimi>=0.4"],
     },
     entry_points={
-        "console_scripts": [f"{script} = moshi_mlx.cli.entry:{module}" for script, module in tools["TOOLS"].items()],
+        "console_scripts": [
+            f"{script} = moshi_mlx.cli.entry:{module}"
+            for script, module in {**tools["TOOLS"], **tools["UPSTREAM_SCRIPTS"]}.items()
+        ],
     },
 )

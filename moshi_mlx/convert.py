@@ -1,4 +1,4 @@
-"""`python -m moshi_mlx.convert` (upstream's name) = `moshi-convert`: see moshi_mlx/cli/convert.py."""
+"""`python -m moshi_mlx.convert` = `moshi-convert`: see moshi_mlx/cli/convert.py."""
 
 from .cli.early import main_module
 

@@ -1,4 +1,4 @@
-"""`python -m moshi_mlx.helium` (upstream's name) = `moshi-helium`: see moshi_mlx/cli/helium.py."""
+"""`python -m moshi_mlx.helium` = `moshi-helium`: see moshi_mlx/cli/helium.py."""
 
 from .cli.early import main_module
 

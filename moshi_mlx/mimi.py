@@ -1,4 +1,4 @@
-"""`python -m moshi_mlx.mimi` (upstream's name) = `moshi-mimi`: see moshi_mlx/cli/mimi.py."""
+"""`python -m moshi_mlx.mimi` = `moshi-mimi`: see moshi_mlx/cli/mimi.py."""
 
 from .cli.early import main_module
 

@@ -1,4 +1,4 @@
-"""`python -m moshi_mlx.quality` (upstream's name) = `moshi-quality`: see moshi_mlx/cli/quality.py."""
+"""`python -m moshi_mlx.quality` = `moshi-quality`: see moshi_mlx/cli/quality.py."""
 
 from .cli.early import main_module
 

@@ -1,4 +1,4 @@
-"""`python -m moshi_mlx.stt` (upstream's name) = `moshi-stt`: see moshi_mlx/cli/stt.py."""
+"""`python -m moshi_mlx.stt` = `moshi-stt`: see moshi_mlx/cli/stt.py."""
 
 from .cli.early import main_module
 

@@ -1,4 +1,4 @@
-"""`python -m moshi_mlx.tts` (upstream's name) = `moshi-tts`: see moshi_mlx/cli/tts.py."""
+"""`python -m moshi_mlx.tts` = `moshi-tts`: see moshi_mlx/cli/tts.py."""
 
 from .cli.early import main_module
 

@@ -51,7 +51,7 @@ def run(tool: str, argv: list[str] | None = None) -> int:
 
 
 def main_module(name: str, tool: str) -> None:
-    """The package-root launchers (`python -m moshi_mlx.local`, upstream's names): run the
+    """The package-root launchers (`python -m moshi_mlx.local`, upstream's names and ours): run the
     tool when executed as `__main__`; a plain import does nothing."""
     if name == "__main__":
         sys.exit(run(tool))

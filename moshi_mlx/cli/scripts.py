@@ -14,3 +14,8 @@ TOOLS = {
     "moshi-mimi": "mimi",
     "moshi-translate": "translate",
 }
+
+# upstream moshi_mlx's console scripts (its pyproject.toml) not in TOOLS under the same name:
+# installed too, as the same tool (`moshi-local-web` = `moshi-web`). Its module names need no
+# entry here: moshi_mlx/local.py, local_web.py and run_inference.py are ours too
+UPSTREAM_SCRIPTS = {"moshi-local-web": "local_web"}

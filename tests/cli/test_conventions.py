@@ -217,6 +217,24 @@ def test_doc_table_names_every_shared_flag():
         assert script in doc, script
 
 
+def test_upstreams_command_names_run_the_same_tools(monkeypatch):
+    """Upstream moshi_mlx's console scripts (its pyproject.toml: moshi-local, moshi-local-web)
+    are installed by setup.py, and its `python -m` modules (its README) launch, as the same
+    tools (moshi-local-web was not installed: only moshi-web)."""
+    import setuptools
+
+    root = Path(__file__).resolve().parents[2]
+    given: dict = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: given.update(kw))
+    exec(compile((root / "setup.py").read_text(), "setup.py", "exec"), {"__file__": str(root / "setup.py")})
+    scripts = dict(line.split(" = ") for line in given["entry_points"]["console_scripts"])
+    for script, tool in {"moshi-local": "local", "moshi-local-web": "local_web"}.items():
+        assert scripts[script] == f"moshi_mlx.cli.entry:{tool}", script
+    assert {s: t.split(":")[1] for s, t in scripts.items() if s in TOOLS} == TOOLS
+    for module in ("local", "local_web", "run_inference"):
+        assert f'main_module(__name__, "{module}")' in (root / "moshi_mlx" / f"{module}.py").read_text()
+
+
 # ---- what the table promises, run --------------------------------------------------------------
 
 
