@@ -324,6 +324,25 @@ def _other_snapshot(repo: str, filename: str) -> Path | None:
     return max(found, key=lambda p: p.parent.stat().st_mtime) if found else None
 
 
+def repo_files(repo: str) -> list[str]:
+    """The file names of `repo` as far as they are known without downloading one: those of
+    every snapshot the cache holds, else the Hub's list when it may be asked (not offline,
+    the network up); [] when neither tells. For error lines only (what a repo holds instead
+    of the file asked for)."""
+    root = _repo_cache(repo)
+    names: set[str] = set()
+    if root is not None and (root / "snapshots").is_dir():
+        names.update(p.name for s in (root / "snapshots").iterdir() if s.is_dir() for p in s.iterdir())
+    if not names and is_repo_id(repo) and not _cache_only():
+        try:
+            from huggingface_hub import list_repo_files
+
+            names.update(list_repo_files(cached_spelling(repo)))
+        except Exception:  # noqa: BLE001 - gated, missing, no network: nothing to add
+            pass
+    return sorted(names)
+
+
 def _interrupted(repo: str) -> str:
     """A note when the repo's cache holds a download that was interrupted (`.incomplete`)."""
     root = _repo_cache(repo)

@@ -38,10 +38,28 @@ from ..errors import ConfigError, UsageError
 from ..validation import json_file
 from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, companion_names, preset, presets_for_repo
 from .errors import WeightsError
-from .hub import broken_link, cached, hf_get, hf_get_optional, hub_file_spec, is_repo_id, repo_id, web_address
+from .hub import (
+    broken_link,
+    cached,
+    hf_get,
+    hf_get_optional,
+    hub_file_spec,
+    is_repo_id,
+    repo_files,
+    repo_id,
+    web_address,
+)
 from .lora import lora_files, with_lora
 from .pytorch_int8 import dequantized
-from .safetensors_io import INDEX_SUFFIX, SAVE_AS_SAFETENSORS, SafetensorsFile, open_checkpoint, shard_names
+from .safetensors_io import (
+    GGUF_SUFFIX,
+    INDEX_SUFFIX,
+    SAVE_AS_SAFETENSORS,
+    SafetensorsFile,
+    gguf_instead,
+    open_checkpoint,
+    shard_names,
+)
 
 QUANT_FORMATS = {None: "bf16", 8: "q8", 6: "q6", 4: "q4"}
 STT_MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"  # the published Mimi's name in the STT repos
@@ -273,6 +291,11 @@ def _cache_folder(folder: Path) -> Path:
     return folder
 
 
+def _candidates_in(names: list[str]) -> list[str]:
+    """The weights files among a repo's file names (`_candidates`' rule, without reading them)."""
+    return [n for n in names if n.endswith((".safetensors", INDEX_SUFFIX)) and not n.startswith(("tokenizer", "mimi"))]
+
+
 def _candidates(folder: Path, skip: set[str]) -> list[str]:
     """The folder's weights files: its .safetensors, a sharded checkpoint as its index
     (`model.safetensors.index.json`) in place of the shards it names."""
@@ -286,6 +309,24 @@ def _candidates(folder: Path, skip: set[str]) -> list[str]:
             if n.name not in skip | shards and not n.name.startswith(("tokenizer", "mimi"))
         ]
     )
+
+
+def _other_formats(names: list[str], twin: str | None = None) -> str:
+    """A note for a folder or repo without safetensors weights that holds a checkpoint in a
+    format not read here: PyTorch pickles (a torch.save fine-tune), GGUF files (kyutai's
+    -candle-q8 repos; `twin`: the repo of the same model in safetensors)."""
+    pickles = sorted(n for n in names if n.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        return f" (it holds PyTorch pickles, {', '.join(pickles)}: {SAVE_AS_SAFETENSORS})"
+    gguf = sorted(n for n in names if n.endswith(GGUF_SUFFIX))
+    return f" (it holds GGUF files, {', '.join(gguf)}: {gguf_instead(twin)})" if gguf else ""
+
+
+def _safetensors_twin(repo: str) -> str | None:
+    """The published repo of the same model in safetensors for a -candle- repo of GGUF
+    weights (kyutai/moshiko-candle-q8 -> kyutai/moshiko-mlx-q8), None when `PRESETS` has none."""
+    twin = repo.replace("-candle-", "-mlx-")
+    return f"{twin}, the same model in MLX's layout" if twin != repo and presets_for_repo(twin) else None
 
 
 def _defaulted(raw: dict | None, cfg_file: Path | None) -> str:
@@ -349,12 +390,11 @@ def _folder_weights(folder: Path, raw: dict | None, quantized: int | None) -> Pa
         names = picked or ([n for n in names if fmt_of(n) is None] if want == "bf16" else names)
     if len(names) != 1:
         interrupted = not names and any((folder / ".cache" / "huggingface" / "download").glob("*.incomplete"))
-        pickles = [] if names else sorted(p.name for p in folder.iterdir() if p.name.endswith(_PICKLE_SUFFIXES))
         raise WeightsError(
             f"{folder} should hold one .safetensors model file, found {', '.join(names) or 'none'}"
             + ("; set moshi_name in its config.json or pass the file" if names else "")
             + (" (a download into it was interrupted: run it again)" if interrupted else "")
-            + (f" (it holds PyTorch pickles, {', '.join(pickles)}: {SAVE_AS_SAFETENSORS})" if pickles else "")
+            + ("" if names else _other_formats([p.name for p in folder.iterdir()]))
         )
     return folder / names[0]
 
@@ -495,6 +535,10 @@ def resolve_model(
     if w_path is not None and w_path.is_file():
         path = _index_of(w_path)
     elif weights is not None and w_path is None:
+        if str(weights).endswith(GGUF_SUFFIX):  # refused by its name, before a download of GBs
+            raise WeightsError(
+                f"{weights} is a GGUF file, not a safetensors file: {gguf_instead(_safetensors_twin(where))}"
+            )
         path = hf_get(weights, where)
     elif folder is not None:
         own = raw if cfg_home == str(folder) else {k: v for k, v in (raw or {}).items() if k != "moshi_name"}
@@ -506,6 +550,10 @@ def resolve_model(
         except WeightsError as e:  # not cached: another format of the same model may be (or sharded)
             path = hf_get_optional(name + INDEX_SUFFIX, where) if name.endswith(".safetensors") else None
             if path is None:
+                held = repo_files(where)  # a repo of another format (candle's GGUF) holds no such file
+                other = "" if _candidates_in(held) else _other_formats(held, _safetensors_twin(where))
+                if other:
+                    raise WeightsError(f"{where} holds no safetensors weights{other}") from None
                 raise WeightsError(f"{e}{_cached_instead(where, name)}") from None
 
     # a sharded checkpoint's shards: from the repo its index came from, else beside the index

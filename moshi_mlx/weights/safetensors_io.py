@@ -173,6 +173,8 @@ class SafetensorsFile(_TensorTable):
                     raise WeightsError(
                         f"{self.path} is a PyTorch pickle (torch.save), not a safetensors file: {SAVE_AS_SAFETENSORS}"
                     )
+                if head.startswith(GGUF_MAGIC):  # kyutai's -candle-q8 repos' model.q8.gguf
+                    raise WeightsError(f"{self.path} is a GGUF file, not a safetensors file: {gguf_instead()}")
                 raise WeightsError(
                     f"{self.path} is not a safetensors file (or it is truncated): "
                     f"bad header length {n} for a file of {size} bytes"
@@ -239,6 +241,19 @@ SAVE_AS_SAFETENSORS = (
     "and pass that file"
 )
 INDEX_SUFFIX = ".index.json"  # a sharded checkpoint's index: `model.safetensors.index.json`
+GGUF_SUFFIX, GGUF_MAGIC = ".gguf", b"GGUF"  # candle's (and llama.cpp's) quantized format
+
+
+def gguf_instead(twin: str | None = None) -> str:
+    """What to take instead of a GGUF file, which is not read here (kyutai's -candle-q8 repos
+    hold candle's `model.q8.gguf`): the same model's safetensors weights, `twin` when the
+    caller knows that repo, else the published -mlx-q8 repos (`PRESETS`)."""
+    from ..models.config import PRESETS
+
+    if twin is None:
+        q8 = [r for _, repos in PRESETS.values() for r, _ in repos.values() if r.endswith("-mlx-q8")]
+        twin = f"the same model's safetensors weights (the -candle-q8 repos' are {', '.join(dict.fromkeys(q8))})"
+    return f"GGUF (candle's format) is not read here; take {twin}"
 
 
 class ShardedSafetensors(_TensorTable):

@@ -72,7 +72,8 @@ class FakeHub(dict):
 def fake_hub(tmp_path, monkeypatch) -> FakeHub:
     """A Hub that serves its repos into an empty cache on demand, as huggingface_hub does
     online: a file is in the cache once it was asked for; one the repo lacks is the Hub's
-    EntryNotFoundError."""
+    EntryNotFoundError. `list_repo_files` lists a repo's names (a repo it lacks: an error, as
+    the Hub's 404)."""
     import huggingface_hub
     import huggingface_hub.constants as c
 
@@ -98,7 +99,14 @@ def fake_hub(tmp_path, monkeypatch) -> FakeHub:
     for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setattr(hub, "_hub_unreachable", lambda: False)
+
+    def list_files(repo, **kw):
+        if repo not in repos:
+            raise OSError(f"404: {repo} is not on this Hub")
+        return sorted(repos[repo])
+
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", list_files)
     return repos
 
 

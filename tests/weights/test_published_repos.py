@@ -25,7 +25,7 @@ from moshi_mlx.weights.errors import WeightsError
 from moshi_mlx.weights.quantize import QuantSpec
 from moshi_mlx.weights.resolve import resolve_model
 
-from .hf_cache import add_repo, header_only, mlx_layout, torch_layout
+from .hf_cache import add_repo, fake_hub, header_only, mlx_layout, torch_layout  # noqa: F401  (fixture)
 
 MIMI, TOK32K = "tokenizer-e351c8d8-checkpoint125.safetensors", "tokenizer_spm_32k_3.model"
 STT_MIMI = "mimi-pytorch-e351c8d8@125.safetensors"
@@ -886,3 +886,77 @@ def test_a_cache_folder_given_as_a_model_folder(files, cache, monkeypatch):
         rf"\({repo}, {pt}\) with HF_HUB_CACHE={cache}$",
     ):
         resolve_model(cache)
+
+
+# ---- repos in a format that is not read: candle's GGUF ------------------------------------
+
+# kyutai/moshiko-candle-q8 and moshika-candle-q8 hold candle's `model.q8.gguf` (GGUF v3: magic,
+# version, tensor and metadata counts), the Mimi and the tokenizer; no safetensors weights
+GGUF = b"GGUF" + (3).to_bytes(4, "little") + (0).to_bytes(8, "little") * 2
+NOT_READ = r"GGUF \(candle's format\) is not read here; take "
+
+
+def _candle(tmp_path) -> dict:
+    d = tmp_path / "candle"
+    d.mkdir()
+    (d / "model.q8.gguf").write_bytes(GGUF + b"\0" * 64)
+    for c in (MIMI, TOK32K):
+        (d / c).write_bytes(b"companion")
+    return {n: d / n for n in ("model.q8.gguf", MIMI, TOK32K)}
+
+
+def test_a_candle_gguf_repo_is_named_with_its_safetensors_twin(cache, monkeypatch, tmp_path, capsys):
+    """`--hf-repo kyutai/moshiko-candle-q8` offline was 'model.safetensors from ... is not in the
+    local Hugging Face cache ...; download it once online (hf download kyutai/moshiko-candle-q8
+    model.safetensors)', a file the repo does not have; its local copy 'should hold one
+    .safetensors model file, found none'; the file itself 'is not a safetensors file (or it is
+    truncated): bad header length 14064895815'. Now each says it is GGUF, which is not read,
+    and names the same model in safetensors."""
+    from moshi_mlx.cli.run_inference import main
+
+    files = _candle(tmp_path)
+    for repo in ("kyutai/moshiko-candle-q8", "kyutai/moshika-candle-q8"):
+        add_repo(cache, repo, files, absent=("config.json",))
+    _offline(monkeypatch)
+    twin = NOT_READ + r"kyutai/moshiko-mlx-q8, the same model in MLX's layout"
+    for q in (None, 8):
+        with pytest.raises(
+            WeightsError,
+            match=r"^kyutai/moshiko-candle-q8 holds no safetensors weights \(it holds GGUF files, model.q8.gguf: "
+            + twin
+            + r"\)$",
+        ):
+            resolve_model("kyutai/moshiko-candle-q8", quantized=q)
+    with pytest.raises(WeightsError, match=r"^model.q8.gguf is a GGUF file, not a safetensors file: " + twin + "$"):
+        resolve_model("kyutai/moshiko-candle-q8", weights="model.q8.gguf")
+    either = NOT_READ + r"the same model's safetensors weights \(the -candle-q8 repos' are kyutai/moshiko-mlx-q8, "
+    either += r"kyutai/moshika-mlx-q8\)"
+    d = files["model.q8.gguf"].parent  # a local copy
+    with pytest.raises(
+        WeightsError,
+        match=rf"^{d} should hold one .safetensors model file, found none \(it holds "
+        rf"GGUF files, model.q8.gguf: {either}\)$",
+    ):
+        resolve_model(d, quantized=8)
+    with pytest.raises(
+        WeightsError, match=rf"^{d / 'model.q8.gguf'} is a GGUF file, not a safetensors file: {either}$"
+    ):
+        resolve_model(weights=d / "model.q8.gguf")
+    import soundfile as sf
+
+    sf.write(tmp_path / "in.wav", np.zeros(1920, np.float32), 24000)
+    argv = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--hf-repo", "kyutai/moshika-candle-q8", "-q", "8"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith("take kyutai/moshika-mlx-q8, the same model in MLX's layout)")
+
+
+def test_a_candle_gguf_repo_online_is_named_and_its_gguf_not_downloaded(tmp_path, fake_hub):  # noqa: F811
+    """Online, the repo has no model.safetensors ('Hugging Face repo ... has no file'): its file
+    list says why; a .gguf named in a repo is refused before its download (8 GB)."""
+    fake_hub["kyutai/moshiko-candle-q8"] = _candle(tmp_path)
+    with pytest.raises(WeightsError, match=r"^kyutai/moshiko-candle-q8 holds no safetensors weights \(it holds GGUF"):
+        resolve_model("kyutai/moshiko-candle-q8")
+    with pytest.raises(WeightsError, match=r"^model.q8.gguf is a GGUF file"):
+        resolve_model("kyutai/moshiko-candle-q8", weights="model.q8.gguf")
+    assert ("kyutai/moshiko-candle-q8", "model.q8.gguf") not in fake_hub.asked
