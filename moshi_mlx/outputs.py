@@ -8,12 +8,16 @@ Rules (docs/safety.md):
 - `Staged` writes to a temporary name in the same folder and renames it over the final
   name only when complete (`commit`), so an interrupted or failed write leaves the old file
   (or nothing) under the final name. `discard` removes the temporary file.
+- `StagedGroup` renames the outputs of one run together (a run's audio, transcript and
+  tokens): a run that stops early or fails to write one of them never leaves new files beside
+  old ones it does not match.
 - Write failures (disk full, file too large, device gone) become one-line `OutputError`s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import signal
@@ -137,9 +141,18 @@ class Staged:
         return open(self.temp, mode, **kw)
 
     def commit(self) -> Path:
-        """Make the temporary file the final one (atomic on one file system)."""
+        """Make the temporary file the final one (atomic on one file system); inside a
+        `StagedGroup.collect()` block, only mark it ready for the group's `commit`."""
         if self.done:
             return self.path
+        group = _GROUP.get()
+        if group is not None:
+            if self not in group.ready:
+                group.ready.append(self)
+            return self.path
+        return self._rename()
+
+    def _rename(self) -> Path:
         try:
             if self.path.exists():
                 with contextlib.suppress(OSError):
@@ -194,6 +207,59 @@ def signals_held() -> Iterator[None]:
             signal.signal(s, signal.SIG_DFL if h is None else h)  # None: a handler not set from Python
         if held:
             signal.raise_signal(held[0])  # to the handler it was meant for (the runner's: KeyboardInterrupt)
+
+
+_GROUP: contextvars.ContextVar["StagedGroup | None"] = contextvars.ContextVar("staged_group", default=None)
+
+
+class StagedGroup:
+    """The outputs of one run, renamed into place together. Inside `collect()`, every
+    `Staged.commit()` (of any writer: `write_audio`, `Transcript.save`, `save_tokens`, ...)
+    only marks its file ready; `commit()` then renames them all at once, a stop signal held
+    until the last (`signals_held`). An exception in the block discards them all, so
+    the final names keep what they had.
+
+        group = StagedGroup()
+        with group.collect():
+            write_audio(out, pcm); transcript.save(tr)
+        group.commit()                   # both, or (an interrupt in the block) neither
+    """
+
+    def __init__(self) -> None:
+        self.ready: list[Staged] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator["StagedGroup"]:
+        token = _GROUP.set(self)
+        try:
+            yield self
+        except BaseException:
+            self.discard()
+            raise
+        finally:
+            _GROUP.reset(token)
+
+    def commit(self, replace: bool = True) -> list[Path]:
+        """Rename every ready file into place; `replace=False` (a run that did not complete)
+        renames only those whose final name is free and discards the others, so no file the
+        user had is replaced. Returns the final paths written."""
+        done: list[Path] = []
+        try:
+            with signals_held():
+                for s in self.ready:
+                    if replace or not (s.path.exists() or s.path.is_symlink()):
+                        done.append(s._rename())
+                    else:
+                        s.discard()
+        finally:
+            self.discard()  # the rest, after a failed rename
+        return done
+
+    def discard(self) -> None:
+        """Remove every temporary file not yet renamed."""
+        for s in self.ready:
+            s.discard()
+        self.ready = []
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from ..audio.io import AUDIO_SUFFIXES, AudioError, read_audio
 from ..constants import CONVERT_COMMAND, SAMPLE_RATE
 from ..outputs import Output, check_outputs
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
-from ..tokens import TOKENS_SUFFIXES, save_tokens
+from ..tokens import TOKENS_SUFFIXES
 from .flags import add_force_arg, add_quiet_arg
 from .model_args import (
     add_model_args,
@@ -66,8 +66,9 @@ def check_paths(args) -> None:
 
 def run(args, *, check=None) -> dict:
     """Check the outputs, read the file (bad input fails before any model is loaded), load,
-    `Model.respond`, save the tokens. Ctrl-C / SIGTERM: the outputs are written for the
-    frames answered so far, then the interrupt goes on to the runner (exit 130 / 143).
+    `Model.respond` (which writes the audio, transcript and tokens, renamed together). Ctrl-C /
+    SIGTERM: the outputs are written for the frames answered so far, then the interrupt goes on
+    to the runner (exit 130 / 143).
     check(cfg, name): a front end's own refusal from the config, before the weights are read
     (moshi-translate: a translation model)."""
     check_paths(args)
@@ -96,6 +97,7 @@ def run(args, *, check=None) -> dict:
             args.outfile,
             sample_rate=model.sample_rate,
             transcript_path=args.transcript,
+            tokens_path=args.save_tokens,
             progress=progress if bar is not None else None,
             **sampling_kwargs(args),
         )
@@ -106,8 +108,6 @@ def run(args, *, check=None) -> dict:
         if res is not None:
             asked = [p for p in (args.outfile if model.speaks else None, args.transcript, args.save_tokens) if p]
             kept = [p for p in asked if p in existed]  # a complete earlier result is not replaced by a partial one
-            if args.save_tokens and args.save_tokens not in kept:
-                _save_tokens(args, model, res)
             saved = [p for p in asked if p not in kept]
             print(
                 f"\npartial outputs saved ({res.frames} frames answered): {', '.join(saved) or 'none'}"
@@ -120,28 +120,12 @@ def run(args, *, check=None) -> dict:
             bar.close()
     if not args.quiet and res.transcript.words:
         print(res.text, file=sys.stdout)
-    _save_tokens(args, model, res)
     seconds = res.frames * model.frame_size / model.sample_rate
     print(
         f"{res.frames} frames ({seconds:.1f} s of audio) in {res.wall_s:.1f} s: {res.real_time_factor:.2f}x real time",
         file=sys.stderr,
     )
     return {"frames": res.frames, "wall_s": res.wall_s, "real_time_factor": res.real_time_factor, "text": res.text}
-
-
-def _save_tokens(args, model, res) -> None:
-    if args.save_tokens:
-        save_tokens(
-            args.save_tokens,
-            text=[t for _, t, _ in res.tokens],
-            audio=[a for _, _, a in res.tokens],
-            user=res.user_codes,
-            frames=[f for f, _, _ in res.tokens],
-            prefix_text=res.prefix_text_token,
-            prefix_audio=res.prefix_audio_tokens,
-            dep_q=max(model.cfg.dep_q, 0),
-            own_delay=model.cfg.own_delay,
-        )
 
 
 @cli_main

@@ -20,7 +20,7 @@ from ..audio.io import AUDIO_SUFFIXES
 from ..constants import CONVERT_COMMAND, DEFAULT_SEED, FRAME_SECONDS, SAMPLE_RATE
 from ..errors import UsageError
 from ..models.tts import DEFAULT_CFG_COEF, DEFAULT_PADDING_BETWEEN, DEFAULT_TEMP, TtsSettings
-from ..outputs import Output, check_outputs, write_text
+from ..outputs import Output, StagedGroup, check_outputs, write_text
 from ..runtime.tts import DEFAULT_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, DEMO_MODEL
 from ..validation import float_arg, int_arg, seed_arg
 from .device_args import check_devices
@@ -204,30 +204,33 @@ def run(args) -> dict:
         max_steps=args.max_steps,
         on_step=progress,
     )
-    if out is not None:
-        from ..audio.io import AudioWriter
+    # OUTFILE and --transcript are written under temporary names and renamed together once both
+    # are complete (an error or a signal before removes them both); messages name OUTFILE
+    group = StagedGroup()
+    with group.collect():
+        if out is not None:
+            from ..audio.io import AudioWriter
 
-        # staged: written under a temporary name, renamed over OUTFILE only when complete (an
-        # error or a signal removes it); messages name OUTFILE
-        with AudioWriter(out, session.sample_rate) as w:
-            report = synthesize(session, text, [voice], w.write, **opts)
-    else:
-        from ..runtime.playback import Speaker
+            with AudioWriter(out, session.sample_rate) as w:
+                report = synthesize(session, text, [voice], w.write, **opts)
+        else:
+            from ..runtime.playback import Speaker
 
-        speaker = Speaker(args.output_device, session.sample_rate)
-        print(f"playing on {speaker.describe()}", file=sys.stderr)
-        try:
-            report = synthesize(session, text, [voice], speaker.write, **opts)
-            speaker.drain(timeout=report.seconds + 5.0)
-        finally:
-            speaker.close()
-    if not args.quiet:
-        print("", file=sys.stderr)
-    if args.transcript:
-        write_text(
-            args.transcript,
-            json.dumps({"words": [{"word": w, "start": round(t, 3)} for w, t in report.words]}, indent=1) + "\n",
-        )
+            speaker = Speaker(args.output_device, session.sample_rate)
+            print(f"playing on {speaker.describe()}", file=sys.stderr)
+            try:
+                report = synthesize(session, text, [voice], speaker.write, **opts)
+                speaker.drain(timeout=report.seconds + 5.0)
+            finally:
+                speaker.close()
+        if not args.quiet:
+            print("", file=sys.stderr)
+        if args.transcript:
+            write_text(
+                args.transcript,
+                json.dumps({"words": [{"word": w, "start": round(t, 3)} for w, t in report.words]}, indent=1) + "\n",
+            )
+    group.commit()
     ended = "" if report.end_step is not None else f" (stopped at --max-steps {args.max_steps} before the end)"
     print(
         f"{report.seconds:.2f} s of audio in {report.wall_s:.1f} s: {report.real_time_factor:.2f}x real time"

@@ -333,6 +333,7 @@ class Model:
         *,
         sample_rate: int | None = None,
         transcript_path: str | os.PathLike | None = None,
+        tokens_path: str | os.PathLike | None = None,
         progress: Callable[[int, int], None] | None = None,
         **sampling,
     ) -> Response:
@@ -344,11 +345,13 @@ class Model:
         most `TRANSLATION_TAIL_FRAMES`: `translation.input_end`, the rule `--simulate` follows
         too); the translation (audio and transcript) is cut there.
 
-        Outputs are checked before any work (folder, extension, not the input) and written
-        whole under a temporary name, then renamed. On Ctrl-C (KeyboardInterrupt) the
-        outputs are written for the frames answered so far (only those that did not exist
-        before: an existing file is left as it was) and the interrupt is re-raised with
-        `.partial` (a `Response`) attached.
+        Outputs are checked before any work (folder, extension, not the input), written
+        whole under temporary names, then renamed together (`outputs.StagedGroup`): an
+        interrupt or a failed write never leaves some new files beside old ones. On Ctrl-C
+        (KeyboardInterrupt) the outputs are written for the frames answered so far (only
+        those that did not exist before: an existing file is left as it was) and the
+        interrupt is re-raised with `.partial` (a `Response`) attached; a write that fails
+        replaces no existing file either (the new ones that were written are kept).
 
         Args:
             audio: A file (any format, rate, channels) or a mono float array at `sample_rate`
@@ -357,6 +360,8 @@ class Model:
                 as long as the input); not written for text-only models.
             sample_rate: The rate of an array `audio` (required for one).
             transcript_path: Save the words with timestamps (.json, or .txt).
+            tokens_path: Save every step's tokens (.npz, `tokens.save_tokens`: read by
+                `moshi-mimi decode`, `moshi-quality --codes`).
             progress: progress(frames_done, frames_total), called while the model works.
             **sampling: `generator()`'s keywords.
 
@@ -369,7 +374,8 @@ class Model:
         """
         from ..audio.io import AUDIO_SUFFIXES, read_audio, write_audio
         from ..errors import AudioError
-        from ..outputs import Output, check_outputs
+        from ..outputs import Output, StagedGroup, check_outputs
+        from ..tokens import TOKENS_SUFFIXES
         from ..validation import float_pcm
         from ..validation import sample_rate as check_rate
         from .transcript import TRANSCRIPT_SUFFIXES
@@ -380,6 +386,7 @@ class Model:
             [
                 Output("out_path", out_path, AUDIO_SUFFIXES),
                 Output("transcript_path", transcript_path, TRANSCRIPT_SUFFIXES),
+                Output("tokens_path", tokens_path, TOKENS_SUFFIXES),
             ],
             [("audio", audio if isinstance(audio, (str, os.PathLike)) else None)],
         )
@@ -460,31 +467,54 @@ class Model:
         # interrupted: the partial outputs are written, but never over a file that exists (it may be a
         # complete answer from an earlier run)
         keep = lambda p: p is not None and not (interrupted is not None and os.path.exists(p))
-        _save_each(
-            [
-                (lambda: write_audio(out_path, out, SAMPLE_RATE)) if keep(out_path) and self.speaks else None,
-                (lambda: conv.transcript.save(transcript_path)) if keep(transcript_path) else None,
-            ]
-        )
+        group = StagedGroup()
+        with group.collect():  # written under temporary names; an interrupt meanwhile keeps every old file
+            failure = _save_each(
+                [
+                    (lambda: write_audio(out_path, out, SAMPLE_RATE)) if keep(out_path) and self.speaks else None,
+                    (lambda: conv.transcript.save(transcript_path)) if keep(transcript_path) else None,
+                    (lambda: _save_tokens(tokens_path, res, self.cfg)) if keep(tokens_path) else None,
+                ]
+            )
+        # renamed together; a failed write: none replaces an existing file (they would not match it)
+        group.commit(replace=failure is None)
+        if failure is not None:
+            raise failure
         if interrupted is not None:
             interrupted.partial = res
             raise interrupted
         return res
 
 
-def _save_each(writers) -> None:
+def _save_tokens(path: str | os.PathLike, res: Response, cfg: LmConfig) -> None:
+    """`respond`'s tokens file: every step's tokens and the codes aligned as the model saw them."""
+    from ..tokens import save_tokens
+
+    save_tokens(
+        path,
+        text=[t for _, t, _ in res.tokens],
+        audio=[a for _, _, a in res.tokens],
+        user=res.user_codes,
+        frames=[f for f, _, _ in res.tokens],
+        prefix_text=res.prefix_text_token,
+        prefix_audio=res.prefix_audio_tokens,
+        dep_q=max(cfg.dep_q, 0),
+        own_delay=cfg.own_delay,
+    )
+
+
+def _save_each(writers) -> Exception | None:
     """Run every writer even if one fails (a full disk may still take a small transcript);
-    the first failure is raised after the others ran."""
+    returns the first failure (the caller raises it)."""
     failure = None
     for w in writers:
         if w is None:
             continue
         try:
             w()
-        except Exception as e:  # noqa: BLE001 - re-raised below
+        except Exception as e:  # noqa: BLE001 - raised by the caller
             failure = failure or e
-    if failure is not None:
-        raise failure
+    return failure
 
 
 __all__ = ["Model", "Response", "GENERATOR_OPTIONS"]

@@ -182,3 +182,67 @@ def test_frames_answered_is_the_audio_written(tmp_path, capsys, monkeypatch, mod
     err = capsys.readouterr().err
     answered = int(err.split("partial outputs saved (")[1].split(" frames answered")[0])
     assert answered > 0 and sf.info(str(out)).frames == answered * 1920, err
+
+
+def _earlier_run(tmp_path):
+    """A complete earlier run's outputs (what --force may replace) and the command that does."""
+    _sine(tmp_path / "in.wav", 24000, seconds=1.0)
+    files = {tmp_path / "o.wav": b"earlier audio", tmp_path / "t.json": b'{"text": "earlier"}'}
+    files[tmp_path / "t.npz"] = b"earlier tokens"
+    for p, b in files.items():
+        p.write_bytes(b)
+    argv = [str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), "--model", "random-tiny", "--quiet", "--force"]
+    return files, argv + ["--transcript", str(tmp_path / "t.json"), "--save-tokens", str(tmp_path / "t.npz")]
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "disk-full"])
+def test_a_run_stopped_while_writing_replaces_none_of_its_outputs(tmp_path, monkeypatch, capsys, stop):
+    """Ctrl-C (or a full disk) as the outputs of a finished run are written, over an earlier run's
+    (--force): every file keeps the earlier run's content, no temporary is left (the audio was
+    renamed into place before the transcript was written: new audio beside the old transcript
+    and tokens)."""
+    from moshi_mlx.errors import OutputError
+    from moshi_mlx.runtime.transcript import Transcript
+
+    files, argv = _earlier_run(tmp_path)
+
+    def fails(self, path):
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        raise OutputError(f"cannot write {path}: no space left on device")
+
+    monkeypatch.setattr(Transcript, "save", fails)
+    assert main(argv) == (130 if stop == "ctrl-c" else 2)
+    assert {p: p.read_bytes() for p in files} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "o.wav", "t.json", "t.npz"]
+    capsys.readouterr()
+
+
+def test_a_ctrl_c_at_the_renames_replaces_all_outputs_or_none(tmp_path, monkeypatch):
+    """Ctrl-C lands as the first output is renamed into place: the other two are renamed too
+    before the interrupt is raised, so the folder holds this run's three files."""
+    import os
+    import signal
+
+    files, argv = _earlier_run(tmp_path)
+    real = os.replace
+    renames = []
+
+    def ctrl_c_at_the_first_rename(a, b):
+        if not renames:
+            os.kill(os.getpid(), signal.SIGINT)
+        renames.append(os.path.basename(b))
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_at_the_first_rename)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job ignores SIGINT)
+    try:
+        assert main(argv) == 130
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    monkeypatch.setattr(os, "replace", real)
+    assert sorted(renames) == ["o.wav", "t.json", "t.npz"]
+    assert all(p.read_bytes() != b for p, b in files.items())
+    assert sf.info(str(tmp_path / "o.wav")).frames > 0 and "words" in json.loads((tmp_path / "t.json").read_text())
+    assert len(np.load(tmp_path / "t.npz")["text"]) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "o.wav", "t.json", "t.npz"]

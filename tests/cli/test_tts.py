@@ -103,6 +103,35 @@ def test_existing_output_is_kept(tmp_path, capsys):
     assert sf.info(out).frames > 0
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "disk-full"])
+def test_outfile_and_transcript_are_replaced_together(tmp_path, capsys, monkeypatch, stop):
+    """A Ctrl-C (or a failure) as --transcript is written, over an earlier run's files (--force):
+    both keep the earlier run's content (the audio was renamed into place first: new audio beside
+    the old transcript); without one, both are replaced."""
+    from moshi_mlx.cli import tts
+    from moshi_mlx.errors import OutputError
+
+    out, tr = tmp_path / "o.wav", tmp_path / "t.json"
+    out.write_bytes(b"earlier audio")
+    tr.write_text('{"words": []}')
+    argv = ["hello", str(out), "--transcript", str(tr), "--force"] + DEMO
+    real = tts.write_text
+
+    def fails(path, text):
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        raise OutputError(f"cannot write {path}: no space left on device")
+
+    monkeypatch.setattr(tts, "write_text", fails)
+    assert main(argv) == (130 if stop == "ctrl-c" else 2)
+    assert out.read_bytes() == b"earlier audio" and tr.read_text() == '{"words": []}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.wav", "t.json"]  # no temporary left
+    monkeypatch.setattr(tts, "write_text", real)
+    assert main(argv) == 0
+    assert sf.info(out).frames > 0 and json.loads(tr.read_text())["words"]
+    capsys.readouterr()
+
+
 def test_voice_file_in_the_published_layout(tmp_path):
     from moshi_mlx.weights.safetensors_io import save_safetensors
 
