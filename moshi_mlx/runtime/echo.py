@@ -328,8 +328,9 @@ class _Anchor:
     def __init__(self):
         self._t0s: list[float] = []
 
-    def add(self, t0: float) -> float:
-        self._t0s.append(t0)
+    def add(self, *t0s: float) -> float:
+        """Add one or more start times; the median of all so far."""
+        self._t0s.extend(t0s)
         return float(np.median(self._t0s))
 
 
@@ -414,14 +415,22 @@ class EchoCanceller:
         self._incoming.append((played, t_play))
 
     def _drain_reference(self) -> None:
+        """Move the blocks the callback handed over onto the reference timeline. The buffer is
+        joined once per drain, not once per block: a backlog of k blocks (the encoder thread
+        stalled while playback went on) cost k copies of a growing buffer, quadratic in k. The
+        anchor's median is likewise taken once per drain (nothing reads it in between)."""
+        pieces, t0s = [self._ref_buf], []
         while self._incoming:
             block, t_play = self._incoming.popleft()
             x = np.asarray(block, np.float32).reshape(-1)
             if self._anchoring():
-                self._ref_t0 = self._ref_anchor.add(t_play - self._ref_received / self.output_rate)
+                t0s.append(t_play - self._ref_received / self.output_rate)
             self._ref_received += len(x)
-            y = self._resample(x) if self._resample is not None else x
-            self._ref_buf = np.concatenate([self._ref_buf, y])
+            pieces.append(self._resample(x) if self._resample is not None else x)
+        if t0s:
+            self._ref_t0 = self._ref_anchor.add(*t0s)
+        if len(pieces) > 1:
+            self._ref_buf = np.concatenate(pieces)
         # keep 1 s of what the canceller took (a re-alignment may move back by up to 0.7 s) and at most 4 s
         keep_from = max((self._ref_fed or 0) - SAMPLE_RATE, self._ref_base + len(self._ref_buf) - 4 * SAMPLE_RATE)
         if keep_from > self._ref_base:

@@ -7,6 +7,7 @@ import wave
 import numpy as np
 import pytest
 
+from bench.echo_drain import drain_one_block_at_a_time  # the drain before: one join per block
 from bench.room import convolve, ratio_db, room_ir, speech_like
 from moshi_mlx.cli.echo_args import add_echo_args, echo_from_args
 from moshi_mlx.errors import UsageError
@@ -400,3 +401,48 @@ def test_session_line_names_portaudio_only_for_a_sound_card():
     assert "round trip -39 ms (measured -39 ms)" in simulated and "PortAudio" not in simulated, simulated
     card = EchoStats(device_latency_ms=30.0, echo_delay_ms=12.0).describe()
     assert "round trip 42 ms (PortAudio 30 ms + measured 12 ms)" in card, card
+
+
+def _reference_blocks(n: int, rate: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, rate // 50, n)  # 1 sample to 20 ms, as callbacks hand them over
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    jitter = rng.uniform(-0.002, 0.002, n)
+    return [((0.1 * rng.standard_normal(k)).astype(np.float32), s / rate + j) for k, s, j in zip(sizes, starts, jitter)]
+
+
+@pytest.mark.parametrize("output_rate", [SR, 48_000])
+@pytest.mark.parametrize("fed", [None, 9 * SR])  # nothing taken yet (keep 4 s) / the canceller 9 s in
+def test_a_reference_backlog_drains_as_block_by_block(output_rate, fed):
+    """A backlog of callback blocks drained at once gives the timeline (samples, where they
+    start, the anchor) that draining them one join at a time gave, in batches or all at once."""
+    blocks = _reference_blocks(800, output_rate)
+    new, old = (EchoCanceller(output_rate=output_rate) for _ in range(2))
+    for ec in (new, old):
+        ec._ref_fed = fed
+    for i in range(0, len(blocks), 400):  # two drains: one with a buffer already there
+        for ec in (new, old):
+            ec._incoming.extend(blocks[i : i + 400])
+        new._drain_reference()
+        drain_one_block_at_a_time(old)
+        assert new._ref_buf.dtype == old._ref_buf.dtype and np.array_equal(new._ref_buf, old._ref_buf)
+        assert (new._ref_base, new._ref_received, new._ref_t0) == (old._ref_base, old._ref_received, old._ref_t0)
+    assert new._ref_base > 0  # (the trim ran)
+
+
+def test_draining_a_reference_backlog_copies_each_sample_once(monkeypatch):
+    """The samples joined, and the start times the anchor's median reads, while draining k
+    blocks grow with k, not k^2 (the buffer was joined again and the median taken again for
+    every block: 800 blocks of ~5 ms copied the buffer ~400 times over). Counted, not timed
+    (bench/echo_drain.py times it)."""
+    blocks = _reference_blocks(800, SR)
+    ec = EchoCanceller()
+    ec._incoming.extend(blocks)
+    joined, medians = [], []
+    concatenate, median = np.concatenate, np.median
+    monkeypatch.setattr(echo_mod.np, "concatenate", lambda p, *a, **k: joined.append(r := concatenate(p, *a, **k)) or r)
+    monkeypatch.setattr(echo_mod.np, "median", lambda x, *a, **k: medians.append(len(x)) or median(x, *a, **k))
+    ec._drain_reference()
+    monkeypatch.undo()
+    assert sum(len(r) for r in joined) <= sum(len(b) for b, _ in blocks)
+    assert sum(medians) == len(blocks) and ec._ref_t0 is not None
