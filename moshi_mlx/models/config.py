@@ -651,11 +651,13 @@ PRESETS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "pytorch": ("kyutai/moshika-pytorch-bf16", "model.safetensors"),
         },
     ),
+    # each repo also holds a config.json naming these files and its Mimi (-mlx-:
+    # mimi-dbaa9758@125.safetensors, -pytorch-: mimi-pytorch-e351c8d8@125.safetensors), which wins
     "hibiki-2b": (
         "hibiki-2b.json",
         {
-            "bf16": ("kyutai/hibiki-2b-mlx-bf16", "model.safetensors"),
-            "pytorch": ("kyutai/hibiki-2b-pytorch-bf16", "model.safetensors"),
+            "bf16": ("kyutai/hibiki-2b-mlx-bf16", "hibiki-mlx-220b12c0@200.safetensors"),
+            "pytorch": ("kyutai/hibiki-2b-pytorch-bf16", "hibiki-pytorch-220b12c0@200.safetensors"),
         },
     ),
     # Hibiki-Zero: the repo hibiki_zero/run.py loads (PyTorch layout, bf16; its config.json is gated:

@@ -333,7 +333,7 @@ def repo_files(repo: str) -> list[str]:
     names: set[str] = set()
     if root is not None and (root / "snapshots").is_dir():
         names.update(p.name for s in (root / "snapshots").iterdir() if s.is_dir() for p in s.iterdir())
-    if not names and is_repo_id(repo) and not _cache_only():
+    if not names and is_repo_id(repo) and not cache_only():
         try:
             from huggingface_hub import list_repo_files
 
@@ -388,7 +388,7 @@ def cached(repo: str, filename: str) -> Path | bool | None:
     return _other_snapshot(repo, filename)
 
 
-def _cache_only() -> bool:
+def cache_only() -> bool:
     """True when files must come from the cache: offline mode (ours or huggingface_hub's)
     or no network."""
     return _OFFLINE.get() or _env_offline() or _hub_unreachable()
@@ -424,7 +424,7 @@ def _download(repo: str, filename: str) -> Path:
     except ImportError:  # pragma: no cover - huggingface-hub is a dependency
         raise WeightsError("huggingface-hub is not installed; pass local file paths instead") from None
     try:
-        if _cache_only():  # no network: the cache only, at once
+        if cache_only():  # no network: the cache only, at once
             return Path(hf_hub_download(repo, filename, local_files_only=True))
         return Path(hf_hub_download(repo, filename))
     except Exception as e:  # the hub raises many types; they all mean "could not get it"
@@ -511,9 +511,9 @@ def hf_get_optional(filename: str, repo: str) -> Path | None:
         return local / filename if (local / filename).is_file() else None
     if is_repo_id(repo):
         hit = cached(repo, filename)
-        if hit is False or (hit is None and _cache_only()):
+        if hit is False or (hit is None and cache_only()):
             return None
-        if isinstance(hit, Path) and _cache_only():
+        if isinstance(hit, Path) and cache_only():
             return hit
     try:
         return _download(repo, filename)

@@ -40,7 +40,9 @@ from ..models.config import IGNORES_REPO_CONFIG, PRESETS, LmConfig, companion_na
 from .errors import WeightsError
 from .hub import (
     broken_link,
+    cache_only,
     cached,
+    download_command,
     hf_get,
     hf_get_optional,
     hub_file_spec,
@@ -113,6 +115,11 @@ class ModelFiles:
         try:
             return self.get(name)
         except WeightsError:
+            if self.repo is not None and self.how.startswith("preset") and Path(name).name == name:
+                # a name from the preset: the repo's config.json may name another (not cached)
+                elsewhere = _named_otherwise(self.repo, name, True, kind)
+                if elsewhere is not None:
+                    raise elsewhere from None
             if self.repo is not None or Path(name).name != name or (Path(self.where) / name).is_symlink():
                 raise  # the cache's line, a path given, or a broken link
             what, flag = _COMPANIONS[kind]
@@ -296,6 +303,18 @@ def _candidates_in(names: list[str]) -> list[str]:
     return [n for n in names if n.endswith((".safetensors", INDEX_SUFFIX)) and not n.startswith(("tokenizer", "mimi"))]
 
 
+def _companions_in(names: list[str], kind: str) -> list[str]:
+    """The Mimi checkpoints (`kind` "mimi": tokenizer-*/mimi-* .safetensors) or text tokenizers
+    (SentencePiece .model) among a repo's file names."""
+    if kind == "mimi":
+        return [n for n in names if n.endswith(".safetensors") and n.startswith(("tokenizer", "mimi"))]
+    return [n for n in names if n.endswith(".model")]
+
+
+# what the config.json names, by kind of file (_named_otherwise's line)
+_KINDS = {"weights": "weights file", "mimi": "Mimi checkpoint", "tokenizer": "text tokenizer"}
+
+
 def _candidates(folder: Path, skip: set[str]) -> list[str]:
     """The folder's weights files: its .safetensors, a sharded checkpoint as its index
     (`model.safetensors.index.json`) in place of the shards it names."""
@@ -320,6 +339,36 @@ def _other_formats(names: list[str], twin: str | None = None) -> str:
         return f" (it holds PyTorch pickles, {', '.join(pickles)}: {SAVE_AS_SAFETENSORS})"
     gguf = sorted(n for n in names if n.endswith(GGUF_SUFFIX))
     return f" (it holds GGUF files, {', '.join(gguf)}: {gguf_instead(twin)})" if gguf else ""
+
+
+def _named_otherwise(repo: str, name: str, guessed: bool, kind: str = "weights") -> WeightsError | None:
+    """The error for a Hub repo whose file `name` (its weights, or its "mimi" or "tokenizer":
+    `kind`) is not there while the repo (the cache's snapshots, else the Hub's list) holds
+    another of that kind: weights in a format not read here (candle's GGUF, pickles), or a
+    file under another name that no config.json gave (`guessed`: the name is the preset's or
+    the default): the repo's config.json is not in the cache (a download of some files), or
+    the repo has none. None when neither applies (the usual line then)."""
+    held = repo_files(repo)
+    weights = _candidates_in(held) if kind == "weights" else _companions_in(held, kind)
+    if not weights and kind == "weights":
+        other = _other_formats(held, _safetensors_twin(repo))
+        return WeightsError(f"{repo} holds no safetensors weights{other}") if other else None
+    known = {fname for _, _, fname in presets_for_repo(repo)}  # another format's file: _cached_instead's note
+    others = [n for n in weights if n not in {name, name + INDEX_SUFFIX} | known]
+    if not guessed or not others or name in weights:
+        return None
+    if cache_only() and CONFIG_NAME not in held and cached(repo, CONFIG_NAME) is None:
+        return WeightsError(
+            f"{name} from {repo} is not in the local Hugging Face cache, which holds {', '.join(others)} of it but "
+            f"not its {CONFIG_NAME}, which names the {_KINDS[kind]} to use: download it once online "
+            f"({download_command(repo, CONFIG_NAME)})"
+        )
+    if kind != "weights":  # the repo has no config.json: the file is given as any
+        return None
+    return WeightsError(
+        f"{repo} has no {name} and no {CONFIG_NAME} naming its weights (it holds {', '.join(others)}): "
+        f"give the file, hf://{repo}/{others[0]}"
+    )
 
 
 def _safetensors_twin(repo: str) -> str | None:
@@ -550,11 +599,9 @@ def resolve_model(
         except WeightsError as e:  # not cached: another format of the same model may be (or sharded)
             path = hf_get_optional(name + INDEX_SUFFIX, where) if name.endswith(".safetensors") else None
             if path is None:
-                held = repo_files(where)  # a repo of another format (candle's GGUF) holds no such file
-                other = "" if _candidates_in(held) else _other_formats(held, _safetensors_twin(where))
-                if other:
-                    raise WeightsError(f"{where} holds no safetensors weights{other}") from None
-                raise WeightsError(f"{e}{_cached_instead(where, name)}") from None
+                raise _named_otherwise(where, name, raw is None) or WeightsError(
+                    f"{e}{_cached_instead(where, name)}"
+                ) from None
 
     # a sharded checkpoint's shards: from the repo its index came from, else beside the index
     from_repo = folder is None and w_path is None

@@ -37,6 +37,12 @@ def _stt_config(name: str) -> dict:
     return d
 
 
+def _hibiki_config(weights: str, mimi: str) -> dict:
+    """A Hibiki 2B repo's config.json: the preset's keys (upstream's moshi_mlx_2b.json) and the
+    file names its loaders read (upstream's local_web requires mimi_name and tokenizer_name)."""
+    return {**_stt_config("hibiki-2b"), "moshi_name": weights, "mimi_name": mimi}
+
+
 # repo -> (weights file, its layout: (preset, "mlx"/"torch", bits, group), config.json or None, companions)
 def _moshi(fmt_file, bits=None, group=None, layout="mlx", name="moshiko"):
     return (fmt_file, (name, layout, bits, group), None, (MIMI, TOK32K))
@@ -51,17 +57,18 @@ PUBLISHED = {
     "kyutai/moshika-mlx-bf16": _moshi("model.safetensors", name="moshika"),
     "kyutai/moshiko-pytorch-bf16": _moshi("model.safetensors", layout="torch"),
     "kyutai/moshika-pytorch-bf16": _moshi("model.safetensors", layout="torch", name="moshika"),
+    # the Hibiki 2B repos' files, as the Hub lists them (2026-12): a config.json naming them
     "kyutai/hibiki-2b-mlx-bf16": (
-        "model.safetensors",
+        "hibiki-mlx-220b12c0@200.safetensors",
         ("hibiki-2b", "mlx", None, None),
-        None,
-        (MIMI, "tokenizer_spm_48k_multi6_2.model"),
+        _hibiki_config("hibiki-mlx-220b12c0@200.safetensors", "mimi-dbaa9758@125.safetensors"),
+        ("mimi-dbaa9758@125.safetensors", "tokenizer_spm_48k_multi6_2.model"),
     ),
     "kyutai/hibiki-2b-pytorch-bf16": (
-        "model.safetensors",
+        "hibiki-pytorch-220b12c0@200.safetensors",
         ("hibiki-2b", "torch", None, None),
-        None,
-        (MIMI, "tokenizer_spm_48k_multi6_2.model"),
+        _hibiki_config("hibiki-pytorch-220b12c0@200.safetensors", STT_MIMI),
+        (STT_MIMI, "tokenizer_spm_48k_multi6_2.model"),
     ),
     "kyutai/stt-1b-en_fr-mlx": (
         "model.safetensors",
@@ -960,3 +967,61 @@ def test_a_candle_gguf_repo_online_is_named_and_its_gguf_not_downloaded(tmp_path
     with pytest.raises(WeightsError, match=r"^model.q8.gguf is a GGUF file"):
         resolve_model("kyutai/moshiko-candle-q8", weights="model.q8.gguf")
     assert ("kyutai/moshiko-candle-q8", "model.q8.gguf") not in fake_hub.asked
+
+
+# ---- a repo's files under other names than the preset's or the default ---------------------
+
+
+def test_a_cache_without_the_config_json_that_names_the_files_says_to_download_it(files, cache, monkeypatch):
+    """`hf download REPO FILE...` of the weights, Mimi and tokenizer only: the repo's config.json,
+    which names them, is not in the cache. Offline, kyutai/hibiki-1b-mlx-bf16 (no preset) was
+    'model.safetensors from ... is not in the local Hugging Face cache ...; download it once online
+    (hf download kyutai/hibiki-1b-mlx-bf16 model.safetensors)', a file the repo does not have;
+    hibiki-2b's preset named model.safetensors and tokenizer-e351c8d8-checkpoint125.safetensors,
+    which neither 2B repo has. A file simply missing (no other of its kind) keeps its line."""
+    src = files["kyutai/hibiki-2b-mlx-bf16"]
+    w1b = "hibiki-mlx-dc2cf5a5@80.safetensors"
+    add_repo(cache, "kyutai/hibiki-1b-mlx-bf16", {w1b: src["hibiki-mlx-220b12c0@200.safetensors"]})
+    held = {n: p for n, p in src.items() if n != "config.json"}
+    add_repo(cache, "kyutai/hibiki-2b-mlx-bf16", held)
+    add_repo(cache, "kyutai/moshiko-mlx-q4", {n: p for n, p in files["kyutai/moshiko-mlx-q4"].items() if n != TOK32K})
+    _offline(monkeypatch)
+    tail = r"to use: download it once online \(hf download {} config.json\)$"
+    with pytest.raises(
+        WeightsError,
+        match=rf"^model.safetensors from kyutai/hibiki-1b-mlx-bf16 is not in the local Hugging Face cache, which "
+        rf"holds {w1b} of it but not its config.json, which names the weights file "
+        + tail.format("kyutai/hibiki-1b-mlx-bf16"),
+    ):
+        resolve_model("kyutai/hibiki-1b-mlx-bf16")
+    got = resolve_model("kyutai/hibiki-2b-mlx-bf16")  # the weights by the preset's name, its config
+    assert got.weights.name == "hibiki-mlx-220b12c0@200.safetensors" and got.how == "preset hibiki-2b"
+    assert got.companion("tokenizer").name == "tokenizer_spm_48k_multi6_2.model"
+    with pytest.raises(
+        WeightsError,
+        match=rf"^{MIMI} from kyutai/hibiki-2b-mlx-bf16 is not in the local Hugging Face cache, which holds "
+        r"mimi-dbaa9758@125.safetensors of it but not its config.json, which names the Mimi checkpoint "
+        + tail.format("kyutai/hibiki-2b-mlx-bf16"),
+    ):
+        got.companion("mimi")
+    q4 = resolve_model("kyutai/moshiko-mlx-q4")
+    with pytest.raises(
+        WeightsError, match=rf"^{TOK32K} from kyutai/moshiko-mlx-q4 is not in the local Hugging Face cache and offline"
+    ):
+        q4.companion("tokenizer")
+
+
+def test_a_repo_without_config_json_whose_weights_have_another_name_names_them(files, fake_hub):  # noqa: F811
+    """Online, a repo of one weights file not called model.safetensors and no config.json (a
+    fine-tune pushed as is) was 'Hugging Face repo 'me/ft' has no file 'model.safetensors''; now
+    the file it holds is named, to give as hf://me/ft/FILE, which loads."""
+    repo = "kyutai/moshiko-pytorch-bf16"
+    fake_hub["me/ft"] = {"ft_step500.safetensors": files[repo]["model.safetensors"], MIMI: files[repo][MIMI]}
+    with pytest.raises(
+        WeightsError,
+        match=r"^me/ft has no model.safetensors and no config.json naming its weights \(it holds "
+        r"ft_step500.safetensors\): give the file, hf://me/ft/ft_step500.safetensors$",
+    ):
+        resolve_model("me/ft")
+    got = resolve_model("hf://me/ft/ft_step500.safetensors")
+    assert got.how == "preset moshiko (matched by tensor shapes)" and got.fit.pytorch
