@@ -246,14 +246,38 @@ def match_preset(f: SafetensorsFile) -> str | None:
     return None
 
 
-def _detect(f: SafetensorsFile) -> tuple[LmConfig, str]:
+def _detect(f: SafetensorsFile, foreign: Path | None = None) -> tuple[LmConfig, str]:
+    """The preset the header fits; `foreign`: the config.json beside the weights that is not a
+    Moshi LM config (named in the refusal: a Transformers one says what it is)."""
     name = match_preset(f)
     if name is None:
+        beside, how = f"no {CONFIG_NAME} beside it", "pass a config (--lm-config / --config)"
+        if foreign is not None:
+            beside, how = _foreign_config(foreign)
         raise ConfigError(
-            f"no config for {f.path.name}: no {CONFIG_NAME} beside it and its tensors fit no preset "
-            f"({', '.join(PRESETS)}); pass a config (--lm-config / --config)"
+            f"no config for {f.path.name}: {beside} and its tensors fit no preset ({', '.join(PRESETS)}); {how}"
         )
     return preset(name), f"preset {name} (matched by tensor shapes)"
+
+
+def _foreign_config(path: Path) -> tuple[str, str]:
+    """(what the config.json at `path`, not a Moshi LM config, is; what to do) for `_detect`'s
+    line. A Hugging Face Transformers checkpoint (kmhf/hf-moshiko's MoshiForConditionalGeneration:
+    other tensor names, the Mimi inside) is not read here: Kyutai's layout of the model is."""
+    try:
+        raw = json_file(path)
+    except (OSError, ValueError):
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    arch = raw.get("architectures")
+    if "transformers_version" not in raw and not arch:
+        return f"{path} is not a Moshi LM config", "pass a config (--lm-config / --config)"
+    kind = arch[0] if isinstance(arch, list) and arch else f"model_type {raw.get('model_type')!r}"
+    how = "Transformers' checkpoints are not read here"
+    if raw.get("model_type") == "moshi":
+        repos = [repos["pytorch"][0] for n, (_, repos) in PRESETS.items() if n in ("moshiko", "moshika")]
+        how += f": take the same model in Kyutai's layout ({', '.join(repos)}, or their -mlx- repos)"
+    return f"{path} is a Hugging Face Transformers config ({kind}), not a Moshi LM config,", how
 
 
 def _ignored_config_preset(f: SafetensorsFile) -> str | None:
@@ -607,7 +631,8 @@ def resolve_model(
     from_repo = folder is None and w_path is None
     f = open_checkpoint(path, (lambda shard: hf_get(shard, where)) if from_repo else None)
     # ... else the preset whose architecture the header fits (checked now: it took the file)
-    cfg, how = decided if decided is not None else _detect(f)
+    foreign = cfg_file if given is None and raw is None and cfg_file is not None and cfg_file.is_file() else None
+    cfg, how = decided if decided is not None else _detect(f, foreign)
     if decided is None and check is not None:
         check(cfg)
 

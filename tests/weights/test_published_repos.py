@@ -1025,3 +1025,38 @@ def test_a_repo_without_config_json_whose_weights_have_another_name_names_them(f
         resolve_model("me/ft")
     got = resolve_model("hf://me/ft/ft_step500.safetensors")
     assert got.how == "preset moshiko (matched by tensor shapes)" and got.fit.pytorch
+
+
+def test_a_transformers_checkpoint_is_named_as_one(cache, monkeypatch, tmp_path):
+    """kmhf/hf-moshiko (Transformers' MoshiForConditionalGeneration: a config.json of its own,
+    other tensor names, sharded) was 'no config for model.safetensors.index.json: no config.json
+    beside it and its tensors fit no preset (...); pass a config', beside a config.json, and no
+    config makes those names fit. A config.json of another tool beside weights that fit no preset
+    is named too."""
+    d = tmp_path / "hf-moshiko"
+    d.mkdir()
+    raw = {"architectures": ["MoshiForConditionalGeneration"], "model_type": "moshi", "hidden_size": 4096}
+    (d / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 32, "transformers_version": "4.45.0"}))
+    lay = {"model.decoder.layers.0.self_attn.q_proj.weight": ("BF16", (4096, 4096))}
+    header_only(d / "model-00001-of-00001.safetensors", lay)
+    (d / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {k: "model-00001-of-00001.safetensors" for k in lay}})
+    )
+    snap = add_repo(cache, "kmhf/hf-moshiko", {p.name: p for p in d.iterdir()})
+    _offline(monkeypatch)
+    for spec, where in ((d, d), ("kmhf/hf-moshiko", snap)):
+        with pytest.raises(
+            moshi_mlx.ConfigError,
+            match=rf"^no config for model.safetensors.index.json: {where}/config.json is a Hugging Face Transformers "
+            r"config \(MoshiForConditionalGeneration\), not a Moshi LM config, and its tensors fit no preset \(.*\); "
+            r"Transformers' checkpoints are not read here: take the same model in Kyutai's layout "
+            r"\(kyutai/moshiko-pytorch-bf16, kyutai/moshika-pytorch-bf16, or their -mlx- repos\)$",
+        ):
+            resolve_model(spec)
+    (d / "config.json").write_text(json.dumps({"dim": 64, "trainer": "mine"}))  # one Moshi key: not a Moshi config
+    with pytest.raises(
+        moshi_mlx.ConfigError,
+        match=rf"^no config for model.safetensors.index.json: {d}/config.json is not a Moshi LM config and its tensors "
+        r"fit no preset \(.*\); pass a config \(--lm-config / --config\)$",
+    ):
+        resolve_model(d)
