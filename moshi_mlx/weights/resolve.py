@@ -58,6 +58,7 @@ from .safetensors_io import (
     INDEX_SUFFIX,
     SAVE_AS_SAFETENSORS,
     SafetensorsFile,
+    ShardedSafetensors,
     gguf_instead,
     open_checkpoint,
     shard_names,
@@ -343,6 +344,9 @@ def _candidates(folder: Path, skip: set[str]) -> list[str]:
     """The folder's weights files: its .safetensors, a sharded checkpoint as its index
     (`model.safetensors.index.json`) in place of the shards it names."""
     indexes = sorted(n for n in folder.glob("*" + INDEX_SUFFIX) if n.name[: -len(INDEX_SUFFIX)] not in skip)
+    for n in indexes:  # an index that cannot be read, with no file of its name beside it: its own line
+        if not shard_names(n) and not (folder / n.name[: -len(INDEX_SUFFIX)]).is_file():
+            ShardedSafetensors(n)  # raises: '... is not a shard index: ...' (else the shards were 'several files')
     shards = set().union(*(shard_names(n) for n in indexes))
     return sorted(
         [n.name for n in indexes if shard_names(n)]

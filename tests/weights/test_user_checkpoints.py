@@ -427,6 +427,12 @@ def test_a_sharded_checkpoint_missing_a_shard_is_one_line(tiny, tmp_path, cache,
     save_safetensors(d / "model-00003-of-00003.safetensors", {"other.weight": mx.zeros((2,))})
     with pytest.raises(WeightsError, match=rf"^{INDEX} names \d+ tensor\(s\) its shards do not hold"):
         resolve_model(d)
+    # an index cut short (a copy that did not finish): it was 'D should hold one .safetensors model
+    # file, found model-00001-of-00003.safetensors, ...; set moshi_name', the shards taken for several files
+    (d / INDEX).write_text((d / INDEX).read_text()[:40])
+    (d / "config.json").unlink()  # (its moshi_name, model.safetensors, led to the index)
+    with pytest.raises(WeightsError, match=rf"^{d / INDEX} is not a shard index: Unterminated string"):
+        resolve_model(d)
 
 
 # ---- 7. a fine-tune's weights alone, given with the repo or folder they fine-tune ----------
