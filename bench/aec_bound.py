@@ -62,15 +62,18 @@ def ideal_mask_snr(user: np.ndarray, rest: np.ndarray, talking: np.ndarray, hop:
 
 def room_second_after_move(moshi, user, room: R.Room, dr: R.Drive | None = None, hops=(120, 240, 480, 768)) -> dict:
     """aec_room.case()'s signals (same room, user level, noise) around its move during double
-    talk: the microphone's SNR, the ideal mask on it per frame size, and with 20 ms frames
-    after the exact old path, with how much of the new echo that path removes."""
+    talk, or, where the user starts within 2 s of a change made while Moshi talked alone (as
+    aec_room.case() then measures), around the user's first second: the microphone's SNR, the ideal mask on
+    it per frame size, and with 20 ms frames after the exact old path (before that change),
+    with how much of the new echo that path removes."""
     dr = dr or R.Drive()
     sig = R.signals(moshi, user, room, dr)
-    m, pad = int(dr.dt_move_at * SR), SR // 2
+    user_first = room.changes and sig.dt_a < int(dr.move_at * SR) + 2 * SR
+    m, pad = (sig.dt_a if user_first else int(dr.dt_move_at * SR)), SR // 2
     span = slice(m - pad, m + SR + pad)
     talking = sig.speaking[m : m + SR]
     rest = (sig.echo + sig.noise)[span]
-    left = sig.echo - R.path_echo(room, dr, sig.far, 1)  # what the path before the move leaves
+    left = sig.echo - R.path_echo(room, dr, sig.far, 0 if user_first else 1)  # what the path before the change leaves
     res = {
         "room": room.name,
         "microphone_snr_db": round(ratio_db(sig.near[m : m + SR][talking], rest[pad:-pad][talking]), 1),
@@ -85,30 +88,35 @@ def room_second_after_move(moshi, user, room: R.Room, dr: R.Drive | None = None,
 
 
 def stress(first_seed: int, seeds: int, against: Path | None) -> list[dict]:
-    """The bounds for every moved case of bench/aec_stress.py (seeds first_seed..+seeds)."""
+    """The bounds for every case of bench/aec_stress.py (seeds first_seed..+seeds) whose user
+    talks through a change or starts just after one."""
     from bench import aec_stress as S
 
     done = {}
     if against is not None:
         done = {
-            (r["key"], r["seed"]): r.get("dt_after_move_snr_db") for r in json.loads(against.read_text())["results"]
+            (r["key"], r["seed"]): r.get("dt_user_after_move_snr_db", r.get("dt_after_move_snr_db"))
+            for r in json.loads(against.read_text())["results"]
         }
     voices = S.render_voices()
     rows = []
-    for st in (r for r in S.ROOMS if r.move_cm and not r.user_after_s):  # a move made during double talk
+    for st in (r for r in S.ROOMS if r.move_cm or r.user_after_s):
         for seed in range(first_seed, first_seed + seeds):
             room, dr, drawn = S.Case(st, seed, jitter=False).draw()
             res = room_second_after_move(
                 voices["moshi", drawn["moshi"]], voices["user", drawn["user"]], room, dr, (240,)
             )
-            res["move_cm"] = room.move_cm
+            res["case"] = f"{st.key}#{seed}"
+            res["group"] = (
+                f"{st.key}: the user's first second" if st.user_after_s else f"{room.move_cm} cm during double talk"
+            )
             if (st.key, seed) in done:
                 res["canceller_db"] = done[st.key, seed]
             rows.append(res)
             print(res, flush=True)
-    for cm in sorted({r["move_cm"] for r in rows}):
-        sel = [r for r in rows if r["move_cm"] == cm]
-        line = f"{cm} cm, {len(sel)} cases: " + ", ".join(
+    for group in sorted({r["group"] for r in rows}):
+        sel = [r for r in rows if r["group"] == group]
+        line = f"{group}, {len(sel)} cases: " + ", ".join(
             f"{name} median {np.median([r[k] for r in sel]):.1f} dB, under 15 dB in {sum(r[k] < 15 for r in sel)}"
             for name, k in (
                 ("ideal mask on the microphone", "ideal_mask_20ms_db"),

@@ -22,3 +22,17 @@ def test_the_old_path_is_the_rooms_own():
     assert 8.0 <= small["old_path_removes_db"] <= 30.0, small  # the old path, not the new one
     assert small["old_path_removes_db"] > large["old_path_removes_db"] + 3.0, (small, large)
     assert small["ideal_mask_after_old_path_db"] > small["ideal_mask_20ms_db"] + 1.0, small
+
+
+def test_a_user_starting_just_after_a_change_is_scored_from_their_first_words():
+    """Where the user starts 0.4 s after a change made while Moshi talked alone (no change in
+    the double talk), the bound is over the user's first second and the old path is the one
+    before that change: it leaves part of the new echo, not none (nor fails on the double
+    talk's absent change)."""
+    moshi = np.array(speech_like(22.0, seed=3, f0=(100.0, 140.0)), np.float32) * 0.3
+    user = np.abs(np.array(speech_like(4.0, seed=5, f0=(180.0, 260.0)), np.float32)) * 0.3
+    room = aec_room.Room("2 cm", 20.0, 0.45, 3.0, move_cm=2.0, seed=6)
+    drive = aec_room.Drive(move_at=7.0, dt_start=7.4, dt_move_at=float("inf"))
+    res = aec_bound.room_second_after_move(moshi, user, room, drive, hops=(240,))
+    assert 8.0 <= res["old_path_removes_db"] <= 30.0, res
+    assert res["ideal_mask_after_old_path_db"] > res["ideal_mask_20ms_db"] + 1.0, res
