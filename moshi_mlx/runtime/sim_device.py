@@ -25,6 +25,11 @@ class SimulatedAudioDevice:
     then_silence (with loop=False): when the source ends, `on_source_end(pipeline)` is called
     and `source_done` set, then silence is captured until `run` is stopped (a file's answer
     lags it: the session stops once it has caught up, runtime/live.py).
+    sample_clock: `clock()` counts the blocks handed over instead of reading real time, so
+    every timestamp the pipeline takes is exact whatever the scheduling. With the real clock a
+    loaded machine runs the callbacks late (`speed` times later in device time), which moves
+    the echo canceller's alignment of the two streams as a real device's jitter would; a check
+    of what the canceller produces, not of how it bears jitter, wants it fixed.
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class SimulatedAudioDevice:
         seed: int = 0,
         then_silence: bool = False,
         on_source_end: Callable | None = None,
+        sample_clock: bool = False,
     ):
         self.source = None if source is None else np.asarray(source, dtype=np.float32)
         self.sample_rate = sample_rate
@@ -62,10 +68,15 @@ class SimulatedAudioDevice:
         self.on_source_end = on_source_end
         self.source_done = threading.Event()
         self.source_blocks = 0  # blocks of the source captured (the last one zero-padded)
+        self.sample_clock = sample_clock
+        self._blocks_run = 0  # callback periods begun (the sample clock's time)
 
     def clock(self) -> float:
         """The device's time: real time scaled by `speed` (give it to the pipeline as its
-        clock when running faster than real time, so timestamps match sample counts)."""
+        clock when running faster than real time, so timestamps match sample counts); with
+        `sample_clock`, the start of the current callback period, exactly."""
+        if self.sample_clock:
+            return self._t0 + self._blocks_run * self.block / self.sample_rate
         return self._t0 + (time.monotonic() - self._t0) * self.speed
 
     def _next_input(self) -> np.ndarray | None:
@@ -112,6 +123,7 @@ class SimulatedAudioDevice:
                 self._add_echo(out)
             if keep_output:
                 self.played.append(out)
+            self._blocks_run += 1
             wait = t0 + (k + 1) * period - time.monotonic()
             if wait > 0:
                 self.stop_event.wait(wait)

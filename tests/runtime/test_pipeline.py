@@ -269,3 +269,37 @@ def test_delay_settles_back_after_a_slow_first_step():
     q, delays_unsettled = run(None)
     assert q.stats.frames_settled == 0
     assert np.median(delays_unsettled[-20:]) > late + 60  # one frame longer, for good
+
+
+def test_the_sample_clock_is_exact_however_late_the_callbacks():
+    """`sample_clock=True`: the times a pipeline reads in the capture and playback callbacks are
+    those of the samples handed over, even when a callback runs late (the real clock read them
+    late: at 8x, 10 ms late is 80 ms of device time)."""
+    import threading
+
+    class LateStub:
+        failed = threading.Event()
+
+        def __init__(self):
+            self.times = []
+
+        def push_input(self, x):
+            self.times.append(("in", dev.clock()))
+
+        def read_output(self, n):
+            time.sleep(0.01 if len(self.times) % 3 == 0 else 0.0)  # a late playback callback
+            self.times.append(("out", dev.clock()))
+            return np.zeros(n, np.float32)
+
+    for exact in (True, False):
+        dev = SimulatedAudioDevice(None, speed=8.0, sample_clock=exact)
+        stub = LateStub()
+        dev.run(stub, 12)
+        dev.run(stub, 3)  # a second run goes on from where the first stopped
+        want = [(side, dev._t0 + k * FRAME / 24_000) for k in range(15) for side in ("in", "out")]
+        got = np.array([t for _, t in stub.times]) - np.array([t for _, t in want])
+        assert [s for s, _ in stub.times] == [s for s, _ in want]
+        if exact:
+            assert np.abs(got).max() < 1e-9
+        else:
+            assert np.abs(got).max() > 0.05  # the real clock: late callbacks, late times
