@@ -317,14 +317,15 @@ QUALITY_NAME = "quality.json"  # where `--eval` saves its report in the folder u
 _WEIGHTS_RE = re.compile(r"model(\.[^/]+)?\.safetensors")
 
 
-def _earlier_files(out_dir: Path, keep: list[str]) -> list[Path]:
+def _earlier_files(out_dir: Path, keep: list[str], inputs: list[Path]) -> list[Path]:
     """The files of an earlier conversion in `out_dir` that this one does not write: other
     LM weights files (convert's names, and the one the old config.json names), the companion
     files only the old config names, an old `--eval` report (it describes the old weights)
     and the temporary files of an interrupted conversion. Removed once the new weights and
     config.json are in place, so the folder holds what a fresh conversion would: one weights
     file (two make a folder ambiguous to loaders that pick by name) and no stale report.
-    Any other file in the folder is the user's and stays."""
+    Any other file in the folder is the user's and stays, and so does every input of this
+    conversion (`inputs`: a source converted into its own folder through the API)."""
     if not out_dir.is_dir():
         return []
     owned = {QUALITY_NAME}
@@ -344,8 +345,16 @@ def _earlier_files(out_dir: Path, keep: list[str]) -> list[Path]:
             base = base[1:].rsplit(".", 1)[0]
         ours = base in owned or base == CONFIG_NAME or _WEIGHTS_RE.fullmatch(base) is not None
         if ours and (partial or base not in keep) and (p.is_file() or p.is_symlink()):
-            stale.append(p)
+            if not any(_same_file(p, q) for q in inputs):
+                stale.append(p)
     return stale
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _published_repos(name: str) -> list[str]:
@@ -419,7 +428,9 @@ def convert(
     assets = companion_files(info.cfg) if copy_assets else []
     created = _prepare_out(out_dir, [wname, CONFIG_NAME] + assets, force, info.weights)
     # read now, while config.json is still the old one
-    stale = _earlier_files(out_dir, [wname, CONFIG_NAME] + companion_files(info.cfg))
+    inputs = [info.weights, *([info.lora] if info.lora else [])]
+    inputs += [f.path for f in getattr(source, "shards", {}).values()]  # a sharded checkpoint's shards
+    stale = _earlier_files(out_dir, [wname, CONFIG_NAME] + companion_files(info.cfg), inputs)
     record = plan.record()
     total = sum(plan.source_bytes(o) for o in plan.outputs)
     if on_start is not None:

@@ -376,6 +376,10 @@ def test_force_over_another_conversion_leaves_what_a_fresh_one_would(tmp_path, s
     convert(resolve_source(src), out, force=True)  # and back to float
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert read_model_dir(out).quantization is None
+    # the API converting a folder's weights into that folder: the source is an input, never stale
+    source = (out / "model.safetensors").read_bytes()
+    convert(resolve_source(out / "model.safetensors"), out, recipe=make_recipe(None, 4), force=True)
+    assert (out / "model.safetensors").read_bytes() == source and (out / "model.q4.safetensors").is_file()
 
 
 def test_source_resolution(tmp_path, cfg, src, monkeypatch):
