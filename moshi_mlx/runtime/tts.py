@@ -35,7 +35,7 @@ from ..models.tts import (
     script_to_entries,
 )
 from ..validation import integer
-from ..weights.hub import hf_get
+from ..weights.hub import hf_get, repo_file
 from ..weights.lm_loader import load_resolved
 from ..weights.quantize import default_group_size, quantize_model
 from ..weights.resolve import resolve_model
@@ -260,7 +260,7 @@ def load_voice(
         mid = cfg.extra.get("model_id") or {}
         suffix = f".{mid['sig']}@{mid['epoch']}.safetensors" if "sig" in mid and "epoch" in mid else ""
         try:
-            path = hf_get(f"hf://{voice_repo}/{spec}{suffix}")
+            path = repo_file(voice_repo, f"{spec}{suffix}")
         except WeightsError as e:
             raise UsageError(f"voice {spec!r} not found ({e})") from None
     f = SafetensorsFile(path)
@@ -291,7 +291,7 @@ def prefix_voice(
     check_voice_spec(spec, cfg)
     if spec.startswith("hf://") or not os.path.isfile(spec):
         try:
-            path = hf_get(spec if spec.startswith("hf://") else f"hf://{voice_repo}/{spec}")
+            path = hf_get(spec) if spec.startswith("hf://") else repo_file(voice_repo, spec)
         except WeightsError as e:
             raise UsageError(f"voice {spec!r} is no local audio file and not in {voice_repo} ({e})") from None
     else:

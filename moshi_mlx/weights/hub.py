@@ -501,6 +501,15 @@ def hf_get(spec: str | os.PathLike, repo: str | None = None) -> Path:
     raise web_address(s) or broken_link(path) or WeightsError(f"file not found: {s}")
 
 
+def repo_file(repo: str, filename: str) -> Path:
+    """`filename` (a path in the repo, folders included: `expresso/x.wav...`) of Hub repo `repo`,
+    or of a local folder standing in for it (`hf download REPO --local-dir DIR`, then DIR), `~`
+    expanded; a folder that does not exist and is no repo id is one line saying so (as an
+    hf:// spec, `/abs/dir` was read as the folder `/abs`: 'model folder /abs has no file ...')."""
+    local = Path(repo).expanduser()
+    return _download(str(local) if local.is_dir() else repo_id(repo), filename)
+
+
 def hf_get_optional(filename: str, repo: str) -> Path | None:
     """Like `hf_get(filename, repo)` but None when the file is not there to be had: the repo
     lacks it, or the files must come from the cache (offline, no network) and the cache does

@@ -41,3 +41,36 @@ def test_an_unknown_mimi_backend_is_refused_as_by_load(backend):
         with pytest.raises(UsageError) as e:
             call()
         assert str(e.value) == want
+
+
+def test_the_voice_repo_is_a_hub_repo_from_the_cache_or_a_local_copy(tmp_path, monkeypatch):
+    """kyutai/tts-voices as users hold it: in the Hugging Face cache (offline), or a local copy
+    (`hf download kyutai/tts-voices --local-dir DIR`, then --voice-repo DIR: relative, absolute
+    or with ~). A copy that is not there was 'model folder /abs has no file
+    'path/to/voices/expresso/...'' (an absolute path was read as the hf:// repo '/abs')."""
+    import huggingface_hub.constants as c
+    import mlx.core as mx
+
+    from moshi_mlx.models.config import preset
+    from moshi_mlx.runtime.tts import load_voice
+
+    from ..weights.hf_cache import add_repo
+
+    cfg = preset("tts-tiny")
+    name = "expresso/ex03-ex01_happy_001_channel1_334s.wav"
+    stored = f"{name}.{cfg.extra['model_id']['sig']}@{cfg.extra['model_id']['epoch']}.safetensors"
+    voice = np.arange(32 * 5, dtype=np.float32).reshape(1, 32, 5)
+    copy = tmp_path / "voices"
+    (copy / "expresso").mkdir(parents=True)
+    mx.save_safetensors(str(copy / stored), {"speaker_wavs": mx.array(voice)})
+    add_repo(tmp_path / "hub", "kyutai/tts-voices", {stored: copy / stored})
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for repo in ("kyutai/tts-voices", "voices", str(copy), "~/voices"):
+        assert np.array_equal(load_voice(name, cfg, repo), voice[0]), repo
+    gone = tmp_path / "elsewhere" / "voices"
+    with pytest.raises(UsageError, match=rf"^voice '{name}' not found \({gone}: no such model folder"):
+        load_voice(name, cfg, str(gone))
