@@ -389,7 +389,7 @@ def _named_otherwise(repo: str, name: str, guessed: bool, kind: str = "weights")
         return WeightsError(
             f"{name} from {repo} is not in the local Hugging Face cache, which holds {', '.join(others)} of it but "
             f"not its {CONFIG_NAME}, which names the {_KINDS[kind]} to use: download it once online "
-            f"({download_command(repo, CONFIG_NAME)})"
+            f"({download_command(repo, CONFIG_NAME)}); a repo without one: give the file, hf://{repo}/{others[0]}"
         )
     if kind != "weights":  # the repo has no config.json: the file is given as any
         return None

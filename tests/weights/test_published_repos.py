@@ -986,12 +986,16 @@ def test_a_cache_without_the_config_json_that_names_the_files_says_to_download_i
     add_repo(cache, "kyutai/hibiki-2b-mlx-bf16", held)
     add_repo(cache, "kyutai/moshiko-mlx-q4", {n: p for n, p in files["kyutai/moshiko-mlx-q4"].items() if n != TOK32K})
     _offline(monkeypatch)
-    tail = r"to use: download it once online \(hf download {} config.json\)$"
+    tail = (
+        r"to use: download it once online \(hf download {0} config.json\); a repo without one: give the file, hf://{0}/"
+    )
     with pytest.raises(
         WeightsError,
         match=rf"^model.safetensors from kyutai/hibiki-1b-mlx-bf16 is not in the local Hugging Face cache, which "
         rf"holds {w1b} of it but not its config.json, which names the weights file "
-        + tail.format("kyutai/hibiki-1b-mlx-bf16"),
+        + tail.format("kyutai/hibiki-1b-mlx-bf16")
+        + w1b
+        + "$",
     ):
         resolve_model("kyutai/hibiki-1b-mlx-bf16")
     got = resolve_model("kyutai/hibiki-2b-mlx-bf16")  # the weights by the preset's name, its config
@@ -1001,9 +1005,21 @@ def test_a_cache_without_the_config_json_that_names_the_files_says_to_download_i
         WeightsError,
         match=rf"^{MIMI} from kyutai/hibiki-2b-mlx-bf16 is not in the local Hugging Face cache, which holds "
         r"mimi-dbaa9758@125.safetensors of it but not its config.json, which names the Mimi checkpoint "
-        + tail.format("kyutai/hibiki-2b-mlx-bf16"),
+        + tail.format("kyutai/hibiki-2b-mlx-bf16")
+        + "mimi-dbaa9758@125.safetensors$",
     ):
         got.companion("mimi")
+    # a cache of the repo's first revision, whose weights had the name they were uploaded with
+    # (renamed model.safetensors since); the repo has no config.json (recorded absent)
+    old, pt = "moshika_pt_3d736a96@120.safetensors", "kyutai/moshika-pytorch-bf16"
+    add_repo(cache, pt, {old: files["kyutai/moshika-pytorch-bf16"]["model.safetensors"]}, absent=("config.json",))
+    with pytest.raises(
+        WeightsError,
+        match=rf"^{pt} has no model.safetensors and no config.json naming its weights \(it holds {old}\): give the "
+        rf"file, hf://{pt}/{old}$",
+    ):
+        resolve_model(pt)
+    assert resolve_model(f"hf://{pt}/{old}").how == "preset moshika"
     q4 = resolve_model("kyutai/moshiko-mlx-q4")
     with pytest.raises(
         WeightsError, match=rf"^{TOK32K} from kyutai/moshiko-mlx-q4 is not in the local Hugging Face cache and offline"
