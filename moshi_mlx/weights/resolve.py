@@ -261,10 +261,15 @@ def _detect(f: SafetensorsFile, foreign: Path | None = None) -> tuple[LmConfig, 
     return preset(name), f"preset {name} (matched by tensor shapes)"
 
 
+# a Transformers config's model_type -> the presets of the models published in Kyutai's layout
+_TRANSFORMERS_MODELS = {"moshi": ("moshiko", "moshika"), "kyutai_speech_to_text": ("stt-1b-en_fr", "stt-2.6b-en")}
+
+
 def _foreign_config(path: Path) -> tuple[str, str]:
     """(what the config.json at `path`, not a Moshi LM config, is; what to do) for `_detect`'s
-    line. A Hugging Face Transformers checkpoint (kmhf/hf-moshiko's MoshiForConditionalGeneration:
-    other tensor names, the Mimi inside) is not read here: Kyutai's layout of the model is."""
+    line. A Hugging Face Transformers checkpoint (kmhf/hf-moshiko's MoshiForConditionalGeneration,
+    kyutai/stt-*-trfs: other tensor names, the Mimi inside) is not read here: Kyutai's layout of
+    the model is."""
     try:
         raw = json_file(path)
     except (OSError, ValueError):
@@ -275,8 +280,9 @@ def _foreign_config(path: Path) -> tuple[str, str]:
         return f"{path} is not a Moshi LM config", "pass a config (--lm-config / --config)"
     kind = arch[0] if isinstance(arch, list) and arch else f"model_type {raw.get('model_type')!r}"
     how = "Transformers' checkpoints are not read here"
-    if raw.get("model_type") == "moshi":
-        repos = [repos["pytorch"][0] for n, (_, repos) in PRESETS.items() if n in ("moshiko", "moshika")]
+    same = _TRANSFORMERS_MODELS.get(raw.get("model_type"), ())
+    if same:  # kmhf/hf-moshiko, kyutai/stt-*-trfs: the model is published in Kyutai's layout too
+        repos = [PRESETS[n][1]["pytorch"][0] for n in same]
         how += f": take the same model in Kyutai's layout ({', '.join(repos)}, or their -mlx- repos)"
     return f"{path} is a Hugging Face Transformers config ({kind}), not a Moshi LM config,", how
 

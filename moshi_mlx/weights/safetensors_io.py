@@ -252,7 +252,7 @@ def gguf_instead(twin: str | None = None) -> str:
 
     if twin is None:
         q8 = [r for _, repos in PRESETS.values() for r, _ in repos.values() if r.endswith("-mlx-q8")]
-        twin = f"the same model's safetensors weights (the -candle-q8 repos' are {', '.join(dict.fromkeys(q8))})"
+        twin = f"the same model's safetensors weights (for kyutai's -candle-q8 Moshi repos: {', '.join(dict.fromkeys(q8))})"
     return f"GGUF (candle's format) is not read here; take {twin}"
 
 

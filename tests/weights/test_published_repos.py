@@ -936,7 +936,10 @@ def test_a_candle_gguf_repo_is_named_with_its_safetensors_twin(cache, monkeypatc
             resolve_model("kyutai/moshiko-candle-q8", quantized=q)
     with pytest.raises(WeightsError, match=r"^model.q8.gguf is a GGUF file, not a safetensors file: " + twin + "$"):
         resolve_model("kyutai/moshiko-candle-q8", weights="model.q8.gguf")
-    either = NOT_READ + r"the same model's safetensors weights \(the -candle-q8 repos' are kyutai/moshiko-mlx-q8, "
+    either = (
+        NOT_READ
+        + r"the same model's safetensors weights \(for kyutai's -candle-q8 Moshi repos: kyutai/moshiko-mlx-q8, "
+    )
     either += r"kyutai/moshika-mlx-q8\)"
     d = files["model.q8.gguf"].parent  # a local copy
     with pytest.raises(
@@ -1069,6 +1072,15 @@ def test_a_transformers_checkpoint_is_named_as_one(cache, monkeypatch, tmp_path)
             r"\(kyutai/moshiko-pytorch-bf16, kyutai/moshika-pytorch-bf16, or their -mlx- repos\)$",
         ):
             resolve_model(spec)
+    # kyutai/stt-1b-en_fr-trfs: Transformers' layout of a model Kyutai publishes in its own
+    stt = {"architectures": ["KyutaiSpeechToTextForConditionalGeneration"], "model_type": "kyutai_speech_to_text"}
+    (d / "config.json").write_text(json.dumps(stt))
+    with pytest.raises(
+        moshi_mlx.ConfigError,
+        match=r"\(KyutaiSpeechToTextForConditionalGeneration\), not a Moshi LM config, .*: take the same model in "
+        r"Kyutai's layout \(kyutai/stt-1b-en_fr, kyutai/stt-2.6b-en, or their -mlx- repos\)$",
+    ):
+        resolve_model(d)
     (d / "config.json").write_text(json.dumps({"dim": 64, "trainer": "mine"}))  # one Moshi key: not a Moshi config
     with pytest.raises(
         moshi_mlx.ConfigError,
