@@ -52,24 +52,26 @@ def _hub_unreachable() -> bool:
     it resolves but a connection is refused or times out (a firewall, a captive network).
     huggingface_hub would then retry each file for ~25 s, printing a warning per try, before
     falling back to the cache or failing. Behind a proxy the name may resolve only there, so
-    nothing is assumed. The connection is probed once per process (3 s at most)."""
+    nothing is assumed. The name and the connection are probed once per process (3 s at most
+    for the connection): a resolver that times out would otherwise cost its timeout on every
+    file looked up (4 to 5 per model)."""
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return False
     try:
         addr = _hub_address()
-        if addr is None:
-            return False
-        socket.getaddrinfo(*addr)
-    except OSError:  # socket.gaierror: the name does not resolve
-        return True
     except Exception:  # noqa: BLE001 - an odd endpoint setting: let huggingface_hub decide
+        return False
+    if addr is None:
         return False
     if addr not in _REACHABLE:
         try:
+            socket.getaddrinfo(*addr)
             socket.create_connection(addr, timeout=_PROBE_TIMEOUT_S).close()
             _REACHABLE[addr] = True
-        except OSError:  # refused, unreachable, timed out
+        except OSError:  # the name does not resolve (socket.gaierror); refused, unreachable, timed out
             _REACHABLE[addr] = False
+        except Exception:  # noqa: BLE001 - an odd endpoint setting: let huggingface_hub decide
+            return False
     return not _REACHABLE[addr]
 
 

@@ -34,16 +34,28 @@ def _no_dns(monkeypatch):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(hub.socket, "getaddrinfo", fail)
+    monkeypatch.setattr(hub, "_REACHABLE", {})  # (a probe of an earlier test, online, is not this one's)
 
 
 def test_no_network_goes_to_the_cache_at_once(calls, monkeypatch):
-    _no_dns(monkeypatch)
-    with pytest.raises(
-        WeightsError,
-        match="config.json from kyutai/x is not in the local Hugging Face cache and the Hub cannot be reached",
-    ):
-        hub.hf_get("config.json", "kyutai/x")
-    assert calls == [{"local_files_only": True}]  # no request, so no retries
+    """The name is looked up once per process: a model's 4 to 5 files each did it again (a
+    resolver that times out cost its timeout per file)."""
+    lookups = []
+
+    def fail(*a, **k):
+        lookups.append(a[:2])
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(hub, "_REACHABLE", {})
+    monkeypatch.setattr(hub.socket, "getaddrinfo", fail)
+    for _ in range(3):
+        with pytest.raises(
+            WeightsError,
+            match="config.json from kyutai/x is not in the local Hugging Face cache and the Hub cannot be reached",
+        ):
+            hub.hf_get("config.json", "kyutai/x")
+    assert calls == [{"local_files_only": True}] * 3  # no request, so no retries
+    assert lookups == [("huggingface.co", 443)]
 
 
 def test_behind_a_proxy_the_hub_is_asked(calls, monkeypatch):

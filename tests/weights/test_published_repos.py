@@ -170,6 +170,7 @@ def _no_network(monkeypatch):
     for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setattr(hub.socket, "getaddrinfo", fail)
+    monkeypatch.setattr(hub, "_REACHABLE", {})  # (a probe of an earlier test, online, is not this one's)
 
     def no_request(*a, **k):  # nothing may go past the cache
         raise AssertionError("a request was made")
