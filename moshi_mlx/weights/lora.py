@@ -64,12 +64,20 @@ def lora_files(cfg: LmConfig | dict, folder: str | os.PathLike, *, base_required
         )
     base = root / moshi_name if moshi_name and (root / moshi_name).is_file() else None
     if base is None and base_required:
-        raise WeightsError(
-            f"{root} holds LoRA adapters only ({adapters.name}): pass the base weights they were "
-            f"trained on with this folder's config.json, e.g. --hf-repo {BASE_HINT} --lm-config "
-            f"{root / CONFIG_NAME} (Python: moshi_mlx.load({BASE_HINT!r}, config=...))"
-        )
+        raise adapters_only(str(root), adapters.name, str(root / CONFIG_NAME))
     return LoraFiles(adapters, base, scaling, rank)
+
+
+def adapters_only(place: str, adapters: str, config: str, what: str = "folder") -> WeightsError:
+    """The line for a fine-tune of LoRA adapters without their base, a folder or a Hub repo
+    (`what`) that moshi-finetune's `consolidated/` was copied or pushed to: the command that
+    runs it, the base with the fine-tune's config.json (`config`: where it is, as a
+    --lm-config; the adapters are then taken from the same place)."""
+    return WeightsError(
+        f"{place} holds LoRA adapters only ({adapters}): pass the base weights they were "
+        f"trained on with this {what}'s config.json, e.g. --hf-repo {BASE_HINT} --lm-config "
+        f"{config} (Python: moshi_mlx.load({BASE_HINT!r}, config=...))"
+    )
 
 
 @dataclass

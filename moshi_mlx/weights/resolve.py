@@ -51,7 +51,7 @@ from .hub import (
     repo_id,
     web_address,
 )
-from .lora import lora_files, with_lora
+from .lora import adapters_only, lora_files, with_lora
 from .pytorch_int8 import dequantized
 from .safetensors_io import (
     GGUF_SUFFIX,
@@ -632,6 +632,8 @@ def resolve_model(
             path = hf_get(name, where)
         except WeightsError as e:  # not cached: another format of the same model may be (or sharded)
             path = hf_get_optional(name + INDEX_SUFFIX, where) if name.endswith(".safetensors") else None
+            if path is None and (raw or {}).get("lora"):  # moshi-finetune's consolidated/, pushed as a repo
+                raise adapters_only(where, raw.get("lora_name") or LORA_NAME, f"hf://{where}/{CONFIG_NAME}", "repo")
             if path is None:
                 raise _named_otherwise(where, name, raw is None) or WeightsError(
                     f"{e}{_cached_instead(where, name)}"

@@ -469,6 +469,37 @@ def test_adapters_come_from_where_the_given_config_came_from(tiny_ft, tmp_path, 
         assert all(np.array_equal(np.array(got[n]), np.array(ref[n])) for n in ref), (source, config)
 
 
+def test_a_hub_repo_of_adapters_only_names_the_command_that_works(tiny_ft, tmp_path, fake_hub, monkeypatch):  # noqa: F811
+    """moshi-finetune's consolidated/ (config.json with lora: true, lora.safetensors) pushed to
+    the Hub as a repo: it was 'Hugging Face repo 'someone/my-finetune' has no file
+    'model.safetensors'' online and, offline, '... download it once online (hf download
+    someone/my-finetune model.safetensors)', a file that repo does not have; now the line a
+    folder of adapters gets, with --lm-config hf://REPO/config.json, and that command runs."""
+    import huggingface_hub.constants as c
+
+    from moshi_mlx.weights.resolve import resolve_model
+
+    folder, cfg, state, layout = tiny_ft
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(folder / "model.safetensors", base / "model.safetensors")
+    fake_hub["someone/my-finetune"] = {n: folder / n for n in ("config.json", "lora.safetensors")}
+    line = (
+        r"^someone/my-finetune holds LoRA adapters only \(lora.safetensors\): pass the base weights they were trained "
+        r"on with this repo's config.json, e.g. --hf-repo kyutai/moshiko-pytorch-bf16 --lm-config "
+        r"hf://someone/my-finetune/config.json \(Python: "
+    )
+    with pytest.raises(WeightsError, match=line):
+        resolve_model("someone/my-finetune")
+    files = resolve_model(base, config="hf://someone/my-finetune/config.json")  # as the line says
+    assert files.adapters.name == "lora.safetensors"
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)  # offline, from the cache those calls filled
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match=line):
+        resolve_model("someone/my-finetune")
+    assert resolve_model(base, config="hf://someone/my-finetune/config.json").adapters == files.adapters
+
+
 def test_lora_weight_flag_fuses_the_adapters_and_refuses_bad_ones_in_one_line(tiny_ft, tmp_path, capsys):
     """`--lora-weight PATH` (upstream moshi.server's flag) reaches the one load path: the
     model the CLI loads is the fused one; a missing file, a file without adapters, adapters
