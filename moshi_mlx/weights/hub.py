@@ -328,14 +328,14 @@ def _other_snapshot(repo: str, filename: str) -> Path | None:
 
 def repo_files(repo: str) -> list[str]:
     """The file names of `repo` as far as they are known without downloading one: those of
-    every snapshot the cache holds, else the Hub's list when it may be asked (not offline,
-    the network up); [] when neither tells. For error lines only (what a repo holds instead
-    of the file asked for)."""
+    every snapshot the cache holds, and the Hub's list when it may be asked (not offline, the
+    network up: the cache may hold a few of them, those asked for so far); [] when neither
+    tells. For error lines only (what a repo holds instead of the file asked for)."""
     root = _repo_cache(repo)
     names: set[str] = set()
     if root is not None and (root / "snapshots").is_dir():
         names.update(p.name for s in (root / "snapshots").iterdir() if s.is_dir() for p in s.iterdir())
-    if not names and is_repo_id(repo) and not cache_only():
+    if is_repo_id(repo) and not cache_only():
         try:
             from huggingface_hub import list_repo_files
 

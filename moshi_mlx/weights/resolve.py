@@ -635,7 +635,7 @@ def resolve_model(
             if path is None and (raw or {}).get("lora"):  # moshi-finetune's consolidated/, pushed as a repo
                 raise adapters_only(where, raw.get("lora_name") or LORA_NAME, f"hf://{where}/{CONFIG_NAME}", "repo")
             if path is None:
-                raise _named_otherwise(where, name, raw is None) or WeightsError(
+                raise _named_otherwise(where, name, (raw or {}).get("moshi_name") in (None, LM_NAME)) or WeightsError(
                     f"{e}{_cached_instead(where, name)}"
                 ) from None
 

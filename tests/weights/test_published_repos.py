@@ -1031,7 +1031,7 @@ def test_a_cache_without_the_config_json_that_names_the_files_says_to_download_i
         q4.companion("tokenizer")
 
 
-def test_a_repo_without_config_json_whose_weights_have_another_name_names_them(files, fake_hub):  # noqa: F811
+def test_a_repo_without_config_json_whose_weights_have_another_name_names_them(files, fake_hub, tmp_path):  # noqa: F811
     """Online, a repo of one weights file not called model.safetensors and no config.json (a
     fine-tune pushed as is) was 'Hugging Face repo 'me/ft' has no file 'model.safetensors''; now
     the file it holds is named, to give as hf://me/ft/FILE, which loads."""
@@ -1045,6 +1045,18 @@ def test_a_repo_without_config_json_whose_weights_have_another_name_names_them(f
         resolve_model("me/ft")
     got = resolve_model("hf://me/ft/ft_step500.safetensors")
     assert got.how == "preset moshiko (matched by tensor shapes)" and got.fit.pytorch
+    # moshi-finetune's full fine-tune pushed as it is: a config.json that names no weights file
+    # (it was 'Hugging Face repo 'me/full-ft' has no file 'model.safetensors'')
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**_stt_config("moshiko"), "moshi_name": None, "lora": False}))
+    fake_hub["me/full-ft"] = {"consolidated.safetensors": files[repo]["model.safetensors"], "config.json": cfg}
+    with pytest.raises(
+        WeightsError,
+        match=r"^me/full-ft has no model.safetensors and no config.json naming its weights \(it holds "
+        r"consolidated.safetensors\): give the file, hf://me/full-ft/consolidated.safetensors$",
+    ):
+        resolve_model("me/full-ft")
+    assert resolve_model("hf://me/full-ft/consolidated.safetensors").cfg.lora is False
 
 
 def test_a_transformers_checkpoint_is_named_as_one(cache, monkeypatch, tmp_path):
