@@ -47,6 +47,7 @@ from .hub import (
     hf_get_optional,
     hub_file_spec,
     is_repo_id,
+    repo_file,
     repo_files,
     repo_id,
     web_address,
@@ -435,12 +436,13 @@ def _source_config(where: str) -> Path | None:
 
 
 def _index_of(path: Path) -> Path:
-    """A shard given as the weights file stands for its checkpoint: the index beside it that
-    names it (one shard alone never fits a model)."""
+    """A shard given as the weights file stands for its checkpoint: the index beside it (or in
+    the folder above) that names it (one shard alone never fits a model)."""
     if path.name.endswith(".safetensors"):
-        for index in sorted(path.parent.glob("*" + INDEX_SUFFIX)):
-            if path.name in shard_names(index):
-                return index
+        for up in (path.parent, path.parent.parent):  # (an index may keep its shards in a subfolder)
+            for index in sorted(up.glob("*" + INDEX_SUFFIX)):
+                if path.relative_to(up).as_posix() in shard_names(index):
+                    return index
     return path
 
 
@@ -639,9 +641,10 @@ def resolve_model(
                     f"{e}{_cached_instead(where, name)}"
                 ) from None
 
-    # a sharded checkpoint's shards: from the repo its index came from, else beside the index
+    # a sharded checkpoint's shards: from the repo its index came from (a path in it: never a
+    # file of the working directory, and a subfolder's shard too), else beside the index
     from_repo = folder is None and w_path is None
-    f = open_checkpoint(path, (lambda shard: hf_get(shard, where)) if from_repo else None)
+    f = open_checkpoint(path, (lambda shard: repo_file(where, shard)) if from_repo else None)
     # ... else the preset whose architecture the header fits (checked now: it took the file)
     foreign = cfg_file if given is None and raw is None and cfg_file is not None and cfg_file.is_file() else None
     cfg, how = decided if decided is not None else _detect(f, foreign)

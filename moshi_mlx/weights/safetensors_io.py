@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import mlx.core as mx
@@ -277,8 +277,11 @@ class ShardedSafetensors(_TensorTable):
         self.metadata = {k: str(v) for k, v in (raw.get("metadata") or {}).items()}
         self.shards: dict[str, SafetensorsFile] = {}
         for name in sorted(set(where.values())):
-            if Path(name).name != name:
-                raise WeightsError(f"{self.path} names the shard {name!r} outside its folder")
+            if not _inside(name):
+                raise WeightsError(
+                    f"{self.path} names the shard {name!r} outside its folder (an absolute path or '..'): "
+                    "a shard is named by its path inside the index's folder"
+                )
             if get is None:
                 shard = self.path.parent / name
                 if not shard.exists():
@@ -312,6 +315,14 @@ class ShardedSafetensors(_TensorTable):
 
     def load(self, name: str) -> mx.array:
         return self.shards[self._owner[name]].load(name)
+
+
+def _inside(name: str) -> bool:
+    """Whether an index's shard name is a path inside the index's folder (a file beside it, or
+    in a subfolder: `shards/model-00001-of-00003.safetensors`), never one escaping it (an
+    absolute path, `..`, a drive), so an index read from a repo or a folder opens its own files only."""
+    p = PurePosixPath(name.replace("\\", "/"))  # (Windows' separator read as one: '..\\x' escapes too)
+    return bool(p.parts) and not p.is_absolute() and ".." not in p.parts and ":" not in p.parts[0]
 
 
 def open_checkpoint(

@@ -364,15 +364,16 @@ def test_convert_takes_personaplex_voices_from_the_cache(cache, monkeypatch, tmp
 INDEX = "model.safetensors.index.json"
 
 
-def _shard(src, folder, n=3, rename=lambda k: k):
+def _shard(src, folder, n=3, rename=lambda k: k, sub=""):
     """`src`'s tensors split into `n` shards with their index, as transformers'
-    save_pretrained / huggingface_hub's save_torch_state_dict leave them; config.json beside."""
-    folder.mkdir(parents=True, exist_ok=True)
+    save_pretrained / huggingface_hub's save_torch_state_dict leave them; config.json beside
+    (`sub`: the shards in that subfolder of the index's, named by their path in the index)."""
+    (folder / sub).mkdir(parents=True, exist_ok=True)
     tensors = SafetensorsFile(src).load_all()
     keys = sorted(tensors)
     where = {}
     for i in range(n):
-        name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        name = sub + f"model-{i + 1:05d}-of-{n:05d}.safetensors"
         part = keys[i::n]
         save_safetensors(folder / name, {rename(k): tensors[k] for k in part})
         where.update({rename(k): name for k in part})
@@ -407,6 +408,40 @@ def test_a_sharded_checkpoint_loads_and_converts(tiny, tmp_path, cache, monkeypa
     got = resolve_model("me/moshi-ft")
     assert got.weights == snap / INDEX
     _same_params(lm_loader.load_lm("me/moshi-ft"), ref)
+
+
+def test_shards_in_a_subfolder_of_the_index_load_and_a_path_out_of_it_is_refused(
+    tiny, tmp_path, cache, monkeypatch  # noqa: F811
+):
+    """An index naming its shards by a path in a subfolder (shards/model-00001-of-00002...)
+    loads as shards beside it do: the folder, the index or one shard given, and from the Hub
+    cache offline. It was refused as '... names the shard 'shards/model-00001-of-00002.safetensors'
+    outside its folder', which it is not; a name that does escape the folder (an absolute path,
+    '..') is still refused, and now says why."""
+    ref = lm_loader.load_lm(tiny)
+    d = _shard(tiny, tmp_path / "ft", n=2, sub="shards/")
+    for spec in (d, d / INDEX, d / "shards" / "model-00002-of-00002.safetensors"):
+        assert resolve_model(spec).weights == d / INDEX, spec
+        _same_params(lm_loader.load_lm(spec), ref)
+    files = {p.relative_to(d).as_posix(): p for p in d.rglob("*") if p.is_file()}
+    assert "shards/model-00001-of-00002.safetensors" in files
+    _offline(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # a file of the working directory with a shard's name is not the repo's
+    (tmp_path / "shards").mkdir()
+    shutil.copy(tiny, tmp_path / "shards" / "model-00001-of-00002.safetensors")
+    snap = add_repo(cache, "me/moshi-ft", files)
+    assert resolve_model("me/moshi-ft").weights == snap / INDEX
+    _same_params(lm_loader.load_lm("me/moshi-ft"), ref)
+    from moshi_mlx.weights.errors import WeightsError
+
+    index = json.loads((d / INDEX).read_text())
+    for bad in ("../model-00001-of-00002.safetensors", str(d / "shards" / "model-00001-of-00002.safetensors")):
+        first = next(iter(index["weight_map"]))
+        (d / INDEX).write_text(json.dumps({"weight_map": {**index["weight_map"], first: bad}}))
+        with pytest.raises(
+            WeightsError, match=rf"^{d / INDEX} names the shard '{re.escape(bad)}' outside its folder \(an absolute path or '\.\.'\)"
+        ):
+            resolve_model(d / INDEX)
 
 
 def test_a_sharded_checkpoint_missing_a_shard_is_one_line(tiny, tmp_path, cache, monkeypatch):  # noqa: F811
