@@ -75,16 +75,42 @@ def _hub_unreachable() -> bool:
     return not _REACHABLE[addr]
 
 
-def broken_link(path: str | os.PathLike) -> WeightsError | None:
+def broken_link(path: str | os.PathLike, what: str | None = None, how: str = "download the file again") -> WeightsError | None:
     """The error for a path that is a symbolic link to nothing (a `--local-dir` download by an
     older huggingface_hub links into the cache, whose blobs a cleanup may delete): `ls` shows
-    the file, so 'not found' would be a puzzle. None when `path` is not such a link."""
+    the file, so 'not found' would be a puzzle. None when `path` is not such a link. `what`
+    names the file otherwise than by its path, `how` says what to do."""
     p = Path(path).expanduser()
     if not p.is_symlink() or p.exists():
         return None
     return WeightsError(
-        f"{path} is a broken link (to {os.readlink(p)}, which no longer exists, e.g. after a cache "
-        "cleanup): download the file again"
+        f"{what or path} is a broken link (to {os.readlink(p)}, which no longer exists, e.g. after a cache "
+        f"cleanup): {how}"
+    )
+
+
+def present(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file, a broken link to one raising `broken_link`'s error: a
+    config.json whose blob was deleted is not an absent one (the preset or the shapes would
+    quietly stand in for what it said)."""
+    if Path(path).expanduser().is_file():
+        return True
+    err = broken_link(path)
+    if err is not None:
+        raise err
+    return False
+
+
+def _broken_in_cache(repo: str, filename: str) -> WeightsError | None:
+    """`broken_link`'s error for `filename` of `repo` in the cache's main snapshot (its blob
+    deleted by a cleanup; huggingface_hub then reports it as never downloaded), None otherwise."""
+    snap = cached_revision(repo, "main")
+    if snap is None:
+        return None
+    return broken_link(
+        snap / filename,
+        f"{filename} of {repo} in the Hugging Face cache ({snap / filename})",
+        f"download it again online ({download_command(repo, filename)})",
     )
 
 
@@ -450,7 +476,7 @@ def _download(repo: str, filename: str) -> Path:
             elsewhere = _other_snapshot(repo, filename)
             if elsewhere is not None:  # cached at another revision (by commit hash, or main moved on)
                 return elsewhere
-            raise WeightsError(
+            raise _broken_in_cache(repo, filename) or WeightsError(
                 f"{filename} from {repo} is not in the local Hugging Face cache{_interrupted(repo)}{_no_folder_note(repo)}"
                 + (" and offline mode is on" if offline else " and the Hub cannot be reached")
                 + f"; download it once online ({download_command(repo, filename)}) or pass a local path"
@@ -519,9 +545,13 @@ def hf_get_optional(filename: str, repo: str) -> Path | None:
     a repo downloaded by another tool, or only some of its files)."""
     local = Path(repo).expanduser()
     if local.is_dir():
-        return local / filename if (local / filename).is_file() else None
+        return local / filename if present(local / filename) else None
     if is_repo_id(repo):
         hit = cached(repo, filename)
+        if hit is None and cache_only():  # (a broken link in the cache is not an absent file)
+            broken = _broken_in_cache(repo, filename)
+            if broken is not None:
+                raise broken
         if hit is False or (hit is None and cache_only()):
             return None
         if isinstance(hit, Path) and cache_only():

@@ -22,6 +22,7 @@ from ..constants import CONFIG_NAME, CONVERT_COMMAND, LORA_NAME
 from ..models.config import LmConfig, companion_names
 from ..modules.embedding import QuantizedScaledEmbedding
 from .errors import WeightsError
+from .hub import present as _present
 from .quantize import QuantSpec
 
 QUANT_KEY = "quantization"
@@ -137,7 +138,7 @@ def read_model_dir(path: str | os.PathLike) -> ModelDir:
     if not root.is_dir():
         raise WeightsError(f"model folder not found: {root}")
     cfg_path = root / CONFIG_NAME
-    if not cfg_path.is_file():
+    if not _present(cfg_path):  # (a broken link says so)
         raise WeightsError(f"{root} is not a model folder: it has no {CONFIG_NAME}")
     cfg = LmConfig.from_json(cfg_path)
     weights = _weights_file(root, cfg)

@@ -47,6 +47,7 @@ from .hub import (
     hf_get_optional,
     hub_file_spec,
     is_repo_id,
+    present,
     repo_file,
     repo_files,
     repo_id,
@@ -429,7 +430,7 @@ def _source_config(where: str) -> Path | None:
     config)."""
     local = Path(where).expanduser()
     if local.is_dir():
-        return local / CONFIG_NAME if (local / CONFIG_NAME).is_file() else None
+        return local / CONFIG_NAME if present(local / CONFIG_NAME) else None
     if any(p in IGNORES_REPO_CONFIG for p, _, _ in presets_for_repo(where)):
         return None
     return hf_get_optional(CONFIG_NAME, where)
@@ -593,7 +594,7 @@ def resolve_model(
     elif w_path is not None or folder is not None:
         cfg_file = (w_path.parent if w_path is not None and w_path.is_file() else folder) / CONFIG_NAME
         cfg_home = str(cfg_file.parent)
-        if not cfg_file.is_file() and source is not None:  # weights alone, given with their repo or folder
+        if not present(cfg_file) and source is not None:  # weights alone, given with their repo or folder
             try:
                 cfg_file, cfg_home = _source_config(where), where
             except WeightsError:  # a gated repo, a token refused: the preset or the shapes decide, as before

@@ -470,6 +470,47 @@ def test_a_sharded_checkpoint_missing_a_shard_is_one_line(tiny, tmp_path, cache,
         resolve_model(d)
 
 
+def test_a_config_json_that_is_a_broken_link_is_named_not_taken_for_absent(tiny, tmp_path, cache, monkeypatch):  # noqa: F811
+    """A config.json that is a link to nothing (a --local-dir copy by an older huggingface_hub,
+    or a cache, whose blob a cleanup deleted) is one line naming the link and its target. It was
+    taken for absent: the folder loaded by its tensor shapes' preset, the cache's repo too (or
+    its preset), whatever the lost config.json said."""
+    from moshi_mlx.weights.errors import WeightsError
+    from moshi_mlx.weights.model_dir import read_model_dir
+
+    d = tmp_path / "copy"
+    d.mkdir()
+    shutil.copy(tiny, d / "model.safetensors")
+    gone = tmp_path / "blobs" / "c0ffee"
+    (d / "config.json").symlink_to(gone)
+    line = rf"^{d / 'config.json'} is a broken link \(to {gone}, which no longer exists, e.g. after a cache cleanup\): download the file again$"
+    for spec in (d, d / "model.safetensors"):
+        with pytest.raises(WeightsError, match=line):
+            resolve_model(spec)
+    with pytest.raises(WeightsError, match=line):
+        resolve_model("kyutai/moshiko-pytorch-bf16", weights=d / "model.safetensors")
+    with pytest.raises(WeightsError, match=line):
+        read_model_dir(d)
+    # the Hugging Face cache, offline: config.json's blob deleted (the weights' too, further down)
+    _offline(monkeypatch)
+    snap = add_repo(cache, "me/ft", {"config.json": tiny.parent / "config.json", "model.safetensors": tiny})
+    blob = (snap / "config.json").resolve()
+    blob.unlink()
+    target = re.escape(str(Path("..") / ".." / "blobs" / blob.name))
+    with pytest.raises(
+        WeightsError,
+        match=rf"^config.json of me/ft in the Hugging Face cache \({snap / 'config.json'}\) is a broken link "
+        rf"\(to {target}, which no longer exists, e.g. after a cache cleanup\): download it again online "
+        rf"\(hf download me/ft config.json\)$",
+    ):
+        resolve_model("me/ft")
+    with pytest.raises(WeightsError, match=r"^config.json of me/ft in the Hugging Face cache .* is a broken link"):
+        resolve_mimi(repo="me/ft")
+    (snap / "model.safetensors").resolve().unlink()  # a weights file: the same line, not 'not in the cache'
+    with pytest.raises(WeightsError, match=r"^model.safetensors of me/ft in the Hugging Face cache .* is a broken link"):
+        resolve_model("me/ft", config=tiny.parent / "config.json")
+
+
 # ---- 7. a fine-tune's weights alone, given with the repo or folder they fine-tune ----------
 
 
