@@ -18,7 +18,7 @@ from ..modules.blas_layout import column_major_linears
 from .errors import WeightsError
 from .hub import hf_get
 from .mimi_keys import check_published, random_published_weights, to_model_weights
-from .safetensors_io import SafetensorsFile
+from .safetensors_io import SafetensorsFile, mimi_gguf_instead
 
 DEFAULT_REPO = MIMI_REPO
 BACKENDS = tuple(b for b in MIMI_BACKENDS if b != "auto")  # the codecs "auto" resolves to
@@ -95,7 +95,7 @@ def load_mimi(
     if weights is not None and str(weights) == "random":
         return random_mimi(num_codebooks=num_codebooks, config=config, backend=backend)
     path, repo_cfg = resolve_weights(weights, hf_repo)
-    f = SafetensorsFile(path)  # a truncated or foreign file: the same one line for either backend
+    f = SafetensorsFile(path, gguf=mimi_gguf_instead())  # a truncated or foreign file: one line for either backend
     if backend == "rustymimi":
         if config is not None:
             raise UsageError("the rustymimi backend only supports the published Mimi config")

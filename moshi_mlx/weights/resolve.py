@@ -62,6 +62,7 @@ from .safetensors_io import (
     SafetensorsFile,
     ShardedSafetensors,
     gguf_instead,
+    mimi_gguf_instead,
     open_checkpoint,
     shard_names,
 )
@@ -114,7 +115,7 @@ class ModelFiles:
         named with what it is and how to give it: a fine-tune's or a copied weights file's
         folder often lacks them, and the Mimi's published name
         (tokenizer-e351c8d8-checkpoint125.safetensors) does not say it is the codec."""
-        name = self.mimi if kind == "mimi" else self.tokenizer
+        name = _not_gguf_mimi(self.mimi) if kind == "mimi" else self.tokenizer
         try:
             return self.get(name)
         except WeightsError:
@@ -715,7 +716,7 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
     named = repo is not None
     repo = repo or MIMI_REPO
     if weights is not None:
-        return hf_get(weights, repo=repo), None
+        return hf_get(_not_gguf_mimi(weights), repo=repo), None
     name, cfg = MIMI_NAME, None
     cfg_path = hf_get_optional(CONFIG_NAME, repo)
     if cfg_path is not None:
@@ -734,6 +735,14 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
         if other is None:
             raise
         return other, None
+
+
+def _not_gguf_mimi(spec: str | os.PathLike) -> str | os.PathLike:
+    """`spec`, a Mimi checkpoint to fetch, refused by its name when it is a GGUF file not here
+    yet (a -candle- repo's model.q8.gguf, GBs, given as the codec): before its download."""
+    if str(spec).endswith(GGUF_SUFFIX) and not Path(spec).expanduser().exists():
+        raise WeightsError(f"{spec} is a GGUF file, not a safetensors file: {mimi_gguf_instead()}")
+    return spec
 
 
 def _published_mimi_cached() -> Path | None:

@@ -153,7 +153,8 @@ class _TensorTable:
 class SafetensorsFile(_TensorTable):
     """A validated, lazily-read safetensors file."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, gguf: str | None = None):
+        """`gguf`: what to take instead of a GGUF file (default: the Moshi LM's, `gguf_instead`)."""
         self.path = Path(path)
         if not self.path.exists():
             raise broken_link(self.path) or WeightsError(f"weights file not found: {self.path}")
@@ -174,7 +175,7 @@ class SafetensorsFile(_TensorTable):
                         f"{self.path} is a PyTorch pickle (torch.save), not a safetensors file: {SAVE_AS_SAFETENSORS}"
                     )
                 if head.startswith(GGUF_MAGIC):  # kyutai's -candle-q8 repos' model.q8.gguf
-                    raise WeightsError(f"{self.path} is a GGUF file, not a safetensors file: {gguf_instead()}")
+                    raise WeightsError(f"{self.path} is a GGUF file, not a safetensors file: {gguf or gguf_instead()}")
                 raise WeightsError(
                     f"{self.path} is not a safetensors file (or it is truncated): "
                     f"bad header length {n} for a file of {size} bytes"
@@ -254,6 +255,17 @@ def gguf_instead(twin: str | None = None) -> str:
         q8 = [r for _, repos in PRESETS.values() for r, _ in repos.values() if r.endswith("-mlx-q8")]
         twin = f"the same model's safetensors weights (for kyutai's -candle-q8 Moshi repos: {', '.join(dict.fromkeys(q8))})"
     return f"GGUF (candle's format) is not read here; take {twin}"
+
+
+def mimi_gguf_instead() -> str:
+    """`gguf_instead` for a GGUF file given as the Mimi codec: the Mimi's published
+    safetensors file, which every Moshi repo (the -candle- ones too) holds beside its LM."""
+    from ..constants import MIMI_NAME, MIMI_REPO
+
+    return (
+        f"GGUF (candle's format) is not read here; take Mimi's safetensors file, {MIMI_NAME} "
+        f"(in {MIMI_REPO} and every Moshi repo: hf://{MIMI_REPO}/{MIMI_NAME})"
+    )
 
 
 class ShardedSafetensors(_TensorTable):

@@ -973,6 +973,39 @@ def test_a_candle_gguf_repo_online_is_named_and_its_gguf_not_downloaded(tmp_path
     assert ("kyutai/moshiko-candle-q8", "model.q8.gguf") not in fake_hub.asked
 
 
+def test_a_gguf_file_given_as_the_mimi_names_the_mimi_file_to_take(tmp_path, fake_hub):  # noqa: F811
+    """A GGUF file given as the Mimi codec (a -candle- repo's model.q8.gguf passed to --mimi-weight)
+    was told to take the Moshi LM's safetensors repos ('... take the same model's safetensors
+    weights (for kyutai's -candle-q8 Moshi repos: kyutai/moshiko-mlx-q8, ...)'), which is not the
+    file it needs; now it names Mimi's published file, for load_mimi (either backend), the LM's
+    mimi= and a name in a repo (refused before its download)."""
+    from moshi_mlx import load
+    from moshi_mlx.weights.mimi_loader import load_mimi
+    from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+    tiny_lm = write_random_checkpoint(preset("random-tiny"), tmp_path / "tiny", seed=0)
+    files = _candle(tmp_path)
+    fake_hub["kyutai/moshiko-candle-q8"] = files
+    gguf = files["model.q8.gguf"]
+    take = (
+        NOT_READ + r"Mimi's safetensors file, tokenizer-e351c8d8-checkpoint125.safetensors \(in kyutai/moshiko-mlx-q8 "
+        r"and every Moshi repo: hf://kyutai/moshiko-mlx-q8/tokenizer-e351c8d8-checkpoint125.safetensors\)$"
+    )
+    for backend in ("mlx", "rustymimi"):
+        with pytest.raises(WeightsError, match=rf"^{gguf} is a GGUF file, not a safetensors file: " + take):
+            load_mimi(gguf, backend=backend)
+    with pytest.raises(WeightsError, match=rf"^{gguf} is a GGUF file, not a safetensors file: " + take):
+        load(tiny_lm, mimi=gguf, tokenizer="none")
+    for spec in ("hf://kyutai/moshiko-candle-q8/model.q8.gguf",):
+        with pytest.raises(WeightsError, match=rf"^{spec} is a GGUF file, not a safetensors file: " + take):
+            load_mimi(spec)
+        with pytest.raises(WeightsError, match=rf"^{spec} is a GGUF file, not a safetensors file: " + take):
+            load(tiny_lm, mimi=spec, tokenizer="none")
+    with pytest.raises(WeightsError, match=r"^model.q8.gguf is a GGUF file, not a safetensors file: " + take):
+        load_mimi("model.q8.gguf", hf_repo="kyutai/moshiko-candle-q8")
+    assert fake_hub.asked == []  # nothing downloaded
+
+
 # ---- a repo's files under other names than the preset's or the default ---------------------
 
 
