@@ -24,8 +24,9 @@ yet is attenuated only where the filter itself says it is unsure:
 - `ResidualSuppressor`: the Kalman filter's state uncertainty times the reference's power is
   its own estimate of the echo it leaves (large while it learns, small once it has, and not
   inflated by the user's voice). Each bin of the error is multiplied by
-  max(floor, 1 - beta * residual / error power): deep while the filter is learning or where
-  only echo is left, ~1 where the user's voice dominates the error.
+  max(floor, 1 - beta * residual / error power), the error power smoothed over a few blocks:
+  deep while the filter is learning or where only echo is left, ~1 where the user's voice
+  dominates the error.
 
 Signals are float32 at 24 kHz; `LinearEchoCanceller.process` takes exactly `block` samples
 of the reference (what the speaker played, aligned so that its echo follows within the
@@ -210,14 +211,19 @@ class KalmanEchoFilter:
 class ResidualSuppressor:
     """Spectral gain on the linear filter's error, frames of 2 x hop (sqrt-Hann, 50% overlap:
     delays by `hop` samples). Gain per bin = max(floor, 1 - beta * residual / error power),
-    from the Kalman filter's estimates (set once per filter block by `update`)."""
+    from the Kalman filter's estimates (set once per filter block by `update`). The error
+    power is smoothed over blocks (`smooth` per block, never under the block's own): one
+    block's power per bin scatters widely about its mean, and the user's voice in a bin that
+    happened to dip was cut as if it were echo; steadier, the gain can be stronger (`beta`)
+    for the same user level (docs/echo-cancellation.md, session 11)."""
 
     def __init__(
         self,
         hop: int,
         *,
         rate: int = SAMPLE_RATE,
-        beta: float = 0.5,
+        beta: float = 0.7,
+        smooth: float = 0.5,
         floor_db: float = -20.0,
         high_pass_hz: float = 0.0,
     ):
@@ -228,12 +234,19 @@ class ResidualSuppressor:
         self._ola = np.zeros(self.hop, np.float32)
         self._keep = (np.arange(self.hop + 1) * rate / n >= high_pass_hz).astype(np.float32)  # the high-pass
         self.beta, self.floor = float(beta), float(10 ** (floor_db / 20.0))
+        self.smooth = float(smooth)
         self.gain = self._keep.copy()
+        self._power: np.ndarray | None = None  # the smoothed error power (None: no block yet)
+
+    def reset(self) -> None:
+        self._power = None
 
     def update(self, residual: np.ndarray, error_power: np.ndarray, floor: float | None = None) -> None:
         """Estimates on a frequency grid `factor` times finer than the suppressor's."""
         factor = (len(residual) - 1) // self.hop
-        ratio = (residual / (error_power + 1e-10))[::factor]
+        p = self._power
+        self._power = error_power if p is None else self.smooth * p + (1.0 - self.smooth) * error_power
+        ratio = (residual / (np.maximum(self._power, error_power) + 1e-10))[::factor]
         floor = self.floor if floor is None else floor
         self.gain = (np.maximum(floor, 1.0 - self.beta * ratio) * self._keep).astype(np.float32)
 
@@ -268,6 +281,8 @@ class LinearEchoCanceller:
 
     def reset(self) -> None:
         self.filter.reset()
+        if self.suppressor is not None:
+            self.suppressor.reset()
 
     def process(self, ref: np.ndarray, mic: np.ndarray) -> np.ndarray:
         e, _ = self.filter.process(ref, mic)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.room import convolve, ratio_db, reflective_room_ir, room_ir, speech_like
-from moshi_mlx.audio.echo_filter import KalmanEchoFilter, LinearEchoCanceller
+from moshi_mlx.audio.echo_filter import KalmanEchoFilter, LinearEchoCanceller, ResidualSuppressor
 from moshi_mlx.audio.io import read_audio
 
 SR = 24_000
@@ -442,3 +442,24 @@ def test_the_user_starting_just_after_a_move_keeps_their_level(after_s, seed, mo
     out = _run(LinearEchoCanceller(), far, mic_echo + near)
     g, _, _ = _user_level(out, near, a, a + SR)
     assert abs(20 * np.log10(g)) < 1.0, 20 * np.log10(g)
+
+
+def test_a_dip_of_the_users_voice_in_a_bin_is_not_cut_as_echo():
+    """The suppressor's error power is smoothed over blocks: a bin where the user's voice is
+    10 dB over the residual echo and dips to the residual's level for one block (one block's
+    power per bin scatters that widely) keeps most of its gain, where the block's own power
+    cut it by 6 dB; and where only echo is left (the error is the residual) the gain is the
+    deeper for it."""
+    block = 480
+    residual = np.full(block + 1, 0.1, np.float32)
+    user = ResidualSuppressor(block // 2)
+    for power in (1.0, 1.0, 1.0, 1.0, 0.1):
+        user.update(residual, np.full(block + 1, power, np.float32))
+    assert float(user.gain[10:].min()) >= 0.8, user.gain[10:].min()  # was 0.5
+    echo = ResidualSuppressor(block // 2)
+    for _ in range(5):
+        echo.update(residual, residual)
+    assert float(echo.gain[10:].max()) <= 0.35, echo.gain[10:].max()  # was 0.5
+    user.reset()  # a restarted canceller forgets the user's smoothed power (0.78 without)
+    user.update(residual, residual)
+    assert float(user.gain[10:].max()) <= 0.35, user.gain[10:].max()
