@@ -250,4 +250,6 @@ def load_session(
     model = load(**load_kwargs(args), codec=with_codec, listens=listens, check=check)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    for n in model.notes:
+        print(f"NOTE: {n}", file=sys.stderr)
     return model

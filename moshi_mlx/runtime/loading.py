@@ -333,7 +333,7 @@ def _load(
             m = load_mimi(mimi_path, num_codebooks=max(n_user, n_out, 1))
             _check_codec_fits(m, cfg, str(mimi_path))
             codec = MimiFrameCodec(m, n_encode=n_user)
-        mimi_desc = f"Mimi via {backend}"
+        mimi_desc = f"Mimi via {backend}" + (f" ({files.mimi_note})" if files.mimi_note else "")
     desc = (
         f"LM {files.weights.name} ({cfg.model_type or 'moshi'}, "
         f"{fmt.describe() if fmt is not None else 'compute as stored'}), {mimi_desc}"

@@ -165,7 +165,7 @@ def load_tts_session(
     else:
         backend = best_backend() if mimi_backend == "auto" else mimi_backend
         codec = MimiFrameCodec(load_mimi(mimi_path, num_codebooks=n, backend=backend))
-        desc += f", Mimi via {backend}"
+        desc += f", Mimi via {backend}" + (f" ({files.mimi_note})" if files.mimi_note else "")
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
     frame_rate = float(getattr(mimi, "frame_rate", FRAME_RATE))

@@ -95,6 +95,7 @@ class ModelFiles:
     checkpoint: object = None  # the weights' SafetensorsFile (header read once)
     fit: object = None  # lm_loader.LmFit: what the loader builds
     adapters: Path | None = None  # a LoRA fine-tune's adapters, fused into the checkpoint as read
+    mimi_note: str | None = None  # where the Mimi came from when not from `where` (`companion`), for logs
 
     def source(self, dtype=None):
         """The checkpoint as the model reads it: LoRA adapters fused, PyTorch int8 dequantized
@@ -124,6 +125,14 @@ class ModelFiles:
                 elsewhere = _named_otherwise(self.repo, name, True, kind)
                 if elsewhere is not None:
                     raise elsewhere from None
+            if kind == "mimi" and self.repo is not None and name in _PUBLISHED_MIMI and cache_only():
+                # the published Mimi, cached under another repo (offline): the same file, as moshi-mimi takes it
+                other = _published_mimi_cached(name)
+                if other is not None:
+                    self.mimi_note = (
+                        f"{other[1].name} from {other[0]}, the same published file: {self.repo}'s is not in the cache"
+                    )
+                    return other[1]
             if self.repo is not None or Path(name).name != name or (Path(self.where) / name).is_symlink():
                 raise  # the cache's line, a path given, or a broken link
             what, flag = _COMPANIONS[kind]
@@ -734,7 +743,7 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
         other = None if named else _published_mimi_cached()
         if other is None:
             raise
-        return other, None
+        return other[1], None
 
 
 def _not_gguf_mimi(spec: str | os.PathLike) -> str | os.PathLike:
@@ -745,16 +754,21 @@ def _not_gguf_mimi(spec: str | os.PathLike) -> str | os.PathLike:
     return spec
 
 
-def _published_mimi_cached() -> Path | None:
-    """The published Mimi (checkpoint e351c8d8, step 125) as the cache holds it in any known
-    repo: every Moshi, Hibiki, TTS and STT repo ships the same file, so the default repo's
-    copy missing (offline, with only kyutai/moshiko-mlx-q4 downloaded) is no reason to fail."""
+_PUBLISHED_MIMI = (MIMI_NAME, STT_MIMI_NAME)  # the published Mimi's two names (moshiko's, the STT repos')
+
+
+def _published_mimi_cached(first: str = MIMI_NAME) -> tuple[str, Path] | None:
+    """(repo, path) of the published Mimi (checkpoint e351c8d8, step 125) as the cache holds it
+    in any known repo, under the name `first` first: every Moshi, Hibiki, TTS and STT repo
+    ships the same file, so a repo's copy missing offline (only kyutai/moshiko-mlx-q4
+    downloaded, or another model's weights alone) is no reason to fail. The one lookup of
+    `resolve_mimi` (moshi-mimi, load_mimi) and of an LM's Mimi (`ModelFiles.companion`)."""
     repos = dict.fromkeys(r for _, repos in PRESETS.values() for r, _ in repos.values())
-    for name in (MIMI_NAME, STT_MIMI_NAME):
+    for name in dict.fromkeys((first, *_PUBLISHED_MIMI)):
         for r in repos:
             hit = cached(r, name)
             if isinstance(hit, Path):
-                return hit
+                return r, hit
     return None
 
 

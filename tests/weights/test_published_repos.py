@@ -432,6 +432,49 @@ def test_run_inference_from_the_cache_with_hf_repo_and_q(narrow_moshiko, narrow_
         assert sf.info(out).frames == 6 * 1920
 
 
+def test_an_lm_takes_the_published_mimi_cached_under_another_repo_offline(
+    narrow_moshiko, narrow_presets, cache, monkeypatch, tmp_path, capsys
+):
+    """Offline, kyutai/moshika-mlx-q4's weights and tokenizer in the cache but not its Mimi,
+    which kyutai/moshiko-mlx-q4 holds there (the same published file: moshi-mimi took it, the
+    LM path did not: 'tokenizer-e351c8d8-checkpoint125.safetensors from kyutai/moshika-mlx-q4 is
+    not in the local Hugging Face cache ...'): load(), run_inference and the resolver take it,
+    and a NOTE line says so; the STT repos' name of it counts too. Only where the file asked for
+    is the published one: a Mimi of another name is not replaced."""
+    import soundfile as sf
+
+    from moshi_mlx.cli.run_inference import main
+
+    add_repo(
+        cache,
+        "kyutai/moshika-mlx-q4",
+        {n: narrow_moshiko / n for n in ("model.q4.safetensors", TOK32K)},
+        absent=("config.json",),
+    )
+    mimi_snap = add_repo(cache, "kyutai/moshiko-mlx-q4", {MIMI: narrow_moshiko / MIMI})
+    _offline(monkeypatch)
+    files = resolve_model("kyutai/moshika-mlx-q4", quantized=4)
+    assert files.companion("mimi") == mimi_snap / MIMI
+    note = f"{MIMI} from kyutai/moshiko-mlx-q4, the same published file: kyutai/moshika-mlx-q4's is not in the cache"
+    assert files.mimi_note == note
+    model = moshi_mlx.load("kyutai/moshika-mlx-q4", quantized=4)
+    assert model.files.mimi_note == note and model.description.endswith(f"), Mimi via {model.mimi_backend} ({note})"), model.description
+    sf.write(tmp_path / "in.wav", np.zeros(2 * 1920, np.float32), 24000)
+    argv = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--hf-repo", "kyutai/moshika-mlx-q4"]
+    assert main(argv) == 0
+    assert f"\nNOTE: Mimi {note}\n" in "\n" + capsys.readouterr().err
+    # the STT repos' name of the same file (mimi-pytorch-e351c8d8@125.safetensors) stands in too
+    shutil.rmtree(cache / "models--kyutai--moshiko-mlx-q4")
+    stt = add_repo(cache, "kyutai/stt-1b-en_fr", {"mimi-pytorch-e351c8d8@125.safetensors": narrow_moshiko / MIMI})
+    assert resolve_model("kyutai/moshika-mlx-q4", quantized=4).companion("mimi") == stt / "mimi-pytorch-e351c8d8@125.safetensors"
+    # a Mimi of another name is not the published one: its own line, as before
+    shutil.rmtree(cache / "models--kyutai--stt-1b-en_fr")
+    add_repo(cache, "kyutai/moshiko-mlx-q4", {MIMI: narrow_moshiko / MIMI})
+    files = resolve_model("kyutai/moshika-mlx-q4", quantized=4, mimi="mimi-other@1.safetensors")
+    with pytest.raises(WeightsError, match=r"^mimi-other@1.safetensors from kyutai/moshika-mlx-q4 is not in the local"):
+        files.companion("mimi")
+
+
 def test_helium_cli_with_q_from_the_cache(cache, monkeypatch, tmp_path, capsys):
     """`moshi-helium -q 4` (and 8) loads the repo's helium-1-preview-2b-q4 file offline; it
     was refused ('-q picks Moshi's repos') and an explicit repo silently loaded bf16."""
