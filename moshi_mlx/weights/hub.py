@@ -75,7 +75,9 @@ def _hub_unreachable() -> bool:
     return not _REACHABLE[addr]
 
 
-def broken_link(path: str | os.PathLike, what: str | None = None, how: str = "download the file again") -> WeightsError | None:
+def broken_link(
+    path: str | os.PathLike, what: str | None = None, how: str = "download the file again"
+) -> WeightsError | None:
     """The error for a path that is a symbolic link to nothing (a `--local-dir` download by an
     older huggingface_hub links into the cache, whose blobs a cleanup may delete): `ls` shows
     the file, so 'not found' would be a puzzle. None when `path` is not such a link. `what`

@@ -458,7 +458,9 @@ def test_an_lm_takes_the_published_mimi_cached_under_another_repo_offline(
     note = f"{MIMI} from kyutai/moshiko-mlx-q4, the same published file: kyutai/moshika-mlx-q4's is not in the cache"
     assert files.mimi_note == note
     model = moshi_mlx.load("kyutai/moshika-mlx-q4", quantized=4)
-    assert model.files.mimi_note == note and model.description.endswith(f"), Mimi via {model.mimi_backend} ({note})"), model.description
+    assert model.files.mimi_note == note and model.description.endswith(f"), Mimi via {model.mimi_backend} ({note})"), (
+        model.description
+    )
     sf.write(tmp_path / "in.wav", np.zeros(2 * 1920, np.float32), 24000)
     argv = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--hf-repo", "kyutai/moshika-mlx-q4"]
     assert main(argv) == 0
@@ -466,7 +468,10 @@ def test_an_lm_takes_the_published_mimi_cached_under_another_repo_offline(
     # the STT repos' name of the same file (mimi-pytorch-e351c8d8@125.safetensors) stands in too
     shutil.rmtree(cache / "models--kyutai--moshiko-mlx-q4")
     stt = add_repo(cache, "kyutai/stt-1b-en_fr", {"mimi-pytorch-e351c8d8@125.safetensors": narrow_moshiko / MIMI})
-    assert resolve_model("kyutai/moshika-mlx-q4", quantized=4).companion("mimi") == stt / "mimi-pytorch-e351c8d8@125.safetensors"
+    assert (
+        resolve_model("kyutai/moshika-mlx-q4", quantized=4).companion("mimi")
+        == stt / "mimi-pytorch-e351c8d8@125.safetensors"
+    )
     # a Mimi of another name is not the published one: its own line, as before
     shutil.rmtree(cache / "models--kyutai--stt-1b-en_fr")
     add_repo(cache, "kyutai/moshiko-mlx-q4", {MIMI: narrow_moshiko / MIMI})

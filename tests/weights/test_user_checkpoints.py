@@ -410,9 +410,7 @@ def test_a_sharded_checkpoint_loads_and_converts(tiny, tmp_path, cache, monkeypa
     _same_params(lm_loader.load_lm("me/moshi-ft"), ref)
 
 
-def test_shards_in_a_subfolder_of_the_index_load_and_a_path_out_of_it_is_refused(
-    tiny, tmp_path, cache, monkeypatch  # noqa: F811
-):
+def test_shards_in_a_subfolder_of_the_index_load_and_a_path_out_of_it_is_refused(tiny, tmp_path, cache, monkeypatch):  # noqa: F811
     """An index naming its shards by a path in a subfolder (shards/model-00001-of-00002...)
     loads as shards beside it do: the folder, the index or one shard given, and from the Hub
     cache offline. It was refused as '... names the shard 'shards/model-00001-of-00002.safetensors'
@@ -439,7 +437,8 @@ def test_shards_in_a_subfolder_of_the_index_load_and_a_path_out_of_it_is_refused
         first = next(iter(index["weight_map"]))
         (d / INDEX).write_text(json.dumps({"weight_map": {**index["weight_map"], first: bad}}))
         with pytest.raises(
-            WeightsError, match=rf"^{d / INDEX} names the shard '{re.escape(bad)}' outside its folder \(an absolute path or '\.\.'\)"
+            WeightsError,
+            match=rf"^{d / INDEX} names the shard '{re.escape(bad)}' outside its folder \(an absolute path or '\.\.'\)",
         ):
             resolve_model(d / INDEX)
 
@@ -507,7 +506,9 @@ def test_a_config_json_that_is_a_broken_link_is_named_not_taken_for_absent(tiny,
     with pytest.raises(WeightsError, match=r"^config.json of me/ft in the Hugging Face cache .* is a broken link"):
         resolve_mimi(repo="me/ft")
     (snap / "model.safetensors").resolve().unlink()  # a weights file: the same line, not 'not in the cache'
-    with pytest.raises(WeightsError, match=r"^model.safetensors of me/ft in the Hugging Face cache .* is a broken link"):
+    with pytest.raises(
+        WeightsError, match=r"^model.safetensors of me/ft in the Hugging Face cache .* is a broken link"
+    ):
         resolve_model("me/ft", config=tiny.parent / "config.json")
 
 
