@@ -96,6 +96,7 @@ class ModelFiles:
     fit: object = None  # lm_loader.LmFit: what the loader builds
     adapters: Path | None = None  # a LoRA fine-tune's adapters, fused into the checkpoint as read
     mimi_note: str | None = None  # where the Mimi came from when not from `where` (`companion`), for logs
+    named: tuple[str, ...] = ()  # the companions' names that came from the config or preset, not the caller
 
     def source(self, dtype=None):
         """The checkpoint as the model reads it: LoRA adapters fused, PyTorch int8 dequantized
@@ -108,6 +109,11 @@ class ModelFiles:
         return None if Path(self.where).expanduser().is_dir() else self.where
 
     def get(self, name: str) -> Path:
+        """A companion file: a spec the caller gave as they gave it (a path, relative to the
+        working directory, or hf://...); a bare name from the config or preset in `where`
+        only: a file of that name in the working directory is not the repo's."""
+        if name in self.named and Path(name).name == name:
+            return repo_file(self.where, name)
         return hf_get(name, self.where)
 
     def companion(self, kind: str) -> Path:
@@ -713,6 +719,7 @@ def resolve_model(
     mimi_name, tokenizer_name = companion_names(cfg)
     files.mimi = str(mimi) if mimi is not None else mimi_name
     files.tokenizer = str(tokenizer) if tokenizer is not None else tokenizer_name
+    files.named = tuple(name for name, given in ((mimi_name, mimi), (tokenizer_name, tokenizer)) if given is None)
     return files
 
 

@@ -582,3 +582,27 @@ def test_weights_alone_with_a_gated_repo_keep_its_preset(tmp_path, monkeypatch):
     w = header_only(tmp_path / "model.safetensors", torch_layout(preset("hibiki-zero-3b")))
     got = resolve_model("kyutai/hibiki-zero-3b-pytorch-bf16", weights=w)
     assert got.how == "preset hibiki-zero-3b" and got.weights == w
+
+
+def test_a_companion_named_by_the_config_is_the_folders_not_the_working_directorys(tmp_path, monkeypatch):
+    """The tokenizer and Mimi a model's config or preset names are looked up where the weights
+    are: a file of the same name in the working directory (another model's, a download left
+    there) is not taken for them; a path the caller gives is still read from there."""
+    from moshi_mlx import models
+    from moshi_mlx.constants import MIMI_NAME, TOKENIZER_NAME
+    from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+    folder = tmp_path / "model"
+    write_random_checkpoint(models.lm_preset("random-tiny"), folder, seed=0)
+    (folder / TOKENIZER_NAME).write_bytes(b"the model's")
+    (folder / MIMI_NAME).write_bytes(b"the model's")
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    (here / TOKENIZER_NAME).write_bytes(b"another")
+    (here / MIMI_NAME).write_bytes(b"another")
+    monkeypatch.chdir(here)
+    files = resolve_model(folder)
+    assert files.companion("tokenizer") == folder / TOKENIZER_NAME
+    assert files.companion("mimi") == folder / MIMI_NAME
+    given = resolve_model(folder, tokenizer=TOKENIZER_NAME)  # the caller's own relative path
+    assert given.companion("tokenizer").resolve() == here / TOKENIZER_NAME
