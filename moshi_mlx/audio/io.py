@@ -176,9 +176,9 @@ class AudioWriter:
                     format=fmt,
                     subtype=subtype,
                 )
-        except Exception as e:
+        except BaseException as e:  # a stop signal too: the temporary file is not left behind
             self._staged.discard()
-            if isinstance(e, OutputError):
+            if isinstance(e, OutputError) or not isinstance(e, Exception):
                 raise
             raise AudioError(f"cannot write {self.path}: {str(e).splitlines()[0]}") from None
         self._clip = self._f is not None and self._f.subtype not in ("FLOAT", "DOUBLE")

@@ -95,3 +95,20 @@ def test_a_pipe_is_read_as_a_stream(tmp_path):
     finally:
         writer.join(10)
     np.testing.assert_allclose(got, x, atol=1e-6)
+
+
+@pytest.mark.parametrize("ext", [".wav", ".flac"])
+def test_a_stop_signal_while_the_writer_opens_leaves_no_temporary_file(tmp_path, monkeypatch, ext):
+    """A stop signal (Ctrl-C, or SIGTERM raised as an interrupt) that lands while AudioWriter
+    opens its temporary file removes it, as an error there does: nothing is left in the
+    folder (tests/cli/test_tts.py's SIGTERM test found one there once, under load)."""
+    from moshi_mlx.audio import io, wav
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wav, "WavWriter", interrupted)
+    monkeypatch.setattr(sf, "SoundFile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        io.AudioWriter(tmp_path / f"out{ext}", 24000)
+    assert list(tmp_path.iterdir()) == []
