@@ -68,7 +68,7 @@ def room_second_after_move(moshi, user, room: R.Room, dr: R.Drive | None = None,
     with how much of the new echo that path removes."""
     dr = dr or R.Drive()
     sig = R.signals(moshi, user, room, dr)
-    user_first = room.changes and sig.dt_a < int(dr.move_at * SR) + 2 * SR
+    user_first = R.user_starts_after_change(room, dr, sig.dt_a)
     m, pad = (sig.dt_a if user_first else int(dr.dt_move_at * SR)), SR // 2
     span = slice(m - pad, m + SR + pad)
     talking = sig.speaking[m : m + SR]

@@ -225,6 +225,12 @@ class Drive:
     echo_gain: float = 0.5  # the direct path's gain (the echo's level)
 
 
+def user_starts_after_change(room: Room, dr: Drive, dt_a: int) -> bool:
+    """The user starts talking (at sample `dt_a`) in the 2 s after the change made while Moshi
+    talks alone: their first second is measured, not the seconds after the change."""
+    return bool(room.changes) and dt_a < int(dr.move_at * SR) + 2 * SR
+
+
 def _lowest(v: np.ndarray) -> float:
     """The lowest window (nan when no window had enough echo to measure)."""
     return round(float(np.min(v)), 1) if len(v) else float("nan")
@@ -334,7 +340,7 @@ def case(moshi, user, room: Room, canceller=DEFAULT_CANCELLER, drive: Drive | No
         "cpu_ms_per_80ms_p99": round(float(np.percentile(cost, 99)), 3),
         "live_summary": ec.stats.describe(),
     }
-    early = room.changes and dt_a < move_a + 2 * SR  # the user starts in the 2 s after the move
+    early = user_starts_after_change(room, dr, dt_a)
     if early:  # the user's first second, which starts within those 2 s
         res["dt_user_after_move_snr_db"], res["dt_user_after_move_level_db"] = dt_measures(dt_a, dt_a + SR)
     if room.changes and not early:

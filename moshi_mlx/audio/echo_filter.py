@@ -244,9 +244,10 @@ class ResidualSuppressor:
     def update(self, residual: np.ndarray, error_power: np.ndarray, floor: float | None = None) -> None:
         """Estimates on a frequency grid `factor` times finer than the suppressor's."""
         factor = (len(residual) - 1) // self.hop
+        e2 = error_power[::factor]  # smoothed on the suppressor's grid only: per bin, the same
         p = self._power
-        self._power = error_power if p is None else self.smooth * p + (1.0 - self.smooth) * error_power
-        ratio = (residual / (np.maximum(self._power, error_power) + 1e-10))[::factor]
+        self._power = e2 if p is None else self.smooth * p + (1.0 - self.smooth) * e2
+        ratio = residual[::factor] / (np.maximum(self._power, e2) + 1e-10)
         floor = self.floor if floor is None else floor
         self.gain = (np.maximum(floor, 1.0 - self.beta * ratio) * self._keep).astype(np.float32)
 
