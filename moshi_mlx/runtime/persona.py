@@ -72,12 +72,12 @@ def _read_archive(archive: Path, where: str, stem: str | None) -> tuple[set[str]
 
 def preset_voice(name: str, where: str | None) -> Voice:
     """Preset `name` (e.g. NATF2) from the `voices.tgz` of the model's repo or folder."""
-    from ..weights.hub import hf_get
+    from ..weights.hub import repo_file
 
     stem = Path(name).stem
     if where is None:
         raise UsageError(f"voice {stem}: presets come with a PersonaPlex model repo; give a voice file instead")
-    _, data = _read_archive(hf_get(VOICES_NAME, where), where, stem)
+    _, data = _read_archive(repo_file(where, VOICES_NAME), where, stem)  # never a voices.tgz of the working dir
     if data is None:
         raise WeightsError(f"{VOICES_NAME} of {where} has no voice {stem}")
     return _stored_voice(stem, io.BytesIO(data))

@@ -647,8 +647,8 @@ def resolve_model(
         path = _folder_weights(folder, own, quantized)  # (another's config names its own weights file)
     else:
         name = _repo_weights_name(where, raw, quantized)
-        try:
-            path = hf_get(name, where)
+        try:  # the repo's file, never one of that name in the working directory (as `ModelFiles.get`)
+            path = repo_file(where, name)
         except WeightsError as e:  # not cached: another format of the same model may be (or sharded)
             path = hf_get_optional(name + INDEX_SUFFIX, where) if name.endswith(".safetensors") else None
             if path is None and (raw or {}).get("lora"):  # moshi-finetune's consolidated/, pushed as a repo
@@ -690,7 +690,7 @@ def resolve_model(
         elif Path(home).expanduser().is_dir():
             adapters = lora_files(cfg, home).adapters
         else:
-            adapters = hf_get(cfg.lora_name or LORA_NAME, home)
+            adapters = repo_file(home, cfg.lora_name or LORA_NAME)
 
     # 5. the fit: layout, quantization and the tensor of every parameter (a PyTorch int8 file,
     #    `quantize: true`, reads as its float weights)
@@ -743,9 +743,9 @@ def resolve_mimi(weights: str | os.PathLike | None = None, repo: str | None = No
         if isinstance(raw, dict):
             name = raw.get("mimi_name") or name
             if raw.get("mimi_config_name"):
-                cfg = MimiConfig.from_json(hf_get(raw["mimi_config_name"], repo=repo))
-    try:
-        return hf_get(name, repo=repo), cfg
+                cfg = MimiConfig.from_json(repo_file(repo, raw["mimi_config_name"]))
+    try:  # the repo's, never a file of that name in the working directory
+        return repo_file(repo, name), cfg
     except WeightsError:
         other = None if named else _published_mimi_cached()
         if other is None:

@@ -9,6 +9,7 @@ The end-to-end tests at the bottom load and run narrow models in the same layout
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 
@@ -1182,3 +1183,56 @@ def test_a_transformers_checkpoint_is_named_as_one(cache, monkeypatch, tmp_path)
         r"fit no preset \(.*\); pass a config \(--lm-config / --config\)$",
     ):
         resolve_model(d)
+
+
+@pytest.mark.parametrize("repo", [None, "kyutai/moshiko-mlx-bf16", "kyutai/stt-1b-en_fr-candle"])
+def test_a_weights_file_of_the_same_name_in_the_working_directory_is_not_the_repos(
+    files, cache, monkeypatch, tmp_path, repo
+):
+    """The weights a repo's config or preset names come from the repo: a model.safetensors in the
+    working directory (the README's `moshi-convert model.safetensors --out ...` leaves one there)
+    was taken for kyutai/moshiko-mlx-bf16's (`moshi-local` without -q, `moshi_mlx.load()`:
+    another model loaded silently) or kyutai/stt-1b-en_fr-candle's (`moshi-stt`: 'model.safetensors
+    does not fit the config'). A path the caller gives is still read from there."""
+    key = repo or "kyutai/moshiko-mlx-bf16"
+    snap = add_repo(cache, key, files[key])
+    _offline(monkeypatch)
+    here = tmp_path / "work"
+    here.mkdir()
+    wname = PUBLISHED[key][0]
+    os.link(files["kyutai/moshiko-mlx-q8"]["model.q8.safetensors"], here / wname)  # another model's (sparse: linked)
+    monkeypatch.chdir(here)
+    got = resolve_model(repo)
+    assert got.weights == snap / wname
+    assert got.how == (f"preset {PUBLISHED[key][1][0]}" if PUBLISHED[key][2] is None else str(snap / "config.json"))
+    assert resolve_model(repo, weights=wname).weights.resolve() == here / wname  # the caller's path
+
+
+def test_the_mimi_and_voices_a_repo_holds_are_not_the_working_directorys(files, cache, monkeypatch, tmp_path):
+    """moshi-mimi's Mimi (the published name, or the config's `mimi_name`) and PersonaPlex's
+    voices.tgz come from the repo or folder, not from a file of that name in the working
+    directory (a broken voices.tgz there made `--voice NATF2` fail on the folder's)."""
+    import tarfile
+    from pathlib import Path
+
+    from moshi_mlx.constants import MIMI_NAME, VOICES_NAME
+    from moshi_mlx.runtime.persona import preset_voice
+    from moshi_mlx.weights.resolve import resolve_mimi
+
+    snap = add_repo(cache, "kyutai/moshiko-mlx-q8", files["kyutai/moshiko-mlx-q8"])
+    hibiki = add_repo(cache, "kyutai/hibiki-2b-mlx-bf16", files["kyutai/hibiki-2b-mlx-bf16"])
+    _offline(monkeypatch)
+    here = tmp_path / "work"
+    here.mkdir()
+    for name in (MIMI_NAME, "mimi-dbaa9758@125.safetensors", VOICES_NAME):
+        (here / name).write_bytes(b"another file")
+    monkeypatch.chdir(here)
+    assert resolve_mimi(repo="kyutai/moshiko-mlx-q8")[0] == snap / MIMI_NAME
+    assert resolve_mimi(repo="kyutai/hibiki-2b-mlx-bf16")[0] == hibiki / "mimi-dbaa9758@125.safetensors"
+    assert resolve_mimi(MIMI_NAME, repo="kyutai/moshiko-mlx-q8")[0].resolve() == here / MIMI_NAME  # given
+    folder = tmp_path / "persona"
+    folder.mkdir()
+    voice = Path(__file__).resolve().parents[1] / "fixtures" / "persona" / "voice.pt"
+    with tarfile.open(folder / VOICES_NAME, "w:gz") as tar:
+        tar.add(voice, arcname="voices/NATF2.pt")
+    assert preset_voice("NATF2", str(folder)).name == "NATF2"
