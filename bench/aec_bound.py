@@ -12,7 +12,10 @@ both talk. A linear filter cannot re-learn a 400 ms path within that second from
 mixed with the user's voice (least squares on N taps from T samples under a voice as loud
 as the echo leaves the echo-to-error ratio near T / N: ~1 dB after 0.5 s of 9600 taps), so
 what it can keep is the old path's share of the new one, and a suppressor does the rest;
-the two ideal masks bound that. Frames of 10 to 64 ms (the canceller's suppressor uses 20
+the two ideal masks bound that. Two more masks on 20 ms frames (docs/echo-cancellation.md,
+session 12): the best gain in [0, 1] per bin (no suppressor does better on those frames)
+and the echo's exact power subtracted (the best a suppressor of the usual kind could do,
+its estimate of the echo's power exact). Frames of 10 to 64 ms (the canceller's suppressor uses 20
 ms). --stress runs bench/aec_stress.py's moved rooms (its draws, voices and noise; the
 runtime's alignment is taken as exact) and, with --against (an aec_stress JSON), prints the
 canceller's own figure for each case beside the bounds.
@@ -48,12 +51,28 @@ def _overlap_add(spec: np.ndarray, win: np.ndarray, hop: int, length: int) -> np
     return y
 
 
-def ideal_mask_snr(user: np.ndarray, rest: np.ndarray, talking: np.ndarray, hop: int) -> float:
-    """DT SNR (aec_room's definition) of the ideal ratio mask over `user` + `rest`; the
-    signals carry `pad` samples on both sides of the scored span `talking` marks."""
+def ideal_mask_snr(user: np.ndarray, rest: np.ndarray, talking: np.ndarray, hop: int, kind: str = "ratio") -> float:
+    """DT SNR (aec_room's definition) of a mask over `user` + `rest` (M) that knows both; the
+    signals carry `pad` samples on both sides of the scored span `talking` marks. kind:
+    - "ratio": the ideal ratio mask |S|^2 / (|S|^2 + |N|^2);
+    - "best": the phase-sensitive mask Re(S conj(M)) / |M|^2 clipped to [0, 1], per bin the
+      gain in [0, 1] closest to the user's voice (least squares): no suppressor, however it
+      estimates its gains, does better on these frames (up to the metric's refit of the level);
+    - "subtract": 1 - |N|^2 / |M|^2 clipped to [0, 1], a suppressor of the usual kind (ours,
+      Speex's: a gain from its estimate of the echo's power and the observed power) whose
+      estimate of the echo's power is exact in every bin."""
     pad = (len(user) - len(talking)) // 2
     (S, win), (N, _) = _frames(user, hop), _frames(rest, hop)
-    mask = np.abs(S) ** 2 / (np.abs(S) ** 2 + np.abs(N) ** 2 + 1e-20)
+    M = S + N
+    m2 = M.real**2 + M.imag**2 + 1e-20
+    if kind == "best":
+        mask = np.clip((S.real * M.real + S.imag * M.imag) / m2, 0.0, 1.0)
+    elif kind == "subtract":
+        mask = np.clip(1.0 - np.abs(N) ** 2 / m2, 0.0, 1.0)
+    elif kind == "ratio":
+        mask = np.abs(S) ** 2 / (np.abs(S) ** 2 + np.abs(N) ** 2 + 1e-20)
+    else:
+        raise ValueError(f"unknown mask kind {kind!r}")
     o = _overlap_add(mask * (S + N), win, hop, len(user))[pad : pad + len(talking)][talking]
     s = _overlap_add(S, win, hop, len(user))[pad : pad + len(talking)][talking]
     g = float(np.dot(o, s) / np.dot(s, s))
@@ -84,6 +103,11 @@ def room_second_after_move(moshi, user, room: R.Room, dr: R.Drive | None = None,
     res["ideal_mask_after_old_path_db"] = round(
         ideal_mask_snr(sig.near[span], (left + sig.noise)[span], talking, 240), 1
     )
+    for kind in ("best", "subtract"):
+        res[f"{kind}_mask_20ms_db"] = round(ideal_mask_snr(sig.near[span], rest, talking, 240, kind), 1)
+        res[f"{kind}_mask_after_old_path_db"] = round(
+            ideal_mask_snr(sig.near[span], (left + sig.noise)[span], talking, 240, kind), 1
+        )
     return res
 
 
@@ -121,6 +145,9 @@ def stress(first_seed: int, seeds: int, against: Path | None) -> list[dict]:
             for name, k in (
                 ("ideal mask on the microphone", "ideal_mask_20ms_db"),
                 ("after the exact old path", "ideal_mask_after_old_path_db"),
+                ("the best gain on the microphone", "best_mask_20ms_db"),
+                ("the best gain after the exact old path", "best_mask_after_old_path_db"),
+                ("exact echo power subtracted after the exact old path", "subtract_mask_after_old_path_db"),
             )
         )
         if all("canceller_db" in r for r in sel):
