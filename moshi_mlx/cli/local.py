@@ -2,9 +2,9 @@
 microphone and speakers, both directions at once, offline.
 
 The flags of upstream's `moshi_mlx.local` are kept (-q, --hf-repo, --moshi-weight,
---mimi-weight, --tokenizer, --lm-config). Latency is bounded by --max-lag-ms: when compute
-falls behind, input frames are skipped and late output is dropped instead of letting the
-delay grow; the current delay is shown as it changes. There is no step limit.
+--mimi-weight, --tokenizer, --lm-config, --steps). Latency is bounded by --max-lag-ms: when
+compute falls behind, input frames are skipped and late output is dropped instead of letting
+the delay grow; the current delay is shown as it changes. There is no step limit unless asked.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from ..audio.io import read_audio
 from ..outputs import Output, check_outputs
 from ..runtime.live import LiveOptions, run_session, summary_line
 from ..runtime.transcript import TRANSCRIPT_SUFFIXES
-from ..validation import float_arg, positive_or_off_arg
+from ..constants import FRAME_SECONDS
+from ..errors import UsageError
+from ..validation import float_arg, int_arg, positive_or_off_arg
 from .device_args import add_device_args, check_devices, list_devices_or_run
 from .echo_args import add_echo_args, echo_from_args
 from .flags import add_force_arg, add_max_lag_arg
@@ -56,6 +58,12 @@ def add_live_args(ap, who: str = "Moshi") -> None:
         help="stop after this many seconds (default: until Ctrl-C)",
     )
     g.add_argument(
+        "--steps",
+        type=int_arg("--steps", lo=1),
+        help="stop after this many 80 ms steps, as --duration N x 0.08 (upstream moshi_mlx's flag, whose "
+        "default was 4000; here: until Ctrl-C)",
+    )
+    g.add_argument(
         "--simulate",
         metavar="AUDIO_FILE",
         nargs="?",
@@ -90,6 +98,10 @@ def run(args, *, check=None, end_policy=None) -> int:
     front end's own refusal from the config, before the weights are read (moshi-translate: a
     translation model); end_policy: a translation model's live end of turn
     (runtime/translation.py SilencePolicy)."""
+    if args.steps is not None:  # upstream's --steps: one limit, said as the time it takes
+        if args.duration is not None:
+            raise UsageError("--steps and --duration both say when to stop: give one of them")
+        args.duration = args.steps * FRAME_SECONDS
     check_paths(args)
     source = read_audio(args.simulate).reshape(-1) if args.simulate else None
     if source is None:  # a missing or misspelled device is said before a model loads for a minute

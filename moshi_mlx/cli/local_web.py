@@ -34,6 +34,14 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0 picks a free one)")
     add_max_lag_arg(g, "the server's delay from receiving speech to sending the answer")
+    g.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="upstream moshi_mlx's flag, accepted: this server never opens a browser (it prints the URL)",
+    )
+    # upstream's, refused in one line saying why (argparse's would only say 'unrecognized')
+    g.add_argument("--static", help=argparse.SUPPRESS)
+    g.add_argument("--ssl", help=argparse.SUPPRESS)
     # tests of the lag control; checked as moshi-local's (>= 0, finite)
     g.add_argument("--slow-step-ms", type=float_arg("--slow-step-ms", lo=0.0), default=0.0, help=argparse.SUPPRESS)
     return ap
@@ -65,6 +73,13 @@ def _check_port(host: str, port: int) -> None:
 def main(argv=None) -> int:
     """Errors are one line (exit 2) and Ctrl-C / SIGTERM a clean stop, via cli/runner.py."""
     args = parser().parse_args(argv)
+    if args.static is not None:
+        raise UsageError("--static (upstream's downloaded client) is not taken: this server serves its own page")
+    if args.ssl is not None:
+        raise UsageError(
+            "--ssl is not taken: this server speaks http; from another machine use an ssh tunnel "
+            f"(ssh -L {DEFAULT_PORT}:localhost:{DEFAULT_PORT} mac, docs/web.md)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if not args.host.strip():  # '' would listen on every interface and print the URL http://:PORT/
         raise UsageError(f"--host is empty: give an address, e.g. {DEFAULT_HOST} (the default)")

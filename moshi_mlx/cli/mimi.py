@@ -39,10 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         "codec for offline smoke tests); default: the file named by --hf-repo's config.json",
     )
     common.add_argument("--hf-repo", default=None, help=f"Hugging Face repo to fetch from (default {MIMI_REPO})")
-    common.add_argument(
+    common.add_argument(  # --n-q: moshi-tts's name of the same count (and the API's n_q)
         "-n",
+        "--n-q",
         "--num-codebooks",
-        type=int_arg("--num-codebooks", lo=1),
+        dest="num_codebooks",
+        metavar="N",
+        type=int_arg("--n-q", lo=1),
         default=None,
         help=f"codebooks to use (default {MIMI_CODEBOOKS}; decode: as many as the codes file has)",
     )

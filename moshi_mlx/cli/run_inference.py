@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     )
     add_force_arg(ap, "OUTFILE, --transcript and --save-tokens")
     add_quiet_arg(ap, "no progress bar, no transcript on stdout")
+    ap.add_argument(
+        "--verbose", action="store_true", help="upstream moshi_mlx's flag, accepted (unused there and here)"
+    )
     return ap
 
 

@@ -235,6 +235,56 @@ def test_upstreams_command_names_run_the_same_tools(monkeypatch):
         assert f'main_module(__name__, "{module}")' in (root / "moshi_mlx" / f"{module}.py").read_text()
 
 
+# upstream moshi_mlx's flags (local.py, local_web.py, run_inference.py at 0.3.0) that are not
+# in the shared table: each is taken, or refused in a line that says why
+UPSTREAM_FLAGS = {
+    "local": [["--steps", "4000"]],
+    "local_web": [["--no-browser"]],
+    "run_inference": [["--verbose"]],
+}
+
+
+@pytest.mark.parametrize("module,argv", [(m, a) for m, argvs in UPSTREAM_FLAGS.items() for a in argvs])
+def test_upstreams_other_flags_are_taken(module, argv):
+    """`python -m moshi_mlx.local -q 4 --steps 2000` or `moshi_mlx.local_web --no-browser`, as
+    upstream's users type them, were 'error: unrecognized arguments'."""
+    ap = importlib.import_module(f"moshi_mlx.cli.{module}").parser()
+    extra = ["in.wav"] if module == "run_inference" else []
+    ap.parse_args([*extra, *argv])
+
+
+def test_upstreams_steps_stop_the_live_loop(capsys):
+    from moshi_mlx.cli import local
+
+    assert local.main(["--model", "random-tiny", "--simulate", "--steps", "12"]) == 0
+    assert "\n12 steps, delay median" in capsys.readouterr().err
+    assert local.main(["--model", "random-tiny", "--simulate", "--steps", "12", "--duration", "2"]) == 2
+    assert capsys.readouterr().err == "error: --steps and --duration both say when to stop: give one of them\n"
+
+
+@pytest.mark.parametrize("flag", ["--static", "--ssl"])
+def test_upstreams_web_flags_not_taken_say_why(flag, capsys):
+    from moshi_mlx.cli import local_web
+
+    assert local_web.main(["--model", "random-tiny", flag, "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} ") and "not taken" in err and err.count("\n") == 1, err
+
+
+def test_the_codebook_count_has_one_flag_name():
+    """moshi-tts's --n-q (the API's n_q) was moshi-mimi's -n/--num-codebooks: one name in every
+    tool (and moshi-mimi subcommand) with a flag for how many codebooks to use."""
+    counts = {
+        ap.prog: a
+        for _, _, ap in ALL
+        for a in ap._actions
+        if a.option_strings and a.nargs is None and "codebooks" in (a.help or "").split(" (")[0]
+    }
+    assert set(counts) == {"moshi-tts", "moshi-mimi roundtrip", "moshi-mimi encode", "moshi-mimi decode"}, counts
+    for prog, a in counts.items():
+        assert "--n-q" in a.option_strings, prog
+
+
 # ---- what the table promises, run --------------------------------------------------------------
 
 

@@ -112,7 +112,7 @@ REFUSED = [
     ("run_inference", ["{d}/in.wav", "--temp", "nan"], "--temp must be a finite number"),
     ("run_inference", ["{d}/in.wav", "--top-p", "2"], "--top-p must be in [0, 1]"),
     ("run_inference", ["{d}/in.wav", "--top-k", "-3"], "--top-k must be >= 0"),
-    ("mimi", ["roundtrip", "{d}/in.wav", "{d}/o.wav", "-n", "0"], "--num-codebooks must be >= 1"),
+    ("mimi", ["roundtrip", "{d}/in.wav", "{d}/o.wav", "-n", "0"], "--n-q must be >= 1"),
     ("mimi", ["encode", "{d}/in.wav", "{d}/c.npy", "--seed", "-1"], "--seed must be in [0, 2**32)"),
     ("convert", ["--model", "random-tiny", "--out", "{d}/cv", "--seed", "-1"], "--seed must be in [0, 2**32)"),
     ("convert", ["--model", "random-tiny", "--out", "{d}/cv", "-q", "--q-bits", "four"], "--q-bits must be an integer"),
