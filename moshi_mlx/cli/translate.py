@@ -31,6 +31,7 @@ LIVE_ONLY = (
     "--simulate",
     "--record",
     "--duration",
+    "--steps",
     "--max-lag-ms",
     "--slow-step-ms",
     "--end-silence",

@@ -102,6 +102,20 @@ def test_refusals(tmp_path, capsys):
         translate._check_translates(preset("random-tiny"), "random-tiny")
 
 
+def test_every_flag_of_the_live_loop_is_refused_with_a_file():
+    """moshi-local's live flags, which moshi-translate shares, are refused with INFILE (where
+    they do nothing) unless the file mode has them too: a live flag added to moshi-local is
+    not silently ignored here (--steps was)."""
+    import argparse
+
+    from moshi_mlx.cli import local
+
+    ap = argparse.ArgumentParser()
+    local.add_live_args(ap)
+    live = {a.option_strings[0] for a in ap._actions if a.option_strings and a.dest != "help"}
+    assert live - set(translate.LIVE_ONLY) == {"--transcript", "--force", "--list-devices"}
+
+
 def test_not_a_translation_model_is_refused_before_its_weights_are_read(tmp_path, capsys, monkeypatch):
     """A Moshi folder given to moshi-translate (file and live mode): one line from its config,
     before any weight is read (a 7B: minutes), naming what it is, the tool that runs it and a
