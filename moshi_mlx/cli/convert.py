@@ -53,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hf-repo", help="Hugging Face repo to convert (its config.json or known preset gives the config)")
     add_demo_model_arg(p, (DEMO_MODEL,), "SOURCE (written in PyTorch layout on the fly, seeded by --seed)")
     p.add_argument("--out", "--mlx-path", dest="out", required=True, help="output model folder")
-    p.add_argument(
+    p.add_argument(  # the run CLIs' --lm-config (upstream's --config-path); --config: this tool's first name
+        "--lm-config",
         "--config",
+        "--config-path",
+        dest="config",
         help="LM config: a config.json or a preset name (default: the source's config.json, "
         "else the preset whose shapes the file fits)",
     )

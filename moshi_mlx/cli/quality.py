@@ -5,7 +5,7 @@ quantized models are to their float source, teacher-forced (top-1 agreement and 
     moshi-quality --model random-tiny tiny-q4/      # the demo model (as moshi-convert --model writes it) as REFERENCE
 
 REFERENCE and MODELs are model folders (config.json + weights) or weights files (then the
-config is --config, or a config.json beside the file). Prints a Markdown table; errors are
+config is --lm-config, or a config.json beside the file). Prints a Markdown table; errors are
 one line on stderr, exit code 2.
 """
 
@@ -39,7 +39,13 @@ def build_parser() -> OneLineParser:
         "the models to compare with it (folders, files or Hub repos)",
     )
     add_demo_model_arg(p, (DEMO_MODEL,), f"REFERENCE (the weights {CONVERT_COMMAND} --model writes, same --seed)")
-    p.add_argument("--config", help="LM config for weights files without a config.json (config.json or preset)")
+    p.add_argument(  # the run CLIs' --lm-config; --config: this tool's first name
+        "--lm-config",
+        "--config",
+        "--config-path",
+        dest="config",
+        help="LM config for weights files without a config.json (config.json or preset)",
+    )
     p.add_argument(
         "--frames", type=_int("--frames"), default=EVAL_FRAMES, help="frames to evaluate (default %(default)s)"
     )
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("give REFERENCE and at least one MODEL to compare with it (or --model random-tiny MODEL)")
     check_outputs(
         [Output("--json", args.json, (".json",), args.force)],
-        [("REFERENCE", reference), ("--codes", args.codes), ("--config", args.config)] + [("MODEL", m) for m in models],
+        [("REFERENCE", reference), ("--codes", args.codes), ("--lm-config", args.config)] + [("MODEL", m) for m in models],
     )
     import mlx.core as mx
 
