@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("give REFERENCE and at least one MODEL to compare with it (or --model random-tiny MODEL)")
     check_outputs(
         [Output("--json", args.json, (".json",), args.force)],
-        [("REFERENCE", reference), ("--codes", args.codes), ("--lm-config", args.config)] + [("MODEL", m) for m in models],
+        [("REFERENCE", reference), ("--codes", args.codes), ("--lm-config", args.config)]
+        + [("MODEL", m) for m in models],
     )
     import mlx.core as mx
 

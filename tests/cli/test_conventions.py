@@ -273,6 +273,18 @@ def test_upstreams_web_flags_not_taken_say_why(flag, capsys):
     assert err.startswith(f"error: {flag} ") and "not taken" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("module", ["stt", "translate"])
+def test_where_q_alone_is_refused_its_help_says_so(module, tmp_path, capsys):
+    """moshi-translate's -q help said 'pick the repo/file of that quantization', as moshi-local's,
+    while `moshi-translate -q 4` is refused (no q4 twin of its repo): the help says what -q does."""
+    mod = importlib.import_module(f"moshi_mlx.cli.{module}")
+    assert _flags(mod.parser())["-q"].help.startswith("Moshi's repos only: "), module
+    _tone(tmp_path / "in.wav")
+    argv = [str(tmp_path / "in.wav")] + ([str(tmp_path / "out.wav")] if module == "translate" else [])
+    assert mod.main([*argv, "-q", "4", "--offline"]) == 2
+    assert capsys.readouterr().err.startswith("error: -q picks Moshi's repos; ")
+
+
 def test_the_codebook_count_has_one_flag_name():
     """moshi-tts's --n-q (the API's n_q) was moshi-mimi's -n/--num-codebooks: one name in every
     tool (and moshi-mimi subcommand) with a flag for how many codebooks to use."""
