@@ -79,7 +79,7 @@ def run(args, *, check=None) -> dict:
     pcm = read_audio(args.infile)
     if pcm.size == 0:
         raise AudioError(f"{args.infile} contains no audio")
-    model = load_session(args, check=check)
+    model = load_session(args, listens=True, check=check)  # a text or TTS model: refused from its config
     if model.is_demo:
         print(f"NOTE: {model.description}", file=sys.stderr)
     bar = None

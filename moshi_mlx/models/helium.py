@@ -47,7 +47,7 @@ class TextGen:
         cfg = lm.cfg
         if cfg.conditioners:
             raise ConfigError(
-                f"this model is conditioned on {sorted(cfg.conditioners)} (a translation model): "
+                f"this model is conditioned on {sorted(cfg.conditioners)} (a {cfg.kind} model): "
                 "it is not used as a text model"
             )
         self.lm, self.cfg = lm, cfg

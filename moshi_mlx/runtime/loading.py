@@ -177,9 +177,15 @@ def _checks(listens: bool, check: Callable | None) -> list[Callable]:
 def _check_listens(cfg, name: str) -> None:
     if cfg.user_q == 0:
         raise UsageError(
-            f"{name} is a text model (it takes no audio): it cannot hold a spoken conversation; "
-            "use moshi-helium or Model.text_stream()"
+            f"{name} is a {cfg.kind} model (it takes no audio): it cannot hold a spoken conversation; {_USE[cfg.kind]}"
         )
+
+
+# what a model that takes no audio is used with (`LmConfig.kind`: a text or a text-to-speech model)
+_USE = {
+    "text": "use moshi-helium or Model.text_stream()",
+    "text-to-speech": "use moshi-tts or runtime.tts.synthesize()",
+}
 
 
 def compute_format(lm, compute: str, dtype=None):

@@ -329,8 +329,9 @@ class Model:
         if self.codec is None:
             raise UsageError(f"{what} needs the Mimi codec: this model was loaded with codec=False")
         if self.cfg.user_q == 0:
+            use = "runtime.tts.synthesize()" if self.cfg.kind == "text-to-speech" else "text_stream()"
             raise UsageError(
-                f"{what} needs a model that listens: this one takes no audio (a text model: use text_stream())"
+                f"{what} needs a model that listens: this one takes no audio (a {self.cfg.kind} model: use {use})"
             )
 
     def respond(

@@ -99,3 +99,39 @@ def test_a_known_repo_is_refused_from_its_preset_and_a_repo_without_config_after
     assert seen[1:] == [preset("random-tiny").dim]
     got = resolve_model("someone/bare", check=seen.append)  # a check that passes: the model resolves
     assert got.how == "preset random-tiny (matched by tensor shapes)" and seen[-1] is got.cfg
+
+
+@pytest.mark.parametrize("tool", ["local", "run_inference", "web", "api"])
+def test_a_tts_model_is_said_to_be_one_and_refused_before_downloading(tool, tmp_path, fake_hub, capsys):  # noqa: F811
+    """Kyutai's TTS given to a tool that listens was 'a text model (it takes no audio) ... use
+    moshi-helium or Model.text_stream()' (moshi-local), or moshi-run-inference downloaded it in
+    full and then said 'a conversation needs a model that listens ... (a text model: use
+    text_stream())'. It is a text-to-speech model: moshi-tts speaks with it; said from its
+    config, before the weights are downloaded."""
+    from moshi_mlx.cli import local, local_web, run_inference
+
+    fake_hub["kyutai/some-tts"] = _files(tmp_path, "tts-tiny")
+    sf.write(tmp_path / "in.wav", np.zeros(1920, np.float32), 24000)
+    repo = ["--hf-repo", "kyutai/some-tts"]
+    if tool == "api":
+        with pytest.raises(UsageError) as e:
+            moshi_mlx.load("kyutai/some-tts", listens=True)
+        err = str(e.value)
+    else:
+        main = {"local": local.main, "run_inference": run_inference.main, "web": local_web.main}[tool]
+        argv = {"local": ["--simulate", str(tmp_path / "in.wav")], "run_inference": [str(tmp_path / "in.wav")]}
+        assert main([*argv.get(tool, ["--port", "0"]), *repo]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+    assert "kyutai/some-tts is a text-to-speech model" in err and "moshi-tts" in err and "text model" not in err, err
+    assert fake_hub.asked == [("kyutai/some-tts", "config.json")]
+
+
+def test_a_conversation_with_a_tts_model_says_what_it_is():
+    """Model.respond / conversation on a TTS model said '(a text model: use text_stream())'."""
+    model = moshi_mlx.load("random-tiny")
+    model.cfg = preset("tts-tiny")  # the config is all the check reads
+    with pytest.raises(
+        UsageError, match=r"takes no audio \(a text-to-speech model: use runtime\.tts\.synthesize\(\)\)$"
+    ):
+        model.respond(np.zeros(1920, np.float32), sample_rate=24000)
