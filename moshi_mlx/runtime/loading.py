@@ -174,6 +174,17 @@ def _checks(listens: bool, check: Callable | None) -> list[Callable]:
     return [c for c in (check, _check_listens if listens else None) if c is not None]
 
 
+def _default_repo_name(quantized: int | None) -> str:
+    """The repo `load()` without a source reads (`-q 4` alone: kyutai/moshiko-mlx-q4), for the
+    refusals that name the model; a quantization it lacks is the resolver's to refuse."""
+    from ..weights.resolve import default_repo
+
+    try:
+        return default_repo(quantized)[0]
+    except UsageError:
+        return "this model"
+
+
 def _check_listens(cfg, name: str) -> None:
     if cfg.user_q == 0:
         raise UsageError(
@@ -297,7 +308,7 @@ def _load(
     from .codec import MimiFrameCodec
     from .transcript import PlaceholderTokenizer, TextTokenizer
 
-    name = str(source) if source is not None else str(weights or "this model")
+    name = str(source) if source is not None else str(weights or _default_repo_name(quantized))
 
     def check(cfg) -> None:  # run by the resolver once the config is known: no weights downloaded or read yet
         for c in checks:

@@ -135,3 +135,16 @@ def test_a_conversation_with_a_tts_model_says_what_it_is():
         UsageError, match=r"takes no audio \(a text-to-speech model: use runtime\.tts\.synthesize\(\)\)$"
     ):
         model.respond(np.zeros(1920, np.float32), sample_rate=24000)
+
+
+def test_the_default_repo_is_named_in_a_refusal(fake_hub, capsys):  # noqa: F811
+    """`moshi-local -q 4 --voice NATF2` said 'this model is a dialogue model (moshi)': the repo
+    -q 4 picks is named, as an explicit --hf-repo is."""
+    from moshi_mlx.cli import local
+
+    assert local.main(["-q", "4", "--voice", "NATF2", "--simulate"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --voice needs a PersonaPlex model (--hf-repo nvidia/personaplex-7b-v1); "
+        "kyutai/moshiko-mlx-q4 is a dialogue model (moshi)\n"
+    )
+    assert fake_hub.asked == [("kyutai/moshiko-mlx-q4", "config.json")]  # refused before its weights
