@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
         default_repo=f"{DEFAULT_REPO} (Hibiki-Zero; or a q4/q8 folder made by {CONVERT_COMMAND}, "
         "or kyutai/hibiki-2b-mlx-bf16)",
         demo_models=("random-tiny-hibiki-zero",),
-        quantized_help=f"Moshi's repos only: for Hibiki-Zero give --hf-repo a q4/q8 folder ({CONVERT_COMMAND})",
+        quantized_help=f"the q4/q8 file of an --hf-repo folder ({CONVERT_COMMAND}): Hibiki-Zero's repo has no "
+        "q4/q8 twin, -q alone is refused",
     )
     add_sampling_args(ap)
     local.add_live_args(ap, who="the translation")
