@@ -11,17 +11,22 @@ Rules (docs/safety.md):
 - `StagedGroup` renames the outputs of one run together (a run's audio, transcript and
   tokens): a run that stops early or fails to write one of them never leaves new files beside
   old ones it does not match.
+- A stop signal is an exception that may land between any two calls, also between creating a
+  temporary file and the line that would remember it. So every temporary file is recorded
+  (`_UNFINISHED`) before it is created, and `remove_unfinished` (the CLI runner on its way
+  out, and at interpreter exit) removes those neither renamed nor discarded.
 - Write failures (disk full, file too large, device gone) become one-line `OutputError`s.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import errno
 import os
+import secrets
 import signal
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,12 @@ from typing import IO, Iterable, Iterator
 from .errors import STOP_SIGNALS, OutputError
 
 PARTIAL_SUFFIX = ".partial"
+
+# The temporary files of this process not yet renamed into place nor removed. A name is added
+# before its file is created and taken out after: an interrupt between the two steps of either
+# leaves a name whose file is absent (harmless), never a file nobody knows of.
+_UNFINISHED: set[Path] = set()
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -129,13 +140,21 @@ class Staged:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(os.fspath(path)).expanduser()
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=PARTIAL_SUFFIX, dir=self.path.parent or ".")
-        except OSError as e:
-            raise os_error(self.path, e, "create") from None
-        os.close(fd)
-        self.temp = Path(tmp)
         self.done = False
+        while True:  # as tempfile.mkstemp (mode 0o600 until the rename), but recorded first
+            self.temp = self.path.parent / f".{self.path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+            _UNFINISHED.add(self.temp)
+            try:
+                os.close(os.open(self.temp, _CREATE_FLAGS, 0o600))
+                return
+            except FileExistsError:
+                _UNFINISHED.discard(self.temp)
+            except OSError as e:
+                _UNFINISHED.discard(self.temp)
+                raise os_error(self.path, e, "create") from None
+            except BaseException:  # a stop signal: no file is left, whether it was created or not
+                self.discard()
+                raise
 
     def open(self, mode: str = "wb", **kw) -> IO:
         return open(self.temp, mode, **kw)
@@ -170,14 +189,16 @@ class Staged:
             self.discard()
             raise
         self.done = True
+        _UNFINISHED.discard(self.temp)
         return self.path
 
     def discard(self) -> None:
         """Remove the temporary file; the final name keeps what it had (or stays absent)."""
-        if not self.done:
-            self.done = True
+        if not self.done:  # `done` last: a discard cut short by a signal is done again by the next call
             with contextlib.suppress(OSError):
                 os.unlink(self.temp)
+            _UNFINISHED.discard(self.temp)
+            self.done = True
 
     def __enter__(self) -> "Staged":
         return self
@@ -209,6 +230,29 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(held[0])  # to the handler it was meant for (the runner's: KeyboardInterrupt)
 
 
+def unfinished() -> frozenset[Path]:
+    """The temporary files of this process neither renamed into place nor removed yet."""
+    return frozenset(_UNFINISHED)
+
+
+def remove_unfinished(keep: Iterable[Path] = ()) -> None:
+    """Remove every temporary file left unfinished (but those in `keep`): what a stop signal
+    between two lines of a writer (its temporary file created, not yet known to the code
+    that would discard it) left behind. For when no writer will finish: the CLI runner calls
+    it as a tool ends (`keep`: those from before it started), and it runs at interpreter exit."""
+    keep = set(keep)
+    for p in list(_UNFINISHED):
+        if p not in keep:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+            _UNFINISHED.discard(p)
+
+
+atexit.register(remove_unfinished)
+if hasattr(os, "register_at_fork"):  # a forked child's exit removes nothing of its parent's
+    os.register_at_fork(after_in_child=_UNFINISHED.clear)
+
+
 _GROUP: contextvars.ContextVar["StagedGroup | None"] = contextvars.ContextVar("staged_group", default=None)
 
 
@@ -230,14 +274,15 @@ class StagedGroup:
 
     @contextlib.contextmanager
     def collect(self) -> Iterator["StagedGroup"]:
-        token = _GROUP.set(self)
-        try:
+        outer = _GROUP.get()
+        try:  # set inside the try: a signal just after it (a reset token not yet stored) still restores
+            _GROUP.set(self)
             yield self
         except BaseException:
             self.discard()
             raise
         finally:
-            _GROUP.reset(token)
+            _GROUP.set(outer)
 
     def commit(self, replace: bool = True) -> list[Path]:
         """Rename every ready file into place; `replace=False` (a run that did not complete)

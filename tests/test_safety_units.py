@@ -295,6 +295,75 @@ def test_tokens_npz_round_trip(tmp_path):
         read_mimi_codes(tmp_path / "empty.npy")
 
 
+def _signal_at(n: int, body) -> tuple[int, bool]:
+    """Run `body` as a tool (runner.run_cli, in this process) with a SIGTERM delivered at its
+    n-th call, return or C-call return: where CPython runs a Python signal handler (on
+    entering a function, after a C function such as os.open returned; a return stands for the
+    caller's next one, the value not yet stored). Not at a generator's yield: an error raised
+    there by a profiler ends the generator without its `finally`, which no signal does. The
+    exit code, and whether the signal was sent (n within the run)."""
+    import contextlib
+    import inspect
+    import io
+
+    from moshi_mlx.cli import runner
+
+    seen = [0]
+
+    def profile(frame, event, arg):
+        if event in ("call", "c_return") or (event == "return" and not frame.f_code.co_flags & inspect.CO_GENERATOR):
+            seen[0] += 1
+            if seen[0] == n:
+                signal.raise_signal(signal.SIGTERM)  # the runner's handler raises here
+
+    def tool(argv):
+        sys.setprofile(profile)
+        try:
+            body()
+        finally:
+            sys.setprofile(None)
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = runner.run_cli(tool, [])
+    return code, seen[0] >= n
+
+
+def test_a_stop_signal_anywhere_in_a_runs_writes_leaves_no_temporary_file(tmp_path):
+    """moshi-tts's writes (an AudioWriter and a transcript, renamed together by a StagedGroup),
+    with SIGTERM delivered at each point of them in turn: the folder holds both new files or
+    neither, never a `.NAME.XXXX.partial`, and the exit code is 143. A signal between a
+    temporary file's creation and the line that would discard it (inside mkstemp, in Staged()
+    before it returned, at `with AudioWriter(...)` before __enter__, between the group's block
+    and its commit) left that file: tests/cli/test_tts.py's SIGTERM test, sending the signal
+    as soon as the temporary file appears, found one there under load. One as a group began
+    to collect left it collecting: every later write of the process was only marked ready."""
+    from moshi_mlx.outputs import StagedGroup, unfinished
+
+    def tts_writes():
+        group = StagedGroup()
+        with group.collect():
+            with AudioWriter(tmp_path / "o.wav", 24000) as w:
+                w.write(np.zeros(1920, np.float32))
+            write_text(tmp_path / "t.json", "{}")
+        group.commit()
+
+    tts_writes()  # once without a signal: the imports a signal could break are done
+    n, bad, sent = 0, [], True
+    while sent:
+        for p in tmp_path.iterdir():
+            p.unlink()
+        n += 1
+        code, sent = _signal_at(n, tts_writes)
+        names = sorted(p.name for p in tmp_path.iterdir())
+        if sent and (code != 143 or names not in ([], ["o.wav", "t.json"])):
+            bad.append((n, code, names))
+    for p in tmp_path.iterdir():
+        p.unlink()
+    assert n > 300 and bad == [] and not unfinished(), bad[:5]
+    write_text(tmp_path / "after.json", "{}")  # no group is left collecting this process's writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["after.json"]
+
+
 def test_aligned_codes_without_delay_uses_the_prefix_frame():
     codes = aligned_codes([5, 6], 4, [[1], [2]], [0], [[9], [8]], dep_q=1, own_delay=0)
     assert codes.tolist() == [[[4, 5], [0, 1], [9, 8]]]
@@ -333,6 +402,16 @@ _RUNNER = textwrap.dedent("""
             raise ImportError('PyCapsule_Import could not import module "datetime"')  # as numpy's, cleared
         if argv == ["import-error"]:
             raise ImportError("a missing module without a signal is a bug")
+        if argv[0] == "quit-while-saving":  # a temporary file never finished, then three signals
+            from moshi_mlx.outputs import Staged
+            Staged(os.path.join(argv[1], "o.wav"))
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:  # saving takes long: the user sends the signal twice more
+                for _ in range(2):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(1)
         try:
             os.kill(os.getpid(), int(argv[0]))
             time.sleep(5)
@@ -362,6 +441,16 @@ def test_runner_exit_codes_and_one_line(arg, code, line):
     assert r.stderr.strip().splitlines()[-1] == line
     if code != 2 and arg not in ("signal-while-reporting", "long-name", "import-broken-by-signal"):
         assert "saved what was produced" in r.stderr
+
+
+def test_the_third_signal_quits_at_once_leaving_no_temporary_file(tmp_path):
+    """The third stop signal quits without saving (os._exit: no `finally`, no atexit); the
+    temporary files of outputs not yet finished are removed first (they were left)."""
+    r = subprocess.run(
+        [sys.executable, "-c", _RUNNER, "quit-while-saving", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 143 and r.stderr.strip().splitlines()[-1] == "quit (SIGTERM), outputs not saved", r.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

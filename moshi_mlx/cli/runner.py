@@ -14,7 +14,10 @@ Every CLI's `main` goes through `run_cli` (or the `@cli_main` decorator):
   signals while it saves are ignored (the third one quits at once, without saving).
 - On the way out, pipelines still running are aborted and their MLX worker threads
   waited for: a thread still inside MLX while the interpreter shuts down aborts the
-  process ("terminate called without an active exception", SIGABRT).
+  process ("terminate called without an active exception", SIGABRT). Then any temporary
+  output file the tool left unfinished is removed (`outputs.remove_unfinished`): a signal
+  can land between a writer creating its `.NAME.XXXX.partial` and the line that would
+  discard it.
 
 Adopting it in a new tool (see docs/safety.md):
 
@@ -95,6 +98,7 @@ def _handler(signum: int, frame) -> None:
         os.write(2, b"\nstill saving; send the signal again to quit at once without saving\n")
         return
     os.write(2, f"\nquit ({signal.Signals(signum).name}), outputs not saved\n".encode())
+    _remove_unfinished()
     os._exit(exit_code(_state.signum or signum))
 
 
@@ -115,6 +119,18 @@ def _stop_workers() -> None:
     pipeline = sys.modules.get("moshi_mlx.runtime.pipeline")
     if pipeline is not None:
         pipeline.abort_all()
+
+
+def _unfinished() -> frozenset:
+    outputs = sys.modules.get("moshi_mlx.outputs")  # not imported: no file was written
+    return outputs.unfinished() if outputs is not None else frozenset()
+
+
+def _remove_unfinished(keep: frozenset = frozenset()) -> None:
+    """Remove the temporary output files the tool left (those from before it started are kept)."""
+    outputs = sys.modules.get("moshi_mlx.outputs")
+    if outputs is not None:
+        outputs.remove_unfinished(keep)
 
 
 def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
@@ -141,9 +157,13 @@ def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int
     """Run a tool's body with the rules above; returns the process exit code."""
     _state.signum, _state.count = None, 0
     old = _install()
+    before = _unfinished()
     code: int
     try:
-        code = _run_body(fn, argv)
+        try:
+            code = _run_body(fn, argv)
+        finally:
+            _remove_unfinished(before)
     except KeyboardInterrupt as e:  # in the body, or while an error was reported (the only one raised)
         signum = getattr(e, "signum", None) or _state.signum or signal.SIGINT
         _state.signum = signum
