@@ -519,6 +519,74 @@ def test_a_signal_while_the_runner_is_imported_is_one_line(how, sig):
     assert p.returncode == 128 + sig and err.strip() == f"interrupted ({signal.Signals(sig).name})", (p.returncode, err)
 
 
+_SIGNAL_AT_A_RUNNER_STEP = """
+import importlib.util, os, signal, sys
+n, tool_file, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+sys.argv = ["tiny", out]
+
+class Finder:  # `python -m moshi_mlx.tiny_tool`: a tool that writes one file, then says 'done'
+    def find_spec(self, name, path, target=None):
+        if name == "moshi_mlx.cli.tiny_tool":
+            return importlib.util.spec_from_file_location(name, tool_file)
+
+sys.meta_path.insert(0, Finder())
+seen = [0]
+
+def profile(frame, event, arg):  # SIGTERM at the runner's n-th call, return or C-call return
+    if event in ("call", "c_return", "return") and frame.f_code.co_filename.endswith(
+        (os.path.join("cli", "early.py"), os.path.join("cli", "runner.py"))
+    ) and not frame.f_code.co_flags & 0x20:  # (not a generator)
+        seen[0] += 1
+        if seen[0] == n:
+            started = "moshi_mlx.cli.runner" in sys.modules
+            os.write(2, f"[signal {'after' if started else 'before'} the runner's import]\\n".encode())
+            signal.raise_signal(signal.SIGTERM)
+
+import moshi_mlx.errors  # (imported with the package by python -m moshi_mlx.NAME)
+sys.setprofile(profile)
+from moshi_mlx.cli import early
+early.main_module("__main__", "tiny_tool")
+"""
+
+
+def test_a_stop_signal_at_any_step_of_the_runner_is_one_line(tmp_path):
+    """A tool run as `python -m moshi_mlx.NAME`, SIGTERM delivered at each step of early.run,
+    launch and run_cli in turn: never a traceback; from the runner's import until the tool's
+    output is complete, always exit 143 with `interrupted (SIGTERM)` last (or exit 0 once the
+    tool has ended). Each gave the handlers back before the next took them, and installed them
+    before its `try`: a signal at those points was a traceback ('Interrupted: SIGTERM', exit 1)
+    or a silent death (-15) mid-run. Before early.run's handler exists, and once the interpreter
+    shuts down, SIGTERM's default (-15) is all there is."""
+    tool = tmp_path / "tiny_tool.py"
+    tool.write_text(
+        "import sys\nfrom moshi_mlx.cli.runner import cli_main\nfrom moshi_mlx.outputs import write_text\n"
+        "@cli_main\ndef main(argv=None):\n    write_text(sys.argv[1], '{}')\n    print('done', file=sys.stderr)\n"
+    )
+    out = tmp_path / "o.json"
+    n, bad = 0, []
+    while True:
+        n += 1
+        out.unlink(missing_ok=True)
+        r = subprocess.run(
+            [sys.executable, "-c", _SIGNAL_AT_A_RUNNER_STEP, str(n), str(tool), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if "[signal" not in r.stderr:
+            break
+        lines = r.stderr.strip().splitlines()
+        done = out.exists() and "done" in lines
+        ok = "Traceback" not in r.stderr and (
+            (r.returncode == 143 and lines[-1] == "interrupted (SIGTERM)" and not list(tmp_path.glob(".*partial")))
+            or (r.returncode == 0 and done)
+            or (r.returncode == -signal.SIGTERM and ("before the runner" in lines[0] or done))
+        )
+        if not ok:
+            bad.append((n, r.returncode, lines))
+    assert n > 30 and bad == [], bad[:4]
+
+
 def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
     """Every console script (setup.py reads cli/scripts.py) and every `python -m moshi_mlx.NAME`
     (upstream's names) imports its tool through `launch`."""

@@ -2,15 +2,43 @@
 a stop signal is the runner's one line and exit code from here on, not only once the runner is
 imported. Importing the runner (argparse, typing, re: tens of ms on a loaded machine) was a
 window where Ctrl-C printed a KeyboardInterrupt traceback from inside `typing` and SIGTERM killed
-the process without a word. This module imports nothing but the standard `signal` and `sys` and
-moshi_mlx.errors (already imported with the package)."""
+the process without a word. This module imports nothing but the standard `signal`, `os` and
+`sys` and moshi_mlx.errors (already imported with the package).
+
+The stop-signal handler lives here, and is the one handler from `run` to the tool's end: the
+runner's `launch` and `run_cli` find it installed and keep it (they install it themselves when
+called directly, e.g. by tests). Each gave the handlers back before the next took them, so a
+signal between two of them killed the process without a word (SIGTERM) or was a traceback.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 from ..errors import STOP_SIGNALS
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised in the main thread where Ctrl-C would be."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class _State:
+    signum: int | None = None  # the first stop signal received
+    count = 0
+    closing = False  # the tool's body has ended: a first signal is recorded, not raised
+
+
+state = _State()
 
 
 def exit_code(signum: int) -> int:
@@ -24,30 +52,61 @@ def interrupted(signum: int) -> int:
     return exit_code(signum)
 
 
-def run(tool: str, argv: list[str] | None = None) -> int:
-    """Import the runner under a handler of our own, then `runner.launch(moshi_mlx.cli.<tool>)`;
-    the exit code. Nothing exists yet to save while the runner is imported."""
-    caught: list[int] = []
+def handler(signum: int, frame) -> None:
+    """The first signal raises `Interrupted` (the tool's `finally` blocks save its outputs);
+    the second is noted; the third quits at once, without saving (its temporary files removed)."""
+    state.count += 1
+    if state.count == 1:
+        state.signum = signum
+        if not state.closing:
+            raise Interrupted(signum)
+        return
+    if state.count == 2:
+        os.write(2, b"\nstill saving; send the signal again to quit at once without saving\n")
+        return
+    os.write(2, f"\nquit ({signal.Signals(signum).name}), outputs not saved\n".encode())
+    outputs = sys.modules.get("moshi_mlx.outputs")
+    if outputs is not None:
+        outputs.remove_unfinished()
+    os._exit(exit_code(state.signum or signum))
 
-    def stop(signum, frame):
-        if not caught:
-            caught.append(signum)
-            raise KeyboardInterrupt
 
-    old = {}
+def install(old: dict) -> None:
+    """Put `handler` on the stop signals, the handlers it replaces into `old` (for `restore`),
+    and start a fresh count; nothing when it is there already (whoever put it there restores
+    it). Call it inside the `try` whose `finally` restores: a signal may land between any two
+    of its calls. Outside the main thread nothing is installed (signals are not Python's there)."""
+    if signal.getsignal(STOP_SIGNALS[0]) is handler:
+        return
+    state.signum, state.count, state.closing = None, 0, False
     for s in STOP_SIGNALS:
         try:
-            old[s] = signal.signal(s, stop)
-        except (OSError, ValueError):  # not the main thread: a caller's business
-            pass
+            old[s] = signal.getsignal(s)  # recorded first: the handler is given back whatever lands next
+            signal.signal(s, handler)
+        except (OSError, ValueError):  # not the main thread, or an unusual platform
+            old.pop(s, None)
+
+
+def restore(old: dict) -> None:
+    """Give back the handlers `install` replaced."""
+    for s in list(old):
+        h = old.pop(s)
+        signal.signal(s, signal.SIG_DFL if h is None else h)  # None: a handler not set from Python
+
+
+def run(tool: str, argv: list[str] | None = None) -> int:
+    """Import the runner under the handler, then `runner.launch(moshi_mlx.cli.<tool>)`; the exit
+    code. Nothing exists yet to save while the runner is imported."""
+    old: dict = {}
     try:
+        install(old)
         from .runner import launch
-    except KeyboardInterrupt:
-        return interrupted(caught[0] if caught else signal.SIGINT)
+
+        return launch(f"moshi_mlx.cli.{tool}", argv)
+    except KeyboardInterrupt as e:  # before the runner's own handling began
+        return interrupted(getattr(e, "signum", None) or state.signum or signal.SIGINT)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    return launch(f"moshi_mlx.cli.{tool}", argv)
+        restore(old)
 
 
 def main_module(name: str, tool: str) -> None:

@@ -35,15 +35,13 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import os
 import signal
 import sys
-import threading
 from typing import Callable
 
-from ..errors import STOP_SIGNALS, Error
+from ..errors import Error
 from .flag_words import in_flag_words
-from .early import exit_code, interrupted
+from .early import exit_code, install, interrupted, restore, state
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -63,55 +61,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-class Interrupted(KeyboardInterrupt):
-    """A stop signal, raised in the main thread where Ctrl-C would be."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-
-class _State:
-    signum: int | None = None  # the first stop signal received
-    count = 0
-
-
-_state = _State()
-
-
 def received_signal() -> int | None:
     """The stop signal received during this run (None if none): a tool that handles
     KeyboardInterrupt itself can say what stopped it."""
-    return _state.signum
-
-
-def _handler(signum: int, frame) -> None:
-    _state.count += 1
-    if _state.count == 1:
-        _state.signum = signum
-        raise Interrupted(signum)
-    if _state.count == 2:
-        os.write(2, b"\nstill saving; send the signal again to quit at once without saving\n")
-        return
-    os.write(2, f"\nquit ({signal.Signals(signum).name}), outputs not saved\n".encode())
-    _remove_unfinished()
-    os._exit(exit_code(_state.signum or signum))
-
-
-def _install() -> dict[int, object]:
-    old: dict[int, object] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return old  # signals can only be handled in the main thread (e.g. tests calling main)
-    for s in STOP_SIGNALS:
-        try:
-            old[s] = signal.signal(s, _handler)
-        except (OSError, ValueError):  # pragma: no cover - unusual platforms
-            pass
-    return old
+    return state.signum
 
 
 def _stop_workers() -> None:
@@ -154,29 +107,31 @@ def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
 
 
 def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int:
-    """Run a tool's body with the rules above; returns the process exit code."""
-    _state.signum, _state.count = None, 0
-    old = _install()
-    before = _unfinished()
-    code: int
+    """Run a tool's body with the rules above; returns the process exit code. Every step is
+    inside the `try`: a signal may land between any two calls, the handler's installing too."""
+    old: dict = {}
+    before: frozenset = frozenset()
+    code = 0
     try:
         try:
+            install(old)
+            before = _unfinished()
             code = _run_body(fn, argv)
         finally:
+            state.closing = True  # from here a first signal is recorded (its line, its code), not raised
             _remove_unfinished(before)
     except KeyboardInterrupt as e:  # in the body, or while an error was reported (the only one raised)
-        signum = getattr(e, "signum", None) or _state.signum or signal.SIGINT
-        _state.signum = signum
+        signum = getattr(e, "signum", None) or state.signum or signal.SIGINT
+        state.signum = signum
         code = exit_code(signum)
     except ImportError:  # an import the signal broke (see launch): interrupted, not a bug
-        if _state.signum is None:
+        if state.signum is None:
             raise
-        code = exit_code(_state.signum)
+        code = exit_code(state.signum)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    if _state.signum is not None:
-        code = interrupted(_state.signum)
+        restore(old)
+    if state.signum is not None:
+        code = interrupted(state.signum)
     sys.stderr.flush()
     return code
 
@@ -191,19 +146,21 @@ def launch(module: str, argv: list[str] | None = None) -> int:
     stop signal came is the interrupt."""
     import importlib
 
-    _state.signum, _state.count = None, 0
-    old = _install()
+    old: dict = {}
     try:
-        tool = importlib.import_module(module)
-    except BaseException as e:
-        signum = getattr(e, "signum", None) or _state.signum
-        if signum is None and not isinstance(e, KeyboardInterrupt):
-            raise
-        return interrupted(signum or signal.SIGINT)
+        try:
+            install(old)
+            tool = importlib.import_module(module)
+        except BaseException as e:
+            signum = getattr(e, "signum", None) or state.signum
+            if signum is None and not isinstance(e, KeyboardInterrupt):
+                raise
+            return interrupted(signum or signal.SIGINT)
+        return tool.main(argv)  # under the same handler: none is given back in between
+    except KeyboardInterrupt as e:  # after the import, before the tool's run_cli began
+        return interrupted(getattr(e, "signum", None) or state.signum or signal.SIGINT)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    return tool.main(argv)
+        restore(old)
 
 
 def cli_main(fn: Callable[..., int | None]) -> Callable[[list[str] | None], int]:
