@@ -439,12 +439,15 @@ def convert(
     if record is not None:
         meta["quantization"] = json.dumps(record.to_json(), separators=(",", ":"))
     final = out_dir / wname
-    tmp = out_dir / (wname + ".partial")
     layout = {o.name: (o.st_dtype, o.shape) for o in plan.outputs}
     old_limit = mx.set_cache_limit(0)  # freed buffers go back to the OS at once: RSS stays ~1 tensor
+    weights: Staged | None = None
     cfg_staged: Staged | None = None
     try:
-        with SafetensorsWriter(tmp, layout, meta) as w:
+        # a Staged temporary (not NAME.partial of our own): one a signal leaves on the way out,
+        # after this block, is removed by the runner (outputs.remove_unfinished)
+        weights = Staged(final)
+        with SafetensorsWriter(weights.temp, layout, meta) as w:
             for o, arr in iter_converted(plan):
                 w.write(o.name, arr)
                 if progress is not None:
@@ -460,7 +463,8 @@ def convert(
         except OSError as e:
             raise os_error(cfg_staged.path, e) from None
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
+        if weights is not None:
+            weights.discard()
         if cfg_staged is not None:
             cfg_staged.discard()
         for d in created:  # folders this conversion made (deepest first), when still empty
@@ -472,7 +476,7 @@ def convert(
     finally:
         mx.set_cache_limit(old_limit)
     with signals_held():  # both or neither: new weights beside the old config.json may not fit it
-        os.replace(tmp, final)
+        weights.commit()
         cfg_path = cfg_staged.commit()
         for p in stale:  # the earlier conversion's files, only now that the new ones are in place
             with contextlib.suppress(FileNotFoundError):

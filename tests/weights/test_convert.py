@@ -342,6 +342,36 @@ def test_a_ctrl_c_at_the_renames_replaces_both_files_or_neither(tmp_path, src, m
     assert read_model_dir(old).quantization is not None and (old / "model.q4.safetensors").stat().st_size > 100
 
 
+def test_a_stop_signal_after_the_weights_are_written_leaves_no_temporary_file(tmp_path, src, monkeypatch):
+    """SIGTERM lands as the conversion leaves its write block (after MLX's cache limit is put
+    back, before the renames): through the CLI runner the folder keeps the older conversion
+    and no temporary file. The weights' temporary file was convert's own NAME.partial, known
+    to the block's `except` only: `model.q4.safetensors.partial` was left there."""
+    import signal
+
+    from moshi_mlx.cli.runner import run_cli
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.q4.safetensors").write_bytes(b"old weights")
+    (old / "config.json").write_text("old config")
+    real = convert_mod.mx.set_cache_limit
+    calls = []
+
+    def sigterm_at_the_second_call(limit):
+        calls.append(limit)
+        out = real(limit)
+        if len(calls) == 2:  # the `finally` putting the limit back
+            signal.raise_signal(signal.SIGTERM)  # the runner's handler raises here
+        return out
+
+    monkeypatch.setattr(convert_mod.mx, "set_cache_limit", sigterm_at_the_second_call)
+    body = lambda argv: convert(resolve_source(src), old, recipe=make_recipe(None, 4), force=True)  # noqa: E731
+    assert run_cli(body, []) == 143 and len(calls) == 2
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "model.q4.safetensors"]
+    assert (old / "model.q4.safetensors").read_bytes() == b"old weights"
+
+
 def test_force_over_another_conversion_leaves_what_a_fresh_one_would(tmp_path, src, monkeypatch):
     """--force over a float conversion with a q4 one: the folder ends as a fresh q4 conversion
     plus the user's own files (the float model.safetensors and the old --eval report were
