@@ -220,14 +220,29 @@ def signals_held() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in STOP_SIGNALS}
-    try:
+    old: dict = {}
+    try:  # each handler recorded before it is replaced: one a signal interrupts is given back too
+        for s in STOP_SIGNALS:
+            old[s] = signal.getsignal(s)
+            signal.signal(s, lambda signum, frame: held.append(signum))
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, signal.SIG_DFL if h is None else h)  # None: a handler not set from Python
+        _give_back(old)
         if held:
             signal.raise_signal(held[0])  # to the handler it was meant for (the runner's: KeyboardInterrupt)
+
+
+def _give_back(old: dict) -> None:
+    """Restore the handlers in `old`, all of them even when a restored one raises meanwhile
+    (the runner's, for a signal landing between two): the rest were left holding."""
+    try:
+        while old:
+            s = next(iter(old))
+            signal.signal(s, signal.SIG_DFL if old[s] is None else old[s])  # None: a handler not set from Python
+            del old[s]
+    finally:
+        if old:
+            _give_back(old)
 
 
 def unfinished() -> frozenset[Path]:

@@ -364,6 +364,63 @@ def test_a_stop_signal_anywhere_in_a_runs_writes_leaves_no_temporary_file(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["after.json"]
 
 
+@pytest.mark.parametrize("block", ["offline_mode", "signals_held", "StagedGroup.collect"])
+def test_a_stop_signal_entering_or_leaving_a_block_leaves_no_state_behind(block):
+    """The package's blocks that set process state (offline mode, held signal handlers, the
+    group collecting writes), with SIGTERM (the runner's handler) delivered at each of their
+    steps in turn: the state is what it was before. Set before the `try` that restores it, a
+    signal just after the setting left it set for the rest of the process (a Python session
+    kept offline; SIGINT's handler left holding, so Ctrl-C did nothing anymore)."""
+    import inspect
+
+    from moshi_mlx import outputs
+    from moshi_mlx.cli import early
+    from moshi_mlx.errors import STOP_SIGNALS
+    from moshi_mlx.weights import hub
+
+    make = {
+        "offline_mode": lambda: hub.offline_mode(True),
+        "signals_held": outputs.signals_held,
+        "StagedGroup.collect": lambda: outputs.StagedGroup().collect(),
+    }[block]
+
+    def state():
+        return hub._OFFLINE.get(), outputs._GROUP.get(), [signal.getsignal(s) for s in STOP_SIGNALS]
+
+    n, sent, bad = 0, True, []
+    while sent:
+        n += 1
+        seen = [0]
+
+        def profile(frame, event, arg):
+            if event in ("call", "c_return") or (
+                event == "return" and not frame.f_code.co_flags & inspect.CO_GENERATOR
+            ):
+                seen[0] += 1
+                if seen[0] == n:
+                    signal.raise_signal(signal.SIGTERM)
+
+        old: dict = {}
+        early.install(old)
+        try:
+            before = state()
+            sys.setprofile(profile)
+            try:
+                with make():
+                    pass
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.setprofile(None)
+            after = state()
+        finally:
+            early.restore(old)
+        sent = seen[0] >= n
+        if after != before:
+            bad.append((n, after))
+    assert n > 5 and bad == [], bad[:3]
+
+
 def test_aligned_codes_without_delay_uses_the_prefix_frame():
     codes = aligned_codes([5, 6], 4, [[1], [2]], [0], [[9], [8]], dep_q=1, own_delay=0)
     assert codes.tolist() == [[[4, 5], [0, 1], [9, 8]]]
@@ -555,8 +612,8 @@ def test_a_stop_signal_at_any_step_of_the_runner_is_one_line(tmp_path):
     output is complete, always exit 143 with `interrupted (SIGTERM)` last (or exit 0 once the
     tool has ended). Each gave the handlers back before the next took them, and installed them
     before its `try`: a signal at those points was a traceback ('Interrupted: SIGTERM', exit 1)
-    or a silent death (-15) mid-run. Before early.run's handler exists, and once the interpreter
-    shuts down, SIGTERM's default (-15) is all there is."""
+    or a silent death (-15) mid-run. Before early.run's handler exists, SIGTERM's default (-15)
+    is all there is."""
     tool = tmp_path / "tiny_tool.py"
     tool.write_text(
         "import sys\nfrom moshi_mlx.cli.runner import cli_main\nfrom moshi_mlx.outputs import write_text\n"
@@ -587,13 +644,67 @@ def test_a_stop_signal_at_any_step_of_the_runner_is_one_line(tmp_path):
     assert n > 30 and bad == [], bad[:4]
 
 
+_SLOW_EXIT_TOOL = """
+import atexit, os, sys, time
+from moshi_mlx.cli.runner import cli_main
+
+def teardown():  # as MLX freeing its memory, or a tool's atexit clean-up: the interpreter's exit takes a while
+    os.write(1, b"exiting\\n")
+    time.sleep(2)
+    os.write(1, b"exited\\n")
+
+@cli_main
+def main(argv=None):
+    atexit.register(teardown)
+    print("done", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_interpreter_exits_is_ignored(tmp_path, sig):
+    """The tool has done its work and the interpreter is shutting down (atexit callbacks, MLX
+    freeing its memory: tenths of a second) when the signal comes: the exit is the tool's (0),
+    the shutdown completes. The handlers were given back before it: SIGTERM killed the process
+    without a word (-15), Ctrl-C was a KeyboardInterrupt traceback from the atexit callback.
+    (`python -m moshi_mlx.NAME`; the console scripts keep the handler too: the shims test.)"""
+    (tmp_path / "slow_exit.py").write_text(_SLOW_EXIT_TOOL)
+    code = (
+        "import importlib.util, sys\n"
+        "class F:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'moshi_mlx.cli.slow_exit':\n"
+        f"            return importlib.util.spec_from_file_location(name, {str(tmp_path / 'slow_exit.py')!r})\n"
+        "sys.meta_path.insert(0, F())\n"
+        "from moshi_mlx.cli import early\n"
+        "early.main_module('__main__', 'slow_exit')\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert p.stdout.readline() == "exiting\n"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0 and out == "exited\n" and "Traceback" not in err, (p.returncode, out, err)
+    assert err.strip().splitlines() == ["done"]
+
+
 def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
     """Every console script (setup.py reads cli/scripts.py) and every `python -m moshi_mlx.NAME`
     (upstream's names) imports its tool through `launch`."""
     import importlib
 
-    from moshi_mlx.cli import entry, runner
+    from moshi_mlx.cli import early, entry, runner
     from moshi_mlx.cli.scripts import TOOLS
+    from moshi_mlx.errors import STOP_SIGNALS
 
     root = Path(__file__).resolve().parents[1]
     assert "moshi_mlx.cli.entry:{module}" in (root / "setup.py").read_text()
@@ -601,8 +712,15 @@ def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
     assert launchers == set(TOOLS.values()) and "moshi-mimi" in TOOLS  # one launcher per console script
     calls = []
     monkeypatch.setattr(runner, "launch", lambda module, argv=None: calls.append(module) or 0)
+    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        for script, module in TOOLS.items():
+            assert getattr(entry, module)() == 0 and calls[-1] == f"moshi_mlx.cli.{module}"
+        assert signal.getsignal(signal.SIGTERM) is early.handler  # a console script's, to the process's end
+    finally:  # (this process's are given back)
+        for s, h in handlers.items():
+            signal.signal(s, h)
     for script, module in TOOLS.items():
-        assert getattr(entry, module)() == 0 and calls[-1] == f"moshi_mlx.cli.{module}"
         importlib.import_module(f"moshi_mlx.cli.{module}").main  # noqa: B018 - the tool has a main
         shim = importlib.import_module(f"moshi_mlx.{module}")  # importing the shim runs nothing
         assert f'main_module(__name__, "{module}")' in Path(shim.__file__).read_text()

@@ -94,9 +94,15 @@ def restore(old: dict) -> None:
         signal.signal(s, signal.SIG_DFL if h is None else h)  # None: a handler not set from Python
 
 
-def run(tool: str, argv: list[str] | None = None) -> int:
+def run(tool: str, argv: list[str] | None = None, *, program: bool = False) -> int:
     """Import the runner under the handler, then `runner.launch(moshi_mlx.cli.<tool>)`; the exit
-    code. Nothing exists yet to save while the runner is imported."""
+    code. Nothing exists yet to save while the runner is imported.
+
+    `program`: this is the process's entry (`python -m`, a console script), so the handler stays
+    until the process ends: a signal while the interpreter shuts down (MLX freeing its memory,
+    atexit callbacks: tenths of a second) is ignored, the tool's work being done (the third
+    still quits at once). With SIGTERM's default back it killed the process without a word
+    (-15), and Ctrl-C was a KeyboardInterrupt traceback from an atexit callback."""
     old: dict = {}
     try:
         install(old)
@@ -106,11 +112,13 @@ def run(tool: str, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # before the runner's own handling began
         return interrupted(getattr(e, "signum", None) or state.signum or signal.SIGINT)
     finally:
-        restore(old)
+        state.closing = True
+        if not program:
+            restore(old)
 
 
 def main_module(name: str, tool: str) -> None:
     """The package-root launchers (`python -m moshi_mlx.local`, upstream's names and ours): run the
     tool when executed as `__main__`; a plain import does nothing."""
     if name == "__main__":
-        sys.exit(run(tool))
+        sys.exit(run(tool, program=True))

@@ -13,5 +13,5 @@ from .scripts import TOOLS
 
 def __getattr__(name: str):
     if name in TOOLS.values():
-        return functools.partial(run, name)
+        return functools.partial(run, name, program=True)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,11 +26,12 @@ _OFFLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("moshi_mlx_offli
 def offline_mode(on: bool = True) -> Iterator[None]:
     """Within the block, files come from the local Hugging Face cache only (no network),
     as with HF_HUB_OFFLINE=1 but for this thread of work alone."""
-    token = _OFFLINE.set(bool(on) or _OFFLINE.get())
-    try:
+    outer = _OFFLINE.get()
+    try:  # set inside the try: a stop signal just after it (a reset token not yet stored) still restores
+        _OFFLINE.set(bool(on) or outer)
         yield
     finally:
-        _OFFLINE.reset(token)
+        _OFFLINE.set(outer)
 
 
 # (host, port) of the Hub -> whether it answered a connection, once per process
