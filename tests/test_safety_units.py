@@ -726,6 +726,28 @@ def test_module_shims_and_console_scripts_go_through_launch(monkeypatch):
         assert f'main_module(__name__, "{module}")' in Path(shim.__file__).read_text()
 
 
+def test_a_reader_that_stops_reading_ends_the_tool_quietly():
+    """`moshi-helium ... | head -c 20`: the pipe's reader is gone while the tool still writes
+    to stdout: exit 141 (128 + SIGPIPE, as a Unix tool SIGPIPE ends), no traceback. It was a
+    BrokenPipeError traceback, twice (the write, then the exit's flush), and exit 1."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "moshi_mlx.helium", "--model", "random-tiny-helium", "hello", "--max-tokens", "3000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert len(p.stdout.read(5)) == 5
+        p.stdout.close()  # as `head -c 5` does once it has its bytes
+        err = p.stderr.read()
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 128 + signal.SIGPIPE and "Traceback" not in err and "Error" not in err, (p.returncode, err)
+
+
 def test_runner_keeps_tracebacks_of_bugs():
     r = subprocess.run([sys.executable, "-c", _RUNNER, "bug"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" in r.stderr and "a bug keeps its traceback" in r.stderr
