@@ -85,3 +85,16 @@ def test_the_volume_room_turns_the_echo_up_and_back(key, sign):
     assert abs(up - room.volume_db) < 0.1, (up, room.volume_db)
     np.testing.assert_allclose(sig.echo[d + tail : d + 2 * sr], quiet.echo[d + tail : d + 2 * sr], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(sig.echo[:m], quiet.echo[:m], rtol=1e-4, atol=1e-6)
+
+
+def test_the_rooms_beyond_the_issues_are_their_own_and_draw_like_the_others():
+    """--beyond's rooms have keys of their own (a result is never filed under another room)
+    and draw a room and a drive per seed as the issue's rooms do."""
+    keys = [r.key for r in aec_stress.ROOMS + aec_stress.BEYOND]
+    assert len(keys) == len(set(keys)), keys
+    for st in aec_stress.BEYOND:
+        room, drive, drawn = aec_stress.Case(st, 300).draw()
+        assert room.name == f"{st.key}#300" and room.move_cm == st.move_cm and room.ser_db == st.ser_db, room
+        assert drawn["user"] and drawn["moshi"], drawn
+    with pytest.raises(SystemExit):
+        aec_stress.main(["--beyond", "--rooms", "no-such-room", "--seeds", "1"])
