@@ -459,6 +459,19 @@ _RUNNER = textwrap.dedent("""
             raise ImportError('PyCapsule_Import could not import module "datetime"')  # as numpy's, cleared
         if argv == ["import-error"]:
             raise ImportError("a missing module without a signal is a bug")
+        if argv[0] == "hangup":  # on a terminal the test takes away (then SIGHUP, or a write finds it gone)
+            from moshi_mlx.outputs import write_text
+            try:
+                print("working", flush=True)
+                for _ in range(300):
+                    time.sleep(0.1)
+                    if argv[2] == "write-first":
+                        print(".", end="", flush=True)
+            finally:  # signal-first: a status line, then the save (the handler has muted the lost terminal)
+                if argv[2] == "signal-first":
+                    print("saving what was produced", file=sys.stderr)
+                write_text(argv[1], "saved")
+                print("saved", file=sys.stderr)  # write-first: this line's EIO reaches the runner
         if argv[0] == "quit-while-saving":  # a temporary file never finished, then three signals
             from moshi_mlx.outputs import Staged
             Staged(os.path.join(argv[1], "o.wav"))
@@ -498,6 +511,55 @@ def test_runner_exit_codes_and_one_line(arg, code, line):
     assert r.stderr.strip().splitlines()[-1] == line
     if code != 2 and arg not in ("signal-while-reporting", "long-name", "import-broken-by-signal"):
         assert "saved what was produced" in r.stderr
+
+
+@pytest.mark.parametrize("first", ["signal-first", "write-first"])
+def test_a_terminal_that_hangs_up_stops_the_tool_with_its_outputs_saved(tmp_path, first):
+    """The tool's terminal goes away (ssh dropped, window closed): writes to it fail with EIO,
+    and SIGHUP comes. The output it saves on the way out is saved, exit 129, though its status
+    line cannot be printed: that print's EIO replaced the interrupt and stopped the saving (exit
+    1, nothing saved). When a write finds the terminal gone first (no signal yet), the EIO that
+    reaches the runner is the hangup too: exit 129, no traceback (it was exit 1)."""
+    import pty
+
+    out = tmp_path / "saved.txt"
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [sys.executable, "-c", _RUNNER, "hangup", str(out), first],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        seen = b""
+        while b"working" not in seen:
+            seen += os.read(master, 100)
+        os.close(master)  # the terminal is gone: writes to it fail (EIO)
+        if first == "signal-first":
+            p.send_signal(signal.SIGHUP)  # as the kernel sends on a hangup
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 129 and out.read_text() == "saved"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT])
+def test_a_stop_signal_ignored_when_the_tool_starts_stays_ignored(sig):
+    """`nohup moshi-convert ...` (SIGHUP ignored), a job a script starts in the background
+    (SIGINT ignored): the signal does not stop the tool, as Python leaves an ignored SIGINT. The
+    runner put its handler on them all the same: a logout stopped the nohup'ed run (exit 129)."""
+    r = subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(int(sig))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_IGN),
+    )
+    assert r.returncode == 0 and r.stderr.strip() == "saved what was produced", (r.returncode, r.stderr)
 
 
 def test_the_third_signal_quits_at_once_leaving_no_temporary_file(tmp_path):

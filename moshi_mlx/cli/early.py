@@ -52,12 +52,39 @@ def interrupted(signum: int) -> int:
     return exit_code(signum)
 
 
+def mute_lost_stdio() -> bool:
+    """Point stdout and stderr at /dev/null where what they write can no longer arrive: a pipe
+    whose reader is gone, a terminal that hung up (poll says POLLERR / POLLHUP). Whether one
+    was. After SIGHUP the terminal is usually gone: every print while the tool saved its
+    outputs, and its `interrupted` line, failed with EIO (exit 1, a traceback to nowhere)."""
+    import select
+
+    lost = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0)):
+                continue
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+            lost = True
+        except (AttributeError, ValueError, OSError):  # replaced, closed, not a file, no poll(): not judged
+            pass
+    return lost
+
+
 def handler(signum: int, frame) -> None:
     """The first signal raises `Interrupted` (the tool's `finally` blocks save its outputs);
-    the second is noted; the third quits at once, without saving (its temporary files removed)."""
+    the second is noted; the third quits at once, without saving (its temporary files removed).
+    A lost terminal or pipe is muted first (`mute_lost_stdio`), so saving is not stopped by a
+    print."""
     state.count += 1
     if state.count == 1:
         state.signum = signum
+        mute_lost_stdio()
         if not state.closing:
             raise Interrupted(signum)
         return
@@ -75,12 +102,17 @@ def install(old: dict) -> None:
     """Put `handler` on the stop signals, the handlers it replaces into `old` (for `restore`),
     and start a fresh count; nothing when it is there already (whoever put it there restores
     it). Call it inside the `try` whose `finally` restores: a signal may land between any two
-    of its calls. Outside the main thread nothing is installed (signals are not Python's there)."""
-    if signal.getsignal(STOP_SIGNALS[0]) is handler:
+    of its calls. Outside the main thread nothing is installed (signals are not Python's there).
+    A signal ignored when the tool starts stays ignored, as Python leaves SIGINT: `nohup TOOL`
+    (SIGHUP), a job a script starts in the background (SIGINT); a logout ended the run of a
+    `nohup moshi-convert ...`, a Ctrl-C a background one."""
+    if any(signal.getsignal(s) is handler for s in STOP_SIGNALS):
         return
     state.signum, state.count, state.closing = None, 0, False
     for s in STOP_SIGNALS:
         try:
+            if signal.getsignal(s) == signal.SIG_IGN:  # nohup (SIGHUP), a background job (SIGINT): kept so
+                continue
             old[s] = signal.getsignal(s)  # recorded first: the handler is given back whatever lands next
             signal.signal(s, handler)
         except (OSError, ValueError):  # not the main thread, or an unusual platform

@@ -35,15 +35,13 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import os
-import select
 import signal
 import sys
 from typing import Callable
 
 from ..errors import Error
 from .flag_words import in_flag_words
-from .early import exit_code, install, interrupted, restore, state
+from .early import exit_code, install, interrupted, mute_lost_stdio, restore, state
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -88,27 +86,6 @@ def _remove_unfinished(keep: frozenset = frozenset()) -> None:
         outputs.remove_unfinished(keep)
 
 
-def _closed_stdio() -> bool:
-    """Whether stdout or stderr is a pipe whose reader is gone (a BrokenPipeError from elsewhere,
-    a socket, is not this); such a stream is pointed at /dev/null, so that nothing more (the
-    exit's flush of what it buffered) fails on it."""
-    closed = False
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            fd = stream.fileno()
-            poll = select.poll()
-            poll.register(fd, select.POLLOUT)
-            if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0)):
-                continue
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, fd)
-            os.close(null)
-            closed = True
-        except (AttributeError, ValueError, OSError):  # replaced, closed, not a file, no poll(): not judged
-            pass
-    return closed
-
-
 def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
     try:
         try:
@@ -119,10 +96,12 @@ def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
         print(f"error: {in_flag_words(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout's reader stopped reading (`moshi-helium ... | head -1`)
-        if not _closed_stdio():
+        if not mute_lost_stdio():
             raise
         return exit_code(signal.SIGPIPE)  # quietly, as a Unix tool SIGPIPE ends
     except OSError as e:  # a path the file system cannot even look up (from any stat/open of a user's path)
+        if e.errno == errno.EIO and mute_lost_stdio():  # a write to a terminal that hung up (its SIGHUP may follow)
+            return exit_code(signal.SIGHUP)
         if e.errno != errno.ENAMETOOLONG:
             raise
         print(f"error: file name too long: {e.filename}", file=sys.stderr)

@@ -6,6 +6,7 @@ on its own. `moshi-local` parses flags and calls `run_session`; see docs/live-lo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import signal
@@ -66,8 +67,9 @@ class _Status:
         if force or (changed and now - self.last_time > 1.0) or now - self.last_time > 15.0:
             if not math.isnan(delay):
                 extra = f", {skipped} skipped, {trimmed} trimmed" if (skipped or trimmed) else ""
-                self.stream.write(f" [lag {delay:.0f} ms{extra}] ")
-                self.stream.flush()
+                with contextlib.suppress(OSError):  # a status line (see run_session's `say`)
+                    self.stream.write(f" [lag {delay:.0f} ms{extra}] ")
+                    self.stream.flush()
             self.last_shown = (delay, skipped, trimmed)
             self.last_time = now
 
@@ -114,7 +116,14 @@ def run_session(
     out: the running text (default stdout); log: status lines (default stderr).
     make_echo(output device name, input rate, output rate): the echo canceller or None."""
     out, log = out or sys.stdout, log or sys.stderr  # (looked up now: a test may have replaced them)
-    say = lambda m: print(m, file=log)  # noqa: E731
+
+    def say(m: str) -> None:
+        """A status line. One that cannot be written (the terminal hung up: EIO; a closed pipe)
+        must not stop the saving: `_shut_down`'s 'recording saved' failing skipped the
+        transcript's last save."""
+        with contextlib.suppress(OSError):
+            print(m, file=log)
+
     end = input_end(model)
     if source is not None:
         # the file's end as in Model.respond: the marker (translation), silence until the answer

@@ -68,3 +68,22 @@ def test_no_second_marker_when_the_pause_already_ended_the_turn():
     opts = LiveOptions(max_lag_ms=None, end_policy=SilencePolicy(silence_s=0.5))
     res = run_session(model, gen, opts, source=x, out=_Null(), log=_Null())
     assert res.pipe.stats.end_markers == 1 and res.pipe.stats.turns_done == 1
+
+
+class _HungUp:
+    def write(self, s):
+        raise OSError(5, "Input/output error")  # a terminal that hung up
+
+    def flush(self):
+        pass
+
+
+def test_status_lines_that_cannot_be_written_do_not_stop_the_saving(tmp_path):
+    """The status lines' terminal is gone (EIO: ssh dropped, window closed): the session runs and
+    saves the recording and the transcript. The first status line's EIO ended the session, and
+    'recording saved' failing skipped the transcript's save."""
+    x = (np.random.default_rng(0).standard_normal(24000) * 0.1).astype(np.float32)
+    model = moshi_mlx.load("random-tiny")
+    opts = LiveOptions(max_lag_ms=None, record=str(tmp_path / "r.wav"), transcript=str(tmp_path / "t.json"))
+    res = run_session(model, model.generator(temp=0.0, temp_text=0.0), opts, source=x, out=_Null(), log=_HungUp())
+    assert res.code == 0 and (tmp_path / "t.json").is_file() and (tmp_path / "r.wav").stat().st_size > 44
