@@ -715,20 +715,31 @@ def teardown():  # as MLX freeing its memory, or a tool's atexit clean-up: the i
     time.sleep(2)
     os.write(1, b"exited\\n")
 
+class Freed:  # the same in the modules' teardown, after the interpreter has given the handlers back
+    def __del__(self):
+        teardown()
+
 @cli_main
 def main(argv=None):
-    atexit.register(teardown)
+    global kept
+    if sys.argv[1] == "atexit":
+        atexit.register(teardown)
+    else:
+        kept = Freed()
     print("done", file=sys.stderr)
 """
 
 
+@pytest.mark.parametrize("phase", ["atexit", "teardown"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_the_interpreter_exits_is_ignored(tmp_path, sig):
+def test_a_signal_while_the_interpreter_exits_is_ignored(tmp_path, sig, phase):
     """The tool has done its work and the interpreter is shutting down (atexit callbacks, MLX
     freeing its memory: tenths of a second) when the signal comes: the exit is the tool's (0),
     the shutdown completes. The handlers were given back before it: SIGTERM killed the process
     without a word (-15), Ctrl-C was a KeyboardInterrupt traceback from the atexit callback.
-    (`python -m moshi_mlx.NAME`; the console scripts keep the handler too: the shims test.)"""
+    In the modules' teardown Python has given its handlers back (SIGTERM: -15 again): the last
+    atexit callback leaves the stop signals ignored. (`python -m moshi_mlx.NAME`; the console
+    scripts keep the handler too: the shims test.)"""
     (tmp_path / "slow_exit.py").write_text(_SLOW_EXIT_TOOL)
     code = (
         "import importlib.util, sys\n"
@@ -738,6 +749,7 @@ def test_a_signal_while_the_interpreter_exits_is_ignored(tmp_path, sig):
         f"            return importlib.util.spec_from_file_location(name, {str(tmp_path / 'slow_exit.py')!r})\n"
         "sys.meta_path.insert(0, F())\n"
         "from moshi_mlx.cli import early\n"
+        f"sys.argv[1:] = [{phase!r}]\n"
         "early.main_module('__main__', 'slow_exit')\n"
     )
     p = subprocess.Popen(

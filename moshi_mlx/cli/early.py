@@ -2,8 +2,8 @@
 a stop signal is the runner's one line and exit code from here on, not only once the runner is
 imported. Importing the runner (argparse, typing, re: tens of ms on a loaded machine) was a
 window where Ctrl-C printed a KeyboardInterrupt traceback from inside `typing` and SIGTERM killed
-the process without a word. This module imports nothing but the standard `signal`, `os` and
-`sys` and moshi_mlx.errors (already imported with the package).
+the process without a word. This module imports nothing but the standard `atexit`, `signal`, `os`
+and `sys` and moshi_mlx.errors (already imported with the package).
 
 The stop-signal handler lives here, and is the one handler from `run` to the tool's end: the
 runner's `launch` and `run_cli` find it installed and keep it (they install it themselves when
@@ -13,6 +13,7 @@ signal between two of them killed the process without a word (SIGTERM) or was a 
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -136,6 +137,8 @@ def run(tool: str, argv: list[str] | None = None, *, program: bool = False) -> i
     still quits at once). With SIGTERM's default back it killed the process without a word
     (-15), and Ctrl-C was a KeyboardInterrupt traceback from an atexit callback."""
     old: dict = {}
+    if program:  # first registered, so it runs last: after the tool's own atexit callbacks
+        atexit.register(_ignore_stop_signals)
     try:
         install(old)
         from .runner import launch
@@ -147,6 +150,18 @@ def run(tool: str, argv: list[str] | None = None, *, program: bool = False) -> i
         state.closing = True
         if not program:
             restore(old)
+
+
+def _ignore_stop_signals() -> None:
+    """The process's last atexit callback: the interpreter then gives the Python handlers back
+    (SIGTERM's default: death, -15) and tears its modules down (tens of ms, freeing MLX's
+    memory); an ignored signal it leaves ignored, so a signal then no longer kills a tool whose
+    work is done. Only a hang there would need SIGKILL."""
+    for s in STOP_SIGNALS:
+        try:
+            signal.signal(s, signal.SIG_IGN)
+        except (OSError, ValueError):
+            pass
 
 
 def main_module(name: str, tool: str) -> None:
