@@ -1,5 +1,5 @@
 """Regenerate tests/fixtures/runtime/run_inference_random_tiny.json: the tokens that
-`run_inference --model random-tiny --seed 7 --temp 0.8` produces on a fixed input.
+`run_inference --model random-tiny --seed 7 --temp 0.8 --temp-text 0.7` produces on a fixed input.
 
 No oracle is involved (random-tiny is our own seeded demo model); the fixture pins the
 behaviour so that an unintended change of sampling, alignment or the pipeline shows up.
@@ -36,6 +36,8 @@ def main_() -> None:
                     "7",
                     "--temp",
                     "0.8",
+                    "--temp-text",  # --temp alone sets the text's too (upstream's meaning); the fixture's is 0.7
+                    "0.7",
                     "--save-tokens",
                     f"{d}/tok.npz",
                     "--quiet",
@@ -45,7 +47,7 @@ def main_() -> None:
         )
         z = np.load(f"{d}/tok.npz")
         data = {
-            "_how": "scripts/make_fixtures_runtime.py: run_inference --model random-tiny --seed 7 --temp 0.8 "
+            "_how": "scripts/make_fixtures_runtime.py: run_inference --model random-tiny --seed 7 --temp 0.8 --temp-text 0.7 "
             "on a 3 s modulated 220 Hz sine",
             "text": z["text"].tolist(),
             "audio": z["audio"].tolist(),

@@ -259,7 +259,15 @@ def test_cli_flags_become_load_keywords():
     kw = load_kwargs(args)
     assert kw["source"] == "me/model" and kw["quantized"] == 8 and kw["mimi"] == "random"
     assert kw["dtype"] == "float32" and kw["offline"] is True
-    assert sampling_options(args) == SamplingOptions(temp=0.5) and sampling_options(args).seed == DEFAULT_SEED
+    # --temp is the text's temperature too unless --temp-text says otherwise (upstream's run_inference
+    # --temp; the API's temp= is the audio's alone)
+    assert sampling_options(args) == SamplingOptions(temp=0.5, temp_text=0.5)
+    assert sampling_options(args).seed == DEFAULT_SEED
+    assert sampling_options(ap.parse_args(["--temp", "0", "--temp-text", "0.9"])) == SamplingOptions(
+        temp=0.0, temp_text=0.9
+    )
+    assert sampling_options(ap.parse_args(["--temp-text", "0.9"])) == SamplingOptions(temp_text=0.9)
+    assert sampling_options(ap.parse_args([])) == SamplingOptions()
     assert kw["seed"] == DEFAULT_SEED  # the demo weights' seed too
     assert f"(default {DEFAULT_SEED})" in " ".join(ap.format_help().split())  # shown in --help
 
@@ -338,3 +346,35 @@ def test_the_api_refuses_a_persona_in_api_words():
     msg = str(e.value)
     assert 'a persona needs a PersonaPlex model (e.g. moshi_mlx.load("nvidia/personaplex-7b-v1"))' in msg, msg
     assert "--" not in msg and "a dialogue model" in msg, msg
+
+
+def test_a_tts_model_given_to_load_names_the_call_that_loads_it(tmp_path, monkeypatch):
+    """load("tts-tiny") said "preset 'tts-tiny' has no bf16 weights on the Hub (published:
+    none)", and a TTS repo or folder was loaded in full as a `Model` that could only make
+    noise; each is now one line naming `load_tts_session` with the same source, said from
+    the config, before the weights are read. The call it names works."""
+    from moshi_mlx.models import LmConfig, lm_preset
+    from moshi_mlx.runtime.tts import load_tts_session
+    from moshi_mlx.weights import lm_loader
+    from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+    with pytest.raises(UsageError) as e:
+        moshi_mlx.load("tts-tiny")
+    assert str(e.value) == (
+        "tts-tiny is the text-to-speech demo model: load it with "
+        'moshi_mlx.runtime.tts.load_tts_session(model="tts-tiny") (on the command line: moshi-tts)'
+    )
+    assert load_tts_session(model="tts-tiny").is_demo
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    d = lm_preset("tts-tiny").to_dict()
+    d.update(card=2048)
+    folder = tmp_path / "my-tts"
+    write_random_checkpoint(LmConfig.from_dict(d), folder, seed=4, dtype="bfloat16")
+
+    def no_weights(*a, **k):
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(lm_loader, "load_resolved", no_weights)
+    with pytest.raises(UsageError, match=re.escape(f'load_tts_session(hf_repo="{folder}")')) as e:
+        moshi_mlx.load(str(folder))
+    assert str(e.value).startswith(f"{folder} is a text-to-speech model: load it with moshi_mlx.runtime.tts.")

@@ -237,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         args.source = str(_demo_checkpoint(args.model, args.seed))
     with offline_mode(args.offline):
         info = resolve_source(args.source, hf_repo=args.hf_repo, config=args.config, lora=args.lora_weight)
-    print(f"source: {info.weights} (config: {info.how})")
+    # the demo's checkpoint lives in a temporary folder, removed at exit: its path says nothing
+    shown = (
+        f"--model {args.model} (config: preset {args.model})" if args.model else f"{info.weights} (config: {info.how})"
+    )
+    print(f"source: {shown}")
     if recipe is not None:
         print(f"recipe: {recipe.name}: {recipe.description}")
     from tqdm import tqdm
@@ -292,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             json_path=Path(args.eval_json) if args.eval_json else res.out_dir / QUALITY_NAME,
             seed=args.seed,
             ref_config=info.cfg,
+            reference_name=f"--model {args.model}" if args.model else None,
         )
     return 0
 

@@ -69,8 +69,6 @@ def run(args) -> int:
     prompt = _prompt(args)
     use_default_repo(args, DEFAULT_REPO)  # -q picks its helium-1-preview-2b-q4/q8 file
     session = load_session(args, with_codec=False)
-    if session.is_demo:
-        print(f"NOTE: {session.description}", file=sys.stderr)
     stream = session.text_stream(temp=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     ids = stream.encode(prompt)  # a bad prompt is one error line, before the prompt is echoed
     out = sys.stdout

@@ -107,8 +107,6 @@ def run(args, *, check=None, end_policy=None) -> int:
     if source is None:  # a missing or misspelled device is said before a model loads for a minute
         check_devices(args, input=True, output=True)
     model = load_session(args, listens=True, check=check)
-    if model.is_demo:
-        print(f"NOTE: {model.description}", file=sys.stderr)
     gen = model.generator(**sampling_kwargs(args))
     if source is not None:
         print(f"simulated device: {args.simulate} as the microphone", file=sys.stderr)

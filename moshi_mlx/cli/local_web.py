@@ -98,8 +98,6 @@ def main(argv=None) -> int:
     from ..web.server import serve
 
     model = load_session(args, listens=True)
-    if model.is_demo:
-        print(f"NOTE: {model.description}", file=sys.stderr)
     engine = Engine.from_model(model, **sampling_kwargs(args))
     try:  # the flags become the page's defaults: they must pass the page's own checks
         validate_settings(engine.defaults.as_dict(), engine.defaults)

@@ -106,6 +106,14 @@ _FLAG_TYPES = {
 }
 
 
+# a flag's help where the command line's meaning is not the API keyword's (`sampling_options`)
+_FLAG_HELP = {
+    "temp": "temperature of text and audio, as upstream moshi_mlx's --temp (0 = greedy everywhere); "
+    "--temp-text gives the text's alone",
+    "temp_text": "text temperature, over --temp's (0 = greedy)",
+}
+
+
 def add_sampling_args(ap: argparse.ArgumentParser) -> None:
     """A flag per `SamplingOptions` field (its help text), each checked for type and range by
     `moshi_mlx.validation` (one line naming the flag: `--temp nan`, `--seed -1`, `--top-p 2`
@@ -119,10 +127,9 @@ def add_sampling_args(ap: argparse.ArgumentParser) -> None:
         if not f.metadata["flag"]:
             continue
         flag = "--" + f.name.replace("_", "-")
+        help = _FLAG_HELP.get(f.name, f.metadata["help"])
         extra = (
-            dict(default=f.default, help=f"{f.metadata['help']} (default {f.default})")
-            if f.default is not None
-            else dict(help=f.metadata["help"])
+            dict(default=f.default, help=f"{help} (default {f.default})") if f.default is not None else dict(help=help)
         )
         g.add_argument(flag, type=_FLAG_TYPES[f.name](flag), **extra)
 
@@ -201,10 +208,15 @@ def use_default_repo(args: argparse.Namespace, repo: str, refuse_quantized_for: 
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
-    """The sampling flags (`add_sampling_args`) as the `SamplingOptions` of `Model.generator` & co."""
-    return SamplingOptions.of(
-        **{k: getattr(args, k) for k in SamplingOptions.names() if getattr(args, k, None) is not None}
-    )
+    """The sampling flags (`add_sampling_args`) as the `SamplingOptions` of `Model.generator` & co.
+    `--temp` sets the text's temperature too unless `--temp-text` is given, as upstream's
+    run_inference --temp did (its command lines rely on it: Kyutai's STT README runs
+    `run_inference ... --temp 0` for a greedy transcript); the API's `temp` is the audio's,
+    as the reference LMGen's."""
+    given = {k: getattr(args, k) for k in SamplingOptions.names() if getattr(args, k, None) is not None}
+    if "temp" in given:
+        given.setdefault("temp_text", given["temp"])
+    return SamplingOptions.of(**given)
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -248,8 +260,17 @@ def load_session(
     if flags:  # refused from the config, in the flags' words (Model.generator says it in the API's)
         check = _needs_persona(flags, check)
     model = load(**load_kwargs(args), codec=with_codec, listens=listens, check=check)
-    for w in model.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    say_loaded(model)
     for n in model.notes:
         print(f"NOTE: {n}", file=sys.stderr)
     return model
+
+
+def say_loaded(model) -> None:
+    """What was loaded, one line on stderr (stdout carries the tools' data: a transcript, text),
+    the same in every tool: `loaded REPO-OR-FOLDER: WEIGHTS (FORMAT), Mimi ..., tokenizer ...;
+    COMPUTE` (`runtime.loading.describe_loaded`), a demo model's as a NOTE that it makes noise;
+    then its warnings. `model`: a `Model` or a `TtsSession`."""
+    print(f"NOTE: {model.description}" if model.is_demo else f"loaded {model.description}", file=sys.stderr)
+    for w in model.warnings:
+        print(f"warning: {w}", file=sys.stderr)

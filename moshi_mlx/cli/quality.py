@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             ref_config=cfg,
             dtype=dtype,
+            reference_name=f"--model {args.model}" if args.model else None,
         )
     return 0
 

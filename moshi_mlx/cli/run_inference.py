@@ -80,15 +80,14 @@ def run(args, *, check=None) -> dict:
     if pcm.size == 0:
         raise AudioError(f"{args.infile} contains no audio")
     model = load_session(args, listens=True, check=check)  # a text or TTS model: refused from its config
-    if model.is_demo:
-        print(f"NOTE: {model.description}", file=sys.stderr)
     bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="frames", desc="inference", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # made at the first call, which brings the total: no "0frames" bar without one
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="frames", desc="inference", file=sys.stderr)
         bar.total = total
         bar.update(done - bar.n)
 
@@ -101,7 +100,7 @@ def run(args, *, check=None) -> dict:
             sample_rate=model.sample_rate,
             transcript_path=args.transcript,
             tokens_path=args.save_tokens,
-            progress=progress if bar is not None else None,
+            progress=None if args.quiet else progress,
             **sampling_kwargs(args),
         )
     except KeyboardInterrupt as e:

@@ -253,8 +253,6 @@ def run(args) -> int:
         check_devices(args, input=True)
     # a dialogue (or text) model is refused from its config, before its weights are read
     session = load_session(args, check=_check_stt)
-    if session.is_demo:
-        print(f"NOTE: {session.description}", file=sys.stderr)
     printer = _Printer(args.words, args.quiet)
     keep: list[PipelineTranscriber] = []
     try:

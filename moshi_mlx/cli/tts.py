@@ -34,7 +34,7 @@ from .flags import (
     add_quantized_arg,
     add_quiet_arg,
 )
-from .model_args import model_inputs
+from .model_args import model_inputs, say_loaded
 from .runner import OneLineParser, cli_main
 
 
@@ -186,10 +186,7 @@ def run(args) -> dict:
         check_devices(args, output=True)
     with offline_mode(args.offline):
         session, voice = _load(args)
-    if session.is_demo:
-        print(f"NOTE: {session.description}", file=sys.stderr)
-    for w in session.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    say_loaded(session)
     temp = args.temp if args.temp is not None else float(session.cfg.lm_gen_config.get("temp", DEFAULT_TEMP))
     progress = None if args.quiet else _progress
     opts = dict(

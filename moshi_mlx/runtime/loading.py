@@ -122,6 +122,10 @@ def load(
         raise UsageError(f"source must be a repo id, a path or a model name (a str), got {type(source).__name__}")
     if source is not None and not str(source).strip():
         raise UsageError("source is empty: give a repo id, a model folder or file, or a model name")
+    from .tts import DEMO_MODEL as TTS_DEMO
+
+    if source is not None and str(source) == TTS_DEMO:  # a preset with no weights on the Hub: said as what it is
+        raise UsageError(f"{TTS_DEMO} is the text-to-speech demo model: {_tts_call(source, None)}")
     if source is not None and str(source) in DEMO_MODELS:
         # the demo model is built in memory: a file given with it would be silently unused
         given = [
@@ -143,7 +147,7 @@ def load(
                 f"{source}: the demo model's tiny codec runs on MLX only (rustymimi reads the published "
                 'Mimi); use mimi_backend="auto" or mimi_backend="mlx"'
             )
-        checks = _checks(listens, check)
+        checks = _checks(listens, check, source, weights)
         if checks:
             from ..models.config import preset
 
@@ -164,14 +168,32 @@ def load(
             mimi_backend,
             seed,
             codec,
-            _checks(listens, check),
+            _checks(listens, check, source, weights),
         )
 
 
-def _checks(listens: bool, check: Callable | None) -> list[Callable]:
+def _checks(listens: bool, check: Callable | None, source=None, weights=None) -> list[Callable]:
     """What `load` asks of the config before reading weights: the caller's `check` first (it
-    names the kind of model the tool needs), then `listens`."""
-    return [c for c in (check, _check_listens if listens else None) if c is not None]
+    names the kind of model the tool needs), then `listens`, then that it is no TTS model
+    (one `load_tts_session` loads: a `Model` of one could only make noise)."""
+
+    def not_tts(cfg, name: str) -> None:
+        if cfg.kind == "text-to-speech":
+            raise UsageError(f"{name} is a text-to-speech model: {_tts_call(source, weights)}")
+
+    return [c for c in (check, _check_listens if listens else None, not_tts) if c is not None]
+
+
+def _tts_call(source, weights) -> str:
+    """What loads a TTS model named as `load()` was given it, for its refusal."""
+    from .tts import DEMO_MODEL as TTS_DEMO
+
+    if source is not None and str(source) == TTS_DEMO:
+        args = f'model="{TTS_DEMO}"'
+    else:
+        given = (("hf_repo", source), ("moshi_weight", weights))
+        args = ", ".join(f'{k}="{v}"' for k, v in given if v is not None)
+    return f"load it with moshi_mlx.runtime.tts.load_tts_session({args}) (on the command line: moshi-tts)"
 
 
 def _default_repo_name(quantized: int | None) -> str:
@@ -350,12 +372,25 @@ def _load(
             m = load_mimi(mimi_path, num_codebooks=max(n_user, n_out, 1))
             _check_codec_fits(m, cfg, str(mimi_path))
             codec = MimiFrameCodec(m, n_encode=n_user)
-        mimi_desc = f"Mimi via {backend}" + (f" ({files.mimi_note})" if files.mimi_note else "")
-    desc = (
-        f"LM {files.weights.name} ({cfg.model_type or 'moshi'}, "
-        f"{fmt.describe() if fmt is not None else 'compute as stored'}), {mimi_desc}"
-    )
+        mimi_desc = mimi_source(files, backend)
+    desc = describe_loaded(files, mimi_desc, fmt.describe() if fmt is not None else "compute as stored")
     return Model(cfg, lm, codec, tok, desc, compute=fmt, mimi_backend=backend, files=files)
+
+
+def mimi_source(files, backend: str) -> str:
+    """'Mimi NAME via BACKEND': the codec's file as it was named (a name in the repo or
+    folder, or the caller's path), and the cache it came from when that is another repo's."""
+    return f"Mimi {files.mimi} via {backend}" + (f" ({files.mimi_note})" if files.mimi_note else "")
+
+
+def describe_loaded(files, mimi: str, compute: str, quantized_at_load: int | None = None) -> str:
+    """What was loaded, in one line (`Model.description`, `TtsSession.description`; every tool
+    prints it, `cli.model_args.say_loaded`): the repo or folder, the weights file and how it
+    stores the LM, where the Mimi (`mimi`: `mimi_source`, 'random Mimi (NOISE)' or 'no Mimi')
+    and the tokenizer came from, then the compute format."""
+    tok = "no tokenizer (token ids)" if files.tokenizer == "none" else f"tokenizer {files.tokenizer}"
+    stored = files.stored_format() + (f", quantized to {quantized_at_load} bits at load" if quantized_at_load else "")
+    return f"{files.where}: {files.weights.name} ({stored}), {mimi}, {tok}; {compute}"
 
 
 __all__ = [

@@ -432,12 +432,14 @@ class Model:
         if translating:  # hibiki_zero's warm-up: a frame of silence before the source
             padded = np.concatenate([np.zeros(FRAME_SIZE, np.float32), padded])
         try:
-            total = len(padded) // FRAME_SIZE + conv.tail_frames
+            # at most: a translation waits up to wait_frames for its EOS after the marker
+            total = len(padded) // FRAME_SIZE + conv.tail_frames + (end.wait_frames + 1 if end.marker else 0)
+            if progress:  # the total from the start: a bar knows its length before the first frame
+                progress(0, total)
             for i in range(0, len(padded), 16 * FRAME_SIZE):
                 chunks.append(conv.feed(padded[i : i + 16 * FRAME_SIZE], wait=False))
             if end.marker:
                 chunks.append(conv.end_input())
-                total += end.wait_frames + 1
                 for i in range(0, end.wait_frames, 16):  # silence until the model's EOS, at most wait_frames
                     if conv.turn_ends:
                         break

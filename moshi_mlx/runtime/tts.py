@@ -41,7 +41,7 @@ from ..weights.quantize import default_group_size, quantize_model
 from ..weights.resolve import resolve_model
 from ..weights.safetensors_io import SafetensorsFile
 from .codec import MimiFrameCodec
-from .loading import check_mimi_backend, demo_mimi_config
+from .loading import check_mimi_backend, demo_mimi_config, describe_loaded, mimi_source
 from .transcript import ByteTokenizer, TextTokenizer
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
@@ -146,12 +146,10 @@ def load_tts_session(
         tok = TextTokenizer(files.companion("tokenizer"))  # before the LM: a missing one is said at once
         mimi_path = None if files.mimi == "random" else files.companion("mimi")
         lm = load_resolved(files)
-        desc = f"{files.weights.name} from {files.where}"
     if quantize:
         if is_quantized(lm):
             raise UsageError(f"the weights are already quantized: drop quantize={quantize}")
         quantize_model(lm, quantize, default_group_size(quantize))
-        desc += f", quantized to {quantize} bits at load"
     compute = prepare_lm(lm)
     n = cfg.dep_q if n_q is None else n_q
     if not 1 <= n <= cfg.dep_q:
@@ -161,11 +159,13 @@ def load_tts_session(
         codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg))
     elif files.mimi == "random":  # the published Mimi architecture, seeded random weights: noise
         codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n))
-        desc += ", random Mimi (NOISE)"
+        mimi_desc = "random Mimi (NOISE)"
     else:
         backend = best_backend() if mimi_backend == "auto" else mimi_backend
         codec = MimiFrameCodec(load_mimi(mimi_path, num_codebooks=n, backend=backend))
-        desc += f", Mimi via {backend}" + (f" ({files.mimi_note})" if files.mimi_note else "")
+        mimi_desc = mimi_source(files, backend)
+    if model != DEMO_MODEL:  # the same line as load()'s models (`describe_loaded`)
+        desc = describe_loaded(files, mimi_desc, compute.describe(), quantize)
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
     frame_rate = float(getattr(mimi, "frame_rate", FRAME_RATE))
@@ -176,7 +176,7 @@ def load_tts_session(
         tok,
         frame_rate,
         rate,
-        f"{desc} ({compute.describe()})",
+        desc if model != DEMO_MODEL else f"{desc} ({compute.describe()})",
         is_demo=model == DEMO_MODEL,
         n_q=n,
         warnings=[compute.memory_warning] if compute.memory_warning else [],

@@ -203,9 +203,12 @@ def evaluate(
     dtype: mx.Dtype | None | str = "auto",
     ref_config: LmConfig | None = None,
     log=None,
+    reference_name: str | None = None,
 ) -> QualityReport:
     """Compare each of `models` (folders or files) with `reference` (the float source).
-    One model is in memory besides the reference's logits at any time."""
+    One model is in memory besides the reference's logits at any time. reference_name: how
+    the report names the reference (a demo's checkpoint is in a temporary folder; default
+    its path)."""
     if dtype == "auto":
         dtype = default_eval_dtype()
     ref_path = Path(reference).expanduser()
@@ -219,7 +222,7 @@ def evaluate(
     else:
         code_arr, what = load_codes(codes, ref.cfg, frames), str(codes)
     report = QualityReport(
-        str(ref_path), int(code_arr.shape[-1]), what, str(dtype or ref.dtype).replace("mlx.core.", "")
+        reference_name or str(ref_path), int(code_arr.shape[-1]), what, str(dtype or ref.dtype).replace("mlx.core.", "")
     )
     ref_lp = stream_logprobs(ref, code_arr)
     cfg = ref.cfg
@@ -250,10 +253,19 @@ def evaluate_cli(
     seed: int = 0,
     ref_config: LmConfig | None = None,
     dtype="auto",
+    reference_name: str | None = None,
 ) -> QualityReport:
     """`evaluate`, then print the table and save the JSON (the CLIs' shared tail)."""
     report = evaluate(
-        reference, models, frames=frames, codes=codes, seed=seed, ref_config=ref_config, dtype=dtype, log=print
+        reference,
+        models,
+        frames=frames,
+        codes=codes,
+        seed=seed,
+        ref_config=ref_config,
+        dtype=dtype,
+        log=print,
+        reference_name=reference_name,
     )
     print(
         f"\nquality vs {report.reference}: teacher-forced, {report.frames} frames, codes {report.codes}, "

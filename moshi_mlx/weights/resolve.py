@@ -108,6 +108,29 @@ class ModelFiles:
         """The Hub repo id, None for a local folder."""
         return None if Path(self.where).expanduser().is_dir() else self.where
 
+    def stored_format(self) -> str:
+        """How the weights file stores the LM, from its header: '8-bit affine g64', 'bf16',
+        'int8 (PyTorch)', or each quantization with its module count when they differ; a
+        LoRA fine-tune's adapters said too (the loaded-model line of every tool)."""
+        from collections import Counter
+
+        from .model_dir import describe_spec
+        from .pytorch_int8 import is_int8_file
+
+        quant = getattr(self.fit, "quant", None) or {}
+        if self.checkpoint is not None and is_int8_file(self.checkpoint):
+            s = "int8 (PyTorch)"
+        elif len({q.describe() for q in quant.values()}) == 1:
+            s = next(iter(quant.values())).describe()
+        elif quant:
+            s = describe_spec(quant)
+        elif self.checkpoint is not None and len(self.checkpoint):
+            dtypes = Counter(self.checkpoint.dtype(k) for k in self.checkpoint.keys())
+            s = _DTYPE_NAMES.get(dtypes.most_common(1)[0][0], dtypes.most_common(1)[0][0].lower())
+        else:
+            s = "format unknown"
+        return s + (f", LoRA {self.adapters.name} fused" if self.adapters is not None else "")
+
     def get(self, name: str) -> Path:
         """A companion file: a spec the caller gave as they gave it (a path, relative to the
         working directory, or hf://...); a bare name from the config or preset in `where`
@@ -147,6 +170,9 @@ class ModelFiles:
                 f"it from the repo the weights come from (--hf-repo REPO --moshi-weight {self.weights})"
             ) from None
 
+
+# safetensors' dtype names as the tools say them (`ModelFiles.stored_format`)
+_DTYPE_NAMES = {"BF16": "bf16", "F16": "float16", "F32": "float32"}
 
 # what a companion file is, and how a caller gives it (ModelFiles.companion)
 _COMPANIONS = {

@@ -101,3 +101,17 @@ def test_convert_demo_model_and_run_it(tmp_path, offline, capsys):
     assert rc == 2
     assert "2048 entries per codebook but the LM expects card 64" in capsys.readouterr().err
     assert convert(["--model", "random-tiny", "tiny.safetensors", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_convert_of_the_demo_model_names_it_not_its_temporary_folder(tmp_path, offline, capsys):
+    """`convert --model random-tiny` printed 'source: /tmp/moshi_mlx_random-tiny_XXXX/model.safetensors
+    (config: /tmp/...)', a folder gone once it exits; with --eval the report and its quality.json
+    named it too. Now the demo is named as given."""
+    out = tmp_path / "tiny-q8"
+    argv = ["--model", "random-tiny", "--out", str(out), "-q", "8", "--quiet", "--eval", "--eval-frames", "3"]
+    assert convert(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "source: --model random-tiny (config: preset random-tiny)\n" in stdout, stdout
+    assert "\nquality vs --model random-tiny: " in stdout, stdout
+    assert "moshi_mlx_random-tiny_" not in stdout, stdout
+    assert json.loads((out / "quality.json").read_text())["reference"] == "--model random-tiny"

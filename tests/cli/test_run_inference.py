@@ -68,6 +68,8 @@ def test_fixed_seed_output_is_stable(tmp_path):
                     "7",
                     "--temp",
                     "0.8",
+                    "--temp-text",  # --temp alone sets the text's too (upstream's meaning); the fixture's is 0.7
+                    "0.7",
                     "--save-tokens",
                     str(tok),
                     "--quiet",
@@ -246,3 +248,42 @@ def test_a_ctrl_c_at_the_renames_replaces_all_outputs_or_none(tmp_path, monkeypa
     assert sf.info(str(tmp_path / "o.wav")).frames > 0 and "words" in json.loads((tmp_path / "t.json").read_text())
     assert len(np.load(tmp_path / "t.npz")["text"]) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "o.wav", "t.json", "t.npz"]
+
+
+def test_the_progress_bar_has_its_total_from_the_start(tmp_path, capsys):
+    """The bar was made before the total was known: 'inference: 0frames [00:00, ?frames/s]'
+    until the model's first frames. `respond` now gives the total first (progress(0, total)),
+    the bar is made with it, and a translation's total (its wait for the EOS) does not grow."""
+    import moshi_mlx
+
+    _sine(tmp_path / "in.wav", 24000, seconds=1.0)
+    assert main([str(tmp_path / "in.wav"), "--model", "random-tiny"]) == 0
+    renders = [r for r in capsys.readouterr().err.replace("\r", "\n").splitlines() if r.startswith("inference:")]
+    assert renders and all(" 0frames" not in r and "/" in r for r in renders), renders
+    assert renders[0].startswith("inference:   0%|") and "| 0/" in renders[0], renders[0]
+    for name in ("random-tiny", "random-tiny-hibiki-zero"):
+        calls = []
+        moshi_mlx.load(name).respond(
+            np.zeros(24000, np.float32), sample_rate=24000, progress=lambda *a: calls.append(a)
+        )
+        assert calls[0] == (0, calls[-1][1]) and {t for _, t in calls} == {calls[0][1]}, (name, calls[:2], calls[-1])
+
+
+def test_temp_zero_is_greedy_for_the_text_too(tmp_path):
+    """Upstream's run_inference --temp set the text's temperature too, and Kyutai's STT README
+    runs `run_inference --hf-repo kyutai/stt-2.6b-en-mlx audio.mp3 --temp 0` for a greedy
+    transcript; here --temp set the audio's only, so that command sampled the text at 0.7.
+    Now --temp 0 is --temp 0 --temp-text 0 (a speech-to-text model too); --temp-text still
+    gives the text's alone."""
+    _sine(tmp_path / "in.wav", 24000, seconds=1.5)
+
+    def tokens(model, *flags):
+        tok = tmp_path / f"{model}{len(list(tmp_path.glob('*.npz')))}.npz"
+        assert main([str(tmp_path / "in.wav"), "--model", model, *flags, "--quiet", "--save-tokens", str(tok)]) == 0
+        return np.load(tok)
+
+    for model in ("random-tiny", "random-tiny-stt"):
+        temp0, greedy = tokens(model, "--temp", "0"), tokens(model, "--temp", "0", "--temp-text", "0")
+        np.testing.assert_array_equal(temp0["text"], greedy["text"])
+        np.testing.assert_array_equal(temp0["audio"], greedy["audio"])
+        assert not np.array_equal(tokens(model, "--temp", "0", "--temp-text", "1")["text"], greedy["text"])

@@ -459,9 +459,9 @@ def test_an_lm_takes_the_published_mimi_cached_under_another_repo_offline(
     note = f"{MIMI} from kyutai/moshiko-mlx-q4, the same published file: kyutai/moshika-mlx-q4's is not in the cache"
     assert files.mimi_note == note
     model = moshi_mlx.load("kyutai/moshika-mlx-q4", quantized=4)
-    assert model.files.mimi_note == note and model.description.endswith(f"), Mimi via {model.mimi_backend} ({note})"), (
-        model.description
-    )
+    assert (
+        model.files.mimi_note == note and f", Mimi {MIMI} via {model.mimi_backend} ({note}), " in model.description
+    ), model.description
     sf.write(tmp_path / "in.wav", np.zeros(2 * 1920, np.float32), 24000)
     argv = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--hf-repo", "kyutai/moshika-mlx-q4"]
     assert main(argv) == 0
