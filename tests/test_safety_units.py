@@ -613,6 +613,27 @@ else:
 """
 
 
+def _signal_after_line(cmd: list[str], line: str, sig: int):
+    """Run `cmd` (SIGINT at its default, as in a terminal), send `sig` once its first stdout
+    line is `line`; the process, its remaining stdout and its stderr."""
+    p = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert p.stdout.readline() == line
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p, out, err
+
+
 @pytest.mark.parametrize("how", ["module", "console-script"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_while_the_runner_is_imported_is_one_line(how, sig):
@@ -620,21 +641,7 @@ def test_a_signal_while_the_runner_is_imported_is_one_line(how, sig):
     tens of ms under load) before its handlers exist: a Ctrl-C then was a KeyboardInterrupt
     traceback from inside `typing` (exit -2), SIGTERM / SIGHUP a silent death (-15 / -1).
     cli/early.py's handler covers it: one line, 130 / 143 / 129."""
-    p = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_RUNNER_IMPORT, how],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        assert p.stdout.readline() == "importing the runner\n"
-        p.send_signal(sig)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    p, _, err = _signal_after_line([sys.executable, "-c", _SLOW_RUNNER_IMPORT, how], "importing the runner\n", sig)
     assert p.returncode == 128 + sig and err.strip() == f"interrupted ({signal.Signals(sig).name})", (p.returncode, err)
 
 
@@ -752,21 +759,7 @@ def test_a_signal_while_the_interpreter_exits_is_ignored(tmp_path, sig, phase):
         f"sys.argv[1:] = [{phase!r}]\n"
         "early.main_module('__main__', 'slow_exit')\n"
     )
-    p = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        assert p.stdout.readline() == "exiting\n"
-        p.send_signal(sig)
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    p, out, err = _signal_after_line([sys.executable, "-c", code], "exiting\n", sig)
     assert p.returncode == 0 and out == "exited\n" and "Traceback" not in err, (p.returncode, out, err)
     assert err.strip().splitlines() == ["done"]
 

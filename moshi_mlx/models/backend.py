@@ -387,7 +387,7 @@ def prepare_lm(
     stack = StackedEmbeddings(lm.audio_embs) if compiled and StackedEmbeddings.stackable(lm.audio_embs) else None
     wired, warning = resident_target(parameter_bytes(lm)) if not cpu else (0, None)
     return ComputeFormat(
-        str(device),
+        str(device.type).rsplit(".", 1)[-1],  # 'cpu' or 'gpu', not MLX's 'Device(cpu, 0)'
         str(act if act is not None else lm.dtype).replace("mlx.core.", ""),
         n_par,
         n_cast,

@@ -3,18 +3,16 @@
 where the Mimi and the tokenizer came from. Before, only the demo models were named (a NOTE);
 `moshi-local --hf-repo DIR` said nothing of the model it ran."""
 
-import json
-
-import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
 
 from moshi_mlx.cli import helium, local, local_web, run_inference, stt, tts
 from moshi_mlx.cli.convert import run as convert
-from moshi_mlx.models import LmConfig, lm_preset, random_lm
-from moshi_mlx.weights.lm_loader import save_lm
+from moshi_mlx.models import LmConfig, lm_preset
 from moshi_mlx.weights.random_checkpoint import write_random_checkpoint
+
+from .model_folders import random_model_folder
 
 
 @pytest.fixture
@@ -76,12 +74,7 @@ def test_helium_says_it_and_stdout_is_the_text_alone(q8, capsys):
 
 
 def test_stt_says_it_with_the_given_mimi_and_no_tokenizer(tmp_path, offline, capsys):
-    d = lm_preset("random-tiny-stt").to_dict()
-    d.pop("_source", None)
-    src = tmp_path / "stt"
-    src.mkdir()
-    (src / "config.json").write_text(json.dumps(d))
-    save_lm(random_lm(LmConfig.from_dict(d), seed=2, dtype=mx.bfloat16), src / "model.safetensors")
+    src = random_model_folder(tmp_path / "stt", "random-tiny-stt")
     sf.write(tmp_path / "in.wav", np.zeros(4 * 1920, np.float32), 24000)
     argv = [str(tmp_path / "in.wav"), "--hf-repo", str(src), "--mimi-weight", "random", "--tokenizer", "none"]
     assert stt.main([*argv, "--quiet"]) == 0
@@ -122,3 +115,11 @@ def test_a_mimi_file_is_named_with_its_backend():
     assert mimi_source(files, "rustymimi") == "Mimi tokenizer-e351c8d8-checkpoint125.safetensors via rustymimi"
     files.mimi_note = "X from kyutai/moshiko-mlx-q4"
     assert mimi_source(files, "mlx").endswith("via mlx (X from kyutai/moshiko-mlx-q4)")
+
+
+def test_the_device_is_named_not_printed_as_mlxs_object(q8, capsys):
+    """The compute part names the device kind ('on cpu'), not MLX's repr 'Device(cpu, 0)'."""
+    assert helium.main(["hello", "--hf-repo", str(q8), "-n", "2"]) == 0
+    line = _loaded(capsys.readouterr().err)
+    assert line.endswith(" activations on cpu") or " activations on cpu," in line, line
+    assert "Device(" not in line, line

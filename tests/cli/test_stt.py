@@ -11,11 +11,12 @@ import pytest
 import soundfile as sf
 
 from moshi_mlx.cli import stt
-from moshi_mlx.models import LmConfig, random_lm
+from moshi_mlx.models import LmConfig
 from moshi_mlx.models.config import preset
 from moshi_mlx.weights.random_state import random_state
 
 from ..runtime.fakes import BUILT_IN_MIC, fake_devices
+from .model_folders import random_model_folder
 
 
 def _speech(path, seconds=1.5, rate=16000, channels=1):
@@ -210,14 +211,8 @@ def test_ctrl_c_finishes_the_last_words_and_saves(tmp_path, sig):
 def test_quantized_stt_folder(tmp_path, capsys):
     """A speech-to-text model converted to q4 by moshi_mlx.convert runs as a folder."""
     from moshi_mlx.cli import convert
-    from moshi_mlx.weights.lm_loader import save_lm
 
-    cfg_d = preset("random-tiny-stt").to_dict()
-    cfg_d.pop("_source", None)
-    src = tmp_path / "stt"
-    src.mkdir()
-    (src / "config.json").write_text(json.dumps(cfg_d))
-    save_lm(random_lm(LmConfig.from_dict(cfg_d), seed=2, dtype=mx.bfloat16), src / "model.safetensors")
+    src = random_model_folder(tmp_path / "stt", "random-tiny-stt")
     assert convert.run([str(src), "--out", str(tmp_path / "q4"), "-q", "--q-bits", "4"]) == 0
     _speech(tmp_path / "in.wav")
     out = tmp_path / "t.json"
