@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import signal
 from pathlib import Path
@@ -528,25 +529,35 @@ def _signals_through_loop() -> dict:
     """Run the process's stop-signal handlers (cli/runner.py's, which raise KeyboardInterrupt)
     as event-loop callbacks instead of wherever the main thread happens to be: raised inside a
     handler task, the interrupt skipped its clean-up and left "Task exception was never
-    retrieved" in the log; raised from the loop, every conversation is cancelled and closed."""
+    retrieved" in the log; raised from the loop, every conversation is cancelled and closed.
+
+    Each handler is swapped for one that schedules it, in one `signal.signal` call each way,
+    as cli/early.py does: `loop.remove_signal_handler` put SIG_DFL back before the runner's
+    handler could be, and a SIGTERM in between killed the process without a word (-15)."""
     loop = asyncio.get_running_loop()
     moved = {}
     for sig in STOP_SIGNALS:
         handler = signal.getsignal(sig)
         if not callable(handler):  # SIG_DFL, SIG_IGN: nothing of Python's to move
             continue
+        moved[sig] = handler  # recorded first: given back whatever lands next
         try:
-            loop.add_signal_handler(sig, handler, sig, None)
-        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no loop signals (Windows)
-            continue
-        moved[sig] = handler
+            signal.signal(sig, functools.partial(_through_loop, loop, handler))
+        except (OSError, ValueError):  # not the main thread, or an unusual platform
+            del moved[sig]
     return moved
 
 
+def _through_loop(loop: asyncio.AbstractEventLoop, handler: Callable, signum: int, frame) -> None:
+    if loop.is_closed():  # not given back yet, but nothing left to schedule on
+        handler(signum, frame)
+        return
+    loop.call_soon_threadsafe(handler, signum, None)  # wakes the loop's select, as asyncio's own signal handling
+
+
 def _restore_signals(moved: dict) -> None:
-    loop = asyncio.get_running_loop()
+    """Give the handlers back; each in one swap, so a signal meets one handler or the other."""
     for sig, handler in moved.items():
-        loop.remove_signal_handler(sig)  # it leaves SIG_DFL (SIGINT: Python's default) behind
         signal.signal(sig, handler)
 
 

@@ -373,3 +373,48 @@ def test_a_stop_signal_inside_a_handler_stops_cleanly(tmp_path):
     text = log.read_text()
     assert text.strip().splitlines()[-1] == "interrupted (SIGTERM)", text
     assert "Traceback" not in text and "never retrieved" not in text and "destroyed" not in text, text
+
+
+HAND_BACK = """
+import asyncio, signal, sys
+sys.path.insert(0, sys.argv[1])
+from moshi_mlx.errors import STOP_SIGNALS
+from moshi_mlx.web import server
+
+got = []
+for s in STOP_SIGNALS:
+    signal.signal(s, lambda signum, frame: got.append(signum))
+
+def raising_after(real):
+    def swap(sig, handler):  # every change of a stop signal's handler is followed by that signal
+        old = real(sig, handler)
+        if sig in STOP_SIGNALS:
+            signal.raise_signal(sig)
+        return old
+    return swap
+
+async def main():
+    moved = server._signals_through_loop()
+    real = signal.signal
+    signal.signal = raising_after(real)
+    try:
+        server._restore_signals(moved)
+    finally:
+        signal.signal = real
+
+asyncio.run(main())
+print(sorted(got) == sorted(STOP_SIGNALS), flush=True)
+"""
+
+
+def test_giving_the_signal_handlers_back_leaves_no_moment_without_one():
+    """A stop signal at any moment of the hand-back reaches a Python handler (the runner's):
+    asyncio's remove_signal_handler put the default back first: a SIGINT then was Python's
+    KeyboardInterrupt, a SIGTERM killed the process without a word (exit -15)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", HAND_BACK, str(root)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", (proc.returncode, proc.stdout, proc.stderr)
