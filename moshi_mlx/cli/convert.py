@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..constants import CONVERT_COMMAND, DEFAULT_SEED, DEMO_MODEL
 from ..errors import OutputError, UsageError
-from ..outputs import Output, check_outputs
+from ..outputs import Output, check_outputs, signals_held
 from ..validation import int_arg, seed_arg
 from .flags import add_demo_model_arg, add_lora_arg, add_offline_arg, add_quiet_arg
 from .runner import OneLineParser, cli_main
@@ -147,8 +147,9 @@ def _demo_checkpoint(name: str, seed: int, what: str = "the converted model"):
     from ..runtime.loading import DEMO_TOKENIZER, demo_tokenizer
     from ..weights.random_checkpoint import write_random_checkpoint
 
-    tmp = tempfile.mkdtemp(prefix=f"moshi_mlx_{name}_")
-    atexit.register(shutil.rmtree, tmp, True)
+    with signals_held():  # a stop signal between the two left the folder behind: now delivered after both
+        tmp = tempfile.mkdtemp(prefix=f"moshi_mlx_{name}_")
+        atexit.register(shutil.rmtree, tmp, True)
     print(f"NOTE: --model {name}: random weights (seed {seed}); {what} produces NOISE", file=sys.stderr)
     path = write_random_checkpoint(preset(name), tmp, seed=seed)
     # the demo's own tokenizer and codec travel with it: the converted folder loads as it is
