@@ -260,9 +260,7 @@ def load_session(
     if flags:  # refused from the config, in the flags' words (Model.generator says it in the API's)
         check = _needs_persona(flags, check)
     model = load(**load_kwargs(args), codec=with_codec, listens=listens, check=check)
-    say_loaded(model)
-    for n in model.notes:
-        print(f"NOTE: {n}", file=sys.stderr)
+    say_loaded(model)  # it names a Mimi taken from another repo's cache too: no NOTE line repeats that
     return model
 
 

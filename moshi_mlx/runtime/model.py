@@ -114,13 +114,6 @@ class Model:
         return out
 
     @property
-    def notes(self) -> list[str]:
-        """Where a file came from when it is not where the model was named, one line each (the
-        published Mimi from another repo's cache, offline: `ModelFiles.companion`)."""
-        note = getattr(self.files, "mimi_note", None) if self.codec is not None else None
-        return [f"Mimi {note}"] if note else []
-
-    @property
     def n_user(self) -> int:
         """Codebooks of the user's audio the LM takes per frame."""
         return self.cfg.user_q

@@ -440,7 +440,7 @@ def test_an_lm_takes_the_published_mimi_cached_under_another_repo_offline(
     which kyutai/moshiko-mlx-q4 holds there (the same published file: moshi-mimi took it, the
     LM path did not: 'tokenizer-e351c8d8-checkpoint125.safetensors from kyutai/moshika-mlx-q4 is
     not in the local Hugging Face cache ...'): load(), run_inference and the resolver take it,
-    and a NOTE line says so; the STT repos' name of it counts too. Only where the file asked for
+    and the loaded line says so (once: a NOTE line repeated it); the STT repos' name of it counts too. Only where the file asked for
     is the published one: a Mimi of another name is not replaced."""
     import soundfile as sf
 
@@ -465,7 +465,9 @@ def test_an_lm_takes_the_published_mimi_cached_under_another_repo_offline(
     sf.write(tmp_path / "in.wav", np.zeros(2 * 1920, np.float32), 24000)
     argv = [str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--hf-repo", "kyutai/moshika-mlx-q4"]
     assert main(argv) == 0
-    assert f"\nNOTE: Mimi {note}\n" in "\n" + capsys.readouterr().err
+    err = capsys.readouterr().err
+    # named once, in the loaded line: a "NOTE: Mimi ..." line repeated it
+    assert f"\nloaded {model.description}\n" in "\n" + err and err.count(note) == 1 and "NOTE" not in err, err
     # the STT repos' name of the same file (mimi-pytorch-e351c8d8@125.safetensors) stands in too
     shutil.rmtree(cache / "models--kyutai--moshiko-mlx-q4")
     stt = add_repo(cache, "kyutai/stt-1b-en_fr", {"mimi-pytorch-e351c8d8@125.safetensors": narrow_moshiko / MIMI})
