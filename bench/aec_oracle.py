@@ -48,35 +48,34 @@ class _Truth:
 
 class _FrameSuppressor(EF.ResidualSuppressor):
     """ResidualSuppressor whose gain is computed per hop from its own frame (the error's power
-    there; in `frame` mode the residual's too, from the truth)."""
+    there; in `frame` mode the residual's too, from the truth): its own `update` and `process`,
+    called once per hop."""
 
     truth: _Truth | None = None
 
+    def __init__(self, hop: int, **kw):
+        super().__init__(hop, **kw)
+        self.smooth **= 0.5  # per hop, `smooth` per block
+        self._r = np.zeros(2 * self.hop, np.float32)
+
     def update(self, residual: np.ndarray, error_power: np.ndarray, floor: float | None = None) -> None:
+        """The filter block's estimate, kept for its two frames."""
         self._residual = residual[:: (len(residual) - 1) // self.hop]
-        self._floor = self.floor if floor is None else floor
+        self._floor = floor
 
     def process(self, e: np.ndarray) -> np.ndarray:
         h = self.hop
-        self._e[:h], self._e[h:] = self._e[h:], e
-        spectrum = np.fft.rfft(self._win * self._e)
+        spectrum = np.fft.rfft(self._win * np.concatenate([self._e[h:], e]))  # the frame `process` will filter
         # a sqrt-Hann frame holds half a rectangular block's power: the filter's units
         power = 2.0 * (spectrum.real**2 + spectrum.imag**2)
-        a = self.smooth**0.5  # per hop, `smooth` per block
-        self._power = power if self._power is None else a * self._power + (1.0 - a) * power
         residual = self._residual
         t = self.truth
         if t is not None and t.hops:
-            self._r = getattr(self, "_r", np.zeros(2 * h, np.float32))
             self._r[:h], self._r[h:] = self._r[h:], t.hops.pop(0)
             r = np.fft.rfft(self._win * self._r)
             residual = 2.0 * (r.real**2 + r.imag**2)
-        ratio = residual / (np.maximum(self._power, power) + 1e-10)
-        self.gain = (np.maximum(self._floor, 1.0 - self.beta * ratio) * self._keep).astype(np.float32)
-        out = np.fft.irfft(self.gain * spectrum).astype(np.float32) * self._win
-        res = self._ola + out[:h]
-        self._ola = out[h:]
-        return res
+        super().update(residual, power, self._floor)
+        return super().process(e)
 
 
 @contextlib.contextmanager

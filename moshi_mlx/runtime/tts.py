@@ -155,17 +155,17 @@ def load_tts_session(
     if not 1 <= n <= cfg.dep_q:
         raise UsageError(f"n_q={n} is out of range: this model has {cfg.dep_q} audio codebooks (1 to {cfg.dep_q})")
     if model == DEMO_MODEL:
-        mimi_cfg = demo_mimi_config()
-        codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=mimi_cfg))
-    elif files.mimi == "random":  # the published Mimi architecture, seeded random weights: noise
-        codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n))
-        mimi_desc = "random Mimi (NOISE)"
+        codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n, config=demo_mimi_config()))
+        desc = f"{desc} ({compute.describe()})"
     else:
-        backend = best_backend() if mimi_backend == "auto" else mimi_backend
-        codec = MimiFrameCodec(load_mimi(mimi_path, num_codebooks=n, backend=backend))
-        mimi_desc = mimi_source(files, backend)
-    if model != DEMO_MODEL:  # the same line as load()'s models (`describe_loaded`)
-        desc = describe_loaded(files, mimi_desc, compute.describe(), quantize)
+        if files.mimi == "random":  # the published Mimi architecture, seeded random weights: noise
+            codec = MimiFrameCodec(random_mimi(seed=seed % (2**31), num_codebooks=n))
+            mimi_desc = "random Mimi (NOISE)"
+        else:
+            backend = best_backend() if mimi_backend == "auto" else mimi_backend
+            codec = MimiFrameCodec(load_mimi(mimi_path, num_codebooks=n, backend=backend))
+            mimi_desc = mimi_source(files, backend)
+        desc = describe_loaded(files, mimi_desc, compute.describe(), quantize)  # the same line as load()'s models
     mimi = codec.decoder
     rate = int(getattr(mimi, "sample_rate", SAMPLE_RATE))
     frame_rate = float(getattr(mimi, "frame_rate", FRAME_RATE))
@@ -176,7 +176,7 @@ def load_tts_session(
         tok,
         frame_rate,
         rate,
-        desc if model != DEMO_MODEL else f"{desc} ({compute.describe()})",
+        desc,
         is_demo=model == DEMO_MODEL,
         n_q=n,
         warnings=[compute.memory_warning] if compute.memory_warning else [],
