@@ -93,10 +93,22 @@ def handler(signum: int, frame) -> None:
         os.write(2, b"\nstill saving; send the signal again to quit at once without saving\n")
         return
     os.write(2, f"\nquit ({signal.Signals(signum).name}), outputs not saved\n".encode())
+    remove_unfinished()
+    os._exit(exit_code(state.signum or signum))
+
+
+def unfinished() -> frozenset:
+    """`outputs.unfinished()`, without importing it (not imported: no file was written)."""
+    outputs = sys.modules.get("moshi_mlx.outputs")
+    return outputs.unfinished() if outputs is not None else frozenset()
+
+
+def remove_unfinished(keep: frozenset = frozenset()) -> None:
+    """`outputs.remove_unfinished(keep)`, without importing it: the temporary output files
+    left unfinished (those in `keep`, from before the tool started, are kept)."""
     outputs = sys.modules.get("moshi_mlx.outputs")
     if outputs is not None:
-        outputs.remove_unfinished()
-    os._exit(exit_code(state.signum or signum))
+        outputs.remove_unfinished(keep)
 
 
 def install(old: dict) -> None:

@@ -41,7 +41,7 @@ from typing import Callable
 
 from ..errors import Error
 from .flag_words import in_flag_words
-from .early import exit_code, install, interrupted, mute_lost_stdio, restore, state
+from .early import exit_code, install, interrupted, mute_lost_stdio, remove_unfinished, restore, state, unfinished
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -72,18 +72,6 @@ def _stop_workers() -> None:
     pipeline = sys.modules.get("moshi_mlx.runtime.pipeline")
     if pipeline is not None:
         pipeline.abort_all()
-
-
-def _unfinished() -> frozenset:
-    outputs = sys.modules.get("moshi_mlx.outputs")  # not imported: no file was written
-    return outputs.unfinished() if outputs is not None else frozenset()
-
-
-def _remove_unfinished(keep: frozenset = frozenset()) -> None:
-    """Remove the temporary output files the tool left (those from before it started are kept)."""
-    outputs = sys.modules.get("moshi_mlx.outputs")
-    if outputs is not None:
-        outputs.remove_unfinished(keep)
 
 
 def _run_body(fn: Callable[..., int | None], argv: list[str] | None) -> int:
@@ -121,11 +109,11 @@ def run_cli(fn: Callable[..., int | None], argv: list[str] | None = None) -> int
     try:
         try:
             install(old)
-            before = _unfinished()
+            before = unfinished()
             code = _run_body(fn, argv)
         finally:
             state.closing = True  # from here a first signal is recorded (its line, its code), not raised
-            _remove_unfinished(before)
+            remove_unfinished(before)
     except KeyboardInterrupt as e:  # in the body, or while an error was reported (the only one raised)
         signum = getattr(e, "signum", None) or state.signum or signal.SIGINT
         state.signum = signum
