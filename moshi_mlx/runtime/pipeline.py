@@ -41,6 +41,9 @@ from .workers import run_in_worker
 # server and the --max-lag-ms flags of moshi-local, moshi-translate and moshi-web read it here
 MAX_LAG_MS = 400.0
 
+# LM steps the warm-up runs at most, waiting for the first audio (after the model's delay)
+WARM_UP_STEPS = 8
+
 _STOP = object()
 _END = object()  # end of the speaker's input (a translation model's end-of-input marker)
 _END_IF_OPEN = object()  # the same, unless the end policy already ended the turn (no speech since)
@@ -263,10 +266,40 @@ class DuplexPipeline:
             return self
         self._running = True
         _ACTIVE.add(self)
+        if self.max_lag_s is not None:  # real time: compile before any frame is timed (_warm_up)
+            warm = run_in_worker(self._guard(self._warm_up))
+            self._done = [warm]
+            warm.wait()
+            if self.failed.is_set() or self._aborted:
+                return self
         self._done = [
             run_in_worker(self._guard(loop)) for loop in (self._encoder_loop, self._lm_loop, self._decoder_loop)
         ]
         return self
+
+    def _warm_up(self) -> None:
+        """Run the codec and the model on silence, untimed, before the first frame: the first
+        call of each MLX kernel compiles it (MLX's CPU backend builds C++, seconds on a fresh
+        machine; Metal its pipelines), and meanwhile the lag control would skip every frame the
+        user said. The generator (`state`/`restore`; one without them is left cold) and the
+        codec are put back as they were."""
+        frame = np.zeros(FRAME_SIZE, np.float32)
+        codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)
+        codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)  # a streaming state's second frame
+        save, restore = getattr(self.gen, "state", None), getattr(self.gen, "restore", None)
+        if callable(save) and callable(restore):
+            saved = save()
+            try:
+                for _ in range(WARM_UP_STEPS):
+                    if self._aborted:
+                        break
+                    _, audio = self.gen.step(codes[: self.n_user])
+                    if audio is not None:
+                        self.codec.decode_step(np.asarray(audio))
+                        break
+            finally:
+                restore(saved)
+        self.codec.reset()
 
     def push_end_of_input(self, if_open: bool = False) -> None:
         """The speaker's input ends here (a file's end, a push-to-talk release): the partial

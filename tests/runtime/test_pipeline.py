@@ -303,3 +303,62 @@ def test_the_sample_clock_is_exact_however_late_the_callbacks():
             assert np.abs(got).max() < 1e-9
         else:
             assert np.abs(got).max() > 0.05  # the real clock: late callbacks, late times
+
+
+class CompilingGen(EchoGen):
+    """EchoGen whose first step ever takes `first_s` (MLX compiling its kernels on a fresh
+    machine), with LmGen's state() / restore()."""
+
+    def __init__(self, first_s: float):
+        super().__init__()
+        self.first_s, self.compiled = first_s, False
+
+    def step(self, codes):
+        if not self.compiled:
+            time.sleep(self.first_s)
+            self.compiled = True
+        return super().step(codes)
+
+    def state(self):
+        return self.steps
+
+    def restore(self, steps):
+        self.steps = steps
+
+
+def test_a_real_time_pipeline_compiles_before_the_first_frame():
+    """The first call of each kernel compiles it (seconds on a fresh machine): a real-time
+    pipeline runs it once on silence in `start`, untimed, and puts the model back, so no frame
+    the user says is skipped and the answers are those of a model that never warmed up."""
+    events = []
+    gen, codec = CompilingGen(first_s=1.2), TagCodec()
+    p = DuplexPipeline(codec, gen, 8, max_lag_ms=400, on_text=events.append).start()
+    assert gen.compiled and gen.steps == 0 and codec.resets == 1
+    dev = SimulatedAudioDevice(tagged_input(25), speed=1.0, loop=False)
+    dev.run(p, 25)
+    p.stop()
+    assert p.stats.frames_skipped == 0
+    assert [e.token for e in events] == list(range(len(events))) and len(events) >= 20
+    # offline (no lag bound) nothing is timed: no warm-up, the model is stepped only by frames
+    cold = CompilingGen(first_s=0.0)
+    DuplexPipeline(TagCodec(), cold, 8, max_lag_ms=None).start().stop()
+    assert not cold.compiled
+
+
+def test_the_warm_up_leaves_a_real_model_as_it_was():
+    """random-tiny through a real-time pipeline (warmed up) answers as through an offline one."""
+    import moshi_mlx
+
+    model = moshi_mlx.load("random-tiny")
+    x = np.random.default_rng(0).standard_normal(12 * FRAME).astype(np.float32) * 0.1
+
+    def tokens(max_lag_ms):
+        events = []
+        p = model.pipeline(model.generator(seed=5), max_lag_ms=max_lag_ms, on_text=events.append).start()
+        p.push_input(x, wait=True)
+        p.stop()
+        return [e.token for e in events], [it.payload[1] for it in p.output]
+
+    (t_cold, a_cold), (t_warm, a_warm) = tokens(None), tokens(1e7)
+    assert t_warm == t_cold and len(t_cold) == 12
+    np.testing.assert_array_equal(np.concatenate(a_warm), np.concatenate(a_cold))
