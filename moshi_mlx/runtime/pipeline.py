@@ -281,13 +281,14 @@ class DuplexPipeline:
         """Run the codec and the model on silence, untimed, before the first frame: the first
         call of each MLX kernel compiles it (MLX's CPU backend builds C++, seconds on a fresh
         machine; Metal its pipelines), and meanwhile the lag control would skip every frame the
-        user said. The generator (`state`/`restore`; one without them is left cold) and the
-        codec are put back as they were."""
+        user said. The generator (`state`/`restore`) and the codec are put back as they were.
+        A generator without them is left cold, and so is one whose caches already hold a prompt
+        (PersonaPlex's): saving them would copy its whole KV cache (1.5 GB for a 7B model)."""
         frame = np.zeros(FRAME_SIZE, np.float32)
         codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)
         codes = np.asarray(self.codec.encode_step(frame)).reshape(-1)  # a streaming state's second frame
         save, restore = getattr(self.gen, "state", None), getattr(self.gen, "restore", None)
-        if callable(save) and callable(restore):
+        if callable(save) and callable(restore) and getattr(self.gen, "position", 0) == 0:
             saved = save()
             try:
                 for _ in range(WARM_UP_STEPS):

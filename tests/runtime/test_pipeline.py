@@ -362,3 +362,13 @@ def test_the_warm_up_leaves_a_real_model_as_it_was():
     (t_cold, a_cold), (t_warm, a_warm) = tokens(None), tokens(1e7)
     assert t_warm == t_cold and len(t_cold) == 12
     np.testing.assert_array_equal(np.concatenate(a_warm), np.concatenate(a_cold))
+
+
+def test_the_warm_up_leaves_a_prompted_generator_cold():
+    """A generator that already holds a prompt (PersonaPlex's, position > 0) is not saved and
+    stepped: its state would copy the whole KV cache; only the codec is warmed."""
+    gen = CompilingGen(first_s=0.0)
+    gen.position = 40  # as LmGen after prefilling a prompt
+    codec = TagCodec()
+    DuplexPipeline(codec, gen, 8, max_lag_ms=400).start().stop()
+    assert not gen.compiled and codec.resets == 1
