@@ -58,6 +58,10 @@ class PathChange:
     sudden_wrong: float = 0.15
     sudden_bands: int = 4
     quiet_db: float = 15.0
+    # rule (c) also in a pause or reverberation tail of Moshi's, in the block where the error's
+    # power jumps by more than tail_step_db over the block before (a tail's error fades with its
+    # estimate, a distorting speaker's too) and the estimate is wrong as rule (c) wants (0: off)
+    tail_step_db: float = 6.0
     louder: bool = True  # rule (c) also for an error that is the estimate's positive (the echo louder)
     # a louder echo's held residual, as a fraction of its short fraction: its raised uncertainty
     # re-learns the louder path within a second, and a full hold ducked the user 5 s later
@@ -159,6 +163,8 @@ class PathChangeDetector:
         for a in (self._sey, self._see, self._syy, self._hold):
             a[:] = 0.0
         self._run = self._sure_run = self._louder_run = 0
+        self._le_last = float("inf")  # the last block's error level, dB
+        self._tail = False
         self._lr = float("inf")  # smoothed error-to-estimate level while Moshi talks, dB (inf: none yet)
         self._ly = self._le = self._lye = self._le_talk = self._lye_talk = -200.0
         self._jump_age = None  # blocks since the error jumped (None: no recent jump)
@@ -379,7 +385,7 @@ class PathChangeDetector:
         frequencies as at high ones (within level_ratio[1]). None otherwise. Arguments: this
         block's per-band E.Y, |E|^2, |Y|^2."""
         pc = self.settings
-        if self._pause or not self._lr < -pc.gain_db:
+        if (self._pause and not self._tail) or not self._lr < -pc.gain_db:
             return None
         lo, hi = self._low_high(bey, byy)
         ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
@@ -416,6 +422,31 @@ class PathChangeDetector:
         rho2 = (err / (echo + 1e-20)) ** 2
         return rho2 / (rho2 + self.settings.talk_rho**2)
 
+    def _sudden_in_tail(self, quiet: bool, step: float, lr: float, bey, bee, byy) -> bool:
+        """Rule (c) in a pause or reverberation tail of Moshi's: the path moved while the echo
+        was fading. The error jumps over the block before (`step`, dB), and over its usual level
+        against the estimate, while Moshi was talking alone into a converged filter (`quiet`);
+        the estimate is wrong over the whole spectrum and in several bands and its wrong part
+        explains the error (a user starting in Moshi's pause is far above the fading estimate)."""
+        pc = self.settings
+        if not pc.tail_step_db or not quiet or step < pc.tail_step_db or not lr - self._lr > pc.jump_db:
+            return False
+        self._sudden_sign = 1.0
+        self._tail = self._wrong_shape(bey, bee, byy)
+        return self._tail
+
+    def _wrong_shape(self, bey, bee, byy) -> bool:
+        """Rule (c)'s test of one block: the estimate wrong over the whole spectrum (>= sudden_wrong),
+        its wrong part explaining the error, in >= sudden_bands bands."""
+        pc = self.settings
+        ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
+        bands = np.count_nonzero((-bey > pc.wrong * byy) & (-2.0 * bey > pc.alone * bee))
+        return bool(
+            -ey / (yy + 1e-20) >= pc.sudden_wrong  # a distorting speaker's peaks are less wrong
+            and -2.0 * ey >= pc.alone * ee  # the wrong estimate is the error: not the user
+            and bands >= pc.sudden_bands
+        )
+
     def _sudden(self, bey: np.ndarray, bee: np.ndarray, byy: np.ndarray) -> bool:
         """Rule (c): a change seen in its first block. While Moshi talks alone into a converged
         filter (the error far below the estimate over the last ~0.2 s), the error jumps to near
@@ -435,13 +466,15 @@ class PathChangeDetector:
         # a pause (the volume turned up while Moshi paused), where `quiet` has faded
         quiet_talk = self._le_talk < self._lye_talk - pc.quiet_db
         pause = self._pause = ly < self._ly - 10.0  # a pause or a reverberation tail
+        self._tail = False  # rule (c) fired in a pause or tail (then its level test may scale the path)
         if not pause:
             self._le_talk, self._lye_talk = 0.9 * self._le_talk + 0.1 * le, 0.9 * self._lye_talk + 0.1 * ly
         if self._jump_age is not None:  # a change shows in its first two blocks; the user's voice may later
             self._jump_age = self._jump_age + 1 if self._jump_age < 1 else None
-        if pause:
-            return False
         lr = 10.0 * np.log10((ee + 1e-20) / (yy + 1e-20))
+        step, self._le_last = le - self._le_last, le
+        if pause:
+            return self._sudden_in_tail(quiet, step, lr, bey, bee, byy)
         high = lr - self._lr > pc.jump_db
         self._lr = 0.95 * self._lr + 0.05 * lr if np.isfinite(self._lr) else lr
         quiet = quiet or (pc.louder and quiet_talk and ey > 0.0)
@@ -455,10 +488,4 @@ class PathChangeDetector:
         self._sudden_sign = sign
         if self._jump_age is None or not sign:
             return False
-        ey, bey = sign * ey, sign * bey
-        bands = np.count_nonzero((-bey > pc.wrong * byy) & (-2.0 * bey > pc.alone * bee))
-        return bool(
-            -ey / (yy + 1e-20) >= pc.sudden_wrong  # a distorting speaker's peaks are less wrong
-            and -2.0 * ey >= pc.alone * ee  # the wrong estimate is the error: not the user
-            and bands >= pc.sudden_bands
-        )
+        return self._wrong_shape(sign * bey, bee, byy)
