@@ -164,7 +164,7 @@ class PathChangeDetector:
             a[:] = 0.0
         self._run = self._sure_run = self._louder_run = 0
         self._le_last = float("inf")  # the last block's error level, dB
-        self._tail = False
+        self._tail = False  # rule (c) fired in a pause or tail
         self._lr = float("inf")  # smoothed error-to-estimate level while Moshi talks, dB (inf: none yet)
         self._ly = self._le = self._lye = self._le_talk = self._lye_talk = -200.0
         self._jump_age = None  # blocks since the error jumped (None: no recent jump)
@@ -452,10 +452,10 @@ class PathChangeDetector:
         filter (the error far below the estimate over the last ~0.2 s), the error jumps to near
         the estimate's level; it is a change, not the user starting to talk, when in that block
         (or the next, if the first already pointed that way) the estimate is wrong over the
-        whole spectrum and in several bands, and its wrong part explains the error. Not in
-        pauses or reverberation tails, where a distorting speaker or what the filter took from
-        the user's voice shows as a wrong estimate. Arguments: this block's per-band E.Y,
-        |E|^2, |Y|^2."""
+        whole spectrum and in several bands, and its wrong part explains the error. In pauses
+        and reverberation tails, where a distorting speaker or what the filter took from the
+        user's voice shows as a wrong estimate, only in a block whose error jumps over the one
+        before (`_sudden_in_tail`). Arguments: this block's per-band E.Y, |E|^2, |Y|^2."""
         pc = self.settings
         ey, ee, yy = float(bey.sum()), float(bee.sum()), float(byy.sum())
         ly, le = 10.0 * np.log10(yy + 1e-20), 10.0 * np.log10(ee + 1e-20)
