@@ -154,6 +154,7 @@ class KalmanEchoFilter:
         if det is not None:  # plus what a changed path leaves, until re-learnt
             if det.changed_recently:
                 self.residual = det.add_to(self.residual, self._changed_echo_power(y2), y2)
+            self.residual = det.at_least_wrong(self.residual)  # and what a change measurably leaves
             det.record_levels(e2, y2, self.residual)
         self.error_power = e2
         fast = det.fast if det is not None else 0.0

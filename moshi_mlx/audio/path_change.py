@@ -122,6 +122,16 @@ class PathChange:
     evidence: float = 15.0
     evidence_min: float = 2.5
     evidence_cap: float = 10.0
+    # in every block, changed or not, the residual per band is at least measured x 2 x the estimate's
+    # wrong fraction x its |Y|^2 where that fraction is significant (t < -measured_t) in at least
+    # measured_bands bands from measured_hz up: the wrong part measured, unbiased by the user's
+    # voice, where a change under it is seen late or not at all (a 2 cm move) and the held
+    # residual's level is 5-19 dB off (below measured_hz a move leaves little and the correlation is
+    # the user's noise; one band alone is the user's voice by chance or the filter learning it; 0: off)
+    measured: float = 2.0
+    measured_t: float = 3.0
+    measured_bands: int = 2
+    measured_hz: float = 700.0
 
 
 def _new_level(ey: float, yy: float) -> float:
@@ -147,6 +157,7 @@ class PathChangeDetector:
         widths = np.diff(np.concatenate([self._edges, [k]]))
         hz = np.concatenate([self._edges, [k]]) * (SAMPLE_RATE / 2.0) / (k - 1)
         self._low_bands, self._high_bands = hz[1:] <= pc.level_hz[0], hz[:-1] >= pc.level_hz[1]
+        self._measured_bands = hz[:-1] >= pc.measured_hz
         self._band_of = np.repeat(np.arange(len(self._edges)), widths)
         # independent samples behind each band's correlation: half its bins (the error frame is
         # zero-padded) times the smoothing's memory
@@ -181,6 +192,8 @@ class PathChangeDetector:
         self._scaled = False  # the path was scaled to a level change heard under the user's voice
         self._level = 0.0  # how much the change is a level change heard under the user's voice (0..1)
         self._bee = np.zeros(len(self._edges))  # this block's |E|^2 per band
+        self._byy = np.zeros(len(self._edges))  # this block's |Y|^2 per band
+        self._t = np.zeros(len(self._edges))  # the error's correlation with the estimate, in standard errors
 
     @property
     def changed_recently(self) -> bool:
@@ -235,6 +248,26 @@ class PathChangeDetector:
             residual = residual * scale[self._band_of]
         return residual
 
+    def at_least_wrong(self, residual: np.ndarray) -> np.ndarray:
+        """`residual` raised, per band, to what the estimate's wrong part measurably leaves:
+        `measured` x 2 x its wrong fraction x this block's |Y|^2 (a moved path's error, its power
+        kept) where the wrong fraction is significant (t < -measured_t) in bands from measured_hz
+        up, at least measured_bands of them. Why: the user's voice is uncorrelated with Moshi's, so the error's
+        correlation with the estimate measures the echo a changed path leaves under double talk
+        too; a 2-4 cm move made while the user talks is seen late or not at all, and the
+        residual held after a detection has the old path's shape, not the new one's level per
+        band. Changed or not: without a change the wrong fraction is not significant."""
+        pc = self.settings
+        if not pc.measured:
+            return residual
+        ok = self._measured_bands & (self._t < -pc.measured_t)
+        if np.count_nonzero(ok) < pc.measured_bands:  # the user's voice or the filter learning it, in one band
+            return residual
+        wrong = np.maximum(0.0, -self._sey) / (self._syy + 1e-20)
+        have = np.add.reduceat(residual, self._edges) + 1e-20
+        raise_by = np.where(ok, np.maximum(1.0, pc.measured * 2.0 * wrong * self._byy / have), 1.0)
+        return residual * raise_by[self._band_of].astype(np.float32)
+
     def record_levels(self, e2: np.ndarray, y2: np.ndarray, residual: np.ndarray) -> None:
         """This block's error power and expected echo (|Y|^2 + the filter's residual): a later
         detection reads from them whether the user was talking before the change."""
@@ -259,10 +292,11 @@ class PathChangeDetector:
         )
         self._sey = a * self._sey + (1 - a) * bey
         self._see = a * self._see + (1 - a) * bee
-        self._bee = bee
+        self._bee, self._byy = bee, byy
         self._syy = a * self._syy + (1 - a) * byy
         sudden = self._sudden(bey, bee, byy) if pc.jump_db else False
         t = self._sey / np.sqrt(self._see * self._syy + 1e-20) * self._dof
+        self._t = t
         wrong = -self._sey > pc.wrong * self._syy
         # or the wrong estimate explains most of the band's error (Moshi alone)
         alone = (-2.0 * self._sey > pc.alone * self._see) & (-self._sey > pc.alone_wrong * self._syy)
