@@ -38,7 +38,8 @@ DT_ROOMS = "move2,move4,hall-move2,hall-move7.6,hall-lid,volume,volume-up-dt,mov
 
 
 class _Truth:
-    """The simulated echo, and from which filter block on the suppressor is told the truth."""
+    """The simulated echo, and from which sample on the suppressor is told the truth (from the
+    filter block that holds it: the filter's blocks, 20 ms, are not the runtime's, 80 ms)."""
 
     def __init__(self, echo: np.ndarray, start: int, mode: str):
         self.echo, self.start, self.mode = echo, start, mode
@@ -81,7 +82,7 @@ class _FrameSuppressor(EF.ResidualSuppressor):
 @contextlib.contextmanager
 def told_the_truth(truth: _Truth):
     """Within: every KalmanEchoFilter hands its suppressor the exact residual echo power from
-    block `truth.start` on (the filter's blocks are the capture's, in order, from its first
+    the filter block holding sample `truth.start` on (the filter's blocks are the capture's, in order, from its first
     sample: runtime/echo.py passes the microphone through unshifted); in `frame` mode the
     suppressor is _FrameSuppressor and reads it per hop."""
     process = EF.KalmanEchoFilter.process
@@ -92,7 +93,7 @@ def told_the_truth(truth: _Truth):
         j, b = truth.block, self.block
         truth.block += 1
         truth.hops = []
-        if j >= truth.start:
+        if (j + 1) * b > truth.start:
             r = truth.echo[j * b : (j + 1) * b] - (0.0 if self.worse else y)  # `worse` passes the microphone
             if truth.mode == "frame":
                 truth.hops = [r[: b // 2], r[b // 2 :]]
@@ -129,7 +130,7 @@ def second_after_change(
     sel = speaking[m : m + SR]
     res = {}
     for mode in modes:
-        ctx = told_the_truth(_Truth(echo, m // R.BLOCK, mode)) if mode != "canceller" else contextlib.nullcontext()
+        ctx = told_the_truth(_Truth(echo, m, mode)) if mode != "canceller" else contextlib.nullcontext()
         with ctx, clock():
             out, _, _ = R.run_canceller(far, mic, **kw)
         o, s = out[m : m + SR][sel], out_user[m : m + SR][sel]

@@ -23,3 +23,22 @@ def test_the_truth_about_the_residual_echo_helps_and_is_then_forgotten():
     assert echo_filter.KalmanEchoFilter.process is process and echo_filter.ResidualSuppressor is suppressor
     again = aec_oracle.second_after_change(moshi, user, room, drive, modes=("canceller",))
     assert again["canceller"] == res["canceller"], (again, res)  # nothing of the truth left behind
+
+
+def test_the_truth_starts_in_the_filter_block_that_holds_the_change():
+    """`_Truth.start` is a sample: the filter's 20 ms blocks before the one holding it keep the
+    filter's own estimate, that block and those after it get the truth (it counted the runtime's
+    80 ms blocks against the filter's 20 ms ones: the truth began at a quarter of the time)."""
+    rng = np.random.default_rng(1)
+    block, start = 480, 10 * 480 + 100
+    echo = rng.standard_normal(20 * block).astype(np.float32)
+    f = echo_filter.KalmanEchoFilter(block, 4 * block)
+    told = []
+    with aec_oracle.told_the_truth(aec_oracle._Truth(echo, start, "block")):
+        for j in range(14):
+            ref = rng.standard_normal(block).astype(np.float32)
+            _, y = f.process(ref, echo[j * block : (j + 1) * block])
+            r = echo[j * block : (j + 1) * block] - (0.0 if f.worse else y)
+            spec = np.fft.rfft(np.concatenate([np.zeros(block, np.float32), r]))
+            told.append(bool(np.allclose(f.residual, spec.real**2 + spec.imag**2, rtol=1e-4)))
+    assert told == [False] * 10 + [True] * 4
