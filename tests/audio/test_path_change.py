@@ -221,3 +221,21 @@ def test_the_echo_a_move_leaves_under_the_users_voice_is_measured():
     small, raised, true, fired = _moved_under_user(det, np.random.default_rng(6), 300, 0.0)
     assert fired == 0
     assert np.mean(np.all(np.isclose(raised, small), axis=1)) >= 0.95
+
+
+def test_the_measured_wrong_part_needs_three_bands():
+    """`at_least_wrong` raises the residual only where >= measured_bands (3) bands from
+    measured_hz up show the estimate significantly wrong: two such bands were a user's voice
+    (or the filter learning it) often enough to cost a double talk 5 s from any move 2.3 dB
+    (the stress bench's `move1#303`, docs/echo-cancellation.md, session 13)."""
+    det = PathChangeDetector(PathChange(), B)
+    n = len(det._edges)
+    residual = np.full(B + 1, 1e-6, np.float32)
+    det._sey, det._syy, det._byy = np.full(n, -0.25), np.ones(n), np.ones(n)
+    high = det._measured_bands.nonzero()[0]
+    for count, raised in ((2, False), (3, True)):
+        det._t = np.zeros(n)
+        det._t[high[-count:]] = -5.0
+        out = det.at_least_wrong(residual)
+        assert bool(np.any(out > residual)) == raised, count
+        assert np.all(out[det._band_of == high[0]] == residual[det._band_of == high[0]])
