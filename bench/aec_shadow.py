@@ -45,7 +45,7 @@ class ShadowKalmanFilter(echo_filter.KalmanEchoFilter):
         mic = np.asarray(mic, np.float32).reshape(-1)
         ys = np.fft.irfft(np.einsum("pk,pk->k", self._X, self._Ws))[b:]
         es = mic - ys
-        Es = np.fft.rfft(np.concatenate([self._zeros, es]))
+        Es = np.fft.rfft(np.concatenate([np.zeros(b, np.float32), es]))
         power = self._X2.sum(axis=0) + 1e-6
         self._Ws += (self.mu / power) * np.conj(self._X) * Es.astype(np.complex64)
         wt = np.fft.irfft(self._Ws, axis=-1)

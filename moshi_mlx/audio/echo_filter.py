@@ -57,6 +57,26 @@ def _check(block: int, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np
     return ref, mic
 
 
+class _NewestFirst:
+    """The last `rows` rows pushed, newest first, as one contiguous array (`rows_`): a buffer of
+    twice the rows written backwards and copied back once every `rows` pushes, so a push does
+    not shift every row (the filter pushes one spectrum per block into 20 partitions)."""
+
+    def __init__(self, rows: int, cols: int, dtype):
+        self._buf = np.zeros((2 * rows, cols), dtype)
+        self._rows = self._head = rows
+        self.rows_ = self._buf[rows:]
+
+    def push(self, row: np.ndarray) -> None:
+        n = self._rows
+        if self._head == 0:
+            self._buf[n:] = self._buf[:n]
+            self._head = n
+        self._head -= 1
+        self._buf[self._head] = row
+        self.rows_ = self._buf[self._head : self._head + n]
+
+
 class KalmanEchoFilter:
     """Partitioned-block frequency-domain Kalman filter. `length` taps, rounded up to whole
     blocks; `process` returns the error (microphone minus echo estimate) and the estimate;
@@ -95,12 +115,12 @@ class KalmanEchoFilter:
         self.constrain = max(1, min(int(constrain), self.partitions))
         self._rotation = 0
         k = self.block + 1
-        self._X = np.zeros((self.partitions, k), np.complex64)  # reference spectra, newest first
-        self._X2 = np.zeros((self.partitions, k), np.float32)  # |X|^2
+        self._Xs = _NewestFirst(self.partitions, k, np.complex64)  # reference spectra
+        self._X2s = _NewestFirst(self.partitions, k, np.float32)  # |X|^2
         self._W = np.zeros((self.partitions, k), np.complex64)
         self._P = np.full((self.partitions, k), self.p0, np.float32)
-        self._prev = np.zeros(self.block, np.float32)
-        self._zeros = np.zeros(self.block, np.float32)
+        self._frame = np.zeros(2 * self.block, np.float32)  # the last two blocks of reference
+        self._padded = np.zeros((2, 2 * self.block), np.float32)  # zeros, then the error / estimate
         self.residual = np.zeros(k, np.float32)
         self.error_power = np.zeros(k, np.float32)
         self.detector = PathChangeDetector(path_change, self.block) if path_change is not None else None
@@ -122,24 +142,25 @@ class KalmanEchoFilter:
     def process(self, ref: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = self.block
         ref, mic = _check(b, ref, mic)
-        x0 = np.fft.rfft(np.concatenate([self._prev, ref]))
-        self._prev = ref
-        self._X[1:] = self._X[:-1]
-        self._X[0] = x0
+        self._frame[:b] = self._frame[b:]
+        self._frame[b:] = ref
+        x0 = np.fft.rfft(self._frame)
+        self._Xs.push(x0)
         leaving = self._X2[-1].copy()
-        self._X2[1:] = self._X2[:-1]
-        self._X2[0] = x0.real**2 + x0.imag**2
+        self._X2s.push(x0.real**2 + x0.imag**2)
         y = np.fft.irfft(np.einsum("pk,pk->k", self._X, self._W))[b:].astype(np.float32)
         e = mic - y
         ee, mm, yy = float(np.dot(e, e)), float(np.dot(mic, mic)), float(np.dot(y, y))
         # the estimate adds echo (the path changed under the filter): e = mic - y has the energy
         # of both; a good estimate leaves |e|^2 = |mic|^2 - |y|^2, double talk or not
         self.worse = ee > mm + 0.5 * yy and yy > 0.1 * mm
-        E = np.fft.rfft(np.concatenate([self._zeros, e]))
-        e2 = (E.real**2 + E.imag**2).astype(np.float32)
         det = self.detector
+        # the error's spectrum, and the estimate's for the detector, in one call (zero-padded)
+        self._padded[0, b:], self._padded[1, b:] = e, y
+        E, Y = np.fft.rfft(self._padded)
+        e2 = E.real**2 + E.imag**2
         if det is not None:
-            y2 = det.observe(E, y, self._uncertain)
+            y2 = det.observe(E, y, self._uncertain, Y=Y, e2=e2)
             if det.gain is not None:  # the volume changed: the same path at its new level
                 self._W *= np.float32(det.gain)
                 self._w2 *= np.float32(det.gain**2)
@@ -160,19 +181,30 @@ class KalmanEchoFilter:
         fast = det.fast if det is not None else 0.0
         psi = self.psi / (1.0 + det.settings.fast_psi * fast) if fast else self.psi
         mu = self._P / (xp + psi * e2 + 1e-10)
-        self._W += mu * np.conj(self._X) * E.astype(np.complex64)
-        # the gradient constraint (a linear, not circular, convolution) on a rotating subset
+        self._W += mu * np.conj(self._X) * E
+        # the gradient constraint (a linear, not circular, convolution) on a rotating subset:
+        # partitions rotation, rotation + step, ... (rotation < step, so a strided slice)
         step = self.partitions // self.constrain
-        idx = (np.arange(self.constrain) * step + self._rotation) % self.partitions
+        idx = slice(self._rotation, self._rotation + self.constrain * step, step)
         self._rotation = (self._rotation + 1) % step
         wt = np.fft.irfft(self._W[idx], axis=-1)
         wt[:, b:] = 0.0
-        self._W[idx] = np.fft.rfft(wt, axis=-1).astype(np.complex64)
+        self._W[idx] = np.fft.rfft(wt, axis=-1)
         self._P *= 1.0 - 0.5 * mu * self._X2
         q = self.q + det.settings.fast_q * fast if fast else self.q
         self._w2 = self._W.real**2 + self._W.imag**2  # also the next block's, until its update
         self._P += q * self._w2
         return e, y
+
+    @property
+    def _X(self) -> np.ndarray:
+        """The reference's spectra in the filter's span, newest first (partitions x bins)."""
+        return self._Xs.rows_
+
+    @property
+    def _X2(self) -> np.ndarray:
+        """|_X|^2."""
+        return self._X2s.rows_
 
     def _changed_echo_power(self, y2: np.ndarray) -> np.ndarray:
         """The echo's power per bin once its path has changed. A moved microphone changes the
@@ -253,12 +285,21 @@ class ResidualSuppressor:
         self.gain = (np.maximum(floor, 1.0 - self.beta * ratio) * self._keep).astype(np.float32)
 
     def process(self, e: np.ndarray) -> np.ndarray:
+        """`e`: a whole number of hops; its frames go through one FFT call (the per-call cost of
+        numpy's FFT is most of a 2 x hop frame's)."""
         h = self.hop
-        self._e[:h], self._e[h:] = self._e[h:], e
-        out = np.fft.irfft(self.gain * np.fft.rfft(self._win * self._e)).astype(np.float32) * self._win
-        res = self._ola + out[:h]
-        self._ola = out[h:]
-        return res
+        if len(e) == 0 or len(e) % h:
+            raise ValueError(f"the suppressor takes a whole number of {h}-sample hops, got {len(e)} samples")
+        x = np.concatenate([self._e[h:], e]).reshape(-1, h)
+        frames = np.concatenate([x[:-1], x[1:]], axis=1)  # frame i: hops i and i + 1
+        self._e = frames[-1]
+        out = np.fft.irfft(self.gain * np.fft.rfft(self._win * frames, axis=-1), axis=-1).astype(np.float32)
+        out *= self._win
+        res = out[:, :h].copy()
+        res[0] += self._ola
+        res[1:] += out[:-1, h:]
+        self._ola = out[-1, h:].copy()
+        return res.reshape(-1)
 
 
 class LinearEchoCanceller:
@@ -293,5 +334,4 @@ class LinearEchoCanceller:
         if self.suppressor is None:
             return e
         self.suppressor.update(self.filter.residual, self.filter.error_power, self.filter.floor(self.suppressor.floor))
-        h = self.hop
-        return np.concatenate([self.suppressor.process(e[i : i + h]) for i in range(0, self.block, h)])
+        return self.suppressor.process(e)

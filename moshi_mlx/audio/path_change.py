@@ -275,20 +275,30 @@ class PathChangeDetector:
         self._levels[:-1] = self._levels[1:]
         self._levels[-1] = float(e2.sum()), float(y2.sum()) + float(residual.sum())
 
-    def observe(self, E: np.ndarray, y: np.ndarray, uncertain: float = float("inf")) -> np.ndarray:
+    def observe(
+        self,
+        E: np.ndarray,
+        y: np.ndarray,
+        uncertain: float = float("inf"),
+        *,
+        Y: np.ndarray | None = None,
+        e2: np.ndarray | None = None,
+    ) -> np.ndarray:
         """A converged filter's error is uncorrelated with its echo estimate, whether the user
         talks or not; after the echo path changed, part of the estimate is wrong and comes back
         in the error with the opposite sign. When that correlation is significantly negative in
         enough bands for long enough (rules (a), (b)), or at once (rule (c), `_sudden`), sets
         `changed` and `boost`. E: the error's spectrum (zero-padded frame), y: the block's echo
-        estimate. Returns |Y|^2 (float32)."""
+        estimate. Y, e2: y's zero-padded spectrum and |E|^2, if the caller has them already.
+        Returns |Y|^2 (float32)."""
         pc = self.settings
-        Y = np.fft.rfft(np.concatenate([self._zeros, y]))
+        if Y is None:
+            Y = np.fft.rfft(np.concatenate([self._zeros, y]))
         y2 = Y.real**2 + Y.imag**2
         a, r = pc.smooth, np.add.reduceat
         bey, bee, byy = (
             r(E.real * Y.real + E.imag * Y.imag, self._edges),
-            r(E.real**2 + E.imag**2, self._edges),
+            r(E.real**2 + E.imag**2 if e2 is None else e2, self._edges),
             r(y2, self._edges),
         )
         self._sey = a * self._sey + (1 - a) * bey

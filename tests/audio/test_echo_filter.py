@@ -463,3 +463,37 @@ def test_a_dip_of_the_users_voice_in_a_bin_is_not_cut_as_echo():
     user.reset()  # a restarted canceller forgets the user's smoothed power (0.78 without)
     user.update(residual, residual)
     assert float(user.gain[10:].max()) <= 0.35, user.gain[10:].max()
+
+
+def test_the_suppressor_takes_several_hops_in_one_call_as_one_at_a_time():
+    """`ResidualSuppressor.process` transforms a block's frames in one FFT call (the canceller's
+    CPU): the same output, to the bit, as hop by hop, and the same state after."""
+    rng = np.random.default_rng(3)
+    whole, hops = ResidualSuppressor(B // 2), ResidualSuppressor(B // 2)
+    for _ in range(6):
+        residual = rng.uniform(0.0, 1.0, B + 1).astype(np.float32)
+        power = rng.uniform(0.5, 2.0, B + 1).astype(np.float32)
+        e = rng.standard_normal(B).astype(np.float32)
+        whole.update(residual, power)
+        hops.update(residual, power)
+        one = whole.process(e)
+        two = np.concatenate([hops.process(e[: B // 2]), hops.process(e[B // 2 :])])
+        assert one.shape == (B,) and np.array_equal(one, two)
+
+
+def test_the_reference_history_is_newest_first_across_its_wrap():
+    """The filter's reference spectra are kept newest first without shifting every partition
+    per block (a buffer written backwards, copied back every `partitions` blocks): the same
+    rows as a shifted array, over three wraps."""
+    f = KalmanEchoFilter(B, 4 * B)
+    shifted = np.zeros_like(f._X)
+    prev = np.zeros(B, np.float32)
+    rng = np.random.default_rng(4)
+    for _ in range(3 * f.partitions + 1):
+        ref = rng.standard_normal(B).astype(np.float32)
+        f.process(ref, np.zeros(B, np.float32))
+        shifted[1:] = shifted[:-1]
+        shifted[0] = np.fft.rfft(np.concatenate([prev, ref]))
+        prev = ref
+        assert np.array_equal(f._X, shifted)
+        assert np.array_equal(f._X2, shifted.real**2 + shifted.imag**2)

@@ -239,3 +239,20 @@ def test_the_measured_wrong_part_needs_three_bands():
         out = det.at_least_wrong(residual)
         assert bool(np.any(out > residual)) == raised, count
         assert np.all(out[det._band_of == high[0]] == residual[det._band_of == high[0]])
+
+
+def test_observe_takes_the_spectra_the_filter_already_has():
+    """The filter hands `observe` the estimate's zero-padded spectrum and |E|^2 it computed
+    with the error's (one FFT call for both): the same decisions and |Y|^2, to the bit, as
+    when `observe` computes them."""
+    rng = np.random.default_rng(5)
+    z = np.zeros(B, np.float32)
+    given, computed = PathChangeDetector(PathChange(), B), PathChangeDetector(PathChange(), B)
+    for k in range(60):
+        y = rng.standard_normal(B).astype(np.float32)
+        e = (rng.standard_normal(B) * (0.03 if k < 30 else 1.0) - (0.8 * y if k >= 40 else 0.0)).astype(np.float32)
+        E, Y = np.fft.rfft(np.stack([np.concatenate([z, e]), np.concatenate([z, y])]))
+        a = given.observe(E, y, 0.05, Y=Y, e2=E.real**2 + E.imag**2)
+        b = computed.observe(E, y, 0.05)
+        assert np.array_equal(a, b) and given.changed == computed.changed
+        assert np.array_equal(given._t, computed._t)
