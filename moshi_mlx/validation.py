@@ -204,6 +204,16 @@ def positive_or_off_arg(name: str) -> Callable[[str], float | None]:
 _INT_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
 
+def silence_non_finite(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """`x` with its NaN/inf samples replaced by 0, and how many there were (`x` itself when
+    none): one such sample from a device's glitch would otherwise poison an adaptive filter's
+    state or the codec for the rest of a session."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x, 0
+    return np.where(bad, np.zeros((), x.dtype), x), int(bad.sum())
+
+
 def float_pcm(name: str, x: Any, *, repair: bool = False, warn: Callable[[str], None] | None = None) -> np.ndarray:
     """Audio samples as float32 in [-1, 1]-scale.
 
@@ -222,12 +232,11 @@ def float_pcm(name: str, x: Any, *, repair: bool = False, warn: Callable[[str], 
         raise AudioError(f"{name}: integer samples of type {a.dtype} are not PCM; give float, int16 or int32 samples")
     else:
         raise AudioError(f"{name}: expected audio samples (float or integer PCM), got {a.dtype}")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        n = int(bad.sum())
+    repaired, n = silence_non_finite(a)
+    if n:
         if not repair:
             raise AudioError(f"{name}: {n} of {a.size} samples are NaN or infinite")
-        a = np.where(bad, np.float32(0.0), a)
+        a = repaired
         if warn is not None:
             warn(f"WARNING: {name}: {n} NaN/infinite samples replaced by silence")
     return a

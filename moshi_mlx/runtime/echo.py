@@ -36,6 +36,7 @@ import numpy as np
 from ..audio.echo_filter import LinearEchoCanceller
 from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import ConfigError, UsageError
+from ..validation import silence_non_finite
 
 CHUNK = SAMPLE_RATE // 100  # 10 ms: AEC3's frame, and the unit of the ERLE meter and delay estimator
 AEC3_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
@@ -422,7 +423,7 @@ class EchoCanceller:
         pieces, t0s = [self._ref_buf], []
         while self._incoming:
             block, t_play = self._incoming.popleft()
-            x = np.asarray(block, np.float32).reshape(-1)
+            x, _ = silence_non_finite(np.asarray(block, np.float32).reshape(-1))
             if self._anchoring():
                 t0s.append(t_play - self._ref_received / self.output_rate)
             self._ref_received += len(x)
@@ -464,7 +465,7 @@ class EchoCanceller:
 
     def process(self, mic: np.ndarray, t_end: float) -> np.ndarray:
         t_start = time.perf_counter()
-        mic = np.asarray(mic, np.float32).reshape(-1)
+        mic, _ = silence_non_finite(np.asarray(mic, np.float32).reshape(-1))  # never poisons the filter
         with self._lock:
             self._drain_reference()
             self._track_capture(len(mic), t_end)

@@ -86,6 +86,8 @@ def summary_line(stats) -> str:
         else f"delay median {s['delay_ms_median']:.0f} ms / max {s['delay_ms_max']:.0f} ms"
     )
     turns = f", {s['end_markers']} turns ended ({s['turns_done']} answered with EOS)" if s["end_markers"] else ""
+    if s["input_non_finite"]:  # a device's glitch: the session went on, the user should know why it sounded off
+        turns += f", {s['input_non_finite']} NaN/infinite microphone samples taken as silence"
     return (
         f"{s['frames_stepped']} steps, {delay}, {s['frames_skipped']} skipped, {s['frames_trimmed']} trimmed, "
         f"{s['frames_settled']} settled, {s['underruns']} underruns, step median {s['step_ms_median']:.1f} ms" + turns

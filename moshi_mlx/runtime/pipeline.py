@@ -35,6 +35,7 @@ import numpy as np
 
 from ..constants import FRAME_SECONDS, FRAME_SIZE, SAMPLE_RATE, TEXT_EOS_ID
 from ..errors import UsageError
+from ..validation import silence_non_finite
 from .workers import run_in_worker
 
 # The live loop's default lag bound (ms): the pipeline, Model.pipeline, LiveOptions, the web
@@ -104,6 +105,7 @@ class PipelineStats:
     frames_stepped: int = 0  # LM steps run
     frames_skipped: int = 0  # input frames the LM skipped because they were too old
     input_overflows: int = 0  # raw device blocks dropped because the encoder fell behind
+    input_non_finite: int = 0  # captured samples that were NaN or infinite (a device's glitch), encoded as silence
     frames_out: int = 0  # output frames decoded
     frames_played: int = 0
     frames_trimmed: int = 0  # output frames dropped because they would play too late
@@ -129,6 +131,7 @@ class PipelineStats:
             "frames_stepped": self.frames_stepped,
             "frames_skipped": self.frames_skipped,
             "input_overflows": self.input_overflows,
+            "input_non_finite": self.input_non_finite,
             "frames_out": self.frames_out,
             "frames_played": self.frames_played,
             "frames_trimmed": self.frames_trimmed,
@@ -424,7 +427,8 @@ class DuplexPipeline:
                 self.ends_done += 1
                 continue
             block, t_end = item
-            mono = block.mean(axis=1) if block.ndim == 2 else block
+            mono, bad = silence_non_finite(block.mean(axis=1) if block.ndim == 2 else block)
+            self.stats.input_non_finite += bad
             x = self.in_resampler(mono) if self.in_resampler is not None else mono
             held = 0  # samples of the block the echo canceller still holds or delays
             if self.echo is not None:

@@ -454,3 +454,30 @@ def test_draining_a_reference_backlog_copies_each_sample_once(monkeypatch):
     monkeypatch.undo()
     assert sum(len(r) for r in joined) <= sum(len(b) for b, _ in blocks)
     assert sum(medians) == len(blocks) and ec._ref_t0 is not None
+
+
+@pytest.mark.parametrize("canceller", ["linear", "aec3"])
+def test_a_nan_from_the_device_does_not_end_echo_cancellation(canceller):
+    """A NaN in the microphone and an infinite sample in what was played (a device's glitch)
+    are taken as silence: before, one NaN made the linear filter's state NaN, and every later
+    block of the session with it."""
+    far = speech_like(10.0, seed=2)
+    bad_far = far.copy()
+    bad_far[int(2.5 * SR)] = np.inf
+    ec = EchoCanceller(canceller=canceller)
+    h = room_ir(30.0, rt60_s=0.3, drr_db=6.0)
+    n = len(far) // 1920 * 1920
+    mic = (
+        convolve(far[:n], h)[:n].astype(np.float32)
+        + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
+    )
+    mic[3 * SR + 7] = np.nan
+    out = []
+    for k in range(n // 1920):
+        t = k * 1920 / SR
+        ec.add_reference(bad_far[k * 1920 : (k + 1) * 1920], t)
+        out.append(ec.process(mic[k * 1920 : (k + 1) * 1920], t + 1920 / SR))
+    clean = np.concatenate(out)
+    assert np.isfinite(clean).all()
+    a = 6 * SR
+    assert ratio_db(mic[a : len(clean)], clean[a:]) >= 20.0

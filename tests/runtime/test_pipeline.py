@@ -372,3 +372,27 @@ def test_the_warm_up_leaves_a_prompted_generator_cold():
     codec = TagCodec()
     DuplexPipeline(codec, gen, 8, max_lag_ms=400).start().stop()
     assert not gen.compiled and codec.resets == 1
+
+
+def test_nan_samples_from_the_device_are_encoded_as_silence_and_counted():
+    """A device's glitch (NaN/inf samples) would make the codec refuse the frame and end the
+    session: they are encoded as silence, counted, and the session goes on."""
+    p = DuplexPipeline(TagCodec(), EchoGen(), 8, max_lag_ms=None).start()
+    x = tagged_input(6)
+    x[2 * FRAME : 3 * FRAME] = np.nan
+    x[4 * FRAME : 5 * FRAME] = np.inf
+    p.push_input(x)
+    items = _drain(p)
+    assert not p.failed.is_set(), p.error
+    assert [float(it.payload[1][0]) for it in items] == pytest.approx([0.0, 0.001, 0.0, 0.003, 0.0, 0.005])
+    assert p.stats.input_non_finite == 2 * FRAME
+
+
+def test_the_session_line_says_when_samples_were_taken_as_silence():
+    from moshi_mlx.runtime.live import summary_line
+    from moshi_mlx.runtime.pipeline import PipelineStats
+
+    s = PipelineStats(frames_stepped=3)
+    assert "NaN" not in summary_line(s)
+    s.input_non_finite = 1920
+    assert summary_line(s).endswith(", 1920 NaN/infinite microphone samples taken as silence")
