@@ -46,6 +46,7 @@ class Resampler:
         self.identity = self.up == self.down
         if not self.identity:
             self._table, self._half = _kaiser_sinc_table(self.up, self.down, zero_crossings, rolloff, beta)
+        self._tiled: np.ndarray | None = None  # the table's rows in the order outputs use them
         self.reset()
 
     def reset(self) -> None:
@@ -58,22 +59,30 @@ class Resampler:
         return (n * self.down + self._half) // self.up
 
     def _produce(self, n_end: int) -> np.ndarray:
-        """Outputs self._next .. n_end-1 (inputs beyond what was received count as zeros)."""
-        table, taps = self._table, self._table.shape[1]
+        """Outputs self._next .. n_end-1 (inputs beyond what was received count as zeros).
+
+        Output n is the dot product of the inputs k0(n), k0(n) - 1, ... (newest first) with
+        row phase(n) of the table. Both operands are built by slicing, not by index arithmetic
+        per (output, tap): the inputs as rows of a sliding window over the buffer reversed, the
+        table rows from a copy tiled in phase order (phase(n) repeats every `up` outputs)."""
+        taps = self._table.shape[1]
         chunks = []
         step = max(1, _BLOCK // taps)
         for n0 in range(self._next, n_end, step):
             n = np.arange(n0, min(n0 + step, n_end), dtype=np.int64)
-            k0 = self._newest_input(n)
-            phase = (n * self.down + self._half) % self.up
-            idx = k0[:, None] - np.arange(taps)[None, :] - self._base
+            k0 = self._newest_input(n) - self._base  # relative to the buffer
+            lo, hi = int(k0[0]) - taps + 1, int(k0[-1]) + 1  # the inputs these outputs read
             size = self._buf.shape[0]
-            if size == 0:
-                x = np.zeros(idx.shape, np.float32)
-            else:  # before the start and after the end the signal is zero
-                x = self._buf[np.clip(idx, 0, size - 1)]
-                x[(idx < 0) | (idx >= size)] = 0.0
-            chunks.append(np.einsum("nt,nt->n", x, table[phase]).astype(np.float32))
+            seg = np.zeros(hi - lo, np.float32)  # before the start and after the end the signal is zero
+            a, b = max(lo, 0), min(hi, size)
+            if b > a:
+                seg[a - lo : b - lo] = self._buf[a:b]
+            rev = seg[::-1].copy()  # rev[j] = input hi - 1 - j
+            windows = np.lib.stride_tricks.as_strided(
+                rev, shape=(len(rev) - taps + 1, taps), strides=(rev.strides[0], rev.strides[0]), writeable=False
+            )
+            x = windows[hi - 1 - k0]  # row i: inputs k0[i], k0[i] - 1, ..., k0[i] - taps + 1
+            chunks.append(np.einsum("nt,nt->n", x, self._phase_rows(n0, len(n))).astype(np.float32))
         self._next = n_end
         # keep only the inputs a later output can still use
         if self._buf.size:
@@ -82,6 +91,15 @@ class Resampler:
             self._buf = self._buf[drop:]
             self._base += drop
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+    def _phase_rows(self, n0: int, count: int) -> np.ndarray:
+        """The table rows of outputs n0 .. n0 + count - 1, a contiguous slice of the table
+        tiled in phase order (grown to the longest run asked for)."""
+        first = n0 % self.up
+        if self._tiled is None or len(self._tiled) < first + count:
+            j = np.arange(self.up + count, dtype=np.int64)
+            self._tiled = self._table[(j * self.down + self._half) % self.up]
+        return self._tiled[first : first + count]
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
         """Feed mono samples; returns every output sample that no longer depends on the future."""
