@@ -284,7 +284,9 @@ def sim_clock(feed: JitterFeed):
     """runtime/echo.py's time.monotonic (its anchoring window) reads the simulated callbacks'
     clock, as the live loop's reads the device's; its CPU timers stay real."""
     real = echo_mod.time
-    echo_mod.time = types.SimpleNamespace(monotonic=lambda: feed.now, perf_counter=time.perf_counter)
+    echo_mod.time = types.SimpleNamespace(
+        monotonic=lambda: feed.now, perf_counter=time.perf_counter, thread_time=time.thread_time
+    )
     try:
         yield
     finally:

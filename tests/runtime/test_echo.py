@@ -481,3 +481,14 @@ def test_a_nan_from_the_device_does_not_end_echo_cancellation(canceller):
     assert np.isfinite(clean).all()
     a = 6 * SR
     assert ratio_db(mic[a : len(clean)], clean[a:]) >= 20.0
+
+
+def test_the_session_line_gives_the_cancellers_cpu_and_wall_time():
+    """Its CPU time per 80 ms frame (the encoder thread's own) and its wall time, which also
+    counts what other threads and processes took from the thread meanwhile."""
+    ec = EchoCanceller(canceller="linear")
+    _run_room(ec, speech_like(3.0, seed=4), room_ir(30.0, rt60_s=0.3, drr_db=6.0))
+    s = ec.stats.summary()
+    cpu, wall = s["process_cpu_ms_per_80ms_median"], s["process_ms_per_80ms_median"]
+    assert 0.0 < cpu <= wall + 0.5, s  # (thread CPU time never runs ahead of the clock by much)
+    assert f"{cpu:.2f} ms CPU per 80 ms frame ({wall:.2f} ms wall)" in ec.stats.describe()
