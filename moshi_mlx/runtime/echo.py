@@ -45,6 +45,11 @@ CANCELLERS = ("linear", "aec3")
 RECOVERED_DB = 20.0  # live ERLE (0.5 s window) at which the canceller counts as re-converged after a path change
 ARMED_WINDOWS = 6  # path changes count once the live ERLE was at RECOVERED_DB for 3 s (not while learning)
 CHANGE_GAP_S = 1.0  # a detection within this long of the last one belongs to the same change
+# delay windows (2 s of Moshi speaking each) in a row that found no echo of Moshi's voice before
+# the linear canceller passes the microphone unchanged (headphones it was not told of, a muted
+# speaker): with nothing to learn its filter fits the user's voice and the noise, mixes Moshi's
+# voice into the microphone, and its suppressor ducks the user (docs/echo-cancellation.md)
+NO_ECHO_WINDOWS = 2
 DEFAULT_CANCELLER = "linear"
 
 # Output device names that mean the speaker cannot reach the microphone.
@@ -102,6 +107,7 @@ class _Aec3:
     chunk = CHUNK
     delay = AEC3_DELAY
     max_lag_s = 0.4  # beyond this the reference is re-aligned
+    pass_without_echo = False  # its own suppressor leaves a microphone without echo alone
 
     def __init__(self, noise_suppression: bool, high_pass: bool, auto_gain: bool):
         self._apm, self._Frame = _load_apm(noise_suppression, high_pass, auto_gain)
@@ -134,6 +140,7 @@ class _Linear:
     name = "linear: Kalman filter + residual suppressor"
     chunk = 2 * CHUNK
     max_lag_s = 0.2
+    pass_without_echo = True  # see NO_ECHO_WINDOWS
 
     def __init__(self, high_pass: bool):
         self._c = LinearEchoCanceller(
@@ -193,6 +200,7 @@ class EchoStats:
     # echo-path changes the canceller detected: [seconds into the session, seconds until the
     # live ERLE was back at RECOVERED_DB (None: not yet)]
     path_changes: list = field(default_factory=list)
+    passed_chunks: int = 0  # 10 ms microphone chunks passed unchanged: no echo found (NO_ECHO_WINDOWS)
     # per 80 ms of microphone: the encoder thread's wall time in `process`, and its CPU time
     # (the wall time also counts what other threads and processes took from it meanwhile)
     process_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
@@ -219,6 +227,7 @@ class EchoStats:
             "erle_seconds": len(self.erle_windows_db) * _ErleMeter.WINDOW / 100,
             "path_changes": len(self.path_changes),
             "reconverged_s": [d for _, d in self.path_changes],
+            "passed_s": self.passed_chunks * CHUNK / SAMPLE_RATE,
             "process_ms_per_80ms_median": stat(self.process_ms, np.median),
             "process_ms_per_80ms_max": stat(self.process_ms, np.max),
             "process_cpu_ms_per_80ms_median": stat(self.process_cpu_ms, np.median),
@@ -243,6 +252,8 @@ class EchoStats:
                 parts.append(
                     f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)"
                 )
+        if s["passed_s"]:
+            parts.append(f"microphone passed unchanged for {s['passed_s']:.0f} s without an echo")
         if self.path_changes:
             done = [d for d in s["reconverged_s"] if d is not None]
             n = len(self.path_changes)
@@ -302,7 +313,7 @@ class _DelayEstimator:
     RATE = SAMPLE_RATE // DECIMATE
     WINDOW_S = 2.0
     MIN_LAG_S, MAX_LAG_S = -0.3, 0.7
-    CONFIDENT = 8.0
+    CONFIDENT = 12.0
 
     def __init__(self):
         self._ref: list[np.ndarray] = []
@@ -409,6 +420,8 @@ class EchoCanceller:
         self._last_change_s: float | None = None
         self._open_change: list | None = None
         self._good_windows = 0  # ERLE windows at RECOVERED_DB since the start or the last re-alignment
+        self._no_echo_windows = 0  # delay windows in a row that found no echo
+        self._mic_line = np.zeros(self.backend.delay, np.float32)  # the microphone, as late as the cleaned
         self._set_delay(0)
 
     def set_latencies(self, input_s: float, output_s: float) -> None:
@@ -535,7 +548,12 @@ class EchoCanceller:
         ref = self._reference(self._ref_fed, n)
         self._ref_fed += n
         clean = self.backend.process(ref, mic)
-        if self.backend.path_changed:
+        line = np.concatenate([self._mic_line, mic])
+        self._mic_line = line[n:]
+        if self.passing:  # the canceller runs on (an echo may come), its output is not used
+            clean = line[:n]
+            self.stats.passed_chunks += n // CHUNK
+        elif self.backend.path_changed and not np.isnan(self.stats.echo_delay_ms):  # (a change needs an echo)
             self._on_path_change()
         self._cap_pos += n
         for i in range(0, n, CHUNK):  # the meters count in 10 ms chunks
@@ -543,7 +561,8 @@ class EchoCanceller:
             self.stats.chunks += 1
             ref_power = float(np.dot(r, r)) / CHUNK
             windows = len(self.stats.erle_windows_db)
-            self._erle.add(ref_power, m, clean[i : i + CHUNK], self.visible_delay_chunks)
+            if not self.passing:  # (no echo to measure)
+                self._erle.add(ref_power, m, clean[i : i + CHUNK], self.visible_delay_chunks)
             if len(self.stats.erle_windows_db) > windows:
                 self._on_erle_window(self.stats.erle_windows_db[-1])
             measured = self._delay.add(r, ref_power, m)
@@ -574,9 +593,19 @@ class EchoCanceller:
             self._open_change[1] = round(now - self._open_change[0], 2)
             self._open_change = None
 
+    @property
+    def passing(self) -> bool:
+        """The microphone passes unchanged: the last NO_ECHO_WINDOWS delay windows found no echo."""
+        return self.backend.pass_without_echo and self._no_echo_windows >= NO_ECHO_WINDOWS
+
     def _on_delay(self, lag_s: float, confidence: float) -> None:
         if confidence < _DelayEstimator.CONFIDENT:
+            self._no_echo_windows += 1
             return
+        if self.passing:  # an echo after a stretch without (headphones unplugged): learn the room afresh,
+            self.backend.moved()  # as at the start (the filter, fitting nothing for seconds, took 12 s)
+            self._good_windows = 0
+        self._no_echo_windows = 0
         # the measured lag is what the canceller sees: the echo's delay behind the latency-aligned
         # reference plus the shift already applied
         true_ms = 1000.0 * lag_s - 1000.0 * self._shift / SAMPLE_RATE

@@ -492,3 +492,70 @@ def test_the_session_line_gives_the_cancellers_cpu_and_wall_time():
     cpu, wall = s["process_cpu_ms_per_80ms_median"], s["process_ms_per_80ms_median"]
     assert 0.0 < cpu <= wall + 0.5, s  # (thread CPU time never runs ahead of the clock by much)
     assert f"{cpu:.2f} ms CPU per 80 ms frame ({wall:.2f} ms wall)" in ec.stats.describe()
+
+
+def _user_from(seconds: float, start_s: float, level: float, seed: int = 7) -> np.ndarray:
+    user = speech_like(seconds, seed=seed, f0=(180.0, 260.0)).copy()
+    user[: int(start_s * SR)] = 0.0
+    return user * level
+
+
+def test_without_an_echo_the_microphone_passes_unchanged():
+    """Headphones the canceller was not told of: Moshi talks, the microphone hears only the
+    user (20 dB under Moshi's level, from 5 s). Once NO_ECHO_WINDOWS delay windows found no
+    echo, the microphone passes unchanged (as late as the cleaned one); before, the filter,
+    with nothing to learn, mixed its fit of the user's voice into the output and its
+    suppressor ducked them (-2.7 to -4.9 dB, SNR 2-6 dB on espeak voices)."""
+    far = speech_like(12.0, seed=2)
+    user = _user_from(12.0, 5.0, 0.1)
+    ec = EchoCanceller(canceller="linear")
+    mic, clean, _ = _run_room(ec, far, np.zeros(10, np.float32), near=user)
+    d = ec.algorithmic_delay
+    a = 5 * SR
+    np.testing.assert_array_equal(clean[a + d :], mic[a : len(clean) - d])
+    s = ec.stats.summary()
+    assert s["passed_s"] >= 7.0 and s["path_changes"] == 0, s
+    line = ec.stats.describe()
+    assert (
+        "no echo of Moshi found" in line
+        and f"microphone passed unchanged for {s['passed_s']:.0f} s without an echo" in line
+    )
+
+
+def test_an_echo_that_comes_back_is_cancelled_again():
+    """The headphones unplugged at 8 s: the echo comes back through the room, the next delay
+    window finds it, and the canceller learns the room afresh: >= 20 dB from 4 s after
+    (before: 6-7 dB there and 16 dB 12 s after, its filter having fitted nothing for 8 s)."""
+    far = speech_like(20.0, seed=2)
+    h = room_ir(30.0, rt60_s=0.3, drr_db=6.0)
+    n = len(far) // 1920 * 1920
+    echo = convolve(far[:n], h)[:n].astype(np.float32)
+    echo[: 8 * SR] = 0.0
+    mic = echo + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
+    ec = EchoCanceller(canceller="linear")
+    out = []
+    passing_at_8s = None
+    for k in range(n // 1920):
+        t = k * 1920 / SR
+        ec.add_reference(far[k * 1920 : (k + 1) * 1920], t)
+        out.append(ec.process(mic[k * 1920 : (k + 1) * 1920], t + 1920 / SR))
+        if k * 1920 == 8 * SR:
+            passing_at_8s = ec.passing
+    clean = np.concatenate(out)
+    assert passing_at_8s
+    assert not ec.passing
+    a = 12 * SR
+    assert ratio_db(mic[a : len(clean)], clean[a:]) >= 20.0
+
+
+def test_a_room_with_echo_never_passes_the_microphone():
+    """With an echo, even under the user's voice at the echo's level from 4 s, every delay
+    window finds it: nothing is passed."""
+    far = speech_like(12.0, seed=2)
+    h = room_ir(30.0, rt60_s=0.45, drr_db=0.0)
+    ec = EchoCanceller(canceller="linear")
+    echo_level = float(np.sqrt(np.mean(convolve(far, h)[: len(far)] ** 2)))
+    user = _user_from(12.0, 4.0, 1.0)
+    user = user * (echo_level / float(np.sqrt(np.mean(user[4 * SR :] ** 2))))
+    _run_room(ec, far, h, near=user)
+    assert ec.stats.passed_chunks == 0 and not ec.passing
