@@ -65,6 +65,11 @@ class _FrameSuppressor(EF.ResidualSuppressor):
         self._floor = floor
 
     def process(self, e: np.ndarray) -> np.ndarray:
+        """A filter block's hops one at a time (the canceller hands the suppressor whole blocks)."""
+        h = self.hop
+        return np.concatenate([self._process_hop(e[i : i + h]) for i in range(0, len(e), h)])
+
+    def _process_hop(self, e: np.ndarray) -> np.ndarray:
         h = self.hop
         spectrum = np.fft.rfft(self._win * np.concatenate([self._e[h:], e]))  # the frame `process` will filter
         # a sqrt-Hann frame holds half a rectangular block's power: the filter's units
