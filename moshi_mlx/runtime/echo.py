@@ -26,6 +26,7 @@ Why it is built this way (docs/echo-cancellation.md has the measurements):
 from __future__ import annotations
 
 import collections
+import math
 import re
 import threading
 import time
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..audio.echo_filter import LinearEchoCanceller
+from ..audio.fractional import FractionalReader
 from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import ConfigError, UsageError
 from ..validation import silence_non_finite
@@ -201,6 +203,7 @@ class EchoStats:
     # live ERLE was back at RECOVERED_DB (None: not yet)]
     path_changes: list = field(default_factory=list)
     passed_chunks: int = 0  # 10 ms microphone chunks passed unchanged: no echo found (NO_ECHO_WINDOWS)
+    drift_ppm: float = 0.0  # the reference read faster (+) or slower than the microphone's clock
     # per 80 ms of microphone: the encoder thread's wall time in `process`, and its CPU time
     # (the wall time also counts what other threads and processes took from it meanwhile)
     process_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
@@ -228,6 +231,7 @@ class EchoStats:
             "path_changes": len(self.path_changes),
             "reconverged_s": [d for _, d in self.path_changes],
             "passed_s": self.passed_chunks * CHUNK / SAMPLE_RATE,
+            "drift_ppm": self.drift_ppm,
             "process_ms_per_80ms_median": stat(self.process_ms, np.median),
             "process_ms_per_80ms_max": stat(self.process_ms, np.max),
             "process_cpu_ms_per_80ms_median": stat(self.process_cpu_ms, np.median),
@@ -252,6 +256,8 @@ class EchoStats:
                 parts.append(
                     f"ERLE {s['erle_db_median']:.1f} dB (median over {s['erle_seconds']:.0f} s of Moshi speaking)"
                 )
+        if s["drift_ppm"]:
+            parts.append(f"clock drift {s['drift_ppm']:+.0f} ppm followed")
         if s["passed_s"]:
             parts.append(f"microphone passed unchanged for {s['passed_s']:.0f} s without an echo")
         if self.path_changes:
@@ -339,6 +345,50 @@ class _DelayEstimator:
         return result
 
 
+class _DriftTracker:
+    """The microphone's clock against the output device's, from the delay windows: the lag the
+    canceller sees grows (or shrinks) steadily when they drift apart. `ratio` (reference
+    samples per microphone sample, minus 1) is corrected by the slope of the last windows'
+    lags once they span MIN_SPAN_S, the slope is at least SIGNIFICANT, and the lag moved the
+    same way by at least STEP_S from each quarter of the span to the next: GCC-PHAT's lags
+    come in 0.125 ms steps (one step inside the span looks like 8-12 ppm), and a moved
+    microphone shifts the lag once (a step; two moves, two), a drift steadily. The lags are
+    then counted afresh."""
+
+    SIGNIFICANT = 15e-6  # below this the filter follows the drift itself (27-33 dB at 10 ppm)
+    MIN_SPAN_S = 24.0
+    PARTS = 4
+    STEP_S = 0.06e-3
+    KEEP = 16
+
+    def __init__(self):
+        self.ratio = 0.0
+        self._points: list[tuple[float, float]] = []
+
+    def forget(self) -> None:
+        """The reference was moved (re-alignment): the lags jump, the slope starts again."""
+        self._points = []
+
+    def add(self, t_s: float, lag_s: float) -> bool:
+        """A confident window's lag at capture time `t_s`; True if `ratio` was corrected."""
+        self._points = (self._points + [(t_s, lag_s)])[-self.KEEP :]
+        t, lag = (np.array(v) for v in zip(*self._points))
+        if t[-1] - t[0] < self.MIN_SPAN_S:
+            return False
+        part = np.minimum(self.PARTS - 1, ((t - t[0]) * self.PARTS / (t[-1] - t[0] + 1e-9)).astype(int))
+        if len(set(part.tolist())) < self.PARTS:
+            return False
+        steps = np.diff([float(np.median(lag[part == k])) for k in range(self.PARTS)])
+        steady = bool(np.all(steps >= self.STEP_S) or np.all(steps <= -self.STEP_S))
+        tc = t - t.mean()
+        slope = float(np.dot(tc, lag - lag.mean()) / np.dot(tc, tc))
+        if not steady or abs(slope) < self.SIGNIFICANT:
+            return False
+        self.ratio -= slope  # the echo later and later: the reference read slower
+        self._points = []
+        return True
+
+
 class _Anchor:
     """When a stream's first sample played (or was captured), from its callbacks: each block
     implies a start time (its time minus the samples before it). Callbacks run late (a busy
@@ -422,6 +472,9 @@ class EchoCanceller:
         self._good_windows = 0  # ERLE windows at RECOVERED_DB since the start or the last re-alignment
         self._no_echo_windows = 0  # delay windows in a row that found no echo
         self._mic_line = np.zeros(self.backend.delay, np.float32)  # the microphone, as late as the cleaned
+        self._drift = _DriftTracker()
+        self._slip = 0.0  # reference samples read beyond the microphone's count (clock drift)
+        self._reader = FractionalReader()  # reads the reference between samples (drift)
         self._set_delay(0)
 
     def set_latencies(self, input_s: float, output_s: float) -> None:
@@ -453,7 +506,7 @@ class EchoCanceller:
         if len(pieces) > 1:
             self._ref_buf = np.concatenate(pieces)
         # keep 1 s of what the canceller took (a re-alignment may move back by up to 0.7 s) and at most 4 s
-        keep_from = max((self._ref_fed or 0) - SAMPLE_RATE, self._ref_base + len(self._ref_buf) - 4 * SAMPLE_RATE)
+        keep_from = max(int(self._ref_fed or 0) - SAMPLE_RATE, self._ref_base + len(self._ref_buf) - 4 * SAMPLE_RATE)
         if keep_from > self._ref_base:
             drop = min(keep_from - self._ref_base, len(self._ref_buf))
             self._ref_buf = self._ref_buf[drop:]
@@ -471,6 +524,13 @@ class EchoCanceller:
         if start + n > self._ref_base + len(self._ref_buf) and self._ref_t0 is not None:
             self.stats.reference_missing += 1  # (part of) it never arrived: silence
         return out
+
+    def _reference_between(self, start: float, n: int, step: float) -> np.ndarray:
+        """`n` samples of reference read from `start` every `step` samples (clock drift)."""
+        positions = start + np.arange(n) * step - self._ref_base
+        if start + n * step + self._reader.half > self._ref_base + len(self._ref_buf) and self._ref_t0 is not None:
+            self.stats.reference_missing += 1
+        return self._reader.read(self._ref_buf, positions)
 
     # ------------------------------------------------------------------ capture side
     @property
@@ -514,6 +574,10 @@ class EchoCanceller:
         start = self._ref_position(self._cap_pos)
         if self._ref_fed is not None and abs(start - self._ref_fed) <= CHUNK // 2:
             start = self._ref_fed
+        if self._drift.ratio:  # read between samples: the interpolator's taps ahead too
+            return math.ceil(start + n * (1.0 + self._drift.ratio)) + self._reader.half <= self._ref_base + len(
+                self._ref_buf
+            )
         return start + n <= self._ref_base + len(self._ref_buf)
 
     def _track_capture(self, n: int, t_end: float) -> None:
@@ -538,15 +602,21 @@ class EchoCanceller:
         """Reference position playing when capture position `cap_pos` was recorded."""
         if self._ref_t0 is None:
             return cap_pos + self._shift  # nothing played yet: the reference is silence
-        return cap_pos + int(round((self._cap_t0 - self._ref_t0) * SAMPLE_RATE)) + self._shift
+        return cap_pos + int(round((self._cap_t0 - self._ref_t0) * SAMPLE_RATE)) + self._shift + int(round(self._slip))
 
     def _process_chunk(self, mic: np.ndarray) -> np.ndarray:
         n = len(mic)
         start = self._ref_position(self._cap_pos)
         if self._ref_fed is None or abs(start - self._ref_fed) > CHUNK // 2:
             self._ref_fed = start  # first chunk, or the timeline moved (anchor, gap, re-alignment)
-        ref = self._reference(self._ref_fed, n)
-        self._ref_fed += n
+        if self._drift.ratio:
+            ref = self._reference_between(self._ref_fed, n, 1.0 + self._drift.ratio)
+            self._ref_fed += n * (1.0 + self._drift.ratio)
+            self._slip += n * self._drift.ratio
+        else:
+            self._ref_fed = int(round(self._ref_fed))  # (on the sample grid again, should a drift cancel out)
+            ref = self._reference(self._ref_fed, n)
+            self._ref_fed += n
         clean = self.backend.process(ref, mic)
         line = np.concatenate([self._mic_line, mic])
         self._mic_line = line[n:]
@@ -602,6 +672,8 @@ class EchoCanceller:
         if confidence < _DelayEstimator.CONFIDENT:
             self._no_echo_windows += 1
             return
+        if self._drift.add(self._cap_pos / SAMPLE_RATE, lag_s):
+            self.stats.drift_ppm = round(1e6 * self._drift.ratio, 1)
         if self.passing:  # an echo after a stretch without (headphones unplugged): learn the room afresh,
             self.backend.moved()  # as at the start (the filter, fitting nothing for seconds, took 12 s)
             self._good_windows = 0
@@ -617,6 +689,7 @@ class EchoCanceller:
         if self.realign and not 0.0 <= lag_s <= self.backend.max_lag_s:
             self._shift = int(round((0.04 - self.stats.echo_delay_ms / 1000.0) * SAMPLE_RATE))
             self.stats.realignments += 1
+            self._drift.forget()
             self.backend.moved()
             self._good_windows = 0
         visible = int(round(max(0.0, self.stats.echo_delay_ms + 1000.0 * self._shift / SAMPLE_RATE)))

@@ -559,3 +559,32 @@ def test_a_room_with_echo_never_passes_the_microphone():
     user = user * (echo_level / float(np.sqrt(np.mean(user[4 * SR :] ** 2))))
     _run_room(ec, far, h, near=user)
     assert ec.stats.passed_chunks == 0 and not ec.passing
+    assert ec.stats.drift_ppm == 0.0  # (no drift seen where there is none)
+
+
+@pytest.mark.parametrize("ppm", [100.0, -60.0])
+def test_a_drifting_microphone_clock_is_followed(ppm):
+    """A USB microphone beside the laptop's speakers: its clock runs `ppm` apart from the
+    output's, so the echo slides against the reference (6 ms a minute at 100 ppm) and the
+    filter, learning a fixed path, lost it (2-5 dB at 100 ppm, 10-24 dB at 50). The delay
+    windows' lags show the slope; the reference is then read at the microphone's rate."""
+    from moshi_mlx.audio.fractional import FractionalReader
+
+    far = speech_like(60.0, seed=2)
+    h = room_ir(30.0, rt60_s=0.3, drr_db=3.0)
+    echo = convolve(far, h)[: len(far)].astype(np.float32)
+    step = 1.0 + ppm * 1e-6  # reference samples per microphone sample
+    t = np.arange(int(len(echo) / step) - 100) * step
+    mic = FractionalReader().read(echo, t)  # band-limited (np.interp's straight lines would modulate the path)
+    n = len(mic) // 1920 * 1920
+    mic = mic[:n] + np.random.default_rng(1).standard_normal(n).astype(np.float32) * 1e-4
+    ec = EchoCanceller(canceller="linear")
+    out = []
+    for k in range(n // 1920):
+        ec.add_reference(far[k * 1920 : (k + 1) * 1920], k * 1920 / SR)
+        out.append(ec.process(mic[k * 1920 : (k + 1) * 1920], (k + 1) * 1920 / SR))
+    clean = np.concatenate(out)
+    assert abs(ec.stats.drift_ppm - ppm) <= 0.25 * abs(ppm), ec.stats.drift_ppm
+    a = 35 * SR
+    assert ratio_db(mic[a : len(clean)], clean[a:]) >= 25.0
+    assert f"clock drift {ec.stats.drift_ppm:+.0f} ppm followed" in ec.stats.describe()
