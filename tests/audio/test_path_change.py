@@ -256,3 +256,50 @@ def test_observe_takes_the_spectra_the_filter_already_has():
         b = computed.observe(E, y, 0.05)
         assert np.array_equal(a, b) and given.changed == computed.changed
         assert np.array_equal(given._t, computed._t)
+
+
+def _late_band(
+    settings: PathChange, seed: int, *, user: bool = False, level: bool = False, turn: int = 75
+) -> np.ndarray:
+    """The held change's wrong fraction per band 25 blocks after `turn`: a converged filter with
+    Moshi alone (its error 30 dB under the estimate); at block 60 the path moves: the estimate
+    turns 10% wrong under 725 Hz and 50% above, but for the 7th band (1.1-1.6 kHz), and 2 blocks
+    later the filter has re-learnt it there; the 7th turns 30% wrong from block `turn` (75:
+    0.3 s after the detection; `user`: the user 10 dB over the estimate from block 65; `level`:
+    50% wrong under 725 Hz too, as the volume turned down leaves it)."""
+    det = PathChangeDetector(settings, B)
+    rng = np.random.default_rng(seed)
+    z = np.zeros(B, np.float32)
+    late, low = det._band_of == 7, det._band_of < 6
+    for k in range(turn + 25):
+        y = rng.standard_normal(B).astype(np.float32)
+        Y = np.fft.rfft(np.concatenate([z, y]))
+        scale = np.sqrt(np.mean(np.abs(Y) ** 2) / 2)
+        noise = (rng.standard_normal(B + 1) + 1j * rng.standard_normal(B + 1)) * scale
+        E = noise * (3.16 if user and k >= 65 else 0.03)
+        if k >= 60:
+            E = (
+                E
+                - np.where(late, 0.3 if k >= turn else 0.0, np.where(low & (not level), 0.1, 0.5) if k < 62 else 0.0)
+                * Y
+            )
+        y2 = det.observe(E.astype(np.complex64), y, 0.05)
+        det.record_levels((np.abs(E) ** 2).astype(np.float32), y2, np.zeros_like(y2))
+    return det._hold.copy()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_held_change_follows_a_band_that_turns_wrong_after_the_detection(seed):
+    """A move shows in some bands later than in others (move4#107, seeds 100-107: the
+    detection held 1.1-1.6 kHz at 4%, and it turned 22% wrong 0.14 s later). With Moshi alone
+    the held change follows it there, so the suppressor covers the band while the filter
+    re-learns; without `follow_t` the band keeps the detection's hold (~0). Not under the
+    user's voice, nor after a level change: a larger hold ducks a user who talks just after
+    the change (volume-user#3's first second: 16.1 -> 14.2 dB with a level change followed).
+    Nor for longer than `follow_blocks`: unlimited, the raised hold kept itself alive."""
+    on, off = _late_band(PathChange(), seed), _late_band(PathChange(follow_t=0.0), seed)
+    assert on[7] > 0.2 and off[7] < 0.02, (on[7], off[7])
+    assert np.allclose(np.delete(on, 7), np.delete(off, 7))  # the bands the detection held, as held
+    assert _late_band(PathChange(), seed, user=True)[7] < 0.02
+    assert _late_band(PathChange(), seed, level=True)[7] < 0.02
+    assert _late_band(PathChange(), seed, turn=60 + 260)[7] < 0.02  # 5.2 s after the detection
