@@ -39,11 +39,7 @@ def gather_produce(r: Resampler, n_end: int) -> np.ndarray:
             x[(idx < 0) | (idx >= size)] = 0.0
         chunks.append(np.einsum("nt,nt->n", x, table[phase]).astype(np.float32))
     r._next = n_end
-    if r._buf.size:
-        oldest_needed = int(r._newest_input(np.array([r._next]))[0]) - taps + 1
-        drop = min(max(0, oldest_needed - r._base), r._buf.shape[0])
-        r._buf = r._buf[drop:]
-        r._base += drop
+    r._drop_used_inputs()
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 

@@ -84,13 +84,16 @@ class Resampler:
             x = windows[hi - 1 - k0]  # row i: inputs k0[i], k0[i] - 1, ..., k0[i] - taps + 1
             chunks.append(np.einsum("nt,nt->n", x, self._phase_rows(n0, len(n))).astype(np.float32))
         self._next = n_end
-        # keep only the inputs a later output can still use
+        self._drop_used_inputs()
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+    def _drop_used_inputs(self) -> None:
+        """Keep only the inputs a later output can still use."""
         if self._buf.size:
-            oldest_needed = int(self._newest_input(np.array([self._next]))[0]) - taps + 1
+            oldest_needed = int(self._newest_input(np.array([self._next]))[0]) - self._table.shape[1] + 1
             drop = min(max(0, oldest_needed - self._base), self._buf.shape[0])
             self._buf = self._buf[drop:]
             self._base += drop
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def _phase_rows(self, n0: int, count: int) -> np.ndarray:
         """The table rows of outputs n0 .. n0 + count - 1, a contiguous slice of the table

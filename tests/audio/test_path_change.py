@@ -12,6 +12,16 @@ from moshi_mlx.audio.path_change import PathChange, PathChangeDetector
 B = 480
 
 
+def _estimate_and_noise(rng: np.random.Generator, z: np.ndarray):
+    """One block's echo estimate y (white), its zero-padded spectrum Y, and complex noise of
+    Y's power per bin (the error's raw material), with that power's scale."""
+    y = rng.standard_normal(B).astype(np.float32)
+    Y = np.fft.rfft(np.concatenate([z, y]))
+    scale = np.sqrt(np.mean(np.abs(Y) ** 2) / 2)
+    noise = (rng.standard_normal(B + 1) + 1j * rng.standard_normal(B + 1)) * scale
+    return y, Y, noise, scale
+
+
 def _feed(det: PathChangeDetector, rng, blocks: int, *, wrong: float = 0.0, other_db: float = -20.0) -> list[int]:
     """Blocks in which `det` saw a change: an echo estimate y (white, -20 dBFS) and an error
     -wrong x y plus an independent signal `other_db` under the estimate (the filter's
@@ -103,10 +113,7 @@ def _one_band_far_off(settings: PathChange, seed: int, *, uncertain: float = 0.0
         wrong[det._band_of == band], noisy[det._band_of == band] = 0.3, 0.3 * 3.5
     fired = []
     for k in range(80):
-        y = rng.standard_normal(B).astype(np.float32)
-        Y = np.fft.rfft(np.concatenate([z, y]))
-        scale = np.sqrt(np.mean(np.abs(Y) ** 2) / 2)
-        noise = (rng.standard_normal(B + 1) + 1j * rng.standard_normal(B + 1)) * scale
+        y, Y, noise, scale = _estimate_and_noise(rng, z)
         E = noise * (1.0 if user and k >= 30 else 0.03)
         if k >= 60:
             E = E - wrong * Y + noisy * (rng.standard_normal(B + 1) + 1j * rng.standard_normal(B + 1)) * scale
@@ -272,10 +279,7 @@ def _late_band(
     z = np.zeros(B, np.float32)
     late, low = det._band_of == 7, det._band_of < 6
     for k in range(turn + 25):
-        y = rng.standard_normal(B).astype(np.float32)
-        Y = np.fft.rfft(np.concatenate([z, y]))
-        scale = np.sqrt(np.mean(np.abs(Y) ** 2) / 2)
-        noise = (rng.standard_normal(B + 1) + 1j * rng.standard_normal(B + 1)) * scale
+        y, Y, noise, scale = _estimate_and_noise(rng, z)
         E = noise * (3.16 if user and k >= 65 else 0.03)
         if k >= 60:
             E = (
