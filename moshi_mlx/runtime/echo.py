@@ -617,14 +617,15 @@ class EchoCanceller:
             self._ref_fed = int(round(self._ref_fed))  # (on the sample grid again, should a drift cancel out)
             ref = self._reference(self._ref_fed, n)
             self._ref_fed += n
-        clean = self.backend.process(ref, mic)
         line = np.concatenate([self._mic_line, mic])
         self._mic_line = line[n:]
-        if self.passing:  # the canceller runs on (an echo may come), its output is not used
+        if self.passing:  # no canceller: it restarts when an echo is found (`_on_delay`)
             clean = line[:n]
             self.stats.passed_chunks += n // CHUNK
-        elif self.backend.path_changed and not np.isnan(self.stats.echo_delay_ms):  # (a change needs an echo)
-            self._on_path_change()
+        else:
+            clean = self.backend.process(ref, mic)
+            if self.backend.path_changed and not np.isnan(self.stats.echo_delay_ms):  # (a change needs an echo)
+                self._on_path_change()
         self._cap_pos += n
         for i in range(0, n, CHUNK):  # the meters count in 10 ms chunks
             r, m = ref[i : i + CHUNK], mic[i : i + CHUNK]
