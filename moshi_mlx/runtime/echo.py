@@ -39,6 +39,7 @@ from ..audio.fractional import FractionalReader
 from ..constants import FRAME_SIZE, SAMPLE_RATE
 from ..errors import ConfigError, UsageError
 from ..validation import silence_non_finite
+from .clock_drift import DriftTracker
 
 CHUNK = SAMPLE_RATE // 100  # 10 ms: AEC3's frame, and the unit of the ERLE meter and delay estimator
 AEC3_DELAY = 224  # samples AEC3 delays the cleaned signal at 24 kHz (measured)
@@ -345,50 +346,6 @@ class _DelayEstimator:
         return result
 
 
-class _DriftTracker:
-    """The microphone's clock against the output device's, from the delay windows: the lag the
-    canceller sees grows (or shrinks) steadily when they drift apart. `ratio` (reference
-    samples per microphone sample, minus 1) is corrected by the slope of the last windows'
-    lags once they span MIN_SPAN_S, the slope is at least SIGNIFICANT, and the lag moved the
-    same way by at least STEP_S from each quarter of the span to the next: GCC-PHAT's lags
-    come in 0.125 ms steps (one step inside the span looks like 8-12 ppm), and a moved
-    microphone shifts the lag once (a step; two moves, two), a drift steadily. The lags are
-    then counted afresh."""
-
-    SIGNIFICANT = 15e-6  # below this the filter follows the drift itself (27-33 dB at 10 ppm)
-    MIN_SPAN_S = 24.0
-    PARTS = 4
-    STEP_S = 0.06e-3
-    KEEP = 16
-
-    def __init__(self):
-        self.ratio = 0.0
-        self._points: list[tuple[float, float]] = []
-
-    def forget(self) -> None:
-        """The reference was moved (re-alignment): the lags jump, the slope starts again."""
-        self._points = []
-
-    def add(self, t_s: float, lag_s: float) -> bool:
-        """A confident window's lag at capture time `t_s`; True if `ratio` was corrected."""
-        self._points = (self._points + [(t_s, lag_s)])[-self.KEEP :]
-        t, lag = (np.array(v) for v in zip(*self._points))
-        if t[-1] - t[0] < self.MIN_SPAN_S:
-            return False
-        part = np.minimum(self.PARTS - 1, ((t - t[0]) * self.PARTS / (t[-1] - t[0] + 1e-9)).astype(int))
-        if len(set(part.tolist())) < self.PARTS:
-            return False
-        steps = np.diff([float(np.median(lag[part == k])) for k in range(self.PARTS)])
-        steady = bool(np.all(steps >= self.STEP_S) or np.all(steps <= -self.STEP_S))
-        tc = t - t.mean()
-        slope = float(np.dot(tc, lag - lag.mean()) / np.dot(tc, tc))
-        if not steady or abs(slope) < self.SIGNIFICANT:
-            return False
-        self.ratio -= slope  # the echo later and later: the reference read slower
-        self._points = []
-        return True
-
-
 class _Anchor:
     """When a stream's first sample played (or was captured), from its callbacks: each block
     implies a start time (its time minus the samples before it). Callbacks run late (a busy
@@ -472,7 +429,7 @@ class EchoCanceller:
         self._good_windows = 0  # ERLE windows at RECOVERED_DB since the start or the last re-alignment
         self._no_echo_windows = 0  # delay windows in a row that found no echo
         self._mic_line = np.zeros(self.backend.delay, np.float32)  # the microphone, as late as the cleaned
-        self._drift = _DriftTracker()
+        self._drift = DriftTracker()
         self._slip = 0.0  # reference samples read beyond the microphone's count (clock drift)
         self._reader = FractionalReader()  # reads the reference between samples (drift)
         self._set_delay(0)
