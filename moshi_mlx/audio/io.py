@@ -20,6 +20,7 @@ from ..errors import (
     AudioError,
     OutputError,
 )  # AudioError re-exported: `from moshi_mlx.audio.io import AudioError` keeps working
+from ..validation import silence_non_finite
 from .resample import Resampler
 
 
@@ -75,8 +76,9 @@ def iter_audio(
             if data.shape[0] == 0:
                 break
             got += data.shape[0]
-            if not np.isfinite(data).all():
-                data = _repair(path, data)
+            data, bad = silence_non_finite(data)
+            if bad:  # float files can hold NaN/inf (other tools' bugs): silence, with a warning
+                print(f"WARNING: {path}: {bad} NaN/infinite samples replaced by silence", file=sys.stderr)
             out = rs.process(data.mean(axis=1))
             if out.size:
                 yield out
@@ -85,14 +87,6 @@ def iter_audio(
         tail = rs.flush()
         if tail.size:
             yield tail
-
-
-def _repair(path, data: np.ndarray) -> np.ndarray:
-    """Float files can hold NaN/inf (other tools' bugs); they would silently turn the codec's
-    whole output to silence or noise, so they become 0 with a warning on stderr."""
-    bad = ~np.isfinite(data)
-    print(f"WARNING: {path}: {int(bad.sum())} NaN/infinite samples replaced by silence", file=sys.stderr)
-    return np.where(bad, np.float32(0.0), data)
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_RATE) -> np.ndarray:
