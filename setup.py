@@ -47,10 +47,12 @@ setup(
             "ruff>=0.6",  # the formatter and pyflakes checks (ruff.toml, tests/test_style.py)
             # the optional Mimi backend, tested where it has wheels
             "rustymimi>=0.4; python_version < '3.13' and (sys_platform == 'darwin' or platform_machine == 'x86_64')",
+            # the echo bench's shoebox rooms (bench/room.py shoebox_ir), checked by the tests
+            "pyroomacoustics>=0.7",
         ],
         "rustymimi": ["rustymimi>=0.4"],
-        # the latency suite's chart (python -m bench.suite); the tests never need it
-        "bench": ["matplotlib>=3.5", "rustymimi>=0.4"],
+        # the latency suite's chart (python -m bench.suite; the tests never need it) and the echo bench's shoebox rooms (python -m bench.aec_stress --shoebox)
+        "bench": ["matplotlib>=3.5", "rustymimi>=0.4", "pyroomacoustics>=0.7"],
     },
     entry_points={
         "console_scripts": [

@@ -62,7 +62,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.room import convolve, ratio_db, reflective_room_ir, room_ir, speech_like  # noqa: E402
+from bench.room import Shoebox, convolve, ratio_db, reflective_room_ir, room_ir, shoebox_ir, speech_like  # noqa: E402
 from moshi_mlx.audio.io import read_audio  # noqa: E402
 from moshi_mlx.runtime.echo import CANCELLERS, DEFAULT_CANCELLER, EchoCanceller  # noqa: E402
 
@@ -202,6 +202,10 @@ class Room:
     clip: bool = False
     seed: int = 0
     volume_db: float = 0.0  # the speaker turned up by this much (down if < 0) at MOVE_AT, back at DT_MOVE_AT
+    # a shoebox room's geometry (bench/room.py Shoebox: dims, source, mic, metres) instead of
+    # reflective_room_ir's reflections; then delay_ms is the converters' delay only and drr_db
+    # follows from the geometry
+    box: Shoebox | None = None
 
     @property
     def changes(self) -> bool:
@@ -258,14 +262,13 @@ def path_echo(room: Room, dr: Drive, far: np.ndarray, part: int = 0) -> np.ndarr
     """Moshi's echo through the room's path as it is before the first change (part 0), between
     the first change and the one made during double talk (1), or after it (2)."""
     moves = (0.0 * np.array(dr.move_dir), np.array(dr.move_dir), np.array(dr.back_dir))
-    ir = reflective_room_ir(
-        room.delay_ms,
-        rt60_s=room.rt60_s,
-        drr_db=room.drr_db,
-        gain=dr.echo_gain,
-        seed=room.seed,
-        move_m=tuple(moves[part] * room.move_cm / 100.0),
-    )
+    move_m = tuple(float(m) for m in moves[part] * room.move_cm / 100.0)
+    if room.box is not None:
+        ir = shoebox_ir(room.box, room.rt60_s, move_m=move_m, gain=dr.echo_gain, delay_ms=room.delay_ms)
+    else:
+        ir = reflective_room_ir(
+            room.delay_ms, rt60_s=room.rt60_s, drr_db=room.drr_db, gain=dr.echo_gain, seed=room.seed, move_m=move_m
+        )
     gain = 10 ** (room.volume_db / 20) if part == 1 else 1.0
     return gain * convolve(_speaker(far, room.clip), ir)[: len(far)]
 

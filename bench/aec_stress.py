@@ -3,13 +3,17 @@ seeds, voices and misbehaving devices, so that tuning on bench/aec_room.py's ten
 does not overfit them.
 
     .venv/bin/python -m bench.aec_stress [--quick] [--seeds N] [--first-seed K] [--rooms study,hall-lid]
-                                         [--jobs 2] [--canceller linear|aec3] [--no-jitter] [--beyond]
+                                         [--jobs 2] [--canceller linear|aec3] [--no-jitter] [--beyond | --shoebox]
 
 Tune on the default seeds, then check on fresh ones (--first-seed 100): a canceller fitted to
 these cases would overfit them as it would aec_room's ten. --beyond runs rooms outside the
 issue's (BEYOND: drier and more reverberant, the user 6 dB over or 10 dB under the echo, a
 60 ms acoustic delay, latency misreported by 50 ms either way, moves of 1 and 15 cm, a
 clipping speaker in a hall, the volume turned down with Moshi alone), never used for tuning.
+--shoebox runs the issue's rooms again in another room model (SHOEBOX: pyroomacoustics' image
+sources in a rectangular room drawn per seed, a laptop's speaker 15-35 cm from its microphone or
+desk speakers 0.6-1.2 m away; a moved microphone then also changes the direct path's level),
+never used for tuning either.
 
 Each case is bench/aec_room.py's `case()` (the same room simulation, feeding and measures)
 driven harder, as the issue's independent checks describe them:
@@ -72,6 +76,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.aec_room import BLOCK, IN_LAT, SR, Drive, Room, case, speak, speaking_level  # noqa: E402
+from bench.room import Shoebox  # noqa: E402
 from moshi_mlx.runtime import echo as echo_mod  # noqa: E402
 from moshi_mlx.runtime.echo import CANCELLERS, DEFAULT_CANCELLER  # noqa: E402
 
@@ -166,6 +171,11 @@ class StressRoom:
     # > 0: the user starts 0.5 to 1.5 times this (per seed) after the change made while Moshi
     # talks alone, and the path stays as it is through the double talk
     user_after_s: float = 0.0
+    # a shoebox room (bench/room.py shoebox_ir) drawn per seed around a loudspeaker this far from
+    # the microphone (BOX_DISTANCE_M: "laptop", its own speakers; "desk", external ones: a weak
+    # direct path); "": reflective_room_ir's reflections (then delay_ms is the acoustic delay,
+    # in a shoebox the converters' only, and drr_db follows from the geometry)
+    box: str = ""
 
 
 ROOMS = [
@@ -231,6 +241,49 @@ BEYOND = [
         "vol-down", "volume down 5-15 dB (Moshi alone), back up in double talk", 20.0, 0.6, 0.0, volume_db=-10.0
     ),
 ]
+# the issue's rooms again, as shoebox rooms of specular walls (pyroomacoustics' image sources):
+# another room model than the one the canceller was tuned on (--shoebox; never used for tuning)
+SHOEBOX = [
+    StressRoom("box-study", "shoebox study, RT60 0.25, laptop", 5.0, 0.25, 0.0, box="laptop"),
+    StressRoom("box-kitchen", "shoebox kitchen, RT60 0.45, laptop, soft clip", 5.0, 0.45, 0.0, clip=True, box="laptop"),
+    StressRoom(
+        "box-lounge",
+        "shoebox lounge, RT60 0.6, desk speakers, over-reported 35 ms",
+        5.0,
+        0.6,
+        0.0,
+        hidden_ms=-35.0,
+        out_lat_ms=60.0,
+        box="desk",
+    ),
+    StressRoom(
+        "box-hall-lid",
+        "shoebox hall, RT60 0.8, desk speakers, lid moved 7.6 cm",
+        5.0,
+        0.8,
+        0.0,
+        7.6,
+        move_at=10.0,
+        box="desk",
+    ),
+    StressRoom("box-move2", "shoebox, RT60 0.45, laptop, move 2 cm", 5.0, 0.45, 0.0, 2.0, box="laptop"),
+    StressRoom("box-move4", "shoebox, RT60 0.6, laptop, move 4 cm", 5.0, 0.6, 0.0, 4.0, box="laptop"),
+    StressRoom("box-hall-move2", "shoebox hall, RT60 0.8, desk speakers, move 2 cm", 5.0, 0.8, 0.0, 2.0, box="desk"),
+    StressRoom(
+        "box-volume", "shoebox, RT60 0.45, laptop, volume up 3-9 dB", 5.0, 0.45, 0.0, volume_db=6.0, box="laptop"
+    ),
+    StressRoom(
+        "box-move4-user",
+        "shoebox, RT60 0.6, laptop, move 4 cm, the user starts 0.2-0.6 s after",
+        5.0,
+        0.6,
+        0.0,
+        4.0,
+        user_after_s=0.4,
+        box="laptop",
+    ),
+]
+BOX_DISTANCE_M = {"laptop": (0.15, 0.35), "desk": (0.6, 1.2)}  # loudspeaker to microphone
 QUICK_SEEDS, FULL_SEEDS = 3, 8
 
 
@@ -299,6 +352,25 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def draw_box(kind: str, rng: np.random.Generator) -> Shoebox:
+    """A room of 3.5-8 x 3-6.5 x 2.4-3.2 m with a table at 0.75-0.85 m, the loudspeaker on it
+    far enough from the walls for the microphone to be BOX_DISTANCE_M[kind] away in any
+    direction, 0.05-0.25 m higher (a laptop's lid, or a laptop beside desk speakers)."""
+    lo, hi = BOX_DISTANCE_M[kind]
+    dims = (float(rng.uniform(3.5, 8.0)), float(rng.uniform(3.0, 6.5)), float(rng.uniform(2.4, 3.2)))
+    margin = max(0.6, hi + 0.3)
+    source = (
+        float(rng.uniform(margin, dims[0] - margin)),
+        float(rng.uniform(margin, dims[1] - margin)),
+        float(rng.uniform(0.75, 0.85)),
+    )
+    dz = float(rng.uniform(0.05, 0.25))
+    flat = float(np.sqrt(max(rng.uniform(lo, hi) ** 2 - dz**2, 0.01)))
+    a = float(rng.uniform(0.0, 2.0 * np.pi))
+    mic = (float(source[0] + flat * np.cos(a)), float(source[1] + flat * np.sin(a)), source[2] + dz)
+    return Shoebox(dims, source, mic)
+
+
 @dataclass
 class Case:
     room: StressRoom
@@ -334,6 +406,7 @@ class Case:
             volume_db=volume,
             clip=r.clip,
             seed=1000 * idx + self.seed,
+            box=draw_box(r.box, rng) if r.box else None,
         )
         drive = Drive(
             move_at=r.move_at,
@@ -584,22 +657,35 @@ def main(argv=None) -> int:
         "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+N-1 (fresh draws: 100 and up)"
     )
     ap.add_argument(
-        "--rooms", default=None, help="comma-separated room keys: " + ",".join(r.key for r in ROOMS + BEYOND)
+        "--rooms", default=None, help="comma-separated room keys: " + ",".join(r.key for r in ROOMS + BEYOND + SHOEBOX)
     )
-    ap.add_argument("--beyond", action="store_true", help="the rooms beyond the issue's (BEYOND) instead")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--beyond", action="store_true", help="the rooms beyond the issue's (BEYOND) instead")
+    which.add_argument(
+        "--shoebox",
+        action="store_true",
+        help="the issue's rooms as shoebox rooms of another room model (SHOEBOX; needs pyroomacoustics) instead",
+    )
     ap.add_argument("--canceller", choices=CANCELLERS, default=DEFAULT_CANCELLER)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--no-jitter", dest="jitter", action="store_false", help="punctual callbacks (aec_room's feed)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/aec_stress_<canceller>.json")
     a = ap.parse_args(argv)
-    rooms = ROOMS + BEYOND
+    rooms = ROOMS + BEYOND + SHOEBOX
     keys = [r.key for r in rooms]
-    picked = [r.key for r in (BEYOND if a.beyond else ROOMS)] if a.rooms is None else a.rooms.split(",")
+    default = BEYOND if a.beyond else SHOEBOX if a.shoebox else ROOMS
+    picked = [r.key for r in default] if a.rooms is None else a.rooms.split(",")
     for k in picked:
         if k not in keys:
             ap.error(f"unknown room {k!r}; rooms: {', '.join(keys)}")
     seeds = a.seeds if a.seeds is not None else (QUICK_SEEDS if a.quick else FULL_SEEDS)
-    out = a.out or ROOT / "bench" / "results" / f"aec_stress_{'beyond_' if a.beyond else ''}{a.canceller}.json"
+    out = (
+        a.out
+        or ROOT
+        / "bench"
+        / "results"
+        / f"aec_stress_{'beyond_' if a.beyond else 'shoebox_' if a.shoebox else ''}{a.canceller}.json"
+    )
     seed_range = range(a.first_seed, a.first_seed + seeds)
     cases = [(Case(r, s, a.jitter), a.canceller) for s in seed_range for r in rooms if r.key in picked]
     t0, load0 = time.time(), os.getloadavg()[0]

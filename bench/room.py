@@ -5,6 +5,7 @@ need a speech synthesizer), plus the energy measures both report."""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -111,6 +112,74 @@ def ratio_db(a: np.ndarray, b: np.ndarray) -> float:
 
 
 SPEED_OF_SOUND = 343.0
+
+
+@dataclass(frozen=True)
+class Shoebox:
+    """A rectangular room (dims) with a loudspeaker (source) and a microphone (mic), in metres."""
+
+    dims: tuple[float, float, float]
+    source: tuple[float, float, float]
+    mic: tuple[float, float, float]
+
+
+def _pyroomacoustics():
+    try:
+        import pyroomacoustics
+    except ImportError:
+        raise SystemExit("shoebox rooms need pyroomacoustics: pip install -e '.[bench]'") from None
+    return pyroomacoustics
+
+
+def _shoebox_rir(box: Shoebox, absorption: float, max_order: int, mic, rate: int) -> np.ndarray:
+    pra = _pyroomacoustics()
+    room = pra.ShoeBox(
+        list(box.dims), fs=rate, materials=pra.Material(absorption), max_order=max_order, air_absorption=True
+    )
+    room.add_source(list(box.source))
+    room.add_microphone(list(mic))
+    room.compute_rir()
+    return np.asarray(room.rir[0][0], np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _absorption(box: Shoebox, rt60_s: float, rate: int) -> tuple[float, int]:
+    """The walls' absorption (and image order) that give the response a measured RT60 of about
+    `rt60_s`: Sabine's formula, which assumes a diffuse field, gives a shoebox of specular walls
+    a longer decay, so the target is corrected once by what the first try measured."""
+    pra = _pyroomacoustics()
+    target = rt60_s
+    for _ in range(2):
+        absorption, order = pra.inverse_sabine(min(target, 3.0), list(box.dims))
+        order = min(int(order), 80)
+        h = _shoebox_rir(box, absorption, order, box.mic, rate)
+        measured = float(pra.experimental.measure_rt60(h, fs=rate))
+        target *= rt60_s / max(measured, 1e-3)
+    return float(absorption), order
+
+
+@functools.lru_cache(maxsize=64)
+def shoebox_ir(
+    box: Shoebox,
+    rt60_s: float,
+    *,
+    move_m: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    gain: float = 0.5,
+    delay_ms: float = 0.0,
+    rate: int = SAMPLE_RATE,
+) -> np.ndarray:
+    """The image-source response of `box` (pyroomacoustics: specular walls, air absorption),
+    a room geometry unlike `reflective_room_ir`'s (reflections grow denser with time, arrive
+    from the walls' directions, the direct path falls with distance), for checking that the
+    canceller was not fitted to that model. The microphone is moved by `move_m`; the response
+    is scaled so that the unmoved one's energy is 2 x gain^2 (the same room moved keeps its
+    scale) and delayed by `delay_ms` (the converters')."""
+    absorption, order = _absorption(box, rt60_s, rate)
+    h0 = _shoebox_rir(box, absorption, order, box.mic, rate)
+    mic = tuple(float(m + d) for m, d in zip(box.mic, move_m))
+    h = h0 if mic == tuple(box.mic) else _shoebox_rir(box, absorption, order, mic, rate)
+    h = h * (gain * np.sqrt(2.0 / np.sum(h0**2)))
+    return np.concatenate([np.zeros(int(round(delay_ms * rate / 1000.0))), h]).astype(np.float32)
 
 
 def reflective_room_ir(

@@ -98,3 +98,38 @@ def test_the_rooms_beyond_the_issues_are_their_own_and_draw_like_the_others():
         assert drawn["user"] and drawn["moshi"], drawn
     with pytest.raises(SystemExit):
         aec_stress.main(["--beyond", "--rooms", "no-such-room", "--seeds", "1"])
+
+
+def test_the_shoebox_rooms_draw_a_laptop_or_desk_geometry_and_move_its_microphone():
+    """--shoebox's rooms: keys of their own, a geometry per seed with the microphone inside the
+    room at the kind's distance from the loudspeaker, the response's measured RT60 near the
+    room's, and a moved microphone changing the response as a room does (the high frequencies
+    scrambled, the low ones hardly: bench/room.py shoebox_ir)."""
+    from bench.room import shoebox_ir
+
+    keys = [r.key for r in aec_stress.ROOMS + aec_stress.BEYOND + aec_stress.SHOEBOX]
+    assert len(keys) == len(set(keys)), keys
+    for st in aec_stress.SHOEBOX:
+        for seed in (0, 1):
+            room, drive, _ = aec_stress.Case(st, seed).draw()
+            box = room.box
+            assert box is not None and room.move_cm == st.move_cm and room.rt60_s == st.rt60_s
+            d = np.linalg.norm(np.subtract(box.mic, box.source))
+            lo, hi = aec_stress.BOX_DISTANCE_M[st.box]
+            assert lo - 1e-6 <= d <= hi + 1e-6, d
+            assert all(0.2 < m < dim - 0.2 for m, dim in zip(box.mic, box.dims)), box
+    room, drive, _ = aec_stress.Case(next(r for r in aec_stress.SHOEBOX if r.key == "box-move4"), 2).draw()
+    move = tuple(float(x) * room.move_cm / 100.0 for x in drive.move_dir)
+    h, hm = shoebox_ir(room.box, room.rt60_s), shoebox_ir(room.box, room.rt60_s, move_m=move)
+    assert abs(np.sum(h.astype(np.float64) ** 2) - 2 * 0.5**2) < 1e-3  # the unmoved response's scale
+    n = 1 << 16
+    H, Hm, f = np.fft.rfft(h, n), np.fft.rfft(hm, n), np.fft.rfftfreq(n, 1 / aec_room.SR)
+
+    def changed_db(lo, hi):
+        s = (f >= lo) & (f < hi)
+        return 10 * np.log10(np.sum(np.abs(H[s] - Hm[s]) ** 2) / np.sum(np.abs(H[s]) ** 2))
+
+    assert changed_db(100, 500) < -12.0 and changed_db(4000, 8000) > -3.0
+    import pyroomacoustics as pra
+
+    assert abs(pra.experimental.measure_rt60(h, fs=aec_room.SR) - room.rt60_s) < 0.1 * room.rt60_s
