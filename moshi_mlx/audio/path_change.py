@@ -141,6 +141,12 @@ class PathChange:
     follow_t: float = 2.0
     follow_talk: float = 0.1
     follow_blocks: int = 250  # for 5 s after the change's first detection (the halls re-learn that long)
+    # on a detection with the user silent before it, each band is held at least at half of |c|^2,
+    # c = E Y* / |Y|^2 (band sums), where |c| is significant (rotated_t standard errors): the error a
+    # rotated or scaled estimate leaves (a microphone moved towards a laptop's speaker delays and
+    # raises the direct path: the low bands' error in quadrature with the estimate, or its positive,
+    # which the wrong fraction does not see; 0: off)
+    rotated_t: float = 3.0
 
 
 def _new_level(ey: float, yy: float) -> float:
@@ -172,6 +178,7 @@ class PathChangeDetector:
         # zero-padded) times the smoothing's memory
         self._dof = np.sqrt(widths / 2 * (1 + pc.smooth) / (1 - pc.smooth))
         self._sey, self._see, self._syy, self._hold = (np.zeros(len(self._edges)) for _ in range(4))
+        self._sey_q = np.zeros(len(self._edges))  # the quadrature part of the band sums of E Y*
         # the error's and the expected echo's (estimate + residual) power of the last 25 blocks, oldest first
         self._levels = np.zeros((25, 2))
         self.changed = False  # a path change was detected in this block
@@ -180,7 +187,7 @@ class PathChangeDetector:
         self.reset()
 
     def reset(self) -> None:
-        for a in (self._sey, self._see, self._syy, self._hold):
+        for a in (self._sey, self._sey_q, self._see, self._syy, self._hold):
             a[:] = 0.0
         self._run = self._sure_run = self._louder_run = 0
         self._le_last = float("inf")  # the last block's error level, dB
@@ -311,6 +318,7 @@ class PathChangeDetector:
             r(y2, self._edges),
         )
         self._sey = a * self._sey + (1 - a) * bey
+        self._sey_q = a * self._sey_q + (1 - a) * r(E.imag * Y.real - E.real * Y.imag, self._edges)
         self._see = a * self._see + (1 - a) * bee
         self._bee, self._byy = bee, byy
         self._syy = a * self._syy + (1 - a) * byy
@@ -347,6 +355,8 @@ class PathChangeDetector:
         if self.changed:
             sign = -1.0 if louder else 1.0  # rule (d): the estimate short
             beta = np.clip(-sign * self._sey / (self._syy + 1e-20), 0.0, 1.0)  # the estimate's wrong fraction
+            if pc.rotated_t and not louder and self._talk_before() < 0.5:  # and what a rotated estimate leaves
+                beta = np.maximum(beta, self._rotated())
             if sudden:
                 beta = np.maximum(beta, np.clip(-self._sudden_sign * bey / (byy + 1e-20), 0.0, 1.0))
             # the wrong estimate leaves ~2 x beta x its power in the error; the rest is the user
@@ -419,6 +429,19 @@ class PathChangeDetector:
             return
         now = np.clip(-self._sey / (self._syy + 1e-20), 0.0, 1.0)
         self._hold = np.where(ok, np.maximum(self._hold, now), self._hold)
+
+    def _rotated(self) -> np.ndarray:
+        """Per band, the error a rotated or scaled estimate leaves over |Y|^2, halved (|c|^2 / 2,
+        c = E Y* / |Y|^2 from the band sums: a wrong fraction's equivalent, as a fraction beta
+        wrong leaves 2 beta), where |c| is significant (rotated_t standard errors), at most 1.
+        Why: after a microphone moved towards a laptop's speaker, the low bands showed no wrong
+        fraction: the change was taken for the user's first words (`onset`) and, once detected,
+        they had no held residual (bench.aec_stress --shoebox, box-move4#6; docs/echo-cancellation.md
+        "Session 15"). Only with the user silent before the change: under their voice a band's |c|
+        is noisier (it cost study#3's double talk)."""
+        c2 = (self._sey**2 + self._sey_q**2) / (self._syy**2 + 1e-20)
+        t2 = (self._sey**2 + self._sey_q**2) / (self._see * self._syy + 1e-20) * self._dof**2
+        return np.where(t2 > self.settings.rotated_t**2, np.minimum(0.5 * c2, 1.0), 0.0)
 
     def _evidence(self, t: np.ndarray, bands: np.ndarray, uncertain: float) -> bool:
         """Rule (a) by the bands' evidence summed, not counted: a change may show far beyond the
