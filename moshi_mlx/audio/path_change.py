@@ -147,6 +147,13 @@ class PathChange:
     # raises the direct path: the low bands' error in quadrature with the estimate, or its positive,
     # which the wrong fraction does not see; 0: off)
     rotated_t: float = 3.0
+    # while Moshi talks alone after a change (talk under follow_talk, from cap_after blocks after
+    # its first detection) the error is what the changed path leaves: each band's error over the
+    # estimate is kept, and once the user talks (talk >= 0.5) the held change's residual is at most
+    # cap x that ratio x |Y|^2 (the user is not taken for a residual the filter has re-learnt;
+    # with Moshi alone the held change stays as deep as it is; 0: off)
+    cap: float = 2.0
+    cap_after: int = 2
 
 
 def _new_level(ey: float, yy: float) -> float:
@@ -211,6 +218,8 @@ class PathChangeDetector:
         self._bee = np.zeros(len(self._edges))  # this block's |E|^2 per band
         self._byy = np.zeros(len(self._edges))  # this block's |Y|^2 per band
         self._t = np.zeros(len(self._edges))  # the error's correlation with the estimate, in standard errors
+        # per band, the error over the estimate while Moshi talked alone since the change (`cap`)
+        self._alone_ratio: np.ndarray | None = None
 
     @property
     def changed_recently(self) -> bool:
@@ -250,17 +259,20 @@ class PathChangeDetector:
         m = self._wrong_power(self._hold)
         see = np.maximum(self._see, self._bee)  # the user's onset at once, not 100 ms later
         talk = max(self._talk, self._talk_now(m, see))
+        ratio = self._residual_ratio(talk, see)
         if talk:
             u = np.clip(pc.talk_scale * m * self._hold * self._syy / (see + 1e-20), 0.0, 1.0)
             gamma = gamma + (np.minimum(gamma, 1.0 + (pc.gamma - 1.0) * u**pc.gamma_pow) - gamma) * talk
             scale = 1.0 - (1.0 - np.maximum(u, pc.talk_floor)) * talk
         if self._level:  # the moved path's share at its incoherent power, the level change's coherent
             g = (gamma * self._hold)[self._band_of]
-            residual = (
-                residual + g * (2.0 * (1.0 - self._level)) * echo + g * (self._level * self._hold)[self._band_of] * y2
-            )
+            held = g * (2.0 * (1.0 - self._level)) * echo + g * (self._level * self._hold)[self._band_of] * y2
         else:
-            residual = residual + (gamma * 2.0 * self._hold)[self._band_of] * echo
+            held = (gamma * 2.0 * self._hold)[self._band_of] * echo
+        if ratio is not None and talk >= 0.5:  # the user talks: at most what Moshi alone showed
+            have = np.add.reduceat(held, self._edges) + 1e-20
+            held = held * np.minimum(1.0, pc.cap * ratio * self._byy / have)[self._band_of]
+        residual = residual + held
         if scale is not None:
             residual = residual * scale[self._band_of]
         return residual
@@ -370,6 +382,7 @@ class PathChangeDetector:
             else:
                 self._talk, self._level = talk, 0.0
                 self._age = 0
+                self._alone_ratio = None
                 self._scaled = False
         if louder and self._talk < 0.5:  # rule (d) is for double talk: with Moshi alone rule (c) sees it
             self.changed = louder = False
@@ -442,6 +455,18 @@ class PathChangeDetector:
         c2 = (self._sey**2 + self._sey_q**2) / (self._syy**2 + 1e-20)
         t2 = (self._sey**2 + self._sey_q**2) / (self._see * self._syy + 1e-20) * self._dof**2
         return np.where(t2 > self.settings.rotated_t**2, np.minimum(0.5 * c2, 1.0), 0.0)
+
+    def _residual_ratio(self, talk: float, see: np.ndarray) -> np.ndarray | None:
+        """Per band, the error over the estimate's power while Moshi talks alone after the change
+        (measured in this block if so, else the last such block's), or None (none yet, or off).
+        Why: with Moshi alone the error is what the changed path leaves, so a held change larger
+        than that ducks a user who starts talking while the filter re-learns."""
+        pc = self.settings
+        if not pc.cap:
+            return None
+        if talk < pc.follow_talk and self._talk < 0.5 and self._age >= pc.cap_after:
+            self._alone_ratio = see / (self._syy + 1e-20)
+        return self._alone_ratio
 
     def _evidence(self, t: np.ndarray, bands: np.ndarray, uncertain: float) -> bool:
         """Rule (a) by the bands' evidence summed, not counted: a change may show far beyond the
