@@ -131,7 +131,10 @@ def _pyroomacoustics():
     return pyroomacoustics
 
 
-def _shoebox_rir(box: Shoebox, absorption: float, max_order: int, mic, rate: int) -> np.ndarray:
+@functools.lru_cache(maxsize=64)
+def _shoebox_rir(box: Shoebox, absorption: float, max_order: int, mic: tuple, rate: int) -> np.ndarray:
+    """The image-source response at `mic` (cached: each moved response is scaled by the unmoved one;
+    callers must not modify it)."""
     pra = _pyroomacoustics()
     room = pra.ShoeBox(
         list(box.dims), fs=rate, materials=pra.Material(absorption), max_order=max_order, air_absorption=True
