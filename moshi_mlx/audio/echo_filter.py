@@ -191,7 +191,11 @@ class KalmanEchoFilter:
         wt[:, b:] = 0.0
         self._W[idx] = np.fft.rfft(wt, axis=-1)
         self._P *= 1.0 - 0.5 * mu * self._X2
-        q = self.q + det.settings.fast_q * fast if fast else self.q
+        q = self.q
+        if det is not None and det.settings.settled_q and not det.changed_recently:  # the path is where it was
+            q = det.settings.settled_q + (q - det.settings.settled_q) * det.sliding()
+        if fast:
+            q += det.settings.fast_q * fast
         self._w2 = self._W.real**2 + self._W.imag**2  # also the next block's, until its update
         self._P += q * self._w2
         return e, y

@@ -42,6 +42,14 @@ class PathChange:
     # / (1 + fast_psi d^4), the process noise + fast_q d^4
     fast_psi: float = 4.0
     fast_q: float = 0.05
+    # the filter's process noise while no change is held and the estimate is not measurably off
+    # (`sliding`: |E Y*| past slide_t standard errors in slide_bands bands raises it back to
+    # the filter's q): the detector, not q, follows a moved path, so q need not be the pace of
+    # re-learning one, and a smaller q learns less of the user's voice in double talk and
+    # expects less residual, so the suppressor cuts less of it (0: the filter's q throughout)
+    settled_q: float = 0.0003
+    slide_t: float = 4.0
+    slide_bands: int = 2
     wrong: float = 0.3  # (a): a band >= this wrong fires (a change, even under double talk)
     # gamma' = 1 + (gamma - 1) x^gamma_pow, x the fraction of the error the change explained
     # (~1 with Moshi alone; lower keeps the user's level); 0: gamma
@@ -452,9 +460,23 @@ class PathChangeDetector:
         they had no held residual (bench.aec_stress --shoebox, box-move4#6; docs/echo-cancellation.md
         "Session 15"). Only with the user silent before the change: under their voice a band's |c|
         is noisier (it cost study#3's double talk)."""
-        c2 = (self._sey**2 + self._sey_q**2) / (self._syy**2 + 1e-20)
-        t2 = (self._sey**2 + self._sey_q**2) / (self._see * self._syy + 1e-20) * self._dof**2
-        return np.where(t2 > self.settings.rotated_t**2, np.minimum(0.5 * c2, 1.0), 0.0)
+        cross2 = self._sey**2 + self._sey_q**2
+        c2 = cross2 / (self._syy**2 + 1e-20)
+        return np.where(self._coherent_t2(cross2) > self.settings.rotated_t**2, np.minimum(0.5 * c2, 1.0), 0.0)
+
+    def _coherent_t2(self, cross2: np.ndarray | None = None) -> np.ndarray:
+        """Per band, |c| in standard errors, squared (c as in `_rotated`; cross2: |E Y*|^2)."""
+        cross2 = self._sey**2 + self._sey_q**2 if cross2 is None else cross2
+        return cross2 / (self._see * self._syy + 1e-20) * self._dof**2
+
+    def sliding(self) -> float:
+        """Is the estimate measurably off, changed or not (0..1): the bands whose |c| is past
+        slide_t standard errors, over slide_bands. Why: the filter's process noise, lowered
+        while the path is where it was (`settled_q`), must rise again where the path slides by
+        less than a change (a clock drift's remainder, a slow tilt); the user's voice, being
+        uncorrelated with the estimate, does not raise it."""
+        pc = self.settings
+        return min(1.0, np.count_nonzero(self._coherent_t2() > pc.slide_t**2) / pc.slide_bands)
 
     def _residual_ratio(self, talk: float, see: np.ndarray) -> np.ndarray | None:
         """Per band, the error over the estimate's power while Moshi talks alone after the change

@@ -9,6 +9,7 @@ import pytest
 from bench.room import convolve, ratio_db, reflective_room_ir, room_ir, speech_like
 from moshi_mlx.audio.echo_filter import KalmanEchoFilter, LinearEchoCanceller, ResidualSuppressor
 from moshi_mlx.audio.io import read_audio
+from moshi_mlx.audio.path_change import PathChange
 
 SR = 24_000
 B = 480
@@ -497,3 +498,33 @@ def test_the_reference_history_is_newest_first_across_its_wrap():
         prev = ref
         assert np.array_equal(f._X, shifted)
         assert np.array_equal(f._X2, shifted.real**2 + shifted.imag**2)
+
+
+def _with(settings: PathChange) -> LinearEchoCanceller:
+    """The default canceller with its detector's settings replaced."""
+    c = LinearEchoCanceller()
+    c.filter.detector.settings = settings
+    return c
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_settled_process_noise_keeps_more_of_a_quiet_user(seed):
+    """hello.wav in an RT60 0.6 s room with a weak direct path, the user 6 dB under the echo from
+    10 s: with the process noise settled (`settled_q`) while the path is where it was, the
+    filter learns less of the user's voice and expects less residual, so the double talk comes
+    out cleaner (21.1 / 21.6 dB against 19.6 / 18.9 with the filter's q throughout), the user
+    at their level and the echo before it removed as deeply."""
+    far = _hello(18)
+    echo = convolve(far, reflective_room_ir(20.0, rt60_s=0.6, drr_db=-3.0, seed=seed))[: len(far)]
+    a = 10 * SR
+    near = _user(far, echo, a, 8.0, (100.0, 140.0)) * 10 ** (-6.0 / 20)
+    noise = np.random.default_rng(3).standard_normal(len(far)).astype(np.float32) * 10 ** (-70 / 20)
+    snr, erle = [], []
+    for settings in (PathChange(), PathChange(settled_q=0.0)):
+        out = _run(_with(settings), far, echo + near + noise)
+        g, o, s = _user_level(out, near, a, alone=near + noise)
+        assert abs(20 * np.log10(g)) < 1.0
+        snr.append(ratio_db(g * s, o - g * s))
+        erle.append(ratio_db((echo + noise)[3 * SR : a], out[3 * SR : a]))
+    assert snr[0] >= snr[1] + 1.0 and snr[0] >= 20.0, snr
+    assert erle[0] >= erle[1] - 0.5 and erle[0] >= 35.0, erle
