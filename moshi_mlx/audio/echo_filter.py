@@ -85,7 +85,8 @@ class KalmanEchoFilter:
     the echo path change in that block, `worse` whether the estimate added echo.
 
     q: process noise, as a fraction of each coefficient's energy per block (how fast the
-    filter may believe the echo path changes); psi: weight of the observed error power in
+    filter may believe the echo path changes; with the detector, only while a change is held
+    or the estimate slides, else its `settled_q`); psi: weight of the observed error power in
     the step size's denominator (larger: more cautious in double talk, slower to converge);
     constrain: partitions whose gradient constraint is applied per block (a rotating subset,
     as in Speex's MDF: the rest are constrained a few blocks later; cheaper, and the same
