@@ -402,10 +402,10 @@ def _sliding(settings: PathChange, seed: int, error) -> list[float]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_an_estimate_sliding_off_raises_the_process_noise_the_users_voice_does_not(seed):
     """A path sliding by less than a change (a clock drift's remainder): the error is the estimate
-    turned by a few degrees, in quadrature with it (10 dB under the residual's level here, the
-    residual 20 dB under the estimate), which the wrong fraction hardly sees. `sliding` says 1 and
-    the filter's process noise goes back from `settled_q` to q (the drift bench at +2 ppm: 38 dB
-    in the worst 10 s against 26 settled). Moshi alone into a converged filter, or the user
+    turned by a few degrees, in quadrature with it (at the residual's level here, both 20 dB
+    under the estimate), which the wrong fraction hardly sees. `sliding` says 1 and the filter's
+    process noise goes back from `settled_q` to q (the drift bench at +2 ppm: 41 dB at 40-50 s,
+    26 if it stayed settled). Moshi alone into a converged filter, or the user
     talking at the estimate's level: 0 (in 29 of 30 blocks), q stays settled."""
     turned = _sliding(PathChange(), seed, lambda Y, n: 0.1j * Y + 0.1 * n)
     assert min(turned) == 1.0, turned
